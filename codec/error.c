@@ -1,0 +1,54 @@
+/* codec/error.c - error code names and the default limits. */
+#include "error.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+
+static const char *const names[CODEC_ERR__COUNT] = {
+    [CODEC_OK] = "ok",
+    [CODEC_ERR_TRUNCATED] = "truncated",
+    [CODEC_ERR_TRAILING_BYTES] = "trailing_bytes",
+    [CODEC_ERR_RESERVED_BYTE] = "reserved_byte",
+    [CODEC_ERR_UNSUPPORTED_EXT] = "unsupported_ext",
+    [CODEC_ERR_INVALID_UTF8] = "invalid_utf8",
+    [CODEC_ERR_INVALID_JSON] = "invalid_json",
+    [CODEC_ERR_TOO_DEEP] = "too_deep",
+    [CODEC_ERR_TOO_LARGE] = "too_large",
+    [CODEC_ERR_DUPLICATE_KEY] = "duplicate_key",
+    [CODEC_ERR_FORBIDDEN_KEY] = "forbidden_key",
+    [CODEC_ERR_NOT_FINITE] = "not_finite",
+    [CODEC_ERR_OUT_OF_RANGE] = "out_of_range",
+    [CODEC_ERR_WRONG_TYPE] = "wrong_type",
+    [CODEC_ERR_MISSING_FIELD] = "missing_field",
+    [CODEC_ERR_UNKNOWN_TYPE] = "unknown_type",
+    [CODEC_ERR_UNKNOWN_ACTION] = "unknown_action",
+    [CODEC_ERR_MODEL_MISMATCH] = "model_mismatch",
+    [CODEC_ERR_HISTORY_UNAVAILABLE] = "history_unavailable",
+    [CODEC_ERR_BAD_RANGE] = "bad_range",
+};
+
+const codec_limits_t codec_limits_default = {
+    .max_depth = CODEC_DEFAULT_MAX_DEPTH,
+    .max_string_bytes = CODEC_DEFAULT_MAX_STRING_BYTES,
+    .max_completions = CODEC_DEFAULT_MAX_COMPLETIONS,
+    .max_path_length = CODEC_DEFAULT_MAX_PATH_LENGTH,
+};
+
+const char *codec_err_name(codec_err_t err)
+{
+    if ((unsigned)err >= CODEC_ERR__COUNT)
+        return "unknown_error";
+    return names[err];
+}
+
+codec_err_t codec_errf(codec_err_t err, char *errstr, size_t errstr_size, const char *fmt,
+                       ...)
+{
+    if (errstr && errstr_size) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(errstr, errstr_size, fmt, ap);
+        va_end(ap);
+    }
+    return err;
+}

@@ -1,0 +1,458 @@
+/* codec/msgpack.c - strict msgpack decoding into value trees, and encoding. */
+#include "msgpack.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "alloc.h"
+
+/* @returns the length of the valid UTF-8 sequence at s[0..len), or 0. */
+static size_t utf8_seq_len(const unsigned char *s, size_t len)
+{
+    unsigned char c = s[0];
+    if (c < 0x80)
+        return 1;
+    size_t n;
+    uint32_t cp, min;
+    if ((c & 0xe0) == 0xc0) {
+        n = 1, cp = c & 0x1f, min = 0x80;
+    } else if ((c & 0xf0) == 0xe0) {
+        n = 2, cp = c & 0x0f, min = 0x800;
+    } else if ((c & 0xf8) == 0xf0) {
+        n = 3, cp = c & 0x07, min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (len <= n)
+        return 0;
+    for (size_t k = 1; k <= n; k++) {
+        if ((s[k] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[k] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n + 1;
+}
+
+bool codec_utf8_valid(const char *str, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    for (size_t i = 0; i < len;) {
+        size_t n = utf8_seq_len(s + i, len - i);
+        if (!n)
+            return false;
+        i += n;
+    }
+    return true;
+}
+
+void codec_utf8_sanitize(char *str, size_t len)
+{
+    unsigned char *s = (unsigned char *)str;
+    for (size_t i = 0; i < len;) {
+        size_t n = utf8_seq_len(s + i, len - i);
+        if (!n) {
+            s[i] = '?';
+            n = 1;
+        }
+        i += n;
+    }
+}
+
+void codec_path_format(const codec_path_elem_t *elems, size_t n, char *buf, size_t size)
+{
+    size_t off = 0;
+    off += (size_t)snprintf(buf, size, "$");
+    for (size_t i = 0; i < n && off < size; i++) {
+        if (elems[i].key)
+            off += (size_t)snprintf(buf + off, size - off, ".%.*s",
+                                    (int)(elems[i].key_len > 40 ? 40 : elems[i].key_len),
+                                    elems[i].key);
+        else
+            off += (size_t)snprintf(buf + off, size - off, "[%u]", elems[i].index);
+    }
+}
+
+/* ---- decoding ---- */
+
+typedef struct frame_s {
+    codec_value_t *container;
+    uint32_t remaining; /* items (or map entries) still to read */
+} frame_t;
+
+typedef struct decoder_s {
+    const unsigned char *p, *end;
+    const codec_limits_t *limits;
+    frame_t *frames;
+    codec_path_elem_t *path; /* path[i] is the item being read inside frames[i] */
+    size_t depth;
+    char *errstr;
+    size_t errstr_size;
+} decoder_t;
+
+static codec_err_t fail(decoder_t *d, codec_err_t err, const char *what)
+{
+    char where[256];
+    codec_path_format(d->path, d->depth, where, sizeof(where));
+    return codec_errf(err, d->errstr, d->errstr_size, "%s: %s", where, what);
+}
+
+static bool have(const decoder_t *d, size_t n)
+{
+    return (size_t)(d->end - d->p) >= n;
+}
+
+static uint64_t read_be(decoder_t *d, size_t n)
+{
+    uint64_t v = 0;
+    for (size_t i = 0; i < n; i++)
+        v = (v << 8) | d->p[i];
+    d->p += n;
+    return v;
+}
+
+/* Reads a length of n bytes (1, 2 or 4) after the type byte. */
+static codec_err_t read_len(decoder_t *d, size_t n, uint32_t *len)
+{
+    if (!have(d, n))
+        return fail(d, CODEC_ERR_TRUNCATED, "input ends inside a length");
+    *len = (uint32_t)read_be(d, n);
+    return CODEC_OK;
+}
+
+/* Reads string or binary bytes of len, checked against the input and the limit. */
+static codec_err_t read_bytes(decoder_t *d, uint32_t len, bool is_str, const char **s)
+{
+    if (len > d->limits->max_string_bytes) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "%s of %u bytes exceeds the limit of %u bytes",
+                 is_str ? "string" : "binary", len, d->limits->max_string_bytes);
+        return fail(d, CODEC_ERR_TOO_LARGE, msg);
+    }
+    if (!have(d, len))
+        return fail(d, CODEC_ERR_TRUNCATED, "input ends inside a string");
+    *s = (const char *)d->p;
+    d->p += len;
+    if (is_str && !codec_utf8_valid(*s, len))
+        return fail(d, CODEC_ERR_INVALID_UTF8, "string is not valid UTF-8");
+    return CODEC_OK;
+}
+
+/* Reads a map key: it must be a string. */
+static codec_err_t read_key(decoder_t *d, const char **key, uint32_t *len)
+{
+    if (!have(d, 1))
+        return fail(d, CODEC_ERR_TRUNCATED, "input ends before a map key");
+    unsigned char b = *d->p++;
+    codec_err_t err;
+    if (b >= 0xa0 && b <= 0xbf)
+        *len = b & 0x1f;
+    else if (b == 0xd9 || b == 0xda || b == 0xdb) {
+        if ((err = read_len(d, (size_t)1 << (b - 0xd9), len)))
+            return err;
+    } else
+        return fail(d, CODEC_ERR_WRONG_TYPE, "map key is not a string");
+    if ((err = read_bytes(d, *len, true, key)))
+        return err;
+    if (*len == 9 && memcmp(*key, "__proto__", 9) == 0)
+        return fail(d, CODEC_ERR_FORBIDDEN_KEY,
+                    "map key __proto__ is not allowed (JavaScript peers cannot hold it)");
+    return CODEC_OK;
+}
+
+/* Reads one value header. Scalars come back complete; containers come back empty with
+ * *count set to the number of items (entries for maps) still to read. */
+static codec_err_t read_value(decoder_t *d, codec_value_t **out, uint32_t *count)
+{
+    *count = 0;
+    if (!have(d, 1))
+        return fail(d, CODEC_ERR_TRUNCATED, "input ends before a value");
+    unsigned char b = *d->p++;
+    codec_err_t err;
+    uint32_t len = 0;
+    const char *s;
+
+    if (b <= 0x7f) {
+        *out = codec_value_int(b);
+        return CODEC_OK;
+    }
+    if (b >= 0xe0) {
+        *out = codec_value_int((int8_t)b);
+        return CODEC_OK;
+    }
+    if (b >= 0xa0 && b <= 0xbf) {
+        if ((err = read_bytes(d, b & 0x1f, true, &s)))
+            return err;
+        *out = codec_value_str(s, b & 0x1f);
+        return CODEC_OK;
+    }
+    if ((b >= 0x80 && b <= 0x8f) || b == 0xde || b == 0xdf) {
+        if (b <= 0x8f)
+            len = b & 0x0f;
+        else if ((err = read_len(d, b == 0xde ? 2 : 4, &len)))
+            return err;
+        /* Each entry needs at least two bytes: check before reserving anything. */
+        if ((uint64_t)len * 2 > (uint64_t)(d->end - d->p))
+            return fail(d, CODEC_ERR_TOO_LARGE,
+                        "map header claims more entries than the input holds");
+        *out = codec_value_map(len);
+        *count = len;
+        return CODEC_OK;
+    }
+    if ((b >= 0x90 && b <= 0x9f) || b == 0xdc || b == 0xdd) {
+        if (b <= 0x9f)
+            len = b & 0x0f;
+        else if ((err = read_len(d, b == 0xdc ? 2 : 4, &len)))
+            return err;
+        if ((uint64_t)len > (uint64_t)(d->end - d->p))
+            return fail(d, CODEC_ERR_TOO_LARGE,
+                        "array header claims more items than the input holds");
+        *out = codec_value_array(len);
+        *count = len;
+        return CODEC_OK;
+    }
+
+    switch (b) {
+    case 0xc0:
+        *out = codec_value_nil();
+        return CODEC_OK;
+    case 0xc1:
+        return fail(d, CODEC_ERR_RESERVED_BYTE, "reserved type byte 0xc1");
+    case 0xc2:
+    case 0xc3:
+        *out = codec_value_bool(b == 0xc3);
+        return CODEC_OK;
+    case 0xc4:
+    case 0xc5:
+    case 0xc6:
+        if ((err = read_len(d, (size_t)1 << (b - 0xc4), &len)) ||
+            (err = read_bytes(d, len, false, &s)))
+            return err;
+        *out = codec_value_bin(s, len);
+        return CODEC_OK;
+    case 0xc7:
+    case 0xc8:
+    case 0xc9:
+    case 0xd4:
+    case 0xd5:
+    case 0xd6:
+    case 0xd7:
+    case 0xd8:
+        return fail(d, CODEC_ERR_UNSUPPORTED_EXT, "msgpack ext types are not supported");
+    case 0xca: {
+        if (!have(d, 4))
+            return fail(d, CODEC_ERR_TRUNCATED, "input ends inside a float");
+        uint32_t bits = (uint32_t)read_be(d, 4);
+        float f;
+        memcpy(&f, &bits, sizeof(f));
+        if (!isfinite(f))
+            return fail(d, CODEC_ERR_NOT_FINITE, "NaN and infinities are not allowed");
+        *out = codec_value_float(f);
+        return CODEC_OK;
+    }
+    case 0xcb: {
+        if (!have(d, 8))
+            return fail(d, CODEC_ERR_TRUNCATED, "input ends inside a float");
+        uint64_t bits = read_be(d, 8);
+        double f;
+        memcpy(&f, &bits, sizeof(f));
+        if (!isfinite(f))
+            return fail(d, CODEC_ERR_NOT_FINITE, "NaN and infinities are not allowed");
+        *out = codec_value_float(f);
+        return CODEC_OK;
+    }
+    case 0xcc:
+    case 0xcd:
+    case 0xce:
+    case 0xcf: {
+        size_t n = (size_t)1 << (b - 0xcc);
+        if (!have(d, n))
+            return fail(d, CODEC_ERR_TRUNCATED, "input ends inside an integer");
+        uint64_t u = read_be(d, n);
+        if (u > (uint64_t)INT64_MAX)
+            return fail(d, CODEC_ERR_OUT_OF_RANGE, "integer above 2^63-1");
+        *out = codec_value_int((int64_t)u);
+        return CODEC_OK;
+    }
+    case 0xd0:
+    case 0xd1:
+    case 0xd2:
+    case 0xd3: {
+        size_t n = (size_t)1 << (b - 0xd0);
+        if (!have(d, n))
+            return fail(d, CODEC_ERR_TRUNCATED, "input ends inside an integer");
+        uint64_t u = read_be(d, n);
+        int64_t i;
+        if (n == 1)
+            i = (int8_t)u;
+        else if (n == 2)
+            i = (int16_t)u;
+        else if (n == 4)
+            i = (int32_t)u;
+        else
+            memcpy(&i, &u, sizeof(i));
+        *out = codec_value_int(i);
+        return CODEC_OK;
+    }
+    case 0xd9:
+    case 0xda:
+    case 0xdb:
+        if ((err = read_len(d, (size_t)1 << (b - 0xd9), &len)) ||
+            (err = read_bytes(d, len, true, &s)))
+            return err;
+        *out = codec_value_str(s, len);
+        return CODEC_OK;
+    }
+    return fail(d, CODEC_ERR_RESERVED_BYTE, "unknown type byte");
+}
+
+codec_err_t codec_msgpack_decode(const char *buf, size_t len, const codec_limits_t *limits,
+                                 codec_value_t **out, char *errstr, size_t errstr_size)
+{
+    decoder_t d = {
+        .p = (const unsigned char *)buf,
+        .end = (const unsigned char *)buf + len,
+        .limits = limits ? limits : &codec_limits_default,
+        .errstr = errstr,
+        .errstr_size = errstr_size,
+    };
+    codec_value_t *root = NULL;
+    codec_err_t err = CODEC_OK;
+    uint32_t count;
+
+    *out = NULL;
+    d.frames = codec_xmalloc((d.limits->max_depth + 1) * sizeof(*d.frames));
+    d.path = codec_xmalloc((d.limits->max_depth + 1) * sizeof(*d.path));
+
+    if ((err = read_value(&d, &root, &count)))
+        goto done;
+    if (count) {
+        if (d.limits->max_depth < 1) {
+            err = fail(&d, CODEC_ERR_TOO_DEEP, "nesting exceeds the depth limit");
+            goto done;
+        }
+        d.frames[0] = (frame_t){root, count};
+        d.path[0] = (codec_path_elem_t){0};
+        d.depth = 1;
+    }
+
+    while (d.depth > 0) {
+        frame_t *f = &d.frames[d.depth - 1];
+        codec_path_elem_t *pe = &d.path[d.depth - 1];
+        if (f->remaining == 0) {
+            d.depth--;
+            if (d.depth > 0) {
+                codec_path_elem_t *parent = &d.path[d.depth - 1];
+                parent->index++;
+            }
+            continue;
+        }
+        codec_value_t *item = NULL;
+        if (f->container->type == CODEC_VALUE_MAP) {
+            const char *key = NULL;
+            uint32_t key_len = 0;
+            pe->key = NULL;
+            if ((err = read_key(&d, &key, &key_len)))
+                goto done;
+            pe->key = key;
+            pe->key_len = key_len;
+            if (codec_map_get(f->container, key, key_len)) {
+                err = fail(&d, CODEC_ERR_DUPLICATE_KEY, "duplicate map key");
+                goto done;
+            }
+            if ((err = read_value(&d, &item, &count)))
+                goto done;
+            codec_map_add(f->container, key, key_len, item);
+        } else {
+            if ((err = read_value(&d, &item, &count)))
+                goto done;
+            codec_array_push(f->container, item);
+        }
+        f->remaining--;
+        if (count) {
+            if (d.depth >= d.limits->max_depth) {
+                err = fail(&d, CODEC_ERR_TOO_DEEP, "nesting exceeds the depth limit");
+                goto done;
+            }
+            d.frames[d.depth] = (frame_t){item, count};
+            d.path[d.depth] = (codec_path_elem_t){0};
+            d.depth++;
+        } else {
+            pe->index++;
+        }
+    }
+
+    if (d.p != d.end) {
+        char msg[64];
+        snprintf(msg, sizeof(msg), "%zu trailing bytes after the value",
+                 (size_t)(d.end - d.p));
+        d.depth = 0;
+        err = fail(&d, CODEC_ERR_TRAILING_BYTES, msg);
+    }
+
+done:
+    free(d.frames);
+    free(d.path);
+    if (err)
+        codec_value_destroy(root);
+    else
+        *out = root;
+    return err;
+}
+
+/* ---- encoding ---- */
+
+void codec_msgpack_pack_str(msgpack_packer *pk, const char *s, size_t len)
+{
+    msgpack_pack_str_with_body(pk, s, len);
+}
+
+void codec_msgpack_pack_raw(msgpack_packer *pk, const char *bytes, size_t len)
+{
+    if (len)
+        pk->callback(pk->data, bytes, len);
+}
+
+void codec_msgpack_pack_value(msgpack_packer *pk, const codec_value_t *v)
+{
+    switch (v->type) {
+    case CODEC_VALUE_NIL:
+        msgpack_pack_nil(pk);
+        break;
+    case CODEC_VALUE_BOOL:
+        if (v->u.b)
+            msgpack_pack_true(pk);
+        else
+            msgpack_pack_false(pk);
+        break;
+    case CODEC_VALUE_INT:
+        msgpack_pack_int64(pk, v->u.i);
+        break;
+    case CODEC_VALUE_FLOAT:
+        msgpack_pack_double(pk, v->u.f);
+        break;
+    case CODEC_VALUE_STR:
+        msgpack_pack_str_with_body(pk, v->u.str.ptr, v->u.str.len);
+        break;
+    case CODEC_VALUE_BIN:
+        msgpack_pack_bin_with_body(pk, v->u.str.ptr, v->u.str.len);
+        break;
+    case CODEC_VALUE_ARRAY:
+        msgpack_pack_array(pk, v->u.array.len);
+        for (uint32_t i = 0; i < v->u.array.len; i++)
+            codec_msgpack_pack_value(pk, v->u.array.items[i]);
+        break;
+    case CODEC_VALUE_MAP: {
+        msgpack_pack_map(pk, v->u.map.count);
+        uint32_t pos = 0;
+        const codec_map_entry_t *e;
+        while ((e = codec_map_next(v, &pos))) {
+            msgpack_pack_str_with_body(pk, e->key, e->key_len);
+            codec_msgpack_pack_value(pk, e->value);
+        }
+        break;
+    }
+    }
+}

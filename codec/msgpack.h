@@ -1,0 +1,52 @@
+/* codec/msgpack.h - strict msgpack decoding into value trees, and encoding.
+ *
+ * Decoding walks the bytes iteratively with an explicit stack instead of using
+ * msgpack-c's unpacker, which recurses up to a fixed 32 levels, reserves memory from
+ * header counts before checking them against the input, and accepts duplicate keys.
+ * Encoding uses msgpack-c's packer. */
+#ifndef FLUSHOUT_CODEC_MSGPACK_H
+#define FLUSHOUT_CODEC_MSGPACK_H
+
+#include <msgpack.h>
+
+#include "error.h"
+#include "value.h"
+
+/** Decodes exactly one msgpack value filling buf[0..len).
+ *  Rejects truncated input, trailing bytes, reserved and ext types, non-string or
+ *  duplicate or "__proto__" map keys, invalid UTF-8, non-finite floats, integers above
+ *  INT64_MAX, and anything beyond limits (depth, string length, counts larger than the
+ *  bytes that remain, checked before allocating).
+ *  @returns CODEC_OK and *out (caller owns it), or an error code and errstr naming
+ *  the position (e.g. "$.completions[2].command: ..."). */
+codec_err_t codec_msgpack_decode(const char *buf, size_t len, const codec_limits_t *limits,
+                                 codec_value_t **out, char *errstr, size_t errstr_size);
+
+/** Packs a value tree. */
+void codec_msgpack_pack_value(msgpack_packer *pk, const codec_value_t *v);
+
+/** Packs a string. */
+void codec_msgpack_pack_str(msgpack_packer *pk, const char *s, size_t len);
+
+/** Appends already-encoded msgpack bytes to the packer's output. */
+void codec_msgpack_pack_raw(msgpack_packer *pk, const char *bytes, size_t len);
+
+/** @returns true if s[0..len) is valid UTF-8 (no overlongs, surrogates or values
+ *  above U+10FFFF). */
+bool codec_utf8_valid(const char *s, size_t len);
+
+/** Replaces every byte that is not part of valid UTF-8 with '?', in place, so that a
+ *  message truncated inside a character can still be sent as a string. */
+void codec_utf8_sanitize(char *s, size_t len);
+
+/* A position inside a decoded tree, for error messages. */
+typedef struct codec_path_elem_s {
+    const char *key; /* NULL for an array index */
+    size_t key_len;
+    uint32_t index;
+} codec_path_elem_t;
+
+/** Writes "$.a[2].b" for elems[0..n) into buf. */
+void codec_path_format(const codec_path_elem_t *elems, size_t n, char *buf, size_t size);
+
+#endif

@@ -1,0 +1,198 @@
+/* codec/reply.c - protocol v1 replies, packed as msgpack. */
+#include "reply.h"
+
+#include <string.h>
+
+#include "alloc.h"
+#include "msgpack.h"
+
+void codec_packed_init(codec_packed_t *list)
+{
+    memset(list, 0, sizeof(*list));
+    msgpack_sbuffer_init(&list->buf);
+    msgpack_packer_init(&list->pk, &list->buf, msgpack_sbuffer_write);
+    list->offsets_cap = 8;
+    list->offsets = codec_xmalloc(list->offsets_cap * sizeof(*list->offsets));
+    list->offsets[0] = 0;
+}
+
+void codec_packed_destroy(codec_packed_t *list)
+{
+    msgpack_sbuffer_destroy(&list->buf);
+    free(list->offsets);
+    memset(list, 0, sizeof(*list));
+}
+
+void codec_packed_reset(codec_packed_t *list)
+{
+    msgpack_sbuffer_clear(&list->buf);
+    list->count = 0;
+}
+
+void codec_packed_end_item(codec_packed_t *list)
+{
+    if (list->count + 2 > list->offsets_cap) {
+        list->offsets_cap *= 2;
+        list->offsets =
+            codec_xrealloc(list->offsets, list->offsets_cap * sizeof(*list->offsets));
+    }
+    list->offsets[++list->count] = (uint32_t)list->buf.size;
+}
+
+void codec_packed_add_raw(codec_packed_t *list, const char *bytes, size_t len)
+{
+    codec_msgpack_pack_raw(&list->pk, bytes, len);
+    codec_packed_end_item(list);
+}
+
+const char *codec_packed_item(const codec_packed_t *list, uint32_t i, size_t *len)
+{
+    *len = list->offsets[i + 1] - list->offsets[i];
+    return list->buf.data + list->offsets[i];
+}
+
+void codec_packed_pack_array(msgpack_packer *pk, const codec_packed_t *list)
+{
+    msgpack_pack_array(pk, list->count);
+    codec_msgpack_pack_raw(pk, list->buf.data, list->count ? list->buf.size : 0);
+}
+
+void codec_flush_result_init(codec_flush_result_t *r)
+{
+    memset(r, 0, sizeof(*r));
+    codec_packed_init(&r->applied);
+    codec_packed_init(&r->errors);
+    codec_packed_init(&r->diff_history);
+}
+
+void codec_flush_result_destroy(codec_flush_result_t *r)
+{
+    codec_packed_destroy(&r->applied);
+    codec_packed_destroy(&r->errors);
+    codec_packed_destroy(&r->diff_history);
+}
+
+static void pack_key(msgpack_packer *pk, const char *key)
+{
+    msgpack_pack_str_with_body(pk, key, strlen(key));
+}
+
+void codec_flush_result_add_error(codec_flush_result_t *r, codec_action_t action,
+                                  const codec_value_t *path, const char *message)
+{
+    msgpack_packer *pk = &r->errors.pk;
+    msgpack_pack_map(pk, 3);
+    pack_key(pk, "action");
+    pack_key(pk, codec_action_name(action));
+    pack_key(pk, "path");
+    codec_path_pack(pk, path);
+    pack_key(pk, "errorMessage");
+    pack_key(pk, message);
+    codec_packed_end_item(&r->errors);
+}
+
+/* Packs the map header and the type/model/client/seq fields every reply starts with. */
+static void pack_head(msgpack_packer *pk, const char *type, const codec_reply_to_t *to,
+                      uint32_t n_more)
+{
+    msgpack_pack_map(pk, 1 + !!to->model + !!to->client + !!to->seq + n_more);
+    pack_key(pk, "type");
+    pack_key(pk, type);
+    if (to->model) {
+        pack_key(pk, "model");
+        msgpack_pack_str_with_body(pk, to->model->ptr, to->model->len);
+    }
+    if (to->client) {
+        pack_key(pk, "client");
+        msgpack_pack_str_with_body(pk, to->client->ptr, to->client->len);
+    }
+    if (to->seq) {
+        pack_key(pk, "seq");
+        msgpack_pack_uint64(pk, *to->seq);
+    }
+}
+
+static void pack_snapshot(msgpack_packer *pk, uint64_t count, const codec_value_t *doc)
+{
+    msgpack_pack_map(pk, 2);
+    pack_key(pk, "commandCount");
+    msgpack_pack_uint64(pk, count);
+    pack_key(pk, "document");
+    codec_msgpack_pack_value(pk, doc);
+}
+
+void codec_reply_pack_flush(msgpack_packer *pk, const codec_reply_to_t *to,
+                            const codec_flush_result_t *r)
+{
+    pack_head(pk, "flushResult", to,
+              1 + (r->sync != CODEC_SYNC_NONE) + (r->errors.count > 0));
+    pack_key(pk, "applied");
+    msgpack_pack_map(pk, 2);
+    pack_key(pk, "from");
+    msgpack_pack_uint64(pk, r->applied_from);
+    pack_key(pk, "completions");
+    codec_packed_pack_array(pk, &r->applied);
+
+    if (r->sync != CODEC_SYNC_NONE) {
+        pack_key(pk, "sync");
+        msgpack_pack_map(pk, 3);
+        pack_key(pk, "isPartial");
+        if (r->sync == CODEC_SYNC_PARTIAL) {
+            msgpack_pack_true(pk);
+            pack_key(pk, "diff");
+            msgpack_pack_map(pk, 2);
+            pack_key(pk, "from");
+            msgpack_pack_uint64(pk, r->diff_from);
+            pack_key(pk, "completions");
+            msgpack_pack_array(pk, r->diff_history.count + r->applied.count);
+            codec_msgpack_pack_raw(pk, r->diff_history.buf.data,
+                                   r->diff_history.count ? r->diff_history.buf.size : 0);
+            codec_msgpack_pack_raw(pk, r->applied.buf.data,
+                                   r->applied.count ? r->applied.buf.size : 0);
+        } else {
+            msgpack_pack_false(pk);
+            pack_key(pk, "latest");
+            pack_snapshot(pk, r->latest_count, r->latest_document);
+        }
+        pack_key(pk, "mappedPaths");
+        codec_msgpack_pack_value(pk, r->mapped_paths);
+    }
+    if (r->errors.count > 0) {
+        pack_key(pk, "errors");
+        codec_packed_pack_array(pk, &r->errors);
+    }
+}
+
+void codec_reply_pack_snapshot(msgpack_packer *pk, const codec_reply_to_t *to,
+                               uint64_t command_count, const codec_value_t *document)
+{
+    pack_head(pk, "snapshot", to, 1);
+    pack_key(pk, "snapshot");
+    pack_snapshot(pk, command_count, document);
+}
+
+void codec_reply_pack_history(msgpack_packer *pk, const codec_reply_to_t *to,
+                              uint64_t from, const codec_packed_t *completions)
+{
+    pack_head(pk, "history", to, 2);
+    pack_key(pk, "from");
+    msgpack_pack_uint64(pk, from);
+    pack_key(pk, "completions");
+    codec_packed_pack_array(pk, completions);
+}
+
+void codec_reply_pack_error(msgpack_packer *pk, const codec_reply_to_t *to,
+                            codec_err_t code, const char *message)
+{
+    pack_head(pk, "error", to, 1);
+    pack_key(pk, "error");
+    msgpack_pack_map(pk, 2);
+    pack_key(pk, "code");
+    pack_key(pk, codec_err_name(code));
+    pack_key(pk, "message");
+    size_t len = strlen(message);
+    char *clean = codec_xmemdup(message, len);
+    codec_utf8_sanitize(clean, len); /* messages may cut input strings mid-character */
+    msgpack_pack_str_with_body(pk, clean, len);
+    free(clean);
+}

@@ -1,0 +1,91 @@
+/* codec/request.h - protocol v1 requests: validation of decoded trees into typed
+ * requests. The wire format is written down in codec/PROTOCOL.md. */
+#ifndef FLUSHOUT_CODEC_REQUEST_H
+#define FLUSHOUT_CODEC_REQUEST_H
+
+#include <msgpack.h>
+
+#include "error.h"
+#include "value.h"
+
+/* Largest count, seq or command count accepted: JavaScript's Number.MAX_SAFE_INTEGER,
+ * so every peer can represent every number we send. */
+#define CODEC_MAX_SAFE_INTEGER 9007199254740991ull
+
+typedef enum codec_action_e {
+    CODEC_ACTION_CREATE,
+    CODEC_ACTION_UPDATE,
+    CODEC_ACTION_DELETE,
+} codec_action_t;
+
+/** @returns the wire name: "create", "update" or "detete" (flushout's spelling). */
+const char *codec_action_name(codec_action_t action);
+
+typedef struct codec_str_s {
+    const char *ptr;
+    size_t len;
+} codec_str_t;
+
+/* Subtrees are borrowed from the tree the request was decoded from. */
+typedef struct codec_command_s {
+    codec_action_t action;
+    const codec_value_t *path;           /* array of strings, NULL when absent */
+    const codec_value_t *props;          /* map, NULL when absent */
+    const codec_value_t *parent_default; /* map, NULL when absent */
+} codec_command_t;
+
+typedef struct codec_completion_s {
+    codec_command_t command;
+    const codec_value_t *created_id; /* string, NULL when absent */
+} codec_completion_t;
+
+typedef enum codec_request_type_e {
+    CODEC_REQUEST_FLUSH,
+    CODEC_REQUEST_SNAPSHOT,
+    CODEC_REQUEST_HISTORY,
+} codec_request_type_t;
+
+typedef struct codec_request_s {
+    codec_request_type_t type;
+    codec_str_t model; /* the record key, or the "model" field without one */
+    codec_str_t client;
+    uint64_t seq;
+    uint64_t from; /* flush, history */
+    uint64_t to;   /* history, when has_to */
+    bool has_to;
+    codec_completion_t *completions; /* flush */
+    uint32_t n_completions;
+    const codec_value_t *context; /* flush: map, NULL when absent */
+
+    bool has_model, has_client, has_seq; /* what could be identified, even on error */
+    codec_value_t *root;                 /* owns everything borrowed above */
+} codec_request_t;
+
+/** Decodes a msgpack request. key (may be NULL) is the record key = model id.
+ *  On failure the request still holds the identifying fields that were valid
+ *  (has_model, has_client, has_seq) for the error reply.
+ *  Always call codec_request_clear() afterwards.
+ *  @returns CODEC_OK, or an error code and errstr naming the field. */
+codec_err_t codec_request_decode(const char *buf, size_t len, const char *key,
+                                 size_t key_len, const codec_limits_t *limits,
+                                 codec_request_t *req, char *errstr, size_t errstr_size);
+
+/** Validates a decoded tree as a request, taking ownership of root. */
+codec_err_t codec_request_from_value(codec_value_t *root, const char *key, size_t key_len,
+                                     const codec_limits_t *limits, codec_request_t *req,
+                                     char *errstr, size_t errstr_size);
+
+/** Frees what the request owns and zeroes it. */
+void codec_request_clear(codec_request_t *req);
+
+/** Packs a completion as {"command":{...},"createdId"?}. Absent fields are omitted. */
+void codec_completion_pack(msgpack_packer *pk, const codec_completion_t *c);
+
+/** Packs an array of strings (a path). NULL packs []. */
+void codec_path_pack(msgpack_packer *pk, const codec_value_t *path);
+
+/** Joins a path's elements with ',' as JavaScript's Array.prototype.toString does.
+ *  Writes into a malloc'ed buffer (*out, caller frees), @returns its length. */
+size_t codec_path_join(const codec_value_t *path, uint32_t n_elems, char **out);
+
+#endif

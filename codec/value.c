@@ -1,0 +1,435 @@
+/* codec/value.c - the mutable document tree: JSON-like values with ordered maps. */
+#include "value.h"
+
+#include <string.h>
+
+#define XXH_INLINE_ALL
+#include <xxhash.h>
+
+#include "alloc.h"
+
+/* Maps up to this many entries are scanned; past it they get a hash index. */
+#define MAP_SCAN_MAX   8
+#define SLOT_EMPTY     0u
+#define SLOT_DELETED   1u
+#define SLOT_FIRST_IDX 2u /* a slot holding entry i stores i + SLOT_FIRST_IDX */
+
+static codec_value_t *value_new(codec_value_type_t type)
+{
+    codec_value_t *v = codec_xcalloc(1, sizeof(*v));
+    v->type = type;
+    return v;
+}
+
+codec_value_t *codec_value_nil(void)
+{
+    return value_new(CODEC_VALUE_NIL);
+}
+
+codec_value_t *codec_value_bool(bool b)
+{
+    codec_value_t *v = value_new(CODEC_VALUE_BOOL);
+    v->u.b = b;
+    return v;
+}
+
+codec_value_t *codec_value_int(int64_t i)
+{
+    codec_value_t *v = value_new(CODEC_VALUE_INT);
+    v->u.i = i;
+    return v;
+}
+
+codec_value_t *codec_value_float(double f)
+{
+    codec_value_t *v = value_new(CODEC_VALUE_FLOAT);
+    v->u.f = f;
+    return v;
+}
+
+static codec_value_t *bytes_new(codec_value_type_t type, const char *s, size_t len)
+{
+    codec_value_t *v = value_new(type);
+    v->u.str.ptr = codec_xmemdup(s, len);
+    v->u.str.len = (uint32_t)len;
+    return v;
+}
+
+codec_value_t *codec_value_str(const char *s, size_t len)
+{
+    return bytes_new(CODEC_VALUE_STR, s, len);
+}
+
+codec_value_t *codec_value_bin(const char *s, size_t len)
+{
+    return bytes_new(CODEC_VALUE_BIN, s, len);
+}
+
+codec_value_t *codec_value_array(uint32_t capacity_hint)
+{
+    codec_value_t *v = value_new(CODEC_VALUE_ARRAY);
+    if (capacity_hint) {
+        v->u.array.items = codec_xmalloc(capacity_hint * sizeof(*v->u.array.items));
+        v->u.array.cap = capacity_hint;
+    }
+    return v;
+}
+
+codec_value_t *codec_value_map(uint32_t capacity_hint)
+{
+    codec_value_t *v = value_new(CODEC_VALUE_MAP);
+    if (capacity_hint) {
+        v->u.map.entries = codec_xmalloc(capacity_hint * sizeof(*v->u.map.entries));
+        v->u.map.cap = capacity_hint;
+    }
+    return v;
+}
+
+void codec_value_destroy(codec_value_t *v)
+{
+    if (!v)
+        return;
+    switch (v->type) {
+    case CODEC_VALUE_STR:
+    case CODEC_VALUE_BIN:
+        free(v->u.str.ptr);
+        break;
+    case CODEC_VALUE_ARRAY:
+        for (uint32_t i = 0; i < v->u.array.len; i++)
+            codec_value_destroy(v->u.array.items[i]);
+        free(v->u.array.items);
+        break;
+    case CODEC_VALUE_MAP:
+        for (uint32_t i = 0; i < v->u.map.used; i++) {
+            codec_map_entry_t *e = &v->u.map.entries[i];
+            if (e->value) {
+                free(e->key);
+                codec_value_destroy(e->value);
+            }
+        }
+        free(v->u.map.entries);
+        free(v->u.map.index);
+        break;
+    default:
+        break;
+    }
+    free(v);
+}
+
+const char *codec_value_type_name(codec_value_type_t type)
+{
+    switch (type) {
+    case CODEC_VALUE_NIL:
+        return "nil";
+    case CODEC_VALUE_BOOL:
+        return "boolean";
+    case CODEC_VALUE_INT:
+        return "integer";
+    case CODEC_VALUE_FLOAT:
+        return "float";
+    case CODEC_VALUE_STR:
+        return "string";
+    case CODEC_VALUE_BIN:
+        return "binary";
+    case CODEC_VALUE_ARRAY:
+        return "array";
+    case CODEC_VALUE_MAP:
+        return "map";
+    }
+    return "unknown";
+}
+
+void codec_array_push(codec_value_t *array, codec_value_t *item)
+{
+    if (array->u.array.len == array->u.array.cap) {
+        uint32_t cap = array->u.array.cap ? array->u.array.cap * 2 : 4;
+        array->u.array.items =
+            codec_xrealloc(array->u.array.items, cap * sizeof(*array->u.array.items));
+        array->u.array.cap = cap;
+    }
+    array->u.array.items[array->u.array.len++] = item;
+}
+
+/* ---- maps ---- */
+
+static uint32_t key_hash(const char *key, size_t len)
+{
+    return (uint32_t)XXH3_64bits(key, len);
+}
+
+static void index_insert(codec_value_t *map, uint32_t hash, uint32_t idx)
+{
+    uint32_t mask = map->u.map.index_mask;
+    uint32_t s = hash & mask;
+    while (map->u.map.index[s] >= SLOT_FIRST_IDX)
+        s = (s + 1) & mask;
+    map->u.map.index[s] = idx + SLOT_FIRST_IDX;
+}
+
+/* Rebuilds the index for the current entries, sized to at least twice `used` so a
+ * probe always meets an empty slot. */
+static void index_rebuild(codec_value_t *map, uint32_t min_entries)
+{
+    uint32_t size = 16;
+    while (size < min_entries * 2)
+        size *= 2;
+    free(map->u.map.index);
+    map->u.map.index = codec_xcalloc(size, sizeof(uint32_t));
+    map->u.map.index_mask = size - 1;
+    for (uint32_t i = 0; i < map->u.map.used; i++)
+        if (map->u.map.entries[i].value)
+            index_insert(map, map->u.map.entries[i].hash, i);
+}
+
+/* @returns the entry index of key, or -1. With slot_out, also the index slot. */
+static int64_t map_find(const codec_value_t *map, const char *key, size_t len,
+                        uint32_t hash, uint32_t *slot_out)
+{
+    const codec_map_entry_t *entries = map->u.map.entries;
+    if (!map->u.map.index) {
+        for (uint32_t i = 0; i < map->u.map.used; i++)
+            if (entries[i].value && entries[i].key_len == len &&
+                memcmp(entries[i].key, key, len) == 0)
+                return i;
+        return -1;
+    }
+    uint32_t mask = map->u.map.index_mask;
+    for (uint32_t s = hash & mask;; s = (s + 1) & mask) {
+        uint32_t slot = map->u.map.index[s];
+        if (slot == SLOT_EMPTY)
+            return -1;
+        if (slot == SLOT_DELETED)
+            continue;
+        const codec_map_entry_t *e = &entries[slot - SLOT_FIRST_IDX];
+        if (e->hash == hash && e->key_len == len && memcmp(e->key, key, len) == 0) {
+            if (slot_out)
+                *slot_out = s;
+            return slot - SLOT_FIRST_IDX;
+        }
+    }
+}
+
+/* Squeezes out deleted entries, keeping order. */
+static void map_compact(codec_value_t *map)
+{
+    uint32_t w = 0;
+    for (uint32_t r = 0; r < map->u.map.used; r++)
+        if (map->u.map.entries[r].value)
+            map->u.map.entries[w++] = map->u.map.entries[r];
+    map->u.map.used = w;
+}
+
+static void map_append(codec_value_t *map, const char *key, size_t len, uint32_t hash,
+                       codec_value_t *value)
+{
+    bool reindex = false;
+    if (map->u.map.used == map->u.map.cap) {
+        if (map->u.map.count <= map->u.map.used / 2 && map->u.map.used > 0) {
+            map_compact(map);
+            reindex = map->u.map.index != NULL;
+        } else {
+            uint32_t cap = map->u.map.cap ? map->u.map.cap * 2 : 4;
+            map->u.map.entries =
+                codec_xrealloc(map->u.map.entries, cap * sizeof(*map->u.map.entries));
+            map->u.map.cap = cap;
+        }
+    }
+    uint32_t idx = map->u.map.used++;
+    codec_map_entry_t *e = &map->u.map.entries[idx];
+    e->key = codec_xmemdup(key, len);
+    e->key_len = (uint32_t)len;
+    e->hash = hash;
+    e->value = value;
+    map->u.map.count++;
+
+    if (map->u.map.index) {
+        if (reindex || map->u.map.used * 2 > map->u.map.index_mask + 1)
+            index_rebuild(map, map->u.map.used * 2);
+        else
+            index_insert(map, hash, idx);
+    } else if (map->u.map.used > MAP_SCAN_MAX) {
+        index_rebuild(map, map->u.map.used * 2);
+    }
+}
+
+codec_value_t *codec_map_get(const codec_value_t *map, const char *key, size_t key_len)
+{
+    uint32_t hash = map->u.map.index ? key_hash(key, key_len) : 0;
+    int64_t i = map_find(map, key, key_len, hash, NULL);
+    return i < 0 ? NULL : map->u.map.entries[i].value;
+}
+
+void codec_map_set(codec_value_t *map, const char *key, size_t key_len,
+                   codec_value_t *value)
+{
+    uint32_t hash = key_hash(key, key_len);
+    int64_t i = map_find(map, key, key_len, hash, NULL);
+    if (i >= 0) {
+        codec_value_destroy(map->u.map.entries[i].value);
+        map->u.map.entries[i].value = value;
+        return;
+    }
+    map_append(map, key, key_len, hash, value);
+}
+
+int codec_map_add(codec_value_t *map, const char *key, size_t key_len,
+                  codec_value_t *value)
+{
+    uint32_t hash = key_hash(key, key_len);
+    if (map_find(map, key, key_len, hash, NULL) >= 0)
+        return -1;
+    map_append(map, key, key_len, hash, value);
+    return 0;
+}
+
+codec_value_t *codec_map_take(codec_value_t *map, const char *key, size_t key_len)
+{
+    uint32_t hash = key_hash(key, key_len);
+    uint32_t slot = 0;
+    int64_t i = map_find(map, key, key_len, hash, &slot);
+    if (i < 0)
+        return NULL;
+    codec_map_entry_t *e = &map->u.map.entries[i];
+    codec_value_t *value = e->value;
+    free(e->key);
+    e->key = NULL;
+    e->value = NULL;
+    map->u.map.count--;
+    if (map->u.map.index)
+        map->u.map.index[slot] = SLOT_DELETED;
+    if (map->u.map.count == 0) {
+        map->u.map.used = 0;
+        if (map->u.map.index)
+            memset(map->u.map.index, 0,
+                   (map->u.map.index_mask + 1) * sizeof(*map->u.map.index));
+    } else if ((uint32_t)i + 1 == map->u.map.used) {
+        map->u.map.used--; /* a hole at the end need not wait for compaction */
+    }
+    return value;
+}
+
+const codec_map_entry_t *codec_map_next(const codec_value_t *map, uint32_t *pos)
+{
+    while (*pos < map->u.map.used) {
+        const codec_map_entry_t *e = &map->u.map.entries[(*pos)++];
+        if (e->value)
+            return e;
+    }
+    return NULL;
+}
+
+/* ---- whole trees ---- */
+
+codec_value_t *codec_value_copy(const codec_value_t *v)
+{
+    switch (v->type) {
+    case CODEC_VALUE_NIL:
+        return codec_value_nil();
+    case CODEC_VALUE_BOOL:
+        return codec_value_bool(v->u.b);
+    case CODEC_VALUE_INT:
+        return codec_value_int(v->u.i);
+    case CODEC_VALUE_FLOAT:
+        return codec_value_float(v->u.f);
+    case CODEC_VALUE_STR:
+    case CODEC_VALUE_BIN:
+        return bytes_new(v->type, v->u.str.ptr, v->u.str.len);
+    case CODEC_VALUE_ARRAY: {
+        codec_value_t *c = codec_value_array(v->u.array.len);
+        for (uint32_t i = 0; i < v->u.array.len; i++)
+            c->u.array.items[i] = codec_value_copy(v->u.array.items[i]);
+        c->u.array.len = v->u.array.len;
+        return c;
+    }
+    case CODEC_VALUE_MAP: {
+        codec_value_t *c = codec_value_map(v->u.map.count);
+        uint32_t pos = 0;
+        const codec_map_entry_t *e;
+        while ((e = codec_map_next(v, &pos)))
+            map_append(c, e->key, e->key_len, e->hash, codec_value_copy(e->value));
+        return c;
+    }
+    }
+    return codec_value_nil();
+}
+
+static bool is_number(const codec_value_t *v)
+{
+    return v->type == CODEC_VALUE_INT || v->type == CODEC_VALUE_FLOAT;
+}
+
+bool codec_value_equal(const codec_value_t *a, const codec_value_t *b)
+{
+    if (a->type != b->type) {
+        /* JSON has one number type: 1 and 1.0 are the same document value. */
+        if (is_number(a) && is_number(b)) {
+            const codec_value_t *i = a->type == CODEC_VALUE_INT ? a : b;
+            const codec_value_t *f = a->type == CODEC_VALUE_FLOAT ? a : b;
+            return (double)i->u.i == f->u.f && (int64_t)f->u.f == i->u.i;
+        }
+        return false;
+    }
+    switch (a->type) {
+    case CODEC_VALUE_NIL:
+        return true;
+    case CODEC_VALUE_BOOL:
+        return a->u.b == b->u.b;
+    case CODEC_VALUE_INT:
+        return a->u.i == b->u.i;
+    case CODEC_VALUE_FLOAT:
+        return a->u.f == b->u.f;
+    case CODEC_VALUE_STR:
+    case CODEC_VALUE_BIN:
+        return a->u.str.len == b->u.str.len &&
+               memcmp(a->u.str.ptr, b->u.str.ptr, a->u.str.len) == 0;
+    case CODEC_VALUE_ARRAY:
+        if (a->u.array.len != b->u.array.len)
+            return false;
+        for (uint32_t i = 0; i < a->u.array.len; i++)
+            if (!codec_value_equal(a->u.array.items[i], b->u.array.items[i]))
+                return false;
+        return true;
+    case CODEC_VALUE_MAP: {
+        if (a->u.map.count != b->u.map.count)
+            return false;
+        uint32_t pos = 0;
+        const codec_map_entry_t *e;
+        while ((e = codec_map_next(a, &pos))) {
+            const codec_value_t *other = codec_map_get(b, e->key, e->key_len);
+            if (!other || !codec_value_equal(e->value, other))
+                return false;
+        }
+        return true;
+    }
+    }
+    return false;
+}
+
+size_t codec_value_mem_size(const codec_value_t *v)
+{
+    size_t size = sizeof(*v);
+    switch (v->type) {
+    case CODEC_VALUE_STR:
+    case CODEC_VALUE_BIN:
+        size += (size_t)v->u.str.len + 1;
+        break;
+    case CODEC_VALUE_ARRAY:
+        size += (size_t)v->u.array.cap * sizeof(*v->u.array.items);
+        for (uint32_t i = 0; i < v->u.array.len; i++)
+            size += codec_value_mem_size(v->u.array.items[i]);
+        break;
+    case CODEC_VALUE_MAP: {
+        size += (size_t)v->u.map.cap * sizeof(*v->u.map.entries);
+        if (v->u.map.index)
+            size += ((size_t)v->u.map.index_mask + 1) * sizeof(uint32_t);
+        uint32_t pos = 0;
+        const codec_map_entry_t *e;
+        while ((e = codec_map_next(v, &pos)))
+            size += (size_t)e->key_len + 1 + codec_value_mem_size(e->value);
+        break;
+    }
+    default:
+        break;
+    }
+    return size;
+}

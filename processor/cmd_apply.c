@@ -1,0 +1,163 @@
+/* processor/cmd_apply.c - `flushout-processor apply`: NDJSON requests in, replies out.
+ *
+ * Each line goes the way a Kafka record will: JSON -> value -> msgpack bytes ->
+ * the record handler (the model id is the record key) -> msgpack reply -> JSON, so
+ * `apply` exercises the same decoder and encoder as the processor. */
+#include "cmd_apply.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "codec/alloc.h"
+#include "codec/json.h"
+#include "codec/msgpack.h"
+#include "codec/reply.h"
+#include "handler.h"
+
+static int make_dirs(const char *path, char *errstr, size_t errstr_size)
+{
+    char *p = codec_xmemdup(path, strlen(path));
+    int rc = 0;
+    for (char *s = p + 1;; s++) {
+        char c = *s;
+        if (c != '/' && c != '\0')
+            continue;
+        *s = '\0';
+        if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+            snprintf(errstr, errstr_size, "cannot create %s: %s", p, strerror(errno));
+            rc = -1;
+            break;
+        }
+        *s = c;
+        if (!c)
+            break;
+    }
+    free(p);
+    return rc;
+}
+
+static codec_value_t *read_document(const char *path, const codec_limits_t *limits,
+                                    char *errstr, size_t errstr_size)
+{
+    FILE *fp = fopen(path, "rb");
+    if (!fp) {
+        snprintf(errstr, errstr_size, "--initial-document %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = NULL;
+    size_t len = 0, cap = 0, n;
+    do {
+        if (len + 65536 > cap)
+            buf = codec_xrealloc(buf, cap = (cap + 65536) * 2);
+        n = fread(buf + len, 1, cap - len, fp);
+        len += n;
+    } while (n > 0);
+    fclose(fp);
+
+    codec_value_t *doc = NULL;
+    char err[400];
+    if (codec_json_decode(buf, len, limits, &doc, err, sizeof(err)))
+        snprintf(errstr, errstr_size, "--initial-document %s: %s", path, err);
+    else if (doc->type != CODEC_VALUE_MAP) {
+        snprintf(errstr, errstr_size, "--initial-document %s: expected a JSON object", path);
+        codec_value_destroy(doc);
+        doc = NULL;
+    }
+    free(buf);
+    return doc;
+}
+
+static void write_json(FILE *out, const char *msgpack, size_t len)
+{
+    codec_value_t *v = NULL;
+    char err[256];
+    /* Replies are ours, so this decode cannot fail short of a bug; say so if it does. */
+    codec_limits_t lax = {4096, UINT32_MAX, UINT32_MAX, UINT32_MAX};
+    if (codec_msgpack_decode(msgpack, len, &lax, &v, err, sizeof(err))) {
+        fprintf(stderr, "apply: internal error re-reading a reply: %s\n", err);
+        abort();
+    }
+    size_t jlen;
+    char *json = codec_json_encode(v, &jlen);
+    fwrite(json, 1, jlen, out);
+    fputc('\n', out);
+    free(json);
+    codec_value_destroy(v);
+}
+
+int processor_cmd_apply(const processor_config_t *cfg, FILE *in, FILE *out)
+{
+    char errstr[512];
+    codec_limits_t limits = {
+        .max_depth = (uint32_t)cfg->max_depth,
+        .max_string_bytes = (uint32_t)cfg->max_string_bytes,
+        .max_completions = (uint32_t)cfg->max_completions,
+        .max_path_length = (uint32_t)cfg->max_path_length,
+    };
+    if (make_dirs(cfg->state_dir, errstr, sizeof(errstr))) {
+        fprintf(stderr, "apply: %s\n", errstr);
+        return 1;
+    }
+    codec_value_t *initial = NULL;
+    if (cfg->initial_document &&
+        !(initial = read_document(cfg->initial_document, &limits, errstr, sizeof(errstr)))) {
+        fprintf(stderr, "apply: %s\n", errstr);
+        return 1;
+    }
+
+    processor_handler_conf_t conf = {
+        .master = {.ids = !strcmp(cfg->ids, "sequential") ? STATE_IDS_SEQUENTIAL
+                                                          : STATE_IDS_HASH},
+        .history = cfg->history,
+        .initial_document = initial,
+        .limits = limits,
+    };
+    processor_handler_t *h = processor_handler_new(&conf);
+    codec_value_destroy(initial);
+
+    processor_output_t result;
+    processor_output_init(&result);
+    msgpack_sbuffer record;
+    msgpack_sbuffer_init(&record);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &record, msgpack_sbuffer_write);
+
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    while ((n = getline(&line, &cap, in)) != -1) {
+        if (strspn(line, " \t\r\n") == (size_t)n)
+            continue; /* blank lines are not requests */
+        codec_value_t *v = NULL;
+        codec_err_t err = codec_json_decode(line, (size_t)n, &limits, &v, errstr,
+                                            sizeof(errstr));
+        processor_output_reset(&result);
+        if (err) {
+            codec_reply_to_t nobody = {0};
+            msgpack_packer rpk;
+            msgpack_packer_init(&rpk, &result.reply, msgpack_sbuffer_write);
+            codec_reply_pack_error(&rpk, &nobody, err, errstr);
+        } else {
+            /* The "model" field plays the record key. */
+            const codec_value_t *model =
+                v->type == CODEC_VALUE_MAP ? codec_map_get(v, "model", 5) : NULL;
+            bool keyed = model && model->type == CODEC_VALUE_STR;
+            msgpack_sbuffer_clear(&record);
+            codec_msgpack_pack_value(&pk, v);
+            processor_handler_handle(h, keyed ? model->u.str.ptr : NULL,
+                                     keyed ? model->u.str.len : 0, record.data, record.size,
+                                     &result);
+            codec_value_destroy(v);
+        }
+        write_json(out, result.reply.data, result.reply.size);
+    }
+    free(line);
+    fflush(out);
+
+    msgpack_sbuffer_destroy(&record);
+    processor_output_destroy(&result);
+    processor_handler_destroy(h);
+    return ferror(out) ? 1 : 0;
+}

@@ -1,0 +1,56 @@
+/* processor/main.c - flushout-processor: the command line. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cmd_apply.h"
+#include "options.h"
+
+#define VERSION "0.1.0"
+
+static void usage(FILE *fp)
+{
+    fprintf(fp, "flushout-processor %s - the Flushout master as a Kafka stream processor\n\n"
+                "Usage: flushout-processor COMMAND [options]\n\n"
+                "Commands:\n"
+                "  apply    Read NDJSON requests from stdin, write one NDJSON reply per\n"
+                "           request to stdout (offline; no Kafka).\n\n"
+                "Run 'flushout-processor COMMAND --help' for a command's options.\n",
+            VERSION);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *command = argv[1];
+    if (!strcmp(command, "--help") || !strcmp(command, "-h") || !strcmp(command, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(command, "--version")) {
+        printf("flushout-processor %s\n", VERSION);
+        return 0;
+    }
+    if (strcmp(command, "apply")) {
+        fprintf(stderr, "flushout-processor: unknown command \"%s\"\n\n", command);
+        usage(stderr);
+        return 2;
+    }
+
+    processor_config_t cfg;
+    char errstr[512];
+    int rc = processor_config_load(&cfg, PROCESSOR_CMD_APPLY, command, argc - 2, argv + 2,
+                                   errstr, sizeof(errstr));
+    if (rc == 0)
+        rc = processor_cmd_apply(&cfg, stdin, stdout);
+    else if (rc == 1)
+        rc = 0;
+    else {
+        fprintf(stderr, "flushout-processor %s: %s\n", command, errstr);
+        rc = 2;
+    }
+    processor_config_clear(&cfg);
+    return rc;
+}

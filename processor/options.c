@@ -1,0 +1,231 @@
+/* processor/options.c - the one table of options. */
+#include "options.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec/alloc.h"
+#include "codec/error.h"
+
+#define STR(x)  #x
+#define XSTR(x) STR(x)
+#define OFF(f)  offsetof(processor_config_t, f)
+
+const processor_option_t processor_options[] = {
+    {"state-dir", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(state_dir),
+     PROCESSOR_CMD_APPLY, 1,
+     "Directory of the state store (created if missing). Until the RocksDB store lands, "
+     "state is kept in memory and the directory is only created."},
+    {"ids", PROCESSOR_OPT_STRING, "hash", "hash|sequential", 0, 0, OFF(ids),
+     PROCESSOR_CMD_APPLY, 0,
+     "How created IDs are chosen when a proposed ID collides: 'hash' (a deterministic "
+     "53-bit number from model, command count and attempt) or 'sequential' (flushout's "
+     "sequentialIds: command count + 1 + attempt)."},
+    {"history", PROCESSOR_OPT_UINT, "1000", NULL, 0, UINT64_MAX, OFF(history),
+     PROCESSOR_CMD_APPLY, 0,
+     "Commands of history kept per model for partial syncs. A flush whose 'from' is "
+     "older gets a full snapshot; 0 keeps none."},
+    {"initial-document", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(initial_document),
+     PROCESSOR_CMD_APPLY, 0, "JSON file with the document new models start from "
+                             "(default: {})."},
+    {"max-depth", PROCESSOR_OPT_UINT, XSTR(CODEC_DEFAULT_MAX_DEPTH), NULL, 1, 1000,
+     OFF(max_depth), PROCESSOR_CMD_APPLY, 0,
+     "Deepest nesting of maps and arrays accepted in a request."},
+    {"max-string-bytes", PROCESSOR_OPT_UINT, "1048576", NULL, 1, UINT32_MAX,
+     OFF(max_string_bytes), PROCESSOR_CMD_APPLY, 0,
+     "Longest string, key or binary value accepted in a request."},
+    {"max-completions", PROCESSOR_OPT_UINT, XSTR(CODEC_DEFAULT_MAX_COMPLETIONS), NULL, 1,
+     UINT32_MAX, OFF(max_completions), PROCESSOR_CMD_APPLY, 0,
+     "Most commands accepted in one flush."},
+    {"max-path-length", PROCESSOR_OPT_UINT, XSTR(CODEC_DEFAULT_MAX_PATH_LENGTH), NULL, 1,
+     1000, OFF(max_path_length), PROCESSOR_CMD_APPLY, 0,
+     "Most elements accepted in one command path."},
+};
+const size_t processor_options_count = sizeof(processor_options) / sizeof(processor_options[0]);
+
+static const processor_option_t *find(unsigned command, const char *name, size_t len)
+{
+    for (size_t i = 0; i < processor_options_count; i++) {
+        const processor_option_t *o = &processor_options[i];
+        if ((o->commands & command) && strlen(o->name) == len && !memcmp(o->name, name, len))
+            return o;
+    }
+    return NULL;
+}
+
+static int set(processor_config_t *cfg, const processor_option_t *o, const char *value,
+               const char *origin, char *errstr, size_t errstr_size)
+{
+    char *field = (char *)cfg + o->offset;
+    if (o->type == PROCESSOR_OPT_STRING) {
+        if (o->choices) {
+            size_t vlen = strlen(value);
+            const char *c = o->choices;
+            int ok = 0;
+            while (*c && !ok) {
+                size_t n = strcspn(c, "|");
+                ok = n == vlen && !memcmp(c, value, n);
+                c += n + (c[n] == '|');
+            }
+            if (!ok) {
+                snprintf(errstr, errstr_size, "%s: %s must be one of %s, not \"%s\"", origin,
+                         o->name, o->choices, value);
+                return -1;
+            }
+        }
+        free(*(char **)field);
+        *(char **)field = codec_xmemdup(value, strlen(value));
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(value, &end, 10);
+    if (errno || end == value || *end || value[0] == '-' || v < o->min || v > o->max) {
+        snprintf(errstr, errstr_size, "%s: %s must be an integer in %llu..%llu, not \"%s\"",
+                 origin, o->name, (unsigned long long)o->min, (unsigned long long)o->max,
+                 value);
+        return -1;
+    }
+    *(uint64_t *)field = v;
+    return 0;
+}
+
+static int load_file(processor_config_t *cfg, unsigned command, const char *path,
+                     char *errstr, size_t errstr_size)
+{
+    FILE *fp = fopen(path, "r");
+    if (!fp) {
+        snprintf(errstr, errstr_size, "--config %s: %s", path, strerror(errno));
+        return -1;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    int lineno = 0, rc = 0;
+    while (rc == 0 && getline(&line, &cap, fp) != -1) {
+        char origin[512];
+        lineno++;
+        char *s = line;
+        while (isspace((unsigned char)*s))
+            s++;
+        size_t len = strlen(s);
+        while (len && isspace((unsigned char)s[len - 1]))
+            s[--len] = '\0';
+        if (!*s || *s == '#')
+            continue;
+        snprintf(origin, sizeof(origin), "%s:%d", path, lineno);
+        char *eq = strchr(s, '=');
+        const processor_option_t *o = eq ? find(command, s, (size_t)(eq - s)) : NULL;
+        if (!o) {
+            snprintf(errstr, errstr_size, "%s: expected key=value with a known key",
+                     origin);
+            rc = -1;
+        } else {
+            rc = set(cfg, o, eq + 1, origin, errstr, errstr_size);
+        }
+    }
+    free(line);
+    fclose(fp);
+    return rc;
+}
+
+void processor_options_usage(FILE *fp, unsigned command)
+{
+    fprintf(fp, "Options (also FLUSHOUT_<NAME> in the environment, or name=value lines "
+                "in --config FILE):\n");
+    fprintf(fp, "  --config FILE\n      Read options from FILE.\n");
+    for (size_t i = 0; i < processor_options_count; i++) {
+        const processor_option_t *o = &processor_options[i];
+        if (!(o->commands & command))
+            continue;
+        fprintf(fp, "  --%s %s%s\n      %s\n", o->name,
+                o->choices ? o->choices : o->type == PROCESSOR_OPT_UINT ? "N" : "VALUE",
+                o->required ? " (required)" : "", o->help);
+        if (o->default_value)
+            fprintf(fp, "      Default: %s.\n", o->default_value);
+    }
+}
+
+int processor_config_load(processor_config_t *cfg, unsigned command, const char *command_name,
+                          int argc, char **argv, char *errstr, size_t errstr_size)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    for (size_t i = 0; i < processor_options_count; i++)
+        if ((processor_options[i].commands & command) && processor_options[i].default_value)
+            set(cfg, &processor_options[i], processor_options[i].default_value, "default",
+                errstr, errstr_size);
+
+    /* --config first, wherever it is, so the command line still overrides it. */
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("Usage: flushout-processor %s [options]\n", command_name);
+            processor_options_usage(stdout, command);
+            return 1;
+        }
+        const char *file = NULL;
+        if (!strncmp(argv[i], "--config=", 9))
+            file = argv[i] + 9;
+        else if (!strcmp(argv[i], "--config") && i + 1 < argc)
+            file = argv[++i];
+        if (file && load_file(cfg, command, file, errstr, errstr_size))
+            return -1;
+    }
+
+    for (size_t i = 0; i < processor_options_count; i++) {
+        const processor_option_t *o = &processor_options[i];
+        char env[96] = "FLUSHOUT_";
+        size_t n = strlen(env);
+        for (const char *c = o->name; *c && n < sizeof(env) - 1; c++)
+            env[n++] = *c == '-' ? '_' : (char)toupper((unsigned char)*c);
+        env[n] = '\0';
+        const char *v = getenv(env);
+        if ((o->commands & command) && v && set(cfg, o, v, env, errstr, errstr_size))
+            return -1;
+    }
+
+    for (int i = 0; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strncmp(arg, "--", 2)) {
+            snprintf(errstr, errstr_size, "unexpected argument \"%s\" (see --help)", arg);
+            return -1;
+        }
+        const char *name = arg + 2, *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        if (len == 6 && !memcmp(name, "config", 6)) {
+            i += !eq;
+            continue;
+        }
+        const processor_option_t *o = find(command, name, len);
+        if (!o) {
+            snprintf(errstr, errstr_size, "unknown option --%.*s for %s (see --help)",
+                     (int)len, name, command_name);
+            return -1;
+        }
+        const char *value = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        if (!value) {
+            snprintf(errstr, errstr_size, "--%s needs a value", o->name);
+            return -1;
+        }
+        if (set(cfg, o, value, "command line", errstr, errstr_size))
+            return -1;
+    }
+
+    for (size_t i = 0; i < processor_options_count; i++) {
+        const processor_option_t *o = &processor_options[i];
+        if ((o->commands & command) && o->required && o->type == PROCESSOR_OPT_STRING &&
+            !*(char **)((char *)cfg + o->offset)) {
+            snprintf(errstr, errstr_size, "--%s is required (see --help)", o->name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void processor_config_clear(processor_config_t *cfg)
+{
+    for (size_t i = 0; i < processor_options_count; i++)
+        if (processor_options[i].type == PROCESSOR_OPT_STRING)
+            free(*(char **)((char *)cfg + processor_options[i].offset));
+    memset(cfg, 0, sizeof(*cfg));
+}

@@ -1,0 +1,57 @@
+/* processor/options.h - the one table of options behind the CLI, the config file and
+ * FLUSHOUT_* environment variables.
+ *
+ * Precedence, lowest first: the table's default, --config FILE (key=value lines),
+ * the environment (FLUSHOUT_STATE_DIR for state-dir), the command line. */
+#ifndef FLUSHOUT_PROCESSOR_OPTIONS_H
+#define FLUSHOUT_PROCESSOR_OPTIONS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* Commands an option applies to. */
+#define PROCESSOR_CMD_APPLY 0x1
+
+typedef struct processor_config_s {
+    char *state_dir;
+    char *initial_document;
+    char *ids; /* "hash" or "sequential" */
+    uint64_t history;
+    uint64_t max_depth;
+    uint64_t max_string_bytes;
+    uint64_t max_completions;
+    uint64_t max_path_length;
+} processor_config_t;
+
+typedef enum processor_opt_type_e {
+    PROCESSOR_OPT_STRING,
+    PROCESSOR_OPT_UINT,
+} processor_opt_type_t;
+
+typedef struct processor_option_s {
+    const char *name;
+    processor_opt_type_t type;
+    const char *default_value; /* NULL: unset */
+    const char *choices;       /* STRING: "a|b" limits the values, NULL: any */
+    uint64_t min, max;         /* UINT bounds */
+    size_t offset;             /* into processor_config_t */
+    unsigned commands;         /* PROCESSOR_CMD_* mask */
+    int required;
+    const char *help;
+} processor_option_t;
+
+extern const processor_option_t processor_options[];
+extern const size_t processor_options_count;
+
+/** Fills cfg for command from defaults, --config, FLUSHOUT_* and argv (the words
+ *  after the command name).
+ *  @returns 0, 1 when --help was asked for (help printed to stdout), or -1 and errstr. */
+int processor_config_load(processor_config_t *cfg, unsigned command, const char *command_name,
+                          int argc, char **argv, char *errstr, size_t errstr_size);
+void processor_config_clear(processor_config_t *cfg);
+
+/** Prints the options of command, generated from the table. */
+void processor_options_usage(FILE *fp, unsigned command);
+
+#endif
