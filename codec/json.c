@@ -112,8 +112,8 @@ codec_err_t codec_json_decode(const char *buf, size_t len, const codec_limits_t 
 {
     json_error_t jerr;
     *out = NULL;
-    json_t *j = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY,
-                           &jerr);
+    json_t *j = json_loadb(
+        buf, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL | JSON_DECODE_ANY, &jerr);
     if (!j) {
         codec_err_t err;
         switch (json_error_code(&jerr)) {

@@ -308,8 +308,9 @@ static codec_err_t read_value(decoder_t *d, codec_value_t **out, uint32_t *count
     return fail(d, CODEC_ERR_RESERVED_BYTE, "unknown type byte");
 }
 
-codec_err_t codec_msgpack_decode(const char *buf, size_t len, const codec_limits_t *limits,
-                                 codec_value_t **out, char *errstr, size_t errstr_size)
+codec_err_t codec_msgpack_decode(const char *buf, size_t len,
+                                 const codec_limits_t *limits, codec_value_t **out,
+                                 char *errstr, size_t errstr_size)
 {
     decoder_t d = {
         .p = (const unsigned char *)buf,

@@ -19,8 +19,9 @@
  *  bytes that remain, checked before allocating).
  *  @returns CODEC_OK and *out (caller owns it), or an error code and errstr naming
  *  the position (e.g. "$.completions[2].command: ..."). */
-codec_err_t codec_msgpack_decode(const char *buf, size_t len, const codec_limits_t *limits,
-                                 codec_value_t **out, char *errstr, size_t errstr_size);
+codec_err_t codec_msgpack_decode(const char *buf, size_t len,
+                                 const codec_limits_t *limits, codec_value_t **out,
+                                 char *errstr, size_t errstr_size);
 
 /** Packs a value tree. */
 void codec_msgpack_pack_value(msgpack_packer *pk, const codec_value_t *v);

@@ -53,11 +53,11 @@ typedef struct codec_flush_result_s {
     codec_packed_t applied; /* the applied completions */
     codec_packed_t errors;  /* {"action","path","errorMessage"} items */
     codec_sync_kind_t sync;
-    uint64_t diff_from;                    /* partial */
-    codec_packed_t diff_history;           /* partial: history before applied */
-    uint64_t latest_count;                 /* full */
-    const codec_value_t *latest_document;  /* full; borrowed */
-    const codec_value_t *mapped_paths;     /* map of joined path -> path; borrowed */
+    uint64_t diff_from;                   /* partial */
+    codec_packed_t diff_history;          /* partial: history before applied */
+    uint64_t latest_count;                /* full */
+    const codec_value_t *latest_document; /* full; borrowed */
+    const codec_value_t *mapped_paths;    /* map of joined path -> path; borrowed */
 } codec_flush_result_t;
 
 void codec_flush_result_init(codec_flush_result_t *r);

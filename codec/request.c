@@ -27,7 +27,8 @@ typedef struct validator_s {
     size_t errstr_size;
 } validator_t;
 
-/* Looks a field up; nil counts as absent, as JavaScript encoders send undefined as nil. */
+/* Looks a field up; nil counts as absent, as JavaScript encoders send undefined as nil.
+ */
 static const codec_value_t *field(const codec_value_t *map, const char *name)
 {
     const codec_value_t *v = codec_map_get(map, name, strlen(name));
@@ -85,7 +86,8 @@ static bool is_proto(const codec_value_t *s)
     return s->u.str.len == 9 && memcmp(s->u.str.ptr, "__proto__", 9) == 0;
 }
 
-static codec_err_t check_path(validator_t *vd, const char *name, const codec_value_t *path)
+static codec_err_t check_path(validator_t *vd, const char *name,
+                              const codec_value_t *path)
 {
     if (path->type != CODEC_VALUE_ARRAY)
         return wrong_type(vd, name, "an array of strings", path);
@@ -106,8 +108,9 @@ static codec_err_t check_path(validator_t *vd, const char *name, const codec_val
     return CODEC_OK;
 }
 
-static codec_err_t optional_map(validator_t *vd, const codec_value_t *map, const char *key,
-                                const char *name, const codec_value_t **out)
+static codec_err_t optional_map(validator_t *vd, const codec_value_t *map,
+                                const char *key, const char *name,
+                                const codec_value_t **out)
 {
     const codec_value_t *v = field(map, key);
     *out = NULL;
@@ -228,7 +231,8 @@ codec_err_t codec_request_from_value(codec_value_t *root, const char *key, size_
 
     if ((err = get_str(&vd, root, "model", !key, &model, NULL)))
         return err;
-    if (key && has_model_field && (model.len != key_len || memcmp(model.ptr, key, key_len)))
+    if (key && has_model_field &&
+        (model.len != key_len || memcmp(model.ptr, key, key_len)))
         return codec_errf(CODEC_ERR_MODEL_MISMATCH, errstr, errstr_size,
                           "model: \"%.40s\" differs from the record key \"%.*s\"",
                           model.ptr, (int)(key_len > 40 ? 40 : key_len), key);
@@ -257,7 +261,8 @@ codec_err_t codec_request_from_value(codec_value_t *root, const char *key, size_
     req->completions = codec_xcalloc(list->u.array.len, sizeof(*req->completions));
     req->n_completions = list->u.array.len;
     for (uint32_t i = 0; i < list->u.array.len; i++)
-        if ((err = parse_completion(&vd, i, list->u.array.items[i], &req->completions[i])))
+        if ((err =
+                 parse_completion(&vd, i, list->u.array.items[i], &req->completions[i])))
             return err;
     return CODEC_OK;
 }
@@ -317,7 +322,8 @@ void codec_completion_pack(msgpack_packer *pk, const codec_completion_t *c)
     }
     if (c->created_id) {
         msgpack_pack_str_with_body(pk, "createdId", 9);
-        msgpack_pack_str_with_body(pk, c->created_id->u.str.ptr, c->created_id->u.str.len);
+        msgpack_pack_str_with_body(pk, c->created_id->u.str.ptr,
+                                   c->created_id->u.str.len);
     }
 }
 

@@ -61,7 +61,8 @@ static codec_value_t *read_document(const char *path, const codec_limits_t *limi
     if (codec_json_decode(buf, len, limits, &doc, err, sizeof(err)))
         snprintf(errstr, errstr_size, "--initial-document %s: %s", path, err);
     else if (doc->type != CODEC_VALUE_MAP) {
-        snprintf(errstr, errstr_size, "--initial-document %s: expected a JSON object", path);
+        snprintf(errstr, errstr_size, "--initial-document %s: expected a JSON object",
+                 path);
         codec_value_destroy(doc);
         doc = NULL;
     }
@@ -101,8 +102,8 @@ int processor_cmd_apply(const processor_config_t *cfg, FILE *in, FILE *out)
         return 1;
     }
     codec_value_t *initial = NULL;
-    if (cfg->initial_document &&
-        !(initial = read_document(cfg->initial_document, &limits, errstr, sizeof(errstr)))) {
+    if (cfg->initial_document && !(initial = read_document(cfg->initial_document, &limits,
+                                                           errstr, sizeof(errstr)))) {
         fprintf(stderr, "apply: %s\n", errstr);
         return 1;
     }
@@ -131,8 +132,8 @@ int processor_cmd_apply(const processor_config_t *cfg, FILE *in, FILE *out)
         if (strspn(line, " \t\r\n") == (size_t)n)
             continue; /* blank lines are not requests */
         codec_value_t *v = NULL;
-        codec_err_t err = codec_json_decode(line, (size_t)n, &limits, &v, errstr,
-                                            sizeof(errstr));
+        codec_err_t err =
+            codec_json_decode(line, (size_t)n, &limits, &v, errstr, sizeof(errstr));
         processor_output_reset(&result);
         if (err) {
             codec_reply_to_t nobody = {0};
@@ -147,8 +148,8 @@ int processor_cmd_apply(const processor_config_t *cfg, FILE *in, FILE *out)
             msgpack_sbuffer_clear(&record);
             codec_msgpack_pack_value(&pk, v);
             processor_handler_handle(h, keyed ? model->u.str.ptr : NULL,
-                                     keyed ? model->u.str.len : 0, record.data, record.size,
-                                     &result);
+                                     keyed ? model->u.str.len : 0, record.data,
+                                     record.size, &result);
             codec_value_destroy(v);
         }
         write_json(out, result.reply.data, result.reply.size);

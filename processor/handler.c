@@ -28,8 +28,9 @@ processor_handler_t *processor_handler_new(const processor_handler_conf_t *conf)
 {
     processor_handler_t *h = codec_xcalloc(1, sizeof(*h));
     h->conf = *conf;
-    h->initial_document = conf->initial_document ? codec_value_copy(conf->initial_document)
-                                                 : codec_value_map(0);
+    h->initial_document = conf->initial_document
+                              ? codec_value_copy(conf->initial_document)
+                              : codec_value_map(0);
     h->conf.initial_document = NULL;
     return h;
 }
@@ -66,8 +67,8 @@ static model_t *model_get(processor_handler_t *h, const codec_str_t *id)
     m = codec_xcalloc(1, sizeof(*m));
     m->id = codec_xmemdup(id->ptr, id->len);
     m->id_len = id->len;
-    m->master = state_master_new(id->ptr, id->len, 0, codec_value_copy(h->initial_document),
-                                 &h->conf.master);
+    m->master = state_master_new(id->ptr, id->len, 0,
+                                 codec_value_copy(h->initial_document), &h->conf.master);
     m->history = state_history_mem_new(h->conf.history, 0);
     HASH_ADD_KEYPTR(hh, h->models, m->id, m->id_len, m);
     return m;
@@ -102,8 +103,8 @@ void processor_output_destroy(processor_output_t *out)
 }
 
 static void handle_history(model_t *m, uint64_t retain, const codec_request_t *req,
-                           msgpack_packer *pk,
-                           const codec_reply_to_t *to, processor_output_t *out)
+                           msgpack_packer *pk, const codec_reply_to_t *to,
+                           processor_output_t *out)
 {
     uint64_t count = state_master_command_count(m->master);
     uint64_t end = req->has_to ? req->to : count;
@@ -141,8 +142,8 @@ void processor_handler_handle(processor_handler_t *h, const char *key, size_t ke
     char errstr[512];
 
     msgpack_packer_init(&pk, &out->reply, msgpack_sbuffer_write);
-    out->error = codec_request_decode(value, value_len, key, key_len, &h->conf.limits, &req,
-                                      errstr, sizeof(errstr));
+    out->error = codec_request_decode(value, value_len, key, key_len, &h->conf.limits,
+                                      &req, errstr, sizeof(errstr));
     codec_reply_to_t to = {
         .model = req.has_model ? &req.model : NULL,
         .client = req.has_client ? &req.client : NULL,

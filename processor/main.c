@@ -9,12 +9,13 @@
 
 static void usage(FILE *fp)
 {
-    fprintf(fp, "flushout-processor %s - the Flushout master as a Kafka stream processor\n\n"
-                "Usage: flushout-processor COMMAND [options]\n\n"
-                "Commands:\n"
-                "  apply    Read NDJSON requests from stdin, write one NDJSON reply per\n"
-                "           request to stdout (offline; no Kafka).\n\n"
-                "Run 'flushout-processor COMMAND --help' for a command's options.\n",
+    fprintf(fp,
+            "flushout-processor %s - the Flushout master as a Kafka stream processor\n\n"
+            "Usage: flushout-processor COMMAND [options]\n\n"
+            "Commands:\n"
+            "  apply    Read NDJSON requests from stdin, write one NDJSON reply per\n"
+            "           request to stdout (offline; no Kafka).\n\n"
+            "Run 'flushout-processor COMMAND --help' for a command's options.\n",
             VERSION);
 }
 
@@ -25,7 +26,8 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *command = argv[1];
-    if (!strcmp(command, "--help") || !strcmp(command, "-h") || !strcmp(command, "help")) {
+    if (!strcmp(command, "--help") || !strcmp(command, "-h") ||
+        !strcmp(command, "help")) {
         usage(stdout);
         return 0;
     }

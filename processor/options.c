@@ -28,8 +28,9 @@ const processor_option_t processor_options[] = {
      "Commands of history kept per model for partial syncs. A flush whose 'from' is "
      "older gets a full snapshot; 0 keeps none."},
     {"initial-document", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(initial_document),
-     PROCESSOR_CMD_APPLY, 0, "JSON file with the document new models start from "
-                             "(default: {})."},
+     PROCESSOR_CMD_APPLY, 0,
+     "JSON file with the document new models start from "
+     "(default: {})."},
     {"max-depth", PROCESSOR_OPT_UINT, XSTR(CODEC_DEFAULT_MAX_DEPTH), NULL, 1, 1000,
      OFF(max_depth), PROCESSOR_CMD_APPLY, 0,
      "Deepest nesting of maps and arrays accepted in a request."},
@@ -43,13 +44,15 @@ const processor_option_t processor_options[] = {
      1000, OFF(max_path_length), PROCESSOR_CMD_APPLY, 0,
      "Most elements accepted in one command path."},
 };
-const size_t processor_options_count = sizeof(processor_options) / sizeof(processor_options[0]);
+const size_t processor_options_count =
+    sizeof(processor_options) / sizeof(processor_options[0]);
 
 static const processor_option_t *find(unsigned command, const char *name, size_t len)
 {
     for (size_t i = 0; i < processor_options_count; i++) {
         const processor_option_t *o = &processor_options[i];
-        if ((o->commands & command) && strlen(o->name) == len && !memcmp(o->name, name, len))
+        if ((o->commands & command) && strlen(o->name) == len &&
+            !memcmp(o->name, name, len))
             return o;
     }
     return NULL;
@@ -70,8 +73,8 @@ static int set(processor_config_t *cfg, const processor_option_t *o, const char 
                 c += n + (c[n] == '|');
             }
             if (!ok) {
-                snprintf(errstr, errstr_size, "%s: %s must be one of %s, not \"%s\"", origin,
-                         o->name, o->choices, value);
+                snprintf(errstr, errstr_size, "%s: %s must be one of %s, not \"%s\"",
+                         origin, o->name, o->choices, value);
                 return -1;
             }
         }
@@ -83,9 +86,9 @@ static int set(processor_config_t *cfg, const processor_option_t *o, const char 
     errno = 0;
     unsigned long long v = strtoull(value, &end, 10);
     if (errno || end == value || *end || value[0] == '-' || v < o->min || v > o->max) {
-        snprintf(errstr, errstr_size, "%s: %s must be an integer in %llu..%llu, not \"%s\"",
-                 origin, o->name, (unsigned long long)o->min, (unsigned long long)o->max,
-                 value);
+        snprintf(errstr, errstr_size,
+                 "%s: %s must be an integer in %llu..%llu, not \"%s\"", origin, o->name,
+                 (unsigned long long)o->min, (unsigned long long)o->max, value);
         return -1;
     }
     *(uint64_t *)field = v;
@@ -140,19 +143,23 @@ void processor_options_usage(FILE *fp, unsigned command)
         if (!(o->commands & command))
             continue;
         fprintf(fp, "  --%s %s%s\n      %s\n", o->name,
-                o->choices ? o->choices : o->type == PROCESSOR_OPT_UINT ? "N" : "VALUE",
+                o->choices                      ? o->choices
+                : o->type == PROCESSOR_OPT_UINT ? "N"
+                                                : "VALUE",
                 o->required ? " (required)" : "", o->help);
         if (o->default_value)
             fprintf(fp, "      Default: %s.\n", o->default_value);
     }
 }
 
-int processor_config_load(processor_config_t *cfg, unsigned command, const char *command_name,
-                          int argc, char **argv, char *errstr, size_t errstr_size)
+int processor_config_load(processor_config_t *cfg, unsigned command,
+                          const char *command_name, int argc, char **argv, char *errstr,
+                          size_t errstr_size)
 {
     memset(cfg, 0, sizeof(*cfg));
     for (size_t i = 0; i < processor_options_count; i++)
-        if ((processor_options[i].commands & command) && processor_options[i].default_value)
+        if ((processor_options[i].commands & command) &&
+            processor_options[i].default_value)
             set(cfg, &processor_options[i], processor_options[i].default_value, "default",
                 errstr, errstr_size);
 

@@ -47,8 +47,9 @@ extern const size_t processor_options_count;
 /** Fills cfg for command from defaults, --config, FLUSHOUT_* and argv (the words
  *  after the command name).
  *  @returns 0, 1 when --help was asked for (help printed to stdout), or -1 and errstr. */
-int processor_config_load(processor_config_t *cfg, unsigned command, const char *command_name,
-                          int argc, char **argv, char *errstr, size_t errstr_size);
+int processor_config_load(processor_config_t *cfg, unsigned command,
+                          const char *command_name, int argc, char **argv, char *errstr,
+                          size_t errstr_size);
 void processor_config_clear(processor_config_t *cfg);
 
 /** Prints the options of command, generated from the table. */

@@ -72,8 +72,8 @@ void state_apply_destroy(state_apply_t *a)
 static bool is_prototype_name(const char *s, size_t len)
 {
     static const char *const names[] = {
-        "constructor",      "__defineGetter__",     "__defineSetter__", "hasOwnProperty",
-        "__lookupGetter__", "__lookupSetter__",     "isPrototypeOf",    "toString",
+        "constructor",          "__defineGetter__", "__defineSetter__", "hasOwnProperty",
+        "__lookupGetter__",     "__lookupSetter__", "isPrototypeOf",    "toString",
         "propertyIsEnumerable", "valueOf",          "__proto__",        "toLocaleString",
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
@@ -241,7 +241,8 @@ static codec_value_t *path_append(const codec_value_t *path, const codec_value_t
 
 static bool str_equal(const codec_value_t *a, const codec_value_t *b)
 {
-    return a->u.str.len == b->u.str.len && memcmp(a->u.str.ptr, b->u.str.ptr, a->u.str.len) == 0;
+    return a->u.str.len == b->u.str.len &&
+           memcmp(a->u.str.ptr, b->u.str.ptr, a->u.str.len) == 0;
 }
 
 /* ---- functions.js applyCompletions and master.js apply ---- */
@@ -275,7 +276,8 @@ void state_master_apply(state_master_t *m, const codec_request_t *flush,
                    command.action != CODEC_ACTION_DELETE && icpt.new_props) {
             /* functions.js rebuilds the command from path, action and the new props:
              * parentDefault is dropped. */
-            command = (codec_command_t){command.action, command.path, icpt.new_props, NULL};
+            command =
+                (codec_command_t){command.action, command.path, icpt.new_props, NULL};
             error = apply_command(m, &command, c->created_id, &created_id);
         } else if (icpt.kind == STATE_INTERCEPT_REJECT) {
             error = codec_xmemdup(icpt.message, strlen(icpt.message));

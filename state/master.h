@@ -38,7 +38,8 @@ typedef struct state_interception_s {
  *  @locality the thread applying the flush. */
 typedef void(state_interceptor_fn)(void *opaque, const codec_value_t *document,
                                    const codec_command_t *command,
-                                   const codec_value_t *context, state_interception_t *out);
+                                   const codec_value_t *context,
+                                   state_interception_t *out);
 
 typedef struct state_master_conf_s {
     state_ids_t ids;

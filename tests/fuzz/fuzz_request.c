@@ -1,0 +1,142 @@
+/* tests/fuzz/fuzz_request.c - libFuzzer target: request bytes -> decode -> apply ->
+ * reply bytes, with the reply re-read as msgpack.
+ *
+ * Every input goes through codec_request_decode (record key "m") and then through one
+ * processor_handler_t, the same step the Kafka processor runs per record. Inputs that
+ * fail to decode are handled too, because their error replies (which quote parts of
+ * the hostile input) must be valid msgpack as much as flush replies. The handler lives
+ * across inputs so that flushes meet documents built by earlier inputs; it is rebuilt
+ * every FUZZ_HANDLER_INPUTS inputs to keep memory bounded.
+ *
+ * Checked properties (abort() on violation, which libFuzzer reports as a crash):
+ *  - every reply decodes with codec_msgpack_decode and is a map with a string "type";
+ *  - a decoded request re-packs to msgpack that decodes to an equal value. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec/json.h"
+#include "codec/msgpack.h"
+#include "codec/request.h"
+#include "processor/handler.h"
+
+/* Inputs per handler: enough for documents to grow and histories to wrap (history is
+ * 5 commands), few enough that models and documents stay small. */
+#define FUZZ_HANDLER_INPUTS 1000
+
+/* A document with nesting and sequential-looking IDs, so that paths from the seed
+ * corpus find nodes and created IDs collide with existing keys. */
+static const char fuzz_initial_document[] =
+    "{\"items\":{\"1\":{\"name\":\"a\",\"done\":false},\"2\":{\"items\":{}}},"
+    "\"meta\":{\"title\":\"t\"}}";
+
+static processor_handler_t *fuzz_handler;
+static unsigned fuzz_inputs;
+
+static processor_handler_t *handler_get(void)
+{
+    if (fuzz_handler && fuzz_inputs++ < FUZZ_HANDLER_INPUTS)
+        return fuzz_handler;
+    processor_handler_destroy(fuzz_handler);
+    fuzz_inputs = 1;
+
+    codec_value_t *doc = NULL;
+    char errstr[256];
+    if (codec_json_decode(fuzz_initial_document, sizeof(fuzz_initial_document) - 1,
+                          &codec_limits_default, &doc, errstr, sizeof(errstr))) {
+        fprintf(stderr, "fuzz_request: initial document: %s\n", errstr);
+        abort();
+    }
+    processor_handler_conf_t conf = {
+        .master = {.ids = STATE_IDS_SEQUENTIAL},
+        .history = 5,
+        .initial_document = doc,
+        .limits = codec_limits_default,
+    };
+    fuzz_handler = processor_handler_new(&conf);
+    codec_value_destroy(doc); /* the handler keeps a copy */
+    return fuzz_handler;
+}
+
+/* Replies nest the document (path length + props depth) inside the reply, so they
+ * may be deeper than requests; the other limits only guard against hostile input. */
+static const codec_limits_t fuzz_reply_limits = {4096, UINT32_MAX, UINT32_MAX, UINT32_MAX};
+
+static void check_reply(const processor_output_t *out)
+{
+    codec_value_t *v = NULL;
+    char errstr[512];
+    codec_err_t err = codec_msgpack_decode(out->reply.data, out->reply.size,
+                                           &fuzz_reply_limits, &v, errstr, sizeof(errstr));
+    if (err) {
+        fprintf(stderr, "fuzz_request: reply (%zu bytes) is not valid msgpack: %s: %s\n",
+                out->reply.size, codec_err_name(err), errstr);
+        abort();
+    }
+    const codec_value_t *type =
+        v->type == CODEC_VALUE_MAP ? codec_map_get(v, "type", 4) : NULL;
+    if (!type || type->type != CODEC_VALUE_STR) {
+        fprintf(stderr, "fuzz_request: reply is not a map with a string \"type\"\n");
+        abort();
+    }
+    codec_value_destroy(v);
+}
+
+/* The decoder accepts what the encoder writes: msgpack -> value -> msgpack -> value
+ * gives the same value. */
+static void check_round_trip(const codec_value_t *root)
+{
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    codec_msgpack_pack_value(&pk, root);
+
+    codec_value_t *again = NULL;
+    char errstr[512];
+    codec_err_t err = codec_msgpack_decode(sb.data, sb.size, &codec_limits_default, &again,
+                                           errstr, sizeof(errstr));
+    if (err) {
+        fprintf(stderr, "fuzz_request: re-packed request does not decode: %s: %s\n",
+                codec_err_name(err), errstr);
+        abort();
+    }
+    if (!codec_value_equal(root, again)) {
+        fprintf(stderr, "fuzz_request: re-packed request decodes to a different value\n");
+        abort();
+    }
+    codec_value_destroy(again);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    static processor_output_t out;
+    static int out_ready;
+    codec_request_t req;
+    char errstr[512];
+
+    codec_err_t err = codec_request_decode((const char *)data, size, "m", 1,
+                                           &codec_limits_default, &req, errstr,
+                                           sizeof(errstr));
+    if (req.root)
+        check_round_trip(req.root);
+    codec_request_clear(&req);
+
+    if (!out_ready) {
+        processor_output_init(&out);
+        out_ready = 1;
+    }
+    processor_output_reset(&out);
+    processor_handler_handle(handler_get(), "m", 1, (const char *)data, size, &out);
+    check_reply(&out);
+    /* The handler decodes the same bytes, so it must reject exactly what the decoder
+     * rejected (a request that decodes may still get an error reply, e.g. a history
+     * range that is not kept). */
+    if (err && out.error != err) {
+        fprintf(stderr, "fuzz_request: decode said %s, the handler said %s\n",
+                codec_err_name(err), codec_err_name(out.error));
+        abort();
+    }
+    return 0;
+}

@@ -1,0 +1,220 @@
+/* tests/processor/test_apply.c - `flushout-processor apply`: NDJSON in, one reply per
+ * request out, options from the table. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "codec/json.h"
+#include "processor/cmd_apply.h"
+#include "processor/options.h"
+
+static char state_dir[] = "/tmp/flushout-test-apply-XXXXXX";
+static processor_config_t cfg;
+
+static void setup(void)
+{
+    cr_assert_not_null(mkdtemp(state_dir));
+}
+
+static void teardown(void)
+{
+    processor_config_clear(&cfg);
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", state_dir);
+    cr_assert_eq(system(cmd), 0);
+    strcpy(state_dir, "/tmp/flushout-test-apply-XXXXXX");
+}
+
+TestSuite(processor_apply, .init = setup, .fini = teardown);
+
+static void load(const char *extra_flag, const char *extra_value)
+{
+    char *argv[] = {"--state-dir", state_dir,          "--ids",
+                    "sequential",  (char *)extra_flag, (char *)extra_value};
+    char errstr[256];
+    int argc = extra_flag ? 6 : 4;
+    cr_assert_eq(processor_config_load(&cfg, PROCESSOR_CMD_APPLY, "apply", argc, argv,
+                                       errstr, sizeof(errstr)),
+                 0, "%s", errstr);
+}
+
+/* Runs apply over input and returns its output (caller frees). */
+static char *run(const char *input)
+{
+    FILE *in = fmemopen((void *)input, strlen(input), "r");
+    char *output = NULL;
+    size_t size = 0;
+    FILE *out = open_memstream(&output, &size);
+    cr_assert_eq(processor_cmd_apply(&cfg, in, out), 0);
+    fclose(in);
+    fclose(out);
+    return output;
+}
+
+/* The n-th line of text (0-based), as a value. */
+static codec_value_t *line(const char *text, int n)
+{
+    for (int i = 0; i < n; i++) {
+        text = strchr(text, '\n');
+        cr_assert_not_null(text, "fewer than %d lines", n + 1);
+        text++;
+    }
+    const char *end = strchr(text, '\n');
+    cr_assert_not_null(end);
+    codec_value_t *v;
+    char errstr[256];
+    cr_assert_eq(
+        codec_json_decode(text, (size_t)(end - text), NULL, &v, errstr, sizeof(errstr)),
+        CODEC_OK, "%s", errstr);
+    return v;
+}
+
+static int count_lines(const char *text)
+{
+    int n = 0;
+    for (; *text; text++)
+        n += *text == '\n';
+    return n;
+}
+
+static void expect_line(const char *output, int n, const char *expected_json)
+{
+    codec_value_t *got = line(output, n);
+    codec_value_t *expected;
+    char errstr[256];
+    cr_assert_eq(codec_json_decode(expected_json, strlen(expected_json), NULL, &expected,
+                                   errstr, sizeof(errstr)),
+                 CODEC_OK);
+    char *got_json = codec_json_encode(got, NULL);
+    cr_assert(codec_value_equal(got, expected), "line %d: expected %s\n got %s", n,
+              expected_json, got_json);
+    free(got_json);
+    codec_value_destroy(got);
+    codec_value_destroy(expected);
+}
+
+static const char *error_code(const codec_value_t *reply)
+{
+    const codec_value_t *type = codec_map_get(reply, "type", 4);
+    cr_assert_str_eq(type->u.str.ptr, "error");
+    return codec_map_get(codec_map_get(reply, "error", 5), "code", 4)->u.str.ptr;
+}
+
+Test(processor_apply, answers_every_request_in_order_and_keeps_going_after_bad_lines)
+{
+    load(NULL, NULL);
+    char *out = run(
+        "{\"type\":\"flush\",\"model\":\"a\",\"client\":\"c\",\"seq\":1,\"from\":0,"
+        "\"completions\":[{\"command\":{\"action\":\"create\"},\"createdId\":\"1\"}]}\n"
+        "this is not json\n"
+        "\n"
+        "{\"type\":\"flush\",\"model\":\"a\",\"client\":\"c\",\"seq\":2,\"from\":1,"
+        "\"completions\":[{\"command\":{\"action\":\"smash\"}}]}\n"
+        "{\"type\":\"flush\",\"client\":\"c\",\"seq\":3,\"from\":0,\"completions\":[]}\n"
+        "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"c\",\"seq\":4}\n"
+        "{\"type\":\"snapshot\",\"model\":\"b\",\"client\":\"c\",\"seq\":5}\n");
+    cr_assert_eq(count_lines(out), 6, "one reply per request, blank lines skipped:\n%s",
+                 out);
+    expect_line(
+        out, 0,
+        "{\"type\":\"flushResult\",\"model\":\"a\",\"client\":\"c\",\"seq\":1,"
+        "\"applied\":{\"from\":0,\"completions\":[{\"command\":{\"action\":\"create\"},"
+        "\"createdId\":\"1\"}]}}");
+    codec_value_t *v = line(out, 1);
+    cr_assert_str_eq(error_code(v), "invalid_json");
+    codec_value_destroy(v);
+    v = line(out, 2);
+    cr_assert_str_eq(error_code(v), "unknown_action");
+    cr_assert_str_eq(codec_map_get(v, "client", 6)->u.str.ptr, "c");
+    cr_assert_eq(codec_map_get(v, "seq", 3)->u.i, 2);
+    codec_value_destroy(v);
+    v = line(out, 3);
+    cr_assert_str_eq(error_code(v), "missing_field");
+    codec_value_destroy(v);
+    expect_line(out, 4,
+                "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"c\",\"seq\":4,"
+                "\"snapshot\":{\"commandCount\":1,\"document\":{\"1\":{}}}}");
+    expect_line(out, 5,
+                "{\"type\":\"snapshot\",\"model\":\"b\",\"client\":\"c\",\"seq\":5,"
+                "\"snapshot\":{\"commandCount\":0,\"document\":{}}}");
+    free(out);
+}
+
+Test(processor_apply, serves_history_within_what_is_kept)
+{
+    load("--history", "2");
+    char *out = run(
+        "{\"type\":\"flush\",\"model\":\"a\",\"client\":\"c\",\"seq\":1,\"from\":0,"
+        "\"completions\":[{\"command\":{\"action\":\"create\"},\"createdId\":\"x\"},"
+        "{\"command\":{\"action\":\"update\",\"path\":[\"x\"],\"props\":{\"n\":1}}},"
+        "{\"command\":{\"action\":\"detete\",\"path\":[\"x\"]}}]}\n"
+        "{\"type\":\"history\",\"model\":\"a\",\"client\":\"c\",\"seq\":2,\"from\":1,"
+        "\"to\":2}\n"
+        "{\"type\":\"history\",\"model\":\"a\",\"client\":\"c\",\"seq\":3,\"from\":0}\n"
+        "{\"type\":\"history\",\"model\":\"a\",\"client\":\"c\",\"seq\":4,\"from\":2,"
+        "\"to\":9}\n");
+    expect_line(
+        out, 1,
+        "{\"type\":\"history\",\"model\":\"a\",\"client\":\"c\",\"seq\":2,\"from\":1,"
+        "\"completions\":[{\"command\":{\"action\":\"update\",\"path\":[\"x\"],"
+        "\"props\":{\"n\":1}}}]}");
+    codec_value_t *v = line(out, 2);
+    cr_assert_str_eq(error_code(v), "history_unavailable");
+    codec_value_destroy(v);
+    v = line(out, 3);
+    cr_assert_str_eq(error_code(v), "bad_range");
+    codec_value_destroy(v);
+    free(out);
+}
+
+Test(processor_apply, new_models_start_from_the_initial_document)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/initial.json", state_dir);
+    FILE *fp = fopen(path, "w");
+    fputs("{\"todos\":{},\"title\":\"list\"}", fp);
+    fclose(fp);
+    load("--initial-document", path);
+    char *out =
+        run("{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"c\",\"seq\":1}\n");
+    expect_line(out, 0,
+                "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"c\",\"seq\":1,"
+                "\"snapshot\":{\"commandCount\":0,\"document\":{\"todos\":{},\"title\":"
+                "\"list\"}}}");
+    free(out);
+}
+
+Test(processor_apply, options_come_from_the_table_with_clear_errors)
+{
+    char errstr[256];
+    char *bad_enum[] = {"--state-dir", "x", "--ids", "random"};
+    cr_assert_eq(processor_config_load(&cfg, PROCESSOR_CMD_APPLY, "apply", 4, bad_enum,
+                                       errstr, sizeof(errstr)),
+                 -1);
+    cr_assert(strstr(errstr, "hash|sequential"), "%s", errstr);
+    processor_config_clear(&cfg);
+
+    char *missing[] = {"--history", "3"};
+    cr_assert_eq(processor_config_load(&cfg, PROCESSOR_CMD_APPLY, "apply", 2, missing,
+                                       errstr, sizeof(errstr)),
+                 -1);
+    cr_assert(strstr(errstr, "--state-dir is required"), "%s", errstr);
+    processor_config_clear(&cfg);
+
+    char *negative[] = {"--state-dir", "x", "--history=-1"};
+    cr_assert_eq(processor_config_load(&cfg, PROCESSOR_CMD_APPLY, "apply", 3, negative,
+                                       errstr, sizeof(errstr)),
+                 -1);
+    processor_config_clear(&cfg);
+
+    setenv("FLUSHOUT_HISTORY", "7", 1);
+    char *ok[] = {"--state-dir=x"};
+    cr_assert_eq(processor_config_load(&cfg, PROCESSOR_CMD_APPLY, "apply", 1, ok, errstr,
+                                       sizeof(errstr)),
+                 0, "%s", errstr);
+    unsetenv("FLUSHOUT_HISTORY");
+    cr_assert_eq(cfg.history, 7);
+    cr_assert_str_eq(cfg.ids, "hash");
+}

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# tests/run.sh - the one command that passes every test on a fresh Debian 12 machine:
+# installs dependencies, checks formatting, builds with -Werror, runs ctest, then
+# rebuilds under AddressSanitizer + UndefinedBehaviorSanitizer and runs ctest again.
+#
+#   tests/run.sh            everything CI runs
+#   tests/run.sh -L unit    pass ctest arguments through (e.g. one label)
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+jobs=$(nproc 2>/dev/null || echo 2)
+
+deploy/install-deps.sh
+
+echo "== clang-format check"
+git ls-files '*.c' '*.h' | xargs clang-format --dry-run --Werror
+
+run_suite() { # build-dir, extra cmake flags...
+    local dir=$1
+    shift
+    cmake -S . -B "$dir" -DFLUSHOUT_WERROR=ON "$@" >/dev/null
+    cmake --build "$dir" -j"$jobs"
+    (cd "$dir" && ctest --output-on-failure -j"$jobs" "${ctest_args[@]}")
+}
+ctest_args=("$@")
+
+echo "== build and test"
+run_suite build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+echo "== build and test under ASan + UBSan"
+ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    run_suite build-asan -DCMAKE_BUILD_TYPE=Debug -DFLUSHOUT_SANITIZE=ON
+
+echo "== all tests passed"
