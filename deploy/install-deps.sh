@@ -38,14 +38,15 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
-# npm packages: every folder with a package-lock.json gets `npm ci` unless its
-# node_modules already matches the lock.
+# npm packages: every folder with a package-lock.json gets `npm ci`, unless its
+# node_modules was installed from this very lock file (we stamp it with the lock's hash).
 while IFS= read -r lock; do
   dir=$(dirname "$lock")
-  stamp="$dir/node_modules/.package-lock.json"
-  if [[ ! -f $stamp ]] || ! cmp -s <(node -e 'const l=require(process.argv[1]);console.log(JSON.stringify(Object.keys(l.packages||{}).sort()))' "$lock") \
-       <(node -e 'const l=require(process.argv[1]);console.log(JSON.stringify(Object.keys(l.packages||{}).map(k=>k).concat([""]).sort()))' "$stamp"); then
-    echo "install-deps: npm ci in ${dir#$top/}" >&2
+  stamp="$dir/node_modules/.installed-lock.sha256"
+  want=$(sha256sum "$lock" | cut -d' ' -f1)
+  if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+    echo "install-deps: npm ci in ${dir#"$top"/}" >&2
     (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$want" >"$stamp"
   fi
 done < <(find "$top" -name package-lock.json -not -path '*/node_modules/*')
