@@ -60,14 +60,15 @@ static processor_handler_t *handler_get(void)
 
 /* Replies nest the document (path length + props depth) inside the reply, so they
  * may be deeper than requests; the other limits only guard against hostile input. */
-static const codec_limits_t fuzz_reply_limits = {4096, UINT32_MAX, UINT32_MAX, UINT32_MAX};
+static const codec_limits_t fuzz_reply_limits = {4096, UINT32_MAX, UINT32_MAX,
+                                                 UINT32_MAX};
 
 static void check_reply(const processor_output_t *out)
 {
     codec_value_t *v = NULL;
     char errstr[512];
-    codec_err_t err = codec_msgpack_decode(out->reply.data, out->reply.size,
-                                           &fuzz_reply_limits, &v, errstr, sizeof(errstr));
+    codec_err_t err = codec_msgpack_decode(
+        out->reply.data, out->reply.size, &fuzz_reply_limits, &v, errstr, sizeof(errstr));
     if (err) {
         fprintf(stderr, "fuzz_request: reply (%zu bytes) is not valid msgpack: %s: %s\n",
                 out->reply.size, codec_err_name(err), errstr);
@@ -94,8 +95,8 @@ static void check_round_trip(const codec_value_t *root)
 
     codec_value_t *again = NULL;
     char errstr[512];
-    codec_err_t err = codec_msgpack_decode(sb.data, sb.size, &codec_limits_default, &again,
-                                           errstr, sizeof(errstr));
+    codec_err_t err = codec_msgpack_decode(sb.data, sb.size, &codec_limits_default,
+                                           &again, errstr, sizeof(errstr));
     if (err) {
         fprintf(stderr, "fuzz_request: re-packed request does not decode: %s: %s\n",
                 codec_err_name(err), errstr);
@@ -116,9 +117,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     codec_request_t req;
     char errstr[512];
 
-    codec_err_t err = codec_request_decode((const char *)data, size, "m", 1,
-                                           &codec_limits_default, &req, errstr,
-                                           sizeof(errstr));
+    codec_err_t err =
+        codec_request_decode((const char *)data, size, "m", 1, &codec_limits_default,
+                             &req, errstr, sizeof(errstr));
     if (req.root)
         check_round_trip(req.root);
     codec_request_clear(&req);

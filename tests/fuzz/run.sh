@@ -31,7 +31,7 @@ else
         -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_FLAGS="$cflags" >/dev/null
     cmake --build "$build" -j2 --target processor
     mkdir -p "$(dirname "$bin")"
-    # shellcheck disable=SC2046 # pkg-config output is a list of flags
+    # shellcheck disable=SC2046,SC2086 # cflags and pkg-config output are lists of flags
     clang -O2 -g $cflags -fsanitize=fuzzer,address,undefined -I"$top" \
         "$here/fuzz_request.c" "$build/libprocessor.a" "$build/libstate.a" \
         "$build/libcodec.a" $(pkg-config --libs msgpack jansson libxxhash) -lm -o "$bin"
