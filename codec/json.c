@@ -186,7 +186,8 @@ static json_t *to_json(const codec_value_t *v)
         uint32_t pos = 0;
         const codec_map_entry_t *e;
         while ((e = codec_map_next(v, &pos)))
-            json_object_setn_new_nocheck(o, e->key, e->key_len, to_json(e->value));
+            json_object_setn_new_nocheck(o, codec_map_entry_key(e), e->key_len,
+                                         to_json(e->value));
         return o;
     }
     }

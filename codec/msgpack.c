@@ -39,7 +39,18 @@ static size_t utf8_seq_len(const unsigned char *s, size_t len)
 bool codec_utf8_valid(const char *str, size_t len)
 {
     const unsigned char *s = (const unsigned char *)str;
-    for (size_t i = 0; i < len;) {
+    size_t i = 0;
+    /* ASCII fast path, eight bytes at a time: most keys and values are ASCII. */
+    for (uint64_t word; i + 8 <= len; i += 8) {
+        memcpy(&word, s + i, sizeof(word));
+        if (word & UINT64_C(0x8080808080808080))
+            break;
+    }
+    while (i < len) {
+        if (s[i] < 0x80) {
+            i++;
+            continue;
+        }
         size_t n = utf8_seq_len(s + i, len - i);
         if (!n)
             return false;
@@ -83,6 +94,7 @@ typedef struct frame_s {
 } frame_t;
 
 typedef struct decoder_s {
+    msgpack_zone *zone; /* NULL: build a heap tree */
     const unsigned char *p, *end;
     const codec_limits_t *limits;
     frame_t *frames;
@@ -162,6 +174,30 @@ static codec_err_t read_key(decoder_t *d, const char **key, uint32_t *len)
     return CODEC_OK;
 }
 
+static codec_value_t *scalar(decoder_t *d, codec_value_type_t type)
+{
+    if (d->zone)
+        return codec_zone_value(d->zone, type, 0);
+    codec_value_t *v = codec_value_nil(); /* scalars own nothing: retyping is safe */
+    v->type = type;
+    return v;
+}
+
+static codec_value_t *bytes(decoder_t *d, codec_value_type_t type, const char *s,
+                            uint32_t len)
+{
+    if (d->zone)
+        return codec_zone_bytes(d->zone, type, s, len);
+    return type == CODEC_VALUE_STR ? codec_value_str(s, len) : codec_value_bin(s, len);
+}
+
+static codec_value_t *container(decoder_t *d, codec_value_type_t type, uint32_t count)
+{
+    if (d->zone)
+        return codec_zone_value(d->zone, type, count);
+    return type == CODEC_VALUE_MAP ? codec_value_map(count) : codec_value_array(count);
+}
+
 /* Reads one value header. Scalars come back complete; containers come back empty with
  * *count set to the number of items (entries for maps) still to read. */
 static codec_err_t read_value(decoder_t *d, codec_value_t **out, uint32_t *count)
@@ -174,18 +210,15 @@ static codec_err_t read_value(decoder_t *d, codec_value_t **out, uint32_t *count
     uint32_t len = 0;
     const char *s;
 
-    if (b <= 0x7f) {
-        *out = codec_value_int(b);
-        return CODEC_OK;
-    }
-    if (b >= 0xe0) {
-        *out = codec_value_int((int8_t)b);
+    if (b <= 0x7f || b >= 0xe0) { /* positive and negative fixint */
+        *out = scalar(d, CODEC_VALUE_INT);
+        (*out)->u.i = b <= 0x7f ? (int64_t)b : (int64_t)(int8_t)b;
         return CODEC_OK;
     }
     if (b >= 0xa0 && b <= 0xbf) {
         if ((err = read_bytes(d, b & 0x1f, true, &s)))
             return err;
-        *out = codec_value_str(s, b & 0x1f);
+        *out = bytes(d, CODEC_VALUE_STR, s, b & 0x1f);
         return CODEC_OK;
     }
     if ((b >= 0x80 && b <= 0x8f) || b == 0xde || b == 0xdf) {
@@ -197,7 +230,7 @@ static codec_err_t read_value(decoder_t *d, codec_value_t **out, uint32_t *count
         if ((uint64_t)len * 2 > (uint64_t)(d->end - d->p))
             return fail(d, CODEC_ERR_TOO_LARGE,
                         "map header claims more entries than the input holds");
-        *out = codec_value_map(len);
+        *out = container(d, CODEC_VALUE_MAP, len);
         *count = len;
         return CODEC_OK;
     }
@@ -209,20 +242,21 @@ static codec_err_t read_value(decoder_t *d, codec_value_t **out, uint32_t *count
         if ((uint64_t)len > (uint64_t)(d->end - d->p))
             return fail(d, CODEC_ERR_TOO_LARGE,
                         "array header claims more items than the input holds");
-        *out = codec_value_array(len);
+        *out = container(d, CODEC_VALUE_ARRAY, len);
         *count = len;
         return CODEC_OK;
     }
 
     switch (b) {
     case 0xc0:
-        *out = codec_value_nil();
+        *out = scalar(d, CODEC_VALUE_NIL);
         return CODEC_OK;
     case 0xc1:
         return fail(d, CODEC_ERR_RESERVED_BYTE, "reserved type byte 0xc1");
     case 0xc2:
     case 0xc3:
-        *out = codec_value_bool(b == 0xc3);
+        *out = scalar(d, CODEC_VALUE_BOOL);
+        (*out)->u.b = b == 0xc3;
         return CODEC_OK;
     case 0xc4:
     case 0xc5:
@@ -230,7 +264,7 @@ static codec_err_t read_value(decoder_t *d, codec_value_t **out, uint32_t *count
         if ((err = read_len(d, (size_t)1 << (b - 0xc4), &len)) ||
             (err = read_bytes(d, len, false, &s)))
             return err;
-        *out = codec_value_bin(s, len);
+        *out = bytes(d, CODEC_VALUE_BIN, s, len);
         return CODEC_OK;
     case 0xc7:
     case 0xc8:
@@ -249,7 +283,8 @@ static codec_err_t read_value(decoder_t *d, codec_value_t **out, uint32_t *count
         memcpy(&f, &bits, sizeof(f));
         if (!isfinite(f))
             return fail(d, CODEC_ERR_NOT_FINITE, "NaN and infinities are not allowed");
-        *out = codec_value_float(f);
+        *out = scalar(d, CODEC_VALUE_FLOAT);
+        (*out)->u.f = f;
         return CODEC_OK;
     }
     case 0xcb: {
@@ -260,7 +295,8 @@ static codec_err_t read_value(decoder_t *d, codec_value_t **out, uint32_t *count
         memcpy(&f, &bits, sizeof(f));
         if (!isfinite(f))
             return fail(d, CODEC_ERR_NOT_FINITE, "NaN and infinities are not allowed");
-        *out = codec_value_float(f);
+        *out = scalar(d, CODEC_VALUE_FLOAT);
+        (*out)->u.f = f;
         return CODEC_OK;
     }
     case 0xcc:
@@ -273,7 +309,8 @@ static codec_err_t read_value(decoder_t *d, codec_value_t **out, uint32_t *count
         uint64_t u = read_be(d, n);
         if (u > (uint64_t)INT64_MAX)
             return fail(d, CODEC_ERR_OUT_OF_RANGE, "integer above 2^63-1");
-        *out = codec_value_int((int64_t)u);
+        *out = scalar(d, CODEC_VALUE_INT);
+        (*out)->u.i = (int64_t)u;
         return CODEC_OK;
     }
     case 0xd0:
@@ -293,7 +330,8 @@ static codec_err_t read_value(decoder_t *d, codec_value_t **out, uint32_t *count
             i = (int32_t)u;
         else
             memcpy(&i, &u, sizeof(i));
-        *out = codec_value_int(i);
+        *out = scalar(d, CODEC_VALUE_INT);
+        (*out)->u.i = i;
         return CODEC_OK;
     }
     case 0xd9:
@@ -302,17 +340,18 @@ static codec_err_t read_value(decoder_t *d, codec_value_t **out, uint32_t *count
         if ((err = read_len(d, (size_t)1 << (b - 0xd9), &len)) ||
             (err = read_bytes(d, len, true, &s)))
             return err;
-        *out = codec_value_str(s, len);
+        *out = bytes(d, CODEC_VALUE_STR, s, len);
         return CODEC_OK;
     }
     return fail(d, CODEC_ERR_RESERVED_BYTE, "unknown type byte");
 }
 
-codec_err_t codec_msgpack_decode(const char *buf, size_t len,
-                                 const codec_limits_t *limits, codec_value_t **out,
-                                 char *errstr, size_t errstr_size)
+static codec_err_t decode(msgpack_zone *zone, const char *buf, size_t len,
+                          const codec_limits_t *limits, codec_value_t **out, char *errstr,
+                          size_t errstr_size)
 {
     decoder_t d = {
+        .zone = zone,
         .p = (const unsigned char *)buf,
         .end = (const unsigned char *)buf + len,
         .limits = limits ? limits : &codec_limits_default,
@@ -323,9 +362,17 @@ codec_err_t codec_msgpack_decode(const char *buf, size_t len,
     codec_err_t err = CODEC_OK;
     uint32_t count;
 
+    /* The usual depth limit fits on the stack; a malloc per record would cost more
+     * than the decoding of a small request. */
+    frame_t frames_buf[CODEC_DEFAULT_MAX_DEPTH + 1];
+    codec_path_elem_t path_buf[CODEC_DEFAULT_MAX_DEPTH + 1];
+    bool on_stack = d.limits->max_depth <= CODEC_DEFAULT_MAX_DEPTH;
+
     *out = NULL;
-    d.frames = codec_xmalloc((d.limits->max_depth + 1) * sizeof(*d.frames));
-    d.path = codec_xmalloc((d.limits->max_depth + 1) * sizeof(*d.path));
+    d.frames = on_stack ? frames_buf
+                        : codec_xmalloc((d.limits->max_depth + 1) * sizeof(*d.frames));
+    d.path =
+        on_stack ? path_buf : codec_xmalloc((d.limits->max_depth + 1) * sizeof(*d.path));
 
     if ((err = read_value(&d, &root, &count)))
         goto done;
@@ -359,13 +406,17 @@ codec_err_t codec_msgpack_decode(const char *buf, size_t len,
                 goto done;
             pe->key = key;
             pe->key_len = key_len;
-            if (codec_map_get(f->container, key, key_len)) {
+            if ((err = read_value(&d, &item, &count)))
+                goto done;
+            int added = d.zone
+                            ? codec_zone_map_add(d.zone, f->container, key, key_len, item)
+                            : codec_map_add(f->container, key, key_len, item);
+            if (added != 0) {
+                if (!d.zone)
+                    codec_value_destroy(item);
                 err = fail(&d, CODEC_ERR_DUPLICATE_KEY, "duplicate map key");
                 goto done;
             }
-            if ((err = read_value(&d, &item, &count)))
-                goto done;
-            codec_map_add(f->container, key, key_len, item);
         } else {
             if ((err = read_value(&d, &item, &count)))
                 goto done;
@@ -394,13 +445,128 @@ codec_err_t codec_msgpack_decode(const char *buf, size_t len,
     }
 
 done:
-    free(d.frames);
-    free(d.path);
-    if (err)
-        codec_value_destroy(root);
-    else
+    if (!on_stack) {
+        free(d.frames);
+        free(d.path);
+    }
+    if (!err)
         *out = root;
+    else if (!zone)
+        codec_value_destroy(root);
     return err;
+}
+
+codec_err_t codec_msgpack_decode(const char *buf, size_t len,
+                                 const codec_limits_t *limits, codec_value_t **out,
+                                 char *errstr, size_t errstr_size)
+{
+    return decode(NULL, buf, len, limits, out, errstr, errstr_size);
+}
+
+codec_err_t codec_msgpack_decode_zone(msgpack_zone *zone, const char *buf, size_t len,
+                                      const codec_limits_t *limits, codec_value_t **out,
+                                      char *errstr, size_t errstr_size)
+{
+    return decode(zone, buf, len, limits, out, errstr, errstr_size);
+}
+
+/* ---- walking decoded bytes ---- */
+
+static bool be(const unsigned char *b, size_t len, size_t *pos, size_t n, uint64_t *v)
+{
+    if (len - *pos < n)
+        return false;
+    *v = 0;
+    for (size_t i = 0; i < n; i++)
+        *v = (*v << 8) | b[*pos + i];
+    *pos += n;
+    return true;
+}
+
+bool codec_msgpack_read_container(const char *buf, size_t len, size_t *pos, bool *is_map,
+                                  uint32_t *count)
+{
+    const unsigned char *b = (const unsigned char *)buf;
+    uint64_t n;
+    if (*pos >= len)
+        return false;
+    unsigned char t = b[(*pos)++];
+    if ((t & 0xf0) == 0x80 || (t & 0xf0) == 0x90) {
+        *is_map = (t & 0xf0) == 0x80;
+        *count = t & 0x0f;
+        return true;
+    }
+    if (t < 0xdc || t > 0xdf || !be(b, len, pos, (t & 1) ? 4 : 2, &n))
+        return false;
+    *is_map = t >= 0xde;
+    *count = (uint32_t)n;
+    return true;
+}
+
+bool codec_msgpack_read_str(const char *buf, size_t len, size_t *pos, const char **s,
+                            uint32_t *slen)
+{
+    const unsigned char *b = (const unsigned char *)buf;
+    uint64_t n;
+    if (*pos >= len)
+        return false;
+    unsigned char t = b[(*pos)++];
+    if (t >= 0xa0 && t <= 0xbf)
+        n = t & 0x1f;
+    else if (t < 0xd9 || t > 0xdb || !be(b, len, pos, (size_t)1 << (t - 0xd9), &n))
+        return false;
+    if (len - *pos < n)
+        return false;
+    *s = buf + *pos;
+    *slen = (uint32_t)n;
+    *pos += n;
+    return true;
+}
+
+bool codec_msgpack_skip(const char *buf, size_t len, size_t *pos)
+{
+    const unsigned char *b = (const unsigned char *)buf;
+    uint64_t pending = 1, n;
+    while (pending--) {
+        if (*pos >= len)
+            return false;
+        unsigned char t = b[(*pos)++];
+        size_t payload = 0;
+        if (t <= 0x7f || t >= 0xe0 || (t >= 0xc0 && t <= 0xc3))
+            continue;
+        if ((t & 0xf0) == 0x80)
+            pending += 2u * (t & 0x0f);
+        else if ((t & 0xf0) == 0x90)
+            pending += t & 0x0f;
+        else if (t >= 0xa0 && t <= 0xbf)
+            payload = t & 0x1f;
+        else if (t >= 0xc4 && t <= 0xc6) { /* bin */
+            if (!be(b, len, pos, (size_t)1 << (t - 0xc4), &n))
+                return false;
+            payload = n;
+        } else if (t >= 0xd9 && t <= 0xdb) { /* str */
+            if (!be(b, len, pos, (size_t)1 << (t - 0xd9), &n))
+                return false;
+            payload = n;
+        } else if (t == 0xca)
+            payload = 4;
+        else if (t == 0xcb)
+            payload = 8;
+        else if (t >= 0xcc && t <= 0xcf)
+            payload = (size_t)1 << (t - 0xcc);
+        else if (t >= 0xd0 && t <= 0xd3)
+            payload = (size_t)1 << (t - 0xd0);
+        else if (t >= 0xdc && t <= 0xdf) { /* array or map 16/32 */
+            if (!be(b, len, pos, (t & 1) ? 4 : 2, &n))
+                return false;
+            pending += t >= 0xde ? 2 * n : n;
+        } else
+            return false; /* ext and reserved bytes never pass decoding */
+        if (len - *pos < payload)
+            return false;
+        *pos += payload;
+    }
+    return true;
 }
 
 /* ---- encoding ---- */
@@ -450,7 +616,7 @@ void codec_msgpack_pack_value(msgpack_packer *pk, const codec_value_t *v)
         uint32_t pos = 0;
         const codec_map_entry_t *e;
         while ((e = codec_map_next(v, &pos))) {
-            msgpack_pack_str_with_body(pk, e->key, e->key_len);
+            msgpack_pack_str_with_body(pk, codec_map_entry_key(e), e->key_len);
             codec_msgpack_pack_value(pk, e->value);
         }
         break;

@@ -3,6 +3,7 @@
 #include "request.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "alloc.h"
@@ -86,6 +87,16 @@ static bool is_proto(const codec_value_t *s)
     return s->u.str.len == 9 && memcmp(s->u.str.ptr, "__proto__", 9) == 0;
 }
 
+/* The fast check; check_path() explains what is wrong. */
+static bool path_elements_ok(const codec_value_t *path)
+{
+    for (uint32_t i = 0; i < path->u.array.len; i++)
+        if (path->u.array.items[i]->type != CODEC_VALUE_STR ||
+            is_proto(path->u.array.items[i]))
+            return false;
+    return true;
+}
+
 static codec_err_t check_path(validator_t *vd, const char *name,
                               const codec_value_t *path)
 {
@@ -122,6 +133,14 @@ static codec_err_t optional_map(validator_t *vd, const codec_value_t *map,
     return CODEC_OK;
 }
 
+/* "completions[3].command.path": built only on error, as formatting it for every
+ * completion would cost more than validating it. */
+static const char *cname(char *buf, size_t size, uint32_t idx, const char *suffix)
+{
+    snprintf(buf, size, "completions[%u]%s", idx, suffix);
+    return buf;
+}
+
 static codec_err_t parse_completion(validator_t *vd, uint32_t idx, const codec_value_t *v,
                                     codec_completion_t *c)
 {
@@ -129,59 +148,115 @@ static codec_err_t parse_completion(validator_t *vd, uint32_t idx, const codec_v
     codec_err_t err;
     const codec_value_t *f;
 
-    snprintf(name, sizeof(name), "completions[%u]", idx);
     if (v->type != CODEC_VALUE_MAP)
-        return wrong_type(vd, name, "a map", v);
+        return wrong_type(vd, cname(name, sizeof(name), idx, ""), "a map", v);
 
-    snprintf(name, sizeof(name), "completions[%u].createdId", idx);
     if ((f = field(v, "createdId"))) {
         if (f->type != CODEC_VALUE_STR)
-            return wrong_type(vd, name, "a string", f);
+            return wrong_type(vd, cname(name, sizeof(name), idx, ".createdId"),
+                              "a string", f);
         if (is_proto(f))
             return codec_errf(CODEC_ERR_FORBIDDEN_KEY, vd->errstr, vd->errstr_size,
-                              "%s: __proto__ is not allowed as an ID", name);
+                              "%s: __proto__ is not allowed as an ID",
+                              cname(name, sizeof(name), idx, ".createdId"));
         c->created_id = f;
     }
 
-    snprintf(name, sizeof(name), "completions[%u].command", idx);
     const codec_value_t *cmd = field(v, "command");
     if (!cmd)
-        return missing(vd, name);
+        return missing(vd, cname(name, sizeof(name), idx, ".command"));
     if (cmd->type != CODEC_VALUE_MAP)
-        return wrong_type(vd, name, "a map", cmd);
+        return wrong_type(vd, cname(name, sizeof(name), idx, ".command"), "a map", cmd);
 
-    snprintf(name, sizeof(name), "completions[%u].command.action", idx);
     if (!(f = field(cmd, "action")))
-        return missing(vd, name);
+        return missing(vd, cname(name, sizeof(name), idx, ".command.action"));
     if (f->type != CODEC_VALUE_STR)
-        return wrong_type(vd, name, "a string", f);
-    if (!strcmp(f->u.str.ptr, "create") && f->u.str.len == 6)
+        return wrong_type(vd, cname(name, sizeof(name), idx, ".command.action"),
+                          "a string", f);
+    if (f->u.str.len == 6 && !memcmp(f->u.str.ptr, "create", 6))
         c->command.action = CODEC_ACTION_CREATE;
-    else if (!strcmp(f->u.str.ptr, "update") && f->u.str.len == 6)
+    else if (f->u.str.len == 6 && !memcmp(f->u.str.ptr, "update", 6))
         c->command.action = CODEC_ACTION_UPDATE;
-    else if ((!strcmp(f->u.str.ptr, "detete") || !strcmp(f->u.str.ptr, "delete")) &&
-             f->u.str.len == 6)
+    else if (f->u.str.len == 6 &&
+             (!memcmp(f->u.str.ptr, "detete", 6) || !memcmp(f->u.str.ptr, "delete", 6)))
         c->command.action = CODEC_ACTION_DELETE;
     else
         return codec_errf(CODEC_ERR_UNKNOWN_ACTION, vd->errstr, vd->errstr_size,
-                          "%s: unknown action \"%.40s\"", name, f->u.str.ptr);
+                          "%s: unknown action \"%.40s\"",
+                          cname(name, sizeof(name), idx, ".command.action"),
+                          f->u.str.ptr);
 
-    snprintf(name, sizeof(name), "completions[%u].command.path", idx);
     if ((f = field(cmd, "path"))) {
-        if ((err = check_path(vd, name, f)))
-            return err;
+        if (f->type != CODEC_VALUE_ARRAY ||
+            f->u.array.len > vd->limits->max_path_length || !path_elements_ok(f)) {
+            if ((err =
+                     check_path(vd, cname(name, sizeof(name), idx, ".command.path"), f)))
+                return err;
+        }
         c->command.path = f;
     }
-    snprintf(name, sizeof(name), "completions[%u].command.props", idx);
-    if ((err = optional_map(vd, cmd, "props", name, &c->command.props)))
-        return err;
-    snprintf(name, sizeof(name), "completions[%u].command.parentDefault", idx);
-    return optional_map(vd, cmd, "parentDefault", name, &c->command.parent_default);
+    if ((f = field(cmd, "props"))) {
+        if (f->type != CODEC_VALUE_MAP)
+            return wrong_type(vd, cname(name, sizeof(name), idx, ".command.props"),
+                              "a map", f);
+        c->command.props = f;
+    }
+    if ((f = field(cmd, "parentDefault"))) {
+        if (f->type != CODEC_VALUE_MAP)
+            return wrong_type(
+                vd, cname(name, sizeof(name), idx, ".command.parentDefault"), "a map", f);
+        c->command.parent_default = f;
+    }
+    /* Marks the completion canonical (its bytes can be echoed) with a non-NULL raw;
+     * find_raw_completions() then points raw at the bytes. */
+    bool canonical = v->u.map.count == 1u + !!c->created_id &&
+                     cmd->u.map.count == 1u + !!c->command.path + !!c->command.props +
+                                             !!c->command.parent_default &&
+                     memcmp(field(cmd, "action")->u.str.ptr, "delete", 6) != 0;
+    c->raw = canonical ? "" : NULL;
+    return CODEC_OK;
 }
 
-codec_err_t codec_request_from_value(codec_value_t *root, const char *key, size_t key_len,
-                                     const codec_limits_t *limits, codec_request_t *req,
-                                     char *errstr, size_t errstr_size)
+/* Points each canonical completion's raw at its bytes inside buf, the record that
+ * decoded into req. */
+static void find_raw_completions(const char *buf, size_t len, codec_request_t *req)
+{
+    size_t pos = 0;
+    bool is_map;
+    uint32_t n;
+    if (!codec_msgpack_read_container(buf, len, &pos, &is_map, &n) || !is_map)
+        return;
+    for (uint32_t i = 0; i < n; i++) {
+        const char *key;
+        uint32_t key_len;
+        if (!codec_msgpack_read_str(buf, len, &pos, &key, &key_len))
+            return;
+        if (key_len != 11 || memcmp(key, "completions", 11) != 0) {
+            if (!codec_msgpack_skip(buf, len, &pos))
+                return;
+            continue;
+        }
+        uint32_t items;
+        if (!codec_msgpack_read_container(buf, len, &pos, &is_map, &items) || is_map ||
+            items != req->n_completions)
+            return;
+        for (uint32_t j = 0; j < items; j++) {
+            size_t start = pos;
+            if (!codec_msgpack_skip(buf, len, &pos))
+                return;
+            codec_completion_t *c = &req->completions[j];
+            if (c->raw) {
+                c->raw = buf + start;
+                c->raw_len = (uint32_t)(pos - start);
+            }
+        }
+        return;
+    }
+}
+
+static codec_err_t validate(codec_value_t *root, msgpack_zone *zone, const char *key,
+                            size_t key_len, const codec_limits_t *limits,
+                            codec_request_t *req, char *errstr, size_t errstr_size)
 {
     validator_t vd = {limits ? limits : &codec_limits_default, errstr, errstr_size};
     codec_err_t err;
@@ -190,6 +265,7 @@ codec_err_t codec_request_from_value(codec_value_t *root, const char *key, size_
 
     memset(req, 0, sizeof(*req));
     req->root = root;
+    req->zone = zone;
     if (key) {
         req->model = (codec_str_t){key, key_len};
         req->has_model = true;
@@ -258,7 +334,14 @@ codec_err_t codec_request_from_value(codec_value_t *root, const char *key, size_
         return codec_errf(CODEC_ERR_TOO_LARGE, errstr, errstr_size,
                           "completions: %u commands exceed the limit of %u per flush",
                           list->u.array.len, vd.limits->max_completions);
-    req->completions = codec_xcalloc(list->u.array.len, sizeof(*req->completions));
+    size_t size = list->u.array.len * sizeof(*req->completions);
+    req->completions =
+        zone ? msgpack_zone_malloc(zone, size ? size : 1) : codec_xmalloc(size);
+    if (!req->completions) {
+        fprintf(stderr, "flushout: out of memory allocating %zu bytes\n", size);
+        abort();
+    }
+    memset(req->completions, 0, size);
     req->n_completions = list->u.array.len;
     for (uint32_t i = 0; i < list->u.array.len; i++)
         if ((err =
@@ -267,12 +350,27 @@ codec_err_t codec_request_from_value(codec_value_t *root, const char *key, size_
     return CODEC_OK;
 }
 
+codec_err_t codec_request_from_value(codec_value_t *root, const char *key, size_t key_len,
+                                     const codec_limits_t *limits, codec_request_t *req,
+                                     char *errstr, size_t errstr_size)
+{
+    codec_err_t err =
+        validate(root, NULL, key, key_len, limits, req, errstr, errstr_size);
+    for (uint32_t i = 0; i < req->n_completions; i++)
+        req->completions[i].raw = NULL; /* no record bytes to echo */
+    return err;
+}
+
 codec_err_t codec_request_decode(const char *buf, size_t len, const char *key,
                                  size_t key_len, const codec_limits_t *limits,
-                                 codec_request_t *req, char *errstr, size_t errstr_size)
+                                 msgpack_zone *zone, codec_request_t *req, char *errstr,
+                                 size_t errstr_size)
 {
     codec_value_t *root;
-    codec_err_t err = codec_msgpack_decode(buf, len, limits, &root, errstr, errstr_size);
+    codec_err_t err =
+        zone ? codec_msgpack_decode_zone(zone, buf, len, limits, &root, errstr,
+                                         errstr_size)
+             : codec_msgpack_decode(buf, len, limits, &root, errstr, errstr_size);
     if (err) {
         memset(req, 0, sizeof(*req));
         if (key) {
@@ -281,13 +379,18 @@ codec_err_t codec_request_decode(const char *buf, size_t len, const char *key,
         }
         return err;
     }
-    return codec_request_from_value(root, key, key_len, limits, req, errstr, errstr_size);
+    err = validate(root, zone, key, key_len, limits, req, errstr, errstr_size);
+    if (!err && req->type == CODEC_REQUEST_FLUSH)
+        find_raw_completions(buf, len, req);
+    return err;
 }
 
 void codec_request_clear(codec_request_t *req)
 {
-    free(req->completions);
-    codec_value_destroy(req->root);
+    if (!req->zone) { /* a zone's caller frees everything at once */
+        free(req->completions);
+        codec_value_destroy(req->root);
+    }
     memset(req, 0, sizeof(*req));
 }
 
@@ -302,6 +405,10 @@ void codec_path_pack(msgpack_packer *pk, const codec_value_t *path)
 
 void codec_completion_pack(msgpack_packer *pk, const codec_completion_t *c)
 {
+    if (c->raw) {
+        codec_msgpack_pack_raw(pk, c->raw, c->raw_len);
+        return;
+    }
     const codec_command_t *cmd = &c->command;
     msgpack_pack_map(pk, c->created_id ? 2 : 1);
     msgpack_pack_str_with_body(pk, "command", 7);

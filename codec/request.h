@@ -37,6 +37,11 @@ typedef struct codec_command_s {
 typedef struct codec_completion_s {
     codec_command_t command;
     const codec_value_t *created_id; /* string, NULL when absent */
+    /* The completion's own msgpack bytes in the record, when they hold exactly the
+     * fields above (nothing unknown, no nils, "detete" spelled so): echoing them is
+     * the same as packing the fields again, and much cheaper. NULL otherwise. */
+    const char *raw;
+    uint32_t raw_len;
 } codec_completion_t;
 
 typedef enum codec_request_type_e {
@@ -59,18 +64,22 @@ typedef struct codec_request_s {
 
     bool has_model, has_client, has_seq; /* what could be identified, even on error */
     codec_value_t *root;                 /* owns everything borrowed above */
+    msgpack_zone *zone;                  /* where root and completions live, or NULL */
 } codec_request_t;
 
 /** Decodes a msgpack request. key (may be NULL) is the record key = model id.
+ *  With a zone, the request's tree is built there (no malloc per value): the caller
+ *  clears the zone after codec_request_clear(). zone may be NULL (a heap tree).
  *  On failure the request still holds the identifying fields that were valid
  *  (has_model, has_client, has_seq) for the error reply.
  *  Always call codec_request_clear() afterwards.
  *  @returns CODEC_OK, or an error code and errstr naming the field. */
 codec_err_t codec_request_decode(const char *buf, size_t len, const char *key,
                                  size_t key_len, const codec_limits_t *limits,
-                                 codec_request_t *req, char *errstr, size_t errstr_size);
+                                 msgpack_zone *zone, codec_request_t *req, char *errstr,
+                                 size_t errstr_size);
 
-/** Validates a decoded tree as a request, taking ownership of root. */
+/** Validates a decoded heap tree as a request, taking ownership of root. */
 codec_err_t codec_request_from_value(codec_value_t *root, const char *key, size_t key_len,
                                      const codec_limits_t *limits, codec_request_t *req,
                                      char *errstr, size_t errstr_size);

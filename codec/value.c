@@ -1,6 +1,8 @@
 /* codec/value.c - the mutable document tree: JSON-like values with ordered maps. */
 #include "value.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define XXH_INLINE_ALL
@@ -47,10 +49,15 @@ codec_value_t *codec_value_float(double f)
     return v;
 }
 
+/* One allocation holds the value and its bytes. */
 static codec_value_t *bytes_new(codec_value_type_t type, const char *s, size_t len)
 {
-    codec_value_t *v = value_new(type);
-    v->u.str.ptr = codec_xmemdup(s, len);
+    codec_value_t *v = codec_xmalloc(sizeof(*v) + len + 1);
+    v->type = type;
+    v->u.str.ptr = (char *)(v + 1);
+    if (len)
+        memcpy(v->u.str.ptr, s, len);
+    v->u.str.ptr[len] = '\0';
     v->u.str.len = (uint32_t)len;
     return v;
 }
@@ -85,28 +92,33 @@ codec_value_t *codec_value_map(uint32_t capacity_hint)
     return v;
 }
 
+static void entry_free(codec_map_entry_t *e)
+{
+    if (e->key_len >= CODEC_KEY_INLINE)
+        free(e->key_.ptr);
+    codec_value_destroy(e->value);
+    e->value = NULL;
+}
+
+static void entries_free(codec_value_t *map)
+{
+    for (uint32_t i = 0; i < map->u.map.used; i++)
+        if (map->u.map.entries[i].value)
+            entry_free(&map->u.map.entries[i]);
+}
+
 void codec_value_destroy(codec_value_t *v)
 {
     if (!v)
         return;
     switch (v->type) {
-    case CODEC_VALUE_STR:
-    case CODEC_VALUE_BIN:
-        free(v->u.str.ptr);
-        break;
     case CODEC_VALUE_ARRAY:
         for (uint32_t i = 0; i < v->u.array.len; i++)
             codec_value_destroy(v->u.array.items[i]);
         free(v->u.array.items);
         break;
     case CODEC_VALUE_MAP:
-        for (uint32_t i = 0; i < v->u.map.used; i++) {
-            codec_map_entry_t *e = &v->u.map.entries[i];
-            if (e->value) {
-                free(e->key);
-                codec_value_destroy(e->value);
-            }
-        }
+        entries_free(v);
         free(v->u.map.entries);
         free(v->u.map.index);
         break;
@@ -176,9 +188,13 @@ static void index_rebuild(codec_value_t *map, uint32_t min_entries)
     free(map->u.map.index);
     map->u.map.index = codec_xcalloc(size, sizeof(uint32_t));
     map->u.map.index_mask = size - 1;
-    for (uint32_t i = 0; i < map->u.map.used; i++)
-        if (map->u.map.entries[i].value)
-            index_insert(map, map->u.map.entries[i].hash, i);
+    for (uint32_t i = 0; i < map->u.map.used; i++) {
+        codec_map_entry_t *e = &map->u.map.entries[i];
+        if (e->value) {
+            e->hash = key_hash(codec_map_entry_key(e), e->key_len);
+            index_insert(map, e->hash, i);
+        }
+    }
 }
 
 /* @returns the entry index of key, or -1. With slot_out, also the index slot. */
@@ -189,7 +205,7 @@ static int64_t map_find(const codec_value_t *map, const char *key, size_t len,
     if (!map->u.map.index) {
         for (uint32_t i = 0; i < map->u.map.used; i++)
             if (entries[i].value && entries[i].key_len == len &&
-                memcmp(entries[i].key, key, len) == 0)
+                memcmp(codec_map_entry_key(&entries[i]), key, len) == 0)
                 return i;
         return -1;
     }
@@ -201,7 +217,8 @@ static int64_t map_find(const codec_value_t *map, const char *key, size_t len,
         if (slot == SLOT_DELETED)
             continue;
         const codec_map_entry_t *e = &entries[slot - SLOT_FIRST_IDX];
-        if (e->hash == hash && e->key_len == len && memcmp(e->key, key, len) == 0) {
+        if (e->hash == hash && e->key_len == len &&
+            memcmp(codec_map_entry_key(e), key, len) == 0) {
             if (slot_out)
                 *slot_out = s;
             return slot - SLOT_FIRST_IDX;
@@ -236,7 +253,12 @@ static void map_append(codec_value_t *map, const char *key, size_t len, uint32_t
     }
     uint32_t idx = map->u.map.used++;
     codec_map_entry_t *e = &map->u.map.entries[idx];
-    e->key = codec_xmemdup(key, len);
+    if (len < CODEC_KEY_INLINE) {
+        memcpy(e->key_.bytes, key, len);
+        e->key_.bytes[len] = '\0';
+    } else {
+        e->key_.ptr = codec_xmemdup(key, len);
+    }
     e->key_len = (uint32_t)len;
     e->hash = hash;
     e->value = value;
@@ -262,7 +284,7 @@ codec_value_t *codec_map_get(const codec_value_t *map, const char *key, size_t k
 void codec_map_set(codec_value_t *map, const char *key, size_t key_len,
                    codec_value_t *value)
 {
-    uint32_t hash = key_hash(key, key_len);
+    uint32_t hash = map->u.map.index ? key_hash(key, key_len) : 0;
     int64_t i = map_find(map, key, key_len, hash, NULL);
     if (i >= 0) {
         codec_value_destroy(map->u.map.entries[i].value);
@@ -275,7 +297,7 @@ void codec_map_set(codec_value_t *map, const char *key, size_t key_len,
 int codec_map_add(codec_value_t *map, const char *key, size_t key_len,
                   codec_value_t *value)
 {
-    uint32_t hash = key_hash(key, key_len);
+    uint32_t hash = map->u.map.index ? key_hash(key, key_len) : 0;
     if (map_find(map, key, key_len, hash, NULL) >= 0)
         return -1;
     map_append(map, key, key_len, hash, value);
@@ -284,15 +306,15 @@ int codec_map_add(codec_value_t *map, const char *key, size_t key_len,
 
 codec_value_t *codec_map_take(codec_value_t *map, const char *key, size_t key_len)
 {
-    uint32_t hash = key_hash(key, key_len);
+    uint32_t hash = map->u.map.index ? key_hash(key, key_len) : 0;
     uint32_t slot = 0;
     int64_t i = map_find(map, key, key_len, hash, &slot);
     if (i < 0)
         return NULL;
     codec_map_entry_t *e = &map->u.map.entries[i];
     codec_value_t *value = e->value;
-    free(e->key);
-    e->key = NULL;
+    if (e->key_len >= CODEC_KEY_INLINE)
+        free(e->key_.ptr);
     e->value = NULL;
     map->u.map.count--;
     if (map->u.map.index)
@@ -306,6 +328,16 @@ codec_value_t *codec_map_take(codec_value_t *map, const char *key, size_t key_le
         map->u.map.used--; /* a hole at the end need not wait for compaction */
     }
     return value;
+}
+
+void codec_map_clear(codec_value_t *map)
+{
+    entries_free(map);
+    map->u.map.used = 0;
+    map->u.map.count = 0;
+    if (map->u.map.index)
+        memset(map->u.map.index, 0,
+               (map->u.map.index_mask + 1) * sizeof(*map->u.map.index));
 }
 
 const codec_map_entry_t *codec_map_next(const codec_value_t *map, uint32_t *pos)
@@ -346,7 +378,8 @@ codec_value_t *codec_value_copy(const codec_value_t *v)
         uint32_t pos = 0;
         const codec_map_entry_t *e;
         while ((e = codec_map_next(v, &pos)))
-            map_append(c, e->key, e->key_len, e->hash, codec_value_copy(e->value));
+            map_append(c, codec_map_entry_key(e), e->key_len,
+                       v->u.map.index ? e->hash : 0, codec_value_copy(e->value));
         return c;
     }
     }
@@ -395,7 +428,8 @@ bool codec_value_equal(const codec_value_t *a, const codec_value_t *b)
         uint32_t pos = 0;
         const codec_map_entry_t *e;
         while ((e = codec_map_next(a, &pos))) {
-            const codec_value_t *other = codec_map_get(b, e->key, e->key_len);
+            const codec_value_t *other =
+                codec_map_get(b, codec_map_entry_key(e), e->key_len);
             if (!other || !codec_value_equal(e->value, other))
                 return false;
         }
@@ -425,11 +459,86 @@ size_t codec_value_mem_size(const codec_value_t *v)
         uint32_t pos = 0;
         const codec_map_entry_t *e;
         while ((e = codec_map_next(v, &pos)))
-            size += (size_t)e->key_len + 1 + codec_value_mem_size(e->value);
+            size += (e->key_len >= CODEC_KEY_INLINE ? (size_t)e->key_len + 1 : 0) +
+                    codec_value_mem_size(e->value);
         break;
     }
     default:
         break;
     }
     return size;
+}
+
+/* ---- trees in a zone ---- */
+
+static void *zone_alloc(msgpack_zone *zone, size_t size)
+{
+    void *p = msgpack_zone_malloc(zone, size ? size : 1);
+    if (!p) {
+        fprintf(stderr, "flushout: out of memory allocating %zu bytes\n", size);
+        abort();
+    }
+    return p;
+}
+
+codec_value_t *codec_zone_value(msgpack_zone *zone, codec_value_type_t type,
+                                uint32_t count)
+{
+    codec_value_t *v = zone_alloc(zone, sizeof(*v));
+    memset(v, 0, sizeof(*v));
+    v->type = type;
+    if (type == CODEC_VALUE_ARRAY && count) {
+        v->u.array.items = zone_alloc(zone, count * sizeof(*v->u.array.items));
+        v->u.array.cap = count;
+    } else if (type == CODEC_VALUE_MAP && count) {
+        v->u.map.entries = zone_alloc(zone, count * sizeof(*v->u.map.entries));
+        v->u.map.cap = count;
+        if (count > MAP_SCAN_MAX) {
+            uint32_t size = 16;
+            while (size < count * 2)
+                size *= 2;
+            v->u.map.index = zone_alloc(zone, size * sizeof(uint32_t));
+            memset(v->u.map.index, 0, size * sizeof(uint32_t));
+            v->u.map.index_mask = size - 1;
+        }
+    }
+    return v;
+}
+
+codec_value_t *codec_zone_bytes(msgpack_zone *zone, codec_value_type_t type,
+                                const char *s, size_t len)
+{
+    codec_value_t *v = zone_alloc(zone, sizeof(*v) + len + 1);
+    v->type = type;
+    v->u.str.ptr = (char *)(v + 1);
+    if (len)
+        memcpy(v->u.str.ptr, s, len);
+    v->u.str.ptr[len] = '\0';
+    v->u.str.len = (uint32_t)len;
+    return v;
+}
+
+int codec_zone_map_add(msgpack_zone *zone, codec_value_t *map, const char *key,
+                       size_t key_len, codec_value_t *value)
+{
+    uint32_t hash = map->u.map.index ? key_hash(key, key_len) : 0;
+    if (map_find(map, key, key_len, hash, NULL) >= 0)
+        return -1;
+    uint32_t idx = map->u.map.used++;
+    codec_map_entry_t *e = &map->u.map.entries[idx];
+    if (key_len < CODEC_KEY_INLINE) {
+        memcpy(e->key_.bytes, key, key_len);
+        e->key_.bytes[key_len] = '\0';
+    } else {
+        e->key_.ptr = zone_alloc(zone, key_len + 1);
+        memcpy(e->key_.ptr, key, key_len);
+        e->key_.ptr[key_len] = '\0';
+    }
+    e->key_len = (uint32_t)key_len;
+    e->hash = hash;
+    e->value = value;
+    map->u.map.count++;
+    if (map->u.map.index)
+        index_insert(map, hash, idx);
+    return 0;
 }

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <msgpack/zone.h>
+
 typedef enum codec_value_type_e {
     CODEC_VALUE_NIL = 0,
     CODEC_VALUE_BOOL,
@@ -25,12 +27,25 @@ typedef enum codec_value_type_e {
 
 typedef struct codec_value_s codec_value_t;
 
+/* Keys shorter than this live inside the entry: most keys are short, and a separate
+ * allocation would cost more than the 16 bytes. */
+#define CODEC_KEY_INLINE 16
+
 typedef struct codec_map_entry_s {
-    char *key; /* NUL-terminated copy; may contain NULs, key_len is authoritative */
+    union {
+        char *ptr;                    /* key_len >= CODEC_KEY_INLINE */
+        char bytes[CODEC_KEY_INLINE]; /* key_len < CODEC_KEY_INLINE */
+    } key_;                           /* use codec_map_entry_key() */
     uint32_t key_len;
     uint32_t hash;
     codec_value_t *value; /* NULL marks a deleted entry awaiting compaction */
 } codec_map_entry_t;
+
+/** The entry's key: NUL-terminated, but may contain NULs (key_len is authoritative). */
+static inline const char *codec_map_entry_key(const codec_map_entry_t *e)
+{
+    return e->key_len < CODEC_KEY_INLINE ? e->key_.bytes : e->key_.ptr;
+}
 
 struct codec_value_s {
     codec_value_type_t type;
@@ -39,7 +54,7 @@ struct codec_value_s {
         int64_t i;
         double f;
         struct {
-            char *ptr; /* NUL-terminated copy */
+            char *ptr; /* NUL-terminated copy, in the same allocation as the value */
             uint32_t len;
         } str; /* CODEC_VALUE_STR and CODEC_VALUE_BIN */
         struct {
@@ -83,6 +98,8 @@ void codec_array_push(codec_value_t *array, codec_value_t *item);
 /** @returns the value under key or NULL. The pointer lives until the key is
  *  replaced or deleted. */
 codec_value_t *codec_map_get(const codec_value_t *map, const char *key, size_t key_len);
+/** Removes every entry, keeping the map's allocations for reuse. */
+void codec_map_clear(codec_value_t *map);
 /** Sets key to value, taking ownership of value. An existing key keeps its position
  *  and its old value is freed. */
 void codec_map_set(codec_value_t *map, const char *key, size_t key_len,
@@ -96,5 +113,21 @@ codec_value_t *codec_map_take(codec_value_t *map, const char *key, size_t key_le
 /** Iterates live entries in insertion order: start with *pos = 0.
  *  @returns the next entry or NULL at the end. */
 const codec_map_entry_t *codec_map_next(const codec_value_t *map, uint32_t *pos);
+
+/* Trees in a zone (msgpack-c's bump allocator): the decoders build short-lived input,
+ * such as a request, this way, with no malloc or free per value once the zone's chunk
+ * is warm. Such trees are read-only and are freed all at once by msgpack_zone_clear(),
+ * never by codec_value_destroy(); codec_value_copy() makes a heap tree of one. */
+
+/** A scalar or empty container of type; containers get room for exactly count items
+ *  (entries for maps). Strings are copied into the zone. */
+codec_value_t *codec_zone_value(msgpack_zone *zone, codec_value_type_t type,
+                                uint32_t count);
+codec_value_t *codec_zone_bytes(msgpack_zone *zone, codec_value_type_t type,
+                                const char *s, size_t len);
+/** Adds a key to a zone map that has room for it.
+ *  @returns 0, or -1 (nothing added) when the key exists. */
+int codec_zone_map_add(msgpack_zone *zone, codec_value_t *map, const char *key,
+                       size_t key_len, codec_value_t *value);
 
 #endif

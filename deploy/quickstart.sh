@@ -9,8 +9,8 @@ cd "$top"
 input=${1:-deploy/sample-flushes.ndjson}
 
 deploy/install-deps.sh
-cmake -S . -B build -DFLUSHOUT_TESTS=OFF >/dev/null
-cmake --build build -j"$(nproc 2>/dev/null || echo 2)" >/dev/null
+cmake -S . -B build >/dev/null
+cmake --build build --target flushout-processor -j"$(nproc 2>/dev/null || echo 2)" >/dev/null
 
 state_dir=$(mktemp -d /tmp/flushout-quickstart.XXXXXX)
 trap 'rm -rf "$state_dir"' EXIT

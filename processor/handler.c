@@ -22,6 +22,8 @@ struct processor_handler_s {
     processor_handler_conf_t conf;
     codec_value_t *initial_document;
     model_t *models;
+    state_apply_t apply; /* reused by every flush, keeping its buffers */
+    msgpack_zone *zone;  /* each request's decoded tree; cleared after each record */
 };
 
 processor_handler_t *processor_handler_new(const processor_handler_conf_t *conf)
@@ -32,6 +34,12 @@ processor_handler_t *processor_handler_new(const processor_handler_conf_t *conf)
                               ? codec_value_copy(conf->initial_document)
                               : codec_value_map(0);
     h->conf.initial_document = NULL;
+    state_apply_init(&h->apply);
+    h->zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+    if (!h->zone) {
+        fprintf(stderr, "flushout: out of memory creating a zone\n");
+        abort();
+    }
     return h;
 }
 
@@ -49,6 +57,8 @@ void processor_handler_destroy(processor_handler_t *h)
         free(m);
     }
     codec_value_destroy(h->initial_document);
+    state_apply_destroy(&h->apply);
+    msgpack_zone_free(h->zone);
     free(h);
 }
 
@@ -143,7 +153,7 @@ void processor_handler_handle(processor_handler_t *h, const char *key, size_t ke
 
     msgpack_packer_init(&pk, &out->reply, msgpack_sbuffer_write);
     out->error = codec_request_decode(value, value_len, key, key_len, &h->conf.limits,
-                                      &req, errstr, sizeof(errstr));
+                                      h->zone, &req, errstr, sizeof(errstr));
     codec_reply_to_t to = {
         .model = req.has_model ? &req.model : NULL,
         .client = req.has_client ? &req.client : NULL,
@@ -155,20 +165,18 @@ void processor_handler_handle(processor_handler_t *h, const char *key, size_t ke
     }
     if (out->error) {
         codec_reply_pack_error(&pk, &to, out->error, errstr);
-        codec_request_clear(&req);
-        return;
+        goto done;
     }
 
     model_t *m = model_get(h, &req.model);
     switch (req.type) {
     case CODEC_REQUEST_FLUSH: {
-        state_apply_t a;
+        state_apply_t *a = &h->apply;
         state_history_t provider = state_history_mem_provider(m->history);
-        state_apply_init(&a);
-        state_master_apply(m->master, &req, &provider, &a);
-        state_history_mem_append(m->history, a.result.applied_from, &a.result.applied);
-        codec_reply_pack_flush(&pk, &to, &a.result);
-        state_apply_destroy(&a);
+        state_apply_reset(a);
+        state_master_apply(m->master, &req, &provider, a);
+        state_history_mem_append(m->history, a->result.applied_from, &a->result.applied);
+        codec_reply_pack_flush(&pk, &to, &a->result);
         break;
     }
     case CODEC_REQUEST_SNAPSHOT:
@@ -179,5 +187,7 @@ void processor_handler_handle(processor_handler_t *h, const char *key, size_t ke
         handle_history(m, h->conf.history, &req, &pk, &to, out);
         break;
     }
+done:
     codec_request_clear(&req);
+    msgpack_zone_clear(h->zone);
 }

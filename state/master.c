@@ -59,6 +59,18 @@ void state_apply_init(state_apply_t *a)
     state_path_mapper_init(&a->mapper);
 }
 
+void state_apply_reset(state_apply_t *a)
+{
+    codec_flush_result_t *r = &a->result;
+    codec_packed_reset(&r->applied);
+    codec_packed_reset(&r->errors);
+    codec_packed_reset(&r->diff_history);
+    r->applied_from = r->diff_from = r->latest_count = 0;
+    r->sync = CODEC_SYNC_NONE;
+    r->latest_document = r->mapped_paths = NULL;
+    codec_map_clear(a->mapper.mappings);
+}
+
 void state_apply_destroy(state_apply_t *a)
 {
     codec_flush_result_destroy(&a->result);
@@ -211,7 +223,8 @@ static char *apply_command(state_master_t *m, const codec_command_t *cmd,
             uint32_t pos = 0;
             const codec_map_entry_t *e;
             while ((e = codec_map_next(cmd->props, &pos)))
-                codec_map_set(nav.node, e->key, e->key_len, codec_value_copy(e->value));
+                codec_map_set(nav.node, codec_map_entry_key(e), e->key_len,
+                              codec_value_copy(e->value));
         }
         m->count++;
         return NULL;

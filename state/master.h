@@ -67,6 +67,8 @@ typedef struct state_apply_s {
 } state_apply_t;
 
 void state_apply_init(state_apply_t *a);
+/** Empties a for the next apply, keeping its buffers (cheaper than init/destroy). */
+void state_apply_reset(state_apply_t *a);
 void state_apply_destroy(state_apply_t *a);
 
 /** Applies a flush request's completions in order, as Master.apply does: failed
@@ -74,8 +76,8 @@ void state_apply_destroy(state_apply_t *a);
  *  flush's from is behind (partial when history covers from..count exactly, else a
  *  full snapshot) or when anything was changed (remapped, intercepted or failed).
  *  history may be NULL (no history: every out-of-date flush gets a full sync).
- *  a must be freshly initialised; a->result.applied then holds the completions to
- *  append to the history. */
+ *  a must be freshly initialised or reset; a->result.applied then holds the completions
+ * to append to the history. */
 void state_master_apply(state_master_t *m, const codec_request_t *flush,
                         const state_history_t *history, state_apply_t *a);
 

@@ -18,7 +18,7 @@ git ls-files '*.c' '*.h' | xargs clang-format --dry-run --Werror
 run_suite() { # build-dir, extra cmake flags...
     local dir=$1
     shift
-    cmake -S . -B "$dir" -DFLUSHOUT_WERROR=ON "$@" >/dev/null
+    cmake -S . -B "$dir" -DFLUSHOUT_WERROR=ON -DFLUSHOUT_TESTS=ON "$@" >/dev/null
     cmake --build "$dir" -j"$jobs"
     (cd "$dir" && ctest --output-on-failure -j"$jobs" "${ctest_args[@]}")
 }

@@ -30,7 +30,7 @@ static codec_err_t decode(const char *json, const char *key)
     codec_value_destroy(v);
     codec_request_clear(&req);
     codec_err_t err = codec_request_decode(sb.data, sb.size, key, key ? strlen(key) : 0,
-                                           NULL, &req, errstr, sizeof(errstr));
+                                           NULL, NULL, &req, errstr, sizeof(errstr));
     msgpack_sbuffer_destroy(&sb);
     return err;
 }
@@ -219,4 +219,80 @@ Test(codec_request, joins_paths_like_javascript)
     cr_assert_str_eq(joined, "");
     free(joined);
     codec_value_destroy(path);
+}
+
+Test(codec_request, decodes_into_a_zone_like_onto_the_heap)
+{
+    const char *json =
+        FLUSH("{\"command\":{\"action\":\"create\",\"path\":[\"a\"],\"props\":{"
+              "\"k0\":0,\"k1\":1,\"k2\":2,\"k3\":3,\"k4\":4,\"k5\":5,\"k6\":6,"
+              "\"k7\":7,\"k8\":8,\"a-key-longer-than-sixteen-bytes\":[1.5]}},"
+              "\"createdId\":\"x\"}");
+    codec_value_t *v;
+    cr_assert_eq(codec_json_decode(json, strlen(json), NULL, &v, errstr, sizeof(errstr)),
+                 0);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    codec_msgpack_pack_value(&pk, v);
+    codec_value_destroy(v);
+
+    msgpack_zone *zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+    codec_request_t in_zone;
+    cr_assert_eq(codec_request_decode(sb.data, sb.size, "m", 1, NULL, zone, &in_zone,
+                                      errstr, sizeof(errstr)),
+                 CODEC_OK, "%s", errstr);
+    cr_assert_eq(codec_request_decode(sb.data, sb.size, "m", 1, NULL, NULL, &req, errstr,
+                                      sizeof(errstr)),
+                 CODEC_OK, "%s", errstr);
+    cr_assert(codec_value_equal(in_zone.root, req.root));
+    const codec_value_t *props = in_zone.completions[0].command.props;
+    cr_assert_eq(codec_map_get(props, "k8", 2)->u.i, 8);
+    cr_assert_not_null(codec_map_get(props, "a-key-longer-than-sixteen-bytes", 31));
+    /* a heap copy of a zone tree outlives the zone */
+    codec_value_t *copy = codec_value_copy(props);
+    codec_request_clear(&in_zone);
+    msgpack_zone_free(zone);
+    codec_map_set(copy, "k9", 2, codec_value_int(9));
+    cr_assert_eq(codec_map_get(copy, "k0", 2)->u.i, 0);
+    cr_assert_eq(codec_map_get(copy, "k9", 2)->u.i, 9);
+    codec_value_destroy(copy);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+Test(codec_request, echoes_canonical_completions_from_their_bytes)
+{
+    expect(FLUSH("{\"command\":{\"action\":\"create\",\"props\":{\"a\":1}},\"createdId\":\"x\"},"
+                 "{\"command\":{\"action\":\"delete\",\"path\":[\"x\"]}},"
+                 "{\"command\":{\"action\":\"update\",\"path\":[\"x\"],\"extra\":1}},"
+                 "{\"command\":{\"action\":\"update\",\"path\":[\"x\"]},\"createdId\":null},"
+                 "{\"command\":{\"action\":\"detete\",\"path\":[\"x\"]}}"),
+           "m", CODEC_OK, NULL);
+    cr_assert_not_null(req.completions[0].raw, "canonical");
+    cr_assert_null(req.completions[1].raw, "\"delete\" must be echoed as \"detete\"");
+    cr_assert_null(req.completions[2].raw, "unknown fields are not echoed");
+    cr_assert_null(req.completions[3].raw, "nil fields are not echoed");
+    cr_assert_not_null(req.completions[4].raw, "canonical");
+    /* the echo of a canonical completion packs to the same value as its fields */
+    for (int i = 0; i < 5; i++) {
+        msgpack_sbuffer a, b;
+        msgpack_sbuffer_init(&a);
+        msgpack_sbuffer_init(&b);
+        msgpack_packer pa, pb;
+        msgpack_packer_init(&pa, &a, msgpack_sbuffer_write);
+        msgpack_packer_init(&pb, &b, msgpack_sbuffer_write);
+        codec_completion_pack(&pa, &req.completions[i]);
+        codec_completion_t fields = req.completions[i];
+        fields.raw = NULL;
+        codec_completion_pack(&pb, &fields);
+        codec_value_t *va, *vb;
+        cr_assert_eq(codec_msgpack_decode(a.data, a.size, NULL, &va, errstr, sizeof(errstr)), 0);
+        cr_assert_eq(codec_msgpack_decode(b.data, b.size, NULL, &vb, errstr, sizeof(errstr)), 0);
+        cr_assert(codec_value_equal(va, vb), "completion %d", i);
+        codec_value_destroy(va);
+        codec_value_destroy(vb);
+        msgpack_sbuffer_destroy(&a);
+        msgpack_sbuffer_destroy(&b);
+    }
 }

@@ -31,7 +31,7 @@ static void expect_keys(const codec_value_t *m, const char *const *keys, size_t 
     const codec_map_entry_t *e;
     while ((e = codec_map_next(m, &pos))) {
         cr_assert_lt(i, n, "more keys than expected");
-        cr_assert_str_eq(e->key, keys[i]);
+        cr_assert_str_eq(codec_map_entry_key(e), keys[i]);
         i++;
     }
     cr_assert_eq(i, n, "expected %zu keys, iterated %zu", n, i);

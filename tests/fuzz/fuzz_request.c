@@ -119,7 +119,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     codec_err_t err =
         codec_request_decode((const char *)data, size, "m", 1, &codec_limits_default,
-                             &req, errstr, sizeof(errstr));
+                             NULL, &req, errstr, sizeof(errstr));
     if (req.root)
         check_round_trip(req.root);
     codec_request_clear(&req);

@@ -263,11 +263,11 @@ Test(state_master, create_changes_a_proposed_id_that_exists)
     const codec_value_t *doc = state_master_document(master);
     cr_assert_eq(doc->u.map.count, 2);
     const codec_map_entry_t *created = &doc->u.map.entries[1];
-    cr_assert_str_neq(created->key, "myId");
+    cr_assert_str_neq(codec_map_entry_key(created), "myId");
     codec_value_t *mapped =
         codec_map_get(codec_map_get(reply, "sync", 4), "mappedPaths", 11);
     cr_assert_str_eq(codec_map_get(mapped, "myId", 4)->u.array.items[0]->u.str.ptr,
-                     created->key);
+                     codec_map_entry_key(created));
     codec_value_destroy(reply);
 }
 
@@ -479,7 +479,8 @@ Test(state_master, hashed_ids_are_deterministic_and_53_bit)
         codec_value_destroy(apply("{\"from\":0,\"completions\":[" CREATE("1") "]}"));
         const codec_value_t *doc = state_master_document(master);
         cr_assert_eq(doc->u.map.count, 3);
-        snprintf(ids[run], sizeof(ids[run]), "%s", doc->u.map.entries[2].key);
+        snprintf(ids[run], sizeof(ids[run]), "%s",
+                 codec_map_entry_key(&doc->u.map.entries[2]));
         char *end;
         unsigned long long id = strtoull(ids[run], &end, 10);
         cr_assert_eq(*end, '\0');
