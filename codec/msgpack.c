@@ -94,7 +94,9 @@ typedef struct frame_s {
 } frame_t;
 
 typedef struct decoder_s {
-    msgpack_zone *zone; /* NULL: build a heap tree */
+    msgpack_zone *zone;   /* NULL: build a heap tree */
+    codec_spans_t *spans; /* NULL, or where the spans of spans->field's items go */
+    size_t span_frame;    /* frames[] index of that array, 0 = none (yet) */
     const unsigned char *p, *end;
     const codec_limits_t *limits;
     frame_t *frames;
@@ -147,8 +149,15 @@ static codec_err_t read_bytes(decoder_t *d, uint32_t len, bool is_str, const cha
         return fail(d, CODEC_ERR_TRUNCATED, "input ends inside a string");
     *s = (const char *)d->p;
     d->p += len;
-    if (is_str && !codec_utf8_valid(*s, len))
-        return fail(d, CODEC_ERR_INVALID_UTF8, "string is not valid UTF-8");
+    if (is_str) {
+        /* Most strings are short ASCII: check those inline before the full walk. */
+        const unsigned char *u = (const unsigned char *)*s;
+        uint32_t i = 0;
+        while (i < len && u[i] < 0x80)
+            i++;
+        if (i < len && !codec_utf8_valid(*s + i, len - i))
+            return fail(d, CODEC_ERR_INVALID_UTF8, "string is not valid UTF-8");
+    }
     return CODEC_OK;
 }
 
@@ -346,12 +355,24 @@ static codec_err_t read_value(decoder_t *d, codec_value_t **out, uint32_t *count
     return fail(d, CODEC_ERR_RESERVED_BYTE, "unknown type byte");
 }
 
-static codec_err_t decode(msgpack_zone *zone, const char *buf, size_t len,
-                          const codec_limits_t *limits, codec_value_t **out, char *errstr,
-                          size_t errstr_size)
+/* The top-level field's array of count items starts: its item offsets go to spans. */
+static void spans_start(decoder_t *d, uint32_t count)
+{
+    size_t size = ((size_t)count + 1) * sizeof(uint32_t);
+    d->spans->offsets = d->zone ? msgpack_zone_malloc(d->zone, size) : NULL;
+    if (!d->spans->offsets)
+        return; /* heap decoding does not record spans */
+    d->spans->count = count;
+    d->span_frame = d->depth;
+}
+
+static codec_err_t decode(msgpack_zone *zone, codec_spans_t *spans, const char *buf,
+                          size_t len, const codec_limits_t *limits, codec_value_t **out,
+                          char *errstr, size_t errstr_size)
 {
     decoder_t d = {
         .zone = zone,
+        .spans = spans,
         .p = (const unsigned char *)buf,
         .end = (const unsigned char *)buf + len,
         .limits = limits ? limits : &codec_limits_default,
@@ -390,6 +411,11 @@ static codec_err_t decode(msgpack_zone *zone, const char *buf, size_t len,
         frame_t *f = &d.frames[d.depth - 1];
         codec_path_elem_t *pe = &d.path[d.depth - 1];
         if (f->remaining == 0) {
+            if (d.span_frame && d.depth - 1 == d.span_frame) {
+                d.spans->offsets[d.spans->count] =
+                    (uint32_t)(d.p - (const unsigned char *)buf);
+                d.span_frame = 0;
+            }
             d.depth--;
             if (d.depth > 0) {
                 codec_path_elem_t *parent = &d.path[d.depth - 1];
@@ -418,6 +444,9 @@ static codec_err_t decode(msgpack_zone *zone, const char *buf, size_t len,
                 goto done;
             }
         } else {
+            if (d.span_frame && d.depth - 1 == d.span_frame)
+                d.spans->offsets[pe->index] =
+                    (uint32_t)(d.p - (const unsigned char *)buf);
             if ((err = read_value(&d, &item, &count)))
                 goto done;
             codec_array_push(f->container, item);
@@ -428,6 +457,10 @@ static codec_err_t decode(msgpack_zone *zone, const char *buf, size_t len,
                 err = fail(&d, CODEC_ERR_TOO_DEEP, "nesting exceeds the depth limit");
                 goto done;
             }
+            if (d.spans && d.depth == 1 && item->type == CODEC_VALUE_ARRAY && pe->key &&
+                pe->key_len == strlen(d.spans->field) &&
+                !memcmp(pe->key, d.spans->field, pe->key_len))
+                spans_start(&d, count);
             d.frames[d.depth] = (frame_t){item, count};
             d.path[d.depth] = (codec_path_elem_t){0};
             d.depth++;
@@ -460,14 +493,17 @@ codec_err_t codec_msgpack_decode(const char *buf, size_t len,
                                  const codec_limits_t *limits, codec_value_t **out,
                                  char *errstr, size_t errstr_size)
 {
-    return decode(NULL, buf, len, limits, out, errstr, errstr_size);
+    return decode(NULL, NULL, buf, len, limits, out, errstr, errstr_size);
 }
 
-codec_err_t codec_msgpack_decode_zone(msgpack_zone *zone, const char *buf, size_t len,
+codec_err_t codec_msgpack_decode_zone(msgpack_zone *zone, codec_spans_t *spans,
+                                      const char *buf, size_t len,
                                       const codec_limits_t *limits, codec_value_t **out,
                                       char *errstr, size_t errstr_size)
 {
-    return decode(zone, buf, len, limits, out, errstr, errstr_size);
+    if (spans)
+        spans->count = 0, spans->offsets = NULL;
+    return decode(zone, spans, buf, len, limits, out, errstr, errstr_size);
 }
 
 /* ---- walking decoded bytes ---- */

@@ -23,9 +23,18 @@ codec_err_t codec_msgpack_decode(const char *buf, size_t len,
                                  const codec_limits_t *limits, codec_value_t **out,
                                  char *errstr, size_t errstr_size);
 
+/* Where the items of one array field of the top-level map sit in the input, noted
+ * while decoding so that they can be echoed without packing them again. */
+typedef struct codec_spans_s {
+    const char *field; /* set by the caller, e.g. "completions" */
+    uint32_t count;    /* items found; 0 when the field is absent or not an array */
+    uint32_t *offsets; /* item i is bytes [offsets[i], offsets[i + 1]); in the zone */
+} codec_spans_t;
+
 /** Like codec_msgpack_decode(), but builds the tree in zone (see codec/value.h):
- *  no per-value malloc, freed with the zone. Used for requests. */
-codec_err_t codec_msgpack_decode_zone(msgpack_zone *zone, const char *buf, size_t len,
+ *  no per-value malloc, freed with the zone. Used for requests. spans may be NULL. */
+codec_err_t codec_msgpack_decode_zone(msgpack_zone *zone, codec_spans_t *spans,
+                                      const char *buf, size_t len,
                                       const codec_limits_t *limits, codec_value_t **out,
                                       char *errstr, size_t errstr_size);
 

@@ -28,12 +28,32 @@ typedef struct validator_s {
     size_t errstr_size;
 } validator_t;
 
-/* Looks a field up; nil counts as absent, as JavaScript encoders send undefined as nil.
- */
-static const codec_value_t *field(const codec_value_t *map, const char *name)
+/* The fields of one map, collected in a single pass over its entries (looking each
+ * name up would scan the map once per name). nil counts as absent, as JavaScript
+ * encoders send undefined as nil. */
+typedef struct fields_s {
+    const codec_value_t *v[8];
+    uint32_t known; /* entries that are known fields, nil ones included */
+} fields_t;
+
+static void collect(const codec_value_t *map, const char *const *names, size_t n,
+                    fields_t *f)
 {
-    const codec_value_t *v = codec_map_get(map, name, strlen(name));
-    return v && v->type != CODEC_VALUE_NIL ? v : NULL;
+    memset(f, 0, sizeof(*f));
+    uint32_t pos = 0;
+    const codec_map_entry_t *e;
+    while ((e = codec_map_next(map, &pos))) {
+        const char *key = codec_map_entry_key(e);
+        for (size_t i = 0; i < n; i++) {
+            if (names[i][0] == key[0] && strlen(names[i]) == e->key_len &&
+                memcmp(names[i], key, e->key_len) == 0) {
+                f->known++;
+                if (e->value->type != CODEC_VALUE_NIL)
+                    f->v[i] = e->value;
+                break;
+            }
+        }
+    }
 }
 
 static codec_err_t wrong_type(validator_t *vd, const char *name, const char *expected,
@@ -50,12 +70,10 @@ static codec_err_t missing(validator_t *vd, const char *name)
                       "%s: required field is missing", name);
 }
 
-static codec_err_t get_uint(validator_t *vd, const codec_value_t *map, const char *name,
-                            bool required, uint64_t *out, bool *present)
+/* v may be NULL (absent). */
+static codec_err_t get_uint(validator_t *vd, const codec_value_t *v, const char *name,
+                            bool required, uint64_t *out)
 {
-    const codec_value_t *v = field(map, name);
-    if (present)
-        *present = v != NULL;
     if (!v)
         return required ? missing(vd, name) : CODEC_OK;
     if (v->type != CODEC_VALUE_INT)
@@ -67,18 +85,24 @@ static codec_err_t get_uint(validator_t *vd, const codec_value_t *map, const cha
     return CODEC_OK;
 }
 
-static codec_err_t get_str(validator_t *vd, const codec_value_t *map, const char *name,
-                           bool required, codec_str_t *out, bool *present)
+static codec_err_t get_str(validator_t *vd, const codec_value_t *v, const char *name,
+                           bool required, codec_str_t *out)
 {
-    const codec_value_t *v = field(map, name);
-    if (present)
-        *present = v != NULL;
     if (!v)
         return required ? missing(vd, name) : CODEC_OK;
     if (v->type != CODEC_VALUE_STR)
         return wrong_type(vd, name, "a string", v);
     out->ptr = v->u.str.ptr;
     out->len = v->u.str.len;
+    return CODEC_OK;
+}
+
+static codec_err_t get_map(validator_t *vd, const codec_value_t *v, const char *name,
+                           const codec_value_t **out)
+{
+    if (v && v->type != CODEC_VALUE_MAP)
+        return wrong_type(vd, name, "a map", v);
+    *out = v;
     return CODEC_OK;
 }
 
@@ -119,20 +143,6 @@ static codec_err_t check_path(validator_t *vd, const char *name,
     return CODEC_OK;
 }
 
-static codec_err_t optional_map(validator_t *vd, const codec_value_t *map,
-                                const char *key, const char *name,
-                                const codec_value_t **out)
-{
-    const codec_value_t *v = field(map, key);
-    *out = NULL;
-    if (!v)
-        return CODEC_OK;
-    if (v->type != CODEC_VALUE_MAP)
-        return wrong_type(vd, name, "a map", v);
-    *out = v;
-    return CODEC_OK;
-}
-
 /* "completions[3].command.path": built only on error, as formatting it for every
  * completion would cost more than validating it. */
 static const char *cname(char *buf, size_t size, uint32_t idx, const char *suffix)
@@ -141,17 +151,24 @@ static const char *cname(char *buf, size_t size, uint32_t idx, const char *suffi
     return buf;
 }
 
+enum { C_COMMAND, C_CREATED_ID };
+static const char *const completion_fields[] = {"command", "createdId"};
+enum { K_ACTION, K_PATH, K_PROPS, K_PARENT_DEFAULT };
+static const char *const command_fields[] = {"action", "path", "props", "parentDefault"};
+
 static codec_err_t parse_completion(validator_t *vd, uint32_t idx, const codec_value_t *v,
                                     codec_completion_t *c)
 {
     char name[96];
     codec_err_t err;
     const codec_value_t *f;
+    fields_t cf, kf;
 
     if (v->type != CODEC_VALUE_MAP)
         return wrong_type(vd, cname(name, sizeof(name), idx, ""), "a map", v);
+    collect(v, completion_fields, 2, &cf);
 
-    if ((f = field(v, "createdId"))) {
+    if ((f = cf.v[C_CREATED_ID])) {
         if (f->type != CODEC_VALUE_STR)
             return wrong_type(vd, cname(name, sizeof(name), idx, ".createdId"),
                               "a string", f);
@@ -162,31 +179,34 @@ static codec_err_t parse_completion(validator_t *vd, uint32_t idx, const codec_v
         c->created_id = f;
     }
 
-    const codec_value_t *cmd = field(v, "command");
+    const codec_value_t *cmd = cf.v[C_COMMAND];
     if (!cmd)
         return missing(vd, cname(name, sizeof(name), idx, ".command"));
     if (cmd->type != CODEC_VALUE_MAP)
         return wrong_type(vd, cname(name, sizeof(name), idx, ".command"), "a map", cmd);
+    collect(cmd, command_fields, 4, &kf);
 
-    if (!(f = field(cmd, "action")))
+    if (!(f = kf.v[K_ACTION]))
         return missing(vd, cname(name, sizeof(name), idx, ".command.action"));
     if (f->type != CODEC_VALUE_STR)
         return wrong_type(vd, cname(name, sizeof(name), idx, ".command.action"),
                           "a string", f);
+    bool alias = false;
     if (f->u.str.len == 6 && !memcmp(f->u.str.ptr, "create", 6))
         c->command.action = CODEC_ACTION_CREATE;
     else if (f->u.str.len == 6 && !memcmp(f->u.str.ptr, "update", 6))
         c->command.action = CODEC_ACTION_UPDATE;
-    else if (f->u.str.len == 6 &&
-             (!memcmp(f->u.str.ptr, "detete", 6) || !memcmp(f->u.str.ptr, "delete", 6)))
+    else if (f->u.str.len == 6 && !memcmp(f->u.str.ptr, "detete", 6))
         c->command.action = CODEC_ACTION_DELETE;
+    else if (f->u.str.len == 6 && !memcmp(f->u.str.ptr, "delete", 6))
+        c->command.action = CODEC_ACTION_DELETE, alias = true;
     else
         return codec_errf(CODEC_ERR_UNKNOWN_ACTION, vd->errstr, vd->errstr_size,
                           "%s: unknown action \"%.40s\"",
                           cname(name, sizeof(name), idx, ".command.action"),
                           f->u.str.ptr);
 
-    if ((f = field(cmd, "path"))) {
+    if ((f = kf.v[K_PATH])) {
         if (f->type != CODEC_VALUE_ARRAY ||
             f->u.array.len > vd->limits->max_path_length || !path_elements_ok(f)) {
             if ((err =
@@ -195,64 +215,60 @@ static codec_err_t parse_completion(validator_t *vd, uint32_t idx, const codec_v
         }
         c->command.path = f;
     }
-    if ((f = field(cmd, "props"))) {
+    if ((f = kf.v[K_PROPS])) {
         if (f->type != CODEC_VALUE_MAP)
             return wrong_type(vd, cname(name, sizeof(name), idx, ".command.props"),
                               "a map", f);
         c->command.props = f;
     }
-    if ((f = field(cmd, "parentDefault"))) {
+    if ((f = kf.v[K_PARENT_DEFAULT])) {
         if (f->type != CODEC_VALUE_MAP)
             return wrong_type(
                 vd, cname(name, sizeof(name), idx, ".command.parentDefault"), "a map", f);
         c->command.parent_default = f;
     }
-    /* Marks the completion canonical (its bytes can be echoed) with a non-NULL raw;
-     * find_raw_completions() then points raw at the bytes. */
+
+    /* Canonical: holds exactly the fields above, none nil, none unknown, "detete"
+     * spelled so; its bytes can then be echoed. A non-NULL raw marks it, and
+     * find_raw_completions() points raw at the bytes. */
     bool canonical = v->u.map.count == 1u + !!c->created_id &&
                      cmd->u.map.count == 1u + !!c->command.path + !!c->command.props +
                                              !!c->command.parent_default &&
-                     memcmp(field(cmd, "action")->u.str.ptr, "delete", 6) != 0;
+                     !alias;
     c->raw = canonical ? "" : NULL;
     return CODEC_OK;
 }
 
-/* Points each canonical completion's raw at its bytes inside buf, the record that
- * decoded into req. */
-static void find_raw_completions(const char *buf, size_t len, codec_request_t *req)
+/* Points each canonical completion's raw at its bytes, found while decoding. */
+static void set_raw_completions(const char *buf, const codec_spans_t *spans,
+                                codec_request_t *req)
 {
-    size_t pos = 0;
-    bool is_map;
-    uint32_t n;
-    if (!codec_msgpack_read_container(buf, len, &pos, &is_map, &n) || !is_map)
-        return;
-    for (uint32_t i = 0; i < n; i++) {
-        const char *key;
-        uint32_t key_len;
-        if (!codec_msgpack_read_str(buf, len, &pos, &key, &key_len))
-            return;
-        if (key_len != 11 || memcmp(key, "completions", 11) != 0) {
-            if (!codec_msgpack_skip(buf, len, &pos))
-                return;
+    for (uint32_t i = 0; i < req->n_completions; i++) {
+        codec_completion_t *c = &req->completions[i];
+        if (!c->raw)
+            continue;
+        if (spans->count != req->n_completions) {
+            c->raw = NULL;
             continue;
         }
-        uint32_t items;
-        if (!codec_msgpack_read_container(buf, len, &pos, &is_map, &items) || is_map ||
-            items != req->n_completions)
-            return;
-        for (uint32_t j = 0; j < items; j++) {
-            size_t start = pos;
-            if (!codec_msgpack_skip(buf, len, &pos))
-                return;
-            codec_completion_t *c = &req->completions[j];
-            if (c->raw) {
-                c->raw = buf + start;
-                c->raw_len = (uint32_t)(pos - start);
-            }
-        }
-        return;
+        c->raw = buf + spans->offsets[i];
+        c->raw_len = spans->offsets[i + 1] - spans->offsets[i];
     }
 }
+
+enum {
+    E_TYPE,
+    E_MODEL,
+    E_CLIENT,
+    E_SEQ,
+    E_FROM,
+    E_TO,
+    E_CONTEXT,
+    E_COMPLETIONS,
+    E__COUNT
+};
+static const char *const envelope_fields[E__COUNT] = {
+    "type", "model", "client", "seq", "from", "to", "context", "completions"};
 
 static codec_err_t validate(codec_value_t *root, msgpack_zone *zone, const char *key,
                             size_t key_len, const codec_limits_t *limits,
@@ -261,7 +277,6 @@ static codec_err_t validate(codec_value_t *root, msgpack_zone *zone, const char 
     validator_t vd = {limits ? limits : &codec_limits_default, errstr, errstr_size};
     codec_err_t err;
     codec_str_t type, model = {0};
-    bool has_model_field = false;
 
     memset(req, 0, sizeof(*req));
     req->root = root;
@@ -275,25 +290,22 @@ static codec_err_t validate(codec_value_t *root, msgpack_zone *zone, const char 
                           "request: expected a map, got %s",
                           codec_value_type_name(root->type));
 
+    fields_t ef;
+    collect(root, envelope_fields, E__COUNT, &ef);
+
     /* Identify the sender first so that even a rejection can be answered. */
-    if (get_str(&vd, root, "model", false, &model, &has_model_field) == CODEC_OK &&
-        has_model_field && !key) {
+    if (get_str(&vd, ef.v[E_MODEL], "model", false, &model) == CODEC_OK &&
+        ef.v[E_MODEL] && !key) {
         req->model = model;
         req->has_model = true;
     }
-    codec_str_t client;
-    bool present;
-    if (get_str(&vd, root, "client", false, &client, &present) == CODEC_OK && present) {
-        req->client = client;
+    if (get_str(&vd, ef.v[E_CLIENT], "client", false, &req->client) == CODEC_OK &&
+        ef.v[E_CLIENT])
         req->has_client = true;
-    }
-    uint64_t seq;
-    if (get_uint(&vd, root, "seq", false, &seq, &present) == CODEC_OK && present) {
-        req->seq = seq;
+    if (get_uint(&vd, ef.v[E_SEQ], "seq", false, &req->seq) == CODEC_OK && ef.v[E_SEQ])
         req->has_seq = true;
-    }
 
-    if ((err = get_str(&vd, root, "type", true, &type, NULL)))
+    if ((err = get_str(&vd, ef.v[E_TYPE], "type", true, &type)))
         return err;
     if (type.len == 5 && !memcmp(type.ptr, "flush", 5))
         req->type = CODEC_REQUEST_FLUSH;
@@ -305,27 +317,28 @@ static codec_err_t validate(codec_value_t *root, msgpack_zone *zone, const char 
         return codec_errf(CODEC_ERR_UNKNOWN_TYPE, errstr, errstr_size,
                           "type: unknown request type \"%.40s\"", type.ptr);
 
-    if ((err = get_str(&vd, root, "model", !key, &model, NULL)))
+    if ((err = get_str(&vd, ef.v[E_MODEL], "model", !key, &model)))
         return err;
-    if (key && has_model_field &&
-        (model.len != key_len || memcmp(model.ptr, key, key_len)))
+    if (key && ef.v[E_MODEL] && (model.len != key_len || memcmp(model.ptr, key, key_len)))
         return codec_errf(CODEC_ERR_MODEL_MISMATCH, errstr, errstr_size,
                           "model: \"%.40s\" differs from the record key \"%.*s\"",
                           model.ptr, (int)(key_len > 40 ? 40 : key_len), key);
-    if ((err = get_str(&vd, root, "client", true, &req->client, NULL)) ||
-        (err = get_uint(&vd, root, "seq", true, &req->seq, NULL)))
+    if ((err = get_str(&vd, ef.v[E_CLIENT], "client", true, &req->client)) ||
+        (err = get_uint(&vd, ef.v[E_SEQ], "seq", true, &req->seq)))
         return err;
 
     if (req->type == CODEC_REQUEST_SNAPSHOT)
         return CODEC_OK;
-    if ((err = get_uint(&vd, root, "from", true, &req->from, NULL)))
+    if ((err = get_uint(&vd, ef.v[E_FROM], "from", true, &req->from)))
         return err;
-    if (req->type == CODEC_REQUEST_HISTORY)
-        return get_uint(&vd, root, "to", false, &req->to, &req->has_to);
+    if (req->type == CODEC_REQUEST_HISTORY) {
+        req->has_to = ef.v[E_TO] != NULL;
+        return get_uint(&vd, ef.v[E_TO], "to", false, &req->to);
+    }
 
-    if ((err = optional_map(&vd, root, "context", "context", &req->context)))
+    if ((err = get_map(&vd, ef.v[E_CONTEXT], "context", &req->context)))
         return err;
-    const codec_value_t *list = field(root, "completions");
+    const codec_value_t *list = ef.v[E_COMPLETIONS];
     if (!list)
         return missing(&vd, "completions");
     if (list->type != CODEC_VALUE_ARRAY)
@@ -367,8 +380,9 @@ codec_err_t codec_request_decode(const char *buf, size_t len, const char *key,
                                  size_t errstr_size)
 {
     codec_value_t *root;
+    codec_spans_t spans = {.field = "completions"};
     codec_err_t err =
-        zone ? codec_msgpack_decode_zone(zone, buf, len, limits, &root, errstr,
+        zone ? codec_msgpack_decode_zone(zone, &spans, buf, len, limits, &root, errstr,
                                          errstr_size)
              : codec_msgpack_decode(buf, len, limits, &root, errstr, errstr_size);
     if (err) {
@@ -381,7 +395,7 @@ codec_err_t codec_request_decode(const char *buf, size_t len, const char *key,
     }
     err = validate(root, zone, key, key_len, limits, req, errstr, errstr_size);
     if (!err && req->type == CODEC_REQUEST_FLUSH)
-        find_raw_completions(buf, len, req);
+        set_raw_completions(buf, &spans, req);
     return err;
 }
 

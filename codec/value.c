@@ -205,6 +205,7 @@ static int64_t map_find(const codec_value_t *map, const char *key, size_t len,
     if (!map->u.map.index) {
         for (uint32_t i = 0; i < map->u.map.used; i++)
             if (entries[i].value && entries[i].key_len == len &&
+                (len == 0 || codec_map_entry_key(&entries[i])[0] == key[0]) &&
                 memcmp(codec_map_entry_key(&entries[i]), key, len) == 0)
                 return i;
         return -1;

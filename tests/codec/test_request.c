@@ -8,10 +8,14 @@
 
 static char errstr[512];
 static codec_request_t req;
+static msgpack_zone *use_zone; /* decode() decodes into it when set */
+
+static msgpack_sbuffer record;
 
 static void teardown(void)
 {
     codec_request_clear(&req);
+    msgpack_sbuffer_destroy(&record);
 }
 
 TestSuite(codec_request, .fini = teardown);
@@ -22,17 +26,15 @@ static codec_err_t decode(const char *json, const char *key)
     codec_value_t *v;
     cr_assert_eq(codec_json_decode(json, strlen(json), NULL, &v, errstr, sizeof(errstr)),
                  CODEC_OK, "%s", errstr);
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
+    codec_request_clear(&req);
+    /* The request may point into the record's bytes: keep them until the next one. */
+    msgpack_sbuffer_clear(&record);
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, &record, msgpack_sbuffer_write);
     codec_msgpack_pack_value(&pk, v);
     codec_value_destroy(v);
-    codec_request_clear(&req);
-    codec_err_t err = codec_request_decode(sb.data, sb.size, key, key ? strlen(key) : 0,
-                                           NULL, NULL, &req, errstr, sizeof(errstr));
-    msgpack_sbuffer_destroy(&sb);
-    return err;
+    return codec_request_decode(record.data, record.size, key, key ? strlen(key) : 0,
+                                NULL, use_zone, &req, errstr, sizeof(errstr));
 }
 
 static void expect(const char *json, const char *key, codec_err_t expected,
@@ -263,12 +265,16 @@ Test(codec_request, decodes_into_a_zone_like_onto_the_heap)
 
 Test(codec_request, echoes_canonical_completions_from_their_bytes)
 {
-    expect(FLUSH("{\"command\":{\"action\":\"create\",\"props\":{\"a\":1}},\"createdId\":\"x\"},"
-                 "{\"command\":{\"action\":\"delete\",\"path\":[\"x\"]}},"
-                 "{\"command\":{\"action\":\"update\",\"path\":[\"x\"],\"extra\":1}},"
-                 "{\"command\":{\"action\":\"update\",\"path\":[\"x\"]},\"createdId\":null},"
-                 "{\"command\":{\"action\":\"detete\",\"path\":[\"x\"]}}"),
-           "m", CODEC_OK, NULL);
+    msgpack_zone *zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+    use_zone = zone;
+    expect(
+        FLUSH("{\"command\":{\"action\":\"create\",\"props\":{\"a\":1}},\"createdId\":"
+              "\"x\"},"
+              "{\"command\":{\"action\":\"delete\",\"path\":[\"x\"]}},"
+              "{\"command\":{\"action\":\"update\",\"path\":[\"x\"],\"extra\":1}},"
+              "{\"command\":{\"action\":\"update\",\"path\":[\"x\"]},\"createdId\":null},"
+              "{\"command\":{\"action\":\"detete\",\"path\":[\"x\"]}}"),
+        "m", CODEC_OK, NULL);
     cr_assert_not_null(req.completions[0].raw, "canonical");
     cr_assert_null(req.completions[1].raw, "\"delete\" must be echoed as \"detete\"");
     cr_assert_null(req.completions[2].raw, "unknown fields are not echoed");
@@ -287,12 +293,17 @@ Test(codec_request, echoes_canonical_completions_from_their_bytes)
         fields.raw = NULL;
         codec_completion_pack(&pb, &fields);
         codec_value_t *va, *vb;
-        cr_assert_eq(codec_msgpack_decode(a.data, a.size, NULL, &va, errstr, sizeof(errstr)), 0);
-        cr_assert_eq(codec_msgpack_decode(b.data, b.size, NULL, &vb, errstr, sizeof(errstr)), 0);
+        cr_assert_eq(
+            codec_msgpack_decode(a.data, a.size, NULL, &va, errstr, sizeof(errstr)), 0);
+        cr_assert_eq(
+            codec_msgpack_decode(b.data, b.size, NULL, &vb, errstr, sizeof(errstr)), 0);
         cr_assert(codec_value_equal(va, vb), "completion %d", i);
         codec_value_destroy(va);
         codec_value_destroy(vb);
         msgpack_sbuffer_destroy(&a);
         msgpack_sbuffer_destroy(&b);
     }
+    codec_request_clear(&req);
+    msgpack_zone_free(zone);
+    use_zone = NULL;
 }
