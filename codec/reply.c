@@ -29,14 +29,24 @@ void codec_packed_reset(codec_packed_t *list)
     list->count = 0;
 }
 
-void codec_packed_end_item(codec_packed_t *list)
+void codec_packed_mark_item(codec_packed_t *list, size_t end)
 {
     if (list->count + 2 > list->offsets_cap) {
         list->offsets_cap *= 2;
         list->offsets =
             codec_xrealloc(list->offsets, list->offsets_cap * sizeof(*list->offsets));
     }
-    list->offsets[++list->count] = (uint32_t)list->buf.size;
+    list->offsets[++list->count] = (uint32_t)end;
+}
+
+void codec_packed_end_item(codec_packed_t *list)
+{
+    codec_packed_mark_item(list, list->buf.size);
+}
+
+void codec_packed_write(codec_packed_t *list, const char *bytes, size_t len)
+{
+    codec_msgpack_pack_raw(&list->pk, bytes, len);
 }
 
 void codec_packed_add_raw(codec_packed_t *list, const char *bytes, size_t len)

@@ -27,6 +27,11 @@ void codec_packed_destroy(codec_packed_t *list);
 void codec_packed_reset(codec_packed_t *list);
 /** Call after packing one item into list->pk. */
 void codec_packed_end_item(codec_packed_t *list);
+/** Appends bytes without ending an item: several items' bytes at once, whose ends
+ *  are then marked with codec_packed_mark_item(). */
+void codec_packed_write(codec_packed_t *list, const char *bytes, size_t len);
+/** Ends the next item at byte offset end of list->buf. */
+void codec_packed_mark_item(codec_packed_t *list, size_t end);
 /** Appends an already-encoded item. */
 void codec_packed_add_raw(codec_packed_t *list, const char *bytes, size_t len);
 /** Item i's bytes. */

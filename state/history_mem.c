@@ -1,6 +1,9 @@
 /* state/history_mem.c - one model's command history in memory, last N commands.
  *
- * A ring of encoded completions: entry for command c sits at (c - base + head) % cap. */
+ * The encoded completions sit back to back in one ring of bytes, and a second ring
+ * holds where each starts, so appending is a copy (no malloc per command) and a
+ * range for a partial sync is read sequentially. Positions are absolute byte
+ * offsets since the history began; offset o lives at bytes[o % byte_cap]. */
 #include "history_mem.h"
 
 #include <stdlib.h>
@@ -8,17 +11,18 @@
 
 #include "codec/alloc.h"
 
-typedef struct entry_s {
-    char *bytes;
-    size_t len;
-} entry_t;
-
 struct state_history_mem_s {
     uint64_t retain;
     uint64_t base; /* command count of the oldest kept entry */
     uint64_t end;  /* command count after the newest entry */
-    entry_t *ring;
+
+    uint64_t
+        *starts; /* ring: where entry `count` starts, at (count - base + head) % cap */
     uint64_t cap, head;
+
+    char *bytes; /* ring of the entries' bytes */
+    uint64_t byte_cap;
+    uint64_t byte_end; /* absolute offset after the newest entry */
 };
 
 state_history_mem_t *state_history_mem_new(uint64_t retain, uint64_t count)
@@ -33,39 +37,80 @@ void state_history_mem_destroy(state_history_mem_t *h)
 {
     if (!h)
         return;
-    for (uint64_t c = h->base; c < h->end; c++)
-        free(h->ring[(c - h->base + h->head) % h->cap].bytes);
-    free(h->ring);
+    free(h->starts);
+    free(h->bytes);
     free(h);
 }
 
-static entry_t *slot(state_history_mem_t *h, uint64_t count)
+static uint64_t *start_of(state_history_mem_t *h, uint64_t count)
 {
-    return &h->ring[(count - h->base + h->head) % h->cap];
+    return &h->starts[(count - h->base + h->head) % h->cap];
+}
+
+/* Absolute offset where the oldest kept entry starts. */
+static uint64_t byte_begin(state_history_mem_t *h)
+{
+    return h->end > h->base ? *start_of(h, h->base) : h->byte_end;
+}
+
+/* Copies len ring bytes from absolute offset `from` out to dst. */
+static void ring_read(const state_history_mem_t *h, uint64_t from, size_t len, char *dst)
+{
+    size_t at = (size_t)(from % h->byte_cap);
+    size_t first = len < h->byte_cap - at ? len : (size_t)(h->byte_cap - at);
+    memcpy(dst, h->bytes + at, first);
+    memcpy(dst + first, h->bytes, len - first);
+}
+
+static void ring_write(state_history_mem_t *h, uint64_t at_abs, const char *src,
+                       size_t len)
+{
+    size_t at = (size_t)(at_abs % h->byte_cap);
+    size_t first = len < h->byte_cap - at ? len : (size_t)(h->byte_cap - at);
+    memcpy(h->bytes + at, src, first);
+    memcpy(h->bytes, src + first, len - first);
+}
+
+static void grow_bytes(state_history_mem_t *h, uint64_t need)
+{
+    uint64_t begin = byte_begin(h), used = h->byte_end - begin;
+    uint64_t cap = h->byte_cap ? h->byte_cap * 2 : 1024;
+    while (cap < used + need)
+        cap *= 2;
+    char *linear = codec_xmalloc(used ? used : 1);
+    if (used)
+        ring_read(h, begin, used, linear);
+    free(h->bytes);
+    h->bytes = codec_xmalloc(cap);
+    h->byte_cap = cap;
+    if (used)
+        ring_write(h, begin, linear, used);
+    free(linear);
 }
 
 static void push(state_history_mem_t *h, const char *bytes, size_t len)
 {
     if (h->end - h->base == h->retain) { /* full: drop the oldest */
-        free(slot(h, h->base)->bytes);
         h->head = (h->head + 1) % h->cap;
         h->base++;
-    } else if (h->end - h->base == h->cap) { /* grow, unrolling the ring */
+    } else if (h->end - h->base == h->cap) { /* grow the starts ring, unrolling it */
         uint64_t cap = h->cap ? h->cap * 2 : 16;
         if (cap > h->retain)
             cap = h->retain;
-        entry_t *ring = codec_xmalloc(cap * sizeof(*ring));
+        uint64_t *starts = codec_xmalloc(cap * sizeof(*starts));
         for (uint64_t c = h->base; c < h->end; c++)
-            ring[c - h->base] = *slot(h, c);
-        free(h->ring);
-        h->ring = ring;
+            starts[c - h->base] = *start_of(h, c);
+        free(h->starts);
+        h->starts = starts;
         h->cap = cap;
         h->head = 0;
     }
-    entry_t *e = &h->ring[(h->end - h->base + h->head) % h->cap];
-    e->bytes = codec_xmemdup(bytes, len);
-    e->len = len;
+    if (h->byte_end - byte_begin(h) + len > h->byte_cap)
+        grow_bytes(h, len);
     h->end++;
+    *start_of(h, h->end - 1) = h->byte_end;
+    ring_write(h, h->byte_end, bytes, len);
+    h->byte_end += len;
 }
 
 int state_history_mem_append(state_history_mem_t *h, uint64_t from,
@@ -90,9 +135,21 @@ static int range(void *opaque, uint64_t from, uint64_t to, codec_packed_t *out)
     state_history_mem_t *h = opaque;
     if (from > to || from < h->base || to > h->end)
         return -1;
+    if (from == to)
+        return 0;
+    uint64_t begin = *start_of(h, from);
+    uint64_t stop = to < h->end
+                        ? *start_of(h, to)
+                        : h->byte_end; /* The whole range at once (two pieces where the
+                                        * ring wraps), then where each item ends. */
+    size_t base = out->buf.size, len = (size_t)(stop - begin);
+    size_t at = (size_t)(begin % h->byte_cap);
+    size_t first = len < h->byte_cap - at ? len : (size_t)(h->byte_cap - at);
+    codec_packed_write(out, h->bytes + at, first);
+    codec_packed_write(out, h->bytes, len - first);
     for (uint64_t c = from; c < to; c++) {
-        entry_t *e = slot(h, c);
-        codec_packed_add_raw(out, e->bytes, e->len);
+        uint64_t item_end = c + 1 < h->end ? *start_of(h, c + 1) : h->byte_end;
+        codec_packed_mark_item(out, base + (size_t)(item_end - begin));
     }
     return 0;
 }
