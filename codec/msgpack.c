@@ -458,7 +458,7 @@ static codec_err_t decode(msgpack_zone *zone, codec_spans_t *spans, const char *
                 goto done;
             }
             if (d.spans && d.depth == 1 && item->type == CODEC_VALUE_ARRAY && pe->key &&
-                pe->key_len == strlen(d.spans->field) &&
+                pe->key_len == d.spans->field_len &&
                 !memcmp(pe->key, d.spans->field, pe->key_len))
                 spans_start(&d, count);
             d.frames[d.depth] = (frame_t){item, count};

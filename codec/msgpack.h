@@ -27,6 +27,7 @@ codec_err_t codec_msgpack_decode(const char *buf, size_t len,
  * while decoding so that they can be echoed without packing them again. */
 typedef struct codec_spans_s {
     const char *field; /* set by the caller, e.g. "completions" */
+    size_t field_len;
     uint32_t count;    /* items found; 0 when the field is absent or not an array */
     uint32_t *offsets; /* item i is bytes [offsets[i], offsets[i + 1]); in the zone */
 } codec_spans_t;

@@ -82,6 +82,9 @@ void codec_flush_result_destroy(codec_flush_result_t *r)
     codec_packed_destroy(&r->diff_history);
 }
 
+/* A string literal: its length is known at compile time. */
+#define PACK_LIT(pk, lit) msgpack_pack_str_with_body(pk, lit, sizeof(lit) - 1)
+
 static void pack_key(msgpack_packer *pk, const char *key)
 {
     msgpack_pack_str_with_body(pk, key, strlen(key));
@@ -92,11 +95,11 @@ void codec_flush_result_add_error(codec_flush_result_t *r, codec_action_t action
 {
     msgpack_packer *pk = &r->errors.pk;
     msgpack_pack_map(pk, 3);
-    pack_key(pk, "action");
+    PACK_LIT(pk, "action");
     pack_key(pk, codec_action_name(action));
-    pack_key(pk, "path");
+    PACK_LIT(pk, "path");
     codec_path_pack(pk, path);
-    pack_key(pk, "errorMessage");
+    PACK_LIT(pk, "errorMessage");
     pack_key(pk, message);
     codec_packed_end_item(&r->errors);
 }
@@ -106,18 +109,18 @@ static void pack_head(msgpack_packer *pk, const char *type, const codec_reply_to
                       uint32_t n_more)
 {
     msgpack_pack_map(pk, 1 + !!to->model + !!to->client + !!to->seq + n_more);
-    pack_key(pk, "type");
+    PACK_LIT(pk, "type");
     pack_key(pk, type);
     if (to->model) {
-        pack_key(pk, "model");
+        PACK_LIT(pk, "model");
         msgpack_pack_str_with_body(pk, to->model->ptr, to->model->len);
     }
     if (to->client) {
-        pack_key(pk, "client");
+        PACK_LIT(pk, "client");
         msgpack_pack_str_with_body(pk, to->client->ptr, to->client->len);
     }
     if (to->seq) {
-        pack_key(pk, "seq");
+        PACK_LIT(pk, "seq");
         msgpack_pack_uint64(pk, *to->seq);
     }
 }
@@ -125,9 +128,9 @@ static void pack_head(msgpack_packer *pk, const char *type, const codec_reply_to
 static void pack_snapshot(msgpack_packer *pk, uint64_t count, const codec_value_t *doc)
 {
     msgpack_pack_map(pk, 2);
-    pack_key(pk, "commandCount");
+    PACK_LIT(pk, "commandCount");
     msgpack_pack_uint64(pk, count);
-    pack_key(pk, "document");
+    PACK_LIT(pk, "document");
     codec_msgpack_pack_value(pk, doc);
 }
 
@@ -136,24 +139,24 @@ void codec_reply_pack_flush(msgpack_packer *pk, const codec_reply_to_t *to,
 {
     pack_head(pk, "flushResult", to,
               1 + (r->sync != CODEC_SYNC_NONE) + (r->errors.count > 0));
-    pack_key(pk, "applied");
+    PACK_LIT(pk, "applied");
     msgpack_pack_map(pk, 2);
-    pack_key(pk, "from");
+    PACK_LIT(pk, "from");
     msgpack_pack_uint64(pk, r->applied_from);
-    pack_key(pk, "completions");
+    PACK_LIT(pk, "completions");
     codec_packed_pack_array(pk, &r->applied);
 
     if (r->sync != CODEC_SYNC_NONE) {
-        pack_key(pk, "sync");
+        PACK_LIT(pk, "sync");
         msgpack_pack_map(pk, 3);
-        pack_key(pk, "isPartial");
+        PACK_LIT(pk, "isPartial");
         if (r->sync == CODEC_SYNC_PARTIAL) {
             msgpack_pack_true(pk);
-            pack_key(pk, "diff");
+            PACK_LIT(pk, "diff");
             msgpack_pack_map(pk, 2);
-            pack_key(pk, "from");
+            PACK_LIT(pk, "from");
             msgpack_pack_uint64(pk, r->diff_from);
-            pack_key(pk, "completions");
+            PACK_LIT(pk, "completions");
             msgpack_pack_array(pk, r->diff_history.count + r->applied.count);
             codec_msgpack_pack_raw(pk, r->diff_history.buf.data,
                                    r->diff_history.count ? r->diff_history.buf.size : 0);
@@ -161,14 +164,14 @@ void codec_reply_pack_flush(msgpack_packer *pk, const codec_reply_to_t *to,
                                    r->applied.count ? r->applied.buf.size : 0);
         } else {
             msgpack_pack_false(pk);
-            pack_key(pk, "latest");
+            PACK_LIT(pk, "latest");
             pack_snapshot(pk, r->latest_count, r->latest_document);
         }
-        pack_key(pk, "mappedPaths");
+        PACK_LIT(pk, "mappedPaths");
         codec_msgpack_pack_value(pk, r->mapped_paths);
     }
     if (r->errors.count > 0) {
-        pack_key(pk, "errors");
+        PACK_LIT(pk, "errors");
         codec_packed_pack_array(pk, &r->errors);
     }
 }
@@ -177,7 +180,7 @@ void codec_reply_pack_snapshot(msgpack_packer *pk, const codec_reply_to_t *to,
                                uint64_t command_count, const codec_value_t *document)
 {
     pack_head(pk, "snapshot", to, 1);
-    pack_key(pk, "snapshot");
+    PACK_LIT(pk, "snapshot");
     pack_snapshot(pk, command_count, document);
 }
 
@@ -185,9 +188,9 @@ void codec_reply_pack_history(msgpack_packer *pk, const codec_reply_to_t *to,
                               uint64_t from, const codec_packed_t *completions)
 {
     pack_head(pk, "history", to, 2);
-    pack_key(pk, "from");
+    PACK_LIT(pk, "from");
     msgpack_pack_uint64(pk, from);
-    pack_key(pk, "completions");
+    PACK_LIT(pk, "completions");
     codec_packed_pack_array(pk, completions);
 }
 
@@ -195,11 +198,11 @@ void codec_reply_pack_error(msgpack_packer *pk, const codec_reply_to_t *to,
                             codec_err_t code, const char *message)
 {
     pack_head(pk, "error", to, 1);
-    pack_key(pk, "error");
+    PACK_LIT(pk, "error");
     msgpack_pack_map(pk, 2);
-    pack_key(pk, "code");
+    PACK_LIT(pk, "code");
     pack_key(pk, codec_err_name(code));
-    pack_key(pk, "message");
+    PACK_LIT(pk, "message");
     size_t len = strlen(message);
     char *clean = codec_xmemdup(message, len);
     codec_utf8_sanitize(clean, len); /* messages may cut input strings mid-character */

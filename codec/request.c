@@ -36,8 +36,16 @@ typedef struct fields_s {
     uint32_t known; /* entries that are known fields, nil ones included */
 } fields_t;
 
-static void collect(const codec_value_t *map, const char *const *names, size_t n,
-                    fields_t *f)
+typedef struct name_s {
+    const char *s;
+    size_t len;
+} name_t;
+#define NAME(lit)            \
+    {                        \
+        lit, sizeof(lit) - 1 \
+    }
+
+static void collect(const codec_value_t *map, const name_t *names, size_t n, fields_t *f)
 {
     memset(f, 0, sizeof(*f));
     uint32_t pos = 0;
@@ -45,8 +53,8 @@ static void collect(const codec_value_t *map, const char *const *names, size_t n
     while ((e = codec_map_next(map, &pos))) {
         const char *key = codec_map_entry_key(e);
         for (size_t i = 0; i < n; i++) {
-            if (names[i][0] == key[0] && strlen(names[i]) == e->key_len &&
-                memcmp(names[i], key, e->key_len) == 0) {
+            if (names[i].len == e->key_len && names[i].s[0] == key[0] &&
+                memcmp(names[i].s, key, e->key_len) == 0) {
                 f->known++;
                 if (e->value->type != CODEC_VALUE_NIL)
                     f->v[i] = e->value;
@@ -152,9 +160,10 @@ static const char *cname(char *buf, size_t size, uint32_t idx, const char *suffi
 }
 
 enum { C_COMMAND, C_CREATED_ID };
-static const char *const completion_fields[] = {"command", "createdId"};
+static const name_t completion_fields[] = {NAME("command"), NAME("createdId")};
 enum { K_ACTION, K_PATH, K_PROPS, K_PARENT_DEFAULT };
-static const char *const command_fields[] = {"action", "path", "props", "parentDefault"};
+static const name_t command_fields[] = {NAME("action"), NAME("path"), NAME("props"),
+                                        NAME("parentDefault")};
 
 static codec_err_t parse_completion(validator_t *vd, uint32_t idx, const codec_value_t *v,
                                     codec_completion_t *c)
@@ -267,8 +276,9 @@ enum {
     E_COMPLETIONS,
     E__COUNT
 };
-static const char *const envelope_fields[E__COUNT] = {
-    "type", "model", "client", "seq", "from", "to", "context", "completions"};
+static const name_t envelope_fields[E__COUNT] = {
+    NAME("type"), NAME("model"), NAME("client"),  NAME("seq"),
+    NAME("from"), NAME("to"),    NAME("context"), NAME("completions")};
 
 static codec_err_t validate(codec_value_t *root, msgpack_zone *zone, const char *key,
                             size_t key_len, const codec_limits_t *limits,
@@ -276,7 +286,7 @@ static codec_err_t validate(codec_value_t *root, msgpack_zone *zone, const char 
 {
     validator_t vd = {limits ? limits : &codec_limits_default, errstr, errstr_size};
     codec_err_t err;
-    codec_str_t type, model = {0};
+    codec_str_t type = {0}, model = {0};
 
     memset(req, 0, sizeof(*req));
     req->root = root;
@@ -380,7 +390,7 @@ codec_err_t codec_request_decode(const char *buf, size_t len, const char *key,
                                  size_t errstr_size)
 {
     codec_value_t *root;
-    codec_spans_t spans = {.field = "completions"};
+    codec_spans_t spans = {.field = "completions", .field_len = 11};
     codec_err_t err =
         zone ? codec_msgpack_decode_zone(zone, &spans, buf, len, limits, &root, errstr,
                                          errstr_size)

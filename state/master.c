@@ -83,13 +83,26 @@ void state_apply_destroy(state_apply_t *a)
  * `newId in node`, so a proposed ID like "toString" always counts as taken. */
 static bool is_prototype_name(const char *s, size_t len)
 {
-    static const char *const names[] = {
-        "constructor",          "__defineGetter__", "__defineSetter__", "hasOwnProperty",
-        "__lookupGetter__",     "__lookupSetter__", "isPrototypeOf",    "toString",
-        "propertyIsEnumerable", "valueOf",          "__proto__",        "toLocaleString",
+#define PROTO(lit)           \
+    {                        \
+        lit, sizeof(lit) - 1 \
+    }
+    static const struct {
+        const char *name;
+        size_t len;
+    } names[] = {
+        PROTO("constructor"),      PROTO("__defineGetter__"),
+        PROTO("__defineSetter__"), PROTO("hasOwnProperty"),
+        PROTO("__lookupGetter__"), PROTO("__lookupSetter__"),
+        PROTO("isPrototypeOf"),    PROTO("propertyIsEnumerable"),
+        PROTO("toString"),         PROTO("valueOf"),
+        PROTO("__proto__"),        PROTO("toLocaleString"),
     };
+#undef PROTO
+    if (len < 7 || len > 20) /* "valueOf" .. "propertyIsEnumerable" */
+        return false;
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        if (strlen(names[i]) == len && memcmp(names[i], s, len) == 0)
+        if (names[i].len == len && memcmp(names[i].name, s, len) == 0)
             return true;
     return false;
 }

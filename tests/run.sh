@@ -25,7 +25,7 @@ run_suite() { # build-dir, extra cmake flags...
 ctest_args=("$@")
 
 echo "== build and test"
-run_suite build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+run_suite build -DCMAKE_BUILD_TYPE=Release
 
 echo "== build and test under ASan + UBSan"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
