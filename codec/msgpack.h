@@ -39,15 +39,6 @@ codec_err_t codec_msgpack_decode_zone(msgpack_zone *zone, codec_spans_t *spans,
                                       const codec_limits_t *limits, codec_value_t **out,
                                       char *errstr, size_t errstr_size);
 
-/* Walking already-decoded msgpack bytes (input that codec_msgpack_decode accepted):
- * each reads at *pos, advances it, and @returns false at the end of the input or on a
- * type other than the one asked for. */
-bool codec_msgpack_skip(const char *buf, size_t len, size_t *pos);
-bool codec_msgpack_read_container(const char *buf, size_t len, size_t *pos, bool *is_map,
-                                  uint32_t *count);
-bool codec_msgpack_read_str(const char *buf, size_t len, size_t *pos, const char **s,
-                            uint32_t *slen);
-
 /** Packs a value tree. */
 void codec_msgpack_pack_value(msgpack_packer *pk, const codec_value_t *v);
 

@@ -49,10 +49,10 @@ codec_value_t *codec_value_float(double f)
     return v;
 }
 
-/* One allocation holds the value and its bytes. */
-static codec_value_t *bytes_new(codec_value_type_t type, const char *s, size_t len)
+/* Fills a string or binary value whose bytes follow it in the same allocation. */
+static codec_value_t *bytes_fill(codec_value_t *v, codec_value_type_t type, const char *s,
+                                 size_t len)
 {
-    codec_value_t *v = codec_xmalloc(sizeof(*v) + len + 1);
     v->type = type;
     v->u.str.ptr = (char *)(v + 1);
     if (len)
@@ -60,6 +60,12 @@ static codec_value_t *bytes_new(codec_value_type_t type, const char *s, size_t l
     v->u.str.ptr[len] = '\0';
     v->u.str.len = (uint32_t)len;
     return v;
+}
+
+/* One allocation holds the value and its bytes. */
+static codec_value_t *bytes_new(codec_value_type_t type, const char *s, size_t len)
+{
+    return bytes_fill(codec_xmalloc(sizeof(codec_value_t) + len + 1), type, s, len);
 }
 
 codec_value_t *codec_value_str(const char *s, size_t len)
@@ -509,14 +515,7 @@ codec_value_t *codec_zone_value(msgpack_zone *zone, codec_value_type_t type,
 codec_value_t *codec_zone_bytes(msgpack_zone *zone, codec_value_type_t type,
                                 const char *s, size_t len)
 {
-    codec_value_t *v = zone_alloc(zone, sizeof(*v) + len + 1);
-    v->type = type;
-    v->u.str.ptr = (char *)(v + 1);
-    if (len)
-        memcpy(v->u.str.ptr, s, len);
-    v->u.str.ptr[len] = '\0';
-    v->u.str.len = (uint32_t)len;
-    return v;
+    return bytes_fill(zone_alloc(zone, sizeof(codec_value_t) + len + 1), type, s, len);
 }
 
 int codec_zone_map_add(msgpack_zone *zone, codec_value_t *map, const char *key,

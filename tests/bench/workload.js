@@ -18,6 +18,7 @@
 
 const fs = require('fs');
 const { Proxy } = require('flushout');
+const { Rng } = require('../common/rng.js');
 const { applyFlush, newStats, countReply } = require('./js_master.js');
 
 function usage(msg) {
@@ -60,24 +61,6 @@ function parseArgs(argv) {
   if (o.models < 1 || o.clients < 1) usage('--models and --clients must be at least 1');
   if (!(o.sameClient >= 0 && o.sameClient <= 1)) usage('--same-client must be within 0..1');
   return o;
-}
-
-// mulberry32, as tests/conformance/run.js uses.
-function mulberry32(seed) {
-  let a = seed >>> 0;
-  return function () {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-class Rng {
-  constructor(seed) { this.f = mulberry32(seed); }
-  int(lo, hi) { return lo + Math.floor(this.f() * (hi - lo + 1)); } // inclusive
-  chance(p) { return this.f() < p; }
-  pick(a) { return a[Math.floor(this.f() * a.length)]; }
 }
 
 const WORDS = [

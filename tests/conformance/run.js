@@ -8,6 +8,7 @@ const os = require('os');
 const path = require('path');
 const { spawnSync } = require('child_process');
 const { Master, Proxy } = require('flushout');
+const { Rng } = require('../common/rng.js');
 
 // ---------------------------------------------------------------------------
 // Command line
@@ -70,27 +71,6 @@ function parseArgs(argv) {
   }
   if (o.seed === undefined) o.seed = (Date.now() ^ (process.pid << 16)) >>> 0;
   return o;
-}
-
-// ---------------------------------------------------------------------------
-// Seeded PRNG (mulberry32)
-
-function mulberry32(seed) {
-  let a = seed >>> 0;
-  return function () {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-class Rng {
-  constructor(seed) { this.f = mulberry32(seed); }
-  next() { return this.f(); }
-  int(lo, hi) { return lo + Math.floor(this.f() * (hi - lo + 1)); } // inclusive
-  chance(p) { return this.f() < p; }
-  pick(a) { return a[Math.floor(this.f() * a.length)]; }
 }
 
 // ---------------------------------------------------------------------------
