@@ -31,4 +31,7 @@ echo "== build and test under ASan + UBSan"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     run_suite build-asan -DCMAKE_BUILD_TYPE=Debug -DFLUSHOUT_SANITIZE=ON
 
+echo "== fuzz the request path for a bounded ${FUZZ_SECONDS:-30} s (tests/fuzz/run.sh for longer)"
+tests/fuzz/run.sh "${FUZZ_SECONDS:-30}"
+
 echo "== all tests passed"
