@@ -15,12 +15,17 @@ deploy/install-deps.sh
 echo "== clang-format check"
 git ls-files '*.c' '*.h' | xargs clang-format --dry-run --Werror
 
+passed=0
 run_suite() { # build-dir, extra cmake flags...
-    local dir=$1
+    local dir=$1 log total
     shift
     cmake -S . -B "$dir" -DFLUSHOUT_WERROR=ON -DFLUSHOUT_TESTS=ON "$@" >/dev/null
     cmake --build "$dir" -j"$jobs"
-    (cd "$dir" && ctest --output-on-failure -j"$jobs" "${ctest_args[@]}")
+    log=$(mktemp)
+    (cd "$dir" && ctest --output-on-failure -j"$jobs" "${ctest_args[@]}") | tee "$log"
+    total=$(sed -n 's/.*tests passed, 0 tests failed out of \([0-9]*\).*/\1/p' "$log")
+    rm -f "$log"
+    passed=$((passed + ${total:-0}))
 }
 ctest_args=("$@")
 
@@ -35,3 +40,4 @@ echo "== fuzz the request path for a bounded ${FUZZ_SECONDS:-30} s (tests/fuzz/r
 tests/fuzz/run.sh "${FUZZ_SECONDS:-30}"
 
 echo "== all tests passed"
+echo "tests: $passed passed, 0 failed"
