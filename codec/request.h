@@ -84,6 +84,12 @@ codec_err_t codec_request_from_value(codec_value_t *root, const char *key, size_
                                      const codec_limits_t *limits, codec_request_t *req,
                                      char *errstr, size_t errstr_size);
 
+/** Decodes one completion as stored in history (the bytes of an applied completion),
+ *  building its tree in zone. @returns CODEC_OK, or an error code and errstr. */
+codec_err_t codec_completion_decode(const char *buf, size_t len, msgpack_zone *zone,
+                                    codec_completion_t *c, char *errstr,
+                                    size_t errstr_size);
+
 /** Frees what the request owns and zeroes it. */
 void codec_request_clear(codec_request_t *req);
 

@@ -354,3 +354,22 @@ void state_master_apply(state_master_t *m, const codec_request_t *flush,
         }
     }
 }
+
+int state_master_replay(state_master_t *m, const codec_completion_t *c, char *errstr,
+                        size_t errstr_size)
+{
+    codec_value_t *created_id = NULL;
+    char *error = apply_command(m, &c->command, c->created_id, &created_id);
+    int rc = 0;
+    if (error) {
+        snprintf(errstr, errstr_size, "%s", error);
+        rc = -1;
+    } else if (c->created_id && created_id && !str_equal(c->created_id, created_id)) {
+        snprintf(errstr, errstr_size, "created ID %s instead of %s",
+                 created_id->u.str.ptr, c->created_id->u.str.ptr);
+        rc = -1;
+    }
+    free(error);
+    codec_value_destroy(created_id);
+    return rc;
+}

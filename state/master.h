@@ -81,4 +81,10 @@ void state_apply_destroy(state_apply_t *a);
 void state_master_apply(state_master_t *m, const codec_request_t *flush,
                         const state_history_t *history, state_apply_t *a);
 
+/** Applies one completion exactly as it was applied before (from history, when
+ *  loading a model): its path is already remapped and its createdId is the one used.
+ *  @returns 0, or -1 and errstr when it does not apply the same way (corrupt state). */
+int state_master_replay(state_master_t *m, const codec_completion_t *c, char *errstr,
+                        size_t errstr_size);
+
 #endif

@@ -1,0 +1,697 @@
+/* state/store.c - durable masters in RocksDB, written one processing step at a time.
+ *
+ * Everything a partition owns sits under a 4-byte big-endian partition prefix, so a
+ * partition is one contiguous key range (dropped or counted on its own). Within it:
+ *   o                              next input offset (u64 BE)
+ *   s <model>                      snapshot: {"commandCount","document"} (msgpack)
+ *   h <len u16> <model> <count u64> applied completion of command `count` (msgpack)
+ *   c <len u16> <model> <client>   client record: {"seq","mappedPaths"} (msgpack)
+ * and the layout version under partition 0xffffffff, kind V. */
+#include "store.h"
+
+#include <errno.h>
+#include <rocksdb/c.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <uthash.h>
+
+#include "codec/alloc.h"
+#include "codec/msgpack.h"
+#include "codec/request.h"
+#include "history_mem.h"
+
+#define META_PARTITION 0xffffffffu
+#define KIND_VERSION   'V'
+#define KIND_OFFSET    'o'
+#define KIND_SNAPSHOT  's'
+#define KIND_HISTORY   'h'
+#define KIND_CLIENT    'c'
+#define MAX_ID_BYTES   65535 /* model ids are length-prefixed with 16 bits */
+
+typedef struct client_s {
+    char *id;
+    size_t id_len;
+    bool known; /* a flush of this client was applied (seq 0 is a valid seq) */
+    uint64_t seq;
+    char *mapped_paths; /* msgpack map of the last applied flush's reply */
+    size_t mapped_paths_len;
+    UT_hash_handle hh;
+} client_t;
+
+struct state_model_s {
+    char *key; /* partition (4 bytes BE) + model id: the cache key */
+    size_t key_len;
+    int32_t partition;
+    const char *id; /* points into key */
+    size_t id_len;
+    state_master_t *master;
+    state_history_mem_t *history;
+    uint64_t snapshot_count;    /* command count of the stored snapshot */
+    uint64_t history_start;     /* oldest history entry stored */
+    size_t snapshot_bytes;      /* size of the stored snapshot */
+    size_t history_bytes_since; /* history bytes written since the snapshot */
+    size_t mem_bytes;           /* what the cache charges for this model */
+    client_t *clients;
+    state_model_t *lru_prev, *lru_next; /* most recently used first */
+    UT_hash_handle hh;
+};
+
+struct state_store_s {
+    state_store_conf_t conf;
+    codec_value_t *initial_document;
+    rocksdb_t *db;
+    rocksdb_options_t *options;
+    rocksdb_writeoptions_t *write_options;
+    rocksdb_readoptions_t *read_options;
+    rocksdb_writebatch_t *batch;
+    state_model_t *models; /* the cache */
+    state_model_t *lru_head, *lru_tail;
+    size_t cache_used;
+    char failed[256]; /* non-empty once a write failed: no more commits */
+    msgpack_zone *zone;
+};
+
+/* ---- keys ---- */
+
+typedef struct key_s {
+    char buf[64];
+    char *p;
+    size_t len, cap;
+} store_key_t;
+
+static void key_init(store_key_t *k, uint32_t partition, char kind)
+{
+    k->p = k->buf;
+    k->cap = sizeof(k->buf);
+    k->buf[0] = (char)(partition >> 24);
+    k->buf[1] = (char)(partition >> 16);
+    k->buf[2] = (char)(partition >> 8);
+    k->buf[3] = (char)partition;
+    k->buf[4] = kind;
+    k->len = 5;
+}
+
+static void key_add(store_key_t *k, const void *bytes, size_t len)
+{
+    if (k->len + len > k->cap) {
+        size_t cap = (k->len + len) * 2;
+        char *p = codec_xmalloc(cap);
+        memcpy(p, k->p, k->len);
+        if (k->p != k->buf)
+            free(k->p);
+        k->p = p;
+        k->cap = cap;
+    }
+    memcpy(k->p + k->len, bytes, len);
+    k->len += len;
+}
+
+static void key_add_u64(store_key_t *k, uint64_t v)
+{
+    unsigned char b[8];
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        b[i] = (unsigned char)v;
+    key_add(k, b, 8);
+}
+
+static void key_add_id(store_key_t *k, const char *id, size_t len)
+{
+    unsigned char b[2] = {(unsigned char)(len >> 8), (unsigned char)len};
+    key_add(k, b, 2);
+    key_add(k, id, len);
+}
+
+static void key_free(store_key_t *k)
+{
+    if (k->p != k->buf)
+        free(k->p);
+}
+
+static uint64_t be64(const char *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = (v << 8) | (unsigned char)p[i];
+    return v;
+}
+
+/* ---- open / close ---- */
+
+static int fail_rocks(char *err, const char *what, char *errstr, size_t errstr_size)
+{
+    snprintf(errstr, errstr_size, "%s: %s", what, err ? err : "unknown RocksDB error");
+    rocksdb_free(err);
+    return -1;
+}
+
+static int check_layout(state_store_t *s, char *errstr, size_t errstr_size)
+{
+    store_key_t k;
+    key_init(&k, META_PARTITION, KIND_VERSION);
+    char *err = NULL;
+    size_t len = 0;
+    char *v = rocksdb_get(s->db, s->read_options, k.p, k.len, &len, &err);
+    if (err)
+        return fail_rocks(err, "reading the layout version", errstr, errstr_size);
+    char want[32];
+    int want_len = snprintf(want, sizeof(want), "flushout-store %d", STATE_STORE_LAYOUT);
+    int rc = 0;
+    if (!v) {
+        rocksdb_put(s->db, s->write_options, k.p, k.len, want, (size_t)want_len, &err);
+        if (err)
+            rc = fail_rocks(err, "writing the layout version", errstr, errstr_size);
+    } else if (len != (size_t)want_len || memcmp(v, want, len) != 0) {
+        snprintf(errstr, errstr_size,
+                 "%s holds layout \"%.*s\", this build reads \"%s\": use a matching "
+                 "build, or rebuild the state from the topics",
+                 s->conf.dir, (int)(len > 40 ? 40 : len), v, want);
+        rc = -1;
+    }
+    free(v);
+    return rc;
+}
+
+state_store_t *state_store_open(const state_store_conf_t *conf, char *errstr,
+                                size_t errstr_size)
+{
+    state_store_t *s = codec_xcalloc(1, sizeof(*s));
+    char *err = NULL;
+    s->conf = *conf;
+    s->initial_document = conf->initial_document
+                              ? codec_value_copy(conf->initial_document)
+                              : codec_value_map(0);
+    s->conf.initial_document = NULL;
+    if (!s->conf.snapshot_every)
+        s->conf.snapshot_every = 1000;
+
+    if (mkdir(conf->dir, 0755) != 0 && errno != EEXIST) {
+        snprintf(errstr, errstr_size, "cannot create %s: %s", conf->dir, strerror(errno));
+        goto err;
+    }
+    s->options = rocksdb_options_create();
+    rocksdb_options_set_create_if_missing(s->options, 1);
+    s->write_options = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_set_sync(s->write_options, conf->fsync);
+    s->read_options = rocksdb_readoptions_create();
+    s->db = rocksdb_open(s->options, conf->dir, &err);
+    if (err) {
+        fail_rocks(err, conf->dir, errstr, errstr_size);
+        goto err;
+    }
+    if (check_layout(s, errstr, errstr_size))
+        goto err;
+    s->batch = rocksdb_writebatch_create();
+    s->zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+    if (!s->zone) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto err;
+    }
+    return s;
+
+err:
+    state_store_close(s);
+    return NULL;
+}
+
+static void client_free(client_t *c)
+{
+    free(c->id);
+    free(c->mapped_paths);
+    free(c);
+}
+
+static void model_free(state_model_t *m)
+{
+    client_t *c, *tmp;
+    HASH_ITER(hh, m->clients, c, tmp)
+    {
+        HASH_DEL(m->clients, c);
+        client_free(c);
+    }
+    state_master_destroy(m->master);
+    state_history_mem_destroy(m->history);
+    free(m->key);
+    free(m);
+}
+
+void state_store_close(state_store_t *s)
+{
+    if (!s)
+        return;
+    state_model_t *m, *tmp;
+    HASH_ITER(hh, s->models, m, tmp)
+    {
+        HASH_DEL(s->models, m);
+        model_free(m);
+    }
+    if (s->batch)
+        rocksdb_writebatch_destroy(s->batch);
+    if (s->db)
+        rocksdb_close(s->db);
+    if (s->options)
+        rocksdb_options_destroy(s->options);
+    if (s->write_options)
+        rocksdb_writeoptions_destroy(s->write_options);
+    if (s->read_options)
+        rocksdb_readoptions_destroy(s->read_options);
+    if (s->zone)
+        msgpack_zone_free(s->zone);
+    codec_value_destroy(s->initial_document);
+    free(s);
+}
+
+/* ---- the cache ---- */
+
+static void lru_unlink(state_store_t *s, state_model_t *m)
+{
+    if (m->lru_prev)
+        m->lru_prev->lru_next = m->lru_next;
+    else
+        s->lru_head = m->lru_next;
+    if (m->lru_next)
+        m->lru_next->lru_prev = m->lru_prev;
+    else
+        s->lru_tail = m->lru_prev;
+    m->lru_prev = m->lru_next = NULL;
+}
+
+static void lru_push_front(state_store_t *s, state_model_t *m)
+{
+    m->lru_next = s->lru_head;
+    if (s->lru_head)
+        s->lru_head->lru_prev = m;
+    s->lru_head = m;
+    if (!s->lru_tail)
+        s->lru_tail = m;
+}
+
+static void charge(state_store_t *s, state_model_t *m, size_t bytes)
+{
+    m->mem_bytes += bytes;
+    s->cache_used += bytes;
+}
+
+/* Evicts least recently used models until the cache fits; called after a commit, when
+ * every model is clean (its state is in RocksDB). */
+static void evict(state_store_t *s)
+{
+    while (s->cache_used > s->conf.cache_bytes && s->lru_tail) {
+        state_model_t *m = s->lru_tail;
+        lru_unlink(s, m);
+        HASH_DEL(s->models, m);
+        s->cache_used -= m->mem_bytes;
+        model_free(m);
+    }
+}
+
+/* ---- loading ---- */
+
+/* Reads the snapshot into *count and *doc (NULL when there is none). */
+static int load_snapshot(state_store_t *s, state_model_t *m, uint64_t *count,
+                         codec_value_t **doc, char *errstr, size_t errstr_size)
+{
+    store_key_t k;
+    key_init(&k, (uint32_t)m->partition, KIND_SNAPSHOT);
+    key_add(&k, m->id, m->id_len);
+    char *err = NULL;
+    size_t len = 0;
+    char *v = rocksdb_get(s->db, s->read_options, k.p, k.len, &len, &err);
+    key_free(&k);
+    *doc = NULL;
+    *count = 0;
+    if (err)
+        return fail_rocks(err, "reading a snapshot", errstr, errstr_size);
+    if (!v)
+        return 0;
+    codec_limits_t lax = {4096, UINT32_MAX, UINT32_MAX, UINT32_MAX};
+    codec_value_t *snap = NULL;
+    char derr[256];
+    int rc = 0;
+    const codec_value_t *c, *d;
+    if (codec_msgpack_decode(v, len, &lax, &snap, derr, sizeof(derr)) ||
+        snap->type != CODEC_VALUE_MAP || !(c = codec_map_get(snap, "commandCount", 12)) ||
+        c->type != CODEC_VALUE_INT || !(d = codec_map_get(snap, "document", 8)) ||
+        d->type != CODEC_VALUE_MAP) {
+        snprintf(errstr, errstr_size, "the snapshot of model \"%.*s\" is corrupt",
+                 (int)(m->id_len > 40 ? 40 : m->id_len), m->id);
+        rc = -1;
+    } else {
+        *count = (uint64_t)c->u.i;
+        *doc = codec_map_take(snap, "document", 8);
+        m->snapshot_bytes = len;
+    }
+    codec_value_destroy(snap);
+    free(v);
+    return rc;
+}
+
+/* Feeds the stored history to the model: entries before the snapshot only fill the
+ * in-memory history, later ones are replayed onto the document. */
+static int load_history(state_store_t *s, state_model_t *m, char *errstr,
+                        size_t errstr_size)
+{
+    store_key_t prefix;
+    key_init(&prefix, (uint32_t)m->partition, KIND_HISTORY);
+    key_add_id(&prefix, m->id, m->id_len);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
+    int rc = 0;
+    bool first = true;
+    codec_packed_t one;
+    codec_packed_init(&one);
+
+    for (rocksdb_iter_seek(it, prefix.p, prefix.len); rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+        size_t klen, vlen;
+        const char *key = rocksdb_iter_key(it, &klen);
+        if (klen != prefix.len + 8 || memcmp(key, prefix.p, prefix.len) != 0)
+            break;
+        uint64_t count = be64(key + prefix.len);
+        const char *value = rocksdb_iter_value(it, &vlen);
+        if (first) {
+            m->history_start = count;
+            m->history = state_history_mem_new(s->conf.history, count);
+            first = false;
+        }
+        if (count >= m->snapshot_count) {
+            /* Replay: the stored completion is the command as it was applied. */
+            codec_completion_t c;
+            char derr[256];
+            if (count != state_master_command_count(m->master) ||
+                codec_completion_decode(value, vlen, s->zone, &c, derr, sizeof(derr)) ||
+                state_master_replay(m->master, &c, derr, sizeof(derr))) {
+                snprintf(errstr, errstr_size,
+                         "the history of model \"%.*s\" does not replay at command %llu",
+                         (int)(m->id_len > 40 ? 40 : m->id_len), m->id,
+                         (unsigned long long)count);
+                rc = -1;
+                msgpack_zone_clear(s->zone);
+                break;
+            }
+            msgpack_zone_clear(s->zone);
+        }
+        codec_packed_reset(&one);
+        codec_packed_add_raw(&one, value, vlen);
+        if (state_history_mem_append(m->history, count, &one) != 0) {
+            snprintf(
+                errstr, errstr_size, "the history of model \"%.*s\" has a gap at %llu",
+                (int)(m->id_len > 40 ? 40 : m->id_len), m->id, (unsigned long long)count);
+            rc = -1;
+            break;
+        }
+        charge(s, m, vlen);
+    }
+    char *err = NULL;
+    rocksdb_iter_get_error(it, &err);
+    if (err && !rc)
+        rc = fail_rocks(err, "reading history", errstr, errstr_size);
+    rocksdb_iter_destroy(it);
+    codec_packed_destroy(&one);
+    key_free(&prefix);
+    if (!rc && first) { /* no history stored */
+        m->history_start = m->snapshot_count;
+        m->history = state_history_mem_new(s->conf.history, m->snapshot_count);
+    }
+    if (!rc && state_master_command_count(m->master) < m->snapshot_count) {
+        snprintf(errstr, errstr_size, "model \"%.*s\" ends before its snapshot",
+                 (int)(m->id_len > 40 ? 40 : m->id_len), m->id);
+        rc = -1;
+    }
+    return rc;
+}
+
+state_model_t *state_store_model(state_store_t *s, int32_t partition, const char *model,
+                                 size_t model_len, char *errstr, size_t errstr_size)
+{
+    if (model_len > MAX_ID_BYTES) {
+        snprintf(errstr, errstr_size, "model id of %zu bytes exceeds %d", model_len,
+                 MAX_ID_BYTES);
+        return NULL;
+    }
+    size_t key_len = 4 + model_len;
+    char stack_key[256];
+    char *key = key_len <= sizeof(stack_key) ? stack_key : codec_xmalloc(key_len);
+    key[0] = (char)((uint32_t)partition >> 24);
+    key[1] = (char)((uint32_t)partition >> 16);
+    key[2] = (char)((uint32_t)partition >> 8);
+    key[3] = (char)partition;
+    memcpy(key + 4, model, model_len);
+
+    state_model_t *m = NULL;
+    HASH_FIND(hh, s->models, key, key_len, m);
+    if (m) {
+        if (key != stack_key)
+            free(key);
+        lru_unlink(s, m);
+        lru_push_front(s, m);
+        return m;
+    }
+
+    m = codec_xcalloc(1, sizeof(*m));
+    m->key = codec_xmemdup(key, key_len);
+    if (key != stack_key)
+        free(key);
+    m->key_len = key_len;
+    m->partition = partition;
+    m->id = m->key + 4;
+    m->id_len = model_len;
+
+    uint64_t count;
+    codec_value_t *doc;
+    if (load_snapshot(s, m, &count, &doc, errstr, errstr_size)) {
+        model_free(m);
+        return NULL;
+    }
+    m->snapshot_count = count;
+    m->master = state_master_new(model, model_len, count,
+                                 doc ? doc : codec_value_copy(s->initial_document),
+                                 &s->conf.master);
+    if (load_history(s, m, errstr, errstr_size)) {
+        model_free(m);
+        return NULL;
+    }
+    charge(s, m, sizeof(*m) + codec_value_mem_size(state_master_document(m->master)));
+    HASH_ADD_KEYPTR(hh, s->models, m->key, m->key_len, m);
+    lru_push_front(s, m);
+    return m;
+}
+
+state_master_t *state_model_master(state_model_t *m)
+{
+    return m->master;
+}
+
+state_history_t state_model_history(state_model_t *m)
+{
+    return state_history_mem_provider(m->history);
+}
+
+/* ---- clients ---- */
+
+static client_t *client_load(state_store_t *s, state_model_t *m, const char *id,
+                             size_t id_len)
+{
+    client_t *c = NULL;
+    HASH_FIND(hh, m->clients, id, id_len, c);
+    if (c)
+        return c;
+    c = codec_xcalloc(1, sizeof(*c));
+    c->id = codec_xmemdup(id, id_len);
+    c->id_len = id_len;
+
+    store_key_t k;
+    key_init(&k, (uint32_t)m->partition, KIND_CLIENT);
+    key_add_id(&k, m->id, m->id_len);
+    key_add(&k, id, id_len);
+    char *err = NULL;
+    size_t len = 0;
+    char *v = rocksdb_get(s->db, s->read_options, k.p, k.len, &len, &err);
+    key_free(&k);
+    codec_value_t *rec = NULL;
+    char derr[128];
+    codec_limits_t lax = {4096, UINT32_MAX, UINT32_MAX, UINT32_MAX};
+    if (!err && v && codec_msgpack_decode(v, len, &lax, &rec, derr, sizeof(derr)) == 0 &&
+        rec->type == CODEC_VALUE_MAP) {
+        const codec_value_t *seq = codec_map_get(rec, "seq", 3);
+        const codec_value_t *mp = codec_map_get(rec, "mappedPaths", 11);
+        if (seq && seq->type == CODEC_VALUE_INT) {
+            c->known = true;
+            c->seq = (uint64_t)seq->u.i;
+            if (mp) {
+                msgpack_sbuffer sb;
+                msgpack_sbuffer_init(&sb);
+                msgpack_packer pk;
+                msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+                codec_msgpack_pack_value(&pk, mp);
+                c->mapped_paths = sb.data; /* ownership moves: freed with free() */
+                c->mapped_paths_len = sb.size;
+            }
+        }
+    }
+    codec_value_destroy(rec);
+    rocksdb_free(err);
+    free(v);
+    HASH_ADD_KEYPTR(hh, m->clients, c->id, c->id_len, c);
+    charge(s, m, sizeof(*c) + id_len + c->mapped_paths_len);
+    return c;
+}
+
+state_seq_t state_model_check_seq(state_store_t *s, state_model_t *m, const char *client,
+                                  size_t client_len, uint64_t seq,
+                                  const char **mapped_paths, size_t *mapped_paths_len)
+{
+    client_t *c = client_load(s, m, client, client_len);
+    if (mapped_paths) {
+        *mapped_paths = c->mapped_paths;
+        *mapped_paths_len = c->mapped_paths_len;
+    }
+    if (!c->known || seq > c->seq)
+        return STATE_SEQ_NEW;
+    return seq == c->seq ? STATE_SEQ_DUPLICATE : STATE_SEQ_STALE;
+}
+
+/* ---- writing ---- */
+
+static void put_snapshot(state_store_t *s, state_model_t *m)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    msgpack_pack_str_with_body(&pk, "commandCount", 12);
+    msgpack_pack_uint64(&pk, state_master_command_count(m->master));
+    msgpack_pack_str_with_body(&pk, "document", 8);
+    codec_msgpack_pack_value(&pk, state_master_document(m->master));
+
+    store_key_t k;
+    key_init(&k, (uint32_t)m->partition, KIND_SNAPSHOT);
+    key_add(&k, m->id, m->id_len);
+    rocksdb_writebatch_put(s->batch, k.p, k.len, sb.data, sb.size);
+    key_free(&k);
+    m->snapshot_count = state_master_command_count(m->master);
+    m->snapshot_bytes = sb.size;
+    m->history_bytes_since = 0;
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* Deletes stored history older than both the snapshot and the kept window. */
+static void trim_history(state_store_t *s, state_model_t *m)
+{
+    uint64_t count = state_master_command_count(m->master);
+    uint64_t window = count > s->conf.history ? count - s->conf.history : 0;
+    uint64_t keep_from = window < m->snapshot_count ? window : m->snapshot_count;
+    if (keep_from <= m->history_start)
+        return;
+    store_key_t from, to;
+    key_init(&from, (uint32_t)m->partition, KIND_HISTORY);
+    key_add_id(&from, m->id, m->id_len);
+    key_init(&to, (uint32_t)m->partition, KIND_HISTORY);
+    key_add_id(&to, m->id, m->id_len);
+    key_add_u64(&from, m->history_start);
+    key_add_u64(&to, keep_from);
+    rocksdb_writebatch_delete_range(s->batch, from.p, from.len, to.p, to.len);
+    key_free(&from);
+    key_free(&to);
+    m->history_start = keep_from;
+}
+
+void state_model_flushed(state_store_t *s, state_model_t *m, const char *client,
+                         size_t client_len, uint64_t seq, const state_apply_t *a)
+{
+    const codec_packed_t *applied = &a->result.applied;
+    store_key_t k;
+    key_init(&k, (uint32_t)m->partition, KIND_HISTORY);
+    key_add_id(&k, m->id, m->id_len);
+    size_t prefix = k.len;
+    for (uint32_t i = 0; i < applied->count; i++) {
+        size_t len;
+        const char *bytes = codec_packed_item(applied, i, &len);
+        k.len = prefix;
+        key_add_u64(&k, a->result.applied_from + i);
+        rocksdb_writebatch_put(s->batch, k.p, k.len, bytes, len);
+        m->history_bytes_since += len;
+        charge(s, m, len);
+    }
+    key_free(&k);
+    state_history_mem_append(m->history, a->result.applied_from, applied);
+
+    /* The client's record: its seq and the mappedPaths a retry must see again. */
+    client_t *c = client_load(s, m, client, client_len);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    codec_msgpack_pack_value(&pk, a->mapper.mappings);
+    free(c->mapped_paths);
+    c->mapped_paths = codec_xmemdup(sb.data, sb.size);
+    c->mapped_paths_len = sb.size;
+    c->seq = seq;
+    c->known = true;
+    msgpack_sbuffer_clear(&sb);
+    msgpack_pack_map(&pk, 2);
+    msgpack_pack_str_with_body(&pk, "seq", 3);
+    msgpack_pack_uint64(&pk, seq);
+    msgpack_pack_str_with_body(&pk, "mappedPaths", 11);
+    codec_msgpack_pack_raw(&pk, c->mapped_paths, c->mapped_paths_len);
+    key_init(&k, (uint32_t)m->partition, KIND_CLIENT);
+    key_add_id(&k, m->id, m->id_len);
+    key_add(&k, client, client_len);
+    rocksdb_writebatch_put(s->batch, k.p, k.len, sb.data, sb.size);
+    key_free(&k);
+    msgpack_sbuffer_destroy(&sb);
+
+    /* Rewriting the snapshot costs the document's size: do it when the history since
+     * the last one has outgrown it (so the cost is amortized over the flushes), or
+     * every snapshot_every commands so that loading never replays too much. */
+    uint64_t since = state_master_command_count(m->master) - m->snapshot_count;
+    if (since > 0 &&
+        (since >= s->conf.snapshot_every || m->history_bytes_since > m->snapshot_bytes)) {
+        put_snapshot(s, m);
+        trim_history(s, m);
+    }
+}
+
+int state_store_commit(state_store_t *s, int32_t partition, int64_t next_offset,
+                       char *errstr, size_t errstr_size)
+{
+    if (s->failed[0]) {
+        snprintf(errstr, errstr_size,
+                 "the store refuses writes after an earlier failure: %s", s->failed);
+        return -1;
+    }
+    if (next_offset >= 0) {
+        store_key_t k;
+        key_init(&k, (uint32_t)partition, KIND_OFFSET);
+        unsigned char v[8];
+        for (int i = 7; i >= 0; i--)
+            v[i] = (unsigned char)((uint64_t)next_offset >> (8 * (7 - i)));
+        rocksdb_writebatch_put(s->batch, k.p, k.len, (const char *)v, 8);
+        key_free(&k);
+    }
+    char *err = NULL;
+    rocksdb_write(s->db, s->write_options, s->batch, &err);
+    rocksdb_writebatch_clear(s->batch);
+    if (err) {
+        snprintf(s->failed, sizeof(s->failed), "%s", err);
+        return fail_rocks(err, "writing a step", errstr, errstr_size);
+    }
+    evict(s);
+    return 0;
+}
+
+int64_t state_store_next_offset(state_store_t *s, int32_t partition)
+{
+    store_key_t k;
+    key_init(&k, (uint32_t)partition, KIND_OFFSET);
+    char *err = NULL;
+    size_t len = 0;
+    char *v = rocksdb_get(s->db, s->read_options, k.p, k.len, &len, &err);
+    int64_t offset = -1;
+    if (!err && v && len == 8)
+        offset = (int64_t)be64(v);
+    rocksdb_free(err);
+    free(v);
+    return offset;
+}

@@ -1,0 +1,81 @@
+/* state/store.h - durable masters in RocksDB: snapshots, history, client records and
+ * per-partition progress, written atomically one processing step at a time.
+ *
+ * Models are loaded into a bounded cache (decoded document + recent history in
+ * memory); each flush appends its applied commands to the step's write batch, and
+ * state_store_commit() writes the batch together with the partition's next input
+ * offset. The key layout is in state/README.md. */
+#ifndef FLUSHOUT_STATE_STORE_H
+#define FLUSHOUT_STATE_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "codec/value.h"
+#include "history.h"
+#include "master.h"
+
+/* The layout this code reads and writes; a store of another layout is refused. */
+#define STATE_STORE_LAYOUT 1
+
+typedef struct state_store_conf_s {
+    const char *dir;
+    bool fsync;              /* sync every commit (power-loss durability) */
+    uint64_t history;        /* commands of history kept per model for partial syncs */
+    uint64_t snapshot_every; /* rewrite a snapshot at least every N commands */
+    size_t cache_bytes;      /* decoded models kept in memory (LRU by bytes) */
+    state_master_conf_t master;
+    const codec_value_t *initial_document; /* new models start from a copy; NULL = {} */
+} state_store_conf_t;
+
+typedef struct state_store_s state_store_t;
+typedef struct state_model_s state_model_t;
+
+/** Opens (creating if missing) the store in conf->dir. conf is copied.
+ *  @returns the store, or NULL and errstr (a store of another layout version, an
+ *  unwritable directory, a corrupt file). */
+state_store_t *state_store_open(const state_store_conf_t *conf, char *errstr,
+                                size_t errstr_size);
+/** Closes the store; uncommitted changes are lost. NULL-safe. */
+void state_store_close(state_store_t *s);
+
+/** The model of partition, loaded from the store (snapshot + the history after it) or
+ *  new. Lives until the next state_store_commit() (which may evict it).
+ *  @returns NULL and errstr when the store cannot be read. */
+state_model_t *state_store_model(state_store_t *s, int32_t partition, const char *model,
+                                 size_t model_len, char *errstr, size_t errstr_size);
+
+state_master_t *state_model_master(state_model_t *m);
+/** The model's history provider (recent commands, in memory). */
+state_history_t state_model_history(state_model_t *m);
+
+/* What a client's last applied flush was, to recognise a retry. */
+typedef enum state_seq_e {
+    STATE_SEQ_NEW,       /* greater than the last applied: apply */
+    STATE_SEQ_DUPLICATE, /* equal: a retry of the last flush */
+    STATE_SEQ_STALE,     /* lower: refuse */
+} state_seq_t;
+
+/** Checks seq against the client's record. On DUPLICATE, *mapped_paths (may be NULL)
+ *  gets the original reply's mappedPaths as msgpack bytes, valid until the next call. */
+state_seq_t state_model_check_seq(state_store_t *s, state_model_t *m, const char *client,
+                                  size_t client_len, uint64_t seq,
+                                  const char **mapped_paths, size_t *mapped_paths_len);
+
+/** Records an applied flush: its applied completions go to the history and the step's
+ *  batch, the client's record is updated, and the snapshot is rewritten when due. */
+void state_model_flushed(state_store_t *s, state_model_t *m, const char *client,
+                         size_t client_len, uint64_t seq, const state_apply_t *a);
+
+/** Writes the step atomically: every change recorded since the last commit and the
+ *  partition's next input offset (when next_offset >= 0).
+ *  @returns 0, or -1 and errstr; after a failed write the store refuses further
+ *  commits (nothing half-written is ever visible). */
+int state_store_commit(state_store_t *s, int32_t partition, int64_t next_offset,
+                       char *errstr, size_t errstr_size);
+
+/** The partition's next input offset, or -1 when none is stored. */
+int64_t state_store_next_offset(state_store_t *s, int32_t partition);
+
+#endif

@@ -1,0 +1,309 @@
+/* tests/state/test_store.c - the RocksDB store: reload, snapshots and trimming, cache
+ * eviction, client records, offsets, and refusals (layout version, unusable dir). */
+#include <criterion/criterion.h>
+#include <rocksdb/c.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "codec/json.h"
+#include "state/store.h"
+
+static char dir[] = "/tmp/flushout-test-store-XXXXXX";
+static char errstr[512];
+static state_store_conf_t conf;
+static state_store_t *store;
+
+static void setup(void)
+{
+    cr_assert_not_null(mkdtemp(dir));
+    conf = (state_store_conf_t){
+        .dir = dir,
+        .history = 1000,
+        .snapshot_every = 1000,
+        .cache_bytes = 64 << 20,
+        .master = {.ids = STATE_IDS_SEQUENTIAL},
+    };
+}
+
+static void teardown(void)
+{
+    state_store_close(store);
+    store = NULL;
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    cr_assert_eq(system(cmd), 0);
+    strcpy(dir, "/tmp/flushout-test-store-XXXXXX");
+}
+
+TestSuite(state_store, .init = setup, .fini = teardown);
+
+static void open_store(void)
+{
+    state_store_close(store);
+    store = state_store_open(&conf, errstr, sizeof(errstr));
+    cr_assert_not_null(store, "%s", errstr);
+}
+
+static state_model_t *model(const char *id)
+{
+    state_model_t *m =
+        state_store_model(store, 0, id, strlen(id), errstr, sizeof(errstr));
+    cr_assert_not_null(m, "%s", errstr);
+    return m;
+}
+
+/* Applies a flush given as JSON through the model's master and records it. */
+static void flush(const char *id, const char *client, uint64_t seq, const char *json)
+{
+    codec_value_t *v;
+    cr_assert_eq(codec_json_decode(json, strlen(json), NULL, &v, errstr, sizeof(errstr)),
+                 0, "%s", errstr);
+    codec_request_t req;
+    cr_assert_eq(
+        codec_request_from_value(v, id, strlen(id), NULL, &req, errstr, sizeof(errstr)),
+        0, "%s", errstr);
+    state_model_t *m = model(id);
+    cr_assert_eq(state_model_check_seq(store, m, client, strlen(client), seq, NULL, NULL),
+                 STATE_SEQ_NEW);
+    state_apply_t a;
+    state_apply_init(&a);
+    state_history_t history = state_model_history(m);
+    state_master_apply(state_model_master(m), &req, &history, &a);
+    state_model_flushed(store, m, client, strlen(client), seq, &a);
+    state_apply_destroy(&a);
+    codec_request_clear(&req);
+}
+
+/* A flush of n creates (and an update of each) from the model's current count. */
+static void flush_creates(const char *id, const char *client, uint64_t seq, int n)
+{
+    uint64_t from = state_master_command_count(state_model_master(model(id)));
+    char json[8192];
+    int off = snprintf(json, sizeof(json),
+                       "{\"type\":\"flush\",\"client\":\"%s\",\"seq\":%llu,\"from\":%llu,"
+                       "\"completions\":[",
+                       client, (unsigned long long)seq, (unsigned long long)from);
+    for (int i = 0; i < n; i++) {
+        unsigned long long idn = (unsigned long long)from + (unsigned long long)i * 2 + 1;
+        off +=
+            snprintf(json + off, sizeof(json) - (size_t)off,
+                     "%s{\"command\":{\"action\":\"create\",\"path\":[\"items\"],"
+                     "\"parentDefault\":{},\"props\":{\"n\":%d}},\"createdId\":\"%llu\"},"
+                     "{\"command\":{\"action\":\"update\",\"path\":[\"items\",\"%llu\"],"
+                     "\"props\":{\"done\":true}}}",
+                     i ? "," : "", i, idn, idn);
+    }
+    snprintf(json + off, sizeof(json) - (size_t)off, "]}");
+    flush(id, client, seq, json);
+}
+
+static void commit(int64_t offset)
+{
+    cr_assert_eq(state_store_commit(store, 0, offset, errstr, sizeof(errstr)), 0, "%s",
+                 errstr);
+}
+
+/* The model's snapshot as a heap copy, for comparing across a reopen. */
+static codec_value_t *document_of(const char *id, uint64_t *count)
+{
+    state_master_t *m = state_model_master(model(id));
+    *count = state_master_command_count(m);
+    return codec_value_copy(state_master_document(m));
+}
+
+static void expect_history(const char *id, uint64_t from, uint64_t to, bool available)
+{
+    state_history_t h = state_model_history(model(id));
+    codec_packed_t out;
+    codec_packed_init(&out);
+    int rc = h.range(h.opaque, from, to, &out);
+    cr_assert_eq(rc, available ? 0 : -1, "history %llu..%llu", (unsigned long long)from,
+                 (unsigned long long)to);
+    if (available)
+        cr_assert_eq(out.count, to - from);
+    codec_packed_destroy(&out);
+}
+
+Test(state_store, a_reopened_store_has_the_same_models)
+{
+    open_store();
+    for (int i = 0; i < 10; i++)
+        flush_creates("a", "c1", (uint64_t)i, 3);
+    flush_creates("b", "c2", 0, 1);
+    commit(41);
+    uint64_t count_a, count_b;
+    codec_value_t *a = document_of("a", &count_a);
+    codec_value_t *b = document_of("b", &count_b);
+    cr_assert_eq(count_a, 60);
+
+    open_store();
+    uint64_t again;
+    codec_value_t *a2 = document_of("a", &again);
+    cr_assert_eq(again, count_a);
+    cr_assert(codec_value_equal(a, a2));
+    codec_value_t *b2 = document_of("b", &again);
+    cr_assert_eq(again, count_b);
+    cr_assert(codec_value_equal(b, b2));
+    expect_history("a", 0, 60, true);
+    cr_assert_eq(state_store_next_offset(store, 0), 41);
+    cr_assert_eq(state_store_next_offset(store, 7), -1);
+    codec_value_destroy(a);
+    codec_value_destroy(a2);
+    codec_value_destroy(b);
+    codec_value_destroy(b2);
+}
+
+Test(state_store, uncommitted_changes_are_not_stored)
+{
+    open_store();
+    flush_creates("a", "c1", 1, 2);
+    commit(1);
+    flush_creates("a", "c1", 2, 2);
+    open_store(); /* closes without committing the second flush */
+    uint64_t count;
+    codec_value_t *doc = document_of("a", &count);
+    cr_assert_eq(count, 4);
+    codec_value_destroy(doc);
+    cr_assert_eq(state_store_next_offset(store, 0), 1);
+}
+
+Test(state_store, snapshots_are_rewritten_and_old_history_trimmed)
+{
+    conf.snapshot_every = 7;
+    conf.history = 5;
+    open_store();
+    for (int i = 0; i < 20; i++) {
+        flush_creates("a", "c1", (uint64_t)i, 1);
+        commit(i);
+    }
+    uint64_t count;
+    codec_value_t *doc = document_of("a", &count);
+    cr_assert_eq(count, 40);
+
+    open_store();
+    uint64_t again;
+    codec_value_t *doc2 = document_of("a", &again);
+    cr_assert_eq(again, 40);
+    cr_assert(codec_value_equal(doc, doc2), "snapshot + replayed history = the document");
+    expect_history("a", 35, 40, true);
+    expect_history("a", 34, 40, false);
+
+    /* Nothing older than the snapshot and the window is left in RocksDB. */
+    state_store_close(store);
+    store = NULL;
+    rocksdb_options_t *o = rocksdb_options_create();
+    char *err = NULL;
+    rocksdb_t *db = rocksdb_open(o, dir, &err);
+    cr_assert_null(err);
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_iterator_t *it = rocksdb_create_iterator(db, ro);
+    int history_keys = 0;
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t len;
+        const char *k = rocksdb_iter_key(it, &len);
+        history_keys += len > 4 && k[4] == 'h';
+    }
+    cr_assert_leq(history_keys, 5 + 7, "history kept: %d entries", history_keys);
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    rocksdb_close(db);
+    rocksdb_options_destroy(o);
+    codec_value_destroy(doc);
+    codec_value_destroy(doc2);
+}
+
+Test(state_store, evicted_models_reload_identically)
+{
+    conf.cache_bytes = 1; /* every commit evicts everything */
+    open_store();
+    flush_creates("a", "c1", 1, 5);
+    uint64_t count;
+    codec_value_t *before = document_of("a", &count);
+    commit(0);
+    uint64_t again;
+    codec_value_t *reloaded = document_of("a", &again); /* evicted by the commit */
+    cr_assert_eq(again, count);
+    cr_assert(codec_value_equal(before, reloaded));
+    flush_creates("a", "c1", 2, 5);
+    commit(1);
+    codec_value_t *after = document_of("a", &again);
+    cr_assert_eq(again, count + 10);
+    cr_assert_eq(codec_map_get(after, "items", 5)->u.map.count, 10);
+    codec_value_destroy(before);
+    codec_value_destroy(reloaded);
+    codec_value_destroy(after);
+}
+
+Test(state_store, client_records_recognise_retries_across_reopen)
+{
+    open_store();
+    /* Two clients create the same ID: the second is remapped. */
+    flush(
+        "m", "alice", 0,
+        "{\"type\":\"flush\",\"client\":\"alice\",\"seq\":0,\"from\":0,\"completions\":["
+        "{\"command\":{\"action\":\"create\"},\"createdId\":\"1\"}]}");
+    flush("m", "bob", 4,
+          "{\"type\":\"flush\",\"client\":\"bob\",\"seq\":4,\"from\":0,\"completions\":["
+          "{\"command\":{\"action\":\"create\"},\"createdId\":\"1\"}]}");
+    commit(2);
+    open_store();
+    state_model_t *m = model("m");
+    const char *mapped;
+    size_t mapped_len;
+    cr_assert_eq(state_model_check_seq(store, m, "bob", 3, 5, NULL, NULL), STATE_SEQ_NEW);
+    cr_assert_eq(state_model_check_seq(store, m, "bob", 3, 3, NULL, NULL),
+                 STATE_SEQ_STALE);
+    cr_assert_eq(state_model_check_seq(store, m, "bob", 3, 4, &mapped, &mapped_len),
+                 STATE_SEQ_DUPLICATE);
+    cr_assert_eq(state_model_check_seq(store, m, "alice", 5, 0, NULL, NULL),
+                 STATE_SEQ_DUPLICATE, "seq 0 is a seq like any other");
+    cr_assert_eq(state_model_check_seq(store, m, "carol", 5, 0, NULL, NULL),
+                 STATE_SEQ_NEW);
+    /* bob's original reply mapped "1" to "3": a retry must see that again */
+    cr_assert_eq(state_model_check_seq(store, m, "bob", 3, 4, &mapped, &mapped_len),
+                 STATE_SEQ_DUPLICATE);
+    cr_assert_not_null(mapped);
+    cr_assert_eq(mapped_len, 6u); /* {"1":["3"]}: map1, fixstr "1", array1, fixstr "3" */
+    cr_assert_eq(memcmp(mapped,
+                        "\x81\xa1"
+                        "1"
+                        "\x91\xa1"
+                        "3",
+                        6),
+                 0);
+}
+
+Test(state_store, refuses_a_store_of_another_layout)
+{
+    open_store();
+    state_store_close(store);
+    store = NULL;
+    rocksdb_options_t *o = rocksdb_options_create();
+    char *err = NULL;
+    rocksdb_t *db = rocksdb_open(o, dir, &err);
+    cr_assert_null(err);
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    rocksdb_put(db, wo, "\xff\xff\xff\xffV", 5, "flushout-store 99", 17, &err);
+    cr_assert_null(err);
+    rocksdb_writeoptions_destroy(wo);
+    rocksdb_close(db);
+    rocksdb_options_destroy(o);
+
+    cr_assert_null(state_store_open(&conf, errstr, sizeof(errstr)));
+    cr_assert(strstr(errstr, "flushout-store 99"), "%s", errstr);
+    cr_assert(strstr(errstr, "flushout-store 1"), "%s", errstr);
+}
+
+Test(state_store, reports_an_unusable_directory)
+{
+    char file[300];
+    snprintf(file, sizeof(file), "%s/not-a-dir", dir);
+    FILE *fp = fopen(file, "w");
+    fputs("x", fp);
+    fclose(fp);
+    conf.dir = file;
+    cr_assert_null(state_store_open(&conf, errstr, sizeof(errstr)));
+    cr_assert(strstr(errstr, "not-a-dir"), "%s", errstr);
+}
