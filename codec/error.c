@@ -25,6 +25,8 @@ static const char *const names[CODEC_ERR__COUNT] = {
     [CODEC_ERR_MODEL_MISMATCH] = "model_mismatch",
     [CODEC_ERR_HISTORY_UNAVAILABLE] = "history_unavailable",
     [CODEC_ERR_BAD_RANGE] = "bad_range",
+    [CODEC_ERR_STALE_SEQ] = "stale_seq",
+    [CODEC_ERR_STORE_FAILED] = "store_failed",
 };
 
 const codec_limits_t codec_limits_default = {

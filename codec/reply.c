@@ -138,7 +138,11 @@ void codec_reply_pack_flush(msgpack_packer *pk, const codec_reply_to_t *to,
                             const codec_flush_result_t *r)
 {
     pack_head(pk, "flushResult", to,
-              1 + (r->sync != CODEC_SYNC_NONE) + (r->errors.count > 0));
+              1 + (r->sync != CODEC_SYNC_NONE) + (r->errors.count > 0) + r->duplicate);
+    if (r->duplicate) {
+        PACK_LIT(pk, "duplicate");
+        msgpack_pack_true(pk);
+    }
     PACK_LIT(pk, "applied");
     msgpack_pack_map(pk, 2);
     PACK_LIT(pk, "from");
@@ -168,7 +172,12 @@ void codec_reply_pack_flush(msgpack_packer *pk, const codec_reply_to_t *to,
             pack_snapshot(pk, r->latest_count, r->latest_document);
         }
         PACK_LIT(pk, "mappedPaths");
-        codec_msgpack_pack_value(pk, r->mapped_paths);
+        if (r->mapped_paths_raw)
+            codec_msgpack_pack_raw(pk, r->mapped_paths_raw, r->mapped_paths_raw_len);
+        else if (r->mapped_paths)
+            codec_msgpack_pack_value(pk, r->mapped_paths);
+        else
+            msgpack_pack_map(pk, 0);
     }
     if (r->errors.count > 0) {
         PACK_LIT(pk, "errors");

@@ -63,6 +63,9 @@ typedef struct codec_flush_result_s {
     uint64_t latest_count;                /* full */
     const codec_value_t *latest_document; /* full; borrowed */
     const codec_value_t *mapped_paths;    /* map of joined path -> path; borrowed */
+    bool duplicate; /* a retry of the client's last flush: nothing applied */
+    const char *mapped_paths_raw; /* duplicate: the original mappedPaths, msgpack */
+    size_t mapped_paths_raw_len;
 } codec_flush_result_t;
 
 void codec_flush_result_init(codec_flush_result_t *r);

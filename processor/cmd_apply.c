@@ -1,8 +1,12 @@
 /* processor/cmd_apply.c - `flushout-processor apply`: NDJSON requests in, replies out.
  *
  * Each line goes the way a Kafka record will: JSON -> value -> msgpack bytes ->
- * the record handler (the model id is the record key) -> msgpack reply -> JSON, so
- * `apply` exercises the same decoder and encoder as the processor. */
+ * the record handler (the model id is the record key) -> msgpack reply -> JSON, so *
+ * `apply` exercises the same decoder and encoder as the processor. State lives in the
+ * RocksDB store in --state-dir; each request is one processing step, committed before
+ * its reply is written, so a reply is never seen for a change that is not stored.
+ * Running apply again on the same directory continues from the stored state, and a
+ * flush whose client and seq were already applied gets a "duplicate" reply. */
 #include "cmd_apply.h"
 
 #include <errno.h>
@@ -16,7 +20,7 @@
 #include "codec/reply.h"
 #include "handler.h"
 
-static int make_dirs(const char *path, char *errstr, size_t errstr_size)
+int processor_make_dirs(const char *path, char *errstr, size_t errstr_size)
 {
     char *p = codec_xmemdup(path, strlen(path));
     int rc = 0;
@@ -97,7 +101,7 @@ int processor_cmd_apply(const processor_config_t *cfg, FILE *in, FILE *out)
         .max_completions = (uint32_t)cfg->max_completions,
         .max_path_length = (uint32_t)cfg->max_path_length,
     };
-    if (make_dirs(cfg->state_dir, errstr, sizeof(errstr))) {
+    if (processor_make_dirs(cfg->state_dir, errstr, sizeof(errstr))) {
         fprintf(stderr, "apply: %s\n", errstr);
         return 1;
     }
@@ -107,16 +111,31 @@ int processor_cmd_apply(const processor_config_t *cfg, FILE *in, FILE *out)
         fprintf(stderr, "apply: %s\n", errstr);
         return 1;
     }
-
-    processor_handler_conf_t conf = {
-        .master = {.ids = !strcmp(cfg->ids, "sequential") ? STATE_IDS_SEQUENTIAL
-                                                          : STATE_IDS_HASH},
+    state_master_conf_t master = {
+        .ids = !strcmp(cfg->ids, "sequential") ? STATE_IDS_SEQUENTIAL : STATE_IDS_HASH};
+    state_store_conf_t store_conf = {
+        .dir = cfg->state_dir,
+        .fsync = cfg->fsync,
         .history = cfg->history,
+        .snapshot_every = cfg->snapshot_every,
+        .cache_bytes = (size_t)cfg->cache_mb << 20,
+        .master = master,
         .initial_document = initial,
+    };
+    state_store_t *store = state_store_open(&store_conf, errstr, sizeof(errstr));
+    codec_value_destroy(initial);
+    if (!store) {
+        fprintf(stderr, "apply: %s\n", errstr);
+        return 1;
+    }
+    processor_handler_conf_t conf = {
+        .store = store,
+        .master = master,
+        .history = cfg->history,
         .limits = limits,
     };
     processor_handler_t *h = processor_handler_new(&conf);
-    codec_value_destroy(initial);
+    int rc = 0;
 
     processor_output_t result;
     processor_output_init(&result);
@@ -147,10 +166,15 @@ int processor_cmd_apply(const processor_config_t *cfg, FILE *in, FILE *out)
             bool keyed = model && model->type == CODEC_VALUE_STR;
             msgpack_sbuffer_clear(&record);
             codec_msgpack_pack_value(&pk, v);
-            processor_handler_handle(h, keyed ? model->u.str.ptr : NULL,
+            processor_handler_handle(h, 0, keyed ? model->u.str.ptr : NULL,
                                      keyed ? model->u.str.len : 0, record.data,
                                      record.size, &result);
             codec_value_destroy(v);
+            if (processor_handler_commit(h, 0, -1, errstr, sizeof(errstr))) {
+                fprintf(stderr, "apply: %s\n", errstr);
+                rc = 1;
+                break;
+            }
         }
         write_json(out, result.reply.data, result.reply.size);
     }
@@ -160,5 +184,6 @@ int processor_cmd_apply(const processor_config_t *cfg, FILE *in, FILE *out)
     msgpack_sbuffer_destroy(&record);
     processor_output_destroy(&result);
     processor_handler_destroy(h);
-    return ferror(out) ? 1 : 0;
+    state_store_close(store);
+    return rc || ferror(out) ? 1 : 0;
 }

@@ -24,6 +24,7 @@ struct processor_handler_s {
     model_t *models;
     state_apply_t apply; /* reused by every flush, keeping its buffers */
     msgpack_zone *zone;  /* each request's decoded tree; cleared after each record */
+    state_history_mem_t *history_of_last; /* without a store: the handled model's */
 };
 
 processor_handler_t *processor_handler_new(const processor_handler_conf_t *conf)
@@ -112,11 +113,18 @@ void processor_output_destroy(processor_output_t *out)
     msgpack_sbuffer_destroy(&out->reply);
 }
 
-static void handle_history(model_t *m, uint64_t retain, const codec_request_t *req,
+/* A model wherever it lives: in the handler's own table, or in the store. */
+typedef struct target_s {
+    state_master_t *master;
+    state_history_t history;
+    state_model_t *stored; /* NULL without a store */
+} target_t;
+
+static void handle_history(const target_t *t, uint64_t retain, const codec_request_t *req,
                            msgpack_packer *pk, const codec_reply_to_t *to,
                            processor_output_t *out)
 {
-    uint64_t count = state_master_command_count(m->master);
+    uint64_t count = state_master_command_count(t->master);
     uint64_t end = req->has_to ? req->to : count;
     char msg[160];
     if (req->from > end || end > count) {
@@ -130,8 +138,7 @@ static void handle_history(model_t *m, uint64_t retain, const codec_request_t *r
     }
     codec_packed_t list;
     codec_packed_init(&list);
-    state_history_t provider = state_history_mem_provider(m->history);
-    if (provider.range(provider.opaque, req->from, end, &list) != 0) {
+    if (t->history.range(t->history.opaque, req->from, end, &list) != 0) {
         snprintf(msg, sizeof(msg),
                  "history from %llu is no longer kept (kept: the last %llu commands)",
                  (unsigned long long)req->from, (unsigned long long)retain);
@@ -143,8 +150,55 @@ static void handle_history(model_t *m, uint64_t retain, const codec_request_t *r
     codec_packed_destroy(&list);
 }
 
-void processor_handler_handle(processor_handler_t *h, const char *key, size_t key_len,
-                              const char *value, size_t value_len,
+/* Applies a flush; with a store, checks the client's seq first so that a retried flush
+ * is answered again instead of applied twice. */
+static void handle_flush(processor_handler_t *h, const target_t *t,
+                         const codec_request_t *req, msgpack_packer *pk,
+                         const codec_reply_to_t *to, processor_output_t *out)
+{
+    state_apply_t *a = &h->apply;
+    state_apply_reset(a);
+    if (t->stored) {
+        const char *mapped;
+        size_t mapped_len;
+        switch (state_model_check_seq(h->conf.store, t->stored, req->client.ptr,
+                                      req->client.len, req->seq, &mapped, &mapped_len)) {
+        case STATE_SEQ_STALE: {
+            char msg[128];
+            snprintf(msg, sizeof(msg), "seq %llu is older than this client's last flush",
+                     (unsigned long long)req->seq);
+            out->error = CODEC_ERR_STALE_SEQ;
+            codec_reply_pack_error(pk, to, out->error, msg);
+            return;
+        }
+        case STATE_SEQ_DUPLICATE:
+            /* The retry gets the latest snapshot and the original remaps: the proxy
+             * ends where the lost reply would have brought it, or further on. */
+            a->result.duplicate = true;
+            a->result.applied_from = state_master_command_count(t->master);
+            a->result.sync = CODEC_SYNC_FULL;
+            a->result.latest_count = state_master_command_count(t->master);
+            a->result.latest_document = state_master_document(t->master);
+            a->result.mapped_paths_raw = mapped;
+            a->result.mapped_paths_raw_len = mapped_len;
+            codec_reply_pack_flush(pk, to, &a->result);
+            return;
+        case STATE_SEQ_NEW:
+            break;
+        }
+    }
+    state_master_apply(t->master, req, &t->history, a);
+    if (t->stored)
+        state_model_flushed(h->conf.store, t->stored, req->client.ptr, req->client.len,
+                            req->seq, a);
+    else
+        state_history_mem_append(h->history_of_last, a->result.applied_from,
+                                 &a->result.applied);
+    codec_reply_pack_flush(pk, to, &a->result);
+}
+
+void processor_handler_handle(processor_handler_t *h, int32_t partition, const char *key,
+                              size_t key_len, const char *value, size_t value_len,
                               processor_output_t *out)
 {
     msgpack_packer pk;
@@ -168,26 +222,45 @@ void processor_handler_handle(processor_handler_t *h, const char *key, size_t ke
         goto done;
     }
 
-    model_t *m = model_get(h, &req.model);
-    switch (req.type) {
-    case CODEC_REQUEST_FLUSH: {
-        state_apply_t *a = &h->apply;
-        state_history_t provider = state_history_mem_provider(m->history);
-        state_apply_reset(a);
-        state_master_apply(m->master, &req, &provider, a);
-        state_history_mem_append(m->history, a->result.applied_from, &a->result.applied);
-        codec_reply_pack_flush(&pk, &to, &a->result);
-        break;
+    target_t t = {0};
+    if (h->conf.store) {
+        t.stored = state_store_model(h->conf.store, partition, req.model.ptr,
+                                     req.model.len, errstr, sizeof(errstr));
+        if (!t.stored) {
+            out->error = CODEC_ERR_STORE_FAILED;
+            codec_reply_pack_error(&pk, &to, out->error, errstr);
+            goto done;
+        }
+        t.master = state_model_master(t.stored);
+        t.history = state_model_history(t.stored);
+    } else {
+        model_t *m = model_get(h, &req.model);
+        t.master = m->master;
+        t.history = state_history_mem_provider(m->history);
+        h->history_of_last = m->history;
     }
+
+    switch (req.type) {
+    case CODEC_REQUEST_FLUSH:
+        handle_flush(h, &t, &req, &pk, &to, out);
+        break;
     case CODEC_REQUEST_SNAPSHOT:
-        codec_reply_pack_snapshot(&pk, &to, state_master_command_count(m->master),
-                                  state_master_document(m->master));
+        codec_reply_pack_snapshot(&pk, &to, state_master_command_count(t.master),
+                                  state_master_document(t.master));
         break;
     case CODEC_REQUEST_HISTORY:
-        handle_history(m, h->conf.history, &req, &pk, &to, out);
+        handle_history(&t, h->conf.history, &req, &pk, &to, out);
         break;
     }
 done:
     codec_request_clear(&req);
     msgpack_zone_clear(h->zone);
+}
+
+int processor_handler_commit(processor_handler_t *h, int32_t partition,
+                             int64_t next_offset, char *errstr, size_t errstr_size)
+{
+    if (!h->conf.store)
+        return 0;
+    return state_store_commit(h->conf.store, partition, next_offset, errstr, errstr_size);
 }

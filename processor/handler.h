@@ -10,8 +10,11 @@
 
 #include "codec/error.h"
 #include "state/master.h"
+#include "state/store.h"
 
 typedef struct processor_handler_conf_s {
+    state_store_t *store; /* where models live; NULL keeps them in memory, without
+                           * client records (used by the benchmark and the fuzzer) */
     state_master_conf_t master;
     uint64_t history;                      /* commands of history kept per model */
     const codec_value_t *initial_document; /* new models start from a copy; NULL = {} */
@@ -20,7 +23,8 @@ typedef struct processor_handler_conf_s {
 
 typedef struct processor_handler_s processor_handler_t;
 
-/** conf is copied; conf->initial_document is copied too. */
+/** conf is copied; conf->initial_document is copied too; conf->store stays the
+ *  caller's. */
 processor_handler_t *processor_handler_new(const processor_handler_conf_t *conf);
 void processor_handler_destroy(processor_handler_t *h);
 
@@ -37,12 +41,19 @@ void processor_output_init(processor_output_t *out);
 void processor_output_reset(processor_output_t *out);
 void processor_output_destroy(processor_output_t *out);
 
-/** Handles one record. Never fails: bad input gets an error reply in out.
- *  key may be NULL (then the value must carry "model").
+/** Handles one record of partition. Never fails: bad input gets an error reply in
+ *  out. key may be NULL (then the value must carry "model"). With a store, changes
+ *  are durable only after processor_handler_commit().
  *  @locality one thread per handler. */
-void processor_handler_handle(processor_handler_t *h, const char *key, size_t key_len,
-                              const char *value, size_t value_len,
+void processor_handler_handle(processor_handler_t *h, int32_t partition, const char *key,
+                              size_t key_len, const char *value, size_t value_len,
                               processor_output_t *out);
+
+/** Ends a processing step of partition: with a store, writes every change since the
+ *  last commit atomically with the partition's next input offset (-1: none).
+ *  @returns 0, or -1 and errstr (the store then refuses further steps). */
+int processor_handler_commit(processor_handler_t *h, int32_t partition,
+                             int64_t next_offset, char *errstr, size_t errstr_size);
 
 /** The model's master, or NULL if the handler has not seen the model. */
 const state_master_t *processor_handler_model(const processor_handler_t *h,

@@ -15,9 +15,8 @@
 
 const processor_option_t processor_options[] = {
     {"state-dir", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(state_dir),
-     PROCESSOR_CMD_APPLY, 1,
-     "Directory of the state store (created if missing). Until the RocksDB store lands, "
-     "state is kept in memory and the directory is only created."},
+     PROCESSOR_CMD_APPLY | PROCESSOR_CMD_INSPECT, 1,
+     "Directory of the RocksDB state store (created if missing)."},
     {"ids", PROCESSOR_OPT_STRING, "hash", "hash|sequential", 0, 0, OFF(ids),
      PROCESSOR_CMD_APPLY, 0,
      "How created IDs are chosen when a proposed ID collides: 'hash' (a deterministic "
@@ -27,6 +26,21 @@ const processor_option_t processor_options[] = {
      PROCESSOR_CMD_APPLY, 0,
      "Commands of history kept per model for partial syncs. A flush whose 'from' is "
      "older gets a full snapshot; 0 keeps none."},
+    {"snapshot-every", PROCESSOR_OPT_UINT, "1000", NULL, 1, UINT64_MAX,
+     OFF(snapshot_every), PROCESSOR_CMD_APPLY, 0,
+     "Rewrite a model's stored snapshot at least every N commands (also whenever the "
+     "history since the last one outgrows it), so loading replays at most N commands."},
+    {"cache-mb", PROCESSOR_OPT_UINT, "256", NULL, 1, 1u << 20, OFF(cache_mb),
+     PROCESSOR_CMD_APPLY | PROCESSOR_CMD_INSPECT, 0,
+     "Memory for decoded models (documents and recent history), least recently used "
+     "evicted first; an evicted model reloads from the store."},
+    {"fsync", PROCESSOR_OPT_BOOL, "false", NULL, 0, 1, OFF(fsync), PROCESSOR_CMD_APPLY, 0,
+     "Sync every write to disk: survives power loss, not just a killed process (the WAL "
+     "is always on)."},
+    {"model", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(model), PROCESSOR_CMD_INSPECT,
+     0, "Print this model's snapshot as JSON."},
+    {"history-of", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(history_of),
+     PROCESSOR_CMD_INSPECT, 0, "Print this model's stored history as JSON lines."},
     {"initial-document", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(initial_document),
      PROCESSOR_CMD_APPLY, 0,
      "JSON file with the document new models start from "
@@ -80,6 +94,18 @@ static int set(processor_config_t *cfg, const processor_option_t *o, const char 
         }
         free(*(char **)field);
         *(char **)field = codec_xmemdup(value, strlen(value));
+        return 0;
+    }
+    if (o->type == PROCESSOR_OPT_BOOL) {
+        if (!strcmp(value, "true") || !strcmp(value, "1"))
+            *(uint64_t *)field = 1;
+        else if (!strcmp(value, "false") || !strcmp(value, "0"))
+            *(uint64_t *)field = 0;
+        else {
+            snprintf(errstr, errstr_size, "%s: %s must be true or false, not \"%s\"",
+                     origin, o->name, value);
+            return -1;
+        }
         return 0;
     }
     char *end;
@@ -142,10 +168,11 @@ void processor_options_usage(FILE *fp, unsigned command)
         const processor_option_t *o = &processor_options[i];
         if (!(o->commands & command))
             continue;
-        fprintf(fp, "  --%s %s%s\n      %s\n", o->name,
-                o->choices                      ? o->choices
-                : o->type == PROCESSOR_OPT_UINT ? "N"
-                                                : "VALUE",
+        const char *arg = o->choices                      ? o->choices
+                          : o->type == PROCESSOR_OPT_UINT ? " N"
+                          : o->type == PROCESSOR_OPT_BOOL ? "[=true|false]"
+                                                          : " VALUE";
+        fprintf(fp, "  --%s%s%s%s\n      %s\n", o->name, o->choices ? " " : "", arg,
                 o->required ? " (required)" : "", o->help);
         if (o->default_value)
             fprintf(fp, "      Default: %s.\n", o->default_value);
@@ -209,7 +236,10 @@ int processor_config_load(processor_config_t *cfg, unsigned command,
                      (int)len, name, command_name);
             return -1;
         }
-        const char *value = eq ? eq + 1 : (i + 1 < argc ? argv[++i] : NULL);
+        const char *value = eq                              ? eq + 1
+                            : o->type == PROCESSOR_OPT_BOOL ? "true"
+                            : i + 1 < argc                  ? argv[++i]
+                                                            : NULL;
         if (!value) {
             snprintf(errstr, errstr_size, "--%s needs a value", o->name);
             return -1;

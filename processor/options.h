@@ -11,13 +11,19 @@
 #include <stdio.h>
 
 /* Commands an option applies to. */
-#define PROCESSOR_CMD_APPLY 0x1
+#define PROCESSOR_CMD_APPLY   0x1
+#define PROCESSOR_CMD_INSPECT 0x2
 
 typedef struct processor_config_s {
     char *state_dir;
     char *initial_document;
     char *ids; /* "hash" or "sequential" */
     uint64_t history;
+    uint64_t snapshot_every;
+    uint64_t cache_mb;
+    uint64_t fsync;
+    char *model;      /* inspect */
+    char *history_of; /* inspect */
     uint64_t max_depth;
     uint64_t max_string_bytes;
     uint64_t max_completions;
@@ -27,6 +33,7 @@ typedef struct processor_config_s {
 typedef enum processor_opt_type_e {
     PROCESSOR_OPT_STRING,
     PROCESSOR_OPT_UINT,
+    PROCESSOR_OPT_BOOL, /* --name alone means true; values true/false/1/0 */
 } processor_opt_type_t;
 
 typedef struct processor_option_s {

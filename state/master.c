@@ -68,6 +68,9 @@ void state_apply_reset(state_apply_t *a)
     r->applied_from = r->diff_from = r->latest_count = 0;
     r->sync = CODEC_SYNC_NONE;
     r->latest_document = r->mapped_paths = NULL;
+    r->duplicate = false;
+    r->mapped_paths_raw = NULL;
+    r->mapped_paths_raw_len = 0;
     codec_map_clear(a->mapper.mappings);
 }
 

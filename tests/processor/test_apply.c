@@ -218,3 +218,36 @@ Test(processor_apply, options_come_from_the_table_with_clear_errors)
     cr_assert_eq(cfg.history, 7);
     cr_assert_str_eq(cfg.ids, "hash");
 }
+
+Test(processor_apply, a_second_run_continues_and_recognises_retries)
+{
+    load(NULL, NULL);
+    const char *flushes =
+        "{\"type\":\"flush\",\"model\":\"a\",\"client\":\"alice\",\"seq\":1,\"from\":0,"
+        "\"completions\":[{\"command\":{\"action\":\"create\"},\"createdId\":\"1\"}]}\n"
+        "{\"type\":\"flush\",\"model\":\"a\",\"client\":\"bob\",\"seq\":7,\"from\":0,"
+        "\"completions\":[{\"command\":{\"action\":\"create\"},\"createdId\":\"1\"}]}\n";
+    char *out = run(flushes);
+    free(out);
+
+    /* A new process on the same directory: bob's reply was lost and he retries. */
+    out = run(
+        "{\"type\":\"flush\",\"model\":\"a\",\"client\":\"bob\",\"seq\":7,\"from\":0,"
+        "\"completions\":[{\"command\":{\"action\":\"create\"},\"createdId\":\"1\"}]}\n"
+        "{\"type\":\"flush\",\"model\":\"a\",\"client\":\"bob\",\"seq\":6,\"from\":0,"
+        "\"completions\":[]}\n"
+        "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"bob\",\"seq\":8}\n");
+    expect_line(
+        out, 0,
+        "{\"type\":\"flushResult\",\"model\":\"a\",\"client\":\"bob\",\"seq\":7,"
+        "\"duplicate\":true,\"applied\":{\"from\":2,\"completions\":[]},"
+        "\"sync\":{\"isPartial\":false,\"latest\":{\"commandCount\":2,\"document\":{"
+        "\"1\":{},\"3\":{}}},\"mappedPaths\":{\"1\":[\"3\"]}}}");
+    codec_value_t *v = line(out, 1);
+    cr_assert_str_eq(error_code(v), "stale_seq");
+    codec_value_destroy(v);
+    expect_line(out, 2,
+                "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"bob\",\"seq\":8,"
+                "\"snapshot\":{\"commandCount\":2,\"document\":{\"1\":{},\"3\":{}}}}");
+    free(out);
+}
