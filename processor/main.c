@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "cmd_apply.h"
+#include "cmd_inspect.h"
 #include "options.h"
 
 #define VERSION "0.1.0"
@@ -14,7 +15,10 @@ static void usage(FILE *fp)
             "Usage: flushout-processor COMMAND [options]\n\n"
             "Commands:\n"
             "  apply    Read NDJSON requests from stdin, write one NDJSON reply per\n"
-            "           request to stdout (offline; no Kafka).\n\n"
+            "           request to stdout (offline; no Kafka), keeping state in the\n"
+            "           RocksDB store in --state-dir.\n"
+            "  inspect  List what a state store holds, or print one model's snapshot\n"
+            "           (--model M) or history (--history-of M) as JSON.\n\n"
             "Run 'flushout-processor COMMAND --help' for a command's options.\n",
             VERSION);
 }
@@ -35,7 +39,10 @@ int main(int argc, char **argv)
         printf("flushout-processor %s\n", VERSION);
         return 0;
     }
-    if (strcmp(command, "apply")) {
+    unsigned which = !strcmp(command, "apply")     ? PROCESSOR_CMD_APPLY
+                     : !strcmp(command, "inspect") ? PROCESSOR_CMD_INSPECT
+                                                   : 0;
+    if (!which) {
         fprintf(stderr, "flushout-processor: unknown command \"%s\"\n\n", command);
         usage(stderr);
         return 2;
@@ -43,10 +50,11 @@ int main(int argc, char **argv)
 
     processor_config_t cfg;
     char errstr[512];
-    int rc = processor_config_load(&cfg, PROCESSOR_CMD_APPLY, command, argc - 2, argv + 2,
-                                   errstr, sizeof(errstr));
+    int rc = processor_config_load(&cfg, which, command, argc - 2, argv + 2, errstr,
+                                   sizeof(errstr));
     if (rc == 0)
-        rc = processor_cmd_apply(&cfg, stdin, stdout);
+        rc = which == PROCESSOR_CMD_APPLY ? processor_cmd_apply(&cfg, stdin, stdout)
+                                          : processor_cmd_inspect(&cfg, stdout);
     else if (rc == 1)
         rc = 0;
     else {

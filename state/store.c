@@ -695,3 +695,71 @@ int64_t state_store_next_offset(state_store_t *s, int32_t partition)
     free(v);
     return offset;
 }
+
+/* ---- scanning ---- */
+
+/* Parses a key into item; @returns false for keys that are not per-partition records. */
+static bool parse_key(const char *k, size_t len, state_store_item_t *item)
+{
+    if (len < 5)
+        return false;
+    uint32_t p = ((uint32_t)(unsigned char)k[0] << 24) |
+                 ((uint32_t)(unsigned char)k[1] << 16) |
+                 ((uint32_t)(unsigned char)k[2] << 8) | (uint32_t)(unsigned char)k[3];
+    if (p == META_PARTITION)
+        return false;
+    memset(item, 0, sizeof(*item));
+    item->partition = (int32_t)p;
+    item->kind = k[4];
+    const char *rest = k + 5;
+    size_t rest_len = len - 5;
+    switch (item->kind) {
+    case KIND_OFFSET:
+        return rest_len == 0;
+    case KIND_SNAPSHOT:
+        item->model = rest;
+        item->model_len = rest_len;
+        return true;
+    case KIND_HISTORY:
+    case KIND_CLIENT: {
+        if (rest_len < 2)
+            return false;
+        size_t mlen = ((size_t)(unsigned char)rest[0] << 8) | (unsigned char)rest[1];
+        if (rest_len < 2 + mlen)
+            return false;
+        item->model = rest + 2;
+        item->model_len = mlen;
+        if (item->kind == KIND_CLIENT) {
+            item->client = rest + 2 + mlen;
+            item->client_len = rest_len - 2 - mlen;
+            return true;
+        }
+        if (rest_len != 2 + mlen + 8)
+            return false;
+        item->count = be64(rest + 2 + mlen);
+        return true;
+    }
+    }
+    return false;
+}
+
+int state_store_scan(state_store_t *s,
+                     int (*visit)(void *opaque, const state_store_item_t *item),
+                     void *opaque, char *errstr, size_t errstr_size)
+{
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t klen;
+        const char *k = rocksdb_iter_key(it, &klen);
+        state_store_item_t item;
+        if (!parse_key(k, klen, &item))
+            continue;
+        item.value = rocksdb_iter_value(it, &item.value_len);
+        if (visit(opaque, &item))
+            break;
+    }
+    char *err = NULL;
+    rocksdb_iter_get_error(it, &err);
+    rocksdb_iter_destroy(it);
+    return err ? fail_rocks(err, "scanning the store", errstr, errstr_size) : 0;
+}

@@ -75,6 +75,31 @@ void state_model_flushed(state_store_t *s, state_model_t *m, const char *client,
 int state_store_commit(state_store_t *s, int32_t partition, int64_t next_offset,
                        char *errstr, size_t errstr_size);
 
+/* One stored record, as state_store_scan() sees it. */
+typedef struct state_store_item_s {
+    int32_t partition;
+    char kind;         /* STATE_ITEM_* */
+    const char *model; /* snapshot, history, client */
+    size_t model_len;
+    uint64_t count;     /* history: the command count */
+    const char *client; /* client record */
+    size_t client_len;
+    const char *value; /* the stored bytes (msgpack; offset: 8 bytes BE) */
+    size_t value_len;
+} state_store_item_t;
+
+#define STATE_ITEM_OFFSET   'o'
+#define STATE_ITEM_SNAPSHOT 's'
+#define STATE_ITEM_HISTORY  'h'
+#define STATE_ITEM_CLIENT   'c'
+
+/** Calls visit for every stored record, in key order (partition by partition; within
+ *  one, client records, history, the offset, then snapshots). visit returns non-zero
+ *  to stop. @returns 0, or -1 and errstr when the store cannot be read. */
+int state_store_scan(state_store_t *s,
+                     int (*visit)(void *opaque, const state_store_item_t *item),
+                     void *opaque, char *errstr, size_t errstr_size);
+
 /** The partition's next input offset, or -1 when none is stored. */
 int64_t state_store_next_offset(state_store_t *s, int32_t partition);
 

@@ -8,6 +8,7 @@
 
 #include "codec/json.h"
 #include "processor/cmd_apply.h"
+#include "processor/cmd_inspect.h"
 #include "processor/options.h"
 
 static char state_dir[] = "/tmp/flushout-test-apply-XXXXXX";
@@ -250,4 +251,67 @@ Test(processor_apply, a_second_run_continues_and_recognises_retries)
                 "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"bob\",\"seq\":8,"
                 "\"snapshot\":{\"commandCount\":2,\"document\":{\"1\":{},\"3\":{}}}}");
     free(out);
+}
+
+/* Runs inspect with the current cfg and returns its output (caller frees). */
+static char *inspect(void)
+{
+    char *text = NULL;
+    size_t size;
+    FILE *fp = open_memstream(&text, &size);
+    cr_assert_eq(processor_cmd_inspect(&cfg, fp), 0);
+    fclose(fp);
+    return text;
+}
+
+static int64_t int_field(const codec_value_t *v, const char *name)
+{
+    const codec_value_t *f = codec_map_get(v, name, strlen(name));
+    cr_assert_not_null(f, "no field %s", name);
+    cr_assert_eq(f->type, CODEC_VALUE_INT, "%s is not an integer", name);
+    return f->u.i;
+}
+
+Test(processor_apply, inspect_lists_and_prints_what_apply_stored)
+{
+    load(NULL, NULL);
+    char *out = run(
+        "{\"type\":\"flush\",\"model\":\"m1\",\"client\":\"c\",\"seq\":1,\"from\":0,"
+        "\"completions\":[{\"command\":{\"action\":\"create\",\"props\":{\"t\":\"x\"}},"
+        "\"createdId\":\"1\"},{\"command\":{\"action\":\"update\",\"path\":[\"1\"],"
+        "\"props\":{\"t\":\"y\"}}}]}\n");
+    free(out);
+
+    char *listing = inspect();
+    cr_assert_eq(count_lines(listing), 2, "%s", listing);
+    codec_value_t *partition = line(listing, 0);
+    cr_assert_eq(int_field(partition, "partition"), 0);
+    cr_assert_eq(int_field(partition, "models"), 1);
+    cr_assert_gt(int_field(partition, "storedBytes"), 0);
+    codec_value_t *model = line(listing, 1);
+    cr_assert_str_eq(codec_map_get(model, "model", 5)->u.str.ptr, "m1");
+    cr_assert_eq(int_field(model, "commandCount"), 2);
+    cr_assert_eq(int_field(model, "clients"), 1);
+    codec_value_destroy(partition);
+    codec_value_destroy(model);
+    free(listing);
+
+    cfg.model = strdup("m1");
+    char *snapshot = inspect();
+    expect_line(
+        snapshot, 0,
+        "{\"partition\":0,\"model\":\"m1\",\"commandCount\":2,\"document\":{\"1\":{"
+        "\"t\":\"y\"}}}");
+    free(snapshot);
+    free(cfg.model);
+    cfg.model = NULL;
+
+    cfg.history_of = strdup("m1");
+    char *history = inspect();
+    cr_assert_eq(count_lines(history), 2, "%s", history);
+    expect_line(
+        history, 1,
+        "{\"partition\":0,\"model\":\"m1\",\"count\":1,\"completion\":{\"command\":{"
+        "\"action\":\"update\",\"path\":[\"1\"],\"props\":{\"t\":\"y\"}}}}");
+    free(history);
 }
