@@ -1,0 +1,272 @@
+/* tests/state/test_crash.c - crash consistency of the store: a child applies a long
+ * workload and is killed with SIGKILL at a random moment, again and again; each time
+ * the whole workload is sent again (retries are recognised by client and seq). At the
+ * end every model must equal the same workload applied once, in memory.
+ *
+ * CRASH_KILLS (default 50) sets the number of kills; the test is labelled "faults". */
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "codec/msgpack.h"
+#include "processor/handler.h"
+
+#define MODELS  12
+#define CLIENTS 4
+#define RECORDS 6000
+
+typedef struct record_s {
+    char key[16];
+    msgpack_sbuffer value;
+} record_t;
+
+static record_t records[RECORDS];
+static char dir[] = "/tmp/flushout-test-crash-XXXXXX";
+
+static uint32_t rng_state = 12345;
+static uint32_t rnd(uint32_t n)
+{
+    rng_state = rng_state * 1103515245u + 12345u;
+    return (rng_state >> 8) % n;
+}
+
+static void pack_str(msgpack_packer *pk, const char *s)
+{
+    msgpack_pack_str_with_body(pk, s, strlen(s));
+}
+
+/* Flushes of 1-3 commands from CLIENTS clients on MODELS models: creates (with IDs
+ * that collide between clients), updates and deletes of IDs that may or may not
+ * exist. Replies are not checked here, only the final state. */
+static void make_workload(void)
+{
+    uint64_t seq[MODELS][CLIENTS] = {{0}};
+    for (int i = 0; i < RECORDS; i++) {
+        record_t *r = &records[i];
+        int m = (int)rnd(MODELS), c = (int)rnd(CLIENTS);
+        snprintf(r->key, sizeof(r->key), "m%d", m);
+        msgpack_sbuffer_init(&r->value);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &r->value, msgpack_sbuffer_write);
+        char client[8];
+        snprintf(client, sizeof(client), "c%d", c);
+        uint32_t n = 1 + rnd(3);
+        msgpack_pack_map(&pk, 5);
+        pack_str(&pk, "type");
+        pack_str(&pk, "flush");
+        pack_str(&pk, "client");
+        pack_str(&pk, client);
+        pack_str(&pk, "seq");
+        msgpack_pack_uint64(&pk, seq[m][c]++);
+        pack_str(&pk, "from");
+        msgpack_pack_uint64(&pk, rnd(4) == 0 ? 0 : (uint64_t)i / 4);
+        pack_str(&pk, "completions");
+        msgpack_pack_array(&pk, n);
+        for (uint32_t k = 0; k < n; k++) {
+            char id[16], child[16];
+            snprintf(id, sizeof(id), "%u", 1 + rnd(60));
+            snprintf(child, sizeof(child), "%u", 1 + rnd(20));
+            uint32_t what = rnd(4);
+            msgpack_pack_map(&pk, what == 0 ? 2 : 1);
+            pack_str(&pk, "command");
+            if (what == 0) { /* create at the root, proposing a colliding ID */
+                msgpack_pack_map(&pk, 2);
+                pack_str(&pk, "action");
+                pack_str(&pk, "create");
+                pack_str(&pk, "props");
+                msgpack_pack_map(&pk, 1);
+                pack_str(&pk, "n");
+                msgpack_pack_int(&pk, i);
+            } else if (what == 1) { /* create inside an item, with a parent default */
+                msgpack_pack_map(&pk, 4);
+                pack_str(&pk, "action");
+                pack_str(&pk, "create");
+                pack_str(&pk, "path");
+                msgpack_pack_array(&pk, 2);
+                pack_str(&pk, id);
+                pack_str(&pk, "sub");
+                pack_str(&pk, "parentDefault");
+                msgpack_pack_map(&pk, 0);
+                pack_str(&pk, "props");
+                msgpack_pack_map(&pk, 1);
+                pack_str(&pk, "k");
+                msgpack_pack_int(&pk, k);
+            } else if (what == 2) {
+                msgpack_pack_map(&pk, 3);
+                pack_str(&pk, "action");
+                pack_str(&pk, "update");
+                pack_str(&pk, "path");
+                msgpack_pack_array(&pk, 1);
+                pack_str(&pk, id);
+                pack_str(&pk, "props");
+                msgpack_pack_map(&pk, 1);
+                pack_str(&pk, "u");
+                msgpack_pack_int(&pk, i);
+            } else {
+                msgpack_pack_map(&pk, 2);
+                pack_str(&pk, "action");
+                pack_str(&pk, "detete");
+                pack_str(&pk, "path");
+                msgpack_pack_array(&pk, 1);
+                pack_str(&pk, rnd(2) ? id : child);
+            }
+            if (what == 0) {
+                pack_str(&pk, "createdId");
+                pack_str(&pk, id);
+            }
+        }
+    }
+}
+
+static processor_handler_conf_t handler_conf(state_store_t *store)
+{
+    return (processor_handler_conf_t){
+        .store = store,
+        .master = {.ids = STATE_IDS_HASH},
+        .history = 50,
+        .limits = codec_limits_default,
+    };
+}
+
+static state_store_t *open_store(void)
+{
+    char errstr[512];
+    state_store_conf_t conf = {
+        .dir = dir,
+        .history = 50,
+        .snapshot_every = 40, /* small: kills land in snapshot rewrites and trims too */
+        .cache_bytes = 64 << 10, /* small: models are evicted and reloaded */
+        .master = {.ids = STATE_IDS_HASH},
+    };
+    state_store_t *s = state_store_open(&conf, errstr, sizeof(errstr));
+    if (!s) {
+        fprintf(stderr, "crash test: %s\n", errstr);
+        _exit(3);
+    }
+    return s;
+}
+
+/* The whole workload through the store, one committed step per 1-16 records. */
+static void run_durable(void)
+{
+    state_store_t *s = open_store();
+    processor_handler_conf_t conf = handler_conf(s);
+    processor_handler_t *h = processor_handler_new(&conf);
+    processor_output_t out;
+    processor_output_init(&out);
+    char errstr[512];
+    for (int i = 0; i < RECORDS; i++) {
+        processor_output_reset(&out);
+        processor_handler_handle(h, 0, records[i].key, strlen(records[i].key),
+                                 records[i].value.data, records[i].value.size, &out);
+        if ((i % 16 == (int)(rng_state % 16) || i == RECORDS - 1) &&
+            processor_handler_commit(h, 0, i + 1, errstr, sizeof(errstr))) {
+            fprintf(stderr, "crash test: %s\n", errstr);
+            _exit(4);
+        }
+        rnd(2);
+    }
+    processor_output_destroy(&out);
+    processor_handler_destroy(h);
+    state_store_close(s);
+}
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+Test(state_crash, killed_runs_resent_in_full_end_in_the_reference_state, .timeout = 900)
+{
+    cr_assert_not_null(mkdtemp(dir));
+    make_workload();
+    int kills = getenv("CRASH_KILLS") ? atoi(getenv("CRASH_KILLS")) : 50;
+
+    /* How long one full run takes, to kill anywhere inside one. */
+    double t0 = now();
+    pid_t pid = fork();
+    if (pid == 0) {
+        run_durable();
+        _exit(0);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "a full run failed");
+    double full = now() - t0;
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'/*", dir);
+    cr_assert_eq(system(cmd), 0);
+
+    srand(42);
+    int killed = 0;
+    for (int k = 0; k < kills; k++) {
+        pid = fork();
+        if (pid == 0) {
+            run_durable();
+            _exit(0);
+        }
+        useconds_t delay = (useconds_t)((double)rand() / RAND_MAX * full * 1e6);
+        usleep(delay);
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        if (WIFSIGNALED(status))
+            killed++;
+        else
+            cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+                      "run %d failed with status %d", k, status);
+    }
+    cr_assert_geq(killed, kills / 2, "only %d of %d runs were killed mid-way", killed,
+                  kills);
+
+    pid = fork(); /* the last run, to completion */
+    if (pid == 0) {
+        run_durable();
+        _exit(0);
+    }
+    waitpid(pid, &status, 0);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "the final run failed");
+
+    /* The reference: the workload applied once, in memory. */
+    processor_handler_conf_t mem_conf = handler_conf(NULL);
+    processor_handler_t *ref = processor_handler_new(&mem_conf);
+    processor_output_t out;
+    processor_output_init(&out);
+    for (int i = 0; i < RECORDS; i++) {
+        processor_output_reset(&out);
+        processor_handler_handle(ref, 0, records[i].key, strlen(records[i].key),
+                                 records[i].value.data, records[i].value.size, &out);
+    }
+    processor_output_destroy(&out);
+
+    state_store_t *s = open_store();
+    char errstr[512];
+    for (int m = 0; m < MODELS; m++) {
+        char key[16];
+        snprintf(key, sizeof(key), "m%d", m);
+        const state_master_t *want = processor_handler_model(ref, key, strlen(key));
+        state_model_t *got =
+            state_store_model(s, 0, key, strlen(key), errstr, sizeof(errstr));
+        cr_assert_not_null(got, "%s", errstr);
+        cr_assert_eq(state_master_command_count(state_model_master(got)),
+                     state_master_command_count(want), "model %s", key);
+        cr_assert(codec_value_equal(state_master_document(state_model_master(got)),
+                                    state_master_document(want)),
+                  "model %s differs from the reference", key);
+    }
+    cr_assert_eq(state_store_next_offset(s, 0), RECORDS);
+    state_store_close(s);
+    processor_handler_destroy(ref);
+    for (int i = 0; i < RECORDS; i++)
+        msgpack_sbuffer_destroy(&records[i].value);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    cr_assert_eq(system(cmd), 0);
+    fprintf(stderr, "crash test: %d of %d runs killed mid-way; full run %.2f s\n", killed,
+            kills, full);
+}
