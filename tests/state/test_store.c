@@ -2,9 +2,12 @@
  * eviction, client records, offsets, and refusals (layout version, unusable dir). */
 #include <criterion/criterion.h>
 #include <rocksdb/c.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "codec/json.h"
@@ -306,4 +309,59 @@ Test(state_store, reports_an_unusable_directory)
     conf.dir = file;
     cr_assert_null(state_store_open(&conf, errstr, sizeof(errstr)));
     cr_assert(strstr(errstr, "not-a-dir"), "%s", errstr);
+}
+
+/* Disk full, simulated with a file size limit in a child: the failing commit reports
+ * it, later commits are refused, and reopening finds the last good commit whole. */
+Test(state_store, a_failed_write_is_reported_and_nothing_half_written)
+{
+    open_store();
+    flush_creates("a", "c1", 1, 3);
+    commit(1);
+    state_store_close(store);
+    store = NULL;
+
+    pid_t pid = fork();
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN); /* a write past the limit fails with EFBIG instead */
+        store = state_store_open(&conf, errstr, sizeof(errstr));
+        if (!store)
+            _exit(10);
+        struct rlimit limit = {64 << 10, 64 << 10};
+        setrlimit(RLIMIT_FSIZE, &limit);
+        int failed_at = -1;
+        for (int i = 0; i < 200 && failed_at < 0; i++) {
+            flush_creates("a", "c1", 2 + (uint64_t)i, 40);
+            if (state_store_commit(store, 0, 2 + i, errstr, sizeof(errstr)) != 0)
+                failed_at = i;
+        }
+        if (failed_at < 0)
+            _exit(11); /* the limit never bit */
+        if (!strstr(errstr, "writing a step"))
+            _exit(12);
+        if (state_store_commit(store, 0, 999, errstr, sizeof(errstr)) == 0 ||
+            !strstr(errstr, "refuses writes"))
+            _exit(13);
+        FILE *fp = fopen("/tmp/flushout-test-store-failed-at", "w");
+        fprintf(fp, "%d\n", failed_at);
+        fclose(fp);
+        _exit(0);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d",
+              WEXITSTATUS(status));
+    FILE *fp = fopen("/tmp/flushout-test-store-failed-at", "r");
+    int failed_at = -1;
+    cr_assert_eq(fscanf(fp, "%d", &failed_at), 1);
+    fclose(fp);
+    unlink("/tmp/flushout-test-store-failed-at");
+
+    /* Each good commit added 80 commands; the failed one added none. */
+    open_store();
+    uint64_t count;
+    codec_value_t *doc = document_of("a", &count);
+    cr_assert_eq(count, 6 + 80 * (uint64_t)failed_at, "failed at step %d", failed_at);
+    cr_assert_eq(state_store_next_offset(store, 0), failed_at ? 1 + failed_at : 1);
+    codec_value_destroy(doc);
 }
