@@ -31,6 +31,7 @@ typedef struct partition_stats_s {
     int32_t partition;
     int64_t next_offset;
     uint64_t models;
+    uint64_t outbox;
     size_t bytes;
     UT_hash_handle hh;
 } partition_stats_t;
@@ -68,6 +69,10 @@ static int collect(void *opaque, const state_store_item_t *item)
         for (size_t i = 0; i < item->value_len && i < 8; i++)
             v = (v << 8) | (unsigned char)item->value[i];
         p->next_offset = (int64_t)v;
+        return 0;
+    }
+    if (item->kind == STATE_ITEM_OUTBOX) {
+        p->outbox++;
         return 0;
     }
     if (l->only_model && (item->model_len != l->only_model_len ||
@@ -160,11 +165,11 @@ static void print_listing(const listing_t *l, FILE *out)
 {
     for (partition_stats_t *p = l->partitions; p; p = p->hh.next) {
         print_json(
-            out,
-            json_pack("{s:i, s:o, s:I, s:I}", "partition", p->partition, "nextOffset",
-                      p->next_offset < 0 ? json_null() : json_integer(p->next_offset),
-                      "models", (json_int_t)p->models, "storedBytes",
-                      (json_int_t)p->bytes));
+            out, json_pack(
+                     "{s:i, s:o, s:I, s:I, s:I}", "partition", p->partition, "nextOffset",
+                     p->next_offset < 0 ? json_null() : json_integer(p->next_offset),
+                     "models", (json_int_t)p->models, "outbox", (json_int_t)p->outbox,
+                     "storedBytes", (json_int_t)p->bytes));
         for (model_stats_t *m = l->models; m; m = m->hh.next) {
             if (m->partition != p->partition)
                 continue;

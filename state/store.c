@@ -4,9 +4,10 @@
  * partition is one contiguous key range (dropped or counted on its own). Within it:
  *   o                              next input offset (u64 BE)
  *   s <model>                      snapshot: {"commandCount","document"} (msgpack)
- *   h <len u16> <model> <count u64> applied completion of command `count` (msgpack)
- *   c <len u16> <model> <client>   client record: {"seq","mappedPaths"} (msgpack)
- * and the layout version under partition 0xffffffff, kind V. */
+ *   h <len u16> <model> <count u64> applied completion of command `count` (msgpack) *   c
+ * <len u16> <model> <client>   client record: {"seq","mappedPaths"} (msgpack) x <id u64>
+ * outbox record: {"topic","key","value"} (msgpack) and the layout version under partition
+ * 0xffffffff, kind V. */
 #include "store.h"
 
 #include <errno.h>
@@ -28,6 +29,7 @@
 #define KIND_SNAPSHOT  's'
 #define KIND_HISTORY   'h'
 #define KIND_CLIENT    'c'
+#define KIND_OUTBOX    'x'
 #define MAX_ID_BYTES   65535 /* model ids are length-prefixed with 16 bits */
 
 typedef struct client_s {
@@ -58,8 +60,16 @@ struct state_model_s {
     UT_hash_handle hh;
 };
 
+/* The next outbox id of a partition, found on first use. */
+typedef struct outbox_seq_s {
+    int32_t partition;
+    uint64_t next;
+    UT_hash_handle hh;
+} outbox_seq_t;
+
 struct state_store_s {
     state_store_conf_t conf;
+    outbox_seq_t *outbox_seqs;
     codec_value_t *initial_document;
     rocksdb_t *db;
     rocksdb_options_t *options;
@@ -258,6 +268,12 @@ void state_store_close(state_store_t *s)
         rocksdb_readoptions_destroy(s->read_options);
     if (s->zone)
         msgpack_zone_free(s->zone);
+    outbox_seq_t *o, *otmp;
+    HASH_ITER(hh, s->outbox_seqs, o, otmp)
+    {
+        HASH_DEL(s->outbox_seqs, o);
+        free(o);
+    }
     codec_value_destroy(s->initial_document);
     free(s);
 }
@@ -716,6 +732,11 @@ static bool parse_key(const char *k, size_t len, state_store_item_t *item)
     switch (item->kind) {
     case KIND_OFFSET:
         return rest_len == 0;
+    case KIND_OUTBOX:
+        if (rest_len != 8)
+            return false;
+        item->count = be64(rest);
+        return true;
     case KIND_SNAPSHOT:
         item->model = rest;
         item->model_len = rest_len;
@@ -762,4 +783,113 @@ int state_store_scan(state_store_t *s,
     rocksdb_iter_get_error(it, &err);
     rocksdb_iter_destroy(it);
     return err ? fail_rocks(err, "scanning the store", errstr, errstr_size) : 0;
+}
+
+/* ---- the outbox ---- */
+
+static outbox_seq_t *outbox_seq(state_store_t *s, int32_t partition)
+{
+    outbox_seq_t *o = NULL;
+    HASH_FIND(hh, s->outbox_seqs, &partition, sizeof(partition), o);
+    if (o)
+        return o;
+    o = codec_xcalloc(1, sizeof(*o));
+    o->partition = partition;
+    /* Continue after the newest stored record, if any. */
+    store_key_t last;
+    key_init(&last, (uint32_t)partition, KIND_OUTBOX);
+    key_add_u64(&last, UINT64_MAX);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
+    rocksdb_iter_seek_for_prev(it, last.p, last.len);
+    if (rocksdb_iter_valid(it)) {
+        size_t klen;
+        const char *k = rocksdb_iter_key(it, &klen);
+        if (klen == last.len && memcmp(k, last.p, 5) == 0)
+            o->next = be64(k + 5) + 1;
+    }
+    rocksdb_iter_destroy(it);
+    key_free(&last);
+    HASH_ADD(hh, s->outbox_seqs, partition, sizeof(o->partition), o);
+    return o;
+}
+
+uint64_t state_store_outbox_add(state_store_t *s, int32_t partition, const char *topic,
+                                const char *key, size_t key_len, const char *value,
+                                size_t value_len)
+{
+    uint64_t id = outbox_seq(s, partition)->next++;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    msgpack_pack_str_with_body(&pk, "topic", 5);
+    msgpack_pack_str_with_body(&pk, topic, strlen(topic));
+    msgpack_pack_str_with_body(&pk, "key", 3);
+    msgpack_pack_bin_with_body(&pk, key, key_len);
+    msgpack_pack_str_with_body(&pk, "value", 5);
+    msgpack_pack_bin_with_body(&pk, value, value_len);
+    store_key_t k;
+    key_init(&k, (uint32_t)partition, KIND_OUTBOX);
+    key_add_u64(&k, id);
+    rocksdb_writebatch_put(s->batch, k.p, k.len, sb.data, sb.size);
+    key_free(&k);
+    msgpack_sbuffer_destroy(&sb);
+    return id;
+}
+
+void state_store_outbox_done(state_store_t *s, int32_t partition, uint64_t id)
+{
+    store_key_t k;
+    key_init(&k, (uint32_t)partition, KIND_OUTBOX);
+    key_add_u64(&k, id);
+    rocksdb_writebatch_delete(s->batch, k.p, k.len);
+    key_free(&k);
+}
+
+int state_store_outbox_scan(state_store_t *s, int32_t partition,
+                            int (*visit)(void *opaque, uint64_t id, const char *topic,
+                                         const char *key, size_t key_len,
+                                         const char *value, size_t value_len),
+                            void *opaque, char *errstr, size_t errstr_size)
+{
+    store_key_t prefix;
+    key_init(&prefix, (uint32_t)partition, KIND_OUTBOX);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
+    codec_limits_t lax = {16, UINT32_MAX, UINT32_MAX, UINT32_MAX};
+    int rc = 0;
+    for (rocksdb_iter_seek(it, prefix.p, prefix.len); rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = rocksdb_iter_key(it, &klen);
+        if (klen != prefix.len + 8 || memcmp(k, prefix.p, prefix.len) != 0)
+            break;
+        const char *v = rocksdb_iter_value(it, &vlen);
+        codec_value_t *rec = NULL;
+        char derr[128];
+        const codec_value_t *topic, *key, *value;
+        if (codec_msgpack_decode(v, vlen, &lax, &rec, derr, sizeof(derr)) ||
+            rec->type != CODEC_VALUE_MAP || !(topic = codec_map_get(rec, "topic", 5)) ||
+            topic->type != CODEC_VALUE_STR || !(key = codec_map_get(rec, "key", 3)) ||
+            key->type != CODEC_VALUE_BIN || !(value = codec_map_get(rec, "value", 5)) ||
+            value->type != CODEC_VALUE_BIN) {
+            snprintf(errstr, errstr_size, "outbox record %llu of partition %d is corrupt",
+                     (unsigned long long)be64(k + prefix.len), partition);
+            codec_value_destroy(rec);
+            rc = -1;
+            break;
+        }
+        int stop = visit(opaque, be64(k + prefix.len), topic->u.str.ptr, key->u.str.ptr,
+                         key->u.str.len, value->u.str.ptr, value->u.str.len);
+        codec_value_destroy(rec);
+        if (stop)
+            break;
+    }
+    char *err = NULL;
+    rocksdb_iter_get_error(it, &err);
+    if (err && !rc)
+        rc = fail_rocks(err, "scanning the outbox", errstr, errstr_size);
+    rocksdb_iter_destroy(it);
+    key_free(&prefix);
+    return rc;
 }

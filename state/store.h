@@ -92,6 +92,7 @@ typedef struct state_store_item_s {
 #define STATE_ITEM_SNAPSHOT 's'
 #define STATE_ITEM_HISTORY  'h'
 #define STATE_ITEM_CLIENT   'c'
+#define STATE_ITEM_OUTBOX   'x'
 
 /** Calls visit for every stored record, in key order (partition by partition; within
  *  one, client records, history, the offset, then snapshots). visit returns non-zero
@@ -102,5 +103,26 @@ int state_store_scan(state_store_t *s,
 
 /** The partition's next input offset, or -1 when none is stored. */
 int64_t state_store_next_offset(state_store_t *s, int32_t partition);
+
+/* The outbox: records a step produced (replies, change records), stored in the same
+ * batch as the state change they come from, and deleted once Kafka confirms them.
+ * After a crash, what is still there is produced again. */
+
+/** Adds a record for topic to the step's batch. @returns its outbox id (increasing
+ *  per partition). */
+uint64_t state_store_outbox_add(state_store_t *s, int32_t partition, const char *topic,
+                                const char *key, size_t key_len, const char *value,
+                                size_t value_len);
+
+/** Marks a record delivered: it is deleted with the next commit. */
+void state_store_outbox_done(state_store_t *s, int32_t partition, uint64_t id);
+
+/** Calls visit for each record still in partition's outbox, oldest first; visit
+ *  returns non-zero to stop. @returns 0, or -1 and errstr. */
+int state_store_outbox_scan(state_store_t *s, int32_t partition,
+                            int (*visit)(void *opaque, uint64_t id, const char *topic,
+                                         const char *key, size_t key_len,
+                                         const char *value, size_t value_len),
+                            void *opaque, char *errstr, size_t errstr_size);
 
 #endif

@@ -365,3 +365,66 @@ Test(state_store, a_failed_write_is_reported_and_nothing_half_written)
     cr_assert_eq(state_store_next_offset(store, 0), failed_at ? 1 + failed_at : 1);
     codec_value_destroy(doc);
 }
+
+typedef struct seen_s {
+    int n;
+    uint64_t ids[8];
+    char values[8][16];
+} seen_t;
+
+static int remember(void *opaque, uint64_t id, const char *topic, const char *key,
+                    size_t key_len, const char *value, size_t value_len)
+{
+    seen_t *seen = opaque;
+    cr_assert_str_eq(topic, "replies");
+    cr_assert_eq(key_len, 5);
+    cr_assert_eq(memcmp(key, "alice", 5), 0);
+    cr_assert_lt(seen->n, 8);
+    seen->ids[seen->n] = id;
+    snprintf(seen->values[seen->n], sizeof(seen->values[0]), "%.*s", (int)value_len,
+             value);
+    seen->n++;
+    return 0;
+}
+
+static seen_t outbox(int32_t partition)
+{
+    seen_t seen = {0};
+    cr_assert_eq(state_store_outbox_scan(store, partition, remember, &seen, errstr,
+                                         sizeof(errstr)),
+                 0, "%s", errstr);
+    return seen;
+}
+
+Test(state_store, the_outbox_keeps_records_until_they_are_done)
+{
+    open_store();
+    for (int i = 0; i < 3; i++) {
+        char v[8];
+        int n = snprintf(v, sizeof(v), "r%d", i);
+        cr_assert_eq(
+            state_store_outbox_add(store, 2, "replies", "alice", 5, v, (size_t)n),
+            (uint64_t)i);
+    }
+    commit(0);
+    state_store_outbox_add(store, 2, "replies", "alice", 5, "lost",
+                           4); /* not committed */
+    open_store();
+    seen_t seen = outbox(2);
+    cr_assert_eq(seen.n, 3);
+    cr_assert_str_eq(seen.values[0], "r0");
+    cr_assert_str_eq(seen.values[2], "r2");
+    cr_assert_eq(outbox(0).n, 0, "partitions have their own outboxes");
+
+    state_store_outbox_done(store, 2, seen.ids[1]);
+    commit(-1);
+    seen = outbox(2);
+    cr_assert_eq(seen.n, 2);
+    cr_assert_str_eq(seen.values[1], "r2");
+
+    open_store();
+    cr_assert_eq(state_store_outbox_add(store, 2, "replies", "alice", 5, "r3", 2), 3,
+                 "ids continue after the newest stored record");
+    commit(-1);
+    cr_assert_eq(outbox(2).n, 3);
+}
