@@ -119,6 +119,7 @@ int processor_cmd_apply(const processor_config_t *cfg, FILE *in, FILE *out)
         .history = cfg->history,
         .snapshot_every = cfg->snapshot_every,
         .cache_bytes = (size_t)cfg->cache_mb << 20,
+        .clients_per_model = cfg->clients_per_model,
         .master = master,
         .initial_document = initial,
     };

@@ -34,6 +34,11 @@ const processor_option_t processor_options[] = {
      PROCESSOR_CMD_APPLY | PROCESSOR_CMD_INSPECT, 0,
      "Memory for decoded models (documents and recent history), least recently used "
      "evicted first; an evicted model reloads from the store."},
+    {"clients-per-model", PROCESSOR_OPT_UINT, "1000", NULL, 1, UINT64_MAX,
+     OFF(clients_per_model), PROCESSOR_CMD_APPLY, 0,
+     "Client records (for recognising retried flushes) kept per model; the clients "
+     "whose last flush is oldest are forgotten first, and a forgotten client's next "
+     "flush is applied as new."},
     {"fsync", PROCESSOR_OPT_BOOL, "false", NULL, 0, 1, OFF(fsync), PROCESSOR_CMD_APPLY, 0,
      "Sync every write to disk: survives power loss, not just a killed process (the WAL "
      "is always on)."},

@@ -21,6 +21,7 @@ typedef struct processor_config_s {
     uint64_t history;
     uint64_t snapshot_every;
     uint64_t cache_mb;
+    uint64_t clients_per_model;
     uint64_t fsync;
     char *model;      /* inspect */
     char *history_of; /* inspect */

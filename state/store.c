@@ -37,6 +37,7 @@ typedef struct client_s {
     size_t id_len;
     bool known; /* a flush of this client was applied (seq 0 is a valid seq) */
     uint64_t seq;
+    uint64_t at;        /* the model's command count after that flush: ages the record */
     char *mapped_paths; /* msgpack map of the last applied flush's reply */
     size_t mapped_paths_len;
     UT_hash_handle hh;
@@ -55,6 +56,7 @@ struct state_model_s {
     size_t snapshot_bytes;      /* size of the stored snapshot */
     size_t history_bytes_since; /* history bytes written since the snapshot */
     size_t mem_bytes;           /* what the cache charges for this model */
+    uint64_t new_clients;       /* client records added since the last expiry check */
     client_t *clients;
     state_model_t *lru_prev, *lru_next; /* most recently used first */
     UT_hash_handle hh;
@@ -195,6 +197,8 @@ state_store_t *state_store_open(const state_store_conf_t *conf, char *errstr,
     s->conf.initial_document = NULL;
     if (!s->conf.snapshot_every)
         s->conf.snapshot_every = 1000;
+    if (!s->conf.clients_per_model)
+        s->conf.clients_per_model = 1000;
 
     if (mkdir(conf->dir, 0755) != 0 && errno != EEXIST) {
         snprintf(errstr, errstr_size, "cannot create %s: %s", conf->dir, strerror(errno));
@@ -531,9 +535,11 @@ static client_t *client_load(state_store_t *s, state_model_t *m, const char *id,
         rec->type == CODEC_VALUE_MAP) {
         const codec_value_t *seq = codec_map_get(rec, "seq", 3);
         const codec_value_t *mp = codec_map_get(rec, "mappedPaths", 11);
+        const codec_value_t *at = codec_map_get(rec, "at", 2);
         if (seq && seq->type == CODEC_VALUE_INT) {
             c->known = true;
             c->seq = (uint64_t)seq->u.i;
+            c->at = at && at->type == CODEC_VALUE_INT ? (uint64_t)at->u.i : 0;
             if (mp) {
                 msgpack_sbuffer sb;
                 msgpack_sbuffer_init(&sb);
@@ -613,6 +619,91 @@ static void trim_history(state_store_t *s, state_model_t *m)
     m->history_start = keep_from;
 }
 
+typedef struct aged_s {
+    char *id;
+    size_t id_len;
+    uint64_t at;
+} aged_t;
+
+static int by_age(const void *a, const void *b)
+{
+    const aged_t *x = a, *y = b;
+    return x->at < y->at ? -1 : x->at > y->at;
+}
+
+/* Keeps the model's client records to the newest clients_per_model (by the command
+ * count of their last flush), deleting the rest. Runs with snapshot rewrites, and
+ * only when new clients appeared, so its scan is amortized like the rewrite. */
+static void expire_clients(state_store_t *s, state_model_t *m)
+{
+    aged_t *all = NULL;
+    size_t n = 0, cap = 0;
+    store_key_t prefix;
+    key_init(&prefix, (uint32_t)m->partition, KIND_CLIENT);
+    key_add_id(&prefix, m->id, m->id_len);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
+    for (rocksdb_iter_seek(it, prefix.p, prefix.len); rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = rocksdb_iter_key(it, &klen);
+        if (klen < prefix.len || memcmp(k, prefix.p, prefix.len) != 0)
+            break;
+        const char *v = rocksdb_iter_value(it, &vlen);
+        codec_value_t *rec = NULL;
+        char derr[64];
+        codec_limits_t lax = {4096, UINT32_MAX, UINT32_MAX, UINT32_MAX};
+        uint64_t at = 0;
+        if (codec_msgpack_decode(v, vlen, &lax, &rec, derr, sizeof(derr)) == 0 &&
+            rec->type == CODEC_VALUE_MAP) {
+            const codec_value_t *a = codec_map_get(rec, "at", 2);
+            at = a && a->type == CODEC_VALUE_INT ? (uint64_t)a->u.i : 0;
+        }
+        codec_value_destroy(rec);
+        if (n == cap)
+            all = codec_xrealloc(all, (cap = cap ? cap * 2 : 16) * sizeof(*all));
+        all[n++] = (aged_t){codec_xmemdup(k + prefix.len, klen - prefix.len),
+                            klen - prefix.len, at};
+    }
+    rocksdb_iter_destroy(it);
+    /* Records of this step are not in RocksDB yet: the cache has them. */
+    for (client_t *c = m->clients; c; c = c->hh.next) {
+        if (!c->known)
+            continue;
+        size_t i = 0;
+        while (i < n &&
+               (all[i].id_len != c->id_len || memcmp(all[i].id, c->id, c->id_len)))
+            i++;
+        if (i == n) {
+            if (n == cap)
+                all = codec_xrealloc(all, (cap = cap ? cap * 2 : 16) * sizeof(*all));
+            all[n++] = (aged_t){codec_xmemdup(c->id, c->id_len), c->id_len, c->at};
+        } else {
+            all[i].at = c->at;
+        }
+    }
+    if (n > s->conf.clients_per_model) {
+        qsort(all, n, sizeof(*all), by_age);
+        for (size_t i = 0; i < n - s->conf.clients_per_model; i++) {
+            store_key_t k;
+            key_init(&k, (uint32_t)m->partition, KIND_CLIENT);
+            key_add_id(&k, m->id, m->id_len);
+            key_add(&k, all[i].id, all[i].id_len);
+            rocksdb_writebatch_delete(s->batch, k.p, k.len);
+            key_free(&k);
+            client_t *c = NULL;
+            HASH_FIND(hh, m->clients, all[i].id, all[i].id_len, c);
+            if (c) {
+                HASH_DEL(m->clients, c);
+                client_free(c);
+            }
+        }
+    }
+    for (size_t i = 0; i < n; i++)
+        free(all[i].id);
+    free(all);
+    key_free(&prefix);
+}
+
 void state_model_flushed(state_store_t *s, state_model_t *m, const char *client,
                          size_t client_len, uint64_t seq, const state_apply_t *a)
 {
@@ -635,6 +726,9 @@ void state_model_flushed(state_store_t *s, state_model_t *m, const char *client,
 
     /* The client's record: its seq and the mappedPaths a retry must see again. */
     client_t *c = client_load(s, m, client, client_len);
+    if (!c->known)
+        m->new_clients++;
+    c->at = state_master_command_count(m->master);
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
@@ -646,9 +740,11 @@ void state_model_flushed(state_store_t *s, state_model_t *m, const char *client,
     c->seq = seq;
     c->known = true;
     msgpack_sbuffer_clear(&sb);
-    msgpack_pack_map(&pk, 2);
+    msgpack_pack_map(&pk, 3);
     msgpack_pack_str_with_body(&pk, "seq", 3);
     msgpack_pack_uint64(&pk, seq);
+    msgpack_pack_str_with_body(&pk, "at", 2);
+    msgpack_pack_uint64(&pk, c->at);
     msgpack_pack_str_with_body(&pk, "mappedPaths", 11);
     codec_msgpack_pack_raw(&pk, c->mapped_paths, c->mapped_paths_len);
     key_init(&k, (uint32_t)m->partition, KIND_CLIENT);
@@ -666,6 +762,10 @@ void state_model_flushed(state_store_t *s, state_model_t *m, const char *client,
         (since >= s->conf.snapshot_every || m->history_bytes_since > m->snapshot_bytes)) {
         put_snapshot(s, m);
         trim_history(s, m);
+        if (m->new_clients) {
+            expire_clients(s, m);
+            m->new_clients = 0;
+        }
     }
 }
 

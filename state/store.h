@@ -21,10 +21,11 @@
 
 typedef struct state_store_conf_s {
     const char *dir;
-    bool fsync;              /* sync every commit (power-loss durability) */
-    uint64_t history;        /* commands of history kept per model for partial syncs */
-    uint64_t snapshot_every; /* rewrite a snapshot at least every N commands */
-    size_t cache_bytes;      /* decoded models kept in memory (LRU by bytes) */
+    bool fsync;                 /* sync every commit (power-loss durability) */
+    uint64_t history;           /* commands of history kept per model for partial syncs */
+    uint64_t snapshot_every;    /* rewrite a snapshot at least every N commands */
+    size_t cache_bytes;         /* decoded models kept in memory (LRU by bytes) */
+    uint64_t clients_per_model; /* client records kept per model, newest first */
     state_master_conf_t master;
     const codec_value_t *initial_document; /* new models start from a copy; NULL = {} */
 } state_store_conf_t;

@@ -428,3 +428,23 @@ Test(state_store, the_outbox_keeps_records_until_they_are_done)
     commit(-1);
     cr_assert_eq(outbox(2).n, 3);
 }
+
+Test(state_store, client_records_expire_oldest_first)
+{
+    conf.clients_per_model = 2;
+    conf.snapshot_every = 1; /* expiry runs with snapshot rewrites */
+    open_store();
+    const char *clients[] = {"a", "b", "c"};
+    for (int i = 0; i < 3; i++) {
+        flush_creates("m", clients[i], 5, 1);
+        commit(i);
+    }
+    open_store();
+    state_model_t *m = model("m");
+    cr_assert_eq(state_model_check_seq(store, m, "a", 1, 5, NULL, NULL), STATE_SEQ_NEW,
+                 "the oldest client is forgotten: its retry counts as new");
+    cr_assert_eq(state_model_check_seq(store, m, "b", 1, 5, NULL, NULL),
+                 STATE_SEQ_DUPLICATE);
+    cr_assert_eq(state_model_check_seq(store, m, "c", 1, 5, NULL, NULL),
+                 STATE_SEQ_DUPLICATE);
+}
