@@ -28,8 +28,8 @@ const processor_option_t processor_options[] = {
      "older gets a full snapshot; 0 keeps none."},
     {"snapshot-every", PROCESSOR_OPT_UINT, "1000", NULL, 1, UINT64_MAX,
      OFF(snapshot_every), PROCESSOR_CMD_APPLY, 0,
-     "Rewrite a model's stored snapshot at least every N commands (also whenever the "
-     "history since the last one outgrows it), so loading replays at most N commands."},
+     "Rewrite a model's stored snapshot once the history since the last one outgrows "
+     "it, or after N commands once that history is an eighth of it."},
     {"cache-mb", PROCESSOR_OPT_UINT, "256", NULL, 1, 1u << 20, OFF(cache_mb),
      PROCESSOR_CMD_APPLY | PROCESSOR_CMD_INSPECT, 0,
      "Memory for decoded models (documents and recent history), least recently used "

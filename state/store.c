@@ -752,14 +752,17 @@ void state_model_flushed(state_store_t *s, state_model_t *m, const char *client,
     key_add(&k, client, client_len);
     rocksdb_writebatch_put(s->batch, k.p, k.len, sb.data, sb.size);
     key_free(&k);
-    msgpack_sbuffer_destroy(&sb);
-
-    /* Rewriting the snapshot costs the document's size: do it when the history since
-     * the last one has outgrown it (so the cost is amortized over the flushes), or
-     * every snapshot_every commands so that loading never replays too much. */
+    msgpack_sbuffer_destroy(
+        &sb); /* Rewriting the snapshot costs the document's size, so it waits until the
+               * history since the last one has outgrown it: every flush then pays at most
+               * its own size again, however large the document. After snapshot_every
+               * commands it comes earlier, once that history is an eighth of the
+               * snapshot, so that loading a model replays little without rewriting a
+               * large document often. */
     uint64_t since = state_master_command_count(m->master) - m->snapshot_count;
-    if (since > 0 &&
-        (since >= s->conf.snapshot_every || m->history_bytes_since > m->snapshot_bytes)) {
+    if (since > 0 && (m->history_bytes_since >= m->snapshot_bytes ||
+                      (since >= s->conf.snapshot_every &&
+                       m->history_bytes_since * 8 >= m->snapshot_bytes))) {
         put_snapshot(s, m);
         trim_history(s, m);
         if (m->new_clients) {
