@@ -1,0 +1,303 @@
+/* tests/bench/bench_store.c - the state store's costs: flushes per second against one
+ * model of 1 KB, 100 KB, 1 MB and 10 MB, and peak RSS with many small models.
+ *
+ * Document size: each store starts one model from a document of that size (a map of
+ * ~100-byte items) and applies small flushes (one update of one item each) through
+ * the handler and the RocksDB store, one committed step per 100 flushes. The cost of
+ * a flush must not follow the document's size: the 10 MB figure is checked against
+ * 0.8x the 1 KB one.
+ *
+ * Many models: --models N small models (one create each, one step per 1000 flushes)
+ * with --cache-mb C; reports peak RSS (VmHWM) before and after, so the fixed
+ * overhead (RocksDB memtables and block cache, allocator) shows separately.
+ *
+ * Usage: bench_store DIR [--flushes N] [--sizes-kb LIST] [--models N] [--cache-mb C]
+ *        [--min-ratio R]
+ * Prints JSON lines; exits 3 when the 10 MB / 1 KB ratio is below --min-ratio. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "codec/msgpack.h"
+#include "processor/handler.h"
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* VmHWM (peak RSS) or VmRSS of this process, in KB. */
+static long proc_kb(const char *field)
+{
+    FILE *fp = fopen("/proc/self/status", "r");
+    char line[256];
+    long kb = -1;
+    size_t n = strlen(field);
+    while (fp && fgets(line, sizeof(line), fp))
+        if (!strncmp(line, field, n))
+            kb = strtol(line + n + 1, NULL, 10);
+    if (fp)
+        fclose(fp);
+    return kb;
+}
+
+/* A document of about kb kilobytes: {"items":{"1":{"title":...,"n":i},...}}. */
+static codec_value_t *document(size_t kb)
+{
+    codec_value_t *items = codec_value_map(0);
+    size_t bytes = 0;
+    char id[24], title[80];
+    for (int i = 1; bytes < kb * 1024; i++) {
+        int idn = snprintf(id, sizeof(id), "%d", i);
+        int tn =
+            snprintf(title, sizeof(title), "item %d: water the plants, then review", i);
+        codec_value_t *item = codec_value_map(2);
+        codec_map_set(item, "title", 5, codec_value_str(title, (size_t)tn));
+        codec_map_set(item, "n", 1, codec_value_int(i));
+        codec_map_set(items, id, (size_t)idn, item);
+        bytes += (size_t)(idn + tn + 16);
+    }
+    codec_value_t *doc = codec_value_map(1);
+    codec_map_set(doc, "items", 5, items);
+    return doc;
+}
+
+static void pack_str(msgpack_packer *pk, const char *s)
+{
+    msgpack_pack_str_with_body(pk, s, strlen(s));
+}
+
+/* {"type":"flush","client":"c","seq":seq,"from":from,"completions":[update items/id]} */
+static void flush_record(msgpack_sbuffer *sb, uint64_t seq, uint64_t from, int item)
+{
+    msgpack_sbuffer_clear(sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    char id[24];
+    snprintf(id, sizeof(id), "%d", item);
+    msgpack_pack_map(&pk, 5);
+    pack_str(&pk, "type");
+    pack_str(&pk, "flush");
+    pack_str(&pk, "client");
+    pack_str(&pk, "c");
+    pack_str(&pk, "seq");
+    msgpack_pack_uint64(&pk, seq);
+    pack_str(&pk, "from");
+    msgpack_pack_uint64(&pk, from);
+    pack_str(&pk, "completions");
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_map(&pk, 1);
+    pack_str(&pk, "command");
+    msgpack_pack_map(&pk, 3);
+    pack_str(&pk, "action");
+    pack_str(&pk, "update");
+    pack_str(&pk, "path");
+    msgpack_pack_array(&pk, 2);
+    pack_str(&pk, "items");
+    pack_str(&pk, id);
+    pack_str(&pk, "props");
+    msgpack_pack_map(&pk, 1);
+    pack_str(&pk, "done");
+    msgpack_pack_true(&pk);
+}
+
+static state_store_t *store_open(const char *dir, size_t cache_mb,
+                                 const codec_value_t *doc)
+{
+    char errstr[512];
+    state_store_conf_t conf = {
+        .dir = dir,
+        .history = 1000,
+        .snapshot_every = 1000,
+        .cache_bytes = cache_mb << 20,
+        .master = {.ids = STATE_IDS_HASH},
+        .initial_document = doc,
+    };
+    state_store_t *s = state_store_open(&conf, errstr, sizeof(errstr));
+    if (!s) {
+        fprintf(stderr, "bench_store: %s\n", errstr);
+        exit(1);
+    }
+    return s;
+}
+
+static void commit(processor_handler_t *h, int64_t offset)
+{
+    char errstr[512];
+    if (processor_handler_commit(h, 0, offset, errstr, sizeof(errstr))) {
+        fprintf(stderr, "bench_store: %s\n", errstr);
+        exit(1);
+    }
+}
+
+static void handle(processor_handler_t *h, const char *model, msgpack_sbuffer *sb,
+                   processor_output_t *out)
+{
+    processor_output_reset(out);
+    processor_handler_handle(h, 0, model, strlen(model), sb->data, sb->size, out);
+    if (out->error) {
+        fprintf(stderr, "bench_store: a flush got an error reply (%s)\n",
+                codec_err_name(out->error));
+        exit(1);
+    }
+}
+
+/* Flushes per second against one model of size_kb. */
+static double document_run(const char *base, size_t size_kb, int flushes)
+{
+    char dir[512];
+    snprintf(dir, sizeof(dir), "%s/doc-%zukb", base, size_kb);
+    codec_value_t *doc = document(size_kb);
+    size_t items = codec_map_get(doc, "items", 5)->u.map.count;
+    state_store_t *s = store_open(dir, 1024, doc);
+    codec_value_destroy(doc);
+    processor_handler_conf_t conf = {.store = s,
+                                     .master = {.ids = STATE_IDS_HASH},
+                                     .history = 1000,
+                                     .limits = codec_limits_default};
+    processor_handler_t *h = processor_handler_new(&conf);
+    processor_output_t out;
+    processor_output_init(&out);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+
+    /* Warm-up outside the clock: loading the model and its first snapshot. */
+    flush_record(&sb, 0, 0, 1);
+    handle(h, "doc", &sb, &out);
+    commit(h, 1);
+
+    double t0 = now();
+    for (int i = 1; i <= flushes; i++) {
+        flush_record(&sb, (uint64_t)i, (uint64_t)i,
+                     1 + (int)((unsigned)i * 7919u % items));
+        handle(h, "doc", &sb, &out);
+        if (i % 100 == 0 || i == flushes)
+            commit(h, i + 1);
+    }
+    double rate = flushes / (now() - t0);
+    msgpack_sbuffer_destroy(&sb);
+    processor_output_destroy(&out);
+    processor_handler_destroy(h);
+    state_store_close(s);
+    printf("{\"bench\":\"document\",\"document_kb\":%zu,\"items\":%zu,\"flushes\":%d,"
+           "\"flushes_per_s\":%.0f}\n",
+           size_kb, items, flushes, rate);
+    fflush(stdout);
+    return rate;
+}
+
+static void models_run(const char *base, int models, size_t cache_mb)
+{
+    char dir[512];
+    snprintf(dir, sizeof(dir), "%s/models", base);
+    long rss_before = proc_kb("VmRSS:");
+    state_store_t *s = store_open(dir, cache_mb, NULL);
+    processor_handler_conf_t conf = {.store = s,
+                                     .master = {.ids = STATE_IDS_HASH},
+                                     .history = 1000,
+                                     .limits = codec_limits_default};
+    processor_handler_t *h = processor_handler_new(&conf);
+    processor_output_t out;
+    processor_output_init(&out);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    double t0 = now();
+    char model[32];
+    for (int i = 0; i < models; i++) {
+        snprintf(model, sizeof(model), "model-%d", i);
+        msgpack_sbuffer_clear(&sb);
+        msgpack_pack_map(&pk, 5);
+        pack_str(&pk, "type");
+        pack_str(&pk, "flush");
+        pack_str(&pk, "client");
+        pack_str(&pk, "c");
+        pack_str(&pk, "seq");
+        msgpack_pack_uint64(&pk, 1);
+        pack_str(&pk, "from");
+        msgpack_pack_uint64(&pk, 0);
+        pack_str(&pk, "completions");
+        msgpack_pack_array(&pk, 1);
+        msgpack_pack_map(&pk, 2);
+        pack_str(&pk, "command");
+        msgpack_pack_map(&pk, 2);
+        pack_str(&pk, "action");
+        pack_str(&pk, "create");
+        pack_str(&pk, "props");
+        msgpack_pack_map(&pk, 2);
+        pack_str(&pk, "title");
+        pack_str(&pk, "buy milk");
+        pack_str(&pk, "done");
+        msgpack_pack_false(&pk);
+        pack_str(&pk, "createdId");
+        pack_str(&pk, "1");
+        handle(h, model, &sb, &out);
+        if ((i + 1) % 1000 == 0 || i == models - 1)
+            commit(h, i + 1);
+    }
+    double secs = now() - t0;
+    long hwm = proc_kb("VmHWM:");
+    msgpack_sbuffer_destroy(&sb);
+    processor_output_destroy(&out);
+    processor_handler_destroy(h);
+    state_store_close(s);
+    printf("{\"bench\":\"models\",\"models\":%d,\"cache_mb\":%zu,\"flushes_per_s\":%.0f,"
+           "\"rss_before_kb\":%ld,\"peak_rss_kb\":%ld}\n",
+           models, cache_mb, models / secs, rss_before, hwm);
+}
+
+int main(int argc, char **argv)
+{
+    const char *base = NULL, *sizes = "1,100,1024,10240";
+    int flushes = 20000, models = 0;
+    size_t cache_mb = 256;
+    double min_ratio = 0.8;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--flushes") && i + 1 < argc)
+            flushes = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--sizes-kb") && i + 1 < argc)
+            sizes = argv[++i];
+        else if (!strcmp(argv[i], "--models") && i + 1 < argc)
+            models = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--cache-mb") && i + 1 < argc)
+            cache_mb = (size_t)atol(argv[++i]);
+        else if (!strcmp(argv[i], "--min-ratio") && i + 1 < argc)
+            min_ratio = atof(argv[++i]);
+        else if (argv[i][0] != '-' && !base)
+            base = argv[i];
+        else {
+            fprintf(stderr, "usage: bench_store DIR [--flushes N] [--sizes-kb LIST] "
+                            "[--models N] [--cache-mb C] [--min-ratio R]\n");
+            return 2;
+        }
+    }
+    if (!base)
+        return fprintf(stderr, "bench_store: DIR is required\n"), 2;
+
+    double first = 0, last = 0;
+    for (const char *p = sizes; *p;) {
+        size_t kb = (size_t)strtoul(p, (char **)&p, 10);
+        double rate = document_run(base, kb, flushes);
+        if (first == 0)
+            first = rate;
+        last = rate;
+        if (*p == ',')
+            p++;
+    }
+    int rc = 0;
+    if (first > 0) {
+        printf("{\"bench\":\"document_ratio\",\"largest_over_smallest\":%.2f,"
+               "\"target\":%.2f}\n",
+               last / first, min_ratio);
+        if (last / first < min_ratio)
+            rc = 3;
+    }
+    if (models > 0)
+        models_run(base, models, cache_mb);
+    return rc;
+}
