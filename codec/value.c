@@ -446,31 +446,44 @@ bool codec_value_equal(const codec_value_t *a, const codec_value_t *b)
     return false;
 }
 
+/* What malloc really takes for a request of n bytes (glibc: an 8-byte header, 16-byte
+ * granules, 32 bytes at least), so the estimate matches resident memory. */
+static size_t chunk(size_t n)
+{
+    size_t c = (n + 8 + 15) & ~(size_t)15;
+    return c < 32 ? 32 : c;
+}
+
 size_t codec_value_mem_size(const codec_value_t *v)
 {
-    size_t size = sizeof(*v);
+    size_t size;
     switch (v->type) {
     case CODEC_VALUE_STR:
     case CODEC_VALUE_BIN:
-        size += (size_t)v->u.str.len + 1;
+        size = chunk(sizeof(*v) + v->u.str.len + 1);
         break;
     case CODEC_VALUE_ARRAY:
-        size += (size_t)v->u.array.cap * sizeof(*v->u.array.items);
+        size = chunk(sizeof(*v));
+        if (v->u.array.cap)
+            size += chunk((size_t)v->u.array.cap * sizeof(*v->u.array.items));
         for (uint32_t i = 0; i < v->u.array.len; i++)
             size += codec_value_mem_size(v->u.array.items[i]);
         break;
     case CODEC_VALUE_MAP: {
-        size += (size_t)v->u.map.cap * sizeof(*v->u.map.entries);
+        size = chunk(sizeof(*v));
+        if (v->u.map.cap)
+            size += chunk((size_t)v->u.map.cap * sizeof(*v->u.map.entries));
         if (v->u.map.index)
-            size += ((size_t)v->u.map.index_mask + 1) * sizeof(uint32_t);
+            size += chunk(((size_t)v->u.map.index_mask + 1) * sizeof(uint32_t));
         uint32_t pos = 0;
         const codec_map_entry_t *e;
         while ((e = codec_map_next(v, &pos)))
-            size += (e->key_len >= CODEC_KEY_INLINE ? (size_t)e->key_len + 1 : 0) +
+            size += (e->key_len >= CODEC_KEY_INLINE ? chunk((size_t)e->key_len + 1) : 0) +
                     codec_value_mem_size(e->value);
         break;
     }
     default:
+        size = chunk(sizeof(*v));
         break;
     }
     return size;

@@ -87,8 +87,8 @@ void codec_value_destroy(codec_value_t *v);
 codec_value_t *codec_value_copy(const codec_value_t *v);
 /** Deep equality; map key order is ignored (as it is for JSON documents). */
 bool codec_value_equal(const codec_value_t *a, const codec_value_t *b);
-/** Bytes of memory held by the value and everything below it (an estimate that
- *  counts allocations, used for cache and document size accounting). */
+/** Bytes of memory held by the value and everything below it, counting each
+ *  allocation as glibc's malloc sizes it (for cache and document size accounting). */
 size_t codec_value_mem_size(const codec_value_t *v);
 const char *codec_value_type_name(codec_value_type_t type);
 

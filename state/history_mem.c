@@ -73,8 +73,10 @@ static void ring_write(state_history_mem_t *h, uint64_t at_abs, const char *src,
 
 static void grow_bytes(state_history_mem_t *h, uint64_t need)
 {
-    uint64_t begin = byte_begin(h), used = h->byte_end - begin;
-    uint64_t cap = h->byte_cap ? h->byte_cap * 2 : 1024;
+    uint64_t begin = byte_begin(h),
+             used = h->byte_end -
+                    begin; /* Small to start (most models are small), doubling after. */
+    uint64_t cap = h->byte_cap ? h->byte_cap * 2 : 128;
     while (cap < used + need)
         cap *= 2;
     char *linear = codec_xmalloc(used ? used : 1);
@@ -94,7 +96,7 @@ static void push(state_history_mem_t *h, const char *bytes, size_t len)
         h->head = (h->head + 1) % h->cap;
         h->base++;
     } else if (h->end - h->base == h->cap) { /* grow the starts ring, unrolling it */
-        uint64_t cap = h->cap ? h->cap * 2 : 16;
+        uint64_t cap = h->cap ? h->cap * 2 : 4;
         if (cap > h->retain)
             cap = h->retain;
         uint64_t *starts = codec_xmalloc(cap * sizeof(*starts));
@@ -152,6 +154,11 @@ static int range(void *opaque, uint64_t from, uint64_t to, codec_packed_t *out)
         codec_packed_mark_item(out, base + (size_t)(item_end - begin));
     }
     return 0;
+}
+
+size_t state_history_mem_size(const state_history_mem_t *h)
+{
+    return sizeof(*h) + (size_t)h->cap * sizeof(*h->starts) + (size_t)h->byte_cap;
 }
 
 state_history_t state_history_mem_provider(state_history_mem_t *h)

@@ -16,6 +16,9 @@ void state_history_mem_destroy(state_history_mem_t *h);
 int state_history_mem_append(state_history_mem_t *h, uint64_t from,
                              const codec_packed_t *list);
 
+/** Bytes of memory h holds (for cache accounting). */
+size_t state_history_mem_size(const state_history_mem_t *h);
+
 /** The provider interface over h. */
 state_history_t state_history_mem_provider(state_history_mem_t *h);
 

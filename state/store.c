@@ -32,10 +32,16 @@
 #define KIND_OUTBOX    'x'
 #define MAX_ID_BYTES   65535 /* model ids are length-prefixed with 16 bits */
 
+/* Client records of all cached models live in one store-wide table (a table per model
+ * would cost more than the model itself), keyed by model and client; each model also
+ * lists its own, to drop them with it. */
 typedef struct client_s {
-    char *id;
+    char *key; /* the model's cache key, the model id's length (2 bytes), the client id */
+    size_t key_len;
+    const char *id; /* the client id, inside key */
     size_t id_len;
-    bool known; /* a flush of this client was applied (seq 0 is a valid seq) */
+    struct client_s *next; /* the model's next client */
+    bool known;            /* a flush of this client was applied (seq 0 is a valid seq) */
     uint64_t seq;
     uint64_t at;        /* the model's command count after that flush: ages the record */
     char *mapped_paths; /* msgpack map of the last applied flush's reply */
@@ -56,8 +62,9 @@ struct state_model_s {
     size_t snapshot_bytes;      /* size of the stored snapshot */
     size_t history_bytes_since; /* history bytes written since the snapshot */
     size_t mem_bytes;           /* what the cache charges for this model */
+    size_t history_charged;     /* the history ring's part of mem_bytes */
     uint64_t new_clients;       /* client records added since the last expiry check */
-    client_t *clients;
+    client_t *clients;          /* a list; the store's table finds them */
     state_model_t *lru_prev, *lru_next; /* most recently used first */
     UT_hash_handle hh;
 };
@@ -79,6 +86,7 @@ struct state_store_s {
     rocksdb_readoptions_t *read_options;
     rocksdb_writebatch_t *batch;
     state_model_t *models; /* the cache */
+    client_t *clients;     /* the cached models' client records */
     state_model_t *lru_head, *lru_tail;
     size_t cache_used;
     char failed[256]; /* non-empty once a write failed: no more commits */
@@ -231,17 +239,17 @@ err:
 
 static void client_free(client_t *c)
 {
-    free(c->id);
+    free(c->key);
     free(c->mapped_paths);
     free(c);
 }
 
-static void model_free(state_model_t *m)
+static void model_free(state_store_t *s, state_model_t *m)
 {
-    client_t *c, *tmp;
-    HASH_ITER(hh, m->clients, c, tmp)
-    {
-        HASH_DEL(m->clients, c);
+    while (m->clients) {
+        client_t *c = m->clients;
+        m->clients = c->next;
+        HASH_DEL(s->clients, c);
         client_free(c);
     }
     state_master_destroy(m->master);
@@ -258,7 +266,7 @@ void state_store_close(state_store_t *s)
     HASH_ITER(hh, s->models, m, tmp)
     {
         HASH_DEL(s->models, m);
-        model_free(m);
+        model_free(s, m);
     }
     if (s->batch)
         rocksdb_writebatch_destroy(s->batch);
@@ -313,6 +321,20 @@ static void charge(state_store_t *s, state_model_t *m, size_t bytes)
     s->cache_used += bytes;
 }
 
+/* Allocator overhead per allocation, and per model the fixed parts: the model, its
+ * master, its hash handle and the cache key. */
+#define ALLOC_OVERHEAD 16
+#define MODEL_FIXED    (sizeof(state_model_t) + 320 + 4 * ALLOC_OVERHEAD)
+
+/* Re-charges the model's history ring, which grows in steps. */
+static void recharge_history(state_store_t *s, state_model_t *m, size_t *charged)
+{
+    size_t now_bytes = state_history_mem_size(m->history);
+    if (now_bytes > *charged)
+        charge(s, m, now_bytes - *charged);
+    *charged = now_bytes;
+}
+
 /* Evicts least recently used models until the cache fits; called after a commit, when
  * every model is clean (its state is in RocksDB). */
 static void evict(state_store_t *s)
@@ -322,7 +344,7 @@ static void evict(state_store_t *s)
         lru_unlink(s, m);
         HASH_DEL(s->models, m);
         s->cache_used -= m->mem_bytes;
-        model_free(m);
+        model_free(s, m);
     }
 }
 
@@ -420,7 +442,6 @@ static int load_history(state_store_t *s, state_model_t *m, char *errstr,
             rc = -1;
             break;
         }
-        charge(s, m, vlen);
     }
     char *err = NULL;
     rocksdb_iter_get_error(it, &err);
@@ -480,7 +501,7 @@ state_model_t *state_store_model(state_store_t *s, int32_t partition, const char
     uint64_t count;
     codec_value_t *doc;
     if (load_snapshot(s, m, &count, &doc, errstr, errstr_size)) {
-        model_free(m);
+        model_free(s, m);
         return NULL;
     }
     m->snapshot_count = count;
@@ -488,10 +509,13 @@ state_model_t *state_store_model(state_store_t *s, int32_t partition, const char
                                  doc ? doc : codec_value_copy(s->initial_document),
                                  &s->conf.master);
     if (load_history(s, m, errstr, errstr_size)) {
-        model_free(m);
+        model_free(s, m);
         return NULL;
     }
-    charge(s, m, sizeof(*m) + codec_value_mem_size(state_master_document(m->master)));
+    charge(s, m,
+           MODEL_FIXED + m->key_len +
+               codec_value_mem_size(state_master_document(m->master)));
+    recharge_history(s, m, &m->history_charged);
     HASH_ADD_KEYPTR(hh, s->models, m->key, m->key_len, m);
     lru_push_front(s, m);
     return m;
@@ -509,15 +533,39 @@ state_history_t state_model_history(state_model_t *m)
 
 /* ---- clients ---- */
 
+/* The store-wide key of a model's client, in a malloc'ed buffer (*key_len set). */
+static char *client_key(const state_model_t *m, const char *id, size_t id_len,
+                        size_t *key_len)
+{
+    *key_len = m->key_len + 2 + id_len;
+    char *key = codec_xmalloc(*key_len);
+    memcpy(key, m->key, m->key_len);
+    key[m->key_len] = (char)(m->id_len >> 8);
+    key[m->key_len + 1] = (char)m->id_len;
+    memcpy(key + m->key_len + 2, id, id_len);
+    return key;
+}
+
+static client_t *client_find(state_store_t *s, const state_model_t *m, const char *id,
+                             size_t id_len)
+{
+    size_t key_len;
+    char *key = client_key(m, id, id_len, &key_len);
+    client_t *c = NULL;
+    HASH_FIND(hh, s->clients, key, key_len, c);
+    free(key);
+    return c;
+}
+
 static client_t *client_load(state_store_t *s, state_model_t *m, const char *id,
                              size_t id_len)
 {
-    client_t *c = NULL;
-    HASH_FIND(hh, m->clients, id, id_len, c);
+    client_t *c = client_find(s, m, id, id_len);
     if (c)
         return c;
     c = codec_xcalloc(1, sizeof(*c));
-    c->id = codec_xmemdup(id, id_len);
+    c->key = client_key(m, id, id_len, &c->key_len);
+    c->id = c->key + m->key_len + 2;
     c->id_len = id_len;
 
     store_key_t k;
@@ -554,8 +602,10 @@ static client_t *client_load(state_store_t *s, state_model_t *m, const char *id,
     codec_value_destroy(rec);
     rocksdb_free(err);
     free(v);
-    HASH_ADD_KEYPTR(hh, m->clients, c->id, c->id_len, c);
-    charge(s, m, sizeof(*c) + id_len + c->mapped_paths_len);
+    HASH_ADD_KEYPTR(hh, s->clients, c->key, c->key_len, c);
+    c->next = m->clients;
+    m->clients = c;
+    charge(s, m, sizeof(*c) + c->key_len + c->mapped_paths_len + 3 * ALLOC_OVERHEAD);
     return c;
 }
 
@@ -666,7 +716,7 @@ static void expire_clients(state_store_t *s, state_model_t *m)
     }
     rocksdb_iter_destroy(it);
     /* Records of this step are not in RocksDB yet: the cache has them. */
-    for (client_t *c = m->clients; c; c = c->hh.next) {
+    for (client_t *c = m->clients; c; c = c->next) {
         if (!c->known)
             continue;
         size_t i = 0;
@@ -690,10 +740,13 @@ static void expire_clients(state_store_t *s, state_model_t *m)
             key_add(&k, all[i].id, all[i].id_len);
             rocksdb_writebatch_delete(s->batch, k.p, k.len);
             key_free(&k);
-            client_t *c = NULL;
-            HASH_FIND(hh, m->clients, all[i].id, all[i].id_len, c);
+            client_t *c = client_find(s, m, all[i].id, all[i].id_len);
             if (c) {
-                HASH_DEL(m->clients, c);
+                client_t **link = &m->clients;
+                while (*link != c)
+                    link = &(*link)->next;
+                *link = c->next;
+                HASH_DEL(s->clients, c);
                 client_free(c);
             }
         }
@@ -719,10 +772,12 @@ void state_model_flushed(state_store_t *s, state_model_t *m, const char *client,
         key_add_u64(&k, a->result.applied_from + i);
         rocksdb_writebatch_put(s->batch, k.p, k.len, bytes, len);
         m->history_bytes_since += len;
-        charge(s, m, len);
+        /* The document grew by about the decoded size of what was applied. */
+        charge(s, m, 2 * len);
     }
     key_free(&k);
     state_history_mem_append(m->history, a->result.applied_from, applied);
+    recharge_history(s, m, &m->history_charged);
 
     /* The client's record: its seq and the mappedPaths a retry must see again. */
     client_t *c = client_load(s, m, client, client_len);
@@ -798,6 +853,13 @@ int state_store_commit(state_store_t *s, int32_t partition, int64_t next_offset,
     }
     evict(s);
     return 0;
+}
+
+size_t state_store_cache_bytes(const state_store_t *s, size_t *models)
+{
+    if (models)
+        *models = HASH_COUNT(s->models);
+    return s->cache_used;
 }
 
 int64_t state_store_next_offset(state_store_t *s, int32_t partition)

@@ -102,6 +102,9 @@ int state_store_scan(state_store_t *s,
                      int (*visit)(void *opaque, const state_store_item_t *item),
                      void *opaque, char *errstr, size_t errstr_size);
 
+/** Bytes the cache of decoded models holds now, and how many models. */
+size_t state_store_cache_bytes(const state_store_t *s, size_t *models);
+
 /** The partition's next input offset, or -1 when none is stored. */
 int64_t state_store_next_offset(state_store_t *s, int32_t partition);
 
