@@ -855,6 +855,33 @@ int state_store_commit(state_store_t *s, int32_t partition, int64_t next_offset,
     return 0;
 }
 
+int state_store_drop_partition(state_store_t *s, int32_t partition, char *errstr,
+                               size_t errstr_size)
+{
+    state_model_t *m, *tmp;
+    HASH_ITER(hh, s->models, m, tmp)
+    {
+        if (m->partition != partition)
+            continue;
+        lru_unlink(s, m);
+        HASH_DEL(s->models, m);
+        s->cache_used -= m->mem_bytes;
+        model_free(s, m);
+    }
+    outbox_seq_t *o = NULL;
+    HASH_FIND(hh, s->outbox_seqs, &partition, sizeof(partition), o);
+    if (o) { /* ids start again from what is stored: nothing */
+        HASH_DEL(s->outbox_seqs, o);
+        free(o);
+    }
+    unsigned char from[4], to[5];
+    for (int i = 0; i < 4; i++)
+        from[i] = to[i] = (unsigned char)((uint32_t)partition >> (24 - 8 * i));
+    to[4] = 0xff; /* after every kind byte */
+    rocksdb_writebatch_delete_range(s->batch, (const char *)from, 4, (const char *)to, 5);
+    return state_store_commit(s, partition, -1, errstr, errstr_size);
+}
+
 size_t state_store_cache_bytes(const state_store_t *s, size_t *models)
 {
     if (models)

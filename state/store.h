@@ -102,6 +102,12 @@ int state_store_scan(state_store_t *s,
                      int (*visit)(void *opaque, const state_store_item_t *item),
                      void *opaque, char *errstr, size_t errstr_size);
 
+/** Deletes everything stored for partition (models, history, clients, offset,
+ *  outbox) at once, and drops its models from the cache: for a partition whose state
+ *  is to be rebuilt from the topics. @returns 0, or -1 and errstr. */
+int state_store_drop_partition(state_store_t *s, int32_t partition, char *errstr,
+                               size_t errstr_size);
+
 /** Bytes the cache of decoded models holds now, and how many models. */
 size_t state_store_cache_bytes(const state_store_t *s, size_t *models);
 

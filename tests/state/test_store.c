@@ -448,3 +448,45 @@ Test(state_store, client_records_expire_oldest_first)
     cr_assert_eq(state_model_check_seq(store, m, "c", 1, 5, NULL, NULL),
                  STATE_SEQ_DUPLICATE);
 }
+
+Test(state_store, a_partition_is_dropped_on_its_own)
+{
+    open_store();
+    flush_creates("a", "c1", 1, 2); /* partition 0 */
+    commit(5);
+    state_model_t *other = state_store_model(store, 1, "b", 1, errstr, sizeof(errstr));
+    cr_assert_not_null(other, "%s", errstr);
+    state_store_outbox_add(store, 1, "replies", "alice", 5, "x", 1);
+    cr_assert_eq(state_store_commit(store, 1, 9, errstr, sizeof(errstr)), 0, "%s",
+                 errstr);
+
+    cr_assert_eq(state_store_drop_partition(store, 1, errstr, sizeof(errstr)), 0, "%s",
+                 errstr);
+    cr_assert_eq(state_store_next_offset(store, 1), -1);
+    cr_assert_eq(outbox(1).n, 0);
+    cr_assert_eq(state_store_next_offset(store, 0), 5, "other partitions stay");
+    open_store();
+    uint64_t count;
+    codec_value_t *doc = document_of("a", &count);
+    cr_assert_eq(count, 4);
+    codec_value_destroy(doc);
+}
+
+Test(state_store, reports_a_corrupt_store)
+{
+    open_store();
+    flush_creates("a", "c1", 1, 2);
+    commit(1);
+    state_store_close(store);
+    store = NULL;
+    char path[300];
+    snprintf(path, sizeof(path), "%s/CURRENT", dir);
+    FILE *fp = fopen(path, "w");
+    fputs("MANIFEST-999999\n", fp); /* points at a manifest that is not there */
+    fclose(fp);
+    cr_assert_null(state_store_open(&conf, errstr, sizeof(errstr)));
+    cr_assert(strstr(errstr, dir), "the message names the store: %s", errstr);
+    cr_assert(strstr(errstr, "MANIFEST") || strstr(errstr, "Corruption") ||
+                  strstr(errstr, "No such file"),
+              "%s", errstr);
+}
