@@ -73,25 +73,33 @@ static void pack_str(msgpack_packer *pk, const char *s)
     msgpack_pack_str_with_body(pk, s, strlen(s));
 }
 
-/* {"type":"flush","client":"c","seq":seq,"from":from,"completions":[update items/id]} */
-static void flush_record(msgpack_sbuffer *sb, uint64_t seq, uint64_t from, int item)
+/* Starts sb over with a flush of client "c" holding one completion:
+ * {"type":"flush","client":"c","seq":seq,"from":from,"completions":[ ...the caller's */
+static void flush_start(msgpack_sbuffer *sb, msgpack_packer *pk, uint64_t seq,
+                        uint64_t from)
 {
     msgpack_sbuffer_clear(sb);
+    msgpack_packer_init(pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_map(pk, 5);
+    pack_str(pk, "type");
+    pack_str(pk, "flush");
+    pack_str(pk, "client");
+    pack_str(pk, "c");
+    pack_str(pk, "seq");
+    msgpack_pack_uint64(pk, seq);
+    pack_str(pk, "from");
+    msgpack_pack_uint64(pk, from);
+    pack_str(pk, "completions");
+    msgpack_pack_array(pk, 1);
+}
+
+/* A flush that updates items/<item>. */
+static void flush_record(msgpack_sbuffer *sb, uint64_t seq, uint64_t from, int item)
+{
     msgpack_packer pk;
-    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    flush_start(sb, &pk, seq, from);
     char id[24];
     snprintf(id, sizeof(id), "%d", item);
-    msgpack_pack_map(&pk, 5);
-    pack_str(&pk, "type");
-    pack_str(&pk, "flush");
-    pack_str(&pk, "client");
-    pack_str(&pk, "c");
-    pack_str(&pk, "seq");
-    msgpack_pack_uint64(&pk, seq);
-    pack_str(&pk, "from");
-    msgpack_pack_uint64(&pk, from);
-    pack_str(&pk, "completions");
-    msgpack_pack_array(&pk, 1);
     msgpack_pack_map(&pk, 1);
     pack_str(&pk, "command");
     msgpack_pack_map(&pk, 3);
@@ -210,23 +218,11 @@ static long models_run(const char *base, int models, size_t cache_mb)
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
     double t0 = now();
     char model[32];
     for (int i = 0; i < models; i++) {
         snprintf(model, sizeof(model), "model-%d", i);
-        msgpack_sbuffer_clear(&sb);
-        msgpack_pack_map(&pk, 5);
-        pack_str(&pk, "type");
-        pack_str(&pk, "flush");
-        pack_str(&pk, "client");
-        pack_str(&pk, "c");
-        pack_str(&pk, "seq");
-        msgpack_pack_uint64(&pk, 1);
-        pack_str(&pk, "from");
-        msgpack_pack_uint64(&pk, 0);
-        pack_str(&pk, "completions");
-        msgpack_pack_array(&pk, 1);
+        flush_start(&sb, &pk, 1, 0);
         msgpack_pack_map(&pk, 2);
         pack_str(&pk, "command");
         msgpack_pack_map(&pk, 2);

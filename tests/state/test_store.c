@@ -102,6 +102,19 @@ static void flush_creates(const char *id, const char *client, uint64_t seq, int 
     flush(id, client, seq, json);
 }
 
+/* Closes the store and opens its RocksDB database directly (caller closes it). */
+static rocksdb_t *raw_db(void)
+{
+    state_store_close(store);
+    store = NULL;
+    rocksdb_options_t *o = rocksdb_options_create();
+    char *err = NULL;
+    rocksdb_t *db = rocksdb_open(o, dir, &err);
+    rocksdb_options_destroy(o);
+    cr_assert_null(err, "%s", err);
+    return db;
+}
+
 static void commit(int64_t offset)
 {
     cr_assert_eq(state_store_commit(store, 0, offset, errstr, sizeof(errstr)), 0, "%s",
@@ -191,15 +204,10 @@ Test(state_store, snapshots_are_rewritten_and_old_history_trimmed)
     cr_assert_eq(again, 40);
     cr_assert(codec_value_equal(doc, doc2), "snapshot + replayed history = the document");
     expect_history("a", 35, 40, true);
-    expect_history("a", 34, 40, false);
-
-    /* Nothing older than the snapshot and the window is left in RocksDB. */
-    state_store_close(store);
-    store = NULL;
-    rocksdb_options_t *o = rocksdb_options_create();
-    char *err = NULL;
-    rocksdb_t *db = rocksdb_open(o, dir, &err);
-    cr_assert_null(err);
+    expect_history(
+        "a", 34, 40,
+        false); /* Nothing older than the snapshot and the window is left in RocksDB. */
+    rocksdb_t *db = raw_db();
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
     rocksdb_iterator_t *it = rocksdb_create_iterator(db, ro);
     int history_keys = 0;
@@ -212,7 +220,6 @@ Test(state_store, snapshots_are_rewritten_and_old_history_trimmed)
     rocksdb_iter_destroy(it);
     rocksdb_readoptions_destroy(ro);
     rocksdb_close(db);
-    rocksdb_options_destroy(o);
     codec_value_destroy(doc);
     codec_value_destroy(doc2);
 }
@@ -281,18 +288,13 @@ Test(state_store, client_records_recognise_retries_across_reopen)
 Test(state_store, refuses_a_store_of_another_layout)
 {
     open_store();
-    state_store_close(store);
-    store = NULL;
-    rocksdb_options_t *o = rocksdb_options_create();
+    rocksdb_t *db = raw_db();
     char *err = NULL;
-    rocksdb_t *db = rocksdb_open(o, dir, &err);
-    cr_assert_null(err);
     rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
     rocksdb_put(db, wo, "\xff\xff\xff\xffV", 5, "flushout-store 99", 17, &err);
     cr_assert_null(err);
     rocksdb_writeoptions_destroy(wo);
     rocksdb_close(db);
-    rocksdb_options_destroy(o);
 
     cr_assert_null(state_store_open(&conf, errstr, sizeof(errstr)));
     cr_assert(strstr(errstr, "flushout-store 99"), "%s", errstr);
