@@ -159,10 +159,9 @@ static void handle_flush(processor_handler_t *h, const target_t *t,
     state_apply_t *a = &h->apply;
     state_apply_reset(a);
     if (t->stored) {
-        const char *mapped;
-        size_t mapped_len;
+        state_retry_t retry;
         switch (state_model_check_seq(h->conf.store, t->stored, req->client.ptr,
-                                      req->client.len, req->seq, &mapped, &mapped_len)) {
+                                      req->client.len, req->seq, &retry)) {
         case STATE_SEQ_STALE: {
             char msg[128];
             snprintf(msg, sizeof(msg), "seq %llu is older than this client's last flush",
@@ -172,15 +171,25 @@ static void handle_flush(processor_handler_t *h, const target_t *t,
             return;
         }
         case STATE_SEQ_DUPLICATE:
-            /* The retry gets the latest snapshot and the original remaps: the proxy
-             * ends where the lost reply would have brought it, or further on. */
+            /* Nothing is applied. The retry gets the history from its own `from` to
+             * right after the original flush, and the original remaps: the proxy ends
+             * exactly where the lost reply would have brought it. When that history
+             * is no longer kept, the latest snapshot instead (further on, and as
+             * consistent). */
             a->result.duplicate = true;
             a->result.applied_from = state_master_command_count(t->master);
-            a->result.sync = CODEC_SYNC_FULL;
-            a->result.latest_count = state_master_command_count(t->master);
-            a->result.latest_document = state_master_document(t->master);
-            a->result.mapped_paths_raw = mapped;
-            a->result.mapped_paths_raw_len = mapped_len;
+            a->result.mapped_paths_raw = retry.mapped_paths;
+            a->result.mapped_paths_raw_len = retry.mapped_paths_len;
+            a->result.sync = CODEC_SYNC_PARTIAL;
+            a->result.diff_from = req->from;
+            if (req->from > retry.at ||
+                t->history.range(t->history.opaque, req->from, retry.at,
+                                 &a->result.diff_history) != 0) {
+                codec_packed_reset(&a->result.diff_history);
+                a->result.sync = CODEC_SYNC_FULL;
+                a->result.latest_count = state_master_command_count(t->master);
+                a->result.latest_document = state_master_document(t->master);
+            }
             codec_reply_pack_flush(pk, to, &a->result);
             return;
         case STATE_SEQ_NEW:

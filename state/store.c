@@ -610,14 +610,11 @@ static client_t *client_load(state_store_t *s, state_model_t *m, const char *id,
 }
 
 state_seq_t state_model_check_seq(state_store_t *s, state_model_t *m, const char *client,
-                                  size_t client_len, uint64_t seq,
-                                  const char **mapped_paths, size_t *mapped_paths_len)
+                                  size_t client_len, uint64_t seq, state_retry_t *retry)
 {
     client_t *c = client_load(s, m, client, client_len);
-    if (mapped_paths) {
-        *mapped_paths = c->mapped_paths;
-        *mapped_paths_len = c->mapped_paths_len;
-    }
+    if (retry)
+        *retry = (state_retry_t){c->mapped_paths, c->mapped_paths_len, c->at};
     if (!c->known || seq > c->seq)
         return STATE_SEQ_NEW;
     return seq == c->seq ? STATE_SEQ_DUPLICATE : STATE_SEQ_STALE;

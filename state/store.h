@@ -58,11 +58,18 @@ typedef enum state_seq_e {
     STATE_SEQ_STALE,     /* lower: refuse */
 } state_seq_t;
 
-/** Checks seq against the client's record. On DUPLICATE, *mapped_paths (may be NULL)
- *  gets the original reply's mappedPaths as msgpack bytes, valid until the next call. */
+/* What a retry needs to be answered as the original flush was. */
+typedef struct state_retry_s {
+    const char *mapped_paths; /* the original reply's mappedPaths, msgpack; lives until
+                               * the next call on the model */
+    size_t mapped_paths_len;
+    uint64_t at; /* the model's command count right after the original flush */
+} state_retry_t;
+
+/** Checks seq against the client's record. On DUPLICATE, retry (may be NULL) says how
+ *  the original flush was answered. */
 state_seq_t state_model_check_seq(state_store_t *s, state_model_t *m, const char *client,
-                                  size_t client_len, uint64_t seq,
-                                  const char **mapped_paths, size_t *mapped_paths_len);
+                                  size_t client_len, uint64_t seq, state_retry_t *retry);
 
 /** Records an applied flush: its applied completions go to the history and the step's
  *  batch, the client's record is updated, and the snapshot is rewritten when due. */

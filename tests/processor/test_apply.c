@@ -238,12 +238,13 @@ Test(processor_apply, a_second_run_continues_and_recognises_retries)
         "{\"type\":\"flush\",\"model\":\"a\",\"client\":\"bob\",\"seq\":6,\"from\":0,"
         "\"completions\":[]}\n"
         "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"bob\",\"seq\":8}\n");
-    expect_line(
-        out, 0,
-        "{\"type\":\"flushResult\",\"model\":\"a\",\"client\":\"bob\",\"seq\":7,"
-        "\"duplicate\":true,\"applied\":{\"from\":2,\"completions\":[]},"
-        "\"sync\":{\"isPartial\":false,\"latest\":{\"commandCount\":2,\"document\":{"
-        "\"1\":{},\"3\":{}}},\"mappedPaths\":{\"1\":[\"3\"]}}}");
+    expect_line(out, 0,
+                "{\"type\":\"flushResult\",\"model\":\"a\",\"client\":\"bob\",\"seq\":7,"
+                "\"duplicate\":true,\"applied\":{\"from\":2,\"completions\":[]},"
+                "\"sync\":{\"isPartial\":true,\"diff\":{\"from\":0,\"completions\":["
+                "{\"command\":{\"action\":\"create\"},\"createdId\":\"1\"},"
+                "{\"command\":{\"action\":\"create\"},\"createdId\":\"3\"}]},"
+                "\"mappedPaths\":{\"1\":[\"3\"]}}}");
     codec_value_t *v = line(out, 1);
     cr_assert_str_eq(error_code(v), "stale_seq");
     codec_value_destroy(v);

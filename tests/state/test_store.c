@@ -68,7 +68,7 @@ static void flush(const char *id, const char *client, uint64_t seq, const char *
         codec_request_from_value(v, id, strlen(id), NULL, &req, errstr, sizeof(errstr)),
         0, "%s", errstr);
     state_model_t *m = model(id);
-    cr_assert_eq(state_model_check_seq(store, m, client, strlen(client), seq, NULL, NULL),
+    cr_assert_eq(state_model_check_seq(store, m, client, strlen(client), seq, NULL),
                  STATE_SEQ_NEW);
     state_apply_t a;
     state_apply_init(&a);
@@ -260,29 +260,26 @@ Test(state_store, client_records_recognise_retries_across_reopen)
     commit(2);
     open_store();
     state_model_t *m = model("m");
-    const char *mapped;
-    size_t mapped_len;
-    cr_assert_eq(state_model_check_seq(store, m, "bob", 3, 5, NULL, NULL), STATE_SEQ_NEW);
-    cr_assert_eq(state_model_check_seq(store, m, "bob", 3, 3, NULL, NULL),
-                 STATE_SEQ_STALE);
-    cr_assert_eq(state_model_check_seq(store, m, "bob", 3, 4, &mapped, &mapped_len),
+    state_retry_t retry;
+    cr_assert_eq(state_model_check_seq(store, m, "bob", 3, 5, NULL), STATE_SEQ_NEW);
+    cr_assert_eq(state_model_check_seq(store, m, "bob", 3, 3, NULL), STATE_SEQ_STALE);
+    cr_assert_eq(state_model_check_seq(store, m, "bob", 3, 4, &retry),
                  STATE_SEQ_DUPLICATE);
-    cr_assert_eq(state_model_check_seq(store, m, "alice", 5, 0, NULL, NULL),
+    cr_assert_eq(state_model_check_seq(store, m, "alice", 5, 0, NULL),
                  STATE_SEQ_DUPLICATE, "seq 0 is a seq like any other");
-    cr_assert_eq(state_model_check_seq(store, m, "carol", 5, 0, NULL, NULL),
-                 STATE_SEQ_NEW);
+    cr_assert_eq(state_model_check_seq(store, m, "carol", 5, 0, NULL), STATE_SEQ_NEW);
     /* bob's original reply mapped "1" to "3": a retry must see that again */
-    cr_assert_eq(state_model_check_seq(store, m, "bob", 3, 4, &mapped, &mapped_len),
+    cr_assert_eq(state_model_check_seq(store, m, "bob", 3, 4, &retry),
                  STATE_SEQ_DUPLICATE);
-    cr_assert_not_null(mapped);
-    cr_assert_eq(mapped_len, 6u); /* {"1":["3"]}: map1, fixstr "1", array1, fixstr "3" */
-    cr_assert_eq(memcmp(mapped,
-                        "\x81\xa1"
-                        "1"
-                        "\x91\xa1"
-                        "3",
-                        6),
-                 0);
+    cr_assert_not_null(retry.mapped_paths);
+    cr_assert_eq(retry.at, 2, "bob's flush left the model at 2 commands");
+    /* {"1":["3"]}: a map of one, fixstr "1", an array of one, fixstr "3" */
+    static const char want[] = "\x81\xa1"
+                               "1"
+                               "\x91\xa1"
+                               "3";
+    cr_assert_eq(retry.mapped_paths_len, sizeof(want) - 1);
+    cr_assert_eq(memcmp(retry.mapped_paths, want, sizeof(want) - 1), 0);
 }
 
 Test(state_store, refuses_a_store_of_another_layout)
@@ -443,12 +440,10 @@ Test(state_store, client_records_expire_oldest_first)
     }
     open_store();
     state_model_t *m = model("m");
-    cr_assert_eq(state_model_check_seq(store, m, "a", 1, 5, NULL, NULL), STATE_SEQ_NEW,
+    cr_assert_eq(state_model_check_seq(store, m, "a", 1, 5, NULL), STATE_SEQ_NEW,
                  "the oldest client is forgotten: its retry counts as new");
-    cr_assert_eq(state_model_check_seq(store, m, "b", 1, 5, NULL, NULL),
-                 STATE_SEQ_DUPLICATE);
-    cr_assert_eq(state_model_check_seq(store, m, "c", 1, 5, NULL, NULL),
-                 STATE_SEQ_DUPLICATE);
+    cr_assert_eq(state_model_check_seq(store, m, "b", 1, 5, NULL), STATE_SEQ_DUPLICATE);
+    cr_assert_eq(state_model_check_seq(store, m, "c", 1, 5, NULL), STATE_SEQ_DUPLICATE);
 }
 
 Test(state_store, a_partition_is_dropped_on_its_own)
