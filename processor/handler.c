@@ -24,7 +24,6 @@ struct processor_handler_s {
     model_t *models;
     state_apply_t apply; /* reused by every flush, keeping its buffers */
     msgpack_zone *zone;  /* each request's decoded tree; cleared after each record */
-    state_history_mem_t *history_of_last; /* without a store: the handled model's */
 };
 
 processor_handler_t *processor_handler_new(const processor_handler_conf_t *conf)
@@ -117,7 +116,8 @@ void processor_output_destroy(processor_output_t *out)
 typedef struct target_s {
     state_master_t *master;
     state_history_t history;
-    state_model_t *stored; /* NULL without a store */
+    state_model_t *stored;            /* with a store */
+    state_history_mem_t *mem_history; /* without one: where applied commands go */
 } target_t;
 
 static void handle_history(const target_t *t, uint64_t retain, const codec_request_t *req,
@@ -201,7 +201,7 @@ static void handle_flush(processor_handler_t *h, const target_t *t,
         state_model_flushed(h->conf.store, t->stored, req->client.ptr, req->client.len,
                             req->seq, a);
     else
-        state_history_mem_append(h->history_of_last, a->result.applied_from,
+        state_history_mem_append(t->mem_history, a->result.applied_from,
                                  &a->result.applied);
     codec_reply_pack_flush(pk, to, &a->result);
 }
@@ -246,7 +246,7 @@ void processor_handler_handle(processor_handler_t *h, int32_t partition, const c
         model_t *m = model_get(h, &req.model);
         t.master = m->master;
         t.history = state_history_mem_provider(m->history);
-        h->history_of_last = m->history;
+        t.mem_history = m->history;
     }
 
     switch (req.type) {
