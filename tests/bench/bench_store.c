@@ -135,6 +135,16 @@ static state_store_t *store_open(const char *dir, size_t cache_mb,
     return s;
 }
 
+/* A handler over s, configured as both runs use it. */
+static processor_handler_t *handler_over(state_store_t *s)
+{
+    processor_handler_conf_t conf = {.store = s,
+                                     .master = {.ids = STATE_IDS_HASH},
+                                     .history = 1000,
+                                     .limits = codec_limits_default};
+    return processor_handler_new(&conf);
+}
+
 static void commit(processor_handler_t *h, int64_t offset)
 {
     char errstr[512];
@@ -166,11 +176,7 @@ static double document_run(const char *base, size_t size_kb, int flushes, bool r
     size_t items = codec_map_get(doc, "items", 5)->u.map.count;
     state_store_t *s = store_open(dir, 1024, doc);
     codec_value_destroy(doc);
-    processor_handler_conf_t conf = {.store = s,
-                                     .master = {.ids = STATE_IDS_HASH},
-                                     .history = 1000,
-                                     .limits = codec_limits_default};
-    processor_handler_t *h = processor_handler_new(&conf);
+    processor_handler_t *h = handler_over(s);
     processor_output_t out;
     processor_output_init(&out);
     msgpack_sbuffer sb;
@@ -208,11 +214,7 @@ static long models_run(const char *base, int models, size_t cache_mb)
     snprintf(dir, sizeof(dir), "%s/models", base);
     long rss_before = proc_kb("VmRSS:");
     state_store_t *s = store_open(dir, cache_mb, NULL);
-    processor_handler_conf_t conf = {.store = s,
-                                     .master = {.ids = STATE_IDS_HASH},
-                                     .history = 1000,
-                                     .limits = codec_limits_default};
-    processor_handler_t *h = processor_handler_new(&conf);
+    processor_handler_t *h = handler_over(s);
     processor_output_t out;
     processor_output_init(&out);
     msgpack_sbuffer sb;
