@@ -19,6 +19,7 @@
 #include "codec/msgpack.h"
 #include "codec/request.h"
 #include "processor/handler.h"
+#include "reply_check.h"
 
 /* Inputs per handler: enough for documents to grow and histories to wrap (history is
  * 5 commands), few enough that models and documents stay small. */
@@ -56,31 +57,6 @@ static processor_handler_t *handler_get(void)
     fuzz_handler = processor_handler_new(&conf);
     codec_value_destroy(doc); /* the handler keeps a copy */
     return fuzz_handler;
-}
-
-/* Replies nest the document (path length + props depth) inside the reply, so they
- * may be deeper than requests; the other limits only guard against hostile input. */
-static const codec_limits_t fuzz_reply_limits = {4096, UINT32_MAX, UINT32_MAX,
-                                                 UINT32_MAX};
-
-static void check_reply(const processor_output_t *out)
-{
-    codec_value_t *v = NULL;
-    char errstr[512];
-    codec_err_t err = codec_msgpack_decode(
-        out->reply.data, out->reply.size, &fuzz_reply_limits, &v, errstr, sizeof(errstr));
-    if (err) {
-        fprintf(stderr, "fuzz_request: reply (%zu bytes) is not valid msgpack: %s: %s\n",
-                out->reply.size, codec_err_name(err), errstr);
-        abort();
-    }
-    const codec_value_t *type =
-        v->type == CODEC_VALUE_MAP ? codec_map_get(v, "type", 4) : NULL;
-    if (!type || type->type != CODEC_VALUE_STR) {
-        fprintf(stderr, "fuzz_request: reply is not a map with a string \"type\"\n");
-        abort();
-    }
-    codec_value_destroy(v);
 }
 
 /* The decoder accepts what the encoder writes: msgpack -> value -> msgpack -> value
@@ -130,7 +106,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     processor_output_reset(&out);
     processor_handler_handle(handler_get(), 0, "m", 1, (const char *)data, size, &out);
-    check_reply(&out);
+    fuzz_check_reply(&out);
     /* The handler decodes the same bytes, so it must reject exactly what the decoder
      * rejected (a request that decodes may still get an error reply, e.g. a history
      * range that is not kept). */
