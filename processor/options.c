@@ -16,7 +16,7 @@
 const processor_option_t processor_options[] = {
     {"state-dir", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(state_dir),
      PROCESSOR_CMD_APPLY | PROCESSOR_CMD_INSPECT, 1,
-     "Directory of the RocksDB state store (created if missing)."},
+     "Directory of the RocksDB state store (apply creates it if missing)."},
     {"ids", PROCESSOR_OPT_STRING, "hash", "hash|sequential", 0, 0, OFF(ids),
      PROCESSOR_CMD_APPLY, 0,
      "How created IDs are chosen when a proposed ID collides: 'hash' (a deterministic "
@@ -164,6 +164,29 @@ static int load_file(processor_config_t *cfg, unsigned command, const char *path
     return rc;
 }
 
+/* Prints text word-wrapped to 80 columns, each line indented by 6. */
+static void print_wrapped(FILE *fp, const char *text)
+{
+    const int indent = 6, width = 80;
+    int col = 0;
+    while (*text) {
+        size_t word = strcspn(text, " ");
+        if (col > 0 && col + 1 + (int)word > width) {
+            fputc('\n', fp);
+            col = 0;
+        }
+        if (col == 0)
+            col = fprintf(fp, "%*s", indent, "");
+        else
+            col += fprintf(fp, " ");
+        col += fprintf(fp, "%.*s", (int)word, text);
+        text += word;
+        while (*text == ' ')
+            text++;
+    }
+    fputc('\n', fp);
+}
+
 void processor_options_usage(FILE *fp, unsigned command)
 {
     fprintf(fp, "Options (also FLUSHOUT_<NAME> in the environment, or name=value lines "
@@ -177,8 +200,9 @@ void processor_options_usage(FILE *fp, unsigned command)
                           : o->type == PROCESSOR_OPT_UINT ? " N"
                           : o->type == PROCESSOR_OPT_BOOL ? "[=true|false]"
                                                           : " VALUE";
-        fprintf(fp, "  --%s%s%s%s\n      %s\n", o->name, o->choices ? " " : "", arg,
-                o->required ? " (required)" : "", o->help);
+        fprintf(fp, "  --%s%s%s%s\n", o->name, o->choices ? " " : "", arg,
+                o->required ? " (required)" : "");
+        print_wrapped(fp, o->help);
         if (o->default_value)
             fprintf(fp, "      Default: %s.\n", o->default_value);
     }
