@@ -36,6 +36,13 @@ const codec_limits_t codec_limits_default = {
     .max_path_length = CODEC_DEFAULT_MAX_PATH_LENGTH,
 };
 
+const codec_limits_t codec_limits_trusted = {
+    .max_depth = 4096,
+    .max_string_bytes = UINT32_MAX,
+    .max_completions = UINT32_MAX,
+    .max_path_length = UINT32_MAX,
+};
+
 const char *codec_err_name(codec_err_t err)
 {
     if ((unsigned)err >= CODEC_ERR__COUNT)

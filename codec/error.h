@@ -55,6 +55,11 @@ typedef struct codec_limits_s {
 /** The default limits. */
 extern const codec_limits_t codec_limits_default;
 
+/** Limits for bytes this program wrote itself (replies, stored snapshots, history
+ *  and records): documents may nest deeper than requests (path length + props
+ *  depth), and nothing else needs bounding. */
+extern const codec_limits_t codec_limits_trusted;
+
 /** Writes a formatted message to errstr (always NUL-terminated) and returns err. */
 codec_err_t codec_errf(codec_err_t err, char *errstr, size_t errstr_size, const char *fmt,
                        ...) __attribute__((format(printf, 4, 5)));

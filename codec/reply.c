@@ -125,7 +125,7 @@ static void pack_head(msgpack_packer *pk, const char *type, const codec_reply_to
     }
 }
 
-static void pack_snapshot(msgpack_packer *pk, uint64_t count, const codec_value_t *doc)
+void codec_snapshot_pack(msgpack_packer *pk, uint64_t count, const codec_value_t *doc)
 {
     msgpack_pack_map(pk, 2);
     PACK_LIT(pk, "commandCount");
@@ -169,7 +169,7 @@ void codec_reply_pack_flush(msgpack_packer *pk, const codec_reply_to_t *to,
         } else {
             msgpack_pack_false(pk);
             PACK_LIT(pk, "latest");
-            pack_snapshot(pk, r->latest_count, r->latest_document);
+            codec_snapshot_pack(pk, r->latest_count, r->latest_document);
         }
         PACK_LIT(pk, "mappedPaths");
         if (r->mapped_paths_raw)
@@ -190,7 +190,7 @@ void codec_reply_pack_snapshot(msgpack_packer *pk, const codec_reply_to_t *to,
 {
     pack_head(pk, "snapshot", to, 1);
     PACK_LIT(pk, "snapshot");
-    pack_snapshot(pk, command_count, document);
+    codec_snapshot_pack(pk, command_count, document);
 }
 
 void codec_reply_pack_history(msgpack_packer *pk, const codec_reply_to_t *to,

@@ -75,6 +75,10 @@ void codec_flush_result_destroy(codec_flush_result_t *r);
 void codec_flush_result_add_error(codec_flush_result_t *r, codec_action_t action,
                                   const codec_value_t *path, const char *message);
 
+/** Packs a snapshot, {"commandCount": n, "document": {...}}: in replies and as stored. */
+void codec_snapshot_pack(msgpack_packer *pk, uint64_t command_count,
+                         const codec_value_t *document);
+
 void codec_reply_pack_flush(msgpack_packer *pk, const codec_reply_to_t *to,
                             const codec_flush_result_t *r);
 void codec_reply_pack_snapshot(msgpack_packer *pk, const codec_reply_to_t *to,

@@ -414,12 +414,11 @@ codec_err_t codec_completion_decode(const char *buf, size_t len, msgpack_zone *z
                                     size_t errstr_size)
 {
     /* History holds what this build wrote: its depth is bounded by the document's. */
-    codec_limits_t lax = {4096, UINT32_MAX, UINT32_MAX, UINT32_MAX};
-    validator_t vd = {&lax, errstr, errstr_size};
+    validator_t vd = {&codec_limits_trusted, errstr, errstr_size};
     codec_value_t *v;
     memset(c, 0, sizeof(*c));
-    codec_err_t err =
-        codec_msgpack_decode_zone(zone, NULL, buf, len, &lax, &v, errstr, errstr_size);
+    codec_err_t err = codec_msgpack_decode_zone(
+        zone, NULL, buf, len, &codec_limits_trusted, &v, errstr, errstr_size);
     if (err || (err = parse_completion(&vd, 0, v, c)))
         return err;
     if (c->raw) { /* canonical: the stored bytes are its echo */

@@ -79,8 +79,7 @@ static void write_json(FILE *out, const char *msgpack, size_t len)
     codec_value_t *v = NULL;
     char err[256];
     /* Replies are ours, so this decode cannot fail short of a bug; say so if it does. */
-    codec_limits_t lax = {4096, UINT32_MAX, UINT32_MAX, UINT32_MAX};
-    if (codec_msgpack_decode(msgpack, len, &lax, &v, err, sizeof(err))) {
+    if (codec_msgpack_decode(msgpack, len, &codec_limits_trusted, &v, err, sizeof(err))) {
         fprintf(stderr, "apply: internal error re-reading a reply: %s\n", err);
         abort();
     }

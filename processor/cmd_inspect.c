@@ -65,10 +65,7 @@ static int collect(void *opaque, const state_store_item_t *item)
     }
     p->bytes += item->value_len;
     if (item->kind == STATE_ITEM_OFFSET) {
-        uint64_t v = 0;
-        for (size_t i = 0; i < item->value_len && i < 8; i++)
-            v = (v << 8) | (unsigned char)item->value[i];
-        p->next_offset = (int64_t)v;
+        p->next_offset = (int64_t)item->count;
         return 0;
     }
     if (item->kind == STATE_ITEM_OUTBOX) {
@@ -99,9 +96,8 @@ static int collect(void *opaque, const state_store_item_t *item)
     case STATE_ITEM_SNAPSHOT: {
         codec_value_t *v = NULL;
         char err[128];
-        codec_limits_t lax = {4096, UINT32_MAX, UINT32_MAX, UINT32_MAX};
-        if (codec_msgpack_decode(item->value, item->value_len, &lax, &v, err,
-                                 sizeof(err)) == 0 &&
+        if (codec_msgpack_decode(item->value, item->value_len, &codec_limits_trusted, &v,
+                                 err, sizeof(err)) == 0 &&
             v->type == CODEC_VALUE_MAP) {
             const codec_value_t *c = codec_map_get(v, "commandCount", 12);
             if (c && c->type == CODEC_VALUE_INT)
@@ -122,10 +118,9 @@ static int collect(void *opaque, const state_store_item_t *item)
         if (l->only_model && l->out) { /* --history-of */
             codec_value_t *v = NULL;
             char err[128];
-            codec_limits_t lax = {4096, UINT32_MAX, UINT32_MAX, UINT32_MAX};
             json_t *completion = NULL;
-            if (codec_msgpack_decode(item->value, item->value_len, &lax, &v, err,
-                                     sizeof(err)) == 0) {
+            if (codec_msgpack_decode(item->value, item->value_len, &codec_limits_trusted,
+                                     &v, err, sizeof(err)) == 0) {
                 char *text = codec_json_encode(v, NULL);
                 completion = json_loads(text, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
                 free(text);

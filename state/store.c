@@ -367,12 +367,11 @@ static int load_snapshot(state_store_t *s, state_model_t *m, uint64_t *count,
         return fail_rocks(err, "reading a snapshot", errstr, errstr_size);
     if (!v)
         return 0;
-    codec_limits_t lax = {4096, UINT32_MAX, UINT32_MAX, UINT32_MAX};
     codec_value_t *snap = NULL;
     char derr[256];
     int rc = 0;
     const codec_value_t *c, *d;
-    if (codec_msgpack_decode(v, len, &lax, &snap, derr, sizeof(derr)) ||
+    if (codec_msgpack_decode(v, len, &codec_limits_trusted, &snap, derr, sizeof(derr)) ||
         snap->type != CODEC_VALUE_MAP || !(c = codec_map_get(snap, "commandCount", 12)) ||
         c->type != CODEC_VALUE_INT || !(d = codec_map_get(snap, "document", 8)) ||
         d->type != CODEC_VALUE_MAP) {
@@ -578,8 +577,9 @@ static client_t *client_load(state_store_t *s, state_model_t *m, const char *id,
     key_free(&k);
     codec_value_t *rec = NULL;
     char derr[128];
-    codec_limits_t lax = {4096, UINT32_MAX, UINT32_MAX, UINT32_MAX};
-    if (!err && v && codec_msgpack_decode(v, len, &lax, &rec, derr, sizeof(derr)) == 0 &&
+    if (!err && v &&
+        codec_msgpack_decode(v, len, &codec_limits_trusted, &rec, derr, sizeof(derr)) ==
+            0 &&
         rec->type == CODEC_VALUE_MAP) {
         const codec_value_t *seq = codec_map_get(rec, "seq", 3);
         const codec_value_t *mp = codec_map_get(rec, "mappedPaths", 11);
@@ -628,11 +628,8 @@ static void put_snapshot(state_store_t *s, state_model_t *m)
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 2);
-    msgpack_pack_str_with_body(&pk, "commandCount", 12);
-    msgpack_pack_uint64(&pk, state_master_command_count(m->master));
-    msgpack_pack_str_with_body(&pk, "document", 8);
-    codec_msgpack_pack_value(&pk, state_master_document(m->master));
+    codec_snapshot_pack(&pk, state_master_command_count(m->master),
+                        state_master_document(m->master));
 
     store_key_t k;
     key_init(&k, (uint32_t)m->partition, KIND_SNAPSHOT);
@@ -698,9 +695,9 @@ static void expire_clients(state_store_t *s, state_model_t *m)
         const char *v = rocksdb_iter_value(it, &vlen);
         codec_value_t *rec = NULL;
         char derr[64];
-        codec_limits_t lax = {4096, UINT32_MAX, UINT32_MAX, UINT32_MAX};
         uint64_t at = 0;
-        if (codec_msgpack_decode(v, vlen, &lax, &rec, derr, sizeof(derr)) == 0 &&
+        if (codec_msgpack_decode(v, vlen, &codec_limits_trusted, &rec, derr,
+                                 sizeof(derr)) == 0 &&
             rec->type == CODEC_VALUE_MAP) {
             const codec_value_t *a = codec_map_get(rec, "at", 2);
             at = a && a->type == CODEC_VALUE_INT ? (uint64_t)a->u.i : 0;
@@ -965,6 +962,8 @@ int state_store_scan(state_store_t *s,
         if (!parse_key(k, klen, &item))
             continue;
         item.value = rocksdb_iter_value(it, &item.value_len);
+        if (item.kind == KIND_OFFSET && item.value_len == 8)
+            item.count = be64(item.value);
         if (visit(opaque, &item))
             break;
     }
@@ -1045,7 +1044,6 @@ int state_store_outbox_scan(state_store_t *s, int32_t partition,
     store_key_t prefix;
     key_init(&prefix, (uint32_t)partition, KIND_OUTBOX);
     rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
-    codec_limits_t lax = {16, UINT32_MAX, UINT32_MAX, UINT32_MAX};
     int rc = 0;
     for (rocksdb_iter_seek(it, prefix.p, prefix.len); rocksdb_iter_valid(it);
          rocksdb_iter_next(it)) {
@@ -1057,7 +1055,8 @@ int state_store_outbox_scan(state_store_t *s, int32_t partition,
         codec_value_t *rec = NULL;
         char derr[128];
         const codec_value_t *topic, *key, *value;
-        if (codec_msgpack_decode(v, vlen, &lax, &rec, derr, sizeof(derr)) ||
+        if (codec_msgpack_decode(v, vlen, &codec_limits_trusted, &rec, derr,
+                                 sizeof(derr)) ||
             rec->type != CODEC_VALUE_MAP || !(topic = codec_map_get(rec, "topic", 5)) ||
             topic->type != CODEC_VALUE_STR || !(key = codec_map_get(rec, "key", 3)) ||
             key->type != CODEC_VALUE_BIN || !(value = codec_map_get(rec, "value", 5)) ||

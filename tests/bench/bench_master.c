@@ -215,12 +215,11 @@ static uint64_t array_len(const codec_value_t *a)
 static int count_reply(bench_stats_t *s, const processor_output_t *out, char *why,
                        size_t why_size)
 {
-    static const codec_limits_t lax = {4096, UINT32_MAX, UINT32_MAX, UINT32_MAX};
     codec_value_t *v = NULL;
     char errstr[400];
     s->reply_bytes += out->reply.size;
-    if (codec_msgpack_decode(out->reply.data, out->reply.size, &lax, &v, errstr,
-                             sizeof(errstr))) {
+    if (codec_msgpack_decode(out->reply.data, out->reply.size, &codec_limits_trusted, &v,
+                             errstr, sizeof(errstr))) {
         snprintf(why, why_size, "reply is not valid msgpack: %s", errstr);
         return -1;
     }
