@@ -1,13 +1,8 @@
 /* state/store.c - durable masters in RocksDB, written one processing step at a time.
  *
  * Everything a partition owns sits under a 4-byte big-endian partition prefix, so a
- * partition is one contiguous key range (dropped or counted on its own). Within it:
- *   o                              next input offset (u64 BE)
- *   s <model>                      snapshot: {"commandCount","document"} (msgpack)
- *   h <len u16> <model> <count u64> applied completion of command `count` (msgpack) *   c
- * <len u16> <model> <client>   client record: {"seq","mappedPaths"} (msgpack) x <id u64>
- * outbox record: {"topic","key","value"} (msgpack) and the layout version under partition
- * 0xffffffff, kind V. */
+ * partition is one contiguous key range (dropped or counted on its own). The kinds of
+ * record under it are listed in state/README.md. */
 #include "store.h"
 
 #include <errno.h>
@@ -30,6 +25,7 @@
 #define KIND_HISTORY   'h'
 #define KIND_CLIENT    'c'
 #define KIND_OUTBOX    'x'
+#define KIND_CHANGES   'k'
 #define MAX_ID_BYTES   65535 /* model ids are length-prefixed with 16 bits */
 
 /* Client records of all cached models live in one store-wide table (a table per model
@@ -337,15 +333,18 @@ static void recharge_history(state_store_t *s, state_model_t *m, size_t *charged
 
 /* Evicts least recently used models until the cache fits; called after a commit, when
  * every model is clean (its state is in RocksDB). */
+static void drop_model(state_store_t *s, state_model_t *m)
+{
+    lru_unlink(s, m);
+    HASH_DEL(s->models, m);
+    s->cache_used -= m->mem_bytes;
+    model_free(s, m);
+}
+
 static void evict(state_store_t *s)
 {
-    while (s->cache_used > s->conf.cache_bytes && s->lru_tail) {
-        state_model_t *m = s->lru_tail;
-        lru_unlink(s, m);
-        HASH_DEL(s->models, m);
-        s->cache_used -= m->mem_bytes;
-        model_free(s, m);
-    }
+    while (s->cache_used > s->conf.cache_bytes && s->lru_tail)
+        drop_model(s, s->lru_tail);
 }
 
 /* ---- loading ---- */
@@ -751,10 +750,41 @@ static void expire_clients(state_store_t *s, state_model_t *m)
     key_free(&prefix);
 }
 
-void state_model_flushed(state_store_t *s, state_model_t *m, const char *client,
-                         size_t client_len, uint64_t seq, const state_apply_t *a)
+static void put_offset(state_store_t *s, int32_t partition, char kind, int64_t offset)
 {
-    const codec_packed_t *applied = &a->result.applied;
+    store_key_t k;
+    key_init(&k, (uint32_t)partition, kind);
+    unsigned char v[8];
+    for (int i = 7; i >= 0; i--)
+        v[i] = (unsigned char)((uint64_t)offset >> (8 * (7 - i)));
+    rocksdb_writebatch_put(s->batch, k.p, k.len, (const char *)v, 8);
+    key_free(&k);
+}
+
+static int64_t read_offset(state_store_t *s, int32_t partition, char kind)
+{
+    store_key_t k;
+    key_init(&k, (uint32_t)partition, kind);
+    char *err = NULL;
+    size_t len = 0;
+    char *v = rocksdb_get(s->db, s->read_options, k.p, k.len, &len, &err);
+    int64_t offset = -1;
+    if (!err && v && len == 8)
+        offset = (int64_t)be64(v);
+    rocksdb_free(err);
+    free(v);
+    key_free(&k);
+    return offset;
+}
+
+/* Records a flush applied to m: its applied completions (applied_from on) go to the
+ * history and the batch, the client's record gets seq and mapped_paths (msgpack), and
+ * the snapshot is rewritten when due. */
+static void record_flush(state_store_t *s, state_model_t *m, const char *client,
+                         size_t client_len, uint64_t seq, uint64_t applied_from,
+                         const codec_packed_t *applied, const char *mapped_paths,
+                         size_t mapped_paths_len)
+{
     store_key_t k;
     key_init(&k, (uint32_t)m->partition, KIND_HISTORY);
     key_add_id(&k, m->id, m->id_len);
@@ -763,14 +793,14 @@ void state_model_flushed(state_store_t *s, state_model_t *m, const char *client,
         size_t len;
         const char *bytes = codec_packed_item(applied, i, &len);
         k.len = prefix;
-        key_add_u64(&k, a->result.applied_from + i);
+        key_add_u64(&k, applied_from + i);
         rocksdb_writebatch_put(s->batch, k.p, k.len, bytes, len);
         m->history_bytes_since += len;
         /* The document grew by about the decoded size of what was applied. */
         charge(s, m, 2 * len);
     }
     key_free(&k);
-    state_history_mem_append(m->history, a->result.applied_from, applied);
+    state_history_mem_append(m->history, applied_from, applied);
     recharge_history(s, m, &m->history_charged);
 
     /* The client's record: its seq and the mappedPaths a retry must see again. */
@@ -778,17 +808,15 @@ void state_model_flushed(state_store_t *s, state_model_t *m, const char *client,
     if (!c->known)
         m->new_clients++;
     c->at = state_master_command_count(m->master);
+    free(c->mapped_paths);
+    c->mapped_paths = codec_xmemdup(mapped_paths, mapped_paths_len);
+    c->mapped_paths_len = mapped_paths_len;
+    c->seq = seq;
+    c->known = true;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    codec_msgpack_pack_value(&pk, a->mapper.mappings);
-    free(c->mapped_paths);
-    c->mapped_paths = codec_xmemdup(sb.data, sb.size);
-    c->mapped_paths_len = sb.size;
-    c->seq = seq;
-    c->known = true;
-    msgpack_sbuffer_clear(&sb);
     msgpack_pack_map(&pk, 3);
     msgpack_pack_str_with_body(&pk, "seq", 3);
     msgpack_pack_uint64(&pk, seq);
@@ -801,13 +829,13 @@ void state_model_flushed(state_store_t *s, state_model_t *m, const char *client,
     key_add(&k, client, client_len);
     rocksdb_writebatch_put(s->batch, k.p, k.len, sb.data, sb.size);
     key_free(&k);
-    msgpack_sbuffer_destroy(
-        &sb); /* Rewriting the snapshot costs the document's size, so it waits until the
-               * history since the last one has outgrown it: every flush then pays at most
-               * its own size again, however large the document. After snapshot_every
-               * commands it comes earlier, once that history is an eighth of the
-               * snapshot, so that loading a model replays little without rewriting a
-               * large document often. */
+    msgpack_sbuffer_destroy(&sb);
+
+    /* Rewriting the snapshot costs the document's size, so it waits until the history
+     * since the last one has outgrown it: every flush then pays at most its own size
+     * again, however large the document. After snapshot_every commands it comes
+     * earlier, once that history is an eighth of the snapshot, so that loading a model
+     * replays little without rewriting a large document often. */
     uint64_t since = state_master_command_count(m->master) - m->snapshot_count;
     if (since > 0 && (m->history_bytes_since >= m->snapshot_bytes ||
                       (since >= s->conf.snapshot_every &&
@@ -821,6 +849,182 @@ void state_model_flushed(state_store_t *s, state_model_t *m, const char *client,
     }
 }
 
+static void pack_mapped_paths(msgpack_sbuffer *sb, const state_apply_t *a)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    codec_msgpack_pack_value(&pk, a->mapper.mappings);
+}
+
+void state_model_flushed(state_store_t *s, state_model_t *m, const char *client,
+                         size_t client_len, uint64_t seq, const state_apply_t *a)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    pack_mapped_paths(&sb, a);
+    record_flush(s, m, client, client_len, seq, a->result.applied_from,
+                 &a->result.applied, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* ---- change records ---- */
+
+void state_change_pack(msgpack_packer *pk, const char *model, size_t model_len,
+                       const char *client, size_t client_len, uint64_t seq,
+                       const state_apply_t *a, int64_t offset)
+{
+    msgpack_pack_map(pk, 7);
+    msgpack_pack_str_with_body(pk, "type", 4);
+    msgpack_pack_str_with_body(pk, "applied", 7);
+    msgpack_pack_str_with_body(pk, "model", 5);
+    msgpack_pack_str_with_body(pk, model, model_len);
+    msgpack_pack_str_with_body(pk, "client", 6);
+    msgpack_pack_str_with_body(pk, client, client_len);
+    msgpack_pack_str_with_body(pk, "seq", 3);
+    msgpack_pack_uint64(pk, seq);
+    msgpack_pack_str_with_body(pk, "applied", 7);
+    msgpack_pack_map(pk, 2);
+    msgpack_pack_str_with_body(pk, "from", 4);
+    msgpack_pack_uint64(pk, a->result.applied_from);
+    msgpack_pack_str_with_body(pk, "completions", 11);
+    codec_packed_pack_array(pk, &a->result.applied);
+    msgpack_pack_str_with_body(pk, "mappedPaths", 11);
+    codec_msgpack_pack_value(pk, a->mapper.mappings);
+    msgpack_pack_str_with_body(pk, "offset", 6);
+    msgpack_pack_int64(pk, offset);
+}
+
+static const msgpack_object *object_get(const msgpack_object *map, const char *name)
+{
+    if (map->type != MSGPACK_OBJECT_MAP)
+        return NULL;
+    size_t len = strlen(name);
+    for (uint32_t i = 0; i < map->via.map.size; i++) {
+        const msgpack_object_kv *kv = &map->via.map.ptr[i];
+        if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == len &&
+            !memcmp(kv->key.via.str.ptr, name, len))
+            return &kv->val;
+    }
+    return NULL;
+}
+
+static bool object_uint(const msgpack_object *o, uint64_t *v)
+{
+    if (!o || o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return false;
+    *v = o->via.u64;
+    return true;
+}
+
+state_change_t state_store_apply_change(state_store_t *s, int32_t partition,
+                                        const char *key, size_t key_len,
+                                        const char *value, size_t value_len,
+                                        int64_t *offset, char *errstr,
+                                        size_t errstr_size)
+{
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    size_t off = 0;
+    state_change_t rc = STATE_CHANGE_FAILED;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    codec_packed_t applied;
+    codec_packed_init(&applied);
+
+    const msgpack_object *type, *model, *client, *completions, *paths, *off_o;
+    const msgpack_object *root, *applied_o;
+    uint64_t seq, from;
+    if (msgpack_unpack_next(&up, value, value_len, &off) != MSGPACK_UNPACK_SUCCESS ||
+        off != value_len || (root = &up.data)->type != MSGPACK_OBJECT_MAP ||
+        !(type = object_get(root, "type")) || type->type != MSGPACK_OBJECT_STR ||
+        type->via.str.size != 7 || memcmp(type->via.str.ptr, "applied", 7) ||
+        !(model = object_get(root, "model")) || model->type != MSGPACK_OBJECT_STR ||
+        !(client = object_get(root, "client")) || client->type != MSGPACK_OBJECT_STR ||
+        !object_uint(object_get(root, "seq"), &seq) ||
+        !(applied_o = object_get(root, "applied")) ||
+        !object_uint(object_get(applied_o, "from"), &from) ||
+        !(completions = object_get(applied_o, "completions")) ||
+        completions->type != MSGPACK_OBJECT_ARRAY ||
+        !(paths = object_get(root, "mappedPaths")) || paths->type != MSGPACK_OBJECT_MAP) {
+        snprintf(errstr, errstr_size, "not a change record");
+        goto done;
+    }
+    if (key && (key_len != model->via.str.size || memcmp(key, model->via.str.ptr, key_len))) {
+        snprintf(errstr, errstr_size, "a change record whose key is not its model");
+        goto done;
+    }
+    off_o = object_get(root, "offset");
+    int64_t input_offset = -1;
+    if (off_o && off_o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+        input_offset = (int64_t)off_o->via.u64;
+
+    state_model_t *m = state_store_model(s, partition, model->via.str.ptr,
+                                         model->via.str.size, errstr, errstr_size);
+    if (!m)
+        goto done;
+    uint64_t count = state_master_command_count(m->master);
+    client_t *c = client_load(s, m, client->via.str.ptr, client->via.str.size);
+    /* Already reflected: an earlier command count, or an empty flush (nothing applied)
+     * not newer than the client's record. */
+    if (from < count ||
+        (from == count && completions->via.array.size == 0 && c->known && seq <= c->seq)) {
+        *offset = input_offset;
+        rc = STATE_CHANGE_SKIPPED;
+        goto done;
+    }
+    if (from > count) {
+        snprintf(errstr, errstr_size,
+                 "model \"%.*s\" is at command %llu but the next change record starts at "
+                 "%llu: change records are missing",
+                 (int)(model->via.str.size > 40 ? 40 : model->via.str.size),
+                 model->via.str.ptr, (unsigned long long)count,
+                 (unsigned long long)from);
+        goto done;
+    }
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    for (uint32_t i = 0; i < completions->via.array.size; i++) {
+        msgpack_sbuffer_clear(&sb);
+        msgpack_pack_object(&pk, completions->via.array.ptr[i]);
+        codec_completion_t cmp;
+        char derr[256];
+        if (codec_completion_decode(sb.data, sb.size, s->zone, &cmp, derr, sizeof(derr)) ||
+            state_master_replay(m->master, &cmp, derr, sizeof(derr))) {
+            msgpack_zone_clear(s->zone);
+            /* The commands before this one are applied already: the model is now
+             * ahead of its stored state, so it must not be used again. */
+            drop_model(s, m);
+            snprintf(errstr, errstr_size, "change record of model \"%.*s\" at %llu: %s",
+                     (int)(model->via.str.size > 40 ? 40 : model->via.str.size),
+                     model->via.str.ptr, (unsigned long long)(from + i), derr);
+            goto done;
+        }
+        msgpack_zone_clear(s->zone);
+        codec_packed_add_raw(&applied, sb.data, sb.size);
+    }
+    msgpack_sbuffer_clear(&sb);
+    msgpack_pack_object(&pk, *paths);
+    record_flush(s, m, client->via.str.ptr, client->via.str.size, seq, from, &applied,
+                 sb.data, sb.size);
+    *offset = input_offset;
+    rc = STATE_CHANGE_APPLIED;
+done:
+    codec_packed_destroy(&applied);
+    msgpack_sbuffer_destroy(&sb);
+    msgpack_unpacked_destroy(&up);
+    return rc;
+}
+
+int64_t state_store_changes_offset(state_store_t *s, int32_t partition)
+{
+    return read_offset(s, partition, KIND_CHANGES);
+}
+
+void state_store_set_changes_offset(state_store_t *s, int32_t partition, int64_t offset)
+{
+    put_offset(s, partition, KIND_CHANGES, offset);
+}
+
 int state_store_commit(state_store_t *s, int32_t partition, int64_t next_offset,
                        char *errstr, size_t errstr_size)
 {
@@ -829,15 +1033,8 @@ int state_store_commit(state_store_t *s, int32_t partition, int64_t next_offset,
                  "the store refuses writes after an earlier failure: %s", s->failed);
         return -1;
     }
-    if (next_offset >= 0) {
-        store_key_t k;
-        key_init(&k, (uint32_t)partition, KIND_OFFSET);
-        unsigned char v[8];
-        for (int i = 7; i >= 0; i--)
-            v[i] = (unsigned char)((uint64_t)next_offset >> (8 * (7 - i)));
-        rocksdb_writebatch_put(s->batch, k.p, k.len, (const char *)v, 8);
-        key_free(&k);
-    }
+    if (next_offset >= 0)
+        put_offset(s, partition, KIND_OFFSET, next_offset);
     char *err = NULL;
     rocksdb_write(s->db, s->write_options, s->batch, &err);
     rocksdb_writebatch_clear(s->batch);
@@ -855,12 +1052,8 @@ int state_store_drop_partition(state_store_t *s, int32_t partition, char *errstr
     state_model_t *m, *tmp;
     HASH_ITER(hh, s->models, m, tmp)
     {
-        if (m->partition != partition)
-            continue;
-        lru_unlink(s, m);
-        HASH_DEL(s->models, m);
-        s->cache_used -= m->mem_bytes;
-        model_free(s, m);
+        if (m->partition == partition)
+            drop_model(s, m);
     }
     outbox_seq_t *o = NULL;
     HASH_FIND(hh, s->outbox_seqs, &partition, sizeof(partition), o);
@@ -885,17 +1078,7 @@ size_t state_store_cache_bytes(const state_store_t *s, size_t *models)
 
 int64_t state_store_next_offset(state_store_t *s, int32_t partition)
 {
-    store_key_t k;
-    key_init(&k, (uint32_t)partition, KIND_OFFSET);
-    char *err = NULL;
-    size_t len = 0;
-    char *v = rocksdb_get(s->db, s->read_options, k.p, k.len, &len, &err);
-    int64_t offset = -1;
-    if (!err && v && len == 8)
-        offset = (int64_t)be64(v);
-    rocksdb_free(err);
-    free(v);
-    return offset;
+    return read_offset(s, partition, KIND_OFFSET);
 }
 
 /* ---- scanning ---- */
@@ -917,6 +1100,7 @@ static bool parse_key(const char *k, size_t len, state_store_item_t *item)
     size_t rest_len = len - 5;
     switch (item->kind) {
     case KIND_OFFSET:
+    case KIND_CHANGES:
         return rest_len == 0;
     case KIND_OUTBOX:
         if (rest_len != 8)
@@ -962,7 +1146,8 @@ int state_store_scan(state_store_t *s,
         if (!parse_key(k, klen, &item))
             continue;
         item.value = rocksdb_iter_value(it, &item.value_len);
-        if (item.kind == KIND_OFFSET && item.value_len == 8)
+        if ((item.kind == KIND_OFFSET || item.kind == KIND_CHANGES) &&
+            item.value_len == 8)
             item.count = be64(item.value);
         if (visit(opaque, &item))
             break;
@@ -1001,22 +1186,33 @@ static outbox_seq_t *outbox_seq(state_store_t *s, int32_t partition)
     return o;
 }
 
-uint64_t state_store_outbox_add(state_store_t *s, int32_t partition, const char *topic,
-                                const char *key, size_t key_len, const char *value,
-                                size_t value_len)
+uint64_t state_store_outbox_add(state_store_t *s, int32_t partition,
+                                const state_outbox_rec_t *rec)
 {
     uint64_t id = outbox_seq(s, partition)->next++;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 3);
+    msgpack_pack_map(&pk, 5);
     msgpack_pack_str_with_body(&pk, "topic", 5);
-    msgpack_pack_str_with_body(&pk, topic, strlen(topic));
+    msgpack_pack_str_with_body(&pk, rec->topic, strlen(rec->topic));
+    msgpack_pack_str_with_body(&pk, "partition", 9);
+    msgpack_pack_int32(&pk, rec->partition);
     msgpack_pack_str_with_body(&pk, "key", 3);
-    msgpack_pack_bin_with_body(&pk, key, key_len);
+    if (rec->key)
+        msgpack_pack_bin_with_body(&pk, rec->key, rec->key_len);
+    else
+        msgpack_pack_nil(&pk);
     msgpack_pack_str_with_body(&pk, "value", 5);
-    msgpack_pack_bin_with_body(&pk, value, value_len);
+    msgpack_pack_bin_with_body(&pk, rec->value, rec->value_len);
+    msgpack_pack_str_with_body(&pk, "headers", 7);
+    msgpack_pack_array(&pk, (uint32_t)rec->header_count * 2);
+    for (size_t i = 0; i < rec->header_count; i++) {
+        const state_header_t *h = &rec->headers[i];
+        msgpack_pack_str_with_body(&pk, h->name, strlen(h->name));
+        msgpack_pack_bin_with_body(&pk, h->value, h->value_len);
+    }
     store_key_t k;
     key_init(&k, (uint32_t)partition, KIND_OUTBOX);
     key_add_u64(&k, id);
@@ -1035,44 +1231,89 @@ void state_store_outbox_done(state_store_t *s, int32_t partition, uint64_t id)
     key_free(&k);
 }
 
+/* Reads an outbox record (as state_store_outbox_add() wrote it) into rec, pointing
+ * into root; the topic and header names get NUL-terminated copies in names. */
+#define OUTBOX_MAX_HEADERS 32
+#define OUTBOX_NAME_BYTES  256
+typedef char outbox_name_t[OUTBOX_NAME_BYTES];
+
+static bool copy_name(const msgpack_object *o, char *buf)
+{
+    if (o->type != MSGPACK_OBJECT_STR || o->via.str.size >= OUTBOX_NAME_BYTES)
+        return false;
+    memcpy(buf, o->via.str.ptr, o->via.str.size);
+    buf[o->via.str.size] = '\0';
+    return true;
+}
+
+static bool outbox_parse(const msgpack_object *root, state_outbox_rec_t *rec,
+                         outbox_name_t *names, state_header_t *headers)
+{
+    const msgpack_object *topic = object_get(root, "topic");
+    const msgpack_object *partition = object_get(root, "partition");
+    const msgpack_object *key = object_get(root, "key");
+    const msgpack_object *value = object_get(root, "value");
+    const msgpack_object *hdrs = object_get(root, "headers");
+    if (!topic || !copy_name(topic, names[0]) || !partition ||
+        (partition->type != MSGPACK_OBJECT_POSITIVE_INTEGER &&
+         partition->type != MSGPACK_OBJECT_NEGATIVE_INTEGER) ||
+        !key || (key->type != MSGPACK_OBJECT_BIN && key->type != MSGPACK_OBJECT_NIL) ||
+        !value || value->type != MSGPACK_OBJECT_BIN || !hdrs ||
+        hdrs->type != MSGPACK_OBJECT_ARRAY || hdrs->via.array.size % 2 ||
+        hdrs->via.array.size / 2 > OUTBOX_MAX_HEADERS)
+        return false;
+    *rec = (state_outbox_rec_t){
+        .topic = names[0],
+        .partition = (int32_t)partition->via.i64,
+        .key = key->type == MSGPACK_OBJECT_BIN ? key->via.bin.ptr : NULL,
+        .key_len = key->type == MSGPACK_OBJECT_BIN ? key->via.bin.size : 0,
+        .value = value->via.bin.ptr,
+        .value_len = value->via.bin.size,
+        .headers = headers,
+        .header_count = hdrs->via.array.size / 2,
+    };
+    for (size_t i = 0; i < rec->header_count; i++) {
+        const msgpack_object *v = &hdrs->via.array.ptr[2 * i + 1];
+        if (!copy_name(&hdrs->via.array.ptr[2 * i], names[i + 1]) ||
+            v->type != MSGPACK_OBJECT_BIN)
+            return false;
+        headers[i] = (state_header_t){names[i + 1], v->via.bin.ptr, v->via.bin.size};
+    }
+    return true;
+}
+
 int state_store_outbox_scan(state_store_t *s, int32_t partition,
-                            int (*visit)(void *opaque, uint64_t id, const char *topic,
-                                         const char *key, size_t key_len,
-                                         const char *value, size_t value_len),
+                            int (*visit)(void *opaque, uint64_t id,
+                                         const state_outbox_rec_t *rec),
                             void *opaque, char *errstr, size_t errstr_size)
 {
     store_key_t prefix;
     key_init(&prefix, (uint32_t)partition, KIND_OUTBOX);
     rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
     int rc = 0;
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
     for (rocksdb_iter_seek(it, prefix.p, prefix.len); rocksdb_iter_valid(it);
          rocksdb_iter_next(it)) {
-        size_t klen, vlen;
+        size_t klen, vlen, off = 0;
         const char *k = rocksdb_iter_key(it, &klen);
         if (klen != prefix.len + 8 || memcmp(k, prefix.p, prefix.len) != 0)
             break;
         const char *v = rocksdb_iter_value(it, &vlen);
-        codec_value_t *rec = NULL;
-        char derr[128];
-        const codec_value_t *topic, *key, *value;
-        if (codec_msgpack_decode(v, vlen, &codec_limits_trusted, &rec, derr,
-                                 sizeof(derr)) ||
-            rec->type != CODEC_VALUE_MAP || !(topic = codec_map_get(rec, "topic", 5)) ||
-            topic->type != CODEC_VALUE_STR || !(key = codec_map_get(rec, "key", 3)) ||
-            key->type != CODEC_VALUE_BIN || !(value = codec_map_get(rec, "value", 5)) ||
-            value->type != CODEC_VALUE_BIN) {
+        outbox_name_t names[OUTBOX_MAX_HEADERS + 1];
+        state_header_t headers[OUTBOX_MAX_HEADERS];
+        state_outbox_rec_t rec;
+        if (msgpack_unpack_next(&up, v, vlen, &off) != MSGPACK_UNPACK_SUCCESS ||
+            !outbox_parse(&up.data, &rec, names, headers)) {
             snprintf(errstr, errstr_size, "outbox record %llu of partition %d is corrupt",
                      (unsigned long long)be64(k + prefix.len), partition);
-            codec_value_destroy(rec);
             rc = -1;
             break;
         }
-        int stop = visit(opaque, be64(k + prefix.len), topic->u.str.ptr, key->u.str.ptr,
-                         key->u.str.len, value->u.str.ptr, value->u.str.len);
-        codec_value_destroy(rec);
-        if (stop)
+        if (visit(opaque, be64(k + prefix.len), &rec))
             break;
     }
+    msgpack_unpacked_destroy(&up);
     char *err = NULL;
     rocksdb_iter_get_error(it, &err);
     if (err && !rc)

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <msgpack.h>
+
 #include "codec/value.h"
 #include "history.h"
 #include "master.h"
@@ -101,6 +103,7 @@ typedef struct state_store_item_s {
 #define STATE_ITEM_HISTORY  'h'
 #define STATE_ITEM_CLIENT   'c'
 #define STATE_ITEM_OUTBOX   'x'
+#define STATE_ITEM_CHANGES  'k'
 
 /** Calls visit for every stored record, in key order (partition by partition; within
  *  one, client records, history, the offset, then snapshots). visit returns non-zero
@@ -121,25 +124,71 @@ size_t state_store_cache_bytes(const state_store_t *s, size_t *models);
 /** The partition's next input offset, or -1 when none is stored. */
 int64_t state_store_next_offset(state_store_t *s, int32_t partition);
 
-/* The outbox: records a step produced (replies, change records), stored in the same
- * batch as the state change they come from, and deleted once Kafka confirms them.
- * After a crash, what is still there is produced again. */
+/* The outbox: records a step produced (replies, change records, dead letters), stored
+ * in the same batch as the state change they come from, and deleted once Kafka
+ * confirms them. After a crash, what is still there is produced again. */
 
-/** Adds a record for topic to the step's batch. @returns its outbox id (increasing
- *  per partition). */
-uint64_t state_store_outbox_add(state_store_t *s, int32_t partition, const char *topic,
-                                const char *key, size_t key_len, const char *value,
-                                size_t value_len);
+typedef struct state_header_s {
+    const char *name; /* NUL-terminated */
+    const char *value;
+    size_t value_len;
+} state_header_t;
+
+typedef struct state_outbox_rec_s {
+    const char *topic;
+    int32_t partition; /* -1: chosen from the key by the producer's partitioner */
+    const char *key;   /* NULL: no key */
+    size_t key_len;
+    const char *value;
+    size_t value_len;
+    const state_header_t *headers;
+    size_t header_count;
+} state_outbox_rec_t;
+
+/** Adds a record to the step's batch. @returns its outbox id (increasing per
+ *  partition). */
+uint64_t state_store_outbox_add(state_store_t *s, int32_t partition,
+                                const state_outbox_rec_t *rec);
 
 /** Marks a record delivered: it is deleted with the next commit. */
 void state_store_outbox_done(state_store_t *s, int32_t partition, uint64_t id);
 
-/** Calls visit for each record still in partition's outbox, oldest first; visit
- *  returns non-zero to stop. @returns 0, or -1 and errstr. */
+/** Calls visit for each record still in partition's outbox, oldest first (rec and
+ *  what it points to live during the call); visit returns non-zero to stop.
+ *  @returns 0, or -1 and errstr. */
 int state_store_outbox_scan(state_store_t *s, int32_t partition,
-                            int (*visit)(void *opaque, uint64_t id, const char *topic,
-                                         const char *key, size_t key_len,
-                                         const char *value, size_t value_len),
+                            int (*visit)(void *opaque, uint64_t id,
+                                         const state_outbox_rec_t *rec),
                             void *opaque, char *errstr, size_t errstr_size);
+
+/* Change records: what a flush did, as published on the changes topic, and applied
+ * to a store when catching up a partition that was processed elsewhere. */
+
+/** Packs the change record of the flush a just applied (state_model_flushed()) to
+ *  the model at input offset. */
+void state_change_pack(msgpack_packer *pk, const char *model, size_t model_len,
+                       const char *client, size_t client_len, uint64_t seq,
+                       const state_apply_t *a, int64_t offset);
+
+typedef enum state_change_e {
+    STATE_CHANGE_APPLIED, /* the record was applied */
+    STATE_CHANGE_SKIPPED, /* the model already reflects it (from < command count) */
+    STATE_CHANGE_FAILED,  /* not a change record, or one that does not fit (errstr) */
+} state_change_t;
+
+/** Applies a change record (key = model) of partition to its model, exactly as the
+ *  flush was applied: document, history and the client's record. *offset is set to
+ *  the record's input offset (-1 if it has none) unless FAILED. */
+state_change_t state_store_apply_change(state_store_t *s, int32_t partition,
+                                        const char *key, size_t key_len,
+                                        const char *value, size_t value_len,
+                                        int64_t *offset, char *errstr,
+                                        size_t errstr_size);
+
+/** The next offset of the partition's changes topic partition that this store has
+ *  not necessarily seen (catching up starts there), or -1. */
+int64_t state_store_changes_offset(state_store_t *s, int32_t partition);
+/** Records it in the step's batch. */
+void state_store_set_changes_offset(state_store_t *s, int32_t partition, int64_t offset);
 
 #endif

@@ -57,6 +57,13 @@ static state_model_t *model(const char *id)
     return m;
 }
 
+/* When set, each flush() packs its change record into the next of these. */
+typedef struct change_s {
+    msgpack_sbuffer value;
+} change_t;
+static change_t *changes;
+static size_t change_count;
+
 /* Applies a flush given as JSON through the model's master and records it. */
 static void flush(const char *id, const char *client, uint64_t seq, const char *json)
 {
@@ -75,6 +82,13 @@ static void flush(const char *id, const char *client, uint64_t seq, const char *
     state_history_t history = state_model_history(m);
     state_master_apply(state_model_master(m), &req, &history, &a);
     state_model_flushed(store, m, client, strlen(client), seq, &a);
+    if (changes) {
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &changes[change_count].value, msgpack_sbuffer_write);
+        state_change_pack(&pk, id, strlen(id), client, strlen(client), seq, &a,
+                          (int64_t)change_count * 10);
+        change_count++;
+    }
     state_apply_destroy(&a);
     codec_request_clear(&req);
 }
@@ -371,19 +385,39 @@ typedef struct seen_s {
     char values[8][16];
 } seen_t;
 
-static int remember(void *opaque, uint64_t id, const char *topic, const char *key,
-                    size_t key_len, const char *value, size_t value_len)
+static int remember(void *opaque, uint64_t id, const state_outbox_rec_t *rec)
 {
     seen_t *seen = opaque;
-    cr_assert_str_eq(topic, "replies");
-    cr_assert_eq(key_len, 5);
-    cr_assert_eq(memcmp(key, "alice", 5), 0);
+    cr_assert_str_eq(rec->topic, "replies");
+    cr_assert_eq(rec->partition, -1);
+    cr_assert_eq(rec->key_len, 5);
+    cr_assert_eq(memcmp(rec->key, "alice", 5), 0);
+    cr_assert_eq(rec->header_count, 1);
+    cr_assert_str_eq(rec->headers[0].name, "kafka_correlationId");
+    cr_assert_eq(rec->headers[0].value_len, 3);
+    cr_assert_eq(memcmp(rec->headers[0].value, "\0\1\2", 3), 0);
     cr_assert_lt(seen->n, 8);
     seen->ids[seen->n] = id;
-    snprintf(seen->values[seen->n], sizeof(seen->values[0]), "%.*s", (int)value_len,
-             value);
+    snprintf(seen->values[seen->n], sizeof(seen->values[0]), "%.*s",
+             (int)rec->value_len, rec->value);
     seen->n++;
     return 0;
+}
+
+static uint64_t add_reply(int32_t partition, const char *value)
+{
+    static const state_header_t correlation = {"kafka_correlationId", "\0\1\2", 3};
+    state_outbox_rec_t rec = {
+        .topic = "replies",
+        .partition = -1,
+        .key = "alice",
+        .key_len = 5,
+        .value = value,
+        .value_len = strlen(value),
+        .headers = &correlation,
+        .header_count = 1,
+    };
+    return state_store_outbox_add(store, partition, &rec);
 }
 
 static seen_t outbox(int32_t partition)
@@ -400,14 +434,11 @@ Test(state_store, the_outbox_keeps_records_until_they_are_done)
     open_store();
     for (int i = 0; i < 3; i++) {
         char v[8];
-        int n = snprintf(v, sizeof(v), "r%d", i);
-        cr_assert_eq(
-            state_store_outbox_add(store, 2, "replies", "alice", 5, v, (size_t)n),
-            (uint64_t)i);
+        snprintf(v, sizeof(v), "r%d", i);
+        cr_assert_eq(add_reply(2, v), (uint64_t)i);
     }
     commit(0);
-    state_store_outbox_add(store, 2, "replies", "alice", 5, "lost",
-                           4); /* not committed */
+    add_reply(2, "lost"); /* not committed */
     open_store();
     seen_t seen = outbox(2);
     cr_assert_eq(seen.n, 3);
@@ -422,8 +453,7 @@ Test(state_store, the_outbox_keeps_records_until_they_are_done)
     cr_assert_str_eq(seen.values[1], "r2");
 
     open_store();
-    cr_assert_eq(state_store_outbox_add(store, 2, "replies", "alice", 5, "r3", 2), 3,
-                 "ids continue after the newest stored record");
+    cr_assert_eq(add_reply(2, "r3"), 3, "ids continue after the newest stored record");
     commit(-1);
     cr_assert_eq(outbox(2).n, 3);
 }
@@ -453,7 +483,7 @@ Test(state_store, a_partition_is_dropped_on_its_own)
     commit(5);
     state_model_t *other = state_store_model(store, 1, "b", 1, errstr, sizeof(errstr));
     cr_assert_not_null(other, "%s", errstr);
-    state_store_outbox_add(store, 1, "replies", "alice", 5, "x", 1);
+    add_reply(1, "x");
     cr_assert_eq(state_store_commit(store, 1, 9, errstr, sizeof(errstr)), 0, "%s",
                  errstr);
 
@@ -486,4 +516,104 @@ Test(state_store, reports_a_corrupt_store)
     cr_assert(strstr(errstr, "MANIFEST") || strstr(errstr, "Corruption") ||
                   strstr(errstr, "No such file"),
               "%s", errstr);
+}
+
+/* Closes the store and deletes everything it held: the next open_store() is empty. */
+static void start_over(void)
+{
+    state_store_close(store);
+    store = NULL;
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'/*", dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+static char *document_json(const char *id)
+{
+    uint64_t count;
+    codec_value_t *doc = document_of(id, &count);
+    size_t len;
+    char *json = codec_json_encode(doc, &len);
+    codec_value_destroy(doc);
+    return json;
+}
+
+Test(state_store, change_records_rebuild_a_model_elsewhere)
+{
+    change_t recorded[8];
+    for (int i = 0; i < 8; i++)
+        msgpack_sbuffer_init(&recorded[i].value);
+    changes = recorded;
+    change_count = 0;
+    open_store();
+    flush_creates("m", "alice", 1, 2);
+    flush("m", "bob", 7,
+          "{\"type\":\"flush\",\"client\":\"bob\",\"seq\":7,\"from\":0,\"completions\":["
+          "{\"command\":{\"action\":\"create\",\"path\":[\"items\"],\"props\":{\"x\":1}},"
+          "\"createdId\":\"1\"}]}"); /* "1" is taken: renamed, mappedPaths recorded */
+    flush_creates("m", "alice", 2, 1);
+    commit(3);
+    changes = NULL;
+    char *expected = document_json("m");
+    start_over();
+
+    /* A second store catches up from the records alone. */
+    open_store();
+    int64_t offset = -1;
+    for (size_t i = 0; i < change_count; i++)
+        cr_assert_eq(state_store_apply_change(store, 0, "m", 1, recorded[i].value.data,
+                                              recorded[i].value.size, &offset, errstr,
+                                              sizeof(errstr)),
+                     STATE_CHANGE_APPLIED, "record %zu: %s", i, errstr);
+    cr_assert_eq(offset, 20, "the last record's input offset");
+    commit(offset + 1);
+    open_store();
+    char *rebuilt = document_json("m");
+    cr_assert_str_eq(rebuilt, expected);
+    state_retry_t retry;
+    cr_assert_eq(state_model_check_seq(store, model("m"), "bob", 3, 7, &retry),
+                 STATE_SEQ_DUPLICATE, "client records come along");
+    cr_assert_gt(retry.mapped_paths_len, 1, "with the original remaps");
+
+    /* Records already reflected are skipped, however often they come again. */
+    for (size_t i = 0; i < change_count; i++)
+        cr_assert_eq(state_store_apply_change(store, 0, "m", 1, recorded[i].value.data,
+                                              recorded[i].value.size, &offset, errstr,
+                                              sizeof(errstr)),
+                     STATE_CHANGE_SKIPPED);
+    cr_assert_eq(state_store_apply_change(store, 0, "other", 5, recorded[2].value.data,
+                                          recorded[2].value.size, &offset, errstr,
+                                          sizeof(errstr)),
+                 STATE_CHANGE_FAILED, "a key that is not the record's model");
+    cr_assert_eq(state_store_apply_change(store, 0, "m", 1, "\x93\x01\x02\x03", 4,
+                                          &offset, errstr, sizeof(errstr)),
+                 STATE_CHANGE_FAILED);
+    cr_assert(strstr(errstr, "not a change record"), "%s", errstr);
+    free(rebuilt);
+    free(expected);
+    for (int i = 0; i < 8; i++)
+        msgpack_sbuffer_destroy(&recorded[i].value);
+}
+
+Test(state_store, a_gap_in_change_records_is_refused)
+{
+    change_t recorded[4];
+    for (int i = 0; i < 4; i++)
+        msgpack_sbuffer_init(&recorded[i].value);
+    changes = recorded;
+    change_count = 0;
+    open_store();
+    flush_creates("m", "alice", 1, 1);
+    flush_creates("m", "alice", 2, 1);
+    changes = NULL;
+    start_over();
+    open_store();
+    int64_t offset;
+    cr_assert_eq(state_store_apply_change(store, 0, "m", 1, recorded[1].value.data,
+                                          recorded[1].value.size, &offset, errstr,
+                                          sizeof(errstr)),
+                 STATE_CHANGE_FAILED);
+    cr_assert(strstr(errstr, "change records are missing"), "%s", errstr);
+    for (int i = 0; i < 4; i++)
+        msgpack_sbuffer_destroy(&recorded[i].value);
 }
