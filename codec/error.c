@@ -27,6 +27,8 @@ static const char *const names[CODEC_ERR__COUNT] = {
     [CODEC_ERR_BAD_RANGE] = "bad_range",
     [CODEC_ERR_STALE_SEQ] = "stale_seq",
     [CODEC_ERR_STORE_FAILED] = "store_failed",
+    [CODEC_ERR_MISSING_KEY] = "missing_key",
+    [CODEC_ERR_WRONG_PARTITION] = "wrong_partition",
 };
 
 const codec_limits_t codec_limits_default = {

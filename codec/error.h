@@ -27,12 +27,12 @@ typedef enum codec_err_e {
     CODEC_ERR_UNKNOWN_TYPE,    /* request type */
     CODEC_ERR_UNKNOWN_ACTION,  /* command action */
     CODEC_ERR_MODEL_MISMATCH,  /* "model" differs from the record key */
-    CODEC_ERR_HISTORY_UNAVAILABLE,
-    /* a history request beyond what is kept */ CODEC_ERR_BAD_RANGE, /* a history request
-                                                                        with from > to or
-                                                                        to > count */
-    CODEC_ERR_STALE_SEQ,    /* a flush older than the client's last applied one */
-    CODEC_ERR_STORE_FAILED, /* the state store could not be read or written */
+    CODEC_ERR_HISTORY_UNAVAILABLE, /* a history request beyond what is kept */
+    CODEC_ERR_BAD_RANGE,           /* a history request with from > to or to > count */
+    CODEC_ERR_STALE_SEQ,           /* a flush older than the client's last applied one */
+    CODEC_ERR_STORE_FAILED,        /* the state store could not be read or written */
+    CODEC_ERR_MISSING_KEY,         /* a Kafka record without a key (the model id) */
+    CODEC_ERR_WRONG_PARTITION,     /* a record key that belongs to another partition */
     CODEC_ERR__COUNT
 } codec_err_t;
 

@@ -42,8 +42,8 @@ int processor_make_dirs(const char *path, char *errstr, size_t errstr_size)
     return rc;
 }
 
-static codec_value_t *read_document(const char *path, const codec_limits_t *limits,
-                                    char *errstr, size_t errstr_size)
+codec_value_t *processor_read_document(const char *path, const codec_limits_t *limits,
+                                       char *errstr, size_t errstr_size)
 {
     FILE *fp = fopen(path, "rb");
     if (!fp) {
@@ -74,6 +74,38 @@ static codec_value_t *read_document(const char *path, const codec_limits_t *limi
     return doc;
 }
 
+codec_limits_t processor_limits(const processor_config_t *cfg)
+{
+    return (codec_limits_t){
+        .max_depth = (uint32_t)cfg->max_depth,
+        .max_string_bytes = (uint32_t)cfg->max_string_bytes,
+        .max_completions = (uint32_t)cfg->max_completions,
+        .max_path_length = (uint32_t)cfg->max_path_length,
+    };
+}
+
+state_master_conf_t processor_master_conf(const processor_config_t *cfg)
+{
+    return (state_master_conf_t){
+        .ids = !strcmp(cfg->ids, "sequential") ? STATE_IDS_SEQUENTIAL : STATE_IDS_HASH};
+}
+
+state_store_conf_t processor_store_conf(const processor_config_t *cfg, const char *dir,
+                                        size_t cache_bytes,
+                                        const codec_value_t *initial_document)
+{
+    return (state_store_conf_t){
+        .dir = dir,
+        .fsync = cfg->fsync,
+        .history = cfg->history,
+        .snapshot_every = cfg->snapshot_every,
+        .cache_bytes = cache_bytes,
+        .clients_per_model = cfg->clients_per_model,
+        .master = processor_master_conf(cfg),
+        .initial_document = initial_document,
+    };
+}
+
 static void write_json(FILE *out, const char *msgpack, size_t len)
 {
     codec_value_t *v = NULL;
@@ -94,34 +126,20 @@ static void write_json(FILE *out, const char *msgpack, size_t len)
 int processor_cmd_apply(const processor_config_t *cfg, FILE *in, FILE *out)
 {
     char errstr[512];
-    codec_limits_t limits = {
-        .max_depth = (uint32_t)cfg->max_depth,
-        .max_string_bytes = (uint32_t)cfg->max_string_bytes,
-        .max_completions = (uint32_t)cfg->max_completions,
-        .max_path_length = (uint32_t)cfg->max_path_length,
-    };
+    codec_limits_t limits = processor_limits(cfg);
     if (processor_make_dirs(cfg->state_dir, errstr, sizeof(errstr))) {
         fprintf(stderr, "apply: %s\n", errstr);
         return 1;
     }
     codec_value_t *initial = NULL;
-    if (cfg->initial_document && !(initial = read_document(cfg->initial_document, &limits,
-                                                           errstr, sizeof(errstr)))) {
+    if (cfg->initial_document && !(initial = processor_read_document(cfg->initial_document, &limits,
+                                                                     errstr, sizeof(errstr)))) {
         fprintf(stderr, "apply: %s\n", errstr);
         return 1;
     }
-    state_master_conf_t master = {
-        .ids = !strcmp(cfg->ids, "sequential") ? STATE_IDS_SEQUENTIAL : STATE_IDS_HASH};
-    state_store_conf_t store_conf = {
-        .dir = cfg->state_dir,
-        .fsync = cfg->fsync,
-        .history = cfg->history,
-        .snapshot_every = cfg->snapshot_every,
-        .cache_bytes = (size_t)cfg->cache_mb << 20,
-        .clients_per_model = cfg->clients_per_model,
-        .master = master,
-        .initial_document = initial,
-    };
+    state_master_conf_t master = processor_master_conf(cfg);
+    state_store_conf_t store_conf =
+        processor_store_conf(cfg, cfg->state_dir, (size_t)cfg->cache_mb << 20, initial);
     state_store_t *store = state_store_open(&store_conf, errstr, sizeof(errstr));
     codec_value_destroy(initial);
     if (!store) {
@@ -166,7 +184,7 @@ int processor_cmd_apply(const processor_config_t *cfg, FILE *in, FILE *out)
             bool keyed = model && model->type == CODEC_VALUE_STR;
             msgpack_sbuffer_clear(&record);
             codec_msgpack_pack_value(&pk, v);
-            processor_handler_handle(h, 0, keyed ? model->u.str.ptr : NULL,
+            processor_handler_handle(h, 0, -1, keyed ? model->u.str.ptr : NULL,
                                      keyed ? model->u.str.len : 0, record.data,
                                      record.size, &result);
             codec_value_destroy(v);

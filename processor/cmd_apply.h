@@ -4,10 +4,22 @@
 
 #include <stdio.h>
 
+#include "codec/error.h"
 #include "options.h"
+#include "state/store.h"
 
 /** mkdir -p. @returns 0, or -1 and errstr. */
 int processor_make_dirs(const char *path, char *errstr, size_t errstr_size);
+
+/* Settings every command that applies flushes builds from the options. */
+codec_limits_t processor_limits(const processor_config_t *cfg);
+state_master_conf_t processor_master_conf(const processor_config_t *cfg);
+state_store_conf_t processor_store_conf(const processor_config_t *cfg, const char *dir,
+                                        size_t cache_bytes,
+                                        const codec_value_t *initial_document);
+/** The JSON object in path (--initial-document), or NULL and errstr. */
+codec_value_t *processor_read_document(const char *path, const codec_limits_t *limits,
+                                       char *errstr, size_t errstr_size);
 
 /** Reads NDJSON requests from in, writes one NDJSON reply per request to out.
  *  @returns the process exit code. */

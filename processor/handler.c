@@ -95,21 +95,25 @@ void processor_output_init(processor_output_t *out)
 {
     memset(out, 0, sizeof(*out));
     msgpack_sbuffer_init(&out->reply);
+    msgpack_sbuffer_init(&out->change);
 }
 
 void processor_output_reset(processor_output_t *out)
 {
     msgpack_sbuffer_clear(&out->reply);
+    msgpack_sbuffer_clear(&out->change);
     free(out->reply_key);
     out->reply_key = NULL;
     out->reply_key_len = 0;
     out->error = CODEC_OK;
+    out->message[0] = '\0';
 }
 
 void processor_output_destroy(processor_output_t *out)
 {
     processor_output_reset(out);
     msgpack_sbuffer_destroy(&out->reply);
+    msgpack_sbuffer_destroy(&out->change);
 }
 
 /* A model wherever it lives: in the handler's own table, or in the store. */
@@ -119,6 +123,15 @@ typedef struct target_s {
     state_model_t *stored;            /* with a store */
     state_history_mem_t *mem_history; /* without one: where applied commands go */
 } target_t;
+
+/* Answers with an error reply, remembering why. */
+static void reject(processor_output_t *out, msgpack_packer *pk, const codec_reply_to_t *to,
+                   codec_err_t err, const char *message)
+{
+    out->error = err;
+    snprintf(out->message, sizeof(out->message), "%s", message);
+    codec_reply_pack_error(pk, to, err, message);
+}
 
 static void handle_history(const target_t *t, uint64_t retain, const codec_request_t *req,
                            msgpack_packer *pk, const codec_reply_to_t *to,
@@ -132,8 +145,7 @@ static void handle_history(const target_t *t, uint64_t retain, const codec_reque
                  "history from %llu to %llu is not a range of the model's %llu commands",
                  (unsigned long long)req->from, (unsigned long long)end,
                  (unsigned long long)count);
-        out->error = CODEC_ERR_BAD_RANGE;
-        codec_reply_pack_error(pk, to, out->error, msg);
+        reject(out, pk, to, CODEC_ERR_BAD_RANGE, msg);
         return;
     }
     codec_packed_t list;
@@ -142,8 +154,7 @@ static void handle_history(const target_t *t, uint64_t retain, const codec_reque
         snprintf(msg, sizeof(msg),
                  "history from %llu is no longer kept (kept: the last %llu commands)",
                  (unsigned long long)req->from, (unsigned long long)retain);
-        out->error = CODEC_ERR_HISTORY_UNAVAILABLE;
-        codec_reply_pack_error(pk, to, out->error, msg);
+        reject(out, pk, to, CODEC_ERR_HISTORY_UNAVAILABLE, msg);
     } else {
         codec_reply_pack_history(pk, to, req->from, &list);
     }
@@ -153,7 +164,7 @@ static void handle_history(const target_t *t, uint64_t retain, const codec_reque
 /* Applies a flush; with a store, checks the client's seq first so that a retried flush
  * is answered again instead of applied twice. */
 static void handle_flush(processor_handler_t *h, const target_t *t,
-                         const codec_request_t *req, msgpack_packer *pk,
+                         const codec_request_t *req, int64_t offset, msgpack_packer *pk,
                          const codec_reply_to_t *to, processor_output_t *out)
 {
     state_apply_t *a = &h->apply;
@@ -166,8 +177,7 @@ static void handle_flush(processor_handler_t *h, const target_t *t,
             char msg[128];
             snprintf(msg, sizeof(msg), "seq %llu is older than this client's last flush",
                      (unsigned long long)req->seq);
-            out->error = CODEC_ERR_STALE_SEQ;
-            codec_reply_pack_error(pk, to, out->error, msg);
+            reject(out, pk, to, CODEC_ERR_STALE_SEQ, msg);
             return;
         }
         case STATE_SEQ_DUPLICATE:
@@ -204,30 +214,58 @@ static void handle_flush(processor_handler_t *h, const target_t *t,
         state_history_mem_append(t->mem_history, a->result.applied_from,
                                  &a->result.applied);
     codec_reply_pack_flush(pk, to, &a->result);
+    if (h->conf.changes) {
+        msgpack_packer cpk;
+        msgpack_packer_init(&cpk, &out->change, msgpack_sbuffer_write);
+        state_change_pack(&cpk, req->model.ptr, req->model.len, req->client.ptr,
+                          req->client.len, req->seq, a, offset);
+    }
 }
 
-void processor_handler_handle(processor_handler_t *h, int32_t partition, const char *key,
-                              size_t key_len, const char *value, size_t value_len,
-                              processor_output_t *out)
+/* The reply's address: whatever of model, client and seq the request named. */
+static codec_reply_to_t reply_to(const codec_request_t *req, processor_output_t *out)
+{
+    if (req->has_client) {
+        out->reply_key = codec_xmemdup(req->client.ptr, req->client.len);
+        out->reply_key_len = req->client.len;
+    }
+    return (codec_reply_to_t){
+        .model = req->has_model ? &req->model : NULL,
+        .client = req->has_client ? &req->client : NULL,
+        .seq = req->has_seq ? &req->seq : NULL,
+    };
+}
+
+void processor_handler_refuse(processor_handler_t *h, const char *key, size_t key_len,
+                              const char *value, size_t value_len, codec_err_t err,
+                              const char *message, processor_output_t *out)
+{
+    codec_request_t req;
+    char errstr[512];
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &out->reply, msgpack_sbuffer_write);
+    codec_request_decode(value, value_len, key, key_len, &h->conf.limits, h->zone, &req,
+                         errstr, sizeof(errstr));
+    codec_reply_to_t to = reply_to(&req, out);
+    reject(out, &pk, &to, err, message);
+    codec_request_clear(&req);
+    msgpack_zone_clear(h->zone);
+}
+
+void processor_handler_handle(processor_handler_t *h, int32_t partition, int64_t offset,
+                              const char *key, size_t key_len, const char *value,
+                              size_t value_len, processor_output_t *out)
 {
     msgpack_packer pk;
     codec_request_t req;
     char errstr[512];
 
     msgpack_packer_init(&pk, &out->reply, msgpack_sbuffer_write);
-    out->error = codec_request_decode(value, value_len, key, key_len, &h->conf.limits,
+    codec_err_t err = codec_request_decode(value, value_len, key, key_len, &h->conf.limits,
                                       h->zone, &req, errstr, sizeof(errstr));
-    codec_reply_to_t to = {
-        .model = req.has_model ? &req.model : NULL,
-        .client = req.has_client ? &req.client : NULL,
-        .seq = req.has_seq ? &req.seq : NULL,
-    };
-    if (req.has_client) {
-        out->reply_key = codec_xmemdup(req.client.ptr, req.client.len);
-        out->reply_key_len = req.client.len;
-    }
-    if (out->error) {
-        codec_reply_pack_error(&pk, &to, out->error, errstr);
+    codec_reply_to_t to = reply_to(&req, out);
+    if (err) {
+        reject(out, &pk, &to, err, errstr);
         goto done;
     }
 
@@ -236,8 +274,7 @@ void processor_handler_handle(processor_handler_t *h, int32_t partition, const c
         t.stored = state_store_model(h->conf.store, partition, req.model.ptr,
                                      req.model.len, errstr, sizeof(errstr));
         if (!t.stored) {
-            out->error = CODEC_ERR_STORE_FAILED;
-            codec_reply_pack_error(&pk, &to, out->error, errstr);
+            reject(out, &pk, &to, CODEC_ERR_STORE_FAILED, errstr);
             goto done;
         }
         t.master = state_model_master(t.stored);
@@ -251,7 +288,7 @@ void processor_handler_handle(processor_handler_t *h, int32_t partition, const c
 
     switch (req.type) {
     case CODEC_REQUEST_FLUSH:
-        handle_flush(h, &t, &req, &pk, &to, out);
+        handle_flush(h, &t, &req, offset, &pk, &to, out);
         break;
     case CODEC_REQUEST_SNAPSHOT:
         codec_reply_pack_snapshot(&pk, &to, state_master_command_count(t.master),

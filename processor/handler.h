@@ -19,6 +19,7 @@ typedef struct processor_handler_conf_s {
     uint64_t history;                      /* commands of history kept per model */
     const codec_value_t *initial_document; /* new models start from a copy; NULL = {} */
     codec_limits_t limits;
+    bool changes; /* pack a change record for each applied flush (the Kafka processor) */
 } processor_handler_conf_t;
 
 typedef struct processor_handler_s processor_handler_t;
@@ -33,7 +34,10 @@ typedef struct processor_output_s {
     msgpack_sbuffer reply; /* the reply value (msgpack) */
     char *reply_key;       /* the client id, NULL when the request named none */
     size_t reply_key_len;
-    codec_err_t error; /* CODEC_OK, or why the record was rejected */
+    codec_err_t error;  /* CODEC_OK, or why the record was rejected */
+    char message[512]; /* with error: the message sent to the client */
+    msgpack_sbuffer change; /* with conf.changes: the change record of an applied
+                             * flush (state/store.h), else empty */
 } processor_output_t;
 
 void processor_output_init(processor_output_t *out);
@@ -41,13 +45,19 @@ void processor_output_init(processor_output_t *out);
 void processor_output_reset(processor_output_t *out);
 void processor_output_destroy(processor_output_t *out);
 
-/** Handles one record of partition. Never fails: bad input gets an error reply in
- *  out. key may be NULL (then the value must carry "model"). With a store, changes
- *  are durable only after processor_handler_commit().
+/** Handles one record of partition at offset (-1: not from Kafka). Never fails: bad
+ *  input gets an error reply in out. key may be NULL (then the value must carry
+ *  "model"). With a store, changes are durable only after processor_handler_commit().
  *  @locality one thread per handler. */
-void processor_handler_handle(processor_handler_t *h, int32_t partition, const char *key,
-                              size_t key_len, const char *value, size_t value_len,
-                              processor_output_t *out);
+void processor_handler_handle(processor_handler_t *h, int32_t partition, int64_t offset,
+                              const char *key, size_t key_len, const char *value,
+                              size_t value_len, processor_output_t *out);
+
+/** Refuses a record for a reason found outside its value (err, message): out gets an
+ *  error reply addressed to whatever client and seq the value names. */
+void processor_handler_refuse(processor_handler_t *h, const char *key, size_t key_len,
+                              const char *value, size_t value_len, codec_err_t err,
+                              const char *message, processor_output_t *out);
 
 /** Ends a processing step of partition: with a store, writes every change since the
  *  last commit atomically with the partition's next input offset (-1: none).

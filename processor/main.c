@@ -3,7 +3,10 @@
 #include <string.h>
 
 #include "cmd_apply.h"
+#include "cmd_dev.h"
 #include "cmd_inspect.h"
+#include "cmd_send.h"
+#include "run.h"
 #include "options.h"
 
 #define VERSION "0.1.0"
@@ -14,6 +17,13 @@ static void usage(FILE *fp)
             "flushout-processor %s - the Flushout master as a Kafka stream processor\n\n"
             "Usage: flushout-processor COMMAND [options]\n\n"
             "Commands:\n"
+            "  run      The stream processor: consume the flushes topic in a consumer\n"
+            "           group, apply each model's flushes in order, produce replies,\n"
+            "           change records and dead letters.\n"
+            "  dev      Start an embedded Kafka-protocol broker (in memory, for\n"
+            "           development and tests only) with the topics created, and run\n"
+            "           the processor on it. Prints bootstrap.servers=... first.\n"
+            "  send     Send a request (JSON) to a model and print the reply.\n"
             "  apply    Read NDJSON requests from stdin, write one NDJSON reply per\n"
             "           request to stdout (offline; no Kafka), keeping state in the\n"
             "           RocksDB store in --state-dir.\n"
@@ -41,6 +51,9 @@ int main(int argc, char **argv)
     }
     unsigned which = !strcmp(command, "apply")     ? PROCESSOR_CMD_APPLY
                      : !strcmp(command, "inspect") ? PROCESSOR_CMD_INSPECT
+                     : !strcmp(command, "run")     ? PROCESSOR_CMD_RUN
+                     : !strcmp(command, "dev")     ? PROCESSOR_CMD_DEV
+                     : !strcmp(command, "send")    ? PROCESSOR_CMD_SEND
                                                    : 0;
     if (!which) {
         fprintf(stderr, "flushout-processor: unknown command \"%s\"\n\n", command);
@@ -52,9 +65,25 @@ int main(int argc, char **argv)
     char errstr[512];
     int rc = processor_config_load(&cfg, which, command, argc - 2, argv + 2, errstr,
                                    sizeof(errstr));
-    if (rc == 0)
-        rc = which == PROCESSOR_CMD_APPLY ? processor_cmd_apply(&cfg, stdin, stdout)
-                                          : processor_cmd_inspect(&cfg, stdout);
+    if (rc == 0) {
+        switch (which) {
+        case PROCESSOR_CMD_APPLY:
+            rc = processor_cmd_apply(&cfg, stdin, stdout);
+            break;
+        case PROCESSOR_CMD_INSPECT:
+            rc = processor_cmd_inspect(&cfg, stdout);
+            break;
+        case PROCESSOR_CMD_RUN:
+            rc = processor_cmd_run(&cfg);
+            break;
+        case PROCESSOR_CMD_DEV:
+            rc = processor_cmd_dev(&cfg);
+            break;
+        default:
+            rc = processor_cmd_send(&cfg, stdin, stdout);
+            break;
+        }
+    }
     else if (rc == 1)
         rc = 0;
     else {

@@ -14,54 +14,113 @@
 #define OFF(f)  offsetof(processor_config_t, f)
 
 const processor_option_t processor_options[] = {
+    {"bootstrap-servers", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(bootstrap_servers),
+     PROCESSOR_CMD_RUN | PROCESSOR_CMD_SEND, 1,
+     "Kafka brokers to start from, host:port[,host:port...]."},
     {"state-dir", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(state_dir),
-     PROCESSOR_CMD_APPLY | PROCESSOR_CMD_INSPECT, 1,
-     "Directory of the RocksDB state store (apply creates it if missing)."},
+     PROCESSOR_CMD_APPLY | PROCESSOR_CMD_INSPECT | PROCESSOR_CMD_RUN, 1,
+     "Directory of the RocksDB state store, created if missing (run keeps one store "
+     "per input partition in partition-N below it)."},
+    {"group-id", PROCESSOR_OPT_STRING, "flushout-processor", NULL, 0, 0, OFF(group_id),
+     PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV, 0,
+     "Consumer group: instances with the same group id share the partitions."},
+    {"group-instance-id", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0,
+     OFF(group_instance_id), PROCESSOR_CMD_RUN, 0,
+     "Static membership (group.instance.id): a restart within session.timeout.ms "
+     "keeps this instance's partitions without a rebalance. Unique per instance, "
+     "stable across restarts (e.g. the pod name)."},
+    {"flushes-topic", PROCESSOR_OPT_STRING, "flushout.flushes", NULL, 0, 0,
+     OFF(flushes_topic), PROCESSOR_CMD_KAFKA, 0,
+     "Requests, keyed by model id."},
+    {"replies-topic", PROCESSOR_OPT_STRING, "flushout.replies", NULL, 0, 0,
+     OFF(replies_topic), PROCESSOR_CMD_KAFKA, 0,
+     "Replies, keyed by client id (unless the request's kafka_replyTopic header names "
+     "another topic)."},
+    {"changes-topic", PROCESSOR_OPT_STRING, "flushout.changes", NULL, 0, 0,
+     OFF(changes_topic), PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV, 0,
+     "Applied flushes, keyed by model, partition for partition with the flushes topic; "
+     "also the changelog that a partition's new owner catches up from."},
+    {"dlq-topic", PROCESSOR_OPT_STRING, "flushout.dlq", NULL, 0, 0, OFF(dlq_topic),
+     PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV, 0,
+     "Dead letters: records that could not be processed, with Spring Kafka's "
+     "kafka_dlt-* headers saying why and where they came from."},
+    {"threads", PROCESSOR_OPT_UINT, "0", NULL, 0, 1024, OFF(threads),
+     PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV, 0,
+     "Worker threads sharing the assigned partitions (a partition is processed by one "
+     "at a time); 0 = the number of cores."},
+    {"partitioner", PROCESSOR_OPT_STRING, "murmur2_random",
+     "murmur2_random|consistent_random|any", 0, 0, OFF(partitioner),
+     PROCESSOR_CMD_KAFKA, 0,
+     "How producers map a model id to a partition. The processor refuses records whose "
+     "key belongs to another partition (wrong_partition), because a model split over "
+     "two partitions would have two masters. murmur2_random is the Java client's and "
+     "kafkajs' default; librdkafka clients (kcat) need -X partitioner=murmur2_random. "
+     "'any' turns the check off."},
+    {"brokers", PROCESSOR_OPT_UINT, "3", NULL, 1, 16, OFF(brokers), PROCESSOR_CMD_DEV, 0,
+     "Brokers of the embedded development cluster."},
+    {"partitions", PROCESSOR_OPT_UINT, "8", NULL, 1, 1024, OFF(partitions),
+     PROCESSOR_CMD_DEV, 0, "Partitions of each topic of the embedded cluster."},
+    {"broker-only", PROCESSOR_OPT_BOOL, "false", NULL, 0, 1, OFF(broker_only),
+     PROCESSOR_CMD_DEV, 0,
+     "Run only the embedded cluster, no processor (for processors in other "
+     "processes)."},
     {"ids", PROCESSOR_OPT_STRING, "hash", "hash|sequential", 0, 0, OFF(ids),
-     PROCESSOR_CMD_APPLY, 0,
+     PROCESSOR_CMD_APPLYING, 0,
      "How created IDs are chosen when a proposed ID collides: 'hash' (a deterministic "
      "53-bit number from model, command count and attempt) or 'sequential' (flushout's "
      "sequentialIds: command count + 1 + attempt)."},
     {"history", PROCESSOR_OPT_UINT, "1000", NULL, 0, UINT64_MAX, OFF(history),
-     PROCESSOR_CMD_APPLY, 0,
+     PROCESSOR_CMD_APPLYING, 0,
      "Commands of history kept per model for partial syncs. A flush whose 'from' is "
      "older gets a full snapshot; 0 keeps none."},
     {"snapshot-every", PROCESSOR_OPT_UINT, "1000", NULL, 1, UINT64_MAX,
-     OFF(snapshot_every), PROCESSOR_CMD_APPLY, 0,
+     OFF(snapshot_every), PROCESSOR_CMD_APPLYING, 0,
      "Rewrite a model's stored snapshot once the history since the last one outgrows "
      "it, or after N commands once that history is an eighth of it."},
     {"cache-mb", PROCESSOR_OPT_UINT, "256", NULL, 1, 1u << 20, OFF(cache_mb),
-     PROCESSOR_CMD_APPLY | PROCESSOR_CMD_INSPECT, 0,
+     PROCESSOR_CMD_APPLYING | PROCESSOR_CMD_INSPECT, 0,
      "Memory for decoded models (documents and recent history), least recently used "
      "evicted first; an evicted model reloads from the store."},
     {"clients-per-model", PROCESSOR_OPT_UINT, "1000", NULL, 1, UINT64_MAX,
-     OFF(clients_per_model), PROCESSOR_CMD_APPLY, 0,
+     OFF(clients_per_model), PROCESSOR_CMD_APPLYING, 0,
      "Client records (for recognising retried flushes) kept per model; the clients "
      "whose last flush is oldest are forgotten first, and a forgotten client's next "
      "flush is applied as new."},
-    {"fsync", PROCESSOR_OPT_BOOL, "false", NULL, 0, 1, OFF(fsync), PROCESSOR_CMD_APPLY, 0,
+    {"fsync", PROCESSOR_OPT_BOOL, "false", NULL, 0, 1, OFF(fsync), PROCESSOR_CMD_APPLYING, 0,
      "Sync every write to disk: survives power loss, not just a killed process (the WAL "
      "is always on)."},
     {"model", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(model), PROCESSOR_CMD_INSPECT,
      0, "Print this model's snapshot as JSON."},
+    {"model", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(model), PROCESSOR_CMD_SEND, 1,
+     "The model the requests are for (the record key)."},
+    {"client", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(client), PROCESSOR_CMD_SEND,
+     1, "The client id: requests carry it and replies are keyed by it."},
+    {"seq", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(seq), PROCESSOR_CMD_SEND, 0,
+     "The first request's seq, then one more per request; default: the time in "
+     "milliseconds, which keeps increasing from one send to the next."},
+    {"timeout-ms", PROCESSOR_OPT_UINT, "10000", NULL, 1, 3600000, OFF(timeout_ms),
+     PROCESSOR_CMD_SEND, 0, "How long to wait for each reply."},
     {"history-of", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(history_of),
      PROCESSOR_CMD_INSPECT, 0, "Print this model's stored history as JSON lines."},
     {"initial-document", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(initial_document),
-     PROCESSOR_CMD_APPLY, 0,
+     PROCESSOR_CMD_APPLYING, 0,
      "JSON file with the document new models start from "
      "(default: {})."},
     {"max-depth", PROCESSOR_OPT_UINT, XSTR(CODEC_DEFAULT_MAX_DEPTH), NULL, 1, 1000,
-     OFF(max_depth), PROCESSOR_CMD_APPLY, 0,
+     OFF(max_depth), PROCESSOR_CMD_APPLYING, 0,
      "Deepest nesting of maps and arrays accepted in a request."},
     {"max-string-bytes", PROCESSOR_OPT_UINT, "1048576", NULL, 1, UINT32_MAX,
-     OFF(max_string_bytes), PROCESSOR_CMD_APPLY, 0,
+     OFF(max_string_bytes), PROCESSOR_CMD_APPLYING, 0,
      "Longest string, key or binary value accepted in a request."},
     {"max-completions", PROCESSOR_OPT_UINT, XSTR(CODEC_DEFAULT_MAX_COMPLETIONS), NULL, 1,
-     UINT32_MAX, OFF(max_completions), PROCESSOR_CMD_APPLY, 0,
+     UINT32_MAX, OFF(max_completions), PROCESSOR_CMD_APPLYING, 0,
      "Most commands accepted in one flush."},
     {"max-path-length", PROCESSOR_OPT_UINT, XSTR(CODEC_DEFAULT_MAX_PATH_LENGTH), NULL, 1,
-     1000, OFF(max_path_length), PROCESSOR_CMD_APPLY, 0,
+     1000, OFF(max_path_length), PROCESSOR_CMD_APPLYING, 0,
      "Most elements accepted in one command path."},
+    {"max-record-bytes", PROCESSOR_OPT_UINT, "1048576", NULL, 64, UINT32_MAX,
+     OFF(max_record_bytes), PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV, 0,
+     "Largest request record value accepted (larger ones are dead-lettered)."},
 };
 const size_t processor_options_count =
     sizeof(processor_options) / sizeof(processor_options[0]);
@@ -126,6 +185,24 @@ static int set(processor_config_t *cfg, const processor_option_t *o, const char 
     return 0;
 }
 
+/* Adds a librdkafka property "name=value" (-X, kafka.NAME in --config,
+ * FLUSHOUT_KAFKA_NAME in the environment). */
+static int add_kafka_prop(processor_config_t *cfg, const char *text, size_t name_len,
+                          const char *value, const char *origin, char *errstr,
+                          size_t errstr_size)
+{
+    if (!name_len) {
+        snprintf(errstr, errstr_size, "%s: expected a librdkafka property name=value",
+                 origin);
+        return -1;
+    }
+    cfg->kafka_props =
+        codec_xrealloc(cfg->kafka_props, (cfg->kafka_prop_count + 2) * sizeof(char *));
+    cfg->kafka_props[cfg->kafka_prop_count++] = codec_xmemdup(text, name_len);
+    cfg->kafka_props[cfg->kafka_prop_count++] = codec_xmemdup(value, strlen(value));
+    return 0;
+}
+
 static int load_file(processor_config_t *cfg, unsigned command, const char *path,
                      char *errstr, size_t errstr_size)
 {
@@ -151,7 +228,10 @@ static int load_file(processor_config_t *cfg, unsigned command, const char *path
         snprintf(origin, sizeof(origin), "%s:%d", path, lineno);
         char *eq = strchr(s, '=');
         const processor_option_t *o = eq ? find(command, s, (size_t)(eq - s)) : NULL;
-        if (!o) {
+        if (eq && !o && (command & PROCESSOR_CMD_KAFKA) && !strncmp(s, "kafka.", 6)) {
+            rc = add_kafka_prop(cfg, s + 6, (size_t)(eq - s - 6), eq + 1, origin, errstr,
+                                errstr_size);
+        } else if (!o) {
             snprintf(errstr, errstr_size, "%s: expected key=value with a known key",
                      origin);
             rc = -1;
@@ -192,6 +272,13 @@ void processor_options_usage(FILE *fp, unsigned command)
     fprintf(fp, "Options (also FLUSHOUT_<NAME> in the environment, or name=value lines "
                 "in --config FILE):\n");
     fprintf(fp, "  --config FILE\n      Read options from FILE.\n");
+    if (command & PROCESSOR_CMD_KAFKA) {
+        fprintf(fp, "  -X NAME=VALUE\n");
+        print_wrapped(fp, "Set a librdkafka property on every Kafka client (security.protocol, "
+                          "sasl.*, ssl.*, ...), as kcat does; kafka.NAME=VALUE in --config, "
+                          "FLUSHOUT_KAFKA_NAME (dots as underscores) in the environment. "
+                          "Properties the processor must own are refused.");
+    }
     for (size_t i = 0; i < processor_options_count; i++) {
         const processor_option_t *o = &processor_options[i];
         if (!(o->commands & command))
@@ -247,8 +334,38 @@ int processor_config_load(processor_config_t *cfg, unsigned command,
             return -1;
     }
 
+    if (command & PROCESSOR_CMD_KAFKA) {
+        extern char **environ;
+        for (char **e = environ; *e; e++) {
+            if (strncmp(*e, "FLUSHOUT_KAFKA_", 15))
+                continue;
+            const char *eq = strchr(*e, '=');
+            if (!eq)
+                continue;
+            char name[256];
+            size_t n = 0;
+            for (const char *c = *e + 15; c < eq && n < sizeof(name) - 1; c++)
+                name[n++] = *c == '_' ? '.' : (char)tolower((unsigned char)*c);
+            name[n] = '\0';
+            if (add_kafka_prop(cfg, name, n, eq + 1, "environment", errstr, errstr_size))
+                return -1;
+        }
+    }
+
     for (int i = 0; i < argc; i++) {
         const char *arg = argv[i];
+        if ((command & PROCESSOR_CMD_KAFKA) && !strncmp(arg, "-X", 2)) {
+            const char *prop = arg[2] ? arg + 2 : i + 1 < argc ? argv[++i] : "";
+            const char *eq = strchr(prop, '=');
+            if (add_kafka_prop(cfg, prop, eq ? (size_t)(eq - prop) : 0, eq ? eq + 1 : "",
+                               "-X", errstr, errstr_size))
+                return -1;
+            continue;
+        }
+        if (command == PROCESSOR_CMD_SEND && strncmp(arg, "--", 2) && !cfg->request) {
+            cfg->request = codec_xmemdup(arg, strlen(arg));
+            continue;
+        }
         if (strncmp(arg, "--", 2)) {
             snprintf(errstr, errstr_size, "unexpected argument \"%s\" (see --help)", arg);
             return -1;
@@ -290,8 +407,16 @@ int processor_config_load(processor_config_t *cfg, unsigned command,
 
 void processor_config_clear(processor_config_t *cfg)
 {
-    for (size_t i = 0; i < processor_options_count; i++)
-        if (processor_options[i].type == PROCESSOR_OPT_STRING)
-            free(*(char **)((char *)cfg + processor_options[i].offset));
+    for (size_t i = 0; i < cfg->kafka_prop_count; i++)
+        free(cfg->kafka_props[i]);
+    free(cfg->kafka_props);
+    free(cfg->request);
+    for (size_t i = 0; i < processor_options_count; i++) {
+        if (processor_options[i].type != PROCESSOR_OPT_STRING)
+            continue;
+        char **field = (char **)((char *)cfg + processor_options[i].offset);
+        free(*field);
+        *field = NULL; /* options of different commands may share a field */
+    }
     memset(cfg, 0, sizeof(*cfg));
 }

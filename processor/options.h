@@ -13,6 +13,13 @@
 /* Commands an option applies to. */
 #define PROCESSOR_CMD_APPLY   0x1
 #define PROCESSOR_CMD_INSPECT 0x2
+#define PROCESSOR_CMD_RUN     0x4
+#define PROCESSOR_CMD_DEV     0x8
+#define PROCESSOR_CMD_SEND    0x10
+/* Commands that talk to Kafka: they take -X librdkafka properties. */
+#define PROCESSOR_CMD_KAFKA (PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_SEND)
+/* Commands that apply flushes: they take the state and limit options. */
+#define PROCESSOR_CMD_APPLYING (PROCESSOR_CMD_APPLY | PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV)
 
 typedef struct processor_config_s {
     char *state_dir;
@@ -29,6 +36,28 @@ typedef struct processor_config_s {
     uint64_t max_string_bytes;
     uint64_t max_completions;
     uint64_t max_path_length;
+    uint64_t max_record_bytes;
+    /* Kafka */
+    char *bootstrap_servers;
+    char *group_id;
+    char *group_instance_id;
+    char *flushes_topic;
+    char *replies_topic;
+    char *changes_topic;
+    char *dlq_topic;
+    char *partitioner;
+    uint64_t threads;
+    uint64_t brokers;     /* dev */
+    uint64_t partitions;  /* dev */
+    uint64_t broker_only; /* dev */
+    char *client;         /* send */
+    char *seq;            /* send: decimal, or unset for the time in ms */
+    uint64_t timeout_ms;  /* send */
+    char *request;        /* send: the positional argument */
+    uint64_t low_latency; /* not an option: dev and send set it (short fetch waits) */
+    /* -X name=value librdkafka properties, in order: name, value, name, value... */
+    char **kafka_props;
+    size_t kafka_prop_count;
 } processor_config_t;
 
 typedef enum processor_opt_type_e {
@@ -45,7 +74,7 @@ typedef struct processor_option_s {
     uint64_t min, max;         /* UINT bounds */
     size_t offset;             /* into processor_config_t */
     unsigned commands;         /* PROCESSOR_CMD_* mask */
-    int required;
+    int required; /* must be set (STRING) */
     const char *help;
 } processor_option_t;
 

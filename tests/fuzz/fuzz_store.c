@@ -143,7 +143,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     model_name(data[0] % FUZZ_MODELS, name);
 
     processor_output_reset(&out);
-    processor_handler_handle(fuzz_handler, 0, name, strlen(name), (const char *)data + 1,
+    processor_handler_handle(fuzz_handler, 0, -1, name, strlen(name), (const char *)data + 1,
                              size - 1, &out);
     fuzz_check_reply(&out);
     char errstr[512];

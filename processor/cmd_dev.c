@@ -1,0 +1,83 @@
+/* processor/cmd_dev.c - `flushout-processor dev`: embedded broker + processor. */
+#define _GNU_SOURCE /* nftw */
+#include "cmd_dev.h"
+
+#include <ftw.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "run.h"
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+int processor_cmd_dev(processor_config_t *cfg)
+{
+    static volatile sig_atomic_t stop;
+    processor_catch_signals(&stop);
+    char errstr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "client.id", "flushout-dev-broker", NULL, 0);
+    rd_kafka_conf_set(conf, "log_level", "3", NULL, 0); /* it only hosts the cluster */
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (!rk) {
+        LOG_ERROR("dev: %s", errstr);
+        return 1;
+    }
+    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(rk, (int)cfg->brokers);
+    if (!mc) {
+        LOG_ERROR("dev: cannot start the embedded broker");
+        rd_kafka_destroy(rk);
+        return 1;
+    }
+    const char *topics[] = {cfg->flushes_topic, cfg->replies_topic, cfg->changes_topic,
+                            cfg->dlq_topic};
+    int replication = cfg->brokers < 3 ? (int)cfg->brokers : 3;
+    for (size_t i = 0; i < sizeof(topics) / sizeof(topics[0]); i++) {
+        rd_kafka_resp_err_t err =
+            rd_kafka_mock_topic_create(mc, topics[i], (int)cfg->partitions, replication);
+        if (err) {
+            LOG_ERROR("dev: creating topic %s: %s", topics[i], rd_kafka_err2str(err));
+            rd_kafka_mock_cluster_destroy(mc);
+            rd_kafka_destroy(rk);
+            return 1;
+        }
+    }
+    const char *bootstrap = rd_kafka_mock_cluster_bootstraps(mc);
+    printf("bootstrap.servers=%s\n", bootstrap);
+    fflush(stdout);
+    LOG_INFO("dev: embedded Kafka-protocol broker (%llu brokers, %llu partitions per "
+             "topic) at %s. It keeps everything in memory and loses it at exit: for "
+             "development and tests only",
+             (unsigned long long)cfg->brokers, (unsigned long long)cfg->partitions,
+             bootstrap);
+
+    int rc = 0;
+    if (cfg->broker_only) {
+        while (!stop)
+            usleep(100 * 1000);
+    } else {
+        /* The broker starts empty, so the state must too: a fresh directory. */
+        char dir[] = "/tmp/flushout-dev-XXXXXX";
+        if (!mkdtemp(dir)) {
+            LOG_ERROR("dev: cannot create a state directory in /tmp");
+            rc = 1;
+        } else {
+            cfg->low_latency = 1;
+            rc = processor_run(cfg, bootstrap, dir, &stop);
+            nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+        }
+    }
+    rd_kafka_mock_cluster_destroy(mc);
+    rd_kafka_destroy(rk);
+    return rc;
+}

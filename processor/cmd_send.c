@@ -1,0 +1,216 @@
+/* processor/cmd_send.c - `flushout-processor send`. */
+#include "cmd_send.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "codec/json.h"
+#include "codec/msgpack.h"
+#include "kafka.h"
+#include "log.h"
+
+typedef struct sender_s {
+    processor_config_t *cfg;
+    rd_kafka_t *producer, *consumer;
+    uint64_t seq;
+    msgpack_sbuffer buf;
+} sender_t;
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+/* Reads replies until the one for (client, seq) of our model arrives. */
+static int await_reply(sender_t *s, uint64_t seq, FILE *out)
+{
+    const processor_config_t *cfg = s->cfg;
+    double deadline = now_ms() + (double)cfg->timeout_ms;
+    size_t client_len = strlen(cfg->client), model_len = strlen(cfg->model);
+    while (now_ms() < deadline) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(s->consumer, 100);
+        if (!m)
+            continue;
+        codec_value_t *v = NULL;
+        char err[256];
+        bool ours = false;
+        if (!m->err && m->key_len == client_len && !memcmp(m->key, cfg->client, client_len) &&
+            codec_msgpack_decode(m->payload, m->len, &codec_limits_trusted, &v, err,
+                                 sizeof(err)) == CODEC_OK &&
+            v->type == CODEC_VALUE_MAP) {
+            const codec_value_t *rs = codec_map_get(v, "seq", 3);
+            const codec_value_t *rm = codec_map_get(v, "model", 5);
+            ours = rs && rs->type == CODEC_VALUE_INT && (uint64_t)rs->u.i == seq &&
+                   (!rm || (rm->type == CODEC_VALUE_STR && rm->u.str.len == model_len &&
+                            !memcmp(rm->u.str.ptr, cfg->model, model_len)));
+        } else if (m->err && m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            LOG_WARN("send: %s", rd_kafka_message_errstr(m));
+        }
+        rd_kafka_message_destroy(m);
+        if (ours) {
+            size_t len;
+            char *json = codec_json_encode(v, &len);
+            fwrite(json, 1, len, out);
+            fputc('\n', out);
+            fflush(out);
+            free(json);
+        }
+        codec_value_destroy(v);
+        if (ours)
+            return 0;
+    }
+    LOG_ERROR("send: no reply to seq %llu within %llu ms (is a processor running on "
+              "%s?)",
+              (unsigned long long)seq, (unsigned long long)cfg->timeout_ms,
+              cfg->flushes_topic);
+    return 1;
+}
+
+/* Produces one request given as JSON; client and seq are filled in unless given. */
+static int send_one(sender_t *s, const char *json, size_t len, FILE *out)
+{
+    const processor_config_t *cfg = s->cfg;
+    codec_value_t *v = NULL;
+    char err[512];
+    if (codec_json_decode(json, len, NULL, &v, err, sizeof(err))) {
+        LOG_ERROR("send: the request is not JSON: %s", err);
+        return 2;
+    }
+    if (v->type != CODEC_VALUE_MAP) {
+        LOG_ERROR("send: the request must be a JSON object");
+        codec_value_destroy(v);
+        return 2;
+    }
+    if (!codec_map_get(v, "client", 6))
+        codec_map_set(v, "client", 6, codec_value_str(cfg->client, strlen(cfg->client)));
+    const codec_value_t *given = codec_map_get(v, "seq", 3);
+    uint64_t seq = given && given->type == CODEC_VALUE_INT ? (uint64_t)given->u.i : s->seq;
+    if (!given)
+        codec_map_set(v, "seq", 3, codec_value_int((int64_t)seq));
+    s->seq = seq + 1;
+    msgpack_sbuffer_clear(&s->buf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &s->buf, msgpack_sbuffer_write);
+    codec_msgpack_pack_value(&pk, v);
+    codec_value_destroy(v);
+    rd_kafka_resp_err_t e = rd_kafka_producev(
+        s->producer, RD_KAFKA_V_TOPIC(cfg->flushes_topic),
+        RD_KAFKA_V_KEY(cfg->model, strlen(cfg->model)),
+        RD_KAFKA_V_VALUE(s->buf.data, s->buf.size), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_END);
+    if (e) {
+        LOG_ERROR("send: %s", rd_kafka_err2str(e));
+        return 1;
+    }
+    if (rd_kafka_flush(s->producer, (int)cfg->timeout_ms)) {
+        LOG_ERROR("send: the request was not delivered within %llu ms",
+                  (unsigned long long)cfg->timeout_ms);
+        return 1;
+    }
+    return await_reply(s, seq, out);
+}
+
+/* Reads the client's replies partition from its current end, so that no reply to
+ * what is sent next can be missed. */
+static int start_consumer(sender_t *s, char *errstr, size_t errstr_size)
+{
+    const processor_config_t *cfg = s->cfg;
+    int count = processor_topic_partitions(s->consumer, cfg->replies_topic, 10000, errstr,
+                                           errstr_size);
+    if (count < 0)
+        return -1;
+    /* Replies are keyed by client id, partitioned as the processor's producer does. */
+    int32_t partition = processor_key_partition("murmur2_random", cfg->client,
+                                                strlen(cfg->client), count);
+    int64_t lo, hi;
+    rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
+        s->consumer, cfg->replies_topic, partition, &lo, &hi, 10000);
+    if (err) {
+        snprintf(errstr, errstr_size, "offsets of %s: %s", cfg->replies_topic,
+                 rd_kafka_err2str(err));
+        return -1;
+    }
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, cfg->replies_topic, partition)->offset = hi;
+    err = rd_kafka_assign(s->consumer, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (err) {
+        snprintf(errstr, errstr_size, "assign: %s", rd_kafka_err2str(err));
+        return -1;
+    }
+    return 0;
+}
+
+int processor_cmd_send(processor_config_t *cfg, FILE *in, FILE *out)
+{
+    char errstr[512];
+    if (!cfg->request) {
+        LOG_ERROR("send: give a request as JSON, or - to read NDJSON from stdin");
+        return 2;
+    }
+    sender_t s = {.cfg = cfg};
+    if (cfg->seq) {
+        char *end;
+        s.seq = strtoull(cfg->seq, &end, 10);
+        if (*end || end == cfg->seq || cfg->seq[0] == '-') {
+            LOG_ERROR("send: --seq must be a non-negative integer, not \"%s\"", cfg->seq);
+            return 2;
+        }
+    } else {
+        struct timeval tv;
+        gettimeofday(&tv, NULL);
+        s.seq = (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+    }
+    cfg->low_latency = 1;
+    int rc = 1;
+    msgpack_sbuffer_init(&s.buf);
+    rd_kafka_conf_t *pc = processor_kafka_conf(cfg, cfg->bootstrap_servers,
+                                               PROCESSOR_KAFKA_SENDER, errstr,
+                                               sizeof(errstr));
+    rd_kafka_conf_t *cc = pc ? processor_kafka_conf(cfg, cfg->bootstrap_servers,
+                                                    PROCESSOR_KAFKA_READER, errstr,
+                                                    sizeof(errstr))
+                             : NULL;
+    if (!cc) {
+        if (pc)
+            rd_kafka_conf_destroy(pc);
+        LOG_ERROR("send: %s", errstr);
+        goto out;
+    }
+    if (!(s.producer = rd_kafka_new(RD_KAFKA_PRODUCER, pc, errstr, sizeof(errstr))) ||
+        !(s.consumer = rd_kafka_new(RD_KAFKA_CONSUMER, cc, errstr, sizeof(errstr)))) {
+        LOG_ERROR("send: %s", errstr);
+        if (!s.producer)
+            rd_kafka_conf_destroy(cc);
+        goto out;
+    }
+    if (start_consumer(&s, errstr, sizeof(errstr))) {
+        LOG_ERROR("send: %s", errstr);
+        goto out;
+    }
+    if (strcmp(cfg->request, "-")) {
+        rc = send_one(&s, cfg->request, strlen(cfg->request), out);
+    } else {
+        char *line = NULL;
+        size_t cap = 0;
+        ssize_t n;
+        rc = 0;
+        while (!rc && (n = getline(&line, &cap, in)) != -1)
+            if (strspn(line, " \t\r\n") != (size_t)n)
+                rc = send_one(&s, line, (size_t)n, out);
+        free(line);
+    }
+out:
+    if (s.consumer) {
+        rd_kafka_consumer_close(s.consumer);
+        rd_kafka_destroy(s.consumer);
+    }
+    if (s.producer)
+        rd_kafka_destroy(s.producer);
+    msgpack_sbuffer_destroy(&s.buf);
+    return rc;
+}

@@ -1,0 +1,150 @@
+/* processor/kafka.c - librdkafka client configuration shared by run, dev and send. */
+#include "kafka.h"
+
+#include <stdbool.h>
+#include <stdio.h>
+#include <string.h>
+
+/* Properties correctness depends on, and what to use instead. */
+static const struct {
+    const char *name;
+    const char *instead;
+} owned[] = {
+    {"bootstrap.servers", "--bootstrap-servers"},
+    {"metadata.broker.list", "--bootstrap-servers"},
+    {"group.id", "--group-id"},
+    {"group.instance.id", "--group-instance-id"},
+    {"enable.auto.commit", "nothing: offsets are stored with the state and committed "
+                           "once a step's records are delivered"},
+    {"enable.auto.offset.store", "nothing: offsets are the processor's"},
+    {"auto.offset.reset", "nothing: a partition without state starts at its beginning"},
+    {"partition.assignment.strategy",
+     "nothing: the processor needs cooperative-sticky to hand partitions over one by one"},
+    {"enable.idempotence", "nothing: the producer is idempotent, so that retries neither "
+                           "duplicate nor reorder change records"},
+    {"acks", "nothing: acks=all"},
+    {"request.required.acks", "nothing: acks=all"},
+    {"message.timeout.ms", "nothing: records are retried until delivered, in order"},
+    {"delivery.timeout.ms", "nothing: records are retried until delivered, in order"},
+    {"enable.partition.eof", "nothing"},
+    {"isolation.level", "nothing"},
+};
+
+static int set(rd_kafka_conf_t *conf, const char *name, const char *value, char *errstr,
+               size_t errstr_size)
+{
+    char err[512];
+    if (rd_kafka_conf_set(conf, name, value, err, sizeof(err)) != RD_KAFKA_CONF_OK) {
+        snprintf(errstr, errstr_size, "%s=%s: %s", name, value, err);
+        return -1;
+    }
+    return 0;
+}
+
+rd_kafka_conf_t *processor_kafka_conf(const processor_config_t *cfg,
+                                      const char *bootstrap_servers,
+                                      processor_kafka_role_t role, char *errstr,
+                                      size_t errstr_size)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    /* Role settings first; -X may then tune everything not owned. */
+    bool producer = role == PROCESSOR_KAFKA_PRODUCER || role == PROCESSOR_KAFKA_SENDER;
+    if (set(conf, "bootstrap.servers", bootstrap_servers, errstr, errstr_size) ||
+        set(conf, "client.id", "flushout-processor", errstr, errstr_size) ||
+        (producer && set(conf, "partitioner", "murmur2_random", errstr, errstr_size)))
+        goto err;
+    /* Brokers answer a fetch as soon as data arrives, but librdkafka's mock cluster
+     * holds every fetch for fetch.wait.max.ms: short waits keep dev and send
+     * interactive. Nagle's delay is never wanted for small records. */
+    if (set(conf, "socket.nagle.disable", "true", errstr, errstr_size) ||
+        (cfg->low_latency && !producer &&
+         set(conf, "fetch.wait.max.ms", "10", errstr, errstr_size)))
+        goto err;
+    switch (role) {
+    case PROCESSOR_KAFKA_CONSUMER:
+        if (set(conf, "group.id", cfg->group_id, errstr, errstr_size) ||
+            set(conf, "partition.assignment.strategy", "cooperative-sticky", errstr,
+                errstr_size) ||
+            set(conf, "enable.auto.commit", "false", errstr, errstr_size) ||
+            set(conf, "enable.auto.offset.store", "false", errstr, errstr_size) ||
+            set(conf, "auto.offset.reset", "earliest", errstr, errstr_size) ||
+            (cfg->group_instance_id &&
+             set(conf, "group.instance.id", cfg->group_instance_id, errstr, errstr_size)))
+            goto err;
+        break;
+    case PROCESSOR_KAFKA_RESTORE:
+    case PROCESSOR_KAFKA_READER:
+        /* librdkafka assigns partitions only with a group id; this consumer never
+         * joins the group (no subscribe) and never commits. */
+        if (set(conf, "group.id", "flushout-reader", errstr, errstr_size) ||
+            set(conf, "enable.auto.commit", "false", errstr, errstr_size) ||
+            set(conf, "enable.partition.eof", role == PROCESSOR_KAFKA_RESTORE ? "true" : "false",
+                errstr, errstr_size) ||
+            set(conf, "auto.offset.reset", "earliest", errstr, errstr_size))
+            goto err;
+        break;
+    case PROCESSOR_KAFKA_PRODUCER:
+        if (set(conf, "enable.idempotence", "true", errstr, errstr_size) ||
+            set(conf, "acks", "all", errstr, errstr_size) ||
+            set(conf, "message.timeout.ms", "0", errstr, errstr_size) ||
+            set(conf, "linger.ms", "2", errstr, errstr_size))
+            goto err;
+        break;
+    case PROCESSOR_KAFKA_SENDER:
+        if (set(conf, "enable.idempotence", "true", errstr, errstr_size) ||
+            set(conf, "linger.ms", "0", errstr, errstr_size))
+            goto err;
+        break;
+    }
+    for (size_t i = 0; i + 1 < cfg->kafka_prop_count; i += 2) {
+        const char *name = cfg->kafka_props[i];
+        for (size_t j = 0; j < sizeof(owned) / sizeof(owned[0]); j++) {
+            if (!strcmp(name, owned[j].name)) {
+                snprintf(errstr, errstr_size,
+                         "-X %s is owned by the processor; use %s", name,
+                         owned[j].instead);
+                goto err;
+            }
+        }
+        if (set(conf, name, cfg->kafka_props[i + 1], errstr, errstr_size))
+            goto err;
+    }
+    return conf;
+err:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+int32_t processor_key_partition(const char *partitioner, const char *key, size_t key_len,
+                                int32_t partition_count)
+{
+    /* Both functions are pure for a non-NULL key: they never touch the topic. */
+    if (!strcmp(partitioner, "murmur2_random"))
+        return rd_kafka_msg_partitioner_murmur2_random(NULL, key, key_len,
+                                                       partition_count, NULL, NULL);
+    if (!strcmp(partitioner, "consistent_random"))
+        return rd_kafka_msg_partitioner_consistent_random(NULL, key, key_len,
+                                                          partition_count, NULL, NULL);
+    return -1;
+}
+
+int processor_topic_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms,
+                               char *errstr, size_t errstr_size)
+{
+    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms);
+    int count = -1;
+    if (err)
+        snprintf(errstr, errstr_size, "metadata of topic %s: %s", topic,
+                 rd_kafka_err2str(err));
+    else if (md->topic_cnt != 1 || md->topics[0].err)
+        snprintf(errstr, errstr_size, "topic %s: %s", topic,
+                 md->topic_cnt ? rd_kafka_err2str(md->topics[0].err) : "not found");
+    else
+        count = md->topics[0].partition_cnt;
+    if (md)
+        rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(rkt);
+    return count;
+}

@@ -1,0 +1,37 @@
+/* processor/kafka.h - librdkafka client configuration shared by run, dev and send.
+ *
+ * Every client gets bootstrap.servers, the -X properties, and the settings its role
+ * needs for correctness. Properties that correctness depends on are owned here and
+ * refused from -X with a message saying which option to use instead. */
+#ifndef FLUSHOUT_PROCESSOR_KAFKA_H
+#define FLUSHOUT_PROCESSOR_KAFKA_H
+
+#include <librdkafka/rdkafka.h>
+
+#include "options.h"
+
+typedef enum processor_kafka_role_e {
+    PROCESSOR_KAFKA_CONSUMER, /* the group consumer of the flushes topic */
+    PROCESSOR_KAFKA_RESTORE,  /* reads a changes partition, no group */
+    PROCESSOR_KAFKA_PRODUCER, /* replies, change records, dead letters */
+    PROCESSOR_KAFKA_SENDER,   /* send: produces requests */
+    PROCESSOR_KAFKA_READER,   /* send: reads replies, no group */
+} processor_kafka_role_t;
+
+/** A configuration for role, or NULL and errstr (an unknown or owned -X property, a
+ *  bad value). */
+rd_kafka_conf_t *processor_kafka_conf(const processor_config_t *cfg,
+                                      const char *bootstrap_servers,
+                                      processor_kafka_role_t role, char *errstr,
+                                      size_t errstr_size);
+
+/** The partition that producers using partitioner put key in, or -1 when the
+ *  partitioner is "any" (no check). */
+int32_t processor_key_partition(const char *partitioner, const char *key, size_t key_len,
+                                int32_t partition_count);
+
+/** The number of partitions of topic, or -1 and errstr. */
+int processor_topic_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms,
+                               char *errstr, size_t errstr_size);
+
+#endif

@@ -1,0 +1,1322 @@
+/* processor/run.c - the Kafka stream processor.
+ *
+ * Threads: the main thread polls the group consumer (rd_kafka_consumer_poll, never the
+ * batch APIs), serves rebalances and hands each record to its partition's queue;
+ * --threads workers take partitions with queued records and process them one step at
+ * a time; one thread serves the producer's delivery reports. A partition is in at
+ * most one worker at a time (flags `scheduled` and `running` under its lock), so its
+ * store and handler need no locking. Lock order: a partition's lock, then the run
+ * queue's. */
+#include "run.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cmd_apply.h"
+#include "codec/alloc.h"
+#include "handler.h"
+#include "kafka.h"
+#include "log.h"
+
+#define STEP_MAX_RECORDS  500        /* records applied in one step (one store write) */
+#define QUEUE_PAUSE_BYTES (16 << 20) /* stop fetching a partition beyond this backlog */
+#define COMMIT_INTERVAL_S 1          /* consumer offsets to Kafka, and outbox cleanup */
+#define FLUSH_TIMEOUT_MS  30000      /* waiting for deliveries at a revoke or exit */
+#define KAFKA_TIMEOUT_MS  10000      /* metadata, committed offsets, watermarks */
+#define PROGRESS_S        2          /* catch-up progress lines */
+
+typedef struct part_s part_t;
+typedef struct runner_s runner_t;
+
+/* A processing step whose records are produced: the input offset to commit once all
+ * of them are delivered. */
+typedef struct step_s {
+    uint64_t seq;
+    int64_t next_offset; /* -1: nothing to commit (a step of leftovers) */
+    uint32_t pending;
+} step_t;
+
+/* One record on its way to Kafka: what the delivery report needs, and the bytes. */
+typedef struct delivery_s {
+    part_t *part;
+    uint64_t generation; /* the partition's assignment it belongs to */
+    uint64_t step_seq;
+    uint64_t outbox_id;
+    bool change; /* a change record: its offset moves the partition's changes position */
+    int32_t partition;
+    int64_t input_offset;
+    char *topic, *key, *value;
+    size_t key_len, value_len;
+    size_t header_count;
+    state_header_t *headers;
+} delivery_t;
+
+struct part_s {
+    int32_t id;
+    runner_t *r;
+    pthread_mutex_t lock;
+    pthread_cond_t idle; /* broadcast when a step ends */
+    /* Under lock: */
+    rd_kafka_message_t **queue;
+    size_t queue_len, queue_cap, queue_bytes;
+    bool assigned, ready, scheduled, running, paused, failed, abort;
+    int64_t expected;    /* next input offset the dispatcher accepts */
+    uint64_t generation; /* one more with every assignment */
+    step_t *steps;       /* produced steps not yet fully delivered, oldest first */
+    size_t steps_len, steps_cap;
+    uint64_t next_step_seq;
+    uint64_t *done; /* delivered outbox ids, deleted by the next step */
+    size_t done_len, done_cap;
+    int64_t committable;  /* every record before it is applied and its output delivered */
+    int64_t committed;    /* what was last committed to Kafka */
+    int64_t changes_next; /* after the newest change record delivered */
+    /* The worker's, while running (and the main thread's while not assigned): */
+    int64_t changes_stored;
+    state_store_t *store;
+    processor_handler_t *handler;
+    part_t *next_ready;
+};
+
+struct runner_s {
+    const processor_config_t *cfg;
+    const char *state_dir;
+    const char *bootstrap;
+    volatile sig_atomic_t *stop;
+    rd_kafka_t *consumer, *producer;
+    codec_limits_t limits;
+    codec_value_t *initial_document;
+    int32_t partition_count; /* of the flushes topic */
+    part_t **parts;          /* by partition id; created by the main thread */
+    size_t parts_cap;
+    atomic_int assigned_count;
+
+    pthread_mutex_t runq_lock;
+    pthread_cond_t runq_cond;
+    part_t *runq_head, *runq_tail;
+    bool stopping;
+    pthread_t *workers;
+    size_t worker_count;
+    pthread_t producer_thread;
+    atomic_bool producer_stop;
+    atomic_bool fatal;
+
+    atomic_uint_fast64_t records, errors, dead_letters;
+};
+
+/* ---- small helpers ---- */
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static rd_kafka_topic_partition_list_t *one_partition(const char *topic,
+                                                      int32_t partition, int64_t offset)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, partition)->offset = offset;
+    return l;
+}
+
+/* ---- the run queue ---- */
+
+/* Queues p for a worker unless it is queued or running. Caller holds p->lock. */
+static void schedule(part_t *p)
+{
+    if (p->scheduled || p->running)
+        return;
+    p->scheduled = true;
+    runner_t *r = p->r;
+    pthread_mutex_lock(&r->runq_lock);
+    p->next_ready = NULL;
+    if (r->runq_tail)
+        r->runq_tail->next_ready = p;
+    else
+        r->runq_head = p;
+    r->runq_tail = p;
+    pthread_cond_signal(&r->runq_cond);
+    pthread_mutex_unlock(&r->runq_lock);
+}
+
+static part_t *part_get(runner_t *r, int32_t id)
+{
+    if ((size_t)id >= r->parts_cap) {
+        size_t cap = (size_t)id + 16;
+        r->parts = codec_xrealloc(r->parts, cap * sizeof(*r->parts));
+        memset(r->parts + r->parts_cap, 0, (cap - r->parts_cap) * sizeof(*r->parts));
+        r->parts_cap = cap;
+    }
+    if (!r->parts[id]) {
+        part_t *p = codec_xcalloc(1, sizeof(*p));
+        p->id = id;
+        p->r = r;
+        pthread_mutex_init(&p->lock, NULL);
+        pthread_cond_init(&p->idle, NULL);
+        r->parts[id] = p;
+    }
+    return r->parts[id];
+}
+
+static void part_drop_queue(part_t *p)
+{
+    for (size_t i = 0; i < p->queue_len; i++)
+        rd_kafka_message_destroy(p->queue[i]);
+    p->queue_len = 0;
+    p->queue_bytes = 0;
+}
+
+/* ---- producing ---- */
+
+static delivery_t *delivery_new(part_t *p, uint64_t outbox_id, const state_outbox_rec_t *rec,
+                                int64_t input_offset, bool change)
+{
+    delivery_t *d = codec_xcalloc(1, sizeof(*d));
+    d->part = p;
+    d->outbox_id = outbox_id;
+    d->change = change;
+    d->partition = rec->partition;
+    d->input_offset = input_offset;
+    d->topic = codec_xmemdup(rec->topic, strlen(rec->topic) + 1);
+    d->key = rec->key ? codec_xmemdup(rec->key, rec->key_len) : NULL;
+    d->key_len = rec->key_len;
+    d->value = codec_xmemdup(rec->value, rec->value_len);
+    d->value_len = rec->value_len;
+    d->header_count = rec->header_count;
+    d->headers = codec_xcalloc(rec->header_count + 1, sizeof(*d->headers));
+    for (size_t i = 0; i < rec->header_count; i++) {
+        const state_header_t *h = &rec->headers[i];
+        d->headers[i].name = codec_xmemdup(h->name, strlen(h->name) + 1);
+        d->headers[i].value = codec_xmemdup(h->value, h->value_len);
+        d->headers[i].value_len = h->value_len;
+    }
+    return d;
+}
+
+static void delivery_free(delivery_t *d)
+{
+    for (size_t i = 0; i < d->header_count; i++) {
+        free((char *)d->headers[i].name);
+        free((char *)d->headers[i].value);
+    }
+    free(d->headers);
+    free(d->topic);
+    free(d->key);
+    free(d->value);
+    free(d);
+}
+
+/* Called with p->lock held: the record is confirmed (or will never be). */
+static void delivered_locked(part_t *p, delivery_t *d, int64_t offset, bool ok)
+{
+    if (d->generation != p->generation)
+        return; /* from an earlier assignment: its outbox is read again anyway */
+    if (p->done_len == p->done_cap) {
+        p->done_cap = p->done_cap ? p->done_cap * 2 : 64;
+        p->done = codec_xrealloc(p->done, p->done_cap * sizeof(*p->done));
+    }
+    p->done[p->done_len++] = d->outbox_id;
+    if (ok && d->change && offset + 1 > p->changes_next)
+        p->changes_next = offset + 1;
+    for (size_t i = 0; i < p->steps_len; i++) {
+        if (p->steps[i].seq == d->step_seq) {
+            p->steps[i].pending--;
+            break;
+        }
+    }
+    size_t n = 0;
+    while (n < p->steps_len && p->steps[n].pending == 0) {
+        if (p->steps[n].next_offset > p->committable)
+            p->committable = p->steps[n].next_offset;
+        n++;
+    }
+    if (n) {
+        memmove(p->steps, p->steps + n, (p->steps_len - n) * sizeof(*p->steps));
+        p->steps_len -= n;
+    }
+}
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    delivery_t *d = m->_private;
+    part_t *p = d->part;
+    if (m->err)
+        /* Retriable errors are retried forever (message.timeout.ms=0), in order: what
+         * arrives here will never be delivered. The reply or change is lost, say so. */
+        LOG_ERROR("partition %d offset %lld: the %s record to topic %s was not delivered: "
+                  "%s",
+                  p->id, (long long)d->input_offset, d->change ? "change" : "output",
+                  d->topic, rd_kafka_err2str(m->err));
+    pthread_mutex_lock(&p->lock);
+    delivered_locked(p, d, m->offset, !m->err);
+    pthread_mutex_unlock(&p->lock);
+    delivery_free(d);
+}
+
+/* Produces d (ownership passes on). */
+static void produce(runner_t *r, delivery_t *d)
+{
+    for (;;) {
+        rd_kafka_headers_t *hdrs = NULL;
+        if (d->header_count) {
+            hdrs = rd_kafka_headers_new(d->header_count);
+            for (size_t i = 0; i < d->header_count; i++)
+                rd_kafka_header_add(hdrs, d->headers[i].name, -1, d->headers[i].value,
+                                    (ssize_t)d->headers[i].value_len);
+        }
+        rd_kafka_resp_err_t err = rd_kafka_producev(
+            r->producer, RD_KAFKA_V_TOPIC(d->topic),
+            RD_KAFKA_V_PARTITION(d->partition < 0 ? RD_KAFKA_PARTITION_UA : d->partition),
+            RD_KAFKA_V_KEY(d->key, d->key_len), RD_KAFKA_V_VALUE(d->value, d->value_len),
+            RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(d), RD_KAFKA_V_END);
+        if (!err)
+            return;
+        if (hdrs)
+            rd_kafka_headers_destroy(hdrs);
+        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            rd_kafka_poll(r->producer, 50); /* the delivery thread drains it too */
+            continue;
+        }
+        LOG_ERROR("partition %d offset %lld: cannot produce to topic %s: %s",
+                  d->part->id, (long long)d->input_offset, d->topic,
+                  rd_kafka_err2str(err));
+        pthread_mutex_lock(&d->part->lock);
+        delivered_locked(d->part, d, -1, false);
+        pthread_mutex_unlock(&d->part->lock);
+        delivery_free(d);
+        return;
+    }
+}
+
+/* Produces a step's records: the input offset next_offset is committable once they
+ * are all delivered. */
+static void produce_step(part_t *p, delivery_t **ds, size_t n, int64_t next_offset)
+{
+    pthread_mutex_lock(&p->lock);
+    uint64_t seq = p->next_step_seq++;
+    uint64_t generation = p->generation;
+    if (n == 0 && p->steps_len == 0) {
+        if (next_offset > p->committable)
+            p->committable = next_offset;
+    } else if (n > 0 || next_offset >= 0) {
+        /* An empty step behind unfinished ones is done as soon as they are. */
+        if (p->steps_len == p->steps_cap) {
+            p->steps_cap = p->steps_cap ? p->steps_cap * 2 : 16;
+            p->steps = codec_xrealloc(p->steps, p->steps_cap * sizeof(*p->steps));
+        }
+        p->steps[p->steps_len++] = (step_t){seq, next_offset, (uint32_t)n};
+    }
+    pthread_mutex_unlock(&p->lock);
+    for (size_t i = 0; i < n; i++) {
+        ds[i]->generation = generation;
+        ds[i]->step_seq = seq;
+        produce(p->r, ds[i]);
+    }
+}
+
+static void *producer_main(void *opaque)
+{
+    runner_t *r = opaque;
+    while (!atomic_load(&r->producer_stop))
+        rd_kafka_poll(r->producer, 100);
+    return NULL;
+}
+
+/* ---- a processing step ---- */
+
+/* Output records of one step, not yet produced. */
+typedef struct step_out_s {
+    delivery_t **items;
+    size_t len, cap;
+} step_out_t;
+
+static void step_out_add(part_t *p, step_out_t *so, const state_outbox_rec_t *rec,
+                         int64_t input_offset, bool change)
+{
+    uint64_t id = state_store_outbox_add(p->store, p->id, rec);
+    if (so->len == so->cap) {
+        so->cap = so->cap ? so->cap * 2 : 64;
+        so->items = codec_xrealloc(so->items, so->cap * sizeof(*so->items));
+    }
+    so->items[so->len++] = delivery_new(p, id, rec, input_offset, change);
+}
+
+/* Errors that are the request's fault: the record is dead-lettered. The others are
+ * answers to well-formed requests (a stale seq, a history range). */
+static bool is_bad_record(codec_err_t err)
+{
+    return err != CODEC_OK && err != CODEC_ERR_STALE_SEQ && err != CODEC_ERR_BAD_RANGE &&
+           err != CODEC_ERR_HISTORY_UNAVAILABLE && err != CODEC_ERR_STORE_FAILED;
+}
+
+static const char *header(const rd_kafka_message_t *m, const char *name, size_t *len)
+{
+    rd_kafka_headers_t *hdrs;
+    const void *v;
+    if (rd_kafka_message_headers(m, &hdrs) ||
+        rd_kafka_header_get_last(hdrs, name, &v, len))
+        return NULL;
+    return v;
+}
+
+static void be_bytes(unsigned char *out, uint64_t v, int n)
+{
+    for (int i = n - 1; i >= 0; i--, v >>= 8)
+        out[i] = (unsigned char)v;
+}
+
+/* The dead letter of m: its key, value and headers, plus Spring Kafka's kafka_dlt-*
+ * headers (DeadLetterPublishingRecoverer's names and encodings). */
+static void add_dead_letter(part_t *p, step_out_t *so, const rd_kafka_message_t *m,
+                            const processor_output_t *out)
+{
+    runner_t *r = p->r;
+    state_header_t hs[32];
+    size_t n = 0;
+    rd_kafka_headers_t *orig;
+    if (!rd_kafka_message_headers(m, &orig)) {
+        const char *name;
+        const void *v;
+        size_t len;
+        /* The outbox keeps at most 32 headers with names under 256 bytes. */
+        for (size_t i = 0; n < 20 && !rd_kafka_header_get_all(orig, i, &name, &v, &len);
+             i++)
+            if (strlen(name) < 200)
+                hs[n++] = (state_header_t){name, v, len};
+    }
+    unsigned char partition[4], offset[8], timestamp[8];
+    be_bytes(partition, (uint32_t)m->partition, 4);
+    be_bytes(offset, (uint64_t)m->offset, 8);
+    rd_kafka_timestamp_type_t tstype;
+    int64_t ts = rd_kafka_message_timestamp(m, &tstype);
+    be_bytes(timestamp, (uint64_t)ts, 8);
+    const char *fqcn = "io.flushout.processor.BadRecordException";
+    const char *code = codec_err_name(out->error);
+    hs[n++] = (state_header_t){"kafka_dlt-original-topic", r->cfg->flushes_topic,
+                               strlen(r->cfg->flushes_topic)};
+    hs[n++] = (state_header_t){"kafka_dlt-original-partition", (char *)partition, 4};
+    hs[n++] = (state_header_t){"kafka_dlt-original-offset", (char *)offset, 8};
+    hs[n++] = (state_header_t){"kafka_dlt-original-timestamp", (char *)timestamp, 8};
+    hs[n++] = (state_header_t){"kafka_dlt-original-timestamp-type",
+                               tstype == RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME
+                                   ? "LogAppendTime"
+                                   : "CreateTime",
+                               tstype == RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME ? 13 : 10};
+    hs[n++] = (state_header_t){"kafka_dlt-original-consumer-group", r->cfg->group_id,
+                               strlen(r->cfg->group_id)};
+    hs[n++] = (state_header_t){"kafka_dlt-exception-fqcn", fqcn, strlen(fqcn)};
+    hs[n++] = (state_header_t){"kafka_dlt-exception-message", out->message,
+                               strlen(out->message)};
+    hs[n++] = (state_header_t){"flushout_error_code", code, strlen(code)};
+    state_outbox_rec_t rec = {
+        .topic = r->cfg->dlq_topic,
+        .partition = -1,
+        .key = m->key,
+        .key_len = m->key_len,
+        .value = m->payload ? m->payload : "",
+        .value_len = m->len,
+        .headers = hs,
+        .header_count = n,
+    };
+    step_out_add(p, so, &rec, m->offset, false);
+    atomic_fetch_add(&r->dead_letters, 1);
+}
+
+/* The reply to m: to the replies topic keyed by client, or where Spring's
+ * request/reply headers say, with the correlation id copied. */
+static void add_reply(part_t *p, step_out_t *so, const rd_kafka_message_t *m,
+                      const processor_output_t *out)
+{
+    runner_t *r = p->r;
+    size_t topic_len = 0, partition_len = 0, corr_len = 0;
+    const char *topic = header(m, "kafka_replyTopic", &topic_len);
+    const char *partition = header(m, "kafka_replyPartition", &partition_len);
+    const char *corr = header(m, "kafka_correlationId", &corr_len);
+    char topic_buf[256];
+    state_header_t hs[1];
+    state_outbox_rec_t rec = {
+        .topic = r->cfg->replies_topic,
+        .partition = -1,
+        .key = out->reply_key,
+        .key_len = out->reply_key_len,
+        .value = out->reply.data,
+        .value_len = out->reply.size,
+        .headers = hs,
+    };
+    if (topic && topic_len > 0 && topic_len < sizeof(topic_buf)) {
+        memcpy(topic_buf, topic, topic_len);
+        topic_buf[topic_len] = '\0';
+        rec.topic = topic_buf;
+    }
+    if (partition && partition_len == 4)
+        rec.partition = (int32_t)(((uint32_t)(unsigned char)partition[0] << 24) |
+                                  ((uint32_t)(unsigned char)partition[1] << 16) |
+                                  ((uint32_t)(unsigned char)partition[2] << 8) |
+                                  (uint32_t)(unsigned char)partition[3]);
+    if (corr)
+        hs[rec.header_count++] = (state_header_t){"kafka_correlationId", corr, corr_len};
+    step_out_add(p, so, &rec, m->offset, false);
+}
+
+/* Applies one record; output records go to so. @returns false when the partition must
+ * stop (the store failed). */
+static bool process_record(part_t *p, const rd_kafka_message_t *m, processor_output_t *out,
+                           step_out_t *so)
+{
+    runner_t *r = p->r;
+    const char *value = m->payload ? m->payload : "";
+    processor_output_reset(out);
+    char why[256];
+    int32_t expected;
+    if (!m->key || m->key_len == 0) {
+        processor_handler_refuse(p->handler, NULL, 0, value, m->len, CODEC_ERR_MISSING_KEY,
+                                 "the record has no key: the key must be the model id",
+                                 out);
+    } else if (m->len > r->cfg->max_record_bytes) {
+        snprintf(why, sizeof(why), "the record value of %zu bytes exceeds %llu", m->len,
+                 (unsigned long long)r->cfg->max_record_bytes);
+        processor_handler_refuse(p->handler, m->key, m->key_len, NULL, 0,
+                                 CODEC_ERR_TOO_LARGE, why, out);
+    } else if ((expected = processor_key_partition(r->cfg->partitioner, m->key, m->key_len,
+                                                   r->partition_count)) >= 0 &&
+               expected != m->partition) {
+        snprintf(why, sizeof(why),
+                 "the key belongs to partition %d under %s, not %d: produce with that "
+                 "partitioner (see --partitioner)",
+                 expected, r->cfg->partitioner, m->partition);
+        processor_handler_refuse(p->handler, m->key, m->key_len, value, m->len,
+                                 CODEC_ERR_WRONG_PARTITION, why, out);
+    } else {
+        processor_handler_handle(p->handler, p->id, m->offset, m->key, m->key_len, value,
+                                 m->len, out);
+    }
+    if (out->error == CODEC_ERR_STORE_FAILED) {
+        LOG_ERROR("partition %d offset %lld model \"%.*s\": %s; the partition stops", p->id,
+                  (long long)m->offset, (int)(m->key_len > 60 ? 60 : m->key_len),
+                  (const char *)m->key, out->message);
+        return false;
+    }
+    atomic_fetch_add(&r->records, 1);
+    if (out->error) {
+        atomic_fetch_add(&r->errors, 1);
+        LOG_WARN("partition %d offset %lld model \"%.*s\": %s: %s", p->id,
+                 (long long)m->offset, (int)(m->key_len > 60 ? 60 : m->key_len),
+                 m->key ? (const char *)m->key : "", codec_err_name(out->error),
+                 out->message);
+    }
+    if (out->reply_key)
+        add_reply(p, so, m, out);
+    if (out->change.size) {
+        state_outbox_rec_t rec = {
+            .topic = r->cfg->changes_topic,
+            .partition = p->id,
+            .key = m->key,
+            .key_len = m->key_len,
+            .value = out->change.data,
+            .value_len = out->change.size,
+        };
+        step_out_add(p, so, &rec, m->offset, true);
+    }
+    if (is_bad_record(out->error))
+        add_dead_letter(p, so, m, out);
+    return true;
+}
+
+/* Marks the partition failed: it is paused and no longer processed until it is
+ * assigned again (a restart, or a rebalance). */
+static void part_fail(part_t *p)
+{
+    pthread_mutex_lock(&p->lock);
+    p->failed = true;
+    part_drop_queue(p);
+    pthread_mutex_unlock(&p->lock);
+    rd_kafka_topic_partition_list_t *l =
+        one_partition(p->r->cfg->flushes_topic, p->id, RD_KAFKA_OFFSET_INVALID);
+    rd_kafka_pause_partitions(p->r->consumer, l);
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* Adds the delivered outbox ids and the changes position to the store's batch. */
+static void take_done(part_t *p)
+{
+    pthread_mutex_lock(&p->lock);
+    for (size_t i = 0; i < p->done_len; i++)
+        state_store_outbox_done(p->store, p->id, p->done[i]);
+    p->done_len = 0;
+    int64_t changes_next = p->changes_next;
+    pthread_mutex_unlock(&p->lock);
+    if (changes_next > p->changes_stored) {
+        state_store_set_changes_offset(p->store, p->id, changes_next);
+        p->changes_stored = changes_next;
+    }
+}
+
+static void process_step(part_t *p, rd_kafka_message_t **msgs, size_t n)
+{
+    step_out_t so = {0};
+    processor_output_t out;
+    processor_output_init(&out);
+    int64_t next_offset = -1;
+    bool ok = true;
+    for (size_t i = 0; i < n && ok; i++) {
+        ok = process_record(p, msgs[i], &out, &so);
+        if (ok)
+            next_offset = msgs[i]->offset + 1;
+    }
+    processor_output_destroy(&out);
+    take_done(p);
+    char errstr[512];
+    if (ok && processor_handler_commit(p->handler, p->id, next_offset, errstr,
+                                       sizeof(errstr))) {
+        LOG_ERROR("partition %d: the state store failed: %s; the partition stops (nothing "
+                  "of this step is answered or committed)",
+                  p->id, errstr);
+        ok = false;
+    }
+    if (!ok) {
+        for (size_t i = 0; i < so.len; i++)
+            delivery_free(so.items[i]);
+        part_fail(p);
+    } else {
+        produce_step(p, so.items, so.len, next_offset);
+    }
+    free(so.items);
+}
+
+/* ---- taking a partition over ---- */
+
+static int produce_leftover(void *opaque, uint64_t id, const state_outbox_rec_t *rec)
+{
+    void **args = opaque;
+    part_t *p = args[0];
+    step_out_t *so = args[1];
+    if (so->len == so->cap) {
+        so->cap = so->cap ? so->cap * 2 : 64;
+        so->items = codec_xrealloc(so->items, so->cap * sizeof(*so->items));
+    }
+    so->items[so->len++] =
+        delivery_new(p, id, rec, -1, !strcmp(rec->topic, p->r->cfg->changes_topic));
+    return 0;
+}
+
+/* Applies the partition's change records from the store's changes position to the end
+ * of the changes partition. @returns 0, or -1 (logged). */
+static int catch_up(part_t *p)
+{
+    runner_t *r = p->r;
+    const char *topic = r->cfg->changes_topic;
+    int64_t from = state_store_changes_offset(p->store, p->id);
+    int64_t lo = 0, hi = 0;
+    rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(r->producer, topic, p->id,
+                                                               &lo, &hi, KAFKA_TIMEOUT_MS);
+    if (err) {
+        LOG_ERROR("partition %d: cannot read the end of %s: %s", p->id, topic,
+                  rd_kafka_err2str(err));
+        return -1;
+    }
+    if (from < lo) {
+        if (from > 0 || lo > 0)
+            LOG_WARN("partition %d: catching up from offset %lld of %s, but it starts at "
+                     "%lld (retention)",
+                     p->id, (long long)from, topic, (long long)lo);
+        from = lo;
+    }
+    if (from >= hi)
+        return 0;
+    LOG_INFO("partition %d: catching up from %s offsets %lld..%lld", p->id, topic,
+             (long long)from, (long long)hi);
+
+    char errstr[512];
+    rd_kafka_conf_t *conf = processor_kafka_conf(r->cfg, r->bootstrap,
+                                                 PROCESSOR_KAFKA_RESTORE, errstr,
+                                                 sizeof(errstr));
+    rd_kafka_t *rk = conf ? rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr))
+                          : NULL;
+    if (!rk) {
+        LOG_ERROR("partition %d: cannot create the catch-up consumer: %s", p->id, errstr);
+        return -1;
+    }
+    rd_kafka_topic_partition_list_t *l = one_partition(topic, p->id, from);
+    rd_kafka_assign(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+
+    double start = now_s(), last_log = start;
+    uint64_t applied = 0, skipped = 0, since_commit = 0;
+    int64_t position = from;
+    int rc = 0;
+    while (position < hi) {
+        pthread_mutex_lock(&p->lock);
+        bool abort = p->abort;
+        pthread_mutex_unlock(&p->lock);
+        if (abort || *r->stop) {
+            rc = -1;
+            break;
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+        if (m && m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            position = m->offset > position ? m->offset : position;
+            rd_kafka_message_destroy(m);
+            break;
+        }
+        if (m && m->err) {
+            LOG_WARN("partition %d: catching up: %s", p->id, rd_kafka_message_errstr(m));
+        } else if (m) {
+            int64_t input_offset;
+            switch (state_store_apply_change(p->store, p->id, m->key, m->key_len,
+                                             m->payload ? m->payload : "", m->len,
+                                             &input_offset, errstr, sizeof(errstr))) {
+            case STATE_CHANGE_APPLIED:
+                applied++;
+                break;
+            case STATE_CHANGE_SKIPPED:
+                skipped++;
+                break;
+            case STATE_CHANGE_FAILED:
+                LOG_ERROR("partition %d: change record at %s offset %lld: %s; the "
+                          "partition is not served (its state would be wrong)",
+                          p->id, topic, (long long)m->offset, errstr);
+                rc = -1;
+                break;
+            }
+            position = m->offset + 1;
+            since_commit++;
+        }
+        if (m)
+            rd_kafka_message_destroy(m);
+        if (rc)
+            break;
+        if (since_commit >= 1000 || position >= hi) {
+            state_store_set_changes_offset(p->store, p->id, position);
+            if (state_store_commit(p->store, p->id, -1, errstr, sizeof(errstr))) {
+                LOG_ERROR("partition %d: the state store failed: %s", p->id, errstr);
+                rc = -1;
+                break;
+            }
+            since_commit = 0;
+        }
+        double t = now_s();
+        if (t - last_log >= PROGRESS_S) {
+            double rate = (double)(position - from) / (t - start);
+            LOG_INFO("partition %d: catching up: %lld of %lld change records (%.0f/s, "
+                     "%.0f%%, %.0f s left)",
+                     p->id, (long long)(position - from), (long long)(hi - from), rate,
+                     100.0 * (double)(position - from) / (double)(hi - from),
+                     rate > 0 ? (double)(hi - position) / rate : 0.0);
+            last_log = t;
+        }
+    }
+    if (!rc && since_commit) {
+        state_store_set_changes_offset(p->store, p->id, position);
+        if (state_store_commit(p->store, p->id, -1, errstr, sizeof(errstr))) {
+            LOG_ERROR("partition %d: the state store failed: %s", p->id, errstr);
+            rc = -1;
+        }
+    }
+    p->changes_stored = position;
+    if (!rc)
+        LOG_INFO("partition %d: caught up: %llu change records applied, %llu already "
+                 "reflected, in %.1f s",
+                 p->id, (unsigned long long)applied, (unsigned long long)skipped,
+                 now_s() - start);
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return rc;
+}
+
+/* Opens the partition's store, produces what its outbox still holds, catches up
+ * from the changes topic, and starts consuming where both the store and Kafka's
+ * committed offset say everything before is done. */
+static void prepare(part_t *p)
+{
+    runner_t *r = p->r;
+    char errstr[512];
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof(dir), "%s/partition-%d", r->state_dir, p->id);
+    if (!p->store) {
+        int shares = atomic_load(&r->assigned_count);
+        size_t cache = ((size_t)r->cfg->cache_mb << 20) / (size_t)(shares > 0 ? shares : 1);
+        if (cache < (8u << 20))
+            cache = 8u << 20;
+        state_store_conf_t sc = processor_store_conf(r->cfg, dir, cache, r->initial_document);
+        p->store = state_store_open(&sc, errstr, sizeof(errstr));
+        if (!p->store) {
+            LOG_ERROR("partition %d: cannot open its store: %s", p->id, errstr);
+            part_fail(p);
+            return;
+        }
+        processor_handler_conf_t hc = {
+            .store = p->store,
+            .master = processor_master_conf(r->cfg),
+            .history = r->cfg->history,
+            .limits = r->limits,
+            .changes = true,
+        };
+        p->handler = processor_handler_new(&hc);
+    }
+    p->changes_stored = state_store_changes_offset(p->store, p->id);
+
+    step_out_t leftovers = {0};
+    void *args[2] = {p, &leftovers};
+    if (state_store_outbox_scan(p->store, p->id, produce_leftover, args, errstr,
+                                sizeof(errstr))) {
+        LOG_ERROR("partition %d: %s", p->id, errstr);
+        part_fail(p);
+        return;
+    }
+    if (leftovers.len)
+        LOG_INFO("partition %d: producing %zu records left in its outbox", p->id,
+                 leftovers.len);
+    produce_step(p, leftovers.items, leftovers.len, -1);
+    free(leftovers.items);
+
+    if (catch_up(p)) {
+        part_fail(p);
+        return;
+    }
+
+    int64_t start = state_store_next_offset(p->store, p->id);
+    rd_kafka_topic_partition_list_t *l =
+        one_partition(r->cfg->flushes_topic, p->id, RD_KAFKA_OFFSET_INVALID);
+    rd_kafka_resp_err_t err = rd_kafka_committed(r->consumer, l, KAFKA_TIMEOUT_MS);
+    int64_t committed = err ? -1 : l->elems[0].offset;
+    rd_kafka_topic_partition_list_destroy(l);
+    if (err)
+        LOG_WARN("partition %d: cannot read the committed offset: %s", p->id,
+                 rd_kafka_err2str(err));
+    if (committed > start)
+        start = committed;
+    int64_t lo = 0, hi = 0;
+    err = rd_kafka_query_watermark_offsets(r->consumer, r->cfg->flushes_topic, p->id, &lo,
+                                           &hi, KAFKA_TIMEOUT_MS);
+    if (err) {
+        LOG_ERROR("partition %d: cannot read the offsets of %s: %s", p->id,
+                  r->cfg->flushes_topic, rd_kafka_err2str(err));
+        part_fail(p);
+        return;
+    }
+    if (start > hi) {
+        LOG_ERROR("partition %d: the state in %s is at offset %lld but %s ends at %lld: "
+                  "the topic was recreated or truncated; remove that directory to rebuild "
+                  "the partition from the changes topic",
+                  p->id, dir, (long long)start, r->cfg->flushes_topic, (long long)hi);
+        part_fail(p);
+        return;
+    }
+    if (start < lo) {
+        if (start > 0)
+            LOG_WARN("partition %d: records %lld..%lld of %s were deleted by retention "
+                     "before being processed",
+                     p->id, (long long)start, (long long)lo - 1, r->cfg->flushes_topic);
+        start = lo;
+    }
+
+    pthread_mutex_lock(&p->lock);
+    p->expected = start;
+    p->committed = committed;
+    if (start > p->committable && p->steps_len == 0)
+        p->committable = start;
+    p->ready = true;
+    p->paused = false;
+    pthread_mutex_unlock(&p->lock);
+
+    l = one_partition(r->cfg->flushes_topic, p->id, start);
+    rd_kafka_error_t *e = rd_kafka_seek_partitions(r->consumer, l, KAFKA_TIMEOUT_MS);
+    if (e) {
+        LOG_WARN("partition %d: seek to %lld: %s", p->id, (long long)start,
+                 rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    }
+    rd_kafka_resume_partitions(r->consumer, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    LOG_INFO("partition %d: processing from offset %lld", p->id, (long long)start);
+}
+
+/* ---- workers ---- */
+
+static void run_step(part_t *p)
+{
+    runner_t *r = p->r;
+    pthread_mutex_lock(&p->lock);
+    p->scheduled = false;
+    if (!p->assigned || p->failed) {
+        pthread_mutex_unlock(&p->lock);
+        return;
+    }
+    p->running = true;
+    bool ready = p->ready;
+    size_t n = 0;
+    rd_kafka_message_t *msgs[STEP_MAX_RECORDS];
+    if (ready) {
+        n = p->queue_len < STEP_MAX_RECORDS ? p->queue_len : STEP_MAX_RECORDS;
+        memcpy(msgs, p->queue, n * sizeof(*msgs));
+        memmove(p->queue, p->queue + n, (p->queue_len - n) * sizeof(*p->queue));
+        p->queue_len -= n;
+        for (size_t i = 0; i < n; i++)
+            p->queue_bytes -= msgs[i]->len;
+    }
+    pthread_mutex_unlock(&p->lock);
+
+    if (!ready)
+        prepare(p);
+    else
+        process_step(p, msgs, n);
+    for (size_t i = 0; i < n; i++)
+        rd_kafka_message_destroy(msgs[i]);
+
+    pthread_mutex_lock(&p->lock);
+    p->running = false;
+    if (p->queue_len && p->ready && !p->failed)
+        schedule(p);
+    if (p->paused && p->ready && !p->failed && p->queue_bytes < QUEUE_PAUSE_BYTES / 2) {
+        p->paused = false;
+        rd_kafka_topic_partition_list_t *l =
+            one_partition(r->cfg->flushes_topic, p->id, RD_KAFKA_OFFSET_INVALID);
+        rd_kafka_resume_partitions(r->consumer, l);
+        rd_kafka_topic_partition_list_destroy(l);
+    }
+    pthread_cond_broadcast(&p->idle);
+    pthread_mutex_unlock(&p->lock);
+}
+
+static void *worker_main(void *opaque)
+{
+    runner_t *r = opaque;
+    for (;;) {
+        pthread_mutex_lock(&r->runq_lock);
+        while (!r->runq_head && !r->stopping)
+            pthread_cond_wait(&r->runq_cond, &r->runq_lock);
+        part_t *p = r->runq_head;
+        if (!p) {
+            pthread_mutex_unlock(&r->runq_lock);
+            return NULL;
+        }
+        r->runq_head = p->next_ready;
+        if (!r->runq_head)
+            r->runq_tail = NULL;
+        pthread_mutex_unlock(&r->runq_lock);
+        run_step(p);
+    }
+}
+
+/* ---- the main thread: dispatch, rebalances, commits ---- */
+
+static void dispatch(runner_t *r, rd_kafka_message_t *m)
+{
+    if ((size_t)m->partition >= r->parts_cap || !r->parts[m->partition]) {
+        rd_kafka_message_destroy(m);
+        return;
+    }
+    part_t *p = r->parts[m->partition];
+    pthread_mutex_lock(&p->lock);
+    /* Before the partition is ready nothing is accepted (it seeks to its start then);
+     * after a seek, records before the expected offset may come again. */
+    if (!p->assigned || !p->ready || p->failed || m->offset < p->expected) {
+        pthread_mutex_unlock(&p->lock);
+        rd_kafka_message_destroy(m);
+        return;
+    }
+    p->expected = m->offset + 1;
+    if (p->queue_len == p->queue_cap) {
+        p->queue_cap = p->queue_cap ? p->queue_cap * 2 : 256;
+        p->queue = codec_xrealloc(p->queue, p->queue_cap * sizeof(*p->queue));
+    }
+    p->queue[p->queue_len++] = m;
+    p->queue_bytes += m->len;
+    schedule(p);
+    if (!p->paused && p->queue_bytes > QUEUE_PAUSE_BYTES) {
+        p->paused = true;
+        rd_kafka_topic_partition_list_t *l =
+            one_partition(r->cfg->flushes_topic, p->id, RD_KAFKA_OFFSET_INVALID);
+        rd_kafka_pause_partitions(r->consumer, l);
+        rd_kafka_topic_partition_list_destroy(l);
+    }
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* Commits each partition's committable offset to Kafka; synchronously for the
+ * partitions in only (a revoke), else all assigned ones asynchronously. */
+static void commit_offsets(runner_t *r, const rd_kafka_topic_partition_list_t *only)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+    for (size_t i = 0; i < r->parts_cap; i++) {
+        part_t *p = r->parts[i];
+        if (!p)
+            continue;
+        if (only && !rd_kafka_topic_partition_list_find(only, r->cfg->flushes_topic, p->id))
+            continue;
+        pthread_mutex_lock(&p->lock);
+        if ((only || p->assigned) && p->committable > p->committed &&
+            p->committable >= 0) {
+            rd_kafka_topic_partition_list_add(l, r->cfg->flushes_topic, p->id)->offset =
+                p->committable;
+            p->committed = p->committable;
+        }
+        pthread_mutex_unlock(&p->lock);
+    }
+    if (l->cnt) {
+        rd_kafka_resp_err_t err = rd_kafka_commit(r->consumer, l, only ? 0 : 1);
+        if (err && only)
+            LOG_WARN("committing offsets: %s", rd_kafka_err2str(err));
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+/* Every second: outbox cleanup for idle partitions, and offset commits. */
+static void housekeeping(runner_t *r)
+{
+    for (size_t i = 0; i < r->parts_cap; i++) {
+        part_t *p = r->parts[i];
+        if (!p)
+            continue;
+        pthread_mutex_lock(&p->lock);
+        if (p->assigned && p->ready && !p->failed &&
+            (p->done_len || p->changes_next > p->changes_stored))
+            schedule(p);
+        pthread_mutex_unlock(&p->lock);
+    }
+    commit_offsets(r, NULL);
+}
+
+static void assign_partitions(runner_t *r, rd_kafka_topic_partition_list_t *parts)
+{
+    char errstr[512];
+    int count = processor_topic_partitions(r->consumer, r->cfg->flushes_topic,
+                                           KAFKA_TIMEOUT_MS, errstr, sizeof(errstr));
+    if (count > 0)
+        r->partition_count = count;
+    rd_kafka_error_t *e = rd_kafka_incremental_assign(r->consumer, parts);
+    if (e) {
+        LOG_ERROR("assigning partitions: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        return;
+    }
+    /* Paused until caught up; prepare() seeks and resumes. */
+    rd_kafka_pause_partitions(r->consumer, parts);
+    for (int i = 0; i < parts->cnt; i++) {
+        part_t *p = part_get(r, parts->elems[i].partition);
+        pthread_mutex_lock(&p->lock);
+        p->assigned = true;
+        p->ready = p->failed = p->abort = false;
+        p->paused = true;
+        p->generation++;
+        p->steps_len = p->done_len = 0;
+        p->committable = p->committed = p->changes_next = -1;
+        part_drop_queue(p);
+        schedule(p);
+        pthread_mutex_unlock(&p->lock);
+        atomic_fetch_add(&r->assigned_count, 1);
+        LOG_INFO("partition %d assigned", p->id);
+    }
+}
+
+static void revoke_partitions(runner_t *r, rd_kafka_topic_partition_list_t *parts, bool lost)
+{
+    for (int i = 0; i < parts->cnt; i++) {
+        if ((size_t)parts->elems[i].partition >= r->parts_cap)
+            continue;
+        part_t *p = r->parts[parts->elems[i].partition];
+        if (!p)
+            continue;
+        pthread_mutex_lock(&p->lock);
+        p->abort = true;
+        part_drop_queue(p);
+        while (p->running)
+            pthread_cond_wait(&p->idle, &p->lock);
+        p->ready = false;
+        pthread_mutex_unlock(&p->lock);
+    }
+    /* Everything produced so far is delivered before the partitions go. */
+    if (rd_kafka_flush(r->producer, FLUSH_TIMEOUT_MS))
+        LOG_WARN("some records were not delivered within %d ms; they stay in the "
+                 "outbox and are produced again when the partition comes back",
+                 FLUSH_TIMEOUT_MS);
+    for (int i = 0; i < parts->cnt; i++) {
+        if ((size_t)parts->elems[i].partition >= r->parts_cap)
+            continue;
+        part_t *p = r->parts[parts->elems[i].partition];
+        if (!p)
+            continue;
+        if (p->store && !p->failed) {
+            char errstr[512];
+            take_done(p);
+            if (state_store_commit(p->store, p->id, -1, errstr, sizeof(errstr)))
+                LOG_WARN("partition %d: %s", p->id, errstr);
+        }
+        processor_handler_destroy(p->handler);
+        p->handler = NULL;
+        state_store_close(p->store);
+        p->store = NULL;
+    }
+    if (!lost)
+        commit_offsets(r, parts);
+    for (int i = 0; i < parts->cnt; i++) {
+        if ((size_t)parts->elems[i].partition >= r->parts_cap ||
+            !r->parts[parts->elems[i].partition])
+            continue;
+        part_t *p = r->parts[parts->elems[i].partition];
+        pthread_mutex_lock(&p->lock);
+        if (p->assigned)
+            atomic_fetch_sub(&r->assigned_count, 1);
+        p->assigned = false;
+        p->generation++;
+        pthread_mutex_unlock(&p->lock);
+        LOG_INFO("partition %d %s", p->id, lost ? "lost" : "revoked");
+    }
+    rd_kafka_error_t *e = rd_kafka_incremental_unassign(r->consumer, parts);
+    if (e) {
+        LOG_WARN("unassigning partitions: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    }
+}
+
+static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    runner_t *r = opaque;
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+        assign_partitions(r, parts);
+    else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
+        revoke_partitions(r, parts, rd_kafka_assignment_lost(rk));
+    else
+        LOG_ERROR("rebalance: %s", rd_kafka_err2str(err));
+}
+
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    processor_log(level <= 3 ? PROCESSOR_LOG_ERROR
+                  : level <= 4 ? PROCESSOR_LOG_WARN
+                  : level <= 6 ? PROCESSOR_LOG_INFO
+                               : PROCESSOR_LOG_DEBUG,
+                  "kafka %s: %s", fac, buf);
+}
+
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    runner_t *r = opaque;
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        char fatal[512];
+        rd_kafka_fatal_error(rk, fatal, sizeof(fatal));
+        LOG_ERROR("kafka fatal error: %s", fatal);
+        atomic_store(&r->fatal, true);
+        return;
+    }
+    /* Transport errors are retried by librdkafka; they are worth a line, no more. */
+    LOG_WARN("kafka: %s", reason);
+}
+
+/* Checks that the topics exist and that changes are co-partitioned with flushes. */
+static int check_topics(runner_t *r, char *errstr, size_t errstr_size)
+{
+    const processor_config_t *c = r->cfg;
+    const char *topics[] = {c->flushes_topic, c->changes_topic, c->replies_topic,
+                            c->dlq_topic};
+    int counts[4];
+    for (int i = 0; i < 4; i++) {
+        counts[i] = processor_topic_partitions(r->producer, topics[i], KAFKA_TIMEOUT_MS,
+                                               errstr, errstr_size);
+        if (counts[i] < 0)
+            return -1;
+    }
+    if (counts[0] != counts[1]) {
+        snprintf(errstr, errstr_size,
+                 "topic %s has %d partitions but %s has %d: changes must be "
+                 "co-partitioned with flushes",
+                 c->changes_topic, counts[1], c->flushes_topic, counts[0]);
+        return -1;
+    }
+    r->partition_count = counts[0];
+    return 0;
+}
+
+int processor_run(const processor_config_t *cfg, const char *bootstrap_servers,
+                  const char *state_dir, volatile sig_atomic_t *stop)
+{
+    runner_t *r = codec_xcalloc(1, sizeof(*r));
+    r->cfg = cfg;
+    r->state_dir = state_dir;
+    r->bootstrap = bootstrap_servers;
+    r->stop = stop;
+    r->limits = processor_limits(cfg);
+    pthread_mutex_init(&r->runq_lock, NULL);
+    pthread_cond_init(&r->runq_cond, NULL);
+    int rc = 1;
+    char errstr[512];
+
+    if (processor_make_dirs(state_dir, errstr, sizeof(errstr))) {
+        LOG_ERROR("%s", errstr);
+        goto out;
+    }
+    if (cfg->initial_document &&
+        !(r->initial_document = processor_read_document(cfg->initial_document, &r->limits,
+                                                        errstr, sizeof(errstr)))) {
+        LOG_ERROR("%s", errstr);
+        goto out;
+    }
+
+    rd_kafka_conf_t *pconf = processor_kafka_conf(cfg, bootstrap_servers,
+                                                  PROCESSOR_KAFKA_PRODUCER, errstr,
+                                                  sizeof(errstr));
+    if (!pconf) {
+        LOG_ERROR("%s", errstr);
+        goto out;
+    }
+    rd_kafka_conf_set_dr_msg_cb(pconf, on_delivery);
+    rd_kafka_conf_set_log_cb(pconf, on_log);
+    rd_kafka_conf_set_error_cb(pconf, on_error);
+    rd_kafka_conf_set_opaque(pconf, r);
+    if (!(r->producer = rd_kafka_new(RD_KAFKA_PRODUCER, pconf, errstr, sizeof(errstr)))) {
+        LOG_ERROR("creating the producer: %s", errstr);
+        goto out;
+    }
+    if (check_topics(r, errstr, sizeof(errstr))) {
+        LOG_ERROR("%s", errstr);
+        goto out;
+    }
+
+    rd_kafka_conf_t *cconf = processor_kafka_conf(cfg, bootstrap_servers,
+                                                  PROCESSOR_KAFKA_CONSUMER, errstr,
+                                                  sizeof(errstr));
+    if (!cconf) {
+        LOG_ERROR("%s", errstr);
+        goto out;
+    }
+    rd_kafka_conf_set_rebalance_cb(cconf, on_rebalance);
+    rd_kafka_conf_set_log_cb(cconf, on_log);
+    rd_kafka_conf_set_error_cb(cconf, on_error);
+    rd_kafka_conf_set_opaque(cconf, r);
+    if (!(r->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, cconf, errstr, sizeof(errstr)))) {
+        LOG_ERROR("creating the consumer: %s", errstr);
+        goto out;
+    }
+    rd_kafka_poll_set_consumer(r->consumer);
+
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    r->worker_count = cfg->threads ? (size_t)cfg->threads : (size_t)(cores > 0 ? cores : 1);
+    r->workers = codec_xcalloc(r->worker_count, sizeof(*r->workers));
+    for (size_t i = 0; i < r->worker_count; i++)
+        pthread_create(&r->workers[i], NULL, worker_main, r);
+    pthread_create(&r->producer_thread, NULL, producer_main, r);
+
+    rd_kafka_topic_partition_list_t *sub = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(sub, cfg->flushes_topic, RD_KAFKA_PARTITION_UA);
+    rd_kafka_resp_err_t err = rd_kafka_subscribe(r->consumer, sub);
+    rd_kafka_topic_partition_list_destroy(sub);
+    if (err) {
+        LOG_ERROR("subscribing to %s: %s", cfg->flushes_topic, rd_kafka_err2str(err));
+    } else {
+        LOG_INFO("processing %s (%d partitions) in group %s with %zu threads; state in %s",
+                 cfg->flushes_topic, r->partition_count, cfg->group_id, r->worker_count,
+                 state_dir);
+        double last = now_s(), last_stats = last;
+        uint64_t last_records = 0;
+        while (!*stop && !atomic_load(&r->fatal)) {
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(r->consumer, 100);
+            if (m && m->err) {
+                LOG_WARN("consumer: %s", rd_kafka_message_errstr(m));
+                rd_kafka_message_destroy(m);
+            } else if (m) {
+                dispatch(r, m);
+            }
+            double t = now_s();
+            if (t - last >= COMMIT_INTERVAL_S) {
+                housekeeping(r);
+                last = t;
+            }
+            if (t - last_stats >= 30) {
+                uint64_t n = atomic_load(&r->records);
+                LOG_INFO("%llu records (%.0f/s), %llu errors, %llu dead letters, %d "
+                         "partitions",
+                         (unsigned long long)n, (double)(n - last_records) / (t - last_stats),
+                         (unsigned long long)atomic_load(&r->errors),
+                         (unsigned long long)atomic_load(&r->dead_letters),
+                         atomic_load(&r->assigned_count));
+                last_records = n;
+                last_stats = t;
+            }
+        }
+        rc = atomic_load(&r->fatal) ? 1 : 0;
+        LOG_INFO("stopping: finishing the steps in flight, delivering, committing");
+    }
+    /* Closing revokes every partition: steps finish, the outbox is delivered, offsets
+     * are committed, and the group is left. */
+    rd_kafka_consumer_close(r->consumer);
+
+out:
+    if (r->workers) {
+        pthread_mutex_lock(&r->runq_lock);
+        r->stopping = true;
+        pthread_cond_broadcast(&r->runq_cond);
+        pthread_mutex_unlock(&r->runq_lock);
+        for (size_t i = 0; i < r->worker_count; i++)
+            pthread_join(r->workers[i], NULL);
+        atomic_store(&r->producer_stop, true);
+        pthread_join(r->producer_thread, NULL);
+    }
+    if (r->producer) {
+        rd_kafka_flush(r->producer, FLUSH_TIMEOUT_MS);
+        rd_kafka_destroy(r->producer);
+    }
+    if (r->consumer)
+        rd_kafka_destroy(r->consumer);
+    for (size_t i = 0; i < r->parts_cap; i++) {
+        part_t *p = r->parts[i];
+        if (!p)
+            continue;
+        part_drop_queue(p);
+        processor_handler_destroy(p->handler);
+        state_store_close(p->store);
+        free(p->queue);
+        free(p->steps);
+        free(p->done);
+        pthread_mutex_destroy(&p->lock);
+        pthread_cond_destroy(&p->idle);
+        free(p);
+    }
+    free(r->parts);
+    free(r->workers);
+    codec_value_destroy(r->initial_document);
+    pthread_mutex_destroy(&r->runq_lock);
+    pthread_cond_destroy(&r->runq_cond);
+    free(r);
+    if (!rc)
+        LOG_INFO("stopped");
+    return rc;
+}
+
+static volatile sig_atomic_t *signal_flag;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    *signal_flag = 1;
+}
+
+void processor_catch_signals(volatile sig_atomic_t *flag)
+{
+    signal_flag = flag;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+int processor_cmd_run(const processor_config_t *cfg)
+{
+    static volatile sig_atomic_t stop;
+    processor_catch_signals(&stop);
+    return processor_run(cfg, cfg->bootstrap_servers, cfg->state_dir, &stop);
+}
