@@ -188,7 +188,11 @@ int processor_cmd_send(processor_config_t *cfg, FILE *in, FILE *out)
             rd_kafka_conf_destroy(cc);
         goto out;
     }
-    if (start_consumer(&s, errstr, sizeof(errstr))) {
+    /* Learning the topic's partitions now saves the producer's first send a wait for
+     * its periodic metadata refresh (a second). */
+    if (start_consumer(&s, errstr, sizeof(errstr)) ||
+        processor_topic_partitions(s.producer, cfg->flushes_topic, 10000, errstr,
+                                   sizeof(errstr)) < 0) {
         LOG_ERROR("send: %s", errstr);
         goto out;
     }
@@ -205,10 +209,8 @@ int processor_cmd_send(processor_config_t *cfg, FILE *in, FILE *out)
         free(line);
     }
 out:
-    if (s.consumer) {
-        rd_kafka_consumer_close(s.consumer);
-        rd_kafka_destroy(s.consumer);
-    }
+    if (s.consumer) /* never joined a group: nothing to leave */
+        rd_kafka_destroy_flags(s.consumer, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     if (s.producer)
         rd_kafka_destroy(s.producer);
     msgpack_sbuffer_destroy(&s.buf);
