@@ -1,6 +1,7 @@
 /* processor/kafka.c - librdkafka client configuration shared by run, dev and send. */
 #include "kafka.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
@@ -29,6 +30,42 @@ static const struct {
     {"enable.partition.eof", "nothing"},
     {"isolation.level", "nothing"},
 };
+
+/* librdkafka's own table of properties (rd_kafka_conf_properties_show()), so that
+ * each -X property goes only to the clients it applies to, as in the library
+ * linked. */
+static char *property_table;
+static pthread_once_t property_table_once = PTHREAD_ONCE_INIT;
+
+static void read_property_table(void)
+{
+    size_t len = 0;
+    FILE *fp = open_memstream(&property_table, &len);
+    if (!fp)
+        return;
+    rd_kafka_conf_properties_show(fp);
+    fclose(fp);
+}
+
+/* 'C' (consumers), 'P' (producers), '*' (both) or 0 when unknown. */
+static char property_scope(const char *name)
+{
+    pthread_once(&property_table_once, read_property_table);
+    size_t n = strlen(name);
+    for (const char *line = property_table; line && *line;) {
+        const char *end = strchr(line, '\n');
+        if (!strncmp(line, name, n) && line[n] == ' ') {
+            const char *c = strchr(line, '|');
+            if (c && (!end || c < end)) {
+                for (c++; *c == ' '; c++)
+                    ;
+                return *c;
+            }
+        }
+        line = end ? end + 1 : NULL;
+    }
+    return 0;
+}
 
 static int set(rd_kafka_conf_t *conf, const char *name, const char *value, char *errstr,
                size_t errstr_size)
@@ -59,6 +96,11 @@ rd_kafka_conf_t *processor_kafka_conf(const processor_config_t *cfg,
     if (set(conf, "socket.nagle.disable", "true", errstr, errstr_size) ||
         (cfg->low_latency && !producer &&
          set(conf, "fetch.wait.max.ms", "10", errstr, errstr_size)))
+        goto err;
+    /* The mock cluster also keeps a member that left the group until its session
+     * times out, holding up the next join: keep sessions short there. */
+    if (cfg->low_latency && role == PROCESSOR_KAFKA_CONSUMER &&
+        set(conf, "session.timeout.ms", "6000", errstr, errstr_size))
         goto err;
     switch (role) {
     case PROCESSOR_KAFKA_CONSUMER:
@@ -106,6 +148,9 @@ rd_kafka_conf_t *processor_kafka_conf(const processor_config_t *cfg,
                 goto err;
             }
         }
+        char scope = property_scope(name);
+        if ((scope == 'C' && producer) || (scope == 'P' && !producer))
+            continue;
         if (set(conf, name, cfg->kafka_props[i + 1], errstr, errstr_size))
             goto err;
     }

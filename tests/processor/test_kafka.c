@@ -1,0 +1,723 @@
+/* tests/processor/test_kafka.c - the Kafka processor end to end on librdkafka's mock
+ * cluster, in process: replies and change records, snapshot and history requests,
+ * many models over partitions against an in-memory reference, Spring's request/reply
+ * headers, bad records to the dead-letter topic, a second instance catching up from
+ * the changes topic, and identical output from two instances given the same input.
+ * Each test has its own cluster (Criterion runs each in its own process). */
+#include <criterion/criterion.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "codec/json.h"
+#include "codec/msgpack.h"
+#include "processor/handler.h"
+#include "processor/kafka.h"
+#include "processor/log.h"
+#include "processor/run.h"
+
+#define PARTITIONS 4
+#define WAIT_MS    30000
+
+static rd_kafka_t *mock_rk;
+static rd_kafka_mock_cluster_t *mock;
+static char bootstrap[256];
+static char dir[] = "/tmp/flushout-test-kafka-XXXXXX";
+
+/* ---- processor instances, each a thread running processor_run() ---- */
+
+typedef struct instance_s {
+    processor_config_t cfg;
+    char state_dir[PATH_MAX];
+    pthread_t thread;
+    volatile sig_atomic_t stop;
+    int rc;
+} instance_t;
+
+static void *instance_main(void *opaque)
+{
+    instance_t *in = opaque;
+    in->rc = processor_run(&in->cfg, bootstrap, in->state_dir, &in->stop);
+    return NULL;
+}
+
+/* Starts an instance with its own state directory; extra options as "--name", "value"
+ * pairs, NULL-terminated. */
+static void instance_start(instance_t *in, const char *name, const char *const *extra)
+{
+    memset(in, 0, sizeof(*in));
+    snprintf(in->state_dir, sizeof(in->state_dir), "%s/%s", dir, name);
+    /* The mock cluster forgets a member that left only when its session times out:
+     * a short session lets the next instance join soon. */
+    const char *argv[32] = {"--bootstrap-servers", bootstrap, "--ids", "sequential",
+                            "--threads", "2", "--max-record-bytes", "4096",
+                            "-X", "fetch.wait.max.ms=10", "-X", "session.timeout.ms=6000",
+                            "--state-dir", in->state_dir};
+    int argc = 14;
+    if (getenv("TEST_KAFKA_DEBUG")) {
+        argv[argc++] = "-X";
+        argv[argc++] = getenv("TEST_KAFKA_DEBUG");
+    }
+    for (; extra && *extra && argc < 30; extra++)
+        argv[argc++] = *extra;
+    char errstr[512];
+    cr_assert_eq(processor_config_load(&in->cfg, PROCESSOR_CMD_RUN, "run", argc,
+                                       (char **)argv, errstr, sizeof(errstr)),
+                 0, "%s", errstr);
+    cr_assert_eq(pthread_create(&in->thread, NULL, instance_main, in), 0);
+}
+
+static void instance_stop(instance_t *in)
+{
+    in->stop = 1;
+    pthread_join(in->thread, NULL);
+    cr_assert_eq(in->rc, 0, "the processor stops cleanly");
+    processor_config_clear(&in->cfg);
+}
+
+/* ---- the client side: a producer, and a reader of every output topic ---- */
+
+typedef struct got_s {
+    char topic[64];
+    int32_t partition;
+    int64_t offset;
+    char *key;
+    size_t key_len;
+    char *value;
+    size_t len;
+    rd_kafka_headers_t *headers;
+} got_t;
+
+static rd_kafka_t *producer, *reader;
+static got_t *got;
+static size_t got_len, got_cap;
+
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk;
+    (void)opaque;
+    cr_assert_eq(m->err, 0, "delivery: %s", rd_kafka_err2str(m->err));
+    if (m->_private) {
+        int64_t *where = m->_private;
+        where[0] = m->partition;
+        where[1] = m->offset;
+    }
+}
+
+static void create_topic(const char *topic, int partitions)
+{
+    cr_assert_eq(rd_kafka_mock_topic_create(mock, topic, partitions, 1), 0);
+}
+
+static void setup(void)
+{
+    cr_assert_not_null(mkdtemp(dir));
+    processor_log_threshold = !getenv("TEST_LOG")                    ? PROCESSOR_LOG_WARN
+                              : !strcmp(getenv("TEST_LOG"), "debug") ? PROCESSOR_LOG_DEBUG
+                                                                     : PROCESSOR_LOG_INFO;
+    char errstr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "log_level", "3", NULL, 0);
+    mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    cr_assert_not_null(mock_rk, "%s", errstr);
+    mock = rd_kafka_mock_cluster_new(mock_rk, 1);
+    cr_assert_not_null(mock);
+    snprintf(bootstrap, sizeof(bootstrap), "%s", rd_kafka_mock_cluster_bootstraps(mock));
+    const char *topics[] = {"flushout.flushes", "flushout.replies", "flushout.changes",
+                            "flushout.dlq", "changes.a", "changes.b"};
+    for (size_t i = 0; i < sizeof(topics) / sizeof(topics[0]); i++)
+        create_topic(topics[i], PARTITIONS);
+    create_topic("custom.replies", 2);
+
+    conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, NULL, 0);
+    rd_kafka_conf_set(conf, "partitioner", "murmur2_random", NULL, 0);
+    rd_kafka_conf_set(conf, "linger.ms", "0", NULL, 0);
+    rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    cr_assert_not_null(producer, "%s", errstr);
+
+    conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, NULL, 0);
+    rd_kafka_conf_set(conf, "group.id", "test-reader", NULL, 0);
+    rd_kafka_conf_set(conf, "fetch.wait.max.ms", "10", NULL, 0);
+    reader = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    cr_assert_not_null(reader, "%s", errstr);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(32);
+    const char *outputs[] = {"flushout.replies", "flushout.changes", "flushout.dlq",
+                             "changes.a", "changes.b"};
+    for (size_t t = 0; t < sizeof(outputs) / sizeof(outputs[0]); t++)
+        for (int p = 0; p < PARTITIONS; p++)
+            rd_kafka_topic_partition_list_add(l, outputs[t], p)->offset =
+                RD_KAFKA_OFFSET_BEGINNING;
+    for (int p = 0; p < 2; p++)
+        rd_kafka_topic_partition_list_add(l, "custom.replies", p)->offset =
+            RD_KAFKA_OFFSET_BEGINNING;
+    cr_assert_eq(rd_kafka_assign(reader, l), 0);
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void teardown(void)
+{
+    for (size_t i = 0; i < got_len; i++) {
+        free(got[i].key);
+        free(got[i].value);
+        if (got[i].headers)
+            rd_kafka_headers_destroy(got[i].headers);
+    }
+    free(got);
+    got = NULL;
+    got_len = got_cap = 0;
+    rd_kafka_destroy_flags(reader, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    rd_kafka_destroy(producer);
+    rd_kafka_mock_cluster_destroy(mock);
+    rd_kafka_destroy(mock_rk);
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    cr_assert_eq(system(cmd), 0);
+    strcpy(dir, "/tmp/flushout-test-kafka-XXXXXX");
+}
+
+TestSuite(kafka, .init = setup, .fini = teardown, .timeout = 180);
+
+/* Reads what has arrived on the output topics into got[]. */
+static void pump(int ms)
+{
+    rd_kafka_message_t *m = rd_kafka_consumer_poll(reader, ms);
+    for (; m; m = rd_kafka_consumer_poll(reader, 0)) {
+        if (!m->err) {
+            if (got_len == got_cap) {
+                got_cap = got_cap ? got_cap * 2 : 256;
+                got = realloc(got, got_cap * sizeof(*got));
+            }
+            got_t *g = &got[got_len++];
+            memset(g, 0, sizeof(*g));
+            snprintf(g->topic, sizeof(g->topic), "%s", rd_kafka_topic_name(m->rkt));
+            g->partition = m->partition;
+            g->offset = m->offset;
+            if (m->key) {
+                g->key = malloc(m->key_len + 1);
+                memcpy(g->key, m->key, m->key_len);
+                g->key[m->key_len] = '\0';
+                g->key_len = m->key_len;
+            }
+            g->value = malloc(m->len + 1);
+            memcpy(g->value, m->payload, m->len);
+            g->len = m->len;
+            rd_kafka_headers_t *h;
+            if (!rd_kafka_message_headers(m, &h))
+                g->headers = rd_kafka_headers_copy(h);
+        }
+        rd_kafka_message_destroy(m);
+    }
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static codec_value_t *decode(const got_t *g)
+{
+    codec_value_t *v = NULL;
+    char err[256];
+    cr_assert_eq(codec_msgpack_decode(g->value, g->len, &codec_limits_trusted, &v, err,
+                                      sizeof(err)),
+                 0, "%s", err);
+    return v;
+}
+
+static int64_t int_field(const codec_value_t *map, const char *name)
+{
+    const codec_value_t *f = codec_map_get(map, name, strlen(name));
+    return f && f->type == CODEC_VALUE_INT ? f->u.i : -1;
+}
+
+static const char *str_field(const codec_value_t *map, const char *name, char *buf,
+                             size_t size)
+{
+    const codec_value_t *f = codec_map_get(map, name, strlen(name));
+    if (!f || f->type != CODEC_VALUE_STR)
+        return "";
+    snprintf(buf, size, "%.*s", (int)f->u.str.len, f->u.str.ptr);
+    return buf;
+}
+
+static const char *header_str(const got_t *g, const char *name, char *buf, size_t size)
+{
+    const void *v;
+    size_t len;
+    if (!g->headers || rd_kafka_header_get_last(g->headers, name, &v, &len))
+        return NULL;
+    snprintf(buf, size, "%.*s", (int)len, (const char *)v);
+    return buf;
+}
+
+/* Waits for a record on topic whose value has "client" and "seq" as given (and, when
+ * seen is non-NULL, that is not one of the first *seen such records). */
+static const got_t *await_record(const char *topic, const char *client, int64_t seq)
+{
+    double deadline = now_ms() + WAIT_MS;
+    size_t checked = 0;
+    while (now_ms() < deadline) {
+        for (; checked < got_len; checked++) {
+            const got_t *g = &got[checked];
+            if (strcmp(g->topic, topic))
+                continue;
+            codec_value_t *v = decode(g);
+            char buf[128];
+            bool match = !strcmp(str_field(v, "client", buf, sizeof(buf)), client) &&
+                         int_field(v, "seq") == seq;
+            codec_value_destroy(v);
+            if (match)
+                return g;
+        }
+        pump(50);
+    }
+    cr_assert_fail("no record on %s for client %s seq %lld", topic, client, (long long)seq);
+    return NULL;
+}
+
+/* Produces value (msgpack) with key to partition (-1: by key) and headers; returns the
+ * record's partition and offset in where[2]. */
+static void produce_raw(const char *key, int32_t partition, const char *value, size_t len,
+                        rd_kafka_headers_t *headers, int64_t *where)
+{
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        producer, RD_KAFKA_V_TOPIC("flushout.flushes"),
+        RD_KAFKA_V_PARTITION(partition < 0 ? RD_KAFKA_PARTITION_UA : partition),
+        RD_KAFKA_V_KEY(key, key ? strlen(key) : 0), RD_KAFKA_V_VALUE((void *)value, len),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(headers),
+        RD_KAFKA_V_OPAQUE(where), RD_KAFKA_V_END);
+    cr_assert_eq(err, 0, "%s", rd_kafka_err2str(err));
+    cr_assert_eq(rd_kafka_flush(producer, WAIT_MS), 0);
+}
+
+/* JSON -> msgpack bytes (caller destroys the buffer). */
+static void to_msgpack(const char *json, msgpack_sbuffer *sb)
+{
+    codec_value_t *v;
+    char err[256];
+    cr_assert_eq(codec_json_decode(json, strlen(json), NULL, &v, err, sizeof(err)), 0, "%s",
+                 err);
+    msgpack_sbuffer_init(sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    codec_msgpack_pack_value(&pk, v);
+    codec_value_destroy(v);
+}
+
+static void send_json(const char *model, const char *json, int64_t *where)
+{
+    msgpack_sbuffer sb;
+    to_msgpack(json, &sb);
+    produce_raw(model, -1, sb.data, sb.size, NULL, where);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* A flush of one create under "items" with the proposed id, from the given count. */
+static void send_create(const char *model, const char *client, int seq, int from,
+                        const char *id)
+{
+    char json[512];
+    snprintf(json, sizeof(json),
+             "{\"type\":\"flush\",\"client\":\"%s\",\"seq\":%d,\"from\":%d,\"completions\":"
+             "[{\"command\":{\"action\":\"create\",\"path\":[\"items\"],\"parentDefault\":"
+             "{},\"props\":{\"by\":\"%s\",\"n\":%d}},\"createdId\":\"%s\"}]}",
+             client, seq, from, client, seq, id);
+    send_json(model, json, NULL);
+}
+
+static char *json_of(const codec_value_t *v)
+{
+    size_t len;
+    return codec_json_encode(v, &len);
+}
+
+/* The model's snapshot document, asked for with a snapshot request. */
+static char *snapshot_json(const char *model, const char *client, int seq, int64_t *count)
+{
+    char json[256];
+    snprintf(json, sizeof(json), "{\"type\":\"snapshot\",\"client\":\"%s\",\"seq\":%d}",
+             client, seq);
+    send_json(model, json, NULL);
+    codec_value_t *v = decode(await_record("flushout.replies", client, seq));
+    const codec_value_t *snap = codec_map_get(v, "snapshot", 8);
+    cr_assert_not_null(snap);
+    if (count)
+        *count = int_field(snap, "commandCount");
+    char *doc = json_of(codec_map_get(snap, "document", 8));
+    codec_value_destroy(v);
+    return doc;
+}
+
+static int32_t partition_of(const char *model)
+{
+    return processor_key_partition("murmur2_random", model, strlen(model), PARTITIONS);
+}
+
+/* ---- tests ---- */
+
+Test(kafka, flushes_are_answered_and_published_as_change_records)
+{
+    instance_t a;
+    instance_start(&a, "a", NULL);
+    int64_t where[2];
+    send_json("m1",
+              "{\"type\":\"flush\",\"client\":\"alice\",\"seq\":1,\"from\":0,\"completions\":"
+              "[{\"command\":{\"action\":\"create\",\"path\":[\"todos\"],\"parentDefault\":"
+              "{},\"props\":{\"t\":\"milk\"}},\"createdId\":\"a\"}]}",
+              where);
+    codec_value_t *reply = decode(await_record("flushout.replies", "alice", 1));
+    char buf[64];
+    cr_assert_str_eq(str_field(reply, "type", buf, sizeof(buf)), "flushResult");
+    cr_assert_eq(int_field(codec_map_get(reply, "applied", 7), "from"), 0);
+    codec_value_destroy(reply);
+
+    const got_t *change = await_record("flushout.changes", "alice", 1);
+    cr_assert_str_eq(change->key, "m1");
+    cr_assert_eq(change->partition, where[0], "co-partitioned with the flush");
+    codec_value_t *c = decode(change);
+    cr_assert_str_eq(str_field(c, "type", buf, sizeof(buf)), "applied");
+    cr_assert_str_eq(str_field(c, "model", buf, sizeof(buf)), "m1");
+    cr_assert_eq(int_field(c, "offset"), where[1], "the flush's own offset");
+    const codec_value_t *applied = codec_map_get(c, "applied", 7);
+    cr_assert_eq(int_field(applied, "from"), 0);
+    cr_assert_eq(codec_map_get(applied, "completions", 11)->u.array.len, 1);
+    codec_value_destroy(c);
+
+    int64_t count;
+    char *doc = snapshot_json("m1", "bob", 1, &count);
+    cr_assert_eq(count, 1);
+    cr_assert_str_eq(doc, "{\"todos\":{\"a\":{\"t\":\"milk\"}}}");
+    free(doc);
+    send_json("m1", "{\"type\":\"history\",\"client\":\"bob\",\"seq\":2,\"from\":0}", NULL);
+    codec_value_t *h = decode(await_record("flushout.replies", "bob", 2));
+    cr_assert_str_eq(str_field(h, "type", buf, sizeof(buf)), "history");
+    cr_assert_eq(codec_map_get(h, "completions", 11)->u.array.len, 1);
+    codec_value_destroy(h);
+    instance_stop(&a);
+}
+
+Test(kafka, many_models_over_partitions_match_an_in_memory_master)
+{
+    instance_t a;
+    instance_start(&a, "a", NULL);
+    /* The reference: the same requests through the handler, in memory. */
+    processor_handler_conf_t hc = {.master = {.ids = STATE_IDS_SEQUENTIAL},
+                                   .history = 1000,
+                                   .limits = codec_limits_default};
+    processor_handler_t *ref = processor_handler_new(&hc);
+    processor_output_t out;
+    processor_output_init(&out);
+    enum { MODELS = 12, ROUNDS = 4 };
+    bool used[PARTITIONS] = {0};
+    for (int round = 0; round < ROUNDS; round++) {
+        for (int m = 0; m < MODELS; m++) {
+            char model[16], json[512];
+            snprintf(model, sizeof(model), "model-%d", m);
+            used[partition_of(model)] = true;
+            for (int c = 0; c < 2; c++) {
+                int seq = round + 1;
+                /* Both clients propose the same id from the same count: the second is
+                 * renamed, with mappedPaths. */
+                snprintf(json, sizeof(json),
+                         "{\"type\":\"flush\",\"client\":\"c%d\",\"seq\":%d,\"from\":%d,"
+                         "\"completions\":[{\"command\":{\"action\":\"create\",\"path\":["
+                         "\"items\"],\"parentDefault\":{},\"props\":{\"r\":%d}},"
+                         "\"createdId\":\"x%d\"},{\"command\":{\"action\":\"update\","
+                         "\"path\":[\"items\",\"x%d\"],\"props\":{\"by\":\"c%d\"}}}]}",
+                         c, seq, round * 4, round, round, round, c);
+                send_json(model, json, NULL);
+                msgpack_sbuffer sb;
+                to_msgpack(json, &sb);
+                processor_output_reset(&out);
+                processor_handler_handle(ref, 0, -1, model, strlen(model), sb.data, sb.size,
+                                         &out);
+                cr_assert_eq(out.error, 0);
+                msgpack_sbuffer_destroy(&sb);
+            }
+        }
+    }
+    for (int p = 0; p < PARTITIONS; p++)
+        cr_assert(used[p], "the models cover every partition");
+    for (int m = 0; m < MODELS; m++) {
+        char model[16], client[16];
+        snprintf(model, sizeof(model), "model-%d", m);
+        snprintf(client, sizeof(client), "reader-%d", m);
+        int64_t count;
+        char *doc = snapshot_json(model, client, 1, &count);
+        const state_master_t *master = processor_handler_model(ref, model, strlen(model));
+        char *want = json_of(state_master_document(master));
+        cr_assert_eq(count, (int64_t)state_master_command_count(master), "%s", model);
+        cr_assert_str_eq(doc, want, "%s", model);
+        free(doc);
+        free(want);
+    }
+    processor_output_destroy(&out);
+    processor_handler_destroy(ref);
+    instance_stop(&a);
+}
+
+Test(kafka, spring_reply_headers_are_honoured)
+{
+    instance_t a;
+    instance_start(&a, "a", NULL);
+    msgpack_sbuffer sb;
+    to_msgpack("{\"type\":\"snapshot\",\"client\":\"spring\",\"seq\":7}", &sb);
+    rd_kafka_headers_t *h = rd_kafka_headers_new(3);
+    rd_kafka_header_add(h, "kafka_replyTopic", -1, "custom.replies", -1);
+    rd_kafka_header_add(h, "kafka_replyPartition", -1, "\0\0\0\1", 4);
+    rd_kafka_header_add(h, "kafka_correlationId", -1, "corr-42", 7);
+    produce_raw("m1", -1, sb.data, sb.size, h, NULL);
+    msgpack_sbuffer_destroy(&sb);
+    const got_t *g = await_record("custom.replies", "spring", 7);
+    cr_assert_eq(g->partition, 1, "kafka_replyPartition is a 4-byte big-endian int");
+    char buf[64];
+    cr_assert_str_eq(header_str(g, "kafka_correlationId", buf, sizeof(buf)), "corr-42");
+    instance_stop(&a);
+}
+
+typedef struct bad_case_s {
+    const char *what;
+    const char *key;   /* NULL: no key */
+    int32_t partition; /* -1: by key; -2: not the key's partition */
+    const char *json;  /* the value as JSON, or NULL for raw */
+    const char *raw;
+    size_t raw_len;
+    const char *code;
+    const char *client; /* who gets an error reply; NULL: nobody can be identified */
+} bad_case_t;
+
+Test(kafka, bad_records_get_an_error_reply_and_a_dead_letter)
+{
+    instance_t a;
+    instance_start(&a, "a", NULL);
+    static char big[5000];
+    int n = snprintf(big, sizeof(big), "{\"type\":\"snapshot\",\"client\":\"bad-big\",\"seq\":1,"
+                                       "\"pad\":\"");
+    memset(big + n, 'x', sizeof(big) - (size_t)n - 3);
+    memcpy(big + sizeof(big) - 3, "\"}", 3);
+    const bad_case_t cases[] = {
+        {"reserved byte", "m1", -1, NULL, "\xc1", 1, "reserved_byte", NULL},
+        {"truncated", "m1", -1, NULL, "\x83\xa4type\xa5", 7, "truncated", NULL},
+        {"trailing bytes", "m1", -1, NULL, "\x80\x80", 2, "trailing_bytes", NULL},
+        {"unknown type", "m1", -1, "{\"type\":\"nope\",\"client\":\"bad-type\",\"seq\":1}",
+         NULL, 0, "unknown_type", "bad-type"},
+        {"no key", NULL, 0, "{\"type\":\"snapshot\",\"client\":\"bad-nokey\",\"seq\":1}", NULL,
+         0, "missing_key", "bad-nokey"},
+        {"wrong partition", "m1", -2,
+         "{\"type\":\"snapshot\",\"client\":\"bad-part\",\"seq\":1}", NULL, 0,
+         "wrong_partition", "bad-part"},
+        {"model mismatch", "m1", -1,
+         "{\"type\":\"snapshot\",\"model\":\"m2\",\"client\":\"bad-model\",\"seq\":1}", NULL,
+         0, "model_mismatch", "bad-model"},
+        {"unknown action", "m1", -1,
+         "{\"type\":\"flush\",\"client\":\"bad-action\",\"seq\":1,\"from\":0,\"completions\":"
+         "[{\"command\":{\"action\":\"explode\",\"path\":[]}}]}",
+         NULL, 0, "unknown_action", "bad-action"},
+        {"too large", "m1", -1, big, NULL, 0, "too_large", NULL},
+    };
+    int32_t home = partition_of("m1");
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const bad_case_t *bc = &cases[i];
+        msgpack_sbuffer sb = {0};
+        const char *value = bc->raw;
+        size_t len = bc->raw_len;
+        if (bc->json) {
+            to_msgpack(bc->json, &sb);
+            value = sb.data;
+            len = sb.size;
+        }
+        int32_t partition = bc->partition == -2 ? (home + 1) % PARTITIONS : bc->partition;
+        rd_kafka_headers_t *h = rd_kafka_headers_new(1);
+        rd_kafka_header_add(h, "trace", -1, bc->what, -1);
+        int64_t where[2];
+        produce_raw(bc->key, partition, value, len, h, where);
+
+        /* The dead letter: the original record and where it came from. */
+        const got_t *dl = NULL;
+        double deadline = now_ms() + WAIT_MS;
+        while (!dl && now_ms() < deadline) {
+            for (size_t j = 0; j < got_len && !dl; j++) {
+                char buf[128];
+                const char *trace = header_str(&got[j], "trace", buf, sizeof(buf));
+                if (!strcmp(got[j].topic, "flushout.dlq") && trace && !strcmp(trace, bc->what))
+                    dl = &got[j];
+            }
+            if (!dl)
+                pump(50);
+        }
+        cr_assert_not_null(dl, "%s: no dead letter", bc->what);
+        char buf[256];
+        cr_assert_str_eq(header_str(dl, "flushout_error_code", buf, sizeof(buf)), bc->code,
+                         "%s", bc->what);
+        cr_assert_str_eq(header_str(dl, "kafka_dlt-original-topic", buf, sizeof(buf)),
+                         "flushout.flushes");
+        const void *hv;
+        size_t hlen;
+        cr_assert_eq(rd_kafka_header_get_last(dl->headers, "kafka_dlt-original-offset", &hv,
+                                              &hlen),
+                     0);
+        cr_assert_eq(hlen, 8);
+        int64_t offset = 0;
+        for (int b = 0; b < 8; b++)
+            offset = (offset << 8) | ((const unsigned char *)hv)[b];
+        cr_assert_eq(offset, where[1], "%s: the original offset", bc->what);
+        cr_assert_eq(rd_kafka_header_get_last(dl->headers, "kafka_dlt-original-partition", &hv,
+                                              &hlen),
+                     0);
+        cr_assert_eq(hlen, 4);
+        cr_assert_eq(((const unsigned char *)hv)[3], (unsigned char)where[0]);
+        cr_assert_not_null(header_str(dl, "kafka_dlt-exception-message", buf, sizeof(buf)));
+        cr_assert_eq(dl->len, len, "%s: the original value", bc->what);
+        cr_assert_eq(memcmp(dl->value, value, len), 0);
+        if (bc->key)
+            cr_assert_str_eq(dl->key, bc->key);
+        else
+            cr_assert_null(dl->key);
+
+        if (bc->client) {
+            codec_value_t *r = decode(await_record("flushout.replies", bc->client, 1));
+            cr_assert_str_eq(str_field(r, "type", buf, sizeof(buf)), "error");
+            cr_assert_str_eq(str_field(codec_map_get(r, "error", 5), "code", buf, sizeof(buf)),
+                             bc->code, "%s", bc->what);
+            codec_value_destroy(r);
+        }
+        if (bc->json)
+            msgpack_sbuffer_destroy(&sb);
+    }
+    /* The partition keeps going: the next good flush is applied. */
+    send_create("m1", "good", 1, 0, "ok");
+    codec_value_t *r = decode(await_record("flushout.replies", "good", 1));
+    char buf[64];
+    cr_assert_str_eq(str_field(r, "type", buf, sizeof(buf)), "flushResult");
+    codec_value_destroy(r);
+    int64_t count;
+    char *doc = snapshot_json("m1", "good", 2, &count);
+    cr_assert_eq(count, 1, "no bad record changed the model");
+    free(doc);
+    instance_stop(&a);
+}
+
+Test(kafka, a_new_instance_catches_up_from_the_changes_topic)
+{
+    instance_t a, b;
+    instance_start(&a, "a", NULL);
+    const char *models[] = {"alpha", "beta", "gamma"};
+    for (int seq = 1; seq <= 3; seq++)
+        for (int m = 0; m < 3; m++) {
+            char id[16];
+            snprintf(id, sizeof(id), "i%d", seq);
+            send_create(models[m], "alice", seq, seq - 1, id);
+        }
+    for (int seq = 1; seq <= 3; seq++)
+        await_record("flushout.replies", "alice", seq);
+    char *before[3];
+    for (int m = 0; m < 3; m++)
+        before[m] = snapshot_json(models[m], "reader", 10 + m, NULL);
+    instance_stop(&a);
+
+    /* Another machine: an empty state directory. Its partitions come from the topic. */
+    instance_start(&b, "b", NULL);
+    for (int m = 0; m < 3; m++) {
+        int64_t count;
+        char *after = snapshot_json(models[m], "reader", 20 + m, &count);
+        cr_assert_eq(count, 3);
+        cr_assert_str_eq(after, before[m], "%s", models[m]);
+        free(after);
+        free(before[m]);
+    }
+    /* Client records came along: alice's retry is recognised, not applied again. */
+    size_t seen = got_len;
+    send_create("alpha", "alice", 3, 2, "i3");
+    const got_t *g = NULL;
+    double deadline = now_ms() + WAIT_MS;
+    while (!g && now_ms() < deadline) {
+        pump(50);
+        for (size_t j = seen; j < got_len && !g; j++) {
+            if (strcmp(got[j].topic, "flushout.replies"))
+                continue;
+            codec_value_t *v = decode(&got[j]);
+            char buf[32];
+            if (!strcmp(str_field(v, "client", buf, sizeof(buf)), "alice") &&
+                int_field(v, "seq") == 3)
+                g = &got[j];
+            codec_value_destroy(v);
+        }
+    }
+    cr_assert_not_null(g);
+    codec_value_t *v = decode(g);
+    const codec_value_t *dup = codec_map_get(v, "duplicate", 9);
+    cr_assert(dup && dup->type == CODEC_VALUE_BOOL && dup->u.b, "a duplicate reply");
+    codec_value_destroy(v);
+    int64_t count;
+    free(snapshot_json("alpha", "reader", 30, &count));
+    cr_assert_eq(count, 3, "the retry changed nothing");
+    instance_stop(&b);
+}
+
+/* Sorted "partition:value-bytes" lines of topic's records (caller frees). */
+static char *topic_dump(const char *topic)
+{
+    size_t cap = 1 << 16, len = 0;
+    char *dump = calloc(1, cap);
+    for (int p = 0; p < PARTITIONS; p++) {
+        for (size_t j = 0; j < got_len; j++) {
+            if (strcmp(got[j].topic, topic) || got[j].partition != p)
+                continue;
+            while (len + got[j].len * 2 + 32 > cap)
+                dump = realloc(dump, cap *= 2);
+            len += (size_t)sprintf(dump + len, "%d:", p);
+            for (size_t k = 0; k < got[j].len; k++)
+                len += (size_t)sprintf(dump + len, "%02x", (unsigned char)got[j].value[k]);
+            dump[len++] = '\n';
+            dump[len] = '\0';
+        }
+    }
+    return dump;
+}
+
+Test(kafka, two_instances_given_the_same_input_publish_identical_changes)
+{
+    /* Colliding proposed ids make the master choose ids and remap paths: the parts a
+     * nondeterministic master would get wrong. */
+    for (int seq = 1; seq <= 4; seq++)
+        for (int m = 0; m < 6; m++) {
+            char model[16];
+            snprintf(model, sizeof(model), "det-%d", m);
+            send_create(model, "c1", seq, 0, "same");
+            send_create(model, "c2", seq, 0, "same");
+        }
+    instance_t a, b;
+    const char *opts_a[] = {"--group-id", "ga", "--changes-topic", "changes.a", NULL};
+    const char *opts_b[] = {"--group-id", "gb", "--changes-topic", "changes.b", NULL};
+    instance_start(&a, "a", opts_a);
+    instance_start(&b, "b", opts_b);
+    double deadline = now_ms() + WAIT_MS;
+    size_t changes_a = 0, changes_b = 0;
+    while ((changes_a < 48 || changes_b < 48) && now_ms() < deadline) {
+        pump(100);
+        changes_a = changes_b = 0;
+        for (size_t j = 0; j < got_len; j++) {
+            changes_a += !strcmp(got[j].topic, "changes.a");
+            changes_b += !strcmp(got[j].topic, "changes.b");
+        }
+    }
+    cr_assert_eq(changes_a, 48);
+    cr_assert_eq(changes_b, 48);
+    char *dump_a = topic_dump("changes.a"), *dump_b = topic_dump("changes.b");
+    cr_assert_str_eq(dump_a, dump_b, "byte for byte, partition by partition");
+    free(dump_a);
+    free(dump_b);
+    instance_stop(&a);
+    instance_stop(&b);
+}
