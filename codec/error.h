@@ -10,23 +10,23 @@
 
 typedef enum codec_err_e {
     CODEC_OK = 0,
-    CODEC_ERR_TRUNCATED,       /* input ends inside a value */
-    CODEC_ERR_TRAILING_BYTES,  /* bytes after the top-level value */
-    CODEC_ERR_RESERVED_BYTE,   /* msgpack 0xc1 */
-    CODEC_ERR_UNSUPPORTED_EXT, /* msgpack ext types, timestamps included */
-    CODEC_ERR_INVALID_UTF8,    /* a string or key that is not UTF-8 */
-    CODEC_ERR_INVALID_JSON,    /* JSON syntax */
-    CODEC_ERR_TOO_DEEP,        /* nesting beyond limits.max_depth */
-    CODEC_ERR_TOO_LARGE,       /* a count or length beyond the input or a limit */
-    CODEC_ERR_DUPLICATE_KEY,   /* a map key twice */
-    CODEC_ERR_FORBIDDEN_KEY,   /* "__proto__", which JavaScript peers cannot hold */
-    CODEC_ERR_NOT_FINITE,      /* NaN or an infinity */
-    CODEC_ERR_OUT_OF_RANGE,    /* an integer outside what the field allows */
-    CODEC_ERR_WRONG_TYPE,      /* a field of the wrong type */
-    CODEC_ERR_MISSING_FIELD,   /* a required field is absent */
-    CODEC_ERR_UNKNOWN_TYPE,    /* request type */
-    CODEC_ERR_UNKNOWN_ACTION,  /* command action */
-    CODEC_ERR_MODEL_MISMATCH,  /* "model" differs from the record key */
+    CODEC_ERR_TRUNCATED,           /* input ends inside a value */
+    CODEC_ERR_TRAILING_BYTES,      /* bytes after the top-level value */
+    CODEC_ERR_RESERVED_BYTE,       /* msgpack 0xc1 */
+    CODEC_ERR_UNSUPPORTED_EXT,     /* msgpack ext types, timestamps included */
+    CODEC_ERR_INVALID_UTF8,        /* a string or key that is not UTF-8 */
+    CODEC_ERR_INVALID_JSON,        /* JSON syntax */
+    CODEC_ERR_TOO_DEEP,            /* nesting beyond limits.max_depth */
+    CODEC_ERR_TOO_LARGE,           /* a count or length beyond the input or a limit */
+    CODEC_ERR_DUPLICATE_KEY,       /* a map key twice */
+    CODEC_ERR_FORBIDDEN_KEY,       /* "__proto__", which JavaScript peers cannot hold */
+    CODEC_ERR_NOT_FINITE,          /* NaN or an infinity */
+    CODEC_ERR_OUT_OF_RANGE,        /* an integer outside what the field allows */
+    CODEC_ERR_WRONG_TYPE,          /* a field of the wrong type */
+    CODEC_ERR_MISSING_FIELD,       /* a required field is absent */
+    CODEC_ERR_UNKNOWN_TYPE,        /* request type */
+    CODEC_ERR_UNKNOWN_ACTION,      /* command action */
+    CODEC_ERR_MODEL_MISMATCH,      /* "model" differs from the record key */
     CODEC_ERR_HISTORY_UNAVAILABLE, /* a history request beyond what is kept */
     CODEC_ERR_BAD_RANGE,           /* a history request with from > to or to > count */
     CODEC_ERR_STALE_SEQ,           /* a flush older than the client's last applied one */

@@ -132,8 +132,9 @@ int processor_cmd_apply(const processor_config_t *cfg, FILE *in, FILE *out)
         return 1;
     }
     codec_value_t *initial = NULL;
-    if (cfg->initial_document && !(initial = processor_read_document(cfg->initial_document, &limits,
-                                                                     errstr, sizeof(errstr)))) {
+    if (cfg->initial_document &&
+        !(initial = processor_read_document(cfg->initial_document, &limits, errstr,
+                                            sizeof(errstr)))) {
         fprintf(stderr, "apply: %s\n", errstr);
         return 1;
     }

@@ -38,7 +38,8 @@ static int await_reply(sender_t *s, uint64_t seq, FILE *out)
         codec_value_t *v = NULL;
         char err[256];
         bool ours = false;
-        if (!m->err && m->key_len == client_len && !memcmp(m->key, cfg->client, client_len) &&
+        if (!m->err && m->key_len == client_len &&
+            !memcmp(m->key, cfg->client, client_len) &&
             codec_msgpack_decode(m->payload, m->len, &codec_limits_trusted, &v, err,
                                  sizeof(err)) == CODEC_OK &&
             v->type == CODEC_VALUE_MAP) {
@@ -88,7 +89,8 @@ static int send_one(sender_t *s, const char *json, size_t len, FILE *out)
     if (!codec_map_get(v, "client", 6))
         codec_map_set(v, "client", 6, codec_value_str(cfg->client, strlen(cfg->client)));
     const codec_value_t *given = codec_map_get(v, "seq", 3);
-    uint64_t seq = given && given->type == CODEC_VALUE_INT ? (uint64_t)given->u.i : s->seq;
+    uint64_t seq =
+        given && given->type == CODEC_VALUE_INT ? (uint64_t)given->u.i : s->seq;
     if (!given)
         codec_map_set(v, "seq", 3, codec_value_int((int64_t)seq));
     s->seq = seq + 1;
@@ -97,11 +99,11 @@ static int send_one(sender_t *s, const char *json, size_t len, FILE *out)
     msgpack_packer_init(&pk, &s->buf, msgpack_sbuffer_write);
     codec_msgpack_pack_value(&pk, v);
     codec_value_destroy(v);
-    rd_kafka_resp_err_t e = rd_kafka_producev(
-        s->producer, RD_KAFKA_V_TOPIC(cfg->flushes_topic),
-        RD_KAFKA_V_KEY(cfg->model, strlen(cfg->model)),
-        RD_KAFKA_V_VALUE(s->buf.data, s->buf.size), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_END);
+    rd_kafka_resp_err_t e =
+        rd_kafka_producev(s->producer, RD_KAFKA_V_TOPIC(cfg->flushes_topic),
+                          RD_KAFKA_V_KEY(cfg->model, strlen(cfg->model)),
+                          RD_KAFKA_V_VALUE(s->buf.data, s->buf.size),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
     if (e) {
         LOG_ERROR("send: %s", rd_kafka_err2str(e));
         return 1;
@@ -168,13 +170,12 @@ int processor_cmd_send(processor_config_t *cfg, FILE *in, FILE *out)
     cfg->low_latency = 1;
     int rc = 1;
     msgpack_sbuffer_init(&s.buf);
-    rd_kafka_conf_t *pc = processor_kafka_conf(cfg, cfg->bootstrap_servers,
-                                               PROCESSOR_KAFKA_SENDER, errstr,
-                                               sizeof(errstr));
-    rd_kafka_conf_t *cc = pc ? processor_kafka_conf(cfg, cfg->bootstrap_servers,
-                                                    PROCESSOR_KAFKA_READER, errstr,
-                                                    sizeof(errstr))
-                             : NULL;
+    rd_kafka_conf_t *pc = processor_kafka_conf(
+        cfg, cfg->bootstrap_servers, PROCESSOR_KAFKA_SENDER, errstr, sizeof(errstr));
+    rd_kafka_conf_t *cc =
+        pc ? processor_kafka_conf(cfg, cfg->bootstrap_servers, PROCESSOR_KAFKA_READER,
+                                  errstr, sizeof(errstr))
+           : NULL;
     if (!cc) {
         if (pc)
             rd_kafka_conf_destroy(pc);

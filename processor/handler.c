@@ -125,8 +125,8 @@ typedef struct target_s {
 } target_t;
 
 /* Answers with an error reply, remembering why. */
-static void reject(processor_output_t *out, msgpack_packer *pk, const codec_reply_to_t *to,
-                   codec_err_t err, const char *message)
+static void reject(processor_output_t *out, msgpack_packer *pk,
+                   const codec_reply_to_t *to, codec_err_t err, const char *message)
 {
     out->error = err;
     snprintf(out->message, sizeof(out->message), "%s", message);
@@ -261,8 +261,9 @@ void processor_handler_handle(processor_handler_t *h, int32_t partition, int64_t
     char errstr[512];
 
     msgpack_packer_init(&pk, &out->reply, msgpack_sbuffer_write);
-    codec_err_t err = codec_request_decode(value, value_len, key, key_len, &h->conf.limits,
-                                      h->zone, &req, errstr, sizeof(errstr));
+    codec_err_t err =
+        codec_request_decode(value, value_len, key, key_len, &h->conf.limits, h->zone,
+                             &req, errstr, sizeof(errstr));
     codec_reply_to_t to = reply_to(&req, out);
     if (err) {
         reject(out, &pk, &to, err, errstr);

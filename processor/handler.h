@@ -34,8 +34,8 @@ typedef struct processor_output_s {
     msgpack_sbuffer reply; /* the reply value (msgpack) */
     char *reply_key;       /* the client id, NULL when the request named none */
     size_t reply_key_len;
-    codec_err_t error;  /* CODEC_OK, or why the record was rejected */
-    char message[512]; /* with error: the message sent to the client */
+    codec_err_t error;      /* CODEC_OK, or why the record was rejected */
+    char message[512];      /* with error: the message sent to the client */
     msgpack_sbuffer change; /* with conf.changes: the change record of an applied
                              * flush (state/store.h), else empty */
 } processor_output_t;

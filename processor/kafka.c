@@ -17,10 +17,11 @@ static const struct {
     {"group.instance.id", "--group-instance-id"},
     {"enable.auto.commit", "nothing: offsets are stored with the state and committed "
                            "once a step's records are delivered"},
+    {"auto.commit.interval.ms", "nothing"},
     {"enable.auto.offset.store", "nothing: offsets are the processor's"},
     {"auto.offset.reset", "nothing: a partition without state starts at its beginning"},
-    {"partition.assignment.strategy",
-     "nothing: the processor needs cooperative-sticky to hand partitions over one by one"},
+    {"partition.assignment.strategy", "nothing: the processor needs cooperative-sticky "
+                                      "to hand partitions over one by one"},
     {"enable.idempotence", "nothing: the producer is idempotent, so that retries neither "
                            "duplicate nor reorder change records"},
     {"acks", "nothing: acks=all"},
@@ -107,7 +108,10 @@ rd_kafka_conf_t *processor_kafka_conf(const processor_config_t *cfg,
         if (set(conf, "group.id", cfg->group_id, errstr, errstr_size) ||
             set(conf, "partition.assignment.strategy", "cooperative-sticky", errstr,
                 errstr_size) ||
-            set(conf, "enable.auto.commit", "false", errstr, errstr_size) ||
+            /* librdkafka commits what the processor stores (rd_kafka_offsets_store):
+             * offsets whose records are applied and whose output is delivered. */
+            set(conf, "enable.auto.commit", "true", errstr, errstr_size) ||
+            set(conf, "auto.commit.interval.ms", "1000", errstr, errstr_size) ||
             set(conf, "enable.auto.offset.store", "false", errstr, errstr_size) ||
             set(conf, "auto.offset.reset", "earliest", errstr, errstr_size) ||
             (cfg->group_instance_id &&
@@ -120,8 +124,9 @@ rd_kafka_conf_t *processor_kafka_conf(const processor_config_t *cfg,
          * joins the group (no subscribe) and never commits. */
         if (set(conf, "group.id", "flushout-reader", errstr, errstr_size) ||
             set(conf, "enable.auto.commit", "false", errstr, errstr_size) ||
-            set(conf, "enable.partition.eof", role == PROCESSOR_KAFKA_RESTORE ? "true" : "false",
-                errstr, errstr_size) ||
+            set(conf, "enable.partition.eof",
+                role == PROCESSOR_KAFKA_RESTORE ? "true" : "false", errstr,
+                errstr_size) ||
             set(conf, "auto.offset.reset", "earliest", errstr, errstr_size))
             goto err;
         break;
@@ -142,9 +147,8 @@ rd_kafka_conf_t *processor_kafka_conf(const processor_config_t *cfg,
         const char *name = cfg->kafka_props[i];
         for (size_t j = 0; j < sizeof(owned) / sizeof(owned[0]); j++) {
             if (!strcmp(name, owned[j].name)) {
-                snprintf(errstr, errstr_size,
-                         "-X %s is owned by the processor; use %s", name,
-                         owned[j].instead);
+                snprintf(errstr, errstr_size, "-X %s is owned by the processor; use %s",
+                         name, owned[j].instead);
                 goto err;
             }
         }

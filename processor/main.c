@@ -6,6 +6,7 @@
 #include "cmd_dev.h"
 #include "cmd_inspect.h"
 #include "cmd_send.h"
+#include "log.h"
 #include "run.h"
 #include "options.h"
 
@@ -65,6 +66,11 @@ int main(int argc, char **argv)
     char errstr[512];
     int rc = processor_config_load(&cfg, which, command, argc - 2, argv + 2, errstr,
                                    sizeof(errstr));
+    if (rc == 0 && cfg.log_level)
+        processor_log_threshold = !strcmp(cfg.log_level, "error")  ? PROCESSOR_LOG_ERROR
+                                  : !strcmp(cfg.log_level, "warn") ? PROCESSOR_LOG_WARN
+                                  : !strcmp(cfg.log_level, "info") ? PROCESSOR_LOG_INFO
+                                                                   : PROCESSOR_LOG_DEBUG;
     if (rc == 0) {
         switch (which) {
         case PROCESSOR_CMD_APPLY:
@@ -83,8 +89,7 @@ int main(int argc, char **argv)
             rc = processor_cmd_send(&cfg, stdin, stdout);
             break;
         }
-    }
-    else if (rc == 1)
+    } else if (rc == 1)
         rc = 0;
     else {
         fprintf(stderr, "flushout-processor %s: %s\n", command, errstr);

@@ -24,14 +24,13 @@ const processor_option_t processor_options[] = {
     {"group-id", PROCESSOR_OPT_STRING, "flushout-processor", NULL, 0, 0, OFF(group_id),
      PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV, 0,
      "Consumer group: instances with the same group id share the partitions."},
-    {"group-instance-id", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0,
-     OFF(group_instance_id), PROCESSOR_CMD_RUN, 0,
+    {"group-instance-id", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(group_instance_id),
+     PROCESSOR_CMD_RUN, 0,
      "Static membership (group.instance.id): a restart within session.timeout.ms "
      "keeps this instance's partitions without a rebalance. Unique per instance, "
      "stable across restarts (e.g. the pod name)."},
     {"flushes-topic", PROCESSOR_OPT_STRING, "flushout.flushes", NULL, 0, 0,
-     OFF(flushes_topic), PROCESSOR_CMD_KAFKA, 0,
-     "Requests, keyed by model id."},
+     OFF(flushes_topic), PROCESSOR_CMD_KAFKA, 0, "Requests, keyed by model id."},
     {"replies-topic", PROCESSOR_OPT_STRING, "flushout.replies", NULL, 0, 0,
      OFF(replies_topic), PROCESSOR_CMD_KAFKA, 0,
      "Replies, keyed by client id (unless the request's kafka_replyTopic header names "
@@ -49,13 +48,17 @@ const processor_option_t processor_options[] = {
      "Worker threads sharing the assigned partitions (a partition is processed by one "
      "at a time); 0 = the number of cores."},
     {"partitioner", PROCESSOR_OPT_STRING, "murmur2_random",
-     "murmur2_random|consistent_random|any", 0, 0, OFF(partitioner),
-     PROCESSOR_CMD_KAFKA, 0,
+     "murmur2_random|consistent_random|any", 0, 0, OFF(partitioner), PROCESSOR_CMD_KAFKA,
+     0,
      "How producers map a model id to a partition. The processor refuses records whose "
      "key belongs to another partition (wrong_partition), because a model split over "
      "two partitions would have two masters. murmur2_random is the Java client's and "
      "kafkajs' default; librdkafka clients (kcat) need -X partitioner=murmur2_random. "
      "'any' turns the check off."},
+    {"log-level", PROCESSOR_OPT_STRING, "info", "error|warn|info|debug", 0, 0,
+     OFF(log_level), PROCESSOR_CMD_KAFKA, 0,
+     "Least severe log lines written to stderr ('debug' also shows librdkafka's debug "
+     "lines, with -X debug=...)."},
     {"brokers", PROCESSOR_OPT_UINT, "3", NULL, 1, 16, OFF(brokers), PROCESSOR_CMD_DEV, 0,
      "Brokers of the embedded development cluster."},
     {"partitions", PROCESSOR_OPT_UINT, "8", NULL, 1, 1024, OFF(partitions),
@@ -86,15 +89,16 @@ const processor_option_t processor_options[] = {
      "Client records (for recognising retried flushes) kept per model; the clients "
      "whose last flush is oldest are forgotten first, and a forgotten client's next "
      "flush is applied as new."},
-    {"fsync", PROCESSOR_OPT_BOOL, "false", NULL, 0, 1, OFF(fsync), PROCESSOR_CMD_APPLYING, 0,
+    {"fsync", PROCESSOR_OPT_BOOL, "false", NULL, 0, 1, OFF(fsync), PROCESSOR_CMD_APPLYING,
+     0,
      "Sync every write to disk: survives power loss, not just a killed process (the WAL "
      "is always on)."},
     {"model", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(model), PROCESSOR_CMD_INSPECT,
      0, "Print this model's snapshot as JSON."},
     {"model", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(model), PROCESSOR_CMD_SEND, 1,
      "The model the requests are for (the record key)."},
-    {"client", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(client), PROCESSOR_CMD_SEND,
-     1, "The client id: requests carry it and replies are keyed by it."},
+    {"client", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(client), PROCESSOR_CMD_SEND, 1,
+     "The client id: requests carry it and replies are keyed by it."},
     {"seq", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(seq), PROCESSOR_CMD_SEND, 0,
      "The first request's seq, then one more per request; default: the time in "
      "milliseconds, which keeps increasing from one send to the next."},
@@ -274,10 +278,11 @@ void processor_options_usage(FILE *fp, unsigned command)
     fprintf(fp, "  --config FILE\n      Read options from FILE.\n");
     if (command & PROCESSOR_CMD_KAFKA) {
         fprintf(fp, "  -X NAME=VALUE\n");
-        print_wrapped(fp, "Set a librdkafka property on every Kafka client (security.protocol, "
-                          "sasl.*, ssl.*, ...), as kcat does; kafka.NAME=VALUE in --config, "
-                          "FLUSHOUT_KAFKA_NAME (dots as underscores) in the environment. "
-                          "Properties the processor must own are refused.");
+        print_wrapped(
+            fp, "Set a librdkafka property on every Kafka client (security.protocol, "
+                "sasl.*, ssl.*, ...), as kcat does; kafka.NAME=VALUE in --config, "
+                "FLUSHOUT_KAFKA_NAME (dots as underscores) in the environment. "
+                "Properties the processor must own are refused.");
     }
     for (size_t i = 0; i < processor_options_count; i++) {
         const processor_option_t *o = &processor_options[i];

@@ -19,7 +19,8 @@
 /* Commands that talk to Kafka: they take -X librdkafka properties. */
 #define PROCESSOR_CMD_KAFKA (PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_SEND)
 /* Commands that apply flushes: they take the state and limit options. */
-#define PROCESSOR_CMD_APPLYING (PROCESSOR_CMD_APPLY | PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV)
+#define PROCESSOR_CMD_APPLYING \
+    (PROCESSOR_CMD_APPLY | PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV)
 
 typedef struct processor_config_s {
     char *state_dir;
@@ -54,6 +55,7 @@ typedef struct processor_config_s {
     char *seq;            /* send: decimal, or unset for the time in ms */
     uint64_t timeout_ms;  /* send */
     char *request;        /* send: the positional argument */
+    char *log_level;
     uint64_t low_latency; /* not an option: dev and send set it (short fetch waits) */
     /* -X name=value librdkafka properties, in order: name, value, name, value... */
     char **kafka_props;
@@ -74,7 +76,7 @@ typedef struct processor_option_s {
     uint64_t min, max;         /* UINT bounds */
     size_t offset;             /* into processor_config_t */
     unsigned commands;         /* PROCESSOR_CMD_* mask */
-    int required; /* must be set (STRING) */
+    int required;              /* must be set (STRING) */
     const char *help;
 } processor_option_t;
 

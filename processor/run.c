@@ -107,6 +107,8 @@ struct runner_s {
     pthread_t producer_thread;
     atomic_bool producer_stop;
     atomic_bool fatal;
+    bool joined;          /* the group gave this instance an assignment (maybe empty) */
+    bool consumer_leaked; /* not destroyed: see processor_run() */
 
     atomic_uint_fast64_t records, errors, dead_letters;
 };
@@ -177,8 +179,9 @@ static void part_drop_queue(part_t *p)
 
 /* ---- producing ---- */
 
-static delivery_t *delivery_new(part_t *p, uint64_t outbox_id, const state_outbox_rec_t *rec,
-                                int64_t input_offset, bool change)
+static delivery_t *delivery_new(part_t *p, uint64_t outbox_id,
+                                const state_outbox_rec_t *rec, int64_t input_offset,
+                                bool change)
 {
     delivery_t *d = codec_xcalloc(1, sizeof(*d));
     d->part = p;
@@ -254,10 +257,11 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     if (m->err)
         /* Retriable errors are retried forever (message.timeout.ms=0), in order: what
          * arrives here will never be delivered. The reply or change is lost, say so. */
-        LOG_ERROR("partition %d offset %lld: the %s record to topic %s was not delivered: "
-                  "%s",
-                  p->id, (long long)d->input_offset, d->change ? "change" : "output",
-                  d->topic, rd_kafka_err2str(m->err));
+        LOG_ERROR(
+            "partition %d offset %lld: the %s record to topic %s was not delivered: "
+            "%s",
+            p->id, (long long)d->input_offset, d->change ? "change" : "output", d->topic,
+            rd_kafka_err2str(m->err));
     pthread_mutex_lock(&p->lock);
     delivered_locked(p, d, m->offset, !m->err);
     pthread_mutex_unlock(&p->lock);
@@ -288,9 +292,8 @@ static void produce(runner_t *r, delivery_t *d)
             rd_kafka_poll(r->producer, 50); /* the delivery thread drains it too */
             continue;
         }
-        LOG_ERROR("partition %d offset %lld: cannot produce to topic %s: %s",
-                  d->part->id, (long long)d->input_offset, d->topic,
-                  rd_kafka_err2str(err));
+        LOG_ERROR("partition %d offset %lld: cannot produce to topic %s: %s", d->part->id,
+                  (long long)d->input_offset, d->topic, rd_kafka_err2str(err));
         pthread_mutex_lock(&d->part->lock);
         delivered_locked(d->part, d, -1, false);
         pthread_mutex_unlock(&d->part->lock);
@@ -408,11 +411,10 @@ static void add_dead_letter(part_t *p, step_out_t *so, const rd_kafka_message_t 
     hs[n++] = (state_header_t){"kafka_dlt-original-partition", (char *)partition, 4};
     hs[n++] = (state_header_t){"kafka_dlt-original-offset", (char *)offset, 8};
     hs[n++] = (state_header_t){"kafka_dlt-original-timestamp", (char *)timestamp, 8};
-    hs[n++] = (state_header_t){"kafka_dlt-original-timestamp-type",
-                               tstype == RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME
-                                   ? "LogAppendTime"
-                                   : "CreateTime",
-                               tstype == RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME ? 13 : 10};
+    hs[n++] = (state_header_t){
+        "kafka_dlt-original-timestamp-type",
+        tstype == RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME ? "LogAppendTime" : "CreateTime",
+        tstype == RD_KAFKA_TIMESTAMP_LOG_APPEND_TIME ? 13 : 10};
     hs[n++] = (state_header_t){"kafka_dlt-original-consumer-group", r->cfg->group_id,
                                strlen(r->cfg->group_id)};
     hs[n++] = (state_header_t){"kafka_dlt-exception-fqcn", fqcn, strlen(fqcn)};
@@ -471,8 +473,8 @@ static void add_reply(part_t *p, step_out_t *so, const rd_kafka_message_t *m,
 
 /* Applies one record; output records go to so. @returns false when the partition must
  * stop (the store failed). */
-static bool process_record(part_t *p, const rd_kafka_message_t *m, processor_output_t *out,
-                           step_out_t *so)
+static bool process_record(part_t *p, const rd_kafka_message_t *m,
+                           processor_output_t *out, step_out_t *so)
 {
     runner_t *r = p->r;
     const char *value = m->payload ? m->payload : "";
@@ -480,16 +482,16 @@ static bool process_record(part_t *p, const rd_kafka_message_t *m, processor_out
     char why[256];
     int32_t expected;
     if (!m->key || m->key_len == 0) {
-        processor_handler_refuse(p->handler, NULL, 0, value, m->len, CODEC_ERR_MISSING_KEY,
-                                 "the record has no key: the key must be the model id",
-                                 out);
+        processor_handler_refuse(
+            p->handler, NULL, 0, value, m->len, CODEC_ERR_MISSING_KEY,
+            "the record has no key: the key must be the model id", out);
     } else if (m->len > r->cfg->max_record_bytes) {
         snprintf(why, sizeof(why), "the record value of %zu bytes exceeds %llu", m->len,
                  (unsigned long long)r->cfg->max_record_bytes);
         processor_handler_refuse(p->handler, m->key, m->key_len, NULL, 0,
                                  CODEC_ERR_TOO_LARGE, why, out);
-    } else if ((expected = processor_key_partition(r->cfg->partitioner, m->key, m->key_len,
-                                                   r->partition_count)) >= 0 &&
+    } else if ((expected = processor_key_partition(
+                    r->cfg->partitioner, m->key, m->key_len, r->partition_count)) >= 0 &&
                expected != m->partition) {
         snprintf(why, sizeof(why),
                  "the key belongs to partition %d under %s, not %d: produce with that "
@@ -502,8 +504,8 @@ static bool process_record(part_t *p, const rd_kafka_message_t *m, processor_out
                                  m->len, out);
     }
     if (out->error == CODEC_ERR_STORE_FAILED) {
-        LOG_ERROR("partition %d offset %lld model \"%.*s\": %s; the partition stops", p->id,
-                  (long long)m->offset, (int)(m->key_len > 60 ? 60 : m->key_len),
+        LOG_ERROR("partition %d offset %lld model \"%.*s\": %s; the partition stops",
+                  p->id, (long long)m->offset, (int)(m->key_len > 60 ? 60 : m->key_len),
                   (const char *)m->key, out->message);
         return false;
     }
@@ -579,9 +581,10 @@ static void process_step(part_t *p, rd_kafka_message_t **msgs, size_t n)
     char errstr[512];
     if (ok && processor_handler_commit(p->handler, p->id, next_offset, errstr,
                                        sizeof(errstr))) {
-        LOG_ERROR("partition %d: the state store failed: %s; the partition stops (nothing "
-                  "of this step is answered or committed)",
-                  p->id, errstr);
+        LOG_ERROR(
+            "partition %d: the state store failed: %s; the partition stops (nothing "
+            "of this step is answered or committed)",
+            p->id, errstr);
         ok = false;
     }
     if (!ok) {
@@ -618,8 +621,8 @@ static int catch_up(part_t *p)
     const char *topic = r->cfg->changes_topic;
     int64_t from = state_store_changes_offset(p->store, p->id);
     int64_t lo = 0, hi = 0;
-    rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(r->producer, topic, p->id,
-                                                               &lo, &hi, KAFKA_TIMEOUT_MS);
+    rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
+        r->producer, topic, p->id, &lo, &hi, KAFKA_TIMEOUT_MS);
     if (err) {
         LOG_ERROR("partition %d: cannot read the end of %s: %s", p->id, topic,
                   rd_kafka_err2str(err));
@@ -638,11 +641,10 @@ static int catch_up(part_t *p)
              (long long)from, (long long)hi);
 
     char errstr[512];
-    rd_kafka_conf_t *conf = processor_kafka_conf(r->cfg, r->bootstrap,
-                                                 PROCESSOR_KAFKA_RESTORE, errstr,
-                                                 sizeof(errstr));
-    rd_kafka_t *rk = conf ? rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr))
-                          : NULL;
+    rd_kafka_conf_t *conf = processor_kafka_conf(
+        r->cfg, r->bootstrap, PROCESSOR_KAFKA_RESTORE, errstr, sizeof(errstr));
+    rd_kafka_t *rk =
+        conf ? rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr)) : NULL;
     if (!rk) {
         LOG_ERROR("partition %d: cannot create the catch-up consumer: %s", p->id, errstr);
         return -1;
@@ -745,10 +747,12 @@ static void prepare(part_t *p)
     snprintf(dir, sizeof(dir), "%s/partition-%d", r->state_dir, p->id);
     if (!p->store) {
         int shares = atomic_load(&r->assigned_count);
-        size_t cache = ((size_t)r->cfg->cache_mb << 20) / (size_t)(shares > 0 ? shares : 1);
+        size_t cache =
+            ((size_t)r->cfg->cache_mb << 20) / (size_t)(shares > 0 ? shares : 1);
         if (cache < (8u << 20))
             cache = 8u << 20;
-        state_store_conf_t sc = processor_store_conf(r->cfg, dir, cache, r->initial_document);
+        state_store_conf_t sc =
+            processor_store_conf(r->cfg, dir, cache, r->initial_document);
         p->store = state_store_open(&sc, errstr, sizeof(errstr));
         if (!p->store) {
             LOG_ERROR("partition %d: cannot open its store: %s", p->id, errstr);
@@ -806,10 +810,11 @@ static void prepare(part_t *p)
         return;
     }
     if (start > hi) {
-        LOG_ERROR("partition %d: the state in %s is at offset %lld but %s ends at %lld: "
-                  "the topic was recreated or truncated; remove that directory to rebuild "
-                  "the partition from the changes topic",
-                  p->id, dir, (long long)start, r->cfg->flushes_topic, (long long)hi);
+        LOG_ERROR(
+            "partition %d: the state in %s is at offset %lld but %s ends at %lld: "
+            "the topic was recreated or truncated; remove that directory to rebuild "
+            "the partition from the changes topic",
+            p->id, dir, (long long)start, r->cfg->flushes_topic, (long long)hi);
         part_fail(p);
         return;
     }
@@ -944,8 +949,10 @@ static void dispatch(runner_t *r, rd_kafka_message_t *m)
     pthread_mutex_unlock(&p->lock);
 }
 
-/* Commits each partition's committable offset to Kafka; synchronously for the
- * partitions in only (a revoke), else all assigned ones asynchronously. */
+/* Hands each partition's committable offset to librdkafka, which commits it on its
+ * auto-commit timer and when the partition is revoked. Its timer knows when the group
+ * is rebalancing; a commit of ours sent then would fail with an illegal generation,
+ * and librdkafka 2.0 answers that by dropping the whole assignment. */
 static void commit_offsets(runner_t *r, const rd_kafka_topic_partition_list_t *only)
 {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
@@ -953,7 +960,8 @@ static void commit_offsets(runner_t *r, const rd_kafka_topic_partition_list_t *o
         part_t *p = r->parts[i];
         if (!p)
             continue;
-        if (only && !rd_kafka_topic_partition_list_find(only, r->cfg->flushes_topic, p->id))
+        if (only &&
+            !rd_kafka_topic_partition_list_find(only, r->cfg->flushes_topic, p->id))
             continue;
         pthread_mutex_lock(&p->lock);
         if ((only || p->assigned) && p->committable > p->committed &&
@@ -965,9 +973,9 @@ static void commit_offsets(runner_t *r, const rd_kafka_topic_partition_list_t *o
         pthread_mutex_unlock(&p->lock);
     }
     if (l->cnt) {
-        rd_kafka_resp_err_t err = rd_kafka_commit(r->consumer, l, only ? 0 : 1);
-        if (err && only)
-            LOG_WARN("committing offsets: %s", rd_kafka_err2str(err));
+        rd_kafka_resp_err_t err = rd_kafka_offsets_store(r->consumer, l);
+        if (err && err != RD_KAFKA_RESP_ERR__STATE)
+            LOG_WARN("storing offsets: %s", rd_kafka_err2str(err));
     }
     rd_kafka_topic_partition_list_destroy(l);
 }
@@ -1020,7 +1028,8 @@ static void assign_partitions(runner_t *r, rd_kafka_topic_partition_list_t *part
     }
 }
 
-static void revoke_partitions(runner_t *r, rd_kafka_topic_partition_list_t *parts, bool lost)
+static void revoke_partitions(runner_t *r, rd_kafka_topic_partition_list_t *parts,
+                              bool lost)
 {
     for (int i = 0; i < parts->cnt; i++) {
         if ((size_t)parts->elems[i].partition >= r->parts_cap)
@@ -1084,9 +1093,10 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
     runner_t *r = opaque;
-    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS)
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        r->joined = true;
         assign_partitions(r, parts);
-    else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
+    } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
         revoke_partitions(r, parts, rd_kafka_assignment_lost(rk));
     else
         LOG_ERROR("rebalance: %s", rd_kafka_err2str(err));
@@ -1095,7 +1105,7 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     (void)rk;
-    processor_log(level <= 3 ? PROCESSOR_LOG_ERROR
+    processor_log(level <= 3   ? PROCESSOR_LOG_ERROR
                   : level <= 4 ? PROCESSOR_LOG_WARN
                   : level <= 6 ? PROCESSOR_LOG_INFO
                                : PROCESSOR_LOG_DEBUG,
@@ -1165,9 +1175,8 @@ int processor_run(const processor_config_t *cfg, const char *bootstrap_servers,
         goto out;
     }
 
-    rd_kafka_conf_t *pconf = processor_kafka_conf(cfg, bootstrap_servers,
-                                                  PROCESSOR_KAFKA_PRODUCER, errstr,
-                                                  sizeof(errstr));
+    rd_kafka_conf_t *pconf = processor_kafka_conf(
+        cfg, bootstrap_servers, PROCESSOR_KAFKA_PRODUCER, errstr, sizeof(errstr));
     if (!pconf) {
         LOG_ERROR("%s", errstr);
         goto out;
@@ -1185,9 +1194,8 @@ int processor_run(const processor_config_t *cfg, const char *bootstrap_servers,
         goto out;
     }
 
-    rd_kafka_conf_t *cconf = processor_kafka_conf(cfg, bootstrap_servers,
-                                                  PROCESSOR_KAFKA_CONSUMER, errstr,
-                                                  sizeof(errstr));
+    rd_kafka_conf_t *cconf = processor_kafka_conf(
+        cfg, bootstrap_servers, PROCESSOR_KAFKA_CONSUMER, errstr, sizeof(errstr));
     if (!cconf) {
         LOG_ERROR("%s", errstr);
         goto out;
@@ -1203,7 +1211,8 @@ int processor_run(const processor_config_t *cfg, const char *bootstrap_servers,
     rd_kafka_poll_set_consumer(r->consumer);
 
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    r->worker_count = cfg->threads ? (size_t)cfg->threads : (size_t)(cores > 0 ? cores : 1);
+    r->worker_count =
+        cfg->threads ? (size_t)cfg->threads : (size_t)(cores > 0 ? cores : 1);
     r->workers = codec_xcalloc(r->worker_count, sizeof(*r->workers));
     for (size_t i = 0; i < r->worker_count; i++)
         pthread_create(&r->workers[i], NULL, worker_main, r);
@@ -1216,9 +1225,10 @@ int processor_run(const processor_config_t *cfg, const char *bootstrap_servers,
     if (err) {
         LOG_ERROR("subscribing to %s: %s", cfg->flushes_topic, rd_kafka_err2str(err));
     } else {
-        LOG_INFO("processing %s (%d partitions) in group %s with %zu threads; state in %s",
-                 cfg->flushes_topic, r->partition_count, cfg->group_id, r->worker_count,
-                 state_dir);
+        LOG_INFO(
+            "processing %s (%d partitions) in group %s with %zu threads; state in %s",
+            cfg->flushes_topic, r->partition_count, cfg->group_id, r->worker_count,
+            state_dir);
         double last = now_s(), last_stats = last;
         uint64_t last_records = 0;
         while (!*stop && !atomic_load(&r->fatal)) {
@@ -1238,7 +1248,8 @@ int processor_run(const processor_config_t *cfg, const char *bootstrap_servers,
                 uint64_t n = atomic_load(&r->records);
                 LOG_INFO("%llu records (%.0f/s), %llu errors, %llu dead letters, %d "
                          "partitions",
-                         (unsigned long long)n, (double)(n - last_records) / (t - last_stats),
+                         (unsigned long long)n,
+                         (double)(n - last_records) / (t - last_stats),
                          (unsigned long long)atomic_load(&r->errors),
                          (unsigned long long)atomic_load(&r->dead_letters),
                          atomic_load(&r->assigned_count));
@@ -1249,9 +1260,25 @@ int processor_run(const processor_config_t *cfg, const char *bootstrap_servers,
         rc = atomic_load(&r->fatal) ? 1 : 0;
         LOG_INFO("stopping: finishing the steps in flight, delivering, committing");
     }
-    /* Closing revokes every partition: steps finish, the outbox is delivered, offsets
-     * are committed, and the group is left. */
-    rd_kafka_consumer_close(r->consumer);
+    /* librdkafka 2.0 aborts when a cooperative-sticky consumer is closed before its
+     * first assignment (librdkafka issue #4312, fixed in 2.3): wait a while for it. */
+    for (double until = now_s() + 15;
+         !err && !r->joined && !atomic_load(&r->fatal) && now_s() < until;) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(r->consumer, 100);
+        if (m)
+            rd_kafka_message_destroy(m); /* nothing is assigned: nothing to process */
+    }
+    if (r->joined || err) {
+        /* Closing revokes every partition: steps finish, the outbox is delivered,
+         * offsets are committed, and the group is left. */
+        rd_kafka_consumer_close(r->consumer);
+    } else {
+        LOG_WARN("leaving without closing the consumer: the group never answered its "
+                 "join, and librdkafka %s cannot close it before (issue #4312); the "
+                 "group forgets this member after session.timeout.ms",
+                 rd_kafka_version_str());
+        r->consumer_leaked = true;
+    }
 
 out:
     if (r->workers) {
@@ -1268,7 +1295,7 @@ out:
         rd_kafka_flush(r->producer, FLUSH_TIMEOUT_MS);
         rd_kafka_destroy(r->producer);
     }
-    if (r->consumer)
+    if (r->consumer && !r->consumer_leaked)
         rd_kafka_destroy(r->consumer);
     for (size_t i = 0; i < r->parts_cap; i++) {
         part_t *p = r->parts[i];

@@ -919,8 +919,7 @@ static bool object_uint(const msgpack_object *o, uint64_t *v)
 state_change_t state_store_apply_change(state_store_t *s, int32_t partition,
                                         const char *key, size_t key_len,
                                         const char *value, size_t value_len,
-                                        int64_t *offset, char *errstr,
-                                        size_t errstr_size)
+                                        int64_t *offset, char *errstr, size_t errstr_size)
 {
     msgpack_unpacked up;
     msgpack_unpacked_init(&up);
@@ -949,7 +948,8 @@ state_change_t state_store_apply_change(state_store_t *s, int32_t partition,
         snprintf(errstr, errstr_size, "not a change record");
         goto done;
     }
-    if (key && (key_len != model->via.str.size || memcmp(key, model->via.str.ptr, key_len))) {
+    if (key &&
+        (key_len != model->via.str.size || memcmp(key, model->via.str.ptr, key_len))) {
         snprintf(errstr, errstr_size, "a change record whose key is not its model");
         goto done;
     }
@@ -966,8 +966,8 @@ state_change_t state_store_apply_change(state_store_t *s, int32_t partition,
     client_t *c = client_load(s, m, client->via.str.ptr, client->via.str.size);
     /* Already reflected: an earlier command count, or an empty flush (nothing applied)
      * not newer than the client's record. */
-    if (from < count ||
-        (from == count && completions->via.array.size == 0 && c->known && seq <= c->seq)) {
+    if (from < count || (from == count && completions->via.array.size == 0 && c->known &&
+                         seq <= c->seq)) {
         *offset = input_offset;
         rc = STATE_CHANGE_SKIPPED;
         goto done;
@@ -977,8 +977,7 @@ state_change_t state_store_apply_change(state_store_t *s, int32_t partition,
                  "model \"%.*s\" is at command %llu but the next change record starts at "
                  "%llu: change records are missing",
                  (int)(model->via.str.size > 40 ? 40 : model->via.str.size),
-                 model->via.str.ptr, (unsigned long long)count,
-                 (unsigned long long)from);
+                 model->via.str.ptr, (unsigned long long)count, (unsigned long long)from);
         goto done;
     }
     msgpack_packer pk;
@@ -988,7 +987,8 @@ state_change_t state_store_apply_change(state_store_t *s, int32_t partition,
         msgpack_pack_object(&pk, completions->via.array.ptr[i]);
         codec_completion_t cmp;
         char derr[256];
-        if (codec_completion_decode(sb.data, sb.size, s->zone, &cmp, derr, sizeof(derr)) ||
+        if (codec_completion_decode(sb.data, sb.size, s->zone, &cmp, derr,
+                                    sizeof(derr)) ||
             state_master_replay(m->master, &cmp, derr, sizeof(derr))) {
             msgpack_zone_clear(s->zone);
             /* The commands before this one are applied already: the model is now

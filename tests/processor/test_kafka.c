@@ -55,10 +55,12 @@ static void instance_start(instance_t *in, const char *name, const char *const *
     snprintf(in->state_dir, sizeof(in->state_dir), "%s/%s", dir, name);
     /* The mock cluster forgets a member that left only when its session times out:
      * a short session lets the next instance join soon. */
-    const char *argv[32] = {"--bootstrap-servers", bootstrap, "--ids", "sequential",
-                            "--threads", "2", "--max-record-bytes", "4096",
-                            "-X", "fetch.wait.max.ms=10", "-X", "session.timeout.ms=6000",
-                            "--state-dir", in->state_dir};
+    const char *argv[32] = {
+        "--bootstrap-servers",  bootstrap,    "--ids",
+        "sequential",           "--threads",  "2",
+        "--max-record-bytes",   "4096",       "-X",
+        "fetch.wait.max.ms=10", "-X",         "session.timeout.ms=6000",
+        "--state-dir",          in->state_dir};
     int argc = 14;
     if (getenv("TEST_KAFKA_DEBUG")) {
         argv[argc++] = "-X";
@@ -130,7 +132,7 @@ static void setup(void)
     cr_assert_not_null(mock);
     snprintf(bootstrap, sizeof(bootstrap), "%s", rd_kafka_mock_cluster_bootstraps(mock));
     const char *topics[] = {"flushout.flushes", "flushout.replies", "flushout.changes",
-                            "flushout.dlq", "changes.a", "changes.b"};
+                            "flushout.dlq",     "changes.a",        "changes.b"};
     for (size_t i = 0; i < sizeof(topics) / sizeof(topics[0]); i++)
         create_topic(topics[i], PARTITIONS);
     create_topic("custom.replies", 2);
@@ -282,7 +284,8 @@ static const got_t *await_record(const char *topic, const char *client, int64_t 
         }
         pump(50);
     }
-    cr_assert_fail("no record on %s for client %s seq %lld", topic, client, (long long)seq);
+    cr_assert_fail("no record on %s for client %s seq %lld", topic, client,
+                   (long long)seq);
     return NULL;
 }
 
@@ -306,8 +309,8 @@ static void to_msgpack(const char *json, msgpack_sbuffer *sb)
 {
     codec_value_t *v;
     char err[256];
-    cr_assert_eq(codec_json_decode(json, strlen(json), NULL, &v, err, sizeof(err)), 0, "%s",
-                 err);
+    cr_assert_eq(codec_json_decode(json, strlen(json), NULL, &v, err, sizeof(err)), 0,
+                 "%s", err);
     msgpack_sbuffer_init(sb);
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
@@ -328,11 +331,12 @@ static void send_create(const char *model, const char *client, int seq, int from
                         const char *id)
 {
     char json[512];
-    snprintf(json, sizeof(json),
-             "{\"type\":\"flush\",\"client\":\"%s\",\"seq\":%d,\"from\":%d,\"completions\":"
-             "[{\"command\":{\"action\":\"create\",\"path\":[\"items\"],\"parentDefault\":"
-             "{},\"props\":{\"by\":\"%s\",\"n\":%d}},\"createdId\":\"%s\"}]}",
-             client, seq, from, client, seq, id);
+    snprintf(
+        json, sizeof(json),
+        "{\"type\":\"flush\",\"client\":\"%s\",\"seq\":%d,\"from\":%d,\"completions\":"
+        "[{\"command\":{\"action\":\"create\",\"path\":[\"items\"],\"parentDefault\":"
+        "{},\"props\":{\"by\":\"%s\",\"n\":%d}},\"createdId\":\"%s\"}]}",
+        client, seq, from, client, seq, id);
     send_json(model, json, NULL);
 }
 
@@ -371,11 +375,12 @@ Test(kafka, flushes_are_answered_and_published_as_change_records)
     instance_t a;
     instance_start(&a, "a", NULL);
     int64_t where[2];
-    send_json("m1",
-              "{\"type\":\"flush\",\"client\":\"alice\",\"seq\":1,\"from\":0,\"completions\":"
-              "[{\"command\":{\"action\":\"create\",\"path\":[\"todos\"],\"parentDefault\":"
-              "{},\"props\":{\"t\":\"milk\"}},\"createdId\":\"a\"}]}",
-              where);
+    send_json(
+        "m1",
+        "{\"type\":\"flush\",\"client\":\"alice\",\"seq\":1,\"from\":0,\"completions\":"
+        "[{\"command\":{\"action\":\"create\",\"path\":[\"todos\"],\"parentDefault\":"
+        "{},\"props\":{\"t\":\"milk\"}},\"createdId\":\"a\"}]}",
+        where);
     codec_value_t *reply = decode(await_record("flushout.replies", "alice", 1));
     char buf[64];
     cr_assert_str_eq(str_field(reply, "type", buf, sizeof(buf)), "flushResult");
@@ -399,7 +404,8 @@ Test(kafka, flushes_are_answered_and_published_as_change_records)
     cr_assert_eq(count, 1);
     cr_assert_str_eq(doc, "{\"todos\":{\"a\":{\"t\":\"milk\"}}}");
     free(doc);
-    send_json("m1", "{\"type\":\"history\",\"client\":\"bob\",\"seq\":2,\"from\":0}", NULL);
+    send_json("m1", "{\"type\":\"history\",\"client\":\"bob\",\"seq\":2,\"from\":0}",
+              NULL);
     codec_value_t *h = decode(await_record("flushout.replies", "bob", 2));
     cr_assert_str_eq(str_field(h, "type", buf, sizeof(buf)), "history");
     cr_assert_eq(codec_map_get(h, "completions", 11)->u.array.len, 1);
@@ -440,8 +446,8 @@ Test(kafka, many_models_over_partitions_match_an_in_memory_master)
                 msgpack_sbuffer sb;
                 to_msgpack(json, &sb);
                 processor_output_reset(&out);
-                processor_handler_handle(ref, 0, -1, model, strlen(model), sb.data, sb.size,
-                                         &out);
+                processor_handler_handle(ref, 0, -1, model, strlen(model), sb.data,
+                                         sb.size, &out);
                 cr_assert_eq(out.error, 0);
                 msgpack_sbuffer_destroy(&sb);
             }
@@ -502,26 +508,29 @@ Test(kafka, bad_records_get_an_error_reply_and_a_dead_letter)
     instance_t a;
     instance_start(&a, "a", NULL);
     static char big[5000];
-    int n = snprintf(big, sizeof(big), "{\"type\":\"snapshot\",\"client\":\"bad-big\",\"seq\":1,"
-                                       "\"pad\":\"");
+    int n = snprintf(big, sizeof(big),
+                     "{\"type\":\"snapshot\",\"client\":\"bad-big\",\"seq\":1,"
+                     "\"pad\":\"");
     memset(big + n, 'x', sizeof(big) - (size_t)n - 3);
     memcpy(big + sizeof(big) - 3, "\"}", 3);
     const bad_case_t cases[] = {
         {"reserved byte", "m1", -1, NULL, "\xc1", 1, "reserved_byte", NULL},
         {"truncated", "m1", -1, NULL, "\x83\xa4type\xa5", 7, "truncated", NULL},
         {"trailing bytes", "m1", -1, NULL, "\x80\x80", 2, "trailing_bytes", NULL},
-        {"unknown type", "m1", -1, "{\"type\":\"nope\",\"client\":\"bad-type\",\"seq\":1}",
-         NULL, 0, "unknown_type", "bad-type"},
-        {"no key", NULL, 0, "{\"type\":\"snapshot\",\"client\":\"bad-nokey\",\"seq\":1}", NULL,
-         0, "missing_key", "bad-nokey"},
+        {"unknown type", "m1", -1,
+         "{\"type\":\"nope\",\"client\":\"bad-type\",\"seq\":1}", NULL, 0, "unknown_type",
+         "bad-type"},
+        {"no key", NULL, 0, "{\"type\":\"snapshot\",\"client\":\"bad-nokey\",\"seq\":1}",
+         NULL, 0, "missing_key", "bad-nokey"},
         {"wrong partition", "m1", -2,
          "{\"type\":\"snapshot\",\"client\":\"bad-part\",\"seq\":1}", NULL, 0,
          "wrong_partition", "bad-part"},
         {"model mismatch", "m1", -1,
-         "{\"type\":\"snapshot\",\"model\":\"m2\",\"client\":\"bad-model\",\"seq\":1}", NULL,
-         0, "model_mismatch", "bad-model"},
+         "{\"type\":\"snapshot\",\"model\":\"m2\",\"client\":\"bad-model\",\"seq\":1}",
+         NULL, 0, "model_mismatch", "bad-model"},
         {"unknown action", "m1", -1,
-         "{\"type\":\"flush\",\"client\":\"bad-action\",\"seq\":1,\"from\":0,\"completions\":"
+         "{\"type\":\"flush\",\"client\":\"bad-action\",\"seq\":1,\"from\":0,"
+         "\"completions\":"
          "[{\"command\":{\"action\":\"explode\",\"path\":[]}}]}",
          NULL, 0, "unknown_action", "bad-action"},
         {"too large", "m1", -1, big, NULL, 0, "too_large", NULL},
@@ -550,7 +559,8 @@ Test(kafka, bad_records_get_an_error_reply_and_a_dead_letter)
             for (size_t j = 0; j < got_len && !dl; j++) {
                 char buf[128];
                 const char *trace = header_str(&got[j], "trace", buf, sizeof(buf));
-                if (!strcmp(got[j].topic, "flushout.dlq") && trace && !strcmp(trace, bc->what))
+                if (!strcmp(got[j].topic, "flushout.dlq") && trace &&
+                    !strcmp(trace, bc->what))
                     dl = &got[j];
             }
             if (!dl)
@@ -558,26 +568,27 @@ Test(kafka, bad_records_get_an_error_reply_and_a_dead_letter)
         }
         cr_assert_not_null(dl, "%s: no dead letter", bc->what);
         char buf[256];
-        cr_assert_str_eq(header_str(dl, "flushout_error_code", buf, sizeof(buf)), bc->code,
-                         "%s", bc->what);
+        cr_assert_str_eq(header_str(dl, "flushout_error_code", buf, sizeof(buf)),
+                         bc->code, "%s", bc->what);
         cr_assert_str_eq(header_str(dl, "kafka_dlt-original-topic", buf, sizeof(buf)),
                          "flushout.flushes");
         const void *hv;
         size_t hlen;
-        cr_assert_eq(rd_kafka_header_get_last(dl->headers, "kafka_dlt-original-offset", &hv,
-                                              &hlen),
+        cr_assert_eq(rd_kafka_header_get_last(dl->headers, "kafka_dlt-original-offset",
+                                              &hv, &hlen),
                      0);
         cr_assert_eq(hlen, 8);
         int64_t offset = 0;
         for (int b = 0; b < 8; b++)
             offset = (offset << 8) | ((const unsigned char *)hv)[b];
         cr_assert_eq(offset, where[1], "%s: the original offset", bc->what);
-        cr_assert_eq(rd_kafka_header_get_last(dl->headers, "kafka_dlt-original-partition", &hv,
-                                              &hlen),
+        cr_assert_eq(rd_kafka_header_get_last(dl->headers, "kafka_dlt-original-partition",
+                                              &hv, &hlen),
                      0);
         cr_assert_eq(hlen, 4);
         cr_assert_eq(((const unsigned char *)hv)[3], (unsigned char)where[0]);
-        cr_assert_not_null(header_str(dl, "kafka_dlt-exception-message", buf, sizeof(buf)));
+        cr_assert_not_null(
+            header_str(dl, "kafka_dlt-exception-message", buf, sizeof(buf)));
         cr_assert_eq(dl->len, len, "%s: the original value", bc->what);
         cr_assert_eq(memcmp(dl->value, value, len), 0);
         if (bc->key)
@@ -588,8 +599,9 @@ Test(kafka, bad_records_get_an_error_reply_and_a_dead_letter)
         if (bc->client) {
             codec_value_t *r = decode(await_record("flushout.replies", bc->client, 1));
             cr_assert_str_eq(str_field(r, "type", buf, sizeof(buf)), "error");
-            cr_assert_str_eq(str_field(codec_map_get(r, "error", 5), "code", buf, sizeof(buf)),
-                             bc->code, "%s", bc->what);
+            cr_assert_str_eq(
+                str_field(codec_map_get(r, "error", 5), "code", buf, sizeof(buf)),
+                bc->code, "%s", bc->what);
             codec_value_destroy(r);
         }
         if (bc->json)
@@ -678,7 +690,8 @@ static char *topic_dump(const char *topic)
                 dump = realloc(dump, cap *= 2);
             len += (size_t)sprintf(dump + len, "%d:", p);
             for (size_t k = 0; k < got[j].len; k++)
-                len += (size_t)sprintf(dump + len, "%02x", (unsigned char)got[j].value[k]);
+                len +=
+                    (size_t)sprintf(dump + len, "%02x", (unsigned char)got[j].value[k]);
             dump[len++] = '\n';
             dump[len] = '\0';
         }

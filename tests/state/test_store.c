@@ -398,8 +398,8 @@ static int remember(void *opaque, uint64_t id, const state_outbox_rec_t *rec)
     cr_assert_eq(memcmp(rec->headers[0].value, "\0\1\2", 3), 0);
     cr_assert_lt(seen->n, 8);
     seen->ids[seen->n] = id;
-    snprintf(seen->values[seen->n], sizeof(seen->values[0]), "%.*s",
-             (int)rec->value_len, rec->value);
+    snprintf(seen->values[seen->n], sizeof(seen->values[0]), "%.*s", (int)rec->value_len,
+             rec->value);
     seen->n++;
     return 0;
 }
