@@ -25,12 +25,13 @@ static double now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-/* Reads replies until the one for (client, seq) of our model arrives. */
-static int await_reply(sender_t *s, uint64_t seq, FILE *out)
+/* Reads replies until the one for (model, client, seq) arrives. */
+static int await_reply(sender_t *s, const char *model, const char *client, uint64_t seq,
+                       FILE *out)
 {
     const processor_config_t *cfg = s->cfg;
     double deadline = now_ms() + (double)cfg->timeout_ms;
-    size_t client_len = strlen(cfg->client), model_len = strlen(cfg->model);
+    size_t client_len = strlen(client), model_len = strlen(model);
     while (now_ms() < deadline) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(s->consumer, 100);
         if (!m)
@@ -39,7 +40,7 @@ static int await_reply(sender_t *s, uint64_t seq, FILE *out)
         char err[256];
         bool ours = false;
         if (!m->err && m->key_len == client_len &&
-            !memcmp(m->key, cfg->client, client_len) &&
+            !memcmp(m->key, client, client_len) &&
             codec_msgpack_decode(m->payload, m->len, &codec_limits_trusted, &v, err,
                                  sizeof(err)) == CODEC_OK &&
             v->type == CODEC_VALUE_MAP) {
@@ -47,7 +48,7 @@ static int await_reply(sender_t *s, uint64_t seq, FILE *out)
             const codec_value_t *rm = codec_map_get(v, "model", 5);
             ours = rs && rs->type == CODEC_VALUE_INT && (uint64_t)rs->u.i == seq &&
                    (!rm || (rm->type == CODEC_VALUE_STR && rm->u.str.len == model_len &&
-                            !memcmp(rm->u.str.ptr, cfg->model, model_len)));
+                            !memcmp(rm->u.str.ptr, model, model_len)));
         } else if (m->err && m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
             LOG_WARN("send: %s", rd_kafka_message_errstr(m));
         }
@@ -71,26 +72,44 @@ static int await_reply(sender_t *s, uint64_t seq, FILE *out)
     return 1;
 }
 
-/* Produces one request given as JSON; client and seq are filled in unless given. */
+/* The string field name of request v, else fallback (NULL when neither). */
+static const char *field_or(const codec_value_t *v, const char *name, const char *fallback,
+                            char *buf, size_t size)
+{
+    const codec_value_t *f = codec_map_get(v, name, strlen(name));
+    if (!f || f->type != CODEC_VALUE_STR || f->u.str.len >= size)
+        return fallback;
+    memcpy(buf, f->u.str.ptr, f->u.str.len);
+    buf[f->u.str.len] = '\0';
+    return buf;
+}
+
+/* Produces one request given as JSON: the model is its "model" or --model; "client"
+ * and "seq" are filled in from --client and the running seq unless given. */
 static int send_one(sender_t *s, const char *json, size_t len, FILE *out)
 {
     const processor_config_t *cfg = s->cfg;
     codec_value_t *v = NULL;
-    char err[512];
+    char err[512], model_buf[1024], client_buf[1024];
     if (codec_json_decode(json, len, NULL, &v, err, sizeof(err))) {
         LOG_ERROR("send: the request is not JSON: %s", err);
         return 2;
     }
-    if (v->type != CODEC_VALUE_MAP) {
-        LOG_ERROR("send: the request must be a JSON object");
+    const char *model = NULL, *client = NULL;
+    if (v->type == CODEC_VALUE_MAP) {
+        model = field_or(v, "model", cfg->model, model_buf, sizeof(model_buf));
+        client = field_or(v, "client", cfg->client, client_buf, sizeof(client_buf));
+    }
+    if (!model || !client) {
+        LOG_ERROR("send: the request must be a JSON object naming its model and client "
+                  "(or give --model and --client)");
         codec_value_destroy(v);
         return 2;
     }
     if (!codec_map_get(v, "client", 6))
-        codec_map_set(v, "client", 6, codec_value_str(cfg->client, strlen(cfg->client)));
+        codec_map_set(v, "client", 6, codec_value_str(client, strlen(client)));
     const codec_value_t *given = codec_map_get(v, "seq", 3);
-    uint64_t seq =
-        given && given->type == CODEC_VALUE_INT ? (uint64_t)given->u.i : s->seq;
+    uint64_t seq = given && given->type == CODEC_VALUE_INT ? (uint64_t)given->u.i : s->seq;
     if (!given)
         codec_map_set(v, "seq", 3, codec_value_int((int64_t)seq));
     s->seq = seq + 1;
@@ -99,11 +118,10 @@ static int send_one(sender_t *s, const char *json, size_t len, FILE *out)
     msgpack_packer_init(&pk, &s->buf, msgpack_sbuffer_write);
     codec_msgpack_pack_value(&pk, v);
     codec_value_destroy(v);
-    rd_kafka_resp_err_t e =
-        rd_kafka_producev(s->producer, RD_KAFKA_V_TOPIC(cfg->flushes_topic),
-                          RD_KAFKA_V_KEY(cfg->model, strlen(cfg->model)),
-                          RD_KAFKA_V_VALUE(s->buf.data, s->buf.size),
-                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+    rd_kafka_resp_err_t e = rd_kafka_producev(
+        s->producer, RD_KAFKA_V_TOPIC(cfg->flushes_topic),
+        RD_KAFKA_V_KEY(model, strlen(model)), RD_KAFKA_V_VALUE(s->buf.data, s->buf.size),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
     if (e) {
         LOG_ERROR("send: %s", rd_kafka_err2str(e));
         return 1;
@@ -113,11 +131,11 @@ static int send_one(sender_t *s, const char *json, size_t len, FILE *out)
                   (unsigned long long)cfg->timeout_ms);
         return 1;
     }
-    return await_reply(s, seq, out);
+    return await_reply(s, model, client, seq, out);
 }
 
-/* Reads the client's replies partition from its current end, so that no reply to
- * what is sent next can be missed. */
+/* Reads every partition of the replies topic from its current end, so that no reply
+ * to what is sent next can be missed, whichever client it is for. */
 static int start_consumer(sender_t *s, char *errstr, size_t errstr_size)
 {
     const processor_config_t *cfg = s->cfg;
@@ -125,20 +143,20 @@ static int start_consumer(sender_t *s, char *errstr, size_t errstr_size)
                                            errstr_size);
     if (count < 0)
         return -1;
-    /* Replies are keyed by client id, partitioned as the processor's producer does. */
-    int32_t partition = processor_key_partition("murmur2_random", cfg->client,
-                                                strlen(cfg->client), count);
-    int64_t lo, hi;
-    rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
-        s->consumer, cfg->replies_topic, partition, &lo, &hi, 10000);
-    if (err) {
-        snprintf(errstr, errstr_size, "offsets of %s: %s", cfg->replies_topic,
-                 rd_kafka_err2str(err));
-        return -1;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(count);
+    for (int32_t p = 0; p < count; p++) {
+        int64_t lo, hi;
+        rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
+            s->consumer, cfg->replies_topic, p, &lo, &hi, 10000);
+        if (err) {
+            snprintf(errstr, errstr_size, "offsets of %s: %s", cfg->replies_topic,
+                     rd_kafka_err2str(err));
+            rd_kafka_topic_partition_list_destroy(l);
+            return -1;
+        }
+        rd_kafka_topic_partition_list_add(l, cfg->replies_topic, p)->offset = hi;
     }
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, cfg->replies_topic, partition)->offset = hi;
-    err = rd_kafka_assign(s->consumer, l);
+    rd_kafka_resp_err_t err = rd_kafka_assign(s->consumer, l);
     rd_kafka_topic_partition_list_destroy(l);
     if (err) {
         snprintf(errstr, errstr_size, "assign: %s", rd_kafka_err2str(err));

@@ -95,10 +95,11 @@ const processor_option_t processor_options[] = {
      "is always on)."},
     {"model", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(model), PROCESSOR_CMD_INSPECT,
      0, "Print this model's snapshot as JSON."},
-    {"model", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(model), PROCESSOR_CMD_SEND, 1,
-     "The model the requests are for (the record key)."},
-    {"client", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(client), PROCESSOR_CMD_SEND, 1,
-     "The client id: requests carry it and replies are keyed by it."},
+    {"model", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(model), PROCESSOR_CMD_SEND, 0,
+     "The model of requests that do not name one in \"model\" (the record key)."},
+    {"client", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(client), PROCESSOR_CMD_SEND, 0,
+     "The client id of requests that do not name one in \"client\" (replies are keyed "
+     "by it)."},
     {"seq", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(seq), PROCESSOR_CMD_SEND, 0,
      "The first request's seq, then one more per request; default: the time in "
      "milliseconds, which keeps increasing from one send to the next."},

@@ -39,6 +39,7 @@ const REPLY_TIMEOUT_MS = 10000;
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'flushout-scaling-'));
 const children = [];
+let shuttingDown = false;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const log = (...a) => console.log(`[${(Date.now() % 100000) / 1000}]`, ...a);
 
@@ -56,6 +57,9 @@ function startBroker() {
     stdio: ['ignore', 'pipe', fs.openSync(path.join(tmp, 'broker.log'), 'w')],
   });
   children.push(child);
+  child.once('exit', (code, signal) => {
+    if (!shuttingDown) console.error(`scaling: the broker exited early: code ${code}, signal ${signal}`);
+  });
   return new Promise((resolve, reject) => {
     const rl = readline.createInterface({ input: child.stdout });
     rl.once('line', (line) => {
@@ -322,6 +326,7 @@ async function main() {
 }
 
 function cleanup() {
+  shuttingDown = true;
   for (const ch of children) if (ch.exitCode === null) ch.kill('SIGKILL');
 }
 
