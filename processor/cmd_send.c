@@ -39,8 +39,7 @@ static int await_reply(sender_t *s, const char *model, const char *client, uint6
         codec_value_t *v = NULL;
         char err[256];
         bool ours = false;
-        if (!m->err && m->key_len == client_len &&
-            !memcmp(m->key, client, client_len) &&
+        if (!m->err && m->key_len == client_len && !memcmp(m->key, client, client_len) &&
             codec_msgpack_decode(m->payload, m->len, &codec_limits_trusted, &v, err,
                                  sizeof(err)) == CODEC_OK &&
             v->type == CODEC_VALUE_MAP) {
@@ -73,8 +72,8 @@ static int await_reply(sender_t *s, const char *model, const char *client, uint6
 }
 
 /* The string field name of request v, else fallback (NULL when neither). */
-static const char *field_or(const codec_value_t *v, const char *name, const char *fallback,
-                            char *buf, size_t size)
+static const char *field_or(const codec_value_t *v, const char *name,
+                            const char *fallback, char *buf, size_t size)
 {
     const codec_value_t *f = codec_map_get(v, name, strlen(name));
     if (!f || f->type != CODEC_VALUE_STR || f->u.str.len >= size)
@@ -109,7 +108,8 @@ static int send_one(sender_t *s, const char *json, size_t len, FILE *out)
     if (!codec_map_get(v, "client", 6))
         codec_map_set(v, "client", 6, codec_value_str(client, strlen(client)));
     const codec_value_t *given = codec_map_get(v, "seq", 3);
-    uint64_t seq = given && given->type == CODEC_VALUE_INT ? (uint64_t)given->u.i : s->seq;
+    uint64_t seq =
+        given && given->type == CODEC_VALUE_INT ? (uint64_t)given->u.i : s->seq;
     if (!given)
         codec_map_set(v, "seq", 3, codec_value_int((int64_t)seq));
     s->seq = seq + 1;

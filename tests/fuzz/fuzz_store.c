@@ -143,8 +143,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     model_name(data[0] % FUZZ_MODELS, name);
 
     processor_output_reset(&out);
-    processor_handler_handle(fuzz_handler, 0, -1, name, strlen(name), (const char *)data + 1,
-                             size - 1, &out);
+    processor_handler_handle(fuzz_handler, 0, -1, name, strlen(name),
+                             (const char *)data + 1, size - 1, &out);
     fuzz_check_reply(&out);
     char errstr[512];
     if (processor_handler_commit(fuzz_handler, 0, (int64_t)fuzz_inputs, errstr,
