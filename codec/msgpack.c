@@ -560,3 +560,157 @@ void codec_msgpack_pack_value(msgpack_packer *pk, const codec_value_t *v)
     }
     }
 }
+
+/* ---- shallow scan ---- */
+
+typedef struct scan_s {
+    const unsigned char *p, *end;
+} scan_t;
+
+static bool scan_take(scan_t *sc, size_t n, const unsigned char **at)
+{
+    if ((size_t)(sc->end - sc->p) < n)
+        return false;
+    *at = sc->p;
+    sc->p += n;
+    return true;
+}
+
+static bool scan_uint(scan_t *sc, int bytes, uint64_t *v)
+{
+    const unsigned char *at;
+    if (!scan_take(sc, (size_t)bytes, &at))
+        return false;
+    *v = 0;
+    for (int i = 0; i < bytes; i++)
+        *v = (*v << 8) | at[i];
+    return true;
+}
+
+/* Reads one header: *str is set for strings (payload consumed), *items to the number
+ * of values that follow inside (arrays, maps), *uint for unsigned integers (has_uint).
+ * Every other payload is consumed. @returns false on malformed or truncated input. */
+static bool scan_header(scan_t *sc, const unsigned char **str, uint64_t *str_len,
+                        uint64_t *items, bool *has_uint, uint64_t *uint)
+{
+    const unsigned char *b, *at;
+    uint64_t n;
+    *str = NULL;
+    *items = 0;
+    *has_uint = false;
+    if (!scan_take(sc, 1, &b))
+        return false;
+    unsigned c = *b;
+    if (c <= 0x7f) {
+        *has_uint = true;
+        *uint = c;
+        return true;
+    }
+    if (c >= 0xe0 || c == 0xc0 || c == 0xc2 || c == 0xc3)
+        return true;
+    if (c >= 0x80 && c <= 0x8f) {
+        *items = 2 * (uint64_t)(c & 0x0f);
+        return true;
+    }
+    if (c >= 0x90 && c <= 0x9f) {
+        *items = c & 0x0f;
+        return true;
+    }
+    if (c >= 0xa0 && c <= 0xbf) {
+        *str_len = c & 0x1f;
+        return scan_take(sc, (size_t)*str_len, str);
+    }
+    switch (c) {
+    case 0xcc ... 0xcf: /* a GNU C range: the types of one family */
+        *has_uint = true;
+        return scan_uint(sc, 1 << (c - 0xcc), uint);
+    case 0xd0 ... 0xd3:
+        return scan_take(sc, (size_t)1 << (c - 0xd0), &at);
+    case 0xca:
+        return scan_take(sc, 4, &at);
+    case 0xcb:
+        return scan_take(sc, 8, &at);
+    case 0xd4 ... 0xd8:
+        return scan_take(sc, 1 + ((size_t)1 << (c - 0xd4)), &at);
+    case 0xd9 ... 0xdb:
+        if (!scan_uint(sc, 1 << (c - 0xd9), str_len) ||
+            *str_len > (size_t)(sc->end - sc->p))
+            return false;
+        return scan_take(sc, (size_t)*str_len, str);
+    case 0xc4 ... 0xc6:
+        return scan_uint(sc, 1 << (c - 0xc4), &n) && n <= (size_t)(sc->end - sc->p) &&
+               scan_take(sc, (size_t)n, &at);
+    case 0xc7 ... 0xc9:
+        return scan_uint(sc, 1 << (c - 0xc7), &n) && n < (size_t)(sc->end - sc->p) &&
+               scan_take(sc, (size_t)n + 1, &at);
+    case 0xdc ... 0xdd:
+        return scan_uint(sc, 2 << (c - 0xdc), items);
+    case 0xde ... 0xdf:
+        if (!scan_uint(sc, 2 << (c - 0xde), &n))
+            return false;
+        *items = 2 * n;
+        return true;
+    }
+    return false; /* 0xc1 */
+}
+
+/* Skips one value, however deeply nested, with a count instead of recursion. */
+static bool scan_skip(scan_t *sc)
+{
+    uint64_t pending = 1;
+    while (pending) {
+        const unsigned char *str;
+        uint64_t str_len, items, uint;
+        bool has_uint;
+        if (!scan_header(sc, &str, &str_len, &items, &has_uint, &uint))
+            return false;
+        /* Every value takes at least a byte: more than that is a lie. */
+        if (items > (uint64_t)(sc->end - sc->p))
+            return false;
+        pending += items - 1;
+    }
+    return true;
+}
+
+void codec_msgpack_identify(const char *buf, size_t len, codec_identity_t *id)
+{
+    memset(id, 0, sizeof(*id));
+    if (len == 0)
+        return;
+    unsigned char first = (unsigned char)buf[0];
+    if (!((first >= 0x80 && first <= 0x8f) || first == 0xde || first == 0xdf))
+        return; /* not a map */
+    scan_t sc = {(const unsigned char *)buf, (const unsigned char *)buf + len};
+    const unsigned char *str, *key;
+    uint64_t str_len, key_len, items, uint;
+    bool has_uint;
+    if (!scan_header(&sc, &str, &str_len, &items, &has_uint, &uint))
+        return;
+    for (uint64_t entries = items / 2; entries > 0; entries--) {
+        if (!scan_header(&sc, &key, &key_len, &items, &has_uint, &uint) || !key)
+            return; /* a key that is not a string: stop rather than guess */
+        bool is_model = key_len == 5 && !memcmp(key, "model", 5);
+        bool is_client = key_len == 6 && !memcmp(key, "client", 6);
+        bool is_seq = key_len == 3 && !memcmp(key, "seq", 3);
+        const unsigned char *value = sc.p;
+        if (!is_model && !is_client && !is_seq) {
+            if (!scan_skip(&sc))
+                return;
+            continue;
+        }
+        if (!scan_header(&sc, &str, &str_len, &items, &has_uint, &uint))
+            return;
+        if (items) { /* a container where a scalar belongs: skip all of it */
+            sc.p = value;
+            if (!scan_skip(&sc))
+                return;
+        } else if (str && (is_model || is_client) &&
+                   codec_utf8_valid((const char *)str, (size_t)str_len)) {
+            *(is_model ? &id->model : &id->client) = (const char *)str;
+            *(is_model ? &id->model_len : &id->client_len) = (size_t)str_len;
+        } else if (is_seq && has_uint && uint <= ((uint64_t)1 << 53) - 1) {
+            id->has_seq = true;
+            id->seq = uint;
+        }
+    }
+}

@@ -66,4 +66,19 @@ typedef struct codec_path_elem_s {
 /** Writes "$.a[2].b" for elems[0..n) into buf. */
 void codec_path_format(const codec_path_elem_t *elems, size_t n, char *buf, size_t size);
 
+/* What a top-level map says about itself without being decoded: found by a shallow,
+ * allocation-free scan, so that even a request too deep, too large or cut short can
+ * be answered to its sender. Strings point into the scanned bytes. */
+typedef struct codec_identity_s {
+    const char *model, *client; /* NULL when absent, not a UTF-8 string, or not reached */
+    size_t model_len, client_len;
+    bool has_seq;
+    uint64_t seq;
+} codec_identity_t;
+
+/** Scans buf for the top-level map's "model", "client" and "seq" (a string, a
+ *  string, an unsigned integer up to 2^53-1), stopping at the first malformed or
+ *  missing byte. Linear in len; no recursion, no allocation. */
+void codec_msgpack_identify(const char *buf, size_t len, codec_identity_t *id);
+
 #endif

@@ -384,6 +384,27 @@ codec_err_t codec_request_from_value(codec_value_t *root, const char *key, size_
     return err;
 }
 
+void codec_request_identify(const char *buf, size_t len, const char *key, size_t key_len,
+                            codec_request_t *req)
+{
+    memset(req, 0, sizeof(*req));
+    codec_identity_t id;
+    codec_msgpack_identify(buf, len, &id);
+    if (key) {
+        req->model = (codec_str_t){key, key_len};
+        req->has_model = true;
+    } else if (id.model) {
+        req->model = (codec_str_t){id.model, id.model_len};
+        req->has_model = true;
+    }
+    if (id.client) {
+        req->client = (codec_str_t){id.client, id.client_len};
+        req->has_client = true;
+    }
+    req->has_seq = id.has_seq;
+    req->seq = id.seq;
+}
+
 codec_err_t codec_request_decode(const char *buf, size_t len, const char *key,
                                  size_t key_len, const codec_limits_t *limits,
                                  msgpack_zone *zone, codec_request_t *req, char *errstr,
@@ -396,11 +417,7 @@ codec_err_t codec_request_decode(const char *buf, size_t len, const char *key,
                                          errstr_size)
              : codec_msgpack_decode(buf, len, limits, &root, errstr, errstr_size);
     if (err) {
-        memset(req, 0, sizeof(*req));
-        if (key) {
-            req->model = (codec_str_t){key, key_len};
-            req->has_model = true;
-        }
+        codec_request_identify(buf, len, key, key_len, req);
         return err;
     }
     err = validate(root, zone, key, key_len, limits, req, errstr, errstr_size);

@@ -79,6 +79,12 @@ codec_err_t codec_request_decode(const char *buf, size_t len, const char *key,
                                  msgpack_zone *zone, codec_request_t *req, char *errstr,
                                  size_t errstr_size);
 
+/** Fills only the identifying fields (model, client, seq) of req from a request that
+ *  could not be decoded, by a shallow scan (codec_msgpack_identify()); key, when
+ *  given, is the model. Strings point into buf. */
+void codec_request_identify(const char *buf, size_t len, const char *key, size_t key_len,
+                            codec_request_t *req);
+
 /** Validates a decoded heap tree as a request, taking ownership of root. */
 codec_err_t codec_request_from_value(codec_value_t *root, const char *key, size_t key_len,
                                      const codec_limits_t *limits, codec_request_t *req,

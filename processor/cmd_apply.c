@@ -152,6 +152,7 @@ int processor_cmd_apply(const processor_config_t *cfg, FILE *in, FILE *out)
         .master = master,
         .history = cfg->history,
         .limits = limits,
+        .max_document_bytes = cfg->max_document_bytes,
     };
     processor_handler_t *h = processor_handler_new(&conf);
     int rc = 0;

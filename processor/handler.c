@@ -6,6 +6,7 @@
 #include <uthash.h>
 
 #include "codec/alloc.h"
+#include "codec/msgpack.h"
 #include "codec/reply.h"
 #include "codec/request.h"
 #include "state/history_mem.h"
@@ -161,11 +162,46 @@ static void handle_history(const target_t *t, uint64_t retain, const codec_reque
     codec_packed_destroy(&list);
 }
 
+static int count_bytes(void *data, const char *buf, size_t len)
+{
+    (void)buf;
+    *(size_t *)data += len;
+    return 0;
+}
+
+/* Whether applying req could take the model's document beyond max_document_bytes. The
+ * growth is at most the request's size, and only creates and updates grow it (a flush
+ * of deletes is always let through, so a full document can shrink). The exact size
+ * costs a walk of the document, so it is computed only when the cheap bound says the
+ * document may be near the limit. */
+static bool exceeds_document_limit(const processor_handler_t *h, const target_t *t,
+                                   const codec_request_t *req, size_t request_bytes,
+                                   size_t *size)
+{
+    uint64_t max = h->conf.max_document_bytes;
+    if (!max || !t->stored)
+        return false;
+    bool grows = false;
+    for (uint32_t i = 0; i < req->n_completions && !grows; i++)
+        grows = req->completions[i].command.action != CODEC_ACTION_DELETE;
+    if (!grows)
+        return false;
+    *size = state_model_document_bound(t->stored);
+    if (*size + request_bytes <= max)
+        return false;
+    *size = 0;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, size, count_bytes);
+    codec_msgpack_pack_value(&pk, state_master_document(t->master));
+    return *size + request_bytes > max;
+}
+
 /* Applies a flush; with a store, checks the client's seq first so that a retried flush
  * is answered again instead of applied twice. */
 static void handle_flush(processor_handler_t *h, const target_t *t,
-                         const codec_request_t *req, int64_t offset, msgpack_packer *pk,
-                         const codec_reply_to_t *to, processor_output_t *out)
+                         const codec_request_t *req, size_t request_bytes, int64_t offset,
+                         msgpack_packer *pk, const codec_reply_to_t *to,
+                         processor_output_t *out)
 {
     state_apply_t *a = &h->apply;
     state_apply_reset(a);
@@ -206,6 +242,16 @@ static void handle_flush(processor_handler_t *h, const target_t *t,
             break;
         }
     }
+    size_t size;
+    if (exceeds_document_limit(h, t, req, request_bytes, &size)) {
+        char msg[200];
+        snprintf(msg, sizeof(msg),
+                 "the document (%zu bytes) could grow beyond --max-document-bytes %llu "
+                 "with this flush of %zu bytes",
+                 size, (unsigned long long)h->conf.max_document_bytes, request_bytes);
+        reject(out, pk, to, CODEC_ERR_TOO_LARGE, msg);
+        return;
+    }
     state_master_apply(t->master, req, &t->history, a);
     if (t->stored)
         state_model_flushed(h->conf.store, t->stored, req->client.ptr, req->client.len,
@@ -240,16 +286,14 @@ void processor_handler_refuse(processor_handler_t *h, const char *key, size_t ke
                               const char *value, size_t value_len, codec_err_t err,
                               const char *message, processor_output_t *out)
 {
+    (void)h;
     codec_request_t req;
-    char errstr[512];
     msgpack_packer pk;
     msgpack_packer_init(&pk, &out->reply, msgpack_sbuffer_write);
-    codec_request_decode(value, value_len, key, key_len, &h->conf.limits, h->zone, &req,
-                         errstr, sizeof(errstr));
+    /* Only a shallow scan: the record may be too large to decode. */
+    codec_request_identify(value, value_len, key, key_len, &req);
     codec_reply_to_t to = reply_to(&req, out);
     reject(out, &pk, &to, err, message);
-    codec_request_clear(&req);
-    msgpack_zone_clear(h->zone);
 }
 
 void processor_handler_handle(processor_handler_t *h, int32_t partition, int64_t offset,
@@ -289,7 +333,7 @@ void processor_handler_handle(processor_handler_t *h, int32_t partition, int64_t
 
     switch (req.type) {
     case CODEC_REQUEST_FLUSH:
-        handle_flush(h, &t, &req, offset, &pk, &to, out);
+        handle_flush(h, &t, &req, value_len, offset, &pk, &to, out);
         break;
     case CODEC_REQUEST_SNAPSHOT:
         codec_reply_pack_snapshot(&pk, &to, state_master_command_count(t.master),

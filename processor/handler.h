@@ -19,6 +19,8 @@ typedef struct processor_handler_conf_s {
     uint64_t history;                      /* commands of history kept per model */
     const codec_value_t *initial_document; /* new models start from a copy; NULL = {} */
     codec_limits_t limits;
+    uint64_t max_document_bytes; /* with a store: a flush that could grow a document
+                                  * beyond this (as msgpack) is refused; 0 = none */
     bool changes; /* pack a change record for each applied flush (the Kafka processor) */
 } processor_handler_conf_t;
 
@@ -54,7 +56,8 @@ void processor_handler_handle(processor_handler_t *h, int32_t partition, int64_t
                               size_t value_len, processor_output_t *out);
 
 /** Refuses a record for a reason found outside its value (err, message): out gets an
- *  error reply addressed to whatever client and seq the value names. */
+ *  error reply addressed to whatever client and seq a shallow scan of the value finds
+ *  (the value is not decoded: it may be too large to). */
 void processor_handler_refuse(processor_handler_t *h, const char *key, size_t key_len,
                               const char *value, size_t value_len, codec_err_t err,
                               const char *message, processor_output_t *out);

@@ -123,6 +123,10 @@ const processor_option_t processor_options[] = {
     {"max-path-length", PROCESSOR_OPT_UINT, XSTR(CODEC_DEFAULT_MAX_PATH_LENGTH), NULL, 1,
      1000, OFF(max_path_length), PROCESSOR_CMD_APPLYING, 0,
      "Most elements accepted in one command path."},
+    {"max-document-bytes", PROCESSOR_OPT_UINT, "67108864", NULL, 1024, UINT64_MAX,
+     OFF(max_document_bytes), PROCESSOR_CMD_APPLYING, 0,
+     "Largest a model's document may grow (as msgpack): a flush of creates or updates "
+     "that could take it beyond is refused (too_large); deletes always pass."},
     {"max-record-bytes", PROCESSOR_OPT_UINT, "1048576", NULL, 64, UINT32_MAX,
      OFF(max_record_bytes), PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV, 0,
      "Largest request record value accepted (larger ones are dead-lettered)."},

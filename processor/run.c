@@ -488,7 +488,7 @@ static bool process_record(part_t *p, const rd_kafka_message_t *m,
     } else if (m->len > r->cfg->max_record_bytes) {
         snprintf(why, sizeof(why), "the record value of %zu bytes exceeds %llu", m->len,
                  (unsigned long long)r->cfg->max_record_bytes);
-        processor_handler_refuse(p->handler, m->key, m->key_len, NULL, 0,
+        processor_handler_refuse(p->handler, m->key, m->key_len, value, m->len,
                                  CODEC_ERR_TOO_LARGE, why, out);
     } else if ((expected = processor_key_partition(
                     r->cfg->partitioner, m->key, m->key_len, r->partition_count)) >= 0 &&
@@ -510,6 +510,10 @@ static bool process_record(part_t *p, const rd_kafka_message_t *m,
         return false;
     }
     atomic_fetch_add(&r->records, 1);
+    LOG_DEBUG("partition %d offset %lld model \"%.*s\": %zu bytes -> %s", p->id,
+              (long long)m->offset, (int)(m->key_len > 60 ? 60 : m->key_len),
+              m->key ? (const char *)m->key : "", m->len,
+              out->error ? codec_err_name(out->error) : "ok");
     if (out->error) {
         atomic_fetch_add(&r->errors, 1);
         LOG_WARN("partition %d offset %lld model \"%.*s\": %s: %s", p->id,
@@ -764,6 +768,7 @@ static void prepare(part_t *p)
             .master = processor_master_conf(r->cfg),
             .history = r->cfg->history,
             .limits = r->limits,
+            .max_document_bytes = r->cfg->max_document_bytes,
             .changes = true,
         };
         p->handler = processor_handler_new(&hc);
@@ -1229,6 +1234,12 @@ int processor_run(const processor_config_t *cfg, const char *bootstrap_servers,
             "processing %s (%d partitions) in group %s with %zu threads; state in %s",
             cfg->flushes_topic, r->partition_count, cfg->group_id, r->worker_count,
             state_dir);
+        LOG_DEBUG("limits: record %llu bytes, document %llu bytes, %u completions, depth "
+                  "%u, path %u, string %u bytes",
+                  (unsigned long long)cfg->max_record_bytes,
+                  (unsigned long long)cfg->max_document_bytes, r->limits.max_completions,
+                  r->limits.max_depth, r->limits.max_path_length,
+                  r->limits.max_string_bytes);
         double last = now_s(), last_stats = last;
         uint64_t last_records = 0;
         while (!*stop && !atomic_load(&r->fatal)) {

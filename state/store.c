@@ -519,6 +519,11 @@ state_model_t *state_store_model(state_store_t *s, int32_t partition, const char
     return m;
 }
 
+size_t state_model_document_bound(const state_model_t *m)
+{
+    return m->snapshot_bytes + m->history_bytes_since;
+}
+
 state_master_t *state_model_master(state_model_t *m)
 {
     return m->master;

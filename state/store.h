@@ -53,6 +53,10 @@ state_master_t *state_model_master(state_model_t *m);
 /** The model's history provider (recent commands, in memory). */
 state_history_t state_model_history(state_model_t *m);
 
+/** An upper bound on the size of the model's document as msgpack: its stored
+ *  snapshot plus every command applied since (O(1); exact right after a snapshot). */
+size_t state_model_document_bound(const state_model_t *m);
+
 /* What a client's last applied flush was, to recognise a retry. */
 typedef enum state_seq_e {
     STATE_SEQ_NEW,       /* greater than the last applied: apply */

@@ -198,3 +198,74 @@ Test(codec_msgpack, utf8_sanitize_replaces_only_bad_bytes)
     codec_utf8_sanitize(s, 5);
     cr_assert_str_eq(s, "ok\xc3\xa9?");
 }
+
+/* {"client":"c1","deep":[[[...10,000 levels...]]],"seq":7} */
+Test(codec_msgpack, identify_finds_the_sender_past_what_cannot_be_decoded)
+{
+    size_t depth = 10000, len = 0;
+    char *buf = malloc(depth + 64);
+    memcpy(buf,
+           "\x83\xa6"
+           "client"
+           "\xa2"
+           "c1"
+           "\xa4"
+           "deep",
+           15);
+    len = 15;
+    memset(buf + len, 0x91, depth); /* [[[...1]]] */
+    len += depth;
+    buf[len++] = 0x01;
+    memcpy(buf + len,
+           "\xa3"
+           "seq"
+           "\x07",
+           5);
+    len += 5;
+    codec_identity_t id;
+    codec_msgpack_identify(buf, len, &id);
+    cr_assert_eq(id.client_len, 2);
+    cr_assert_eq(memcmp(id.client, "c1", 2), 0);
+    cr_assert(id.has_seq);
+    cr_assert_eq(id.seq, 7);
+    cr_assert_null(id.model);
+
+    codec_msgpack_identify(buf, 40, &id); /* cut short inside "deep": the client stands */
+    cr_assert_not_null(id.client);
+    cr_assert(!id.has_seq);
+    free(buf);
+}
+
+Test(codec_msgpack, identify_stops_at_lies_and_wrong_types)
+{
+    codec_identity_t id;
+    /* {"x": array32 claiming 2^32-1 elements, "client":"c"} */
+    const char lie[] = "\x82\xa1x\xdd\xff\xff\xff\xff\xa6"
+                       "client"
+                       "\xa1"
+                       "c";
+    codec_msgpack_identify(lie, sizeof(lie) - 1, &id);
+    cr_assert_null(id.client, "nothing after a count larger than the input");
+
+    /* {"client":5,"seq":2^53,"model":"\xff"} */
+    const char wrong[] = "\x83\xa6"
+                         "client"
+                         "\x05\xa3"
+                         "seq"
+                         "\xcf\x00\x20\x00\x00\x00\x00"
+                         "\x00\x00\xa5"
+                         "model"
+                         "\xa1\xff";
+    codec_msgpack_identify(wrong, sizeof(wrong) - 1, &id);
+    cr_assert_null(id.client);
+    cr_assert(!id.has_seq, "seq beyond 2^53-1");
+    cr_assert_null(id.model, "not UTF-8");
+
+    codec_msgpack_identify("\x92\xa6"
+                           "client\xa1"
+                           "c",
+                           10, &id);
+    cr_assert_null(id.client, "not a map");
+    codec_msgpack_identify("", 0, &id);
+    cr_assert_null(id.client);
+}

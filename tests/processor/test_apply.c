@@ -316,3 +316,32 @@ Test(processor_apply, inspect_lists_and_prints_what_apply_stored)
         "\"action\":\"update\",\"path\":[\"1\"],\"props\":{\"t\":\"y\"}}}}");
     free(history);
 }
+
+Test(processor_apply, a_document_stops_growing_at_its_limit_but_can_shrink)
+{
+    load("--max-document-bytes", "1100");
+    /* Each flush creates an item of ~400 bytes: two fit, the third could not. */
+    char input[4096] = "";
+    size_t off = 0;
+    for (int i = 0; i < 3; i++)
+        off += (size_t)snprintf(
+            input + off, sizeof(input) - off,
+            "{\"type\":\"flush\",\"model\":\"m\",\"client\":\"c\",\"seq\":%d,"
+            "\"from\":%d,\"completions\":[{\"command\":{\"action\":"
+            "\"create\",\"props\":{\"text\":\"%0400d\"}},\"createdId\":"
+            "\"i%d\"}]}\n",
+            i + 1, i, i, i);
+    snprintf(
+        input + off, sizeof(input) - off,
+        "{\"type\":\"flush\",\"model\":\"m\",\"client\":\"c\",\"seq\":4,\"from\":2,"
+        "\"completions\":[{\"command\":{\"action\":\"detete\",\"path\":[\"i0\"]}}]}\n");
+    char *out = run(input);
+    codec_value_t *third = line(out, 2);
+    cr_assert_str_eq(error_code(third), "too_large");
+    codec_value_destroy(third);
+    codec_value_t *shrink = line(out, 3);
+    cr_assert_str_eq(codec_map_get(shrink, "type", 4)->u.str.ptr, "flushResult",
+                     "a delete passes when the document is full");
+    codec_value_destroy(shrink);
+    free(out);
+}

@@ -55,18 +55,36 @@ static void instance_start(instance_t *in, const char *name, const char *const *
     snprintf(in->state_dir, sizeof(in->state_dir), "%s/%s", dir, name);
     /* The mock cluster forgets a member that left only when its session times out:
      * a short session lets the next instance join soon. */
-    const char *argv[32] = {
-        "--bootstrap-servers",  bootstrap,    "--ids",
-        "sequential",           "--threads",  "2",
-        "--max-record-bytes",   "4096",       "-X",
-        "fetch.wait.max.ms=10", "-X",         "session.timeout.ms=6000",
-        "--state-dir",          in->state_dir};
-    int argc = 14;
+    const char *argv[40] = {"--bootstrap-servers",
+                            bootstrap,
+                            "--ids",
+                            "sequential",
+                            "--threads",
+                            "2",
+                            "--max-record-bytes",
+                            "4096",
+                            "--max-completions",
+                            "4",
+                            "--max-depth",
+                            "8",
+                            "--max-path-length",
+                            "4",
+                            "--max-string-bytes",
+                            "256",
+                            "--max-document-bytes",
+                            "2048",
+                            "-X",
+                            "fetch.wait.max.ms=10",
+                            "-X",
+                            "session.timeout.ms=6000",
+                            "--state-dir",
+                            in->state_dir};
+    int argc = 24;
     if (getenv("TEST_KAFKA_DEBUG")) {
         argv[argc++] = "-X";
         argv[argc++] = getenv("TEST_KAFKA_DEBUG");
     }
-    for (; extra && *extra && argc < 30; extra++)
+    for (; extra && *extra && argc < 38; extra++)
         argv[argc++] = *extra;
     char errstr[512];
     cr_assert_eq(processor_config_load(&in->cfg, PROCESSOR_CMD_RUN, "run", argc,
@@ -513,9 +531,40 @@ Test(kafka, bad_records_get_an_error_reply_and_a_dead_letter)
                      "\"pad\":\"");
     memset(big + n, 'x', sizeof(big) - (size_t)n - 3);
     memcpy(big + sizeof(big) - 3, "\"}", 3);
+    static char long_string[600], doc_flush[2][2600];
+    n = snprintf(long_string, sizeof(long_string),
+                 "{\"type\":\"snapshot\",\"client\":\"bad-string\",\"seq\":1,\"x\":\"");
+    memset(long_string + n, 'y', 300);
+    strcpy(long_string + n + 300, "\"}");
+    /* Two flushes of ~1.5 KB of props each: the first fits under --max-document-bytes
+     * 2048, the second would not. */
+    for (int f = 0; f < 2; f++) {
+        n = snprintf(doc_flush[f], sizeof(doc_flush[f]),
+                     "{\"type\":\"flush\",\"client\":\"filler\",\"seq\":%d,\"from\":%d,"
+                     "\"completions\":[{\"command\":{\"action\":\"create\",\"props\":{",
+                     f + 1, f);
+        for (int k = 0; k < 7; k++)
+            n += snprintf(doc_flush[f] + n, sizeof(doc_flush[f]) - (size_t)n,
+                          "%s\"k%d\":\"%0200d\"", k ? "," : "", k, k);
+        snprintf(doc_flush[f] + n, sizeof(doc_flush[f]) - (size_t)n,
+                 "}},\"createdId\":\"f%d\"}]}", f);
+    }
     const bad_case_t cases[] = {
         {"reserved byte", "m1", -1, NULL, "\xc1", 1, "reserved_byte", NULL},
         {"truncated", "m1", -1, NULL, "\x83\xa4type\xa5", 7, "truncated", NULL},
+        /* {"client":"bad-cut","seq":1,"type":"fl (cut short): still answered. */
+        {"truncated after the client", "m1", -1, NULL,
+         "\x83\xa6"
+         "client"
+         "\xa7"
+         "bad-cut"
+         "\xa3"
+         "seq"
+         "\x01\xa4"
+         "type"
+         "\xa5"
+         "fl",
+         29, "truncated", "bad-cut"},
         {"trailing bytes", "m1", -1, NULL, "\x80\x80", 2, "trailing_bytes", NULL},
         {"unknown type", "m1", -1,
          "{\"type\":\"nope\",\"client\":\"bad-type\",\"seq\":1}", NULL, 0, "unknown_type",
@@ -533,8 +582,35 @@ Test(kafka, bad_records_get_an_error_reply_and_a_dead_letter)
          "\"completions\":"
          "[{\"command\":{\"action\":\"explode\",\"path\":[]}}]}",
          NULL, 0, "unknown_action", "bad-action"},
-        {"too large", "m1", -1, big, NULL, 0, "too_large", NULL},
+        {"too large", "m1", -1, big, NULL, 0, "too_large", "bad-big"},
+        {"no client", "m1", -1, "{\"type\":\"snapshot\",\"seq\":1}", NULL, 0,
+         "missing_field", NULL},
+        {"too many completions", "m1", -1,
+         "{\"type\":\"flush\",\"client\":\"bad-many\",\"seq\":1,\"from\":0,"
+         "\"completions\":[{\"command\":{\"action\":\"detete\",\"path\":[\"a\"]}},"
+         "{\"command\":{\"action\":\"detete\",\"path\":[\"a\"]}},{\"command\":{"
+         "\"action\":\"detete\",\"path\":[\"a\"]}},{\"command\":{\"action\":"
+         "\"detete\",\"path\":[\"a\"]}},{\"command\":{\"action\":\"detete\","
+         "\"path\":[\"a\"]}}]}",
+         NULL, 0, "too_large", "bad-many"},
+        {"too deep", "m1", -1,
+         "{\"type\":\"flush\",\"client\":\"bad-deep\",\"seq\":1,\"from\":0,"
+         "\"completions\":[{\"command\":{\"action\":\"create\",\"props\":{\"a\":"
+         "{\"a\":{\"a\":{\"a\":{\"a\":{\"a\":1}}}}}}}}]}",
+         NULL, 0, "too_deep", "bad-deep"},
+        {"path too long", "m1", -1,
+         "{\"type\":\"flush\",\"client\":\"bad-path\",\"seq\":1,\"from\":0,"
+         "\"completions\":[{\"command\":{\"action\":\"update\",\"path\":[\"a\","
+         "\"b\",\"c\",\"d\",\"e\"],\"props\":{}}}]}",
+         NULL, 0, "too_large", "bad-path"},
+        {"string too long", "m1", -1, long_string, NULL, 0, "too_large", "bad-string"},
+        {"document too large", "big", -1, doc_flush[1], NULL, 0, "too_large", "filler"},
     };
+    send_json("big", doc_flush[0], NULL);
+    codec_value_t *first = decode(await_record("flushout.replies", "filler", 1));
+    char tbuf[32];
+    cr_assert_str_eq(str_field(first, "type", tbuf, sizeof(tbuf)), "flushResult");
+    codec_value_destroy(first);
     int32_t home = partition_of("m1");
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const bad_case_t *bc = &cases[i];
@@ -597,7 +673,8 @@ Test(kafka, bad_records_get_an_error_reply_and_a_dead_letter)
             cr_assert_null(dl->key);
 
         if (bc->client) {
-            codec_value_t *r = decode(await_record("flushout.replies", bc->client, 1));
+            int64_t seq = !strcmp(bc->client, "filler") ? 2 : 1;
+            codec_value_t *r = decode(await_record("flushout.replies", bc->client, seq));
             cr_assert_str_eq(str_field(r, "type", buf, sizeof(buf)), "error");
             cr_assert_str_eq(
                 str_field(codec_map_get(r, "error", 5), "code", buf, sizeof(buf)),
@@ -731,6 +808,47 @@ Test(kafka, two_instances_given_the_same_input_publish_identical_changes)
     cr_assert_str_eq(dump_a, dump_b, "byte for byte, partition by partition");
     free(dump_a);
     free(dump_b);
+    /* And both answered every flush with the same bytes. */
+    for (int seq = 1; seq <= 4; seq++)
+        for (int c = 1; c <= 2; c++) {
+            char client[8];
+            snprintf(client, sizeof(client), "c%d", c);
+            for (int m = 0; m < 6; m++) {
+                char model[16], buf[16];
+                snprintf(model, sizeof(model), "det-%d", m);
+                const got_t *first = NULL;
+                int copies = 0;
+                deadline = now_ms() + WAIT_MS;
+                while (copies < 2 && now_ms() < deadline) {
+                    copies = 0;
+                    first = NULL;
+                    for (size_t j = 0; j < got_len; j++) {
+                        if (strcmp(got[j].topic, "flushout.replies"))
+                            continue;
+                        codec_value_t *v = decode(&got[j]);
+                        bool match =
+                            !strcmp(str_field(v, "client", buf, sizeof(buf)), client) &&
+                            !strcmp(str_field(v, "model", buf, sizeof(buf)), model) &&
+                            int_field(v, "seq") == seq;
+                        codec_value_destroy(v);
+                        if (!match)
+                            continue;
+                        if (first)
+                            cr_assert(
+                                first->len == got[j].len &&
+                                    !memcmp(first->value, got[j].value, got[j].len),
+                                "%s %s seq %d: the two instances replied differently",
+                                model, client, seq);
+                        first = first ? first : &got[j];
+                        copies++;
+                    }
+                    if (copies < 2)
+                        pump(50);
+                }
+                cr_assert_eq(copies, 2, "%s %s seq %d: one reply from each instance",
+                             model, client, seq);
+            }
+        }
     instance_stop(&a);
     instance_stop(&b);
 }
