@@ -74,6 +74,15 @@ codec_value_t *processor_read_document(const char *path, const codec_limits_t *l
     return doc;
 }
 
+void processor_print_json(FILE *out, const codec_value_t *v)
+{
+    size_t len;
+    char *json = codec_json_encode(v, &len);
+    fwrite(json, 1, len, out);
+    fputc('\n', out);
+    free(json);
+}
+
 codec_limits_t processor_limits(const processor_config_t *cfg)
 {
     return (codec_limits_t){
@@ -115,11 +124,7 @@ static void write_json(FILE *out, const char *msgpack, size_t len)
         fprintf(stderr, "apply: internal error re-reading a reply: %s\n", err);
         abort();
     }
-    size_t jlen;
-    char *json = codec_json_encode(v, &jlen);
-    fwrite(json, 1, jlen, out);
-    fputc('\n', out);
-    free(json);
+    processor_print_json(out, v);
     codec_value_destroy(v);
 }
 

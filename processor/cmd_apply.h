@@ -21,6 +21,9 @@ state_store_conf_t processor_store_conf(const processor_config_t *cfg, const cha
 codec_value_t *processor_read_document(const char *path, const codec_limits_t *limits,
                                        char *errstr, size_t errstr_size);
 
+/** Writes v as one line of JSON. */
+void processor_print_json(FILE *out, const codec_value_t *v);
+
 /** Reads NDJSON requests from in, writes one NDJSON reply per request to out.
  *  @returns the process exit code. */
 int processor_cmd_apply(const processor_config_t *cfg, FILE *in, FILE *out);

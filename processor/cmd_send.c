@@ -6,6 +6,7 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include "cmd_apply.h"
 #include "codec/json.h"
 #include "codec/msgpack.h"
 #include "kafka.h"
@@ -53,12 +54,8 @@ static int await_reply(sender_t *s, const char *model, const char *client, uint6
         }
         rd_kafka_message_destroy(m);
         if (ours) {
-            size_t len;
-            char *json = codec_json_encode(v, &len);
-            fwrite(json, 1, len, out);
-            fputc('\n', out);
+            processor_print_json(out, v);
             fflush(out);
-            free(json);
         }
         codec_value_destroy(v);
         if (ours)

@@ -253,6 +253,37 @@ static int load_file(processor_config_t *cfg, unsigned command, const char *path
     return rc;
 }
 
+/* What each command does, for its --help. */
+static const char *command_summary(unsigned command)
+{
+    switch (command) {
+    case PROCESSOR_CMD_APPLY:
+        return "Reads NDJSON requests from stdin and writes one NDJSON reply per request "
+               "to "
+               "stdout, keeping state in the RocksDB store in --state-dir. Offline: no "
+               "Kafka.";
+    case PROCESSOR_CMD_INSPECT:
+        return "Lists what a state store holds as JSON lines, or prints one model's "
+               "snapshot (--model) or history (--history-of).";
+    case PROCESSOR_CMD_RUN:
+        return "The stream processor: consumes the flushes topic in consumer group "
+               "--group-id, applies each model's flushes in order, and produces replies, "
+               "change records and dead letters. Stops cleanly on SIGTERM or SIGINT.";
+    case PROCESSOR_CMD_DEV:
+        return "Starts an embedded Kafka-protocol broker (librdkafka's mock cluster) "
+               "with "
+               "the topics created, prints bootstrap.servers=HOST:PORT,... as its first "
+               "line, and runs the processor on it until SIGTERM or SIGINT. The broker "
+               "keeps everything in memory and loses it at exit: it is for development "
+               "and tests only.";
+    default:
+        return "Sends a request given as JSON (or, with -, each NDJSON line of stdin) "
+               "and "
+               "prints the matching reply as JSON. Exits 1 if a reply does not come "
+               "within --timeout-ms.";
+    }
+}
+
 /* Prints text word-wrapped to 80 columns, each line indented by 6. */
 static void print_wrapped(FILE *fp, const char *text)
 {
@@ -319,7 +350,11 @@ int processor_config_load(processor_config_t *cfg, unsigned command,
     /* --config first, wherever it is, so the command line still overrides it. */
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            printf("Usage: flushout-processor %s [options]\n", command_name);
+            printf("Usage: flushout-processor %s %s\n\n", command_name,
+                   command == PROCESSOR_CMD_SEND ? "[options] REQUEST_JSON|-"
+                                                 : "[options]");
+            print_wrapped(stdout, command_summary(command));
+            printf("\n");
             processor_options_usage(stdout, command);
             return 1;
         }

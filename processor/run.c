@@ -169,6 +169,12 @@ static part_t *part_get(runner_t *r, int32_t id)
     return r->parts[id];
 }
 
+/* The partition's state, or NULL if it was never assigned here. */
+static part_t *part_find(const runner_t *r, int32_t id)
+{
+    return id >= 0 && (size_t)id < r->parts_cap ? r->parts[id] : NULL;
+}
+
 static void part_drop_queue(part_t *p)
 {
     for (size_t i = 0; i < p->queue_len; i++)
@@ -539,6 +545,18 @@ static bool process_record(part_t *p, const rd_kafka_message_t *m,
     return true;
 }
 
+/* Pauses or resumes fetching the partition's records. */
+static void set_fetching(part_t *p, bool on)
+{
+    rd_kafka_topic_partition_list_t *l =
+        one_partition(p->r->cfg->flushes_topic, p->id, RD_KAFKA_OFFSET_INVALID);
+    if (on)
+        rd_kafka_resume_partitions(p->r->consumer, l);
+    else
+        rd_kafka_pause_partitions(p->r->consumer, l);
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
 /* Marks the partition failed: it is paused and no longer processed until it is
  * assigned again (a restart, or a rebalance). */
 static void part_fail(part_t *p)
@@ -547,10 +565,7 @@ static void part_fail(part_t *p)
     p->failed = true;
     part_drop_queue(p);
     pthread_mutex_unlock(&p->lock);
-    rd_kafka_topic_partition_list_t *l =
-        one_partition(p->r->cfg->flushes_topic, p->id, RD_KAFKA_OFFSET_INVALID);
-    rd_kafka_pause_partitions(p->r->consumer, l);
-    rd_kafka_topic_partition_list_destroy(l);
+    set_fetching(p, false);
 }
 
 /* Adds the delivered outbox ids and the changes position to the store's batch. */
@@ -856,7 +871,6 @@ static void prepare(part_t *p)
 
 static void run_step(part_t *p)
 {
-    runner_t *r = p->r;
     pthread_mutex_lock(&p->lock);
     p->scheduled = false;
     if (!p->assigned || p->failed) {
@@ -890,10 +904,7 @@ static void run_step(part_t *p)
         schedule(p);
     if (p->paused && p->ready && !p->failed && p->queue_bytes < QUEUE_PAUSE_BYTES / 2) {
         p->paused = false;
-        rd_kafka_topic_partition_list_t *l =
-            one_partition(r->cfg->flushes_topic, p->id, RD_KAFKA_OFFSET_INVALID);
-        rd_kafka_resume_partitions(r->consumer, l);
-        rd_kafka_topic_partition_list_destroy(l);
+        set_fetching(p, true);
     }
     pthread_cond_broadcast(&p->idle);
     pthread_mutex_unlock(&p->lock);
@@ -923,11 +934,11 @@ static void *worker_main(void *opaque)
 
 static void dispatch(runner_t *r, rd_kafka_message_t *m)
 {
-    if ((size_t)m->partition >= r->parts_cap || !r->parts[m->partition]) {
+    part_t *p = part_find(r, m->partition);
+    if (!p) {
         rd_kafka_message_destroy(m);
         return;
     }
-    part_t *p = r->parts[m->partition];
     pthread_mutex_lock(&p->lock);
     /* Before the partition is ready nothing is accepted (it seeks to its start then);
      * after a seek, records before the expected offset may come again. */
@@ -946,10 +957,7 @@ static void dispatch(runner_t *r, rd_kafka_message_t *m)
     schedule(p);
     if (!p->paused && p->queue_bytes > QUEUE_PAUSE_BYTES) {
         p->paused = true;
-        rd_kafka_topic_partition_list_t *l =
-            one_partition(r->cfg->flushes_topic, p->id, RD_KAFKA_OFFSET_INVALID);
-        rd_kafka_pause_partitions(r->consumer, l);
-        rd_kafka_topic_partition_list_destroy(l);
+        set_fetching(p, false);
     }
     pthread_mutex_unlock(&p->lock);
 }
@@ -1037,9 +1045,7 @@ static void revoke_partitions(runner_t *r, rd_kafka_topic_partition_list_t *part
                               bool lost)
 {
     for (int i = 0; i < parts->cnt; i++) {
-        if ((size_t)parts->elems[i].partition >= r->parts_cap)
-            continue;
-        part_t *p = r->parts[parts->elems[i].partition];
+        part_t *p = part_find(r, parts->elems[i].partition);
         if (!p)
             continue;
         pthread_mutex_lock(&p->lock);
@@ -1056,9 +1062,7 @@ static void revoke_partitions(runner_t *r, rd_kafka_topic_partition_list_t *part
                  "outbox and are produced again when the partition comes back",
                  FLUSH_TIMEOUT_MS);
     for (int i = 0; i < parts->cnt; i++) {
-        if ((size_t)parts->elems[i].partition >= r->parts_cap)
-            continue;
-        part_t *p = r->parts[parts->elems[i].partition];
+        part_t *p = part_find(r, parts->elems[i].partition);
         if (!p)
             continue;
         if (p->store && !p->failed) {
@@ -1075,10 +1079,9 @@ static void revoke_partitions(runner_t *r, rd_kafka_topic_partition_list_t *part
     if (!lost)
         commit_offsets(r, parts);
     for (int i = 0; i < parts->cnt; i++) {
-        if ((size_t)parts->elems[i].partition >= r->parts_cap ||
-            !r->parts[parts->elems[i].partition])
+        part_t *p = part_find(r, parts->elems[i].partition);
+        if (!p)
             continue;
-        part_t *p = r->parts[parts->elems[i].partition];
         pthread_mutex_lock(&p->lock);
         if (p->assigned)
             atomic_fetch_sub(&r->assigned_count, 1);
@@ -1155,6 +1158,33 @@ static int check_topics(runner_t *r, char *errstr, size_t errstr_size)
     return 0;
 }
 
+/* The producer or the group consumer, with the runner's callbacks. */
+static rd_kafka_t *new_client(runner_t *r, processor_kafka_role_t role, char *errstr,
+                              size_t errstr_size)
+{
+    rd_kafka_conf_t *conf =
+        processor_kafka_conf(r->cfg, r->bootstrap, role, errstr, errstr_size);
+    if (!conf)
+        return NULL;
+    bool producer = role == PROCESSOR_KAFKA_PRODUCER;
+    if (producer)
+        rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
+    else
+        rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    rd_kafka_conf_set_log_cb(conf, on_log);
+    rd_kafka_conf_set_error_cb(conf, on_error);
+    rd_kafka_conf_set_opaque(conf, r);
+    char why[256];
+    rd_kafka_t *rk = rd_kafka_new(producer ? RD_KAFKA_PRODUCER : RD_KAFKA_CONSUMER, conf,
+                                  why, sizeof(why));
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        snprintf(errstr, errstr_size, "creating the %s: %s",
+                 producer ? "producer" : "consumer", why);
+    }
+    return rk;
+}
+
 int processor_run(const processor_config_t *cfg, const char *bootstrap_servers,
                   const char *state_dir, volatile sig_atomic_t *stop)
 {
@@ -1180,37 +1210,12 @@ int processor_run(const processor_config_t *cfg, const char *bootstrap_servers,
         goto out;
     }
 
-    rd_kafka_conf_t *pconf = processor_kafka_conf(
-        cfg, bootstrap_servers, PROCESSOR_KAFKA_PRODUCER, errstr, sizeof(errstr));
-    if (!pconf) {
+    if (!(r->producer =
+              new_client(r, PROCESSOR_KAFKA_PRODUCER, errstr, sizeof(errstr))) ||
+        check_topics(r, errstr, sizeof(errstr)) ||
+        !(r->consumer =
+              new_client(r, PROCESSOR_KAFKA_CONSUMER, errstr, sizeof(errstr)))) {
         LOG_ERROR("%s", errstr);
-        goto out;
-    }
-    rd_kafka_conf_set_dr_msg_cb(pconf, on_delivery);
-    rd_kafka_conf_set_log_cb(pconf, on_log);
-    rd_kafka_conf_set_error_cb(pconf, on_error);
-    rd_kafka_conf_set_opaque(pconf, r);
-    if (!(r->producer = rd_kafka_new(RD_KAFKA_PRODUCER, pconf, errstr, sizeof(errstr)))) {
-        LOG_ERROR("creating the producer: %s", errstr);
-        goto out;
-    }
-    if (check_topics(r, errstr, sizeof(errstr))) {
-        LOG_ERROR("%s", errstr);
-        goto out;
-    }
-
-    rd_kafka_conf_t *cconf = processor_kafka_conf(
-        cfg, bootstrap_servers, PROCESSOR_KAFKA_CONSUMER, errstr, sizeof(errstr));
-    if (!cconf) {
-        LOG_ERROR("%s", errstr);
-        goto out;
-    }
-    rd_kafka_conf_set_rebalance_cb(cconf, on_rebalance);
-    rd_kafka_conf_set_log_cb(cconf, on_log);
-    rd_kafka_conf_set_error_cb(cconf, on_error);
-    rd_kafka_conf_set_opaque(cconf, r);
-    if (!(r->consumer = rd_kafka_new(RD_KAFKA_CONSUMER, cconf, errstr, sizeof(errstr)))) {
-        LOG_ERROR("creating the consumer: %s", errstr);
         goto out;
     }
     rd_kafka_poll_set_consumer(r->consumer);

@@ -538,13 +538,25 @@ static char *document_json(const char *id)
     return json;
 }
 
-Test(state_store, change_records_rebuild_a_model_elsewhere)
+/* From now on, flush() records change records into recorded[n]. */
+static void record_changes(change_t *recorded, int n)
 {
-    change_t recorded[8];
-    for (int i = 0; i < 8; i++)
+    for (int i = 0; i < n; i++)
         msgpack_sbuffer_init(&recorded[i].value);
     changes = recorded;
     change_count = 0;
+}
+
+static void free_changes(change_t *recorded, int n)
+{
+    for (int i = 0; i < n; i++)
+        msgpack_sbuffer_destroy(&recorded[i].value);
+}
+
+Test(state_store, change_records_rebuild_a_model_elsewhere)
+{
+    change_t recorded[8];
+    record_changes(recorded, 8);
     open_store();
     flush_creates("m", "alice", 1, 2);
     flush("m", "bob", 7,
@@ -591,17 +603,13 @@ Test(state_store, change_records_rebuild_a_model_elsewhere)
     cr_assert(strstr(errstr, "not a change record"), "%s", errstr);
     free(rebuilt);
     free(expected);
-    for (int i = 0; i < 8; i++)
-        msgpack_sbuffer_destroy(&recorded[i].value);
+    free_changes(recorded, 8);
 }
 
 Test(state_store, a_gap_in_change_records_is_refused)
 {
     change_t recorded[4];
-    for (int i = 0; i < 4; i++)
-        msgpack_sbuffer_init(&recorded[i].value);
-    changes = recorded;
-    change_count = 0;
+    record_changes(recorded, 4);
     open_store();
     flush_creates("m", "alice", 1, 1);
     flush_creates("m", "alice", 2, 1);
@@ -614,6 +622,5 @@ Test(state_store, a_gap_in_change_records_is_refused)
                                           sizeof(errstr)),
                  STATE_CHANGE_FAILED);
     cr_assert(strstr(errstr, "change records are missing"), "%s", errstr);
-    for (int i = 0; i < 4; i++)
-        msgpack_sbuffer_destroy(&recorded[i].value);
+    free_changes(recorded, 4);
 }
