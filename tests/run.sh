@@ -36,9 +36,9 @@ echo "== build and test under ASan + UBSan"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     run_suite build-asan -DCMAKE_BUILD_TYPE=Debug -DFLUSHOUT_SANITIZE=ON
 
-echo "== fuzz for a bounded ${FUZZ_SECONDS:-20} s per target (tests/fuzz/run.sh for longer)"
-tests/fuzz/run.sh "${FUZZ_SECONDS:-20}" fuzz_request
-tests/fuzz/run.sh "${FUZZ_SECONDS:-20}" fuzz_store
+echo "== fuzz for a bounded ${FUZZ_SECONDS:-60} s per target (tests/fuzz/run.sh for longer)"
+tests/fuzz/run.sh "${FUZZ_SECONDS:-60}" fuzz_request
+tests/fuzz/run.sh "${FUZZ_SECONDS:-60}" fuzz_store
 
 echo "== all tests passed"
 echo "tests: $passed passed, 0 failed"

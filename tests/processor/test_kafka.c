@@ -510,6 +510,22 @@ Test(kafka, spring_reply_headers_are_honoured)
     instance_stop(&a);
 }
 
+/* Waits for the dead letter of the record produced with header trace=what. */
+static const got_t *await_dead_letter(const char *what)
+{
+    double deadline = now_ms() + WAIT_MS;
+    for (;;) {
+        for (size_t j = 0; j < got_len; j++) {
+            char buf[128];
+            const char *trace = header_str(&got[j], "trace", buf, sizeof(buf));
+            if (!strcmp(got[j].topic, "flushout.dlq") && trace && !strcmp(trace, what))
+                return &got[j];
+        }
+        cr_assert_lt(now_ms(), deadline, "%s: no dead letter", what);
+        pump(50);
+    }
+}
+
 typedef struct bad_case_s {
     const char *what;
     const char *key;   /* NULL: no key */
@@ -629,20 +645,7 @@ Test(kafka, bad_records_get_an_error_reply_and_a_dead_letter)
         produce_raw(bc->key, partition, value, len, h, where);
 
         /* The dead letter: the original record and where it came from. */
-        const got_t *dl = NULL;
-        double deadline = now_ms() + WAIT_MS;
-        while (!dl && now_ms() < deadline) {
-            for (size_t j = 0; j < got_len && !dl; j++) {
-                char buf[128];
-                const char *trace = header_str(&got[j], "trace", buf, sizeof(buf));
-                if (!strcmp(got[j].topic, "flushout.dlq") && trace &&
-                    !strcmp(trace, bc->what))
-                    dl = &got[j];
-            }
-            if (!dl)
-                pump(50);
-        }
-        cr_assert_not_null(dl, "%s: no dead letter", bc->what);
+        const got_t *dl = await_dead_letter(bc->what);
         char buf[256];
         cr_assert_str_eq(header_str(dl, "flushout_error_code", buf, sizeof(buf)),
                          bc->code, "%s", bc->what);
@@ -851,4 +854,91 @@ Test(kafka, two_instances_given_the_same_input_publish_identical_changes)
         }
     instance_stop(&a);
     instance_stop(&b);
+}
+
+/* Every file of the hostile-input corpus (tests/badinput, MANIFEST says what each must
+ * produce) gets its dead letter and error reply, or its failed commands; the model
+ * is unchanged afterwards, and the next good flush is applied. */
+Test(kafka, the_hostile_input_corpus_changes_nothing)
+{
+    instance_t a;
+    const char *opts[] = {"--max-depth", "32", "--max-record-bytes", "16384", NULL};
+    instance_start(&a, "a", opts);
+    send_json("victim",
+              "{\"type\":\"flush\",\"client\":\"setup\",\"seq\":1,\"from\":0,"
+              "\"completions\":[{\"command\":{\"action\":\"create\",\"props\":{\"s\":"
+              "\"str\",\"arr\":[{\"x\":1}],\"n\":null}},\"createdId\":\"o\"}]}",
+              NULL);
+    await_record("flushout.replies", "setup", 1);
+    int64_t count_before, count_after;
+    char *before = snapshot_json("victim", "setup", 2, &count_before);
+    cr_assert_eq(count_before, 1);
+
+    FILE *manifest = fopen(BADINPUT_DIR "/MANIFEST", "r");
+    cr_assert_not_null(manifest);
+    char line[512];
+    int cases = 0, dead_letters = 0;
+    while (fgets(line, sizeof(line), manifest)) {
+        char file[128], key[64], outcome[64], client[64], seq_text[32];
+        if (line[0] == '#' || sscanf(line, "%127s %63s %63s %63s %31s", file, key,
+                                     outcome, client, seq_text) != 5)
+            continue;
+        int64_t seq = !strcmp(seq_text, "-") ? -1 : atoll(seq_text);
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s/%s", BADINPUT_DIR, file);
+        FILE *fp = fopen(path, "rb");
+        cr_assert_not_null(fp, "%s", path);
+        static char value[1 << 16];
+        size_t len = fread(value, 1, sizeof(value), fp);
+        fclose(fp);
+        const char *record_key = !strcmp(key, "-") ? NULL : !strcmp(key, "''") ? "" : key;
+        rd_kafka_headers_t *h = rd_kafka_headers_new(1);
+        rd_kafka_header_add(h, "trace", -1, file, -1);
+        produce_raw(record_key, partition_of("victim"), value, len, h, NULL);
+        cases++;
+
+        char buf[128];
+        if (!strcmp(outcome, "command_error")) {
+            codec_value_t *r = decode(await_record("flushout.replies", client, seq));
+            cr_assert_str_eq(str_field(r, "type", buf, sizeof(buf)), "flushResult", "%s",
+                             file);
+            const codec_value_t *errors = codec_map_get(r, "errors", 6);
+            cr_assert(errors && errors->u.array.len > 0, "%s: the command failed", file);
+            cr_assert_eq(codec_map_get(codec_map_get(r, "applied", 7), "completions", 11)
+                             ->u.array.len,
+                         0, "%s: nothing applied", file);
+            codec_value_destroy(r);
+            continue;
+        }
+        const got_t *dl = await_dead_letter(file);
+        dead_letters++;
+        cr_assert_str_eq(header_str(dl, "flushout_error_code", buf, sizeof(buf)), outcome,
+                         "%s", file);
+        if (strcmp(client, "-")) {
+            codec_value_t *r = decode(await_record("flushout.replies", client, seq));
+            cr_assert_str_eq(str_field(r, "type", buf, sizeof(buf)), "error", "%s", file);
+            cr_assert_str_eq(
+                str_field(codec_map_get(r, "error", 5), "code", buf, sizeof(buf)),
+                outcome, "%s", file);
+            codec_value_destroy(r);
+        }
+    }
+    fclose(manifest);
+    cr_assert_geq(cases, 30, "the corpus has at least 30 records");
+
+    char *after = snapshot_json("victim", "setup", 3, &count_after);
+    cr_assert_eq(count_after, count_before, "no command was applied");
+    cr_assert_str_eq(after, before, "the document is unchanged");
+    send_create("victim", "setup", 4, 1, "good");
+    codec_value_t *r = decode(await_record("flushout.replies", "setup", 4));
+    cr_assert_eq(codec_map_get(r, "errors", 6), NULL, "the next good flush is applied");
+    codec_value_destroy(r);
+    size_t dlq = 0;
+    for (size_t j = 0; j < got_len; j++)
+        dlq += !strcmp(got[j].topic, "flushout.dlq");
+    cr_assert_eq(dlq, (size_t)dead_letters,
+                 "one dead letter per refused record, no more");
+    free(before);
+    free(after);
+    instance_stop(&a);
 }
