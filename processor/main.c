@@ -5,6 +5,7 @@
 #include "cmd_apply.h"
 #include "cmd_dev.h"
 #include "cmd_inspect.h"
+#include "cmd_rebuild.h"
 #include "cmd_send.h"
 #include "log.h"
 #include "run.h"
@@ -25,6 +26,8 @@ static void usage(FILE *fp)
             "           development and tests only) with the topics created, and run\n"
             "           the processor on it. Prints bootstrap.servers=... first.\n"
             "  send     Send a request (JSON) to a model and print the reply.\n"
+            "  rebuild  Rebuild a state directory offline from the changes topic or the\n"
+            "           flushes topic.\n"
             "  apply    Read NDJSON requests from stdin, write one NDJSON reply per\n"
             "           request to stdout (offline; no Kafka), keeping state in the\n"
             "           RocksDB store in --state-dir.\n"
@@ -55,6 +58,7 @@ int main(int argc, char **argv)
                      : !strcmp(command, "run")     ? PROCESSOR_CMD_RUN
                      : !strcmp(command, "dev")     ? PROCESSOR_CMD_DEV
                      : !strcmp(command, "send")    ? PROCESSOR_CMD_SEND
+                     : !strcmp(command, "rebuild") ? PROCESSOR_CMD_REBUILD
                                                    : 0;
     if (!which) {
         fprintf(stderr, "flushout-processor: unknown command \"%s\"\n\n", command);
@@ -84,6 +88,9 @@ int main(int argc, char **argv)
             break;
         case PROCESSOR_CMD_DEV:
             rc = processor_cmd_dev(&cfg);
+            break;
+        case PROCESSOR_CMD_REBUILD:
+            rc = processor_cmd_rebuild(&cfg);
             break;
         default:
             rc = processor_cmd_send(&cfg, stdin, stdout);

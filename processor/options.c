@@ -15,10 +15,12 @@
 
 const processor_option_t processor_options[] = {
     {"bootstrap-servers", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(bootstrap_servers),
-     PROCESSOR_CMD_RUN | PROCESSOR_CMD_SEND, 1,
+     PROCESSOR_CMD_RUN | PROCESSOR_CMD_SEND | PROCESSOR_CMD_REBUILD, 1,
      "Kafka brokers to start from, host:port[,host:port...]."},
     {"state-dir", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(state_dir),
-     PROCESSOR_CMD_APPLY | PROCESSOR_CMD_INSPECT | PROCESSOR_CMD_RUN, 1,
+     PROCESSOR_CMD_APPLY | PROCESSOR_CMD_INSPECT | PROCESSOR_CMD_RUN |
+         PROCESSOR_CMD_REBUILD,
+     1,
      "Directory of the RocksDB state store, created if missing (run keeps one store "
      "per input partition in partition-N below it)."},
     {"group-id", PROCESSOR_OPT_STRING, "flushout-processor", NULL, 0, 0, OFF(group_id),
@@ -36,7 +38,7 @@ const processor_option_t processor_options[] = {
      "Replies, keyed by client id (unless the request's kafka_replyTopic header names "
      "another topic)."},
     {"changes-topic", PROCESSOR_OPT_STRING, "flushout.changes", NULL, 0, 0,
-     OFF(changes_topic), PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV, 0,
+     OFF(changes_topic), PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_REBUILD, 0,
      "Applied flushes, keyed by model, partition for partition with the flushes topic; "
      "also the changelog that a partition's new owner catches up from."},
     {"dlq-topic", PROCESSOR_OPT_STRING, "flushout.dlq", NULL, 0, 0, OFF(dlq_topic),
@@ -59,6 +61,13 @@ const processor_option_t processor_options[] = {
      OFF(log_level), PROCESSOR_CMD_KAFKA, 0,
      "Least severe log lines written to stderr ('debug' also shows librdkafka's debug "
      "lines, with -X debug=...)."},
+    {"from", PROCESSOR_OPT_STRING, NULL, "changes|flushes", 0, 0, OFF(from),
+     PROCESSOR_CMD_REBUILD, 1,
+     "Rebuild from the change records (fast: resolved commands) or by re-running every "
+     "flush (slow; the same result, since processing is deterministic)."},
+    {"partitions", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(partition_list),
+     PROCESSOR_CMD_REBUILD, 0,
+     "Only these partitions, comma-separated (default: all of the flushes topic)."},
     {"brokers", PROCESSOR_OPT_UINT, "3", NULL, 1, 16, OFF(brokers), PROCESSOR_CMD_DEV, 0,
      "Brokers of the embedded development cluster."},
     {"partitions", PROCESSOR_OPT_UINT, "8", NULL, 1, 1024, OFF(partitions),
@@ -128,8 +137,8 @@ const processor_option_t processor_options[] = {
      "Largest a model's document may grow (as msgpack): a flush of creates or updates "
      "that could take it beyond is refused (too_large); deletes always pass."},
     {"max-record-bytes", PROCESSOR_OPT_UINT, "1048576", NULL, 64, UINT32_MAX,
-     OFF(max_record_bytes), PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV, 0,
-     "Largest request record value accepted (larger ones are dead-lettered)."},
+     OFF(max_record_bytes), PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_REBUILD,
+     0, "Largest request record value accepted (larger ones are dead-lettered)."},
 };
 const size_t processor_options_count =
     sizeof(processor_options) / sizeof(processor_options[0]);
@@ -276,6 +285,11 @@ static const char *command_summary(unsigned command)
                "line, and runs the processor on it until SIGTERM or SIGINT. The broker "
                "keeps everything in memory and loses it at exit: it is for development "
                "and tests only.";
+    case PROCESSOR_CMD_REBUILD:
+        return "Rebuilds a state directory offline from the topics: each partition's "
+               "store (partition-N, which must not exist yet) from the changes topic or "
+               "from the flushes topic, from its beginning to its current end. Use the "
+               "same state and limit options as the processor that wrote the topics.";
     default:
         return "Sends a request given as JSON (or, with -, each NDJSON line of stdin) "
                "and "

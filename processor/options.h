@@ -16,11 +16,13 @@
 #define PROCESSOR_CMD_RUN     0x4
 #define PROCESSOR_CMD_DEV     0x8
 #define PROCESSOR_CMD_SEND    0x10
+#define PROCESSOR_CMD_REBUILD 0x20
 /* Commands that talk to Kafka: they take -X librdkafka properties. */
-#define PROCESSOR_CMD_KAFKA (PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_SEND)
+#define PROCESSOR_CMD_KAFKA \
+    (PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_SEND | PROCESSOR_CMD_REBUILD)
 /* Commands that apply flushes: they take the state and limit options. */
 #define PROCESSOR_CMD_APPLYING \
-    (PROCESSOR_CMD_APPLY | PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV)
+    (PROCESSOR_CMD_APPLY | PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_REBUILD)
 
 typedef struct processor_config_s {
     char *state_dir;
@@ -56,6 +58,8 @@ typedef struct processor_config_s {
     char *seq;            /* send: decimal, or unset for the time in ms */
     uint64_t timeout_ms;  /* send */
     char *request;        /* send: the positional argument */
+    char *from;           /* rebuild: changes|flushes */
+    char *partition_list; /* rebuild: "0,2,5", NULL for all */
     char *log_level;
     uint64_t low_latency; /* not an option: dev and send set it (short fetch waits) */
     /* -X name=value librdkafka properties, in order: name, value, name, value... */

@@ -477,38 +477,45 @@ static void add_reply(part_t *p, step_out_t *so, const rd_kafka_message_t *m,
     step_out_add(p, so, &rec, m->offset, false);
 }
 
+void processor_apply_record(processor_handler_t *h, const processor_config_t *cfg,
+                            int32_t partition_count, const rd_kafka_message_t *m,
+                            processor_output_t *out)
+{
+    const char *value = m->payload ? m->payload : "";
+    processor_output_reset(out);
+    char why[256];
+    int32_t expected;
+    if (!m->key || m->key_len == 0) {
+        processor_handler_refuse(h, NULL, 0, value, m->len, CODEC_ERR_MISSING_KEY,
+                                 "the record has no key: the key must be the model id",
+                                 out);
+    } else if (m->len > cfg->max_record_bytes) {
+        snprintf(why, sizeof(why), "the record value of %zu bytes exceeds %llu", m->len,
+                 (unsigned long long)cfg->max_record_bytes);
+        processor_handler_refuse(h, m->key, m->key_len, value, m->len,
+                                 CODEC_ERR_TOO_LARGE, why, out);
+    } else if ((expected = processor_key_partition(cfg->partitioner, m->key, m->key_len,
+                                                   partition_count)) >= 0 &&
+               expected != m->partition) {
+        snprintf(why, sizeof(why),
+                 "the key belongs to partition %d under %s, not %d: produce with that "
+                 "partitioner (see --partitioner)",
+                 expected, cfg->partitioner, m->partition);
+        processor_handler_refuse(h, m->key, m->key_len, value, m->len,
+                                 CODEC_ERR_WRONG_PARTITION, why, out);
+    } else {
+        processor_handler_handle(h, m->partition, m->offset, m->key, m->key_len, value,
+                                 m->len, out);
+    }
+}
+
 /* Applies one record; output records go to so. @returns false when the partition must
  * stop (the store failed). */
 static bool process_record(part_t *p, const rd_kafka_message_t *m,
                            processor_output_t *out, step_out_t *so)
 {
     runner_t *r = p->r;
-    const char *value = m->payload ? m->payload : "";
-    processor_output_reset(out);
-    char why[256];
-    int32_t expected;
-    if (!m->key || m->key_len == 0) {
-        processor_handler_refuse(
-            p->handler, NULL, 0, value, m->len, CODEC_ERR_MISSING_KEY,
-            "the record has no key: the key must be the model id", out);
-    } else if (m->len > r->cfg->max_record_bytes) {
-        snprintf(why, sizeof(why), "the record value of %zu bytes exceeds %llu", m->len,
-                 (unsigned long long)r->cfg->max_record_bytes);
-        processor_handler_refuse(p->handler, m->key, m->key_len, value, m->len,
-                                 CODEC_ERR_TOO_LARGE, why, out);
-    } else if ((expected = processor_key_partition(
-                    r->cfg->partitioner, m->key, m->key_len, r->partition_count)) >= 0 &&
-               expected != m->partition) {
-        snprintf(why, sizeof(why),
-                 "the key belongs to partition %d under %s, not %d: produce with that "
-                 "partitioner (see --partitioner)",
-                 expected, r->cfg->partitioner, m->partition);
-        processor_handler_refuse(p->handler, m->key, m->key_len, value, m->len,
-                                 CODEC_ERR_WRONG_PARTITION, why, out);
-    } else {
-        processor_handler_handle(p->handler, p->id, m->offset, m->key, m->key_len, value,
-                                 m->len, out);
-    }
+    processor_apply_record(p->handler, r->cfg, r->partition_count, m, out);
     if (out->error == CODEC_ERR_STORE_FAILED) {
         LOG_ERROR("partition %d offset %lld model \"%.*s\": %s; the partition stops",
                   p->id, (long long)m->offset, (int)(m->key_len > 60 ? 60 : m->key_len),

@@ -13,6 +13,9 @@
 
 #include <signal.h>
 
+#include <librdkafka/rdkafka.h>
+
+#include "handler.h"
 #include "options.h"
 
 /** Runs until *stop becomes non-zero, then shuts down cleanly (finishes the step in
@@ -20,6 +23,15 @@
  *  @returns 0, or 1 after a fatal error (logged). */
 int processor_run(const processor_config_t *cfg, const char *bootstrap_servers,
                   const char *state_dir, volatile sig_atomic_t *stop);
+
+/** Applies one record of the flushes topic exactly as the processor does: refuses a
+ *  record without a key, larger than --max-record-bytes or in the wrong partition
+ *  (of partition_count), else hands it to the handler. out gets the reply, the change
+ *  record and the error. Shared with `rebuild --from flushes`, which must decide
+ *  alike to rebuild the same state. */
+void processor_apply_record(processor_handler_t *h, const processor_config_t *cfg,
+                            int32_t partition_count, const rd_kafka_message_t *m,
+                            processor_output_t *out);
 
 /** `flushout-processor run`: processor_run() until SIGTERM or SIGINT. */
 int processor_cmd_run(const processor_config_t *cfg);
