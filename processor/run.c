@@ -113,6 +113,44 @@ struct runner_s {
     atomic_uint_fast64_t records, errors, dead_letters;
 };
 
+/* ---- failpoints (tests only) ---- */
+
+/* FLUSHOUT_FAILPOINT=after-commit:N or catch-up:N makes the process die as kill -9
+ * would (_exit, nothing flushed) at the N-th such moment: right after a step's store
+ * commit and before its records are produced, or after the N-th change record applied
+ * while catching up. The crash tests use it to hit those windows on purpose. */
+typedef enum failpoint_e {
+    FAILPOINT_NONE,
+    FAILPOINT_AFTER_COMMIT,
+    FAILPOINT_CATCH_UP
+} failpoint_t;
+static failpoint_t failpoint_kind;
+static atomic_long failpoint_countdown;
+
+static void failpoint_init(void)
+{
+    const char *fp = getenv("FLUSHOUT_FAILPOINT");
+    long n;
+    if (!fp)
+        return;
+    if (sscanf(fp, "after-commit:%ld", &n) == 1)
+        failpoint_kind = FAILPOINT_AFTER_COMMIT;
+    else if (sscanf(fp, "catch-up:%ld", &n) == 1)
+        failpoint_kind = FAILPOINT_CATCH_UP;
+    else
+        return;
+    atomic_store(&failpoint_countdown, n);
+    LOG_WARN("failpoint %s armed: this process will die on purpose", fp);
+}
+
+static void failpoint(failpoint_t kind)
+{
+    if (failpoint_kind == kind && atomic_fetch_sub(&failpoint_countdown, 1) == 1) {
+        LOG_WARN("failpoint reached: dying now");
+        _exit(137);
+    }
+}
+
 /* ---- small helpers ---- */
 
 static double now_s(void)
@@ -618,6 +656,7 @@ static void process_step(part_t *p, rd_kafka_message_t **msgs, size_t n)
             delivery_free(so.items[i]);
         part_fail(p);
     } else {
+        failpoint(FAILPOINT_AFTER_COMMIT);
         produce_step(p, so.items, so.len, next_offset);
     }
     free(so.items);
@@ -706,6 +745,7 @@ static int catch_up(part_t *p)
                                              &input_offset, errstr, sizeof(errstr))) {
             case STATE_CHANGE_APPLIED:
                 applied++;
+                failpoint(FAILPOINT_CATCH_UP);
                 break;
             case STATE_CHANGE_SKIPPED:
                 skipped++;
@@ -1201,6 +1241,7 @@ int processor_run(const processor_config_t *cfg, const char *bootstrap_servers,
     r->bootstrap = bootstrap_servers;
     r->stop = stop;
     r->limits = processor_limits(cfg);
+    failpoint_init();
     pthread_mutex_init(&r->runq_lock, NULL);
     pthread_cond_init(&r->runq_cond, NULL);
     int rc = 1;

@@ -1,0 +1,296 @@
+// tests/kafka/harness.js - what the end-to-end tests share: the embedded broker and
+// processor instances as child processes, flushout proxies as clients over kafkajs,
+// reading topics back, and the checks that every run must pass (Kafka's EosTestDriver
+// style: every flush applied exactly once, every flush answered, no change missing).
+'use strict';
+
+process.env.KAFKAJS_NO_PARTITIONER_WARNING = '1';
+const assert = require('assert');
+const fs = require('fs');
+const os = require('os');
+const path = require('path');
+const readline = require('readline');
+const { spawn } = require('child_process');
+const { Kafka, logLevel } = require('kafkajs');
+const { encode, decode } = require('@msgpack/msgpack');
+const { Master, Proxy } = require('flushout');
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const t0 = Date.now();
+const log = (...a) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s]`, ...a);
+
+function canonical(x) {
+  if (Array.isArray(x)) return `[${x.map(canonical).join(',')}]`;
+  if (x && typeof x === 'object')
+    return `{${Object.keys(x).sort().map((k) => `${JSON.stringify(k)}:${canonical(x[k])}`).join(',')}}`;
+  return JSON.stringify(x);
+}
+
+// A test run: a temporary folder, the child processes, and cleanup.
+class Run {
+  constructor(name, bin) {
+    this.name = name;
+    this.bin = bin;
+    this.tmp = fs.mkdtempSync(path.join(os.tmpdir(), `flushout-${name}-`));
+    this.children = [];
+    this.shuttingDown = false;
+  }
+
+  startBroker(partitions) {
+    const child = spawn(this.bin, ['dev', '--broker-only', '--partitions', String(partitions)], {
+      stdio: ['ignore', 'pipe', fs.openSync(path.join(this.tmp, 'broker.log'), 'w')],
+    });
+    this.children.push(child);
+    child.once('exit', (code, signal) => {
+      if (!this.shuttingDown) console.error(`${this.name}: the broker exited early: code ${code}, signal ${signal}`);
+    });
+    return new Promise((resolve, reject) => {
+      const rl = readline.createInterface({ input: child.stdout });
+      rl.once('line', (line) => {
+        const m = /^bootstrap\.servers=(.+)$/.exec(line);
+        if (m) resolve(m[1]);
+        else reject(new Error(`dev printed ${line}`));
+      });
+      child.once('exit', (code) => reject(new Error(`dev exited with ${code}`)));
+    });
+  }
+
+  // A processor instance with its own state directory (kept across restarts), and env
+  // for failpoints.
+  startProcessor(name, bootstrap, env = {}) {
+    const logFile = path.join(this.tmp, `${name}.log`);
+    const child = spawn(
+      this.bin,
+      ['run', '--bootstrap-servers', bootstrap, '--state-dir', path.join(this.tmp, name), '--ids', 'sequential',
+        '--threads', '2', '-X', 'fetch.wait.max.ms=10', '-X', 'session.timeout.ms=6000',
+        ...(process.env.KAFKA_DEBUG ? ['-X', `debug=${process.env.KAFKA_DEBUG}`, '--log-level', 'debug'] : [])],
+      { stdio: ['ignore', 'ignore', fs.openSync(logFile, 'a')], env: { ...process.env, ...env } }
+    );
+    this.children.push(child);
+    const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    log(`started ${name}`);
+    return { name, child, exited, logFile };
+  }
+
+  async stopProcessor(p) {
+    p.child.kill('SIGTERM');
+    const { code, signal } = await p.exited;
+    log(`${p.name} exited with ${code}${signal ? ` (${signal})` : ''}`);
+    assert.strictEqual(code, 0, `${p.name} exits 0 on SIGTERM (see ${p.logFile})`);
+  }
+
+  cleanup(ok) {
+    this.shuttingDown = true;
+    for (const ch of this.children) if (ch.exitCode === null && ch.signalCode === null) ch.kill('SIGKILL');
+    if (ok && !process.env.KEEP_LOGS) fs.rmSync(this.tmp, { recursive: true, force: true });
+    else console.error(`logs kept in ${this.tmp}`);
+  }
+}
+
+// A flushout Proxy editing one model, flushing over Kafka, resending a flush (same
+// seq) whose reply is late.
+class Client {
+  constructor(name, model, rng, producer, replyTimeoutMs = 10000) {
+    this.name = name;
+    this.model = model;
+    this.rng = rng;
+    this.producer = producer;
+    this.replyTimeoutMs = replyTimeoutMs;
+    this.proxy = new Proxy({ commandCount: 0, document: {} }, { sequentialIds: true });
+    this.seq = 0;
+    this.waiting = null; // {seq, resolve}
+    this.flushes = 0;
+    this.retries = 0;
+  }
+
+  edit() {
+    const doc = this.proxy.getDocument();
+    const items = doc.items ? Object.keys(doc.items) : [];
+    const roll = this.rng.int(0, 9);
+    let command;
+    if (items.length === 0 || roll < 5) {
+      command = { action: 'create', path: ['items'], parentDefault: {}, props: { by: this.name, n: this.rng.int(0, 999) } };
+    } else if (roll < 9) {
+      const id = items[this.rng.int(0, items.length - 1)];
+      command = { action: 'update', path: ['items', id], props: { [`k${this.rng.int(0, 2)}`]: this.rng.int(0, 99), by: this.name } };
+    } else {
+      command = { action: 'detete', path: ['items', items[this.rng.int(0, items.length - 1)]] };
+    }
+    this.proxy.apply(command);
+  }
+
+  onReply(reply) {
+    if (!this.waiting || reply.seq !== this.waiting.seq || reply.model !== this.model) return;
+    const w = this.waiting;
+    this.waiting = null;
+    w.resolve(reply);
+  }
+
+  async send(request) {
+    await this.producer.send({
+      topic: 'flushout.flushes',
+      messages: [{ key: this.model, value: Buffer.from(encode(request, { ignoreUndefined: true })) }],
+    });
+  }
+
+  // Sends request and waits for its reply, resending it when late.
+  async request(request) {
+    for (;;) {
+      const reply = new Promise((resolve) => (this.waiting = { seq: request.seq, resolve }));
+      await this.send(request);
+      const got = await Promise.race([reply, sleep(this.replyTimeoutMs).then(() => null)]);
+      if (got) return got;
+      this.retries++;
+      log(`${this.name}: no reply to seq ${request.seq} in ${this.replyTimeoutMs} ms, sending it again`);
+    }
+  }
+
+  // One flush cycle: beginFlush, request, endFlush.
+  async flush() {
+    const batch = this.proxy.beginFlush();
+    const seq = ++this.seq;
+    const got = await this.request({ type: 'flush', client: this.name, seq, from: batch.from, completions: batch.completions });
+    if (got.type !== 'flushResult') throw new Error(`${this.name} seq ${seq}: ${JSON.stringify(got)}`);
+    const res = this.proxy.endFlush(got.sync);
+    if (res.error) throw new Error(`${this.name}: endFlush: ${res.error}`);
+    this.flushes++;
+  }
+
+  async run(isEditing) {
+    while (isEditing()) {
+      const edits = 1 + this.rng.int(0, 2);
+      for (let i = 0; i < edits; i++) this.edit();
+      await this.flush();
+      await sleep(this.rng.int(0, 39));
+    }
+  }
+}
+
+function connect(bootstrap, clientId) {
+  return new Kafka({ clientId, brokers: bootstrap.split(','), logLevel: logLevel.NOTHING });
+}
+
+// Routes the replies topic to the clients by key.
+async function listenForReplies(kafka, clients) {
+  const byName = new Map(clients.map((c) => [c.name, c]));
+  const consumer = kafka.consumer({ groupId: `replies-${process.pid}-${Date.now()}`, maxWaitTimeInMs: 20 });
+  await consumer.connect();
+  await consumer.subscribe({ topic: 'flushout.replies', fromBeginning: true });
+  await consumer.run({
+    eachMessage: async ({ message }) => {
+      const client = byName.get(message.key && message.key.toString());
+      if (client) client.onReply(decode(message.value));
+    },
+  });
+  return { consumer, add: (c) => byName.set(c.name, c) };
+}
+
+// Every record of topic, partition by partition in offset order.
+async function readAll(kafka, topic) {
+  const admin = kafka.admin();
+  await admin.connect();
+  const ends = await admin.fetchTopicOffsets(topic);
+  await admin.disconnect();
+  const remaining = new Map(ends.filter((e) => Number(e.high) > 0).map((e) => [e.partition, Number(e.high)]));
+  const records = [];
+  if (remaining.size === 0) return records;
+  const consumer = kafka.consumer({ groupId: `read-${topic}-${process.pid}-${Date.now()}`, maxWaitTimeInMs: 50 });
+  await consumer.connect();
+  await consumer.subscribe({ topic, fromBeginning: true });
+  await new Promise((resolve) => {
+    consumer.run({
+      eachMessage: async ({ partition, message }) => {
+        records.push({ partition, offset: Number(message.offset), key: message.key && message.key.toString(), value: message.value });
+        if (Number(message.offset) + 1 >= remaining.get(partition)) remaining.delete(partition);
+        if (remaining.size === 0) resolve();
+      },
+    });
+  });
+  await consumer.disconnect();
+  records.sort((a, b) => a.partition - b.partition || a.offset - b.offset);
+  return records;
+}
+
+// Flushes what the proxies hold, then one empty flush each so that every proxy syncs
+// to the latest state; then asks the processor for each model's snapshot.
+async function converge(clients, checker, models) {
+  for (const cl of clients) if (cl.proxy.hasUnflushedCommands()) await cl.flush();
+  for (const cl of clients) await cl.flush();
+  const snapshots = new Map();
+  for (const model of models) {
+    checker.model = model;
+    const r = await checker.request({ type: 'snapshot', client: checker.name, seq: ++checker.seq });
+    assert.ok(r.type === 'snapshot', `snapshot of ${model}: ${JSON.stringify(r)}`);
+    snapshots.set(model, r.snapshot);
+  }
+  return snapshots;
+}
+
+// The checks of every run. Returns figures for the summary line.
+async function verify(kafka, clients, snapshots) {
+  // 1. Every proxy holds its model's snapshot.
+  for (const cl of clients) {
+    const snap = snapshots.get(cl.model);
+    assert.strictEqual(cl.proxy.getCommandCount(), snap.commandCount, `${cl.name} command count`);
+    assert.strictEqual(canonical(cl.proxy.getDocument()), canonical(snap.document), `${cl.name} document`);
+  }
+
+  // 2. flushout's own Master, fed the flushes as they stand in the topic; a flush sent
+  //    again (same model, client and seq) counts once.
+  const flushes = await readAll(kafka, 'flushout.flushes');
+  const masters = new Map();
+  const seen = new Set();
+  let resent = 0;
+  for (const rec of flushes) {
+    const req = decode(rec.value);
+    if (req.type !== 'flush') continue;
+    const id = `${rec.key}/${req.client}/${req.seq}`;
+    if (seen.has(id)) { resent++; continue; }
+    seen.add(id);
+    if (!masters.has(rec.key)) masters.set(rec.key, new Master({ commandCount: 0, document: {} }, { sequentialIds: true }));
+    await masters.get(rec.key).apply({ from: req.from, completions: req.completions });
+  }
+  for (const [model, snap] of snapshots) {
+    const ref = masters.get(model).getSnapshot();
+    assert.strictEqual(snap.commandCount, ref.commandCount, `${model}: command count vs flushout's Master (applied exactly once)`);
+    assert.strictEqual(canonical(snap.document), canonical(ref.document), `${model}: document vs flushout's Master`);
+  }
+
+  // 3. The changes topic: one chain of commands per model, each exactly once; a change
+  //    record written twice is byte-for-byte the same.
+  const changes = await readAll(kafka, 'flushout.changes');
+  const chains = new Map();
+  let rewritten = 0;
+  for (const rec of changes) {
+    const ch = decode(rec.value);
+    assert.strictEqual(ch.model, rec.key);
+    const chain = chains.get(ch.model) || new Map();
+    chains.set(ch.model, chain);
+    const key = `${ch.applied.from}/${ch.client}/${ch.seq}`;
+    const bytes = Buffer.from(rec.value).toString('hex');
+    if (chain.has(key)) {
+      assert.strictEqual(chain.get(key).bytes, bytes, `${ch.model}: change record ${key} written twice differently`);
+      rewritten++;
+      continue;
+    }
+    chain.set(key, { ch, bytes });
+  }
+  for (const [model, snap] of snapshots) {
+    const entries = [...(chains.get(model) || new Map()).values()].map((e) => e.ch);
+    let count = 0;
+    for (const ch of entries) {
+      assert.strictEqual(ch.applied.from, count, `${model}: change records continue at ${count}`);
+      count += ch.applied.completions.length;
+    }
+    assert.strictEqual(count, snap.commandCount, `${model}: the changes hold every command once`);
+  }
+  return {
+    flushes: clients.reduce((n, cl) => n + cl.flushes, 0),
+    retries: clients.reduce((n, cl) => n + cl.retries, 0),
+    resent,
+    changes: changes.length,
+    rewritten,
+  };
+}
+
+module.exports = { Run, Client, connect, listenForReplies, readAll, converge, verify, canonical, sleep, log };
