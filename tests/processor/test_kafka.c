@@ -28,6 +28,7 @@
 
 static rd_kafka_t *mock_rk;
 static rd_kafka_mock_cluster_t *mock;
+static int mock_brokers = 1;
 static char bootstrap[256];
 static char dir[] = "/tmp/flushout-test-kafka-XXXXXX";
 
@@ -133,7 +134,7 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 
 static void create_topic(const char *topic, int partitions)
 {
-    cr_assert_eq(rd_kafka_mock_topic_create(mock, topic, partitions, 1), 0);
+    cr_assert_eq(rd_kafka_mock_topic_create(mock, topic, partitions, mock_brokers), 0);
 }
 
 static void setup(void)
@@ -147,7 +148,7 @@ static void setup(void)
     rd_kafka_conf_set(conf, "log_level", "3", NULL, 0);
     mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
     cr_assert_not_null(mock_rk, "%s", errstr);
-    mock = rd_kafka_mock_cluster_new(mock_rk, 1);
+    mock = rd_kafka_mock_cluster_new(mock_rk, mock_brokers);
     cr_assert_not_null(mock);
     snprintf(bootstrap, sizeof(bootstrap), "%s", rd_kafka_mock_cluster_bootstraps(mock));
     const char *topics[] = {"flushout.flushes", "flushout.replies", "flushout.changes",
@@ -206,6 +207,15 @@ static void teardown(void)
 }
 
 TestSuite(kafka, .init = setup, .fini = teardown, .timeout = 180);
+
+/* The fault tests: three brokers, so that one can go down and leaders can move. */
+static void setup_three_brokers(void)
+{
+    mock_brokers = 3;
+    setup();
+}
+
+TestSuite(kafka_faults, .init = setup_three_brokers, .fini = teardown, .timeout = 300);
 
 /* Reads what has arrived on the output topics into got[]. */
 static void pump(int ms)
@@ -1067,4 +1077,240 @@ Test(kafka, rebuild_from_either_topic_gives_the_live_state_byte_for_byte)
                  0, "%s", errstr);
     cr_assert_eq(processor_cmd_rebuild(&cfg), 1);
     processor_config_clear(&cfg);
+}
+
+/* ---- faults ---- */
+
+/* Closed-loop clients: each of models x clients flushes "create item seq" in turn,
+ * waits for the reply and resends the same flush (same seq) when it is late, as a
+ * proxy would. The reference handler applies each distinct flush once, in the order
+ * the processor saw them (per model, which is all that matters). */
+typedef struct loop_s {
+    processor_handler_t *ref;
+    processor_output_t out;
+    int models, rounds;
+    int resent;
+} loop_t;
+
+static void loop_init(loop_t *l, int models)
+{
+    processor_handler_conf_t hc = {.master = {.ids = STATE_IDS_SEQUENTIAL},
+                                   .history = 1000,
+                                   .limits = codec_limits_default};
+    l->ref = processor_handler_new(&hc);
+    processor_output_init(&l->out);
+    l->models = models;
+    l->rounds = 0;
+    l->resent = 0;
+}
+
+/* Waits for a reply on the replies topic to (client, seq) after index *from. */
+static const got_t *find_reply(const char *client, int64_t seq, size_t *from, int wait_ms)
+{
+    double deadline = now_ms() + wait_ms;
+    for (;;) {
+        for (; *from < got_len; (*from)++) {
+            const got_t *g = &got[*from];
+            if (strcmp(g->topic, "flushout.replies"))
+                continue;
+            codec_value_t *v = decode(g);
+            char buf[64];
+            bool match = !strcmp(str_field(v, "client", buf, sizeof(buf)), client) &&
+                         int_field(v, "seq") == seq;
+            codec_value_destroy(v);
+            if (match)
+                return g;
+        }
+        if (now_ms() >= deadline)
+            return NULL;
+        pump(20);
+    }
+}
+
+/* One round: every model's client sends its next flush; all are answered. */
+static void loop_round(loop_t *l)
+{
+    int seq = ++l->rounds;
+    char json[512];
+    size_t mark = got_len;
+    for (int m = 0; m < l->models; m++) {
+        char model[16];
+        snprintf(model, sizeof(model), "f-%d", m);
+        snprintf(
+            json, sizeof(json),
+            "{\"type\":\"flush\",\"client\":\"w%d\",\"seq\":%d,\"from\":%d,"
+            "\"completions\":[{\"command\":{\"action\":\"create\",\"path\":[\"items\"],"
+            "\"parentDefault\":{},\"props\":{\"n\":%d}},\"createdId\":\"i%d\"}]}",
+            m, seq, seq - 1, seq, seq);
+        send_json(model, json, NULL);
+        msgpack_sbuffer sb;
+        to_msgpack(json, &sb);
+        processor_output_reset(&l->out);
+        processor_handler_handle(l->ref, 0, -1, model, strlen(model), sb.data, sb.size,
+                                 &l->out);
+        msgpack_sbuffer_destroy(&sb);
+    }
+    for (int m = 0; m < l->models; m++) {
+        char client[16];
+        snprintf(client, sizeof(client), "w%d", m);
+        size_t from = mark;
+        for (int attempt = 0; !find_reply(client, seq, &from, 8000); attempt++) {
+            cr_assert_lt(attempt, 12, "%s seq %d: never answered", client, seq);
+            char model[16];
+            snprintf(model, sizeof(model), "f-%d", m);
+            snprintf(
+                json, sizeof(json),
+                "{\"type\":\"flush\",\"client\":\"%s\",\"seq\":%d,\"from\":%d,"
+                "\"completions\":[{\"command\":{\"action\":\"create\",\"path\":["
+                "\"items\"],\"parentDefault\":{},\"props\":{\"n\":%d}},\"createdId\":"
+                "\"i%d\"}]}",
+                client, seq, seq - 1, seq, seq);
+            send_json(model, json, NULL); /* the same flush again */
+            l->resent++;
+            from = mark;
+        }
+    }
+}
+
+/* Every model equals the reference, and the changes topic holds each command once. */
+static void loop_check(loop_t *l)
+{
+    for (int m = 0; m < l->models; m++) {
+        char model[16], client[40];
+        snprintf(model, sizeof(model), "f-%d", m);
+        snprintf(client, sizeof(client), "check-%d-%d", m, l->rounds);
+        int64_t count;
+        char *doc = snapshot_json(model, client, 1, &count);
+        const state_master_t *master =
+            processor_handler_model(l->ref, model, strlen(model));
+        char *want = json_of(state_master_document(master));
+        cr_assert_eq(count, l->rounds, "%s: every flush applied exactly once", model);
+        cr_assert_str_eq(doc, want, "%s", model);
+        free(doc);
+        free(want);
+        /* Change records: one per applied flush, from 0 to rounds-1 (duplicates of a
+         * record, re-produced after a fault, must be identical). */
+        for (int from = 0; from < l->rounds; from++) {
+            const got_t *first = NULL;
+            for (size_t j = 0; j < got_len; j++) {
+                if (strcmp(got[j].topic, "flushout.changes") || strcmp(got[j].key, model))
+                    continue;
+                codec_value_t *v = decode(&got[j]);
+                bool match = int_field(codec_map_get(v, "applied", 7), "from") == from;
+                codec_value_destroy(v);
+                if (!match)
+                    continue;
+                if (first)
+                    cr_assert(first->len == got[j].len &&
+                                  !memcmp(first->value, got[j].value, first->len),
+                              "%s: two different change records from %d", model, from);
+                first = first ? first : &got[j];
+            }
+            cr_assert_not_null(first, "%s: no change record from %d", model, from);
+        }
+    }
+}
+
+static void loop_destroy(loop_t *l)
+{
+    processor_output_destroy(&l->out);
+    processor_handler_destroy(l->ref);
+}
+
+static void *broker_up_later(void *opaque)
+{
+    (void)opaque;
+    usleep(3000 * 1000);
+    rd_kafka_mock_broker_set_up(mock, 2);
+    return NULL;
+}
+
+Test(kafka_faults, processing_survives_broker_faults_and_resumes)
+{
+    instance_t a;
+    instance_start(&a, "a", NULL);
+    loop_t l;
+    loop_init(&l, 8);
+    loop_round(&l); /* up and running */
+
+    /* A broker down for 3 s and up again (the mock cluster elects no new leaders, so
+     * its partitions wait for it), with flushes sent meanwhile. */
+    cr_assert_eq(rd_kafka_mock_broker_set_down(mock, 2), 0);
+    pthread_t revive;
+    pthread_create(&revive, NULL, broker_up_later, NULL);
+    for (int m = 0; m < 4; m++) { /* flushes sent into the outage */
+        char model[16];
+        snprintf(model, sizeof(model), "outage-%d", m);
+        send_create(model, "w-extra", 1, 0, "x");
+    }
+    pthread_join(revive, NULL);
+    size_t from = 0;
+    for (int m = 0; m < 4; m++) {
+        cr_assert_not_null(find_reply("w-extra", 1, &from, 30000),
+                           "answered after the outage");
+        from++;
+    }
+    loop_round(&l);
+    loop_round(&l);
+
+    /* Leaders move. */
+    for (int p = 0; p < PARTITIONS; p++) {
+        rd_kafka_mock_partition_set_leader(mock, "flushout.flushes", p, 1 + (p + 1) % 3);
+        rd_kafka_mock_partition_set_leader(mock, "flushout.changes", p, 1 + (p + 2) % 3);
+        rd_kafka_mock_partition_set_leader(mock, "flushout.replies", p, 1 + p % 3);
+    }
+    loop_round(&l);
+    loop_round(&l);
+
+    /* Request errors: Produce, Fetch, OffsetCommit, JoinGroup, Heartbeat. */
+    const struct {
+        int16_t api;
+        rd_kafka_resp_err_t err;
+    } faults[] = {
+        {0, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION}, /* Produce */
+        {0, RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT},
+        {1, RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION},      /* Fetch */
+        {8, RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE},     /* OffsetCommit */
+        {11, RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS}, /* JoinGroup */
+        {12, RD_KAFKA_RESP_ERR_NOT_COORDINATOR},              /* Heartbeat */
+    };
+    for (size_t i = 0; i < sizeof(faults) / sizeof(faults[0]); i++) {
+        rd_kafka_mock_push_request_errors(mock, faults[i].api, 3, faults[i].err,
+                                          faults[i].err, faults[i].err);
+        loop_round(&l);
+    }
+
+    /* Slow brokers: 300 ms more per round trip. */
+    for (int b = 1; b <= 3; b++)
+        rd_kafka_mock_broker_set_rtt(mock, b, 300);
+    loop_round(&l);
+    for (int b = 1; b <= 3; b++)
+        rd_kafka_mock_broker_set_rtt(mock, b, 0);
+    loop_round(&l);
+
+    pump(500);
+    loop_check(&l);
+    cr_log_info("broker faults: %d rounds of %d flushes, %d resent", l.rounds, l.models,
+                l.resent);
+    loop_destroy(&l);
+    instance_stop(&a);
+}
+
+Test(kafka_faults, a_lost_state_directory_is_restored_from_the_topics)
+{
+    instance_t a;
+    instance_start(&a, "a", NULL);
+    loop_t l;
+    loop_init(&l, 6);
+    for (int i = 0; i < 5; i++)
+        loop_round(&l);
+    instance_stop(&a);
+
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s/a'", dir);
+    cr_assert_eq(system(cmd), 0);
+    instance_start(&a, "a", NULL); /* the same instance, its disk wiped */
+    loop_round(&l);
+    loop_check(&l);
+    instance_stop(&a);
 }
