@@ -6,6 +6,7 @@
 #include "store.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <rocksdb/c.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -254,10 +255,30 @@ static void model_free(state_store_t *s, state_model_t *m)
     free(m);
 }
 
+/* Databases whose write failed are never closed: closing syncs the write-ahead log,
+ * and RocksDB (as Debian builds it, with assertions on) aborts the whole process when a
+ * writer that failed is used again. They stay here, reachable, until the process
+ * exits; a failed write is rare and the operator restarts after fixing the disk. */
+static rocksdb_t *failed_dbs[256];
+static size_t failed_db_count;
+static pthread_mutex_t failed_dbs_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static bool keep_failed_db(rocksdb_t *db)
+{
+    pthread_mutex_lock(&failed_dbs_lock);
+    bool kept = failed_db_count < sizeof(failed_dbs) / sizeof(failed_dbs[0]);
+    if (kept)
+        failed_dbs[failed_db_count++] = db;
+    pthread_mutex_unlock(&failed_dbs_lock);
+    return kept;
+}
+
 void state_store_close(state_store_t *s)
 {
     if (!s)
         return;
+    if (s->failed[0] && s->db && keep_failed_db(s->db))
+        s->db = NULL;
     state_model_t *m, *tmp;
     HASH_ITER(hh, s->models, m, tmp)
     {
@@ -1030,6 +1051,36 @@ void state_store_set_changes_offset(state_store_t *s, int32_t partition, int64_t
     put_offset(s, partition, KIND_CHANGES, offset);
 }
 
+/* FLUSHOUT_FAILPOINT=store-write:P:N (tests only): the N-th commit of a processing step
+ * (one with an offset) to partition P fails as a RocksDB write error would. A real full
+ * disk cannot stand in for it here: Debian's RocksDB asserts on a failed WAL write. */
+static int failpoint_partition = -1;
+static long failpoint_countdown;
+static pthread_once_t failpoint_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t failpoint_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void failpoint_init(void)
+{
+    const char *fp = getenv("FLUSHOUT_FAILPOINT");
+    int partition;
+    long n;
+    if (fp && sscanf(fp, "store-write:%d:%ld", &partition, &n) == 2) {
+        failpoint_partition = partition;
+        failpoint_countdown = n;
+    }
+}
+
+static bool injected_write_error(int32_t partition, int64_t next_offset)
+{
+    pthread_once(&failpoint_once, failpoint_init);
+    if (next_offset < 0 || failpoint_partition != partition)
+        return false;
+    pthread_mutex_lock(&failpoint_lock);
+    bool fail = failpoint_countdown > 0 && --failpoint_countdown == 0;
+    pthread_mutex_unlock(&failpoint_lock);
+    return fail;
+}
+
 int state_store_commit(state_store_t *s, int32_t partition, int64_t next_offset,
                        char *errstr, size_t errstr_size)
 {
@@ -1041,7 +1092,10 @@ int state_store_commit(state_store_t *s, int32_t partition, int64_t next_offset,
     if (next_offset >= 0)
         put_offset(s, partition, KIND_OFFSET, next_offset);
     char *err = NULL;
-    rocksdb_write(s->db, s->write_options, s->batch, &err);
+    if (injected_write_error(partition, next_offset))
+        err = strdup("IO error: injected by FLUSHOUT_FAILPOINT");
+    else
+        rocksdb_write(s->db, s->write_options, s->batch, &err);
     rocksdb_writebatch_clear(s->batch);
     if (err) {
         snprintf(s->failed, sizeof(s->failed), "%s", err);

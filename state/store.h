@@ -40,7 +40,8 @@ typedef struct state_model_s state_model_t;
  *  unwritable directory, a corrupt file). */
 state_store_t *state_store_open(const state_store_conf_t *conf, char *errstr,
                                 size_t errstr_size);
-/** Closes the store; uncommitted changes are lost. NULL-safe. */
+/** Closes the store; uncommitted changes are lost. NULL-safe. A store whose write
+ *  failed keeps its database open until the process exits (see store.c). */
 void state_store_close(state_store_t *s);
 
 /** The model of partition, loaded from the store (snapshot + the history after it) or

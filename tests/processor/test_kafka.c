@@ -1314,3 +1314,61 @@ Test(kafka_faults, a_lost_state_directory_is_restored_from_the_topics)
     loop_check(&l);
     instance_stop(&a);
 }
+
+/* A store whose write fails (FLUSHOUT_FAILPOINT=store-write:P:N makes the N-th step
+ * of partition P fail as a RocksDB write error would): that partition stops with an
+ * error, sends nothing for the flush it could not store and commits no offset past it;
+ * the other partitions go on. */
+Test(kafka_faults, a_failing_store_stops_its_partition_and_nothing_else)
+{
+    const char *victim = "disk-0", *other = NULL;
+    char others[PARTITIONS][16] = {{0}};
+    for (int i = 0; i < 100; i++) { /* a model in each partition */
+        char model[16];
+        snprintf(model, sizeof(model), "disk-%d", i);
+        int32_t p = partition_of(model);
+        if (!others[p][0])
+            snprintf(others[p], sizeof(others[p]), "%s", model);
+    }
+    for (int p = 0; p < PARTITIONS; p++)
+        if (p != partition_of(victim) && others[p][0])
+            other = others[p];
+    cr_assert_not_null(other);
+    char failpoint[64];
+    snprintf(failpoint, sizeof(failpoint), "store-write:%d:2", partition_of(victim));
+    setenv("FLUSHOUT_FAILPOINT", failpoint, 1);
+    instance_t a;
+    instance_start(&a, "a", NULL);
+    send_create(victim, "c", 1, 0, "first");
+    await_record("flushout.replies", "c", 1);
+
+    send_create(victim, "c", 2, 1, "second"); /* its step cannot be stored */
+    size_t from = got_len;
+    send_create(other, "c2", 1, 0, "elsewhere");
+    cr_assert_not_null(find_reply("c2", 1, &from, WAIT_MS),
+                       "the other partition goes on");
+    from = 0;
+    cr_assert_null(find_reply("c", 2, &from, 3000),
+                   "no reply for a flush that was not stored");
+    send_create(victim, "c", 3, 1, "third"); /* the partition has stopped */
+    from = 0;
+    cr_assert_null(find_reply("c", 3, &from, 3000), "nor for anything after it");
+
+    /* The committed offset stays at the flush that could not be stored. */
+    pump(2500); /* past an auto-commit */
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, NULL, 0);
+    rd_kafka_conf_set(conf, "group.id", "flushout-processor", NULL, 0);
+    char errstr[256];
+    rd_kafka_t *probe = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    cr_assert_not_null(probe, "%s", errstr);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, "flushout.flushes", partition_of(victim));
+    cr_assert_eq(rd_kafka_committed(probe, l, 10000), 0);
+    cr_assert_leq(l->elems[0].offset, 1,
+                  "no offset moves past the unstored flush (offset 1)");
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_destroy_flags(probe, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    instance_stop(&a);
+    unsetenv("FLUSHOUT_FAILPOINT");
+}
