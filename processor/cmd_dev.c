@@ -41,7 +41,7 @@ int processor_cmd_dev(processor_config_t *cfg)
         return 1;
     }
     const char *topics[] = {cfg->flushes_topic, cfg->replies_topic, cfg->changes_topic,
-                            cfg->dlq_topic};
+                            cfg->dlq_topic, cfg->snapshots_topic};
     int replication = cfg->brokers < 3 ? (int)cfg->brokers : 3;
     for (size_t i = 0; i < sizeof(topics) / sizeof(topics[0]); i++) {
         rd_kafka_resp_err_t err =

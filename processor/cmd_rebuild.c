@@ -120,6 +120,7 @@ static int rebuild_partition(const rebuild_t *rb, int32_t partition)
             case STATE_CHANGE_SKIPPED:
                 skipped++;
                 break;
+            case STATE_CHANGE_GAP:
             case STATE_CHANGE_FAILED:
                 LOG_ERROR("partition %d: %s offset %lld: %s", partition, rb->topic,
                           (long long)m->offset, errstr);

@@ -108,6 +108,7 @@ void processor_output_reset(processor_output_t *out)
     out->reply_key_len = 0;
     out->error = CODEC_OK;
     out->message[0] = '\0';
+    out->snapshot_due = false;
 }
 
 void processor_output_destroy(processor_output_t *out)
@@ -260,6 +261,10 @@ static void handle_flush(processor_handler_t *h, const target_t *t,
         state_history_mem_append(t->mem_history, a->result.applied_from,
                                  &a->result.applied);
     codec_reply_pack_flush(pk, to, &a->result);
+    uint64_t every = h->conf.snapshot_every;
+    if (every &&
+        a->result.applied_from / every != state_master_command_count(t->master) / every)
+        out->snapshot_due = true;
     if (h->conf.changes) {
         msgpack_packer cpk;
         msgpack_packer_init(&cpk, &out->change, msgpack_sbuffer_write);

@@ -22,6 +22,8 @@ typedef struct processor_handler_conf_s {
     uint64_t max_document_bytes; /* with a store: a flush that could grow a document
                                   * beyond this (as msgpack) is refused; 0 = none */
     bool changes; /* pack a change record for each applied flush (the Kafka processor) */
+    uint64_t snapshot_every; /* set out->snapshot_due when a model's count passes a
+                              * multiple of this (0: never) */
 } processor_handler_conf_t;
 
 typedef struct processor_handler_s processor_handler_t;
@@ -40,6 +42,7 @@ typedef struct processor_output_s {
     char message[512];      /* with error: the message sent to the client */
     msgpack_sbuffer change; /* with conf.changes: the change record of an applied
                              * flush (state/store.h), else empty */
+    bool snapshot_due;      /* the model's snapshot record is due (conf.snapshot_every) */
 } processor_output_t;
 
 void processor_output_init(processor_output_t *out);

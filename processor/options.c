@@ -41,6 +41,15 @@ const processor_option_t processor_options[] = {
      OFF(changes_topic), PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_REBUILD, 0,
      "Applied flushes, keyed by model, partition for partition with the flushes topic; "
      "also the changelog that a partition's new owner catches up from."},
+    {"snapshots-topic", PROCESSOR_OPT_STRING, "flushout.snapshots", NULL, 0, 0,
+     OFF(snapshots_topic), PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV, 0,
+     "Models' snapshots, keyed by model, partition for partition with the flushes topic "
+     "(compacted: the latest per model is what counts). A partition restores from it "
+     "when the changes topic no longer reaches back far enough."},
+    {"snapshot-topic-every", PROCESSOR_OPT_UINT, "1000", NULL, 0, UINT64_MAX,
+     OFF(snapshot_topic_every), PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV, 0,
+     "Publish a model's snapshot each time its command count passes a multiple of N "
+     "(0: never; the changes topic must then be kept forever)."},
     {"dlq-topic", PROCESSOR_OPT_STRING, "flushout.dlq", NULL, 0, 0, OFF(dlq_topic),
      PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV, 0,
      "Dead letters: records that could not be processed, with Spring Kafka's "

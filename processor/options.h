@@ -49,6 +49,8 @@ typedef struct processor_config_s {
     char *replies_topic;
     char *changes_topic;
     char *dlq_topic;
+    char *snapshots_topic;
+    uint64_t snapshot_topic_every;
     char *partitioner;
     uint64_t threads;
     uint64_t brokers;     /* dev */

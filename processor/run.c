@@ -297,6 +297,12 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     (void)rk;
     (void)opaque;
     delivery_t *d = m->_private;
+    if (!d) { /* a snapshot record: not in the outbox, the next one will do */
+        if (m->err)
+            LOG_WARN("a snapshot record to partition %d of %s was not delivered: %s",
+                     m->partition, rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
+        return;
+    }
     part_t *p = d->part;
     if (m->err)
         /* Retriable errors are retried forever (message.timeout.ms=0), in order: what
@@ -386,7 +392,26 @@ static void *producer_main(void *opaque)
 typedef struct step_out_s {
     delivery_t **items;
     size_t len, cap;
+    char **snapshots_due; /* models whose snapshot record is due, once each */
+    size_t due_len, due_cap;
 } step_out_t;
+
+static void step_out_due(step_out_t *so, const char *model, size_t len)
+{
+    for (size_t i = 0; i < so->due_len; i++)
+        if (strlen(so->snapshots_due[i]) == len &&
+            !memcmp(so->snapshots_due[i], model, len))
+            return;
+    if (so->due_len == so->due_cap) {
+        so->due_cap = so->due_cap ? so->due_cap * 2 : 8;
+        so->snapshots_due =
+            codec_xrealloc(so->snapshots_due, so->due_cap * sizeof(*so->snapshots_due));
+    }
+    char *copy = codec_xmalloc(len + 1);
+    memcpy(copy, model, len);
+    copy[len] = '\0';
+    so->snapshots_due[so->due_len++] = copy;
+}
 
 static void step_out_add(part_t *p, step_out_t *so, const state_outbox_rec_t *rec,
                          int64_t input_offset, bool change)
@@ -587,6 +612,8 @@ static bool process_record(part_t *p, const rd_kafka_message_t *m,
     }
     if (is_bad_record(out->error))
         add_dead_letter(p, so, m, out);
+    if (out->snapshot_due)
+        step_out_due(so, m->key, m->key_len);
     return true;
 }
 
@@ -628,6 +655,37 @@ static void take_done(part_t *p)
     }
 }
 
+/* Publishes the snapshot records due in a step, as committed. They are not in the
+ * outbox: a lost one is replaced by the next, snapshot_topic_every commands later. */
+static void produce_snapshots(part_t *p, const step_out_t *so)
+{
+    runner_t *r = p->r;
+    for (size_t i = 0; i < so->due_len; i++) {
+        const char *model = so->snapshots_due[i];
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        char errstr[256];
+        if (state_store_pack_snapshot_record(p->store, p->id, model, strlen(model), &pk,
+                                             errstr, sizeof(errstr))) {
+            LOG_WARN("partition %d model \"%.60s\": no snapshot record: %s", p->id, model,
+                     errstr);
+        } else {
+            rd_kafka_resp_err_t err = rd_kafka_producev(
+                r->producer, RD_KAFKA_V_TOPIC(r->cfg->snapshots_topic),
+                RD_KAFKA_V_PARTITION(p->id), RD_KAFKA_V_KEY(model, strlen(model)),
+                RD_KAFKA_V_VALUE(sb.data, sb.size),
+                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(NULL),
+                RD_KAFKA_V_END);
+            if (err)
+                LOG_WARN("partition %d model \"%.60s\": snapshot record not produced: %s",
+                         p->id, model, rd_kafka_err2str(err));
+        }
+        msgpack_sbuffer_destroy(&sb);
+    }
+}
+
 static void process_step(part_t *p, rd_kafka_message_t **msgs, size_t n)
 {
     step_out_t so = {0};
@@ -658,7 +716,11 @@ static void process_step(part_t *p, rd_kafka_message_t **msgs, size_t n)
     } else {
         failpoint(FAILPOINT_AFTER_COMMIT);
         produce_step(p, so.items, so.len, next_offset);
+        produce_snapshots(p, &so);
     }
+    for (size_t i = 0; i < so.due_len; i++)
+        free(so.snapshots_due[i]);
+    free(so.snapshots_due);
     free(so.items);
 }
 
@@ -678,8 +740,170 @@ static int produce_leftover(void *opaque, uint64_t id, const state_outbox_rec_t 
     return 0;
 }
 
+/* Reads topic's partition p->id from offset from to hi, handing each record to visit
+ * (which returns 0, or non-zero to stop with that code), with a progress line every
+ * few seconds. @returns 0 at the end, visit's code, or -1 (aborted or no consumer). */
+static int read_partition(part_t *p, const char *topic, int64_t from, int64_t hi,
+                          int (*visit)(part_t *p, const rd_kafka_message_t *m, void *ctx),
+                          void *ctx)
+{
+    runner_t *r = p->r;
+    char errstr[512];
+    rd_kafka_conf_t *conf = processor_kafka_conf(
+        r->cfg, r->bootstrap, PROCESSOR_KAFKA_RESTORE, errstr, sizeof(errstr));
+    rd_kafka_t *rk =
+        conf ? rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr)) : NULL;
+    if (!rk) {
+        if (conf)
+            rd_kafka_conf_destroy(conf);
+        LOG_ERROR("partition %d: cannot create a consumer for %s: %s", p->id, topic,
+                  errstr);
+        return -1;
+    }
+    rd_kafka_topic_partition_list_t *l = one_partition(topic, p->id, from);
+    rd_kafka_assign(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+
+    double start = now_s(), last_log = start;
+    int64_t position = from;
+    int rc = 0;
+    while (position < hi && !rc) {
+        pthread_mutex_lock(&p->lock);
+        bool abort = p->abort;
+        pthread_mutex_unlock(&p->lock);
+        if (abort || *r->stop) {
+            rc = -1;
+            break;
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+        if (m && m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            rd_kafka_message_destroy(m);
+            break;
+        }
+        if (m && m->err) {
+            LOG_WARN("partition %d: reading %s: %s", p->id, topic,
+                     rd_kafka_message_errstr(m));
+        } else if (m) {
+            rc = visit(p, m, ctx);
+            position = m->offset + 1;
+        }
+        if (m)
+            rd_kafka_message_destroy(m);
+        double t = now_s();
+        if (t - last_log >= PROGRESS_S) {
+            double rate = (double)(position - from) / (t - start);
+            LOG_INFO(
+                "partition %d: reading %s: %lld of %lld records (%.0f/s, %.0f%%, %.0f s "
+                "left)",
+                p->id, topic, (long long)(position - from), (long long)(hi - from), rate,
+                100.0 * (double)(position - from) / (double)(hi - from),
+                rate > 0 ? (double)(hi - position) / rate : 0.0);
+            last_log = t;
+        }
+    }
+    rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    return rc;
+}
+
+/* Catching up: counts, and the changes position to store. */
+typedef struct catch_up_s {
+    uint64_t applied, skipped, uncommitted, installed;
+    int64_t position;
+} catch_up_t;
+
+#define CATCH_UP_GAP 2 /* read_partition() code: change records are missing */
+
+static int commit_catch_up(part_t *p, catch_up_t *cu)
+{
+    char errstr[512];
+    if (cu->position >= 0)
+        state_store_set_changes_offset(p->store, p->id, cu->position);
+    if (state_store_commit(p->store, p->id, -1, errstr, sizeof(errstr))) {
+        LOG_ERROR("partition %d: the state store failed: %s", p->id, errstr);
+        return -1;
+    }
+    cu->uncommitted = 0;
+    return 0;
+}
+
+static int apply_change(part_t *p, const rd_kafka_message_t *m, void *ctx)
+{
+    catch_up_t *cu = ctx;
+    char errstr[512];
+    int64_t input_offset;
+    switch (state_store_apply_change(p->store, p->id, m->key, m->key_len,
+                                     m->payload ? m->payload : "", m->len, &input_offset,
+                                     errstr, sizeof(errstr))) {
+    case STATE_CHANGE_APPLIED:
+        cu->applied++;
+        failpoint(FAILPOINT_CATCH_UP);
+        break;
+    case STATE_CHANGE_SKIPPED:
+        cu->skipped++;
+        break;
+    case STATE_CHANGE_GAP:
+        LOG_WARN("partition %d: change record at %s offset %lld: %s", p->id,
+                 p->r->cfg->changes_topic, (long long)m->offset, errstr);
+        return commit_catch_up(p, cu) ? -1 : CATCH_UP_GAP;
+    case STATE_CHANGE_FAILED:
+        LOG_ERROR(
+            "partition %d: change record at %s offset %lld: %s; the partition is not "
+            "served (its state would be wrong)",
+            p->id, p->r->cfg->changes_topic, (long long)m->offset, errstr);
+        return -1;
+    }
+    cu->position = m->offset + 1;
+    return ++cu->uncommitted >= 1000 ? commit_catch_up(p, cu) : 0;
+}
+
+static int install_snapshot(part_t *p, const rd_kafka_message_t *m, void *ctx)
+{
+    catch_up_t *cu = ctx;
+    char errstr[512];
+    int rc = state_store_install_snapshot(p->store, p->id, m->key, m->key_len,
+                                          m->payload ? m->payload : "", m->len, errstr,
+                                          sizeof(errstr));
+    if (rc < 0) {
+        LOG_WARN("partition %d: snapshot record at %s offset %lld: %s; skipped", p->id,
+                 p->r->cfg->snapshots_topic, (long long)m->offset, errstr);
+        return 0;
+    }
+    cu->installed += (uint64_t)rc;
+    /* Each install is committed: a later record of the same model reads it back. */
+    return rc ? commit_catch_up(p, cu) : 0;
+}
+
+/* Installs the latest snapshot of every model of the partition that is ahead of the
+ * store. @returns 0, or -1 (logged). */
+static int restore_snapshots(part_t *p, catch_up_t *cu)
+{
+    runner_t *r = p->r;
+    const char *topic = r->cfg->snapshots_topic;
+    int64_t lo = 0, hi = 0;
+    rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
+        r->producer, topic, p->id, &lo, &hi, KAFKA_TIMEOUT_MS);
+    if (err) {
+        LOG_ERROR("partition %d: cannot read the end of %s: %s", p->id, topic,
+                  rd_kafka_err2str(err));
+        return -1;
+    }
+    LOG_INFO("partition %d: restoring from %s offsets %lld..%lld", p->id, topic,
+             (long long)lo, (long long)hi);
+    int64_t position = cu->position;
+    cu->position = -1; /* installing says nothing about the changes position */
+    int rc = lo < hi ? read_partition(p, topic, lo, hi, install_snapshot, cu) : 0;
+    cu->position = position;
+    if (!rc)
+        LOG_INFO("partition %d: %llu snapshot records installed (models restored)", p->id,
+                 (unsigned long long)cu->installed);
+    return rc ? -1 : 0;
+}
+
 /* Applies the partition's change records from the store's changes position to the end
- * of the changes partition. @returns 0, or -1 (logged). */
+ * of the changes partition. When they do not reach back far enough (deleted by
+ * retention, or a gap), the models are first restored from the snapshots topic; when
+ * that does not reach far enough either, the partition is refused. @returns 0, or -1
+ * (logged). */
 static int catch_up(part_t *p)
 {
     runner_t *r = p->r;
@@ -693,113 +917,45 @@ static int catch_up(part_t *p)
                   rd_kafka_err2str(err));
         return -1;
     }
-    if (from < lo) {
-        if (from > 0 || lo > 0)
-            LOG_WARN("partition %d: catching up from offset %lld of %s, but it starts at "
-                     "%lld (retention)",
-                     p->id, (long long)from, topic, (long long)lo);
-        from = lo;
+    catch_up_t cu = {.position = -1};
+    bool restored = false;
+    if (from < lo && lo > 0) {
+        LOG_WARN(
+            "partition %d: %s starts at %lld (retention), after this store's position "
+            "%lld",
+            p->id, topic, (long long)lo, (long long)from);
+        if (!r->cfg->snapshot_topic_every || restore_snapshots(p, &cu))
+            return -1;
+        restored = true;
     }
+    if (from < lo)
+        from = lo;
     if (from >= hi)
         return 0;
     LOG_INFO("partition %d: catching up from %s offsets %lld..%lld", p->id, topic,
              (long long)from, (long long)hi);
-
-    char errstr[512];
-    rd_kafka_conf_t *conf = processor_kafka_conf(
-        r->cfg, r->bootstrap, PROCESSOR_KAFKA_RESTORE, errstr, sizeof(errstr));
-    rd_kafka_t *rk =
-        conf ? rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr)) : NULL;
-    if (!rk) {
-        LOG_ERROR("partition %d: cannot create the catch-up consumer: %s", p->id, errstr);
+    double start = now_s();
+    int rc = read_partition(p, topic, from, hi, apply_change, &cu);
+    if (rc == CATCH_UP_GAP && !restored && r->cfg->snapshot_topic_every) {
+        if (restore_snapshots(p, &cu))
+            return -1;
+        rc = read_partition(p, topic, from, hi, apply_change, &cu);
+    }
+    if (rc == CATCH_UP_GAP)
+        LOG_ERROR(
+            "partition %d: neither %s nor %s reaches back far enough to rebuild its "
+            "models; the partition is not served rather than served wrong (rebuild "
+            "it, or restore the topics)",
+            p->id, topic, r->cfg->snapshots_topic);
+    if (rc || commit_catch_up(p, &cu))
         return -1;
-    }
-    rd_kafka_topic_partition_list_t *l = one_partition(topic, p->id, from);
-    rd_kafka_assign(rk, l);
-    rd_kafka_topic_partition_list_destroy(l);
-
-    double start = now_s(), last_log = start;
-    uint64_t applied = 0, skipped = 0, since_commit = 0;
-    int64_t position = from;
-    int rc = 0;
-    while (position < hi) {
-        pthread_mutex_lock(&p->lock);
-        bool abort = p->abort;
-        pthread_mutex_unlock(&p->lock);
-        if (abort || *r->stop) {
-            rc = -1;
-            break;
-        }
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
-        if (m && m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            position = m->offset > position ? m->offset : position;
-            rd_kafka_message_destroy(m);
-            break;
-        }
-        if (m && m->err) {
-            LOG_WARN("partition %d: catching up: %s", p->id, rd_kafka_message_errstr(m));
-        } else if (m) {
-            int64_t input_offset;
-            switch (state_store_apply_change(p->store, p->id, m->key, m->key_len,
-                                             m->payload ? m->payload : "", m->len,
-                                             &input_offset, errstr, sizeof(errstr))) {
-            case STATE_CHANGE_APPLIED:
-                applied++;
-                failpoint(FAILPOINT_CATCH_UP);
-                break;
-            case STATE_CHANGE_SKIPPED:
-                skipped++;
-                break;
-            case STATE_CHANGE_FAILED:
-                LOG_ERROR("partition %d: change record at %s offset %lld: %s; the "
-                          "partition is not served (its state would be wrong)",
-                          p->id, topic, (long long)m->offset, errstr);
-                rc = -1;
-                break;
-            }
-            position = m->offset + 1;
-            since_commit++;
-        }
-        if (m)
-            rd_kafka_message_destroy(m);
-        if (rc)
-            break;
-        if (since_commit >= 1000 || position >= hi) {
-            state_store_set_changes_offset(p->store, p->id, position);
-            if (state_store_commit(p->store, p->id, -1, errstr, sizeof(errstr))) {
-                LOG_ERROR("partition %d: the state store failed: %s", p->id, errstr);
-                rc = -1;
-                break;
-            }
-            since_commit = 0;
-        }
-        double t = now_s();
-        if (t - last_log >= PROGRESS_S) {
-            double rate = (double)(position - from) / (t - start);
-            LOG_INFO("partition %d: catching up: %lld of %lld change records (%.0f/s, "
-                     "%.0f%%, %.0f s left)",
-                     p->id, (long long)(position - from), (long long)(hi - from), rate,
-                     100.0 * (double)(position - from) / (double)(hi - from),
-                     rate > 0 ? (double)(hi - position) / rate : 0.0);
-            last_log = t;
-        }
-    }
-    if (!rc && since_commit) {
-        state_store_set_changes_offset(p->store, p->id, position);
-        if (state_store_commit(p->store, p->id, -1, errstr, sizeof(errstr))) {
-            LOG_ERROR("partition %d: the state store failed: %s", p->id, errstr);
-            rc = -1;
-        }
-    }
-    p->changes_stored = position;
-    if (!rc)
-        LOG_INFO("partition %d: caught up: %llu change records applied, %llu already "
-                 "reflected, in %.1f s",
-                 p->id, (unsigned long long)applied, (unsigned long long)skipped,
-                 now_s() - start);
-    rd_kafka_consumer_close(rk);
-    rd_kafka_destroy(rk);
-    return rc;
+    if (cu.position > p->changes_stored)
+        p->changes_stored = cu.position;
+    LOG_INFO("partition %d: caught up: %llu change records applied, %llu already "
+             "reflected, in %.1f s",
+             p->id, (unsigned long long)cu.applied, (unsigned long long)cu.skipped,
+             now_s() - start);
+    return 0;
 }
 
 /* Opens the partition's store, produces what its outbox still holds, catches up
@@ -832,6 +988,7 @@ static void prepare(part_t *p)
             .limits = r->limits,
             .max_document_bytes = r->cfg->max_document_bytes,
             .changes = true,
+            .snapshot_every = r->cfg->snapshot_topic_every,
         };
         p->handler = processor_handler_new(&hc);
     }
@@ -1186,9 +1343,10 @@ static int check_topics(runner_t *r, char *errstr, size_t errstr_size)
 {
     const processor_config_t *c = r->cfg;
     const char *topics[] = {c->flushes_topic, c->changes_topic, c->replies_topic,
-                            c->dlq_topic};
-    int counts[4];
-    for (int i = 0; i < 4; i++) {
+                            c->dlq_topic, c->snapshots_topic};
+    int counts[5];
+    int n = c->snapshot_topic_every ? 5 : 4;
+    for (int i = 0; i < n; i++) {
         counts[i] = processor_topic_partitions(r->producer, topics[i], KAFKA_TIMEOUT_MS,
                                                errstr, errstr_size);
         if (counts[i] < 0)
@@ -1199,6 +1357,13 @@ static int check_topics(runner_t *r, char *errstr, size_t errstr_size)
                  "topic %s has %d partitions but %s has %d: changes must be "
                  "co-partitioned with flushes",
                  c->changes_topic, counts[1], c->flushes_topic, counts[0]);
+        return -1;
+    }
+    if (n == 5 && counts[4] != counts[0]) {
+        snprintf(errstr, errstr_size,
+                 "topic %s has %d partitions but %s has %d: snapshots must be "
+                 "co-partitioned with flushes",
+                 c->snapshots_topic, counts[4], c->flushes_topic, counts[0]);
         return -1;
     }
     r->partition_count = counts[0];

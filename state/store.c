@@ -999,6 +999,7 @@ state_change_t state_store_apply_change(state_store_t *s, int32_t partition,
         goto done;
     }
     if (from > count) {
+        rc = STATE_CHANGE_GAP;
         snprintf(errstr, errstr_size,
                  "model \"%.*s\" is at command %llu but the next change record starts at "
                  "%llu: change records are missing",
@@ -1037,6 +1038,141 @@ state_change_t state_store_apply_change(state_store_t *s, int32_t partition,
 done:
     codec_packed_destroy(&applied);
     msgpack_sbuffer_destroy(&sb);
+    msgpack_unpacked_destroy(&up);
+    return rc;
+}
+
+int state_store_pack_snapshot_record(state_store_t *s, int32_t partition,
+                                     const char *model, size_t model_len,
+                                     msgpack_packer *pk, char *errstr, size_t errstr_size)
+{
+    state_model_t *m =
+        state_store_model(s, partition, model, model_len, errstr, errstr_size);
+    if (!m)
+        return -1;
+    /* The client records, as committed. */
+    store_key_t prefix;
+    key_init(&prefix, (uint32_t)partition, KIND_CLIENT);
+    key_add_id(&prefix, m->id, m->id_len);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
+    uint32_t clients = 0;
+    for (rocksdb_iter_seek(it, prefix.p, prefix.len); rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+        size_t klen;
+        const char *k = rocksdb_iter_key(it, &klen);
+        if (klen < prefix.len || memcmp(k, prefix.p, prefix.len) != 0)
+            break;
+        clients++;
+    }
+    msgpack_pack_map(pk, 5);
+    msgpack_pack_str_with_body(pk, "type", 4);
+    msgpack_pack_str_with_body(pk, "snapshot", 8);
+    msgpack_pack_str_with_body(pk, "model", 5);
+    msgpack_pack_str_with_body(pk, model, model_len);
+    msgpack_pack_str_with_body(pk, "commandCount", 12);
+    msgpack_pack_uint64(pk, state_master_command_count(m->master));
+    msgpack_pack_str_with_body(pk, "document", 8);
+    codec_msgpack_pack_value(pk, state_master_document(m->master));
+    msgpack_pack_str_with_body(pk, "clients", 7);
+    msgpack_pack_map(pk, clients);
+    for (rocksdb_iter_seek(it, prefix.p, prefix.len); rocksdb_iter_valid(it) && clients;
+         rocksdb_iter_next(it), clients--) {
+        size_t klen, vlen;
+        const char *k = rocksdb_iter_key(it, &klen);
+        const char *v = rocksdb_iter_value(it, &vlen);
+        msgpack_pack_str_with_body(pk, k + prefix.len, klen - prefix.len);
+        codec_msgpack_pack_raw(pk, v, vlen);
+    }
+    char *err = NULL;
+    rocksdb_iter_get_error(it, &err);
+    rocksdb_iter_destroy(it);
+    key_free(&prefix);
+    return err ? fail_rocks(err, "reading client records", errstr, errstr_size) : 0;
+}
+
+/* Deletes every key of kind for model in partition (history or client records). */
+static void delete_model_keys(state_store_t *s, int32_t partition, char kind,
+                              const char *model, size_t model_len)
+{
+    store_key_t from, to;
+    key_init(&from, (uint32_t)partition, kind);
+    key_add_id(&from, model, model_len);
+    key_init(&to, (uint32_t)partition, kind);
+    key_add_id(&to, model, model_len);
+    const unsigned char past[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    key_add(&to, past,
+            sizeof(past)); /* history counts are 8 bytes; client ids sort below */
+    rocksdb_writebatch_delete_range(s->batch, from.p, from.len, to.p, to.len);
+    key_free(&from);
+    key_free(&to);
+}
+
+int state_store_install_snapshot(state_store_t *s, int32_t partition, const char *key,
+                                 size_t key_len, const char *value, size_t value_len,
+                                 char *errstr, size_t errstr_size)
+{
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    size_t off = 0;
+    int rc = -1;
+    const msgpack_object *root, *type, *model, *doc, *clients;
+    uint64_t count;
+    if (msgpack_unpack_next(&up, value, value_len, &off) != MSGPACK_UNPACK_SUCCESS ||
+        off != value_len || (root = &up.data)->type != MSGPACK_OBJECT_MAP ||
+        !(type = object_get(root, "type")) || type->type != MSGPACK_OBJECT_STR ||
+        type->via.str.size != 8 || memcmp(type->via.str.ptr, "snapshot", 8) ||
+        !(model = object_get(root, "model")) || model->type != MSGPACK_OBJECT_STR ||
+        !object_uint(object_get(root, "commandCount"), &count) ||
+        !(doc = object_get(root, "document")) || doc->type != MSGPACK_OBJECT_MAP ||
+        !(clients = object_get(root, "clients")) || clients->type != MSGPACK_OBJECT_MAP ||
+        (key &&
+         (key_len != model->via.str.size || memcmp(key, model->via.str.ptr, key_len)))) {
+        snprintf(errstr, errstr_size, "not a snapshot record");
+        goto done;
+    }
+    state_model_t *m = state_store_model(s, partition, model->via.str.ptr,
+                                         model->via.str.size, errstr, errstr_size);
+    if (!m)
+        goto done;
+    rc = 0;
+    if (count <= state_master_command_count(m->master))
+        goto done;
+    /* The model starts again from the snapshot: no history before it, the clients the
+     * snapshot knows. */
+    const char *id = model->via.str.ptr;
+    size_t id_len = model->via.str.size;
+    drop_model(s, m);
+    delete_model_keys(s, partition, KIND_HISTORY, id, id_len);
+    delete_model_keys(s, partition, KIND_CLIENT, id, id_len);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 2);
+    msgpack_pack_str_with_body(&pk, "commandCount", 12);
+    msgpack_pack_uint64(&pk, count);
+    msgpack_pack_str_with_body(&pk, "document", 8);
+    msgpack_pack_object(&pk, *doc);
+    store_key_t k;
+    key_init(&k, (uint32_t)partition, KIND_SNAPSHOT);
+    key_add(&k, id, id_len);
+    rocksdb_writebatch_put(s->batch, k.p, k.len, sb.data, sb.size);
+    key_free(&k);
+    for (uint32_t i = 0; i < clients->via.map.size; i++) {
+        const msgpack_object_kv *kv = &clients->via.map.ptr[i];
+        if (kv->key.type != MSGPACK_OBJECT_STR || kv->val.type != MSGPACK_OBJECT_MAP)
+            continue;
+        msgpack_sbuffer_clear(&sb);
+        msgpack_pack_object(&pk, kv->val);
+        key_init(&k, (uint32_t)partition, KIND_CLIENT);
+        key_add_id(&k, id, id_len);
+        key_add(&k, kv->key.via.str.ptr, kv->key.via.str.size);
+        rocksdb_writebatch_put(s->batch, k.p, k.len, sb.data, sb.size);
+        key_free(&k);
+    }
+    msgpack_sbuffer_destroy(&sb);
+    rc = 1;
+done:
     msgpack_unpacked_destroy(&up);
     return rc;
 }

@@ -178,6 +178,7 @@ void state_change_pack(msgpack_packer *pk, const char *model, size_t model_len,
 typedef enum state_change_e {
     STATE_CHANGE_APPLIED, /* the record was applied */
     STATE_CHANGE_SKIPPED, /* the model already reflects it (from < command count) */
+    STATE_CHANGE_GAP,     /* it starts after the model's count: records are missing */
     STATE_CHANGE_FAILED,  /* not a change record, or one that does not fit (errstr) */
 } state_change_t;
 
@@ -189,6 +190,26 @@ state_change_t state_store_apply_change(state_store_t *s, int32_t partition,
                                         const char *value, size_t value_len,
                                         int64_t *offset, char *errstr,
                                         size_t errstr_size);
+
+/* Snapshot records: a model's whole state, published on the snapshots topic now and
+ * then so that a partition can be restored when the changes topic no longer reaches
+ * back to the beginning:
+ *   {"type":"snapshot","model","commandCount","document","clients":{id:{seq,at,mappedPaths}}}
+ */
+
+/** Packs the snapshot record of model as committed. Call right after a commit.
+ *  @returns 0, or -1 and errstr. */
+int state_store_pack_snapshot_record(state_store_t *s, int32_t partition,
+                                     const char *model, size_t model_len,
+                                     msgpack_packer *pk, char *errstr,
+                                     size_t errstr_size);
+
+/** Installs a snapshot record (key = model) of partition in the step's batch when it is
+ *  ahead of the model (which then has no history before it). Commit before using the
+ *  model again. @returns 1 installed, 0 not ahead, -1 and errstr for a bad record. */
+int state_store_install_snapshot(state_store_t *s, int32_t partition, const char *key,
+                                 size_t key_len, const char *value, size_t value_len,
+                                 char *errstr, size_t errstr_size);
 
 /** The next offset of the partition's changes topic partition that this store has
  *  not necessarily seen (catching up starts there), or -1. */

@@ -151,8 +151,9 @@ static void setup(void)
     mock = rd_kafka_mock_cluster_new(mock_rk, mock_brokers);
     cr_assert_not_null(mock);
     snprintf(bootstrap, sizeof(bootstrap), "%s", rd_kafka_mock_cluster_bootstraps(mock));
-    const char *topics[] = {"flushout.flushes", "flushout.replies", "flushout.changes",
-                            "flushout.dlq",     "changes.a",        "changes.b"};
+    const char *topics[] = {"flushout.flushes", "flushout.replies",   "flushout.changes",
+                            "flushout.dlq",     "flushout.snapshots", "changes.a",
+                            "changes.b",        "changes.tail",       "snapshots.none"};
     for (size_t i = 0; i < sizeof(topics) / sizeof(topics[0]); i++)
         create_topic(topics[i], PARTITIONS);
     create_topic("custom.replies", 2);
@@ -1371,4 +1372,98 @@ Test(kafka_faults, a_failing_store_stops_its_partition_and_nothing_else)
     rd_kafka_destroy_flags(probe, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     instance_stop(&a);
     unsetenv("FLUSHOUT_FAILPOINT");
+}
+
+/* Retention took the beginning of the changes topic: a new instance restores each
+ * model from its latest snapshot record and applies the change records after it; with
+ * no snapshots either, it refuses the partition instead of serving a wrong state. */
+Test(kafka, a_partition_restores_from_snapshots_when_changes_are_gone)
+{
+    instance_t a;
+    const char *opts_a[] = {"--snapshot-topic-every", "5", NULL};
+    instance_start(&a, "a", opts_a);
+    const char *models[] = {"sn-0", "sn-1", "sn-2"};
+    for (int seq = 1; seq <= 12; seq++) {
+        for (int m = 0; m < 3; m++) {
+            char id[16];
+            snprintf(id, sizeof(id), "i%d", seq);
+            send_create(models[m], "c", seq, seq - 1, id);
+        }
+        await_record("flushout.replies", "c", seq);
+    }
+    char *before[3];
+    for (int m = 0; m < 3; m++)
+        before[m] = snapshot_json(models[m], "reader", 100 + m, NULL);
+    instance_stop(&a);
+
+    /* The retained tail of the changes: from command 8 on (snapshots were taken at 5
+     * and 10), copied to the same partitions of changes.tail. */
+    pump(500);
+    size_t copied = 0, snapshots = 0;
+    for (size_t j = 0; j < got_len; j++) {
+        snapshots += !strcmp(got[j].topic, "flushout.snapshots");
+        if (strcmp(got[j].topic, "flushout.changes"))
+            continue;
+        codec_value_t *v = decode(&got[j]);
+        int64_t from = int_field(codec_map_get(v, "applied", 7), "from");
+        codec_value_destroy(v);
+        if (from < 8)
+            continue;
+        rd_kafka_resp_err_t err =
+            rd_kafka_producev(producer, RD_KAFKA_V_TOPIC("changes.tail"),
+                              RD_KAFKA_V_PARTITION(got[j].partition),
+                              RD_KAFKA_V_KEY(got[j].key, got[j].key_len),
+                              RD_KAFKA_V_VALUE(got[j].value, got[j].len),
+                              RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
+        cr_assert_eq(err, 0);
+        copied++;
+    }
+    cr_assert_eq(rd_kafka_flush(producer, WAIT_MS), 0);
+    cr_assert_eq(copied, 3 * 4, "commands 8..11 of three models");
+
+    instance_t b;
+    const char *opts_b[] = {"--changes-topic", "changes.tail", NULL};
+    instance_start(&b, "b", opts_b);
+    for (int m = 0; m < 3; m++) {
+        int64_t count;
+        char *after = snapshot_json(models[m], "reader", 200 + m, &count);
+        cr_assert_eq(count, 12, "%s", models[m]);
+        cr_assert_str_eq(after, before[m], "%s", models[m]);
+        free(after);
+    }
+    send_create("sn-0", "c", 12, 11, "i12"); /* a retry of the last flush: recognised */
+    bool duplicate = false;
+    for (double deadline = now_ms() + WAIT_MS; !duplicate && now_ms() < deadline;) {
+        pump(100);
+        for (size_t j = 0; j < got_len && !duplicate; j++) {
+            if (strcmp(got[j].topic, "flushout.replies"))
+                continue;
+            codec_value_t *v = decode(&got[j]);
+            char buf[32], mbuf[32];
+            const codec_value_t *d = codec_map_get(v, "duplicate", 9);
+            duplicate = !strcmp(str_field(v, "client", buf, sizeof(buf)), "c") &&
+                        !strcmp(str_field(v, "model", mbuf, sizeof(mbuf)), "sn-0") &&
+                        int_field(v, "seq") == 12 && d && d->type == CODEC_VALUE_BOOL &&
+                        d->u.b;
+            codec_value_destroy(v);
+        }
+    }
+    cr_assert(duplicate,
+              "client records come with the snapshot: the retry is recognised");
+    instance_stop(&b);
+
+    /* Neither reaches back: no snapshots, and changes from command 8 only. */
+    instance_t c;
+    const char *opts_c[] = {"--changes-topic", "changes.tail", "--snapshots-topic",
+                            "snapshots.none", NULL};
+    instance_start(&c, "c", opts_c);
+    send_json("sn-1", "{\"type\":\"snapshot\",\"client\":\"late\",\"seq\":1}", NULL);
+    size_t from = 0;
+    cr_assert_null(find_reply("late", 1, &from, 8000),
+                   "a partition that cannot be rebuilt "
+                   "is not served");
+    instance_stop(&c);
+    for (int m = 0; m < 3; m++)
+        free(before[m]);
+    (void)snapshots;
 }

@@ -620,7 +620,7 @@ Test(state_store, a_gap_in_change_records_is_refused)
     cr_assert_eq(state_store_apply_change(store, 0, "m", 1, recorded[1].value.data,
                                           recorded[1].value.size, &offset, errstr,
                                           sizeof(errstr)),
-                 STATE_CHANGE_FAILED);
+                 STATE_CHANGE_GAP);
     cr_assert(strstr(errstr, "change records are missing"), "%s", errstr);
     free_changes(recorded, 4);
 }
