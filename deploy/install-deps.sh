@@ -12,7 +12,7 @@ packages=(
   libxxhash-dev uthash-dev
   libcriterion-dev
   clang libclang-rt-14-dev clang-format
-  kcat
+  kcat bc
   nodejs npm
 )
 
