@@ -118,11 +118,13 @@ struct runner_s {
 /* FLUSHOUT_FAILPOINT=after-commit:N or catch-up:N makes the process die as kill -9
  * would (_exit, nothing flushed) at the N-th such moment: right after a step's store
  * commit and before its records are produced, or after the N-th change record applied
- * while catching up. The crash tests use it to hit those windows on purpose. */
+ * while catching up. catch-up-slow:MS makes each change record applied take MS. The
+ * crash and fault tests use them to hit those windows on purpose. */
 typedef enum failpoint_e {
     FAILPOINT_NONE,
     FAILPOINT_AFTER_COMMIT,
-    FAILPOINT_CATCH_UP
+    FAILPOINT_CATCH_UP,
+    FAILPOINT_CATCH_UP_SLOW,
 } failpoint_t;
 static failpoint_t failpoint_kind;
 static atomic_long failpoint_countdown;
@@ -131,10 +133,13 @@ static void failpoint_init(void)
 {
     const char *fp = getenv("FLUSHOUT_FAILPOINT");
     long n;
+    failpoint_kind = FAILPOINT_NONE;
     if (!fp)
         return;
     if (sscanf(fp, "after-commit:%ld", &n) == 1)
         failpoint_kind = FAILPOINT_AFTER_COMMIT;
+    else if (sscanf(fp, "catch-up-slow:%ld", &n) == 1)
+        failpoint_kind = FAILPOINT_CATCH_UP_SLOW;
     else if (sscanf(fp, "catch-up:%ld", &n) == 1)
         failpoint_kind = FAILPOINT_CATCH_UP;
     else
@@ -145,6 +150,10 @@ static void failpoint_init(void)
 
 static void failpoint(failpoint_t kind)
 {
+    if (kind == FAILPOINT_CATCH_UP && failpoint_kind == FAILPOINT_CATCH_UP_SLOW) {
+        usleep((useconds_t)atomic_load(&failpoint_countdown) * 1000);
+        return;
+    }
     if (failpoint_kind == kind && atomic_fetch_sub(&failpoint_countdown, 1) == 1) {
         LOG_WARN("failpoint reached: dying now");
         _exit(137);

@@ -1467,3 +1467,30 @@ Test(kafka, a_partition_restores_from_snapshots_when_changes_are_gone)
         free(before[m]);
     (void)snapshots;
 }
+
+/* Partitions move while they are being restored (each change record applied slowly,
+ * FLUSHOUT_FAILPOINT=catch-up-slow:MS), and the restoring instance leaves: the
+ * partitions end up with the remaining instance, every flush applied once. */
+Test(kafka_faults, partitions_move_while_they_are_restored)
+{
+    instance_t a, b, c;
+    instance_start(&a, "a", NULL);
+    loop_t l;
+    loop_init(&l, 8);
+    for (int i = 0; i < 25; i++)
+        loop_round(&l);
+    instance_stop(&a);
+
+    /* In-process instances share the failpoint: both restore slowly. */
+    setenv("FLUSHOUT_FAILPOINT", "catch-up-slow:60", 1);
+    instance_start(&b, "b", NULL); /* 200 change records to restore, 60 ms each */
+    usleep(7000 * 1000);           /* b has its partitions (after the rebalance delay) */
+    instance_start(&c, "c", NULL); /* a rebalance while b restores */
+    usleep(3000 * 1000);
+    instance_stop(&b); /* b leaves in the middle of restoring */
+    unsetenv("FLUSHOUT_FAILPOINT");
+    loop_round(&l);
+    loop_check(&l);
+    instance_stop(&c);
+    loop_destroy(&l);
+}
