@@ -882,20 +882,26 @@ static int install_snapshot(part_t *p, const rd_kafka_message_t *m, void *ctx)
     return rc ? commit_catch_up(p, cu) : 0;
 }
 
+/* The first and next offsets of topic's partition p->id. @returns 0, or -1 (logged). */
+static int partition_ends(part_t *p, const char *topic, int64_t *lo, int64_t *hi)
+{
+    rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
+        p->r->producer, topic, p->id, lo, hi, KAFKA_TIMEOUT_MS);
+    if (err)
+        LOG_ERROR("partition %d: cannot read the offsets of %s: %s", p->id, topic,
+                  rd_kafka_err2str(err));
+    return err ? -1 : 0;
+}
+
 /* Installs the latest snapshot of every model of the partition that is ahead of the
  * store. @returns 0, or -1 (logged). */
 static int restore_snapshots(part_t *p, catch_up_t *cu)
 {
     runner_t *r = p->r;
     const char *topic = r->cfg->snapshots_topic;
-    int64_t lo = 0, hi = 0;
-    rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
-        r->producer, topic, p->id, &lo, &hi, KAFKA_TIMEOUT_MS);
-    if (err) {
-        LOG_ERROR("partition %d: cannot read the end of %s: %s", p->id, topic,
-                  rd_kafka_err2str(err));
+    int64_t lo, hi;
+    if (partition_ends(p, topic, &lo, &hi))
         return -1;
-    }
     LOG_INFO("partition %d: restoring from %s offsets %lld..%lld", p->id, topic,
              (long long)lo, (long long)hi);
     int64_t position = cu->position;
@@ -918,14 +924,9 @@ static int catch_up(part_t *p)
     runner_t *r = p->r;
     const char *topic = r->cfg->changes_topic;
     int64_t from = state_store_changes_offset(p->store, p->id);
-    int64_t lo = 0, hi = 0;
-    rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
-        r->producer, topic, p->id, &lo, &hi, KAFKA_TIMEOUT_MS);
-    if (err) {
-        LOG_ERROR("partition %d: cannot read the end of %s: %s", p->id, topic,
-                  rd_kafka_err2str(err));
+    int64_t lo, hi;
+    if (partition_ends(p, topic, &lo, &hi))
         return -1;
-    }
     catch_up_t cu = {.position = -1};
     bool restored = false;
     if (from < lo && lo > 0) {

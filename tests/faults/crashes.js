@@ -13,18 +13,11 @@
 'use strict';
 
 const assert = require('assert');
-const path = require('path');
 const { Rng } = require('../common/rng.js');
 const h = require('../kafka/harness.js');
 
-const args = process.argv.slice(2);
-const opt = (name, def) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : def;
-};
-const BIN = path.resolve(opt('--bin', path.join(__dirname, '..', '..', 'build', 'bin', 'flushout-processor')));
-const KILLS = Number(opt('--kills', process.env.FAULT_KILLS || 20));
-const SEED = Number(opt('--seed', 7));
+const KILLS = Number(h.option('--kills', process.env.FAULT_KILLS || 20));
+const SEED = Number(h.option('--seed', 7));
 
 async function main(run) {
   const rng = new Rng(SEED);
@@ -120,14 +113,4 @@ async function main(run) {
   await producer.disconnect();
 }
 
-const run = new h.Run('crashes', BIN);
-main(run)
-  .then(() => {
-    run.cleanup(true);
-    process.exit(0);
-  })
-  .catch((e) => {
-    console.error(`crashes: FAILED: ${e.stack || e}`);
-    run.cleanup(false);
-    process.exit(1);
-  });
+h.runMain('crashes', main);

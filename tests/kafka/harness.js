@@ -293,4 +293,26 @@ async function verify(kafka, clients, snapshots) {
   };
 }
 
-module.exports = { Run, Client, connect, listenForReplies, readAll, converge, verify, canonical, sleep, log };
+// The value after name on the command line, or def.
+function option(name, def) {
+  const args = process.argv.slice(2);
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : def;
+}
+
+// Runs main(run) and exits 0, or prints the failure, keeps the logs and exits 1.
+function runMain(name, main) {
+  const run = new Run(name, path.resolve(option('--bin', path.join(__dirname, '..', '..', 'build', 'bin', 'flushout-processor'))));
+  main(run)
+    .then(() => {
+      run.cleanup(true);
+      process.exit(0);
+    })
+    .catch((e) => {
+      console.error(`${name}: FAILED: ${e.stack || e}`);
+      run.cleanup(false);
+      process.exit(1);
+    });
+}
+
+module.exports = { option, runMain, Run, Client, connect, listenForReplies, readAll, converge, verify, canonical, sleep, log };

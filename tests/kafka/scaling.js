@@ -14,20 +14,13 @@
 
 const assert = require('assert');
 const fs = require('fs');
-const path = require('path');
 const { Rng } = require('../common/rng.js');
 const h = require('./harness.js');
 
-const args = process.argv.slice(2);
-const opt = (name, def) => {
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : def;
-};
-const BIN = path.resolve(opt('--bin', path.join(__dirname, '..', '..', 'build', 'bin', 'flushout-processor')));
-const MODELS = Number(opt('--models', 6));
-const CLIENTS = Number(opt('--clients', 3)); // proxies per model
-const PHASE_MS = Number(opt('--phase-ms', 4000));
-const SEED = Number(opt('--seed', 1));
+const MODELS = Number(h.option('--models', 6));
+const CLIENTS = Number(h.option('--clients', 3)); // proxies per model
+const PHASE_MS = Number(h.option('--phase-ms', 4000));
+const SEED = Number(h.option('--seed', 1));
 
 async function main(run) {
   const bootstrap = await run.startBroker(6);
@@ -69,14 +62,4 @@ async function main(run) {
   await producer.disconnect();
 }
 
-const run = new h.Run('scaling', BIN);
-main(run)
-  .then(() => {
-    run.cleanup(true);
-    process.exit(0);
-  })
-  .catch((e) => {
-    console.error(`scaling: FAILED: ${e.stack || e}`);
-    run.cleanup(false);
-    process.exit(1);
-  });
+h.runMain('scaling', main);

@@ -49,6 +49,23 @@ static void *instance_main(void *opaque)
     return NULL;
 }
 
+/* The state and limit options of every instance (and of rebuild, which must match). */
+static const char *const state_options[] = {"--ids",
+                                            "sequential",
+                                            "--max-record-bytes",
+                                            "4096",
+                                            "--max-completions",
+                                            "4",
+                                            "--max-depth",
+                                            "8",
+                                            "--max-path-length",
+                                            "4",
+                                            "--max-string-bytes",
+                                            "256",
+                                            "--max-document-bytes",
+                                            "2048",
+                                            NULL};
+
 /* Starts an instance with its own state directory; extra options as "--name", "value"
  * pairs, NULL-terminated. */
 static void instance_start(instance_t *in, const char *name, const char *const *extra)
@@ -59,29 +76,17 @@ static void instance_start(instance_t *in, const char *name, const char *const *
      * a short session lets the next instance join soon. */
     const char *argv[40] = {"--bootstrap-servers",
                             bootstrap,
-                            "--ids",
-                            "sequential",
+                            "--state-dir",
+                            in->state_dir,
                             "--threads",
                             "2",
-                            "--max-record-bytes",
-                            "4096",
-                            "--max-completions",
-                            "4",
-                            "--max-depth",
-                            "8",
-                            "--max-path-length",
-                            "4",
-                            "--max-string-bytes",
-                            "256",
-                            "--max-document-bytes",
-                            "2048",
                             "-X",
                             "fetch.wait.max.ms=10",
                             "-X",
-                            "session.timeout.ms=6000",
-                            "--state-dir",
-                            in->state_dir};
-    int argc = 24;
+                            "session.timeout.ms=6000"};
+    int argc = 10;
+    for (const char *const *o = state_options; *o; o++)
+        argv[argc++] = *o;
     if (getenv("TEST_KAFKA_DEBUG")) {
         argv[argc++] = "-X";
         argv[argc++] = getenv("TEST_KAFKA_DEBUG");
@@ -997,32 +1002,15 @@ static void rebuild(const char *name, const char *from)
 {
     char state_dir[PATH_MAX];
     snprintf(state_dir, sizeof(state_dir), "%s/%s", dir, name);
-    /* The same state and limit options as instance_start(). */
-    const char *argv[] = {"--bootstrap-servers",
-                          bootstrap,
-                          "--state-dir",
-                          state_dir,
-                          "--from",
-                          from,
-                          "--ids",
-                          "sequential",
-                          "--max-record-bytes",
-                          "4096",
-                          "--max-completions",
-                          "4",
-                          "--max-depth",
-                          "8",
-                          "--max-path-length",
-                          "4",
-                          "--max-string-bytes",
-                          "256",
-                          "--max-document-bytes",
-                          "2048"};
+    const char *argv[32] = {
+        "--bootstrap-servers", bootstrap, "--state-dir", state_dir, "--from", from};
+    int argc = 6;
+    for (const char *const *o = state_options; *o; o++)
+        argv[argc++] = *o;
     processor_config_t cfg;
     char errstr[256];
-    cr_assert_eq(processor_config_load(&cfg, PROCESSOR_CMD_REBUILD, "rebuild",
-                                       sizeof(argv) / sizeof(argv[0]), (char **)argv,
-                                       errstr, sizeof(errstr)),
+    cr_assert_eq(processor_config_load(&cfg, PROCESSOR_CMD_REBUILD, "rebuild", argc,
+                                       (char **)argv, errstr, sizeof(errstr)),
                  0, "%s", errstr);
     cr_assert_eq(processor_cmd_rebuild(&cfg), 0, "rebuild --from %s", from);
     processor_config_clear(&cfg);
