@@ -1301,6 +1301,7 @@ Test(kafka_faults, a_lost_state_directory_is_restored_from_the_topics)
     instance_start(&a, "a", NULL); /* the same instance, its disk wiped */
     loop_round(&l);
     loop_check(&l);
+    loop_destroy(&l);
     instance_stop(&a);
 }
 
