@@ -1095,7 +1095,7 @@ static void run_step(part_t *p)
     bool ready = p->ready;
     size_t n = 0;
     rd_kafka_message_t *msgs[STEP_MAX_RECORDS];
-    if (ready) {
+    if (ready && p->queue_len) { /* no queue yet is a step of outbox cleanup only */
         n = p->queue_len < STEP_MAX_RECORDS ? p->queue_len : STEP_MAX_RECORDS;
         memcpy(msgs, p->queue, n * sizeof(*msgs));
         memmove(p->queue, p->queue + n, (p->queue_len - n) * sizeof(*p->queue));

@@ -37,6 +37,7 @@ async function main(run) {
   const instances = new Map();
   const crashes = { sigkill: 0, 'after-commit': 0, 'catch-up': 0 };
   let starts = 0;
+  let unexpected = null; // an instance that died of anything but our kills
   const start = async (name, failpoint) => {
     const roll = starts++ % 3; /* each kind of death in turn */
     const env = failpoint !== undefined ? (failpoint ? { FLUSHOUT_FAILPOINT: failpoint } : {})
@@ -50,6 +51,7 @@ async function main(run) {
     p.exited.then(({ code, signal }) => {
       if (signal === 'SIGKILL') crashes.sigkill++;
       else if (code === 137 && p.failpoint) crashes[p.failpoint.split(':')[0]]++;
+      else if (!p.stopping) unexpected = `${name} exited with ${code} (${signal}) on its own: see ${p.logFile}`;
     });
     instances.set(name, p);
   };
@@ -63,6 +65,7 @@ async function main(run) {
   await start('b', 'catch-up:1');
   const total = () => crashes.sigkill + crashes['after-commit'] + crashes['catch-up'];
   while (total() < KILLS) {
+    if (unexpected) throw new Error(unexpected);
     await h.sleep(rng.int(1500, 3500));
     for (const [name, p] of instances) {
       if (p.child.exitCode !== null || p.child.signalCode !== null) {
@@ -99,6 +102,7 @@ async function main(run) {
   await Promise.all(runs);
   const models = [...new Set(clients.map((cl) => cl.model))];
   const snapshots = await h.converge(clients, checker, models);
+  if (unexpected) throw new Error(unexpected);
   for (const p of instances.values()) await run.stopProcessor(p);
   await replies.consumer.disconnect();
 
