@@ -13,6 +13,7 @@ packages=(
   libcriterion-dev
   clang libclang-rt-14-dev clang-format
   kcat bc
+  postgresql
   nodejs npm
 )
 

@@ -20,17 +20,11 @@
 #include "handler.h"
 #include "kafka.h"
 #include "log.h"
+#include "metrics.h"
 #include "run.h"
 
 #define COMMIT_EVERY 1000 /* records per store write */
 #define PROGRESS_S   2
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 typedef struct rebuild_s {
     const processor_config_t *cfg;
@@ -97,7 +91,7 @@ static int rebuild_partition(const rebuild_t *rb, int32_t partition)
     rd_kafka_assign(rk, l);
     rd_kafka_topic_partition_list_destroy(l);
 
-    double start = now_s(), last_log = start;
+    double start = processor_monotonic_s(), last_log = start;
     uint64_t applied = 0, skipped = 0, since_commit = 0;
     int64_t position = lo, next_input = -1;
     rc = 0;
@@ -153,7 +147,7 @@ static int rebuild_partition(const rebuild_t *rb, int32_t partition)
             }
             since_commit = 0;
         }
-        double t = now_s();
+        double t = processor_monotonic_s();
         if (t - last_log >= PROGRESS_S && position < hi) {
             double rate = (double)(position - lo) / (t - start);
             LOG_INFO("partition %d: %lld of %lld records of %s (%.0f/s, %.0f%%, %.0f s "
@@ -165,7 +159,7 @@ static int rebuild_partition(const rebuild_t *rb, int32_t partition)
         }
     }
     if (!rc) {
-        double secs = now_s() - start;
+        double secs = processor_monotonic_s() - start;
         LOG_INFO("partition %d: rebuilt from %s: %lld records in %.2f s (%.0f/s); %llu "
                  "%s, %llu %s",
                  partition, rb->topic, (long long)(hi - lo), secs,

@@ -25,6 +25,7 @@
 #include "handler.h"
 #include "kafka.h"
 #include "log.h"
+#include "metrics.h"
 
 #define STEP_MAX_RECORDS  500        /* records applied in one step (one store write) */
 #define QUEUE_PAUSE_BYTES (16 << 20) /* stop fetching a partition beyond this backlog */
@@ -59,13 +60,19 @@ typedef struct delivery_s {
     state_header_t *headers;
 } delivery_t;
 
+/* A record waiting for its step, and when the consumer handed it over. */
+typedef struct queued_s {
+    rd_kafka_message_t *m;
+    double consumed_at;
+} queued_t;
+
 struct part_s {
     int32_t id;
     runner_t *r;
     pthread_mutex_t lock;
     pthread_cond_t idle; /* broadcast when a step ends */
     /* Under lock: */
-    rd_kafka_message_t **queue;
+    queued_t *queue;
     size_t queue_len, queue_cap, queue_bytes;
     bool assigned, ready, scheduled, running, paused, failed, abort;
     int64_t expected;    /* next input offset the dispatcher accepts */
@@ -111,6 +118,7 @@ struct runner_s {
     bool consumer_leaked; /* not destroyed: see processor_run() */
 
     atomic_uint_fast64_t records, errors, dead_letters;
+    processor_histogram_t record_latency; /* consumed -> its outputs produced */
 };
 
 /* ---- failpoints (tests only) ---- */
@@ -161,13 +169,6 @@ static void failpoint(failpoint_t kind)
 }
 
 /* ---- small helpers ---- */
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static rd_kafka_topic_partition_list_t *one_partition(const char *topic,
                                                       int32_t partition, int64_t offset)
@@ -225,7 +226,7 @@ static part_t *part_find(const runner_t *r, int32_t id)
 static void part_drop_queue(part_t *p)
 {
     for (size_t i = 0; i < p->queue_len; i++)
-        rd_kafka_message_destroy(p->queue[i]);
+        rd_kafka_message_destroy(p->queue[i].m);
     p->queue_len = 0;
     p->queue_bytes = 0;
 }
@@ -695,7 +696,8 @@ static void produce_snapshots(part_t *p, const step_out_t *so)
     }
 }
 
-static void process_step(part_t *p, rd_kafka_message_t **msgs, size_t n)
+static void process_step(part_t *p, rd_kafka_message_t **msgs, const double *consumed_at,
+                         size_t n)
 {
     step_out_t so = {0};
     processor_output_t out;
@@ -726,6 +728,10 @@ static void process_step(part_t *p, rd_kafka_message_t **msgs, size_t n)
         failpoint(FAILPOINT_AFTER_COMMIT);
         produce_step(p, so.items, so.len, next_offset);
         produce_snapshots(p, &so);
+        double produced_at = processor_monotonic_s();
+        for (size_t i = 0; i < n; i++)
+            processor_histogram_record(&p->r->record_latency,
+                                       (uint64_t)((produced_at - consumed_at[i]) * 1e6));
     }
     for (size_t i = 0; i < so.due_len; i++)
         free(so.snapshots_due[i]);
@@ -773,7 +779,7 @@ static int read_partition(part_t *p, const char *topic, int64_t from, int64_t hi
     rd_kafka_assign(rk, l);
     rd_kafka_topic_partition_list_destroy(l);
 
-    double start = now_s(), last_log = start;
+    double start = processor_monotonic_s(), last_log = start;
     int64_t position = from;
     int rc = 0;
     while (position < hi && !rc) {
@@ -798,7 +804,7 @@ static int read_partition(part_t *p, const char *topic, int64_t from, int64_t hi
         }
         if (m)
             rd_kafka_message_destroy(m);
-        double t = now_s();
+        double t = processor_monotonic_s();
         if (t - last_log >= PROGRESS_S) {
             double rate = (double)(position - from) / (t - start);
             LOG_INFO(
@@ -944,7 +950,7 @@ static int catch_up(part_t *p)
         return 0;
     LOG_INFO("partition %d: catching up from %s offsets %lld..%lld", p->id, topic,
              (long long)from, (long long)hi);
-    double start = now_s();
+    double start = processor_monotonic_s();
     int rc = read_partition(p, topic, from, hi, apply_change, &cu);
     if (rc == CATCH_UP_GAP && !restored && r->cfg->snapshot_topic_every) {
         if (restore_snapshots(p, &cu))
@@ -964,7 +970,7 @@ static int catch_up(part_t *p)
     LOG_INFO("partition %d: caught up: %llu change records applied, %llu already "
              "reflected, in %.1f s",
              p->id, (unsigned long long)cu.applied, (unsigned long long)cu.skipped,
-             now_s() - start);
+             processor_monotonic_s() - start);
     return 0;
 }
 
@@ -1095,20 +1101,23 @@ static void run_step(part_t *p)
     bool ready = p->ready;
     size_t n = 0;
     rd_kafka_message_t *msgs[STEP_MAX_RECORDS];
+    double consumed_at[STEP_MAX_RECORDS];
     if (ready && p->queue_len) { /* no queue yet is a step of outbox cleanup only */
         n = p->queue_len < STEP_MAX_RECORDS ? p->queue_len : STEP_MAX_RECORDS;
-        memcpy(msgs, p->queue, n * sizeof(*msgs));
+        for (size_t i = 0; i < n; i++) {
+            msgs[i] = p->queue[i].m;
+            consumed_at[i] = p->queue[i].consumed_at;
+            p->queue_bytes -= msgs[i]->len;
+        }
         memmove(p->queue, p->queue + n, (p->queue_len - n) * sizeof(*p->queue));
         p->queue_len -= n;
-        for (size_t i = 0; i < n; i++)
-            p->queue_bytes -= msgs[i]->len;
     }
     pthread_mutex_unlock(&p->lock);
 
     if (!ready)
         prepare(p);
     else
-        process_step(p, msgs, n);
+        process_step(p, msgs, consumed_at, n);
     for (size_t i = 0; i < n; i++)
         rd_kafka_message_destroy(msgs[i]);
 
@@ -1166,7 +1175,7 @@ static void dispatch(runner_t *r, rd_kafka_message_t *m)
         p->queue_cap = p->queue_cap ? p->queue_cap * 2 : 256;
         p->queue = codec_xrealloc(p->queue, p->queue_cap * sizeof(*p->queue));
     }
-    p->queue[p->queue_len++] = m;
+    p->queue[p->queue_len++] = (queued_t){m, processor_monotonic_s()};
     p->queue_bytes += m->len;
     schedule(p);
     if (!p->paused && p->queue_bytes > QUEUE_PAUSE_BYTES) {
@@ -1407,6 +1416,26 @@ static rd_kafka_t *new_client(runner_t *r, processor_kafka_role_t role, char *er
     return rk;
 }
 
+/* The stats line: totals, and the time from a record consumed to its outputs handed to
+ * the producer (the processor's own share of a round trip). rate < 0: the final line. */
+static void log_stats(runner_t *r, double rate)
+{
+    char rate_str[32] = "";
+    if (rate >= 0)
+        snprintf(rate_str, sizeof(rate_str), " (%.0f/s)", rate);
+    const processor_histogram_t *h = &r->record_latency;
+    LOG_INFO("%s%llu records%s, %llu errors, %llu dead letters, %d partitions; consumed "
+             "to produced: p50 %.3f ms, p99 %.3f ms, p99.9 %.3f ms, max %.3f ms",
+             rate < 0 ? "total: " : "", (unsigned long long)atomic_load(&r->records),
+             rate_str, (unsigned long long)atomic_load(&r->errors),
+             (unsigned long long)atomic_load(&r->dead_letters),
+             atomic_load(&r->assigned_count),
+             (double)processor_histogram_quantile(h, 0.5) / 1e3,
+             (double)processor_histogram_quantile(h, 0.99) / 1e3,
+             (double)processor_histogram_quantile(h, 0.999) / 1e3,
+             (double)atomic_load(&h->max_us) / 1e3);
+}
+
 int processor_run(const processor_config_t *cfg, const char *bootstrap_servers,
                   const char *state_dir, volatile sig_atomic_t *stop)
 {
@@ -1468,7 +1497,7 @@ int processor_run(const processor_config_t *cfg, const char *bootstrap_servers,
                   (unsigned long long)cfg->max_document_bytes, r->limits.max_completions,
                   r->limits.max_depth, r->limits.max_path_length,
                   r->limits.max_string_bytes);
-        double last = now_s(), last_stats = last;
+        double last = processor_monotonic_s(), last_stats = last;
         uint64_t last_records = 0;
         while (!*stop && !atomic_load(&r->fatal)) {
             rd_kafka_message_t *m = rd_kafka_consumer_poll(r->consumer, 100);
@@ -1478,20 +1507,14 @@ int processor_run(const processor_config_t *cfg, const char *bootstrap_servers,
             } else if (m) {
                 dispatch(r, m);
             }
-            double t = now_s();
+            double t = processor_monotonic_s();
             if (t - last >= COMMIT_INTERVAL_S) {
                 housekeeping(r);
                 last = t;
             }
             if (t - last_stats >= 30) {
                 uint64_t n = atomic_load(&r->records);
-                LOG_INFO("%llu records (%.0f/s), %llu errors, %llu dead letters, %d "
-                         "partitions",
-                         (unsigned long long)n,
-                         (double)(n - last_records) / (t - last_stats),
-                         (unsigned long long)atomic_load(&r->errors),
-                         (unsigned long long)atomic_load(&r->dead_letters),
-                         atomic_load(&r->assigned_count));
+                log_stats(r, (double)(n - last_records) / (t - last_stats));
                 last_records = n;
                 last_stats = t;
             }
@@ -1501,8 +1524,9 @@ int processor_run(const processor_config_t *cfg, const char *bootstrap_servers,
     }
     /* librdkafka 2.0 aborts when a cooperative-sticky consumer is closed before its
      * first assignment (librdkafka issue #4312, fixed in 2.3): wait a while for it. */
-    for (double until = now_s() + 15;
-         !err && !r->joined && !atomic_load(&r->fatal) && now_s() < until;) {
+    for (double until = processor_monotonic_s() + 15; !err && !r->joined &&
+                                                      !atomic_load(&r->fatal) &&
+                                                      processor_monotonic_s() < until;) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(r->consumer, 100);
         if (m)
             rd_kafka_message_destroy(m); /* nothing is assigned: nothing to process */
@@ -1530,6 +1554,8 @@ out:
         atomic_store(&r->producer_stop, true);
         pthread_join(r->producer_thread, NULL);
     }
+    if (r->consumer)
+        log_stats(r, -1);
     if (r->producer) {
         rd_kafka_flush(r->producer, FLUSH_TIMEOUT_MS);
         rd_kafka_destroy(r->producer);

@@ -1,125 +1,226 @@
 #!/usr/bin/env bash
-# tests/bench/run.sh - the master benchmark: C handler vs flushout's JS Master, one run.
+# tests/bench/run.sh - the end-to-end benchmark: the processor through Kafka against a
+# passthrough ceiling, flushout's JS Master and the blog post's PostgreSQL backend, all
+# in one run on this machine. Prints one table (Markdown) and writes every result as
+# JSON to build/bench/e2e/.
 #
-# Records a workload with workload.js (cached in the work folder per parameters),
-# times it through bench_master (C: msgpack decode -> apply -> msgpack reply) and
-# js_master.js (Node: JSON.parse -> Master.apply -> JSON.stringify), checks that both
-# saw the same replies (counts of applied commands, errors, syncs, mapped paths),
-# prints a table and the ratio of C to JS flushes per second.
+#   tests/bench/run.sh [--duration S (10)] [--quick] [--keep]
 #
-# Usage: tests/bench/run.sh [--build DIR] [--bin PATH] [--workdir DIR] [--models N]
-#          [--clients N] [--flushes N] [--seed S] [--runs N] [--min-ratio R]
-#   --build DIR     CMake build folder holding tests/bench_master (default build/)
-#   --bin PATH      bench_master to use instead (then nothing is built)
-#   --workdir DIR   workload cache and results (default <build>/bench)
-#   --models, --clients, --flushes, --seed   workload (default 1000, 3, 100000, 1)
-#   --runs N        timed runs per side, best one counts (default 3)
-#   --min-ratio R   target C/JS ratio (default 10; 0 = report only)
-# Exit: 0 at or above target, 3 below it, 1 if a side failed or the replies disagree,
-# 2 on usage errors.
+# --quick is the smoke test (ctest -L bench): every scenario, 2 s each, smaller sizes.
+# Each scenario gets a fresh embedded broker (`dev --broker-only`, 3 brokers, 8
+# partitions) and a fresh state directory; loadgen (tests/bench/loadgen.c) drives it
+# and checks every reply. Every Kafka client here uses fetch.wait.max.ms=10, as `dev`
+# and `send` do: the embedded broker holds each fetch for that long (see the ping).
+# Exit status: 1 if any run lost or got a wrong reply (its numbers are then void).
 set -euo pipefail
+
+duration=10
+quick=0
+keep=0
+while (($#)); do
+  case $1 in
+    --duration) duration=$2; shift ;;
+    --quick) quick=1 ;;
+    --keep) keep=1 ;;
+    *) echo "usage: $0 [--duration S] [--quick] [--keep]" >&2; exit 2 ;;
+  esac
+  shift
+done
+((quick)) && duration=2
 
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
-
-build=$top/build
-bin=
-workdir=
-models=1000
-clients=3
-flushes=100000
-seed=1
-runs=3
-min_ratio=10
-
-usage() {
-    sed -n '/^# Usage:/,/^# 2 on usage/s/^# \{0,1\}//p' "$0" >&2
-    exit 2
-}
-while (($#)); do
-    [[ $1 == -h || $1 == --help || $# -ge 2 ]] || { echo "run.sh: $1 needs a value" >&2; usage; }
-    case $1 in
-    --build) build=$2 ;;
-    --bin) bin=$2 ;;
-    --workdir) workdir=$2 ;;
-    --models) models=$2 ;;
-    --clients) clients=$2 ;;
-    --flushes) flushes=$2 ;;
-    --seed) seed=$2 ;;
-    --runs) runs=$2 ;;
-    --min-ratio) min_ratio=$2 ;;
-    -h | --help) usage ;;
-    *) echo "run.sh: unknown argument $1" >&2; usage ;;
-    esac
-    shift 2
+build=${BUILD_DIR:-$top/build}
+bin=$build/bin/flushout-processor
+loadgen=$build/tests/loadgen
+passthrough=$build/tests/passthrough
+for b in "$bin" "$loadgen" "$passthrough"; do
+  [[ -x $b ]] || { echo "run.sh: $b is missing; build first (cmake --build build)" >&2; exit 1; }
 done
-workdir=${workdir:-$build/bench}
-
-if [[ -z $bin ]]; then
-    bin=$build/tests/bench_master
-    cmake --build "$build" --target bench_master >&2 || {
-        echo "run.sh: cannot build bench_master in $build (configure it first:" \
-             "cmake -S $top -B $build)" >&2
-        exit 1
-    }
-fi
-[[ -x $bin ]] || { echo "run.sh: no bench_master at $bin" >&2; exit 1; }
-
-if [[ ! -d $here/node_modules/flushout ]]; then
-    (cd "$here" && npm ci --no-audit --no-fund --loglevel=error) >&2
-fi
-
-# The workload depends on the generator and on the reference master it drives.
-mkdir -p "$workdir"
-workload=$workdir/workload-m$models-c$clients-f$flushes-s$seed.ndjson
-if [[ ! -s $workload || $here/workload.js -nt $workload || $here/js_master.js -nt $workload ]]; then
-    echo "run.sh: recording $flushes flushes ($models models x $clients clients, seed $seed)" >&2
-    node "$here/workload.js" --models "$models" --clients "$clients" --flushes "$flushes" \
-        --seed "$seed" --out "$workload.tmp"
-    mv "$workload.tmp" "$workload"
-fi
-
-echo "run.sh: timing C ($bin)" >&2
-"$bin" "$workload" --runs "$runs" --history 1000 >"$workdir/c.json"
-echo "run.sh: timing JS (flushout Master, node $(node --version))" >&2
-node --expose-gc "$here/js_master.js" "$workload" --runs "$runs" --history 1000 \
-    >"$workdir/js.json"
-
-node - "$workdir/c.json" "$workdir/js.json" "$min_ratio" <<'EOF'
-const fs = require('fs');
-const [cFile, jsFile, minRatio] = process.argv.slice(2);
-const c = JSON.parse(fs.readFileSync(cFile, 'utf8'));
-const js = JSON.parse(fs.readFileSync(jsFile, 'utf8'));
-const n = (x) => Math.round(x).toLocaleString('en-US');
-const row = (a, b, d) => console.log(a.padEnd(26) + b.padStart(16) + d.padStart(18));
-
-console.log(`workload: ${c.flushes} flushes, ${c.models} models; replies: ${JSON.stringify(js.stats)}`);
-row('', 'C', 'JS flushout ' + js.flushout);
-row('flushes/s (best run)', n(c.flushes_per_s), n(js.flushes_per_s));
-row(`best of ${c.runs_s.length} / ${js.runs_s.length} (s)`, c.best_s.toFixed(3), js.best_s.toFixed(3));
-// Node's GC runs partly on helper threads, so CPU time can exceed wall time there.
-row('  CPU time of that run (s)', c.best_cpu_s.toFixed(3), js.best_cpu_s.toFixed(3));
-row('memory/model (bytes)', `${n(c.rss_bytes_per_model)} RSS`, `${n(js.heap_bytes_per_model)} heap`);
-row('  documents alone', n(c.doc_bytes_per_model), '');
-const ratio = c.flushes_per_s / js.flushes_per_s;
-console.log(`ratio C/JS flushes per second: ${ratio.toFixed(2)}` +
-  (Number(minRatio) > 0 ? ` (target >= ${minRatio})` : ''));
-
-// Both sides applied the same requests, so their replies must say the same things.
-const keys = Object.keys(js.stats);
-const differ = keys.filter((k) => c.stats[k] !== js.stats[k]);
-if (c.final_command_count !== js.final_command_count) differ.push('final_command_count');
-if (differ.length) {
-  console.error(`run.sh: C and JS replies disagree on ${differ.join(', ')}: ` +
-    `C ${JSON.stringify(c.stats)} vs JS ${JSON.stringify(js.stats)}`);
-  process.exit(1);
+out=$build/bench/e2e
+rm -rf "$out"
+mkdir -p "$out"
+work=$(mktemp -d /tmp/flushout-bench-XXXXXX)
+pids=()
+pg_dir=
+cleanup() {
+  for p in "${pids[@]+"${pids[@]}"}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [[ -n $pg_dir ]] && { pg_stop; rm -rf "$pg_dir"; }
+  ((keep)) || rm -rf "$work"
 }
-if (c.error_replies) {
-  console.error(`run.sh: ${c.error_replies} C error replies on a valid workload`);
-  process.exit(1);
+trap cleanup EXIT
+failed=0
+fast=(-X fetch.wait.max.ms=10)
+
+# ---- helpers ----
+
+start_broker() { # sets $bs
+  "$bin" dev --broker-only --partitions 8 >"$work/dev.out" 2>"$work/dev.log" &
+  broker_pid=$!
+  pids+=("$broker_pid")
+  for _ in $(seq 100); do [[ -s $work/dev.out ]] && break; sleep 0.05; done
+  bs=$(sed -n 's/^bootstrap\.servers=//p' "$work/dev.out")
+  [[ -n $bs ]] || { cat "$work/dev.log" >&2; exit 1; }
 }
-if (Number(minRatio) > 0 && ratio < Number(minRatio)) {
-  console.error(`run.sh: BELOW TARGET: C is ${ratio.toFixed(2)}x the JS master, target ${minRatio}x`);
-  process.exit(3);
+
+stop() { # PID...: SIGTERM, wait
+  for p in "$@"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "$@"; do wait "$p" 2>/dev/null || true; done
 }
-EOF
+
+# start_target NAME processor|passthrough [extra options]: sets $target_pid
+start_target() {
+  local name=$1 kind=$2
+  shift 2
+  local exe=$bin
+  local cmd=(run)
+  [[ $kind == passthrough ]] && exe=$passthrough cmd=()
+  "$exe" "${cmd[@]}" --bootstrap-servers "$bs" --state-dir "$work/$name.state" \
+    --group-id bench "${fast[@]}" --log-level info "$@" 2>"$work/$name.log" &
+  target_pid=$!
+  pids+=("$target_pid")
+}
+
+# The processor's own share (its final stats line): "p50 X ms, p99 Y ms".
+own_time() {
+  sed -n 's/.*consumed to produced: p50 \([0-9.]*\) ms, p99 \([0-9.]*\) ms.*/\1 \2/p' "$1" | tail -1
+}
+
+json() { # FILE KEY (a dotted path into the JSON object)
+  node -e 'let v=JSON.parse(require("fs").readFileSync(process.argv[1],"utf8"));
+    for (const k of process.argv[2].split(".")) v=v[k]; console.log(v)' "$1" "$2"
+}
+
+# load NAME [loadgen options]: loadgen against the running target; JSON in $out/NAME.json
+load() {
+  local name=$1
+  shift
+  local pidargs=()
+  for p in "${target_pids[@]}"; do pidargs+=(--pid "$p"); done
+  if ! "$loadgen" --bootstrap-servers "$bs" --label "$name" --json "$out/$name.json" \
+    "${pidargs[@]}" "$@" >"$work/$name.loadgen" 2>&1; then
+    failed=1
+    echo "run.sh: $name FAILED:" >&2
+    cat "$work/$name.loadgen" >&2
+  fi
+  cat "$work/$name.loadgen" >&2
+}
+
+# scenario NAME KIND "TARGET OPTIONS" LOADGEN OPTIONS...: broker, target, load, stop.
+scenario() {
+  local name=$1 kind=$2 topts=$3
+  shift 3
+  start_broker
+  # shellcheck disable=SC2086 # topts is a word list
+  start_target "$name" "$kind" $topts
+  target_pids=("$target_pid")
+  load "$name" "$@"
+  stop "$target_pid"
+  own_time "$work/$name.log" >"$out/$name.own"
+  stop "$broker_pid"
+}
+
+pg_stop() {
+  local ctl
+  ctl=$(ls /usr/lib/postgresql/*/bin/pg_ctl 2>/dev/null | tail -1)
+  as_pg "$ctl" -D "$pg_dir/data" -m fast stop >/dev/null 2>&1 || true
+}
+
+as_pg() { # initdb and postgres refuse to run as root
+  if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+# ---- the scenarios ----
+
+models=1000
+big_models=100000
+record_flushes=60000
+doc_models=8
+doc_sizes=(1000 1000000 10000000)
+if ((quick)); then
+  big_models=20000
+  record_flushes=6000
+  doc_sizes=(1000 1000000)
+fi
+echo "== end-to-end benchmark, ${duration} s per run; work in $work" >&2
+
+start_broker
+"$loadgen" --bootstrap-servers "$bs" --label ping --ping 200 \
+  --json "$out/ping.json" >&2
+stop "$broker_pid"
+
+for k in 1 2 4; do
+  scenario "passthrough-${k}cmd" passthrough "" --echo --models $models --commands $k \
+    --duration "$duration"
+  scenario "processor-${k}cmd" processor "" --models $models --commands $k --duration "$duration"
+done
+scenario processor-100k processor "" --models $big_models --commands 2 --window 2000 \
+  --duration "$duration"
+
+# Latency at half the processor's maximum, the same offered load for both.
+rate=$(json "$out/processor-2cmd.json" flushes_per_s | awk '{printf "%d", $1 / 2}')
+scenario latency-passthrough passthrough "" --echo --models $models --commands 2 \
+  --rate "$rate" --outstanding 64 --duration "$duration"
+scenario latency-processor processor "" --models $models --commands 2 --rate "$rate" \
+  --outstanding 64 --duration "$duration"
+
+for size in "${doc_sizes[@]}"; do
+  scenario "doc-$size" processor "--max-document-bytes 67108864" --models $doc_models \
+    --doc-bytes "$size" --commands 2 --outstanding 64 --window 512 --duration "$duration"
+done
+
+scenario threads-1 processor "--threads 1" --models $models --commands 2 --duration "$duration"
+
+# Two instances in one group: measured once both have partitions.
+start_broker
+start_target two-a processor --group-instance-id a
+a=$target_pid
+start_target two-b processor --group-instance-id b
+b=$target_pid
+target_pids=("$a" "$b")
+for _ in $(seq 300); do
+  grep -q "processing from offset" "$work/two-a.log" && grep -q "processing from offset" "$work/two-b.log" && break
+  sleep 0.1
+done
+load instances-2 --models $models --commands 2 --duration "$duration" --warmup 4
+stop "$a" "$b"
+own_time "$work/two-a.log" >"$out/instances-2.own"
+stop "$broker_pid"
+
+# A fixed workload of 3 clients per model, recorded for the JS Master and PostgreSQL,
+# then restored from its changes topic.
+start_broker
+start_target recorded processor
+target_pids=("$target_pid")
+load recorded --models $models --clients-per-model 3 --commands 2 \
+  --flushes $record_flushes --record "$work/recorded.ndjson"
+stop "$target_pid"
+own_time "$work/recorded.log" >"$out/recorded.own"
+start=$(date +%s.%N)
+"$bin" rebuild --bootstrap-servers "$bs" "${fast[@]}" --state-dir "$work/restored" \
+  --from changes --log-level warn
+restore_s=$(printf '%.3f' "$(echo "$(date +%s.%N) - $start" | bc -l)")
+stop "$broker_pid"
+echo "{\"records\":$record_flushes,\"seconds\":$restore_s}" >"$out/restore.json"
+
+(cd "$here" && node js_master.js "$work/recorded.ndjson" --runs 3) >"$out/js-master.json"
+
+# Its own directory: the server runs as user postgres when this script runs as root.
+pg_dir=$(mktemp -d /tmp/flushout-bench-pg-XXXXXX)
+chmod 755 "$pg_dir"
+mkdir -p "$pg_dir/data"
+[[ $(id -u) -eq 0 ]] && chown -R postgres "$pg_dir"
+pgbin=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb | tail -1)")
+as_pg "$pgbin/initdb" -D "$pg_dir/data" -U postgres --auth=trust >"$work/pg.log" 2>&1
+as_pg "$pgbin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w \
+  -o "-k $pg_dir -p 55432 -c listen_addresses='' -c synchronous_commit=off" start >>"$work/pg.log"
+(cd "$here" && node pg_backend.js "$work/recorded.ndjson" --host "$pg_dir" --port 55432 \
+  --workers 8 --max-seconds $((quick ? 5 : 30))) >"$out/postgresql.json" || failed=1
+pg_stop
+rm -rf "$pg_dir"
+pg_dir=
+
+# ---- the table ----
+node "$here/table.js" "$out" "$duration" "$(nproc)"
+exit $failed

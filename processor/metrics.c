@@ -1,0 +1,59 @@
+/* processor/metrics.c - latency histograms (see metrics.h). */
+#include "metrics.h"
+
+#include <time.h>
+
+static unsigned bucket_of(uint64_t us)
+{
+    if (us < 16)
+        return (unsigned)us;
+    unsigned exp = 63u - (unsigned)__builtin_clzll(us); /* >= 4 */
+    unsigned sub = (unsigned)(us >> (exp - 3)) & 7u;
+    unsigned b = 16 + (exp - 4) * 8 + sub;
+    return b < PROCESSOR_HISTOGRAM_BUCKETS ? b : PROCESSOR_HISTOGRAM_BUCKETS - 1;
+}
+
+/* The largest value that falls in bucket b. */
+static uint64_t bucket_upper(unsigned b)
+{
+    if (b < 16)
+        return b;
+    unsigned exp = 4 + (b - 16) / 8, sub = (b - 16) % 8;
+    return ((uint64_t)(8 + sub + 1) << (exp - 3)) - 1;
+}
+
+void processor_histogram_record(processor_histogram_t *h, uint64_t us)
+{
+    atomic_fetch_add_explicit(&h->buckets[bucket_of(us)], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
+    uint64_t max = atomic_load_explicit(&h->max_us, memory_order_relaxed);
+    while (us > max && !atomic_compare_exchange_weak_explicit(&h->max_us, &max, us,
+                                                              memory_order_relaxed,
+                                                              memory_order_relaxed))
+        ;
+}
+
+uint64_t processor_histogram_quantile(const processor_histogram_t *h, double q)
+{
+    uint64_t count = atomic_load_explicit(&h->count, memory_order_relaxed);
+    if (!count)
+        return 0;
+    uint64_t rank = (uint64_t)(q * (double)count + 0.5), seen = 0;
+    if (rank < 1)
+        rank = 1;
+    for (unsigned b = 0; b < PROCESSOR_HISTOGRAM_BUCKETS; b++) {
+        seen += atomic_load_explicit(&h->buckets[b], memory_order_relaxed);
+        if (seen >= rank) {
+            uint64_t upper = bucket_upper(b), max = atomic_load(&h->max_us);
+            return upper < max ? upper : max;
+        }
+    }
+    return atomic_load(&h->max_us);
+}
+
+double processor_monotonic_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
