@@ -43,7 +43,13 @@ typedef struct step_s {
     uint64_t seq;
     int64_t next_offset; /* -1: nothing to commit (a step of leftovers) */
     uint32_t pending;
+    uint64_t outbox_first, outbox_last; /* the outbox ids its records came from */
 } step_t;
+
+/* Outbox ids whose records are all delivered, deleted by the next step. */
+typedef struct outbox_range_s {
+    uint64_t first, last;
+} outbox_range_t;
 
 /* One record on its way to Kafka: what the delivery report needs, and the bytes. */
 typedef struct delivery_s {
@@ -80,7 +86,7 @@ struct part_s {
     step_t *steps;       /* produced steps not yet fully delivered, oldest first */
     size_t steps_len, steps_cap;
     uint64_t next_step_seq;
-    uint64_t *done; /* delivered outbox ids, deleted by the next step */
+    outbox_range_t *done; /* delivered outbox ids, deleted by the next step */
     size_t done_len, done_cap;
     int64_t committable;  /* every record before it is applied and its output delivered */
     int64_t committed;    /* what was last committed to Kafka */
@@ -277,18 +283,22 @@ static void delivered_locked(part_t *p, delivery_t *d, int64_t offset, bool ok)
 {
     if (d->generation != p->generation)
         return; /* from an earlier assignment: its outbox is read again anyway */
-    if (p->done_len == p->done_cap) {
-        p->done_cap = p->done_cap ? p->done_cap * 2 : 64;
-        p->done = codec_xrealloc(p->done, p->done_cap * sizeof(*p->done));
-    }
-    p->done[p->done_len++] = d->outbox_id;
     if (ok && d->change && offset + 1 > p->changes_next)
         p->changes_next = offset + 1;
     for (size_t i = 0; i < p->steps_len; i++) {
-        if (p->steps[i].seq == d->step_seq) {
-            p->steps[i].pending--;
-            break;
+        step_t *st = &p->steps[i];
+        if (st->seq != d->step_seq)
+            continue;
+        /* The step's outbox entry goes only once all its records are delivered (or
+         * will never be): a crash before then produces them all again. */
+        if (--st->pending == 0) {
+            if (p->done_len == p->done_cap) {
+                p->done_cap = p->done_cap ? p->done_cap * 2 : 64;
+                p->done = codec_xrealloc(p->done, p->done_cap * sizeof(*p->done));
+            }
+            p->done[p->done_len++] = (outbox_range_t){st->outbox_first, st->outbox_last};
         }
+        break;
     }
     size_t n = 0;
     while (n < p->steps_len && p->steps[n].pending == 0) {
@@ -378,7 +388,14 @@ static void produce_step(part_t *p, delivery_t **ds, size_t n, int64_t next_offs
             p->steps_cap = p->steps_cap ? p->steps_cap * 2 : 16;
             p->steps = codec_xrealloc(p->steps, p->steps_cap * sizeof(*p->steps));
         }
-        p->steps[p->steps_len++] = (step_t){seq, next_offset, (uint32_t)n};
+        step_t st = {seq, next_offset, (uint32_t)n, UINT64_MAX, 0};
+        for (size_t i = 0; i < n; i++) {
+            if (ds[i]->outbox_id < st.outbox_first)
+                st.outbox_first = ds[i]->outbox_id;
+            if (ds[i]->outbox_id > st.outbox_last)
+                st.outbox_last = ds[i]->outbox_id;
+        }
+        p->steps[p->steps_len++] = st;
     }
     pthread_mutex_unlock(&p->lock);
     for (size_t i = 0; i < n; i++) {
@@ -655,7 +672,7 @@ static void take_done(part_t *p)
 {
     pthread_mutex_lock(&p->lock);
     for (size_t i = 0; i < p->done_len; i++)
-        state_store_outbox_done(p->store, p->id, p->done[i]);
+        state_store_outbox_done(p->store, p->id, p->done[i].first, p->done[i].last);
     p->done_len = 0;
     int64_t changes_next = p->changes_next;
     pthread_mutex_unlock(&p->lock);

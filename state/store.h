@@ -150,15 +150,19 @@ typedef struct state_outbox_rec_s {
     size_t header_count;
 } state_outbox_rec_t;
 
-/** Adds a record to the step's batch. @returns its outbox id (increasing per
- *  partition). */
+/** Adds a record to the step's batch. The records of one step share an outbox id
+ *  (increasing per partition) and are stored and deleted together.
+ *  @returns the step's outbox id. */
 uint64_t state_store_outbox_add(state_store_t *s, int32_t partition,
                                 const state_outbox_rec_t *rec);
 
-/** Marks a record delivered: it is deleted with the next commit. */
-void state_store_outbox_done(state_store_t *s, int32_t partition, uint64_t id);
+/** Marks the outbox ids first..last delivered (every record of those steps): they
+ *  are deleted with the next commit. */
+void state_store_outbox_done(state_store_t *s, int32_t partition, uint64_t first,
+                             uint64_t last);
 
-/** Calls visit for each record still in partition's outbox, oldest first (rec and
+/** Calls visit for each record still in partition's outbox, oldest first, with its
+ *  step's id (rec and
  *  what it points to live during the call); visit returns non-zero to stop.
  *  @returns 0, or -1 and errstr. */
 int state_store_outbox_scan(state_store_t *s, int32_t partition,

@@ -432,30 +432,39 @@ static seen_t outbox(int32_t partition)
 Test(state_store, the_outbox_keeps_records_until_they_are_done)
 {
     open_store();
-    for (int i = 0; i < 3; i++) {
-        char v[8];
-        snprintf(v, sizeof(v), "r%d", i);
-        cr_assert_eq(add_reply(2, v), (uint64_t)i);
-    }
+    cr_assert_eq(add_reply(2, "r0"), 0);
+    cr_assert_eq(add_reply(2, "r1"), 0, "the records of one step share its id");
     commit(0);
+    cr_assert_eq(add_reply(2, "r2"), 1, "the next step has the next id");
+    commit(1);
     add_reply(2, "lost"); /* not committed */
     open_store();
     seen_t seen = outbox(2);
     cr_assert_eq(seen.n, 3);
     cr_assert_str_eq(seen.values[0], "r0");
+    cr_assert_str_eq(seen.values[1], "r1");
     cr_assert_str_eq(seen.values[2], "r2");
+    cr_assert_eq(seen.ids[1], 0);
+    cr_assert_eq(seen.ids[2], 1);
     cr_assert_eq(outbox(0).n, 0, "partitions have their own outboxes");
 
-    state_store_outbox_done(store, 2, seen.ids[1]);
+    state_store_outbox_done(store, 2, 0, 0);
     commit(-1);
     seen = outbox(2);
-    cr_assert_eq(seen.n, 2);
-    cr_assert_str_eq(seen.values[1], "r2");
+    cr_assert_eq(seen.n, 1, "a step's records go together");
+    cr_assert_str_eq(seen.values[0], "r2");
 
     open_store();
-    cr_assert_eq(add_reply(2, "r3"), 3, "ids continue after the newest stored record");
+    cr_assert_eq(add_reply(2, "r3"), 2, "ids continue after the newest stored record");
+    commit(-1);
+    cr_assert_eq(add_reply(2, "r4"), 3);
     commit(-1);
     cr_assert_eq(outbox(2).n, 3);
+    state_store_outbox_done(store, 2, 1, 2);
+    commit(-1);
+    seen = outbox(2);
+    cr_assert_eq(seen.n, 1, "a range of steps goes at once");
+    cr_assert_str_eq(seen.values[0], "r4");
 }
 
 Test(state_store, client_records_expire_oldest_first)
