@@ -235,6 +235,10 @@ state_store_t *state_store_open(const state_store_conf_t *conf, char *errstr,
     }
     s->options = rocksdb_options_create();
     rocksdb_options_set_create_if_missing(s->options, 1);
+    /* One store per partition, each with up to two memtables: 16 MB ones (RocksDB's
+     * default is 64) keep 8 partitions' memtables at 256 MB, and were as fast in the
+     * end-to-end benchmark. */
+    rocksdb_options_set_write_buffer_size(s->options, 16 << 20);
     s->write_options = rocksdb_writeoptions_create();
     rocksdb_writeoptions_set_sync(s->write_options, conf->fsync);
     s->read_options = rocksdb_readoptions_create();

@@ -142,10 +142,11 @@ static rd_kafka_conf_t *conf_new(bool is_producer)
     const char *base[] = {
         "bootstrap.servers", o.bootstrap, "client.id", "flushout-loadgen",
         "socket.nagle.disable", "true", "log_level", "4",
-        /* the processor checks that keys sit where murmur2 puts them */
+        /* the processor checks that keys sit where murmur2 puts them; linger.ms as
+         * the processor's producer (an open loop sends records one at a time) */
         is_producer ? "partitioner" : "fetch.wait.max.ms",
         is_producer ? "murmur2_random" : "10", is_producer ? "linger.ms" : "group.id",
-        is_producer ? "1" : "flushout-loadgen",
+        is_producer ? "5" : "flushout-loadgen",
         is_producer ? "acks" : "enable.auto.commit", is_producer ? "all" : "false"};
     for (size_t i = 0; i < sizeof(base) / sizeof(base[0]); i += 2)
         if (rd_kafka_conf_set(conf, base[i], base[i + 1], err, sizeof(err)))

@@ -150,12 +150,16 @@ start_broker
   --json "$out/ping.json" >&2
 stop "$broker_pid"
 
+# Throughput: enough flushes in flight (4 per client, 4,000 in all) that the machine,
+# not the round trip, is the limit for both sides.
+saturate=(--outstanding 4 --window 4000)
 for k in 1 2 4; do
   scenario "passthrough-${k}cmd" passthrough "" --echo --models $models --commands $k \
-    --duration "$duration"
-  scenario "processor-${k}cmd" processor "" --models $models --commands $k --duration "$duration"
+    "${saturate[@]}" --duration "$duration"
+  scenario "processor-${k}cmd" processor "" --models $models --commands $k \
+    "${saturate[@]}" --duration "$duration"
 done
-scenario processor-100k processor "" --models $big_models --commands 2 --window 2000 \
+scenario processor-100k processor "" --models $big_models --commands 2 --window 4000 \
   --duration "$duration"
 
 # Latency at half the processor's maximum, the same offered load for both.
@@ -170,7 +174,8 @@ for size in "${doc_sizes[@]}"; do
     --doc-bytes "$size" --commands 2 --outstanding 64 --window 512 --duration "$duration"
 done
 
-scenario threads-1 processor "--threads 1" --models $models --commands 2 --duration "$duration"
+scenario threads-1 processor "--threads 1" --models $models --commands 2 "${saturate[@]}" \
+  --duration "$duration"
 
 # Two instances in one group: measured once both have partitions.
 start_broker
@@ -183,7 +188,8 @@ for _ in $(seq 300); do
   grep -q "processing from offset" "$work/two-a.log" && grep -q "processing from offset" "$work/two-b.log" && break
   sleep 0.1
 done
-load instances-2 --models $models --commands 2 --duration "$duration" --warmup 4
+load instances-2 --models $models --commands 2 "${saturate[@]}" --duration "$duration" \
+  --warmup 4
 stop "$a" "$b"
 own_time "$work/two-a.log" >"$out/instances-2.own"
 stop "$broker_pid"
@@ -193,7 +199,7 @@ stop "$broker_pid"
 start_broker
 start_target recorded processor
 target_pids=("$target_pid")
-load recorded --models $models --clients-per-model 3 --commands 2 \
+load recorded --models $models --clients-per-model 3 --commands 2 "${saturate[@]}" \
   --flushes $record_flushes --record "$work/recorded.ndjson"
 stop "$target_pid"
 own_time "$work/recorded.log" >"$out/recorded.own"
