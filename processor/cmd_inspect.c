@@ -110,28 +110,37 @@ static int collect(void *opaque, const state_store_item_t *item)
             m->command_count = m->snapshot_count;
         break;
     }
-    case STATE_ITEM_HISTORY:
-        m->history_entries++;
+    case STATE_ITEM_HISTORY: {
+        /* One key per flush: [completion...] from count on (a single completion in
+         * stores written before). */
+        codec_value_t *v = NULL;
+        char err[128];
+        if (codec_msgpack_decode(item->value, item->value_len, &codec_limits_trusted, &v,
+                                 err, sizeof(err)))
+            v = NULL;
+        bool list = v && v->type == CODEC_VALUE_ARRAY;
+        uint32_t n = list ? v->u.array.len : 1;
+        m->history_entries += n;
         m->history_bytes += item->value_len;
-        if (item->count + 1 > m->command_count)
-            m->command_count = item->count + 1;
-        if (l->only_model && l->out) { /* --history-of */
-            codec_value_t *v = NULL;
-            char err[128];
+        if (item->count + n > m->command_count)
+            m->command_count = item->count + n;
+        for (uint32_t i = 0; l->only_model && l->out && i < n; i++) { /* --history-of */
             json_t *completion = NULL;
-            if (codec_msgpack_decode(item->value, item->value_len, &codec_limits_trusted,
-                                     &v, err, sizeof(err)) == 0) {
-                char *text = codec_json_encode(v, NULL);
+            const codec_value_t *c = list ? v->u.array.items[i] : v;
+            if (c) {
+                char *text = codec_json_encode(c, NULL);
                 completion = json_loads(text, JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
                 free(text);
             }
-            codec_value_destroy(v);
             print_json(l->out,
                        json_pack("{s:i, s:s%, s:I, s:o*}", "partition", item->partition,
                                  "model", item->model, item->model_len, "count",
-                                 (json_int_t)item->count, "completion", completion));
+                                 (json_int_t)(item->count + i), "completion",
+                                 completion));
         }
+        codec_value_destroy(v);
         break;
+    }
     case STATE_ITEM_CLIENT:
         m->clients++;
         break;

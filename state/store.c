@@ -170,12 +170,17 @@ static void key_free(store_key_t *k)
         free(k->p);
 }
 
-static uint64_t be64(const char *p)
+static uint64_t be_n(const char *p, int n)
 {
     uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
+    for (int i = 0; i < n; i++)
         v = (v << 8) | (unsigned char)p[i];
     return v;
+}
+
+static uint64_t be64(const char *p)
+{
+    return be_n(p, 8);
 }
 
 /* ---- open / close ---- */
@@ -461,39 +466,79 @@ static int load_history(state_store_t *s, state_model_t *m, char *errstr,
         const char *key = rocksdb_iter_key(it, &klen);
         if (klen != prefix.len + 8 || memcmp(key, prefix.p, prefix.len) != 0)
             break;
-        uint64_t count = be64(key + prefix.len);
-        const char *value = rocksdb_iter_value(it, &vlen);
-        if (first) {
-            m->history_start = count;
-            m->history = state_history_mem_new(s->conf.history, count);
-            first = false;
-        }
-        if (count >= m->snapshot_count) {
-            /* Replay: the stored completion is the command as it was applied. */
-            codec_completion_t c;
-            char derr[256];
-            if (count != state_master_command_count(m->master) ||
-                codec_completion_decode(value, vlen, s->zone, &c, derr, sizeof(derr)) ||
-                state_master_replay(m->master, &c, derr, sizeof(derr))) {
+        uint64_t key_count = be64(key + prefix.len);
+        const char *stored = rocksdb_iter_value(it, &vlen);
+        /* A flush's completions, or one completion as earlier versions stored it. */
+        uint32_t n = 1;
+        size_t at = 0, stored_len = vlen;
+        const unsigned char *b = (const unsigned char *)stored;
+        if (vlen >= 1 && (b[0] & 0xf0) == 0x90)
+            n = b[0] & 0x0f, at = 1;
+        else if (vlen >= 3 && b[0] == 0xdc)
+            n = (uint32_t)be_n(stored + 1, 2), at = 3;
+        else if (vlen >= 5 && b[0] == 0xdd)
+            n = (uint32_t)be_n(stored + 1, 4), at = 5;
+        for (uint32_t i = 0; i < n && !rc; i++) {
+            size_t item_start = at;
+            if (n > 1 || at > 0) {
+                size_t off = at;
+                msgpack_unpacked up;
+                msgpack_unpacked_init(&up);
+                bool ok = msgpack_unpack_next(&up, stored, stored_len, &off) ==
+                          MSGPACK_UNPACK_SUCCESS;
+                msgpack_unpacked_destroy(&up);
+                if (!ok) {
+                    snprintf(errstr, errstr_size,
+                             "the history of model \"%.*s\" is corrupt at command %llu",
+                             (int)(m->id_len > 40 ? 40 : m->id_len), m->id,
+                             (unsigned long long)(key_count + i));
+                    rc = -1;
+                    break;
+                }
+                at = off;
+            } else {
+                at = stored_len;
+            }
+            const char *value = stored + item_start;
+            vlen = at - item_start;
+            uint64_t count = key_count + i;
+            if (first) {
+                m->history_start = count;
+                m->history = state_history_mem_new(s->conf.history, count);
+                first = false;
+            }
+            if (count >= m->snapshot_count) {
+                /* Replay: the stored completion is the command as it was applied. */
+                codec_completion_t c;
+                char derr[256];
+                if (count != state_master_command_count(m->master) ||
+                    codec_completion_decode(value, vlen, s->zone, &c, derr,
+                                            sizeof(derr)) ||
+                    state_master_replay(m->master, &c, derr, sizeof(derr))) {
+                    snprintf(
+                        errstr, errstr_size,
+                        "the history of model \"%.*s\" does not replay at command %llu",
+                        (int)(m->id_len > 40 ? 40 : m->id_len), m->id,
+                        (unsigned long long)count);
+                    rc = -1;
+                    msgpack_zone_clear(s->zone);
+                    break;
+                }
+                msgpack_zone_clear(s->zone);
+            }
+            codec_packed_reset(&one);
+            codec_packed_add_raw(&one, value, vlen);
+            if (state_history_mem_append(m->history, count, &one) != 0) {
                 snprintf(errstr, errstr_size,
-                         "the history of model \"%.*s\" does not replay at command %llu",
+                         "the history of model \"%.*s\" has a gap at %llu",
                          (int)(m->id_len > 40 ? 40 : m->id_len), m->id,
                          (unsigned long long)count);
                 rc = -1;
-                msgpack_zone_clear(s->zone);
                 break;
             }
-            msgpack_zone_clear(s->zone);
         }
-        codec_packed_reset(&one);
-        codec_packed_add_raw(&one, value, vlen);
-        if (state_history_mem_append(m->history, count, &one) != 0) {
-            snprintf(
-                errstr, errstr_size, "the history of model \"%.*s\" has a gap at %llu",
-                (int)(m->id_len > 40 ? 40 : m->id_len), m->id, (unsigned long long)count);
-            rc = -1;
+        if (rc)
             break;
-        }
     }
     char *err = NULL;
     rocksdb_iter_get_error(it, &err);
@@ -801,6 +846,27 @@ static void trim_history(state_store_t *s, state_model_t *m)
     key_add_id(&from, m->id, m->id_len);
     key_init(&to, (uint32_t)m->partition, KIND_HISTORY);
     key_add_id(&to, m->id, m->id_len);
+    /* A key holds a whole flush: keep the one that holds keep_from (the newest stored
+     * at or before it; one written in this step is not seen, and then less goes). */
+    size_t prefix = to.len;
+    key_add_u64(&to, keep_from);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
+    rocksdb_iter_seek_for_prev(it, to.p, to.len);
+    uint64_t cut = m->history_start;
+    if (rocksdb_iter_valid(it)) {
+        size_t klen;
+        const char *k = rocksdb_iter_key(it, &klen);
+        if (klen == to.len && !memcmp(k, to.p, prefix))
+            cut = be64(k + prefix);
+    }
+    rocksdb_iter_destroy(it);
+    if (cut <= m->history_start) {
+        key_free(&from);
+        key_free(&to);
+        return;
+    }
+    keep_from = cut;
+    to.len = prefix;
     key_add_u64(&from, m->history_start);
     key_add_u64(&to, keep_from);
     /* Applied after the step's point writes (no barrier): the range is older than
@@ -942,21 +1008,28 @@ static void record_flush(state_store_t *s, state_model_t *m, const char *client,
                          const codec_packed_t *applied, const char *mapped_paths,
                          size_t mapped_paths_len)
 {
+    /* One history key per flush, at its first command: [completion...]. */
     store_key_t k;
-    key_init(&k, (uint32_t)m->partition, KIND_HISTORY);
-    key_add_id(&k, m->id, m->id_len);
-    size_t prefix = k.len;
+    if (applied->count) {
+        msgpack_sbuffer hb;
+        msgpack_sbuffer_init(&hb);
+        msgpack_packer hp;
+        msgpack_packer_init(&hp, &hb, msgpack_sbuffer_write);
+        codec_packed_pack_array(&hp, applied);
+        key_init(&k, (uint32_t)m->partition, KIND_HISTORY);
+        key_add_id(&k, m->id, m->id_len);
+        key_add_u64(&k, applied_from);
+        batch_write(s, k.p, k.len, hb.data, hb.size);
+        key_free(&k);
+        msgpack_sbuffer_destroy(&hb);
+    }
     for (uint32_t i = 0; i < applied->count; i++) {
         size_t len;
-        const char *bytes = codec_packed_item(applied, i, &len);
-        k.len = prefix;
-        key_add_u64(&k, applied_from + i);
-        batch_write(s, k.p, k.len, bytes, len);
+        codec_packed_item(applied, i, &len);
         m->history_bytes_since += len;
         /* The document grew by about the decoded size of what was applied. */
         charge(s, m, 2 * len);
     }
-    key_free(&k);
     state_history_mem_append(m->history, applied_from, applied);
     recharge_history(s, m, &m->history_charged);
 
