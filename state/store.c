@@ -727,6 +727,8 @@ state_seq_t state_model_check_seq(state_store_t *s, state_model_t *m, const char
 
 static void op_bytes_add(state_store_t *s, const void *bytes, size_t len)
 {
+    if (!len)
+        return;
     if (s->op_bytes_len + len > s->op_bytes_cap) {
         s->op_bytes_cap = (s->op_bytes_len + len) * 2;
         s->op_bytes = codec_xrealloc(s->op_bytes, s->op_bytes_cap);
@@ -769,6 +771,8 @@ static int by_key(const void *a, const void *b)
 /* Moves the pending point writes into the RocksDB batch, sorted by key. */
 static void batch_flush_sorted(state_store_t *s)
 {
+    if (!s->ops_len)
+        return;
     sort_base = s->op_bytes;
     qsort(s->ops, s->ops_len, sizeof(*s->ops), by_key);
     for (size_t i = 0; i < s->ops_len; i++) {

@@ -21,6 +21,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <getopt.h>
+#include <stddef.h>
 #include <inttypes.h>
 #include <math.h>
 #include <msgpack.h>
@@ -66,7 +67,7 @@ typedef struct opts_s {
     double rate, duration, warmup, drain_timeout, zipf;
     bool echo;
     uint32_t ping;
-    unsigned seed;
+    uint32_t seed;
     int pids[MAX_PIDS];
     int pid_count;
     const char *props[MAX_PROPS];
@@ -670,6 +671,63 @@ static void usage(void)
     exit(2);
 }
 
+/* The options with a plain value: parsed and range-checked from one table. */
+typedef enum opt_kind_e { OPT_STR, OPT_U32, OPT_U64, OPT_SECONDS, OPT_FLAG } opt_kind_t;
+static const struct {
+    const char *name;
+    opt_kind_t kind;
+    size_t offset;
+} opt_table[] = {
+    {"bootstrap-servers", OPT_STR, offsetof(opts_t, bootstrap)},
+    {"flushes-topic", OPT_STR, offsetof(opts_t, flushes_topic)},
+    {"replies-topic", OPT_STR, offsetof(opts_t, replies_topic)},
+    {"models", OPT_U32, offsetof(opts_t, models)},
+    {"clients-per-model", OPT_U32, offsetof(opts_t, clients_per_model)},
+    {"commands", OPT_U32, offsetof(opts_t, commands)},
+    {"props-bytes", OPT_U32, offsetof(opts_t, props_bytes)},
+    {"doc-bytes", OPT_U64, offsetof(opts_t, doc_bytes)},
+    {"rate", OPT_SECONDS, offsetof(opts_t, rate)},
+    {"outstanding", OPT_U32, offsetof(opts_t, outstanding)},
+    {"window", OPT_U32, offsetof(opts_t, window)},
+    {"duration", OPT_SECONDS, offsetof(opts_t, duration)},
+    {"warmup", OPT_SECONDS, offsetof(opts_t, warmup)},
+    {"flushes", OPT_U64, offsetof(opts_t, flushes)},
+    {"drain-timeout", OPT_SECONDS, offsetof(opts_t, drain_timeout)},
+    {"echo", OPT_FLAG, offsetof(opts_t, echo)},
+    {"json", OPT_STR, offsetof(opts_t, json_path)},
+    {"record", OPT_STR, offsetof(opts_t, record_path)},
+    {"label", OPT_STR, offsetof(opts_t, label)},
+    {"seed", OPT_U32, offsetof(opts_t, seed)},
+    {"ping", OPT_U32, offsetof(opts_t, ping)},
+};
+#define OPT_TABLE_LEN (sizeof(opt_table) / sizeof(opt_table[0]))
+enum { OPT_SKEW = 1000, OPT_PID, OPT_HELP };
+
+static void set_option(size_t i, const char *arg)
+{
+    char *end = NULL, *field = (char *)&o + opt_table[i].offset;
+    errno = 0;
+    if (opt_table[i].kind == OPT_STR) {
+        *(const char **)field = arg;
+    } else if (opt_table[i].kind == OPT_FLAG) {
+        *(bool *)field = true;
+    } else if (opt_table[i].kind == OPT_SECONDS) {
+        double v = strtod(arg, &end);
+        if (end == arg || *end || errno || !(v >= 0))
+            die("--%s: not a number >= 0: %s", opt_table[i].name, arg);
+        *(double *)field = v;
+    } else {
+        unsigned long long v = strtoull(arg, &end, 10);
+        if (end == arg || *end || errno || arg[0] == '-' ||
+            (opt_table[i].kind == OPT_U32 && v > UINT32_MAX))
+            die("--%s: not an unsigned integer in range: %s", opt_table[i].name, arg);
+        if (opt_table[i].kind == OPT_U32)
+            *(uint32_t *)field = (uint32_t)v;
+        else
+            *(uint64_t *)field = v;
+    }
+}
+
 static void parse(int argc, char **argv)
 {
     o = (opts_t){.flushes_topic = "flushout.flushes",
@@ -685,125 +743,41 @@ static void parse(int argc, char **argv)
                  .warmup = 2,
                  .drain_timeout = 30,
                  .seed = 1};
-    static const struct option longs[] = {{"bootstrap-servers", 1, 0, 'b'},
-                                          {"flushes-topic", 1, 0, 'F'},
-                                          {"replies-topic", 1, 0, 'R'},
-                                          {"models", 1, 0, 'm'},
-                                          {"clients-per-model", 1, 0, 'c'},
-                                          {"commands", 1, 0, 'k'},
-                                          {"props-bytes", 1, 0, 'p'},
-                                          {"doc-bytes", 1, 0, 'D'},
-                                          {"skew", 1, 0, 'z'},
-                                          {"rate", 1, 0, 'r'},
-                                          {"outstanding", 1, 0, 'o'},
-                                          {"window", 1, 0, 'w'},
-                                          {"duration", 1, 0, 'd'},
-                                          {"warmup", 1, 0, 'W'},
-                                          {"flushes", 1, 0, 'n'},
-                                          {"drain-timeout", 1, 0, 'T'},
-                                          {"echo", 0, 0, 'e'},
-                                          {"pid", 1, 0, 'P'},
-                                          {"json", 1, 0, 'j'},
-                                          {"record", 1, 0, 'f'},
-                                          {"label", 1, 0, 'l'},
-                                          {"seed", 1, 0, 's'},
-                                          {"ping", 1, 0, 'g'},
-                                          {"help", 0, 0, 'h'},
-                                          {0, 0, 0, 0}};
+    struct option longs[OPT_TABLE_LEN + 4];
+    for (size_t i = 0; i < OPT_TABLE_LEN; i++)
+        longs[i] = (struct option){opt_table[i].name, opt_table[i].kind != OPT_FLAG, NULL,
+                                   (int)i};
+    longs[OPT_TABLE_LEN] = (struct option){"skew", 1, NULL, OPT_SKEW};
+    longs[OPT_TABLE_LEN + 1] = (struct option){"pid", 1, NULL, OPT_PID};
+    longs[OPT_TABLE_LEN + 2] = (struct option){"help", 0, NULL, OPT_HELP};
+    longs[OPT_TABLE_LEN + 3] = (struct option){0, 0, 0, 0};
     int ch;
-    while ((ch = getopt_long(argc, argv, "X:h", longs, NULL)) != -1) {
-        switch (ch) {
-        case 'b':
-            o.bootstrap = optarg;
-            break;
-        case 'F':
-            o.flushes_topic = optarg;
-            break;
-        case 'R':
-            o.replies_topic = optarg;
-            break;
-        case 'm':
-            o.models = (uint32_t)strtoul(optarg, NULL, 10);
-            break;
-        case 'c':
-            o.clients_per_model = (uint32_t)strtoul(optarg, NULL, 10);
-            break;
-        case 'k':
-            o.commands = (uint32_t)strtoul(optarg, NULL, 10);
-            break;
-        case 'p':
-            o.props_bytes = (uint32_t)strtoul(optarg, NULL, 10);
-            break;
-        case 'D':
-            o.doc_bytes = strtoull(optarg, NULL, 10);
-            break;
-        case 'z':
+    while ((ch = getopt_long(argc, argv, "X:", longs, NULL)) != -1) {
+        if (ch >= 0 && (size_t)ch < OPT_TABLE_LEN) {
+            set_option((size_t)ch, optarg);
+        } else if (ch == OPT_SKEW) {
             if (!strncmp(optarg, "zipf:", 5))
                 o.zipf = strtod(optarg + 5, NULL);
             else if (strcmp(optarg, "uniform"))
-                usage();
-            break;
-        case 'r':
-            o.rate = strtod(optarg, NULL);
-            break;
-        case 'o':
-            o.outstanding = (uint32_t)strtoul(optarg, NULL, 10);
-            break;
-        case 'w':
-            o.window = (uint32_t)strtoul(optarg, NULL, 10);
-            break;
-        case 'd':
-            o.duration = strtod(optarg, NULL);
-            break;
-        case 'W':
-            o.warmup = strtod(optarg, NULL);
-            break;
-        case 'n':
-            o.flushes = strtoull(optarg, NULL, 10);
-            break;
-        case 'T':
-            o.drain_timeout = strtod(optarg, NULL);
-            break;
-        case 'e':
-            o.echo = true;
-            break;
-        case 'P':
-            if (o.pid_count == MAX_PIDS)
-                usage();
+                die("--skew: uniform or zipf:S, not %s", optarg);
+        } else if (ch == OPT_PID && o.pid_count < MAX_PIDS) {
             o.pids[o.pid_count++] = atoi(optarg);
-            break;
-        case 'j':
-            o.json_path = optarg;
-            break;
-        case 'f':
-            o.record_path = optarg;
-            break;
-        case 'l':
-            o.label = optarg;
-            break;
-        case 's':
-            o.seed = (unsigned)strtoul(optarg, NULL, 10);
-            break;
-        case 'g':
-            o.ping = (uint32_t)strtoul(optarg, NULL, 10);
-            break;
-        case 'X': {
+        } else if (ch == 'X' && strchr(optarg, '=') && o.prop_count + 2 <= MAX_PROPS) {
             char *eq = strchr(optarg, '=');
-            if (!eq || o.prop_count + 2 > MAX_PROPS)
-                usage();
             *eq = 0;
             o.props[o.prop_count++] = optarg;
             o.props[o.prop_count++] = eq + 1;
-            break;
-        }
-        default:
+        } else {
             usage();
         }
     }
     if (!o.bootstrap || !o.models || !o.clients_per_model || !o.commands ||
-        !o.outstanding || !o.window || o.duration <= 0 || o.rate < 0 || o.zipf < 0 ||
-        (o.doc_bytes && o.clients_per_model != 1) || optind != argc)
-        usage(); /* seeded documents would reach other clients in full as diffs */
+        !o.outstanding || !o.window || o.duration <= 0 || o.zipf < 0 || optind != argc)
+        usage();
+    if ((uint64_t)o.models * o.clients_per_model * o.outstanding > UINT32_MAX)
+        die("--models x --clients-per-model x --outstanding is too large");
+    if (o.doc_bytes && o.clients_per_model != 1) /* the seed would reach the others */
+        die("--doc-bytes needs --clients-per-model 1");
 }
 
 static void write_json(double secs, double tput, proc_sample_t cpu0, proc_sample_t cpu1,
