@@ -106,8 +106,10 @@ struct runner_s {
     rd_kafka_t *consumer, *producer;
     codec_limits_t limits;
     codec_value_t *initial_document;
-    int32_t partition_count; /* of the flushes topic */
-    part_t **parts;          /* by partition id; created by the main thread */
+    int32_t partition_count;               /* of the flushes topic */
+    size_t max_message_bytes;              /* the producer's message.max.bytes */
+    atomic_long snapshot_too_large_logged; /* when, in seconds (one line a minute) */
+    part_t **parts; /* by partition id; created by the main thread */
     size_t parts_cap;
     atomic_int assigned_count;
 
@@ -689,11 +691,28 @@ static void produce_snapshots(part_t *p, const step_out_t *so)
     runner_t *r = p->r;
     for (size_t i = 0; i < so->due_len; i++) {
         const char *model = so->snapshots_due[i];
+        /* A document larger than the producer takes would be packed only to be
+         * refused: skip it (restoring replays its change records instead). */
+        char errstr[256];
+        state_model_t *m = state_store_model(p->store, p->id, model, strlen(model),
+                                             errstr, sizeof(errstr));
+        size_t bound = m ? state_model_document_bound(m) : 0;
+        if (bound > r->max_message_bytes) {
+            long now = (long)processor_monotonic_s();
+            long last = atomic_load(&r->snapshot_too_large_logged);
+            if (now - last >= 60 &&
+                atomic_compare_exchange_strong(&r->snapshot_too_large_logged, &last, now))
+                LOG_WARN("partition %d model \"%.60s\": no snapshot record, its document "
+                         "(about %zu bytes) is larger than message.max.bytes (%zu); a "
+                         "restore replays its change records instead (logged once a "
+                         "minute)",
+                         p->id, model, bound, r->max_message_bytes);
+            continue;
+        }
         msgpack_sbuffer sb;
         msgpack_sbuffer_init(&sb);
         msgpack_packer pk;
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        char errstr[256];
         if (state_store_pack_snapshot_record(p->store, p->id, model, strlen(model), &pk,
                                              errstr, sizeof(errstr))) {
             LOG_WARN("partition %d model \"%.60s\": no snapshot record: %s", p->id, model,
@@ -1488,6 +1507,13 @@ int processor_run(const processor_config_t *cfg, const char *bootstrap_servers,
         goto out;
     }
     rd_kafka_poll_set_consumer(r->consumer);
+    char max_bytes[32];
+    size_t max_bytes_len = sizeof(max_bytes);
+    r->max_message_bytes = 1000000; /* librdkafka's default */
+    if (rd_kafka_conf_get(rd_kafka_conf(r->producer), "message.max.bytes", max_bytes,
+                          &max_bytes_len) == RD_KAFKA_CONF_OK)
+        r->max_message_bytes = (size_t)strtoull(max_bytes, NULL, 10);
+    atomic_store(&r->snapshot_too_large_logged, -60);
 
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     r->worker_count =
