@@ -9,6 +9,9 @@
 #include "cmd_rebuild.h"
 
 #include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <unistd.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +27,6 @@
 #include "run.h"
 
 #define COMMIT_EVERY 1000 /* records per store write */
-#define PROGRESS_S   2
 
 typedef struct rebuild_s {
     const processor_config_t *cfg;
@@ -34,6 +36,68 @@ typedef struct rebuild_s {
     codec_value_t *initial_document;
     codec_limits_t limits;
 } rebuild_t;
+
+/* One partition's rebuild in progress. */
+typedef struct rebuild_partition_s {
+    const rebuild_t *rb;
+    int32_t partition;
+    state_store_t *store;
+    processor_handler_t *handler;
+    processor_output_t *out;
+    uint64_t applied, skipped, since_commit;
+    int64_t next_input; /* the input offset the state reflects, when known */
+    int64_t position;   /* after the last record read */
+} rebuild_partition_t;
+
+/* Applies one record; commits every COMMIT_EVERY records. */
+static int rebuild_visit(const rd_kafka_message_t *m, void *ctx)
+{
+    rebuild_partition_t *rp = ctx;
+    const rebuild_t *rb = rp->rb;
+    char errstr[512];
+    if (rb->from_changes) {
+        int64_t input = -1;
+        switch (state_store_apply_change(rp->store, rp->partition, m->key, m->key_len,
+                                         m->payload ? m->payload : "", m->len, &input,
+                                         errstr, sizeof(errstr))) {
+        case STATE_CHANGE_APPLIED:
+            rp->applied++;
+            break;
+        case STATE_CHANGE_SKIPPED:
+            rp->skipped++;
+            break;
+        case STATE_CHANGE_GAP:
+        case STATE_CHANGE_FAILED:
+            LOG_ERROR("partition %d: %s offset %lld: %s", rp->partition, rb->topic,
+                      (long long)m->offset, errstr);
+            return -1;
+        }
+        if (input + 1 > rp->next_input)
+            rp->next_input = input + 1;
+    } else {
+        processor_apply_record(rp->handler, rb->cfg, rb->partition_count, m, rp->out);
+        if (rp->out->error == CODEC_ERR_STORE_FAILED) {
+            LOG_ERROR("partition %d offset %lld: %s", rp->partition, (long long)m->offset,
+                      rp->out->message);
+            return -1;
+        }
+        rp->applied += rp->out->change.size > 0;
+        rp->skipped += rp->out->change.size == 0;
+        rp->next_input = m->offset + 1;
+    }
+    rp->position = m->offset + 1;
+    if (++rp->since_commit >= COMMIT_EVERY) {
+        if (rb->from_changes)
+            state_store_set_changes_offset(rp->store, rp->partition, rp->position);
+        if (state_store_commit(rp->store, rp->partition, rp->next_input, errstr,
+                               sizeof(errstr))) {
+            LOG_ERROR("partition %d: %s", rp->partition, errstr);
+            return -1;
+        }
+        rp->since_commit = 0;
+    }
+    return 0;
+}
 
 /* Rebuilds one partition. @returns 0, or -1 (logged). */
 static int rebuild_partition(const rebuild_t *rb, int32_t partition)
@@ -66,115 +130,53 @@ static int rebuild_partition(const rebuild_t *rb, int32_t partition)
     processor_handler_t *handler = processor_handler_new(&hc);
     processor_output_t out;
     processor_output_init(&out);
-
-    rd_kafka_conf_t *conf = processor_kafka_conf(
-        cfg, cfg->bootstrap_servers, PROCESSOR_KAFKA_RESTORE, errstr, sizeof(errstr));
-    rd_kafka_t *rk =
-        conf ? rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr)) : NULL;
-    int rc = -1;
-    int64_t lo = 0, hi = 0;
-    rd_kafka_resp_err_t err;
-    if (!rk) {
-        if (conf)
-            rd_kafka_conf_destroy(conf);
-        LOG_ERROR("partition %d: %s", partition, errstr);
-        goto done;
-    }
-    if ((err = rd_kafka_query_watermark_offsets(rk, rb->topic, partition, &lo, &hi,
-                                                10000))) {
-        LOG_ERROR("partition %d: offsets of %s: %s", partition, rb->topic,
-                  rd_kafka_err2str(err));
-        goto done;
-    }
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, rb->topic, partition)->offset = lo;
-    rd_kafka_assign(rk, l);
-    rd_kafka_topic_partition_list_destroy(l);
-
-    double start = processor_monotonic_s(), last_log = start;
-    uint64_t applied = 0, skipped = 0, since_commit = 0;
-    int64_t position = lo, next_input = -1;
-    rc = 0;
-    while (position < hi && !rc) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 500);
-        if (!m)
-            continue;
-        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            position = hi;
-        } else if (m->err) {
-            LOG_WARN("partition %d: %s", partition, rd_kafka_message_errstr(m));
-        } else if (rb->from_changes) {
-            int64_t input = -1;
-            switch (state_store_apply_change(store, partition, m->key, m->key_len,
-                                             m->payload ? m->payload : "", m->len, &input,
-                                             errstr, sizeof(errstr))) {
-            case STATE_CHANGE_APPLIED:
-                applied++;
-                break;
-            case STATE_CHANGE_SKIPPED:
-                skipped++;
-                break;
-            case STATE_CHANGE_GAP:
-            case STATE_CHANGE_FAILED:
-                LOG_ERROR("partition %d: %s offset %lld: %s", partition, rb->topic,
-                          (long long)m->offset, errstr);
-                rc = -1;
-                break;
-            }
-            if (input + 1 > next_input)
-                next_input = input + 1;
-            position = m->offset + 1;
-        } else {
-            processor_apply_record(handler, cfg, rb->partition_count, m, &out);
-            if (out.error == CODEC_ERR_STORE_FAILED) {
-                LOG_ERROR("partition %d offset %lld: %s", partition, (long long)m->offset,
-                          out.message);
-                rc = -1;
-            }
-            applied += out.change.size > 0;
-            skipped += out.change.size == 0;
-            next_input = m->offset + 1;
-            position = m->offset + 1;
-        }
-        rd_kafka_message_destroy(m);
-        if (!rc && (++since_commit >= COMMIT_EVERY || position >= hi)) {
-            if (rb->from_changes)
-                state_store_set_changes_offset(store, partition, position);
-            if (state_store_commit(store, partition, next_input, errstr,
-                                   sizeof(errstr))) {
-                LOG_ERROR("partition %d: %s", partition, errstr);
-                rc = -1;
-            }
-            since_commit = 0;
-        }
-        double t = processor_monotonic_s();
-        if (t - last_log >= PROGRESS_S && position < hi) {
-            double rate = (double)(position - lo) / (t - start);
-            LOG_INFO("partition %d: %lld of %lld records of %s (%.0f/s, %.0f%%, %.0f s "
-                     "left)",
-                     partition, (long long)(position - lo), (long long)(hi - lo),
-                     rb->topic, rate, 100.0 * (double)(position - lo) / (double)(hi - lo),
-                     rate > 0 ? (double)(hi - position) / rate : 0.0);
-            last_log = t;
+    rebuild_partition_t rp = {rb, partition, store, handler, &out, 0, 0, 0, -1, 0};
+    processor_partition_read_t rd = {rb->topic,     partition, -1, -1,
+                                     rebuild_visit, NULL,      &rp};
+    double start = processor_monotonic_s();
+    int rc = processor_read_partition(cfg, cfg->bootstrap_servers, &rd);
+    if (!rc) { /* the rest since the last commit, and the position reached */
+        if (rb->from_changes)
+            state_store_set_changes_offset(store, partition, rd.to);
+        if (state_store_commit(store, partition, rp.next_input, errstr, sizeof(errstr))) {
+            LOG_ERROR("partition %d: %s", partition, errstr);
+            rc = -1;
         }
     }
     if (!rc) {
         double secs = processor_monotonic_s() - start;
         LOG_INFO("partition %d: rebuilt from %s: %lld records in %.2f s (%.0f/s); %llu "
                  "%s, %llu %s",
-                 partition, rb->topic, (long long)(hi - lo), secs,
-                 secs > 0 ? (double)(hi - lo) / secs : 0.0, (unsigned long long)applied,
+                 partition, rb->topic, (long long)(rd.to - rd.from), secs,
+                 secs > 0 ? (double)(rd.to - rd.from) / secs : 0.0,
+                 (unsigned long long)rp.applied,
                  rb->from_changes ? "applied" : "flushes applied",
-                 (unsigned long long)skipped,
+                 (unsigned long long)rp.skipped,
                  rb->from_changes ? "already reflected" : "other records");
     }
-done:
-    if (rk)
-        rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     processor_output_destroy(&out);
     processor_handler_destroy(handler);
     state_store_close(store);
     return rc;
+}
+
+/* The partitions to rebuild, taken one at a time by each thread. */
+typedef struct rebuild_queue_s {
+    const rebuild_t *rb;
+    const int32_t *parts;
+    size_t count;
+    atomic_size_t next;
+    atomic_int failed;
+} rebuild_queue_t;
+
+static void *rebuild_worker(void *opaque)
+{
+    rebuild_queue_t *q = opaque;
+    for (size_t i;
+         !atomic_load(&q->failed) && (i = atomic_fetch_add(&q->next, 1)) < q->count;)
+        if (rebuild_partition(q->rb, q->parts[i]))
+            atomic_store(&q->failed, 1);
+    return NULL;
 }
 
 int processor_cmd_rebuild(const processor_config_t *cfg)
@@ -217,13 +219,16 @@ int processor_cmd_rebuild(const processor_config_t *cfg)
         return 1;
     }
 
+    int32_t *parts = codec_xcalloc((size_t)rb.partition_count, sizeof(*parts));
+    size_t n = 0;
     int rc = 0;
     if (cfg->partition_list) {
         const char *s = cfg->partition_list;
         while (*s && !rc) {
             char *end;
             long p = strtol(s, &end, 10);
-            if (end == s || p < 0 || p >= rb.partition_count || (*end && *end != ',')) {
+            if (end == s || p < 0 || p >= rb.partition_count || (*end && *end != ',') ||
+                n == (size_t)rb.partition_count) {
                 LOG_ERROR(
                     "rebuild: --partitions %s: expected partition numbers below %d, "
                     "comma-separated",
@@ -231,13 +236,31 @@ int processor_cmd_rebuild(const processor_config_t *cfg)
                 rc = -1;
                 break;
             }
-            rc = rebuild_partition(&rb, (int32_t)p);
+            parts[n++] = (int32_t)p;
             s = *end ? end + 1 : end;
         }
     } else {
-        for (int32_t p = 0; p < rb.partition_count && !rc; p++)
-            rc = rebuild_partition(&rb, p);
+        for (int32_t p = 0; p < rb.partition_count; p++)
+            parts[n++] = p;
     }
+    if (!rc) {
+        /* Partitions have their own stores: --threads of them at once. */
+        long cores = sysconf(_SC_NPROCESSORS_ONLN);
+        size_t threads =
+            cfg->threads ? (size_t)cfg->threads : (size_t)(cores > 0 ? cores : 1);
+        if (threads > n)
+            threads = n;
+        rebuild_queue_t q = {&rb, parts, n, 0, 0};
+        pthread_t *tids = codec_xcalloc(threads ? threads : 1, sizeof(*tids));
+        for (size_t i = 1; i < threads; i++)
+            pthread_create(&tids[i], NULL, rebuild_worker, &q);
+        rebuild_worker(&q);
+        for (size_t i = 1; i < threads; i++)
+            pthread_join(tids[i], NULL);
+        free(tids);
+        rc = atomic_load(&q.failed) ? -1 : 0;
+    }
+    free(parts);
     codec_value_destroy(rb.initial_document);
     return rc ? 1 : 0;
 }

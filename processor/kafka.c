@@ -1,6 +1,9 @@
 /* processor/kafka.c - librdkafka client configuration shared by run, dev and send. */
 #include "kafka.h"
 
+#include "log.h"
+#include "metrics.h"
+
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -199,4 +202,77 @@ int processor_topic_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms
         rd_kafka_metadata_destroy(md);
     rd_kafka_topic_destroy(rkt);
     return count;
+}
+
+int processor_read_partition(const processor_config_t *cfg, const char *bootstrap_servers,
+                             processor_partition_read_t *rd)
+{
+    char errstr[512];
+    rd_kafka_conf_t *conf = processor_kafka_conf(
+        cfg, bootstrap_servers, PROCESSOR_KAFKA_RESTORE, errstr, sizeof(errstr));
+    rd_kafka_t *rk =
+        conf ? rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr)) : NULL;
+    if (!rk) {
+        if (conf)
+            rd_kafka_conf_destroy(conf);
+        LOG_ERROR("partition %d: cannot create a consumer for %s: %s", rd->partition,
+                  rd->topic, errstr);
+        return -1;
+    }
+    int rc = 0;
+    if (rd->from < 0 || rd->to < 0) {
+        int64_t lo, hi;
+        rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
+            rk, rd->topic, rd->partition, &lo, &hi, 10000);
+        if (err) {
+            LOG_ERROR("partition %d: offsets of %s: %s", rd->partition, rd->topic,
+                      rd_kafka_err2str(err));
+            rc = -1;
+        }
+        if (rd->from < 0)
+            rd->from = lo;
+        if (rd->to < 0)
+            rd->to = hi;
+    }
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, rd->topic, rd->partition)->offset = rd->from;
+    if (!rc)
+        rd_kafka_assign(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+
+    double start = processor_monotonic_s(), last_log = start;
+    int64_t position = rd->from;
+    while (!rc && position < rd->to) {
+        if (rd->stopped && rd->stopped(rd->ctx)) {
+            rc = -1;
+            break;
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
+        if (m && m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            rd_kafka_message_destroy(m);
+            break;
+        }
+        if (m && m->err) {
+            LOG_WARN("partition %d: reading %s: %s", rd->partition, rd->topic,
+                     rd_kafka_message_errstr(m));
+        } else if (m) {
+            rc = rd->visit(m, rd->ctx);
+            position = m->offset + 1;
+        }
+        if (m)
+            rd_kafka_message_destroy(m);
+        double t = processor_monotonic_s();
+        if (t - last_log >= 2 && position < rd->to) {
+            int64_t done = position - rd->from, all = rd->to - rd->from;
+            double rate = (double)done / (t - start);
+            LOG_INFO("partition %d: reading %s: %lld of %lld records (%.0f/s, %.0f%%, "
+                     "%.0f s left)",
+                     rd->partition, rd->topic, (long long)done, (long long)all, rate,
+                     100.0 * (double)done / (double)all,
+                     rate > 0 ? (double)(rd->to - position) / rate : 0.0);
+            last_log = t;
+        }
+    }
+    rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    return rc;
 }

@@ -7,6 +7,7 @@
 #define FLUSHOUT_PROCESSOR_KAFKA_H
 
 #include <librdkafka/rdkafka.h>
+#include <stdbool.h>
 
 #include "options.h"
 
@@ -33,5 +34,25 @@ int32_t processor_key_partition(const char *partitioner, const char *key, size_t
 /** The number of partitions of topic, or -1 and errstr. */
 int processor_topic_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms,
                                char *errstr, size_t errstr_size);
+
+/* Reading one partition of a topic from start to a fixed end, outside any group: how
+ * a partition catches up from the changes and snapshots topics, and how `rebuild`
+ * reads. */
+typedef struct processor_partition_read_s {
+    const char *topic;
+    int32_t partition;
+    int64_t from, to; /* [from, to); -1: the low / high watermark, set on return */
+    /* Called for each record; non-zero stops the read with that code. */
+    int (*visit)(const rd_kafka_message_t *m, void *ctx);
+    /* Polled between records; true stops the read with -1. NULL: never. */
+    bool (*stopped)(void *ctx);
+    void *ctx;
+} processor_partition_read_t;
+
+/** Reads rd->topic's partition, with a progress line (records/s, percent, time left)
+ *  every 2 s. @returns 0 at the end, visit's code, or -1 (stopped, no consumer, no
+ *  watermarks; logged). */
+int processor_read_partition(const processor_config_t *cfg, const char *bootstrap_servers,
+                             processor_partition_read_t *rd);
 
 #endif

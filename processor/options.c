@@ -55,9 +55,9 @@ const processor_option_t processor_options[] = {
      "Dead letters: records that could not be processed, with Spring Kafka's "
      "kafka_dlt-* headers saying why and where they came from."},
     {"threads", PROCESSOR_OPT_UINT, "0", NULL, 0, 1024, OFF(threads),
-     PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV, 0,
-     "Worker threads sharing the assigned partitions (a partition is processed by one "
-     "at a time); 0 = the number of cores."},
+     PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_REBUILD, 0,
+     "Worker threads sharing the partitions (assigned, or to rebuild); a partition is "
+     "in one thread at a time; 0 = the number of cores."},
     {"partitioner", PROCESSOR_OPT_STRING, "murmur2_random",
      "murmur2_random|consistent_random|any", 0, 0, OFF(partitioner), PROCESSOR_CMD_KAFKA,
      0,

@@ -32,7 +32,6 @@
 #define COMMIT_INTERVAL_S 1          /* consumer offsets to Kafka, and outbox cleanup */
 #define FLUSH_TIMEOUT_MS  30000      /* waiting for deliveries at a revoke or exit */
 #define KAFKA_TIMEOUT_MS  10000      /* metadata, committed offsets, watermarks */
-#define PROGRESS_S        2          /* catch-up progress lines */
 
 typedef struct part_s part_t;
 typedef struct runner_s runner_t;
@@ -791,69 +790,38 @@ static int produce_leftover(void *opaque, uint64_t id, const state_outbox_rec_t 
     return 0;
 }
 
-/* Reads topic's partition p->id from offset from to hi, handing each record to visit
- * (which returns 0, or non-zero to stop with that code), with a progress line every
- * few seconds. @returns 0 at the end, visit's code, or -1 (aborted or no consumer). */
+/* Reads topic's partition p->id from offset from to hi (processor_read_partition()),
+ * handing each record to visit (0, or non-zero to stop with that code).
+ * @returns 0 at the end, visit's code, or -1 (aborted or no consumer). */
+typedef struct part_read_s {
+    part_t *p;
+    int (*visit)(part_t *p, const rd_kafka_message_t *m, void *ctx);
+    void *ctx;
+} part_read_t;
+
+static int part_read_visit(const rd_kafka_message_t *m, void *ctx)
+{
+    part_read_t *pr = ctx;
+    return pr->visit(pr->p, m, pr->ctx);
+}
+
+static bool part_read_stopped(void *ctx)
+{
+    part_t *p = ((part_read_t *)ctx)->p;
+    pthread_mutex_lock(&p->lock);
+    bool abort = p->abort;
+    pthread_mutex_unlock(&p->lock);
+    return abort || *p->r->stop;
+}
+
 static int read_partition(part_t *p, const char *topic, int64_t from, int64_t hi,
                           int (*visit)(part_t *p, const rd_kafka_message_t *m, void *ctx),
                           void *ctx)
 {
-    runner_t *r = p->r;
-    char errstr[512];
-    rd_kafka_conf_t *conf = processor_kafka_conf(
-        r->cfg, r->bootstrap, PROCESSOR_KAFKA_RESTORE, errstr, sizeof(errstr));
-    rd_kafka_t *rk =
-        conf ? rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr)) : NULL;
-    if (!rk) {
-        if (conf)
-            rd_kafka_conf_destroy(conf);
-        LOG_ERROR("partition %d: cannot create a consumer for %s: %s", p->id, topic,
-                  errstr);
-        return -1;
-    }
-    rd_kafka_topic_partition_list_t *l = one_partition(topic, p->id, from);
-    rd_kafka_assign(rk, l);
-    rd_kafka_topic_partition_list_destroy(l);
-
-    double start = processor_monotonic_s(), last_log = start;
-    int64_t position = from;
-    int rc = 0;
-    while (position < hi && !rc) {
-        pthread_mutex_lock(&p->lock);
-        bool abort = p->abort;
-        pthread_mutex_unlock(&p->lock);
-        if (abort || *r->stop) {
-            rc = -1;
-            break;
-        }
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 200);
-        if (m && m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            rd_kafka_message_destroy(m);
-            break;
-        }
-        if (m && m->err) {
-            LOG_WARN("partition %d: reading %s: %s", p->id, topic,
-                     rd_kafka_message_errstr(m));
-        } else if (m) {
-            rc = visit(p, m, ctx);
-            position = m->offset + 1;
-        }
-        if (m)
-            rd_kafka_message_destroy(m);
-        double t = processor_monotonic_s();
-        if (t - last_log >= PROGRESS_S) {
-            double rate = (double)(position - from) / (t - start);
-            LOG_INFO(
-                "partition %d: reading %s: %lld of %lld records (%.0f/s, %.0f%%, %.0f s "
-                "left)",
-                p->id, topic, (long long)(position - from), (long long)(hi - from), rate,
-                100.0 * (double)(position - from) / (double)(hi - from),
-                rate > 0 ? (double)(hi - position) / rate : 0.0);
-            last_log = t;
-        }
-    }
-    rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
-    return rc;
+    part_read_t pr = {p, visit, ctx};
+    processor_partition_read_t rd = {
+        topic, p->id, from, hi, part_read_visit, part_read_stopped, &pr};
+    return processor_read_partition(p->r->cfg, p->r->bootstrap, &rd);
 }
 
 /* Catching up: counts, and the changes position to store. */
