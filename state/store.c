@@ -1150,6 +1150,35 @@ static bool object_uint(const msgpack_object *o, uint64_t *v)
     return true;
 }
 
+/* Unpacks a change or snapshot record (what, for messages) into up: exactly one map
+ * whose "type" is type and whose "model" is a string equal to the record's key (when
+ * it has one).
+ * @returns the map, with *model set, or NULL and errstr. */
+static const msgpack_object *unpack_record(msgpack_unpacked *up, const char *value,
+                                           size_t value_len, const char *what,
+                                           const char *type, const char *key,
+                                           size_t key_len, const msgpack_object **model,
+                                           char *errstr, size_t errstr_size)
+{
+    size_t off = 0;
+    const msgpack_object *root = &up->data, *t;
+    if (msgpack_unpack_next(up, value, value_len, &off) != MSGPACK_UNPACK_SUCCESS ||
+        off != value_len || root->type != MSGPACK_OBJECT_MAP ||
+        !(t = object_get(root, "type")) || t->type != MSGPACK_OBJECT_STR ||
+        t->via.str.size != strlen(type) ||
+        memcmp(t->via.str.ptr, type, t->via.str.size) ||
+        !(*model = object_get(root, "model")) || (*model)->type != MSGPACK_OBJECT_STR) {
+        snprintf(errstr, errstr_size, "not a %s record", what);
+        return NULL;
+    }
+    if (key && (key_len != (*model)->via.str.size ||
+                memcmp(key, (*model)->via.str.ptr, key_len))) {
+        snprintf(errstr, errstr_size, "a %s record whose key is not its model", what);
+        return NULL;
+    }
+    return root;
+}
+
 state_change_t state_store_apply_change(state_store_t *s, int32_t partition,
                                         const char *key, size_t key_len,
                                         const char *value, size_t value_len,
@@ -1157,22 +1186,19 @@ state_change_t state_store_apply_change(state_store_t *s, int32_t partition,
 {
     msgpack_unpacked up;
     msgpack_unpacked_init(&up);
-    size_t off = 0;
     state_change_t rc = STATE_CHANGE_FAILED;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     codec_packed_t applied;
     codec_packed_init(&applied);
 
-    const msgpack_object *type, *model, *client, *completions, *paths, *off_o;
+    const msgpack_object *model, *client, *completions, *paths, *off_o;
     const msgpack_object *root, *applied_o;
     uint64_t seq, from;
-    if (msgpack_unpack_next(&up, value, value_len, &off) != MSGPACK_UNPACK_SUCCESS ||
-        off != value_len || (root = &up.data)->type != MSGPACK_OBJECT_MAP ||
-        !(type = object_get(root, "type")) || type->type != MSGPACK_OBJECT_STR ||
-        type->via.str.size != 7 || memcmp(type->via.str.ptr, "applied", 7) ||
-        !(model = object_get(root, "model")) || model->type != MSGPACK_OBJECT_STR ||
-        !(client = object_get(root, "client")) || client->type != MSGPACK_OBJECT_STR ||
+    if (!(root = unpack_record(&up, value, value_len, "change", "applied", key, key_len,
+                               &model, errstr, errstr_size)))
+        goto done;
+    if (!(client = object_get(root, "client")) || client->type != MSGPACK_OBJECT_STR ||
         !object_uint(object_get(root, "seq"), &seq) ||
         !(applied_o = object_get(root, "applied")) ||
         !object_uint(object_get(applied_o, "from"), &from) ||
@@ -1180,11 +1206,6 @@ state_change_t state_store_apply_change(state_store_t *s, int32_t partition,
         completions->type != MSGPACK_OBJECT_ARRAY ||
         !(paths = object_get(root, "mappedPaths")) || paths->type != MSGPACK_OBJECT_MAP) {
         snprintf(errstr, errstr_size, "not a change record");
-        goto done;
-    }
-    if (key &&
-        (key_len != model->via.str.size || memcmp(key, model->via.str.ptr, key_len))) {
-        snprintf(errstr, errstr_size, "a change record whose key is not its model");
         goto done;
     }
     off_o = object_get(root, "offset");
@@ -1321,20 +1342,15 @@ int state_store_install_snapshot(state_store_t *s, int32_t partition, const char
 {
     msgpack_unpacked up;
     msgpack_unpacked_init(&up);
-    size_t off = 0;
     int rc = -1;
-    const msgpack_object *root, *type, *model, *doc, *clients;
+    const msgpack_object *root, *model, *doc, *clients;
     uint64_t count;
-    if (msgpack_unpack_next(&up, value, value_len, &off) != MSGPACK_UNPACK_SUCCESS ||
-        off != value_len || (root = &up.data)->type != MSGPACK_OBJECT_MAP ||
-        !(type = object_get(root, "type")) || type->type != MSGPACK_OBJECT_STR ||
-        type->via.str.size != 8 || memcmp(type->via.str.ptr, "snapshot", 8) ||
-        !(model = object_get(root, "model")) || model->type != MSGPACK_OBJECT_STR ||
-        !object_uint(object_get(root, "commandCount"), &count) ||
+    if (!(root = unpack_record(&up, value, value_len, "snapshot", "snapshot", key,
+                               key_len, &model, errstr, errstr_size)))
+        goto done;
+    if (!object_uint(object_get(root, "commandCount"), &count) ||
         !(doc = object_get(root, "document")) || doc->type != MSGPACK_OBJECT_MAP ||
-        !(clients = object_get(root, "clients")) || clients->type != MSGPACK_OBJECT_MAP ||
-        (key &&
-         (key_len != model->via.str.size || memcmp(key, model->via.str.ptr, key_len)))) {
+        !(clients = object_get(root, "clients")) || clients->type != MSGPACK_OBJECT_MAP) {
         snprintf(errstr, errstr_size, "not a snapshot record");
         goto done;
     }
