@@ -3,6 +3,7 @@
  * Everything a partition owns sits under a 4-byte big-endian partition prefix, so a
  * partition is one contiguous key range (dropped or counted on its own). The kinds of
  * record under it are listed in state/README.md. */
+#define _GNU_SOURCE /* qsort_r */
 #include "store.h"
 
 #include <errno.h>
@@ -480,7 +481,7 @@ static int load_history(state_store_t *s, state_model_t *m, char *errstr,
             n = (uint32_t)be_n(stored + 1, 4), at = 5;
         for (uint32_t i = 0; i < n && !rc; i++) {
             size_t item_start = at;
-            if (n > 1 || at > 0) {
+            if (at > 0) { /* an array: the next of its items */
                 size_t off = at;
                 msgpack_unpacked up;
                 msgpack_unpacked_init(&up);
@@ -753,12 +754,10 @@ static void batch_write(state_store_t *s, const char *key, size_t key_len,
         op_bytes_add(s, value, value_len);
 }
 
-/* qsort() has no context argument; a store is used by one thread at a time. */
-static _Thread_local const char *sort_base;
-
-static int by_key(const void *a, const void *b)
+static int by_key(const void *a, const void *b, void *op_bytes)
 {
     const pending_op_t *x = a, *y = b;
+    const char *sort_base = op_bytes;
     size_t n = x->key_len < y->key_len ? x->key_len : y->key_len;
     int c = memcmp(sort_base + x->at, sort_base + y->at, n);
     if (c)
@@ -773,8 +772,7 @@ static void batch_flush_sorted(state_store_t *s)
 {
     if (!s->ops_len)
         return;
-    sort_base = s->op_bytes;
-    qsort(s->ops, s->ops_len, sizeof(*s->ops), by_key);
+    qsort_r(s->ops, s->ops_len, sizeof(*s->ops), by_key, s->op_bytes);
     for (size_t i = 0; i < s->ops_len; i++) {
         const pending_op_t *op = &s->ops[i];
         const char *key = s->op_bytes + op->at;

@@ -38,6 +38,7 @@
 #include "codec/alloc.h"
 #include "codec/msgpack.h"
 #include "codec/value.h"
+#include "processor/metrics.h"
 
 #define MAX_PIDS         8
 #define MAX_PROPS        64
@@ -94,13 +95,6 @@ static FILE *record_fp;
 static uint64_t rng_state;
 static uint32_t inflight_total;
 static bool seeding;
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static uint64_t rnd(void) /* xorshift64*: fast, seeded, the same on every machine */
 {
@@ -584,7 +578,7 @@ static void receive(int wait_ms)
     for (rd_kafka_message_t *m; (m = rd_kafka_consumer_poll(consumer, wait_ms));
          wait_ms = 0) {
         if (!m->err) {
-            st.last_reply = now_s();
+            st.last_reply = processor_monotonic_s();
             on_reply(m, st.last_reply);
         }
         rd_kafka_message_destroy(m);
@@ -595,13 +589,13 @@ static void receive(int wait_ms)
  * joining its group, and an open loop would pile its first seconds up meanwhile. */
 static void wait_ready(void)
 {
-    double t0 = now_s();
+    double t0 = processor_monotonic_s();
     client_t *c;
     for (uint32_t i = 0; i < 64 && (c = pick_client()); i++) {
         send_flush(c, t0, false);
         st.warm_flushes++;
     }
-    while (inflight_total && now_s() - t0 < 120) {
+    while (inflight_total && processor_monotonic_s() - t0 < 120) {
         rd_kafka_poll(producer, 0);
         receive(10);
     }
@@ -615,13 +609,13 @@ static int run_ping(void)
     for (uint32_t i = 0; i < o.ping; i++) {
         char key[32];
         int len = snprintf(key, sizeof(key), "ping-%u", i);
-        double t0 = now_s();
+        double t0 = processor_monotonic_s();
         produce(o.replies_topic, key, (size_t)len, key, (size_t)len);
         rd_kafka_poll(producer, 0);
         for (;;) {
             rd_kafka_message_t *m = rd_kafka_consumer_poll(consumer, 100);
             if (!m) {
-                if (now_s() - t0 > 10)
+                if (processor_monotonic_s() - t0 > 10)
                     die("ping %u: no record back in 10 s", i);
                 continue;
             }
@@ -630,7 +624,7 @@ static int run_ping(void)
             if (mine)
                 break;
         }
-        st.lat[st.lat_len++] = (now_s() - t0) * 1e3;
+        st.lat[st.lat_len++] = (processor_monotonic_s() - t0) * 1e3;
     }
     qsort(st.lat, st.lat_len, sizeof(*st.lat), cmp_double);
     printf("%s: broker round trip (produce -> consume) over %u pings: p50 %.2f ms, p99 "
@@ -833,7 +827,7 @@ int main(int argc, char **argv)
 
     /* Seeding: each model's client grows its document to --doc-bytes, unmeasured. */
     st.measure_from = st.measure_to = INFINITY;
-    double t = now_s(), seed_start = t;
+    double t = processor_monotonic_s(), seed_start = t;
     if (o.doc_bytes) {
         seeding = true;
         for (uint32_t cursor = 0; !seeding_done();) {
@@ -848,7 +842,7 @@ int main(int argc, char **argv)
             }
             rd_kafka_poll(producer, 0);
             receive(1);
-            if ((t = now_s()) - seed_start > 600)
+            if ((t = processor_monotonic_s()) - seed_start > 600)
                 die("seeding took over 10 minutes");
         }
         seeding = false;
@@ -867,14 +861,14 @@ int main(int argc, char **argv)
      * its group); --flushes measures them all, from then on. */
     wait_ready();
     uint64_t warm_replies = st.replies;
-    st.measure_from = o.flushes ? 0 : now_s() + o.warmup;
+    st.measure_from = o.flushes ? 0 : processor_monotonic_s() + o.warmup;
     st.measure_to = o.flushes ? INFINITY : st.measure_from + o.duration;
     proc_sample_t cpu0 = {0, 0}, cpu1 = {0, 0};
     bool cpu_started = false, cpu_ended = false;
-    double next_due = now_s(), t_start = next_due, t_stopped = 0;
+    double next_due = processor_monotonic_s(), t_start = next_due, t_stopped = 0;
     bool more = true;
     while (more || inflight_total) {
-        t = now_s();
+        t = processor_monotonic_s();
         if (!cpu_started && (o.flushes || t >= st.measure_from)) {
             cpu0 = sample_pids();
             cpu_started = true;
@@ -889,7 +883,8 @@ int main(int argc, char **argv)
         rd_kafka_poll(producer, 0);
         receive(wait);
         if (!more && inflight_total &&
-            now_s() - (st.last_reply > t_stopped ? st.last_reply : t_stopped) >
+            processor_monotonic_s() -
+                    (st.last_reply > t_stopped ? st.last_reply : t_stopped) >
                 o.drain_timeout)
             break;
     }
