@@ -9,10 +9,10 @@ top=$(cd "$here/.." && pwd)
 packages=(
   build-essential cmake pkg-config git
   librdkafka-dev libmsgpack-dev librocksdb-dev libjansson-dev
-  libxxhash-dev uthash-dev
+  libxxhash-dev uthash-dev libmicrohttpd-dev
   libcriterion-dev
   clang libclang-rt-14-dev clang-format
-  kcat bc
+  kcat bc shellcheck yamllint
   postgresql
   nodejs npm
 )

@@ -30,6 +30,7 @@ typedef struct model_stats_s {
 typedef struct partition_stats_s {
     int32_t partition;
     int64_t next_offset;
+    int64_t partition_count; /* the layout it was built for, -1: not recorded */
     uint64_t models;
     uint64_t outbox;
     size_t bytes;
@@ -61,6 +62,7 @@ static int collect(void *opaque, const state_store_item_t *item)
         p = codec_xcalloc(1, sizeof(*p));
         p->partition = item->partition;
         p->next_offset = -1;
+        p->partition_count = -1;
         HASH_ADD(hh, l->partitions, partition, sizeof(p->partition), p);
     }
     p->bytes += item->value_len;
@@ -72,6 +74,12 @@ static int collect(void *opaque, const state_store_item_t *item)
         p->outbox++;
         return 0;
     }
+    if (item->kind == STATE_ITEM_PARTITIONS) {
+        p->partition_count = (int64_t)item->count;
+        return 0;
+    }
+    if (item->kind == STATE_ITEM_CHANGES)
+        return 0;
     if (l->only_model && (item->model_len != l->only_model_len ||
                           memcmp(item->model, l->only_model, item->model_len) != 0))
         return 0;
@@ -169,11 +177,14 @@ static void print_listing(const listing_t *l, FILE *out)
 {
     for (partition_stats_t *p = l->partitions; p; p = p->hh.next) {
         print_json(
-            out, json_pack(
-                     "{s:i, s:o, s:I, s:I, s:I}", "partition", p->partition, "nextOffset",
-                     p->next_offset < 0 ? json_null() : json_integer(p->next_offset),
-                     "models", (json_int_t)p->models, "outbox", (json_int_t)p->outbox,
-                     "storedBytes", (json_int_t)p->bytes));
+            out,
+            json_pack(
+                "{s:i, s:o, s:o, s:I, s:I, s:I}", "partition", p->partition, "nextOffset",
+                p->next_offset < 0 ? json_null() : json_integer(p->next_offset),
+                "partitionCount",
+                p->partition_count < 0 ? json_null() : json_integer(p->partition_count),
+                "models", (json_int_t)p->models, "outbox", (json_int_t)p->outbox,
+                "storedBytes", (json_int_t)p->bytes));
         for (model_stats_t *m = l->models; m; m = m->hh.next) {
             if (m->partition != p->partition)
                 continue;

@@ -109,6 +109,7 @@ void processor_output_reset(processor_output_t *out)
     out->error = CODEC_OK;
     out->message[0] = '\0';
     out->snapshot_due = false;
+    out->commands_applied = 0;
 }
 
 void processor_output_destroy(processor_output_t *out)
@@ -261,6 +262,8 @@ static void handle_flush(processor_handler_t *h, const target_t *t,
         state_history_mem_append(t->mem_history, a->result.applied_from,
                                  &a->result.applied);
     codec_reply_pack_flush(pk, to, &a->result);
+    out->commands_applied =
+        state_master_command_count(t->master) - a->result.applied_from;
     uint64_t every = h->conf.snapshot_every;
     if (every &&
         a->result.applied_from / every != state_master_command_count(t->master) / every)

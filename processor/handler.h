@@ -43,6 +43,7 @@ typedef struct processor_output_s {
     msgpack_sbuffer change; /* with conf.changes: the change record of an applied
                              * flush (state/store.h), else empty */
     bool snapshot_due;      /* the model's snapshot record is due (conf.snapshot_every) */
+    uint64_t commands_applied; /* by an applied flush (0 for anything else) */
 } processor_output_t;
 
 void processor_output_init(processor_output_t *out);

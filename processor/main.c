@@ -6,7 +6,9 @@
 #include "cmd_dev.h"
 #include "cmd_inspect.h"
 #include "cmd_rebuild.h"
+#include "cmd_repartition.h"
 #include "cmd_send.h"
+#include "cmd_topics.h"
 #include "log.h"
 #include "run.h"
 #include "options.h"
@@ -28,6 +30,10 @@ static void usage(FILE *fp)
             "  send     Send a request (JSON) to a model and print the reply.\n"
             "  rebuild  Rebuild a state directory offline from the changes topic or the\n"
             "           flushes topic.\n"
+            "  topics   Create or check the topics (create|describe) through the Admin\n"
+            "           API.\n"
+            "  repartition\n"
+            "           Move every model to topics with another partition count.\n"
             "  apply    Read NDJSON requests from stdin, write one NDJSON reply per\n"
             "           request to stdout (offline; no Kafka), keeping state in the\n"
             "           RocksDB store in --state-dir.\n"
@@ -53,13 +59,15 @@ int main(int argc, char **argv)
         printf("flushout-processor %s\n", VERSION);
         return 0;
     }
-    unsigned which = !strcmp(command, "apply")     ? PROCESSOR_CMD_APPLY
-                     : !strcmp(command, "inspect") ? PROCESSOR_CMD_INSPECT
-                     : !strcmp(command, "run")     ? PROCESSOR_CMD_RUN
-                     : !strcmp(command, "dev")     ? PROCESSOR_CMD_DEV
-                     : !strcmp(command, "send")    ? PROCESSOR_CMD_SEND
-                     : !strcmp(command, "rebuild") ? PROCESSOR_CMD_REBUILD
-                                                   : 0;
+    unsigned which = !strcmp(command, "apply")         ? PROCESSOR_CMD_APPLY
+                     : !strcmp(command, "inspect")     ? PROCESSOR_CMD_INSPECT
+                     : !strcmp(command, "run")         ? PROCESSOR_CMD_RUN
+                     : !strcmp(command, "dev")         ? PROCESSOR_CMD_DEV
+                     : !strcmp(command, "send")        ? PROCESSOR_CMD_SEND
+                     : !strcmp(command, "rebuild")     ? PROCESSOR_CMD_REBUILD
+                     : !strcmp(command, "topics")      ? PROCESSOR_CMD_TOPICS
+                     : !strcmp(command, "repartition") ? PROCESSOR_CMD_REPARTITION
+                                                       : 0;
     if (!which) {
         fprintf(stderr, "flushout-processor: unknown command \"%s\"\n\n", command);
         usage(stderr);
@@ -91,6 +99,12 @@ int main(int argc, char **argv)
             break;
         case PROCESSOR_CMD_REBUILD:
             rc = processor_cmd_rebuild(&cfg);
+            break;
+        case PROCESSOR_CMD_TOPICS:
+            rc = processor_cmd_topics(&cfg, stdout);
+            break;
+        case PROCESSOR_CMD_REPARTITION:
+            rc = processor_cmd_repartition(&cfg);
             break;
         default:
             rc = processor_cmd_send(&cfg, stdin, stdout);

@@ -15,17 +15,20 @@
 
 const processor_option_t processor_options[] = {
     {"bootstrap-servers", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(bootstrap_servers),
-     PROCESSOR_CMD_RUN | PROCESSOR_CMD_SEND | PROCESSOR_CMD_REBUILD, 1,
-     "Kafka brokers to start from, host:port[,host:port...]."},
+     PROCESSOR_CMD_RUN | PROCESSOR_CMD_SEND | PROCESSOR_CMD_REBUILD |
+         PROCESSOR_CMD_TOPICS | PROCESSOR_CMD_REPARTITION,
+     1, "Kafka brokers to start from, host:port[,host:port...]."},
     {"state-dir", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(state_dir),
      PROCESSOR_CMD_APPLY | PROCESSOR_CMD_INSPECT | PROCESSOR_CMD_RUN |
-         PROCESSOR_CMD_REBUILD,
+         PROCESSOR_CMD_REBUILD | PROCESSOR_CMD_REPARTITION,
      1,
      "Directory of the RocksDB state store, created if missing (run keeps one store "
-     "per input partition in partition-N below it)."},
+     "per input partition in partition-N below it; repartition rebuilds the old "
+     "layout's models there, and it must not hold partition stores yet)."},
     {"group-id", PROCESSOR_OPT_STRING, "flushout-processor", NULL, 0, 0, OFF(group_id),
-     PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV, 0,
-     "Consumer group: instances with the same group id share the partitions."},
+     PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_REPARTITION, 0,
+     "Consumer group: instances with the same group id share the partitions "
+     "(repartition: the group whose unprocessed flushes are carried over)."},
     {"group-instance-id", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(group_instance_id),
      PROCESSOR_CMD_RUN, 0,
      "Static membership (group.instance.id): a restart within session.timeout.ms "
@@ -34,15 +37,21 @@ const processor_option_t processor_options[] = {
     {"flushes-topic", PROCESSOR_OPT_STRING, "flushout.flushes", NULL, 0, 0,
      OFF(flushes_topic), PROCESSOR_CMD_KAFKA, 0, "Requests, keyed by model id."},
     {"replies-topic", PROCESSOR_OPT_STRING, "flushout.replies", NULL, 0, 0,
-     OFF(replies_topic), PROCESSOR_CMD_KAFKA, 0,
+     OFF(replies_topic), PROCESSOR_CMD_KAFKA & ~PROCESSOR_CMD_REPARTITION, 0,
      "Replies, keyed by client id (unless the request's kafka_replyTopic header names "
      "another topic)."},
     {"changes-topic", PROCESSOR_OPT_STRING, "flushout.changes", NULL, 0, 0,
-     OFF(changes_topic), PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_REBUILD, 0,
+     OFF(changes_topic),
+     PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_REBUILD |
+         PROCESSOR_CMD_TOPICS | PROCESSOR_CMD_REPARTITION,
+     0,
      "Applied flushes, keyed by model, partition for partition with the flushes topic; "
      "also the changelog that a partition's new owner catches up from."},
     {"snapshots-topic", PROCESSOR_OPT_STRING, "flushout.snapshots", NULL, 0, 0,
-     OFF(snapshots_topic), PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV, 0,
+     OFF(snapshots_topic),
+     PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_TOPICS |
+         PROCESSOR_CMD_REPARTITION,
+     0,
      "Models' snapshots, keyed by model, partition for partition with the flushes topic "
      "(compacted: the latest per model is what counts). A partition restores from it "
      "when the changes topic no longer reaches back far enough."},
@@ -51,11 +60,13 @@ const processor_option_t processor_options[] = {
      "Publish a model's snapshot each time its command count passes a multiple of N "
      "(0: never; the changes topic must then be kept forever)."},
     {"dlq-topic", PROCESSOR_OPT_STRING, "flushout.dlq", NULL, 0, 0, OFF(dlq_topic),
-     PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV, 0,
+     PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_TOPICS, 0,
      "Dead letters: records that could not be processed, with Spring Kafka's "
      "kafka_dlt-* headers saying why and where they came from."},
     {"threads", PROCESSOR_OPT_UINT, "0", NULL, 0, 1024, OFF(threads),
-     PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_REBUILD, 0,
+     PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_REBUILD |
+         PROCESSOR_CMD_REPARTITION,
+     0,
      "Worker threads sharing the partitions (assigned, or to rebuild); a partition is "
      "in one thread at a time; 0 = the number of cores."},
     {"partitioner", PROCESSOR_OPT_STRING, "murmur2_random",
@@ -77,6 +88,55 @@ const processor_option_t processor_options[] = {
     {"partitions", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(partition_list),
      PROCESSOR_CMD_REBUILD, 0,
      "Only these partitions, comma-separated (default: all of the flushes topic)."},
+    {"http-port", PROCESSOR_OPT_UINT, "0", NULL, 0, 65535, OFF(http_port),
+     PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV, 0,
+     "Serve /metrics (Prometheus text format), /healthz and /readyz over HTTP on this "
+     "port, on every interface (0: no HTTP server)."},
+    {"extra-topics", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(extra_topics),
+     PROCESSOR_CMD_DEV, 0,
+     "More topics for the embedded cluster, NAME:PARTITIONS comma-separated (for "
+     "example a new layout to try repartition on)."},
+    {"to-flushes-topic", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(to_flushes_topic),
+     PROCESSOR_CMD_REPARTITION, 1,
+     "The new layout's flushes topic: its partition count is the new layout's, and the "
+     "old group's unprocessed flushes are carried over to it."},
+    {"to-changes-topic", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(to_changes_topic),
+     PROCESSOR_CMD_REPARTITION, 1,
+     "The new layout's changes topic (checked: as many partitions as --to-flushes-topic; "
+     "nothing is written to it)."},
+    {"to-snapshots-topic", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0,
+     OFF(to_snapshots_topic), PROCESSOR_CMD_REPARTITION, 1,
+     "The new layout's snapshots topic: every model's snapshot is written there, in the "
+     "partition its key maps to under the new partition count."},
+    {"partitions", PROCESSOR_OPT_UINT, "0", NULL, 0, 1000000, OFF(partitions),
+     PROCESSOR_CMD_TOPICS, 0,
+     "Partitions of the flushes, changes and snapshots topics (co-partitioned), and of "
+     "the replies and dead-letter topics. Required for create; describe checks it when "
+     "given. 0: not given."},
+    {"replication-factor", PROCESSOR_OPT_UINT, "3", NULL, 1, 32, OFF(replication_factor),
+     PROCESSOR_CMD_TOPICS, 0, "Replicas of every partition."},
+    {"min-insync-replicas", PROCESSOR_OPT_UINT, "2", NULL, 1, 32,
+     OFF(min_insync_replicas), PROCESSOR_CMD_TOPICS, 0,
+     "min.insync.replicas of every topic: with acks=all (the processor's producer), a "
+     "write is acknowledged once this many replicas have it. At most "
+     "--replication-factor."},
+    {"changes-retention-ms", PROCESSOR_OPT_UINT, "604800000", NULL, 0, INT64_MAX,
+     OFF(changes_retention_ms), PROCESSOR_CMD_TOPICS, 0,
+     "retention.ms of the changes topic, and of the flushes topic (flushes not yet "
+     "processed must outlast an outage as long as the changes do). A partition whose "
+     "changes no longer reach back restores from the snapshots topic, so this must "
+     "cover --snapshot-topic-every commands of the busiest model with room to spare. "
+     "0: keep forever (retention.ms=-1; needed with --snapshot-topic-every 0)."},
+    {"replies-retention-ms", PROCESSOR_OPT_UINT, "86400000", NULL, 0, INT64_MAX,
+     OFF(replies_retention_ms), PROCESSOR_CMD_TOPICS, 0,
+     "retention.ms of the replies topic. 0: keep forever."},
+    {"dlq-retention-ms", PROCESSOR_OPT_UINT, "1209600000", NULL, 0, INT64_MAX,
+     OFF(dlq_retention_ms), PROCESSOR_CMD_TOPICS, 0,
+     "retention.ms of the dead-letter topic. 0: keep forever."},
+    {"timeout-ms", PROCESSOR_OPT_UINT, "30000", NULL, 1, 3600000, OFF(timeout_ms),
+     PROCESSOR_CMD_TOPICS, 0,
+     "How long each request to the cluster (metadata, DescribeConfigs, CreateTopics) "
+     "may take, the wait for topic creation included."},
     {"brokers", PROCESSOR_OPT_UINT, "3", NULL, 1, 16, OFF(brokers), PROCESSOR_CMD_DEV, 0,
      "Brokers of the embedded development cluster."},
     {"partitions", PROCESSOR_OPT_UINT, "8", NULL, 1, 1024, OFF(partitions),
@@ -299,6 +359,22 @@ static const char *command_summary(unsigned command)
                "store (partition-N, which must not exist yet) from the changes topic or "
                "from the flushes topic, from its beginning to its current end. Use the "
                "same state and limit options as the processor that wrote the topics.";
+    case PROCESSOR_CMD_TOPICS:
+        return "Creates (create) or checks (describe) the flushes, replies, changes, "
+               "snapshots and dead-letter topics through Kafka's Admin API: partition "
+               "counts (flushes, changes and snapshots co-partitioned), replication, "
+               "min.insync.replicas, compaction of the snapshots topic and retention of "
+               "the others. create creates the missing topics and leaves existing ones "
+               "alone. Exits 1 when a topic is missing (describe), differs, or cannot "
+               "be created.";
+    case PROCESSOR_CMD_REPARTITION:
+        return "Moves every model to a new partition count: rebuilds the old layout's "
+               "models from its snapshots and changes topics into --state-dir, writes "
+               "each model's snapshot to --to-snapshots-topic in the partition its key "
+               "maps to there, and carries the flushes the old consumer group has not "
+               "processed over to --to-flushes-topic. Stop the old processors first; "
+               "start processors on the new topics (empty state directories) after it "
+               "exits 0. The procedure is in deploy/README.md.";
     default:
         return "Sends a request given as JSON (or, with -, each NDJSON line of stdin) "
                "and "
@@ -374,8 +450,9 @@ int processor_config_load(processor_config_t *cfg, unsigned command,
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             printf("Usage: flushout-processor %s %s\n\n", command_name,
-                   command == PROCESSOR_CMD_SEND ? "[options] REQUEST_JSON|-"
-                                                 : "[options]");
+                   command == PROCESSOR_CMD_SEND     ? "[options] REQUEST_JSON|-"
+                   : command == PROCESSOR_CMD_TOPICS ? "create|describe [options]"
+                                                     : "[options]");
             print_wrapped(stdout, command_summary(command));
             printf("\n");
             processor_options_usage(stdout, command);
@@ -434,6 +511,15 @@ int processor_config_load(processor_config_t *cfg, unsigned command,
             cfg->request = codec_xmemdup(arg, strlen(arg));
             continue;
         }
+        if (command == PROCESSOR_CMD_TOPICS && strncmp(arg, "--", 2) && !cfg->action) {
+            if (strcmp(arg, "create") && strcmp(arg, "describe")) {
+                snprintf(errstr, errstr_size, "expected create or describe, not \"%s\"",
+                         arg);
+                return -1;
+            }
+            cfg->action = codec_xmemdup(arg, strlen(arg));
+            continue;
+        }
         if (strncmp(arg, "--", 2)) {
             snprintf(errstr, errstr_size, "unexpected argument \"%s\" (see --help)", arg);
             return -1;
@@ -479,6 +565,7 @@ void processor_config_clear(processor_config_t *cfg)
         free(cfg->kafka_props[i]);
     free(cfg->kafka_props);
     free(cfg->request);
+    free(cfg->action);
     for (size_t i = 0; i < processor_options_count; i++) {
         if (processor_options[i].type != PROCESSOR_OPT_STRING)
             continue;

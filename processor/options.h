@@ -11,18 +11,22 @@
 #include <stdio.h>
 
 /* Commands an option applies to. */
-#define PROCESSOR_CMD_APPLY   0x1
-#define PROCESSOR_CMD_INSPECT 0x2
-#define PROCESSOR_CMD_RUN     0x4
-#define PROCESSOR_CMD_DEV     0x8
-#define PROCESSOR_CMD_SEND    0x10
-#define PROCESSOR_CMD_REBUILD 0x20
+#define PROCESSOR_CMD_APPLY       0x1
+#define PROCESSOR_CMD_INSPECT     0x2
+#define PROCESSOR_CMD_RUN         0x4
+#define PROCESSOR_CMD_DEV         0x8
+#define PROCESSOR_CMD_SEND        0x10
+#define PROCESSOR_CMD_REBUILD     0x20
+#define PROCESSOR_CMD_TOPICS      0x40
+#define PROCESSOR_CMD_REPARTITION 0x80
 /* Commands that talk to Kafka: they take -X librdkafka properties. */
-#define PROCESSOR_CMD_KAFKA \
-    (PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_SEND | PROCESSOR_CMD_REBUILD)
+#define PROCESSOR_CMD_KAFKA                                       \
+    (PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_SEND | \
+     PROCESSOR_CMD_REBUILD | PROCESSOR_CMD_TOPICS | PROCESSOR_CMD_REPARTITION)
 /* Commands that apply flushes: they take the state and limit options. */
-#define PROCESSOR_CMD_APPLYING \
-    (PROCESSOR_CMD_APPLY | PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_REBUILD)
+#define PROCESSOR_CMD_APPLYING                                     \
+    (PROCESSOR_CMD_APPLY | PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | \
+     PROCESSOR_CMD_REBUILD | PROCESSOR_CMD_REPARTITION)
 
 typedef struct processor_config_s {
     char *state_dir;
@@ -63,6 +67,17 @@ typedef struct processor_config_s {
     char *from;           /* rebuild: changes|flushes */
     char *partition_list; /* rebuild: "0,2,5", NULL for all */
     char *log_level;
+    uint64_t http_port;            /* run, dev: 0 = no HTTP server */
+    char *extra_topics;            /* dev: "name:partitions,..." */
+    char *action;                  /* topics: create|describe (the positional argument) */
+    uint64_t replication_factor;   /* topics */
+    uint64_t min_insync_replicas;  /* topics */
+    uint64_t changes_retention_ms; /* topics */
+    uint64_t replies_retention_ms; /* topics */
+    uint64_t dlq_retention_ms;     /* topics */
+    char *to_flushes_topic;        /* repartition: the new layout's topics */
+    char *to_changes_topic;
+    char *to_snapshots_topic;
     uint64_t low_latency; /* not an option: dev and send set it (short fetch waits) */
     /* -X name=value librdkafka properties, in order: name, value, name, value... */
     char **kafka_props;

@@ -23,6 +23,7 @@
 #include "cmd_apply.h"
 #include "codec/alloc.h"
 #include "handler.h"
+#include "http.h"
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
@@ -95,6 +96,11 @@ struct part_s {
     state_store_t *store;
     processor_handler_t *handler;
     part_t *next_ready;
+    /* For /metrics: */
+    atomic_int_fast64_t catch_up_remaining; /* records left to read while catching up */
+    state_store_stats_t stats;              /* under lock; refreshed by the worker */
+    double stats_at;                        /* the worker's, like store */
+    uint64_t cache_hits_counted, cache_misses_counted; /* the worker's */
 };
 
 struct runner_s {
@@ -121,11 +127,20 @@ struct runner_s {
     pthread_t producer_thread;
     atomic_bool producer_stop;
     atomic_bool fatal;
-    bool joined;          /* the group gave this instance an assignment (maybe empty) */
+    atomic_bool joined;   /* the group gave this instance an assignment (maybe empty) */
     bool consumer_leaked; /* not destroyed: see processor_run() */
 
     atomic_uint_fast64_t records, errors, dead_letters;
     processor_histogram_t record_latency; /* consumed -> its outputs produced */
+    /* For /metrics (see render_metrics()): */
+    atomic_uint_fast64_t flushes_applied, commands_applied;
+    atomic_uint_fast64_t errors_by_code[CODEC_ERR__COUNT];
+    atomic_uint_fast64_t dead_letters_by_code[CODEC_ERR__COUNT];
+    atomic_uint_fast64_t cache_hits, cache_misses;
+    processor_histogram_t step_duration; /* apply, store commit, hand to the producer */
+    pthread_mutex_t parts_lock;          /* parts' growth vs. the HTTP thread */
+    _Atomic double loop_at;              /* the main loop's last turn (liveness) */
+    processor_http_t *http;
 };
 
 /* ---- failpoints (tests only) ---- */
@@ -207,6 +222,7 @@ static void schedule(part_t *p)
 
 static part_t *part_get(runner_t *r, int32_t id)
 {
+    pthread_mutex_lock(&r->parts_lock);
     if ((size_t)id >= r->parts_cap) {
         size_t cap = (size_t)id + 16;
         r->parts = codec_xrealloc(r->parts, cap * sizeof(*r->parts));
@@ -221,7 +237,9 @@ static part_t *part_get(runner_t *r, int32_t id)
         pthread_cond_init(&p->idle, NULL);
         r->parts[id] = p;
     }
-    return r->parts[id];
+    part_t *p = r->parts[id];
+    pthread_mutex_unlock(&r->parts_lock);
+    return p;
 }
 
 /* The partition's state, or NULL if it was never assigned here. */
@@ -530,6 +548,7 @@ static void add_dead_letter(part_t *p, step_out_t *so, const rd_kafka_message_t 
     };
     step_out_add(p, so, &rec, m->offset, false);
     atomic_fetch_add(&r->dead_letters, 1);
+    atomic_fetch_add(&r->dead_letters_by_code[out->error], 1);
 }
 
 /* The reply to m: to the replies topic keyed by client, or where Spring's
@@ -618,8 +637,13 @@ static bool process_record(part_t *p, const rd_kafka_message_t *m,
               (long long)m->offset, (int)(m->key_len > 60 ? 60 : m->key_len),
               m->key ? (const char *)m->key : "", m->len,
               out->error ? codec_err_name(out->error) : "ok");
+    if (out->change.size) {
+        atomic_fetch_add(&r->flushes_applied, 1);
+        atomic_fetch_add(&r->commands_applied, out->commands_applied);
+    }
     if (out->error) {
         atomic_fetch_add(&r->errors, 1);
+        atomic_fetch_add(&r->errors_by_code[out->error], 1);
         LOG_WARN("partition %d offset %lld model \"%.*s\": %s: %s", p->id,
                  (long long)m->offset, (int)(m->key_len > 60 ? 60 : m->key_len),
                  m->key ? (const char *)m->key : "", codec_err_name(out->error),
@@ -734,6 +758,7 @@ static void produce_snapshots(part_t *p, const step_out_t *so)
 static void process_step(part_t *p, rd_kafka_message_t **msgs, const double *consumed_at,
                          size_t n)
 {
+    double started_at = processor_monotonic_s();
     step_out_t so = {0};
     processor_output_t out;
     processor_output_init(&out);
@@ -767,6 +792,9 @@ static void process_step(part_t *p, rd_kafka_message_t **msgs, const double *con
         for (size_t i = 0; i < n; i++)
             processor_histogram_record(&p->r->record_latency,
                                        (uint64_t)((produced_at - consumed_at[i]) * 1e6));
+        if (n)
+            processor_histogram_record(&p->r->step_duration,
+                                       (uint64_t)((produced_at - started_at) * 1e6));
     }
     for (size_t i = 0; i < so.due_len; i++)
         free(so.snapshots_due[i]);
@@ -795,6 +823,7 @@ static int produce_leftover(void *opaque, uint64_t id, const state_outbox_rec_t 
  * @returns 0 at the end, visit's code, or -1 (aborted or no consumer). */
 typedef struct part_read_s {
     part_t *p;
+    int64_t hi;
     int (*visit)(part_t *p, const rd_kafka_message_t *m, void *ctx);
     void *ctx;
 } part_read_t;
@@ -802,6 +831,7 @@ typedef struct part_read_s {
 static int part_read_visit(const rd_kafka_message_t *m, void *ctx)
 {
     part_read_t *pr = ctx;
+    atomic_store(&pr->p->catch_up_remaining, pr->hi - m->offset - 1);
     return pr->visit(pr->p, m, pr->ctx);
 }
 
@@ -818,10 +848,39 @@ static int read_partition(part_t *p, const char *topic, int64_t from, int64_t hi
                           int (*visit)(part_t *p, const rd_kafka_message_t *m, void *ctx),
                           void *ctx)
 {
-    part_read_t pr = {p, visit, ctx};
+    part_read_t pr = {p, hi, visit, ctx};
     processor_partition_read_t rd = {
         topic, p->id, from, hi, part_read_visit, part_read_stopped, &pr};
-    return processor_read_partition(p->r->cfg, p->r->bootstrap, &rd);
+    atomic_store(&p->catch_up_remaining, hi - from);
+    int rc = processor_read_partition(p->r->cfg, p->r->bootstrap, &rd);
+    atomic_store(&p->catch_up_remaining, 0);
+    return rc;
+}
+
+#define REPARTITION_HINT                                                                \
+    "keys map to partitions by the partition count, so this state belongs to another "  \
+    "layout; move the models with `flushout-processor repartition` (deploy/README.md, " \
+    "\"Changing the partition count\") and start on empty state directories"
+
+/* Checks that a record of the changes or snapshots topic belongs to the partition it
+ * is in: one that does not was written under another partition count. Fatal.
+ * @returns 0, or -1 (logged). */
+static int check_record_layout(part_t *p, const char *topic, const rd_kafka_message_t *m)
+{
+    runner_t *r = p->r;
+    int32_t owner = m->key ? processor_key_partition(r->cfg->partitioner, m->key,
+                                                     m->key_len, r->partition_count)
+                           : -1;
+    if (owner < 0 || owner == p->id)
+        return 0;
+    LOG_ERROR("partition %d: the record at %s offset %lld is model \"%.*s\", which "
+              "belongs to partition %d of %d: the topic was written under another "
+              "partition count; " REPARTITION_HINT,
+              p->id, topic, (long long)m->offset,
+              (int)(m->key_len > 60 ? 60 : m->key_len), (const char *)m->key, owner,
+              r->partition_count);
+    atomic_store(&r->fatal, true);
+    return -1;
 }
 
 /* Catching up: counts, and the changes position to store. */
@@ -850,6 +909,8 @@ static int apply_change(part_t *p, const rd_kafka_message_t *m, void *ctx)
     catch_up_t *cu = ctx;
     char errstr[512];
     int64_t input_offset;
+    if (check_record_layout(p, p->r->cfg->changes_topic, m))
+        return -1;
     switch (state_store_apply_change(p->store, p->id, m->key, m->key_len,
                                      m->payload ? m->payload : "", m->len, &input_offset,
                                      errstr, sizeof(errstr))) {
@@ -879,6 +940,8 @@ static int install_snapshot(part_t *p, const rd_kafka_message_t *m, void *ctx)
 {
     catch_up_t *cu = ctx;
     char errstr[512];
+    if (check_record_layout(p, p->r->cfg->snapshots_topic, m))
+        return -1;
     int rc = state_store_install_snapshot(p->store, p->id, m->key, m->key_len,
                                           m->payload ? m->payload : "", m->len, errstr,
                                           sizeof(errstr));
@@ -978,6 +1041,51 @@ static int catch_up(part_t *p)
     return 0;
 }
 
+/* Refreshes the partition's store figures for /metrics, at most once a second unless
+ * forced. Worker thread (the store's). */
+static void refresh_stats(part_t *p, bool force)
+{
+    double now = processor_monotonic_s();
+    if (!p->store || (!force && now - p->stats_at < 1.0))
+        return;
+    p->stats_at = now;
+    state_store_stats_t st;
+    state_store_stats(p->store, &st);
+    /* The runner's counters only grow; a store's restart from 0 when reopened. */
+    atomic_fetch_add(&p->r->cache_hits, st.cache_hits - p->cache_hits_counted);
+    atomic_fetch_add(&p->r->cache_misses, st.cache_misses - p->cache_misses_counted);
+    p->cache_hits_counted = st.cache_hits;
+    p->cache_misses_counted = st.cache_misses;
+    pthread_mutex_lock(&p->lock);
+    p->stats = st;
+    pthread_mutex_unlock(&p->lock);
+}
+
+/* Checks that the partition's store was built for the flushes topic's partition count
+ * (recording it in a new store). A mismatch is fatal: every partition is affected.
+ * @returns 0, or -1 (logged). */
+static int check_layout(part_t *p, const char *dir)
+{
+    runner_t *r = p->r;
+    int32_t built_for = state_store_partition_count(p->store, p->id);
+    if (built_for > 0 && built_for != r->partition_count) {
+        LOG_ERROR("partition %d: the state in %s was built for %d partitions of %s, "
+                  "which has %d: " REPARTITION_HINT,
+                  p->id, dir, built_for, r->cfg->flushes_topic, r->partition_count);
+        atomic_store(&r->fatal, true);
+        return -1;
+    }
+    if (built_for > 0)
+        return 0;
+    char errstr[512];
+    state_store_set_partition_count(p->store, p->id, r->partition_count);
+    if (state_store_commit(p->store, p->id, -1, errstr, sizeof(errstr))) {
+        LOG_ERROR("partition %d: %s", p->id, errstr);
+        return -1;
+    }
+    return 0;
+}
+
 /* Opens the partition's store, produces what its outbox still holds, catches up
  * from the changes topic, and starts consuming where both the store and Kafka's
  * committed offset say everything before is done. */
@@ -1011,6 +1119,12 @@ static void prepare(part_t *p)
             .snapshot_every = r->cfg->snapshot_topic_every,
         };
         p->handler = processor_handler_new(&hc);
+        p->stats_at = 0;
+        p->cache_hits_counted = p->cache_misses_counted = 0;
+    }
+    if (check_layout(p, dir)) {
+        part_fail(p);
+        return;
     }
     p->changes_stored = state_store_changes_offset(p->store, p->id);
 
@@ -1088,6 +1202,7 @@ static void prepare(part_t *p)
     }
     rd_kafka_resume_partitions(r->consumer, l);
     rd_kafka_topic_partition_list_destroy(l);
+    refresh_stats(p, true);
     LOG_INFO("partition %d: processing from offset %lld", p->id, (long long)start);
 }
 
@@ -1120,8 +1235,10 @@ static void run_step(part_t *p)
 
     if (!ready)
         prepare(p);
-    else
+    else {
         process_step(p, msgs, consumed_at, n);
+        refresh_stats(p, false);
+    }
     for (size_t i = 0; i < n; i++)
         rd_kafka_message_destroy(msgs[i]);
 
@@ -1241,8 +1358,12 @@ static void assign_partitions(runner_t *r, rd_kafka_topic_partition_list_t *part
     char errstr[512];
     int count = processor_topic_partitions(r->consumer, r->cfg->flushes_topic,
                                            KAFKA_TIMEOUT_MS, errstr, sizeof(errstr));
-    if (count > 0)
-        r->partition_count = count;
+    if (count > 0 && count != r->partition_count) {
+        LOG_ERROR("%s has %d partitions now, not %d: " REPARTITION_HINT "; stopping",
+                  r->cfg->flushes_topic, count, r->partition_count);
+        atomic_store(&r->fatal, true);
+        return;
+    }
     rd_kafka_error_t *e = rd_kafka_incremental_assign(r->consumer, parts);
     if (e) {
         LOG_ERROR("assigning partitions: %s", rd_kafka_error_string(e));
@@ -1440,6 +1561,211 @@ static void log_stats(runner_t *r, double rate)
              (double)atomic_load(&h->max_us) / 1e3);
 }
 
+/* ---- HTTP: /metrics, /healthz, /readyz (on the server's thread) ---- */
+
+#define LOOP_STALLED_S 90 /* longer than any wait of the main loop (a revoke: 30 s) */
+
+static void metric_header(FILE *fp, const char *name, const char *type, const char *help)
+{
+    fprintf(fp, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void metric_value(FILE *fp, const char *name, const char *type, const char *help,
+                         uint64_t value)
+{
+    metric_header(fp, name, type, help);
+    fprintf(fp, "%s %llu\n", name, (unsigned long long)value);
+}
+
+static void metric_by_code(FILE *fp, const char *name, const char *help,
+                           atomic_uint_fast64_t *by_code)
+{
+    metric_header(fp, name, "counter", help);
+    for (int c = 1; c < CODEC_ERR__COUNT; c++) {
+        uint64_t v = atomic_load(&by_code[c]);
+        if (v)
+            fprintf(fp, "%s{code=\"%s\"} %llu\n", name, codec_err_name((codec_err_t)c),
+                    (unsigned long long)v);
+    }
+}
+
+/* An assigned partition as /metrics and /readyz see it. */
+typedef struct part_view_s {
+    int32_t id;
+    bool ready, failed;
+    int64_t lag; /* -1: unknown */
+    int64_t catch_up_remaining;
+    uint64_t outbox_records;
+    state_store_stats_t stats;
+} part_view_t;
+
+/* The assigned partitions now, each read under its lock. @returns the count. */
+static size_t view_parts(runner_t *r, part_view_t **out)
+{
+    pthread_mutex_lock(&r->parts_lock);
+    part_view_t *views = codec_xcalloc(r->parts_cap ? r->parts_cap : 1, sizeof(*views));
+    size_t n = 0;
+    for (size_t i = 0; i < r->parts_cap; i++) {
+        part_t *p = r->parts[i];
+        if (!p)
+            continue;
+        pthread_mutex_lock(&p->lock);
+        if (p->assigned) {
+            part_view_t *v = &views[n++];
+            v->id = p->id;
+            v->ready = p->ready;
+            v->failed = p->failed;
+            v->stats = p->stats;
+            v->catch_up_remaining = atomic_load(&p->catch_up_remaining);
+            for (size_t k = 0; k < p->steps_len; k++)
+                v->outbox_records += p->steps[k].pending;
+            /* Lag: records of the partition not yet applied with outputs delivered. */
+            int64_t done = p->committable >= 0 ? p->committable : p->expected;
+            int64_t lo = -1, hi = -1;
+            v->lag = -1;
+            if (p->ready && done >= 0 &&
+                !rd_kafka_get_watermark_offsets(r->consumer, r->cfg->flushes_topic, p->id,
+                                                &lo, &hi) &&
+                hi >= 0)
+                v->lag = hi > done ? hi - done : 0;
+        }
+        pthread_mutex_unlock(&p->lock);
+    }
+    pthread_mutex_unlock(&r->parts_lock);
+    *out = views;
+    return n;
+}
+
+/* A gauge with one sample per partition: field is read from each view. */
+#define PART_GAUGE(fp, views, n, name, help, expr)                                      \
+    do {                                                                                \
+        metric_header(fp, name, "gauge", help);                                         \
+        for (size_t i_ = 0; i_ < (n); i_++) {                                           \
+            const part_view_t *v = &(views)[i_];                                        \
+            fprintf(fp, "%s{partition=\"%d\"} %lld\n", name, v->id, (long long)(expr)); \
+        }                                                                               \
+    } while (0)
+
+static void render_metrics(runner_t *r, FILE *fp)
+{
+    metric_value(fp, "flushout_records_total", "counter",
+                 "Records of the flushes topic processed.", atomic_load(&r->records));
+    metric_value(fp, "flushout_flushes_applied_total", "counter",
+                 "Flushes applied (each has a change record).",
+                 atomic_load(&r->flushes_applied));
+    metric_value(fp, "flushout_commands_applied_total", "counter",
+                 "Commands applied (the models' command counts grew by this much).",
+                 atomic_load(&r->commands_applied));
+    metric_by_code(fp, "flushout_errors_total",
+                   "Records answered with an error, by error code (codec/PROTOCOL.md).",
+                   r->errors_by_code);
+    metric_by_code(fp, "flushout_dead_letters_total",
+                   "Records written to the dead-letter topic, by error code.",
+                   r->dead_letters_by_code);
+    processor_histogram_write_prometheus(
+        fp, "flushout_step_duration_seconds",
+        "One processing step of a partition: apply its records, commit the store, hand "
+        "the outputs to the producer.",
+        &r->step_duration);
+    processor_histogram_write_prometheus(
+        fp, "flushout_record_latency_seconds",
+        "From a record consumed to its outputs handed to the producer.",
+        &r->record_latency);
+    metric_value(fp, "flushout_cache_hits_total", "counter",
+                 "Model lookups served by the cache of decoded models.",
+                 atomic_load(&r->cache_hits));
+    metric_value(fp, "flushout_cache_misses_total", "counter",
+                 "Model lookups that loaded the model from RocksDB (or created it).",
+                 atomic_load(&r->cache_misses));
+
+    part_view_t *views;
+    size_t n = view_parts(r, &views);
+    uint64_t cache_bytes = 0, cache_models = 0;
+    for (size_t i = 0; i < n; i++) {
+        cache_bytes += views[i].stats.cache_bytes;
+        cache_models += views[i].stats.cache_models;
+    }
+    metric_value(fp, "flushout_assigned_partitions", "gauge",
+                 "Partitions of the flushes topic assigned to this instance.", n);
+    metric_value(fp, "flushout_cache_bytes", "gauge",
+                 "Bytes of decoded models in the cache (see --cache-mb).", cache_bytes);
+    metric_value(fp, "flushout_cache_models", "gauge", "Models in the cache.",
+                 cache_models);
+    PART_GAUGE(fp, views, n, "flushout_partition_ready",
+               "1 once the partition has caught up and is processed.",
+               v->ready && !v->failed);
+    PART_GAUGE(fp, views, n, "flushout_consumer_lag",
+               "Records of the partition not yet processed and delivered (-1: unknown).",
+               v->lag);
+    PART_GAUGE(fp, views, n, "flushout_catch_up_remaining",
+               "Records left to read while catching up or restoring the partition.",
+               v->catch_up_remaining);
+    PART_GAUGE(fp, views, n, "flushout_outbox_records",
+               "Records produced and not yet confirmed by Kafka.", v->outbox_records);
+    PART_GAUGE(fp, views, n, "flushout_rocksdb_sst_bytes",
+               "rocksdb.total-sst-files-size of the partition's store.",
+               v->stats.sst_bytes);
+    PART_GAUGE(fp, views, n, "flushout_rocksdb_memtable_bytes",
+               "rocksdb.cur-size-all-mem-tables.", v->stats.memtable_bytes);
+    PART_GAUGE(fp, views, n, "flushout_rocksdb_pending_compaction_bytes",
+               "rocksdb.estimate-pending-compaction-bytes: compaction debt.",
+               v->stats.pending_compaction_bytes);
+    PART_GAUGE(fp, views, n, "flushout_rocksdb_running_compactions",
+               "rocksdb.num-running-compactions.", v->stats.running_compactions);
+    PART_GAUGE(fp, views, n, "flushout_rocksdb_write_stopped",
+               "rocksdb.is-write-stopped: 1 while writes wait for compactions.",
+               v->stats.write_stopped);
+    PART_GAUGE(fp, views, n, "flushout_rocksdb_estimated_keys",
+               "rocksdb.estimate-num-keys.", v->stats.estimated_keys);
+    free(views);
+}
+
+static int render(void *ctx, const char *path, FILE *fp)
+{
+    runner_t *r = ctx;
+    if (!strcmp(path, "/metrics")) {
+        render_metrics(r, fp);
+        return 200;
+    }
+    if (!strcmp(path, "/healthz")) {
+        double stalled = processor_monotonic_s() - atomic_load(&r->loop_at);
+        if (atomic_load(&r->fatal)) {
+            fprintf(fp, "failed: a fatal error stops the processor (see its log)\n");
+            return 503;
+        }
+        if (stalled > LOOP_STALLED_S) {
+            fprintf(fp, "stalled: the main loop has not turned for %.0f s\n", stalled);
+            return 503;
+        }
+        fprintf(fp, "ok\n");
+        return 200;
+    }
+    if (!strcmp(path, "/readyz")) {
+        if (!atomic_load(&r->joined) || atomic_load(&r->fatal)) {
+            fprintf(fp, "not ready: %s\n",
+                    atomic_load(&r->fatal) ? "failed" : "not in the group yet");
+            return 503;
+        }
+        part_view_t *views;
+        size_t n = view_parts(r, &views), waiting = 0;
+        for (size_t i = 0; i < n; i++) {
+            if (views[i].ready && !views[i].failed)
+                continue;
+            fprintf(fp, "%spartition %d %s",
+                    waiting++ ? ", " : "not ready: ", views[i].id,
+                    views[i].failed ? "failed" : "catching up");
+        }
+        free(views);
+        if (waiting) {
+            fprintf(fp, "\n");
+            return 503;
+        }
+        fprintf(fp, "ready: %zu partitions caught up\n", n);
+        return 200;
+    }
+    return 404;
+}
+
 int processor_run(const processor_config_t *cfg, const char *bootstrap_servers,
                   const char *state_dir, volatile sig_atomic_t *stop)
 {
@@ -1452,6 +1778,8 @@ int processor_run(const processor_config_t *cfg, const char *bootstrap_servers,
     failpoint_init();
     pthread_mutex_init(&r->runq_lock, NULL);
     pthread_cond_init(&r->runq_cond, NULL);
+    pthread_mutex_init(&r->parts_lock, NULL);
+    atomic_store(&r->loop_at, processor_monotonic_s());
     int rc = 1;
     char errstr[512];
 
@@ -1475,6 +1803,15 @@ int processor_run(const processor_config_t *cfg, const char *bootstrap_servers,
         goto out;
     }
     rd_kafka_poll_set_consumer(r->consumer);
+    if (cfg->http_port) {
+        if (!(r->http = processor_http_start((uint16_t)cfg->http_port, render, r, errstr,
+                                             sizeof(errstr)))) {
+            LOG_ERROR("%s", errstr);
+            goto out;
+        }
+        LOG_INFO("serving /metrics, /healthz and /readyz on port %llu",
+                 (unsigned long long)cfg->http_port);
+    }
     char max_bytes[32];
     size_t max_bytes_len = sizeof(max_bytes);
     r->max_message_bytes = 1000000; /* librdkafka's default */
@@ -1519,6 +1856,7 @@ int processor_run(const processor_config_t *cfg, const char *bootstrap_servers,
                 dispatch(r, m);
             }
             double t = processor_monotonic_s();
+            atomic_store(&r->loop_at, t);
             if (t - last >= COMMIT_INTERVAL_S) {
                 housekeeping(r);
                 last = t;
@@ -1555,6 +1893,7 @@ int processor_run(const processor_config_t *cfg, const char *bootstrap_servers,
     }
 
 out:
+    processor_http_stop(r->http); /* it reads the parts and the consumer */
     if (r->workers) {
         pthread_mutex_lock(&r->runq_lock);
         r->stopping = true;
@@ -1592,6 +1931,7 @@ out:
     codec_value_destroy(r->initial_document);
     pthread_mutex_destroy(&r->runq_lock);
     pthread_cond_destroy(&r->runq_cond);
+    pthread_mutex_destroy(&r->parts_lock);
     free(r);
     if (!rc)
         LOG_INFO("stopped");

@@ -20,15 +20,16 @@
 #include "codec/request.h"
 #include "history_mem.h"
 
-#define META_PARTITION 0xffffffffu
-#define KIND_VERSION   'V'
-#define KIND_OFFSET    'o'
-#define KIND_SNAPSHOT  's'
-#define KIND_HISTORY   'h'
-#define KIND_CLIENT    'c'
-#define KIND_OUTBOX    'x'
-#define KIND_CHANGES   'k'
-#define MAX_ID_BYTES   65535 /* model ids are length-prefixed with 16 bits */
+#define META_PARTITION  0xffffffffu
+#define KIND_VERSION    'V'
+#define KIND_OFFSET     'o'
+#define KIND_SNAPSHOT   's'
+#define KIND_HISTORY    'h'
+#define KIND_CLIENT     'c'
+#define KIND_OUTBOX     'x'
+#define KIND_CHANGES    'k'
+#define KIND_PARTITIONS 'p'
+#define MAX_ID_BYTES    65535 /* model ids are length-prefixed with 16 bits */
 
 /* Client records of all cached models live in one store-wide table (a table per model
  * would cost more than the model itself), keyed by model and client; each model also
@@ -111,6 +112,7 @@ struct state_store_s {
     client_t *clients;     /* the cached models' client records */
     state_model_t *lru_head, *lru_tail;
     size_t cache_used;
+    uint64_t cache_hits, cache_misses; /* state_store_model() calls */
     char failed[256]; /* non-empty once a write failed: no more commits */
     msgpack_zone *zone;
 };
@@ -584,8 +586,10 @@ state_model_t *state_store_model(state_store_t *s, int32_t partition, const char
             free(key);
         lru_unlink(s, m);
         lru_push_front(s, m);
+        s->cache_hits++;
         return m;
     }
+    s->cache_misses++;
 
     m = codec_xcalloc(1, sizeof(*m));
     m->key = codec_xmemdup(key, key_len);
@@ -1409,6 +1413,17 @@ void state_store_set_changes_offset(state_store_t *s, int32_t partition, int64_t
     put_offset(s, partition, KIND_CHANGES, offset);
 }
 
+int32_t state_store_partition_count(state_store_t *s, int32_t partition)
+{
+    int64_t count = read_offset(s, partition, KIND_PARTITIONS);
+    return count > 0 && count <= INT32_MAX ? (int32_t)count : -1;
+}
+
+void state_store_set_partition_count(state_store_t *s, int32_t partition, int32_t count)
+{
+    put_offset(s, partition, KIND_PARTITIONS, count);
+}
+
 /* FLUSHOUT_FAILPOINT=store-write:P:N (tests only): the N-th commit of a processing step
  * (one with an offset) to partition P fails as a RocksDB write error would. A real full
  * disk cannot stand in for it here: Debian's RocksDB asserts on a failed WAL write. */
@@ -1505,6 +1520,28 @@ int state_store_drop_partition(state_store_t *s, int32_t partition, char *errstr
     return state_store_commit(s, partition, -1, errstr, errstr_size);
 }
 
+/* A RocksDB integer property, 0 when the build does not know it. */
+static uint64_t db_property(state_store_t *s, const char *name)
+{
+    uint64_t v = 0;
+    return rocksdb_property_int(s->db, name, &v) == 0 ? v : 0;
+}
+
+void state_store_stats(state_store_t *s, state_store_stats_t *st)
+{
+    st->cache_bytes = s->cache_used;
+    st->cache_models = HASH_COUNT(s->models);
+    st->cache_hits = s->cache_hits;
+    st->cache_misses = s->cache_misses;
+    st->sst_bytes = db_property(s, "rocksdb.total-sst-files-size");
+    st->memtable_bytes = db_property(s, "rocksdb.cur-size-all-mem-tables");
+    st->pending_compaction_bytes =
+        db_property(s, "rocksdb.estimate-pending-compaction-bytes");
+    st->running_compactions = db_property(s, "rocksdb.num-running-compactions");
+    st->write_stopped = db_property(s, "rocksdb.is-write-stopped");
+    st->estimated_keys = db_property(s, "rocksdb.estimate-num-keys");
+}
+
 size_t state_store_cache_bytes(const state_store_t *s, size_t *models)
 {
     if (models)
@@ -1537,6 +1574,7 @@ static bool parse_key(const char *k, size_t len, state_store_item_t *item)
     switch (item->kind) {
     case KIND_OFFSET:
     case KIND_CHANGES:
+    case KIND_PARTITIONS:
         return rest_len == 0;
     case KIND_OUTBOX:
         if (rest_len != 8)
@@ -1582,7 +1620,8 @@ int state_store_scan(state_store_t *s,
         if (!parse_key(k, klen, &item))
             continue;
         item.value = rocksdb_iter_value(it, &item.value_len);
-        if ((item.kind == KIND_OFFSET || item.kind == KIND_CHANGES) &&
+        if ((item.kind == KIND_OFFSET || item.kind == KIND_CHANGES ||
+             item.kind == KIND_PARTITIONS) &&
             item.value_len == 8)
             item.count = be64(item.value);
         if (visit(opaque, &item))

@@ -103,12 +103,13 @@ typedef struct state_store_item_s {
     size_t value_len;
 } state_store_item_t;
 
-#define STATE_ITEM_OFFSET   'o'
-#define STATE_ITEM_SNAPSHOT 's'
-#define STATE_ITEM_HISTORY  'h'
-#define STATE_ITEM_CLIENT   'c'
-#define STATE_ITEM_OUTBOX   'x'
-#define STATE_ITEM_CHANGES  'k'
+#define STATE_ITEM_OFFSET     'o'
+#define STATE_ITEM_SNAPSHOT   's'
+#define STATE_ITEM_HISTORY    'h'
+#define STATE_ITEM_CLIENT     'c'
+#define STATE_ITEM_OUTBOX     'x'
+#define STATE_ITEM_CHANGES    'k'
+#define STATE_ITEM_PARTITIONS 'p'
 
 /** Calls visit for every stored record, in key order (partition by partition; within
  *  one, client records, history, the offset, then snapshots). visit returns non-zero
@@ -122,6 +123,19 @@ int state_store_scan(state_store_t *s,
  *  is to be rebuilt from the topics. @returns 0, or -1 and errstr. */
 int state_store_drop_partition(state_store_t *s, int32_t partition, char *errstr,
                                size_t errstr_size);
+
+/* What a store reports about itself (the processor's /metrics). */
+typedef struct state_store_stats_s {
+    uint64_t cache_bytes, cache_models;
+    uint64_t cache_hits, cache_misses; /* models found in the cache / loaded, so far */
+    /* RocksDB properties worth watching: */
+    uint64_t sst_bytes, memtable_bytes, pending_compaction_bytes, running_compactions;
+    uint64_t write_stopped; /* 1 while writes stall on compactions */
+    uint64_t estimated_keys;
+} state_store_stats_t;
+
+/** Fills st. Not thread-safe against the store's user: call from its thread. */
+void state_store_stats(state_store_t *s, state_store_stats_t *st);
 
 /** Bytes the cache of decoded models holds now, and how many models. */
 size_t state_store_cache_bytes(const state_store_t *s, size_t *models);
@@ -220,5 +234,11 @@ int state_store_install_snapshot(state_store_t *s, int32_t partition, const char
 int64_t state_store_changes_offset(state_store_t *s, int32_t partition);
 /** Records it in the step's batch. */
 void state_store_set_changes_offset(state_store_t *s, int32_t partition, int64_t offset);
+
+/** The partition count of the flushes topic that partition's state was built for (the
+ *  layout: which models a partition holds depends on it), or -1 when not recorded. */
+int32_t state_store_partition_count(state_store_t *s, int32_t partition);
+/** Records it in the step's batch. */
+void state_store_set_partition_count(state_store_t *s, int32_t partition, int32_t count);
 
 #endif
