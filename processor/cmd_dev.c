@@ -7,6 +7,7 @@
 #include <librdkafka/rdkafka_mock.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -19,6 +20,35 @@ static int remove_entry(const char *path, const struct stat *st, int flag,
     (void)flag;
     (void)ftw;
     return remove(path);
+}
+
+/* Creates the --extra-topics, "name:partitions,...". @returns 0, or -1 (logged). */
+static int create_extra_topics(rd_kafka_mock_cluster_t *mc, const char *list,
+                               int replication)
+{
+    while (list && *list) {
+        size_t len = strcspn(list, ",");
+        const char *colon = memchr(list, ':', len);
+        char name[256];
+        char *end = NULL;
+        long partitions = colon ? strtol(colon + 1, &end, 10) : 0;
+        if (!colon || colon == list || (size_t)(colon - list) >= sizeof(name) ||
+            end != list + len || partitions < 1 || partitions > 100000) {
+            LOG_ERROR("dev: --extra-topics: expected NAME:PARTITIONS[,...], not \"%.*s\"",
+                      (int)len, list);
+            return -1;
+        }
+        memcpy(name, list, (size_t)(colon - list));
+        name[colon - list] = '\0';
+        rd_kafka_resp_err_t err =
+            rd_kafka_mock_topic_create(mc, name, (int)partitions, replication);
+        if (err) {
+            LOG_ERROR("dev: creating topic %s: %s", name, rd_kafka_err2str(err));
+            return -1;
+        }
+        list += len + (list[len] == ',');
+    }
+    return 0;
 }
 
 int processor_cmd_dev(processor_config_t *cfg)
@@ -52,6 +82,11 @@ int processor_cmd_dev(processor_config_t *cfg)
             rd_kafka_destroy(rk);
             return 1;
         }
+    }
+    if (create_extra_topics(mc, cfg->extra_topics, replication)) {
+        rd_kafka_mock_cluster_destroy(mc);
+        rd_kafka_destroy(rk);
+        return 1;
     }
     const char *bootstrap = rd_kafka_mock_cluster_bootstraps(mc);
     printf("bootstrap.servers=%s\n", bootstrap);

@@ -32,7 +32,8 @@ typedef struct rebuild_s {
     const processor_config_t *cfg;
     bool from_changes;
     const char *topic;
-    int32_t partition_count; /* of the flushes topic */
+    const char *snapshots_topic; /* from_changes: installed first (NULL: none) */
+    int32_t partition_count;     /* of the flushes topic */
     codec_value_t *initial_document;
     codec_limits_t limits;
 } rebuild_t;
@@ -47,7 +48,30 @@ typedef struct rebuild_partition_s {
     uint64_t applied, skipped, since_commit;
     int64_t next_input; /* the input offset the state reflects, when known */
     int64_t position;   /* after the last record read */
+    uint64_t installed; /* snapshot records installed */
 } rebuild_partition_t;
+
+/* Installs one snapshot record when it is ahead of its model; committed at once, since
+ * a later record of the same model reads it back. */
+static int install_visit(const rd_kafka_message_t *m, void *ctx)
+{
+    rebuild_partition_t *rp = ctx;
+    char errstr[512];
+    int rc = state_store_install_snapshot(rp->store, rp->partition, m->key, m->key_len,
+                                          m->payload ? m->payload : "", m->len, errstr,
+                                          sizeof(errstr));
+    if (rc < 0) {
+        LOG_WARN("partition %d: snapshot record at %s offset %lld: %s; skipped",
+                 rp->partition, rp->rb->snapshots_topic, (long long)m->offset, errstr);
+        return 0;
+    }
+    rp->installed += (uint64_t)rc;
+    if (rc && state_store_commit(rp->store, rp->partition, -1, errstr, sizeof(errstr))) {
+        LOG_ERROR("partition %d: %s", rp->partition, errstr);
+        return -1;
+    }
+    return 0;
+}
 
 /* Applies one record; commits every COMMIT_EVERY records. */
 static int rebuild_visit(const rd_kafka_message_t *m, void *ctx)
@@ -130,14 +154,25 @@ static int rebuild_partition(const rebuild_t *rb, int32_t partition)
     processor_handler_t *handler = processor_handler_new(&hc);
     processor_output_t out;
     processor_output_init(&out);
-    rebuild_partition_t rp = {rb, partition, store, handler, &out, 0, 0, 0, -1, 0};
+    rebuild_partition_t rp = {rb, partition, store, handler, &out, 0, 0, 0, -1, 0, 0};
+    double start = processor_monotonic_s();
+    int rc = 0;
+    if (rb->snapshots_topic) {
+        processor_partition_read_t srd = {rb->snapshots_topic, partition, -1, -1,
+                                          install_visit,       NULL,      &rp};
+        rc = processor_read_partition(cfg, cfg->bootstrap_servers, &srd);
+        if (!rc)
+            LOG_INFO("partition %d: %llu models restored from %s", partition,
+                     (unsigned long long)rp.installed, rb->snapshots_topic);
+    }
     processor_partition_read_t rd = {rb->topic,     partition, -1, -1,
                                      rebuild_visit, NULL,      &rp};
-    double start = processor_monotonic_s();
-    int rc = processor_read_partition(cfg, cfg->bootstrap_servers, &rd);
+    if (!rc)
+        rc = processor_read_partition(cfg, cfg->bootstrap_servers, &rd);
     if (!rc) { /* the rest since the last commit, and the position reached */
         if (rb->from_changes)
             state_store_set_changes_offset(store, partition, rd.to);
+        state_store_set_partition_count(store, partition, rb->partition_count);
         if (state_store_commit(store, partition, rp.next_input, errstr, sizeof(errstr))) {
             LOG_ERROR("partition %d: %s", partition, errstr);
             rc = -1;
@@ -179,12 +214,16 @@ static void *rebuild_worker(void *opaque)
     return NULL;
 }
 
-int processor_cmd_rebuild(const processor_config_t *cfg)
+/* Rebuilds cfg->partition_list (NULL: every partition of the flushes topic) into
+ * cfg->state_dir. @returns 0, or 1 (logged). */
+static int rebuild(const processor_config_t *cfg, bool from_changes,
+                   const char *snapshots_topic)
 {
     char errstr[512];
     rebuild_t rb = {
         .cfg = cfg,
-        .from_changes = !strcmp(cfg->from, "changes"),
+        .from_changes = from_changes,
+        .snapshots_topic = snapshots_topic,
         .limits = processor_limits(cfg),
     };
     rb.topic = rb.from_changes ? cfg->changes_topic : cfg->flushes_topic;
@@ -263,4 +302,14 @@ int processor_cmd_rebuild(const processor_config_t *cfg)
     free(parts);
     codec_value_destroy(rb.initial_document);
     return rc ? 1 : 0;
+}
+
+int processor_cmd_rebuild(const processor_config_t *cfg)
+{
+    return rebuild(cfg, !strcmp(cfg->from, "changes"), NULL);
+}
+
+int processor_rebuild_with_snapshots(const processor_config_t *cfg)
+{
+    return rebuild(cfg, true, cfg->snapshots_topic);
 }

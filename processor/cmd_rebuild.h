@@ -10,4 +10,10 @@
  *  @returns the process exit code. */
 int processor_cmd_rebuild(const processor_config_t *cfg);
 
+/** Rebuilds every partition of cfg->flushes_topic into cfg->state_dir from the
+ *  snapshots topic (each model's latest snapshot record installed) and then the changes
+ *  topic (the records after each snapshot applied): what `repartition` starts from, and
+ *  what survives the changes topic's retention. @returns 0, or 1 (logged). */
+int processor_rebuild_with_snapshots(const processor_config_t *cfg);
+
 #endif

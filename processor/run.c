@@ -9,6 +9,7 @@
  * queue's. */
 #include "run.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -1002,7 +1003,14 @@ static int catch_up(part_t *p)
         return -1;
     catch_up_t cu = {.position = -1};
     bool restored = false;
-    if (from < lo && lo > 0) {
+    if (from < 0 && lo == hi && r->cfg->snapshot_topic_every) {
+        /* A new store and no change records: the partition's models, if it has any,
+         * are in the snapshots topic alone (a layout written by `repartition`). */
+        if (restore_snapshots(p, &cu))
+            return -1;
+        restored = true;
+    }
+    if (from < lo && lo > 0 && !restored) {
         LOG_WARN(
             "partition %d: %s starts at %lld (retention), after this store's position "
             "%lld",
@@ -1514,6 +1522,47 @@ static int check_topics(runner_t *r, char *errstr, size_t errstr_size)
     return 0;
 }
 
+/* Checks every partition store already in the state directory against the flushes
+ * topic's partition count before joining the group, so that a processor pointed at
+ * repartitioned topics stops at once instead of at its first assignment.
+ * @returns 0, or -1 and errstr. */
+static int check_state_layout(runner_t *r, char *errstr, size_t errstr_size)
+{
+    DIR *d = opendir(r->state_dir);
+    if (!d)
+        return 0; /* created later; nothing in it yet */
+    int rc = 0;
+    for (struct dirent *e; !rc && (e = readdir(d));) {
+        int partition;
+        char rest;
+        if (sscanf(e->d_name, "partition-%d%c", &partition, &rest) != 1 || partition < 0)
+            continue;
+        char dir[PATH_MAX];
+        snprintf(dir, sizeof(dir), "%s/%s", r->state_dir, e->d_name);
+        state_store_conf_t sc = processor_store_conf(r->cfg, dir, 8u << 20, NULL);
+        char why[512];
+        state_store_t *store = state_store_open(&sc, why, sizeof(why));
+        if (!store) {
+            snprintf(errstr, errstr_size, "partition %d: cannot open its store: %.300s",
+                     partition, why);
+            rc = -1;
+            break;
+        }
+        int32_t built_for = state_store_partition_count(store, partition);
+        state_store_close(store);
+        if (built_for > 0 && built_for != r->partition_count) {
+            snprintf(
+                errstr, errstr_size,
+                "the state in %.200s was built for %d partitions of %s, which has %d: "
+                "" REPARTITION_HINT,
+                dir, built_for, r->cfg->flushes_topic, r->partition_count);
+            rc = -1;
+        }
+    }
+    closedir(d);
+    return rc;
+}
+
 /* The producer or the group consumer, with the runner's callbacks. */
 static rd_kafka_t *new_client(runner_t *r, processor_kafka_role_t role, char *errstr,
                               size_t errstr_size)
@@ -1797,6 +1846,7 @@ int processor_run(const processor_config_t *cfg, const char *bootstrap_servers,
     if (!(r->producer =
               new_client(r, PROCESSOR_KAFKA_PRODUCER, errstr, sizeof(errstr))) ||
         check_topics(r, errstr, sizeof(errstr)) ||
+        check_state_layout(r, errstr, sizeof(errstr)) ||
         !(r->consumer =
               new_client(r, PROCESSOR_KAFKA_CONSUMER, errstr, sizeof(errstr)))) {
         LOG_ERROR("%s", errstr);

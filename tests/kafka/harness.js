@@ -36,8 +36,8 @@ class Run {
     this.shuttingDown = false;
   }
 
-  startBroker(partitions) {
-    const child = spawn(this.bin, ['dev', '--broker-only', '--partitions', String(partitions)], {
+  startBroker(partitions, extraArgs = []) {
+    const child = spawn(this.bin, ['dev', '--broker-only', '--partitions', String(partitions), ...extraArgs], {
       stdio: ['ignore', 'pipe', fs.openSync(path.join(this.tmp, 'broker.log'), 'w')],
     });
     this.children.push(child);
@@ -55,15 +55,16 @@ class Run {
     });
   }
 
-  // A processor instance with its own state directory (kept across restarts), and env
-  // for failpoints.
-  startProcessor(name, bootstrap, env = {}) {
+  // A processor instance with its own state directory (kept across restarts), env for
+  // failpoints, and more options.
+  startProcessor(name, bootstrap, env = {}, extraArgs = []) {
     const logFile = path.join(this.tmp, `${name}.log`);
     const child = spawn(
       this.bin,
       ['run', '--bootstrap-servers', bootstrap, '--state-dir', path.join(this.tmp, name), '--ids', 'sequential',
         '--threads', '2', '-X', 'fetch.wait.max.ms=10', '-X', 'session.timeout.ms=6000',
-        ...(process.env.KAFKA_DEBUG ? ['-X', `debug=${process.env.KAFKA_DEBUG}`, '--log-level', 'debug'] : [])],
+        ...(process.env.KAFKA_DEBUG ? ['-X', `debug=${process.env.KAFKA_DEBUG}`, '--log-level', 'debug'] : []),
+        ...extraArgs],
       { stdio: ['ignore', 'ignore', fs.openSync(logFile, 'a')], env: { ...process.env, ...env } }
     );
     this.children.push(child);
@@ -101,6 +102,8 @@ class Client {
     this.waiting = null; // {seq, resolve}
     this.flushes = 0;
     this.retries = 0;
+    this.topic = 'flushout.flushes'; // where flushes go (a gateway's setting)
+    this.sending = 0; // sends not yet acknowledged by the broker
   }
 
   edit() {
@@ -127,10 +130,15 @@ class Client {
   }
 
   async send(request) {
-    await this.producer.send({
-      topic: 'flushout.flushes',
-      messages: [{ key: this.model, value: Buffer.from(encode(request, { ignoreUndefined: true })) }],
-    });
+    this.sending++;
+    try {
+      await this.producer.send({
+        topic: this.topic,
+        messages: [{ key: this.model, value: Buffer.from(encode(request, { ignoreUndefined: true })) }],
+      });
+    } finally {
+      this.sending--;
+    }
   }
 
   // Sends request and waits for its reply, resending it when late.
@@ -226,8 +234,10 @@ async function converge(clients, checker, models) {
   return snapshots;
 }
 
-// The checks of every run. Returns figures for the summary line.
-async function verify(kafka, clients, snapshots) {
+// The checks of every run. Returns figures for the summary line. layouts: the topics
+// the models lived in, oldest first (see repartition.js); of an older layout only the
+// flushes it applied count, the others were carried over to the next.
+async function verify(kafka, clients, snapshots, layouts = [{ flushes: 'flushout.flushes', changes: 'flushout.changes' }]) {
   // 1. Every proxy holds its model's snapshot.
   for (const cl of clients) {
     const snap = snapshots.get(cl.model);
@@ -237,12 +247,22 @@ async function verify(kafka, clients, snapshots) {
 
   // 2. flushout's own Master, fed the flushes as they stand in the topic; a flush sent
   //    again (same model, client and seq) counts once.
-  const flushes = await readAll(kafka, 'flushout.flushes');
   const masters = new Map();
   const seen = new Set();
   let resent = 0;
-  for (const rec of flushes) {
-    const req = decode(rec.value);
+  const changes = [];
+  const flushes = [];
+  for (const [i, layout] of layouts.entries()) {
+    const layoutChanges = await readAll(kafka, layout.changes);
+    changes.push(...layoutChanges);
+    const applied = new Set(layoutChanges.map((rec) => { const ch = decode(rec.value); return `${ch.model}/${ch.client}/${ch.seq}`; }));
+    for (const rec of await readAll(kafka, layout.flushes)) {
+      const req = decode(rec.value);
+      if (i < layouts.length - 1 && !applied.has(`${rec.key}/${req.client}/${req.seq}`)) continue;
+      flushes.push({ rec, req });
+    }
+  }
+  for (const { rec, req } of flushes) {
     if (req.type !== 'flush') continue;
     const id = `${rec.key}/${req.client}/${req.seq}`;
     if (seen.has(id)) { resent++; continue; }
@@ -258,7 +278,6 @@ async function verify(kafka, clients, snapshots) {
 
   // 3. The changes topic: one chain of commands per model, each exactly once; a change
   //    record written twice is byte-for-byte the same.
-  const changes = await readAll(kafka, 'flushout.changes');
   const chains = new Map();
   let rewritten = 0;
   for (const rec of changes) {

@@ -1,0 +1,109 @@
+#!/usr/bin/env node
+// Changing the partition count under load (deploy/README.md, "Changing the partition
+// count"): real flushout proxies edit models while a processor serves topics of 4
+// partitions; the processor is stopped, the proxies' gateway switches to new topics of
+// 8 partitions, `flushout-processor repartition` moves every model (and the flushes
+// left unprocessed), and a processor started on the new topics with an empty state
+// directory carries on. Checked:
+//   - repartition exits 0, having moved every model and forwarded flushes;
+//   - a processor started on the old state directory with the new topics refuses to
+//     run, naming the procedure;
+//   - every proxy's document equals its model's snapshot from the new processor, which
+//     equals flushout@1.1.1's Master fed the flushes each layout applied, in order;
+//   - the change records of both layouts form one chain per model, each command once.
+'use strict';
+
+const assert = require('assert');
+const fs = require('fs');
+const path = require('path');
+const { spawn } = require('child_process');
+const { Rng } = require('../common/rng.js');
+const h = require('./harness.js');
+
+const MODELS = Number(h.option('--models', 12));
+const CLIENTS = Number(h.option('--clients', 2)); // proxies per model
+const PHASE_MS = Number(h.option('--phase-ms', 4000));
+const SEED = Number(h.option('--seed', 7));
+
+const OLD = { flushes: 'flushout.flushes', changes: 'flushout.changes', snapshots: 'flushout.snapshots' };
+const NEW = { flushes: 'v2.flushes', changes: 'v2.changes', snapshots: 'v2.snapshots' };
+const NEW_TOPIC_ARGS = ['--flushes-topic', NEW.flushes, '--changes-topic', NEW.changes, '--snapshots-topic', NEW.snapshots];
+// Small, so that the old layout's models are in both its snapshots and changes topics.
+const SNAPSHOT_EVERY = ['--snapshot-topic-every', '7'];
+
+// Runs the binary to completion; resolves with its exit code and log.
+function runTool(run, name, args) {
+  const logFile = path.join(run.tmp, `${name}.log`);
+  const child = spawn(run.bin, args, { stdio: ['ignore', 'ignore', fs.openSync(logFile, 'w')] });
+  run.children.push(child);
+  return new Promise((resolve) =>
+    child.once('exit', (code) => resolve({ code, log: fs.readFileSync(logFile, 'utf8'), logFile })));
+}
+
+async function main(run) {
+  const bootstrap = await run.startBroker(4, ['--extra-topics', `${NEW.flushes}:8,${NEW.changes}:8,${NEW.snapshots}:8`]);
+  h.log(`broker at ${bootstrap}`);
+  const kafka = h.connect(bootstrap, 'repartition-test');
+  const producer = kafka.producer({ allowAutoTopicCreation: false });
+  await producer.connect();
+
+  const clients = [];
+  for (let m = 0; m < MODELS; m++)
+    for (let c = 0; c < CLIENTS; c++)
+      clients.push(new h.Client(`client-${m}-${c}`, `model-${m}`, new Rng(SEED * 1000 + clients.length), producer));
+  const checker = new h.Client('checker', '', new Rng(SEED), producer);
+  const replies = await h.listenForReplies(kafka, [...clients, checker]);
+
+  const a = run.startProcessor('a', bootstrap, {}, SNAPSHOT_EVERY);
+  let editing = true;
+  const runs = clients.map((c) => c.run(() => editing));
+  await h.sleep(PHASE_MS + 4000); // the first join waits out the broker's rebalance delay
+
+  // 1. Stop the old layout's processor while the proxies keep editing; flushes sent
+  //    now stay unprocessed in the old topic. 2. The gateway switches topics.
+  await run.stopProcessor(a);
+  await h.sleep(500);
+  for (const c of [...clients, checker]) c.topic = NEW.flushes;
+  while (clients.some((c) => c.sending > 0)) await h.sleep(20);
+
+  // 3. Move the models.
+  const moved = await runTool(run, 'repartition', ['repartition', '--bootstrap-servers', bootstrap,
+    '--state-dir', path.join(run.tmp, 'scratch'), '--ids', 'sequential',
+    '--to-flushes-topic', NEW.flushes, '--to-changes-topic', NEW.changes, '--to-snapshots-topic', NEW.snapshots]);
+  assert.strictEqual(moved.code, 0, `repartition exits 0 (see ${moved.logFile})`);
+  const done = /done: (\d+) models moved to \S+ \(8 partitions\), (\d+) flushes forwarded/.exec(moved.log);
+  assert.ok(done, `repartition reports what it moved (see ${moved.logFile})`);
+  assert.strictEqual(Number(done[1]), MODELS, 'every model moved');
+  assert.ok(Number(done[2]) > 0, 'the flushes sent while no processor ran were forwarded');
+  h.log(`repartition: ${done[1]} models moved, ${done[2]} flushes forwarded`);
+
+  // The old state directory on the new topics: refused before joining the group.
+  const refused = await runTool(run, 'refused', ['run', '--bootstrap-servers', bootstrap,
+    '--state-dir', path.join(run.tmp, 'a'), '--ids', 'sequential', ...NEW_TOPIC_ARGS, ...SNAPSHOT_EVERY]);
+  assert.strictEqual(refused.code, 1, `a processor on the old state and the new topics exits 1 (see ${refused.logFile})`);
+  assert.ok(/built for 4 partitions of v2\.flushes, which has 8: .*flushout-processor repartition/.test(refused.log),
+    `the refusal names the layouts and the procedure (see ${refused.logFile})`);
+
+  // 4. The new layout's processor, empty state: restores the models, then processes.
+  const b = run.startProcessor('b', bootstrap, {}, [...NEW_TOPIC_ARGS, ...SNAPSHOT_EVERY]);
+  await h.sleep(PHASE_MS + 4000);
+  editing = false;
+  await Promise.all(runs);
+
+  const models = [...new Set(clients.map((cl) => cl.model))];
+  const snapshots = await h.converge(clients, checker, models);
+  await run.stopProcessor(b);
+  await replies.consumer.disconnect();
+  const f = await h.verify(kafka, clients, snapshots, [OLD, NEW]);
+  const restored = /(\d+) snapshot records installed/g;
+  let installed = 0;
+  for (const m of fs.readFileSync(b.logFile, 'utf8').matchAll(restored)) installed += Number(m[1]);
+  assert.strictEqual(installed, MODELS, 'the new processor restored every model from the new snapshots topic');
+  console.log(
+    `repartition: ${clients.length} proxies on ${MODELS} models moved from 4 to 8 partitions under load ` +
+      `(${done[2]} unprocessed flushes carried over); ${f.flushes} flushes answered (${f.retries} resent), ` +
+      `${f.changes} change records in both layouts; every proxy, snapshot and flushout Master agree`
+  );
+}
+
+h.runMain('repartition', main);
