@@ -148,6 +148,8 @@ rd_kafka_conf_t *processor_kafka_conf(const processor_config_t *cfg,
             set(conf, "linger.ms", "0", errstr, errstr_size))
             goto err;
         break;
+    case PROCESSOR_KAFKA_ADMIN:
+        break;
     }
     for (size_t i = 0; i + 1 < cfg->kafka_prop_count; i += 2) {
         const char *name = cfg->kafka_props[i];
@@ -181,6 +183,23 @@ int32_t processor_key_partition(const char *partitioner, const char *key, size_t
         return rd_kafka_msg_partitioner_consistent_random(NULL, key, key_len,
                                                           partition_count, NULL, NULL);
     return -1;
+}
+
+rd_kafka_resp_err_t processor_produce_copy(rd_kafka_t *rk, const char *topic,
+                                           int32_t partition, const void *key,
+                                           size_t key_len, const void *value, size_t len,
+                                           rd_kafka_headers_t *headers)
+{
+    for (;;) {
+        rd_kafka_resp_err_t err = rd_kafka_producev(
+            rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+            RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)value, len),
+            RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_END);
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            return err;
+        rd_kafka_poll(rk, 10); /* serves delivery reports, which make room */
+    }
 }
 
 int processor_topic_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms,

@@ -17,6 +17,8 @@ typedef enum processor_kafka_role_e {
     PROCESSOR_KAFKA_PRODUCER, /* replies, change records, dead letters */
     PROCESSOR_KAFKA_SENDER,   /* send: produces requests */
     PROCESSOR_KAFKA_READER,   /* send: reads replies, no group */
+    PROCESSOR_KAFKA_ADMIN,    /* topics: Admin API and metadata, a consumer handle
+                                 that never joins a group */
 } processor_kafka_role_t;
 
 /** A configuration for role, or NULL and errstr (an unknown or owned -X property, a
@@ -30,6 +32,14 @@ rd_kafka_conf_t *processor_kafka_conf(const processor_config_t *cfg,
  *  partitioner is "any" (no check). */
 int32_t processor_key_partition(const char *partitioner, const char *key, size_t key_len,
                                 int32_t partition_count);
+
+/** Produces a copy of the record (headers: NULL, or taken over by librdkafka on
+ *  success), waiting for room while the producer's queue is full.
+ *  @returns 0, or the error (nothing produced; headers still the caller's). */
+rd_kafka_resp_err_t processor_produce_copy(rd_kafka_t *rk, const char *topic,
+                                           int32_t partition, const void *key,
+                                           size_t key_len, const void *value, size_t len,
+                                           rd_kafka_headers_t *headers);
 
 /** The number of partitions of topic, or -1 and errstr. */
 int processor_topic_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms,
