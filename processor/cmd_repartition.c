@@ -187,9 +187,15 @@ static int move_models(repartition_t *rp, int32_t partition, int64_t *next_input
         if (!rc) {
             int32_t to =
                 processor_key_partition(cfg->partitioner, m->name, m->len, rp->new_count);
-            rd_kafka_resp_err_t err =
-                processor_produce_copy(rp->producer, cfg->to_snapshots_topic, to, m->name,
-                                       m->len, buf.data, buf.size, NULL);
+            processor_record_t rec = {cfg->to_snapshots_topic,
+                                      to,
+                                      m->name,
+                                      m->len,
+                                      buf.data,
+                                      buf.size,
+                                      NULL,
+                                      NULL};
+            rd_kafka_resp_err_t err = processor_produce(rp->producer, &rec, true);
             if (err) {
                 LOG_ERROR("repartition: producing the snapshot of \"%.*s\" to %s: %s",
                           (int)(m->len > 60 ? 60 : m->len), m->name,
@@ -221,9 +227,15 @@ static int forward_visit(const rd_kafka_message_t *m, void *ctx)
     rd_kafka_headers_t *orig = NULL, *copy = NULL;
     if (!rd_kafka_message_headers(m, &orig))
         copy = rd_kafka_headers_copy(orig);
-    rd_kafka_resp_err_t err =
-        processor_produce_copy(rp->producer, rp->cfg->to_flushes_topic, to, m->key,
-                               m->key_len, m->payload, m->len, copy);
+    processor_record_t rec = {rp->cfg->to_flushes_topic,
+                              to,
+                              m->key,
+                              m->key_len,
+                              m->payload,
+                              m->len,
+                              copy,
+                              NULL};
+    rd_kafka_resp_err_t err = processor_produce(rp->producer, &rec, true);
     if (err) {
         rd_kafka_headers_destroy(copy);
         LOG_ERROR("repartition: forwarding %s offset %lld to %s: %s",

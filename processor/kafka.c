@@ -185,20 +185,21 @@ int32_t processor_key_partition(const char *partitioner, const char *key, size_t
     return -1;
 }
 
-rd_kafka_resp_err_t processor_produce_copy(rd_kafka_t *rk, const char *topic,
-                                           int32_t partition, const void *key,
-                                           size_t key_len, const void *value, size_t len,
-                                           rd_kafka_headers_t *headers)
+rd_kafka_resp_err_t processor_produce(rd_kafka_t *rk, const processor_record_t *rec,
+                                      bool copy)
 {
     for (;;) {
         rd_kafka_resp_err_t err = rd_kafka_producev(
-            rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
-            RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)value, len),
-            RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-            RD_KAFKA_V_END);
+            rk, RD_KAFKA_V_TOPIC(rec->topic), RD_KAFKA_V_PARTITION(rec->partition),
+            RD_KAFKA_V_KEY(rec->key, rec->key_len),
+            RD_KAFKA_V_VALUE((void *)rec->value, rec->value_len),
+            RD_KAFKA_V_HEADERS(rec->headers), RD_KAFKA_V_OPAQUE(rec->opaque),
+            RD_KAFKA_V_MSGFLAGS(copy ? RD_KAFKA_MSG_F_COPY : 0), RD_KAFKA_V_END);
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
             return err;
-        rd_kafka_poll(rk, 10); /* serves delivery reports, which make room */
+        /* Delivery reports make room; where a thread of the caller's serves them too,
+         * this only waits a little. */
+        rd_kafka_poll(rk, 10);
     }
 }
 

@@ -33,13 +33,23 @@ rd_kafka_conf_t *processor_kafka_conf(const processor_config_t *cfg,
 int32_t processor_key_partition(const char *partitioner, const char *key, size_t key_len,
                                 int32_t partition_count);
 
-/** Produces a copy of the record (headers: NULL, or taken over by librdkafka on
- *  success), waiting for room while the producer's queue is full.
- *  @returns 0, or the error (nothing produced; headers still the caller's). */
-rd_kafka_resp_err_t processor_produce_copy(rd_kafka_t *rk, const char *topic,
-                                           int32_t partition, const void *key,
-                                           size_t key_len, const void *value, size_t len,
-                                           rd_kafka_headers_t *headers);
+/* A record to produce. */
+typedef struct processor_record_s {
+    const char *topic;
+    int32_t partition; /* RD_KAFKA_PARTITION_UA: the producer's partitioner chooses */
+    const void *key;
+    size_t key_len;
+    const void *value;
+    size_t value_len;
+    rd_kafka_headers_t *headers; /* NULL, or taken over by librdkafka on success */
+    void *opaque;                /* for the delivery report */
+} processor_record_t;
+
+/** Produces rec, waiting for room while the producer's queue is full. copy: librdkafka
+ *  copies key and value; else they must live until the delivery report.
+ *  @returns 0, or the error (nothing produced; the headers are still the caller's). */
+rd_kafka_resp_err_t processor_produce(rd_kafka_t *rk, const processor_record_t *rec,
+                                      bool copy);
 
 /** The number of partitions of topic, or -1 and errstr. */
 int processor_topic_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms,

@@ -361,35 +361,30 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
 /* Produces d (ownership passes on). */
 static void produce(runner_t *r, delivery_t *d)
 {
-    for (;;) {
-        rd_kafka_headers_t *hdrs = NULL;
-        if (d->header_count) {
-            hdrs = rd_kafka_headers_new(d->header_count);
-            for (size_t i = 0; i < d->header_count; i++)
-                rd_kafka_header_add(hdrs, d->headers[i].name, -1, d->headers[i].value,
-                                    (ssize_t)d->headers[i].value_len);
-        }
-        rd_kafka_resp_err_t err = rd_kafka_producev(
-            r->producer, RD_KAFKA_V_TOPIC(d->topic),
-            RD_KAFKA_V_PARTITION(d->partition < 0 ? RD_KAFKA_PARTITION_UA : d->partition),
-            RD_KAFKA_V_KEY(d->key, d->key_len), RD_KAFKA_V_VALUE(d->value, d->value_len),
-            RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE(d), RD_KAFKA_V_END);
-        if (!err)
-            return;
-        if (hdrs)
-            rd_kafka_headers_destroy(hdrs);
-        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-            rd_kafka_poll(r->producer, 50); /* the delivery thread drains it too */
-            continue;
-        }
-        LOG_ERROR("partition %d offset %lld: cannot produce to topic %s: %s", d->part->id,
-                  (long long)d->input_offset, d->topic, rd_kafka_err2str(err));
-        pthread_mutex_lock(&d->part->lock);
-        delivered_locked(d->part, d, -1, false);
-        pthread_mutex_unlock(&d->part->lock);
-        delivery_free(d);
-        return;
+    rd_kafka_headers_t *hdrs = NULL;
+    if (d->header_count) {
+        hdrs = rd_kafka_headers_new(d->header_count);
+        for (size_t i = 0; i < d->header_count; i++)
+            rd_kafka_header_add(hdrs, d->headers[i].name, -1, d->headers[i].value,
+                                (ssize_t)d->headers[i].value_len);
     }
+    /* Not copied: d owns the bytes until its delivery report frees it. */
+    processor_record_t rec = {
+        d->topic, d->partition < 0 ? RD_KAFKA_PARTITION_UA : d->partition,
+        d->key,   d->key_len,
+        d->value, d->value_len,
+        hdrs,     d};
+    rd_kafka_resp_err_t err = processor_produce(r->producer, &rec, false);
+    if (!err)
+        return;
+    if (hdrs)
+        rd_kafka_headers_destroy(hdrs);
+    LOG_ERROR("partition %d offset %lld: cannot produce to topic %s: %s", d->part->id,
+              (long long)d->input_offset, d->topic, rd_kafka_err2str(err));
+    pthread_mutex_lock(&d->part->lock);
+    delivered_locked(d->part, d, -1, false);
+    pthread_mutex_unlock(&d->part->lock);
+    delivery_free(d);
 }
 
 /* Produces a step's records: the input offset next_offset is committable once they

@@ -38,6 +38,7 @@
 #include "codec/alloc.h"
 #include "codec/msgpack.h"
 #include "codec/value.h"
+#include "processor/kafka.h"
 #include "processor/metrics.h"
 
 #define MAX_PIDS         8
@@ -184,17 +185,11 @@ static void start_reading_replies(void)
 static void produce(const char *topic, const char *key, size_t key_len, const void *value,
                     size_t len)
 {
-    for (;;) {
-        rd_kafka_resp_err_t e = rd_kafka_producev(
-            producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_KEY(key, key_len),
-            RD_KAFKA_V_VALUE((void *)value, len),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
-        if (!e)
-            return;
-        if (e != RD_KAFKA_RESP_ERR__QUEUE_FULL)
-            die("produce: %s", rd_kafka_err2str(e));
-        rd_kafka_poll(producer, 10);
-    }
+    processor_record_t rec = {
+        topic, RD_KAFKA_PARTITION_UA, key, key_len, value, len, NULL, NULL};
+    rd_kafka_resp_err_t e = processor_produce(producer, &rec, true);
+    if (e)
+        die("produce: %s", rd_kafka_err2str(e));
 }
 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)

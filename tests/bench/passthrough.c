@@ -26,18 +26,10 @@
 static void produce(rd_kafka_t *producer, const char *topic, int32_t partition,
                     const void *key, size_t key_len, void *value, size_t len)
 {
-    for (;;) {
-        rd_kafka_resp_err_t err = rd_kafka_producev(
-            producer, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
-            RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE(value, len),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
-        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-            if (err)
-                LOG_ERROR("produce to %s: %s", topic, rd_kafka_err2str(err));
-            return;
-        }
-        rd_kafka_poll(producer, 10);
-    }
+    processor_record_t rec = {topic, partition, key, key_len, value, len, NULL, NULL};
+    rd_kafka_resp_err_t err = processor_produce(producer, &rec, true);
+    if (err)
+        LOG_ERROR("produce to %s: %s", topic, rd_kafka_err2str(err));
 }
 
 int main(int argc, char **argv)

@@ -705,3 +705,40 @@ Test(state_store, history_stored_one_completion_per_key_still_loads)
     codec_value_destroy(before);
     codec_value_destroy(after);
 }
+
+Test(state_store, records_the_partition_count_it_was_built_for)
+{
+    open_store();
+    cr_assert_eq(state_store_partition_count(store, 0), -1, "a new store has none");
+    state_store_set_partition_count(store, 0, 12);
+    state_store_set_partition_count(store, 3, 24);
+    cr_assert_eq(state_store_partition_count(store, 0), -1, "not before the commit");
+    commit(1);
+    open_store();
+    cr_assert_eq(state_store_partition_count(store, 0), 12);
+    cr_assert_eq(state_store_partition_count(store, 3), 24, "per partition");
+    cr_assert_eq(state_store_partition_count(store, 1), -1);
+    cr_assert_eq(state_store_drop_partition(store, 0, errstr, sizeof(errstr)), 0, "%s",
+                 errstr);
+    cr_assert_eq(state_store_partition_count(store, 0), -1, "dropped with its partition");
+}
+
+Test(state_store, stats_count_cache_hits_and_misses)
+{
+    open_store();
+    state_store_stats_t st;
+    state_store_stats(store, &st);
+    cr_assert_eq(st.cache_hits + st.cache_misses + st.cache_models, 0);
+    flush_creates("a", "c1", 1, 2);
+    flush_creates("b", "c1", 1, 1);
+    commit(2);
+    model("a");
+    state_store_stats(store, &st);
+    cr_assert_eq(st.cache_models, 2);
+    cr_assert_eq(st.cache_misses, 2, "each model loaded once");
+    cr_assert_geq(st.cache_hits, 1, "found in the cache afterwards");
+    cr_assert_gt(st.cache_bytes, 0);
+    cr_assert_gt(st.memtable_bytes, 0, "RocksDB's figures come through");
+    cr_assert_gt(st.estimated_keys, 0);
+    cr_assert_eq(st.write_stopped, 0);
+}
