@@ -78,7 +78,7 @@ static int collect(void *opaque, const state_store_item_t *item)
         p->partition_count = (int64_t)item->count;
         return 0;
     }
-    if (item->kind == STATE_ITEM_CHANGES)
+    if (item->kind == STATE_ITEM_CHANGES || item->kind == STATE_ITEM_CHANGED)
         return 0;
     if (l->only_model && (item->model_len != l->only_model_len ||
                           memcmp(item->model, l->only_model, item->model_len) != 0))

@@ -26,6 +26,17 @@ typedef struct processor_topic_spec_s {
     } configs[PROCESSOR_TOPIC_CONFIGS_MAX];
 } processor_topic_spec_t;
 
+/* What the cluster has for one topic. */
+typedef struct processor_topic_state_s {
+    bool exists;
+    int partitions;
+    int replicas_min, replicas_max; /* over the partitions */
+    bool configs_read;              /* false: the cluster could not describe configs */
+    /* The spec's configs, in its order, as the cluster reports them (owned by whoever
+     * filled the state); NULL: not reported. */
+    char *configs[PROCESSOR_TOPIC_CONFIGS_MAX];
+} processor_topic_state_t;
+
 /** Fills specs (flushes, replies, changes, snapshots, dlq, in that order) from cfg's
  *  options. Pure: no I/O.
  *  @returns 0, or -1 and errstr: --partitions 0 when require_partitions (create),
@@ -39,6 +50,13 @@ int processor_topic_specs(const processor_config_t *cfg, bool require_partitions
  *  errstr (librdkafka refused a value). */
 rd_kafka_NewTopic_t *processor_topic_new(const processor_topic_spec_t *spec, char *errstr,
                                          size_t errstr_size);
+
+/** How an existing topic differs from spec, as "; "-separated text in buf ("" when
+ *  it does not). Partitions are compared only when spec gives them, configs only
+ *  when they were read. Pure.
+ *  @returns the number of differences. */
+int processor_topic_compare(const processor_topic_spec_t *spec,
+                            const processor_topic_state_t *state, char *buf, size_t size);
 
 /** Creates the missing topics (create) or checks them (describe); the report goes to
  *  out, one line per topic.

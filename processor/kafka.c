@@ -206,21 +206,32 @@ rd_kafka_resp_err_t processor_produce(rd_kafka_t *rk, const processor_record_t *
 int processor_topic_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms,
                                char *errstr, size_t errstr_size)
 {
-    rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
+    /* All topics, not this one by name: a request naming a missing topic makes a
+     * broker with auto.create.topics.enable create it, with its default partition
+     * count, where a missing topic must stop the processor instead. */
     const struct rd_kafka_metadata *md = NULL;
-    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms);
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 1, NULL, &md, timeout_ms);
     int count = -1;
-    if (err)
+    if (err) {
         snprintf(errstr, errstr_size, "metadata of topic %s: %s", topic,
                  rd_kafka_err2str(err));
-    else if (md->topic_cnt != 1 || md->topics[0].err)
-        snprintf(errstr, errstr_size, "topic %s: %s", topic,
-                 md->topic_cnt ? rd_kafka_err2str(md->topics[0].err) : "not found");
-    else
-        count = md->topics[0].partition_cnt;
-    if (md)
-        rd_kafka_metadata_destroy(md);
-    rd_kafka_topic_destroy(rkt);
+        return -1;
+    }
+    snprintf(errstr, errstr_size,
+             "topic %s: not found (create it: `flushout-processor "
+             "topics create`)",
+             topic);
+    for (int i = 0; i < md->topic_cnt; i++) {
+        if (strcmp(md->topics[i].topic, topic))
+            continue;
+        if (md->topics[i].err)
+            snprintf(errstr, errstr_size, "topic %s: %s", topic,
+                     rd_kafka_err2str(md->topics[i].err));
+        else
+            count = md->topics[i].partition_cnt;
+        break;
+    }
+    rd_kafka_metadata_destroy(md);
     return count;
 }
 

@@ -59,6 +59,12 @@ const processor_option_t processor_options[] = {
      OFF(snapshot_topic_every), PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV, 0,
      "Publish a model's snapshot each time its command count passes a multiple of N "
      "(0: never; the changes topic must then be kept forever)."},
+    {"snapshot-topic-interval-ms", PROCESSOR_OPT_UINT, "3600000", NULL, 0, UINT64_MAX,
+     OFF(snapshot_topic_interval_ms), PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV, 0,
+     "Also publish, this often, the snapshot record of every model changed since its "
+     "last one (0: never). A restore then needs no change record older than about this "
+     "interval, however quiet the model, so the changes topic's retention must exceed it "
+     "plus the longest time the processors may be down."},
     {"dlq-topic", PROCESSOR_OPT_STRING, "flushout.dlq", NULL, 0, 0, OFF(dlq_topic),
      PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_TOPICS, 0,
      "Dead letters: records that could not be processed, with Spring Kafka's "

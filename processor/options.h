@@ -55,6 +55,7 @@ typedef struct processor_config_s {
     char *dlq_topic;
     char *snapshots_topic;
     uint64_t snapshot_topic_every;
+    uint64_t snapshot_topic_interval_ms;
     char *partitioner;
     uint64_t threads;
     uint64_t brokers;     /* dev */

@@ -102,6 +102,12 @@ struct part_s {
     state_store_stats_t stats;              /* under lock; refreshed by the worker */
     double stats_at;                        /* the worker's, like store */
     uint64_t cache_hits_counted, cache_misses_counted; /* the worker's */
+    /* The snapshot sweep (the worker's): when the next pass starts, where this one is. */
+    _Atomic double sweep_at; /* read by the main thread's housekeeping */
+    double sweep_started_at;
+    char *sweep_after; /* the last model visited by the pass in progress */
+    size_t sweep_after_len;
+    uint64_t sweep_published;
 };
 
 struct runner_s {
@@ -705,50 +711,137 @@ static void take_done(part_t *p)
 
 /* Publishes the snapshot records due in a step, as committed. They are not in the
  * outbox: a lost one is replaced by the next, snapshot_topic_every commands later. */
-static void produce_snapshots(part_t *p, const step_out_t *so)
+/* Publishes the model's snapshot record, as committed. It is not in the outbox: a lost
+ * one is replaced by the next. @returns true when it was handed to the producer. */
+static bool publish_snapshot(part_t *p, const char *model, size_t model_len)
 {
     runner_t *r = p->r;
-    for (size_t i = 0; i < so->due_len; i++) {
-        const char *model = so->snapshots_due[i];
-        /* A document larger than the producer takes would be packed only to be
-         * refused: skip it (restoring replays its change records instead). */
-        char errstr[256];
-        state_model_t *m = state_store_model(p->store, p->id, model, strlen(model),
-                                             errstr, sizeof(errstr));
-        size_t bound = m ? state_model_document_bound(m) : 0;
-        if (bound > r->max_message_bytes) {
-            long now = (long)processor_monotonic_s();
-            long last = atomic_load(&r->snapshot_too_large_logged);
-            if (now - last >= 60 &&
-                atomic_compare_exchange_strong(&r->snapshot_too_large_logged, &last, now))
-                LOG_WARN("partition %d model \"%.60s\": no snapshot record, its document "
-                         "(about %zu bytes) is larger than message.max.bytes (%zu); a "
-                         "restore replays its change records instead (logged once a "
-                         "minute)",
-                         p->id, model, bound, r->max_message_bytes);
-            continue;
-        }
-        msgpack_sbuffer sb;
-        msgpack_sbuffer_init(&sb);
-        msgpack_packer pk;
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        if (state_store_pack_snapshot_record(p->store, p->id, model, strlen(model), &pk,
-                                             errstr, sizeof(errstr))) {
-            LOG_WARN("partition %d model \"%.60s\": no snapshot record: %s", p->id, model,
-                     errstr);
-        } else {
-            rd_kafka_resp_err_t err = rd_kafka_producev(
-                r->producer, RD_KAFKA_V_TOPIC(r->cfg->snapshots_topic),
-                RD_KAFKA_V_PARTITION(p->id), RD_KAFKA_V_KEY(model, strlen(model)),
-                RD_KAFKA_V_VALUE(sb.data, sb.size),
-                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_OPAQUE(NULL),
-                RD_KAFKA_V_END);
-            if (err)
-                LOG_WARN("partition %d model \"%.60s\": snapshot record not produced: %s",
-                         p->id, model, rd_kafka_err2str(err));
-        }
-        msgpack_sbuffer_destroy(&sb);
+    /* A document larger than the producer takes would be packed only to be refused:
+     * skip it (restoring replays its change records instead). */
+    char errstr[256];
+    state_model_t *m =
+        state_store_model(p->store, p->id, model, model_len, errstr, sizeof(errstr));
+    size_t bound = m ? state_model_document_bound(m) : 0;
+    if (bound > r->max_message_bytes) {
+        long now = (long)processor_monotonic_s();
+        long last = atomic_load(&r->snapshot_too_large_logged);
+        if (now - last >= 60 &&
+            atomic_compare_exchange_strong(&r->snapshot_too_large_logged, &last, now))
+            LOG_WARN("partition %d model \"%.*s\": no snapshot record, its document "
+                     "(about %zu bytes) is larger than message.max.bytes (%zu); a "
+                     "restore replays its change records instead (logged once a minute)",
+                     p->id, (int)(model_len > 60 ? 60 : model_len), model, bound,
+                     r->max_message_bytes);
+        return false;
     }
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    bool published = false;
+    if (state_store_pack_snapshot_record(p->store, p->id, model, model_len, &pk, errstr,
+                                         sizeof(errstr))) {
+        LOG_WARN("partition %d model \"%.*s\": no snapshot record: %s", p->id,
+                 (int)(model_len > 60 ? 60 : model_len), model, errstr);
+    } else {
+        processor_record_t rec = {r->cfg->snapshots_topic,
+                                  p->id,
+                                  model,
+                                  model_len,
+                                  sb.data,
+                                  sb.size,
+                                  NULL,
+                                  NULL};
+        rd_kafka_resp_err_t err = processor_produce(r->producer, &rec, true);
+        if (err)
+            LOG_WARN("partition %d model \"%.*s\": snapshot record not produced: %s",
+                     p->id, (int)(model_len > 60 ? 60 : model_len), model,
+                     rd_kafka_err2str(err));
+        published = !err;
+    }
+    msgpack_sbuffer_destroy(&sb);
+    return published;
+}
+
+/* Publishes the snapshot records due in a step, as committed. */
+static void produce_snapshots(part_t *p, const step_out_t *so)
+{
+    for (size_t i = 0; i < so->due_len; i++)
+        publish_snapshot(p, so->snapshots_due[i], strlen(so->snapshots_due[i]));
+}
+
+/* ---- the snapshot sweep ---- */
+
+/* A pass publishes the snapshot record of every model changed since its last one, a
+ * chunk of models per step so that records do not wait behind it; the next pass
+ * starts --snapshot-topic-interval-ms after this one started. With it, a restore never
+ * needs change records older than about one interval, whatever the model's pace, so
+ * the changes topic may have a finite retention (deploy/README.md, "Retention"). */
+#define SWEEP_CHUNK 256
+
+typedef struct sweep_s {
+    part_t *p;
+    size_t visited, published;
+} sweep_t;
+
+static int sweep_visit(void *opaque, const char *model, size_t model_len)
+{
+    sweep_t *sw = opaque;
+    part_t *p = sw->p;
+    sw->visited++;
+    free(p->sweep_after);
+    p->sweep_after = codec_xmemdup(model, model_len);
+    p->sweep_after_len = model_len;
+    if (publish_snapshot(p, model, model_len)) {
+        state_store_snapshot_published(p->store, p->id, model, model_len);
+        sw->published++;
+    }
+    return 0;
+}
+
+/* Runs one chunk of the sweep when it is due. Worker thread, between steps (the state
+ * is committed). @returns true when the pass has more to do. */
+static bool sweep_chunk(part_t *p)
+{
+    runner_t *r = p->r;
+    double now = processor_monotonic_s();
+    if (!r->cfg->snapshot_topic_interval_ms || !r->cfg->snapshot_topic_every ||
+        now < atomic_load(&p->sweep_at))
+        return false;
+    if (!p->sweep_started_at)
+        p->sweep_started_at = now;
+    sweep_t sw = {p, 0, 0};
+    char errstr[512];
+    int rc =
+        state_store_changed_models(p->store, p->id, p->sweep_after, p->sweep_after_len,
+                                   SWEEP_CHUNK, sweep_visit, &sw, errstr, sizeof(errstr));
+    if (!rc && sw.published &&
+        state_store_commit(p->store, p->id, -1, errstr, sizeof(errstr)))
+        rc = -1;
+    if (rc) {
+        LOG_ERROR("partition %d: snapshot sweep: %s", p->id, errstr);
+        part_fail(p);
+        return false;
+    }
+    p->sweep_published += sw.published;
+    if (sw.visited == SWEEP_CHUNK)
+        return true;
+    { /* the pass is over */
+        if (p->sweep_published)
+            LOG_INFO(
+                "partition %d: %llu snapshot records published (models changed since "
+                "their last one) in %.2f s",
+                p->id, (unsigned long long)p->sweep_published,
+                processor_monotonic_s() - p->sweep_started_at);
+        atomic_store(&p->sweep_at, p->sweep_started_at +
+                                       (double)r->cfg->snapshot_topic_interval_ms / 1e3);
+        p->sweep_started_at = 0;
+        p->sweep_published = 0;
+        free(p->sweep_after);
+        p->sweep_after = NULL;
+        p->sweep_after_len = 0;
+    }
+    return false;
 }
 
 static void process_step(part_t *p, rd_kafka_message_t **msgs, const double *consumed_at,
@@ -1206,6 +1299,16 @@ static void prepare(part_t *p)
     rd_kafka_resume_partitions(r->consumer, l);
     rd_kafka_topic_partition_list_destroy(l);
     refresh_stats(p, true);
+    /* The first pass soon, not a whole interval on: an instance restarted more often
+     * than the interval must still sweep. */
+    double interval_s = (double)r->cfg->snapshot_topic_interval_ms / 1e3;
+    atomic_store(&p->sweep_at,
+                 processor_monotonic_s() + (interval_s < 60 ? interval_s : 60));
+    p->sweep_started_at = 0;
+    p->sweep_published = 0;
+    free(p->sweep_after);
+    p->sweep_after = NULL;
+    p->sweep_after_len = 0;
     LOG_INFO("partition %d: processing from offset %lld", p->id, (long long)start);
 }
 
@@ -1236,10 +1339,15 @@ static void run_step(part_t *p)
     }
     pthread_mutex_unlock(&p->lock);
 
+    bool sweeping = false;
     if (!ready)
         prepare(p);
     else {
         process_step(p, msgs, consumed_at, n);
+        pthread_mutex_lock(&p->lock);
+        bool serving = !p->failed && !p->abort;
+        pthread_mutex_unlock(&p->lock);
+        sweeping = serving && sweep_chunk(p);
         refresh_stats(p, false);
     }
     for (size_t i = 0; i < n; i++)
@@ -1247,7 +1355,7 @@ static void run_step(part_t *p)
 
     pthread_mutex_lock(&p->lock);
     p->running = false;
-    if (p->queue_len && p->ready && !p->failed)
+    if ((p->queue_len || sweeping) && p->ready && !p->failed)
         schedule(p);
     if (p->paused && p->ready && !p->failed && p->queue_bytes < QUEUE_PAUSE_BYTES / 2) {
         p->paused = false;
@@ -1349,7 +1457,9 @@ static void housekeeping(runner_t *r)
             continue;
         pthread_mutex_lock(&p->lock);
         if (p->assigned && p->ready && !p->failed &&
-            (p->done_len || p->changes_next > p->changes_stored))
+            (p->done_len || p->changes_next > p->changes_stored ||
+             (r->cfg->snapshot_topic_interval_ms && r->cfg->snapshot_topic_every &&
+              processor_monotonic_s() >= atomic_load(&p->sweep_at))))
             schedule(p);
         pthread_mutex_unlock(&p->lock);
     }
@@ -1967,6 +2077,7 @@ out:
         free(p->queue);
         free(p->steps);
         free(p->done);
+        free(p->sweep_after);
         pthread_mutex_destroy(&p->lock);
         pthread_cond_destroy(&p->idle);
         free(p);

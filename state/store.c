@@ -29,6 +29,7 @@
 #define KIND_OUTBOX     'x'
 #define KIND_CHANGES    'k'
 #define KIND_PARTITIONS 'p'
+#define KIND_CHANGED    'd'
 #define MAX_ID_BYTES    65535 /* model ids are length-prefixed with 16 bits */
 
 /* Client records of all cached models live in one store-wide table (a table per model
@@ -63,7 +64,8 @@ struct state_model_s {
     size_t mem_bytes;           /* what the cache charges for this model */
     size_t history_charged;     /* the history ring's part of mem_bytes */
     uint64_t new_clients;       /* client records added since the last expiry check */
-    client_t *clients;          /* a list; the store's table finds them */
+    bool changed_marked; /* its "changed since its last snapshot record" key is written */
+    client_t *clients;   /* a list; the store's table finds them */
     state_model_t *lru_prev, *lru_next; /* most recently used first */
     UT_hash_handle hh;
 };
@@ -1067,6 +1069,16 @@ static void record_flush(state_store_t *s, state_model_t *m, const char *client,
     key_free(&k);
     msgpack_sbuffer_destroy(&sb);
 
+    /* Marked changed (once per load, not per flush): the next sweep publishes its
+     * snapshot record (state_store_changed_models()). */
+    if (!m->changed_marked) {
+        key_init(&k, (uint32_t)m->partition, KIND_CHANGED);
+        key_add(&k, m->id, m->id_len);
+        batch_write(s, k.p, k.len, "", 0);
+        key_free(&k);
+        m->changed_marked = true;
+    }
+
     /* Rewriting the snapshot costs the document's size, so it waits until the history
      * since the last one has outgrown it: every flush then pays at most its own size
      * again, however large the document. After snapshot_every commands it comes
@@ -1413,6 +1425,60 @@ void state_store_set_changes_offset(state_store_t *s, int32_t partition, int64_t
     put_offset(s, partition, KIND_CHANGES, offset);
 }
 
+int state_store_changed_models(state_store_t *s, int32_t partition, const char *after,
+                               size_t after_len, size_t max,
+                               int (*visit)(void *opaque, const char *model,
+                                            size_t model_len),
+                               void *opaque, char *errstr, size_t errstr_size)
+{
+    store_key_t prefix, from;
+    key_init(&prefix, (uint32_t)partition, KIND_CHANGED);
+    key_init(&from, (uint32_t)partition, KIND_CHANGED);
+    if (after)
+        key_add(&from, after, after_len);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
+    rocksdb_iter_seek(it, from.p, from.len);
+    size_t seen = 0;
+    for (; rocksdb_iter_valid(it) && seen < max; rocksdb_iter_next(it)) {
+        size_t klen;
+        const char *k = rocksdb_iter_key(it, &klen);
+        if (after && klen == from.len && !memcmp(k, from.p, from.len))
+            continue; /* the one visited last */
+        seen++;
+        if (klen < prefix.len || memcmp(k, prefix.p, prefix.len) != 0 ||
+            visit(opaque, k + prefix.len, klen - prefix.len))
+            break;
+    }
+    char *err = NULL;
+    rocksdb_iter_get_error(it, &err);
+    rocksdb_iter_destroy(it);
+    key_free(&prefix);
+    key_free(&from);
+    if (err) {
+        snprintf(errstr, errstr_size, "reading the changed models: %s", err);
+        rocksdb_free(err);
+        return -1;
+    }
+    return 0;
+}
+
+void state_store_snapshot_published(state_store_t *s, int32_t partition,
+                                    const char *model, size_t model_len)
+{
+    store_key_t k;
+    key_init(&k, (uint32_t)partition, KIND_CHANGED);
+    key_add(&k, model, model_len);
+    batch_write(s, k.p, k.len, NULL, 0);
+    /* A cached model writes its mark again at its next flush. The cache is keyed by
+     * partition + id: the key without its kind byte. */
+    memmove(k.p + 4, k.p + 5, model_len);
+    state_model_t *m = NULL;
+    HASH_FIND(hh, s->models, k.p, 4 + model_len, m);
+    if (m)
+        m->changed_marked = false;
+    key_free(&k);
+}
+
 int32_t state_store_partition_count(state_store_t *s, int32_t partition)
 {
     int64_t count = read_offset(s, partition, KIND_PARTITIONS);
@@ -1582,6 +1648,7 @@ static bool parse_key(const char *k, size_t len, state_store_item_t *item)
         item->count = be64(rest);
         return true;
     case KIND_SNAPSHOT:
+    case KIND_CHANGED:
         item->model = rest;
         item->model_len = rest_len;
         return true;

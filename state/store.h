@@ -110,6 +110,7 @@ typedef struct state_store_item_s {
 #define STATE_ITEM_OUTBOX     'x'
 #define STATE_ITEM_CHANGES    'k'
 #define STATE_ITEM_PARTITIONS 'p'
+#define STATE_ITEM_CHANGED    'd'
 
 /** Calls visit for every stored record, in key order (partition by partition; within
  *  one, client records, history, the offset, then snapshots). visit returns non-zero
@@ -234,6 +235,25 @@ int state_store_install_snapshot(state_store_t *s, int32_t partition, const char
 int64_t state_store_changes_offset(state_store_t *s, int32_t partition);
 /** Records it in the step's batch. */
 void state_store_set_changes_offset(state_store_t *s, int32_t partition, int64_t offset);
+
+/* Models changed since their last snapshot record: a flush or change record applied
+ * marks its model (one small key, written once per load of the model), and publishing
+ * its snapshot record clears the mark. Sweeping the marked models now and then
+ * (--snapshot-topic-interval-ms) bounds how far back any model's restore must read
+ * the changes topic, however quiet the model. */
+
+/** Calls visit for up to max models of partition marked changed, as committed, in key
+ *  order, starting after the model after (NULL: from the first); visit returns non-zero
+ *  to stop. @returns 0, or -1 and errstr. */
+int state_store_changed_models(state_store_t *s, int32_t partition, const char *after,
+                               size_t after_len, size_t max,
+                               int (*visit)(void *opaque, const char *model,
+                                            size_t model_len),
+                               void *opaque, char *errstr, size_t errstr_size);
+
+/** Clears model's mark in the step's batch: its snapshot record was published. */
+void state_store_snapshot_published(state_store_t *s, int32_t partition,
+                                    const char *model, size_t model_len);
 
 /** The partition count of the flushes topic that partition's state was built for (the
  *  layout: which models a partition holds depends on it), or -1 when not recorded. */

@@ -21,10 +21,24 @@ run_suite() { # build-dir, extra cmake flags...
     shift
     cmake -S . -B "$dir" -DFLUSHOUT_WERROR=ON -DFLUSHOUT_TESTS=ON "$@" >/dev/null
     cmake --build "$dir" -j"$jobs"
-    log=$(mktemp)
-    (cd "$dir" && ctest --output-on-failure -j"$jobs" "${ctest_args[@]}") | tee "$log"
+    # Every test's output goes to the log (-V), the result lines to the console.
+    log="$top/$dir/ctest.log"
+    local status=0
+    (cd "$dir" && ctest --output-on-failure -V -j"$jobs" "${ctest_args[@]}") >"$log" 2>&1 ||
+        status=$?
+    grep -E '^ *[0-9]+/[0-9]+ Test +#|tests passed|Total Test time' "$log" || true
+    if ((status)); then
+        echo "ctest failed: the whole output is in $log; its last lines:"
+        tail -n 150 "$log"
+        exit "$status"
+    fi
+    # A sanitizer report in a test that still passed (Criterion's forked workers, a
+    # child process) fails the run too.
+    if grep -nE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$log"; then
+        echo "sanitizer reports in $log (above)"
+        exit 1
+    fi
     total=$(sed -n 's/.*tests passed, 0 tests failed out of \([0-9]*\).*/\1/p' "$log")
-    rm -f "$log"
     passed=$((passed + ${total:-0}))
 }
 ctest_args=("$@")

@@ -42,7 +42,7 @@ bootstrap=$(sed -n 's/^bootstrap\.servers=//p' "$work/dev.out")
 stored=$(cd "$here" && node count_records.js "$bootstrap" flushout.flushes)
 ((stored == flushes)) || { echo "restore.sh: the broker kept $stored of $flushes flushes; use fewer" >&2; exit 1; }
 
-common=(--bootstrap-servers "$bootstrap" --ids sequential --log-level ${LOG_LEVEL:-warn})
+common=(--bootstrap-servers "$bootstrap" --ids sequential --log-level "${LOG_LEVEL:-warn}")
 "$bin" run "${common[@]}" --state-dir "$work/live" -X fetch.wait.max.ms=10 \
   --log-level info 2>"$work/run.log" &
 run_pid=$!

@@ -43,6 +43,7 @@ mkdir -p "$out"
 work=$(mktemp -d /tmp/flushout-bench-XXXXXX)
 pids=()
 pg_dir=
+# shellcheck disable=SC2317 # reached through the EXIT trap, which shellcheck 0.9 does not follow
 cleanup() {
   for p in "${pids[@]+"${pids[@]}"}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
@@ -123,6 +124,7 @@ scenario() {
 
 pg_stop() {
   local ctl
+  # shellcheck disable=SC2012 # /usr/lib/postgresql/VERSION/bin: plain names, newest last
   ctl=$(ls /usr/lib/postgresql/*/bin/pg_ctl 2>/dev/null | tail -1)
   as_pg "$ctl" -D "$pg_dir/data" -m fast stop >/dev/null 2>&1 || true
 }
@@ -217,6 +219,7 @@ pg_dir=$(mktemp -d /tmp/flushout-bench-pg-XXXXXX)
 chmod 755 "$pg_dir"
 mkdir -p "$pg_dir/data"
 [[ $(id -u) -eq 0 ]] && chown -R postgres "$pg_dir"
+# shellcheck disable=SC2012 # as in pg_stop
 pgbin=$(dirname "$(ls /usr/lib/postgresql/*/bin/initdb | tail -1)")
 as_pg "$pgbin/initdb" -D "$pg_dir/data" -U postgres --auth=trust >"$work/pg.log" 2>&1
 as_pg "$pgbin/pg_ctl" -D "$pg_dir/data" -l "$pg_dir/server.log" -w \

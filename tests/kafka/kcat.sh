@@ -42,8 +42,8 @@ flush='\x85\xa4type\xa5flush\xa6client\xa1k\xa3seq\x01\xa4from\x00\xabcompletion
 flush+='\x82\xa7command\x84\xa6action\xa6create\xa4path\x91\xa4todo\xadparentDefault\x80'
 flush+='\xa5props\x81\xa1t\xa4milk\xa9createdId\xa1a'
 snapshot='\x83\xa4type\xa8snapshot\xa6client\xa1k\xa3seq\x02'
-printf "$flush" | k -P -t flushout.flushes -k list-1
-printf "$snapshot" | k -P -t flushout.flushes -k list-1
+printf '%b' "$flush" | k -P -t flushout.flushes -k list-1
+printf '%b' "$snapshot" | k -P -t flushout.flushes -k list-1
 printf '\xc1' | k -P -t flushout.flushes -k list-1 -H origin=kcat-test
 
 # Consumes topic from the beginning until it holds at least n records.
