@@ -131,8 +131,9 @@ const processor_option_t processor_options[] = {
      "retention.ms of the changes topic, and of the flushes topic (flushes not yet "
      "processed must outlast an outage as long as the changes do). A partition whose "
      "changes no longer reach back restores from the snapshots topic, so this must "
-     "cover --snapshot-topic-every commands of the busiest model with room to spare. "
-     "0: keep forever (retention.ms=-1; needed with --snapshot-topic-every 0)."},
+     "exceed the processors' --snapshot-topic-interval-ms plus the longest time they "
+     "may all be down. 0: keep forever (retention.ms=-1; needed when the processors "
+     "run with --snapshot-topic-every 0 or --snapshot-topic-interval-ms 0)."},
     {"replies-retention-ms", PROCESSOR_OPT_UINT, "86400000", NULL, 0, INT64_MAX,
      OFF(replies_retention_ms), PROCESSOR_CMD_TOPICS, 0,
      "retention.ms of the replies topic. 0: keep forever."},

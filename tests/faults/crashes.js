@@ -23,14 +23,7 @@ async function main(run) {
   const rng = new Rng(SEED);
   const bootstrap = await run.startBroker(4);
   const kafka = h.connect(bootstrap, 'crash-test');
-  const producer = kafka.producer({ allowAutoTopicCreation: false });
-  await producer.connect();
-  const clients = [];
-  for (let m = 0; m < 6; m++)
-    for (let c = 0; c < 2; c++)
-      clients.push(new h.Client(`client-${m}-${c}`, `model-${m}`, new Rng(SEED * 1000 + clients.length), producer, 8000));
-  const checker = new h.Client('checker', '', new Rng(SEED), producer, 8000);
-  const replies = await h.listenForReplies(kafka, [...clients, checker]);
+  const { producer, clients, checker, replies } = await h.startEditors(kafka, { models: 6, clientsPerModel: 2, seed: SEED, replyTimeoutMs: 8000 });
 
   // Instances by name; one that dies (killed, or at its failpoint) is restarted by the
   // loop below.

@@ -14,6 +14,7 @@ const { spawn } = require('child_process');
 const { Kafka, logLevel } = require('kafkajs');
 const { encode, decode } = require('@msgpack/msgpack');
 const { Master, Proxy } = require('flushout');
+const { Rng } = require('../common/rng.js');
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const t0 = Date.now();
@@ -178,6 +179,20 @@ function connect(bootstrap, clientId) {
   return new Kafka({ clientId, brokers: bootstrap.split(','), logLevel: logLevel.NOTHING });
 }
 
+// Proxies editing models (clientsPerModel each, seeded from seed), a checker client
+// for converge(), and the replies routed to all of them.
+async function startEditors(kafka, { models, clientsPerModel, seed, replyTimeoutMs }) {
+  const producer = kafka.producer({ allowAutoTopicCreation: false });
+  await producer.connect();
+  const clients = [];
+  for (let m = 0; m < models; m++)
+    for (let c = 0; c < clientsPerModel; c++)
+      clients.push(new Client(`client-${m}-${c}`, `model-${m}`, new Rng(seed * 1000 + clients.length), producer, replyTimeoutMs));
+  const checker = new Client('checker', '', new Rng(seed), producer, replyTimeoutMs);
+  const replies = await listenForReplies(kafka, [...clients, checker]);
+  return { producer, clients, checker, replies };
+}
+
 // Routes the replies topic to the clients by key.
 async function listenForReplies(kafka, clients) {
   const byName = new Map(clients.map((c) => [c.name, c]));
@@ -334,4 +349,4 @@ function runMain(name, main) {
     });
 }
 
-module.exports = { option, runMain, Run, Client, connect, listenForReplies, readAll, converge, verify, canonical, sleep, log };
+module.exports = { option, runMain, Run, Client, connect, startEditors, listenForReplies, readAll, converge, verify, canonical, sleep, log };

@@ -14,7 +14,6 @@
 
 const assert = require('assert');
 const fs = require('fs');
-const { Rng } = require('../common/rng.js');
 const h = require('./harness.js');
 
 const MODELS = Number(h.option('--models', 6));
@@ -26,15 +25,7 @@ async function main(run) {
   const bootstrap = await run.startBroker(6);
   h.log(`broker at ${bootstrap}`);
   const kafka = h.connect(bootstrap, 'scaling-test');
-  const producer = kafka.producer({ allowAutoTopicCreation: false });
-  await producer.connect();
-
-  const clients = [];
-  for (let m = 0; m < MODELS; m++)
-    for (let c = 0; c < CLIENTS; c++)
-      clients.push(new h.Client(`client-${m}-${c}`, `model-${m}`, new Rng(SEED * 1000 + clients.length), producer));
-  const checker = new h.Client('checker', '', new Rng(SEED), producer);
-  const replies = await h.listenForReplies(kafka, [...clients, checker]);
+  const { producer, clients, checker, replies } = await h.startEditors(kafka, { models: MODELS, clientsPerModel: CLIENTS, seed: SEED });
 
   const a = run.startProcessor('a', bootstrap);
   let editing = true;

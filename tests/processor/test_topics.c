@@ -951,3 +951,23 @@ Test(processor_topics, an_unreachable_cluster_fails_within_the_timeout)
     cr_assert_str_eq(report, "", "nothing to report, only the error");
     free(report);
 }
+
+Test(processor_topics, replies_and_dead_letters_may_have_any_partition_count)
+{
+    /* A new layout's `topics create --partitions 24` keeps the existing replies and
+     * dead-letter topics (12 partitions here): not a difference. */
+    load("create", "--bootstrap-servers", "kafka:9092", "--partitions", "24");
+    processor_topic_spec_t s[PROCESSOR_TOPIC_COUNT];
+    char errstr[512], buf[256];
+    cr_assert_eq(processor_topic_specs(&cfg, true, s, errstr, sizeof(errstr)), 0, "%s",
+                 errstr);
+    for (int i = 0; i < PROCESSOR_TOPIC_COUNT; i++) {
+        processor_topic_state_t twelve = {
+            .exists = true, .partitions = 12, .replicas_min = 3, .replicas_max = 3};
+        int differences = processor_topic_compare(&s[i], &twelve, buf, sizeof(buf));
+        if (s[i].copartitioned)
+            cr_assert_eq(differences, 1, "%s: %s", s[i].name, buf);
+        else
+            cr_assert_eq(differences, 0, "%s: %s", s[i].name, buf);
+    }
+}
