@@ -949,7 +949,7 @@ static int read_partition(part_t *p, const char *topic, int64_t from, int64_t hi
 #define REPARTITION_HINT                                                                \
     "keys map to partitions by the partition count, so this state belongs to another "  \
     "layout; move the models with `flushout-processor repartition` (deploy/README.md, " \
-    "\"Changing the partition count\") and start on empty state directories"
+    "\"Repartitioning\") and start on empty state directories"
 
 /* Checks that a record of the changes or snapshots topic belongs to the partition it
  * is in: one that does not was written under another partition count. Fatal.

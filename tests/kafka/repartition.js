@@ -1,9 +1,9 @@
 #!/usr/bin/env node
-// Changing the partition count under load (deploy/README.md, "Changing the partition
-// count"): real flushout proxies edit models while a processor serves topics of 4
-// partitions; the processor is stopped, the proxies' gateway switches to new topics of
-// 8 partitions, `flushout-processor repartition` moves every model (and the flushes
-// left unprocessed), and a processor started on the new topics with an empty state
+// Changing the partition count under load (deploy/README.md, "Repartitioning"): real
+// flushout proxies edit models while a processor serves topics of 4 partitions; the
+// processor is stopped, the proxies' gateway switches to new topics of 8 partitions,
+// `flushout-processor repartition` moves every model (and the flushes left
+// unprocessed), and a processor started on the new topics with an empty state
 // directory carries on. Checked:
 //   - repartition exits 0, having moved every model and forwarded flushes;
 //   - a processor started on the old state directory with the new topics refuses to

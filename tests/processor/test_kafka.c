@@ -4,6 +4,7 @@
  * headers, bad records to the dead-letter topic, a second instance catching up from
  * the changes topic, and identical output from two instances given the same input.
  * Each test has its own cluster (Criterion runs each in its own process). */
+#define _GNU_SOURCE /* pthread_timedjoin_np */
 #include <criterion/criterion.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
@@ -1482,4 +1483,27 @@ Test(kafka_faults, partitions_move_while_they_are_restored)
     loop_check(&l);
     instance_stop(&c);
     loop_destroy(&l);
+}
+
+/* A change record in a partition its key does not map to was written under another
+ * partition count: catching up from it would give a model to the wrong partition, so
+ * the processor stops, naming the procedure, instead of serving anything. */
+Test(kafka, a_change_record_of_another_layout_stops_the_processor)
+{
+    int32_t home = partition_of("alpha");
+    int32_t elsewhere = (home + 1) % PARTITIONS;
+    processor_record_t rec = {
+        "flushout.changes", elsewhere, "alpha", 5, "x", 1, NULL, NULL};
+    cr_assert_eq(processor_produce(producer, &rec, true), 0);
+    cr_assert_eq(rd_kafka_flush(producer, WAIT_MS), 0);
+
+    instance_t a;
+    instance_start(&a, "a", NULL);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 30;
+    cr_assert_eq(pthread_timedjoin_np(a.thread, NULL, &until), 0,
+                 "the processor stops by itself");
+    cr_assert_eq(a.rc, 1, "and says it failed");
+    processor_config_clear(&a.cfg);
 }
