@@ -144,9 +144,10 @@ struct runner_s {
     atomic_uint_fast64_t errors_by_code[CODEC_ERR__COUNT];
     atomic_uint_fast64_t dead_letters_by_code[CODEC_ERR__COUNT];
     atomic_uint_fast64_t cache_hits, cache_misses;
-    processor_histogram_t step_duration; /* apply, store commit, hand to the producer */
-    pthread_mutex_t parts_lock;          /* parts' growth vs. the HTTP thread */
-    _Atomic double loop_at;              /* the main loop's last turn (liveness) */
+    atomic_uint_fast64_t snapshot_records; /* handed to the producer, both kinds */
+    processor_histogram_t step_duration;   /* apply, store commit, hand to the producer */
+    pthread_mutex_t parts_lock;            /* parts' growth vs. the HTTP thread */
+    _Atomic double loop_at;                /* the main loop's last turn (liveness) */
     processor_http_t *http;
 };
 
@@ -758,6 +759,8 @@ static bool publish_snapshot(part_t *p, const char *model, size_t model_len)
                      p->id, (int)(model_len > 60 ? 60 : model_len), model,
                      rd_kafka_err2str(err));
         published = !err;
+        if (published)
+            atomic_fetch_add(&r->snapshot_records, 1);
     }
     msgpack_sbuffer_destroy(&sb);
     return published;
@@ -1825,6 +1828,10 @@ static void render_metrics(runner_t *r, FILE *fp)
         fp, "flushout_record_latency_seconds",
         "From a record consumed to its outputs handed to the producer.",
         &r->record_latency);
+    metric_value(fp, "flushout_snapshot_records_total", "counter",
+                 "Snapshot records published (every --snapshot-topic-every commands, and "
+                 "by the sweep).",
+                 atomic_load(&r->snapshot_records));
     metric_value(fp, "flushout_cache_hits_total", "counter",
                  "Model lookups served by the cache of decoded models.",
                  atomic_load(&r->cache_hits));

@@ -100,7 +100,9 @@ async function main(run) {
   const producer = kafka.producer({ allowAutoTopicCreation: false });
   await producer.connect();
 
-  const p = run.startProcessor('a', bootstrap, {}, ['--http-port', String(port)]);
+  // A snapshot record every 50 commands (each model makes 200; a step publishes a model
+  // at most once, however many multiples it passed).
+  const p = run.startProcessor('a', bootstrap, {}, ['--http-port', String(port), '--snapshot-topic-every', '50']);
   // Before the group answers (the broker delays the first join by 3 s): alive, not ready.
   const early = await waitFor('the HTTP endpoint', 10000, () => get(port, '/readyz').catch(() => null));
   assert.strictEqual(early.status, 503, `not ready before joining: ${early.body}`);
@@ -154,6 +156,11 @@ async function main(run) {
   const errors = [...s].filter(([k]) => k.startsWith('flushout_errors_total{'));
   assert.strictEqual(errors.length, 2, `no other error codes: ${JSON.stringify(errors)}`);
   assert.strictEqual(value(s, 'flushout_record_latency_seconds_count'), total, 'one latency per record');
+  // Snapshot records are produced after their step, outside the lag: wait for them.
+  const published = value(s, 'flushout_snapshot_records_total');
+  assert.ok(published >= MODELS, `every model has had a snapshot record (${published})`);
+  await waitFor(`${published} snapshot records in the topic`, 20000,
+    async () => (await h.readAll(kafka, 'flushout.snapshots')).length === published);
   assert.ok(value(s, 'flushout_step_duration_seconds_count') >= 2, 'steps timed');
   assert.ok(value(s, 'flushout_step_duration_seconds_sum') > 0);
   for (const q of [0, 1]) {
