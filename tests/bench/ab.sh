@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# tests/bench/ab.sh OLD_BINARY NEW_BINARY [ROUNDS] [SECONDS]: the processor's maximum
+# throughput (1,000 models, 2 commands per flush, 4,000 flushes in flight, as run.sh's
+# processor-2cmd) for two builds, alternating OLD and NEW ROUNDS times (3) for SECONDS
+# each (20), each run on a fresh embedded broker and state directory: a change's cost,
+# measured in one sitting on a machine whose speed drifts.
+#
+#   git worktree add /tmp/old REV && cmake -S /tmp/old -B /tmp/old/build && \
+#     cmake --build /tmp/old/build -j && \
+#     tests/bench/ab.sh /tmp/old/build/bin/flushout-processor build/bin/flushout-processor
+set -euo pipefail
+top=$(cd "$(dirname "$0")/../.." && pwd)
+old=${1:?usage: ab.sh OLD_BINARY NEW_BINARY [ROUNDS] [SECONDS]}
+new=${2:?usage: ab.sh OLD_BINARY NEW_BINARY [ROUNDS] [SECONDS]}
+rounds=${3:-3}
+seconds=${4:-20}
+loadgen=$top/build/tests/loadgen
+[[ -x $loadgen ]] || { echo "ab.sh: build first (no $loadgen)" >&2; exit 1; }
+work=$(mktemp -d /tmp/flushout-ab-XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+run_one() { # LABEL BINARY
+  local label=$1 bin=$2 bs broker target
+  "$new" dev --broker-only --partitions 8 >"$work/dev.out" 2>"$work/dev.log" &
+  broker=$!
+  for _ in $(seq 100); do [[ -s $work/dev.out ]] && break; sleep 0.05; done
+  bs=$(sed -n 's/^bootstrap\.servers=//p' "$work/dev.out")
+  rm -rf "$work/state"
+  "$bin" run --bootstrap-servers "$bs" --state-dir "$work/state" --group-id bench \
+    -X fetch.wait.max.ms=10 2>"$work/$label.log" &
+  target=$!
+  "$loadgen" --bootstrap-servers "$bs" --label "$label" --pid "$target" --models 1000 \
+    --commands 2 --outstanding 4 --window 4000 --duration "$seconds" 2>&1 | tail -1
+  kill -TERM "$target" "$broker"
+  wait "$target" "$broker" || true
+  rm -f "$work/dev.out"
+}
+
+for i in $(seq "$rounds"); do
+  run_one "old-$i" "$old"
+  run_one "new-$i" "$new"
+done
