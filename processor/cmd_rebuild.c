@@ -27,6 +27,7 @@
 #include "run.h"
 
 #define COMMIT_EVERY 1000 /* records per store write */
+#define REBUILD_GAP  2    /* a change record after a gap: restore from snapshots first */
 
 typedef struct rebuild_s {
     const processor_config_t *cfg;
@@ -46,9 +47,10 @@ typedef struct rebuild_partition_s {
     processor_handler_t *handler;
     processor_output_t *out;
     uint64_t applied, skipped, since_commit;
-    int64_t next_input; /* the input offset the state reflects, when known */
-    int64_t position;   /* after the last record read */
-    uint64_t installed; /* snapshot records installed */
+    int64_t next_input;   /* the input offset the state reflects, when known */
+    int64_t position;     /* after the last record read */
+    uint64_t installed;   /* snapshot records installed */
+    bool snapshots_first; /* the snapshots were installed before the changes */
 } rebuild_partition_t;
 
 /* Installs one snapshot record when it is ahead of its model; committed at once, since
@@ -91,6 +93,9 @@ static int rebuild_visit(const rd_kafka_message_t *m, void *ctx)
             rp->skipped++;
             break;
         case STATE_CHANGE_GAP:
+            if (rb->snapshots_topic && !rp->snapshots_first)
+                return REBUILD_GAP;
+            /* fall through */
         case STATE_CHANGE_FAILED:
             LOG_ERROR("partition %d: %s offset %lld: %s", rp->partition, rb->topic,
                       (long long)m->offset, errstr);
@@ -154,21 +159,42 @@ static int rebuild_partition(const rebuild_t *rb, int32_t partition)
     processor_handler_t *handler = processor_handler_new(&hc);
     processor_output_t out;
     processor_output_init(&out);
-    rebuild_partition_t rp = {rb, partition, store, handler, &out, 0, 0, 0, -1, 0, 0};
+    rebuild_partition_t rp = {rb, partition, store, handler, &out, 0,
+                              0,  0,         -1,    0,       0,    false};
     double start = processor_monotonic_s();
-    int rc = 0;
-    if (rb->snapshots_topic) {
+    processor_partition_read_t rd = {rb->topic,     partition, -1, -1,
+                                     rebuild_visit, NULL,      &rp};
+    int rc = processor_read_partition(cfg, cfg->bootstrap_servers, &rd);
+    /* From the changes alone, as long as they reach back: the stores then hold the
+     * same history as the live processor's. When they do not (a gap: retention), start
+     * again from the snapshots. Either way the snapshots ahead of what the changes
+     * gave are installed at the end: models in the snapshots topic alone (moved by
+     * `repartition`, their changes deleted by retention). */
+    if (rc == REBUILD_GAP) {
+        LOG_INFO("partition %d: %s does not reach back far enough; restoring from %s "
+                 "first",
+                 partition, rb->topic, rb->snapshots_topic);
+        rc =
+            state_store_drop_partition(store, partition, errstr, sizeof(errstr)) ? -1 : 0;
+        if (rc)
+            LOG_ERROR("partition %d: %s", partition, errstr);
+        rp.applied = rp.skipped = rp.since_commit = 0;
+        rp.next_input = -1;
+        rp.snapshots_first = true;
+    }
+    if (rb->snapshots_topic && (rp.snapshots_first || !rc)) {
         processor_partition_read_t srd = {rb->snapshots_topic, partition, -1, -1,
                                           install_visit,       NULL,      &rp};
-        rc = processor_read_partition(cfg, cfg->bootstrap_servers, &srd);
+        if (!rc)
+            rc = processor_read_partition(cfg, cfg->bootstrap_servers, &srd);
         if (!rc)
             LOG_INFO("partition %d: %llu models restored from %s", partition,
                      (unsigned long long)rp.installed, rb->snapshots_topic);
+        if (!rc && rp.snapshots_first) {
+            rd.from = rd.to = -1;
+            rc = processor_read_partition(cfg, cfg->bootstrap_servers, &rd);
+        }
     }
-    processor_partition_read_t rd = {rb->topic,     partition, -1, -1,
-                                     rebuild_visit, NULL,      &rp};
-    if (!rc)
-        rc = processor_read_partition(cfg, cfg->bootstrap_servers, &rd);
     if (!rc) { /* the rest since the last commit, and the position reached */
         if (rb->from_changes)
             state_store_set_changes_offset(store, partition, rd.to);
@@ -251,6 +277,20 @@ static int rebuild(const processor_config_t *cfg, bool from_changes,
     }
     rb.partition_count =
         processor_topic_partitions(rk, cfg->flushes_topic, 10000, errstr, sizeof(errstr));
+    if (rb.partition_count >= 0 && rb.snapshots_topic) {
+        char why[512];
+        int count =
+            processor_topic_partitions(rk, rb.snapshots_topic, 10000, why, sizeof(why));
+        if (count < 0) {
+            LOG_WARN("rebuild: %s; rebuilding from %s alone", why, rb.topic);
+            rb.snapshots_topic = NULL;
+        } else if (count != rb.partition_count) {
+            snprintf(errstr, sizeof(errstr),
+                     "%s has %d partitions, %s %d: they must be co-partitioned",
+                     rb.snapshots_topic, count, cfg->flushes_topic, rb.partition_count);
+            rb.partition_count = -1;
+        }
+    }
     rd_kafka_destroy_flags(rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     if (rb.partition_count < 0) {
         LOG_ERROR("rebuild: %s", errstr);
@@ -306,7 +346,8 @@ static int rebuild(const processor_config_t *cfg, bool from_changes,
 
 int processor_cmd_rebuild(const processor_config_t *cfg)
 {
-    return rebuild(cfg, !strcmp(cfg->from, "changes"), NULL);
+    bool from_changes = !strcmp(cfg->from, "changes");
+    return rebuild(cfg, from_changes, from_changes ? cfg->snapshots_topic : NULL);
 }
 
 int processor_rebuild_with_snapshots(const processor_config_t *cfg)

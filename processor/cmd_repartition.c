@@ -201,8 +201,11 @@ static int move_models(repartition_t *rp, int32_t partition, int64_t *next_input
                           (int)(m->len > 60 ? 60 : m->len), m->name,
                           cfg->to_snapshots_topic, rd_kafka_err2str(err));
                 rc = -1;
-            } else {
-                rp->snapshots++;
+            } else if (++rp->snapshots % 1000 == 0 &&
+                       state_store_commit(store, partition, -1, errstr, sizeof(errstr))) {
+                /* The commit evicts: the models packed so far need not stay decoded. */
+                LOG_ERROR("repartition: partition %d: %s", partition, errstr);
+                rc = -1;
             }
         }
         HASH_DEL(models, m);
@@ -328,9 +331,15 @@ int processor_cmd_repartition(const processor_config_t *cfg)
         processor_partition_read_t rd = {cfg->flushes_topic, p,    from, -1,
                                          forward_visit,      NULL, &rp};
         int64_t lo = 0, hi = 0;
-        if (rd_kafka_query_watermark_offsets(rp.producer, cfg->flushes_topic, p, &lo, &hi,
-                                             TIMEOUT_MS) == 0 &&
-            from < lo)
+        rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
+            rp.producer, cfg->flushes_topic, p, &lo, &hi, TIMEOUT_MS);
+        if (err) { /* forwarding nothing would lose the unprocessed flushes */
+            LOG_ERROR("repartition: the offsets of %s partition %d: %s",
+                      cfg->flushes_topic, p, rd_kafka_err2str(err));
+            rc = -1;
+            break;
+        }
+        if (from < lo)
             rd.from = lo;
         if (rd.from < hi && processor_read_partition(cfg, cfg->bootstrap_servers, &rd)) {
             rc = -1;

@@ -78,11 +78,16 @@ processor_http_t *processor_http_start(uint16_t port, processor_http_render_t re
     processor_http_t *http = codec_xcalloc(1, sizeof(*http));
     http->render = render;
     http->ctx = ctx;
-    errno = 0;
-    http->daemon = MHD_start_daemon(
-        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG, port, NULL, NULL, on_request,
-        http, MHD_OPTION_CONNECTION_LIMIT, (unsigned)64, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned)10, MHD_OPTION_END);
+    /* IPv6 and IPv4 on one socket where the host has IPv6 (IPv6-only clusters probe
+     * over it), else IPv4 alone. */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    for (int attempt = 0; attempt < 2 && !http->daemon; attempt++) {
+        errno = 0;
+        http->daemon = MHD_start_daemon(
+            flags | (attempt == 0 ? MHD_USE_DUAL_STACK : 0), port, NULL, NULL, on_request,
+            http, MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
+            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_END);
+    }
     if (!http->daemon) {
         snprintf(errstr, errstr_size, "cannot serve HTTP on port %u: %s", (unsigned)port,
                  errno ? strerror(errno) : "libmicrohttpd refused to start");

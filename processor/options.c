@@ -50,7 +50,7 @@ const processor_option_t processor_options[] = {
     {"snapshots-topic", PROCESSOR_OPT_STRING, "flushout.snapshots", NULL, 0, 0,
      OFF(snapshots_topic),
      PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_TOPICS |
-         PROCESSOR_CMD_REPARTITION,
+         PROCESSOR_CMD_REPARTITION | PROCESSOR_CMD_REBUILD,
      0,
      "Models' snapshots, keyed by model, partition for partition with the flushes topic "
      "(compacted: the latest per model is what counts). A partition restores from it "

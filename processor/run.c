@@ -52,8 +52,12 @@ typedef struct outbox_range_s {
     uint64_t first, last;
 } outbox_range_t;
 
+/* What a delivery report's opaque points to: a delivery_t or a swept_t. */
+typedef enum opaque_kind_e { OPAQUE_OUTBOX = 1, OPAQUE_SWEPT } opaque_kind_t;
+
 /* One record on its way to Kafka: what the delivery report needs, and the bytes. */
 typedef struct delivery_s {
+    opaque_kind_t kind; /* OPAQUE_OUTBOX; first, like swept_t's */
     part_t *part;
     uint64_t generation; /* the partition's assignment it belongs to */
     uint64_t step_seq;
@@ -66,6 +70,17 @@ typedef struct delivery_s {
     size_t header_count;
     state_header_t *headers;
 } delivery_t;
+
+/* A snapshot record published by the sweep: once Kafka confirms it, the model's
+ * "changed" mark is deleted, if the model is still at that count. */
+typedef struct swept_s {
+    opaque_kind_t kind; /* OPAQUE_SWEPT */
+    part_t *part;
+    uint64_t generation;
+    uint64_t count;
+    size_t model_len;
+    char model[];
+} swept_t;
 
 /* A record waiting for its step, and when the consumer handed it over. */
 typedef struct queued_s {
@@ -89,6 +104,8 @@ struct part_s {
     uint64_t next_step_seq;
     outbox_range_t *done; /* delivered outbox ids, deleted by the next step */
     size_t done_len, done_cap;
+    swept_t **swept; /* delivered sweep records, their marks cleared by the next step */
+    size_t swept_len, swept_cap;
     int64_t committable;  /* every record before it is applied and its output delivered */
     int64_t committed;    /* what was last committed to Kafka */
     int64_t changes_next; /* after the newest change record delivered */
@@ -271,6 +288,7 @@ static delivery_t *delivery_new(part_t *p, uint64_t outbox_id,
                                 bool change)
 {
     delivery_t *d = codec_xcalloc(1, sizeof(*d));
+    d->kind = OPAQUE_OUTBOX;
     d->part = p;
     d->outbox_id = outbox_id;
     d->change = change;
@@ -344,10 +362,26 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     (void)rk;
     (void)opaque;
     delivery_t *d = m->_private;
-    if (!d) { /* a snapshot record: not in the outbox, the next one will do */
+    if (!d || d->kind == OPAQUE_SWEPT) { /* a snapshot record, not in the outbox */
         if (m->err)
-            LOG_WARN("a snapshot record to partition %d of %s was not delivered: %s",
-                     m->partition, rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err));
+            LOG_WARN("a snapshot record to partition %d of %s was not delivered: %s%s",
+                     m->partition, rd_kafka_topic_name(m->rkt), rd_kafka_err2str(m->err),
+                     d ? " (the sweep publishes it again)" : "");
+        swept_t *sw = (swept_t *)d;
+        if (sw && !m->err) {
+            part_t *p = sw->part;
+            pthread_mutex_lock(&p->lock);
+            if (sw->generation == p->generation) {
+                if (p->swept_len == p->swept_cap)
+                    p->swept = codec_xrealloc(
+                        p->swept, (p->swept_cap = p->swept_cap ? p->swept_cap * 2 : 64) *
+                                      sizeof(*p->swept));
+                p->swept[p->swept_len++] = sw;
+                sw = NULL;
+            }
+            pthread_mutex_unlock(&p->lock);
+        }
+        free(sw);
         return;
     }
     part_t *p = d->part;
@@ -630,6 +664,7 @@ static bool process_record(part_t *p, const rd_kafka_message_t *m,
     runner_t *r = p->r;
     processor_apply_record(p->handler, r->cfg, r->partition_count, m, out);
     if (out->error == CODEC_ERR_STORE_FAILED) {
+        atomic_fetch_add(&r->errors_by_code[CODEC_ERR_STORE_FAILED], 1);
         LOG_ERROR("partition %d offset %lld model \"%.*s\": %s; the partition stops",
                   p->id, (long long)m->offset, (int)(m->key_len > 60 ? 60 : m->key_len),
                   (const char *)m->key, out->message);
@@ -703,61 +738,96 @@ static void take_done(part_t *p)
         state_store_outbox_done(p->store, p->id, p->done[i].first, p->done[i].last);
     p->done_len = 0;
     int64_t changes_next = p->changes_next;
+    swept_t **swept = p->swept;
+    size_t swept_len = p->swept_len;
+    p->swept = NULL;
+    p->swept_len = p->swept_cap = 0;
     pthread_mutex_unlock(&p->lock);
     if (changes_next > p->changes_stored) {
         state_store_set_changes_offset(p->store, p->id, changes_next);
         p->changes_stored = changes_next;
     }
+    /* A model changed since its swept record keeps its mark for the next pass. */
+    for (size_t i = 0; i < swept_len; i++) {
+        char errstr[256];
+        state_model_t *m = state_store_model(p->store, p->id, swept[i]->model,
+                                             swept[i]->model_len, errstr, sizeof(errstr));
+        if (m && state_master_command_count(state_model_master(m)) == swept[i]->count)
+            state_store_snapshot_published(p->store, p->id, swept[i]->model,
+                                           swept[i]->model_len);
+        free(swept[i]);
+    }
+    free(swept);
 }
 
-/* Publishes the snapshot records due in a step, as committed. They are not in the
- * outbox: a lost one is replaced by the next, snapshot_topic_every commands later. */
-/* Publishes the model's snapshot record, as committed. It is not in the outbox: a lost
- * one is replaced by the next. @returns true when it was handed to the producer. */
-static bool publish_snapshot(part_t *p, const char *model, size_t model_len)
+/* Publishes the model's snapshot record, as committed (call between steps). It is not
+ * in the outbox: a lost count-based one is replaced by the next, and the sweep clears a
+ * model's mark only when Kafka confirms its record (swept). @returns true when the
+ * record was handed to the producer. */
+static bool publish_snapshot(part_t *p, const char *model, size_t model_len, bool swept)
 {
     runner_t *r = p->r;
-    /* A document larger than the producer takes would be packed only to be refused:
-     * skip it (restoring replays its change records instead). */
     char errstr[256];
     state_model_t *m =
         state_store_model(p->store, p->id, model, model_len, errstr, sizeof(errstr));
-    size_t bound = m ? state_model_document_bound(m) : 0;
-    if (bound > r->max_message_bytes) {
+    if (!m) {
+        LOG_WARN("partition %d model \"%.*s\": no snapshot record: %s", p->id,
+                 (int)(model_len > 60 ? 60 : model_len), model, errstr);
+        return false;
+    }
+    /* A count-based record skips a document that may be too large without packing it
+     * (the bound is at most about twice its size); the sweep packs and measures, so
+     * that every document that fits is published at least by it. */
+    size_t size = state_model_document_bound(m);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    bool published = false;
+    if (swept || size <= r->max_message_bytes) {
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        if (state_store_pack_snapshot_record(p->store, p->id, model, model_len, &pk,
+                                             errstr, sizeof(errstr))) {
+            LOG_WARN("partition %d model \"%.*s\": no snapshot record: %s", p->id,
+                     (int)(model_len > 60 ? 60 : model_len), model, errstr);
+            msgpack_sbuffer_destroy(&sb);
+            return false;
+        }
+        size = sb.size;
+    }
+    if (size > r->max_message_bytes) {
         long now = (long)processor_monotonic_s();
         long last = atomic_load(&r->snapshot_too_large_logged);
         if (now - last >= 60 &&
             atomic_compare_exchange_strong(&r->snapshot_too_large_logged, &last, now))
-            LOG_WARN("partition %d model \"%.*s\": no snapshot record, its document "
-                     "(about %zu bytes) is larger than message.max.bytes (%zu); a "
-                     "restore replays its change records instead (logged once a minute)",
-                     p->id, (int)(model_len > 60 ? 60 : model_len), model, bound,
-                     r->max_message_bytes);
-        return false;
-    }
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    bool published = false;
-    if (state_store_pack_snapshot_record(p->store, p->id, model, model_len, &pk, errstr,
-                                         sizeof(errstr))) {
-        LOG_WARN("partition %d model \"%.*s\": no snapshot record: %s", p->id,
-                 (int)(model_len > 60 ? 60 : model_len), model, errstr);
+            LOG_WARN(
+                "partition %d model \"%.*s\": no snapshot record, %s (%zu bytes) "
+                "is larger than message.max.bytes (%zu); a restore replays its change "
+                "records instead, so keep them (logged once a minute)",
+                p->id, (int)(model_len > 60 ? 60 : model_len), model,
+                swept ? "the record" : "its document may be: its bound", size,
+                r->max_message_bytes);
     } else {
-        processor_record_t rec = {r->cfg->snapshots_topic,
-                                  p->id,
-                                  model,
-                                  model_len,
-                                  sb.data,
-                                  sb.size,
-                                  NULL,
-                                  NULL};
+        swept_t *sw = NULL;
+        if (swept) {
+            sw = codec_xcalloc(1, sizeof(*sw) + model_len);
+            sw->kind = OPAQUE_SWEPT;
+            sw->part = p;
+            pthread_mutex_lock(&p->lock);
+            sw->generation = p->generation;
+            pthread_mutex_unlock(&p->lock);
+            sw->count = state_master_command_count(state_model_master(m));
+            sw->model_len = model_len;
+            memcpy(sw->model, model, model_len);
+        }
+        processor_record_t rec = {
+            r->cfg->snapshots_topic, p->id, model, model_len, sb.data, sb.size, NULL, sw};
         rd_kafka_resp_err_t err = processor_produce(r->producer, &rec, true);
-        if (err)
+        if (err) {
             LOG_WARN("partition %d model \"%.*s\": snapshot record not produced: %s",
                      p->id, (int)(model_len > 60 ? 60 : model_len), model,
                      rd_kafka_err2str(err));
+            free(sw);
+        }
         published = !err;
         if (published)
             atomic_fetch_add(&r->snapshot_records, 1);
@@ -770,7 +840,7 @@ static bool publish_snapshot(part_t *p, const char *model, size_t model_len)
 static void produce_snapshots(part_t *p, const step_out_t *so)
 {
     for (size_t i = 0; i < so->due_len; i++)
-        publish_snapshot(p, so->snapshots_due[i], strlen(so->snapshots_due[i]));
+        publish_snapshot(p, so->snapshots_due[i], strlen(so->snapshots_due[i]), false);
 }
 
 /* ---- the snapshot sweep ---- */
@@ -795,10 +865,8 @@ static int sweep_visit(void *opaque, const char *model, size_t model_len)
     free(p->sweep_after);
     p->sweep_after = codec_xmemdup(model, model_len);
     p->sweep_after_len = model_len;
-    if (publish_snapshot(p, model, model_len)) {
-        state_store_snapshot_published(p->store, p->id, model, model_len);
-        sw->published++;
-    }
+    /* The mark is cleared when Kafka confirms the record (take_done()). */
+    sw->published += publish_snapshot(p, model, model_len, true);
     return 0;
 }
 
@@ -818,8 +886,8 @@ static bool sweep_chunk(part_t *p)
     int rc =
         state_store_changed_models(p->store, p->id, p->sweep_after, p->sweep_after_len,
                                    SWEEP_CHUNK, sweep_visit, &sw, errstr, sizeof(errstr));
-    if (!rc && sw.published &&
-        state_store_commit(p->store, p->id, -1, errstr, sizeof(errstr)))
+    /* Loading the models may have grown the cache: a commit evicts. */
+    if (!rc && state_store_commit(p->store, p->id, -1, errstr, sizeof(errstr)))
         rc = -1;
     if (rc) {
         LOG_ERROR("partition %d: snapshot sweep: %s", p->id, errstr);
@@ -870,6 +938,7 @@ static void process_step(part_t *p, rd_kafka_message_t **msgs, const double *con
             "partition %d: the state store failed: %s; the partition stops (nothing "
             "of this step is answered or committed)",
             p->id, errstr);
+        atomic_fetch_add(&p->r->errors_by_code[CODEC_ERR_STORE_FAILED], 1);
         ok = false;
     }
     if (!ok) {
@@ -1093,15 +1162,8 @@ static int catch_up(part_t *p)
     if (partition_ends(p, topic, &lo, &hi))
         return -1;
     catch_up_t cu = {.position = -1};
-    bool restored = false;
-    if (from < 0 && lo == hi && r->cfg->snapshot_topic_every) {
-        /* A new store and no change records: the partition's models, if it has any,
-         * are in the snapshots topic alone (a layout written by `repartition`). */
-        if (restore_snapshots(p, &cu))
-            return -1;
-        restored = true;
-    }
-    if (from < lo && lo > 0 && !restored) {
+    bool restored = false, fresh = from < 0;
+    if (from < lo && lo > 0) {
         LOG_WARN(
             "partition %d: %s starts at %lld (retention), after this store's position "
             "%lld",
@@ -1112,23 +1174,32 @@ static int catch_up(part_t *p)
     }
     if (from < lo)
         from = lo;
-    if (from >= hi)
-        return 0;
-    LOG_INFO("partition %d: catching up from %s offsets %lld..%lld", p->id, topic,
-             (long long)from, (long long)hi);
     double start = processor_monotonic_s();
-    int rc = read_partition(p, topic, from, hi, apply_change, &cu);
-    if (rc == CATCH_UP_GAP && !restored && r->cfg->snapshot_topic_every) {
-        if (restore_snapshots(p, &cu))
-            return -1;
+    int rc = 0;
+    if (from < hi) {
+        LOG_INFO("partition %d: catching up from %s offsets %lld..%lld", p->id, topic,
+                 (long long)from, (long long)hi);
         rc = read_partition(p, topic, from, hi, apply_change, &cu);
+        if (rc == CATCH_UP_GAP && !restored && r->cfg->snapshot_topic_every) {
+            restored = true;
+            rc = restore_snapshots(p, &cu)
+                     ? -1
+                     : read_partition(p, topic, from, hi, apply_change, &cu);
+        }
+        if (rc == CATCH_UP_GAP)
+            LOG_ERROR(
+                "partition %d: neither %s nor %s reaches back far enough to rebuild its "
+                "models; the partition is not served rather than served wrong (rebuild "
+                "it, or restore the topics)",
+                p->id, topic, r->cfg->snapshots_topic);
     }
-    if (rc == CATCH_UP_GAP)
-        LOG_ERROR(
-            "partition %d: neither %s nor %s reaches back far enough to rebuild its "
-            "models; the partition is not served rather than served wrong (rebuild "
-            "it, or restore the topics)",
-            p->id, topic, r->cfg->snapshots_topic);
+    /* A new store also installs every snapshot record ahead of what the change records
+     * gave it: a model moved by `repartition` and not changed since is in the
+     * snapshots topic alone. Installing only what is ahead keeps the history the
+     * change records gave the others. */
+    if (!rc && fresh && !restored && r->cfg->snapshot_topic_every &&
+        restore_snapshots(p, &cu))
+        rc = -1;
     if (rc || commit_catch_up(p, &cu))
         return -1;
     if (cu.position > p->changes_stored)
@@ -1321,7 +1392,9 @@ static void run_step(part_t *p)
 {
     pthread_mutex_lock(&p->lock);
     p->scheduled = false;
-    if (!p->assigned || p->failed) {
+    /* abort: being revoked (it may still be in the run queue); its store is the main
+     * thread's now. */
+    if (!p->assigned || p->failed || p->abort) {
         pthread_mutex_unlock(&p->lock);
         return;
     }
@@ -1460,7 +1533,7 @@ static void housekeeping(runner_t *r)
             continue;
         pthread_mutex_lock(&p->lock);
         if (p->assigned && p->ready && !p->failed &&
-            (p->done_len || p->changes_next > p->changes_stored ||
+            (p->done_len || p->swept_len || p->changes_next > p->changes_stored ||
              (r->cfg->snapshot_topic_interval_ms && r->cfg->snapshot_topic_every &&
               processor_monotonic_s() >= atomic_load(&p->sweep_at))))
             schedule(p);
@@ -1650,11 +1723,9 @@ static int check_state_layout(runner_t *r, char *errstr, size_t errstr_size)
         state_store_conf_t sc = processor_store_conf(r->cfg, dir, 8u << 20, NULL);
         char why[512];
         state_store_t *store = state_store_open(&sc, why, sizeof(why));
-        if (!store) {
-            snprintf(errstr, errstr_size, "partition %d: cannot open its store: %.300s",
-                     partition, why);
-            rc = -1;
-            break;
+        if (!store) { /* refused with the partition, if it is ever assigned here */
+            LOG_WARN("partition %d: cannot open its store: %s", partition, why);
+            continue;
         }
         int32_t built_for = state_store_partition_count(store, partition);
         state_store_close(store);
@@ -2084,6 +2155,9 @@ out:
         free(p->queue);
         free(p->steps);
         free(p->done);
+        for (size_t k = 0; k < p->swept_len; k++)
+            free(p->swept[k]);
+        free(p->swept);
         free(p->sweep_after);
         pthread_mutex_destroy(&p->lock);
         pthread_cond_destroy(&p->idle);

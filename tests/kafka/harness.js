@@ -74,6 +74,17 @@ class Run {
     return { name, child, exited, logFile };
   }
 
+  // Runs a command of the binary to completion: its exit code, stdout and log (stderr).
+  runTool(name, args) {
+    const logFile = path.join(this.tmp, `${name}.log`);
+    const child = spawn(this.bin, args, { stdio: ['ignore', 'pipe', fs.openSync(logFile, 'w')] });
+    this.children.push(child);
+    let stdout = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    return new Promise((resolve) =>
+      child.once('close', (code) => resolve({ code, stdout, log: fs.readFileSync(logFile, 'utf8'), logFile })));
+  }
+
   async stopProcessor(p) {
     p.child.kill('SIGTERM');
     const { code, signal } = await p.exited;
