@@ -326,6 +326,11 @@ int processor_cmd_repartition(const processor_config_t *cfg)
          * unprocessed. Forwarding one the processors did apply is harmless: it reaches
          * the new processor as a resend (same client and seq) and is answered as such. */
         int64_t from = committed[p] > next_input ? committed[p] : next_input;
+        if (committed[p] < 0)
+            LOG_WARN("repartition: group %s has no committed offset for %s partition %d "
+                     "(another --group-id?): forwarding from %s",
+                     cfg->group_id, cfg->flushes_topic, p,
+                     next_input >= 0 ? "after its last change record" : "its start");
         if (from < 0)
             from = 0;
         processor_partition_read_t rd = {cfg->flushes_topic, p,    from, -1,

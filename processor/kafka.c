@@ -1,13 +1,14 @@
 /* processor/kafka.c - librdkafka client configuration shared by run, dev and send. */
 #include "kafka.h"
 
-#include "log.h"
-#include "metrics.h"
-
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
+
+#include "log.h"
+#include "metrics.h"
 
 /* Properties correctness depends on, and what to use instead. */
 static const struct {
@@ -185,9 +186,17 @@ int32_t processor_key_partition(const char *partitioner, const char *key, size_t
     return -1;
 }
 
+static atomic_int produce_waiting;
+
+int processor_produce_waiting(void)
+{
+    return atomic_load(&produce_waiting);
+}
+
 rd_kafka_resp_err_t processor_produce(rd_kafka_t *rk, const processor_record_t *rec,
                                       bool copy)
 {
+    bool waiting = false;
     for (;;) {
         rd_kafka_resp_err_t err = rd_kafka_producev(
             rk, RD_KAFKA_V_TOPIC(rec->topic), RD_KAFKA_V_PARTITION(rec->partition),
@@ -195,8 +204,15 @@ rd_kafka_resp_err_t processor_produce(rd_kafka_t *rk, const processor_record_t *
             RD_KAFKA_V_VALUE((void *)rec->value, rec->value_len),
             RD_KAFKA_V_HEADERS(rec->headers), RD_KAFKA_V_OPAQUE(rec->opaque),
             RD_KAFKA_V_MSGFLAGS(copy ? RD_KAFKA_MSG_F_COPY : 0), RD_KAFKA_V_END);
-        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL)
+        if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+            if (waiting)
+                atomic_fetch_sub(&produce_waiting, 1);
             return err;
+        }
+        if (!waiting) {
+            waiting = true;
+            atomic_fetch_add(&produce_waiting, 1);
+        }
         /* Delivery reports make room; where a thread of the caller's serves them too,
          * this only waits a little. */
         rd_kafka_poll(rk, 10);

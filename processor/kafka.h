@@ -51,6 +51,10 @@ typedef struct processor_record_s {
 rd_kafka_resp_err_t processor_produce(rd_kafka_t *rk, const processor_record_t *rec,
                                       bool copy);
 
+/** How many threads wait in processor_produce() for room in a producer's queue now:
+ *  non-zero while Kafka does not take records as fast as they come (an outage). */
+int processor_produce_waiting(void);
+
 /** The number of partitions of topic, or -1 and errstr. */
 int processor_topic_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms,
                                char *errstr, size_t errstr_size);

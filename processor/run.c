@@ -110,7 +110,7 @@ struct part_s {
     int64_t committed;    /* what was last committed to Kafka */
     int64_t changes_next; /* after the newest change record delivered */
     /* The worker's, while running (and the main thread's while not assigned): */
-    int64_t changes_stored;
+    _Atomic int64_t changes_stored; /* written by the worker, read by housekeeping */
     state_store_t *store;
     processor_handler_t *handler;
     part_t *next_ready;
@@ -1036,7 +1036,7 @@ static int check_record_layout(part_t *p, const char *topic, const rd_kafka_mess
         return 0;
     LOG_ERROR("partition %d: the record at %s offset %lld is model \"%.*s\", which "
               "belongs to partition %d of %d: the topic was written under another "
-              "partition count; " REPARTITION_HINT,
+              "partition count (or --partitioner); " REPARTITION_HINT,
               p->id, topic, (long long)m->offset,
               (int)(m->key_len > 60 ? 60 : m->key_len), (const char *)m->key, owner,
               r->partition_count);
@@ -1965,9 +1965,15 @@ static int render(void *ctx, const char *path, FILE *fp)
             fprintf(fp, "failed: a fatal error stops the processor (see its log)\n");
             return 503;
         }
-        if (stalled > LOOP_STALLED_S) {
+        /* A main loop waiting (in a revoke) for a step that waits for Kafka to take its
+         * records is not stuck: restarting would not bring Kafka back. */
+        if (stalled > LOOP_STALLED_S && !processor_produce_waiting()) {
             fprintf(fp, "stalled: the main loop has not turned for %.0f s\n", stalled);
             return 503;
+        }
+        if (stalled > LOOP_STALLED_S) {
+            fprintf(fp, "ok: waiting for Kafka to take records (%.0f s)\n", stalled);
+            return 200;
         }
         fprintf(fp, "ok\n");
         return 200;
