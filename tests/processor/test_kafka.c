@@ -1507,3 +1507,44 @@ Test(kafka, a_change_record_of_another_layout_stops_the_processor)
     cr_assert_eq(a.rc, 1, "and says it failed");
     processor_config_clear(&a.cfg);
 }
+
+/* The records in the snapshots topic, all partitions. */
+static int64_t snapshot_records(void)
+{
+    int64_t total = 0;
+    for (int p = 0; p < PARTITIONS; p++) {
+        int64_t lo, hi;
+        cr_assert_eq(rd_kafka_query_watermark_offsets(producer, "flushout.snapshots", p,
+                                                      &lo, &hi, WAIT_MS),
+                     0);
+        total += hi;
+    }
+    return total;
+}
+
+/* A swept snapshot record that Kafka refuses leaves its model marked, and the next pass
+ * publishes it again: had the mark been cleared when the record was handed to the
+ * producer, the quiet model would never get one. */
+Test(kafka, a_swept_record_not_delivered_is_published_again)
+{
+    instance_t a;
+    const char *opts[] = {"--snapshot-topic-interval-ms", "3000", NULL};
+    instance_start(&a, "a", opts);
+    send_create("quiet", "c", 1, 0, "i1");
+    await_record("flushout.replies", "c", 1);
+    /* Produce requests (API key 0) fail for now, with an error that is not retried. */
+    rd_kafka_resp_err_t errors[64];
+    for (size_t i = 0; i < 64; i++)
+        errors[i] = RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED;
+    rd_kafka_mock_push_request_errors_array(mock, 0, 64, errors);
+    usleep(4500 * 1000); /* the first pass, 3 s after the partition was taken */
+    cr_assert_eq(snapshot_records(), 0, "the first pass's record was refused");
+    rd_kafka_mock_clear_request_errors(mock, 0);
+    double deadline = now_ms() + 15000;
+    while (snapshot_records() == 0 && now_ms() < deadline)
+        usleep(100 * 1000);
+    cr_assert_eq(snapshot_records(), 1, "the next pass published it");
+    usleep(4000 * 1000);
+    cr_assert_eq(snapshot_records(), 1, "and, once delivered, not again");
+    instance_stop(&a);
+}
