@@ -72,12 +72,11 @@ typedef struct delivery_s {
 } delivery_t;
 
 /* A snapshot record published by the sweep: once Kafka confirms it, the model's
- * "changed" mark is deleted, if the model is still at that count. */
+ * "changed" mark is deleted, unless the model changed since (state/store.h). */
 typedef struct swept_s {
     opaque_kind_t kind; /* OPAQUE_SWEPT */
     part_t *part;
     uint64_t generation;
-    uint64_t count;
     size_t model_len;
     char model[];
 } swept_t;
@@ -749,12 +748,8 @@ static void take_done(part_t *p)
     }
     /* A model changed since its swept record keeps its mark for the next pass. */
     for (size_t i = 0; i < swept_len; i++) {
-        char errstr[256];
-        state_model_t *m = state_store_model(p->store, p->id, swept[i]->model,
-                                             swept[i]->model_len, errstr, sizeof(errstr));
-        if (m && state_master_command_count(state_model_master(m)) == swept[i]->count)
-            state_store_snapshot_published(p->store, p->id, swept[i]->model,
-                                           swept[i]->model_len);
+        state_store_snapshot_published(p->store, p->id, swept[i]->model,
+                                       swept[i]->model_len);
         free(swept[i]);
     }
     free(swept);
@@ -815,7 +810,6 @@ static bool publish_snapshot(part_t *p, const char *model, size_t model_len, boo
             pthread_mutex_lock(&p->lock);
             sw->generation = p->generation;
             pthread_mutex_unlock(&p->lock);
-            sw->count = state_master_command_count(state_model_master(m));
             sw->model_len = model_len;
             memcpy(sw->model, model, model_len);
         }
@@ -827,6 +821,8 @@ static bool publish_snapshot(part_t *p, const char *model, size_t model_len, boo
                      p->id, (int)(model_len > 60 ? 60 : model_len), model,
                      rd_kafka_err2str(err));
             free(sw);
+        } else if (swept) {
+            state_store_snapshot_sent(p->store, p->id, model, model_len);
         }
         published = !err;
         if (published)
@@ -1048,6 +1044,9 @@ static int check_record_layout(part_t *p, const char *topic, const rd_kafka_mess
 typedef struct catch_up_s {
     uint64_t applied, skipped, uncommitted, installed;
     int64_t position;
+    /* A new store keeps no changes position until its catch-up is complete (snapshots
+     * ahead installed too): interrupted, it starts again as new. */
+    bool hold_position;
 } catch_up_t;
 
 #define CATCH_UP_GAP 2 /* read_partition() code: change records are missing */
@@ -1055,7 +1054,7 @@ typedef struct catch_up_s {
 static int commit_catch_up(part_t *p, catch_up_t *cu)
 {
     char errstr[512];
-    if (cu->position >= 0)
+    if (cu->position >= 0 && !cu->hold_position)
         state_store_set_changes_offset(p->store, p->id, cu->position);
     if (state_store_commit(p->store, p->id, -1, errstr, sizeof(errstr))) {
         LOG_ERROR("partition %d: the state store failed: %s", p->id, errstr);
@@ -1161,8 +1160,9 @@ static int catch_up(part_t *p)
     int64_t lo, hi;
     if (partition_ends(p, topic, &lo, &hi))
         return -1;
-    catch_up_t cu = {.position = -1};
     bool restored = false, fresh = from < 0;
+    catch_up_t cu = {.position = -1,
+                     .hold_position = fresh && r->cfg->snapshot_topic_every};
     if (from < lo && lo > 0) {
         LOG_WARN(
             "partition %d: %s starts at %lld (retention), after this store's position "
@@ -1200,6 +1200,7 @@ static int catch_up(part_t *p)
     if (!rc && fresh && !restored && r->cfg->snapshot_topic_every &&
         restore_snapshots(p, &cu))
         rc = -1;
+    cu.hold_position = false;
     if (rc || commit_catch_up(p, &cu))
         return -1;
     if (cu.position > p->changes_stored)

@@ -65,6 +65,7 @@ struct state_model_s {
     size_t history_charged;     /* the history ring's part of mem_bytes */
     uint64_t new_clients;       /* client records added since the last expiry check */
     bool changed_marked; /* its "changed since its last snapshot record" key is written */
+    bool snapshot_sent;  /* a swept snapshot record of it is on its way to Kafka */
     client_t *clients;   /* a list; the store's table finds them */
     state_model_t *lru_prev, *lru_next; /* most recently used first */
     UT_hash_handle hh;
@@ -1462,20 +1463,45 @@ int state_store_changed_models(state_store_t *s, int32_t partition, const char *
     return 0;
 }
 
-void state_store_snapshot_published(state_store_t *s, int32_t partition,
-                                    const char *model, size_t model_len)
+/* The cached model, or NULL when it is not in the cache (never loads). */
+static state_model_t *cached_model(state_store_t *s, int32_t partition, const char *model,
+                                   size_t model_len)
 {
     store_key_t k;
     key_init(&k, (uint32_t)partition, KIND_CHANGED);
     key_add(&k, model, model_len);
-    batch_write(s, k.p, k.len, NULL, 0);
-    /* A cached model writes its mark again at its next flush. The cache is keyed by
-     * partition + id: the key without its kind byte. */
+    /* The cache is keyed by partition + id: the key without its kind byte. */
     memmove(k.p + 4, k.p + 5, model_len);
     state_model_t *m = NULL;
     HASH_FIND(hh, s->models, k.p, 4 + model_len, m);
-    if (m)
+    key_free(&k);
+    return m;
+}
+
+void state_store_snapshot_sent(state_store_t *s, int32_t partition, const char *model,
+                               size_t model_len)
+{
+    state_model_t *m = cached_model(s, partition, model, model_len);
+    if (m) { /* its next flush writes the mark again, and so says it changed */
         m->changed_marked = false;
+        m->snapshot_sent = true;
+    }
+}
+
+void state_store_snapshot_published(state_store_t *s, int32_t partition,
+                                    const char *model, size_t model_len)
+{
+    /* Only a model known unchanged since its record was sent: still cached (a reload
+     * forgets), and not flushed since (any flush, even one whose commands all failed,
+     * rewrites a client record the snapshot record lacks). */
+    state_model_t *m = cached_model(s, partition, model, model_len);
+    if (!m || !m->snapshot_sent || m->changed_marked)
+        return;
+    m->snapshot_sent = false;
+    store_key_t k;
+    key_init(&k, (uint32_t)partition, KIND_CHANGED);
+    key_add(&k, model, model_len);
+    batch_write(s, k.p, k.len, NULL, 0);
     key_free(&k);
 }
 

@@ -251,7 +251,12 @@ int state_store_changed_models(state_store_t *s, int32_t partition, const char *
                                             size_t model_len),
                                void *opaque, char *errstr, size_t errstr_size);
 
-/** Clears model's mark in the step's batch: its snapshot record was published. */
+/** Notes that model's snapshot record, as committed, was handed to the producer. */
+void state_store_snapshot_sent(state_store_t *s, int32_t partition, const char *model,
+                               size_t model_len);
+/** Kafka confirmed it: clears model's mark in the step's batch, if the model has not
+ *  changed since it was sent (as far as the cache knows: an evicted model keeps its
+ *  mark, for the next sweep). */
 void state_store_snapshot_published(state_store_t *s, int32_t partition,
                                     const char *model, size_t model_len);
 
