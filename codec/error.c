@@ -36,6 +36,7 @@ const codec_limits_t codec_limits_default = {
     .max_string_bytes = CODEC_DEFAULT_MAX_STRING_BYTES,
     .max_completions = CODEC_DEFAULT_MAX_COMPLETIONS,
     .max_path_length = CODEC_DEFAULT_MAX_PATH_LENGTH,
+    .max_id_bytes = CODEC_DEFAULT_MAX_ID_BYTES,
 };
 
 const codec_limits_t codec_limits_trusted = {
@@ -43,6 +44,7 @@ const codec_limits_t codec_limits_trusted = {
     .max_string_bytes = UINT32_MAX,
     .max_completions = UINT32_MAX,
     .max_path_length = UINT32_MAX,
+    .max_id_bytes = CODEC_MAX_ID_BYTES,
 };
 
 const char *codec_err_name(codec_err_t err)

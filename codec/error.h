@@ -45,12 +45,16 @@ typedef struct codec_limits_s {
     uint32_t max_string_bytes; /* one string, key or binary */
     uint32_t max_completions;  /* commands in one flush */
     uint32_t max_path_length;  /* elements of one command path */
+    uint32_t max_id_bytes;     /* a model id (the record key) or a client id */
 } codec_limits_t;
 
 #define CODEC_DEFAULT_MAX_DEPTH        64
 #define CODEC_DEFAULT_MAX_STRING_BYTES (1u << 20)
 #define CODEC_DEFAULT_MAX_COMPLETIONS  10000
 #define CODEC_DEFAULT_MAX_PATH_LENGTH  32
+#define CODEC_DEFAULT_MAX_ID_BYTES     1024
+/* Model ids are stored length-prefixed with 16 bits (state/store.c). */
+#define CODEC_MAX_ID_BYTES 65535
 
 /** The default limits. */
 extern const codec_limits_t codec_limits_default;

@@ -90,6 +90,7 @@ codec_limits_t processor_limits(const processor_config_t *cfg)
         .max_string_bytes = (uint32_t)cfg->max_string_bytes,
         .max_completions = (uint32_t)cfg->max_completions,
         .max_path_length = (uint32_t)cfg->max_path_length,
+        .max_id_bytes = (uint32_t)cfg->max_id_bytes,
     };
 }
 

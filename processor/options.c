@@ -208,6 +208,10 @@ const processor_option_t processor_options[] = {
     {"max-path-length", PROCESSOR_OPT_UINT, XSTR(CODEC_DEFAULT_MAX_PATH_LENGTH), NULL, 1,
      1000, OFF(max_path_length), PROCESSOR_CMD_APPLYING, 0,
      "Most elements accepted in one command path."},
+    {"max-id-bytes", PROCESSOR_OPT_UINT, XSTR(CODEC_DEFAULT_MAX_ID_BYTES), NULL, 1,
+     CODEC_MAX_ID_BYTES, OFF(max_id_bytes), PROCESSOR_CMD_APPLYING, 0,
+     "Longest model id (the record key) or client id accepted, in bytes; ids must also "
+     "be valid UTF-8 and a model id not empty."},
     {"max-document-bytes", PROCESSOR_OPT_UINT, "67108864", NULL, 1024, UINT64_MAX,
      OFF(max_document_bytes), PROCESSOR_CMD_APPLYING, 0,
      "Largest a model's document may grow (as msgpack): a flush of creates or updates "

@@ -43,6 +43,7 @@ typedef struct processor_config_s {
     uint64_t max_string_bytes;
     uint64_t max_completions;
     uint64_t max_path_length;
+    uint64_t max_id_bytes;
     uint64_t max_record_bytes;
     uint64_t max_document_bytes;
     /* Kafka */

@@ -470,29 +470,32 @@ static void *producer_main(void *opaque)
 
 /* ---- a processing step ---- */
 
+typedef struct model_ref_s {
+    char *ptr;
+    size_t len;
+} model_ref_t;
+
 /* Output records of one step, not yet produced. */
 typedef struct step_out_s {
     delivery_t **items;
     size_t len, cap;
-    char **snapshots_due; /* models whose snapshot record is due, once each */
+    model_ref_t *snapshots_due; /* models whose snapshot record is due, once each
+                                 * (ids may hold NUL bytes: lengths, not strlen) */
     size_t due_len, due_cap;
 } step_out_t;
 
 static void step_out_due(step_out_t *so, const char *model, size_t len)
 {
     for (size_t i = 0; i < so->due_len; i++)
-        if (strlen(so->snapshots_due[i]) == len &&
-            !memcmp(so->snapshots_due[i], model, len))
+        if (so->snapshots_due[i].len == len &&
+            !memcmp(so->snapshots_due[i].ptr, model, len))
             return;
     if (so->due_len == so->due_cap) {
         so->due_cap = so->due_cap ? so->due_cap * 2 : 8;
         so->snapshots_due =
             codec_xrealloc(so->snapshots_due, so->due_cap * sizeof(*so->snapshots_due));
     }
-    char *copy = codec_xmalloc(len + 1);
-    memcpy(copy, model, len);
-    copy[len] = '\0';
-    so->snapshots_due[so->due_len++] = copy;
+    so->snapshots_due[so->due_len++] = (model_ref_t){codec_xmemdup(model, len), len};
 }
 
 static void step_out_add(part_t *p, step_out_t *so, const state_outbox_rec_t *rec,
@@ -631,10 +634,18 @@ void processor_apply_record(processor_handler_t *h, const processor_config_t *cf
     processor_output_reset(out);
     char why[256];
     int32_t expected;
+    codec_limits_t limits = processor_limits(cfg);
+    codec_err_t err;
     if (!m->key || m->key_len == 0) {
         processor_handler_refuse(h, NULL, 0, value, m->len, CODEC_ERR_MISSING_KEY,
-                                 "the record has no key: the key must be the model id",
+                                 "the record has no key, or an empty one: the key must "
+                                 "be the model id",
                                  out);
+    } else if ((err = codec_id_check("the record key", m->key, m->key_len, true, &limits,
+                                     why, sizeof(why)))) {
+        /* Checked before anything else: the key becomes a store key, the key of the
+         * change and snapshot records, and a field of the reply. */
+        processor_handler_refuse(h, m->key, m->key_len, value, m->len, err, why, out);
     } else if (m->len > cfg->max_record_bytes) {
         snprintf(why, sizeof(why), "the record value of %zu bytes exceeds %llu", m->len,
                  (unsigned long long)cfg->max_record_bytes);
@@ -836,7 +847,7 @@ static bool publish_snapshot(part_t *p, const char *model, size_t model_len, boo
 static void produce_snapshots(part_t *p, const step_out_t *so)
 {
     for (size_t i = 0; i < so->due_len; i++)
-        publish_snapshot(p, so->snapshots_due[i], strlen(so->snapshots_due[i]), false);
+        publish_snapshot(p, so->snapshots_due[i].ptr, so->snapshots_due[i].len, false);
 }
 
 /* ---- the snapshot sweep ---- */
@@ -954,7 +965,7 @@ static void process_step(part_t *p, rd_kafka_message_t **msgs, const double *con
                                        (uint64_t)((produced_at - started_at) * 1e6));
     }
     for (size_t i = 0; i < so.due_len; i++)
-        free(so.snapshots_due[i]);
+        free(so.snapshots_due[i].ptr);
     free(so.snapshots_due);
     free(so.items);
 }
