@@ -196,7 +196,8 @@ const processor_option_t processor_options[] = {
      PROCESSOR_CMD_APPLYING, 0,
      "JSON file with the document new models start from "
      "(default: {})."},
-    {"max-depth", PROCESSOR_OPT_UINT, XSTR(CODEC_DEFAULT_MAX_DEPTH), NULL, 1, 1000,
+    {"max-depth", PROCESSOR_OPT_UINT, XSTR(CODEC_DEFAULT_MAX_DEPTH), NULL, 1,
+     CODEC_MAX_MAX_DEPTH,
      OFF(max_depth), PROCESSOR_CMD_APPLYING, 0,
      "Deepest nesting of maps and arrays accepted in a request."},
     {"max-string-bytes", PROCESSOR_OPT_UINT, "1048576", NULL, 1, UINT32_MAX,
@@ -206,7 +207,7 @@ const processor_option_t processor_options[] = {
      UINT32_MAX, OFF(max_completions), PROCESSOR_CMD_APPLYING, 0,
      "Most commands accepted in one flush."},
     {"max-path-length", PROCESSOR_OPT_UINT, XSTR(CODEC_DEFAULT_MAX_PATH_LENGTH), NULL, 1,
-     1000, OFF(max_path_length), PROCESSOR_CMD_APPLYING, 0,
+     CODEC_MAX_MAX_PATH_LENGTH, OFF(max_path_length), PROCESSOR_CMD_APPLYING, 0,
      "Most elements accepted in one command path."},
     {"max-document-bytes", PROCESSOR_OPT_UINT, "67108864", NULL, 1024, UINT64_MAX,
      OFF(max_document_bytes), PROCESSOR_CMD_APPLYING, 0,
