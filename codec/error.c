@@ -39,9 +39,9 @@ const codec_limits_t codec_limits_default = {
 };
 
 /* What requests under the largest limits can store must read back. */
-_Static_assert(CODEC_TRUSTED_MAX_DEPTH >=
-                   (uint64_t)CODEC_MAX_MAX_DEPTH + CODEC_MAX_MAX_PATH_LENGTH +
-                       CODEC_ENVELOPE_DEPTH,
+_Static_assert(CODEC_TRUSTED_MAX_DEPTH >= (uint64_t)CODEC_MAX_MAX_DEPTH +
+                                              CODEC_MAX_MAX_PATH_LENGTH +
+                                              CODEC_ENVELOPE_DEPTH,
                "trusted data must nest as deep as accepted requests can make it");
 
 const codec_limits_t codec_limits_trusted = {

@@ -197,8 +197,7 @@ const processor_option_t processor_options[] = {
      "JSON file with the document new models start from "
      "(default: {})."},
     {"max-depth", PROCESSOR_OPT_UINT, XSTR(CODEC_DEFAULT_MAX_DEPTH), NULL, 1,
-     CODEC_MAX_MAX_DEPTH,
-     OFF(max_depth), PROCESSOR_CMD_APPLYING, 0,
+     CODEC_MAX_MAX_DEPTH, OFF(max_depth), PROCESSOR_CMD_APPLYING, 0,
      "Deepest nesting of maps and arrays accepted in a request."},
     {"max-string-bytes", PROCESSOR_OPT_UINT, "1048576", NULL, 1, UINT32_MAX,
      OFF(max_string_bytes), PROCESSOR_CMD_APPLYING, 0,

@@ -1144,8 +1144,9 @@ void state_change_pack(msgpack_packer *pk, const char *model, size_t model_len,
 static const codec_value_t *field(const codec_value_t *map, const char *name,
                                   codec_value_type_t type)
 {
-    const codec_value_t *v =
-        map && map->type == CODEC_VALUE_MAP ? codec_map_get(map, name, strlen(name)) : NULL;
+    const codec_value_t *v = map && map->type == CODEC_VALUE_MAP
+                                 ? codec_map_get(map, name, strlen(name))
+                                 : NULL;
     return v && v->type == type ? v : NULL;
 }
 
@@ -1237,8 +1238,8 @@ state_change_t state_store_apply_change(state_store_t *s, int32_t partition,
     if ((off_o = field(root, "offset", CODEC_VALUE_INT)) && off_o->u.i >= 0)
         input_offset = off_o->u.i;
 
-    state_model_t *m = state_store_model(s, partition, model->u.str.ptr,
-                                         model->u.str.len, errstr, errstr_size);
+    state_model_t *m = state_store_model(s, partition, model->u.str.ptr, model->u.str.len,
+                                         errstr, errstr_size);
     if (!m)
         goto done;
     uint64_t count = state_master_command_count(m->master);
@@ -1384,8 +1385,8 @@ int state_store_install_snapshot(state_store_t *s, int32_t partition, const char
             snprintf(errstr, errstr_size, "not a snapshot record (client records)");
             goto done;
         }
-    state_model_t *m = state_store_model(s, partition, model->u.str.ptr,
-                                         model->u.str.len, errstr, errstr_size);
+    state_model_t *m = state_store_model(s, partition, model->u.str.ptr, model->u.str.len,
+                                         errstr, errstr_size);
     if (!m)
         goto done;
     rc = 0;
@@ -1840,9 +1841,8 @@ static bool outbox_parse(const codec_value_t *root, state_outbox_rec_t *rec,
                          outbox_name_t *names, state_header_t *headers)
 {
     const codec_value_t *partition = field(root, "partition", CODEC_VALUE_INT);
-    const codec_value_t *key = root->type == CODEC_VALUE_MAP
-                                   ? codec_map_get(root, "key", 3)
-                                   : NULL;
+    const codec_value_t *key =
+        root->type == CODEC_VALUE_MAP ? codec_map_get(root, "key", 3) : NULL;
     const codec_value_t *value = field(root, "value", CODEC_VALUE_BIN);
     const codec_value_t *hdrs = field(root, "headers", CODEC_VALUE_ARRAY);
     if (!copy_name(field(root, "topic", CODEC_VALUE_STR), names[0]) || !partition ||
