@@ -55,10 +55,10 @@ typedef struct codec_limits_s {
 /* The most --max-depth and --max-path-length accept (processor/options.c). */
 #define CODEC_MAX_MAX_DEPTH       1000
 #define CODEC_MAX_MAX_PATH_LENGTH 1000
-/* Levels that a stored or published form adds around what a request carried: a
- * command's path leads that many levels down the document before its props (at most
- * max_depth deep) are put there; records wrap documents and props in a few more (a
- * change record: record, applied, completions, completion, command). */
+/* Nesting that stored and published forms add to a request's: a document holds props
+ * (at most max_depth deep) below a path of up to max_path_length levels, and records
+ * wrap documents and completions in a few levels more (a snapshot record: record,
+ * document; a change record: record, applied, completions, completion, command). */
 #define CODEC_ENVELOPE_DEPTH 8
 /* Deepest nesting of anything this program stores or publishes, whatever the limits
  * it was configured with: trusted data is read with this depth. */
