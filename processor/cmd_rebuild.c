@@ -62,10 +62,10 @@ static int install_visit(const rd_kafka_message_t *m, void *ctx)
     int rc = state_store_install_snapshot(rp->store, rp->partition, m->key, m->key_len,
                                           m->payload ? m->payload : "", m->len, errstr,
                                           sizeof(errstr));
-    if (rc < 0) {
-        LOG_WARN("partition %d: snapshot record at %s offset %lld: %s; skipped",
-                 rp->partition, rp->rb->snapshots_topic, (long long)m->offset, errstr);
-        return 0;
+    if (rc < 0) { /* skipping it would rebuild the model rolled back */
+        LOG_ERROR("partition %d: snapshot record at %s offset %lld: %s", rp->partition,
+                  rp->rb->snapshots_topic, (long long)m->offset, errstr);
+        return -1;
     }
     rp->installed += (uint64_t)rc;
     if (rc && state_store_commit(rp->store, rp->partition, -1, errstr, sizeof(errstr))) {

@@ -3,6 +3,9 @@
 
 #include <stdio.h>
 #include <string.h>
+#include "codec/hash.h"
+/* Seeded: model and client ids come from clients (hash flooding). */
+#define HASH_FUNCTION CODEC_UTHASH_FUNCTION
 #include <uthash.h>
 
 #include "codec/alloc.h"

@@ -1116,10 +1116,11 @@ static int install_snapshot(part_t *p, const rd_kafka_message_t *m, void *ctx)
     int rc = state_store_install_snapshot(p->store, p->id, m->key, m->key_len,
                                           m->payload ? m->payload : "", m->len, errstr,
                                           sizeof(errstr));
-    if (rc < 0) {
-        LOG_WARN("partition %d: snapshot record at %s offset %lld: %s; skipped", p->id,
-                 p->r->cfg->snapshots_topic, (long long)m->offset, errstr);
-        return 0;
+    if (rc < 0) { /* skipping it would serve the model rolled back */
+        LOG_ERROR("partition %d: snapshot record at %s offset %lld: %s; the partition is "
+                  "not served (its state would be wrong)",
+                  p->id, p->r->cfg->snapshots_topic, (long long)m->offset, errstr);
+        return -1;
     }
     cu->installed += (uint64_t)rc;
     /* Each install is committed: a later record of the same model reads it back. */

@@ -13,6 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include "codec/hash.h"
+/* Seeded: model and client ids come from clients (hash flooding). */
+#define HASH_FUNCTION CODEC_UTHASH_FUNCTION
 #include <uthash.h>
 
 #include "codec/alloc.h"
@@ -487,13 +490,10 @@ static int load_history(state_store_t *s, state_model_t *m, char *errstr,
         for (uint32_t i = 0; i < n && !rc; i++) {
             size_t item_start = at;
             if (at > 0) { /* an array: the next of its items */
+                /* Found by skipping, not unpacking: msgpack-c's unpacker stops at 32
+                 * levels, and documents nest deeper. */
                 size_t off = at;
-                msgpack_unpacked up;
-                msgpack_unpacked_init(&up);
-                bool ok = msgpack_unpack_next(&up, stored, stored_len, &off) ==
-                          MSGPACK_UNPACK_SUCCESS;
-                msgpack_unpacked_destroy(&up);
-                if (!ok) {
+                if (!codec_msgpack_skip(stored, stored_len, &off)) {
                     snprintf(errstr, errstr_size,
                              "the history of model \"%.*s\" is corrupt at command %llu",
                              (int)(m->id_len > 40 ? 40 : m->id_len), m->id,
@@ -1143,55 +1143,66 @@ void state_change_pack(msgpack_packer *pk, const char *model, size_t model_len,
     msgpack_pack_int64(pk, offset);
 }
 
-static const msgpack_object *object_get(const msgpack_object *map, const char *name)
+/* map's field name when it has type, or NULL. */
+static const codec_value_t *field(const codec_value_t *map, const char *name,
+                                  codec_value_type_t type)
 {
-    if (map->type != MSGPACK_OBJECT_MAP)
-        return NULL;
-    size_t len = strlen(name);
-    for (uint32_t i = 0; i < map->via.map.size; i++) {
-        const msgpack_object_kv *kv = &map->via.map.ptr[i];
-        if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == len &&
-            !memcmp(kv->key.via.str.ptr, name, len))
-            return &kv->val;
-    }
-    return NULL;
+    const codec_value_t *v = map && map->type == CODEC_VALUE_MAP
+                                 ? codec_map_get(map, name, strlen(name))
+                                 : NULL;
+    return v && v->type == type ? v : NULL;
 }
 
-static bool object_uint(const msgpack_object *o, uint64_t *v)
+static bool field_uint(const codec_value_t *map, const char *name, uint64_t *v)
 {
-    if (!o || o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+    const codec_value_t *o = field(map, name, CODEC_VALUE_INT);
+    if (!o || o->u.i < 0)
         return false;
-    *v = o->via.u64;
+    *v = (uint64_t)o->u.i;
     return true;
 }
 
-/* Unpacks a change or snapshot record (what, for messages) into up: exactly one map
- * whose "type" is type and whose "model" is a string equal to the record's key (when
- * it has one).
- * @returns the map, with *model set, or NULL and errstr. */
-static const msgpack_object *unpack_record(msgpack_unpacked *up, const char *value,
-                                           size_t value_len, const char *what,
-                                           const char *type, const char *key,
-                                           size_t key_len, const msgpack_object **model,
-                                           char *errstr, size_t errstr_size)
+/* Where the top-level map in buf[0..len) holds name's value: [*start, *end). */
+static bool field_span(const char *buf, size_t len, const char *name, size_t *start,
+                       size_t *end)
 {
-    size_t off = 0;
-    const msgpack_object *root = &up->data, *t;
-    if (msgpack_unpack_next(up, value, value_len, &off) != MSGPACK_UNPACK_SUCCESS ||
-        off != value_len || root->type != MSGPACK_OBJECT_MAP ||
-        !(t = object_get(root, "type")) || t->type != MSGPACK_OBJECT_STR ||
-        t->via.str.size != strlen(type) ||
-        memcmp(t->via.str.ptr, type, t->via.str.size) ||
-        !(*model = object_get(root, "model")) || (*model)->type != MSGPACK_OBJECT_STR) {
+    *start = 0;
+    if (!codec_msgpack_map_find(buf, len, start, name, strlen(name)))
+        return false;
+    *end = *start;
+    return codec_msgpack_skip(buf, len, end);
+}
+
+/* Decodes a change or snapshot record (what, for messages) into *root (caller frees
+ * it): exactly one map whose "type" is type and whose "model" is a string equal to
+ * the record's key (when it has one). With the project's decoder under the trusted
+ * limits, since documents nest deeper than msgpack-c's unpacker goes (32 levels).
+ * @returns the model, or NULL and errstr. */
+static const codec_value_t *decode_record(codec_value_t **root, const char *value,
+                                          size_t value_len, const char *what,
+                                          const char *type, const char *key,
+                                          size_t key_len, char *errstr,
+                                          size_t errstr_size)
+{
+    char derr[256];
+    const codec_value_t *t, *model;
+    if (codec_msgpack_decode(value, value_len, &codec_limits_trusted, root, derr,
+                             sizeof(derr))) {
+        *root = NULL;
+        snprintf(errstr, errstr_size, "not a %s record: %s", what, derr);
+        return NULL;
+    }
+    if (!(t = field(*root, "type", CODEC_VALUE_STR)) || t->u.str.len != strlen(type) ||
+        memcmp(t->u.str.ptr, type, t->u.str.len) ||
+        !(model = field(*root, "model", CODEC_VALUE_STR))) {
         snprintf(errstr, errstr_size, "not a %s record", what);
         return NULL;
     }
-    if (key && (key_len != (*model)->via.str.size ||
-                memcmp(key, (*model)->via.str.ptr, key_len))) {
+    if (key && (key_len != model->u.str.len || memcmp(key, model->u.str.ptr, key_len))) {
         snprintf(errstr, errstr_size, "a %s record whose key is not its model", what);
         return NULL;
     }
-    return root;
+    return model;
 }
 
 state_change_t state_store_apply_change(state_store_t *s, int32_t partition,
@@ -1199,45 +1210,46 @@ state_change_t state_store_apply_change(state_store_t *s, int32_t partition,
                                         const char *value, size_t value_len,
                                         int64_t *offset, char *errstr, size_t errstr_size)
 {
-    msgpack_unpacked up;
-    msgpack_unpacked_init(&up);
+    codec_value_t *root = NULL;
     state_change_t rc = STATE_CHANGE_FAILED;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     codec_packed_t applied;
     codec_packed_init(&applied);
 
-    const msgpack_object *model, *client, *completions, *paths, *off_o;
-    const msgpack_object *root, *applied_o;
+    const codec_value_t *model, *client, *completions, *paths, *off_o, *applied_o;
     uint64_t seq, from;
-    if (!(root = unpack_record(&up, value, value_len, "change", "applied", key, key_len,
-                               &model, errstr, errstr_size)))
+    uint32_t n;
+    size_t at = 0; /* the completions' bytes, stored as they are (as their owner did) */
+    if (!(model = decode_record(&root, value, value_len, "change", "applied", key,
+                                key_len, errstr, errstr_size)))
         goto done;
-    if (!(client = object_get(root, "client")) || client->type != MSGPACK_OBJECT_STR ||
-        !object_uint(object_get(root, "seq"), &seq) ||
-        !(applied_o = object_get(root, "applied")) ||
-        !object_uint(object_get(applied_o, "from"), &from) ||
-        !(completions = object_get(applied_o, "completions")) ||
-        completions->type != MSGPACK_OBJECT_ARRAY ||
-        !(paths = object_get(root, "mappedPaths")) || paths->type != MSGPACK_OBJECT_MAP) {
+    if (!(client = field(root, "client", CODEC_VALUE_STR)) ||
+        !field_uint(root, "seq", &seq) ||
+        !(applied_o = field(root, "applied", CODEC_VALUE_MAP)) ||
+        !field_uint(applied_o, "from", &from) ||
+        !(completions = field(applied_o, "completions", CODEC_VALUE_ARRAY)) ||
+        !(paths = field(root, "mappedPaths", CODEC_VALUE_MAP)) ||
+        !codec_msgpack_map_find(value, value_len, &at, "applied", 7) ||
+        !codec_msgpack_map_find(value, value_len, &at, "completions", 11) ||
+        !codec_msgpack_array_open(value, value_len, &at, &n) ||
+        n != completions->u.array.len) {
         snprintf(errstr, errstr_size, "not a change record");
         goto done;
     }
-    off_o = object_get(root, "offset");
     int64_t input_offset = -1;
-    if (off_o && off_o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-        input_offset = (int64_t)off_o->via.u64;
+    if ((off_o = field(root, "offset", CODEC_VALUE_INT)) && off_o->u.i >= 0)
+        input_offset = off_o->u.i;
 
-    state_model_t *m = state_store_model(s, partition, model->via.str.ptr,
-                                         model->via.str.size, errstr, errstr_size);
+    state_model_t *m = state_store_model(s, partition, model->u.str.ptr, model->u.str.len,
+                                         errstr, errstr_size);
     if (!m)
         goto done;
     uint64_t count = state_master_command_count(m->master);
-    client_t *c = client_load(s, m, client->via.str.ptr, client->via.str.size);
+    client_t *c = client_load(s, m, client->u.str.ptr, client->u.str.len);
     /* Already reflected: an earlier command count, or an empty flush (nothing applied)
      * not newer than the client's record. */
-    if (from < count || (from == count && completions->via.array.size == 0 && c->known &&
-                         seq <= c->seq)) {
+    if (from < count || (from == count && n == 0 && c->known && seq <= c->seq)) {
         *offset = input_offset;
         rc = STATE_CHANGE_SKIPPED;
         goto done;
@@ -1247,18 +1259,16 @@ state_change_t state_store_apply_change(state_store_t *s, int32_t partition,
         snprintf(errstr, errstr_size,
                  "model \"%.*s\" is at command %llu but the next change record starts at "
                  "%llu: change records are missing",
-                 (int)(model->via.str.size > 40 ? 40 : model->via.str.size),
-                 model->via.str.ptr, (unsigned long long)count, (unsigned long long)from);
+                 (int)(model->u.str.len > 40 ? 40 : model->u.str.len), model->u.str.ptr,
+                 (unsigned long long)count, (unsigned long long)from);
         goto done;
     }
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    for (uint32_t i = 0; i < completions->via.array.size; i++) {
-        msgpack_sbuffer_clear(&sb);
-        msgpack_pack_object(&pk, completions->via.array.ptr[i]);
+    for (uint32_t i = 0; i < n; i++) {
+        size_t start = at;
         codec_completion_t cmp;
-        char derr[256];
-        if (codec_completion_decode(sb.data, sb.size, s->zone, &cmp, derr,
+        char derr[256] = "malformed";
+        if (!codec_msgpack_skip(value, value_len, &at) ||
+            codec_completion_decode(value + start, at - start, s->zone, &cmp, derr,
                                     sizeof(derr)) ||
             state_master_replay(m->master, &cmp, derr, sizeof(derr))) {
             msgpack_zone_clear(s->zone);
@@ -1266,23 +1276,24 @@ state_change_t state_store_apply_change(state_store_t *s, int32_t partition,
              * ahead of its stored state, so it must not be used again. */
             drop_model(s, m);
             snprintf(errstr, errstr_size, "change record of model \"%.*s\" at %llu: %s",
-                     (int)(model->via.str.size > 40 ? 40 : model->via.str.size),
-                     model->via.str.ptr, (unsigned long long)(from + i), derr);
+                     (int)(model->u.str.len > 40 ? 40 : model->u.str.len),
+                     model->u.str.ptr, (unsigned long long)(from + i), derr);
             goto done;
         }
         msgpack_zone_clear(s->zone);
-        codec_packed_add_raw(&applied, sb.data, sb.size);
+        codec_packed_add_raw(&applied, value + start, at - start);
     }
-    msgpack_sbuffer_clear(&sb);
-    msgpack_pack_object(&pk, *paths);
-    record_flush(s, m, client->via.str.ptr, client->via.str.size, seq, from, &applied,
-                 sb.data, sb.size);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    codec_msgpack_pack_value(&pk, paths);
+    record_flush(s, m, client->u.str.ptr, client->u.str.len, seq, from, &applied, sb.data,
+                 sb.size);
     *offset = input_offset;
     rc = STATE_CHANGE_APPLIED;
 done:
     codec_packed_destroy(&applied);
     msgpack_sbuffer_destroy(&sb);
-    msgpack_unpacked_destroy(&up);
+    codec_value_destroy(root);
     return rc;
 }
 
@@ -1355,22 +1366,30 @@ int state_store_install_snapshot(state_store_t *s, int32_t partition, const char
                                  size_t key_len, const char *value, size_t value_len,
                                  char *errstr, size_t errstr_size)
 {
-    msgpack_unpacked up;
-    msgpack_unpacked_init(&up);
+    codec_value_t *root = NULL;
     int rc = -1;
-    const msgpack_object *root, *model, *doc, *clients;
+    const codec_value_t *model, *clients;
+    const codec_map_entry_t *e;
     uint64_t count;
-    if (!(root = unpack_record(&up, value, value_len, "snapshot", "snapshot", key,
-                               key_len, &model, errstr, errstr_size)))
+    uint32_t pos = 0;
+    size_t doc, doc_end; /* the document's bytes, stored as they are */
+    if (!(model = decode_record(&root, value, value_len, "snapshot", "snapshot", key,
+                                key_len, errstr, errstr_size)))
         goto done;
-    if (!object_uint(object_get(root, "commandCount"), &count) ||
-        !(doc = object_get(root, "document")) || doc->type != MSGPACK_OBJECT_MAP ||
-        !(clients = object_get(root, "clients")) || clients->type != MSGPACK_OBJECT_MAP) {
+    if (!field_uint(root, "commandCount", &count) ||
+        !field(root, "document", CODEC_VALUE_MAP) ||
+        !(clients = field(root, "clients", CODEC_VALUE_MAP)) ||
+        !field_span(value, value_len, "document", &doc, &doc_end)) {
         snprintf(errstr, errstr_size, "not a snapshot record");
         goto done;
     }
-    state_model_t *m = state_store_model(s, partition, model->via.str.ptr,
-                                         model->via.str.size, errstr, errstr_size);
+    while ((e = codec_map_next(clients, &pos)))
+        if (e->value->type != CODEC_VALUE_MAP) {
+            snprintf(errstr, errstr_size, "not a snapshot record (client records)");
+            goto done;
+        }
+    state_model_t *m = state_store_model(s, partition, model->u.str.ptr, model->u.str.len,
+                                         errstr, errstr_size);
     if (!m)
         goto done;
     rc = 0;
@@ -1378,8 +1397,8 @@ int state_store_install_snapshot(state_store_t *s, int32_t partition, const char
         goto done;
     /* The model starts again from the snapshot: no history before it, the clients the
      * snapshot knows. */
-    const char *id = model->via.str.ptr;
-    size_t id_len = model->via.str.size;
+    const char *id = model->u.str.ptr;
+    size_t id_len = model->u.str.len;
     drop_model(s, m);
     delete_model_keys(s, partition, KIND_HISTORY, id, id_len);
     delete_model_keys(s, partition, KIND_CLIENT, id, id_len);
@@ -1391,28 +1410,25 @@ int state_store_install_snapshot(state_store_t *s, int32_t partition, const char
     msgpack_pack_str_with_body(&pk, "commandCount", 12);
     msgpack_pack_uint64(&pk, count);
     msgpack_pack_str_with_body(&pk, "document", 8);
-    msgpack_pack_object(&pk, *doc);
+    codec_msgpack_pack_raw(&pk, value + doc, doc_end - doc);
     store_key_t k;
     key_init(&k, (uint32_t)partition, KIND_SNAPSHOT);
     key_add(&k, id, id_len);
     batch_write(s, k.p, k.len, sb.data, sb.size);
     key_free(&k);
-    for (uint32_t i = 0; i < clients->via.map.size; i++) {
-        const msgpack_object_kv *kv = &clients->via.map.ptr[i];
-        if (kv->key.type != MSGPACK_OBJECT_STR || kv->val.type != MSGPACK_OBJECT_MAP)
-            continue;
+    for (pos = 0; (e = codec_map_next(clients, &pos));) {
         msgpack_sbuffer_clear(&sb);
-        msgpack_pack_object(&pk, kv->val);
+        codec_msgpack_pack_value(&pk, e->value);
         key_init(&k, (uint32_t)partition, KIND_CLIENT);
         key_add_id(&k, id, id_len);
-        key_add(&k, kv->key.via.str.ptr, kv->key.via.str.size);
+        key_add(&k, codec_map_entry_key(e), e->key_len);
         batch_write(s, k.p, k.len, sb.data, sb.size);
         key_free(&k);
     }
     msgpack_sbuffer_destroy(&sb);
     rc = 1;
 done:
-    msgpack_unpacked_destroy(&up);
+    codec_value_destroy(root);
     return rc;
 }
 
@@ -1815,47 +1831,44 @@ void state_store_outbox_done(state_store_t *s, int32_t partition, uint64_t first
 #define OUTBOX_NAME_BYTES  256
 typedef char outbox_name_t[OUTBOX_NAME_BYTES];
 
-static bool copy_name(const msgpack_object *o, char *buf)
+static bool copy_name(const codec_value_t *o, char *buf)
 {
-    if (o->type != MSGPACK_OBJECT_STR || o->via.str.size >= OUTBOX_NAME_BYTES)
+    if (!o || o->type != CODEC_VALUE_STR || o->u.str.len >= OUTBOX_NAME_BYTES)
         return false;
-    memcpy(buf, o->via.str.ptr, o->via.str.size);
-    buf[o->via.str.size] = '\0';
+    memcpy(buf, o->u.str.ptr, o->u.str.len);
+    buf[o->u.str.len] = '\0';
     return true;
 }
 
-static bool outbox_parse(const msgpack_object *root, state_outbox_rec_t *rec,
+static bool outbox_parse(const codec_value_t *root, state_outbox_rec_t *rec,
                          outbox_name_t *names, state_header_t *headers)
 {
-    const msgpack_object *topic = object_get(root, "topic");
-    const msgpack_object *partition = object_get(root, "partition");
-    const msgpack_object *key = object_get(root, "key");
-    const msgpack_object *value = object_get(root, "value");
-    const msgpack_object *hdrs = object_get(root, "headers");
-    if (!topic || !copy_name(topic, names[0]) || !partition ||
-        (partition->type != MSGPACK_OBJECT_POSITIVE_INTEGER &&
-         partition->type != MSGPACK_OBJECT_NEGATIVE_INTEGER) ||
-        !key || (key->type != MSGPACK_OBJECT_BIN && key->type != MSGPACK_OBJECT_NIL) ||
-        !value || value->type != MSGPACK_OBJECT_BIN || !hdrs ||
-        hdrs->type != MSGPACK_OBJECT_ARRAY || hdrs->via.array.size % 2 ||
-        hdrs->via.array.size / 2 > OUTBOX_MAX_HEADERS)
+    const codec_value_t *partition = field(root, "partition", CODEC_VALUE_INT);
+    const codec_value_t *key =
+        root->type == CODEC_VALUE_MAP ? codec_map_get(root, "key", 3) : NULL;
+    const codec_value_t *value = field(root, "value", CODEC_VALUE_BIN);
+    const codec_value_t *hdrs = field(root, "headers", CODEC_VALUE_ARRAY);
+    if (!copy_name(field(root, "topic", CODEC_VALUE_STR), names[0]) || !partition ||
+        partition->u.i < INT32_MIN || partition->u.i > INT32_MAX || !key ||
+        (key->type != CODEC_VALUE_BIN && key->type != CODEC_VALUE_NIL) || !value ||
+        !hdrs || hdrs->u.array.len % 2 || hdrs->u.array.len / 2 > OUTBOX_MAX_HEADERS)
         return false;
     *rec = (state_outbox_rec_t){
         .topic = names[0],
-        .partition = (int32_t)partition->via.i64,
-        .key = key->type == MSGPACK_OBJECT_BIN ? key->via.bin.ptr : NULL,
-        .key_len = key->type == MSGPACK_OBJECT_BIN ? key->via.bin.size : 0,
-        .value = value->via.bin.ptr,
-        .value_len = value->via.bin.size,
+        .partition = (int32_t)partition->u.i,
+        .key = key->type == CODEC_VALUE_BIN ? key->u.str.ptr : NULL,
+        .key_len = key->type == CODEC_VALUE_BIN ? key->u.str.len : 0,
+        .value = value->u.str.ptr,
+        .value_len = value->u.str.len,
         .headers = headers,
-        .header_count = hdrs->via.array.size / 2,
+        .header_count = hdrs->u.array.len / 2,
     };
     for (size_t i = 0; i < rec->header_count; i++) {
-        const msgpack_object *v = &hdrs->via.array.ptr[2 * i + 1];
-        if (!copy_name(&hdrs->via.array.ptr[2 * i], names[i + 1]) ||
-            v->type != MSGPACK_OBJECT_BIN)
+        const codec_value_t *v = hdrs->u.array.items[2 * i + 1];
+        if (!copy_name(hdrs->u.array.items[2 * i], names[i + 1]) ||
+            v->type != CODEC_VALUE_BIN)
             return false;
-        headers[i] = (state_header_t){names[i + 1], v->via.bin.ptr, v->via.bin.size};
+        headers[i] = (state_header_t){names[i + 1], v->u.str.ptr, v->u.str.len};
     }
     return true;
 }
@@ -1869,11 +1882,9 @@ int state_store_outbox_scan(state_store_t *s, int32_t partition,
     key_init(&prefix, (uint32_t)partition, KIND_OUTBOX);
     rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
     int rc = 0;
-    msgpack_unpacked up;
-    msgpack_unpacked_init(&up);
     for (rocksdb_iter_seek(it, prefix.p, prefix.len); rocksdb_iter_valid(it);
          rocksdb_iter_next(it)) {
-        size_t klen, vlen, off = 0;
+        size_t klen, vlen;
         const char *k = rocksdb_iter_key(it, &klen);
         if (klen != prefix.len + 8 || memcmp(k, prefix.p, prefix.len) != 0)
             break;
@@ -1882,13 +1893,15 @@ int state_store_outbox_scan(state_store_t *s, int32_t partition,
         state_header_t headers[OUTBOX_MAX_HEADERS];
         state_outbox_rec_t rec;
         /* A step's array of records, or one record as earlier versions wrote it. */
-        bool ok = msgpack_unpack_next(&up, v, vlen, &off) == MSGPACK_UNPACK_SUCCESS;
-        const msgpack_object *recs =
-            ok && up.data.type == MSGPACK_OBJECT_ARRAY ? up.data.via.array.ptr : &up.data;
-        uint32_t n =
-            ok && up.data.type == MSGPACK_OBJECT_ARRAY ? up.data.via.array.size : 1;
+        codec_value_t *root = NULL;
+        char derr[256];
+        bool ok = codec_msgpack_decode(v, vlen, &codec_limits_trusted, &root, derr,
+                                       sizeof(derr)) == CODEC_OK;
+        bool many = ok && root->type == CODEC_VALUE_ARRAY;
+        uint32_t n = many ? root->u.array.len : 1;
         for (uint32_t i = 0; ok && i < n && !rc; i++) {
-            if (!outbox_parse(&recs[i], &rec, names, headers)) {
+            if (!outbox_parse(many ? root->u.array.items[i] : root, &rec, names,
+                              headers)) {
                 snprintf(errstr, errstr_size,
                          "outbox record %llu of partition %d is corrupt",
                          (unsigned long long)be64(k + prefix.len), partition);
@@ -1897,6 +1910,7 @@ int state_store_outbox_scan(state_store_t *s, int32_t partition,
                 rc = 1;
             }
         }
+        codec_value_destroy(root);
         if (!ok) {
             snprintf(errstr, errstr_size, "outbox record %llu of partition %d is corrupt",
                      (unsigned long long)be64(k + prefix.len), partition);
@@ -1907,7 +1921,6 @@ int state_store_outbox_scan(state_store_t *s, int32_t partition,
     }
     if (rc > 0)
         rc = 0;
-    msgpack_unpacked_destroy(&up);
     char *err = NULL;
     rocksdb_iter_get_error(it, &err);
     if (err && !rc)

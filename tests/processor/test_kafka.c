@@ -26,6 +26,8 @@
 
 #define PARTITIONS 4
 #define WAIT_MS    30000
+#define STR(x)     #x
+#define XSTR(x)    STR(x)
 
 static rd_kafka_t *mock_rk;
 static rd_kafka_mock_cluster_t *mock;
@@ -1095,7 +1097,15 @@ static char *dump_state(const char *state_dir)
     return dump;
 }
 
+static int rebuild_rc(const char *name, const char *from);
+
 static void rebuild(const char *name, const char *from)
+{
+    cr_assert_eq(rebuild_rc(name, from), 0, "rebuild --from %s", from);
+}
+
+/* Runs rebuild --from from into the state directory name. @returns its exit code. */
+static int rebuild_rc(const char *name, const char *from)
 {
     char state_dir[PATH_MAX];
     snprintf(state_dir, sizeof(state_dir), "%s/%s", dir, name);
@@ -1109,8 +1119,9 @@ static void rebuild(const char *name, const char *from)
     cr_assert_eq(processor_config_load(&cfg, PROCESSOR_CMD_REBUILD, "rebuild", argc,
                                        (char **)argv, errstr, sizeof(errstr)),
                  0, "%s", errstr);
-    cr_assert_eq(processor_cmd_rebuild(&cfg), 0, "rebuild --from %s", from);
+    int rc = processor_cmd_rebuild(&cfg);
     processor_config_clear(&cfg);
+    return rc;
 }
 
 Test(kafka, rebuild_from_either_topic_gives_the_live_state_byte_for_byte)
@@ -1719,4 +1730,134 @@ Test(kafka, a_model_id_with_a_nul_byte_is_published_whole)
     cr_assert_str_eq(keys, "6e756c006964\n", "one snapshot record, of the whole id");
     free(keys);
     instance_stop(&a);
+}
+
+/* A flush of one command at path ("1" then "a"s: path_len elements, none for 0) whose
+ * props nest `levels` maps, {"a":{"a":...{"a":1}}}. */
+static void send_deep(const char *model, int seq, int from, const char *action,
+                      int path_len, int levels)
+{
+    char json[4096];
+    int off = snprintf(json, sizeof(json),
+                       "{\"type\":\"flush\",\"client\":\"deep\",\"seq\":%d,\"from\":%d,"
+                       "\"completions\":[{\"command\":{\"action\":\"%s\",\"path\":[",
+                       seq, from, action);
+    for (int i = 0; i < path_len; i++)
+        off += snprintf(json + off, sizeof(json) - (size_t)off, "%s\"%s\"", i ? "," : "",
+                        i ? "a" : "1");
+    off += snprintf(json + off, sizeof(json) - (size_t)off, "],\"props\":");
+    for (int i = 0; i < levels; i++)
+        off += snprintf(json + off, sizeof(json) - (size_t)off, "{\"a\":");
+    off += snprintf(json + off, sizeof(json) - (size_t)off, "1");
+    for (int i = 0; i < levels; i++)
+        off += snprintf(json + off, sizeof(json) - (size_t)off, "}");
+    snprintf(json + off, sizeof(json) - (size_t)off, "}}]}");
+    cr_assert_lt((size_t)off, sizeof(json) - 8);
+    send_json(model, json, NULL);
+}
+
+Test(kafka, a_document_as_deep_as_the_default_limits_allow_reads_back_everywhere)
+{
+    /* The default --max-depth and --max-path-length (the other tests lower them). */
+    const char *deflt[] = {"--max-depth",
+                           XSTR(CODEC_DEFAULT_MAX_DEPTH),
+                           "--max-path-length",
+                           XSTR(CODEC_DEFAULT_MAX_PATH_LENGTH),
+                           "--snapshot-topic-every",
+                           "1",
+                           NULL};
+    instance_t a;
+    instance_start(&a, "a", deflt);
+    /* Props 30 levels deep (the report's flush); a chain of "a"s long enough for the
+     * longest path; at its end, props as deep as a request may hold them (the
+     * request's own 4 levels above props: root, completions, completion, command). */
+    int deepest = CODEC_DEFAULT_MAX_DEPTH - 4, path_len = CODEC_DEFAULT_MAX_PATH_LENGTH;
+    send_deep("deep", 1, 0, "create", 0, 30);
+    send_deep("deep", 2, 1, "update", 30, deepest);
+    send_deep("deep", 3, 2, "create", path_len, deepest);
+    send_deep("deep", 4, 3, "create", 0, 1);
+    for (int seq = 1; seq <= 4; seq++) {
+        codec_value_t *v = decode(await_record("flushout.replies", "deep", seq));
+        cr_assert_null(codec_map_get(v, "error", 5), "flush %d is accepted", seq);
+        codec_value_destroy(v);
+    }
+    int64_t count;
+    char *before = snapshot_json("deep", "reader", 1, &count);
+    cr_assert_eq(count, 4);
+    instance_stop(&a);
+
+    /* Reloaded from its own store (no cache). */
+    instance_start(&a, "a", deflt);
+    char *after = snapshot_json("deep", "reader", 2, &count);
+    cr_assert_eq(count, 4, "reloaded");
+    cr_assert_str_eq(after, before, "reloaded");
+    free(after);
+    instance_stop(&a);
+
+    /* A new owner catching up from the change records alone. */
+    const char *from_changes[] = {"--max-depth",
+                                  XSTR(CODEC_DEFAULT_MAX_DEPTH),
+                                  "--max-path-length",
+                                  XSTR(CODEC_DEFAULT_MAX_PATH_LENGTH),
+                                  "--snapshots-topic",
+                                  "snapshots.none",
+                                  NULL};
+    instance_t b;
+    instance_start(&b, "b", from_changes);
+    after = snapshot_json("deep", "reader", 3, &count);
+    cr_assert_eq(count, 4, "from the changes topic");
+    cr_assert_str_eq(after, before, "from the changes topic");
+    free(after);
+    instance_stop(&b);
+
+    /* A new owner restoring from the snapshot records alone. */
+    create_topic("changes.none", PARTITIONS);
+    const char *from_snapshots[] = {"--max-depth",
+                                    XSTR(CODEC_DEFAULT_MAX_DEPTH),
+                                    "--max-path-length",
+                                    XSTR(CODEC_DEFAULT_MAX_PATH_LENGTH),
+                                    "--changes-topic",
+                                    "changes.none",
+                                    NULL};
+    instance_t c;
+    instance_start(&c, "c", from_snapshots);
+    after = snapshot_json("deep", "reader", 4, &count);
+    cr_assert_eq(count, 4, "from the snapshots topic");
+    cr_assert_str_eq(after, before, "from the snapshots topic");
+    free(after);
+    instance_stop(&c);
+    free(before);
+}
+
+Test(kafka, an_unreadable_snapshot_record_stops_its_partition_instead_of_a_rollback)
+{
+    const char *opts_a[] = {"--snapshot-topic-every", "1", NULL};
+    instance_t a;
+    instance_start(&a, "a", opts_a);
+    send_create("sk", "c", 1, 0, "i1");
+    send_create("sk", "c", 2, 1, "i2");
+    await_record("flushout.replies", "c", 2);
+    instance_stop(&a);
+    /* The model's newest snapshot record, as one this processor cannot read: skipping
+     * it would serve the model as of the record before. */
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        producer, RD_KAFKA_V_TOPIC("flushout.snapshots"),
+        RD_KAFKA_V_PARTITION(partition_of("sk")), RD_KAFKA_V_KEY("sk", 2),
+        RD_KAFKA_V_VALUE("\x93\x01\x02\x03", 4), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_END);
+    cr_assert_eq(err, 0);
+    cr_assert_eq(rd_kafka_flush(producer, WAIT_MS), 0);
+
+    /* A new owner restoring from the snapshots topic alone. */
+    create_topic("changes.none", PARTITIONS);
+    const char *opts_b[] = {"--changes-topic", "changes.none", NULL};
+    instance_t b;
+    instance_start(&b, "b", opts_b);
+    send_json("sk", "{\"type\":\"snapshot\",\"client\":\"late\",\"seq\":1}", NULL);
+    size_t from = 0;
+    cr_assert_null(find_reply("late", 1, &from, 8000),
+                   "the partition is not served rather than rolled back");
+    instance_stop(&b);
+    /* rebuild installs the snapshot records ahead of the changes: it fails too. */
+    cr_assert_neq(rebuild_rc("rebuilt", "changes"), 0, "rebuild refuses, not skips");
 }
