@@ -684,15 +684,15 @@ Test(processor_apply, the_document_limit_counts_the_initial_document)
         CODEC_OK, "%s", errstr);
     free(json);
     free(text);
-    snprintf(state_dir + strlen(state_dir), 16, "/initial");
-    state_store_conf_t conf = {.dir = state_dir,
+    char dir[64];
+    snprintf(dir, sizeof(dir), "%s/initial", state_dir);
+    state_store_conf_t conf = {.dir = dir,
                                .history = 1000,
                                .snapshot_every = 1000,
                                .cache_bytes = 1 << 20,
                                .clients_per_model = 1000,
                                .initial_document = initial};
     state_store_t *store = state_store_open(&conf, errstr, sizeof(errstr));
-    *strrchr(state_dir, '/') = '\0';
     cr_assert_not_null(store, "%s", errstr);
     processor_handler_conf_t hc = {.store = store,
                                    .history = 1000,
