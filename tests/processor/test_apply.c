@@ -622,9 +622,10 @@ Test(processor_apply, snapshots_and_trimming_do_not_depend_on_the_cache)
     free_requests(reqs, 1200);
 }
 
-/* n flushes of clients c0..c(clients-1) in a scrambled order, and, every 5th request,
- * a retry of an earlier flush (a duplicate if its client's record is kept, applied
- * again if it expired). */
+/* n flushes of clients c0..c(clients-1) in a scrambled order, every third one empty
+ * (nothing applied: clients of equal age), and, every 5th request, a retry of an
+ * earlier flush (a duplicate if its client's record is kept, applied again if it
+ * expired). */
 static request_t *many_clients(size_t n, unsigned clients)
 {
     request_t *reqs = calloc(n, sizeof(*reqs));
@@ -635,11 +636,17 @@ static request_t *many_clients(size_t n, unsigned clients)
         unsigned c = (unsigned)(i < clients ? i : (rng >> 8) % clients);
         uint64_t s = i % 5 == 4 && seq[c] ? seq[c] : ++seq[c];
         char json[256];
-        snprintf(json, sizeof(json),
-                 "{\"type\":\"flush\",\"client\":\"c%u\",\"seq\":%llu,\"from\":0,"
-                 "\"completions\":[{\"command\":{\"action\":\"update\",\"props\":"
-                 "{\"c%u\":%llu}}}]}",
-                 c, (unsigned long long)s, c, (unsigned long long)s);
+        if (i % 3 == 1) /* nothing applied: clients of equal age */
+            snprintf(json, sizeof(json),
+                     "{\"type\":\"flush\",\"client\":\"c%u\",\"seq\":%llu,"
+                     "\"from\":0,\"completions\":[]}",
+                     c, (unsigned long long)s);
+        else
+            snprintf(json, sizeof(json),
+                     "{\"type\":\"flush\",\"client\":\"c%u\",\"seq\":%llu,"
+                     "\"from\":0,\"completions\":[{\"command\":{\"action\":"
+                     "\"update\",\"props\":{\"c%u\":%llu}}}]}",
+                     c, (unsigned long long)s, c, (unsigned long long)s);
         reqs[i].model = "m";
         pack_json(&reqs[i].value, json);
     }
