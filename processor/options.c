@@ -171,9 +171,10 @@ const processor_option_t processor_options[] = {
      "evicted first; an evicted model reloads from the store."},
     {"clients-per-model", PROCESSOR_OPT_UINT, "1000", NULL, 1, UINT64_MAX,
      OFF(clients_per_model), PROCESSOR_CMD_APPLYING, 0,
-     "Client records (for recognising retried flushes) kept per model; the clients "
-     "whose last flush is oldest are forgotten first, and a forgotten client's next "
-     "flush is applied as new."},
+     "Client records (for recognising retried flushes) kept per model, at least; when "
+     "a new client takes a model an eighth over, the clients whose last flush is "
+     "oldest are forgotten down to N, and a forgotten client's next flush is applied "
+     "as new."},
     {"fsync", PROCESSOR_OPT_BOOL, "false", NULL, 0, 1, OFF(fsync), PROCESSOR_CMD_APPLYING,
      0,
      "Sync every write to disk: survives power loss, not just a killed process (the WAL "

@@ -45,12 +45,23 @@ typedef struct client_s {
     size_t id_len;
     struct client_s *next; /* the model's next client */
     bool known;            /* a flush of this client was applied (seq 0 is a valid seq) */
+    bool stored;           /* it has a record (in RocksDB or in the step) */
+    bool seen;             /* found stored by the scan in progress (scan_clients()) */
     uint64_t seq;
     uint64_t at;        /* the model's command count after that flush: ages the record */
     char *mapped_paths; /* msgpack map of the last applied flush's reply */
     size_t mapped_paths_len;
     UT_hash_handle hh;
 } client_t;
+
+/* A client record expired in the step in progress: its delete is not in RocksDB yet,
+ * so reads must not see the record (client_load(), scan_clients()). Same key as
+ * client_t's. */
+typedef struct expired_s {
+    UT_hash_handle hh;
+    size_t key_len;
+    char key[];
+} expired_t;
 
 struct state_model_s {
     char *key; /* partition (4 bytes BE) + model id: the cache key */
@@ -60,13 +71,24 @@ struct state_model_s {
     size_t id_len;
     state_master_t *master;
     state_history_mem_t *history;
+    /* Everything that decides an outcome or what is stored (the document bound, the
+     * snapshot rewrite, history trimming, client expiry) is derived from what is
+     * stored, the same way on every load: a model behaves the same whether it stayed
+     * cached, was reloaded, or was rebuilt from change or snapshot records. */
     uint64_t snapshot_count;    /* command count of the stored snapshot */
     uint64_t history_start;     /* oldest history entry stored */
-    size_t snapshot_bytes;      /* size of the stored snapshot */
-    size_t history_bytes_since; /* history bytes written since the snapshot */
+    size_t snapshot_bytes;      /* size of the stored snapshot (0: none) */
+    size_t base_bytes;          /* the snapshot's size, or the initial document's */
+    size_t history_bytes_since; /* stored history bytes from the snapshot's count on */
     size_t mem_bytes;           /* what the cache charges for this model */
     size_t history_charged;     /* the history ring's part of mem_bytes */
-    uint64_t new_clients;       /* client records added since the last expiry check */
+    uint64_t client_records;    /* client records stored (committed or in the step) */
+    bool clients_counted;       /* client_records is known (counted on first need) */
+    /* The counts of the history keys written in step step_keys_of: trim_history()
+     * does not see them in RocksDB yet, and must cut where it would after a commit. */
+    uint64_t *step_keys;
+    size_t step_keys_len, step_keys_cap;
+    uint64_t step_keys_of;
     bool changed_marked; /* its "changed since its last snapshot record" key is written */
     bool snapshot_sent;  /* a swept snapshot record of it is on its way to Kafka */
     client_t *clients;   /* a list; the store's table finds them */
@@ -109,6 +131,7 @@ struct state_store_s {
     size_t trims_len, trims_cap;
     outbox_seq_t *outbox_seqs;
     codec_value_t *initial_document;
+    size_t initial_bytes; /* the initial document's size as msgpack */
     rocksdb_t *db;
     rocksdb_options_t *options;
     rocksdb_writeoptions_t *write_options;
@@ -116,9 +139,11 @@ struct state_store_s {
     rocksdb_writebatch_t *batch;
     state_model_t *models; /* the cache */
     client_t *clients;     /* the cached models' client records */
+    expired_t *expired;    /* client records expired in this step */
     state_model_t *lru_head, *lru_tail;
     size_t cache_used;
     uint64_t cache_hits, cache_misses; /* state_store_model() calls */
+    uint64_t step;                     /* commits so far (state_model_t.step_keys_of) */
     char failed[256]; /* non-empty once a write failed: no more commits */
     msgpack_zone *zone;
 };
@@ -228,6 +253,13 @@ static int check_layout(state_store_t *s, char *errstr, size_t errstr_size)
     return rc;
 }
 
+static int count_bytes(void *data, const char *buf, size_t len)
+{
+    (void)buf;
+    *(size_t *)data += len;
+    return 0;
+}
+
 state_store_t *state_store_open(const state_store_conf_t *conf, char *errstr,
                                 size_t errstr_size)
 {
@@ -238,6 +270,9 @@ state_store_t *state_store_open(const state_store_conf_t *conf, char *errstr,
                               ? codec_value_copy(conf->initial_document)
                               : codec_value_map(0);
     s->conf.initial_document = NULL;
+    msgpack_packer size_pk;
+    msgpack_packer_init(&size_pk, &s->initial_bytes, count_bytes);
+    codec_msgpack_pack_value(&size_pk, s->initial_document);
     if (!s->conf.snapshot_every)
         s->conf.snapshot_every = 1000;
     if (!s->conf.clients_per_model)
@@ -277,6 +312,25 @@ err:
     return NULL;
 }
 
+/* The step is written (or failed): RocksDB has the deletes now. */
+static void forget_expired(state_store_t *s)
+{
+    expired_t *e, *tmp;
+    HASH_ITER(hh, s->expired, e, tmp)
+    {
+        HASH_DEL(s->expired, e);
+        free(e);
+    }
+}
+
+static bool is_expired(state_store_t *s, const char *key, size_t key_len)
+{
+    expired_t *e = NULL;
+    if (s->expired)
+        HASH_FIND(hh, s->expired, key, key_len, e);
+    return e != NULL;
+}
+
 static void client_free(client_t *c)
 {
     free(c->key);
@@ -294,6 +348,7 @@ static void model_free(state_store_t *s, state_model_t *m)
     }
     state_master_destroy(m->master);
     state_history_mem_destroy(m->history);
+    free(m->step_keys);
     free(m->key);
     free(m);
 }
@@ -351,6 +406,7 @@ void state_store_close(state_store_t *s)
         free(o);
     }
     codec_value_destroy(s->initial_document);
+    forget_expired(s);
     free(s);
 }
 
@@ -514,6 +570,8 @@ static int load_history(state_store_t *s, state_model_t *m, char *errstr,
                 first = false;
             }
             if (count >= m->snapshot_count) {
+                /* Counted as record_flush() counted it when it was applied. */
+                m->history_bytes_since += vlen;
                 /* Replay: the stored completion is the command as it was applied. */
                 codec_completion_t c;
                 char derr[256];
@@ -610,6 +668,7 @@ state_model_t *state_store_model(state_store_t *s, int32_t partition, const char
         return NULL;
     }
     m->snapshot_count = count;
+    m->base_bytes = doc ? m->snapshot_bytes : s->initial_bytes;
     m->master = state_master_new(model, model_len, count,
                                  doc ? doc : codec_value_copy(s->initial_document),
                                  &s->conf.master);
@@ -628,7 +687,7 @@ state_model_t *state_store_model(state_store_t *s, int32_t partition, const char
 
 size_t state_model_document_bound(const state_model_t *m)
 {
-    return m->snapshot_bytes + m->history_bytes_since;
+    return m->base_bytes + m->history_bytes_since;
 }
 
 state_master_t *state_model_master(state_model_t *m)
@@ -677,6 +736,8 @@ static client_t *client_load(state_store_t *s, state_model_t *m, const char *id,
     c->key = client_key(m, id, id_len, &c->key_len);
     c->id = c->key + m->key_len + 2;
     c->id_len = id_len;
+    if (is_expired(s, c->key, c->key_len))
+        goto add; /* a new client again, whether or not the step is written yet */
 
     store_key_t k;
     key_init(&k, (uint32_t)m->partition, KIND_CLIENT);
@@ -688,6 +749,7 @@ static client_t *client_load(state_store_t *s, state_model_t *m, const char *id,
     key_free(&k);
     codec_value_t *rec = NULL;
     char derr[128];
+    c->stored = v != NULL;
     if (!err && v &&
         codec_msgpack_decode(v, len, &codec_limits_trusted, &rec, derr, sizeof(derr)) ==
             0 &&
@@ -713,6 +775,7 @@ static client_t *client_load(state_store_t *s, state_model_t *m, const char *id,
     codec_value_destroy(rec);
     rocksdb_free(err);
     free(v);
+add:
     HASH_ADD_KEYPTR(hh, s->clients, c->key, c->key_len, c);
     c->next = m->clients;
     m->clients = c;
@@ -837,7 +900,7 @@ static void put_snapshot(state_store_t *s, state_model_t *m)
     batch_write(s, k.p, k.len, sb.data, sb.size);
     key_free(&k);
     m->snapshot_count = state_master_command_count(m->master);
-    m->snapshot_bytes = sb.size;
+    m->snapshot_bytes = m->base_bytes = sb.size;
     m->history_bytes_since = 0;
     msgpack_sbuffer_destroy(&sb);
 }
@@ -856,7 +919,7 @@ static void trim_history(state_store_t *s, state_model_t *m)
     key_init(&to, (uint32_t)m->partition, KIND_HISTORY);
     key_add_id(&to, m->id, m->id_len);
     /* A key holds a whole flush: keep the one that holds keep_from (the newest stored
-     * at or before it; one written in this step is not seen, and then less goes). */
+     * at or before it, in RocksDB or written in this step). */
     size_t prefix = to.len;
     key_add_u64(&to, keep_from);
     rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
@@ -869,6 +932,11 @@ static void trim_history(state_store_t *s, state_model_t *m)
             cut = be64(k + prefix);
     }
     rocksdb_iter_destroy(it);
+    /* The keys of this step count too: the cut is the same however the flushes were
+     * grouped into steps. */
+    for (size_t i = 0; m->step_keys_of == s->step && i < m->step_keys_len; i++)
+        if (m->step_keys[i] <= keep_from && m->step_keys[i] > cut)
+            cut = m->step_keys[i];
     if (cut <= m->history_start) {
         key_free(&from);
         key_free(&to);
@@ -903,13 +971,19 @@ typedef struct aged_s {
 static int by_age(const void *a, const void *b)
 {
     const aged_t *x = a, *y = b;
-    return x->at < y->at ? -1 : x->at > y->at;
+    if (x->at != y->at)
+        return x->at < y->at ? -1 : 1;
+    /* Equal ages (a flush that applied nothing leaves the count as it was) go by id,
+     * so that every instance forgets the same clients. */
+    int c = memcmp(x->id, y->id, x->id_len < y->id_len ? x->id_len : y->id_len);
+    return c ? c : (x->id_len > y->id_len) - (x->id_len < y->id_len);
 }
 
-/* Keeps the model's client records to the newest clients_per_model (by the command
- * count of their last flush), deleting the rest. Runs with snapshot rewrites, and
- * only when new clients appeared, so its scan is amortized like the rewrite. */
-static void expire_clients(state_store_t *s, state_model_t *m)
+/* The model's client records as the step leaves them: RocksDB's, with the cache's
+ * newer state of this step (records written, records expired). @returns how many;
+ * with ages, each one's id and age too (caller frees). Reads the ages only when
+ * asked: counting needs the keys alone. */
+static size_t scan_clients(state_store_t *s, state_model_t *m, aged_t **ages)
 {
     aged_t *all = NULL;
     size_t n = 0, cap = 0;
@@ -923,48 +997,88 @@ static void expire_clients(state_store_t *s, state_model_t *m)
         const char *k = rocksdb_iter_key(it, &klen);
         if (klen < prefix.len || memcmp(k, prefix.p, prefix.len) != 0)
             break;
-        const char *v = rocksdb_iter_value(it, &vlen);
-        codec_value_t *rec = NULL;
-        char derr[64];
-        uint64_t at = 0;
-        if (codec_msgpack_decode(v, vlen, &codec_limits_trusted, &rec, derr,
-                                 sizeof(derr)) == 0 &&
-            rec->type == CODEC_VALUE_MAP) {
-            const codec_value_t *a = codec_map_get(rec, "at", 2);
-            at = a && a->type == CODEC_VALUE_INT ? (uint64_t)a->u.i : 0;
+        const char *id = k + prefix.len;
+        size_t id_len = klen - prefix.len, key_len;
+        client_t *c = client_find(s, m, id, id_len);
+        if (c)
+            c->seen = true;
+        if (!c || !c->known) {
+            char *key = client_key(m, id, id_len, &key_len);
+            bool gone = is_expired(s, key, key_len);
+            free(key);
+            if (gone)
+                continue;
         }
-        codec_value_destroy(rec);
-        if (n == cap)
-            all = codec_xrealloc(all, (cap = cap ? cap * 2 : 16) * sizeof(*all));
-        all[n++] = (aged_t){codec_xmemdup(k + prefix.len, klen - prefix.len),
-                            klen - prefix.len, at};
-    }
-    rocksdb_iter_destroy(it);
-    /* Records of this step are not in RocksDB yet: the cache has them. */
-    for (client_t *c = m->clients; c; c = c->next) {
-        if (!c->known)
-            continue;
-        size_t i = 0;
-        while (i < n &&
-               (all[i].id_len != c->id_len || memcmp(all[i].id, c->id, c->id_len)))
-            i++;
-        if (i == n) {
+        uint64_t at = 0;
+        if (c && c->known) {
+            at = c->at;
+        } else if (ages) {
+            const char *v = rocksdb_iter_value(it, &vlen);
+            codec_value_t *rec = NULL;
+            char derr[64];
+            if (codec_msgpack_decode(v, vlen, &codec_limits_trusted, &rec, derr,
+                                     sizeof(derr)) == 0 &&
+                rec->type == CODEC_VALUE_MAP) {
+                const codec_value_t *a = codec_map_get(rec, "at", 2);
+                at = a && a->type == CODEC_VALUE_INT ? (uint64_t)a->u.i : 0;
+            }
+            codec_value_destroy(rec);
+        }
+        if (ages) {
             if (n == cap)
                 all = codec_xrealloc(all, (cap = cap ? cap * 2 : 16) * sizeof(*all));
-            all[n++] = (aged_t){codec_xmemdup(c->id, c->id_len), c->id_len, c->at};
-        } else {
-            all[i].at = c->at;
+            all[n] = (aged_t){codec_xmemdup(id, id_len), id_len, at};
         }
+        n++;
     }
-    if (n > s->conf.clients_per_model) {
+    rocksdb_iter_destroy(it);
+    key_free(&prefix);
+    /* Records of this step are not in RocksDB yet: the cache has them. */
+    for (client_t *c = m->clients; c; c = c->next) {
+        if (c->known && !c->seen) {
+            if (ages) {
+                if (n == cap)
+                    all = codec_xrealloc(all, (cap = cap ? cap * 2 : 16) * sizeof(*all));
+                all[n] = (aged_t){codec_xmemdup(c->id, c->id_len), c->id_len, c->at};
+            }
+            n++;
+        }
+        c->seen = false;
+    }
+    if (ages)
+        *ages = all;
+    return n;
+}
+
+/* Keeps the model's client records to the newest clients_per_model (by the command
+ * count of their last flush, then by id), deleting the rest. It runs when a new
+ * client takes the model an eighth over the limit, so its scan is paid for by that
+ * many new clients; and it depends on the stored records alone, so every instance,
+ * whatever its cache did, forgets the same clients at the same flush. */
+static void expire_clients(state_store_t *s, state_model_t *m)
+{
+    aged_t *all = NULL;
+    size_t n = scan_clients(s, m, &all);
+    uint64_t keep = s->conf.clients_per_model;
+    if (n > keep) {
         qsort(all, n, sizeof(*all), by_age);
-        for (size_t i = 0; i < n - s->conf.clients_per_model; i++) {
+        for (size_t i = 0; i < n - keep; i++) {
             store_key_t k;
             key_init(&k, (uint32_t)m->partition, KIND_CLIENT);
             key_add_id(&k, m->id, m->id_len);
             key_add(&k, all[i].id, all[i].id_len);
             batch_write(s, k.p, k.len, NULL, 0);
             key_free(&k);
+            size_t key_len;
+            char *key = client_key(m, all[i].id, all[i].id_len, &key_len);
+            if (!is_expired(s, key, key_len)) {
+                expired_t *e = codec_xmalloc(sizeof(*e) + key_len);
+                memset(&e->hh, 0, sizeof(e->hh));
+                e->key_len = key_len;
+                memcpy(e->key, key, key_len);
+                HASH_ADD_KEYPTR(hh, s->expired, e->key, e->key_len, e);
+            }
+            free(key);
             client_t *c = client_find(s, m, all[i].id, all[i].id_len);
             if (c) {
                 client_t **link = &m->clients;
@@ -976,10 +1090,10 @@ static void expire_clients(state_store_t *s, state_model_t *m)
             }
         }
     }
+    m->client_records = n > keep ? keep : n;
     for (size_t i = 0; i < n; i++)
         free(all[i].id);
     free(all);
-    key_free(&prefix);
 }
 
 static void put_offset(state_store_t *s, int32_t partition, char kind, int64_t offset)
@@ -1031,6 +1145,16 @@ static void record_flush(state_store_t *s, state_model_t *m, const char *client,
         batch_write(s, k.p, k.len, hb.data, hb.size);
         key_free(&k);
         msgpack_sbuffer_destroy(&hb);
+        if (m->step_keys_of != s->step) {
+            m->step_keys_len = 0;
+            m->step_keys_of = s->step;
+        }
+        if (m->step_keys_len == m->step_keys_cap)
+            m->step_keys = codec_xrealloc(
+                m->step_keys,
+                (m->step_keys_cap = m->step_keys_cap ? m->step_keys_cap * 2 : 4) *
+                    sizeof(*m->step_keys));
+        m->step_keys[m->step_keys_len++] = applied_from;
     }
     for (uint32_t i = 0; i < applied->count; i++) {
         size_t len;
@@ -1044,8 +1168,14 @@ static void record_flush(state_store_t *s, state_model_t *m, const char *client,
 
     /* The client's record: its seq and the mappedPaths a retry must see again. */
     client_t *c = client_load(s, m, client, client_len);
-    if (!c->known)
-        m->new_clients++;
+    if (!c->stored) { /* a new record */
+        if (!m->clients_counted) {
+            m->client_records = scan_clients(s, m, NULL);
+            m->clients_counted = true;
+        }
+        m->client_records++;
+        c->stored = true;
+    }
     c->at = state_master_command_count(m->master);
     free(c->mapped_paths);
     c->mapped_paths = codec_xmemdup(mapped_paths, mapped_paths_len);
@@ -1091,11 +1221,9 @@ static void record_flush(state_store_t *s, state_model_t *m, const char *client,
                        m->history_bytes_since * 8 >= m->snapshot_bytes))) {
         put_snapshot(s, m);
         trim_history(s, m);
-        if (m->new_clients) {
-            expire_clients(s, m);
-            m->new_clients = 0;
-        }
     }
+    if (m->client_records > s->conf.clients_per_model + s->conf.clients_per_model / 8)
+        expire_clients(s, m);
 }
 
 static void pack_mapped_paths(msgpack_sbuffer *sb, const state_apply_t *a)
@@ -1597,6 +1725,8 @@ int state_store_commit(state_store_t *s, int32_t partition, int64_t next_offset,
     else
         rocksdb_write(s->db, s->write_options, batch, &err);
     rocksdb_writebatch_clear(s->batch);
+    forget_expired(s);
+    s->step++;
     if (err) {
         snprintf(s->failed, sizeof(s->failed), "%s", err);
         return fail_rocks(err, "writing a step", errstr, errstr_size);
