@@ -750,26 +750,34 @@ static client_t *client_load(state_store_t *s, state_model_t *m, const char *id,
     codec_value_t *rec = NULL;
     char derr[128];
     c->stored = v != NULL;
+    const codec_value_t *seq = NULL;
     if (!err && v &&
         codec_msgpack_decode(v, len, &codec_limits_trusted, &rec, derr, sizeof(derr)) ==
             0 &&
-        rec->type == CODEC_VALUE_MAP) {
-        const codec_value_t *seq = codec_map_get(rec, "seq", 3);
+        rec->type == CODEC_VALUE_MAP)
+        seq = codec_map_get(rec, "seq", 3);
+    if (err || (v && (!seq || seq->type != CODEC_VALUE_INT))) {
+        /* Taken as "no record", the client's retry would be applied twice. The store
+         * refuses the step instead: its partition stops, nothing of it answered. */
+        snprintf(s->failed, sizeof(s->failed),
+                 "the client record \"%.*s\" of model \"%.*s\" cannot be read: %s",
+                 (int)(id_len > 40 ? 40 : id_len), id,
+                 (int)(m->id_len > 40 ? 40 : m->id_len), m->id,
+                 err ? err : "not a client record");
+    } else if (seq) {
         const codec_value_t *mp = codec_map_get(rec, "mappedPaths", 11);
         const codec_value_t *at = codec_map_get(rec, "at", 2);
-        if (seq && seq->type == CODEC_VALUE_INT) {
-            c->known = true;
-            c->seq = (uint64_t)seq->u.i;
-            c->at = at && at->type == CODEC_VALUE_INT ? (uint64_t)at->u.i : 0;
-            if (mp) {
-                msgpack_sbuffer sb;
-                msgpack_sbuffer_init(&sb);
-                msgpack_packer pk;
-                msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-                codec_msgpack_pack_value(&pk, mp);
-                c->mapped_paths = sb.data; /* ownership moves: freed with free() */
-                c->mapped_paths_len = sb.size;
-            }
+        c->known = true;
+        c->seq = (uint64_t)seq->u.i;
+        c->at = at && at->type == CODEC_VALUE_INT ? (uint64_t)at->u.i : 0;
+        if (mp) {
+            msgpack_sbuffer sb;
+            msgpack_sbuffer_init(&sb);
+            msgpack_packer pk;
+            msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+            codec_msgpack_pack_value(&pk, mp);
+            c->mapped_paths = sb.data; /* ownership moves: freed with free() */
+            c->mapped_paths_len = sb.size;
         }
     }
     codec_value_destroy(rec);

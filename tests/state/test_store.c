@@ -982,3 +982,41 @@ Test(state_store, an_unreadable_snapshot_record_is_refused_not_skipped)
         state_store_install_snapshot(store, 0, "m", 1, "\x90", 1, errstr, sizeof(errstr)),
         -1);
 }
+
+/* An unreadable client record is not "no record": taken as one, the client's retry
+ * would be applied a second time. The store refuses the step instead. */
+Test(state_store, an_unreadable_client_record_fails_the_step_not_the_retry)
+{
+    open_store();
+    flush("m", "bob", 4,
+          "{\"type\":\"flush\",\"client\":\"bob\",\"seq\":4,\"from\":0,\"completions\":["
+          "{\"command\":{\"action\":\"create\"},\"createdId\":\"1\"}]}");
+    commit(1);
+    rocksdb_t *db = raw_db();
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    rocksdb_iterator_t *it = rocksdb_create_iterator(db, ro);
+    int corrupted = 0;
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t klen;
+        const char *k = rocksdb_iter_key(it, &klen);
+        if (klen > 5 && k[4] == STATE_ITEM_CLIENT) {
+            char *err = NULL;
+            rocksdb_put(db, wo, k, klen, "\xc1", 1, &err); /* 0xc1: never msgpack */
+            cr_assert_null(err);
+            corrupted++;
+        }
+    }
+    cr_assert_eq(corrupted, 1, "bob's record");
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    rocksdb_writeoptions_destroy(wo);
+    rocksdb_close(db);
+
+    open_store();
+    state_model_check_seq(store, model("m"), "bob", 3, 4, NULL);
+    cr_assert_neq(state_store_commit(store, 0, 2, errstr, sizeof(errstr)), 0,
+                  "the step is refused");
+    cr_assert(strstr(errstr, "client record \"bob\" of model \"m\" cannot be read"), "%s",
+              errstr);
+}
