@@ -1721,6 +1721,11 @@ static int count_visit(const rd_kafka_message_t *m, void *ctx)
 
 Test(kafka, the_partition_reader_reports_a_gap_instead_of_resetting)
 {
+    /* The test's reader fetches no more: the injected error is this read's. */
+    rd_kafka_topic_partition_list_t *mine;
+    cr_assert_eq(rd_kafka_assignment(reader, &mine), 0);
+    rd_kafka_pause_partitions(reader, mine);
+    rd_kafka_topic_partition_list_destroy(mine);
     for (int i = 0; i < 10; i++) {
         processor_record_t rec = {"changes.a", 0, "k", 1, "v", 1, NULL, NULL};
         cr_assert_eq(processor_produce(producer, &rec, true), 0);
