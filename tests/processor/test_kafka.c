@@ -1759,3 +1759,135 @@ Test(kafka, the_partition_reader_reports_a_gap_instead_of_resetting)
                  (long long)seen[0]);
     processor_config_clear(&cfg);
 }
+
+/* A revoke waits for the revoked partitions' outputs only: a record stuck on its way
+ * to a broker that is down (a snapshot record of another partition's model, say) must
+ * not hold up the rebalance for the 30 s a revoke may wait. */
+Test(kafka_faults, a_revoke_waits_only_for_the_revoked_partitions_outputs)
+{
+    const char *topics[] = {"flushout.flushes", "flushout.replies", "flushout.changes",
+                            "flushout.dlq", "flushout.snapshots"};
+    for (size_t t = 0; t < sizeof(topics) / sizeof(topics[0]); t++)
+        for (int p = 0; p < PARTITIONS; p++)
+            cr_assert_eq(rd_kafka_mock_partition_set_leader(mock, topics[t], p, 1), 0);
+    cr_assert_eq(rd_kafka_mock_partition_set_leader(mock, "flushout.snapshots",
+                                                    partition_of("stuck"), 3),
+                 0);
+    rd_kafka_mock_coordinator_set(mock, "group", "flushout-processor", 1);
+    rd_kafka_mock_broker_set_down(mock, 3); /* the snapshot record cannot be delivered */
+    const char *opts[] = {"--snapshot-topic-every", "1", NULL};
+    instance_t a, b;
+    instance_start(&a, "a", opts);
+    send_create("stuck", "c", 1, 0, "i1");
+    await_record("flushout.replies", "c", 1);
+
+    double started = now_ms();
+    instance_start(&b, "b", opts); /* a rebalance: a revokes some partitions */
+    usleep(8000 * 1000);
+    char models[PARTITIONS][16] = {{0}};
+    for (int i = 0, found = 0; found < PARTITIONS; i++) {
+        char model[16];
+        snprintf(model, sizeof(model), "rv-%d", i);
+        if (!models[partition_of(model)][0]) {
+            snprintf(models[partition_of(model)], sizeof(models[0]), "%s", model);
+            found++;
+        }
+    }
+    for (int p = 0; p < PARTITIONS; p++) {
+        char client[16];
+        snprintf(client, sizeof(client), "rv%d", p);
+        send_create(models[p], client, 1, 0, "i1");
+    }
+    for (int p = 0; p < PARTITIONS; p++) {
+        char client[16];
+        snprintf(client, sizeof(client), "rv%d", p);
+        size_t from = 0;
+        int left = (int)(started + 20000 - now_ms());
+        cr_assert_not_null(find_reply(client, 1, &from, left > 0 ? left : 0),
+                           "partition %d answers within 20 s of the rebalance", p);
+    }
+    rd_kafka_mock_broker_set_up(mock, 3);
+    instance_stop(&b);
+    instance_stop(&a);
+}
+
+/* Flushes of a 30 KB string to models cache-FIRST.., each answered. */
+static void fill_models(int first, int count, int *seq)
+{
+    static char json[31000];
+    char blob[30001];
+    memset(blob, 'x', 30000);
+    blob[30000] = '\0';
+    int from_seq = *seq + 1;
+    for (int i = first; i < first + count; i++) {
+        char model[16];
+        snprintf(model, sizeof(model), "cache-%d", i);
+        snprintf(json, sizeof(json),
+                 "{\"type\":\"flush\",\"client\":\"big\",\"seq\":%d,\"from\":0,"
+                 "\"completions\":[{\"command\":{\"action\":\"create\",\"path\":"
+                 "[\"items\"],\"parentDefault\":{},\"props\":{\"blob\":\"%s\"}}}]}",
+                 ++*seq, blob);
+        send_json(model, json, NULL);
+    }
+    for (int s = from_seq; s <= *seq; s++)
+        await_record("flushout.replies", "big", s);
+}
+
+/* The partitions whose stores the instance has opened (partition-N directories). */
+static int stores_of(const char *name)
+{
+    int n = 0;
+    for (int p = 0; p < PARTITIONS; p++) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s/%s/partition-%d", dir, name, p);
+        n += access(path, F_OK) == 0;
+    }
+    return n;
+}
+
+/* --cache-mb bounds the caches of all an instance's stores together, also when its
+ * partitions come in more than one assignment (each store's share was fixed when it
+ * was opened, and no store got less than 8 MB). */
+Test(kafka, the_caches_stay_within_cache_mb_after_incremental_assignments)
+{
+    int port = free_port();
+    char port_str[16];
+    snprintf(port_str, sizeof(port_str), "%d", port);
+    const char *opts[] = {"--cache-mb",
+                          "1",
+                          "--max-string-bytes",
+                          "65536",
+                          "--max-document-bytes",
+                          "10000000",
+                          "--max-record-bytes",
+                          "200000",
+                          "--http-port",
+                          port_str,
+                          NULL};
+    const char *opts_b[11];
+    memcpy(opts_b, opts, sizeof(opts_b));
+    opts_b[8] = NULL; /* the HTTP port is a's */
+    instance_t a, b;
+    instance_start(&b, "b", opts_b);
+    int seq = 0;
+    fill_models(0, 8, &seq); /* b holds every partition */
+    instance_start(&a, "a", opts);
+    for (double deadline = now_ms() + WAIT_MS; stores_of("a") < 2 && now_ms() < deadline;)
+        usleep(100 * 1000);
+    cr_assert_eq(stores_of("a"), 2, "a has half the partitions");
+    fill_models(8, 48, &seq); /* a's two stores fill their caches */
+    instance_stop(&b);        /* a gets the other two */
+    for (double deadline = now_ms() + WAIT_MS; stores_of("a") < 4 && now_ms() < deadline;)
+        usleep(100 * 1000);
+    cr_assert_eq(stores_of("a"), 4, "a has every partition");
+    fill_models(56, 48, &seq);
+    usleep(1200 * 1000); /* the stores' figures are refreshed at most once a second */
+    fill_models(104, 8, &seq);
+    static char body[1 << 16];
+    cr_assert_eq(http_get(port, "/metrics", body, sizeof(body)), 200);
+    double bytes = metric(body, "flushout_cache_bytes");
+    cr_assert_gt(bytes, 0, "%s", body);
+    cr_assert_leq(bytes, 1 << 20, "the caches hold %.0f bytes, more than --cache-mb 1",
+                  bytes);
+    instance_stop(&a);
+}
