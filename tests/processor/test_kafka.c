@@ -1898,3 +1898,70 @@ Test(kafka, the_caches_stay_within_cache_mb_after_incremental_assignments)
                   bytes);
     instance_stop(&a);
 }
+
+/* The settings recorded with a partition's store, or NULL. */
+static char *store_settings(const char *name, int32_t partition)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s/partition-%d", dir, name, partition);
+    state_store_conf_t sc = {.dir = path, .cache_bytes = 1 << 20};
+    char errstr[256];
+    state_store_t *store = state_store_open(&sc, errstr, sizeof(errstr));
+    cr_assert_not_null(store, "%s", errstr);
+    char *settings = state_store_settings(store, partition);
+    state_store_close(store);
+    return settings;
+}
+
+/* Settings that change what a flush produces are recorded with each store (a store
+ * from before they were recorded takes the current ones); an instance started with
+ * others refuses to run, naming them; rebuild records the settings it used. */
+Test(kafka, settings_that_change_outcomes_are_recorded_and_a_mismatch_is_refused)
+{
+    int32_t p = partition_of("set-0");
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/a/partition-%d", dir, p);
+    char errstr[256];
+    cr_assert_eq(processor_make_dirs(path, errstr, sizeof(errstr)), 0, "%s", errstr);
+    state_store_conf_t sc = {.dir = path, .cache_bytes = 1 << 20};
+    state_store_t *old = state_store_open(&sc, errstr, sizeof(errstr));
+    cr_assert_not_null(old, "%s", errstr);
+    state_store_set_partition_count(old, p, PARTITIONS); /* as earlier versions did */
+    cr_assert_eq(state_store_commit(old, p, -1, errstr, sizeof(errstr)), 0);
+    state_store_close(old);
+    cr_assert_null(store_settings("a", p));
+
+    instance_t a;
+    instance_start(&a, "a", NULL);
+    send_create("set-0", "c", 1, 0, "i1");
+    await_record("flushout.replies", "c", 1);
+    instance_stop(&a);
+    char *recorded = store_settings("a", p);
+    cr_assert_not_null(recorded, "an old store takes the current settings");
+    cr_assert(strstr(recorded, "ids=sequential;") && strstr(recorded, ";max-depth=8;") &&
+                  strstr(recorded, ";max-record-bytes=4096;") &&
+                  strstr(recorded, "initial-document={}"),
+              "%s", recorded);
+
+    const char *deeper[] = {"--max-depth", "9", NULL};
+    instance_start(&a, "a", deeper);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 30;
+    cr_assert_eq(pthread_timedjoin_np(a.thread, NULL, &until), 0,
+                 "the processor refuses to start");
+    cr_assert_eq(a.rc, 1);
+    char *now = processor_settings(&a.cfg, NULL);
+    char differ[512];
+    cr_assert_eq(processor_settings_diff(recorded, now, differ, sizeof(differ)), 1);
+    cr_assert_str_eq(differ, "--max-depth 8 when the state was built, 9 now");
+    free(now);
+    processor_config_clear(&a.cfg);
+
+    rebuild("rebuilt", "changes");
+    char *rebuilt = store_settings("rebuilt", p);
+    cr_assert_not_null(rebuilt);
+    cr_assert_str_eq(rebuilt, recorded, "rebuild records the settings it used");
+    free(rebuilt);
+    free(recorded);
+}
