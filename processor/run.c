@@ -1038,8 +1038,8 @@ static int read_partition(part_t *p, const char *topic, int64_t from, int64_t hi
     atomic_store(&p->catch_up_remaining, hi - from);
     int rc = processor_read_partition(p->r->cfg, p->r->bootstrap, &rd);
     atomic_store(&p->catch_up_remaining, 0);
-    if (rc == READ_FAILED)
-        return -1;
+    if (rc == READ_FAILED || (rc == -1 && part_read_stopped(&pr)))
+        return -1; /* being revoked, or stopping: no takeover to try again */
     if (rc == -1 || rc == PROCESSOR_READ_GAP) {
         snprintf(p->attempt_why, sizeof(p->attempt_why), "reading %s failed", topic);
         return TAKEOVER_AGAIN;

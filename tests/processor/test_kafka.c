@@ -1694,7 +1694,7 @@ Test(kafka, a_takeover_failing_on_kafka_errors_is_retried_and_fails_healthz)
 
     rd_kafka_mock_clear_request_errors(mock, 2);
     for (int m = 0; m < 8; m++) { /* every partition serves again */
-        char model[16], client[16];
+        char model[24], client[16];
         snprintf(model, sizeof(model), "back-%d", m);
         snprintf(client, sizeof(client), "c%d", m);
         send_create(model, client, 1, 0, "i1");
@@ -1827,7 +1827,7 @@ static void fill_models(int first, int count, int *seq)
     blob[30000] = '\0';
     int from_seq = *seq + 1;
     for (int i = first; i < first + count; i++) {
-        char model[16];
+        char model[24];
         snprintf(model, sizeof(model), "cache-%d", i);
         snprintf(json, sizeof(json),
                  "{\"type\":\"flush\",\"client\":\"big\",\"seq\":%d,\"from\":0,"
