@@ -1242,8 +1242,8 @@ static int catch_up(part_t *p)
      * change records gave the others. */
     if (!rc && fresh && !restored && r->cfg->snapshot_topic_every)
         rc = restore_snapshots(p, &cu);
-    if (rc ==
-        TAKEOVER_AGAIN) /* what was applied is committed; the rest comes next time */
+    /* Tried again later: what was applied is kept, the rest comes next time. */
+    if (rc == TAKEOVER_AGAIN)
         return commit_catch_up(p, &cu) ? -1 : rc;
     cu.hold_position = false;
     if (rc || commit_catch_up(p, &cu))
