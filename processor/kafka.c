@@ -131,7 +131,10 @@ rd_kafka_conf_t *processor_kafka_conf(const processor_config_t *cfg,
             set(conf, "enable.partition.eof",
                 role == PROCESSOR_KAFKA_RESTORE ? "true" : "false", errstr,
                 errstr_size) ||
-            set(conf, "auto.offset.reset", "earliest", errstr, errstr_size))
+            /* A reader overtaken by retention must say so (a gap), never jump. */
+            set(conf, "auto.offset.reset",
+                role == PROCESSOR_KAFKA_RESTORE ? "error" : "earliest", errstr,
+                errstr_size))
             goto err;
         break;
     case PROCESSOR_KAFKA_PRODUCER:
@@ -299,7 +302,16 @@ int processor_read_partition(const processor_config_t *cfg, const char *bootstra
             rd_kafka_message_destroy(m);
             break;
         }
-        if (m && m->err) {
+        bool gap = m && (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET ||
+                         m->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE ||
+                         (!m->err && rd->contiguous && m->offset != position));
+        if (gap) {
+            LOG_WARN("partition %d: reading %s at offset %lld: %s; records are missing "
+                     "(deleted by retention while being read?)",
+                     rd->partition, rd->topic, (long long)position,
+                     m->err ? rd_kafka_message_errstr(m) : "a record after a gap");
+            rc = PROCESSOR_READ_GAP;
+        } else if (m && m->err) {
             LOG_WARN("partition %d: reading %s: %s", rd->partition, rd->topic,
                      rd_kafka_message_errstr(m));
         } else if (m) {

@@ -97,7 +97,17 @@ const processor_option_t processor_options[] = {
     {"http-port", PROCESSOR_OPT_UINT, "0", NULL, 0, 65535, OFF(http_port),
      PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV, 0,
      "Serve /metrics (Prometheus text format), /healthz and /readyz over HTTP on this "
-     "port, on every interface (0: no HTTP server)."},
+     "port (0: no HTTP server), on --http-address."},
+    {"http-address", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(http_address),
+     PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV, 0,
+     "The address the HTTP server listens on: an IP address (127.0.0.1, ::1, the pod's "
+     "address) or a host name (its first address). Default: every interface, IPv6 and "
+     "IPv4."},
+    {"takeover-timeout-ms", PROCESSOR_OPT_UINT, "300000", NULL, 1000, UINT64_MAX,
+     OFF(takeover_timeout_ms), PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV, 0,
+     "How long a partition may fail to be taken over because of transient Kafka errors "
+     "(timeouts, leaders moving, brokers down: retried with backoff meanwhile) before "
+     "/healthz fails, naming it, so that the instance is restarted."},
     {"extra-topics", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(extra_topics),
      PROCESSOR_CMD_DEV, 0,
      "More topics for the embedded cluster, NAME:PARTITIONS comma-separated (for "

@@ -33,6 +33,7 @@
 #define KIND_CHANGES    'k'
 #define KIND_PARTITIONS 'p'
 #define KIND_CHANGED    'd'
+#define KIND_SETTINGS   'f'
 #define MAX_ID_BYTES    65535 /* model ids are length-prefixed with 16 bits */
 
 /* Client records of all cached models live in one store-wide table (a table per model
@@ -1668,6 +1669,40 @@ void state_store_set_partition_count(state_store_t *s, int32_t partition, int32_
     put_offset(s, partition, KIND_PARTITIONS, count);
 }
 
+char *state_store_settings(state_store_t *s, int32_t partition)
+{
+    store_key_t k;
+    key_init(&k, (uint32_t)partition, KIND_SETTINGS);
+    char *err = NULL;
+    size_t len = 0;
+    char *v = rocksdb_get(s->db, s->read_options, k.p, k.len, &len, &err);
+    key_free(&k);
+    char *settings = NULL;
+    if (!err && v) {
+        settings = codec_xmalloc(len + 1);
+        memcpy(settings, v, len);
+        settings[len] = '\0';
+    }
+    rocksdb_free(err);
+    free(v);
+    return settings;
+}
+
+void state_store_set_settings(state_store_t *s, int32_t partition, const char *settings)
+{
+    store_key_t k;
+    key_init(&k, (uint32_t)partition, KIND_SETTINGS);
+    batch_write(s, k.p, k.len, settings, strlen(settings));
+    key_free(&k);
+}
+
+void state_store_set_cache_bytes(state_store_t *s, size_t cache_bytes)
+{
+    s->conf.cache_bytes = cache_bytes;
+    if (!s->ops_len) /* every model is clean: evicting loses nothing */
+        evict(s);
+}
+
 /* FLUSHOUT_FAILPOINT=store-write:P:N (tests only): the N-th commit of a processing step
  * (one with an offset) to partition P fails as a RocksDB write error would. A real full
  * disk cannot stand in for it here: Debian's RocksDB asserts on a failed WAL write. */
@@ -1821,6 +1856,7 @@ static bool parse_key(const char *k, size_t len, state_store_item_t *item)
     case KIND_OFFSET:
     case KIND_CHANGES:
     case KIND_PARTITIONS:
+    case KIND_SETTINGS:
         return rest_len == 0;
     case KIND_OUTBOX:
         if (rest_len != 8)

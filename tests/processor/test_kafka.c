@@ -5,19 +5,23 @@
  * the changes topic, and identical output from two instances given the same input.
  * Each test has its own cluster (Criterion runs each in its own process). */
 #define _GNU_SOURCE /* pthread_timedjoin_np */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "codec/json.h"
 #include "codec/msgpack.h"
+#include "processor/cmd_apply.h"
 #include "processor/handler.h"
 #include "processor/cmd_rebuild.h"
 #include "processor/kafka.h"
@@ -1860,4 +1864,417 @@ Test(kafka, an_unreadable_snapshot_record_stops_its_partition_instead_of_a_rollb
     instance_stop(&b);
     /* rebuild installs the snapshot records ahead of the changes: it fails too. */
     cr_assert_neq(rebuild_rc("rebuilt", "changes"), 0, "rebuild refuses, not skips");
+}
+
+/* ---- taking partitions over when Kafka fails (issue 13, findings 7, 8 and 9) ---- */
+
+/* A free TCP port on 127.0.0.1 (bound once and released). */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, len), 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+/* GET path from 127.0.0.1:port: @returns the status (-1: no connection), the body in
+ * body (at most size - 1 bytes). */
+static int http_get(int port, const char *path, char *body, size_t size)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    body[0] = '\0';
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+        close(fd);
+        return -1;
+    }
+    char req[256];
+    int n =
+        snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
+    cr_assert_eq(write(fd, req, (size_t)n), n);
+    static char buf[1 << 16];
+    size_t got_bytes = 0;
+    ssize_t r;
+    while (got_bytes < sizeof(buf) - 1 &&
+           (r = read(fd, buf + got_bytes, sizeof(buf) - 1 - got_bytes)) > 0)
+        got_bytes += (size_t)r;
+    close(fd);
+    buf[got_bytes] = '\0';
+    int status = -1;
+    sscanf(buf, "HTTP/1.%*d %d", &status);
+    const char *start = strstr(buf, "\r\n\r\n");
+    snprintf(body, size, "%s", start ? start + 4 : "");
+    return status;
+}
+
+/* The value of a sample (name with its labels) in a /metrics body, or -1. */
+static double metric(const char *body, const char *sample)
+{
+    size_t len = strlen(sample);
+    for (const char *l = body; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        if (!strncmp(l, sample, len) && l[len] == ' ')
+            return strtod(l + len + 1, NULL);
+    return -1;
+}
+
+/* A failed committed-offset query (OffsetFetch refused) is tried again, never taken as
+ * "no committed offset": a new store would start at the topic's beginning and answer
+ * every flush again (duplicate replies). The errors are pushed while the partition
+ * catches up (slowly: FLUSHOUT_FAILPOINT=catch-up-slow), so that they meet the
+ * processor's own query, not the consumer's at assignment. */
+Test(kafka, a_failed_committed_offset_query_is_tried_again)
+{
+    instance_t a;
+    instance_start(&a, "a", NULL);
+    for (int seq = 1; seq <= 3; seq++) {
+        char id[16];
+        snprintf(id, sizeof(id), "i%d", seq);
+        send_create("committed", "c", seq, seq - 1, id);
+        await_record("flushout.replies", "c", seq);
+    }
+    instance_stop(&a); /* commits the offsets */
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof(path), "rm -rf '%s/a'", dir);
+    cr_assert_eq(system(path), 0); /* a new store: only Kafka knows where to start */
+
+    size_t mark = got_len;
+    setenv("FLUSHOUT_FAILPOINT", "catch-up-slow:1000", 1); /* 3 change records: 3 s */
+    instance_start(&a, "a", NULL);
+    snprintf(path, sizeof(path), "%s/a/partition-%d", dir, partition_of("committed"));
+    for (double deadline = now_ms() + WAIT_MS; access(path, F_OK) && now_ms() < deadline;)
+        usleep(20 * 1000);
+    cr_assert_eq(access(path, F_OK), 0, "the partition is being taken over");
+    usleep(500 * 1000);
+    rd_kafka_mock_push_request_errors(mock, 9 /* OffsetFetch */, 3,
+                                      RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED,
+                                      RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED,
+                                      RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED);
+    unsetenv("FLUSHOUT_FAILPOINT");
+    send_create("committed", "c", 4, 3, "i4");
+    await_record("flushout.replies", "c", 4);
+    pump(500);
+    for (size_t j = mark; j < got_len; j++) {
+        if (strcmp(got[j].topic, "flushout.replies"))
+            continue;
+        codec_value_t *v = decode(&got[j]);
+        int64_t seq = int_field(v, "seq");
+        codec_value_destroy(v);
+        cr_assert_eq(seq, 4, "flush %lld answered again: the partition started over",
+                     (long long)seq);
+    }
+    instance_stop(&a);
+}
+
+/* Watermark queries (ListOffsets) refused while partitions are taken over: the
+ * takeover is tried again with backoff instead of failing the partitions for good;
+ * past --takeover-timeout-ms /healthz says 503 naming them, /metrics counts them, and
+ * once Kafka answers again the partitions are served and /healthz is 200. */
+Test(kafka, a_takeover_failing_on_kafka_errors_is_retried_and_fails_healthz)
+{
+    rd_kafka_resp_err_t errors[400];
+    for (size_t i = 0; i < 400; i++)
+        errors[i] = RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED;
+    pump(1000); /* the test's reader has its start offsets: the errors are the processor's
+                 */
+    rd_kafka_mock_push_request_errors_array(mock, 2 /* ListOffsets */, 400, errors);
+    int port = free_port();
+    char port_str[16];
+    snprintf(port_str, sizeof(port_str), "%d", port);
+    const char *opts[] = {"--http-port", port_str, "--takeover-timeout-ms", "2000", NULL};
+    instance_t a;
+    instance_start(&a, "a", opts);
+    static char body[1 << 16];
+    int status = 0;
+    for (double deadline = now_ms() + WAIT_MS; status != 503 && now_ms() < deadline;) {
+        usleep(200 * 1000);
+        status = http_get(port, "/healthz", body, sizeof(body));
+    }
+    cr_assert_eq(status, 503, "/healthz fails while partitions cannot be taken over");
+    cr_assert(strstr(body, "cannot be taken over") && strstr(body, "offsets of"), "%s",
+              body);
+    cr_assert_eq(http_get(port, "/metrics", body, sizeof(body)), 200);
+    cr_assert_gt(metric(body, "flushout_partitions_retrying"), 0, "%s", body);
+    cr_assert_gt(metric(body, "flushout_takeover_retries_total"), 0);
+    cr_assert_eq(metric(body, "flushout_partitions_failed"), 0, "not failed for good");
+    cr_assert_eq(http_get(port, "/readyz", body, sizeof(body)), 503);
+    cr_assert(strstr(body, "taken over again"), "%s", body);
+
+    rd_kafka_mock_clear_request_errors(mock, 2);
+    for (int m = 0; m < 8; m++) { /* every partition serves again */
+        char model[24], client[16];
+        snprintf(model, sizeof(model), "back-%d", m);
+        snprintf(client, sizeof(client), "c%d", m);
+        send_create(model, client, 1, 0, "i1");
+        await_record("flushout.replies", client, 1);
+    }
+    cr_assert_eq(http_get(port, "/healthz", body, sizeof(body)), 200, "%s", body);
+    cr_assert_eq(http_get(port, "/metrics", body, sizeof(body)), 200);
+    cr_assert_eq(metric(body, "flushout_partitions_retrying"), 0);
+    instance_stop(&a);
+}
+
+/* The catch-up reader never jumps: where the broker says the offset is gone
+ * (OFFSET_OUT_OF_RANGE: retention overtook the reader) librdkafka would reset to the
+ * earliest offset and hand over records from before where the read started, or skip
+ * the deleted ones; the reader reports a gap instead, and the caller restores. */
+static int count_visit(const rd_kafka_message_t *m, void *ctx)
+{
+    int64_t *seen = ctx;
+    if (seen[1] < 0)
+        seen[1] = m->offset; /* the first offset handed over */
+    seen[0]++;
+    return 0;
+}
+
+Test(kafka, the_partition_reader_reports_a_gap_instead_of_resetting)
+{
+    /* The test's reader fetches no more: the injected error is this read's. */
+    rd_kafka_topic_partition_list_t *mine;
+    cr_assert_eq(rd_kafka_assignment(reader, &mine), 0);
+    rd_kafka_pause_partitions(reader, mine);
+    rd_kafka_topic_partition_list_destroy(mine);
+    for (int i = 0; i < 10; i++) {
+        processor_record_t rec = {"changes.a", 0, "k", 1, "v", 1, NULL, NULL};
+        cr_assert_eq(processor_produce(producer, &rec, true), 0);
+    }
+    cr_assert_eq(rd_kafka_flush(producer, WAIT_MS), 0);
+    processor_config_t cfg;
+    const char *argv[] = {
+        "--bootstrap-servers", bootstrap, "--state-dir", dir, "--from", "changes"};
+    char errstr[256];
+    cr_assert_eq(processor_config_load(&cfg, PROCESSOR_CMD_REBUILD, "rebuild", 6,
+                                       (char **)argv, errstr, sizeof(errstr)),
+                 0, "%s", errstr);
+    int64_t seen[2] = {0, -1};
+    processor_partition_read_t rd = {"changes.a", 0, 5, 10, count_visit, NULL, seen};
+    rd.contiguous = true;
+    cr_assert_eq(processor_read_partition(&cfg, bootstrap, &rd), 0, "a read that works");
+    cr_assert_eq(seen[0], 5);
+    cr_assert_eq(seen[1], 5);
+
+    seen[0] = 0;
+    seen[1] = -1;
+    rd.from = 5;
+    rd_kafka_mock_push_request_errors(mock, 1 /* Fetch */, 1,
+                                      RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE);
+    int rc = processor_read_partition(&cfg, bootstrap, &rd);
+    cr_assert(seen[1] < 0 || seen[1] >= 5,
+              "records before the start were handed over "
+              "(offset %lld)",
+              (long long)seen[1]);
+    cr_assert_eq(rc, PROCESSOR_READ_GAP, "the gap is reported (rc %d, %lld records)", rc,
+                 (long long)seen[0]);
+    processor_config_clear(&cfg);
+}
+
+/* A revoke waits for the revoked partitions' outputs only: a record stuck on its way
+ * to a broker that is down (a snapshot record of another partition's model, say) must
+ * not hold up the rebalance for the 30 s a revoke may wait. */
+Test(kafka_faults, a_revoke_waits_only_for_the_revoked_partitions_outputs)
+{
+    const char *topics[] = {"flushout.flushes", "flushout.replies", "flushout.changes",
+                            "flushout.dlq", "flushout.snapshots"};
+    for (size_t t = 0; t < sizeof(topics) / sizeof(topics[0]); t++)
+        for (int p = 0; p < PARTITIONS; p++)
+            cr_assert_eq(rd_kafka_mock_partition_set_leader(mock, topics[t], p, 1), 0);
+    cr_assert_eq(rd_kafka_mock_partition_set_leader(mock, "flushout.snapshots",
+                                                    partition_of("stuck"), 3),
+                 0);
+    rd_kafka_mock_coordinator_set(mock, "group", "flushout-processor", 1);
+    const char *opts[] = {"--snapshot-topic-every", "1", NULL};
+    instance_t a, b;
+    instance_start(&a, "a", opts);
+    send_create("stuck", "c", 1, 0, "i1");
+    await_record("flushout.replies", "c", 1);
+    usleep(1000 * 1000);                    /* every partition is taken over */
+    rd_kafka_mock_broker_set_down(mock, 3); /* its next snapshot record is stuck */
+    send_create("stuck", "c", 2, 1, "i2");
+    await_record("flushout.replies", "c", 2);
+
+    double started = now_ms();
+    instance_start(&b, "b", opts); /* a rebalance: a revokes some partitions */
+    usleep(8000 * 1000);
+    char models[PARTITIONS][16] = {{0}};
+    for (int i = 0, found = 0; found < PARTITIONS; i++) {
+        char model[16];
+        snprintf(model, sizeof(model), "rv-%d", i);
+        if (!models[partition_of(model)][0]) {
+            snprintf(models[partition_of(model)], sizeof(models[0]), "%s", model);
+            found++;
+        }
+    }
+    for (int p = 0; p < PARTITIONS; p++) {
+        char client[16];
+        snprintf(client, sizeof(client), "rv%d", p);
+        send_create(models[p], client, 1, 0, "i1");
+    }
+    for (int p = 0; p < PARTITIONS; p++) {
+        /* Not the stuck model's partition: a new owner cannot restore it while its
+         * snapshots partition has no leader. */
+        if (p == partition_of("stuck"))
+            continue;
+        char client[16];
+        snprintf(client, sizeof(client), "rv%d", p);
+        size_t from = 0;
+        int left = (int)(started + 20000 - now_ms());
+        cr_assert_not_null(find_reply(client, 1, &from, left > 0 ? left : 0),
+                           "partition %d answers within 20 s of the rebalance", p);
+    }
+    rd_kafka_mock_broker_set_up(mock, 3);
+    instance_stop(&b);
+    instance_stop(&a);
+}
+
+/* Flushes of a 30 KB string to models cache-FIRST.., each answered. */
+static void fill_models(int first, int count, int *seq)
+{
+    static char json[31000];
+    char blob[30001];
+    memset(blob, 'x', 30000);
+    blob[30000] = '\0';
+    int from_seq = *seq + 1;
+    for (int i = first; i < first + count; i++) {
+        char model[24];
+        snprintf(model, sizeof(model), "cache-%d", i);
+        snprintf(json, sizeof(json),
+                 "{\"type\":\"flush\",\"client\":\"big\",\"seq\":%d,\"from\":0,"
+                 "\"completions\":[{\"command\":{\"action\":\"create\",\"path\":"
+                 "[\"items\"],\"parentDefault\":{},\"props\":{\"blob\":\"%s\"}}}]}",
+                 ++*seq, blob);
+        send_json(model, json, NULL);
+    }
+    for (int s = from_seq; s <= *seq; s++)
+        await_record("flushout.replies", "big", s);
+}
+
+/* The partitions whose stores the instance has opened (partition-N directories). */
+static int stores_of(const char *name)
+{
+    int n = 0;
+    for (int p = 0; p < PARTITIONS; p++) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s/%s/partition-%d", dir, name, p);
+        n += access(path, F_OK) == 0;
+    }
+    return n;
+}
+
+/* --cache-mb bounds the caches of all an instance's stores together, also when its
+ * partitions come in more than one assignment (each store's share was fixed when it
+ * was opened, and no store got less than 8 MB). */
+Test(kafka, the_caches_stay_within_cache_mb_after_incremental_assignments)
+{
+    int port = free_port();
+    char port_str[16];
+    snprintf(port_str, sizeof(port_str), "%d", port);
+    const char *opts[] = {"--cache-mb",
+                          "1",
+                          "--max-string-bytes",
+                          "65536",
+                          "--max-document-bytes",
+                          "10000000",
+                          "--max-record-bytes",
+                          "200000",
+                          "--http-port",
+                          port_str,
+                          NULL};
+    const char *opts_b[11];
+    memcpy(opts_b, opts, sizeof(opts_b));
+    opts_b[8] = NULL; /* the HTTP port is a's */
+    instance_t a, b;
+    instance_start(&b, "b", opts_b);
+    int seq = 0;
+    fill_models(0, 8, &seq); /* b holds every partition */
+    instance_start(&a, "a", opts);
+    for (double deadline = now_ms() + WAIT_MS; stores_of("a") < 2 && now_ms() < deadline;)
+        usleep(100 * 1000);
+    cr_assert_eq(stores_of("a"), 2, "a has half the partitions");
+    fill_models(8, 48, &seq); /* a's two stores fill their caches */
+    instance_stop(&b);        /* a gets the other two */
+    for (double deadline = now_ms() + WAIT_MS; stores_of("a") < 4 && now_ms() < deadline;)
+        usleep(100 * 1000);
+    cr_assert_eq(stores_of("a"), 4, "a has every partition");
+    fill_models(56, 48, &seq);
+    usleep(1200 * 1000); /* the stores' figures are refreshed at most once a second */
+    fill_models(104, 8, &seq);
+    static char body[1 << 16];
+    cr_assert_eq(http_get(port, "/metrics", body, sizeof(body)), 200);
+    double bytes = metric(body, "flushout_cache_bytes");
+    cr_assert_gt(bytes, 0, "%s", body);
+    cr_assert_leq(bytes, 1 << 20, "the caches hold %.0f bytes, more than --cache-mb 1",
+                  bytes);
+    instance_stop(&a);
+}
+
+/* The settings recorded with a partition's store, or NULL. */
+static char *store_settings(const char *name, int32_t partition)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s/partition-%d", dir, name, partition);
+    state_store_conf_t sc = {.dir = path, .cache_bytes = 1 << 20};
+    char errstr[256];
+    state_store_t *store = state_store_open(&sc, errstr, sizeof(errstr));
+    cr_assert_not_null(store, "%s", errstr);
+    char *settings = state_store_settings(store, partition);
+    state_store_close(store);
+    return settings;
+}
+
+/* Settings that change what a flush produces are recorded with each store (a store
+ * from before they were recorded takes the current ones); an instance started with
+ * others refuses to run, naming them; rebuild records the settings it used. */
+Test(kafka, settings_that_change_outcomes_are_recorded_and_a_mismatch_is_refused)
+{
+    int32_t p = partition_of("set-0");
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/a/partition-%d", dir, p);
+    char errstr[256];
+    cr_assert_eq(processor_make_dirs(path, errstr, sizeof(errstr)), 0, "%s", errstr);
+    state_store_conf_t sc = {.dir = path, .cache_bytes = 1 << 20};
+    state_store_t *old = state_store_open(&sc, errstr, sizeof(errstr));
+    cr_assert_not_null(old, "%s", errstr);
+    state_store_set_partition_count(old, p, PARTITIONS); /* as earlier versions did */
+    cr_assert_eq(state_store_commit(old, p, -1, errstr, sizeof(errstr)), 0);
+    state_store_close(old);
+    cr_assert_null(store_settings("a", p));
+
+    instance_t a;
+    instance_start(&a, "a", NULL);
+    send_create("set-0", "c", 1, 0, "i1");
+    await_record("flushout.replies", "c", 1);
+    instance_stop(&a);
+    char *recorded = store_settings("a", p);
+    cr_assert_not_null(recorded, "an old store takes the current settings");
+    cr_assert(strstr(recorded, "ids=sequential;") && strstr(recorded, ";max-depth=8;") &&
+                  strstr(recorded, ";max-record-bytes=4096;") &&
+                  strstr(recorded, "initial-document={}"),
+              "%s", recorded);
+
+    const char *deeper[] = {"--max-depth", "9", NULL};
+    instance_start(&a, "a", deeper);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 30;
+    cr_assert_eq(pthread_timedjoin_np(a.thread, NULL, &until), 0,
+                 "the processor refuses to start");
+    cr_assert_eq(a.rc, 1);
+    char *now = processor_settings(&a.cfg, NULL);
+    char differ[512];
+    cr_assert_eq(processor_settings_diff(recorded, now, differ, sizeof(differ)), 1);
+    cr_assert_str_eq(differ, "--max-depth 8 when the state was built, 9 now");
+    free(now);
+    processor_config_clear(&a.cfg);
+
+    rebuild("rebuilt", "changes");
+    char *rebuilt = store_settings("rebuilt", p);
+    cr_assert_not_null(rebuilt);
+    cr_assert_str_eq(rebuilt, recorded, "rebuild records the settings it used");
+    free(rebuilt);
+    free(recorded);
 }
