@@ -158,6 +158,12 @@ char *processor_settings(const processor_config_t *cfg,
     return out;
 }
 
+void processor_settings_id(const char *settings, char id[PROCESSOR_SETTINGS_ID_LEN + 1])
+{
+    snprintf(id, PROCESSOR_SETTINGS_ID_LEN + 1, "%016llx",
+             (unsigned long long)XXH64(settings, strlen(settings), 0));
+}
+
 /* The value of name in a settings string, or NULL; *len set. */
 static const char *setting(const char *settings, const char *name, size_t name_len,
                            size_t *len)

@@ -23,6 +23,17 @@ state_store_conf_t processor_store_conf(const processor_config_t *cfg, const cha
  *  instances configured differently do not silently diverge. Caller frees. */
 char *processor_settings(const processor_config_t *cfg,
                          const codec_value_t *initial_document);
+/* The Kafka headers that carry the settings on every change and snapshot record, so
+ * that a partition's next owner (or `rebuild`) refuses records written under others:
+ * the identity, on both (16 hex digits: processor_settings_id()), and the whole string,
+ * on snapshot records only (rarer; a refusal can then name the differing settings). */
+#define PROCESSOR_SETTINGS_HEADER      "flushout_settings"
+#define PROCESSOR_SETTINGS_TEXT_HEADER "flushout_settings_text"
+#define PROCESSOR_SETTINGS_ID_LEN      16
+
+/** Writes the identity of settings (xxh64 of the string, as 16 lowercase hex digits
+ *  and a NUL) to id. */
+void processor_settings_id(const char *settings, char id[PROCESSOR_SETTINGS_ID_LEN + 1]);
 /** Writes to out the settings that differ between recorded and now, as
  *  "--name recorded, now value; ..." (at most out_size bytes). @returns how many differ.
  */

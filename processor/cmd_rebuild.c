@@ -166,6 +166,9 @@ static int rebuild_partition(const rebuild_t *rb, int32_t partition)
     processor_partition_read_t rd = {rb->topic,     partition, -1, -1,
                                      rebuild_visit, NULL,      &rp};
     rd.contiguous = rb->from_changes;
+    /* Change and snapshot records written under other settings are refused (the
+     * flushes topic's headers are the clients'). */
+    rd.settings = rb->from_changes ? rb->settings : NULL;
     int rc = processor_read_partition(cfg, cfg->bootstrap_servers, &rd);
     /* Retention overtook the reader: from the changes, a gap like any other; from the
      * flushes, records were lost and no rebuild can be right. */
@@ -195,6 +198,7 @@ static int rebuild_partition(const rebuild_t *rb, int32_t partition)
     if (rb->snapshots_topic && (rp.snapshots_first || !rc)) {
         processor_partition_read_t srd = {rb->snapshots_topic, partition, -1, -1,
                                           install_visit,       NULL,      &rp};
+        srd.settings = rb->settings;
         if (!rc)
             rc = processor_read_partition(cfg, cfg->bootstrap_servers, &srd);
         if (!rc)

@@ -36,6 +36,8 @@
 typedef struct repartition_s {
     const processor_config_t *cfg;
     codec_value_t *initial_document; /* models without a snapshot start from it */
+    char *settings;                  /* processor_settings(): on every snapshot record */
+    char settings_id[PROCESSOR_SETTINGS_ID_LEN + 1];
     rd_kafka_t *producer;
     int32_t old_count, new_count;
     atomic_uint_fast64_t delivery_failures;
@@ -190,16 +192,22 @@ static int move_models(repartition_t *rp, int32_t partition, int64_t *next_input
         if (!rc) {
             int32_t to =
                 processor_key_partition(cfg->partitioner, m->name, m->len, rp->new_count);
+            /* The settings it was given, as the processors' own snapshot records. */
+            rd_kafka_headers_t *hdrs = rd_kafka_headers_new(2);
+            rd_kafka_header_add(hdrs, PROCESSOR_SETTINGS_HEADER, -1, rp->settings_id, -1);
+            rd_kafka_header_add(hdrs, PROCESSOR_SETTINGS_TEXT_HEADER, -1, rp->settings,
+                                -1);
             processor_record_t rec = {cfg->to_snapshots_topic,
                                       to,
                                       m->name,
                                       m->len,
                                       buf.data,
                                       buf.size,
-                                      NULL,
+                                      hdrs,
                                       NULL};
             rd_kafka_resp_err_t err = processor_produce(rp->producer, &rec, true);
             if (err) {
+                rd_kafka_headers_destroy(hdrs);
                 LOG_ERROR("repartition: producing the snapshot of \"%.*s\" to %s: %s",
                           (int)(m->len > 60 ? 60 : m->len), m->name,
                           cfg->to_snapshots_topic, rd_kafka_err2str(err));
@@ -309,6 +317,8 @@ int processor_cmd_repartition(const processor_config_t *cfg)
         rd_kafka_destroy(rp.producer);
         return 1;
     }
+    rp.settings = processor_settings(cfg, rp.initial_document);
+    processor_settings_id(rp.settings, rp.settings_id);
     int rc = check_topics(&rp);
     /* 1. The old layout's models, as the processors left them. */
     if (!rc && processor_rebuild_with_snapshots(cfg))
@@ -371,6 +381,7 @@ int processor_cmd_repartition(const processor_config_t *cfg)
     }
     rd_kafka_destroy(rp.producer);
     codec_value_destroy(rp.initial_document);
+    free(rp.settings);
     if (rc) {
         LOG_ERROR(
             "repartition: failed; the old topics are untouched. Fix the cause, empty "

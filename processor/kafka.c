@@ -7,6 +7,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cmd_apply.h"
+#include "codec/alloc.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -254,6 +256,48 @@ int processor_topic_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms
     return count;
 }
 
+/* Whether m was written under settings other than rd->settings (id: their identity)
+ * that --accept-settings does not accept; logs why, naming the record. */
+static bool settings_refused(const processor_config_t *cfg,
+                             const processor_partition_read_t *rd, const char *id,
+                             const rd_kafka_message_t *m)
+{
+    rd_kafka_headers_t *hdrs;
+    const void *v;
+    size_t len;
+    if (rd_kafka_message_headers(m, &hdrs) ||
+        rd_kafka_header_get_last(hdrs, PROCESSOR_SETTINGS_HEADER, &v, &len))
+        return false; /* written before the settings travelled with the records */
+    if (len == PROCESSOR_SETTINGS_ID_LEN && !memcmp(v, id, len))
+        return false;
+    for (const char *s = cfg->accept_settings; s && *s;) {
+        size_t item = strcspn(s, ",");
+        if (item == len && !memcmp(s, v, len))
+            return false;
+        s += item + (s[item] == ',');
+    }
+    /* Snapshot records carry the whole string: name the settings that differ. */
+    char differ[1024] = "";
+    const void *text;
+    size_t text_len;
+    if (!rd_kafka_header_get_last(hdrs, PROCESSOR_SETTINGS_TEXT_HEADER, &text,
+                                  &text_len)) {
+        char *written = codec_xmemdup(text, text_len);
+        processor_settings_diff(written, rd->settings, differ, sizeof(differ));
+        free(written);
+    }
+    int shown = len > 64 ? 64 : (int)len;
+    LOG_ERROR("partition %d: the record at %s offset %lld was written under other "
+              "settings (%.*s, this instance's are %s)%s%s: instances configured "
+              "differently answer the same records differently, so it is refused. Give "
+              "every instance (and rebuild) the settings the records were written "
+              "under; for a deliberate change of the settings, accept the old ones with "
+              "--accept-settings %.*s",
+              rd->partition, rd->topic, (long long)m->offset, shown, (const char *)v, id,
+              differ[0] ? ": " : "", differ, shown, (const char *)v);
+    return true;
+}
+
 int processor_read_partition(const processor_config_t *cfg, const char *bootstrap_servers,
                              processor_partition_read_t *rd)
 {
@@ -290,6 +334,9 @@ int processor_read_partition(const processor_config_t *cfg, const char *bootstra
         rd_kafka_assign(rk, l);
     rd_kafka_topic_partition_list_destroy(l);
 
+    char id[PROCESSOR_SETTINGS_ID_LEN + 1] = "";
+    if (rd->settings)
+        processor_settings_id(rd->settings, id);
     double start = processor_monotonic_s(), last_log = start;
     int64_t position = rd->from;
     while (!rc && position < rd->to) {
@@ -314,6 +361,8 @@ int processor_read_partition(const processor_config_t *cfg, const char *bootstra
         } else if (m && m->err) {
             LOG_WARN("partition %d: reading %s: %s", rd->partition, rd->topic,
                      rd_kafka_message_errstr(m));
+        } else if (m && rd->settings && settings_refused(cfg, rd, id, m)) {
+            rc = PROCESSOR_READ_SETTINGS;
         } else if (m) {
             rc = rd->visit(m, rd->ctx);
             position = m->offset + 1;

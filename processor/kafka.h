@@ -74,17 +74,26 @@ typedef struct processor_partition_read_s {
     /* Every offset holds a record (the changes topic: written by one idempotent
      * producer, never compacted), so one that skips is a gap. */
     bool contiguous;
+    /* The reader's settings (processor_settings()), for the changes and snapshots
+     * topics: a record whose settings header says others (and not one of
+     * --accept-settings) stops the read with PROCESSOR_READ_SETTINGS. A record without
+     * the header (written before it existed) is accepted. NULL: no check (the flushes
+     * topic, whose headers are the clients'). */
+    const char *settings;
 } processor_partition_read_t;
 
 /* processor_read_partition(): records are missing (retention deleted them while, or
  * before, they were read; or, when contiguous, a record came after a gap). */
 #define PROCESSOR_READ_GAP (-2)
+/* processor_read_partition(): a record was written under other settings (logged, with
+ * its topic, partition and offset, and the differing settings where it names them). */
+#define PROCESSOR_READ_SETTINGS (-3)
 
 /** Reads rd->topic's partition, with a progress line (records/s, percent, time left)
  *  every 2 s. The reader never skips: where librdkafka would reset to the earliest
  *  offset (auto.offset.reset), the read stops with PROCESSOR_READ_GAP.
- *  @returns 0 at the end, visit's code, PROCESSOR_READ_GAP, or -1 (stopped, no
- *  consumer, no watermarks; logged). */
+ *  @returns 0 at the end, visit's code, PROCESSOR_READ_GAP, PROCESSOR_READ_SETTINGS,
+ *  or -1 (stopped, no consumer, no watermarks; logged). */
 int processor_read_partition(const processor_config_t *cfg, const char *bootstrap_servers,
                              processor_partition_read_t *rd);
 

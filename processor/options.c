@@ -228,8 +228,19 @@ const processor_option_t processor_options[] = {
      "Largest a model's document may grow (as msgpack): a flush of creates or updates "
      "that could take it beyond is refused (too_large); deletes always pass."},
     {"max-record-bytes", PROCESSOR_OPT_UINT, "1048576", NULL, 64, UINT32_MAX,
-     OFF(max_record_bytes), PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_REBUILD,
+     OFF(max_record_bytes),
+     PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_REBUILD |
+         PROCESSOR_CMD_REPARTITION,
      0, "Largest request record value accepted (larger ones are dead-lettered)."},
+    {"accept-settings", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(accept_settings),
+     PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_REBUILD |
+         PROCESSOR_CMD_REPARTITION,
+     0,
+     "Change and snapshot records written under other settings stop the processor "
+     "(instances configured differently would diverge); these settings identities "
+     "(the 16 hex digits the refusal names), comma-separated, are accepted anyway: "
+     "for a deliberate change of the settings, as long as the topics hold records "
+     "written under the old ones."},
 };
 const size_t processor_options_count =
     sizeof(processor_options) / sizeof(processor_options[0]);

@@ -58,6 +58,7 @@ typedef struct processor_config_s {
     uint64_t snapshot_topic_every;
     uint64_t snapshot_topic_interval_ms;
     char *partitioner;
+    char *accept_settings; /* run, dev, rebuild, repartition: "id,id", NULL for none */
     uint64_t threads;
     uint64_t brokers;     /* dev */
     uint64_t partitions;  /* dev */

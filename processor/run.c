@@ -155,6 +155,8 @@ struct runner_s {
     atomic_int assigned_count;
     atomic_size_t cache_share; /* --cache-mb divided among the assigned partitions */
     char *settings;            /* processor_settings(): recorded with each store */
+    /* processor_settings_id(): a header of every change and snapshot record */
+    char settings_id[PROCESSOR_SETTINGS_ID_LEN + 1];
 
     pthread_mutex_t runq_lock;
     pthread_cond_t runq_cond;
@@ -718,6 +720,9 @@ static bool process_record(part_t *p, const rd_kafka_message_t *m,
     if (out->reply_key)
         add_reply(p, so, m, out);
     if (out->change.size) {
+        /* The settings' identity only (16 bytes): one change record per flush. */
+        state_header_t hs[1] = {
+            {PROCESSOR_SETTINGS_HEADER, r->settings_id, PROCESSOR_SETTINGS_ID_LEN}};
         state_outbox_rec_t rec = {
             .topic = r->cfg->changes_topic,
             .partition = p->id,
@@ -725,6 +730,8 @@ static bool process_record(part_t *p, const rd_kafka_message_t *m,
             .key_len = m->key_len,
             .value = out->change.data,
             .value_len = out->change.size,
+            .headers = hs,
+            .header_count = 1,
         };
         step_out_add(p, so, &rec, m->offset, true);
     }
@@ -842,10 +849,15 @@ static bool publish_snapshot(part_t *p, const char *model, size_t model_len, boo
             sw->model_len = model_len;
             memcpy(sw->model, model, model_len);
         }
+        /* The settings, whole: a reader under others can name the differences. */
+        rd_kafka_headers_t *hdrs = rd_kafka_headers_new(2);
+        rd_kafka_header_add(hdrs, PROCESSOR_SETTINGS_HEADER, -1, r->settings_id, -1);
+        rd_kafka_header_add(hdrs, PROCESSOR_SETTINGS_TEXT_HEADER, -1, r->settings, -1);
         processor_record_t rec = {
-            r->cfg->snapshots_topic, p->id, model, model_len, sb.data, sb.size, NULL, sw};
+            r->cfg->snapshots_topic, p->id, model, model_len, sb.data, sb.size, hdrs, sw};
         rd_kafka_resp_err_t err = processor_produce(r->producer, &rec, true);
         if (err) {
+            rd_kafka_headers_destroy(hdrs); /* still ours: nothing was produced */
             LOG_WARN("partition %d model \"%.*s\": snapshot record not produced: %s",
                      p->id, (int)(model_len > 60 ? 60 : model_len), model,
                      rd_kafka_err2str(err));
@@ -1046,9 +1058,15 @@ static int read_partition(part_t *p, const char *topic, int64_t from, int64_t hi
     processor_partition_read_t rd = {
         topic, p->id, from, hi, part_read_visit, part_read_stopped, &pr};
     rd.contiguous = !strcmp(topic, p->r->cfg->changes_topic);
+    rd.settings = p->r->settings;
     atomic_store(&p->catch_up_remaining, hi - from);
     int rc = processor_read_partition(p->r->cfg, p->r->bootstrap, &rd);
     atomic_store(&p->catch_up_remaining, 0);
+    /* Written under other settings: every partition would diverge the same way. */
+    if (rc == PROCESSOR_READ_SETTINGS) {
+        atomic_store(&p->r->fatal, true);
+        return -1;
+    }
     if (rc == READ_FAILED || (rc == -1 && part_read_stopped(&pr)))
         return -1; /* being revoked, or stopping: no takeover to try again */
     if (rc == -1 || rc == PROCESSOR_READ_GAP) {
@@ -2272,6 +2290,7 @@ int processor_run(const processor_config_t *cfg, const char *bootstrap_servers,
     }
 
     r->settings = processor_settings(cfg, r->initial_document);
+    processor_settings_id(r->settings, r->settings_id);
     share_cache(r);
     if (!(r->producer =
               new_client(r, PROCESSOR_KAFKA_PRODUCER, errstr, sizeof(errstr))) ||

@@ -1101,23 +1101,31 @@ static char *dump_state(const char *state_dir)
     return dump;
 }
 
-static int rebuild_rc(const char *name, const char *from);
+static int rebuild_with(const char *name, const char *from, const char *const *extra);
 
 static void rebuild(const char *name, const char *from)
 {
-    cr_assert_eq(rebuild_rc(name, from), 0, "rebuild --from %s", from);
+    cr_assert_eq(rebuild_with(name, from, NULL), 0, "rebuild --from %s", from);
 }
 
-/* Runs rebuild --from from into the state directory name. @returns its exit code. */
 static int rebuild_rc(const char *name, const char *from)
+{
+    return rebuild_with(name, from, NULL);
+}
+
+/* Runs rebuild --from from into the state directory name, with the instances' state
+ * options and extra ones (NULL-terminated). @returns its exit code. */
+static int rebuild_with(const char *name, const char *from, const char *const *extra)
 {
     char state_dir[PATH_MAX];
     snprintf(state_dir, sizeof(state_dir), "%s/%s", dir, name);
-    const char *argv[32] = {
+    const char *argv[40] = {
         "--bootstrap-servers", bootstrap, "--state-dir", state_dir, "--from", from};
     int argc = 6;
     for (const char *const *o = state_options; *o; o++)
         argv[argc++] = *o;
+    for (; extra && *extra && argc < 38; extra++)
+        argv[argc++] = *extra;
     processor_config_t cfg;
     char errstr[256];
     cr_assert_eq(processor_config_load(&cfg, PROCESSOR_CMD_REBUILD, "rebuild", argc,
@@ -2277,4 +2285,160 @@ Test(kafka, settings_that_change_outcomes_are_recorded_and_a_mismatch_is_refused
     cr_assert_str_eq(rebuilt, recorded, "rebuild records the settings it used");
     free(rebuilt);
     free(recorded);
+}
+
+/* ---- settings travel with the change and snapshot records ---- */
+
+/* The last value of header name in m (NUL-terminated copy, caller frees), or NULL. */
+static char *message_header(const rd_kafka_message_t *m, const char *name)
+{
+    rd_kafka_headers_t *hdrs;
+    const void *v;
+    size_t len;
+    if (rd_kafka_message_headers(m, &hdrs) ||
+        rd_kafka_header_get_last(hdrs, name, &v, &len))
+        return NULL;
+    char *out = malloc(len + 1);
+    memcpy(out, v, len);
+    out[len] = '\0';
+    return out;
+}
+
+typedef struct settings_seen_s {
+    const char *id, *text; /* expected */
+    int records;
+} settings_seen_t;
+
+static int snapshot_settings_visit(const rd_kafka_message_t *m, void *ctx)
+{
+    settings_seen_t *seen = ctx;
+    char *id = message_header(m, PROCESSOR_SETTINGS_HEADER);
+    char *text = message_header(m, PROCESSOR_SETTINGS_TEXT_HEADER);
+    cr_assert_not_null(id, "snapshot record at offset %lld: no settings header",
+                       (long long)m->offset);
+    cr_assert_str_eq(id, seen->id);
+    cr_assert_not_null(text, "snapshot record at offset %lld: no settings text",
+                       (long long)m->offset);
+    cr_assert_str_eq(text, seen->text);
+    free(id);
+    free(text);
+    seen->records++;
+    return 0;
+}
+
+/* Every change record carries the identity of the settings it was produced under, and
+ * every snapshot record the identity and the settings themselves. */
+Test(kafka, change_and_snapshot_records_carry_the_settings)
+{
+    const char *opts[] = {"--snapshot-topic-every", "1", NULL};
+    instance_t a;
+    instance_start(&a, "a", opts);
+    char *settings = processor_settings(&a.cfg, NULL);
+    char id[PROCESSOR_SETTINGS_ID_LEN + 1];
+    processor_settings_id(settings, id);
+    cr_assert_eq(strlen(id), 16);
+    send_create("hd", "c", 1, 0, "i1");
+    send_create("hd", "c", 2, 1, "i2");
+    const got_t *changes[2] = {await_record("flushout.changes", "c", 1),
+                               await_record("flushout.changes", "c", 2)};
+    for (int i = 0; i < 2; i++) {
+        char buf[64];
+        const char *h =
+            header_str(changes[i], PROCESSOR_SETTINGS_HEADER, buf, sizeof(buf));
+        cr_assert_not_null(h, "change record %d: no settings header", i + 1);
+        cr_assert_str_eq(h, id, "change record %d", i + 1);
+        cr_assert_null(
+            header_str(changes[i], PROCESSOR_SETTINGS_TEXT_HEADER, buf, sizeof(buf)),
+            "change records carry the identity only");
+    }
+    instance_stop(&a);
+
+    settings_seen_t seen = {id, settings, 0};
+    processor_partition_read_t rd = {"flushout.snapshots",
+                                     partition_of("hd"),
+                                     -1,
+                                     -1,
+                                     snapshot_settings_visit,
+                                     NULL,
+                                     &seen};
+    processor_config_t cfg;
+    const char *argv[] = {
+        "--bootstrap-servers", bootstrap, "--state-dir", dir, "--from", "changes"};
+    char errstr[256];
+    cr_assert_eq(processor_config_load(&cfg, PROCESSOR_CMD_REBUILD, "rebuild", 6,
+                                       (char **)argv, errstr, sizeof(errstr)),
+                 0, "%s", errstr);
+    cr_assert_eq(processor_read_partition(&cfg, bootstrap, &rd), 0);
+    cr_assert_eq(seen.records, 2, "one snapshot record per command");
+    processor_config_clear(&cfg);
+    free(settings);
+}
+
+/* Waits for an instance to stop by itself. @returns its exit code. */
+static int instance_refuses(instance_t *in)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 30;
+    cr_assert_eq(pthread_timedjoin_np(in->thread, NULL, &until), 0,
+                 "the processor stops by itself");
+    int rc = in->rc;
+    processor_config_clear(&in->cfg);
+    return rc;
+}
+
+/* Two instances configured differently from the start, each with its own state
+ * directory: the one taking the partitions over refuses the change and snapshot records
+ * written under the other's settings instead of catching up and diverging; so does
+ * rebuild. --accept-settings lets a deliberate change of the settings through. */
+Test(kafka, records_written_under_other_settings_are_refused)
+{
+    const char *opts_a[] = {"--snapshot-topic-every", "2", NULL};
+    instance_t a;
+    instance_start(&a, "a", opts_a);
+    char *settings_a = processor_settings(&a.cfg, NULL);
+    char id_a[PROCESSOR_SETTINGS_ID_LEN + 1];
+    processor_settings_id(settings_a, id_a);
+    const char *models[] = {"os-0", "os-1", "os-2"};
+    for (int seq = 1; seq <= 3; seq++) {
+        for (int m = 0; m < 3; m++) {
+            char id[16];
+            snprintf(id, sizeof(id), "i%d", seq);
+            send_create(models[m], "c", seq, seq - 1, id);
+        }
+        await_record("flushout.replies", "c", seq);
+    }
+    instance_stop(&a);
+
+    /* Catching up from the change records. */
+    const char *history[] = {"--history", "5", NULL};
+    instance_t b;
+    instance_start(&b, "b", history);
+    cr_assert_eq(instance_refuses(&b), 1, "refused, not caught up");
+
+    /* Restoring from the snapshot records alone. */
+    create_topic("changes.none", PARTITIONS);
+    const char *history_snapshots[] = {"--history", "5", "--changes-topic",
+                                       "changes.none", NULL};
+    instance_t c;
+    instance_start(&c, "c", history_snapshots);
+    cr_assert_eq(instance_refuses(&c), 1, "refused, not restored");
+
+    /* Offline, from either. */
+    cr_assert_neq(rebuild_with("rebuilt", "changes", history), 0, "rebuild refuses");
+    const char *history_flushes[] = {"--history", "5", NULL};
+    cr_assert_eq(rebuild_with("rebuilt-flushes", "flushes", history_flushes), 0,
+                 "re-running the flushes under other settings is not refused");
+
+    /* A deliberate change of the settings: the old ones accepted. */
+    const char *accept[] = {"--history", "5", "--accept-settings", id_a, NULL};
+    instance_t d;
+    instance_start(&d, "d", accept);
+    for (int m = 0; m < 3; m++) {
+        int64_t count;
+        free(snapshot_json(models[m], "reader", 10 + m, &count));
+        cr_assert_eq(count, 3, "%s caught up", models[m]);
+    }
+    instance_stop(&d);
+    free(settings_a);
 }
