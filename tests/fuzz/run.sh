@@ -26,6 +26,7 @@ work=$here/corpus-run/$target
 mkdir -p "$work" "$build/artifacts"
 
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$here/lsan.supp}
 # The first corpus folder receives new inputs; the seed folder after it is only read.
 "$bin" "$work" "$here/corpus" \
     -dict="$here/request.dict" \
