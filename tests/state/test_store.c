@@ -1,6 +1,7 @@
 /* tests/state/test_store.c - the RocksDB store: reload, snapshots and trimming, cache
  * eviction, client records, offsets, and refusals (layout version, unusable dir). */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <rocksdb/c.h>
 #include <signal.h>
 #include <stdio.h>
@@ -1016,6 +1017,35 @@ Test(state_store, a_snapshot_record_at_count_0_restores_its_client_records)
                  0, "%s", errstr);
     msgpack_sbuffer_destroy(&again);
     msgpack_sbuffer_destroy(&snap);
+}
+
+/* Worker threads run on the default pthread stack: 8 MB under the usual stack limit,
+ * but 2 MB (glibc's own default) when the limit is unlimited. The deepest document
+ * any accepted limits allow must read back, and encode as JSON (apply, inspect), on
+ * that much stack: the tree operations (copy, equality, size, packing, destroying)
+ * recurse once per level. */
+static void *deepest_on_a_thread(void *arg)
+{
+    deepest_document_reads_back(arg);
+    char *json =
+        codec_json_encode(state_master_document(state_model_master(model("m"))), NULL);
+    cr_assert_gt(strlen(json), CODEC_MAX_MAX_DEPTH + CODEC_MAX_MAX_PATH_LENGTH - 8);
+    free(json);
+    return NULL;
+}
+
+Test(state_store, the_deepest_document_reads_back_on_the_smallest_default_thread_stack)
+{
+    codec_limits_t limits = codec_limits_default;
+    limits.max_depth = CODEC_MAX_MAX_DEPTH;
+    limits.max_path_length = CODEC_MAX_MAX_PATH_LENGTH;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    cr_assert_eq(pthread_attr_setstacksize(&attr, 2u << 20), 0);
+    pthread_t thread;
+    cr_assert_eq(pthread_create(&thread, &attr, deepest_on_a_thread, &limits), 0);
+    pthread_join(thread, NULL);
+    pthread_attr_destroy(&attr);
 }
 
 Test(state_store, an_unreadable_snapshot_record_is_refused_not_skipped)
