@@ -492,7 +492,7 @@ Test(state_master, hashed_ids_are_deterministic_and_53_bit)
 }
 
 /* A create and a delete of what it created, again and again in a map large enough to
- * be indexed: once took a few dozen pairs to fill the map's index with deleted marks,
+ * be indexed: once took a few hundred pairs to fill the map's index with deleted marks,
  * after which looking up a new ID never returned and the partition stalled. */
 Test(state_master, create_and_delete_pairs_in_a_large_map_keep_applying, .timeout = 20)
 {
@@ -501,7 +501,7 @@ Test(state_master, create_and_delete_pairs_in_a_large_map_keep_applying, .timeou
           0, STATE_IDS_SEQUENTIAL, false);
     char flush[8192];
     uint64_t count = 0;
-    for (int f = 0; f < 20; f++) {
+    for (int f = 0; f < 100; f++) { /* it took 200 to 460 pairs, by the hash seed */
         int len = snprintf(flush, sizeof(flush),
                            "{\"from\":%" PRIu64 ",\"completions\":[", count);
         for (int i = 0; i < 20; i++)
