@@ -331,8 +331,13 @@ codec_value_t *codec_map_take(codec_value_t *map, const char *key, size_t key_le
         if (map->u.map.index)
             memset(map->u.map.index, 0,
                    (map->u.map.index_mask + 1) * sizeof(*map->u.map.index));
-    } else if ((uint32_t)i + 1 == map->u.map.used) {
-        map->u.map.used--; /* a hole at the end need not wait for compaction */
+    } else if ((uint32_t)i + 1 == map->u.map.used && !map->u.map.index) {
+        /* A hole at the end need not wait for compaction, unless an index slot is
+         * left marked deleted for it: the index is rebuilt (its deleted marks
+         * dropped) only as `used` grows, so reusing the entry would let create and
+         * delete pairs fill it with marks until a lookup of a missing key never
+         * meets an empty slot and loops for ever. */
+        map->u.map.used--;
     }
     return value;
 }

@@ -1530,7 +1530,14 @@ int state_store_install_snapshot(state_store_t *s, int32_t partition, const char
     if (!m)
         goto done;
     rc = 0;
-    if (count <= state_master_command_count(m->master))
+    /* A record at the model's count is ahead only of a model with nothing stored: the
+     * client records of flushes whose commands all failed (count 0) are in it alone.
+     * At a count above 0 the model's own client records may be newer. */
+    uint64_t have = state_master_command_count(m->master);
+    if (count < have ||
+        (count == have &&
+         (count > 0 || clients->u.map.count == 0 ||
+          (m->clients_counted ? m->client_records : scan_clients(s, m, NULL)) > 0)))
         goto done;
     /* The model starts again from the snapshot: no history before it, the clients the
      * snapshot knows. */

@@ -201,6 +201,43 @@ static void flood_keys(void)
     }
 }
 
+/* Index slots in use, deleted marks included: at most half the index, or a lookup of
+ * a missing key probes ever longer (and never ends once no slot is empty). */
+static uint32_t index_slots_used(const codec_value_t *m)
+{
+    uint32_t used = 0;
+    for (uint32_t s = 0; s <= m->u.map.index_mask; s++)
+        used += m->u.map.index[s] != 0;
+    return used;
+}
+
+Test(codec_value, a_key_added_and_taken_again_and_again_leaves_the_index_usable,
+     .timeout = 20)
+{
+    for (int i = 0; i < 9; i++) { /* enough keys for an index */
+        char key[16];
+        snprintf(key, sizeof(key), "base%d", i);
+        set_int(map, key, i);
+    }
+    cr_assert_not_null(map->u.map.index);
+    /* What a flush of create and delete pairs at one path does to that map: each new
+     * key is the last entry when it is taken. */
+    for (int i = 0; i < 100000; i++) {
+        char key[16];
+        int len = snprintf(key, sizeof(key), "x%d", i);
+        set_int(map, key, i);
+        codec_value_destroy(codec_map_take(map, key, (size_t)len));
+        cr_assert_leq(index_slots_used(map) * 2, map->u.map.index_mask + 1,
+                      "after %d pairs: %u of %u index slots used", i + 1,
+                      index_slots_used(map), map->u.map.index_mask + 1);
+    }
+    cr_assert_null(codec_map_get(map, "missing", 7));
+    cr_assert_eq(map->u.map.count, 9);
+    const char *const keys[] = {"base0", "base1", "base2", "base3", "base4",
+                                "base5", "base6", "base7", "base8"};
+    expect_keys(map, keys, 9);
+}
+
 Test(codec_value, keys_crafted_to_collide_do_not_lengthen_probes)
 {
     flood_keys();

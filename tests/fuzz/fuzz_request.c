@@ -25,11 +25,7 @@
  * 5 commands), few enough that models and documents stay small. */
 #define FUZZ_HANDLER_INPUTS 1000
 
-/* A document with nesting and sequential-looking IDs, so that paths from the seed
- * corpus find nodes and created IDs collide with existing keys. */
-static const char fuzz_initial_document[] =
-    "{\"items\":{\"1\":{\"name\":\"a\",\"done\":false},\"2\":{\"items\":{}}},"
-    "\"meta\":{\"title\":\"t\"}}";
+static const char fuzz_initial_document[] = FUZZ_INITIAL_DOCUMENT;
 
 static processor_handler_t *fuzz_handler;
 static unsigned fuzz_inputs;

@@ -194,6 +194,17 @@ const seeds = {
   'bad-truncated-client': new Raw(enc({ type: 'snapshot', model: 'm', client: 'c2c2c2c2', seq: 0 }).subarray(0, 30)),
 };
 
+// Creates and deletes of what they created, in a map large enough to be indexed: these
+// once filled the index with deleted marks until a create never returned (after
+// 200-460 pairs, depending on the hash seed).
+seeds['flush-create-delete-pairs'] = flush(0, [
+  ...Array.from({ length: 8 }, (_, i) => ({ command: create(['meta']), createdId: `k${i}` })),
+  ...Array.from({ length: 1000 }, (_, i) => [
+    { command: create(['meta']), createdId: `x${i}` },
+    { command: del(['meta', `x${i}`]) },
+  ]).flat(),
+]);
+
 // Adds trailing bytes to a valid request and truncates another mid-string.
 seeds['bad-trailing'] = new Raw(Buffer.concat([enc(seeds.snapshot), u8(0x00)]));
 seeds['bad-truncated-flush'] = new Raw(enc(seeds['flush-mixed']).subarray(0, 60));

@@ -490,3 +490,32 @@ Test(state_master, hashed_ids_are_deterministic_and_53_bit)
     cr_assert_str_eq(ids[0], ids[1], "same model, same input, same ID");
     cr_assert_str_neq(ids[0], ids[2], "another model gets another ID");
 }
+
+/* A create and a delete of what it created, again and again in a map large enough to
+ * be indexed: once took a few hundred pairs to fill the map's index with deleted marks,
+ * after which looking up a new ID never returned and the partition stalled. */
+Test(state_master, create_and_delete_pairs_in_a_large_map_keep_applying, .timeout = 20)
+{
+    start("{\"a\":{\"k1\":1,\"k2\":2,\"k3\":3,\"k4\":4,\"k5\":5,\"k6\":6,\"k7\":7,"
+          "\"k8\":8,\"k9\":9}}",
+          0, STATE_IDS_SEQUENTIAL, false);
+    char flush[8192];
+    uint64_t count = 0;
+    for (int f = 0; f < 100; f++) { /* it took 200 to 460 pairs, by the hash seed */
+        int len = snprintf(flush, sizeof(flush),
+                           "{\"from\":%" PRIu64 ",\"completions\":[", count);
+        for (int i = 0; i < 20; i++)
+            len +=
+                snprintf(flush + len, sizeof(flush) - (size_t)len,
+                         "%s{\"command\":{\"action\":\"create\",\"path\":[\"a\"]},"
+                         "\"createdId\":\"n%d\"},"
+                         "{\"command\":{\"action\":\"detete\",\"path\":[\"a\",\"n%d\"]}}",
+                         i ? "," : "", f * 20 + i, f * 20 + i);
+        snprintf(flush + len, sizeof(flush) - (size_t)len, "]}");
+        codec_value_destroy(apply(flush));
+        count += 40;
+        cr_assert_eq(state_master_command_count(master), count);
+    }
+    expect_document("{\"a\":{\"k1\":1,\"k2\":2,\"k3\":3,\"k4\":4,\"k5\":5,\"k6\":6,"
+                    "\"k7\":7,\"k8\":8,\"k9\":9}}");
+}

@@ -1,6 +1,7 @@
 /* tests/state/test_store.c - the RocksDB store: reload, snapshots and trimming, cache
  * eviction, client records, offsets, and refusals (layout version, unusable dir). */
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <rocksdb/c.h>
 #include <signal.h>
 #include <stdio.h>
@@ -968,6 +969,83 @@ Test(state_store, the_deepest_document_any_accepted_limits_allow_reads_back)
     limits.max_path_length = CODEC_MAX_MAX_PATH_LENGTH;
     cr_assert_leq(codec_limits_stored_depth(&limits), codec_limits_trusted.max_depth);
     deepest_document_reads_back(&limits);
+}
+
+/* A model whose flushes all failed stays at count 0, but its client records are
+ * state: the sweep publishes them in a snapshot record, and once retention removed
+ * the change records that record is all a new owner has. Skipped as "not ahead", the
+ * retry of such a flush was applied again on the new owner, and a stale one too. */
+Test(state_store, a_snapshot_record_at_count_0_restores_its_client_records)
+{
+    open_store();
+    const char *failing = "{\"type\":\"flush\",\"client\":\"alice\",\"seq\":5,\"from\":0,"
+                          "\"completions\":[{\"command\":{\"action\":\"update\","
+                          "\"path\":[\"nowhere\"],\"props\":{\"x\":1}}}]}";
+    flush("m", "alice", 5, failing);
+    commit(1);
+    cr_assert_eq(state_master_command_count(state_model_master(model("m"))), 0);
+    msgpack_sbuffer snap;
+    msgpack_sbuffer_init(&snap);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &snap, msgpack_sbuffer_write);
+    cr_assert_eq(
+        state_store_pack_snapshot_record(store, 0, "m", 1, &pk, errstr, sizeof(errstr)),
+        0, "%s", errstr);
+
+    start_over();
+    open_store();
+    cr_assert_eq(state_store_install_snapshot(store, 0, "m", 1, snap.data, snap.size,
+                                              errstr, sizeof(errstr)),
+                 1, "installed: %s", errstr);
+    commit(-1);
+    open_store();
+    cr_assert_eq(state_model_check_seq(store, model("m"), "alice", 5, 5, NULL),
+                 STATE_SEQ_DUPLICATE, "the retry is recognised");
+    cr_assert_eq(state_model_check_seq(store, model("m"), "alice", 5, 4, NULL),
+                 STATE_SEQ_STALE, "an older flush is refused");
+    msgpack_sbuffer again;
+    msgpack_sbuffer_init(&again);
+    msgpack_packer_init(&pk, &again, msgpack_sbuffer_write);
+    cr_assert_eq(
+        state_store_pack_snapshot_record(store, 0, "m", 1, &pk, errstr, sizeof(errstr)),
+        0, "%s", errstr);
+    cr_assert(again.size == snap.size && !memcmp(again.data, snap.data, snap.size),
+              "the restored model publishes the same snapshot record");
+    /* Installing it again changes nothing: the model now has client records. */
+    cr_assert_eq(state_store_install_snapshot(store, 0, "m", 1, snap.data, snap.size,
+                                              errstr, sizeof(errstr)),
+                 0, "%s", errstr);
+    msgpack_sbuffer_destroy(&again);
+    msgpack_sbuffer_destroy(&snap);
+}
+
+/* Worker threads run on the default pthread stack: 8 MB under the usual stack limit,
+ * but 2 MB (glibc's own default) when the limit is unlimited. The deepest document
+ * any accepted limits allow must read back, and encode as JSON (apply, inspect), on
+ * that much stack: the tree operations (copy, equality, size, packing, destroying)
+ * recurse once per level. */
+static void *deepest_on_a_thread(void *arg)
+{
+    deepest_document_reads_back(arg);
+    char *json =
+        codec_json_encode(state_master_document(state_model_master(model("m"))), NULL);
+    cr_assert_gt(strlen(json), CODEC_MAX_MAX_DEPTH + CODEC_MAX_MAX_PATH_LENGTH - 8);
+    free(json);
+    return NULL;
+}
+
+Test(state_store, the_deepest_document_reads_back_on_the_smallest_default_thread_stack)
+{
+    codec_limits_t limits = codec_limits_default;
+    limits.max_depth = CODEC_MAX_MAX_DEPTH;
+    limits.max_path_length = CODEC_MAX_MAX_PATH_LENGTH;
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    cr_assert_eq(pthread_attr_setstacksize(&attr, 2u << 20), 0);
+    pthread_t thread;
+    cr_assert_eq(pthread_create(&thread, &attr, deepest_on_a_thread, &limits), 0);
+    pthread_join(thread, NULL);
+    pthread_attr_destroy(&attr);
 }
 
 Test(state_store, an_unreadable_snapshot_record_is_refused_not_skipped)
