@@ -443,7 +443,8 @@ void processor_handler_handle(processor_handler_t *h, int32_t partition, int64_t
         break;
     case CODEC_REQUEST_SNAPSHOT:
         codec_reply_pack_snapshot(&pk, &to, count, state_master_document(t.master));
-        snprintf(hint, sizeof(hint), "the document and the ids around it are too large to send");
+        snprintf(hint, sizeof(hint),
+                 "the document and the ids around it are too large to send");
         break;
     case CODEC_REQUEST_HISTORY:
         handle_history(&t, h->conf.history, &req, &pk, &to, out);

@@ -27,8 +27,8 @@ typedef struct processor_handler_conf_s {
                                 * could be larger is refused (too_large) before it is
                                 * applied, a larger answer is replaced by an error
                                 * (reply_too_large); 0 = no bound */
-    uint64_t snapshot_every; /* set out->snapshot_due when a model's count passes a
-                              * multiple of this (0: never) */
+    uint64_t snapshot_every;   /* set out->snapshot_due when a model's count passes a
+                                * multiple of this (0: never) */
 } processor_handler_conf_t;
 
 typedef struct processor_handler_s processor_handler_t;

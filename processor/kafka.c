@@ -104,8 +104,9 @@ rd_kafka_conf_t *processor_kafka_conf(const processor_config_t *cfg,
      * interactive. Nagle's delay is never wanted for small records. */
     /* librdkafka's producer defaults to allow.auto.create.topics=true: its metadata
      * requests would let a broker with auto.create.topics.enable create any topic a
-     * record names. */
-    if (set(conf, "allow.auto.create.topics", "false", errstr, errstr_size))
+     * record names. Consumers default to false; setting it on them too would only add
+     * a warning per connection on brokers before 0.11 (and the mock cluster). */
+    if (producer && set(conf, "allow.auto.create.topics", "false", errstr, errstr_size))
         goto err;
     if (set(conf, "socket.nagle.disable", "true", errstr, errstr_size) ||
         (cfg->low_latency && !producer &&
@@ -232,8 +233,8 @@ static bool valid_topic_name(const char *topic, size_t len)
         return false;
     for (size_t i = 0; i < len; i++) {
         char c = topic[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
             return false;
     }
     return true;

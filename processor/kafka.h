@@ -30,11 +30,12 @@ rd_kafka_conf_t *processor_kafka_conf(const processor_config_t *cfg,
 
 /* Sizes of output records. librdkafka refuses a record whose key, value and headers
  * exceed message.max.bytes; a little is kept for the framing around them. */
-#define PROCESSOR_RECORD_OVERHEAD   1024  /* Kafka's framing of one record */
-#define PROCESSOR_REPLY_HEADERS_MAX 2048  /* a reply's headers (kafka_correlationId) */
-#define PROCESSOR_CORRELATION_MAX   1024  /* the longest kafka_correlationId copied */
-#define PROCESSOR_ENVELOPE_BYTES    16384 /* what a change record or reply adds around
-                                             a request (model id, field names, ...) */
+#define PROCESSOR_RECORD_OVERHEAD   1024 /* Kafka's framing of one record */
+#define PROCESSOR_REPLY_HEADERS_MAX 2048 /* a reply's headers (kafka_correlationId) */
+#define PROCESSOR_CORRELATION_MAX   1024 /* the longest kafka_correlationId copied */
+#define PROCESSOR_ENVELOPE_BYTES                       \
+    16384 /* what a change record or reply adds around \
+             a request (model id, field names, ...) */
 
 /** The producer's message.max.bytes: the last -X message.max.bytes, or librdkafka's
  *  default (1000000). A function of the configuration alone, so that rebuild refuses

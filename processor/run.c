@@ -385,9 +385,9 @@ static void delivery_failed(part_t *p, const delivery_t *d, const char *why)
     LOG_ERROR("partition %d offset %lld: the %s record to topic %s was not delivered: "
               "%s; %s",
               p->id, (long long)d->input_offset,
-              d->change                           ? "change"
+              d->change                                 ? "change"
               : !strcmp(d->topic, p->r->cfg->dlq_topic) ? "dead-letter"
-                                                  : "reply",
+                                                        : "reply",
               d->topic, why,
               current ? "the partition stops (its outbox is kept and produced again, and "
                         "no offset is committed past it, when it is next assigned)"
@@ -576,10 +576,11 @@ static void be_bytes(unsigned char *out, uint64_t v, int n)
 /* The dead letter of m: its key, value and headers, plus Spring Kafka's kafka_dlt-*
  * headers (DeadLetterPublishingRecoverer's names and encodings). It must itself fit in
  * one record (message.max.bytes): what does not is cut, our headers first kept whole,
- * then the key (at most 64 KiB), the value, and the original headers that still fit; a
- * flushout_truncated header then gives the original sizes ("key:N,value:N,headers:N",
- * only what was cut). */
-#define DEAD_LETTER_KEY_MAX (64u << 10)
+ * then the key (at most 64 KiB), the original headers that fit in 16 KiB, and as much
+ * of the value as fits; a flushout_truncated header then gives the original sizes of
+ * what was cut ("key:N,value:N,headers:N", N headers dropped). */
+#define DEAD_LETTER_KEY_MAX     (64u << 10)
+#define DEAD_LETTER_HEADERS_MAX (16u << 10) /* of the original headers */
 
 static void add_dead_letter(part_t *p, step_out_t *so, const rd_kafka_message_t *m,
                             const processor_output_t *out)
@@ -621,29 +622,32 @@ static void add_dead_letter(part_t *p, step_out_t *so, const rd_kafka_message_t 
     size_t key_len = m->key_len < DEAD_LETTER_KEY_MAX ? m->key_len : DEAD_LETTER_KEY_MAX;
     key_len = key_len < room ? key_len : room;
     room -= key_len;
-    size_t value_len = m->len < room ? m->len : room;
-    room -= value_len;
     size_t dropped = 0;
     rd_kafka_headers_t *orig;
     if (!rd_kafka_message_headers(m, &orig)) {
         const char *name;
         const void *v;
         size_t len;
+        size_t header_room =
+            room < DEAD_LETTER_HEADERS_MAX ? room : DEAD_LETTER_HEADERS_MAX;
         /* The outbox keeps at most 32 headers with names under 256 bytes. */
         for (size_t i = 0; !rd_kafka_header_get_all(orig, i, &name, &v, &len); i++) {
             size_t size = strlen(name) + len + 8;
-            if (n < 30 && strlen(name) < 200 && size <= room) {
+            if (n < 30 && strlen(name) < 200 && size <= header_room) {
                 hs[n++] = (state_header_t){name, v, len};
+                header_room -= size;
                 room -= size;
             } else {
                 dropped++;
             }
         }
     }
+    size_t value_len = m->len < room ? m->len : room;
     char truncated[96];
     int t = 0;
     if (key_len < m->key_len)
-        t += snprintf(truncated + t, sizeof(truncated) - (size_t)t, "key:%zu", m->key_len);
+        t +=
+            snprintf(truncated + t, sizeof(truncated) - (size_t)t, "key:%zu", m->key_len);
     if (value_len < m->len)
         t += snprintf(truncated + t, sizeof(truncated) - (size_t)t, "%svalue:%zu",
                       t ? "," : "", m->len);
@@ -672,7 +676,8 @@ static int32_t be_int32(const char *b)
 {
     return (int32_t)(((uint32_t)(unsigned char)b[0] << 24) |
                      ((uint32_t)(unsigned char)b[1] << 16) |
-                     ((uint32_t)(unsigned char)b[2] << 8) | (uint32_t)(unsigned char)b[3]);
+                     ((uint32_t)(unsigned char)b[2] << 8) |
+                     (uint32_t)(unsigned char)b[3]);
 }
 
 /* Checks Spring's request/reply headers against the configuration: a reply goes only to
@@ -682,8 +687,8 @@ static int32_t be_int32(const char *b)
  * reply is addressed (add_reply()), from metadata. Depends on the configuration alone,
  * so every instance (and rebuild) refuses the same requests. @returns 0, or -1 and
  * why. */
-static int check_reply_headers(const processor_config_t *cfg,
-                               const rd_kafka_message_t *m, char *why, size_t why_size)
+static int check_reply_headers(const processor_config_t *cfg, const rd_kafka_message_t *m,
+                               char *why, size_t why_size)
 {
     size_t len;
     const char *v;
@@ -811,9 +816,8 @@ static void add_reply(part_t *p, step_out_t *so, const rd_kafka_message_t *m,
              out->error ? "refused" : "processed");
     processor_output_t bad;
     processor_output_init(&bad);
-    processor_handler_refuse(p->handler, m->key, m->key_len,
-                             m->payload ? m->payload : "", m->len,
-                             CODEC_ERR_BAD_REPLY_TOPIC, message, &bad);
+    processor_handler_refuse(p->handler, m->key, m->key_len, m->payload ? m->payload : "",
+                             m->len, CODEC_ERR_BAD_REPLY_TOPIC, message, &bad);
     atomic_fetch_add(&r->errors_by_code[CODEC_ERR_BAD_REPLY_TOPIC], 1);
     LOG_WARN("partition %d offset %lld model \"%.*s\": %s: %s", p->id,
              (long long)m->offset, (int)(m->key_len > 60 ? 60 : m->key_len),
@@ -2115,10 +2119,11 @@ static void render_metrics(runner_t *r, FILE *fp)
         fp, "flushout_record_latency_seconds",
         "From a record consumed to its outputs handed to the producer.",
         &r->record_latency);
-    metric_value(fp, "flushout_delivery_failures_total", "counter",
-                 "Replies, change records and dead letters that Kafka refused; each stops "
-                 "its partition (the outbox keeps the record).",
-                 atomic_load(&r->delivery_failures));
+    metric_value(
+        fp, "flushout_delivery_failures_total", "counter",
+        "Replies, change records and dead letters that Kafka refused; each stops "
+        "its partition (the outbox keeps the record).",
+        atomic_load(&r->delivery_failures));
     metric_value(fp, "flushout_snapshot_records_total", "counter",
                  "Snapshot records published (every --snapshot-topic-every commands, and "
                  "by the sweep).",
