@@ -774,7 +774,11 @@ static void add_reply(part_t *p, step_out_t *so, const rd_kafka_message_t *m,
     runner_t *r = p->r;
     size_t topic_len = 0, partition_len = 0, corr_len = 0;
     const char *topic = NULL, *partition = NULL, *corr = NULL;
-    if (out->error != CODEC_ERR_BAD_REPLY_TOPIC) { /* else: to the replies topic */
+    char why[400];
+    /* Headers refused, or not checked because the record was refused first (no key,
+     * too large, wrong partition): the error goes to the replies topic. */
+    if (out->error != CODEC_ERR_BAD_REPLY_TOPIC &&
+        !check_reply_headers(r->cfg, m, why, sizeof(why))) {
         topic = header(m, "kafka_replyTopic", &topic_len);
         partition = header(m, "kafka_replyPartition", &partition_len);
         corr = header(m, "kafka_correlationId", &corr_len);
@@ -799,7 +803,6 @@ static void add_reply(part_t *p, step_out_t *so, const rd_kafka_message_t *m,
         rec.partition = be_int32(partition);
     if (corr && corr_len <= PROCESSOR_CORRELATION_MAX)
         hs[rec.header_count++] = (state_header_t){"kafka_correlationId", corr, corr_len};
-    char why[400];
     int count = rec.topic != r->cfg->replies_topic || rec.partition >= 0
                     ? reply_topic_partitions(r, rec.topic, why, sizeof(why))
                     : 1;
@@ -818,6 +821,7 @@ static void add_reply(part_t *p, step_out_t *so, const rd_kafka_message_t *m,
     processor_output_init(&bad);
     processor_handler_refuse(p->handler, m->key, m->key_len, m->payload ? m->payload : "",
                              m->len, CODEC_ERR_BAD_REPLY_TOPIC, message, &bad);
+    atomic_fetch_add(&r->errors, 1);
     atomic_fetch_add(&r->errors_by_code[CODEC_ERR_BAD_REPLY_TOPIC], 1);
     LOG_WARN("partition %d offset %lld model \"%.*s\": %s: %s", p->id,
              (long long)m->offset, (int)(m->key_len > 60 ? 60 : m->key_len),

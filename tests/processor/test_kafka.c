@@ -8,11 +8,14 @@
 #include <criterion/criterion.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
+#include <arpa/inet.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -830,6 +833,18 @@ Test(kafka, reply_headers_cannot_aim_replies_at_other_topics)
                                     buf, sizeof(buf)),
                          "bad_reply_topic", "%s", rc->what);
     }
+    /* A record refused before its headers are looked at (here: in the wrong partition)
+     * still gets its error on the replies topic, not where its headers say. */
+    msgpack_sbuffer sb;
+    to_msgpack("{\"type\":\"snapshot\",\"client\":\"hostile-part\",\"seq\":1}", &sb);
+    rd_kafka_headers_t *h = rd_kafka_headers_new(2);
+    rd_kafka_header_add(h, "trace", -1, "wrong partition, into the changelog", -1);
+    rd_kafka_header_add(h, "kafka_replyTopic", -1, "flushout.changes", -1);
+    produce_raw("target", (partition_of("target") + 1) % PARTITIONS, sb.data, sb.size, h,
+                NULL);
+    msgpack_sbuffer_destroy(&sb);
+    assert_error_reply("hostile-part", 1, "wrong_partition", "wrong partition");
+    await_dead_letter("wrong partition, into the changelog");
     /* The last two were processed (their addresses need metadata to refuse), the others
      * were refused before being applied. */
     int64_t count;
@@ -948,6 +963,33 @@ Test(kafka, a_flush_too_large_for_one_kafka_record_is_refused_with_the_default_l
     default_limits = false;
 }
 
+/* The value of a counter on the instance's /metrics (HTTP on 127.0.0.1:port), or -1. */
+static int64_t metric_value(int port, const char *name)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(fd, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int64_t value = -1;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+        const char *req = "GET /metrics HTTP/1.0\r\n\r\n";
+        cr_assert_eq(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+        static char body[1 << 16];
+        size_t len = 0;
+        for (ssize_t n; len < sizeof(body) - 1 &&
+                        (n = read(fd, body + len, sizeof(body) - 1 - len)) > 0;)
+            len += (size_t)n;
+        body[len] = '\0';
+        char pattern[128];
+        snprintf(pattern, sizeof(pattern), "\n%s ", name);
+        const char *at = strstr(body, pattern);
+        if (at)
+            value = strtoll(at + strlen(pattern), NULL, 10);
+    }
+    close(fd);
+    return value;
+}
+
 /* A record Kafka refuses for good is not delivered, and never counted as if it were:
  * the partition stops with its outbox kept and no offset committed past the flush, and
  * the partition's next owner serves the flush with nothing lost. The mock cluster
@@ -970,9 +1012,17 @@ Test(kafka, a_refused_delivery_stops_the_partition_and_the_next_owner_serves_it)
     rd_kafka_resp_err_t errors[2] = {RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
                                      RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED};
     rd_kafka_mock_push_request_errors_array(mock, 0, 2, errors);
-    instance_start(&a, "a", NULL);
-    usleep(10000 *
-           1000); /* joined, caught up, the flush processed, its outputs refused */
+    char port[16];
+    int http_port = 20000 + (int)(getpid() % 20000);
+    snprintf(port, sizeof(port), "%d", http_port);
+    const char *opts[] = {"--http-port", port, NULL};
+    instance_start(&a, "a", opts);
+    double deadline = now_ms() + WAIT_MS; /* the flush processed, its outputs refused */
+    while (metric_value(http_port, "flushout_delivery_failures_total") < 1 &&
+           now_ms() < deadline)
+        usleep(100 * 1000);
+    cr_assert_geq(metric_value(http_port, "flushout_delivery_failures_total"), 1,
+                  "the refused delivery is counted");
     rd_kafka_mock_clear_request_errors(mock, 0);
     usleep(2500 * 1000); /* past an auto-commit */
     cr_assert_leq(committed_offset(where[0]), where[1],
