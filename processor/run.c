@@ -765,9 +765,10 @@ static int reply_topic_partitions(runner_t *r, const char *topic, char *why,
 
 /* The reply to m: to the replies topic keyed by client, or where Spring's
  * request/reply headers say (checked by check_reply_headers()), with the correlation
- * id copied. A partition the topic does not have gets an error reply on the replies
- * topic instead, and a dead letter: Kafka would refuse the record, which would stop the
- * partition. */
+ * id copied. A reply addressed to a partition the topic does not have (or to a topic
+ * that is gone) would be refused by Kafka, which stops the partition: it becomes a
+ * bad_reply_topic error on the replies topic and a dead letter instead (an error reply
+ * just goes to the replies topic). */
 static void add_reply(part_t *p, step_out_t *so, const rd_kafka_message_t *m,
                       const processor_output_t *out)
 {
@@ -814,9 +815,18 @@ static void add_reply(part_t *p, step_out_t *so, const rd_kafka_message_t *m,
         snprintf(why, sizeof(why),
                  "kafka_replyPartition %d does not exist: topic %s has %d partitions",
                  rec.partition, rec.topic, count);
+    if (out->error) { /* an error reply already: it goes to the replies topic */
+        LOG_WARN("partition %d offset %lld: %s; the %s error reply goes to %s", p->id,
+                 (long long)m->offset, why, codec_err_name(out->error),
+                 r->cfg->replies_topic);
+        rec.topic = r->cfg->replies_topic;
+        rec.partition = -1;
+        step_out_add(p, so, &rec, m->offset, false);
+        return;
+    }
     char message[512];
-    snprintf(message, sizeof(message), "%s; the request was %s, its reply not sent", why,
-             out->error ? "refused" : "processed");
+    snprintf(message, sizeof(message),
+             "%s; the request was processed, its reply not sent", why);
     processor_output_t bad;
     processor_output_init(&bad);
     processor_handler_refuse(p->handler, m->key, m->key_len, m->payload ? m->payload : "",
@@ -837,8 +847,7 @@ static void add_reply(part_t *p, step_out_t *so, const rd_kafka_message_t *m,
         };
         step_out_add(p, so, &err, m->offset, false);
     }
-    if (!is_bad_record(out->error)) /* else process_record() dead-letters it */
-        add_dead_letter(p, so, m, &bad);
+    add_dead_letter(p, so, m, &bad);
     processor_output_destroy(&bad);
 }
 
