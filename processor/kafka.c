@@ -265,14 +265,19 @@ int processor_reply_topic_check(const processor_config_t *cfg, const char *topic
         return 0;
     for (const char *e = cfg->reply_topics; e && *e;) {
         size_t n = strcspn(e, ",");
+        const char *next = e + n + (e[n] == ',');
+        while (n && *e == ' ') /* "a, b" */
+            e++, n--;
+        while (n && e[n - 1] == ' ')
+            n--;
         char pattern[512];
-        if (n < sizeof(pattern)) {
+        if (n && n < sizeof(pattern)) {
             memcpy(pattern, e, n);
             pattern[n] = '\0';
-            if (n && !fnmatch(pattern, name, 0))
+            if (!fnmatch(pattern, name, 0))
                 return 0;
         }
-        e += n + (e[n] == ',');
+        e = next;
     }
     snprintf(why, why_size,
              "kafka_replyTopic %s is not allowed (the processor replies on %s and the "
