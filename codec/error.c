@@ -38,14 +38,27 @@ const codec_limits_t codec_limits_default = {
     .max_string_bytes = CODEC_DEFAULT_MAX_STRING_BYTES,
     .max_completions = CODEC_DEFAULT_MAX_COMPLETIONS,
     .max_path_length = CODEC_DEFAULT_MAX_PATH_LENGTH,
+    .max_id_bytes = CODEC_DEFAULT_MAX_ID_BYTES,
 };
 
+/* What requests under the largest limits can store must read back. */
+_Static_assert(CODEC_TRUSTED_MAX_DEPTH >= (uint64_t)CODEC_MAX_MAX_DEPTH +
+                                              CODEC_MAX_MAX_PATH_LENGTH +
+                                              CODEC_ENVELOPE_DEPTH,
+               "trusted data must nest as deep as accepted requests can make it");
+
 const codec_limits_t codec_limits_trusted = {
-    .max_depth = 4096,
+    .max_depth = CODEC_TRUSTED_MAX_DEPTH,
     .max_string_bytes = UINT32_MAX,
     .max_completions = UINT32_MAX,
     .max_path_length = UINT32_MAX,
+    .max_id_bytes = CODEC_MAX_ID_BYTES,
 };
+
+uint32_t codec_limits_stored_depth(const codec_limits_t *limits)
+{
+    return limits->max_depth + limits->max_path_length + CODEC_ENVELOPE_DEPTH;
+}
 
 const char *codec_err_name(codec_err_t err)
 {

@@ -47,20 +47,42 @@ typedef struct codec_limits_s {
     uint32_t max_string_bytes; /* one string, key or binary */
     uint32_t max_completions;  /* commands in one flush */
     uint32_t max_path_length;  /* elements of one command path */
+    uint32_t max_id_bytes;     /* a model id (the record key) or a client id */
 } codec_limits_t;
 
 #define CODEC_DEFAULT_MAX_DEPTH        64
 #define CODEC_DEFAULT_MAX_STRING_BYTES (1u << 20)
 #define CODEC_DEFAULT_MAX_COMPLETIONS  10000
 #define CODEC_DEFAULT_MAX_PATH_LENGTH  32
+#define CODEC_DEFAULT_MAX_ID_BYTES     1024
+/* Model ids are stored length-prefixed with 16 bits (state/store.c). */
+#define CODEC_MAX_ID_BYTES 65535
+
+/* The most --max-depth and --max-path-length accept (processor/options.c). */
+#define CODEC_MAX_MAX_DEPTH       1000
+#define CODEC_MAX_MAX_PATH_LENGTH 1000
+/* Nesting that stored and published forms add to a request's: a document holds props
+ * (at most max_depth deep) below a path of up to max_path_length levels, and records
+ * wrap documents and completions in a few levels more (a snapshot record: record,
+ * document; a change record: record, applied, completions, completion, command). */
+#define CODEC_ENVELOPE_DEPTH 8
+/* Deepest nesting of anything this program stores or publishes, whatever the limits
+ * it was configured with: trusted data is read with this depth. */
+#define CODEC_TRUSTED_MAX_DEPTH \
+    (CODEC_MAX_MAX_DEPTH + CODEC_MAX_MAX_PATH_LENGTH + CODEC_ENVELOPE_DEPTH)
 
 /** The default limits. */
 extern const codec_limits_t codec_limits_default;
 
 /** Limits for bytes this program wrote itself (replies, stored snapshots, history
  *  and records): documents may nest deeper than requests (path length + props
- *  depth), and nothing else needs bounding. */
+ *  depth), and nothing else needs bounding. Deep enough for what any accepted
+ *  configuration can store (CODEC_TRUSTED_MAX_DEPTH). */
 extern const codec_limits_t codec_limits_trusted;
+
+/** @returns the deepest nesting that requests accepted under limits can give any
+ *  stored or published form (documents, history, change and snapshot records). */
+uint32_t codec_limits_stored_depth(const codec_limits_t *limits);
 
 /** Writes a formatted message to errstr (always NUL-terminated) and returns err. */
 codec_err_t codec_errf(codec_err_t err, char *errstr, size_t errstr_size, const char *fmt,

@@ -672,6 +672,62 @@ static bool scan_skip(scan_t *sc)
     return true;
 }
 
+bool codec_msgpack_skip(const char *buf, size_t len, size_t *off)
+{
+    if (*off > len)
+        return false;
+    scan_t sc = {(const unsigned char *)buf + *off, (const unsigned char *)buf + len};
+    if (!scan_skip(&sc))
+        return false;
+    *off = (size_t)(sc.p - (const unsigned char *)buf);
+    return true;
+}
+
+bool codec_msgpack_array_open(const char *buf, size_t len, size_t *off, uint32_t *count)
+{
+    if (*off >= len)
+        return false;
+    unsigned char c = (unsigned char)buf[*off];
+    if (!((c >= 0x90 && c <= 0x9f) || c == 0xdc || c == 0xdd))
+        return false;
+    scan_t sc = {(const unsigned char *)buf + *off, (const unsigned char *)buf + len};
+    const unsigned char *str;
+    uint64_t str_len, items, uint;
+    bool has_uint;
+    if (!scan_header(&sc, &str, &str_len, &items, &has_uint, &uint))
+        return false;
+    *count = (uint32_t)items;
+    *off = (size_t)(sc.p - (const unsigned char *)buf);
+    return true;
+}
+
+bool codec_msgpack_map_find(const char *buf, size_t len, size_t *off, const char *key,
+                            size_t key_len)
+{
+    if (*off >= len)
+        return false;
+    unsigned char c = (unsigned char)buf[*off];
+    if (!((c >= 0x80 && c <= 0x8f) || c == 0xde || c == 0xdf))
+        return false;
+    scan_t sc = {(const unsigned char *)buf + *off, (const unsigned char *)buf + len};
+    const unsigned char *str;
+    uint64_t str_len, items, uint;
+    bool has_uint;
+    if (!scan_header(&sc, &str, &str_len, &items, &has_uint, &uint))
+        return false;
+    for (uint64_t entries = items / 2; entries > 0; entries--) {
+        if (!scan_header(&sc, &str, &str_len, &items, &has_uint, &uint) || !str)
+            return false;
+        if (str_len == key_len && !memcmp(str, key, key_len)) {
+            *off = (size_t)(sc.p - (const unsigned char *)buf);
+            return true;
+        }
+        if (!scan_skip(&sc))
+            return false;
+    }
+    return false;
+}
+
 void codec_msgpack_identify(const char *buf, size_t len, codec_identity_t *id)
 {
     memset(id, 0, sizeof(*id));

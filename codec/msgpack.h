@@ -81,4 +81,21 @@ typedef struct codec_identity_s {
  *  missing byte. Linear in len; no recursion, no allocation. */
 void codec_msgpack_identify(const char *buf, size_t len, codec_identity_t *id);
 
+/* Shallow reading of trusted bytes: positions found without decoding, so that parts of
+ * a record this program wrote can be copied byte for byte. They check the framing
+ * only; decode the whole first (codec_msgpack_decode()) to validate it. */
+
+/** Moves *off past the value that starts there, however deeply nested (a count, no
+ *  recursion, no allocation). @returns false on malformed or truncated input. */
+bool codec_msgpack_skip(const char *buf, size_t len, size_t *off);
+
+/** Reads the array header at *off: sets *count and moves *off to its first item.
+ *  @returns false when no array starts there. */
+bool codec_msgpack_array_open(const char *buf, size_t len, size_t *off, uint32_t *count);
+
+/** In the map that starts at *off, finds the string key: moves *off to its value.
+ *  @returns false when no map starts there or the key is absent. */
+bool codec_msgpack_map_find(const char *buf, size_t len, size_t *off, const char *key,
+                            size_t key_len);
+
 #endif

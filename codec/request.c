@@ -280,6 +280,23 @@ static const name_t envelope_fields[E__COUNT] = {
     NAME("type"), NAME("model"), NAME("client"),  NAME("seq"),
     NAME("from"), NAME("to"),    NAME("context"), NAME("completions")};
 
+codec_err_t codec_id_check(const char *what, const char *id, size_t len, bool model,
+                           const codec_limits_t *limits, char *errstr, size_t errstr_size)
+{
+    uint32_t max = limits ? limits->max_id_bytes : CODEC_DEFAULT_MAX_ID_BYTES;
+    if (len > max)
+        return codec_errf(CODEC_ERR_TOO_LARGE, errstr, errstr_size,
+                          "%s: an id of %zu bytes exceeds the limit of %u", what, len,
+                          max);
+    if (model && len == 0)
+        return codec_errf(CODEC_ERR_OUT_OF_RANGE, errstr, errstr_size,
+                          "%s: the model id is empty", what);
+    if (!codec_utf8_valid(id, len))
+        return codec_errf(CODEC_ERR_INVALID_UTF8, errstr, errstr_size,
+                          "%s: the id is not valid UTF-8", what);
+    return CODEC_OK;
+}
+
 static codec_err_t validate(codec_value_t *root, msgpack_zone *zone, const char *key,
                             size_t key_len, const codec_limits_t *limits,
                             codec_request_t *req, char *errstr, size_t errstr_size)
@@ -333,7 +350,12 @@ static codec_err_t validate(codec_value_t *root, msgpack_zone *zone, const char 
         return codec_errf(CODEC_ERR_MODEL_MISMATCH, errstr, errstr_size,
                           "model: \"%.40s\" differs from the record key \"%.*s\"",
                           model.ptr, (int)(key_len > 40 ? 40 : key_len), key);
+    if ((err = codec_id_check(key ? "the record key" : "model", req->model.ptr,
+                              req->model.len, true, vd.limits, errstr, errstr_size)))
+        return err;
     if ((err = get_str(&vd, ef.v[E_CLIENT], "client", true, &req->client)) ||
+        (err = codec_id_check("client", req->client.ptr, req->client.len, false,
+                              vd.limits, errstr, errstr_size)) ||
         (err = get_uint(&vd, ef.v[E_SEQ], "seq", true, &req->seq)))
         return err;
 

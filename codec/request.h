@@ -79,6 +79,15 @@ codec_err_t codec_request_decode(const char *buf, size_t len, const char *key,
                                  msgpack_zone *zone, codec_request_t *req, char *errstr,
                                  size_t errstr_size);
 
+/** Checks a model or client id (what names it in errstr, e.g. "the record key"):
+ *  valid UTF-8 and at most limits->max_id_bytes; a model id (model) is not empty.
+ *  Ids become store keys, record keys and reply fields, so every layer must carry
+ *  them. @returns CODEC_OK, CODEC_ERR_TOO_LARGE, CODEC_ERR_INVALID_UTF8 or
+ *  CODEC_ERR_OUT_OF_RANGE (empty), with errstr. */
+codec_err_t codec_id_check(const char *what, const char *id, size_t len, bool model,
+                           const codec_limits_t *limits, char *errstr,
+                           size_t errstr_size);
+
 /** Fills only the identifying fields (model, client, seq) of req from a request that
  *  could not be decoded, by a shallow scan (codec_msgpack_identify()); key, when
  *  given, is the model. Strings point into buf. */

@@ -5,10 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define XXH_INLINE_ALL
-#include <xxhash.h>
-
 #include "alloc.h"
+#include "hash.h"
 
 /* Maps up to this many entries are scanned; past it they get a hash index. */
 #define MAP_SCAN_MAX   8
@@ -170,9 +168,11 @@ void codec_array_push(codec_value_t *array, codec_value_t *item)
 
 /* ---- maps ---- */
 
+/* Seeded per process (codec/hash.h): keys crafted to share a probe chain cannot be
+ * computed in advance. Only the index uses it; maps iterate in insertion order. */
 static uint32_t key_hash(const char *key, size_t len)
 {
-    return (uint32_t)XXH3_64bits(key, len);
+    return codec_hash(key, len);
 }
 
 static void index_insert(codec_value_t *map, uint32_t hash, uint32_t idx)
@@ -345,6 +345,23 @@ void codec_map_clear(codec_value_t *map)
     if (map->u.map.index)
         memset(map->u.map.index, 0,
                (map->u.map.index_mask + 1) * sizeof(*map->u.map.index));
+}
+
+uint32_t codec_map_longest_probe(const codec_value_t *map)
+{
+    if (!map->u.map.index)
+        return map->u.map.used;
+    uint32_t mask = map->u.map.index_mask, longest = 0;
+    for (uint32_t s = 0; s <= mask; s++) {
+        uint32_t slot = map->u.map.index[s];
+        if (slot < SLOT_FIRST_IDX)
+            continue;
+        uint32_t home = map->u.map.entries[slot - SLOT_FIRST_IDX].hash & mask;
+        uint32_t probes = ((s - home) & mask) + 1;
+        if (probes > longest)
+            longest = probes;
+    }
+    return longest;
 }
 
 const codec_map_entry_t *codec_map_next(const codec_value_t *map, uint32_t *pos)

@@ -2,7 +2,8 @@
  *
  * Maps keep insertion order (as JavaScript objects do for string keys) and look keys
  * up in O(1): small maps are scanned, larger ones get a hash index (CPython's compact
- * dict layout: an entries array in insertion order plus an index of slots). Documents
+ * dict layout: an entries array in insertion order plus an index of slots, hashed
+ * with a per-process seed, codec/hash.h, against crafted collisions). Documents
  * hold many tiny maps, which is why this is not uthash: its handle costs 56 bytes per
  * entry and every table starts with 32 buckets. */
 #ifndef FLUSHOUT_CODEC_VALUE_H
@@ -110,6 +111,10 @@ int codec_map_add(codec_value_t *map, const char *key, size_t key_len,
                   codec_value_t *value);
 /** Removes key and returns its value (caller owns it), or NULL if absent. */
 codec_value_t *codec_map_take(codec_value_t *map, const char *key, size_t key_len);
+/** @returns the most index slots a lookup of one of map's keys visits (the entries
+ *  scanned when the map has no index). Bounded whatever the keys (the index hash is
+ *  seeded per process, and at most half full): for tests and diagnostics. */
+uint32_t codec_map_longest_probe(const codec_value_t *map);
 /** Iterates live entries in insertion order: start with *pos = 0.
  *  @returns the next entry or NULL at the end. */
 const codec_map_entry_t *codec_map_next(const codec_value_t *map, uint32_t *pos);

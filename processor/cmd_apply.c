@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <xxhash.h>
 
 #include "codec/alloc.h"
 #include "codec/json.h"
@@ -90,6 +91,7 @@ codec_limits_t processor_limits(const processor_config_t *cfg)
         .max_string_bytes = (uint32_t)cfg->max_string_bytes,
         .max_completions = (uint32_t)cfg->max_completions,
         .max_path_length = (uint32_t)cfg->max_path_length,
+        .max_id_bytes = (uint32_t)cfg->max_id_bytes,
     };
 }
 
@@ -113,6 +115,95 @@ state_store_conf_t processor_store_conf(const processor_config_t *cfg, const cha
         .master = processor_master_conf(cfg),
         .initial_document = initial_document,
     };
+}
+
+char *processor_settings(const processor_config_t *cfg,
+                         const codec_value_t *initial_document)
+{
+    /* The document as msgpack, hashed: equal files give equal settings. */
+    unsigned long long doc_hash = 0;
+    if (initial_document) {
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        codec_msgpack_pack_value(&pk, initial_document);
+        doc_hash = (unsigned long long)XXH64(sb.data, sb.size, 0);
+        msgpack_sbuffer_destroy(&sb);
+    }
+    char doc[32] = "{}";
+    if (initial_document)
+        snprintf(doc, sizeof(doc), "xxh64:%016llx", doc_hash);
+    char *out = NULL;
+    size_t len = 0;
+    FILE *fp = open_memstream(&out, &len);
+    if (!fp)
+        abort(); /* out of memory, as codec_xmalloc() would */
+    fprintf(fp,
+            "ids=%s;history=%llu;snapshot-every=%llu;clients-per-model=%llu;"
+            "max-depth=%llu;max-string-bytes=%llu;max-completions=%llu;"
+            "max-path-length=%llu;max-id-bytes=%llu;max-document-bytes=%llu;"
+            "max-record-bytes=%llu;partitioner=%s;initial-document=%s;reply-topics=%s",
+            cfg->ids, (unsigned long long)cfg->history,
+            (unsigned long long)cfg->snapshot_every,
+            (unsigned long long)cfg->clients_per_model,
+            (unsigned long long)cfg->max_depth, (unsigned long long)cfg->max_string_bytes,
+            (unsigned long long)cfg->max_completions,
+            (unsigned long long)cfg->max_path_length,
+            (unsigned long long)cfg->max_id_bytes,
+            (unsigned long long)cfg->max_document_bytes,
+            (unsigned long long)cfg->max_record_bytes,
+            cfg->partitioner ? cfg->partitioner : "any", doc,
+            cfg->reply_topics ? cfg->reply_topics : "");
+    fclose(fp);
+    return out;
+}
+
+/* The value of name in a settings string, or NULL; *len set. */
+static const char *setting(const char *settings, const char *name, size_t name_len,
+                           size_t *len)
+{
+    for (const char *s = settings; s && *s;) {
+        size_t item = strcspn(s, ";");
+        const char *eq = memchr(s, '=', item);
+        if (eq && (size_t)(eq - s) == name_len && !memcmp(s, name, name_len)) {
+            *len = item - name_len - 1;
+            return eq + 1;
+        }
+        s += item + (s[item] == ';');
+    }
+    return NULL;
+}
+
+int processor_settings_diff(const char *recorded, const char *now, char *out,
+                            size_t out_size)
+{
+    int differ = 0;
+    size_t used = 0;
+    out[0] = '\0';
+    /* Every name of either string, each once: those of now, then any only recorded. */
+    for (int pass = 0; pass < 2; pass++) {
+        const char *names = pass ? recorded : now;
+        for (const char *s = names; s && *s;) {
+            size_t item = strcspn(s, ";");
+            const char *eq = memchr(s, '=', item);
+            size_t name_len = eq ? (size_t)(eq - s) : item, a_len = 0, b_len = 0;
+            const char *a = setting(recorded, s, name_len, &a_len);
+            const char *b = setting(now, s, name_len, &b_len);
+            if ((pass == 0 || !b) &&
+                (!a || !b || a_len != b_len || memcmp(a, b, a_len))) {
+                differ++;
+                int n = snprintf(out + used, out_size - used,
+                                 "%s--%.*s %.*s when the state was built, %.*s now",
+                                 used ? "; " : "", (int)name_len, s, a ? (int)a_len : 5,
+                                 a ? a : "unset", b ? (int)b_len : 5, b ? b : "unset");
+                if (n > 0)
+                    used = used + (size_t)n < out_size ? used + (size_t)n : out_size - 1;
+            }
+            s += item + (s[item] == ';');
+        }
+    }
+    return differ;
 }
 
 static void write_json(FILE *out, const char *msgpack, size_t len)

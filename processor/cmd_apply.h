@@ -17,6 +17,18 @@ state_master_conf_t processor_master_conf(const processor_config_t *cfg);
 state_store_conf_t processor_store_conf(const processor_config_t *cfg, const char *dir,
                                         size_t cache_bytes,
                                         const codec_value_t *initial_document);
+/** The options that change what a flush produces (the ids, the history, the limits,
+ *  the partitioner, the initial document's hash, ...) as a canonical
+ *  "name=value;name=value" string, recorded with each partition's state so that
+ *  instances configured differently do not silently diverge. Caller frees. */
+char *processor_settings(const processor_config_t *cfg,
+                         const codec_value_t *initial_document);
+/** Writes to out the settings that differ between recorded and now, as
+ *  "--name recorded, now value; ..." (at most out_size bytes). @returns how many differ.
+ */
+int processor_settings_diff(const char *recorded, const char *now, char *out,
+                            size_t out_size);
+
 /** The JSON object in path (--initial-document), or NULL and errstr. */
 codec_value_t *processor_read_document(const char *path, const codec_limits_t *limits,
                                        char *errstr, size_t errstr_size);

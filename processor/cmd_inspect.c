@@ -9,6 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include "codec/hash.h"
+/* Seeded: model and client ids come from clients (hash flooding). */
+#define HASH_FUNCTION CODEC_UTHASH_FUNCTION
 #include <uthash.h>
 
 #include "codec/alloc.h"
@@ -31,6 +34,7 @@ typedef struct partition_stats_s {
     int32_t partition;
     int64_t next_offset;
     int64_t partition_count; /* the layout it was built for, -1: not recorded */
+    char *settings;          /* the settings it was built with, NULL: not recorded */
     uint64_t models;
     uint64_t outbox;
     size_t bytes;
@@ -76,6 +80,13 @@ static int collect(void *opaque, const state_store_item_t *item)
     }
     if (item->kind == STATE_ITEM_PARTITIONS) {
         p->partition_count = (int64_t)item->count;
+        return 0;
+    }
+    if (item->kind == STATE_ITEM_SETTINGS) {
+        free(p->settings);
+        p->settings = codec_xmalloc(item->value_len + 1);
+        memcpy(p->settings, item->value, item->value_len);
+        p->settings[item->value_len] = '\0';
         return 0;
     }
     if (item->kind == STATE_ITEM_CHANGES || item->kind == STATE_ITEM_CHANGED)
@@ -169,6 +180,7 @@ static void listing_clear(listing_t *l)
     HASH_ITER(hh, l->partitions, p, pt)
     {
         HASH_DEL(l->partitions, p);
+        free(p->settings);
         free(p);
     }
 }
@@ -178,13 +190,15 @@ static void print_listing(const listing_t *l, FILE *out)
     for (partition_stats_t *p = l->partitions; p; p = p->hh.next) {
         print_json(
             out,
-            json_pack(
-                "{s:i, s:o, s:o, s:I, s:I, s:I}", "partition", p->partition, "nextOffset",
-                p->next_offset < 0 ? json_null() : json_integer(p->next_offset),
-                "partitionCount",
-                p->partition_count < 0 ? json_null() : json_integer(p->partition_count),
-                "models", (json_int_t)p->models, "outbox", (json_int_t)p->outbox,
-                "storedBytes", (json_int_t)p->bytes));
+            json_pack("{s:i, s:o, s:o, s:o, s:I, s:I, s:I}", "partition", p->partition,
+                      "nextOffset",
+                      p->next_offset < 0 ? json_null() : json_integer(p->next_offset),
+                      "partitionCount",
+                      p->partition_count < 0 ? json_null()
+                                             : json_integer(p->partition_count),
+                      "settings", p->settings ? json_string(p->settings) : json_null(),
+                      "models", (json_int_t)p->models, "outbox", (json_int_t)p->outbox,
+                      "storedBytes", (json_int_t)p->bytes));
         for (model_stats_t *m = l->models; m; m = m->hh.next) {
             if (m->partition != p->partition)
                 continue;

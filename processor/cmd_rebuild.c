@@ -37,6 +37,7 @@ typedef struct rebuild_s {
     int32_t partition_count;     /* of the flushes topic */
     codec_value_t *initial_document;
     codec_limits_t limits;
+    char *settings; /* processor_settings(): recorded with each partition */
 } rebuild_t;
 
 /* One partition's rebuild in progress. */
@@ -62,10 +63,10 @@ static int install_visit(const rd_kafka_message_t *m, void *ctx)
     int rc = state_store_install_snapshot(rp->store, rp->partition, m->key, m->key_len,
                                           m->payload ? m->payload : "", m->len, errstr,
                                           sizeof(errstr));
-    if (rc < 0) {
-        LOG_WARN("partition %d: snapshot record at %s offset %lld: %s; skipped",
-                 rp->partition, rp->rb->snapshots_topic, (long long)m->offset, errstr);
-        return 0;
+    if (rc < 0) { /* skipping it would rebuild the model rolled back */
+        LOG_ERROR("partition %d: snapshot record at %s offset %lld: %s", rp->partition,
+                  rp->rb->snapshots_topic, (long long)m->offset, errstr);
+        return -1;
     }
     rp->installed += (uint64_t)rc;
     if (rc && state_store_commit(rp->store, rp->partition, -1, errstr, sizeof(errstr))) {
@@ -165,7 +166,16 @@ static int rebuild_partition(const rebuild_t *rb, int32_t partition)
     double start = processor_monotonic_s();
     processor_partition_read_t rd = {rb->topic,     partition, -1, -1,
                                      rebuild_visit, NULL,      &rp};
+    rd.contiguous = rb->from_changes;
     int rc = processor_read_partition(cfg, cfg->bootstrap_servers, &rd);
+    /* Retention overtook the reader: from the changes, a gap like any other; from the
+     * flushes, records were lost and no rebuild can be right. */
+    if (rc == PROCESSOR_READ_GAP && rb->from_changes)
+        rc = REBUILD_GAP;
+    else if (rc == PROCESSOR_READ_GAP)
+        LOG_ERROR("partition %d: records of %s were deleted while being read; the "
+                  "partition cannot be rebuilt from it",
+                  partition, rb->topic);
     /* From the changes alone, as long as they reach back: the stores then hold the
      * same history as the live processor's. When they do not (a gap: retention), start
      * again from the snapshots. Either way the snapshots ahead of what the changes
@@ -200,6 +210,7 @@ static int rebuild_partition(const rebuild_t *rb, int32_t partition)
         if (rb->from_changes)
             state_store_set_changes_offset(store, partition, rd.to);
         state_store_set_partition_count(store, partition, rb->partition_count);
+        state_store_set_settings(store, partition, rb->settings);
         if (state_store_commit(store, partition, rp.next_input, errstr, sizeof(errstr))) {
             LOG_ERROR("partition %d: %s", partition, errstr);
             rc = -1;
@@ -264,6 +275,7 @@ static int rebuild(const processor_config_t *cfg, bool from_changes,
         LOG_ERROR("rebuild: %s", errstr);
         return 1;
     }
+    rb.settings = processor_settings(cfg, rb.initial_document);
     /* The partition count decides which keys belong where, as in the processor. */
     rd_kafka_conf_t *conf = processor_kafka_conf(
         cfg, cfg->bootstrap_servers, PROCESSOR_KAFKA_RESTORE, errstr, sizeof(errstr));
@@ -274,6 +286,7 @@ static int rebuild(const processor_config_t *cfg, bool from_changes,
             rd_kafka_conf_destroy(conf);
         LOG_ERROR("rebuild: %s", errstr);
         codec_value_destroy(rb.initial_document);
+        free(rb.settings);
         return 1;
     }
     rb.partition_count =
@@ -296,6 +309,7 @@ static int rebuild(const processor_config_t *cfg, bool from_changes,
     if (rb.partition_count < 0) {
         LOG_ERROR("rebuild: %s", errstr);
         codec_value_destroy(rb.initial_document);
+        free(rb.settings);
         return 1;
     }
 
@@ -342,6 +356,7 @@ static int rebuild(const processor_config_t *cfg, bool from_changes,
     }
     free(parts);
     codec_value_destroy(rb.initial_document);
+    free(rb.settings);
     return rc ? 1 : 0;
 }
 

@@ -18,6 +18,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include "codec/hash.h"
+/* Seeded: model and client ids come from clients (hash flooding). */
+#define HASH_FUNCTION CODEC_UTHASH_FUNCTION
 #include <uthash.h>
 
 #include "cmd_apply.h"

@@ -3,6 +3,9 @@
 
 #include <stdio.h>
 #include <string.h>
+#include "codec/hash.h"
+/* Seeded: model and client ids come from clients (hash flooding). */
+#define HASH_FUNCTION CODEC_UTHASH_FUNCTION
 #include <uthash.h>
 
 #include "codec/alloc.h"
@@ -332,16 +335,27 @@ static void handle_flush(processor_handler_t *h, const target_t *t,
     }
 }
 
-/* The reply's address: whatever of model, client and seq the request named. */
-static codec_reply_to_t reply_to(const codec_request_t *req, processor_output_t *out)
+/* The reply's address: whatever of model, client and seq the request named. An id
+ * that fails codec_id_check() is left out: it may be the reason for the refusal, and
+ * echoing it could make the reply itself undeliverable (too large) or not msgpack
+ * (invalid UTF-8). Without a client id there is no reply, only the dead letter. */
+static codec_reply_to_t reply_to(const processor_handler_t *h, const codec_request_t *req,
+                                 processor_output_t *out)
 {
-    if (req->has_client) {
+    char ignored[128];
+    bool model_ok =
+        req->has_model && !codec_id_check("model", req->model.ptr, req->model.len, false,
+                                          &h->conf.limits, ignored, sizeof(ignored));
+    bool client_ok = req->has_client &&
+                     !codec_id_check("client", req->client.ptr, req->client.len, false,
+                                     &h->conf.limits, ignored, sizeof(ignored));
+    if (client_ok) {
         out->reply_key = codec_xmemdup(req->client.ptr, req->client.len);
         out->reply_key_len = req->client.len;
     }
     return (codec_reply_to_t){
-        .model = req->has_model ? &req->model : NULL,
-        .client = req->has_client ? &req->client : NULL,
+        .model = model_ok ? &req->model : NULL,
+        .client = client_ok ? &req->client : NULL,
         .seq = req->has_seq ? &req->seq : NULL,
     };
 }
@@ -390,7 +404,7 @@ void processor_handler_refuse(processor_handler_t *h, const char *key, size_t ke
     msgpack_packer_init(&pk, &out->reply, msgpack_sbuffer_write);
     /* Only a shallow scan: the record may be too large to decode. */
     codec_request_identify(value, value_len, key, key_len, &req);
-    codec_reply_to_t to = reply_to(&req, out);
+    codec_reply_to_t to = reply_to(h, &req, out);
     reject(out, &pk, &to, err, message);
     fit_reply(h, out, &to, "");
 }
@@ -408,7 +422,7 @@ void processor_handler_handle(processor_handler_t *h, int32_t partition, int64_t
     codec_err_t err =
         codec_request_decode(value, value_len, key, key_len, &h->conf.limits, h->zone,
                              &req, errstr, sizeof(errstr));
-    codec_reply_to_t to = reply_to(&req, out);
+    codec_reply_to_t to = reply_to(h, &req, out);
     if (err) {
         reject(out, &pk, &to, err, errstr);
         goto done;

@@ -7,6 +7,10 @@
 
 #include <errno.h>
 #include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <sys/socket.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -72,15 +76,53 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     return queue_text(conn, (unsigned)status, body, len, type);
 }
 
-processor_http_t *processor_http_start(uint16_t port, processor_http_render_t render,
-                                       void *ctx, char *errstr, size_t errstr_size)
+processor_http_t *processor_http_start(const char *address, uint16_t port,
+                                       processor_http_render_t render, void *ctx,
+                                       char *errstr, size_t errstr_size)
 {
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
+    if (address && *address) {
+        struct addrinfo hints = {
+            .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+        struct addrinfo *ai = NULL;
+        int err = getaddrinfo(address, NULL, &hints, &ai);
+        if (err || !ai) {
+            snprintf(errstr, errstr_size, "cannot serve HTTP on %s: %s", address,
+                     err ? gai_strerror(err) : "no address");
+            return NULL;
+        }
+        struct sockaddr_storage sa;
+        memset(&sa, 0, sizeof(sa));
+        memcpy(&sa, ai->ai_addr, ai->ai_addrlen);
+        freeaddrinfo(ai);
+        if (sa.ss_family == AF_INET6) {
+            ((struct sockaddr_in6 *)&sa)->sin6_port = htons(port);
+            flags |= MHD_USE_IPv6;
+        } else {
+            ((struct sockaddr_in *)&sa)->sin_port = htons(port);
+        }
+        processor_http_t *http = codec_xcalloc(1, sizeof(*http));
+        http->render = render;
+        http->ctx = ctx;
+        errno = 0;
+        http->daemon = MHD_start_daemon(
+            flags, port, NULL, NULL, on_request, http, MHD_OPTION_SOCK_ADDR,
+            (struct sockaddr *)&sa, MHD_OPTION_CONNECTION_LIMIT, (unsigned)64,
+            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10, MHD_OPTION_END);
+        if (!http->daemon) {
+            snprintf(errstr, errstr_size, "cannot serve HTTP on %s port %u: %s", address,
+                     (unsigned)port,
+                     errno ? strerror(errno) : "libmicrohttpd refused to start");
+            free(http);
+            return NULL;
+        }
+        return http;
+    }
     processor_http_t *http = codec_xcalloc(1, sizeof(*http));
     http->render = render;
     http->ctx = ctx;
     /* IPv6 and IPv4 on one socket where the host has IPv6 (IPv6-only clusters probe
      * over it), else IPv4 alone. */
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ERROR_LOG;
     for (int attempt = 0; attempt < 2 && !http->daemon; attempt++) {
         errno = 0;
         http->daemon = MHD_start_daemon(

@@ -12,10 +12,12 @@ typedef int (*processor_http_render_t)(void *ctx, const char *path, FILE *body);
 
 typedef struct processor_http_s processor_http_t;
 
-/** Serves GET requests on port (every interface) through render.
- *  @returns the server, or NULL and errstr (the port is taken, ...). */
-processor_http_t *processor_http_start(uint16_t port, processor_http_render_t render,
-                                       void *ctx, char *errstr, size_t errstr_size);
+/** Serves GET requests on port through render: on address (an IP address or a host
+ *  name, its first address), or on every interface when address is NULL or empty.
+ *  @returns the server, or NULL and errstr (the port is taken, no such address, ...). */
+processor_http_t *processor_http_start(const char *address, uint16_t port,
+                                       processor_http_render_t render, void *ctx,
+                                       char *errstr, size_t errstr_size);
 
 /** Stops serving (waits for a request in progress). NULL-safe. */
 void processor_http_stop(processor_http_t *http);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec/error.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -141,7 +142,10 @@ rd_kafka_conf_t *processor_kafka_conf(const processor_config_t *cfg,
             set(conf, "enable.partition.eof",
                 role == PROCESSOR_KAFKA_RESTORE ? "true" : "false", errstr,
                 errstr_size) ||
-            set(conf, "auto.offset.reset", "earliest", errstr, errstr_size))
+            /* A reader overtaken by retention must say so (a gap), never jump. */
+            set(conf, "auto.offset.reset",
+                role == PROCESSOR_KAFKA_RESTORE ? "error" : "earliest", errstr,
+                errstr_size))
             goto err;
         break;
     case PROCESSOR_KAFKA_PRODUCER:
@@ -204,7 +208,12 @@ int processor_check_output_limits(const processor_config_t *cfg, char *errstr,
 {
     size_t max = processor_max_message_bytes(cfg);
     size_t out = processor_max_output_bytes(cfg);
-    size_t room = out > PROCESSOR_ENVELOPE_BYTES ? out - PROCESSOR_ENVELOPE_BYTES : 0;
+    /* Ids longer than the default add to the envelope: the model id twice (key and
+     * value) and the client id. */
+    size_t envelope = PROCESSOR_ENVELOPE_BYTES;
+    if (cfg->max_id_bytes > CODEC_DEFAULT_MAX_ID_BYTES)
+        envelope += 3 * (size_t)(cfg->max_id_bytes - CODEC_DEFAULT_MAX_ID_BYTES);
+    size_t room = out > envelope ? out - envelope : 0;
     const char *name = NULL;
     uint64_t value = 0;
     if (cfg->max_record_bytes > room) {
@@ -412,7 +421,16 @@ int processor_read_partition(const processor_config_t *cfg, const char *bootstra
             rd_kafka_message_destroy(m);
             break;
         }
-        if (m && m->err) {
+        bool gap = m && (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET ||
+                         m->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE ||
+                         (!m->err && rd->contiguous && m->offset != position));
+        if (gap) {
+            LOG_WARN("partition %d: reading %s at offset %lld: %s; records are missing "
+                     "(deleted by retention while being read?)",
+                     rd->partition, rd->topic, (long long)position,
+                     m->err ? rd_kafka_message_errstr(m) : "a record after a gap");
+            rc = PROCESSOR_READ_GAP;
+        } else if (m && m->err) {
             LOG_WARN("partition %d: reading %s: %s", rd->partition, rd->topic,
                      rd_kafka_message_errstr(m));
         } else if (m) {

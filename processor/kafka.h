@@ -102,11 +102,20 @@ typedef struct processor_partition_read_s {
     /* Polled between records; true stops the read with -1. NULL: never. */
     bool (*stopped)(void *ctx);
     void *ctx;
+    /* Every offset holds a record (the changes topic: written by one idempotent
+     * producer, never compacted), so one that skips is a gap. */
+    bool contiguous;
 } processor_partition_read_t;
 
+/* processor_read_partition(): records are missing (retention deleted them while, or
+ * before, they were read; or, when contiguous, a record came after a gap). */
+#define PROCESSOR_READ_GAP (-2)
+
 /** Reads rd->topic's partition, with a progress line (records/s, percent, time left)
- *  every 2 s. @returns 0 at the end, visit's code, or -1 (stopped, no consumer, no
- *  watermarks; logged). */
+ *  every 2 s. The reader never skips: where librdkafka would reset to the earliest
+ *  offset (auto.offset.reset), the read stops with PROCESSOR_READ_GAP.
+ *  @returns 0 at the end, visit's code, PROCESSOR_READ_GAP, or -1 (stopped, no
+ *  consumer, no watermarks; logged). */
 int processor_read_partition(const processor_config_t *cfg, const char *bootstrap_servers,
                              processor_partition_read_t *rd);
 

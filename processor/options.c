@@ -107,7 +107,17 @@ const processor_option_t processor_options[] = {
     {"http-port", PROCESSOR_OPT_UINT, "0", NULL, 0, 65535, OFF(http_port),
      PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV, 0,
      "Serve /metrics (Prometheus text format), /healthz and /readyz over HTTP on this "
-     "port, on every interface (0: no HTTP server)."},
+     "port (0: no HTTP server), on --http-address."},
+    {"http-address", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(http_address),
+     PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV, 0,
+     "The address the HTTP server listens on: an IP address (127.0.0.1, ::1, the pod's "
+     "address) or a host name (its first address). Default: every interface, IPv6 and "
+     "IPv4."},
+    {"takeover-timeout-ms", PROCESSOR_OPT_UINT, "300000", NULL, 1000, UINT64_MAX,
+     OFF(takeover_timeout_ms), PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV, 0,
+     "How long a partition may fail to be taken over because of transient Kafka errors "
+     "(timeouts, leaders moving, brokers down: retried with backoff meanwhile) before "
+     "/healthz fails, naming it, so that the instance is restarted."},
     {"extra-topics", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(extra_topics),
      PROCESSOR_CMD_DEV, 0,
      "More topics for the embedded cluster, NAME:PARTITIONS comma-separated (for "
@@ -181,9 +191,10 @@ const processor_option_t processor_options[] = {
      "evicted first; an evicted model reloads from the store."},
     {"clients-per-model", PROCESSOR_OPT_UINT, "1000", NULL, 1, UINT64_MAX,
      OFF(clients_per_model), PROCESSOR_CMD_APPLYING, 0,
-     "Client records (for recognising retried flushes) kept per model; the clients "
-     "whose last flush is oldest are forgotten first, and a forgotten client's next "
-     "flush is applied as new."},
+     "Client records (for recognising retried flushes) kept per model, at least; when "
+     "a new client takes a model an eighth over, the clients whose last flush is "
+     "oldest are forgotten down to N, and a forgotten client's next flush is applied "
+     "as new."},
     {"fsync", PROCESSOR_OPT_BOOL, "false", NULL, 0, 1, OFF(fsync), PROCESSOR_CMD_APPLYING,
      0,
      "Sync every write to disk: survives power loss, not just a killed process (the WAL "
@@ -206,8 +217,8 @@ const processor_option_t processor_options[] = {
      PROCESSOR_CMD_APPLYING, 0,
      "JSON file with the document new models start from "
      "(default: {})."},
-    {"max-depth", PROCESSOR_OPT_UINT, XSTR(CODEC_DEFAULT_MAX_DEPTH), NULL, 1, 1000,
-     OFF(max_depth), PROCESSOR_CMD_APPLYING, 0,
+    {"max-depth", PROCESSOR_OPT_UINT, XSTR(CODEC_DEFAULT_MAX_DEPTH), NULL, 1,
+     CODEC_MAX_MAX_DEPTH, OFF(max_depth), PROCESSOR_CMD_APPLYING, 0,
      "Deepest nesting of maps and arrays accepted in a request."},
     {"max-string-bytes", PROCESSOR_OPT_UINT, "1048576", NULL, 1, UINT32_MAX,
      OFF(max_string_bytes), PROCESSOR_CMD_APPLYING, 0,
@@ -216,8 +227,12 @@ const processor_option_t processor_options[] = {
      UINT32_MAX, OFF(max_completions), PROCESSOR_CMD_APPLYING, 0,
      "Most commands accepted in one flush."},
     {"max-path-length", PROCESSOR_OPT_UINT, XSTR(CODEC_DEFAULT_MAX_PATH_LENGTH), NULL, 1,
-     1000, OFF(max_path_length), PROCESSOR_CMD_APPLYING, 0,
+     CODEC_MAX_MAX_PATH_LENGTH, OFF(max_path_length), PROCESSOR_CMD_APPLYING, 0,
      "Most elements accepted in one command path."},
+    {"max-id-bytes", PROCESSOR_OPT_UINT, XSTR(CODEC_DEFAULT_MAX_ID_BYTES), NULL, 1,
+     CODEC_MAX_ID_BYTES, OFF(max_id_bytes), PROCESSOR_CMD_APPLYING, 0,
+     "Longest model id (the record key) or client id accepted, in bytes; ids must also "
+     "be valid UTF-8 and a model id not empty."},
     {"max-document-bytes", PROCESSOR_OPT_UINT, "900000", NULL, 1024, UINT64_MAX,
      OFF(max_document_bytes), PROCESSOR_CMD_APPLYING, 0,
      "Largest a model's document may grow (as msgpack): a flush of creates or updates "

@@ -43,6 +43,7 @@ typedef struct processor_config_s {
     uint64_t max_string_bytes;
     uint64_t max_completions;
     uint64_t max_path_length;
+    uint64_t max_id_bytes;
     uint64_t max_record_bytes;
     uint64_t max_document_bytes;
     /* Kafka */
@@ -70,6 +71,8 @@ typedef struct processor_config_s {
     char *partition_list; /* rebuild: "0,2,5", NULL for all */
     char *log_level;
     uint64_t http_port;            /* run, dev: 0 = no HTTP server */
+    char *http_address;            /* run, dev: NULL = every interface */
+    uint64_t takeover_timeout_ms;  /* run, dev: /healthz fails beyond it */
     char *extra_topics;            /* dev: "name:partitions,..." */
     char *action;                  /* topics: create|describe (the positional argument) */
     uint64_t replication_factor;   /* topics */

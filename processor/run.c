@@ -34,6 +34,11 @@
 #define COMMIT_INTERVAL_S 1          /* consumer offsets to Kafka, and outbox cleanup */
 #define FLUSH_TIMEOUT_MS  30000      /* waiting for deliveries at a revoke or exit */
 #define KAFKA_TIMEOUT_MS  10000      /* metadata, committed offsets, watermarks */
+/* A takeover that fails on a transient Kafka error is tried again after a delay that
+ * doubles from the first to the last (the worker is free meanwhile); /healthz fails
+ * once it has failed for --takeover-timeout-ms. */
+#define TAKEOVER_RETRY_FIRST_S 1
+#define TAKEOVER_RETRY_LAST_S  16
 
 typedef struct part_s part_t;
 typedef struct runner_s runner_t;
@@ -108,11 +113,19 @@ struct part_s {
     int64_t committable;  /* every record before it is applied and its output delivered */
     int64_t committed;    /* what was last committed to Kafka */
     int64_t changes_next; /* after the newest change record delivered */
+    /* Taking the partition over: a transient failure is retried at retry_at (> 0),
+     * after retry_delay; failing_since > 0 since the first failure; why: the last
+     * failure (transient or, with failed, for good), for /healthz and /readyz. */
+    double retry_at, retry_delay, failing_since;
+    char why[192];
     /* The worker's, while running (and the main thread's while not assigned): */
     _Atomic int64_t changes_stored; /* written by the worker, read by housekeeping */
     state_store_t *store;
     processor_handler_t *handler;
     part_t *next_ready;
+    bool leftovers_produced; /* this store's outbox, once per store opened */
+    char attempt_why[192];   /* why the takeover in progress failed */
+    size_t cache_bytes;      /* the store's share of --cache-mb */
     /* For /metrics: */
     atomic_int_fast64_t catch_up_remaining; /* records left to read while catching up */
     state_store_stats_t stats;              /* under lock; refreshed by the worker */
@@ -140,6 +153,8 @@ struct runner_s {
     part_t **parts; /* by partition id; created by the main thread */
     size_t parts_cap;
     atomic_int assigned_count;
+    atomic_size_t cache_share; /* --cache-mb divided among the assigned partitions */
+    char *settings;            /* processor_settings(): recorded with each store */
 
     pthread_mutex_t runq_lock;
     pthread_cond_t runq_cond;
@@ -171,6 +186,7 @@ struct runner_s {
     atomic_uint_fast64_t dead_letters_by_code[CODEC_ERR__COUNT];
     atomic_uint_fast64_t cache_hits, cache_misses;
     atomic_uint_fast64_t snapshot_records; /* handed to the producer, both kinds */
+    atomic_uint_fast64_t takeover_retries; /* takeovers failed on a transient error */
     processor_histogram_t step_duration;   /* apply, store commit, hand to the producer */
     pthread_mutex_t parts_lock;            /* parts' growth vs. the HTTP thread */
     _Atomic double loop_at;                /* the main loop's last turn (liveness) */
@@ -363,6 +379,8 @@ static void delivered_locked(part_t *p, delivery_t *d, int64_t offset)
     if (n) {
         memmove(p->steps, p->steps + n, (p->steps_len - n) * sizeof(*p->steps));
         p->steps_len -= n;
+        if (!p->steps_len) /* a revoke waits for this (revoke_partitions()) */
+            pthread_cond_broadcast(&p->idle);
     }
 }
 
@@ -512,29 +530,32 @@ static void *producer_main(void *opaque)
 
 /* ---- a processing step ---- */
 
+typedef struct model_ref_s {
+    char *ptr;
+    size_t len;
+} model_ref_t;
+
 /* Output records of one step, not yet produced. */
 typedef struct step_out_s {
     delivery_t **items;
     size_t len, cap;
-    char **snapshots_due; /* models whose snapshot record is due, once each */
+    model_ref_t *snapshots_due; /* models whose snapshot record is due, once each
+                                 * (ids may hold NUL bytes: lengths, not strlen) */
     size_t due_len, due_cap;
 } step_out_t;
 
 static void step_out_due(step_out_t *so, const char *model, size_t len)
 {
     for (size_t i = 0; i < so->due_len; i++)
-        if (strlen(so->snapshots_due[i]) == len &&
-            !memcmp(so->snapshots_due[i], model, len))
+        if (so->snapshots_due[i].len == len &&
+            !memcmp(so->snapshots_due[i].ptr, model, len))
             return;
     if (so->due_len == so->due_cap) {
         so->due_cap = so->due_cap ? so->due_cap * 2 : 8;
         so->snapshots_due =
             codec_xrealloc(so->snapshots_due, so->due_cap * sizeof(*so->snapshots_due));
     }
-    char *copy = codec_xmalloc(len + 1);
-    memcpy(copy, model, len);
-    copy[len] = '\0';
-    so->snapshots_due[so->due_len++] = copy;
+    so->snapshots_due[so->due_len++] = (model_ref_t){codec_xmemdup(model, len), len};
 }
 
 static void step_out_add(part_t *p, step_out_t *so, const state_outbox_rec_t *rec,
@@ -859,10 +880,18 @@ void processor_apply_record(processor_handler_t *h, const processor_config_t *cf
     processor_output_reset(out);
     char why[256];
     int32_t expected;
+    codec_limits_t limits = processor_limits(cfg);
+    codec_err_t err;
     if (!m->key || m->key_len == 0) {
         processor_handler_refuse(h, NULL, 0, value, m->len, CODEC_ERR_MISSING_KEY,
-                                 "the record has no key: the key must be the model id",
+                                 "the record has no key, or an empty one: the key must "
+                                 "be the model id",
                                  out);
+    } else if ((err = codec_id_check("the record key", m->key, m->key_len, true, &limits,
+                                     why, sizeof(why)))) {
+        /* Checked before anything else: the key becomes a store key, the key of the
+         * change and snapshot records, and a field of the reply. */
+        processor_handler_refuse(h, m->key, m->key_len, value, m->len, err, why, out);
     } else if (m->len > cfg->max_record_bytes) {
         snprintf(why, sizeof(why), "the record value of %zu bytes exceeds %llu", m->len,
                  (unsigned long long)cfg->max_record_bytes);
@@ -1067,7 +1096,7 @@ static bool publish_snapshot(part_t *p, const char *model, size_t model_len, boo
 static void produce_snapshots(part_t *p, const step_out_t *so)
 {
     for (size_t i = 0; i < so->due_len; i++)
-        publish_snapshot(p, so->snapshots_due[i], strlen(so->snapshots_due[i]), false);
+        publish_snapshot(p, so->snapshots_due[i].ptr, so->snapshots_due[i].len, false);
 }
 
 /* ---- the snapshot sweep ---- */
@@ -1185,7 +1214,7 @@ static void process_step(part_t *p, rd_kafka_message_t **msgs, const double *con
                                        (uint64_t)((produced_at - started_at) * 1e6));
     }
     for (size_t i = 0; i < so.due_len; i++)
-        free(so.snapshots_due[i]);
+        free(so.snapshots_due[i].ptr);
     free(so.snapshots_due);
     free(so.items);
 }
@@ -1216,11 +1245,14 @@ typedef struct part_read_s {
     void *ctx;
 } part_read_t;
 
+#define READ_FAILED 5 /* part_read_visit(): the visit failed for good (-1) */
+
 static int part_read_visit(const rd_kafka_message_t *m, void *ctx)
 {
     part_read_t *pr = ctx;
     atomic_store(&pr->p->catch_up_remaining, pr->hi - m->offset - 1);
-    return pr->visit(pr->p, m, pr->ctx);
+    int rc = pr->visit(pr->p, m, pr->ctx);
+    return rc < 0 ? READ_FAILED : rc; /* not the reader's own -1 */
 }
 
 static bool part_read_stopped(void *ctx)
@@ -1232,6 +1264,11 @@ static bool part_read_stopped(void *ctx)
     return abort || *p->r->stop;
 }
 
+#define TAKEOVER_AGAIN 3 /* prepare() and its helpers: a transient error, try again */
+
+/* @returns 0, visit's code (> 0), -1 (a visit failed for good), or TAKEOVER_AGAIN (the
+ * reader failed, or retention overtook it: the next attempt starts from the
+ * watermarks again). */
 static int read_partition(part_t *p, const char *topic, int64_t from, int64_t hi,
                           int (*visit)(part_t *p, const rd_kafka_message_t *m, void *ctx),
                           void *ctx)
@@ -1239,9 +1276,16 @@ static int read_partition(part_t *p, const char *topic, int64_t from, int64_t hi
     part_read_t pr = {p, hi, visit, ctx};
     processor_partition_read_t rd = {
         topic, p->id, from, hi, part_read_visit, part_read_stopped, &pr};
+    rd.contiguous = !strcmp(topic, p->r->cfg->changes_topic);
     atomic_store(&p->catch_up_remaining, hi - from);
     int rc = processor_read_partition(p->r->cfg, p->r->bootstrap, &rd);
     atomic_store(&p->catch_up_remaining, 0);
+    if (rc == READ_FAILED || (rc == -1 && part_read_stopped(&pr)))
+        return -1; /* being revoked, or stopping: no takeover to try again */
+    if (rc == -1 || rc == PROCESSOR_READ_GAP) {
+        snprintf(p->attempt_why, sizeof(p->attempt_why), "reading %s failed", topic);
+        return TAKEOVER_AGAIN;
+    }
     return rc;
 }
 
@@ -1249,6 +1293,12 @@ static int read_partition(part_t *p, const char *topic, int64_t from, int64_t hi
     "keys map to partitions by the partition count, so this state belongs to another "  \
     "layout; move the models with `flushout-processor repartition` (deploy/README.md, " \
     "\"Repartitioning\") and start on empty state directories"
+
+#define SETTINGS_HINT                                                                  \
+    "instances that process the same partitions must have the same settings, or they " \
+    "would answer the same records differently: run with the settings the state was "  \
+    "built with, or remove the partition directories to rebuild them from the topics " \
+    "under the new settings (every instance of the group must then use them)"
 
 /* Checks that a record of the changes or snapshots topic belongs to the partition it
  * is in: one that does not was written under another partition count. Fatal.
@@ -1336,61 +1386,65 @@ static int install_snapshot(part_t *p, const rd_kafka_message_t *m, void *ctx)
     int rc = state_store_install_snapshot(p->store, p->id, m->key, m->key_len,
                                           m->payload ? m->payload : "", m->len, errstr,
                                           sizeof(errstr));
-    if (rc < 0) {
-        LOG_WARN("partition %d: snapshot record at %s offset %lld: %s; skipped", p->id,
-                 p->r->cfg->snapshots_topic, (long long)m->offset, errstr);
-        return 0;
+    if (rc < 0) { /* skipping it would serve the model rolled back */
+        LOG_ERROR("partition %d: snapshot record at %s offset %lld: %s; the partition is "
+                  "not served (its state would be wrong)",
+                  p->id, p->r->cfg->snapshots_topic, (long long)m->offset, errstr);
+        return -1;
     }
     cu->installed += (uint64_t)rc;
     /* Each install is committed: a later record of the same model reads it back. */
     return rc ? commit_catch_up(p, cu) : 0;
 }
 
-/* The first and next offsets of topic's partition p->id. @returns 0, or -1 (logged). */
+/* The first and next offsets of topic's partition p->id. @returns 0, or
+ * TAKEOVER_AGAIN (a timeout, no leader, ...: p->attempt_why says which). */
 static int partition_ends(part_t *p, const char *topic, int64_t *lo, int64_t *hi)
 {
     rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
         p->r->producer, topic, p->id, lo, hi, KAFKA_TIMEOUT_MS);
     if (err)
-        LOG_ERROR("partition %d: cannot read the offsets of %s: %s", p->id, topic,
-                  rd_kafka_err2str(err));
-    return err ? -1 : 0;
+        snprintf(p->attempt_why, sizeof(p->attempt_why),
+                 "cannot read the offsets of %s: %s", topic, rd_kafka_err2str(err));
+    return err ? TAKEOVER_AGAIN : 0;
 }
 
 /* Installs the latest snapshot of every model of the partition that is ahead of the
- * store. @returns 0, or -1 (logged). */
+ * store. @returns 0, -1 (logged), or TAKEOVER_AGAIN. */
 static int restore_snapshots(part_t *p, catch_up_t *cu)
 {
     runner_t *r = p->r;
     const char *topic = r->cfg->snapshots_topic;
     int64_t lo, hi;
-    if (partition_ends(p, topic, &lo, &hi))
-        return -1;
+    int rc = partition_ends(p, topic, &lo, &hi);
+    if (rc)
+        return rc;
     LOG_INFO("partition %d: restoring from %s offsets %lld..%lld", p->id, topic,
              (long long)lo, (long long)hi);
     int64_t position = cu->position;
     cu->position = -1; /* installing says nothing about the changes position */
-    int rc = lo < hi ? read_partition(p, topic, lo, hi, install_snapshot, cu) : 0;
+    rc = lo < hi ? read_partition(p, topic, lo, hi, install_snapshot, cu) : 0;
     cu->position = position;
     if (!rc)
         LOG_INFO("partition %d: %llu snapshot records installed (models restored)", p->id,
                  (unsigned long long)cu->installed);
-    return rc ? -1 : 0;
+    return rc == TAKEOVER_AGAIN ? rc : rc ? -1 : 0;
 }
 
 /* Applies the partition's change records from the store's changes position to the end
  * of the changes partition. When they do not reach back far enough (deleted by
  * retention, or a gap), the models are first restored from the snapshots topic; when
- * that does not reach far enough either, the partition is refused. @returns 0, or -1
- * (logged). */
+ * that does not reach far enough either, the partition is refused. @returns 0, -1
+ * (logged), or TAKEOVER_AGAIN (a transient error: p->attempt_why). */
 static int catch_up(part_t *p)
 {
     runner_t *r = p->r;
     const char *topic = r->cfg->changes_topic;
     int64_t from = state_store_changes_offset(p->store, p->id);
     int64_t lo, hi;
-    if (partition_ends(p, topic, &lo, &hi))
-        return -1;
+    int rc = partition_ends(p, topic, &lo, &hi);
+    if (rc)
+        return rc;
     bool restored = false, fresh = from < 0;
     catch_up_t cu = {.position = -1,
                      .hold_position = fresh && r->cfg->snapshot_topic_every};
@@ -1399,23 +1453,24 @@ static int catch_up(part_t *p)
             "partition %d: %s starts at %lld (retention), after this store's position "
             "%lld",
             p->id, topic, (long long)lo, (long long)from);
-        if (!r->cfg->snapshot_topic_every || restore_snapshots(p, &cu))
+        if (!r->cfg->snapshot_topic_every)
             return -1;
+        if ((rc = restore_snapshots(p, &cu)))
+            return rc;
         restored = true;
     }
     if (from < lo)
         from = lo;
     double start = processor_monotonic_s();
-    int rc = 0;
     if (from < hi) {
         LOG_INFO("partition %d: catching up from %s offsets %lld..%lld", p->id, topic,
                  (long long)from, (long long)hi);
         rc = read_partition(p, topic, from, hi, apply_change, &cu);
         if (rc == CATCH_UP_GAP && !restored && r->cfg->snapshot_topic_every) {
             restored = true;
-            rc = restore_snapshots(p, &cu)
-                     ? -1
-                     : read_partition(p, topic, from, hi, apply_change, &cu);
+            rc = restore_snapshots(p, &cu);
+            if (!rc)
+                rc = read_partition(p, topic, from, hi, apply_change, &cu);
         }
         if (rc == CATCH_UP_GAP)
             LOG_ERROR(
@@ -1428,9 +1483,11 @@ static int catch_up(part_t *p)
      * gave it: a model moved by `repartition` and not changed since is in the
      * snapshots topic alone. Installing only what is ahead keeps the history the
      * change records gave the others. */
-    if (!rc && fresh && !restored && r->cfg->snapshot_topic_every &&
-        restore_snapshots(p, &cu))
-        rc = -1;
+    if (!rc && fresh && !restored && r->cfg->snapshot_topic_every)
+        rc = restore_snapshots(p, &cu);
+    /* Tried again later: what was applied is kept, the rest comes next time. */
+    if (rc == TAKEOVER_AGAIN)
+        return commit_catch_up(p, &cu) ? -1 : rc;
     cu.hold_position = false;
     if (rc || commit_catch_up(p, &cu))
         return -1;
@@ -1477,10 +1534,27 @@ static int check_layout(part_t *p, const char *dir)
         atomic_store(&r->fatal, true);
         return -1;
     }
-    if (built_for > 0)
+    char *settings = state_store_settings(p->store, p->id);
+    char differ[1024];
+    if (settings &&
+        processor_settings_diff(settings, r->settings, differ, sizeof(differ))) {
+        LOG_ERROR("partition %d: the state in %s was built with other settings: %s; "
+                  "" SETTINGS_HINT,
+                  p->id, dir, differ);
+        free(settings);
+        atomic_store(&r->fatal, true);
+        return -1;
+    }
+    bool recorded = settings != NULL;
+    free(settings);
+    if (built_for > 0 && recorded)
         return 0;
     char errstr[512];
-    state_store_set_partition_count(p->store, p->id, r->partition_count);
+    if (built_for <= 0)
+        state_store_set_partition_count(p->store, p->id, r->partition_count);
+    /* A store from before settings were recorded takes the current ones. */
+    if (!recorded)
+        state_store_set_settings(p->store, p->id, r->settings);
     if (state_store_commit(p->store, p->id, -1, errstr, sizeof(errstr))) {
         LOG_ERROR("partition %d: %s", p->id, errstr);
         return -1;
@@ -1488,9 +1562,52 @@ static int check_layout(part_t *p, const char *dir)
     return 0;
 }
 
+/* The takeover failed for good (a store that cannot be read or written, a gap in the
+ * changelog): the partition is not served until it is assigned again. */
+static void takeover_failed(part_t *p, const char *why)
+{
+    pthread_mutex_lock(&p->lock);
+    snprintf(p->why, sizeof(p->why), "%s", why);
+    p->retry_at = 0;
+    pthread_mutex_unlock(&p->lock);
+    part_fail(p);
+}
+
+/* The takeover failed on a transient Kafka error (p->attempt_why): housekeeping
+ * schedules it again after a delay, doubling up to TAKEOVER_RETRY_LAST_S; the worker
+ * is free for other partitions meanwhile. */
+static void takeover_again(part_t *p)
+{
+    double now = processor_monotonic_s();
+    pthread_mutex_lock(&p->lock);
+    if (p->failing_since <= 0)
+        p->failing_since = now;
+    p->retry_delay = p->retry_delay <= 0                          ? TAKEOVER_RETRY_FIRST_S
+                     : p->retry_delay * 2 > TAKEOVER_RETRY_LAST_S ? TAKEOVER_RETRY_LAST_S
+                                                                  : p->retry_delay * 2;
+    p->retry_at = now + p->retry_delay;
+    snprintf(p->why, sizeof(p->why), "%s", p->attempt_why);
+    double delay = p->retry_delay, failing = now - p->failing_since;
+    pthread_mutex_unlock(&p->lock);
+    atomic_fetch_add(&p->r->takeover_retries, 1);
+    LOG_WARN("partition %d: %s; taking it over again in %.0f s (failing for %.0f s)",
+             p->id, p->attempt_why, delay, failing);
+}
+
+/* Applies the partition's share of --cache-mb to its store (between steps). */
+static void apply_cache_share(part_t *p)
+{
+    size_t share = atomic_load(&p->r->cache_share);
+    if (p->store && share && share != p->cache_bytes) {
+        state_store_set_cache_bytes(p->store, share);
+        p->cache_bytes = share;
+    }
+}
+
 /* Opens the partition's store, produces what its outbox still holds, catches up
  * from the changes topic, and starts consuming where both the store and Kafka's
- * committed offset say everything before is done. */
+ * committed offset say everything before is done. A transient Kafka error makes it
+ * try again later (takeover_again()); anything else fails the partition. */
 static void prepare(part_t *p)
 {
     runner_t *r = p->r;
@@ -1498,19 +1615,17 @@ static void prepare(part_t *p)
     char dir[PATH_MAX];
     snprintf(dir, sizeof(dir), "%s/partition-%d", r->state_dir, p->id);
     if (!p->store) {
-        int shares = atomic_load(&r->assigned_count);
-        size_t cache =
-            ((size_t)r->cfg->cache_mb << 20) / (size_t)(shares > 0 ? shares : 1);
-        if (cache < (8u << 20))
-            cache = 8u << 20;
+        size_t cache = atomic_load(&r->cache_share);
         state_store_conf_t sc =
             processor_store_conf(r->cfg, dir, cache, r->initial_document);
         p->store = state_store_open(&sc, errstr, sizeof(errstr));
         if (!p->store) {
             LOG_ERROR("partition %d: cannot open its store: %s", p->id, errstr);
-            part_fail(p);
+            takeover_failed(p, "its store cannot be opened");
             return;
         }
+        p->cache_bytes = cache;
+        p->leftovers_produced = false;
         processor_handler_conf_t hc = {
             .store = p->store,
             .master = processor_master_conf(r->cfg),
@@ -1525,49 +1640,68 @@ static void prepare(part_t *p)
         p->stats_at = 0;
         p->cache_hits_counted = p->cache_misses_counted = 0;
     }
+    apply_cache_share(p);
     if (check_layout(p, dir)) {
-        part_fail(p);
+        takeover_failed(p, "its state was built for another layout or settings");
         return;
     }
     p->changes_stored = state_store_changes_offset(p->store, p->id);
 
-    step_out_t leftovers = {0};
-    void *args[2] = {p, &leftovers};
-    if (state_store_outbox_scan(p->store, p->id, produce_leftover, args, errstr,
-                                sizeof(errstr))) {
-        LOG_ERROR("partition %d: %s", p->id, errstr);
-        part_fail(p);
-        return;
-    }
-    if (leftovers.len)
-        LOG_INFO("partition %d: producing %zu records left in its outbox", p->id,
-                 leftovers.len);
-    produce_step(p, leftovers.items, leftovers.len, -1);
-    free(leftovers.items);
-
-    if (catch_up(p)) {
-        part_fail(p);
-        return;
+    if (!p->leftovers_produced) { /* not again when a takeover is tried again */
+        step_out_t leftovers = {0};
+        void *args[2] = {p, &leftovers};
+        if (state_store_outbox_scan(p->store, p->id, produce_leftover, args, errstr,
+                                    sizeof(errstr))) {
+            LOG_ERROR("partition %d: %s", p->id, errstr);
+            takeover_failed(p, "its store cannot be read");
+            return;
+        }
+        if (leftovers.len)
+            LOG_INFO("partition %d: producing %zu records left in its outbox", p->id,
+                     leftovers.len);
+        produce_step(p, leftovers.items, leftovers.len, -1);
+        free(leftovers.items);
+        p->leftovers_produced = true;
     }
 
+    int rc = catch_up(p);
+    if (rc == TAKEOVER_AGAIN) {
+        takeover_again(p);
+        return;
+    }
+    if (rc) {
+        takeover_failed(p, "its state cannot be rebuilt from the changes and snapshots "
+                           "topics (see the log)");
+        return;
+    }
+
+    /* Without the committed offset a new store would start at the topic's beginning
+     * and answer every flush again: a failed query is tried again, never taken as "no
+     * committed offset". */
     int64_t start = state_store_next_offset(p->store, p->id);
     rd_kafka_topic_partition_list_t *l =
         one_partition(r->cfg->flushes_topic, p->id, RD_KAFKA_OFFSET_INVALID);
     rd_kafka_resp_err_t err = rd_kafka_committed(r->consumer, l, KAFKA_TIMEOUT_MS);
+    if (!err)
+        err = l->elems[0].err;
     int64_t committed = err ? -1 : l->elems[0].offset;
     rd_kafka_topic_partition_list_destroy(l);
-    if (err)
-        LOG_WARN("partition %d: cannot read the committed offset: %s", p->id,
-                 rd_kafka_err2str(err));
+    if (err) {
+        snprintf(p->attempt_why, sizeof(p->attempt_why),
+                 "cannot read the committed offset: %s", rd_kafka_err2str(err));
+        takeover_again(p);
+        return;
+    }
     if (committed > start)
         start = committed;
     int64_t lo = 0, hi = 0;
     err = rd_kafka_query_watermark_offsets(r->consumer, r->cfg->flushes_topic, p->id, &lo,
                                            &hi, KAFKA_TIMEOUT_MS);
     if (err) {
-        LOG_ERROR("partition %d: cannot read the offsets of %s: %s", p->id,
-                  r->cfg->flushes_topic, rd_kafka_err2str(err));
-        part_fail(p);
+        snprintf(p->attempt_why, sizeof(p->attempt_why),
+                 "cannot read the offsets of %s: %s", r->cfg->flushes_topic,
+                 rd_kafka_err2str(err));
+        takeover_again(p);
         return;
     }
     if (start > hi) {
@@ -1576,7 +1710,7 @@ static void prepare(part_t *p)
             "the topic was recreated or truncated; remove that directory to rebuild "
             "the partition from the changes topic",
             p->id, dir, (long long)start, r->cfg->flushes_topic, (long long)hi);
-        part_fail(p);
+        takeover_failed(p, "its state is ahead of the flushes topic (see the log)");
         return;
     }
     if (start < lo) {
@@ -1594,6 +1728,8 @@ static void prepare(part_t *p)
         p->committable = start;
     p->ready = true;
     p->paused = false;
+    p->retry_at = p->retry_delay = p->failing_since = 0;
+    p->why[0] = '\0';
     pthread_mutex_unlock(&p->lock);
 
     l = one_partition(r->cfg->flushes_topic, p->id, start);
@@ -1652,6 +1788,7 @@ static void run_step(part_t *p)
     if (!ready)
         prepare(p);
     else {
+        apply_cache_share(p);
         process_step(p, msgs, consumed_at, n);
         pthread_mutex_lock(&p->lock);
         bool serving = !p->failed && !p->abort;
@@ -1757,14 +1894,21 @@ static void commit_offsets(runner_t *r, const rd_kafka_topic_partition_list_t *o
     rd_kafka_topic_partition_list_destroy(l);
 }
 
-/* Every second: outbox cleanup for idle partitions, and offset commits. */
+/* Every second: takeovers to try again, outbox cleanup for idle partitions, and offset
+ * commits. */
 static void housekeeping(runner_t *r)
 {
+    double now = processor_monotonic_s();
     for (size_t i = 0; i < r->parts_cap; i++) {
         part_t *p = r->parts[i];
         if (!p)
             continue;
         pthread_mutex_lock(&p->lock);
+        if (p->assigned && !p->ready && !p->failed && !p->abort && p->retry_at > 0 &&
+            now >= p->retry_at) {
+            p->retry_at = 0;
+            schedule(p);
+        }
         if (p->assigned && p->ready && !p->failed &&
             (p->done_len || p->swept_len || p->changes_next > p->changes_stored ||
              (r->cfg->snapshot_topic_interval_ms && r->cfg->snapshot_topic_every &&
@@ -1773,6 +1917,15 @@ static void housekeeping(runner_t *r)
         pthread_mutex_unlock(&p->lock);
     }
     commit_offsets(r, NULL);
+}
+
+/* Divides --cache-mb among the assigned partitions: the stores together stay within
+ * it, whatever the order of assignments. */
+static void share_cache(runner_t *r)
+{
+    int n = atomic_load(&r->assigned_count);
+    atomic_store(&r->cache_share,
+                 ((size_t)r->cfg->cache_mb << 20) / (size_t)(n > 0 ? n : 1));
 }
 
 static void assign_partitions(runner_t *r, rd_kafka_topic_partition_list_t *parts)
@@ -1797,17 +1950,31 @@ static void assign_partitions(runner_t *r, rd_kafka_topic_partition_list_t *part
     for (int i = 0; i < parts->cnt; i++) {
         part_t *p = part_get(r, parts->elems[i].partition);
         pthread_mutex_lock(&p->lock);
+        if (!p->assigned)
+            atomic_fetch_add(&r->assigned_count, 1);
         p->assigned = true;
         p->ready = p->failed = p->abort = false;
         p->paused = true;
         p->generation++;
         p->steps_len = p->done_len = 0;
         p->committable = p->committed = p->changes_next = -1;
+        p->retry_at = p->retry_delay = p->failing_since = 0;
+        p->why[0] = '\0';
         part_drop_queue(p);
-        schedule(p);
         pthread_mutex_unlock(&p->lock);
-        atomic_fetch_add(&r->assigned_count, 1);
         LOG_INFO("partition %d assigned", p->id);
+    }
+    /* The new partitions are prepared with the new share; the others shrink to it at
+     * their next step, which comes now. */
+    share_cache(r);
+    for (size_t i = 0; i < r->parts_cap; i++) {
+        part_t *p = r->parts[i];
+        if (!p)
+            continue;
+        pthread_mutex_lock(&p->lock);
+        if (p->assigned && !p->failed && (p->ready || p->retry_at <= 0))
+            schedule(p); /* a takeover being retried waits for its time */
+        pthread_mutex_unlock(&p->lock);
     }
 }
 
@@ -1826,11 +1993,26 @@ static void revoke_partitions(runner_t *r, rd_kafka_topic_partition_list_t *part
         p->ready = false;
         pthread_mutex_unlock(&p->lock);
     }
-    /* Everything produced so far is delivered before the partitions go. */
-    if (rd_kafka_flush(r->producer, FLUSH_TIMEOUT_MS))
-        LOG_WARN("some records were not delivered within %d ms; they stay in the "
-                 "outbox and are produced again when the partition comes back",
-                 FLUSH_TIMEOUT_MS);
+    /* The partitions' outputs are delivered before they go; not those of the
+     * partitions that stay (a slow partition elsewhere must not hold up a rebalance). */
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += FLUSH_TIMEOUT_MS / 1000;
+    for (int i = 0; i < parts->cnt; i++) {
+        part_t *p = part_find(r, parts->elems[i].partition);
+        if (!p)
+            continue;
+        pthread_mutex_lock(&p->lock);
+        int err = 0;
+        while (p->steps_len && err != ETIMEDOUT)
+            err = pthread_cond_timedwait(&p->idle, &p->lock, &until);
+        if (p->steps_len)
+            LOG_WARN("partition %d: some records were not delivered within %d ms; they "
+                     "stay in the outbox and are produced again when the partition "
+                     "comes back",
+                     p->id, FLUSH_TIMEOUT_MS);
+        pthread_mutex_unlock(&p->lock);
+    }
     for (int i = 0; i < parts->cnt; i++) {
         part_t *p = part_find(r, parts->elems[i].partition);
         if (!p)
@@ -1860,6 +2042,7 @@ static void revoke_partitions(runner_t *r, rd_kafka_topic_partition_list_t *part
         pthread_mutex_unlock(&p->lock);
         LOG_INFO("partition %d %s", p->id, lost ? "lost" : "revoked");
     }
+    share_cache(r); /* the others may grow into what these held, at their next step */
     rd_kafka_error_t *e = rd_kafka_incremental_unassign(r->consumer, parts);
     if (e) {
         LOG_WARN("unassigning partitions: %s", rd_kafka_error_string(e));
@@ -1961,7 +2144,9 @@ static int check_state_layout(runner_t *r, char *errstr, size_t errstr_size)
             continue;
         }
         int32_t built_for = state_store_partition_count(store, partition);
+        char *settings = state_store_settings(store, partition);
         state_store_close(store);
+        char differ[1024];
         if (built_for > 0 && built_for != r->partition_count) {
             snprintf(
                 errstr, errstr_size,
@@ -1969,7 +2154,15 @@ static int check_state_layout(runner_t *r, char *errstr, size_t errstr_size)
                 "" REPARTITION_HINT,
                 dir, built_for, r->cfg->flushes_topic, r->partition_count);
             rc = -1;
+        } else if (settings && processor_settings_diff(settings, r->settings, differ,
+                                                       sizeof(differ))) {
+            snprintf(
+                errstr, errstr_size,
+                "the state in %.200s was built with other settings: %s; " SETTINGS_HINT,
+                dir, differ);
+            rc = -1;
         }
+        free(settings);
     }
     closedir(d);
     return rc;
@@ -2054,7 +2247,9 @@ static void metric_by_code(FILE *fp, const char *name, const char *help,
 typedef struct part_view_s {
     int32_t id;
     bool ready, failed;
-    int64_t lag; /* -1: unknown */
+    double failing_for; /* > 0: its takeover has failed on transient errors this long */
+    char why[192];      /* why it failed (for good, or the last transient error) */
+    int64_t lag;        /* -1: unknown */
     int64_t catch_up_remaining;
     uint64_t outbox_records;
     state_store_stats_t stats;
@@ -2076,6 +2271,9 @@ static size_t view_parts(runner_t *r, part_view_t **out)
             v->id = p->id;
             v->ready = p->ready;
             v->failed = p->failed;
+            if (!p->ready && !p->failed && p->failing_since > 0)
+                v->failing_for = processor_monotonic_s() - p->failing_since;
+            snprintf(v->why, sizeof(v->why), "%s", p->why[0] ? p->why : "see the log");
             v->stats = p->stats;
             v->catch_up_remaining = atomic_load(&p->catch_up_remaining);
             for (size_t k = 0; k < p->steps_len; k++)
@@ -2157,6 +2355,23 @@ static void render_metrics(runner_t *r, FILE *fp)
     }
     metric_value(fp, "flushout_assigned_partitions", "gauge",
                  "Partitions of the flushes topic assigned to this instance.", n);
+    uint64_t failed = 0, retrying = 0;
+    for (size_t i = 0; i < n; i++) {
+        failed += views[i].failed;
+        retrying += views[i].failing_for > 0;
+    }
+    metric_value(fp, "flushout_partitions_failed", "gauge",
+                 "Assigned partitions not served for good until assigned again (a store "
+                 "that cannot be read or written, a gap in the changelog; see the log).",
+                 failed);
+    metric_value(fp, "flushout_partitions_retrying", "gauge",
+                 "Assigned partitions whose takeover failed on a transient Kafka error "
+                 "and is tried again (/healthz fails after --takeover-timeout-ms).",
+                 retrying);
+    metric_value(fp, "flushout_takeover_retries_total", "counter",
+                 "Takeovers of a partition that failed on a transient Kafka error and "
+                 "were tried again.",
+                 atomic_load(&r->takeover_retries));
     metric_value(fp, "flushout_cache_bytes", "gauge",
                  "Bytes of decoded models in the cache (see --cache-mb).", cache_bytes);
     metric_value(fp, "flushout_cache_models", "gauge", "Models in the cache.",
@@ -2209,6 +2424,23 @@ static int render(void *ctx, const char *path, FILE *fp)
             fprintf(fp, "stalled: the main loop has not turned for %.0f s\n", stalled);
             return 503;
         }
+        /* A partition that transient errors kept from being taken over for that long
+         * needs a fresh start (connections, metadata), or another instance. */
+        part_view_t *views;
+        size_t n = view_parts(r, &views), stuck = 0;
+        double limit = (double)r->cfg->takeover_timeout_ms / 1e3;
+        for (size_t i = 0; i < n; i++) {
+            if (views[i].failing_for <= limit || limit <= 0)
+                continue;
+            fprintf(fp, "%spartition %d cannot be taken over for %.0f s: %s",
+                    stuck++ ? "; " : "failed: ", views[i].id, views[i].failing_for,
+                    views[i].why);
+        }
+        free(views);
+        if (stuck) {
+            fprintf(fp, "\n");
+            return 503;
+        }
         if (stalled > LOOP_STALLED_S) {
             fprintf(fp, "ok: waiting for Kafka to take records (%.0f s)\n", stalled);
             return 200;
@@ -2227,9 +2459,15 @@ static int render(void *ctx, const char *path, FILE *fp)
         for (size_t i = 0; i < n; i++) {
             if (views[i].ready && !views[i].failed)
                 continue;
-            fprintf(fp, "%spartition %d %s",
-                    waiting++ ? ", " : "not ready: ", views[i].id,
-                    views[i].failed ? "failed" : "catching up");
+            if (views[i].failed)
+                fprintf(fp, "%spartition %d failed: %s",
+                        waiting++ ? ", " : "not ready: ", views[i].id, views[i].why);
+            else if (views[i].failing_for > 0)
+                fprintf(fp, "%spartition %d being taken over again (%s)",
+                        waiting++ ? ", " : "not ready: ", views[i].id, views[i].why);
+            else
+                fprintf(fp, "%spartition %d catching up",
+                        waiting++ ? ", " : "not ready: ", views[i].id);
         }
         free(views);
         if (waiting) {
@@ -2258,7 +2496,7 @@ int processor_run(const processor_config_t *cfg, const char *bootstrap_servers,
     pthread_mutex_init(&r->reply_topics_lock, NULL);
     atomic_store(&r->loop_at, processor_monotonic_s());
     int rc = 1;
-    char errstr[512];
+    char errstr[2048]; /* a settings mismatch names every differing setting */
 
     if (processor_check_output_limits(cfg, errstr, sizeof(errstr)) ||
         processor_make_dirs(state_dir, errstr, sizeof(errstr))) {
@@ -2272,6 +2510,8 @@ int processor_run(const processor_config_t *cfg, const char *bootstrap_servers,
         goto out;
     }
 
+    r->settings = processor_settings(cfg, r->initial_document);
+    share_cache(r);
     if (!(r->producer =
               new_client(r, PROCESSOR_KAFKA_PRODUCER, errstr, sizeof(errstr))) ||
         check_topics(r, errstr, sizeof(errstr)) ||
@@ -2283,12 +2523,13 @@ int processor_run(const processor_config_t *cfg, const char *bootstrap_servers,
     }
     rd_kafka_poll_set_consumer(r->consumer);
     if (cfg->http_port) {
-        if (!(r->http = processor_http_start((uint16_t)cfg->http_port, render, r, errstr,
-                                             sizeof(errstr)))) {
+        if (!(r->http = processor_http_start(cfg->http_address, (uint16_t)cfg->http_port,
+                                             render, r, errstr, sizeof(errstr)))) {
             LOG_ERROR("%s", errstr);
             goto out;
         }
-        LOG_INFO("serving /metrics, /healthz and /readyz on port %llu",
+        LOG_INFO("serving /metrics, /healthz and /readyz on %s port %llu",
+                 cfg->http_address ? cfg->http_address : "every interface",
                  (unsigned long long)cfg->http_port);
     }
     char max_bytes[32];
@@ -2412,6 +2653,7 @@ out:
     free(r->parts);
     free(r->workers);
     codec_value_destroy(r->initial_document);
+    free(r->settings);
     pthread_mutex_destroy(&r->runq_lock);
     pthread_cond_destroy(&r->runq_cond);
     pthread_mutex_destroy(&r->parts_lock);

@@ -13,6 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include "codec/hash.h"
+/* Seeded: model and client ids come from clients (hash flooding). */
+#define HASH_FUNCTION CODEC_UTHASH_FUNCTION
 #include <uthash.h>
 
 #include "codec/alloc.h"
@@ -30,6 +33,7 @@
 #define KIND_CHANGES    'k'
 #define KIND_PARTITIONS 'p'
 #define KIND_CHANGED    'd'
+#define KIND_SETTINGS   'f'
 #define MAX_ID_BYTES    65535 /* model ids are length-prefixed with 16 bits */
 
 /* Client records of all cached models live in one store-wide table (a table per model
@@ -42,12 +46,23 @@ typedef struct client_s {
     size_t id_len;
     struct client_s *next; /* the model's next client */
     bool known;            /* a flush of this client was applied (seq 0 is a valid seq) */
+    bool stored;           /* it has a record (in RocksDB or in the step) */
+    bool seen;             /* found stored by the scan in progress (scan_clients()) */
     uint64_t seq;
     uint64_t at;        /* the model's command count after that flush: ages the record */
     char *mapped_paths; /* msgpack map of the last applied flush's reply */
     size_t mapped_paths_len;
     UT_hash_handle hh;
 } client_t;
+
+/* A client record expired in the step in progress: its delete is not in RocksDB yet,
+ * so reads must not see the record (client_load(), scan_clients()). Same key as
+ * client_t's. */
+typedef struct expired_s {
+    UT_hash_handle hh;
+    size_t key_len;
+    char key[];
+} expired_t;
 
 struct state_model_s {
     char *key; /* partition (4 bytes BE) + model id: the cache key */
@@ -57,13 +72,24 @@ struct state_model_s {
     size_t id_len;
     state_master_t *master;
     state_history_mem_t *history;
+    /* Everything that decides an outcome or what is stored (the document bound, the
+     * snapshot rewrite, history trimming, client expiry) is derived from what is
+     * stored, the same way on every load: a model behaves the same whether it stayed
+     * cached, was reloaded, or was rebuilt from change or snapshot records. */
     uint64_t snapshot_count;    /* command count of the stored snapshot */
     uint64_t history_start;     /* oldest history entry stored */
-    size_t snapshot_bytes;      /* size of the stored snapshot */
-    size_t history_bytes_since; /* history bytes written since the snapshot */
+    size_t snapshot_bytes;      /* size of the stored snapshot (0: none) */
+    size_t base_bytes;          /* the snapshot's size, or the initial document's */
+    size_t history_bytes_since; /* stored history bytes from the snapshot's count on */
     size_t mem_bytes;           /* what the cache charges for this model */
     size_t history_charged;     /* the history ring's part of mem_bytes */
-    uint64_t new_clients;       /* client records added since the last expiry check */
+    uint64_t client_records;    /* client records stored (committed or in the step) */
+    bool clients_counted;       /* client_records is known (counted on first need) */
+    /* The counts of the history keys written in step step_keys_of: trim_history()
+     * does not see them in RocksDB yet, and must cut where it would after a commit. */
+    uint64_t *step_keys;
+    size_t step_keys_len, step_keys_cap;
+    uint64_t step_keys_of;
     bool changed_marked; /* its "changed since its last snapshot record" key is written */
     bool snapshot_sent;  /* a swept snapshot record of it is on its way to Kafka */
     client_t *clients;   /* a list; the store's table finds them */
@@ -106,6 +132,7 @@ struct state_store_s {
     size_t trims_len, trims_cap;
     outbox_seq_t *outbox_seqs;
     codec_value_t *initial_document;
+    size_t initial_bytes; /* the initial document's size as msgpack */
     rocksdb_t *db;
     rocksdb_options_t *options;
     rocksdb_writeoptions_t *write_options;
@@ -113,9 +140,11 @@ struct state_store_s {
     rocksdb_writebatch_t *batch;
     state_model_t *models; /* the cache */
     client_t *clients;     /* the cached models' client records */
+    expired_t *expired;    /* client records expired in this step */
     state_model_t *lru_head, *lru_tail;
     size_t cache_used;
     uint64_t cache_hits, cache_misses; /* state_store_model() calls */
+    uint64_t step;                     /* commits so far (state_model_t.step_keys_of) */
     char failed[256]; /* non-empty once a write failed: no more commits */
     msgpack_zone *zone;
 };
@@ -225,6 +254,13 @@ static int check_layout(state_store_t *s, char *errstr, size_t errstr_size)
     return rc;
 }
 
+static int count_bytes(void *data, const char *buf, size_t len)
+{
+    (void)buf;
+    *(size_t *)data += len;
+    return 0;
+}
+
 state_store_t *state_store_open(const state_store_conf_t *conf, char *errstr,
                                 size_t errstr_size)
 {
@@ -235,6 +271,9 @@ state_store_t *state_store_open(const state_store_conf_t *conf, char *errstr,
                               ? codec_value_copy(conf->initial_document)
                               : codec_value_map(0);
     s->conf.initial_document = NULL;
+    msgpack_packer size_pk;
+    msgpack_packer_init(&size_pk, &s->initial_bytes, count_bytes);
+    codec_msgpack_pack_value(&size_pk, s->initial_document);
     if (!s->conf.snapshot_every)
         s->conf.snapshot_every = 1000;
     if (!s->conf.clients_per_model)
@@ -274,6 +313,25 @@ err:
     return NULL;
 }
 
+/* The step is written (or failed): RocksDB has the deletes now. */
+static void forget_expired(state_store_t *s)
+{
+    expired_t *e, *tmp;
+    HASH_ITER(hh, s->expired, e, tmp)
+    {
+        HASH_DEL(s->expired, e);
+        free(e);
+    }
+}
+
+static bool is_expired(state_store_t *s, const char *key, size_t key_len)
+{
+    expired_t *e = NULL;
+    if (s->expired)
+        HASH_FIND(hh, s->expired, key, key_len, e);
+    return e != NULL;
+}
+
 static void client_free(client_t *c)
 {
     free(c->key);
@@ -291,6 +349,7 @@ static void model_free(state_store_t *s, state_model_t *m)
     }
     state_master_destroy(m->master);
     state_history_mem_destroy(m->history);
+    free(m->step_keys);
     free(m->key);
     free(m);
 }
@@ -348,6 +407,7 @@ void state_store_close(state_store_t *s)
         free(o);
     }
     codec_value_destroy(s->initial_document);
+    forget_expired(s);
     free(s);
 }
 
@@ -487,13 +547,10 @@ static int load_history(state_store_t *s, state_model_t *m, char *errstr,
         for (uint32_t i = 0; i < n && !rc; i++) {
             size_t item_start = at;
             if (at > 0) { /* an array: the next of its items */
+                /* Found by skipping, not unpacking: msgpack-c's unpacker stops at 32
+                 * levels, and documents nest deeper. */
                 size_t off = at;
-                msgpack_unpacked up;
-                msgpack_unpacked_init(&up);
-                bool ok = msgpack_unpack_next(&up, stored, stored_len, &off) ==
-                          MSGPACK_UNPACK_SUCCESS;
-                msgpack_unpacked_destroy(&up);
-                if (!ok) {
+                if (!codec_msgpack_skip(stored, stored_len, &off)) {
                     snprintf(errstr, errstr_size,
                              "the history of model \"%.*s\" is corrupt at command %llu",
                              (int)(m->id_len > 40 ? 40 : m->id_len), m->id,
@@ -514,6 +571,8 @@ static int load_history(state_store_t *s, state_model_t *m, char *errstr,
                 first = false;
             }
             if (count >= m->snapshot_count) {
+                /* Counted as record_flush() counted it when it was applied. */
+                m->history_bytes_since += vlen;
                 /* Replay: the stored completion is the command as it was applied. */
                 codec_completion_t c;
                 char derr[256];
@@ -610,6 +669,7 @@ state_model_t *state_store_model(state_store_t *s, int32_t partition, const char
         return NULL;
     }
     m->snapshot_count = count;
+    m->base_bytes = doc ? m->snapshot_bytes : s->initial_bytes;
     m->master = state_master_new(model, model_len, count,
                                  doc ? doc : codec_value_copy(s->initial_document),
                                  &s->conf.master);
@@ -628,7 +688,7 @@ state_model_t *state_store_model(state_store_t *s, int32_t partition, const char
 
 size_t state_model_document_bound(const state_model_t *m)
 {
-    return m->snapshot_bytes + m->history_bytes_since;
+    return m->base_bytes + m->history_bytes_since;
 }
 
 state_master_t *state_model_master(state_model_t *m)
@@ -677,6 +737,8 @@ static client_t *client_load(state_store_t *s, state_model_t *m, const char *id,
     c->key = client_key(m, id, id_len, &c->key_len);
     c->id = c->key + m->key_len + 2;
     c->id_len = id_len;
+    if (is_expired(s, c->key, c->key_len))
+        goto add; /* a new client again, whether or not the step is written yet */
 
     store_key_t k;
     key_init(&k, (uint32_t)m->partition, KIND_CLIENT);
@@ -688,31 +750,41 @@ static client_t *client_load(state_store_t *s, state_model_t *m, const char *id,
     key_free(&k);
     codec_value_t *rec = NULL;
     char derr[128];
+    c->stored = v != NULL;
+    const codec_value_t *seq = NULL;
     if (!err && v &&
         codec_msgpack_decode(v, len, &codec_limits_trusted, &rec, derr, sizeof(derr)) ==
             0 &&
-        rec->type == CODEC_VALUE_MAP) {
-        const codec_value_t *seq = codec_map_get(rec, "seq", 3);
+        rec->type == CODEC_VALUE_MAP)
+        seq = codec_map_get(rec, "seq", 3);
+    if (err || (v && (!seq || seq->type != CODEC_VALUE_INT))) {
+        /* Taken as "no record", the client's retry would be applied twice. The store
+         * refuses the step instead: its partition stops, nothing of it answered. */
+        snprintf(s->failed, sizeof(s->failed),
+                 "the client record \"%.*s\" of model \"%.*s\" cannot be read: %s",
+                 (int)(id_len > 40 ? 40 : id_len), id,
+                 (int)(m->id_len > 40 ? 40 : m->id_len), m->id,
+                 err ? err : "not a client record");
+    } else if (seq) {
         const codec_value_t *mp = codec_map_get(rec, "mappedPaths", 11);
         const codec_value_t *at = codec_map_get(rec, "at", 2);
-        if (seq && seq->type == CODEC_VALUE_INT) {
-            c->known = true;
-            c->seq = (uint64_t)seq->u.i;
-            c->at = at && at->type == CODEC_VALUE_INT ? (uint64_t)at->u.i : 0;
-            if (mp) {
-                msgpack_sbuffer sb;
-                msgpack_sbuffer_init(&sb);
-                msgpack_packer pk;
-                msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-                codec_msgpack_pack_value(&pk, mp);
-                c->mapped_paths = sb.data; /* ownership moves: freed with free() */
-                c->mapped_paths_len = sb.size;
-            }
+        c->known = true;
+        c->seq = (uint64_t)seq->u.i;
+        c->at = at && at->type == CODEC_VALUE_INT ? (uint64_t)at->u.i : 0;
+        if (mp) {
+            msgpack_sbuffer sb;
+            msgpack_sbuffer_init(&sb);
+            msgpack_packer pk;
+            msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+            codec_msgpack_pack_value(&pk, mp);
+            c->mapped_paths = sb.data; /* ownership moves: freed with free() */
+            c->mapped_paths_len = sb.size;
         }
     }
     codec_value_destroy(rec);
     rocksdb_free(err);
     free(v);
+add:
     HASH_ADD_KEYPTR(hh, s->clients, c->key, c->key_len, c);
     c->next = m->clients;
     m->clients = c;
@@ -837,7 +909,7 @@ static void put_snapshot(state_store_t *s, state_model_t *m)
     batch_write(s, k.p, k.len, sb.data, sb.size);
     key_free(&k);
     m->snapshot_count = state_master_command_count(m->master);
-    m->snapshot_bytes = sb.size;
+    m->snapshot_bytes = m->base_bytes = sb.size;
     m->history_bytes_since = 0;
     msgpack_sbuffer_destroy(&sb);
 }
@@ -856,7 +928,7 @@ static void trim_history(state_store_t *s, state_model_t *m)
     key_init(&to, (uint32_t)m->partition, KIND_HISTORY);
     key_add_id(&to, m->id, m->id_len);
     /* A key holds a whole flush: keep the one that holds keep_from (the newest stored
-     * at or before it; one written in this step is not seen, and then less goes). */
+     * at or before it, in RocksDB or written in this step). */
     size_t prefix = to.len;
     key_add_u64(&to, keep_from);
     rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
@@ -869,6 +941,11 @@ static void trim_history(state_store_t *s, state_model_t *m)
             cut = be64(k + prefix);
     }
     rocksdb_iter_destroy(it);
+    /* The keys of this step count too: the cut is the same however the flushes were
+     * grouped into steps. */
+    for (size_t i = 0; m->step_keys_of == s->step && i < m->step_keys_len; i++)
+        if (m->step_keys[i] <= keep_from && m->step_keys[i] > cut)
+            cut = m->step_keys[i];
     if (cut <= m->history_start) {
         key_free(&from);
         key_free(&to);
@@ -903,13 +980,19 @@ typedef struct aged_s {
 static int by_age(const void *a, const void *b)
 {
     const aged_t *x = a, *y = b;
-    return x->at < y->at ? -1 : x->at > y->at;
+    if (x->at != y->at)
+        return x->at < y->at ? -1 : 1;
+    /* Equal ages (a flush that applied nothing leaves the count as it was) go by id,
+     * so that every instance forgets the same clients. */
+    int c = memcmp(x->id, y->id, x->id_len < y->id_len ? x->id_len : y->id_len);
+    return c ? c : (x->id_len > y->id_len) - (x->id_len < y->id_len);
 }
 
-/* Keeps the model's client records to the newest clients_per_model (by the command
- * count of their last flush), deleting the rest. Runs with snapshot rewrites, and
- * only when new clients appeared, so its scan is amortized like the rewrite. */
-static void expire_clients(state_store_t *s, state_model_t *m)
+/* The model's client records as the step leaves them: RocksDB's, with the cache's
+ * newer state of this step (records written, records expired). @returns how many;
+ * with ages, each one's id and age too (caller frees). Reads the ages only when
+ * asked: counting needs the keys alone. */
+static size_t scan_clients(state_store_t *s, state_model_t *m, aged_t **ages)
 {
     aged_t *all = NULL;
     size_t n = 0, cap = 0;
@@ -923,48 +1006,88 @@ static void expire_clients(state_store_t *s, state_model_t *m)
         const char *k = rocksdb_iter_key(it, &klen);
         if (klen < prefix.len || memcmp(k, prefix.p, prefix.len) != 0)
             break;
-        const char *v = rocksdb_iter_value(it, &vlen);
-        codec_value_t *rec = NULL;
-        char derr[64];
-        uint64_t at = 0;
-        if (codec_msgpack_decode(v, vlen, &codec_limits_trusted, &rec, derr,
-                                 sizeof(derr)) == 0 &&
-            rec->type == CODEC_VALUE_MAP) {
-            const codec_value_t *a = codec_map_get(rec, "at", 2);
-            at = a && a->type == CODEC_VALUE_INT ? (uint64_t)a->u.i : 0;
+        const char *id = k + prefix.len;
+        size_t id_len = klen - prefix.len, key_len;
+        client_t *c = client_find(s, m, id, id_len);
+        if (c)
+            c->seen = true;
+        if (!c || !c->known) {
+            char *key = client_key(m, id, id_len, &key_len);
+            bool gone = is_expired(s, key, key_len);
+            free(key);
+            if (gone)
+                continue;
         }
-        codec_value_destroy(rec);
-        if (n == cap)
-            all = codec_xrealloc(all, (cap = cap ? cap * 2 : 16) * sizeof(*all));
-        all[n++] = (aged_t){codec_xmemdup(k + prefix.len, klen - prefix.len),
-                            klen - prefix.len, at};
-    }
-    rocksdb_iter_destroy(it);
-    /* Records of this step are not in RocksDB yet: the cache has them. */
-    for (client_t *c = m->clients; c; c = c->next) {
-        if (!c->known)
-            continue;
-        size_t i = 0;
-        while (i < n &&
-               (all[i].id_len != c->id_len || memcmp(all[i].id, c->id, c->id_len)))
-            i++;
-        if (i == n) {
+        uint64_t at = 0;
+        if (c && c->known) {
+            at = c->at;
+        } else if (ages) {
+            const char *v = rocksdb_iter_value(it, &vlen);
+            codec_value_t *rec = NULL;
+            char derr[64];
+            if (codec_msgpack_decode(v, vlen, &codec_limits_trusted, &rec, derr,
+                                     sizeof(derr)) == 0 &&
+                rec->type == CODEC_VALUE_MAP) {
+                const codec_value_t *a = codec_map_get(rec, "at", 2);
+                at = a && a->type == CODEC_VALUE_INT ? (uint64_t)a->u.i : 0;
+            }
+            codec_value_destroy(rec);
+        }
+        if (ages) {
             if (n == cap)
                 all = codec_xrealloc(all, (cap = cap ? cap * 2 : 16) * sizeof(*all));
-            all[n++] = (aged_t){codec_xmemdup(c->id, c->id_len), c->id_len, c->at};
-        } else {
-            all[i].at = c->at;
+            all[n] = (aged_t){codec_xmemdup(id, id_len), id_len, at};
         }
+        n++;
     }
-    if (n > s->conf.clients_per_model) {
+    rocksdb_iter_destroy(it);
+    key_free(&prefix);
+    /* Records of this step are not in RocksDB yet: the cache has them. */
+    for (client_t *c = m->clients; c; c = c->next) {
+        if (c->known && !c->seen) {
+            if (ages) {
+                if (n == cap)
+                    all = codec_xrealloc(all, (cap = cap ? cap * 2 : 16) * sizeof(*all));
+                all[n] = (aged_t){codec_xmemdup(c->id, c->id_len), c->id_len, c->at};
+            }
+            n++;
+        }
+        c->seen = false;
+    }
+    if (ages)
+        *ages = all;
+    return n;
+}
+
+/* Keeps the model's client records to the newest clients_per_model (by the command
+ * count of their last flush, then by id), deleting the rest. It runs when a new
+ * client takes the model an eighth over the limit, so its scan is paid for by that
+ * many new clients; and it depends on the stored records alone, so every instance,
+ * whatever its cache did, forgets the same clients at the same flush. */
+static void expire_clients(state_store_t *s, state_model_t *m)
+{
+    aged_t *all = NULL;
+    size_t n = scan_clients(s, m, &all);
+    uint64_t keep = s->conf.clients_per_model;
+    if (n > keep) {
         qsort(all, n, sizeof(*all), by_age);
-        for (size_t i = 0; i < n - s->conf.clients_per_model; i++) {
+        for (size_t i = 0; i < n - keep; i++) {
             store_key_t k;
             key_init(&k, (uint32_t)m->partition, KIND_CLIENT);
             key_add_id(&k, m->id, m->id_len);
             key_add(&k, all[i].id, all[i].id_len);
             batch_write(s, k.p, k.len, NULL, 0);
             key_free(&k);
+            size_t key_len;
+            char *key = client_key(m, all[i].id, all[i].id_len, &key_len);
+            if (!is_expired(s, key, key_len)) {
+                expired_t *e = codec_xmalloc(sizeof(*e) + key_len);
+                memset(&e->hh, 0, sizeof(e->hh));
+                e->key_len = key_len;
+                memcpy(e->key, key, key_len);
+                HASH_ADD_KEYPTR(hh, s->expired, e->key, e->key_len, e);
+            }
+            free(key);
             client_t *c = client_find(s, m, all[i].id, all[i].id_len);
             if (c) {
                 client_t **link = &m->clients;
@@ -976,10 +1099,10 @@ static void expire_clients(state_store_t *s, state_model_t *m)
             }
         }
     }
+    m->client_records = n > keep ? keep : n;
     for (size_t i = 0; i < n; i++)
         free(all[i].id);
     free(all);
-    key_free(&prefix);
 }
 
 static void put_offset(state_store_t *s, int32_t partition, char kind, int64_t offset)
@@ -1031,6 +1154,16 @@ static void record_flush(state_store_t *s, state_model_t *m, const char *client,
         batch_write(s, k.p, k.len, hb.data, hb.size);
         key_free(&k);
         msgpack_sbuffer_destroy(&hb);
+        if (m->step_keys_of != s->step) {
+            m->step_keys_len = 0;
+            m->step_keys_of = s->step;
+        }
+        if (m->step_keys_len == m->step_keys_cap)
+            m->step_keys = codec_xrealloc(
+                m->step_keys,
+                (m->step_keys_cap = m->step_keys_cap ? m->step_keys_cap * 2 : 4) *
+                    sizeof(*m->step_keys));
+        m->step_keys[m->step_keys_len++] = applied_from;
     }
     for (uint32_t i = 0; i < applied->count; i++) {
         size_t len;
@@ -1044,8 +1177,14 @@ static void record_flush(state_store_t *s, state_model_t *m, const char *client,
 
     /* The client's record: its seq and the mappedPaths a retry must see again. */
     client_t *c = client_load(s, m, client, client_len);
-    if (!c->known)
-        m->new_clients++;
+    if (!c->stored) { /* a new record */
+        if (!m->clients_counted) {
+            m->client_records = scan_clients(s, m, NULL);
+            m->clients_counted = true;
+        }
+        m->client_records++;
+        c->stored = true;
+    }
     c->at = state_master_command_count(m->master);
     free(c->mapped_paths);
     c->mapped_paths = codec_xmemdup(mapped_paths, mapped_paths_len);
@@ -1091,11 +1230,9 @@ static void record_flush(state_store_t *s, state_model_t *m, const char *client,
                        m->history_bytes_since * 8 >= m->snapshot_bytes))) {
         put_snapshot(s, m);
         trim_history(s, m);
-        if (m->new_clients) {
-            expire_clients(s, m);
-            m->new_clients = 0;
-        }
     }
+    if (m->client_records > s->conf.clients_per_model + s->conf.clients_per_model / 8)
+        expire_clients(s, m);
 }
 
 static void pack_mapped_paths(msgpack_sbuffer *sb, const state_apply_t *a)
@@ -1143,55 +1280,66 @@ void state_change_pack(msgpack_packer *pk, const char *model, size_t model_len,
     msgpack_pack_int64(pk, offset);
 }
 
-static const msgpack_object *object_get(const msgpack_object *map, const char *name)
+/* map's field name when it has type, or NULL. */
+static const codec_value_t *field(const codec_value_t *map, const char *name,
+                                  codec_value_type_t type)
 {
-    if (map->type != MSGPACK_OBJECT_MAP)
-        return NULL;
-    size_t len = strlen(name);
-    for (uint32_t i = 0; i < map->via.map.size; i++) {
-        const msgpack_object_kv *kv = &map->via.map.ptr[i];
-        if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == len &&
-            !memcmp(kv->key.via.str.ptr, name, len))
-            return &kv->val;
-    }
-    return NULL;
+    const codec_value_t *v = map && map->type == CODEC_VALUE_MAP
+                                 ? codec_map_get(map, name, strlen(name))
+                                 : NULL;
+    return v && v->type == type ? v : NULL;
 }
 
-static bool object_uint(const msgpack_object *o, uint64_t *v)
+static bool field_uint(const codec_value_t *map, const char *name, uint64_t *v)
 {
-    if (!o || o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+    const codec_value_t *o = field(map, name, CODEC_VALUE_INT);
+    if (!o || o->u.i < 0)
         return false;
-    *v = o->via.u64;
+    *v = (uint64_t)o->u.i;
     return true;
 }
 
-/* Unpacks a change or snapshot record (what, for messages) into up: exactly one map
- * whose "type" is type and whose "model" is a string equal to the record's key (when
- * it has one).
- * @returns the map, with *model set, or NULL and errstr. */
-static const msgpack_object *unpack_record(msgpack_unpacked *up, const char *value,
-                                           size_t value_len, const char *what,
-                                           const char *type, const char *key,
-                                           size_t key_len, const msgpack_object **model,
-                                           char *errstr, size_t errstr_size)
+/* Where the top-level map in buf[0..len) holds name's value: [*start, *end). */
+static bool field_span(const char *buf, size_t len, const char *name, size_t *start,
+                       size_t *end)
 {
-    size_t off = 0;
-    const msgpack_object *root = &up->data, *t;
-    if (msgpack_unpack_next(up, value, value_len, &off) != MSGPACK_UNPACK_SUCCESS ||
-        off != value_len || root->type != MSGPACK_OBJECT_MAP ||
-        !(t = object_get(root, "type")) || t->type != MSGPACK_OBJECT_STR ||
-        t->via.str.size != strlen(type) ||
-        memcmp(t->via.str.ptr, type, t->via.str.size) ||
-        !(*model = object_get(root, "model")) || (*model)->type != MSGPACK_OBJECT_STR) {
+    *start = 0;
+    if (!codec_msgpack_map_find(buf, len, start, name, strlen(name)))
+        return false;
+    *end = *start;
+    return codec_msgpack_skip(buf, len, end);
+}
+
+/* Decodes a change or snapshot record (what, for messages) into *root (caller frees
+ * it): exactly one map whose "type" is type and whose "model" is a string equal to
+ * the record's key (when it has one). With the project's decoder under the trusted
+ * limits, since documents nest deeper than msgpack-c's unpacker goes (32 levels).
+ * @returns the model, or NULL and errstr. */
+static const codec_value_t *decode_record(codec_value_t **root, const char *value,
+                                          size_t value_len, const char *what,
+                                          const char *type, const char *key,
+                                          size_t key_len, char *errstr,
+                                          size_t errstr_size)
+{
+    char derr[256];
+    const codec_value_t *t, *model;
+    if (codec_msgpack_decode(value, value_len, &codec_limits_trusted, root, derr,
+                             sizeof(derr))) {
+        *root = NULL;
+        snprintf(errstr, errstr_size, "not a %s record: %s", what, derr);
+        return NULL;
+    }
+    if (!(t = field(*root, "type", CODEC_VALUE_STR)) || t->u.str.len != strlen(type) ||
+        memcmp(t->u.str.ptr, type, t->u.str.len) ||
+        !(model = field(*root, "model", CODEC_VALUE_STR))) {
         snprintf(errstr, errstr_size, "not a %s record", what);
         return NULL;
     }
-    if (key && (key_len != (*model)->via.str.size ||
-                memcmp(key, (*model)->via.str.ptr, key_len))) {
+    if (key && (key_len != model->u.str.len || memcmp(key, model->u.str.ptr, key_len))) {
         snprintf(errstr, errstr_size, "a %s record whose key is not its model", what);
         return NULL;
     }
-    return root;
+    return model;
 }
 
 state_change_t state_store_apply_change(state_store_t *s, int32_t partition,
@@ -1199,45 +1347,46 @@ state_change_t state_store_apply_change(state_store_t *s, int32_t partition,
                                         const char *value, size_t value_len,
                                         int64_t *offset, char *errstr, size_t errstr_size)
 {
-    msgpack_unpacked up;
-    msgpack_unpacked_init(&up);
+    codec_value_t *root = NULL;
     state_change_t rc = STATE_CHANGE_FAILED;
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     codec_packed_t applied;
     codec_packed_init(&applied);
 
-    const msgpack_object *model, *client, *completions, *paths, *off_o;
-    const msgpack_object *root, *applied_o;
+    const codec_value_t *model, *client, *completions, *paths, *off_o, *applied_o;
     uint64_t seq, from;
-    if (!(root = unpack_record(&up, value, value_len, "change", "applied", key, key_len,
-                               &model, errstr, errstr_size)))
+    uint32_t n;
+    size_t at = 0; /* the completions' bytes, stored as they are (as their owner did) */
+    if (!(model = decode_record(&root, value, value_len, "change", "applied", key,
+                                key_len, errstr, errstr_size)))
         goto done;
-    if (!(client = object_get(root, "client")) || client->type != MSGPACK_OBJECT_STR ||
-        !object_uint(object_get(root, "seq"), &seq) ||
-        !(applied_o = object_get(root, "applied")) ||
-        !object_uint(object_get(applied_o, "from"), &from) ||
-        !(completions = object_get(applied_o, "completions")) ||
-        completions->type != MSGPACK_OBJECT_ARRAY ||
-        !(paths = object_get(root, "mappedPaths")) || paths->type != MSGPACK_OBJECT_MAP) {
+    if (!(client = field(root, "client", CODEC_VALUE_STR)) ||
+        !field_uint(root, "seq", &seq) ||
+        !(applied_o = field(root, "applied", CODEC_VALUE_MAP)) ||
+        !field_uint(applied_o, "from", &from) ||
+        !(completions = field(applied_o, "completions", CODEC_VALUE_ARRAY)) ||
+        !(paths = field(root, "mappedPaths", CODEC_VALUE_MAP)) ||
+        !codec_msgpack_map_find(value, value_len, &at, "applied", 7) ||
+        !codec_msgpack_map_find(value, value_len, &at, "completions", 11) ||
+        !codec_msgpack_array_open(value, value_len, &at, &n) ||
+        n != completions->u.array.len) {
         snprintf(errstr, errstr_size, "not a change record");
         goto done;
     }
-    off_o = object_get(root, "offset");
     int64_t input_offset = -1;
-    if (off_o && off_o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-        input_offset = (int64_t)off_o->via.u64;
+    if ((off_o = field(root, "offset", CODEC_VALUE_INT)) && off_o->u.i >= 0)
+        input_offset = off_o->u.i;
 
-    state_model_t *m = state_store_model(s, partition, model->via.str.ptr,
-                                         model->via.str.size, errstr, errstr_size);
+    state_model_t *m = state_store_model(s, partition, model->u.str.ptr, model->u.str.len,
+                                         errstr, errstr_size);
     if (!m)
         goto done;
     uint64_t count = state_master_command_count(m->master);
-    client_t *c = client_load(s, m, client->via.str.ptr, client->via.str.size);
+    client_t *c = client_load(s, m, client->u.str.ptr, client->u.str.len);
     /* Already reflected: an earlier command count, or an empty flush (nothing applied)
      * not newer than the client's record. */
-    if (from < count || (from == count && completions->via.array.size == 0 && c->known &&
-                         seq <= c->seq)) {
+    if (from < count || (from == count && n == 0 && c->known && seq <= c->seq)) {
         *offset = input_offset;
         rc = STATE_CHANGE_SKIPPED;
         goto done;
@@ -1247,18 +1396,16 @@ state_change_t state_store_apply_change(state_store_t *s, int32_t partition,
         snprintf(errstr, errstr_size,
                  "model \"%.*s\" is at command %llu but the next change record starts at "
                  "%llu: change records are missing",
-                 (int)(model->via.str.size > 40 ? 40 : model->via.str.size),
-                 model->via.str.ptr, (unsigned long long)count, (unsigned long long)from);
+                 (int)(model->u.str.len > 40 ? 40 : model->u.str.len), model->u.str.ptr,
+                 (unsigned long long)count, (unsigned long long)from);
         goto done;
     }
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    for (uint32_t i = 0; i < completions->via.array.size; i++) {
-        msgpack_sbuffer_clear(&sb);
-        msgpack_pack_object(&pk, completions->via.array.ptr[i]);
+    for (uint32_t i = 0; i < n; i++) {
+        size_t start = at;
         codec_completion_t cmp;
-        char derr[256];
-        if (codec_completion_decode(sb.data, sb.size, s->zone, &cmp, derr,
+        char derr[256] = "malformed";
+        if (!codec_msgpack_skip(value, value_len, &at) ||
+            codec_completion_decode(value + start, at - start, s->zone, &cmp, derr,
                                     sizeof(derr)) ||
             state_master_replay(m->master, &cmp, derr, sizeof(derr))) {
             msgpack_zone_clear(s->zone);
@@ -1266,23 +1413,24 @@ state_change_t state_store_apply_change(state_store_t *s, int32_t partition,
              * ahead of its stored state, so it must not be used again. */
             drop_model(s, m);
             snprintf(errstr, errstr_size, "change record of model \"%.*s\" at %llu: %s",
-                     (int)(model->via.str.size > 40 ? 40 : model->via.str.size),
-                     model->via.str.ptr, (unsigned long long)(from + i), derr);
+                     (int)(model->u.str.len > 40 ? 40 : model->u.str.len),
+                     model->u.str.ptr, (unsigned long long)(from + i), derr);
             goto done;
         }
         msgpack_zone_clear(s->zone);
-        codec_packed_add_raw(&applied, sb.data, sb.size);
+        codec_packed_add_raw(&applied, value + start, at - start);
     }
-    msgpack_sbuffer_clear(&sb);
-    msgpack_pack_object(&pk, *paths);
-    record_flush(s, m, client->via.str.ptr, client->via.str.size, seq, from, &applied,
-                 sb.data, sb.size);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    codec_msgpack_pack_value(&pk, paths);
+    record_flush(s, m, client->u.str.ptr, client->u.str.len, seq, from, &applied, sb.data,
+                 sb.size);
     *offset = input_offset;
     rc = STATE_CHANGE_APPLIED;
 done:
     codec_packed_destroy(&applied);
     msgpack_sbuffer_destroy(&sb);
-    msgpack_unpacked_destroy(&up);
+    codec_value_destroy(root);
     return rc;
 }
 
@@ -1355,22 +1503,30 @@ int state_store_install_snapshot(state_store_t *s, int32_t partition, const char
                                  size_t key_len, const char *value, size_t value_len,
                                  char *errstr, size_t errstr_size)
 {
-    msgpack_unpacked up;
-    msgpack_unpacked_init(&up);
+    codec_value_t *root = NULL;
     int rc = -1;
-    const msgpack_object *root, *model, *doc, *clients;
+    const codec_value_t *model, *clients;
+    const codec_map_entry_t *e;
     uint64_t count;
-    if (!(root = unpack_record(&up, value, value_len, "snapshot", "snapshot", key,
-                               key_len, &model, errstr, errstr_size)))
+    uint32_t pos = 0;
+    size_t doc, doc_end; /* the document's bytes, stored as they are */
+    if (!(model = decode_record(&root, value, value_len, "snapshot", "snapshot", key,
+                                key_len, errstr, errstr_size)))
         goto done;
-    if (!object_uint(object_get(root, "commandCount"), &count) ||
-        !(doc = object_get(root, "document")) || doc->type != MSGPACK_OBJECT_MAP ||
-        !(clients = object_get(root, "clients")) || clients->type != MSGPACK_OBJECT_MAP) {
+    if (!field_uint(root, "commandCount", &count) ||
+        !field(root, "document", CODEC_VALUE_MAP) ||
+        !(clients = field(root, "clients", CODEC_VALUE_MAP)) ||
+        !field_span(value, value_len, "document", &doc, &doc_end)) {
         snprintf(errstr, errstr_size, "not a snapshot record");
         goto done;
     }
-    state_model_t *m = state_store_model(s, partition, model->via.str.ptr,
-                                         model->via.str.size, errstr, errstr_size);
+    while ((e = codec_map_next(clients, &pos)))
+        if (e->value->type != CODEC_VALUE_MAP) {
+            snprintf(errstr, errstr_size, "not a snapshot record (client records)");
+            goto done;
+        }
+    state_model_t *m = state_store_model(s, partition, model->u.str.ptr, model->u.str.len,
+                                         errstr, errstr_size);
     if (!m)
         goto done;
     rc = 0;
@@ -1378,8 +1534,8 @@ int state_store_install_snapshot(state_store_t *s, int32_t partition, const char
         goto done;
     /* The model starts again from the snapshot: no history before it, the clients the
      * snapshot knows. */
-    const char *id = model->via.str.ptr;
-    size_t id_len = model->via.str.size;
+    const char *id = model->u.str.ptr;
+    size_t id_len = model->u.str.len;
     drop_model(s, m);
     delete_model_keys(s, partition, KIND_HISTORY, id, id_len);
     delete_model_keys(s, partition, KIND_CLIENT, id, id_len);
@@ -1391,28 +1547,25 @@ int state_store_install_snapshot(state_store_t *s, int32_t partition, const char
     msgpack_pack_str_with_body(&pk, "commandCount", 12);
     msgpack_pack_uint64(&pk, count);
     msgpack_pack_str_with_body(&pk, "document", 8);
-    msgpack_pack_object(&pk, *doc);
+    codec_msgpack_pack_raw(&pk, value + doc, doc_end - doc);
     store_key_t k;
     key_init(&k, (uint32_t)partition, KIND_SNAPSHOT);
     key_add(&k, id, id_len);
     batch_write(s, k.p, k.len, sb.data, sb.size);
     key_free(&k);
-    for (uint32_t i = 0; i < clients->via.map.size; i++) {
-        const msgpack_object_kv *kv = &clients->via.map.ptr[i];
-        if (kv->key.type != MSGPACK_OBJECT_STR || kv->val.type != MSGPACK_OBJECT_MAP)
-            continue;
+    for (pos = 0; (e = codec_map_next(clients, &pos));) {
         msgpack_sbuffer_clear(&sb);
-        msgpack_pack_object(&pk, kv->val);
+        codec_msgpack_pack_value(&pk, e->value);
         key_init(&k, (uint32_t)partition, KIND_CLIENT);
         key_add_id(&k, id, id_len);
-        key_add(&k, kv->key.via.str.ptr, kv->key.via.str.size);
+        key_add(&k, codec_map_entry_key(e), e->key_len);
         batch_write(s, k.p, k.len, sb.data, sb.size);
         key_free(&k);
     }
     msgpack_sbuffer_destroy(&sb);
     rc = 1;
 done:
-    msgpack_unpacked_destroy(&up);
+    codec_value_destroy(root);
     return rc;
 }
 
@@ -1516,6 +1669,40 @@ void state_store_set_partition_count(state_store_t *s, int32_t partition, int32_
     put_offset(s, partition, KIND_PARTITIONS, count);
 }
 
+char *state_store_settings(state_store_t *s, int32_t partition)
+{
+    store_key_t k;
+    key_init(&k, (uint32_t)partition, KIND_SETTINGS);
+    char *err = NULL;
+    size_t len = 0;
+    char *v = rocksdb_get(s->db, s->read_options, k.p, k.len, &len, &err);
+    key_free(&k);
+    char *settings = NULL;
+    if (!err && v) {
+        settings = codec_xmalloc(len + 1);
+        memcpy(settings, v, len);
+        settings[len] = '\0';
+    }
+    rocksdb_free(err);
+    free(v);
+    return settings;
+}
+
+void state_store_set_settings(state_store_t *s, int32_t partition, const char *settings)
+{
+    store_key_t k;
+    key_init(&k, (uint32_t)partition, KIND_SETTINGS);
+    batch_write(s, k.p, k.len, settings, strlen(settings));
+    key_free(&k);
+}
+
+void state_store_set_cache_bytes(state_store_t *s, size_t cache_bytes)
+{
+    s->conf.cache_bytes = cache_bytes;
+    if (!s->ops_len) /* every model is clean: evicting loses nothing */
+        evict(s);
+}
+
 /* FLUSHOUT_FAILPOINT=store-write:P:N (tests only): the N-th commit of a processing step
  * (one with an offset) to partition P fails as a RocksDB write error would. A real full
  * disk cannot stand in for it here: Debian's RocksDB asserts on a failed WAL write. */
@@ -1581,6 +1768,8 @@ int state_store_commit(state_store_t *s, int32_t partition, int64_t next_offset,
     else
         rocksdb_write(s->db, s->write_options, batch, &err);
     rocksdb_writebatch_clear(s->batch);
+    forget_expired(s);
+    s->step++;
     if (err) {
         snprintf(s->failed, sizeof(s->failed), "%s", err);
         return fail_rocks(err, "writing a step", errstr, errstr_size);
@@ -1667,6 +1856,7 @@ static bool parse_key(const char *k, size_t len, state_store_item_t *item)
     case KIND_OFFSET:
     case KIND_CHANGES:
     case KIND_PARTITIONS:
+    case KIND_SETTINGS:
         return rest_len == 0;
     case KIND_OUTBOX:
         if (rest_len != 8)
@@ -1815,47 +2005,44 @@ void state_store_outbox_done(state_store_t *s, int32_t partition, uint64_t first
 #define OUTBOX_NAME_BYTES  256
 typedef char outbox_name_t[OUTBOX_NAME_BYTES];
 
-static bool copy_name(const msgpack_object *o, char *buf)
+static bool copy_name(const codec_value_t *o, char *buf)
 {
-    if (o->type != MSGPACK_OBJECT_STR || o->via.str.size >= OUTBOX_NAME_BYTES)
+    if (!o || o->type != CODEC_VALUE_STR || o->u.str.len >= OUTBOX_NAME_BYTES)
         return false;
-    memcpy(buf, o->via.str.ptr, o->via.str.size);
-    buf[o->via.str.size] = '\0';
+    memcpy(buf, o->u.str.ptr, o->u.str.len);
+    buf[o->u.str.len] = '\0';
     return true;
 }
 
-static bool outbox_parse(const msgpack_object *root, state_outbox_rec_t *rec,
+static bool outbox_parse(const codec_value_t *root, state_outbox_rec_t *rec,
                          outbox_name_t *names, state_header_t *headers)
 {
-    const msgpack_object *topic = object_get(root, "topic");
-    const msgpack_object *partition = object_get(root, "partition");
-    const msgpack_object *key = object_get(root, "key");
-    const msgpack_object *value = object_get(root, "value");
-    const msgpack_object *hdrs = object_get(root, "headers");
-    if (!topic || !copy_name(topic, names[0]) || !partition ||
-        (partition->type != MSGPACK_OBJECT_POSITIVE_INTEGER &&
-         partition->type != MSGPACK_OBJECT_NEGATIVE_INTEGER) ||
-        !key || (key->type != MSGPACK_OBJECT_BIN && key->type != MSGPACK_OBJECT_NIL) ||
-        !value || value->type != MSGPACK_OBJECT_BIN || !hdrs ||
-        hdrs->type != MSGPACK_OBJECT_ARRAY || hdrs->via.array.size % 2 ||
-        hdrs->via.array.size / 2 > OUTBOX_MAX_HEADERS)
+    const codec_value_t *partition = field(root, "partition", CODEC_VALUE_INT);
+    const codec_value_t *key =
+        root->type == CODEC_VALUE_MAP ? codec_map_get(root, "key", 3) : NULL;
+    const codec_value_t *value = field(root, "value", CODEC_VALUE_BIN);
+    const codec_value_t *hdrs = field(root, "headers", CODEC_VALUE_ARRAY);
+    if (!copy_name(field(root, "topic", CODEC_VALUE_STR), names[0]) || !partition ||
+        partition->u.i < INT32_MIN || partition->u.i > INT32_MAX || !key ||
+        (key->type != CODEC_VALUE_BIN && key->type != CODEC_VALUE_NIL) || !value ||
+        !hdrs || hdrs->u.array.len % 2 || hdrs->u.array.len / 2 > OUTBOX_MAX_HEADERS)
         return false;
     *rec = (state_outbox_rec_t){
         .topic = names[0],
-        .partition = (int32_t)partition->via.i64,
-        .key = key->type == MSGPACK_OBJECT_BIN ? key->via.bin.ptr : NULL,
-        .key_len = key->type == MSGPACK_OBJECT_BIN ? key->via.bin.size : 0,
-        .value = value->via.bin.ptr,
-        .value_len = value->via.bin.size,
+        .partition = (int32_t)partition->u.i,
+        .key = key->type == CODEC_VALUE_BIN ? key->u.str.ptr : NULL,
+        .key_len = key->type == CODEC_VALUE_BIN ? key->u.str.len : 0,
+        .value = value->u.str.ptr,
+        .value_len = value->u.str.len,
         .headers = headers,
-        .header_count = hdrs->via.array.size / 2,
+        .header_count = hdrs->u.array.len / 2,
     };
     for (size_t i = 0; i < rec->header_count; i++) {
-        const msgpack_object *v = &hdrs->via.array.ptr[2 * i + 1];
-        if (!copy_name(&hdrs->via.array.ptr[2 * i], names[i + 1]) ||
-            v->type != MSGPACK_OBJECT_BIN)
+        const codec_value_t *v = hdrs->u.array.items[2 * i + 1];
+        if (!copy_name(hdrs->u.array.items[2 * i], names[i + 1]) ||
+            v->type != CODEC_VALUE_BIN)
             return false;
-        headers[i] = (state_header_t){names[i + 1], v->via.bin.ptr, v->via.bin.size};
+        headers[i] = (state_header_t){names[i + 1], v->u.str.ptr, v->u.str.len};
     }
     return true;
 }
@@ -1869,11 +2056,9 @@ int state_store_outbox_scan(state_store_t *s, int32_t partition,
     key_init(&prefix, (uint32_t)partition, KIND_OUTBOX);
     rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
     int rc = 0;
-    msgpack_unpacked up;
-    msgpack_unpacked_init(&up);
     for (rocksdb_iter_seek(it, prefix.p, prefix.len); rocksdb_iter_valid(it);
          rocksdb_iter_next(it)) {
-        size_t klen, vlen, off = 0;
+        size_t klen, vlen;
         const char *k = rocksdb_iter_key(it, &klen);
         if (klen != prefix.len + 8 || memcmp(k, prefix.p, prefix.len) != 0)
             break;
@@ -1882,13 +2067,15 @@ int state_store_outbox_scan(state_store_t *s, int32_t partition,
         state_header_t headers[OUTBOX_MAX_HEADERS];
         state_outbox_rec_t rec;
         /* A step's array of records, or one record as earlier versions wrote it. */
-        bool ok = msgpack_unpack_next(&up, v, vlen, &off) == MSGPACK_UNPACK_SUCCESS;
-        const msgpack_object *recs =
-            ok && up.data.type == MSGPACK_OBJECT_ARRAY ? up.data.via.array.ptr : &up.data;
-        uint32_t n =
-            ok && up.data.type == MSGPACK_OBJECT_ARRAY ? up.data.via.array.size : 1;
+        codec_value_t *root = NULL;
+        char derr[256];
+        bool ok = codec_msgpack_decode(v, vlen, &codec_limits_trusted, &root, derr,
+                                       sizeof(derr)) == CODEC_OK;
+        bool many = ok && root->type == CODEC_VALUE_ARRAY;
+        uint32_t n = many ? root->u.array.len : 1;
         for (uint32_t i = 0; ok && i < n && !rc; i++) {
-            if (!outbox_parse(&recs[i], &rec, names, headers)) {
+            if (!outbox_parse(many ? root->u.array.items[i] : root, &rec, names,
+                              headers)) {
                 snprintf(errstr, errstr_size,
                          "outbox record %llu of partition %d is corrupt",
                          (unsigned long long)be64(k + prefix.len), partition);
@@ -1897,6 +2084,7 @@ int state_store_outbox_scan(state_store_t *s, int32_t partition,
                 rc = 1;
             }
         }
+        codec_value_destroy(root);
         if (!ok) {
             snprintf(errstr, errstr_size, "outbox record %llu of partition %d is corrupt",
                      (unsigned long long)be64(k + prefix.len), partition);
@@ -1907,7 +2095,6 @@ int state_store_outbox_scan(state_store_t *s, int32_t partition,
     }
     if (rc > 0)
         rc = 0;
-    msgpack_unpacked_destroy(&up);
     char *err = NULL;
     rocksdb_iter_get_error(it, &err);
     if (err && !rc)

@@ -111,6 +111,7 @@ typedef struct state_store_item_s {
 #define STATE_ITEM_CHANGES    'k'
 #define STATE_ITEM_PARTITIONS 'p'
 #define STATE_ITEM_CHANGED    'd'
+#define STATE_ITEM_SETTINGS   'f'
 
 /** Calls visit for every stored record, in key order (partition by partition; within
  *  one, client records, history, the offset, then snapshots). visit returns non-zero
@@ -265,5 +266,17 @@ void state_store_snapshot_published(state_store_t *s, int32_t partition,
 int32_t state_store_partition_count(state_store_t *s, int32_t partition);
 /** Records it in the step's batch. */
 void state_store_set_partition_count(state_store_t *s, int32_t partition, int32_t count);
+
+/** The settings that partition's state was built with (a canonical "name=value;..."
+ *  string of the options that change outcomes; see processor_settings()), or NULL when
+ *  not recorded. The caller frees it. */
+char *state_store_settings(state_store_t *s, int32_t partition);
+/** Records them in the step's batch. */
+void state_store_set_settings(state_store_t *s, int32_t partition, const char *settings);
+
+/** Changes the cache's byte budget (the processor shares --cache-mb among its stores).
+ *  Call between steps: with nothing uncommitted, models beyond it are evicted at once,
+ *  else at the next commit. */
+void state_store_set_cache_bytes(state_store_t *s, size_t cache_bytes);
 
 #endif

@@ -269,3 +269,51 @@ Test(codec_msgpack, identify_stops_at_lies_and_wrong_types)
     codec_msgpack_identify("", 0, &id);
     cr_assert_null(id.client);
 }
+
+Test(codec_msgpack, skip_and_find_locate_values_however_deep)
+{
+    /* {"a": 1, "deep": [[[...[7]...]]] (3000 levels), "list": [true, "x"]} */
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    msgpack_pack_str_with_body(&pk, "a", 1);
+    msgpack_pack_int(&pk, 1);
+    msgpack_pack_str_with_body(&pk, "deep", 4);
+    size_t deep_at = sb.size;
+    for (int i = 0; i < 3000; i++)
+        msgpack_pack_array(&pk, 1);
+    msgpack_pack_int(&pk, 7);
+    size_t deep_end = sb.size;
+    msgpack_pack_str_with_body(&pk, "list", 4);
+    size_t list_at = sb.size;
+    msgpack_pack_array(&pk, 2);
+    msgpack_pack_true(&pk);
+    msgpack_pack_str_with_body(&pk, "x", 1);
+
+    size_t off = 0;
+    cr_assert(codec_msgpack_map_find(sb.data, sb.size, &off, "deep", 4));
+    cr_assert_eq(off, deep_at);
+    cr_assert(codec_msgpack_skip(sb.data, sb.size, &off));
+    cr_assert_eq(off, deep_end);
+    off = 0;
+    cr_assert(codec_msgpack_map_find(sb.data, sb.size, &off, "list", 4));
+    cr_assert_eq(off, list_at);
+    uint32_t n;
+    cr_assert(codec_msgpack_array_open(sb.data, sb.size, &off, &n));
+    cr_assert_eq(n, 2);
+    cr_assert(codec_msgpack_skip(sb.data, sb.size, &off));
+    cr_assert(codec_msgpack_skip(sb.data, sb.size, &off));
+    cr_assert_eq(off, sb.size);
+
+    off = 0;
+    cr_assert_not(codec_msgpack_map_find(sb.data, sb.size, &off, "absent", 6));
+    off = 0;
+    cr_assert_not(codec_msgpack_array_open(sb.data, sb.size, &off, &n), "a map");
+    off = deep_at;
+    cr_assert_not(codec_msgpack_skip(sb.data, deep_end - 1, &off), "cut short");
+    off = sb.size;
+    cr_assert_not(codec_msgpack_skip(sb.data, sb.size, &off), "nothing left");
+    msgpack_sbuffer_destroy(&sb);
+}

@@ -307,3 +307,56 @@ Test(codec_request, echoes_canonical_completions_from_their_bytes)
     msgpack_zone_free(zone);
     use_zone = NULL;
 }
+
+/* Ids become store keys, record keys and reply fields: too long, empty or not UTF-8
+ * is refused with a code that says so, wherever the id comes from. */
+Test(codec_request, checks_model_and_client_ids)
+{
+    static char long_id[70001];
+    memset(long_id, 'x', sizeof(long_id) - 1);
+    const char *snap = "{\"type\":\"snapshot\",\"client\":\"c\",\"seq\":1}";
+    codec_value_t *v;
+
+    cr_assert_eq(codec_json_decode(snap, strlen(snap), NULL, &v, errstr, sizeof(errstr)),
+                 0);
+    codec_request_clear(&req);
+    cr_assert_eq(
+        codec_request_from_value(v, long_id, 70000, NULL, &req, errstr, sizeof(errstr)),
+        CODEC_ERR_TOO_LARGE);
+    cr_assert(strstr(errstr, "the record key: an id of 70000 bytes"), "%s", errstr);
+
+    cr_assert_eq(codec_json_decode(snap, strlen(snap), NULL, &v, errstr, sizeof(errstr)),
+                 0);
+    codec_request_clear(&req);
+    cr_assert_eq(
+        codec_request_from_value(v, "v\xff", 2, NULL, &req, errstr, sizeof(errstr)),
+        CODEC_ERR_INVALID_UTF8);
+
+    /* The most the defaults allow is served. */
+    cr_assert_eq(codec_json_decode(snap, strlen(snap), NULL, &v, errstr, sizeof(errstr)),
+                 0);
+    codec_request_clear(&req);
+    cr_assert_eq(codec_request_from_value(v, long_id, CODEC_DEFAULT_MAX_ID_BYTES, NULL,
+                                          &req, errstr, sizeof(errstr)),
+                 CODEC_OK, "%s", errstr);
+
+    const char *empty_model =
+        "{\"type\":\"snapshot\",\"model\":\"\",\"client\":\"c\",\"seq\":1}";
+    cr_assert_eq(codec_json_decode(empty_model, strlen(empty_model), NULL, &v, errstr,
+                                   sizeof(errstr)),
+                 0);
+    codec_request_clear(&req);
+    cr_assert_eq(codec_request_from_value(v, NULL, 0, NULL, &req, errstr, sizeof(errstr)),
+                 CODEC_ERR_OUT_OF_RANGE);
+
+    char long_client[1200];
+    snprintf(long_client, sizeof(long_client),
+             "{\"type\":\"snapshot\",\"client\":\"%.1025s\",\"seq\":1}", long_id);
+    cr_assert_eq(codec_json_decode(long_client, strlen(long_client), NULL, &v, errstr,
+                                   sizeof(errstr)),
+                 0);
+    codec_request_clear(&req);
+    cr_assert_eq(codec_request_from_value(v, "m", 1, NULL, &req, errstr, sizeof(errstr)),
+                 CODEC_ERR_TOO_LARGE);
+    cr_assert(strstr(errstr, "client: an id of 1025 bytes"), "%s", errstr);
+}

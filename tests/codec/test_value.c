@@ -5,6 +5,8 @@
 
 #include "codec/value.h"
 
+#include <xxhash.h>
+
 static codec_value_t *map;
 
 static void setup(void)
@@ -180,4 +182,54 @@ Test(codec_value, mem_size_grows_with_content)
     codec_map_set(doc, "big", 3, codec_value_str(big, sizeof(big)));
     cr_assert_geq(codec_value_mem_size(doc), before + sizeof(big));
     codec_value_destroy(doc);
+}
+
+/* Keys whose unseeded XXH3 hashes all end in 13 zero bits: in an index of up to 8192
+ * slots an unseeded hash puts them all at slot 0, and each insert walks past all the
+ * keys before it (hash flooding: 30,000 such keys in one flush took seconds). */
+#define FLOOD_KEYS 1000
+static char flood[FLOOD_KEYS][16];
+
+static void flood_keys(void)
+{
+    int found = 0;
+    for (uint32_t i = 0; found < FLOOD_KEYS; i++) {
+        char key[16];
+        int len = snprintf(key, sizeof(key), "k%u", i);
+        if ((XXH3_64bits(key, (size_t)len) & 0x1fff) == 0)
+            memcpy(flood[found++], key, (size_t)len + 1);
+    }
+}
+
+Test(codec_value, keys_crafted_to_collide_do_not_lengthen_probes)
+{
+    flood_keys();
+    for (int i = 0; i < FLOOD_KEYS; i++)
+        set_int(map, flood[i], i);
+    cr_assert_leq(map->u.map.index_mask + 1, 8192, "an index the keys collide in");
+    cr_assert_leq(codec_map_longest_probe(map), 64, "longest probe %u",
+                  codec_map_longest_probe(map));
+    for (int i = 0; i < FLOOD_KEYS; i++)
+        cr_assert_not_null(codec_map_get(map, flood[i], strlen(flood[i])));
+
+    /* Decoded requests build their maps in a zone; copies reuse the hashes. */
+    msgpack_zone *zone = msgpack_zone_new(8192);
+    codec_value_t *zmap = codec_zone_value(zone, CODEC_VALUE_MAP, FLOOD_KEYS);
+    for (int i = 0; i < FLOOD_KEYS; i++)
+        cr_assert_eq(codec_zone_map_add(zone, zmap, flood[i], strlen(flood[i]),
+                                        codec_zone_value(zone, CODEC_VALUE_NIL, 0)),
+                     0);
+    cr_assert_leq(codec_map_longest_probe(zmap), 64, "zone map: longest probe %u",
+                  codec_map_longest_probe(zmap));
+    codec_value_t *copy = codec_value_copy(zmap);
+    cr_assert_leq(codec_map_longest_probe(copy), 64, "copy: longest probe %u",
+                  codec_map_longest_probe(copy));
+
+    /* Whatever the hash, order is insertion order. */
+    uint32_t pos = 0;
+    const codec_map_entry_t *e;
+    for (int i = 0; (e = codec_map_next(copy, &pos)); i++)
+        cr_assert_str_eq(codec_map_entry_key(e), flood[i]);
+    codec_value_destroy(copy);
+    msgpack_zone_free(zone);
 }

@@ -4,7 +4,8 @@
 // /healthz says 200 throughout, and /metrics (Prometheus text format, checked for
 // well-formedness) counts exactly what was sent: flushes and commands applied, errors
 // and dead letters by code, latency histograms, per-partition lag and readiness, the
-// model cache and RocksDB figures.
+// model cache and RocksDB figures, and no partition failed or retried. The server
+// listens on --http-address 127.0.0.1 only.
 'use strict';
 
 const assert = require('assert');
@@ -102,7 +103,7 @@ async function main(run) {
 
   // A snapshot record every 50 commands (each model makes 200; a step publishes a model
   // at most once, however many multiples it passed).
-  const p = run.startProcessor('a', bootstrap, {}, ['--http-port', String(port), '--snapshot-topic-every', '50']);
+  const p = run.startProcessor('a', bootstrap, {}, ['--http-port', String(port), '--http-address', '127.0.0.1', '--snapshot-topic-every', '50']);
   // Before the group answers (the broker delays the first join by 3 s): alive, not ready.
   const early = await waitFor('the HTTP endpoint', 10000, () => get(port, '/readyz').catch(() => null));
   assert.strictEqual(early.status, 503, `not ready before joining: ${early.body}`);
@@ -116,6 +117,10 @@ async function main(run) {
   const before = await scrape(port);
   assert.strictEqual(value(before, 'flushout_assigned_partitions'), 2);
   assert.strictEqual(value(before, 'flushout_flushes_applied_total'), 0);
+  for (const name of ['flushout_partitions_failed', 'flushout_partitions_retrying', 'flushout_takeover_retries_total']) {
+    assert.ok(before.has(name), `${name} is exported`);
+    assert.strictEqual(value(before, name), 0, name);
+  }
 
   // Two rounds of flushes of 2 creates each, a second apart (cache figures are
   // refreshed once a second), then two bad records.

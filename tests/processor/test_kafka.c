@@ -5,10 +5,10 @@
  * the changes topic, and identical output from two instances given the same input.
  * Each test has its own cluster (Criterion runs each in its own process). */
 #define _GNU_SOURCE /* pthread_timedjoin_np */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
-#include <arpa/inet.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -21,6 +21,7 @@
 
 #include "codec/json.h"
 #include "codec/msgpack.h"
+#include "processor/cmd_apply.h"
 #include "processor/handler.h"
 #include "processor/cmd_rebuild.h"
 #include "processor/kafka.h"
@@ -29,6 +30,8 @@
 
 #define PARTITIONS 4
 #define WAIT_MS    30000
+#define STR(x)     #x
+#define XSTR(x)    STR(x)
 
 static rd_kafka_t *mock_rk;
 static rd_kafka_mock_cluster_t *mock;
@@ -70,12 +73,10 @@ static const char *const state_options[] = {"--ids",
                                             "2048",
                                             NULL};
 
-/* Set by a test to start instances with the default limits (no state_options). */
-static bool default_limits;
-
 /* Starts an instance with its own state directory; extra options as "--name", "value"
  * pairs, NULL-terminated. */
-static void instance_start(instance_t *in, const char *name, const char *const *extra)
+static void instance_start_with(instance_t *in, const char *name, bool lowered_limits,
+                                const char *const *extra)
 {
     memset(in, 0, sizeof(*in));
     snprintf(in->state_dir, sizeof(in->state_dir), "%s/%s", dir, name);
@@ -92,7 +93,7 @@ static void instance_start(instance_t *in, const char *name, const char *const *
                             "-X",
                             "session.timeout.ms=6000"};
     int argc = 10;
-    for (const char *const *o = state_options; *o && !default_limits; o++)
+    for (const char *const *o = state_options; lowered_limits && *o; o++)
         argv[argc++] = *o;
     if (getenv("TEST_KAFKA_DEBUG")) {
         argv[argc++] = "-X";
@@ -105,6 +106,11 @@ static void instance_start(instance_t *in, const char *name, const char *const *
                                        (char **)argv, errstr, sizeof(errstr)),
                  0, "%s", errstr);
     cr_assert_eq(pthread_create(&in->thread, NULL, instance_main, in), 0);
+}
+
+static void instance_start(instance_t *in, const char *name, const char *const *extra)
+{
+    instance_start_with(in, name, true, extra);
 }
 
 static void instance_stop(instance_t *in)
@@ -333,19 +339,26 @@ static const got_t *await_record(const char *topic, const char *client, int64_t 
     return NULL;
 }
 
-/* Produces value (msgpack) with key to partition (-1: by key) and headers; returns the
- * record's partition and offset in where[2]. */
-static void produce_raw(const char *key, int32_t partition, const char *value, size_t len,
-                        rd_kafka_headers_t *headers, int64_t *where)
+/* Produces value (msgpack) with key[0..key_len) (NULL: none) to partition (-1: by key)
+ * and headers; returns the record's partition and offset in where[2]. */
+static void produce_key(const char *key, size_t key_len, int32_t partition,
+                        const char *value, size_t len, rd_kafka_headers_t *headers,
+                        int64_t *where)
 {
     rd_kafka_resp_err_t err = rd_kafka_producev(
         producer, RD_KAFKA_V_TOPIC("flushout.flushes"),
         RD_KAFKA_V_PARTITION(partition < 0 ? RD_KAFKA_PARTITION_UA : partition),
-        RD_KAFKA_V_KEY(key, key ? strlen(key) : 0), RD_KAFKA_V_VALUE((void *)value, len),
+        RD_KAFKA_V_KEY(key, key_len), RD_KAFKA_V_VALUE((void *)value, len),
         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(headers),
         RD_KAFKA_V_OPAQUE(where), RD_KAFKA_V_END);
     cr_assert_eq(err, 0, "%s", rd_kafka_err2str(err));
     cr_assert_eq(rd_kafka_flush(producer, WAIT_MS), 0);
+}
+
+static void produce_raw(const char *key, int32_t partition, const char *value, size_t len,
+                        rd_kafka_headers_t *headers, int64_t *where)
+{
+    produce_key(key, key ? strlen(key) : 0, partition, value, len, headers, where);
 }
 
 /* JSON -> msgpack bytes (caller destroys the buffer). */
@@ -875,9 +888,8 @@ Test(kafka, reply_headers_cannot_aim_replies_at_other_topics)
  * error that says so (reply_too_large). */
 Test(kafka, a_flush_too_large_for_one_kafka_record_is_refused_with_the_default_limits)
 {
-    default_limits = true;
     instance_t a;
-    instance_start(&a, "a", NULL);
+    instance_start_with(&a, "a", false, NULL);
     for (int round = 0; round < 2; round++) {
         /* 1.01 MB first, refused; then 850 kB, under --max-record-bytes (900000). */
         size_t each = round == 0 ? 336700 : 283000;
@@ -960,7 +972,6 @@ Test(kafka, a_flush_too_large_for_one_kafka_record_is_refused_with_the_default_l
     free(snapshot_json("huge", "reader", 2, &count));
     cr_assert_eq(count, 1);
     instance_stop(&a);
-    default_limits = false;
 }
 
 /* The value of a counter on the instance's /metrics (HTTP on 127.0.0.1:port), or -1. */
@@ -1238,11 +1249,47 @@ Test(kafka, two_instances_given_the_same_input_publish_identical_changes)
 /* Every file of the hostile-input corpus (tests/badinput, MANIFEST says what each must
  * produce) gets its dead letter and error reply, or its failed commands; the model
  * is unchanged afterwards, and the next good flush is applied. */
-Test(kafka, the_hostile_input_corpus_changes_nothing)
+/* A MANIFEST key: "-" none, "''" empty, "hex:..." bytes, "C*N" byte C N times.
+ * @returns the key (a static buffer) and *len, or NULL. */
+static const char *manifest_key(const char *spec, size_t *len)
+{
+    static char key[80000];
+    unsigned n;
+    char c;
+    *len = 0;
+    if (!strcmp(spec, "-"))
+        return NULL;
+    if (!strcmp(spec, "''"))
+        return key;
+    if (!strncmp(spec, "hex:", 4)) {
+        for (const char *h = spec + 4; h[0] && h[1] && *len < sizeof(key); h += 2) {
+            unsigned b;
+            cr_assert_eq(sscanf(h, "%2x", &b), 1, "%s", spec);
+            key[(*len)++] = (char)b;
+        }
+        return key;
+    }
+    if (sscanf(spec, "%c*%u", &c, &n) == 2 && n <= sizeof(key)) {
+        memset(key, c, n);
+        *len = n;
+        return key;
+    }
+    *len = strlen(spec);
+    return spec;
+}
+
+/* Sends every record of tests/badinput to model "victim" and checks each outcome:
+ * under the suite's lowered limits (MANIFEST's third column) or the processor's
+ * defaults (its sixth). Under the lowered limits nothing may change the model; under
+ * the defaults some cases are applied, and the model must then read back the same
+ * after a restart (reload from the store) and on a new instance (catch-up from the
+ * changes topic): bugs hid behind lowered limits before. */
+static void run_hostile_corpus(bool defaults)
 {
     instance_t a;
-    const char *opts[] = {"--max-depth", "32", "--max-record-bytes", "16384", NULL};
-    instance_start(&a, "a", opts);
+    const char *lowered[] = {"--max-depth", "32", "--max-record-bytes", "16384", NULL};
+    const char *const *opts = defaults ? NULL : lowered;
+    instance_start_with(&a, "a", !defaults, opts);
     send_json("victim",
               "{\"type\":\"flush\",\"client\":\"setup\",\"seq\":1,\"from\":0,"
               "\"completions\":[{\"command\":{\"action\":\"create\",\"props\":{\"s\":"
@@ -1256,12 +1303,16 @@ Test(kafka, the_hostile_input_corpus_changes_nothing)
     FILE *manifest = fopen(BADINPUT_DIR "/MANIFEST", "r");
     cr_assert_not_null(manifest);
     char line[512];
-    int cases = 0, dead_letters = 0;
+    int cases = 0, dead_letters = 0, applied = 0;
     while (fgets(line, sizeof(line), manifest)) {
-        char file[128], key[64], outcome[64], client[64], seq_text[32];
-        if (line[0] == '#' || sscanf(line, "%127s %63s %63s %63s %31s", file, key,
-                                     outcome, client, seq_text) != 5)
+        char file[128], key_spec[64], outcome[64], client[64], seq_text[32];
+        char outcome_defaults[64];
+        if (line[0] == '#' ||
+            sscanf(line, "%127s %63s %63s %63s %31s %63s", file, key_spec, outcome,
+                   client, seq_text, outcome_defaults) != 6)
             continue;
+        if (defaults && strcmp(outcome_defaults, "="))
+            strcpy(outcome, outcome_defaults);
         int64_t seq = !strcmp(seq_text, "-") ? -1 : atoll(seq_text);
         char path[PATH_MAX];
         snprintf(path, sizeof(path), "%s/%s", BADINPUT_DIR, file);
@@ -1270,22 +1321,30 @@ Test(kafka, the_hostile_input_corpus_changes_nothing)
         static char value[1 << 16];
         size_t len = fread(value, 1, sizeof(value), fp);
         fclose(fp);
-        const char *record_key = !strcmp(key, "-") ? NULL : !strcmp(key, "''") ? "" : key;
+        size_t key_len;
+        const char *record_key = manifest_key(key_spec, &key_len);
         rd_kafka_headers_t *h = rd_kafka_headers_new(1);
         rd_kafka_header_add(h, "trace", -1, file, -1);
-        produce_raw(record_key, partition_of("victim"), value, len, h, NULL);
+        produce_key(record_key, key_len, partition_of("victim"), value, len, h, NULL);
         cases++;
 
         char buf[128];
-        if (!strcmp(outcome, "command_error")) {
+        if (!strcmp(outcome, "command_error") || !strcmp(outcome, "ok")) {
             codec_value_t *r = decode(await_record("flushout.replies", client, seq));
-            cr_assert_str_eq(str_field(r, "type", buf, sizeof(buf)), "flushResult", "%s",
-                             file);
+            cr_assert_str_neq(str_field(r, "type", buf, sizeof(buf)), "error", "%s",
+                              file);
             const codec_value_t *errors = codec_map_get(r, "errors", 6);
-            cr_assert(errors && errors->u.array.len > 0, "%s: the command failed", file);
-            cr_assert_eq(codec_map_get(codec_map_get(r, "applied", 7), "completions", 11)
-                             ->u.array.len,
-                         0, "%s: nothing applied", file);
+            const codec_value_t *reply_applied = codec_map_get(r, "applied", 7);
+            const codec_value_t *done =
+                reply_applied ? codec_map_get(reply_applied, "completions", 11) : NULL;
+            if (!strcmp(outcome, "ok")) {
+                cr_assert_null(errors, "%s: no command failed", file);
+                applied += done && done->u.array.len > 0;
+            } else {
+                cr_assert(errors && errors->u.array.len > 0, "%s: the command failed",
+                          file);
+                cr_assert(done && done->u.array.len == 0, "%s: nothing applied", file);
+            }
             codec_value_destroy(r);
             continue;
         }
@@ -1293,6 +1352,7 @@ Test(kafka, the_hostile_input_corpus_changes_nothing)
         dead_letters++;
         cr_assert_str_eq(header_str(dl, "flushout_error_code", buf, sizeof(buf)), outcome,
                          "%s", file);
+        cr_assert_eq(dl->key_len, key_len, "%s: the dead letter keeps the key", file);
         if (strcmp(client, "-")) {
             codec_value_t *r = decode(await_record("flushout.replies", client, seq));
             cr_assert_str_eq(str_field(r, "type", buf, sizeof(buf)), "error", "%s", file);
@@ -1303,12 +1363,18 @@ Test(kafka, the_hostile_input_corpus_changes_nothing)
         }
     }
     fclose(manifest);
-    cr_assert_geq(cases, 30, "the corpus has at least 30 records");
+    cr_assert_geq(cases, 45, "the corpus has at least 45 records");
+    cr_assert_eq(applied, defaults ? 4 : 0, "flushes applied");
 
     char *after = snapshot_json("victim", "setup", 3, &count_after);
-    cr_assert_eq(count_after, count_before, "no command was applied");
-    cr_assert_str_eq(after, before, "the document is unchanged");
-    send_create("victim", "setup", 4, 1, "good");
+    if (!defaults) {
+        cr_assert_eq(count_after, count_before, "no command was applied");
+        cr_assert_str_eq(after, before, "the document is unchanged");
+    } else {
+        cr_assert_eq(count_after, count_before + applied,
+                     "the accepted ones were applied");
+    }
+    send_create("victim", "setup", 4, (int)count_after, "good");
     codec_value_t *r = decode(await_record("flushout.replies", "setup", 4));
     cr_assert_eq(codec_map_get(r, "errors", 6), NULL, "the next good flush is applied");
     codec_value_destroy(r);
@@ -1317,9 +1383,37 @@ Test(kafka, the_hostile_input_corpus_changes_nothing)
         dlq += !strcmp(got[j].topic, "flushout.dlq");
     cr_assert_eq(dlq, (size_t)dead_letters,
                  "one dead letter per refused record, no more");
+    char *served = snapshot_json("victim", "setup", 5, &count_after);
+    instance_stop(&a);
+
+    /* Everything accepted reads back: after a restart (the model loaded from the
+     * store), and on another machine (caught up from the changes topic). */
+    int64_t count_again;
+    instance_start_with(&a, "a", !defaults, opts);
+    char *reloaded = snapshot_json("victim", "setup", 6, &count_again);
+    cr_assert_eq(count_again, count_after);
+    cr_assert_str_eq(reloaded, served, "the same model after a restart");
+    instance_stop(&a);
+    instance_start_with(&a, "fresh", !defaults, opts);
+    char *caught_up = snapshot_json("victim", "setup", 7, &count_again);
+    cr_assert_eq(count_again, count_after);
+    cr_assert_str_eq(caught_up, served, "the same model caught up from the changes");
+    instance_stop(&a);
     free(before);
     free(after);
-    instance_stop(&a);
+    free(served);
+    free(reloaded);
+    free(caught_up);
+}
+
+Test(kafka, the_hostile_input_corpus_changes_nothing)
+{
+    run_hostile_corpus(false);
+}
+
+Test(kafka, the_hostile_input_corpus_under_the_default_limits)
+{
+    run_hostile_corpus(true);
 }
 
 /* Every stored model, history entry and client record of the stores under dir, one
@@ -1360,22 +1454,31 @@ static char *dump_state(const char *state_dir)
     return dump;
 }
 
+static int rebuild_rc(const char *name, const char *from);
+
 static void rebuild(const char *name, const char *from)
+{
+    cr_assert_eq(rebuild_rc(name, from), 0, "rebuild --from %s", from);
+}
+
+/* Runs rebuild --from from into the state directory name. @returns its exit code. */
+static int rebuild_rc(const char *name, const char *from)
 {
     char state_dir[PATH_MAX];
     snprintf(state_dir, sizeof(state_dir), "%s/%s", dir, name);
     const char *argv[32] = {
         "--bootstrap-servers", bootstrap, "--state-dir", state_dir, "--from", from};
     int argc = 6;
-    for (const char *const *o = state_options; *o && !default_limits; o++)
+    for (const char *const *o = state_options; *o; o++)
         argv[argc++] = *o;
     processor_config_t cfg;
     char errstr[256];
     cr_assert_eq(processor_config_load(&cfg, PROCESSOR_CMD_REBUILD, "rebuild", argc,
                                        (char **)argv, errstr, sizeof(errstr)),
                  0, "%s", errstr);
-    cr_assert_eq(processor_cmd_rebuild(&cfg), 0, "rebuild --from %s", from);
+    int rc = processor_cmd_rebuild(&cfg);
     processor_config_clear(&cfg);
+    return rc;
 }
 
 Test(kafka, rebuild_from_either_topic_gives_the_live_state_byte_for_byte)
@@ -1908,4 +2011,623 @@ Test(kafka, a_swept_record_not_delivered_is_published_again)
     usleep(4000 * 1000);
     cr_assert_eq(snapshot_records(), 1, "and, once delivered, not again");
     instance_stop(&a);
+}
+
+/* The keys of every record in topic's partition, as "key-bytes-in-hex\n" lines
+ * (caller frees). */
+static char *partition_keys(const char *topic, int32_t partition)
+{
+    int64_t lo, hi;
+    cr_assert_eq(
+        rd_kafka_query_watermark_offsets(producer, topic, partition, &lo, &hi, WAIT_MS),
+        0);
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, NULL, 0);
+    rd_kafka_conf_set(conf, "group.id", "test-keys", NULL, 0);
+    rd_kafka_t *c = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    cr_assert_not_null(c, "%s", errstr);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, partition)->offset = lo;
+    cr_assert_eq(rd_kafka_assign(c, l), 0);
+    rd_kafka_topic_partition_list_destroy(l);
+    size_t size = 1, len = 0;
+    char *out = calloc(1, size);
+    double deadline = now_ms() + WAIT_MS;
+    for (int64_t next = lo; next < hi && now_ms() < deadline;) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(c, 100);
+        if (!m)
+            continue;
+        if (!m->err) {
+            out = realloc(out, size += 2 * m->key_len + 1);
+            for (size_t i = 0; i < m->key_len; i++)
+                len += (size_t)sprintf(out + len, "%02x", ((unsigned char *)m->key)[i]);
+            out[len++] = '\n';
+            out[len] = '\0';
+            next = m->offset + 1;
+        }
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_destroy_flags(c, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    return out;
+}
+
+/* Model ids are bytes with a length: one with a NUL inside gets its own snapshot
+ * record, not one of the id cut at the NUL (which a restore would take for another
+ * model). */
+Test(kafka, a_model_id_with_a_nul_byte_is_published_whole)
+{
+    instance_t a;
+    const char *opts[] = {"--snapshot-topic-every", "1", NULL};
+    instance_start_with(&a, "a", false, opts);
+    static const char model[] = "nul\0id";
+    size_t model_len = sizeof(model) - 1;
+    int32_t partition =
+        processor_key_partition("murmur2_random", model, model_len, PARTITIONS);
+    msgpack_sbuffer sb;
+    to_msgpack(
+        "{\"type\":\"flush\",\"client\":\"nul-client\",\"seq\":1,\"from\":0,"
+        "\"completions\":[{\"command\":{\"action\":\"create\",\"props\":{\"a\":1}},"
+        "\"createdId\":\"x\"}]}",
+        &sb);
+    produce_key(model, model_len, partition, sb.data, sb.size, NULL, NULL);
+    msgpack_sbuffer_destroy(&sb);
+    codec_value_t *r = decode(await_record("flushout.replies", "nul-client", 1));
+    cr_assert_null(codec_map_get(r, "errors", 6), "applied");
+    codec_value_destroy(r);
+    char *keys = NULL;
+    double deadline = now_ms() + WAIT_MS;
+    while (now_ms() < deadline) {
+        free(keys);
+        keys = partition_keys("flushout.snapshots", partition);
+        if (*keys)
+            break;
+        pump(100);
+    }
+    cr_assert_str_eq(keys, "6e756c006964\n", "one snapshot record, of the whole id");
+    free(keys);
+    instance_stop(&a);
+}
+
+/* A flush of one command at path ("1" then "a"s: path_len elements, none for 0) whose
+ * props nest `levels` maps, {"a":{"a":...{"a":1}}}. */
+static void send_deep(const char *model, int seq, int from, const char *action,
+                      int path_len, int levels)
+{
+    char json[4096];
+    int off = snprintf(json, sizeof(json),
+                       "{\"type\":\"flush\",\"client\":\"deep\",\"seq\":%d,\"from\":%d,"
+                       "\"completions\":[{\"command\":{\"action\":\"%s\",\"path\":[",
+                       seq, from, action);
+    for (int i = 0; i < path_len; i++)
+        off += snprintf(json + off, sizeof(json) - (size_t)off, "%s\"%s\"", i ? "," : "",
+                        i ? "a" : "1");
+    off += snprintf(json + off, sizeof(json) - (size_t)off, "],\"props\":");
+    for (int i = 0; i < levels; i++)
+        off += snprintf(json + off, sizeof(json) - (size_t)off, "{\"a\":");
+    off += snprintf(json + off, sizeof(json) - (size_t)off, "1");
+    for (int i = 0; i < levels; i++)
+        off += snprintf(json + off, sizeof(json) - (size_t)off, "}");
+    snprintf(json + off, sizeof(json) - (size_t)off, "}}]}");
+    cr_assert_lt((size_t)off, sizeof(json) - 8);
+    send_json(model, json, NULL);
+}
+
+Test(kafka, a_document_as_deep_as_the_default_limits_allow_reads_back_everywhere)
+{
+    /* The default --max-depth and --max-path-length (the other tests lower them). */
+    const char *deflt[] = {"--max-depth",
+                           XSTR(CODEC_DEFAULT_MAX_DEPTH),
+                           "--max-path-length",
+                           XSTR(CODEC_DEFAULT_MAX_PATH_LENGTH),
+                           "--snapshot-topic-every",
+                           "1",
+                           NULL};
+    instance_t a;
+    instance_start(&a, "a", deflt);
+    /* Props 30 levels deep (the report's flush); a chain of "a"s long enough for the
+     * longest path; at its end, props as deep as a request may hold them (the
+     * request's own 4 levels above props: root, completions, completion, command). */
+    int deepest = CODEC_DEFAULT_MAX_DEPTH - 4, path_len = CODEC_DEFAULT_MAX_PATH_LENGTH;
+    send_deep("deep", 1, 0, "create", 0, 30);
+    send_deep("deep", 2, 1, "update", 30, deepest);
+    send_deep("deep", 3, 2, "create", path_len, deepest);
+    send_deep("deep", 4, 3, "create", 0, 1);
+    for (int seq = 1; seq <= 4; seq++) {
+        codec_value_t *v = decode(await_record("flushout.replies", "deep", seq));
+        cr_assert_null(codec_map_get(v, "error", 5), "flush %d is accepted", seq);
+        codec_value_destroy(v);
+    }
+    int64_t count;
+    char *before = snapshot_json("deep", "reader", 1, &count);
+    cr_assert_eq(count, 4);
+    instance_stop(&a);
+
+    /* Reloaded from its own store (no cache). */
+    instance_start(&a, "a", deflt);
+    char *after = snapshot_json("deep", "reader", 2, &count);
+    cr_assert_eq(count, 4, "reloaded");
+    cr_assert_str_eq(after, before, "reloaded");
+    free(after);
+    instance_stop(&a);
+
+    /* A new owner catching up from the change records alone. */
+    const char *from_changes[] = {"--max-depth",
+                                  XSTR(CODEC_DEFAULT_MAX_DEPTH),
+                                  "--max-path-length",
+                                  XSTR(CODEC_DEFAULT_MAX_PATH_LENGTH),
+                                  "--snapshots-topic",
+                                  "snapshots.none",
+                                  NULL};
+    instance_t b;
+    instance_start(&b, "b", from_changes);
+    after = snapshot_json("deep", "reader", 3, &count);
+    cr_assert_eq(count, 4, "from the changes topic");
+    cr_assert_str_eq(after, before, "from the changes topic");
+    free(after);
+    instance_stop(&b);
+
+    /* A new owner restoring from the snapshot records alone. */
+    create_topic("changes.none", PARTITIONS);
+    const char *from_snapshots[] = {"--max-depth",
+                                    XSTR(CODEC_DEFAULT_MAX_DEPTH),
+                                    "--max-path-length",
+                                    XSTR(CODEC_DEFAULT_MAX_PATH_LENGTH),
+                                    "--changes-topic",
+                                    "changes.none",
+                                    NULL};
+    instance_t c;
+    instance_start(&c, "c", from_snapshots);
+    after = snapshot_json("deep", "reader", 4, &count);
+    cr_assert_eq(count, 4, "from the snapshots topic");
+    cr_assert_str_eq(after, before, "from the snapshots topic");
+    free(after);
+    instance_stop(&c);
+    free(before);
+}
+
+Test(kafka, an_unreadable_snapshot_record_stops_its_partition_instead_of_a_rollback)
+{
+    const char *opts_a[] = {"--snapshot-topic-every", "1", NULL};
+    instance_t a;
+    instance_start(&a, "a", opts_a);
+    send_create("sk", "c", 1, 0, "i1");
+    send_create("sk", "c", 2, 1, "i2");
+    await_record("flushout.replies", "c", 2);
+    instance_stop(&a);
+    /* The model's newest snapshot record, as one this processor cannot read: skipping
+     * it would serve the model as of the record before. */
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        producer, RD_KAFKA_V_TOPIC("flushout.snapshots"),
+        RD_KAFKA_V_PARTITION(partition_of("sk")), RD_KAFKA_V_KEY("sk", 2),
+        RD_KAFKA_V_VALUE("\x93\x01\x02\x03", 4), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_END);
+    cr_assert_eq(err, 0);
+    cr_assert_eq(rd_kafka_flush(producer, WAIT_MS), 0);
+
+    /* A new owner restoring from the snapshots topic alone. */
+    create_topic("changes.none", PARTITIONS);
+    const char *opts_b[] = {"--changes-topic", "changes.none", NULL};
+    instance_t b;
+    instance_start(&b, "b", opts_b);
+    send_json("sk", "{\"type\":\"snapshot\",\"client\":\"late\",\"seq\":1}", NULL);
+    size_t from = 0;
+    cr_assert_null(find_reply("late", 1, &from, 8000),
+                   "the partition is not served rather than rolled back");
+    instance_stop(&b);
+    /* rebuild installs the snapshot records ahead of the changes: it fails too. */
+    cr_assert_neq(rebuild_rc("rebuilt", "changes"), 0, "rebuild refuses, not skips");
+}
+
+/* ---- taking partitions over when Kafka fails (issue 13, findings 7, 8 and 9) ---- */
+
+/* A free TCP port on 127.0.0.1 (bound once and released). */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof(sa);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&sa, len), 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
+    close(fd);
+    return ntohs(sa.sin_port);
+}
+
+/* GET path from 127.0.0.1:port: @returns the status (-1: no connection), the body in
+ * body (at most size - 1 bytes). */
+static int http_get(int port, const char *path, char *body, size_t size)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    body[0] = '\0';
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa))) {
+        close(fd);
+        return -1;
+    }
+    char req[256];
+    int n =
+        snprintf(req, sizeof(req), "GET %s HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n", path);
+    cr_assert_eq(write(fd, req, (size_t)n), n);
+    static char buf[1 << 16];
+    size_t got_bytes = 0;
+    ssize_t r;
+    while (got_bytes < sizeof(buf) - 1 &&
+           (r = read(fd, buf + got_bytes, sizeof(buf) - 1 - got_bytes)) > 0)
+        got_bytes += (size_t)r;
+    close(fd);
+    buf[got_bytes] = '\0';
+    int status = -1;
+    sscanf(buf, "HTTP/1.%*d %d", &status);
+    const char *start = strstr(buf, "\r\n\r\n");
+    snprintf(body, size, "%s", start ? start + 4 : "");
+    return status;
+}
+
+/* The value of a sample (name with its labels) in a /metrics body, or -1. */
+static double metric(const char *body, const char *sample)
+{
+    size_t len = strlen(sample);
+    for (const char *l = body; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL)
+        if (!strncmp(l, sample, len) && l[len] == ' ')
+            return strtod(l + len + 1, NULL);
+    return -1;
+}
+
+/* A failed committed-offset query (OffsetFetch refused) is tried again, never taken as
+ * "no committed offset": a new store would start at the topic's beginning and answer
+ * every flush again (duplicate replies). The errors are pushed while the partition
+ * catches up (slowly: FLUSHOUT_FAILPOINT=catch-up-slow), so that they meet the
+ * processor's own query, not the consumer's at assignment. */
+Test(kafka, a_failed_committed_offset_query_is_tried_again)
+{
+    instance_t a;
+    instance_start(&a, "a", NULL);
+    for (int seq = 1; seq <= 3; seq++) {
+        char id[16];
+        snprintf(id, sizeof(id), "i%d", seq);
+        send_create("committed", "c", seq, seq - 1, id);
+        await_record("flushout.replies", "c", seq);
+    }
+    instance_stop(&a); /* commits the offsets */
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof(path), "rm -rf '%s/a'", dir);
+    cr_assert_eq(system(path), 0); /* a new store: only Kafka knows where to start */
+
+    size_t mark = got_len;
+    setenv("FLUSHOUT_FAILPOINT", "catch-up-slow:1000", 1); /* 3 change records: 3 s */
+    instance_start(&a, "a", NULL);
+    snprintf(path, sizeof(path), "%s/a/partition-%d", dir, partition_of("committed"));
+    for (double deadline = now_ms() + WAIT_MS; access(path, F_OK) && now_ms() < deadline;)
+        usleep(20 * 1000);
+    cr_assert_eq(access(path, F_OK), 0, "the partition is being taken over");
+    usleep(500 * 1000);
+    rd_kafka_mock_push_request_errors(mock, 9 /* OffsetFetch */, 3,
+                                      RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED,
+                                      RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED,
+                                      RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED);
+    unsetenv("FLUSHOUT_FAILPOINT");
+    send_create("committed", "c", 4, 3, "i4");
+    await_record("flushout.replies", "c", 4);
+    pump(500);
+    for (size_t j = mark; j < got_len; j++) {
+        if (strcmp(got[j].topic, "flushout.replies"))
+            continue;
+        codec_value_t *v = decode(&got[j]);
+        int64_t seq = int_field(v, "seq");
+        codec_value_destroy(v);
+        cr_assert_eq(seq, 4, "flush %lld answered again: the partition started over",
+                     (long long)seq);
+    }
+    instance_stop(&a);
+}
+
+/* Watermark queries (ListOffsets) refused while partitions are taken over: the
+ * takeover is tried again with backoff instead of failing the partitions for good;
+ * past --takeover-timeout-ms /healthz says 503 naming them, /metrics counts them, and
+ * once Kafka answers again the partitions are served and /healthz is 200. */
+Test(kafka, a_takeover_failing_on_kafka_errors_is_retried_and_fails_healthz)
+{
+    rd_kafka_resp_err_t errors[400];
+    for (size_t i = 0; i < 400; i++)
+        errors[i] = RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED;
+    pump(1000); /* the test's reader has its start offsets: the errors are the processor's
+                 */
+    rd_kafka_mock_push_request_errors_array(mock, 2 /* ListOffsets */, 400, errors);
+    int port = free_port();
+    char port_str[16];
+    snprintf(port_str, sizeof(port_str), "%d", port);
+    const char *opts[] = {"--http-port", port_str, "--takeover-timeout-ms", "2000", NULL};
+    instance_t a;
+    instance_start(&a, "a", opts);
+    static char body[1 << 16];
+    int status = 0;
+    for (double deadline = now_ms() + WAIT_MS; status != 503 && now_ms() < deadline;) {
+        usleep(200 * 1000);
+        status = http_get(port, "/healthz", body, sizeof(body));
+    }
+    cr_assert_eq(status, 503, "/healthz fails while partitions cannot be taken over");
+    cr_assert(strstr(body, "cannot be taken over") && strstr(body, "offsets of"), "%s",
+              body);
+    cr_assert_eq(http_get(port, "/metrics", body, sizeof(body)), 200);
+    cr_assert_gt(metric(body, "flushout_partitions_retrying"), 0, "%s", body);
+    cr_assert_gt(metric(body, "flushout_takeover_retries_total"), 0);
+    cr_assert_eq(metric(body, "flushout_partitions_failed"), 0, "not failed for good");
+    cr_assert_eq(http_get(port, "/readyz", body, sizeof(body)), 503);
+    cr_assert(strstr(body, "taken over again"), "%s", body);
+
+    rd_kafka_mock_clear_request_errors(mock, 2);
+    for (int m = 0; m < 8; m++) { /* every partition serves again */
+        char model[24], client[16];
+        snprintf(model, sizeof(model), "back-%d", m);
+        snprintf(client, sizeof(client), "c%d", m);
+        send_create(model, client, 1, 0, "i1");
+        await_record("flushout.replies", client, 1);
+    }
+    cr_assert_eq(http_get(port, "/healthz", body, sizeof(body)), 200, "%s", body);
+    cr_assert_eq(http_get(port, "/metrics", body, sizeof(body)), 200);
+    cr_assert_eq(metric(body, "flushout_partitions_retrying"), 0);
+    instance_stop(&a);
+}
+
+/* The catch-up reader never jumps: where the broker says the offset is gone
+ * (OFFSET_OUT_OF_RANGE: retention overtook the reader) librdkafka would reset to the
+ * earliest offset and hand over records from before where the read started, or skip
+ * the deleted ones; the reader reports a gap instead, and the caller restores. */
+static int count_visit(const rd_kafka_message_t *m, void *ctx)
+{
+    int64_t *seen = ctx;
+    if (seen[1] < 0)
+        seen[1] = m->offset; /* the first offset handed over */
+    seen[0]++;
+    return 0;
+}
+
+Test(kafka, the_partition_reader_reports_a_gap_instead_of_resetting)
+{
+    /* The test's reader fetches no more: the injected error is this read's. */
+    rd_kafka_topic_partition_list_t *mine;
+    cr_assert_eq(rd_kafka_assignment(reader, &mine), 0);
+    rd_kafka_pause_partitions(reader, mine);
+    rd_kafka_topic_partition_list_destroy(mine);
+    for (int i = 0; i < 10; i++) {
+        processor_record_t rec = {"changes.a", 0, "k", 1, "v", 1, NULL, NULL};
+        cr_assert_eq(processor_produce(producer, &rec, true), 0);
+    }
+    cr_assert_eq(rd_kafka_flush(producer, WAIT_MS), 0);
+    processor_config_t cfg;
+    const char *argv[] = {
+        "--bootstrap-servers", bootstrap, "--state-dir", dir, "--from", "changes"};
+    char errstr[256];
+    cr_assert_eq(processor_config_load(&cfg, PROCESSOR_CMD_REBUILD, "rebuild", 6,
+                                       (char **)argv, errstr, sizeof(errstr)),
+                 0, "%s", errstr);
+    int64_t seen[2] = {0, -1};
+    processor_partition_read_t rd = {"changes.a", 0, 5, 10, count_visit, NULL, seen};
+    rd.contiguous = true;
+    cr_assert_eq(processor_read_partition(&cfg, bootstrap, &rd), 0, "a read that works");
+    cr_assert_eq(seen[0], 5);
+    cr_assert_eq(seen[1], 5);
+
+    seen[0] = 0;
+    seen[1] = -1;
+    rd.from = 5;
+    rd_kafka_mock_push_request_errors(mock, 1 /* Fetch */, 1,
+                                      RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE);
+    int rc = processor_read_partition(&cfg, bootstrap, &rd);
+    cr_assert(seen[1] < 0 || seen[1] >= 5,
+              "records before the start were handed over "
+              "(offset %lld)",
+              (long long)seen[1]);
+    cr_assert_eq(rc, PROCESSOR_READ_GAP, "the gap is reported (rc %d, %lld records)", rc,
+                 (long long)seen[0]);
+    processor_config_clear(&cfg);
+}
+
+/* A revoke waits for the revoked partitions' outputs only: a record stuck on its way
+ * to a broker that is down (a snapshot record of another partition's model, say) must
+ * not hold up the rebalance for the 30 s a revoke may wait. */
+Test(kafka_faults, a_revoke_waits_only_for_the_revoked_partitions_outputs)
+{
+    const char *topics[] = {"flushout.flushes", "flushout.replies", "flushout.changes",
+                            "flushout.dlq", "flushout.snapshots"};
+    for (size_t t = 0; t < sizeof(topics) / sizeof(topics[0]); t++)
+        for (int p = 0; p < PARTITIONS; p++)
+            cr_assert_eq(rd_kafka_mock_partition_set_leader(mock, topics[t], p, 1), 0);
+    cr_assert_eq(rd_kafka_mock_partition_set_leader(mock, "flushout.snapshots",
+                                                    partition_of("stuck"), 3),
+                 0);
+    rd_kafka_mock_coordinator_set(mock, "group", "flushout-processor", 1);
+    const char *opts[] = {"--snapshot-topic-every", "1", NULL};
+    instance_t a, b;
+    instance_start(&a, "a", opts);
+    send_create("stuck", "c", 1, 0, "i1");
+    await_record("flushout.replies", "c", 1);
+    usleep(1000 * 1000);                    /* every partition is taken over */
+    rd_kafka_mock_broker_set_down(mock, 3); /* its next snapshot record is stuck */
+    send_create("stuck", "c", 2, 1, "i2");
+    await_record("flushout.replies", "c", 2);
+
+    double started = now_ms();
+    instance_start(&b, "b", opts); /* a rebalance: a revokes some partitions */
+    usleep(8000 * 1000);
+    char models[PARTITIONS][16] = {{0}};
+    for (int i = 0, found = 0; found < PARTITIONS; i++) {
+        char model[16];
+        snprintf(model, sizeof(model), "rv-%d", i);
+        if (!models[partition_of(model)][0]) {
+            snprintf(models[partition_of(model)], sizeof(models[0]), "%s", model);
+            found++;
+        }
+    }
+    for (int p = 0; p < PARTITIONS; p++) {
+        char client[16];
+        snprintf(client, sizeof(client), "rv%d", p);
+        send_create(models[p], client, 1, 0, "i1");
+    }
+    for (int p = 0; p < PARTITIONS; p++) {
+        /* Not the stuck model's partition: a new owner cannot restore it while its
+         * snapshots partition has no leader. */
+        if (p == partition_of("stuck"))
+            continue;
+        char client[16];
+        snprintf(client, sizeof(client), "rv%d", p);
+        size_t from = 0;
+        int left = (int)(started + 20000 - now_ms());
+        cr_assert_not_null(find_reply(client, 1, &from, left > 0 ? left : 0),
+                           "partition %d answers within 20 s of the rebalance", p);
+    }
+    rd_kafka_mock_broker_set_up(mock, 3);
+    instance_stop(&b);
+    instance_stop(&a);
+}
+
+/* Flushes of a 30 KB string to models cache-FIRST.., each answered. */
+static void fill_models(int first, int count, int *seq)
+{
+    static char json[31000];
+    char blob[30001];
+    memset(blob, 'x', 30000);
+    blob[30000] = '\0';
+    int from_seq = *seq + 1;
+    for (int i = first; i < first + count; i++) {
+        char model[24];
+        snprintf(model, sizeof(model), "cache-%d", i);
+        snprintf(json, sizeof(json),
+                 "{\"type\":\"flush\",\"client\":\"big\",\"seq\":%d,\"from\":0,"
+                 "\"completions\":[{\"command\":{\"action\":\"create\",\"path\":"
+                 "[\"items\"],\"parentDefault\":{},\"props\":{\"blob\":\"%s\"}}}]}",
+                 ++*seq, blob);
+        send_json(model, json, NULL);
+    }
+    for (int s = from_seq; s <= *seq; s++)
+        await_record("flushout.replies", "big", s);
+}
+
+/* The partitions whose stores the instance has opened (partition-N directories). */
+static int stores_of(const char *name)
+{
+    int n = 0;
+    for (int p = 0; p < PARTITIONS; p++) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof(path), "%s/%s/partition-%d", dir, name, p);
+        n += access(path, F_OK) == 0;
+    }
+    return n;
+}
+
+/* --cache-mb bounds the caches of all an instance's stores together, also when its
+ * partitions come in more than one assignment (each store's share was fixed when it
+ * was opened, and no store got less than 8 MB). */
+Test(kafka, the_caches_stay_within_cache_mb_after_incremental_assignments)
+{
+    int port = free_port();
+    char port_str[16];
+    snprintf(port_str, sizeof(port_str), "%d", port);
+    const char *opts[] = {"--cache-mb",
+                          "1",
+                          "--max-string-bytes",
+                          "65536",
+                          "--max-document-bytes",
+                          "10000000",
+                          "--max-record-bytes",
+                          "200000",
+                          "--http-port",
+                          port_str,
+                          NULL};
+    const char *opts_b[11];
+    memcpy(opts_b, opts, sizeof(opts_b));
+    opts_b[8] = NULL; /* the HTTP port is a's */
+    instance_t a, b;
+    instance_start(&b, "b", opts_b);
+    int seq = 0;
+    fill_models(0, 8, &seq); /* b holds every partition */
+    instance_start(&a, "a", opts);
+    for (double deadline = now_ms() + WAIT_MS; stores_of("a") < 2 && now_ms() < deadline;)
+        usleep(100 * 1000);
+    cr_assert_eq(stores_of("a"), 2, "a has half the partitions");
+    fill_models(8, 48, &seq); /* a's two stores fill their caches */
+    instance_stop(&b);        /* a gets the other two */
+    for (double deadline = now_ms() + WAIT_MS; stores_of("a") < 4 && now_ms() < deadline;)
+        usleep(100 * 1000);
+    cr_assert_eq(stores_of("a"), 4, "a has every partition");
+    fill_models(56, 48, &seq);
+    usleep(1200 * 1000); /* the stores' figures are refreshed at most once a second */
+    fill_models(104, 8, &seq);
+    static char body[1 << 16];
+    cr_assert_eq(http_get(port, "/metrics", body, sizeof(body)), 200);
+    double bytes = metric(body, "flushout_cache_bytes");
+    cr_assert_gt(bytes, 0, "%s", body);
+    cr_assert_leq(bytes, 1 << 20, "the caches hold %.0f bytes, more than --cache-mb 1",
+                  bytes);
+    instance_stop(&a);
+}
+
+/* The settings recorded with a partition's store, or NULL. */
+static char *store_settings(const char *name, int32_t partition)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s/partition-%d", dir, name, partition);
+    state_store_conf_t sc = {.dir = path, .cache_bytes = 1 << 20};
+    char errstr[256];
+    state_store_t *store = state_store_open(&sc, errstr, sizeof(errstr));
+    cr_assert_not_null(store, "%s", errstr);
+    char *settings = state_store_settings(store, partition);
+    state_store_close(store);
+    return settings;
+}
+
+/* Settings that change what a flush produces are recorded with each store (a store
+ * from before they were recorded takes the current ones); an instance started with
+ * others refuses to run, naming them; rebuild records the settings it used. */
+Test(kafka, settings_that_change_outcomes_are_recorded_and_a_mismatch_is_refused)
+{
+    int32_t p = partition_of("set-0");
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/a/partition-%d", dir, p);
+    char errstr[256];
+    cr_assert_eq(processor_make_dirs(path, errstr, sizeof(errstr)), 0, "%s", errstr);
+    state_store_conf_t sc = {.dir = path, .cache_bytes = 1 << 20};
+    state_store_t *old = state_store_open(&sc, errstr, sizeof(errstr));
+    cr_assert_not_null(old, "%s", errstr);
+    state_store_set_partition_count(old, p, PARTITIONS); /* as earlier versions did */
+    cr_assert_eq(state_store_commit(old, p, -1, errstr, sizeof(errstr)), 0);
+    state_store_close(old);
+    cr_assert_null(store_settings("a", p));
+
+    instance_t a;
+    instance_start(&a, "a", NULL);
+    send_create("set-0", "c", 1, 0, "i1");
+    await_record("flushout.replies", "c", 1);
+    instance_stop(&a);
+    char *recorded = store_settings("a", p);
+    cr_assert_not_null(recorded, "an old store takes the current settings");
+    cr_assert(strstr(recorded, "ids=sequential;") && strstr(recorded, ";max-depth=8;") &&
+                  strstr(recorded, ";max-record-bytes=4096;") &&
+                  strstr(recorded, "initial-document={}"),
+              "%s", recorded);
+
+    const char *deeper[] = {"--max-depth", "9", NULL};
+    instance_start(&a, "a", deeper);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += 30;
+    cr_assert_eq(pthread_timedjoin_np(a.thread, NULL, &until), 0,
+                 "the processor refuses to start");
+    cr_assert_eq(a.rc, 1);
+    char *now = processor_settings(&a.cfg, NULL);
+    char differ[512];
+    cr_assert_eq(processor_settings_diff(recorded, now, differ, sizeof(differ)), 1);
+    cr_assert_str_eq(differ, "--max-depth 8 when the state was built, 9 now");
+    free(now);
+    processor_config_clear(&a.cfg);
+
+    rebuild("rebuilt", "changes");
+    char *rebuilt = store_settings("rebuilt", p);
+    cr_assert_not_null(rebuilt);
+    cr_assert_str_eq(rebuilt, recorded, "rebuild records the settings it used");
+    free(rebuilt);
+    free(recorded);
 }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "codec/json.h"
+#include "codec/msgpack.h"
 #include "state/store.h"
 
 static char dir[] = "/tmp/flushout-test-store-XXXXXX";
@@ -64,6 +65,28 @@ typedef struct change_s {
 static change_t *changes;
 static size_t change_count;
 
+/* Applies a decoded flush through the model's master and records it. */
+static void apply_request(const char *id, const char *client, uint64_t seq,
+                          codec_request_t *req)
+{
+    state_model_t *m = model(id);
+    cr_assert_eq(state_model_check_seq(store, m, client, strlen(client), seq, NULL),
+                 STATE_SEQ_NEW);
+    state_apply_t a;
+    state_apply_init(&a);
+    state_history_t history = state_model_history(m);
+    state_master_apply(state_model_master(m), req, &history, &a);
+    state_model_flushed(store, m, client, strlen(client), seq, &a);
+    if (changes) {
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &changes[change_count].value, msgpack_sbuffer_write);
+        state_change_pack(&pk, id, strlen(id), client, strlen(client), seq, &a,
+                          (int64_t)change_count * 10);
+        change_count++;
+    }
+    state_apply_destroy(&a);
+}
+
 /* Applies a flush given as JSON through the model's master and records it. */
 static void flush(const char *id, const char *client, uint64_t seq, const char *json)
 {
@@ -74,22 +97,7 @@ static void flush(const char *id, const char *client, uint64_t seq, const char *
     cr_assert_eq(
         codec_request_from_value(v, id, strlen(id), NULL, &req, errstr, sizeof(errstr)),
         0, "%s", errstr);
-    state_model_t *m = model(id);
-    cr_assert_eq(state_model_check_seq(store, m, client, strlen(client), seq, NULL),
-                 STATE_SEQ_NEW);
-    state_apply_t a;
-    state_apply_init(&a);
-    state_history_t history = state_model_history(m);
-    state_master_apply(state_model_master(m), &req, &history, &a);
-    state_model_flushed(store, m, client, strlen(client), seq, &a);
-    if (changes) {
-        msgpack_packer pk;
-        msgpack_packer_init(&pk, &changes[change_count].value, msgpack_sbuffer_write);
-        state_change_pack(&pk, id, strlen(id), client, strlen(client), seq, &a,
-                          (int64_t)change_count * 10);
-        change_count++;
-    }
-    state_apply_destroy(&a);
+    apply_request(id, client, seq, &req);
     codec_request_clear(&req);
 }
 
@@ -741,4 +749,274 @@ Test(state_store, stats_count_cache_hits_and_misses)
     cr_assert_gt(st.memtable_bytes, 0, "RocksDB's figures come through");
     cr_assert_gt(st.estimated_keys, 0);
     cr_assert_eq(st.write_stopped, 0);
+}
+
+/* ---- nesting: whatever the request limits accept reads back from every form ---- */
+
+/* Packs a flush of one command at path ("1" then "a"s, path_len elements in all; none
+ * for 0) whose props nest `levels` maps: {"a":{"a":...{"a":1}}}. */
+static void pack_deep_flush(msgpack_sbuffer *sb, const char *client, uint64_t seq,
+                            uint64_t from, const char *action, int path_len, int levels)
+{
+    msgpack_sbuffer_clear(sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 5);
+    codec_msgpack_pack_str(&pk, "type", 4);
+    codec_msgpack_pack_str(&pk, "flush", 5);
+    codec_msgpack_pack_str(&pk, "client", 6);
+    codec_msgpack_pack_str(&pk, client, strlen(client));
+    codec_msgpack_pack_str(&pk, "seq", 3);
+    msgpack_pack_uint64(&pk, seq);
+    codec_msgpack_pack_str(&pk, "from", 4);
+    msgpack_pack_uint64(&pk, from);
+    codec_msgpack_pack_str(&pk, "completions", 11);
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_map(&pk, 1);
+    codec_msgpack_pack_str(&pk, "command", 7);
+    msgpack_pack_map(&pk, 3);
+    codec_msgpack_pack_str(&pk, "action", 6);
+    codec_msgpack_pack_str(&pk, action, strlen(action));
+    codec_msgpack_pack_str(&pk, "path", 4);
+    msgpack_pack_array(&pk, (size_t)path_len);
+    for (int i = 0; i < path_len; i++)
+        codec_msgpack_pack_str(&pk, i ? "a" : "1", 1);
+    codec_msgpack_pack_str(&pk, "props", 5);
+    for (int i = 0; i < levels; i++) {
+        msgpack_pack_map(&pk, 1);
+        codec_msgpack_pack_str(&pk, "a", 1);
+    }
+    msgpack_pack_int(&pk, 1);
+}
+
+/* Decodes a packed flush under limits (as the processor does) and applies it.
+ * @returns the decoder's verdict; only an accepted flush is applied. */
+static codec_err_t flush_packed(const char *id, const char *client, uint64_t seq,
+                                const msgpack_sbuffer *sb, const codec_limits_t *limits)
+{
+    codec_request_t req;
+    codec_err_t err = codec_request_decode(sb->data, sb->size, id, strlen(id), limits,
+                                           NULL, &req, errstr, sizeof(errstr));
+    if (!err)
+        apply_request(id, client, seq, &req);
+    codec_request_clear(&req);
+    return err;
+}
+
+/* The model's document, command count and whole history, packed. */
+typedef struct packed_model_s {
+    msgpack_sbuffer doc;
+    uint64_t count;
+    codec_packed_t history;
+} packed_model_t;
+
+static void packed_model_take(packed_model_t *pm, const char *id, bool history)
+{
+    state_model_t *m = model(id);
+    msgpack_sbuffer_init(&pm->doc);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &pm->doc, msgpack_sbuffer_write);
+    codec_msgpack_pack_value(&pk, state_master_document(state_model_master(m)));
+    pm->count = state_master_command_count(state_model_master(m));
+    codec_packed_init(&pm->history);
+    state_history_t h = state_model_history(m);
+    if (history) /* a restored snapshot keeps none */
+        cr_assert_eq(h.range(h.opaque, 0, pm->count, &pm->history), 0,
+                     "the whole history");
+}
+
+static void packed_model_destroy(packed_model_t *pm)
+{
+    msgpack_sbuffer_destroy(&pm->doc);
+    codec_packed_destroy(&pm->history);
+}
+
+/* The model as it is now must be want byte for byte (and its history too). */
+static void expect_model(const char *id, const packed_model_t *want, bool history,
+                         const char *how)
+{
+    packed_model_t got;
+    packed_model_take(&got, id, history);
+    cr_assert_eq(got.count, want->count, "%s: command count", how);
+    cr_assert(got.doc.size == want->doc.size &&
+                  !memcmp(got.doc.data, want->doc.data, got.doc.size),
+              "%s: the document differs", how);
+    if (history)
+        cr_assert(got.history.buf.size == want->history.buf.size &&
+                      !memcmp(got.history.buf.data, want->history.buf.data,
+                              got.history.buf.size),
+                  "%s: the history differs", how);
+    packed_model_destroy(&got);
+}
+
+/* Under limits, builds the deepest document those limits let requests make (a path
+ * as long as they accept, then props as deep as they accept), and checks it reads
+ * back identically from each form it is stored or published in: the store after a
+ * reopen (stored snapshot and history, no cache), its change records applied to a new
+ * store, its snapshot record installed in a new store. */
+static void deepest_document_reads_back(const codec_limits_t *limits)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    int path_len = (int)limits->max_path_length;
+
+    /* The deepest props these limits accept, found by asking the decoder. */
+    int deepest = 0;
+    for (;; deepest++) {
+        pack_deep_flush(&sb, "x", 1, 0, "create", path_len, deepest + 1);
+        codec_request_t req;
+        codec_err_t err = codec_request_decode(sb.data, sb.size, "m", 1, limits, NULL,
+                                               &req, errstr, sizeof(errstr));
+        codec_request_clear(&req);
+        if (err) {
+            cr_assert_eq(err, CODEC_ERR_TOO_DEEP, "%s", errstr);
+            break;
+        }
+    }
+    cr_assert_gt(deepest, 30);
+
+    change_t recorded[64];
+    record_changes(recorded, 64);
+    open_store();
+    /* The flush of the report: props 30 levels deep, 194 bytes. */
+    uint64_t seq = 1;
+    pack_deep_flush(&sb, "alice", seq, 0, "create", 0, 30);
+    cr_assert_eq(flush_packed("m", "alice", seq++, &sb, limits), CODEC_OK, "%s", errstr);
+    /* A chain of "a"s under "1" long enough for the longest path (each update extends
+     * it by as much as props go). */
+    int chain = 29; /* "1" then this many "a"s are maps */
+    while (chain < path_len - 1) {
+        int at = chain < path_len - 1 ? chain : path_len - 1;
+        uint64_t from = state_master_command_count(state_model_master(model("m")));
+        pack_deep_flush(&sb, "alice", seq, from, "update", at + 1, deepest);
+        cr_assert_eq(flush_packed("m", "alice", seq++, &sb, limits), CODEC_OK, "%s",
+                     errstr);
+        chain = at + deepest - 1;
+        cr_assert_lt(change_count, 63);
+    }
+    /* The deepest create: at the longest path, the deepest props. */
+    uint64_t from = state_master_command_count(state_model_master(model("m")));
+    pack_deep_flush(&sb, "bob", 1, from, "create", path_len, deepest);
+    cr_assert_eq(flush_packed("m", "bob", 1, &sb, limits), CODEC_OK, "%s", errstr);
+    cr_assert_eq(state_master_command_count(state_model_master(model("m"))), from + 1,
+                 "the deepest create is applied");
+    commit(1);
+    changes = NULL;
+
+    packed_model_t want;
+    packed_model_take(&want, "m", true);
+    msgpack_sbuffer snap;
+    msgpack_sbuffer_init(&snap);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &snap, msgpack_sbuffer_write);
+    cr_assert_eq(
+        state_store_pack_snapshot_record(store, 0, "m", 1, &pk, errstr, sizeof(errstr)),
+        0, "%s", errstr);
+
+    /* Reloaded from the store alone. */
+    open_store();
+    expect_model("m", &want, true, "reopened");
+
+    /* Caught up from the change records by a new store. */
+    start_over();
+    open_store();
+    int64_t offset = -1;
+    for (size_t i = 0; i < change_count; i++)
+        cr_assert_eq(state_store_apply_change(store, 0, "m", 1, recorded[i].value.data,
+                                              recorded[i].value.size, &offset, errstr,
+                                              sizeof(errstr)),
+                     STATE_CHANGE_APPLIED, "change record %zu: %s", i, errstr);
+    commit(offset + 1);
+    expect_model("m", &want, true, "from change records");
+    open_store();
+    expect_model("m", &want, true, "from change records, reopened");
+
+    /* Restored from the snapshot record by a new store. */
+    start_over();
+    open_store();
+    cr_assert_eq(state_store_install_snapshot(store, 0, "m", 1, snap.data, snap.size,
+                                              errstr, sizeof(errstr)),
+                 1, "%s", errstr);
+    commit(1);
+    open_store();
+    expect_model("m", &want, false, "from the snapshot record");
+    msgpack_sbuffer again;
+    msgpack_sbuffer_init(&again);
+    msgpack_packer_init(&pk, &again, msgpack_sbuffer_write);
+    cr_assert_eq(
+        state_store_pack_snapshot_record(store, 0, "m", 1, &pk, errstr, sizeof(errstr)),
+        0, "%s", errstr);
+    cr_assert(again.size == snap.size && !memcmp(again.data, snap.data, snap.size),
+              "the restored model publishes the same snapshot record");
+
+    msgpack_sbuffer_destroy(&again);
+    msgpack_sbuffer_destroy(&snap);
+    packed_model_destroy(&want);
+    free_changes(recorded, 64);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+Test(state_store, the_deepest_document_the_default_limits_accept_reads_back)
+{
+    deepest_document_reads_back(&codec_limits_default);
+}
+
+Test(state_store, the_deepest_document_any_accepted_limits_allow_reads_back)
+{
+    codec_limits_t limits = codec_limits_default;
+    limits.max_depth = CODEC_MAX_MAX_DEPTH;
+    limits.max_path_length = CODEC_MAX_MAX_PATH_LENGTH;
+    cr_assert_leq(codec_limits_stored_depth(&limits), codec_limits_trusted.max_depth);
+    deepest_document_reads_back(&limits);
+}
+
+Test(state_store, an_unreadable_snapshot_record_is_refused_not_skipped)
+{
+    open_store();
+    /* Cut short, and a record of another type: neither is installed as nothing. */
+    cr_assert_eq(state_store_install_snapshot(store, 0, "m", 1, "\x85\xa4type", 6, errstr,
+                                              sizeof(errstr)),
+                 -1);
+    cr_assert(strstr(errstr, "not a snapshot record"), "%s", errstr);
+    cr_assert_eq(
+        state_store_install_snapshot(store, 0, "m", 1, "\x90", 1, errstr, sizeof(errstr)),
+        -1);
+}
+
+/* An unreadable client record is not "no record": taken as one, the client's retry
+ * would be applied a second time. The store refuses the step instead. */
+Test(state_store, an_unreadable_client_record_fails_the_step_not_the_retry)
+{
+    open_store();
+    flush("m", "bob", 4,
+          "{\"type\":\"flush\",\"client\":\"bob\",\"seq\":4,\"from\":0,\"completions\":["
+          "{\"command\":{\"action\":\"create\"},\"createdId\":\"1\"}]}");
+    commit(1);
+    rocksdb_t *db = raw_db();
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    rocksdb_iterator_t *it = rocksdb_create_iterator(db, ro);
+    int corrupted = 0;
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t klen;
+        const char *k = rocksdb_iter_key(it, &klen);
+        if (klen > 5 && k[4] == STATE_ITEM_CLIENT) {
+            char *err = NULL;
+            rocksdb_put(db, wo, k, klen, "\xc1", 1, &err); /* 0xc1: never msgpack */
+            cr_assert_null(err);
+            corrupted++;
+        }
+    }
+    cr_assert_eq(corrupted, 1, "bob's record");
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    rocksdb_writeoptions_destroy(wo);
+    rocksdb_close(db);
+
+    open_store();
+    state_model_check_seq(store, model("m"), "bob", 3, 4, NULL);
+    cr_assert_neq(state_store_commit(store, 0, 2, errstr, sizeof(errstr)), 0,
+                  "the step is refused");
+    cr_assert(strstr(errstr, "client record \"bob\" of model \"m\" cannot be read"), "%s",
+              errstr);
 }
