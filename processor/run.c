@@ -597,10 +597,10 @@ static void be_bytes(unsigned char *out, uint64_t v, int n)
 /* The dead letter of m: its key, value and headers, plus Spring Kafka's kafka_dlt-*
  * headers (DeadLetterPublishingRecoverer's names and encodings). It must itself fit in
  * one record (message.max.bytes): what does not is cut, our headers first kept whole,
- * then the key (at most 64 KiB), the original headers that fit in 16 KiB, and as much
+ * then the key (at most 256 KiB), the original headers that fit in 16 KiB, and as much
  * of the value as fits; a flushout_truncated header then gives the original sizes of
  * what was cut ("key:N,value:N,headers:N", N headers dropped). */
-#define DEAD_LETTER_KEY_MAX     (64u << 10)
+#define DEAD_LETTER_KEY_MAX     (256u << 10)
 #define DEAD_LETTER_HEADERS_MAX (16u << 10) /* of the original headers */
 
 static void add_dead_letter(part_t *p, step_out_t *so, const rd_kafka_message_t *m,
