@@ -29,6 +29,8 @@ static const char *const names[CODEC_ERR__COUNT] = {
     [CODEC_ERR_STORE_FAILED] = "store_failed",
     [CODEC_ERR_MISSING_KEY] = "missing_key",
     [CODEC_ERR_WRONG_PARTITION] = "wrong_partition",
+    [CODEC_ERR_BAD_REPLY_TOPIC] = "bad_reply_topic",
+    [CODEC_ERR_REPLY_TOO_LARGE] = "reply_too_large",
 };
 
 const codec_limits_t codec_limits_default = {

@@ -33,6 +33,8 @@ typedef enum codec_err_e {
     CODEC_ERR_STORE_FAILED,        /* the state store could not be read or written */
     CODEC_ERR_MISSING_KEY,         /* a Kafka record without a key (the model id) */
     CODEC_ERR_WRONG_PARTITION,     /* a record key that belongs to another partition */
+    CODEC_ERR_BAD_REPLY_TOPIC, /* reply headers naming a topic or partition not allowed */
+    CODEC_ERR_REPLY_TOO_LARGE, /* an answer larger than one Kafka record may be */
     CODEC_ERR__COUNT
 } codec_err_t;
 

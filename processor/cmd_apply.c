@@ -20,6 +20,7 @@
 #include "codec/msgpack.h"
 #include "codec/reply.h"
 #include "handler.h"
+#include "kafka.h"
 
 int processor_make_dirs(const char *path, char *errstr, size_t errstr_size)
 {
@@ -143,7 +144,8 @@ char *processor_settings(const processor_config_t *cfg,
             "ids=%s;history=%llu;snapshot-every=%llu;clients-per-model=%llu;"
             "max-depth=%llu;max-string-bytes=%llu;max-completions=%llu;"
             "max-path-length=%llu;max-id-bytes=%llu;max-document-bytes=%llu;"
-            "max-record-bytes=%llu;partitioner=%s;initial-document=%s",
+            "max-record-bytes=%llu;partitioner=%s;initial-document=%s;reply-topics=%s;"
+            "message.max.bytes=%zu",
             cfg->ids, (unsigned long long)cfg->history,
             (unsigned long long)cfg->snapshot_every,
             (unsigned long long)cfg->clients_per_model,
@@ -153,7 +155,8 @@ char *processor_settings(const processor_config_t *cfg,
             (unsigned long long)cfg->max_id_bytes,
             (unsigned long long)cfg->max_document_bytes,
             (unsigned long long)cfg->max_record_bytes,
-            cfg->partitioner ? cfg->partitioner : "any", doc);
+            cfg->partitioner ? cfg->partitioner : "any", doc,
+            cfg->reply_topics ? cfg->reply_topics : "", processor_max_message_bytes(cfg));
     fclose(fp);
     return out;
 }

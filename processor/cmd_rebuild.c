@@ -155,6 +155,7 @@ static int rebuild_partition(const rebuild_t *rb, int32_t partition)
         .history = cfg->history,
         .limits = rb->limits,
         .max_document_bytes = cfg->max_document_bytes,
+        .max_output_bytes = processor_max_output_bytes(cfg),
         .changes = true, /* to count applied flushes; nothing is produced */
     };
     processor_handler_t *handler = processor_handler_new(&hc);

@@ -201,6 +201,53 @@ static bool exceeds_document_limit(const processor_handler_t *h, const target_t 
     return *size + request_bytes > max;
 }
 
+/* The size of req's change record, key included, if it were applied to t now: applied
+ * to a scratch copy of the model, which is deterministic (created IDs follow from the
+ * model id and command count), so the real apply gives the very same record. */
+static size_t change_record_size(const processor_handler_t *h, const target_t *t,
+                                 const codec_request_t *req, int64_t offset)
+{
+    state_master_t *scratch = state_master_new(
+        req->model.ptr, req->model.len, state_master_command_count(t->master),
+        codec_value_copy(state_master_document(t->master)), &h->conf.master);
+    state_apply_t a;
+    state_apply_init(&a);
+    state_master_apply(scratch, req, NULL, &a);
+    size_t size = req->model.len;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &size, count_bytes);
+    state_change_pack(&pk, req->model.ptr, req->model.len, req->client.ptr,
+                      req->client.len, req->seq, &a, offset);
+    state_apply_destroy(&a);
+    state_master_destroy(scratch);
+    return size;
+}
+
+/* Whether the change record of req could be larger than one Kafka record may be. A
+ * bound from the request settles almost every flush: the commands as applied are the
+ * request's (floats widened to 64 bits: under twice its size), each path element may
+ * become a created ID (up to 21 bytes), a createdId may be added, and mappedPaths holds
+ * at most two entries of a path and an ID per command. Only a flush near the limit is
+ * measured exactly, on a scratch copy of the model. */
+static bool change_exceeds_limit(const processor_handler_t *h, const target_t *t,
+                                 const codec_request_t *req, size_t request_bytes,
+                                 int64_t offset, size_t *size)
+{
+    uint64_t max = h->conf.max_output_bytes;
+    if (!max || !h->conf.changes)
+        return false;
+    size_t elements = 0;
+    for (uint32_t i = 0; i < req->n_completions; i++)
+        if (req->completions[i].command.path)
+            elements += req->completions[i].command.path->u.array.len;
+    *size = 6 * request_bytes + 128 * elements + 160 * (size_t)req->n_completions +
+            2 * req->model.len + req->client.len + 256;
+    if (*size <= max)
+        return false;
+    *size = change_record_size(h, t, req, offset);
+    return *size > max;
+}
+
 /* Applies a flush; with a store, checks the client's seq first so that a retried flush
  * is answered again instead of applied twice. */
 static void handle_flush(processor_handler_t *h, const target_t *t,
@@ -257,6 +304,15 @@ static void handle_flush(processor_handler_t *h, const target_t *t,
         reject(out, pk, to, CODEC_ERR_TOO_LARGE, msg);
         return;
     }
+    if (change_exceeds_limit(h, t, req, request_bytes, offset, &size)) {
+        char msg[200];
+        snprintf(msg, sizeof(msg),
+                 "the change record of this flush would be %zu bytes, more than one "
+                 "Kafka record may carry here (%llu bytes, see message.max.bytes)",
+                 size, (unsigned long long)h->conf.max_output_bytes);
+        reject(out, pk, to, CODEC_ERR_TOO_LARGE, msg);
+        return;
+    }
     state_master_apply(t->master, req, &t->history, a);
     if (t->stored)
         state_model_flushed(h->conf.store, t->stored, req->client.ptr, req->client.len,
@@ -304,6 +360,41 @@ static codec_reply_to_t reply_to(const processor_handler_t *h, const codec_reque
     };
 }
 
+/* An answer that one Kafka record cannot carry (max_output_bytes) is replaced by an
+ * error reply saying so (reply_too_large): a snapshot of a document near the limit for
+ * a client with a long id, a long history range, a flush's sync. What the request did
+ * stands (an applied flush stays applied; its change record was bounded before). When
+ * even an error reply is too large (client and model ids near the limit), or the
+ * answer was an error already, no reply is sent. */
+static void fit_reply(const processor_handler_t *h, processor_output_t *out,
+                      const codec_reply_to_t *to, const char *hint)
+{
+    uint64_t max = h->conf.max_output_bytes;
+    size_t size = out->reply.size + out->reply_key_len;
+    if (!max || size <= max)
+        return;
+    msgpack_sbuffer_clear(&out->reply);
+    if (!out->error) {
+        char msg[400];
+        snprintf(msg, sizeof(msg),
+                 "the reply of %zu bytes is more than one Kafka record may carry here "
+                 "(%llu bytes, see message.max.bytes): %s",
+                 size, (unsigned long long)max, hint);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &out->reply, msgpack_sbuffer_write);
+        reject(out, &pk, to, CODEC_ERR_REPLY_TOO_LARGE, msg);
+        if (out->reply.size + out->reply_key_len <= max)
+            return;
+        msgpack_sbuffer_clear(&out->reply);
+    }
+    size_t used = strlen(out->message);
+    snprintf(out->message + used, sizeof(out->message) - used,
+             " (no reply: the client and model ids alone are too long for one)");
+    free(out->reply_key);
+    out->reply_key = NULL;
+    out->reply_key_len = 0;
+}
+
 void processor_handler_refuse(processor_handler_t *h, const char *key, size_t key_len,
                               const char *value, size_t value_len, codec_err_t err,
                               const char *message, processor_output_t *out)
@@ -315,6 +406,7 @@ void processor_handler_refuse(processor_handler_t *h, const char *key, size_t ke
     codec_request_identify(value, value_len, key, key_len, &req);
     codec_reply_to_t to = reply_to(h, &req, out);
     reject(out, &pk, &to, err, message);
+    fit_reply(h, out, &to, "");
 }
 
 void processor_handler_handle(processor_handler_t *h, int32_t partition, int64_t offset,
@@ -325,6 +417,7 @@ void processor_handler_handle(processor_handler_t *h, int32_t partition, int64_t
     codec_request_t req;
     char errstr[512];
 
+    char hint[160] = "";
     msgpack_packer_init(&pk, &out->reply, msgpack_sbuffer_write);
     codec_err_t err =
         codec_request_decode(value, value_len, key, key_len, &h->conf.limits, h->zone,
@@ -352,19 +445,28 @@ void processor_handler_handle(processor_handler_t *h, int32_t partition, int64_t
         t.mem_history = m->history;
     }
 
+    uint64_t count = state_master_command_count(t.master);
     switch (req.type) {
     case CODEC_REQUEST_FLUSH:
         handle_flush(h, &t, &req, value_len, offset, &pk, &to, out);
+        snprintf(hint, sizeof(hint),
+                 "the flush was processed (the model is at command %llu, from %llu); "
+                 "catch up with a snapshot request",
+                 (unsigned long long)state_master_command_count(t.master),
+                 (unsigned long long)count);
         break;
     case CODEC_REQUEST_SNAPSHOT:
-        codec_reply_pack_snapshot(&pk, &to, state_master_command_count(t.master),
-                                  state_master_document(t.master));
+        codec_reply_pack_snapshot(&pk, &to, count, state_master_document(t.master));
+        snprintf(hint, sizeof(hint),
+                 "the document and the ids around it are too large to send");
         break;
     case CODEC_REQUEST_HISTORY:
         handle_history(&t, h->conf.history, &req, &pk, &to, out);
+        snprintf(hint, sizeof(hint), "ask for a shorter range");
         break;
     }
 done:
+    fit_reply(h, out, &to, hint);
     codec_request_clear(&req);
     msgpack_zone_clear(h->zone);
 }

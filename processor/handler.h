@@ -22,8 +22,13 @@ typedef struct processor_handler_conf_s {
     uint64_t max_document_bytes; /* with a store: a flush that could grow a document
                                   * beyond this (as msgpack) is refused; 0 = none */
     bool changes; /* pack a change record for each applied flush (the Kafka processor) */
-    uint64_t snapshot_every; /* set out->snapshot_due when a model's count passes a
-                              * multiple of this (0: never) */
+    uint64_t max_output_bytes; /* the most a reply or change record (key and value) may
+                                * take, one Kafka record: a flush whose change record
+                                * could be larger is refused (too_large) before it is
+                                * applied, a larger answer is replaced by an error
+                                * (reply_too_large); 0 = no bound */
+    uint64_t snapshot_every;   /* set out->snapshot_due when a model's count passes a
+                                * multiple of this (0: never) */
 } processor_handler_conf_t;
 
 typedef struct processor_handler_s processor_handler_t;

@@ -1,14 +1,17 @@
 /* processor/kafka.c - librdkafka client configuration shared by run, dev and send. */
 #include "kafka.h"
 
+#include <fnmatch.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cmd_apply.h"
 #include "codec/alloc.h"
+#include "codec/error.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -35,6 +38,8 @@ static const struct {
     {"message.timeout.ms", "nothing: records are retried until delivered, in order"},
     {"delivery.timeout.ms", "nothing: records are retried until delivered, in order"},
     {"enable.partition.eof", "nothing"},
+    {"allow.auto.create.topics", "nothing: a missing topic is an error, never created "
+                                 "by a metadata request or a reply"},
     {"isolation.level", "nothing"},
 };
 
@@ -100,6 +105,12 @@ rd_kafka_conf_t *processor_kafka_conf(const processor_config_t *cfg,
     /* Brokers answer a fetch as soon as data arrives, but librdkafka's mock cluster
      * holds every fetch for fetch.wait.max.ms: short waits keep dev and send
      * interactive. Nagle's delay is never wanted for small records. */
+    /* librdkafka's producer defaults to allow.auto.create.topics=true: its metadata
+     * requests would let a broker with auto.create.topics.enable create any topic a
+     * record names. Consumers default to false; setting it on them too would only add
+     * a warning per connection on brokers before 0.11 (and the mock cluster). */
+    if (producer && set(conf, "allow.auto.create.topics", "false", errstr, errstr_size))
+        goto err;
     if (set(conf, "socket.nagle.disable", "true", errstr, errstr_size) ||
         (cfg->low_latency && !producer &&
          set(conf, "fetch.wait.max.ms", "10", errstr, errstr_size)))
@@ -176,6 +187,114 @@ rd_kafka_conf_t *processor_kafka_conf(const processor_config_t *cfg,
 err:
     rd_kafka_conf_destroy(conf);
     return NULL;
+}
+
+size_t processor_max_message_bytes(const processor_config_t *cfg)
+{
+    size_t max = 1000000; /* librdkafka's default */
+    for (size_t i = 0; i + 1 < cfg->kafka_prop_count; i += 2)
+        if (!strcmp(cfg->kafka_props[i], "message.max.bytes"))
+            max = (size_t)strtoull(cfg->kafka_props[i + 1], NULL, 10);
+    return max;
+}
+
+size_t processor_max_output_bytes(const processor_config_t *cfg)
+{
+    size_t max = processor_max_message_bytes(cfg);
+    size_t framing = PROCESSOR_RECORD_OVERHEAD + PROCESSOR_REPLY_HEADERS_MAX;
+    return max > framing ? max - framing : 0;
+}
+
+int processor_check_output_limits(const processor_config_t *cfg, char *errstr,
+                                  size_t errstr_size)
+{
+    size_t max = processor_max_message_bytes(cfg);
+    size_t out = processor_max_output_bytes(cfg);
+    /* Ids longer than the default add to the envelope: the model id twice (key and
+     * value) and the client id. */
+    size_t envelope = PROCESSOR_ENVELOPE_BYTES;
+    if (cfg->max_id_bytes > CODEC_DEFAULT_MAX_ID_BYTES)
+        envelope += 3 * (size_t)(cfg->max_id_bytes - CODEC_DEFAULT_MAX_ID_BYTES);
+    size_t room = out > envelope ? out - envelope : 0;
+    const char *name = NULL;
+    uint64_t value = 0;
+    if (cfg->max_record_bytes > room) {
+        name = "--max-record-bytes";
+        value = cfg->max_record_bytes;
+    } else if (cfg->max_document_bytes > room) {
+        name = "--max-document-bytes";
+        value = cfg->max_document_bytes;
+    }
+    if (!name)
+        return 0;
+    snprintf(errstr, errstr_size,
+             "%s %llu does not fit the producer's message.max.bytes %zu: a request's "
+             "change record and reply carry it whole, with up to %zu bytes around it; "
+             "lower %s to %zu or less, or raise -X message.max.bytes together with the "
+             "topics' max.message.bytes",
+             name, (unsigned long long)value, max, max - room, name, room);
+    return -1;
+}
+
+/* Kafka's rule for topic names. */
+static bool valid_topic_name(const char *topic, size_t len)
+{
+    if (len == 0 || len > 249 || (len == 1 && topic[0] == '.') ||
+        (len == 2 && !memcmp(topic, "..", 2)))
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = topic[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+int processor_reply_topic_check(const processor_config_t *cfg, const char *topic,
+                                size_t topic_len, char *why, size_t why_size)
+{
+    if (!valid_topic_name(topic, topic_len)) {
+        snprintf(why, why_size, "kafka_replyTopic is not a valid topic name");
+        return -1;
+    }
+    char name[256];
+    memcpy(name, topic, topic_len);
+    name[topic_len] = '\0';
+    const char *own[] = {cfg->flushes_topic, cfg->changes_topic, cfg->snapshots_topic,
+                         cfg->dlq_topic};
+    for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++) {
+        if (own[i] && !strcmp(own[i], name)) {
+            snprintf(why, why_size,
+                     "kafka_replyTopic %s is one of the processor's own topics; replies "
+                     "never go there",
+                     name);
+            return -1;
+        }
+    }
+    if (cfg->replies_topic && !strcmp(cfg->replies_topic, name))
+        return 0;
+    for (const char *e = cfg->reply_topics; e && *e;) {
+        size_t n = strcspn(e, ",");
+        const char *next = e + n + (e[n] == ',');
+        while (n && *e == ' ') /* "a, b" */
+            e++, n--;
+        while (n && e[n - 1] == ' ')
+            n--;
+        char pattern[512];
+        if (n && n < sizeof(pattern)) {
+            memcpy(pattern, e, n);
+            pattern[n] = '\0';
+            if (!fnmatch(pattern, name, 0))
+                return 0;
+        }
+        e = next;
+    }
+    snprintf(why, why_size,
+             "kafka_replyTopic %s is not allowed (the processor replies on %s and the "
+             "topics --reply-topics names)",
+             name, cfg->replies_topic ? cfg->replies_topic : "its replies topic");
+    return -1;
 }
 
 int32_t processor_key_partition(const char *partitioner, const char *key, size_t key_len,

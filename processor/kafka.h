@@ -28,6 +28,37 @@ rd_kafka_conf_t *processor_kafka_conf(const processor_config_t *cfg,
                                       processor_kafka_role_t role, char *errstr,
                                       size_t errstr_size);
 
+/* Sizes of output records. librdkafka refuses a record whose key, value and headers
+ * exceed message.max.bytes; a little is kept for the framing around them. */
+#define PROCESSOR_RECORD_OVERHEAD   1024 /* Kafka's framing of one record */
+#define PROCESSOR_REPLY_HEADERS_MAX 2048 /* a reply's headers (kafka_correlationId) */
+#define PROCESSOR_CORRELATION_MAX   1024 /* the longest kafka_correlationId copied */
+#define PROCESSOR_ENVELOPE_BYTES                       \
+    16384 /* what a change record or reply adds around \
+             a request (model id, field names, ...) */
+
+/** The producer's message.max.bytes: the last -X message.max.bytes, or librdkafka's
+ *  default (1000000). A function of the configuration alone, so that rebuild refuses
+ *  exactly what run refused. */
+size_t processor_max_message_bytes(const processor_config_t *cfg);
+
+/** The most a reply or change record (key and value) may take: what the handler
+ *  checks its outputs against (processor_handler_conf_t.max_output_bytes). */
+size_t processor_max_output_bytes(const processor_config_t *cfg);
+
+/** Checks that the limits fit message.max.bytes: a request of --max-record-bytes must
+ *  fit in its change record and reply, a document of --max-document-bytes in a
+ *  snapshot reply. @returns 0, or -1 and errstr (what to change). */
+int processor_check_output_limits(const processor_config_t *cfg, char *errstr,
+                                  size_t errstr_size);
+
+/** Whether a kafka_replyTopic header may name topic: the replies topic, or a topic
+ *  --reply-topics allows, never the flushes, changes, snapshots or dead-letter topic.
+ *  Depends on the configuration alone (the same answer on every instance).
+ *  @returns 0, or -1 and why. */
+int processor_reply_topic_check(const processor_config_t *cfg, const char *topic,
+                                size_t topic_len, char *why, size_t why_size);
+
 /** The partition that producers using partitioner put key in, or -1 when the
  *  partitioner is "any" (no check). */
 int32_t processor_key_partition(const char *partitioner, const char *key, size_t key_len,

@@ -39,7 +39,16 @@ const processor_option_t processor_options[] = {
     {"replies-topic", PROCESSOR_OPT_STRING, "flushout.replies", NULL, 0, 0,
      OFF(replies_topic), PROCESSOR_CMD_KAFKA & ~PROCESSOR_CMD_REPARTITION, 0,
      "Replies, keyed by client id (unless the request's kafka_replyTopic header names "
-     "another topic)."},
+     "another topic that --reply-topics allows)."},
+    {"reply-topics", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(reply_topics),
+     PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_REBUILD, 0,
+     "Topics besides --replies-topic that a request's kafka_replyTopic header (Spring "
+     "Kafka's request/reply) may send its reply to: comma-separated names or shell "
+     "patterns (fnmatch: *, ?, [...]), e.g. 'replies.*,billing.replies'. Never the "
+     "flushes, changes, snapshots or dead-letter topics, whatever the pattern. A request "
+     "naming another topic, or a partition the topic does not have, gets an error reply "
+     "(bad_reply_topic) on --replies-topic and is dead-lettered. Default: none. Give "
+     "rebuild the processor's value."},
     {"changes-topic", PROCESSOR_OPT_STRING, "flushout.changes", NULL, 0, 0,
      OFF(changes_topic),
      PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_REBUILD |
@@ -66,7 +75,8 @@ const processor_option_t processor_options[] = {
      "interval, however quiet the model, so the changes topic's retention must exceed it "
      "plus the longest time the processors may be down."},
     {"dlq-topic", PROCESSOR_OPT_STRING, "flushout.dlq", NULL, 0, 0, OFF(dlq_topic),
-     PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_TOPICS, 0,
+     PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_TOPICS | PROCESSOR_CMD_REBUILD,
+     0,
      "Dead letters: records that could not be processed, with Spring Kafka's "
      "kafka_dlt-* headers saying why and where they came from."},
     {"threads", PROCESSOR_OPT_UINT, "0", NULL, 0, 1024, OFF(threads),
@@ -223,15 +233,22 @@ const processor_option_t processor_options[] = {
      CODEC_MAX_ID_BYTES, OFF(max_id_bytes), PROCESSOR_CMD_APPLYING, 0,
      "Longest model id (the record key) or client id accepted, in bytes; ids must also "
      "be valid UTF-8 and a model id not empty."},
-    {"max-document-bytes", PROCESSOR_OPT_UINT, "67108864", NULL, 1024, UINT64_MAX,
+    {"max-document-bytes", PROCESSOR_OPT_UINT, "900000", NULL, 1024, UINT64_MAX,
      OFF(max_document_bytes), PROCESSOR_CMD_APPLYING, 0,
      "Largest a model's document may grow (as msgpack): a flush of creates or updates "
-     "that could take it beyond is refused (too_large); deletes always pass."},
-    {"max-record-bytes", PROCESSOR_OPT_UINT, "1048576", NULL, 64, UINT32_MAX,
+     "that could take it beyond is refused (too_large); deletes always pass. run and "
+     "dev refuse to start unless a document this large fits in one Kafka record "
+     "(message.max.bytes, less 19 KB for the reply around it): snapshot replies and "
+     "snapshot records carry the whole document."},
+    {"max-record-bytes", PROCESSOR_OPT_UINT, "900000", NULL, 64, UINT32_MAX,
      OFF(max_record_bytes),
      PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_REBUILD |
          PROCESSOR_CMD_REPARTITION,
-     0, "Largest request record value accepted (larger ones are dead-lettered)."},
+     0,
+     "Largest request record value accepted (larger ones are dead-lettered). run and dev "
+     "refuse to start unless it is at least 19 KB below the producer's message.max.bytes "
+     "(1000000 unless -X sets it): the change record and the reply of a request carry "
+     "it whole, with an envelope."},
     {"accept-settings", PROCESSOR_OPT_STRING, NULL, NULL, 0, 0, OFF(accept_settings),
      PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_REBUILD |
          PROCESSOR_CMD_REPARTITION,

@@ -52,6 +52,7 @@ typedef struct processor_config_s {
     char *group_instance_id;
     char *flushes_topic;
     char *replies_topic;
+    char *reply_topics; /* topics a kafka_replyTopic header may name: names, patterns */
     char *changes_topic;
     char *dlq_topic;
     char *snapshots_topic;

@@ -171,6 +171,16 @@ struct runner_s {
     bool consumer_leaked; /* not destroyed: see processor_run() */
 
     atomic_uint_fast64_t records, errors, dead_letters;
+    atomic_uint_fast64_t delivery_failures; /* outbox records Kafka never took */
+    /* Partition counts of the topics replies were addressed to (reply_topic_partitions):
+     * workers share it. */
+    pthread_mutex_t reply_topics_lock;
+    struct {
+        char name[256];
+        int count; /* -1: no such topic */
+        double at;
+    } reply_topics[256];
+    size_t reply_topics_len;
     processor_histogram_t record_latency; /* consumed -> its outputs produced */
     /* For /metrics (see render_metrics()): */
     atomic_uint_fast64_t flushes_applied, commands_applied;
@@ -340,19 +350,19 @@ static void delivery_free(delivery_t *d)
     free(d);
 }
 
-/* Called with p->lock held: the record is confirmed (or will never be). */
-static void delivered_locked(part_t *p, delivery_t *d, int64_t offset, bool ok)
+/* Called with p->lock held: Kafka confirmed the record. */
+static void delivered_locked(part_t *p, delivery_t *d, int64_t offset)
 {
     if (d->generation != p->generation)
         return; /* from an earlier assignment: its outbox is read again anyway */
-    if (ok && d->change && offset + 1 > p->changes_next)
+    if (d->change && offset + 1 > p->changes_next)
         p->changes_next = offset + 1;
     for (size_t i = 0; i < p->steps_len; i++) {
         step_t *st = &p->steps[i];
         if (st->seq != d->step_seq)
             continue;
-        /* The step's outbox entry goes only once all its records are delivered (or
-         * will never be): a crash before then produces them all again. */
+        /* The step's outbox entry goes only once all its records are delivered: a
+         * crash before then produces them all again. */
         if (--st->pending == 0) {
             if (p->done_len == p->done_cap) {
                 p->done_cap = p->done_cap ? p->done_cap * 2 : 64;
@@ -374,6 +384,36 @@ static void delivered_locked(part_t *p, delivery_t *d, int64_t offset, bool ok)
         if (!p->steps_len) /* a revoke waits for this (revoke_partitions()) */
             pthread_cond_broadcast(&p->idle);
     }
+}
+
+/* Marks the partition failed: it is paused and no longer processed until it is
+ * assigned again (a restart, or a rebalance). */
+static void part_fail(part_t *p);
+
+/* A record of the outbox that Kafka will never take (refused, or not even queued). It
+ * is never counted as delivered: its step stays pending, so the outbox entry is kept
+ * and no offset is committed past it, and the partition stops, loudly, until it is
+ * next assigned, when the outbox is produced again. Going on would lose the reply or
+ * dead letter, or leave the changes topic without a change record that the next
+ * owner's catch-up needs. @locality any thread (delivery reports, workers). */
+static void delivery_failed(part_t *p, const delivery_t *d, const char *why)
+{
+    atomic_fetch_add(&p->r->delivery_failures, 1);
+    pthread_mutex_lock(&p->lock);
+    bool current = d->generation == p->generation && p->assigned && !p->failed;
+    pthread_mutex_unlock(&p->lock);
+    LOG_ERROR("partition %d offset %lld: the %s record to topic %s was not delivered: "
+              "%s; %s",
+              p->id, (long long)d->input_offset,
+              d->change                                 ? "change"
+              : !strcmp(d->topic, p->r->cfg->dlq_topic) ? "dead-letter"
+                                                        : "reply",
+              d->topic, why,
+              current ? "the partition stops (its outbox is kept and produced again, and "
+                        "no offset is committed past it, when it is next assigned)"
+                      : "it stays in the outbox");
+    if (current)
+        part_fail(p);
 }
 
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
@@ -404,17 +444,15 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         return;
     }
     part_t *p = d->part;
-    if (m->err)
+    if (m->err) {
         /* Retriable errors are retried forever (message.timeout.ms=0), in order: what
-         * arrives here will never be delivered. The reply or change is lost, say so. */
-        LOG_ERROR(
-            "partition %d offset %lld: the %s record to topic %s was not delivered: "
-            "%s",
-            p->id, (long long)d->input_offset, d->change ? "change" : "output", d->topic,
-            rd_kafka_err2str(m->err));
-    pthread_mutex_lock(&p->lock);
-    delivered_locked(p, d, m->offset, !m->err);
-    pthread_mutex_unlock(&p->lock);
+         * arrives here will never be delivered. */
+        delivery_failed(p, d, rd_kafka_err2str(m->err));
+    } else {
+        pthread_mutex_lock(&p->lock);
+        delivered_locked(p, d, m->offset);
+        pthread_mutex_unlock(&p->lock);
+    }
     delivery_free(d);
 }
 
@@ -439,11 +477,7 @@ static void produce(runner_t *r, delivery_t *d)
         return;
     if (hdrs)
         rd_kafka_headers_destroy(hdrs);
-    LOG_ERROR("partition %d offset %lld: cannot produce to topic %s: %s", d->part->id,
-              (long long)d->input_offset, d->topic, rd_kafka_err2str(err));
-    pthread_mutex_lock(&d->part->lock);
-    delivered_locked(d->part, d, -1, false);
-    pthread_mutex_unlock(&d->part->lock);
+    delivery_failed(d->part, d, rd_kafka_err2str(err));
     delivery_free(d);
 }
 
@@ -452,6 +486,14 @@ static void produce(runner_t *r, delivery_t *d)
 static void produce_step(part_t *p, delivery_t **ds, size_t n, int64_t next_offset)
 {
     pthread_mutex_lock(&p->lock);
+    if (p->failed) {
+        /* A record of an earlier step was refused: nothing after it goes out of order.
+         * This step is in the outbox; the partition's next assignment produces it. */
+        pthread_mutex_unlock(&p->lock);
+        for (size_t i = 0; i < n; i++)
+            delivery_free(ds[i]);
+        return;
+    }
     uint64_t seq = p->next_step_seq++;
     uint64_t generation = p->generation;
     if (n == 0 && p->steps_len == 0) {
@@ -534,7 +576,8 @@ static void step_out_add(part_t *p, step_out_t *so, const state_outbox_rec_t *re
 static bool is_bad_record(codec_err_t err)
 {
     return err != CODEC_OK && err != CODEC_ERR_STALE_SEQ && err != CODEC_ERR_BAD_RANGE &&
-           err != CODEC_ERR_HISTORY_UNAVAILABLE && err != CODEC_ERR_STORE_FAILED;
+           err != CODEC_ERR_HISTORY_UNAVAILABLE && err != CODEC_ERR_STORE_FAILED &&
+           err != CODEC_ERR_REPLY_TOO_LARGE;
 }
 
 static const char *header(const rd_kafka_message_t *m, const char *name, size_t *len)
@@ -554,24 +597,20 @@ static void be_bytes(unsigned char *out, uint64_t v, int n)
 }
 
 /* The dead letter of m: its key, value and headers, plus Spring Kafka's kafka_dlt-*
- * headers (DeadLetterPublishingRecoverer's names and encodings). */
+ * headers (DeadLetterPublishingRecoverer's names and encodings). It must itself fit in
+ * one record (message.max.bytes): what does not is cut, our headers first kept whole,
+ * then the key (at most 256 KiB), the original headers that fit in 16 KiB, and as much
+ * of the value as fits; a flushout_truncated header then gives the original sizes of
+ * what was cut ("key:N,value:N,headers:N", N headers dropped). */
+#define DEAD_LETTER_KEY_MAX     (256u << 10)
+#define DEAD_LETTER_HEADERS_MAX (16u << 10) /* of the original headers */
+
 static void add_dead_letter(part_t *p, step_out_t *so, const rd_kafka_message_t *m,
                             const processor_output_t *out)
 {
     runner_t *r = p->r;
     state_header_t hs[32];
     size_t n = 0;
-    rd_kafka_headers_t *orig;
-    if (!rd_kafka_message_headers(m, &orig)) {
-        const char *name;
-        const void *v;
-        size_t len;
-        /* The outbox keeps at most 32 headers with names under 256 bytes. */
-        for (size_t i = 0; n < 20 && !rd_kafka_header_get_all(orig, i, &name, &v, &len);
-             i++)
-            if (strlen(name) < 200)
-                hs[n++] = (state_header_t){name, v, len};
-    }
     unsigned char partition[4], offset[8], timestamp[8];
     be_bytes(partition, (uint32_t)m->partition, 4);
     be_bytes(offset, (uint64_t)m->offset, 8);
@@ -595,13 +634,58 @@ static void add_dead_letter(part_t *p, step_out_t *so, const rd_kafka_message_t 
     hs[n++] = (state_header_t){"kafka_dlt-exception-message", out->message,
                                strlen(out->message)};
     hs[n++] = (state_header_t){"flushout_error_code", code, strlen(code)};
+    /* The room left once our headers (and a flushout_truncated header) are in. */
+    size_t room = r->max_message_bytes > PROCESSOR_RECORD_OVERHEAD
+                      ? r->max_message_bytes - PROCESSOR_RECORD_OVERHEAD
+                      : 0;
+    size_t used = 64;
+    for (size_t i = 0; i < n; i++)
+        used += strlen(hs[i].name) + hs[i].value_len + 8;
+    room = room > used ? room - used : 0;
+    size_t key_len = m->key_len < DEAD_LETTER_KEY_MAX ? m->key_len : DEAD_LETTER_KEY_MAX;
+    key_len = key_len < room ? key_len : room;
+    room -= key_len;
+    size_t dropped = 0;
+    rd_kafka_headers_t *orig;
+    if (!rd_kafka_message_headers(m, &orig)) {
+        const char *name;
+        const void *v;
+        size_t len;
+        size_t header_room =
+            room < DEAD_LETTER_HEADERS_MAX ? room : DEAD_LETTER_HEADERS_MAX;
+        /* The outbox keeps at most 32 headers with names under 256 bytes. */
+        for (size_t i = 0; !rd_kafka_header_get_all(orig, i, &name, &v, &len); i++) {
+            size_t size = strlen(name) + len + 8;
+            if (n < 30 && strlen(name) < 200 && size <= header_room) {
+                hs[n++] = (state_header_t){name, v, len};
+                header_room -= size;
+                room -= size;
+            } else {
+                dropped++;
+            }
+        }
+    }
+    size_t value_len = m->len < room ? m->len : room;
+    char truncated[96];
+    int t = 0;
+    if (key_len < m->key_len)
+        t +=
+            snprintf(truncated + t, sizeof(truncated) - (size_t)t, "key:%zu", m->key_len);
+    if (value_len < m->len)
+        t += snprintf(truncated + t, sizeof(truncated) - (size_t)t, "%svalue:%zu",
+                      t ? "," : "", m->len);
+    if (dropped)
+        t += snprintf(truncated + t, sizeof(truncated) - (size_t)t, "%sheaders:%zu",
+                      t ? "," : "", dropped);
+    if (t)
+        hs[n++] = (state_header_t){"flushout_truncated", truncated, (size_t)t};
     state_outbox_rec_t rec = {
         .topic = r->cfg->dlq_topic,
         .partition = -1,
         .key = m->key,
-        .key_len = m->key_len,
+        .key_len = key_len,
         .value = m->payload ? m->payload : "",
-        .value_len = m->len,
+        .value_len = value_len,
         .headers = hs,
         .header_count = n,
     };
@@ -610,16 +694,119 @@ static void add_dead_letter(part_t *p, step_out_t *so, const rd_kafka_message_t 
     atomic_fetch_add(&r->dead_letters_by_code[out->error], 1);
 }
 
+/* A kafka_replyPartition header's value: a 4-byte big-endian int. */
+static int32_t be_int32(const char *b)
+{
+    return (int32_t)(((uint32_t)(unsigned char)b[0] << 24) |
+                     ((uint32_t)(unsigned char)b[1] << 16) |
+                     ((uint32_t)(unsigned char)b[2] << 8) |
+                     (uint32_t)(unsigned char)b[3]);
+}
+
+/* Checks Spring's request/reply headers against the configuration: a reply goes only to
+ * the replies topic or one --reply-topics allows, never to the processor's own topics,
+ * to a partition given as 4 bytes and not negative, with a correlation id of at most
+ * PROCESSOR_CORRELATION_MAX bytes. Whether the partition exists is checked when the
+ * reply is addressed (add_reply()), from metadata. Depends on the configuration alone,
+ * so every instance (and rebuild) refuses the same requests. @returns 0, or -1 and
+ * why. */
+static int check_reply_headers(const processor_config_t *cfg, const rd_kafka_message_t *m,
+                               char *why, size_t why_size)
+{
+    size_t len;
+    const char *v;
+    rd_kafka_headers_t *hdrs;
+    if (rd_kafka_message_headers(m, &hdrs))
+        return 0;
+    if (!rd_kafka_header_get_last(hdrs, "kafka_replyTopic", (const void **)&v, &len) &&
+        processor_reply_topic_check(cfg, v ? v : "", v ? len : 0, why, why_size))
+        return -1;
+    if (!rd_kafka_header_get_last(hdrs, "kafka_replyPartition", (const void **)&v,
+                                  &len) &&
+        (!v || len != 4 || be_int32(v) < 0)) {
+        snprintf(why, why_size,
+                 "kafka_replyPartition must be a 4-byte big-endian partition number, not "
+                 "%s",
+                 !v || len != 4 ? "a value of another length" : "negative");
+        return -1;
+    }
+    if (!rd_kafka_header_get_last(hdrs, "kafka_correlationId", (const void **)&v, &len) &&
+        len > PROCESSOR_CORRELATION_MAX) {
+        snprintf(why, why_size, "kafka_correlationId of %zu bytes is longer than %d", len,
+                 PROCESSOR_CORRELATION_MAX);
+        return -1;
+    }
+    return 0;
+}
+
+/* The partition count of a topic a reply is addressed to, from metadata cached for a
+ * minute: partitions are only ever added, so a count a minute old errs on the safe
+ * side (and is used when metadata cannot be had). @returns the count, or -1 and why. */
+#define REPLY_TOPICS_CACHED 256
+#define REPLY_TOPIC_TTL_S   60
+
+static int reply_topic_partitions(runner_t *r, const char *topic, char *why,
+                                  size_t why_size)
+{
+    double now = processor_monotonic_s();
+    int count = -1, stale = -1;
+    bool fresh = false;
+    pthread_mutex_lock(&r->reply_topics_lock);
+    for (size_t i = 0; i < r->reply_topics_len; i++) {
+        if (strcmp(r->reply_topics[i].name, topic))
+            continue;
+        stale = count = r->reply_topics[i].count;
+        fresh = now - r->reply_topics[i].at < REPLY_TOPIC_TTL_S;
+        break;
+    }
+    pthread_mutex_unlock(&r->reply_topics_lock);
+    if (!fresh) {
+        char errstr[300];
+        count = processor_topic_partitions(r->producer, topic, KAFKA_TIMEOUT_MS, errstr,
+                                           sizeof(errstr));
+        if (count < 0 && stale > 0)
+            count = stale;
+        pthread_mutex_lock(&r->reply_topics_lock);
+        size_t i = 0;
+        while (i < r->reply_topics_len && strcmp(r->reply_topics[i].name, topic))
+            i++;
+        if (i == REPLY_TOPICS_CACHED) /* a hostile pattern's worth of names: start over */
+            i = r->reply_topics_len = 0;
+        if (i == r->reply_topics_len)
+            r->reply_topics_len++;
+        snprintf(r->reply_topics[i].name, sizeof(r->reply_topics[i].name), "%s", topic);
+        r->reply_topics[i].count = count;
+        r->reply_topics[i].at = now;
+        pthread_mutex_unlock(&r->reply_topics_lock);
+        if (count < 0)
+            snprintf(why, why_size, "%s", errstr);
+    } else if (count < 0) {
+        snprintf(why, why_size, "topic %s: not found", topic);
+    }
+    return count;
+}
+
 /* The reply to m: to the replies topic keyed by client, or where Spring's
- * request/reply headers say, with the correlation id copied. */
+ * request/reply headers say (checked by check_reply_headers()), with the correlation
+ * id copied. A reply addressed to a partition the topic does not have (or to a topic
+ * that is gone) would be refused by Kafka, which stops the partition: it becomes a
+ * bad_reply_topic error on the replies topic and a dead letter instead (an error reply
+ * just goes to the replies topic). */
 static void add_reply(part_t *p, step_out_t *so, const rd_kafka_message_t *m,
                       const processor_output_t *out)
 {
     runner_t *r = p->r;
     size_t topic_len = 0, partition_len = 0, corr_len = 0;
-    const char *topic = header(m, "kafka_replyTopic", &topic_len);
-    const char *partition = header(m, "kafka_replyPartition", &partition_len);
-    const char *corr = header(m, "kafka_correlationId", &corr_len);
+    const char *topic = NULL, *partition = NULL, *corr = NULL;
+    char why[400];
+    /* Headers refused, or not checked because the record was refused first (no key,
+     * too large, wrong partition): the error goes to the replies topic. */
+    if (out->error != CODEC_ERR_BAD_REPLY_TOPIC &&
+        !check_reply_headers(r->cfg, m, why, sizeof(why))) {
+        topic = header(m, "kafka_replyTopic", &topic_len);
+        partition = header(m, "kafka_replyPartition", &partition_len);
+        corr = header(m, "kafka_correlationId", &corr_len);
+    }
     char topic_buf[256];
     state_header_t hs[1];
     state_outbox_rec_t rec = {
@@ -637,13 +824,54 @@ static void add_reply(part_t *p, step_out_t *so, const rd_kafka_message_t *m,
         rec.topic = topic_buf;
     }
     if (partition && partition_len == 4)
-        rec.partition = (int32_t)(((uint32_t)(unsigned char)partition[0] << 24) |
-                                  ((uint32_t)(unsigned char)partition[1] << 16) |
-                                  ((uint32_t)(unsigned char)partition[2] << 8) |
-                                  (uint32_t)(unsigned char)partition[3]);
-    if (corr)
+        rec.partition = be_int32(partition);
+    if (corr && corr_len <= PROCESSOR_CORRELATION_MAX)
         hs[rec.header_count++] = (state_header_t){"kafka_correlationId", corr, corr_len};
-    step_out_add(p, so, &rec, m->offset, false);
+    int count = rec.topic != r->cfg->replies_topic || rec.partition >= 0
+                    ? reply_topic_partitions(r, rec.topic, why, sizeof(why))
+                    : 1;
+    if (count >= 0 && rec.partition < count) {
+        step_out_add(p, so, &rec, m->offset, false);
+        return;
+    }
+    if (count >= 0)
+        snprintf(why, sizeof(why),
+                 "kafka_replyPartition %d does not exist: topic %s has %d partitions",
+                 rec.partition, rec.topic, count);
+    if (out->error) { /* an error reply already: it goes to the replies topic */
+        LOG_WARN("partition %d offset %lld: %s; the %s error reply goes to %s", p->id,
+                 (long long)m->offset, why, codec_err_name(out->error),
+                 r->cfg->replies_topic);
+        rec.topic = r->cfg->replies_topic;
+        rec.partition = -1;
+        step_out_add(p, so, &rec, m->offset, false);
+        return;
+    }
+    char message[512];
+    snprintf(message, sizeof(message),
+             "%s; the request was processed, its reply not sent", why);
+    processor_output_t bad;
+    processor_output_init(&bad);
+    processor_handler_refuse(p->handler, m->key, m->key_len, m->payload ? m->payload : "",
+                             m->len, CODEC_ERR_BAD_REPLY_TOPIC, message, &bad);
+    atomic_fetch_add(&r->errors, 1);
+    atomic_fetch_add(&r->errors_by_code[CODEC_ERR_BAD_REPLY_TOPIC], 1);
+    LOG_WARN("partition %d offset %lld model \"%.*s\": %s: %s", p->id,
+             (long long)m->offset, (int)(m->key_len > 60 ? 60 : m->key_len),
+             m->key ? (const char *)m->key : "", codec_err_name(bad.error), bad.message);
+    if (bad.reply_key) {
+        state_outbox_rec_t err = {
+            .topic = r->cfg->replies_topic,
+            .partition = -1,
+            .key = bad.reply_key,
+            .key_len = bad.reply_key_len,
+            .value = bad.reply.data,
+            .value_len = bad.reply.size,
+        };
+        step_out_add(p, so, &err, m->offset, false);
+    }
+    add_dead_letter(p, so, m, &bad);
+    processor_output_destroy(&bad);
 }
 
 void processor_apply_record(processor_handler_t *h, const processor_config_t *cfg,
@@ -680,6 +908,9 @@ void processor_apply_record(processor_handler_t *h, const processor_config_t *cf
                  expected, cfg->partitioner, m->partition);
         processor_handler_refuse(h, m->key, m->key_len, value, m->len,
                                  CODEC_ERR_WRONG_PARTITION, why, out);
+    } else if (check_reply_headers(cfg, m, why, sizeof(why))) {
+        processor_handler_refuse(h, m->key, m->key_len, value, m->len,
+                                 CODEC_ERR_BAD_REPLY_TOPIC, why, out);
     } else {
         processor_handler_handle(h, m->partition, m->offset, m->key, m->key_len, value,
                                  m->len, out);
@@ -1419,6 +1650,7 @@ static void prepare(part_t *p)
             .history = r->cfg->history,
             .limits = r->limits,
             .max_document_bytes = r->cfg->max_document_bytes,
+            .max_output_bytes = processor_max_output_bytes(r->cfg),
             .changes = true,
             .snapshot_every = r->cfg->snapshot_topic_every,
         };
@@ -2116,6 +2348,11 @@ static void render_metrics(runner_t *r, FILE *fp)
         fp, "flushout_record_latency_seconds",
         "From a record consumed to its outputs handed to the producer.",
         &r->record_latency);
+    metric_value(
+        fp, "flushout_delivery_failures_total", "counter",
+        "Replies, change records and dead letters that Kafka refused; each stops "
+        "its partition (the outbox keeps the record).",
+        atomic_load(&r->delivery_failures));
     metric_value(fp, "flushout_snapshot_records_total", "counter",
                  "Snapshot records published (every --snapshot-topic-every commands, and "
                  "by the sweep).",
@@ -2274,11 +2511,13 @@ int processor_run(const processor_config_t *cfg, const char *bootstrap_servers,
     pthread_mutex_init(&r->runq_lock, NULL);
     pthread_cond_init(&r->runq_cond, NULL);
     pthread_mutex_init(&r->parts_lock, NULL);
+    pthread_mutex_init(&r->reply_topics_lock, NULL);
     atomic_store(&r->loop_at, processor_monotonic_s());
     int rc = 1;
     char errstr[2048]; /* a settings mismatch names every differing setting */
 
-    if (processor_make_dirs(state_dir, errstr, sizeof(errstr))) {
+    if (processor_check_output_limits(cfg, errstr, sizeof(errstr)) ||
+        processor_make_dirs(state_dir, errstr, sizeof(errstr))) {
         LOG_ERROR("%s", errstr);
         goto out;
     }
@@ -2437,6 +2676,7 @@ out:
     pthread_mutex_destroy(&r->runq_lock);
     pthread_cond_destroy(&r->runq_cond);
     pthread_mutex_destroy(&r->parts_lock);
+    pthread_mutex_destroy(&r->reply_topics_lock);
     free(r);
     if (!rc)
         LOG_INFO("stopped");

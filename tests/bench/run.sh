@@ -172,7 +172,8 @@ scenario latency-processor processor "" --models $models --commands 2 --rate "$r
   --outstanding 64 --duration "$duration"
 
 for size in "${doc_sizes[@]}"; do
-  scenario "doc-$size" processor "--max-document-bytes 67108864" --models $doc_models \
+  scenario "doc-$size" processor "--max-document-bytes 67108864 -X message.max.bytes=100000000" \
+    --models $doc_models \
     --doc-bytes "$size" --commands 2 --outstanding 64 --window 512 --duration "$duration"
 done
 

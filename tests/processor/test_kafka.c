@@ -180,6 +180,8 @@ static void setup(void)
     rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, NULL, 0);
     rd_kafka_conf_set(conf, "partitioner", "murmur2_random", NULL, 0);
     rd_kafka_conf_set(conf, "linger.ms", "0", NULL, 0);
+    /* Clients may send records larger than the processor's outputs may be. */
+    rd_kafka_conf_set(conf, "message.max.bytes", "2000000", NULL, 0);
     rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
     producer = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
     cr_assert_not_null(producer, "%s", errstr);
@@ -531,7 +533,8 @@ Test(kafka, many_models_over_partitions_match_an_in_memory_master)
 Test(kafka, spring_reply_headers_are_honoured)
 {
     instance_t a;
-    instance_start(&a, "a", NULL);
+    const char *opts[] = {"--reply-topics", "custom.*", NULL};
+    instance_start(&a, "a", opts);
     msgpack_sbuffer sb;
     to_msgpack("{\"type\":\"snapshot\",\"client\":\"spring\",\"seq\":7}", &sb);
     rd_kafka_headers_t *h = rd_kafka_headers_new(3);
@@ -735,6 +738,349 @@ Test(kafka, bad_records_get_an_error_reply_and_a_dead_letter)
     cr_assert_eq(count, 1, "no bad record changed the model");
     free(doc);
     instance_stop(&a);
+}
+
+/* The committed offset of the processor's group for the flushes partition. */
+static int64_t committed_offset(int32_t partition)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, NULL, 0);
+    rd_kafka_conf_set(conf, "group.id", "flushout-processor", NULL, 0);
+    char errstr[256];
+    rd_kafka_t *probe = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    cr_assert_not_null(probe, "%s", errstr);
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, "flushout.flushes", partition);
+    cr_assert_eq(rd_kafka_committed(probe, l, 10000), 0);
+    int64_t offset = l->elems[0].offset;
+    rd_kafka_topic_partition_list_destroy(l);
+    rd_kafka_destroy_flags(probe, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    return offset;
+}
+
+/* The records on topic whose value has "client" as given and "seq" (-1: any). */
+static int count_records(const char *topic, const char *client, int64_t seq)
+{
+    int n = 0;
+    for (size_t j = 0; j < got_len; j++) {
+        if (strcmp(got[j].topic, topic))
+            continue;
+        codec_value_t *v = decode(&got[j]);
+        char buf[128];
+        n += !strcmp(str_field(v, "client", buf, sizeof(buf)), client) &&
+             (seq < 0 || int_field(v, "seq") == seq);
+        codec_value_destroy(v);
+    }
+    return n;
+}
+
+static void assert_error_reply(const char *client, int64_t seq, const char *code,
+                               const char *what)
+{
+    codec_value_t *r = decode(await_record("flushout.replies", client, seq));
+    char buf[64];
+    cr_assert_str_eq(str_field(r, "type", buf, sizeof(buf)), "error", "%s", what);
+    cr_assert_str_eq(str_field(codec_map_get(r, "error", 5), "code", buf, sizeof(buf)),
+                     code, "%s", what);
+    codec_value_destroy(r);
+}
+
+/* Spring's reply headers say where a reply goes, so a client could aim one at the
+ * changelog (breaking the next owner's catch-up), at the snapshots topic, or at any
+ * topic the processor may write. Only the replies topic and what --reply-topics allows
+ * are accepted, never the processor's own topics even when the pattern matches them,
+ * and only partitions the topic has: each refused request gets an error reply on the
+ * replies topic and a dead letter, a refused flush is not applied, and the changes
+ * topic holds change records only, so a new owner still catches up. */
+Test(kafka, reply_headers_cannot_aim_replies_at_other_topics)
+{
+    instance_t a, b;
+    const char *opts[] = {"--reply-topics", "custom.*,flushout.*", NULL};
+    instance_start(&a, "a", opts);
+    typedef struct reply_case_s {
+        const char *what, *topic, *partition;
+        size_t partition_len;
+    } reply_case_t;
+    const reply_case_t cases[] = {
+        {"into the changelog", "flushout.changes", NULL, 0},
+        {"into the snapshots", "flushout.snapshots", NULL, 0},
+        {"into the flushes", "flushout.flushes", NULL, 0},
+        {"into the dead letters", "flushout.dlq", NULL, 0},
+        {"a topic not allowed", "other.topic", NULL, 0},
+        {"not a topic name", "custom/../x", NULL, 0},
+        {"a partition of 2 bytes", "custom.replies", "\0\1", 2},
+        {"a negative partition", "custom.replies", "\xff\xff\xff\xfe", 4},
+        {"a partition of the replies topic that does not exist", NULL, "\0\0\0\x09", 4},
+        /* Allowed, but the topic has 2 partitions: processed, and answered on the
+         * replies topic with an error instead of a record Kafka would refuse. */
+        {"a partition that does not exist", "custom.replies", "\0\0\0\7", 4},
+    };
+    const size_t n = sizeof(cases) / sizeof(cases[0]);
+    for (size_t i = 0; i < n; i++) {
+        const reply_case_t *rc = &cases[i];
+        char json[512];
+        snprintf(json, sizeof(json),
+                 "{\"type\":\"flush\",\"client\":\"hostile\",\"seq\":%zu,\"from\":%d,"
+                 "\"completions\":[{\"command\":{\"action\":\"create\",\"path\":[],"
+                 "\"props\":{\"n\":%zu}},\"createdId\":\"x%zu\"}]}",
+                 i + 1,
+                 i + 1 == n - 1 ? 0
+                 : i + 1 == n   ? 1
+                                : 0,
+                 i, i);
+        msgpack_sbuffer sb;
+        to_msgpack(json, &sb);
+        rd_kafka_headers_t *h = rd_kafka_headers_new(4);
+        rd_kafka_header_add(h, "trace", -1, rc->what, -1);
+        if (rc->topic)
+            rd_kafka_header_add(h, "kafka_replyTopic", -1, rc->topic, -1);
+        if (rc->partition)
+            rd_kafka_header_add(h, "kafka_replyPartition", -1, rc->partition,
+                                (ssize_t)rc->partition_len);
+        rd_kafka_header_add(h, "kafka_correlationId", -1, "corr", 4);
+        produce_raw("target", -1, sb.data, sb.size, h, NULL);
+        msgpack_sbuffer_destroy(&sb);
+        assert_error_reply("hostile", (int64_t)i + 1, "bad_reply_topic", rc->what);
+        char buf[64];
+        cr_assert_str_eq(header_str(await_dead_letter(rc->what), "flushout_error_code",
+                                    buf, sizeof(buf)),
+                         "bad_reply_topic", "%s", rc->what);
+    }
+    /* A record refused before its headers are looked at (here: in the wrong partition)
+     * still gets its error on the replies topic, not where its headers say. */
+    msgpack_sbuffer sb;
+    to_msgpack("{\"type\":\"snapshot\",\"client\":\"hostile-part\",\"seq\":1}", &sb);
+    rd_kafka_headers_t *h = rd_kafka_headers_new(2);
+    rd_kafka_header_add(h, "trace", -1, "wrong partition, into the changelog", -1);
+    rd_kafka_header_add(h, "kafka_replyTopic", -1, "flushout.changes", -1);
+    produce_raw("target", (partition_of("target") + 1) % PARTITIONS, sb.data, sb.size, h,
+                NULL);
+    msgpack_sbuffer_destroy(&sb);
+    assert_error_reply("hostile-part", 1, "wrong_partition", "wrong partition");
+    await_dead_letter("wrong partition, into the changelog");
+    /* The last two were processed (their addresses need metadata to refuse), the others
+     * were refused before being applied. */
+    int64_t count;
+    free(snapshot_json("target", "reader", 1, &count));
+    cr_assert_eq(count, 2, "only the requests with a usable address were applied");
+    for (size_t j = 0; j < got_len; j++) {
+        if (strcmp(got[j].topic, "flushout.changes"))
+            continue;
+        codec_value_t *v = decode(&got[j]);
+        char buf[32];
+        cr_assert_str_eq(str_field(v, "type", buf, sizeof(buf)), "applied",
+                         "only change records in the changelog");
+        codec_value_destroy(v);
+    }
+    cr_assert_eq(count_records("custom.replies", "hostile", -1), 0);
+    instance_stop(&a);
+    instance_start(&b, "b", opts); /* a new owner catches up from the changelog */
+    free(snapshot_json("target", "reader", 2, &count));
+    cr_assert_eq(count, 2);
+    instance_stop(&b);
+}
+
+/* A flush creating id at the root with 3 strings of each bytes (msgpack; caller
+ * destroys the buffer). */
+static void big_flush(msgpack_sbuffer *sb, int seq, int from, size_t each, const char *id)
+{
+    size_t cap = 3 * each + 512;
+    char *json = malloc(cap);
+    int len = snprintf(json, cap,
+                       "{\"type\":\"flush\",\"client\":\"big\",\"seq\":%d,\"from\":%d,"
+                       "\"completions\":[{\"command\":{\"action\":\"create\","
+                       "\"path\":[],\"props\":{",
+                       seq, from);
+    for (int k = 0; k < 3; k++) {
+        len += snprintf(json + len, cap - (size_t)len, "%s\"p%d\":\"", k ? "," : "", k);
+        memset(json + len, 'a' + k, each);
+        len += (int)each;
+        json[len++] = '"';
+    }
+    snprintf(json + len, cap - (size_t)len, "}},\"createdId\":\"%s\"}]}", id);
+    to_msgpack(json, sb);
+    free(json);
+}
+
+/* librdkafka refuses records larger than the producer's message.max.bytes (1000000 by
+ * default). With the default limits, a flush of about 1.01 MB used to be applied while
+ * its change record and reply could not be produced. Now it is refused before being
+ * applied (too_large, an error reply, and a dead letter cut to fit, saying so); a
+ * flush that fits is applied; an answer too large for one record (a history of two
+ * such flushes) is replaced by an error that says so (reply_too_large). */
+Test(kafka, a_flush_too_large_for_one_kafka_record_is_refused_with_the_default_limits)
+{
+    instance_t a;
+    instance_start_with(&a, "a", false, NULL);
+    /* 1.01 MB, over --max-record-bytes (900000): refused, nothing applied. */
+    msgpack_sbuffer sb;
+    big_flush(&sb, 1, 0, 336700, "doc");
+    cr_assert_gt(sb.size, 1010000);
+    rd_kafka_headers_t *h = rd_kafka_headers_new(1);
+    rd_kafka_header_add(h, "trace", -1, "big flush", -1);
+    produce_raw("huge", -1, sb.data, sb.size, h, NULL);
+    assert_error_reply("big", 1, "too_large", "a flush of 1.01 MB");
+    const got_t *dl = await_dead_letter("big flush");
+    char buf[64], want[64];
+    cr_assert_str_eq(header_str(dl, "flushout_error_code", buf, sizeof(buf)),
+                     "too_large");
+    snprintf(want, sizeof(want), "value:%zu", sb.size);
+    cr_assert_str_eq(header_str(dl, "flushout_truncated", buf, sizeof(buf)), want);
+    cr_assert_lt(dl->len, 1000000, "the dead letter fits in one record");
+    cr_assert_gt(dl->len, 900000, "with as much of the value as fits");
+    cr_assert_eq(memcmp(dl->value, sb.data, dl->len), 0, "a prefix of the value");
+    msgpack_sbuffer_destroy(&sb);
+    int64_t count;
+    char *doc = snapshot_json("huge", "reader", 1, &count);
+    cr_assert_eq(count, 0, "nothing was applied");
+    cr_assert_str_eq(doc, "{}");
+    free(doc);
+
+    /* 850 kB, under it: applied, with its change record (measured on a scratch copy,
+     * the request being near the bound). Then deleted, and created again. */
+    big_flush(&sb, 2, 0, 283000, "doc");
+    produce_raw("huge", -1, sb.data, sb.size, NULL, NULL);
+    msgpack_sbuffer_destroy(&sb);
+    codec_value_t *r = decode(await_record("flushout.replies", "big", 2));
+    cr_assert_str_eq(str_field(r, "type", buf, sizeof(buf)), "flushResult");
+    codec_value_destroy(r);
+    await_record("flushout.changes", "big", 2);
+    send_json(
+        "huge",
+        "{\"type\":\"flush\",\"client\":\"big\",\"seq\":3,\"from\":1,\"completions\":"
+        "[{\"command\":{\"action\":\"detete\",\"path\":[\"doc\"]}}]}",
+        NULL);
+    big_flush(&sb, 4, 2, 283000, "doc2");
+    produce_raw("huge", -1, sb.data, sb.size, NULL, NULL);
+    msgpack_sbuffer_destroy(&sb);
+    await_record("flushout.changes", "big", 4);
+    cr_assert_eq(count_records("flushout.changes", "big", -1), 3);
+
+    /* The whole history is 1.7 MB: more than one record; an error says so. */
+    send_json("huge", "{\"type\":\"history\",\"client\":\"reader\",\"seq\":2,\"from\":0}",
+              NULL);
+    assert_error_reply("reader", 2, "reply_too_large", "the whole history");
+    free(snapshot_json("huge", "reader", 3, &count));
+    cr_assert_eq(count, 3);
+    instance_stop(&a);
+}
+
+static int free_port(void);
+
+/* The value of a counter on the instance's /metrics (HTTP on 127.0.0.1:port), or -1. */
+static int64_t metric_value(int port, const char *name)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(fd, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int64_t value = -1;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+        const char *req = "GET /metrics HTTP/1.0\r\n\r\n";
+        cr_assert_eq(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+        static char body[1 << 16];
+        size_t len = 0;
+        for (ssize_t n; len < sizeof(body) - 1 &&
+                        (n = read(fd, body + len, sizeof(body) - 1 - len)) > 0;)
+            len += (size_t)n;
+        body[len] = '\0';
+        char pattern[128];
+        snprintf(pattern, sizeof(pattern), "\n%s ", name);
+        const char *at = strstr(body, pattern);
+        if (at)
+            value = strtoll(at + strlen(pattern), NULL, 10);
+    }
+    close(fd);
+    return value;
+}
+
+/* A record Kafka refuses for good is not delivered, and never counted as if it were:
+ * the partition stops with its outbox kept and no offset committed past the flush, and
+ * the partition's next owner serves the flush with nothing lost. The mock cluster
+ * refuses the processor's produce requests with an error that is not retried. */
+Test(kafka, a_refused_delivery_stops_the_partition_and_the_next_owner_serves_it)
+{
+    instance_t a, b;
+    instance_start(&a, "a", NULL);
+    send_create("victim", "c", 1, 0, "one");
+    await_record("flushout.replies", "c", 1);
+    await_record("flushout.changes", "c", 1);
+    instance_stop(&a);
+    int64_t where[2];
+    send_json("victim",
+              "{\"type\":\"flush\",\"client\":\"c\",\"seq\":2,\"from\":1,\"completions\":"
+              "[{\"command\":{\"action\":\"create\",\"path\":[\"items\"],"
+              "\"parentDefault\":{},\"props\":{\"n\":2}},\"createdId\":\"two\"}]}",
+              where);
+    /* The next two produce requests (API key 0), the processor's, fail for good. */
+    rd_kafka_resp_err_t errors[2] = {RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+                                     RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED};
+    rd_kafka_mock_push_request_errors_array(mock, 0, 2, errors);
+    char port[16];
+    int http_port = free_port();
+    snprintf(port, sizeof(port), "%d", http_port);
+    const char *opts[] = {"--http-port", port, NULL};
+    instance_start(&a, "a", opts);
+    double deadline = now_ms() + WAIT_MS; /* the flush processed, its outputs refused */
+    while (metric_value(http_port, "flushout_delivery_failures_total") < 1 &&
+           now_ms() < deadline)
+        usleep(100 * 1000);
+    cr_assert_geq(metric_value(http_port, "flushout_delivery_failures_total"), 1,
+                  "the refused delivery is counted");
+    rd_kafka_mock_clear_request_errors(mock, 0);
+    usleep(2500 * 1000); /* past an auto-commit */
+    cr_assert_leq(committed_offset(where[0]), where[1],
+                  "no offset is committed past a flush whose outputs were refused");
+    instance_stop(&a);
+
+    instance_start(&b, "b", NULL);
+    int64_t count;
+    char *doc = snapshot_json("victim", "reader", 1, &count);
+    cr_assert_eq(count, 2, "the flush is reflected: %s", doc);
+    free(doc);
+    await_record("flushout.replies", "c", 2);
+    pump(500);
+    cr_assert_eq(count_records("flushout.changes", "c", 2), 1,
+                 "its change record is in the changelog, once");
+    instance_stop(&b);
+}
+
+/* --max-record-bytes and --max-document-bytes must fit the producer's
+ * message.max.bytes: the defaults do, and a processor given limits that cannot fit
+ * refuses to start instead of applying flushes whose outputs Kafka would refuse. */
+Test(kafka, size_limits_that_do_not_fit_one_kafka_record_are_refused_at_startup)
+{
+    typedef struct limit_case_s {
+        const char *argv[4];
+        int rc;
+    } limit_case_t;
+    const limit_case_t cases[] = {
+        {{NULL}, 0},
+        {{"--max-record-bytes", "1048576", NULL}, 1},
+        {{"--max-document-bytes", "67108864", NULL}, 1},
+        {{"--max-record-bytes", "1048576", "-X", "message.max.bytes=2000000"}, 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *argv[12] = {
+            "--bootstrap-servers", bootstrap, "--state-dir", dir,
+            "--threads",           "1",       "-X",          "session.timeout.ms=6000"};
+        int argc = 8;
+        for (int k = 0; k < 4 && cases[i].argv[k]; k++)
+            argv[argc++] = cases[i].argv[k];
+        processor_config_t cfg;
+        char errstr[512];
+        cr_assert_eq(processor_config_load(&cfg, PROCESSOR_CMD_RUN, "run", argc,
+                                           (char **)argv, errstr, sizeof(errstr)),
+                     0, "%s", errstr);
+        if (cases[i].rc) { /* refused before anything starts */
+            volatile sig_atomic_t stop = 1;
+            cr_assert_eq(processor_run(&cfg, bootstrap, dir, &stop), 1, "case %zu", i);
+        } else {
+            cr_assert_eq(processor_check_output_limits(&cfg, errstr, sizeof(errstr)), 0,
+                         "case %zu: %s", i, errstr);
+        }
+        processor_config_clear(&cfg);
+    }
 }
 
 Test(kafka, a_new_instance_catches_up_from_the_changes_topic)
@@ -2189,12 +2535,14 @@ Test(kafka, the_caches_stay_within_cache_mb_after_incremental_assignments)
                           "10000000",
                           "--max-record-bytes",
                           "200000",
+                          "-X", /* documents of 10 MB need records as large */
+                          "message.max.bytes=11000000",
                           "--http-port",
                           port_str,
                           NULL};
-    const char *opts_b[11];
+    const char *opts_b[13];
     memcpy(opts_b, opts, sizeof(opts_b));
-    opts_b[8] = NULL; /* the HTTP port is a's */
+    opts_b[10] = NULL; /* the HTTP port is a's */
     instance_t a, b;
     instance_start(&b, "b", opts_b);
     int seq = 0;
