@@ -29,11 +29,16 @@
 #include "log.h"
 #include "metrics.h"
 
-#define STEP_MAX_RECORDS  500        /* records applied in one step (one store write) */
-#define QUEUE_PAUSE_BYTES (16 << 20) /* stop fetching a partition beyond this backlog */
-#define COMMIT_INTERVAL_S 1          /* consumer offsets to Kafka, and outbox cleanup */
-#define FLUSH_TIMEOUT_MS  30000      /* waiting for deliveries at a revoke or exit */
-#define KAFKA_TIMEOUT_MS  10000      /* metadata, committed offsets, watermarks */
+#define STEP_MAX_RECORDS 500 /* records applied in one step (one store write) */
+/* A step also ends once its outputs pass this many bytes: they are one outbox value
+ * in RocksDB (at most 4 GiB), held in memory until delivered, and a record's outputs
+ * can be several times its size (a full sync of a large document answers a tiny
+ * flush). The step's last record adds at most 3 * message.max.bytes (1e9 at most). */
+#define STEP_MAX_OUTPUT_BYTES (64u << 20)
+#define QUEUE_PAUSE_BYTES     (16 << 20) /* stop fetching a partition beyond this backlog */
+#define COMMIT_INTERVAL_S     1     /* consumer offsets to Kafka, and outbox cleanup */
+#define FLUSH_TIMEOUT_MS      30000 /* waiting for deliveries at a revoke or exit */
+#define KAFKA_TIMEOUT_MS      10000 /* metadata, committed offsets, watermarks */
 /* A takeover that fails on a transient Kafka error is tried again after a delay that
  * doubles from the first to the last (the worker is free meanwhile); /healthz fails
  * once it has failed for --takeover-timeout-ms. */
@@ -200,24 +205,34 @@ struct runner_s {
 /* FLUSHOUT_FAILPOINT=after-commit:N or catch-up:N makes the process die as kill -9
  * would (_exit, nothing flushed) at the N-th such moment: right after a step's store
  * commit and before its records are produced, or after the N-th change record applied
- * while catching up. catch-up-slow:MS makes each change record applied take MS. The
- * crash and fault tests use them to hit those windows on purpose. */
+ * while catching up. catch-up-slow:MS makes each change record applied take MS;
+ * step-output-bytes:N lowers STEP_MAX_OUTPUT_BYTES to N (a step of one record each).
+ * The crash and fault tests use them to hit those windows on purpose. */
 typedef enum failpoint_e {
     FAILPOINT_NONE,
     FAILPOINT_AFTER_COMMIT,
     FAILPOINT_CATCH_UP,
     FAILPOINT_CATCH_UP_SLOW,
+    FAILPOINT_STEP_OUTPUT_BYTES,
 } failpoint_t;
 static failpoint_t failpoint_kind;
 static atomic_long failpoint_countdown;
+static size_t step_max_output_bytes = STEP_MAX_OUTPUT_BYTES;
 
 static void failpoint_init(void)
 {
     const char *fp = getenv("FLUSHOUT_FAILPOINT");
     long n;
     failpoint_kind = FAILPOINT_NONE;
+    step_max_output_bytes = STEP_MAX_OUTPUT_BYTES;
     if (!fp)
         return;
+    if (sscanf(fp, "step-output-bytes:%ld", &n) == 1 && n > 0) {
+        failpoint_kind = FAILPOINT_STEP_OUTPUT_BYTES;
+        step_max_output_bytes = (size_t)n;
+        LOG_WARN("failpoint %s armed: steps end after %ld bytes of outputs", fp, n);
+        return;
+    }
     if (sscanf(fp, "after-commit:%ld", &n) == 1)
         failpoint_kind = FAILPOINT_AFTER_COMMIT;
     else if (sscanf(fp, "catch-up-slow:%ld", &n) == 1)
@@ -541,6 +556,7 @@ typedef struct model_ref_s {
 typedef struct step_out_s {
     delivery_t **items;
     size_t len, cap;
+    size_t bytes;               /* of the items' keys, values and headers */
     model_ref_t *snapshots_due; /* models whose snapshot record is due, once each
                                  * (ids may hold NUL bytes: lengths, not strlen) */
     size_t due_len, due_cap;
@@ -569,6 +585,9 @@ static void step_out_add(part_t *p, step_out_t *so, const state_outbox_rec_t *re
         so->items = codec_xrealloc(so->items, so->cap * sizeof(*so->items));
     }
     so->items[so->len++] = delivery_new(p, id, rec, input_offset, change);
+    so->bytes += rec->key_len + rec->value_len;
+    for (size_t i = 0; i < rec->header_count; i++)
+        so->bytes += strlen(rec->headers[i].name) + rec->headers[i].value_len;
 }
 
 /* Errors that are the request's fault: the record is dead-lettered. The others are
@@ -1183,8 +1202,11 @@ static bool sweep_chunk(part_t *p)
     return false;
 }
 
-static void process_step(part_t *p, rd_kafka_message_t **msgs, const double *consumed_at,
-                         size_t n)
+/* Applies msgs[0..n) in one step, or the first of them whose outputs reach
+ * STEP_MAX_OUTPUT_BYTES. @returns how many were applied (the rest go back to the
+ * queue). */
+static size_t process_step(part_t *p, rd_kafka_message_t **msgs,
+                           const double *consumed_at, size_t n)
 {
     double started_at = processor_monotonic_s();
     step_out_t so = {0};
@@ -1192,11 +1214,14 @@ static void process_step(part_t *p, rd_kafka_message_t **msgs, const double *con
     processor_output_init(&out);
     int64_t next_offset = -1;
     bool ok = true;
-    for (size_t i = 0; i < n && ok; i++) {
-        ok = process_record(p, msgs[i], &out, &so);
+    size_t applied = 0;
+    while (applied < n && ok && so.bytes < step_max_output_bytes) {
+        ok = process_record(p, msgs[applied], &out, &so);
         if (ok)
-            next_offset = msgs[i]->offset + 1;
+            next_offset = msgs[applied]->offset + 1;
+        applied++;
     }
+    n = applied;
     processor_output_destroy(&out);
     take_done(p);
     char errstr[512];
@@ -1229,6 +1254,7 @@ static void process_step(part_t *p, rd_kafka_message_t **msgs, const double *con
         free(so.snapshots_due[i].ptr);
     free(so.snapshots_due);
     free(so.items);
+    return applied;
 }
 
 /* ---- taking a partition over ---- */
@@ -1807,9 +1833,23 @@ static void run_step(part_t *p)
         prepare(p);
     else {
         apply_cache_share(p);
-        process_step(p, msgs, consumed_at, n);
+        size_t applied = process_step(p, msgs, consumed_at, n);
         pthread_mutex_lock(&p->lock);
         bool serving = !p->failed && !p->abort;
+        if (serving && applied < n) { /* the rest, back to the front of the queue */
+            size_t rest = n - applied;
+            if (p->queue_len + rest > p->queue_cap) {
+                p->queue_cap = p->queue_len + rest;
+                p->queue = codec_xrealloc(p->queue, p->queue_cap * sizeof(*p->queue));
+            }
+            memmove(p->queue + rest, p->queue, p->queue_len * sizeof(*p->queue));
+            for (size_t i = 0; i < rest; i++) {
+                p->queue[i] = (queued_t){msgs[applied + i], consumed_at[applied + i]};
+                p->queue_bytes += msgs[applied + i]->len;
+            }
+            p->queue_len += rest;
+            n = applied; /* the requeued ones are the queue's now */
+        }
         pthread_mutex_unlock(&p->lock);
         sweeping = serving && sweep_chunk(p);
         refresh_stats(p, false);
