@@ -683,18 +683,29 @@ bool codec_msgpack_skip(const char *buf, size_t len, size_t *off)
     return true;
 }
 
+/* Opens the array (map: false) or map (true) at buf[*off]: sc is left after its
+ * header and *items set (a map counts keys and values). */
+static bool container_open(const char *buf, size_t len, size_t off, bool map, scan_t *sc,
+                           uint64_t *items)
+{
+    if (off >= len)
+        return false;
+    unsigned char c = (unsigned char)buf[off];
+    if (map ? !((c >= 0x80 && c <= 0x8f) || c == 0xde || c == 0xdf)
+            : !((c >= 0x90 && c <= 0x9f) || c == 0xdc || c == 0xdd))
+        return false;
+    *sc = (scan_t){(const unsigned char *)buf + off, (const unsigned char *)buf + len};
+    const unsigned char *str;
+    uint64_t str_len, uint;
+    bool has_uint;
+    return scan_header(sc, &str, &str_len, items, &has_uint, &uint);
+}
+
 bool codec_msgpack_array_open(const char *buf, size_t len, size_t *off, uint32_t *count)
 {
-    if (*off >= len)
-        return false;
-    unsigned char c = (unsigned char)buf[*off];
-    if (!((c >= 0x90 && c <= 0x9f) || c == 0xdc || c == 0xdd))
-        return false;
-    scan_t sc = {(const unsigned char *)buf + *off, (const unsigned char *)buf + len};
-    const unsigned char *str;
-    uint64_t str_len, items, uint;
-    bool has_uint;
-    if (!scan_header(&sc, &str, &str_len, &items, &has_uint, &uint))
+    scan_t sc;
+    uint64_t items;
+    if (!container_open(buf, len, *off, false, &sc, &items))
         return false;
     *count = (uint32_t)items;
     *off = (size_t)(sc.p - (const unsigned char *)buf);
@@ -704,16 +715,11 @@ bool codec_msgpack_array_open(const char *buf, size_t len, size_t *off, uint32_t
 bool codec_msgpack_map_find(const char *buf, size_t len, size_t *off, const char *key,
                             size_t key_len)
 {
-    if (*off >= len)
-        return false;
-    unsigned char c = (unsigned char)buf[*off];
-    if (!((c >= 0x80 && c <= 0x8f) || c == 0xde || c == 0xdf))
-        return false;
-    scan_t sc = {(const unsigned char *)buf + *off, (const unsigned char *)buf + len};
+    scan_t sc;
     const unsigned char *str;
     uint64_t str_len, items, uint;
     bool has_uint;
-    if (!scan_header(&sc, &str, &str_len, &items, &has_uint, &uint))
+    if (!container_open(buf, len, *off, true, &sc, &items))
         return false;
     for (uint64_t entries = items / 2; entries > 0; entries--) {
         if (!scan_header(&sc, &str, &str_len, &items, &has_uint, &uint) || !str)

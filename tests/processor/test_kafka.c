@@ -2114,6 +2114,20 @@ static void send_deep(const char *model, int seq, int from, const char *action,
     send_json(model, json, NULL);
 }
 
+/* A new instance `name` (options opts) serves model "deep" at count 4 as before. */
+static void expect_deep_model(const char *name, const char *const *opts, int seq,
+                              const char *before, const char *how)
+{
+    instance_t in;
+    int64_t count;
+    instance_start(&in, name, opts);
+    char *after = snapshot_json("deep", "reader", seq, &count);
+    cr_assert_eq(count, 4, "%s", how);
+    cr_assert_str_eq(after, before, "%s", how);
+    free(after);
+    instance_stop(&in);
+}
+
 Test(kafka, a_document_as_deep_as_the_default_limits_allow_reads_back_everywhere)
 {
     /* The default --max-depth and --max-path-length (the other tests lower them). */
@@ -2160,13 +2174,7 @@ Test(kafka, a_document_as_deep_as_the_default_limits_allow_reads_back_everywhere
                                   "--snapshots-topic",
                                   "snapshots.none",
                                   NULL};
-    instance_t b;
-    instance_start(&b, "b", from_changes);
-    after = snapshot_json("deep", "reader", 3, &count);
-    cr_assert_eq(count, 4, "from the changes topic");
-    cr_assert_str_eq(after, before, "from the changes topic");
-    free(after);
-    instance_stop(&b);
+    expect_deep_model("b", from_changes, 3, before, "from the changes topic");
 
     /* A new owner restoring from the snapshot records alone. */
     create_topic("changes.none", PARTITIONS);
@@ -2177,13 +2185,7 @@ Test(kafka, a_document_as_deep_as_the_default_limits_allow_reads_back_everywhere
                                     "--changes-topic",
                                     "changes.none",
                                     NULL};
-    instance_t c;
-    instance_start(&c, "c", from_snapshots);
-    after = snapshot_json("deep", "reader", 4, &count);
-    cr_assert_eq(count, 4, "from the snapshots topic");
-    cr_assert_str_eq(after, before, "from the snapshots topic");
-    free(after);
-    instance_stop(&c);
+    expect_deep_model("c", from_snapshots, 4, before, "from the snapshots topic");
     free(before);
 }
 
