@@ -536,6 +536,17 @@ Test(state_store, reports_a_corrupt_store)
               "%s", errstr);
 }
 
+/* Model "m"'s snapshot record, as committed, into sb (caller destroys it). */
+static void pack_snapshot_record(msgpack_sbuffer *sb)
+{
+    msgpack_sbuffer_init(sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    cr_assert_eq(
+        state_store_pack_snapshot_record(store, 0, "m", 1, &pk, errstr, sizeof(errstr)),
+        0, "%s", errstr);
+}
+
 /* Closes the store and deletes everything it held: the next open_store() is empty. */
 static void start_over(void)
 {
@@ -907,12 +918,7 @@ static void deepest_document_reads_back(const codec_limits_t *limits)
     packed_model_t want;
     packed_model_take(&want, "m", true);
     msgpack_sbuffer snap;
-    msgpack_sbuffer_init(&snap);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &snap, msgpack_sbuffer_write);
-    cr_assert_eq(
-        state_store_pack_snapshot_record(store, 0, "m", 1, &pk, errstr, sizeof(errstr)),
-        0, "%s", errstr);
+    pack_snapshot_record(&snap);
 
     /* Reloaded from the store alone. */
     open_store();
@@ -942,11 +948,7 @@ static void deepest_document_reads_back(const codec_limits_t *limits)
     open_store();
     expect_model("m", &want, false, "from the snapshot record");
     msgpack_sbuffer again;
-    msgpack_sbuffer_init(&again);
-    msgpack_packer_init(&pk, &again, msgpack_sbuffer_write);
-    cr_assert_eq(
-        state_store_pack_snapshot_record(store, 0, "m", 1, &pk, errstr, sizeof(errstr)),
-        0, "%s", errstr);
+    pack_snapshot_record(&again);
     cr_assert(again.size == snap.size && !memcmp(again.data, snap.data, snap.size),
               "the restored model publishes the same snapshot record");
 
@@ -985,12 +987,7 @@ Test(state_store, a_snapshot_record_at_count_0_restores_its_client_records)
     commit(1);
     cr_assert_eq(state_master_command_count(state_model_master(model("m"))), 0);
     msgpack_sbuffer snap;
-    msgpack_sbuffer_init(&snap);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &snap, msgpack_sbuffer_write);
-    cr_assert_eq(
-        state_store_pack_snapshot_record(store, 0, "m", 1, &pk, errstr, sizeof(errstr)),
-        0, "%s", errstr);
+    pack_snapshot_record(&snap);
 
     start_over();
     open_store();
@@ -1004,11 +1001,7 @@ Test(state_store, a_snapshot_record_at_count_0_restores_its_client_records)
     cr_assert_eq(state_model_check_seq(store, model("m"), "alice", 5, 4, NULL),
                  STATE_SEQ_STALE, "an older flush is refused");
     msgpack_sbuffer again;
-    msgpack_sbuffer_init(&again);
-    msgpack_packer_init(&pk, &again, msgpack_sbuffer_write);
-    cr_assert_eq(
-        state_store_pack_snapshot_record(store, 0, "m", 1, &pk, errstr, sizeof(errstr)),
-        0, "%s", errstr);
+    pack_snapshot_record(&again);
     cr_assert(again.size == snap.size && !memcmp(again.data, snap.data, snap.size),
               "the restored model publishes the same snapshot record");
     /* Installing it again changes nothing: the model now has client records. */
