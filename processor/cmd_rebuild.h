@@ -10,10 +10,13 @@
  *  @returns the process exit code. */
 int processor_cmd_rebuild(const processor_config_t *cfg);
 
-/** Rebuilds every partition of cfg->flushes_topic into cfg->state_dir from the
- *  snapshots topic (each model's latest snapshot record installed) and then the changes
- *  topic (the records after each snapshot applied): what `repartition` starts from, and
- *  what survives the changes topic's retention. @returns 0, or 1 (logged). */
+/** Rebuilds every partition of cfg->flushes_topic into cfg->state_dir as `rebuild
+ *  --from changes` does: each partition caught up as a new owner catches up
+ *  (catch_up.h): the change records from the start of the changes topic; where they
+ *  do not reach back (retention, a gap), the snapshots ahead installed from the
+ *  snapshots topic and the changes read again; then the snapshots ahead of what the
+ *  changes gave (models in the snapshots topic alone). What `repartition` starts from,
+ *  and what survives the changes topic's retention. @returns 0, or 1 (logged). */
 int processor_rebuild_with_snapshots(const processor_config_t *cfg);
 
 #endif

@@ -3,12 +3,13 @@
  *
  * A model's partition is its key's hash modulo the partition count, so a new count
  * puts most models in another partition, where neither their change records nor their
- * snapshots are. The tool rebuilds the old layout's models offline (snapshots topic,
- * then changes topic: processor_rebuild_with_snapshots()), writes each model's
- * snapshot record to the new snapshots topic in the partition its key maps to there,
- * and forwards the flushes the old consumer group left unprocessed to the new flushes
+ * snapshots are. The tool rebuilds the old layout's models offline, as a new owner
+ * catches up (processor_rebuild_with_snapshots(): the changes topic, restoring from
+ * the snapshots topic where it does not reach back), writes each model's snapshot
+ * record to the new snapshots topic in the partition its key maps to there, and
+ * forwards the flushes the old consumer group left unprocessed to the new flushes
  * topic. Processors started on the new topics with empty state restore the models
- * from that snapshots topic before they process anything (run.c, catch_up()).
+ * from that snapshots topic before they process anything (catch_up.h, rule 3).
  *
  * What is not carried over: command history (a client whose "from" predates the move
  * gets a full snapshot once) and the old topics themselves (left as they were). */

@@ -1273,70 +1273,27 @@ static int produce_leftover(void *opaque, uint64_t id, const state_outbox_rec_t 
     return 0;
 }
 
-/* Reads topic's partition p->id from offset from to hi (processor_read_partition()),
- * handing each record to visit (0, or non-zero to stop with that code).
- * @returns 0 at the end, visit's code, or -1 (aborted or no consumer). */
-typedef struct part_read_s {
-    part_t *p;
-    int64_t hi;
-    int (*visit)(part_t *p, const rd_kafka_message_t *m, void *ctx);
-    void *ctx;
-} part_read_t;
+/* Catching up (catch_up.h): the partition's stop check and failpoint. */
+#include "catch_up.h" /* for the lead: with the includes at the top */
 
-#define READ_FAILED 5 /* part_read_visit(): the visit failed for good (-1) */
-
-static int part_read_visit(const rd_kafka_message_t *m, void *ctx)
+static bool part_stopped(void *ctx)
 {
-    part_read_t *pr = ctx;
-    atomic_store(&pr->p->catch_up_remaining, pr->hi - m->offset - 1);
-    int rc = pr->visit(pr->p, m, pr->ctx);
-    return rc < 0 ? READ_FAILED : rc; /* not the reader's own -1 */
-}
-
-static bool part_read_stopped(void *ctx)
-{
-    part_t *p = ((part_read_t *)ctx)->p;
+    part_t *p = ctx;
     pthread_mutex_lock(&p->lock);
     bool abort = p->abort;
     pthread_mutex_unlock(&p->lock);
     return abort || *p->r->stop;
 }
 
-#define TAKEOVER_AGAIN 3 /* prepare() and its helpers: a transient error, try again */
-
-/* @returns 0, visit's code (> 0), -1 (a visit failed for good), or TAKEOVER_AGAIN (the
- * reader failed, or retention overtook it: the next attempt starts from the
- * watermarks again). */
-static int read_partition(part_t *p, const char *topic, int64_t from, int64_t hi,
-                          int (*visit)(part_t *p, const rd_kafka_message_t *m, void *ctx),
-                          void *ctx)
+static void part_applied(void *ctx)
 {
-    part_read_t pr = {p, hi, visit, ctx};
-    processor_partition_read_t rd = {
-        topic, p->id, from, hi, part_read_visit, part_read_stopped, &pr};
-    rd.contiguous = !strcmp(topic, p->r->cfg->changes_topic);
-    rd.settings = p->r->settings;
-    atomic_store(&p->catch_up_remaining, hi - from);
-    int rc = processor_read_partition(p->r->cfg, p->r->bootstrap, &rd);
-    atomic_store(&p->catch_up_remaining, 0);
-    /* Written under other settings: every partition would diverge the same way. */
-    if (rc == PROCESSOR_READ_SETTINGS) {
-        atomic_store(&p->r->fatal, true);
-        return -1;
-    }
-    if (rc == READ_FAILED || (rc == -1 && part_read_stopped(&pr)))
-        return -1; /* being revoked, or stopping: no takeover to try again */
-    if (rc == -1 || rc == PROCESSOR_READ_GAP) {
-        snprintf(p->attempt_why, sizeof(p->attempt_why), "reading %s failed", topic);
-        return TAKEOVER_AGAIN;
-    }
-    return rc;
+    (void)ctx;
+    failpoint(FAILPOINT_CATCH_UP);
 }
 
-#define REPARTITION_HINT                                                                \
-    "keys map to partitions by the partition count, so this state belongs to another "  \
-    "layout; move the models with `flushout-processor repartition` (deploy/README.md, " \
-    "\"Repartitioning\") and start on empty state directories"
+#define TAKEOVER_AGAIN 3 /* prepare() and its helpers: a transient error, try again */
+
+#define REPARTITION_HINT PROCESSOR_REPARTITION_HINT
 
 #define SETTINGS_HINT                                                                  \
     "instances that process the same partitions must have the same settings, or they " \
@@ -1344,203 +1301,36 @@ static int read_partition(part_t *p, const char *topic, int64_t from, int64_t hi
     "built with, or remove the partition directories to rebuild them from the topics " \
     "under the new settings (every instance of the group must then use them)"
 
-/* Checks that a record of the changes or snapshots topic belongs to the partition it
- * is in: one that does not was written under another partition count. Fatal.
- * @returns 0, or -1 (logged). */
-static int check_record_layout(part_t *p, const char *topic, const rd_kafka_message_t *m)
-{
-    runner_t *r = p->r;
-    int32_t owner = m->key ? processor_key_partition(r->cfg->partitioner, m->key,
-                                                     m->key_len, r->partition_count)
-                           : -1;
-    if (owner < 0 || owner == p->id)
-        return 0;
-    LOG_ERROR("partition %d: the record at %s offset %lld is model \"%.*s\", which "
-              "belongs to partition %d of %d: the topic was written under another "
-              "partition count (or --partitioner); " REPARTITION_HINT,
-              p->id, topic, (long long)m->offset,
-              (int)(m->key_len > 60 ? 60 : m->key_len), (const char *)m->key, owner,
-              r->partition_count);
-    atomic_store(&r->fatal, true);
-    return -1;
-}
-
-/* Catching up: counts, and the changes position to store. */
-typedef struct catch_up_s {
-    uint64_t applied, skipped, uncommitted, installed;
-    int64_t position;
-    /* A new store keeps no changes position until its catch-up is complete (snapshots
-     * ahead installed too): interrupted, it starts again as new. */
-    bool hold_position;
-} catch_up_t;
-
-#define CATCH_UP_GAP 2 /* read_partition() code: change records are missing */
-
-static int commit_catch_up(part_t *p, catch_up_t *cu)
-{
-    char errstr[512];
-    if (cu->position >= 0 && !cu->hold_position)
-        state_store_set_changes_offset(p->store, p->id, cu->position);
-    if (state_store_commit(p->store, p->id, -1, errstr, sizeof(errstr))) {
-        LOG_ERROR("partition %d: the state store failed: %s", p->id, errstr);
-        return -1;
-    }
-    cu->uncommitted = 0;
-    return 0;
-}
-
-static int apply_change(part_t *p, const rd_kafka_message_t *m, void *ctx)
-{
-    catch_up_t *cu = ctx;
-    char errstr[512];
-    int64_t input_offset;
-    if (check_record_layout(p, p->r->cfg->changes_topic, m))
-        return -1;
-    switch (state_store_apply_change(p->store, p->id, m->key, m->key_len,
-                                     m->payload ? m->payload : "", m->len, &input_offset,
-                                     errstr, sizeof(errstr))) {
-    case STATE_CHANGE_APPLIED:
-        cu->applied++;
-        failpoint(FAILPOINT_CATCH_UP);
-        break;
-    case STATE_CHANGE_SKIPPED:
-        cu->skipped++;
-        break;
-    case STATE_CHANGE_GAP:
-        LOG_WARN("partition %d: change record at %s offset %lld: %s", p->id,
-                 p->r->cfg->changes_topic, (long long)m->offset, errstr);
-        return commit_catch_up(p, cu) ? -1 : CATCH_UP_GAP;
-    case STATE_CHANGE_FAILED:
-        LOG_ERROR(
-            "partition %d: change record at %s offset %lld: %s; the partition is not "
-            "served (its state would be wrong)",
-            p->id, p->r->cfg->changes_topic, (long long)m->offset, errstr);
-        return -1;
-    }
-    cu->position = m->offset + 1;
-    return ++cu->uncommitted >= 1000 ? commit_catch_up(p, cu) : 0;
-}
-
-static int install_snapshot(part_t *p, const rd_kafka_message_t *m, void *ctx)
-{
-    catch_up_t *cu = ctx;
-    char errstr[512];
-    if (check_record_layout(p, p->r->cfg->snapshots_topic, m))
-        return -1;
-    int rc = state_store_install_snapshot(p->store, p->id, m->key, m->key_len,
-                                          m->payload ? m->payload : "", m->len, errstr,
-                                          sizeof(errstr));
-    if (rc < 0) { /* skipping it would serve the model rolled back */
-        LOG_ERROR("partition %d: snapshot record at %s offset %lld: %s; the partition is "
-                  "not served (its state would be wrong)",
-                  p->id, p->r->cfg->snapshots_topic, (long long)m->offset, errstr);
-        return -1;
-    }
-    cu->installed += (uint64_t)rc;
-    /* Each install is committed: a later record of the same model reads it back. */
-    return rc ? commit_catch_up(p, cu) : 0;
-}
-
-/* The first and next offsets of topic's partition p->id. @returns 0, or
- * TAKEOVER_AGAIN (a timeout, no leader, ...: p->attempt_why says which). */
-static int partition_ends(part_t *p, const char *topic, int64_t *lo, int64_t *hi)
-{
-    rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
-        p->r->producer, topic, p->id, lo, hi, KAFKA_TIMEOUT_MS);
-    if (err)
-        snprintf(p->attempt_why, sizeof(p->attempt_why),
-                 "cannot read the offsets of %s: %s", topic, rd_kafka_err2str(err));
-    return err ? TAKEOVER_AGAIN : 0;
-}
-
-/* Installs the latest snapshot of every model of the partition that is ahead of the
- * store. @returns 0, -1 (logged), or TAKEOVER_AGAIN. */
-static int restore_snapshots(part_t *p, catch_up_t *cu)
-{
-    runner_t *r = p->r;
-    const char *topic = r->cfg->snapshots_topic;
-    int64_t lo, hi;
-    int rc = partition_ends(p, topic, &lo, &hi);
-    if (rc)
-        return rc;
-    LOG_INFO("partition %d: restoring from %s offsets %lld..%lld", p->id, topic,
-             (long long)lo, (long long)hi);
-    int64_t position = cu->position;
-    cu->position = -1; /* installing says nothing about the changes position */
-    rc = lo < hi ? read_partition(p, topic, lo, hi, install_snapshot, cu) : 0;
-    cu->position = position;
-    if (!rc)
-        LOG_INFO("partition %d: %llu snapshot records installed (models restored)", p->id,
-                 (unsigned long long)cu->installed);
-    return rc == TAKEOVER_AGAIN ? rc : rc ? -1 : 0;
-}
-
-/* Applies the partition's change records from the store's changes position to the end
- * of the changes partition. When they do not reach back far enough (deleted by
- * retention, or a gap), the models are first restored from the snapshots topic; when
- * that does not reach far enough either, the partition is refused. @returns 0, -1
- * (logged), or TAKEOVER_AGAIN (a transient error: p->attempt_why). */
+/* Catches the partition's store up from the changes and snapshots topics (the rules
+ * are in catch_up.h). @returns 0, -1 (logged; r->fatal set when every partition would
+ * fail the same way), or TAKEOVER_AGAIN (a transient error: p->attempt_why). */
 static int catch_up(part_t *p)
 {
     runner_t *r = p->r;
-    const char *topic = r->cfg->changes_topic;
-    int64_t from = state_store_changes_offset(p->store, p->id);
-    int64_t lo, hi;
-    int rc = partition_ends(p, topic, &lo, &hi);
+    processor_catch_up_conf_t conf = {
+        .cfg = r->cfg,
+        .bootstrap = r->bootstrap,
+        .rk = r->producer,
+        .store = p->store,
+        .partition = p->id,
+        .snapshots_topic = r->cfg->snapshot_topic_every ? r->cfg->snapshots_topic : NULL,
+        .settings = r->settings,
+        .partition_count = r->partition_count,
+        .stopped = part_stopped,
+        .applied = part_applied,
+        .ctx = p,
+        .remaining = &p->catch_up_remaining,
+    };
+    processor_catch_up_stats_t st;
+    int rc = processor_catch_up(&conf, &st, p->attempt_why, sizeof(p->attempt_why));
+    if (rc == PROCESSOR_CATCH_UP_AGAIN)
+        return TAKEOVER_AGAIN;
+    if (rc == PROCESSOR_CATCH_UP_FATAL)
+        atomic_store(&r->fatal, true);
     if (rc)
-        return rc;
-    bool restored = false, fresh = from < 0;
-    catch_up_t cu = {.position = -1,
-                     .hold_position = fresh && r->cfg->snapshot_topic_every};
-    if (from < lo && lo > 0) {
-        LOG_WARN(
-            "partition %d: %s starts at %lld (retention), after this store's position "
-            "%lld",
-            p->id, topic, (long long)lo, (long long)from);
-        if (!r->cfg->snapshot_topic_every)
-            return -1;
-        if ((rc = restore_snapshots(p, &cu)))
-            return rc;
-        restored = true;
-    }
-    if (from < lo)
-        from = lo;
-    double start = processor_monotonic_s();
-    if (from < hi) {
-        LOG_INFO("partition %d: catching up from %s offsets %lld..%lld", p->id, topic,
-                 (long long)from, (long long)hi);
-        rc = read_partition(p, topic, from, hi, apply_change, &cu);
-        if (rc == CATCH_UP_GAP && !restored && r->cfg->snapshot_topic_every) {
-            restored = true;
-            rc = restore_snapshots(p, &cu);
-            if (!rc)
-                rc = read_partition(p, topic, from, hi, apply_change, &cu);
-        }
-        if (rc == CATCH_UP_GAP)
-            LOG_ERROR(
-                "partition %d: neither %s nor %s reaches back far enough to rebuild its "
-                "models; the partition is not served rather than served wrong (rebuild "
-                "it, or restore the topics)",
-                p->id, topic, r->cfg->snapshots_topic);
-    }
-    /* A new store also installs every snapshot record ahead of what the change records
-     * gave it: a model moved by `repartition` and not changed since is in the
-     * snapshots topic alone. Installing only what is ahead keeps the history the
-     * change records gave the others. */
-    if (!rc && fresh && !restored && r->cfg->snapshot_topic_every)
-        rc = restore_snapshots(p, &cu);
-    /* Tried again later: what was applied is kept, the rest comes next time. */
-    if (rc == TAKEOVER_AGAIN)
-        return commit_catch_up(p, &cu) ? -1 : rc;
-    cu.hold_position = false;
-    if (rc || commit_catch_up(p, &cu))
         return -1;
-    if (cu.position > p->changes_stored)
-        p->changes_stored = cu.position;
-    LOG_INFO("partition %d: caught up: %llu change records applied, %llu already "
-             "reflected, in %.1f s",
-             p->id, (unsigned long long)cu.applied, (unsigned long long)cu.skipped,
-             processor_monotonic_s() - start);
+    if (st.position > p->changes_stored)
+        p->changes_stored = st.position;
     return 0;
 }
 
