@@ -2836,3 +2836,90 @@ Test(kafka, steps_cut_short_by_their_output_bytes_lose_and_reorder_nothing)
     unsetenv("FLUSHOUT_FAILPOINT");
     instance_stop(&a);
 }
+
+/* rebuild --from changes catches up as a new owner does (processor/catch_up.h): where
+ * the change records start after a gap, it installs the snapshots ahead and reads the
+ * changes again, giving the live models (client records included); it records the
+ * input offset the change records reached; with no snapshots either it refuses. */
+Test(kafka, rebuild_restores_from_snapshots_where_the_changes_do_not_reach_back)
+{
+    instance_t a;
+    const char *opts_a[] = {"--snapshot-topic-every", "5", NULL};
+    instance_start(&a, "a", opts_a);
+    const char *models[] = {"rs-0", "rs-1", "rs-2"};
+    for (int seq = 1; seq <= 12; seq++) {
+        for (int m = 0; m < 3; m++) {
+            char id[16];
+            snprintf(id, sizeof(id), "i%d", seq);
+            send_create(models[m], "c", seq, seq - 1, id);
+        }
+        await_record("flushout.replies", "c", seq);
+    }
+    char *before[3];
+    for (int m = 0; m < 3; m++)
+        before[m] = snapshot_json(models[m], "reader", 100 + m, NULL);
+    instance_stop(&a);
+
+    /* The change records from command 8 on (snapshots were taken at 5 and 10), in the
+     * same partitions of changes.tail; the input offset each partition's reach. */
+    pump(500);
+    int64_t next_input[PARTITIONS];
+    for (int p = 0; p < PARTITIONS; p++)
+        next_input[p] = -1;
+    for (size_t j = 0; j < got_len; j++) {
+        if (strcmp(got[j].topic, "flushout.changes"))
+            continue;
+        codec_value_t *v = decode(&got[j]);
+        int64_t from = int_field(codec_map_get(v, "applied", 7), "from");
+        int64_t offset = int_field(v, "offset");
+        codec_value_destroy(v);
+        if (from < 8)
+            continue;
+        if (offset + 1 > next_input[got[j].partition])
+            next_input[got[j].partition] = offset + 1;
+        processor_record_t rec = {
+            "changes.tail", got[j].partition, got[j].key, got[j].key_len,
+            got[j].value,   got[j].len,       NULL,       NULL};
+        cr_assert_eq(processor_produce(producer, &rec, true), 0);
+    }
+    cr_assert_eq(rd_kafka_flush(producer, WAIT_MS), 0);
+
+    const char *tail[] = {"--changes-topic", "changes.tail", NULL};
+    cr_assert_eq(rebuild_with("rebuilt", "changes", tail), 0, "rebuilt");
+    for (int m = 0; m < 3; m++) {
+        int32_t p = partition_of(models[m]);
+        char path[PATH_MAX], errstr[256];
+        snprintf(path, sizeof(path), "%s/rebuilt/partition-%d", dir, p);
+        state_store_conf_t conf = {.dir = path, .history = 1000, .cache_bytes = 1 << 20};
+        state_store_t *s = state_store_open(&conf, errstr, sizeof(errstr));
+        cr_assert_not_null(s, "%s", errstr);
+        cr_assert_eq(state_store_next_offset(s, p), next_input[p],
+                     "%s: the input offset the change records reached", models[m]);
+        state_store_close(s);
+    }
+    instance_t b;
+    instance_start(&b, "rebuilt", tail);
+    for (int m = 0; m < 3; m++) {
+        int64_t count;
+        char *after = snapshot_json(models[m], "reader", 200 + m, &count);
+        cr_assert_eq(count, 12, "%s", models[m]);
+        cr_assert_str_eq(after, before[m], "%s", models[m]);
+        free(after);
+        free(before[m]);
+    }
+    size_t mark = got_len;
+    send_create("rs-0", "c", 12, 11, "i12"); /* a retry of the last flush */
+    const got_t *retry = find_reply("c", 12, &mark, WAIT_MS);
+    cr_assert_not_null(retry, "the retry is answered");
+    codec_value_t *r = decode(retry);
+    const codec_value_t *d = codec_map_get(r, "duplicate", 9);
+    cr_assert(d && d->type == CODEC_VALUE_BOOL && d->u.b,
+              "client records come with the snapshots: the retry is recognised");
+    codec_value_destroy(r);
+    instance_stop(&b);
+
+    const char *no_snapshots[] = {"--changes-topic", "changes.tail", "--snapshots-topic",
+                                  "snapshots.none", NULL};
+    cr_assert_neq(rebuild_with("refused", "changes", no_snapshots), 0,
+                  "neither topic reaches back: refused");
+}
