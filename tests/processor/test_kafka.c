@@ -1829,15 +1829,14 @@ Test(kafka_faults, a_failing_store_stops_its_partition_and_nothing_else)
     unsetenv("FLUSHOUT_FAILPOINT");
 }
 
-/* Retention took the beginning of the changes topic: a new instance restores each
- * model from its latest snapshot record and applies the change records after it; with
- * no snapshots either, it refuses the partition instead of serving a wrong state. */
-Test(kafka, a_partition_restores_from_snapshots_when_changes_are_gone)
+/* Three models given 12 flushes each (client "c", seq 1..12) by an instance that
+ * publishes a snapshot record every 5 commands; their documents in before (the caller
+ * frees them). */
+static void three_models_with_snapshots(const char *const models[3], char *before[3])
 {
     instance_t a;
     const char *opts_a[] = {"--snapshot-topic-every", "5", NULL};
     instance_start(&a, "a", opts_a);
-    const char *models[] = {"sn-0", "sn-1", "sn-2"};
     for (int seq = 1; seq <= 12; seq++) {
         for (int m = 0; m < 3; m++) {
             char id[16];
@@ -1846,24 +1845,31 @@ Test(kafka, a_partition_restores_from_snapshots_when_changes_are_gone)
         }
         await_record("flushout.replies", "c", seq);
     }
-    char *before[3];
     for (int m = 0; m < 3; m++)
         before[m] = snapshot_json(models[m], "reader", 100 + m, NULL);
     instance_stop(&a);
+}
 
-    /* The retained tail of the changes: from command 8 on (snapshots were taken at 5
-     * and 10), copied to the same partitions of changes.tail. */
+/* Copies the change records from command from_min on to the same partitions of
+ * changes.tail; next_input (NULL, or one per partition) gets the input offset each
+ * partition's copies reach. @returns how many were copied. */
+static size_t copy_changes_tail(int64_t from_min, int64_t *next_input)
+{
     pump(500);
-    size_t copied = 0, snapshots = 0;
+    size_t copied = 0;
+    for (int p = 0; next_input && p < PARTITIONS; p++)
+        next_input[p] = -1;
     for (size_t j = 0; j < got_len; j++) {
-        snapshots += !strcmp(got[j].topic, "flushout.snapshots");
         if (strcmp(got[j].topic, "flushout.changes"))
             continue;
         codec_value_t *v = decode(&got[j]);
         int64_t from = int_field(codec_map_get(v, "applied", 7), "from");
+        int64_t offset = int_field(v, "offset");
         codec_value_destroy(v);
-        if (from < 8)
+        if (from < from_min)
             continue;
+        if (next_input && offset + 1 > next_input[got[j].partition])
+            next_input[got[j].partition] = offset + 1;
         rd_kafka_resp_err_t err =
             rd_kafka_producev(producer, RD_KAFKA_V_TOPIC("changes.tail"),
                               RD_KAFKA_V_PARTITION(got[j].partition),
@@ -1874,11 +1880,12 @@ Test(kafka, a_partition_restores_from_snapshots_when_changes_are_gone)
         copied++;
     }
     cr_assert_eq(rd_kafka_flush(producer, WAIT_MS), 0);
-    cr_assert_eq(copied, 3 * 4, "commands 8..11 of three models");
+    return copied;
+}
 
-    instance_t b;
-    const char *opts_b[] = {"--changes-topic", "changes.tail", NULL};
-    instance_start(&b, "b", opts_b);
+/* The three models are served as they were (three_models_with_snapshots()). */
+static void expect_three_models(const char *const models[3], char *const before[3])
+{
     for (int m = 0; m < 3; m++) {
         int64_t count;
         char *after = snapshot_json(models[m], "reader", 200 + m, &count);
@@ -1886,6 +1893,26 @@ Test(kafka, a_partition_restores_from_snapshots_when_changes_are_gone)
         cr_assert_str_eq(after, before[m], "%s", models[m]);
         free(after);
     }
+}
+
+/* Retention took the beginning of the changes topic: a new instance restores each
+ * model from its latest snapshot record and applies the change records after it; with
+ * no snapshots either, it refuses the partition instead of serving a wrong state. */
+Test(kafka, a_partition_restores_from_snapshots_when_changes_are_gone)
+{
+    const char *models[] = {"sn-0", "sn-1", "sn-2"};
+    char *before[3];
+    three_models_with_snapshots(models, before);
+
+    /* The retained tail of the changes: from command 8 on (snapshots were taken at 5
+     * and 10), copied to the same partitions of changes.tail. */
+    size_t copied = copy_changes_tail(8, NULL);
+    cr_assert_eq(copied, 3 * 4, "commands 8..11 of three models");
+
+    instance_t b;
+    const char *opts_b[] = {"--changes-topic", "changes.tail", NULL};
+    instance_start(&b, "b", opts_b);
+    expect_three_models(models, before);
     send_create("sn-0", "c", 12, 11, "i12"); /* a retry of the last flush: recognised */
     bool duplicate = false;
     for (double deadline = now_ms() + WAIT_MS; !duplicate && now_ms() < deadline;) {
@@ -1920,7 +1947,6 @@ Test(kafka, a_partition_restores_from_snapshots_when_changes_are_gone)
     instance_stop(&c);
     for (int m = 0; m < 3; m++)
         free(before[m]);
-    (void)snapshots;
 }
 
 /* Partitions move while they are being restored (each change record applied slowly,
@@ -2843,46 +2869,12 @@ Test(kafka, steps_cut_short_by_their_output_bytes_lose_and_reorder_nothing)
  * input offset the change records reached; with no snapshots either it refuses. */
 Test(kafka, rebuild_restores_from_snapshots_where_the_changes_do_not_reach_back)
 {
-    instance_t a;
-    const char *opts_a[] = {"--snapshot-topic-every", "5", NULL};
-    instance_start(&a, "a", opts_a);
     const char *models[] = {"rs-0", "rs-1", "rs-2"};
-    for (int seq = 1; seq <= 12; seq++) {
-        for (int m = 0; m < 3; m++) {
-            char id[16];
-            snprintf(id, sizeof(id), "i%d", seq);
-            send_create(models[m], "c", seq, seq - 1, id);
-        }
-        await_record("flushout.replies", "c", seq);
-    }
     char *before[3];
-    for (int m = 0; m < 3; m++)
-        before[m] = snapshot_json(models[m], "reader", 100 + m, NULL);
-    instance_stop(&a);
-
-    /* The change records from command 8 on (snapshots were taken at 5 and 10), in the
-     * same partitions of changes.tail; the input offset each partition's reach. */
-    pump(500);
+    three_models_with_snapshots(models, before);
+    /* The change records from command 8 on (snapshots were taken at 5 and 10). */
     int64_t next_input[PARTITIONS];
-    for (int p = 0; p < PARTITIONS; p++)
-        next_input[p] = -1;
-    for (size_t j = 0; j < got_len; j++) {
-        if (strcmp(got[j].topic, "flushout.changes"))
-            continue;
-        codec_value_t *v = decode(&got[j]);
-        int64_t from = int_field(codec_map_get(v, "applied", 7), "from");
-        int64_t offset = int_field(v, "offset");
-        codec_value_destroy(v);
-        if (from < 8)
-            continue;
-        if (offset + 1 > next_input[got[j].partition])
-            next_input[got[j].partition] = offset + 1;
-        processor_record_t rec = {
-            "changes.tail", got[j].partition, got[j].key, got[j].key_len,
-            got[j].value,   got[j].len,       NULL,       NULL};
-        cr_assert_eq(processor_produce(producer, &rec, true), 0);
-    }
-    cr_assert_eq(rd_kafka_flush(producer, WAIT_MS), 0);
+    copy_changes_tail(8, next_input);
 
     const char *tail[] = {"--changes-topic", "changes.tail", NULL};
     cr_assert_eq(rebuild_with("rebuilt", "changes", tail), 0, "rebuilt");
@@ -2899,14 +2891,9 @@ Test(kafka, rebuild_restores_from_snapshots_where_the_changes_do_not_reach_back)
     }
     instance_t b;
     instance_start(&b, "rebuilt", tail);
-    for (int m = 0; m < 3; m++) {
-        int64_t count;
-        char *after = snapshot_json(models[m], "reader", 200 + m, &count);
-        cr_assert_eq(count, 12, "%s", models[m]);
-        cr_assert_str_eq(after, before[m], "%s", models[m]);
-        free(after);
+    expect_three_models(models, before);
+    for (int m = 0; m < 3; m++)
         free(before[m]);
-    }
     size_t mark = got_len;
     send_create("rs-0", "c", 12, 11, "i12"); /* a retry of the last flush */
     const got_t *retry = find_reply("c", 12, &mark, WAIT_MS);
