@@ -2910,3 +2910,31 @@ Test(kafka, rebuild_restores_from_snapshots_where_the_changes_do_not_reach_back)
     cr_assert_neq(rebuild_with("refused", "changes", no_snapshots), 0,
                   "neither topic reaches back: refused");
 }
+
+/* rebuild tries a catch-up that fails on a transient Kafka error again (the watermark
+ * queries refused here), as a takeover is, instead of failing the partition. */
+Test(kafka, rebuild_tries_a_transient_kafka_error_again)
+{
+    instance_t a;
+    instance_start(&a, "live", NULL);
+    for (int seq = 1; seq <= 3; seq++) {
+        send_create("again", "c", seq, seq - 1, "i");
+        await_record("flushout.replies", "c", seq);
+    }
+    instance_stop(&a);
+    pump(1000); /* the test's reader has its start offsets: the errors are rebuild's */
+    rd_kafka_mock_push_request_errors(mock, 2 /* ListOffsets */, 4,
+                                      RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+                                      RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+                                      RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+                                      RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+    rebuild("rebuilt", "changes");
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/live", dir);
+    char *live = dump_state(path);
+    snprintf(path, sizeof(path), "%s/rebuilt", dir);
+    char *rebuilt = dump_state(path);
+    cr_assert_str_eq(rebuilt, live, "rebuilt once Kafka answered");
+    free(live);
+    free(rebuilt);
+}
