@@ -36,8 +36,7 @@
 #define FLUSH_TIMEOUT_MS 30000 /* waiting for deliveries at a revoke or exit */
 #define KAFKA_TIMEOUT_MS 10000 /* metadata, committed offsets, watermarks */
 
-#define TAKEOVER_AGAIN 3 /* run_prepare() and its helpers: a transient error, try again \
-                          */
+#define TAKEOVER_AGAIN 3 /* run_prepare() and its helpers: a transient error, retry */
 
 #define REPARTITION_HINT                                                                \
     "keys map to partitions by the partition count, so this state belongs to another "  \
@@ -54,7 +53,7 @@ typedef struct part_s part_t;
 typedef struct runner_s runner_t;
 
 /* A processing step whose records are produced: the input offset to commit once all
- * of them are delivered. */
+ * of them are delivered. @locality in part_t's steps, under its lock. */
 typedef struct step_s {
     uint64_t seq;
     int64_t next_offset; /* -1: nothing to commit (a step of leftovers) */
@@ -62,7 +61,8 @@ typedef struct step_s {
     uint64_t outbox_first, outbox_last; /* the outbox ids its records came from */
 } step_t;
 
-/* Outbox ids whose records are all delivered, deleted by the next step. */
+/* Outbox ids whose records are all delivered, deleted by the next step. @locality in
+ * part_t's done, under its lock. */
 typedef struct outbox_range_s {
     uint64_t first, last;
 } outbox_range_t;
@@ -70,7 +70,9 @@ typedef struct outbox_range_s {
 /* What a delivery report's opaque points to: a delivery_t or a swept_t. */
 typedef enum opaque_kind_e { OPAQUE_OUTBOX = 1, OPAQUE_SWEPT } opaque_kind_t;
 
-/* One record on its way to Kafka: what the delivery report needs, and the bytes. */
+/* One record on its way to Kafka: what the delivery report needs, and the bytes.
+ * @locality built by the worker; once produced, owned by librdkafka until its delivery
+ * report (the producer thread) frees it. */
 typedef struct delivery_s {
     opaque_kind_t kind; /* OPAQUE_OUTBOX; first, like swept_t's */
     part_t *part;
@@ -87,7 +89,9 @@ typedef struct delivery_s {
 } delivery_t;
 
 /* A snapshot record published by the sweep: once Kafka confirms it, the model's
- * "changed" mark is deleted, unless the model changed since (state/store.h). */
+ * "changed" mark is deleted, unless the model changed since (state/store.h).
+ * @locality built by the worker; the delivery report hands it to part_t's swept
+ * (under its lock), and the worker's next step frees it. */
 typedef struct swept_s {
     opaque_kind_t kind; /* OPAQUE_SWEPT */
     part_t *part;
@@ -96,7 +100,8 @@ typedef struct swept_s {
     char model[];
 } swept_t;
 
-/* A record waiting for its step, and when the consumer handed it over. */
+/* A record waiting for its step, and when the consumer handed it over. @locality in
+ * part_t's queue, under its lock; the worker's once taken for a step. */
 typedef struct queued_s {
     rd_kafka_message_t *m;
     double consumed_at;
