@@ -83,7 +83,7 @@ static void delivered_locked(part_t *p, delivery_t *d, int64_t offset)
     if (n) {
         memmove(p->steps, p->steps + n, (p->steps_len - n) * sizeof(*p->steps));
         p->steps_len -= n;
-        if (!p->steps_len) /* a revoke waits for this (revoke_partitions()) */
+        if (!p->steps_len) /* a revoke waits for this (run_handoff.c) */
             pthread_cond_broadcast(&p->idle);
     }
 }

@@ -160,6 +160,9 @@ static size_t process_step(part_t *p, rd_kafka_message_t **msgs,
 
 /* ---- workers ---- */
 
+/* One turn of a worker on p: takes it over when it is not ready yet, else one step of
+ * its queue (what did not fit goes back to the front), a chunk of the sweep when one
+ * is due; then p is queued again if it has more to do. */
 static void worker_step(part_t *p)
 {
     pthread_mutex_lock(&p->lock);
