@@ -18,7 +18,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "cmd_apply.h"
+#include "setup.h"
 #include "codec/alloc.h"
 #include "handler.h"
 #include "kafka.h"

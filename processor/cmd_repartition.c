@@ -23,7 +23,7 @@
 #define HASH_FUNCTION CODEC_UTHASH_FUNCTION
 #include <uthash.h>
 
-#include "cmd_apply.h"
+#include "setup.h"
 #include "cmd_rebuild.h"
 #include "codec/alloc.h"
 #include "kafka.h"

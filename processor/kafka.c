@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cmd_apply.h"
+#include "setup.h"
 #include "codec/alloc.h"
 #include "codec/error.h"
 #include "log.h"

@@ -21,7 +21,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "cmd_apply.h"
+#include "setup.h"
 #include "codec/alloc.h"
 #include "handler.h"
 #include "http.h"
