@@ -35,12 +35,11 @@ int processor_make_dirs(const char *path, char *errstr, size_t errstr_size)
     return rc;
 }
 
-int processor_partition_dir(char *out, size_t out_size, const char *state_dir,
-                            int32_t partition)
+void processor_partition_dir(char *out, size_t out_size, const char *state_dir,
+                             int32_t partition)
 {
-    int n = snprintf(out, out_size, "%s/" PROCESSOR_PARTITION_DIR "%d", state_dir,
-                     (int)partition);
-    return n < 0 || (size_t)n >= out_size ? -1 : 0;
+    snprintf(out, out_size, "%s/" PROCESSOR_PARTITION_DIR "%d", state_dir,
+             (int)partition);
 }
 
 bool processor_partition_dir_parse(const char *name, int32_t *partition)

@@ -23,10 +23,9 @@ int processor_make_dirs(const char *path, char *errstr, size_t errstr_size);
  * repartition write that layout, and run checks it at startup. */
 #define PROCESSOR_PARTITION_DIR "partition-"
 
-/** Writes state_dir/partition-N to out (at most out_size bytes).
- *  @returns 0, or -1 when it does not fit. */
-int processor_partition_dir(char *out, size_t out_size, const char *state_dir,
-                            int32_t partition);
+/** Writes state_dir/partition-N to out (cut at out_size bytes, as snprintf does). */
+void processor_partition_dir(char *out, size_t out_size, const char *state_dir,
+                             int32_t partition);
 /** Whether name (a directory entry of the state directory) is a partition store's
  *  directory, partition-N with N >= 0; then *partition = N. */
 bool processor_partition_dir_parse(const char *name, int32_t *partition);
