@@ -8,6 +8,7 @@
 
 #include "codec/alloc.h"
 #include "codec/error.h"
+#include "commands.h"
 
 #define STR(x)  #x
 #define XSTR(x) STR(x)
@@ -381,81 +382,6 @@ static int load_file(processor_config_t *cfg, unsigned command, const char *path
     return rc;
 }
 
-/* What each command does, for its --help. */
-static const char *command_summary(unsigned command)
-{
-    switch (command) {
-    case PROCESSOR_CMD_APPLY:
-        return "Reads NDJSON requests from stdin and writes one NDJSON reply per request "
-               "to "
-               "stdout, keeping state in the RocksDB store in --state-dir. Offline: no "
-               "Kafka.";
-    case PROCESSOR_CMD_INSPECT:
-        return "Lists what a state store holds as JSON lines, or prints one model's "
-               "snapshot (--model) or history (--history-of).";
-    case PROCESSOR_CMD_RUN:
-        return "The stream processor: consumes the flushes topic in consumer group "
-               "--group-id, applies each model's flushes in order, and produces replies, "
-               "change records and dead letters. Stops cleanly on SIGTERM or SIGINT.";
-    case PROCESSOR_CMD_DEV:
-        return "Starts an embedded Kafka-protocol broker (librdkafka's mock cluster) "
-               "with "
-               "the topics created, prints bootstrap.servers=HOST:PORT,... as its first "
-               "line, and runs the processor on it until SIGTERM or SIGINT. The broker "
-               "keeps everything in memory and loses it at exit: it is for development "
-               "and tests only.";
-    case PROCESSOR_CMD_REBUILD:
-        return "Rebuilds a state directory offline from the topics: each partition's "
-               "store (partition-N, which must not exist yet) from the changes topic or "
-               "from the flushes topic, from its beginning to its current end. Use the "
-               "same state and limit options as the processor that wrote the topics.";
-    case PROCESSOR_CMD_TOPICS:
-        return "Creates (create) or checks (describe) the flushes, replies, changes, "
-               "snapshots and dead-letter topics through Kafka's Admin API: partition "
-               "counts (flushes, changes and snapshots co-partitioned), replication, "
-               "min.insync.replicas, compaction of the snapshots topic and retention of "
-               "the others. create creates the missing topics and leaves existing ones "
-               "alone. Exits 1 when a topic is missing (describe), differs, or cannot "
-               "be created.";
-    case PROCESSOR_CMD_REPARTITION:
-        return "Moves every model to a new partition count: rebuilds the old layout's "
-               "models from its snapshots and changes topics into --state-dir, writes "
-               "each model's snapshot to --to-snapshots-topic in the partition its key "
-               "maps to there, and carries the flushes the old consumer group has not "
-               "processed over to --to-flushes-topic. Stop the old processors first; "
-               "start processors on the new topics (empty state directories) after it "
-               "exits 0. The procedure is in deploy/README.md.";
-    default:
-        return "Sends a request given as JSON (or, with -, each NDJSON line of stdin) "
-               "and "
-               "prints the matching reply as JSON. Exits 1 if a reply does not come "
-               "within --timeout-ms.";
-    }
-}
-
-/* Prints text word-wrapped to 80 columns, each line indented by 6. */
-static void print_wrapped(FILE *fp, const char *text)
-{
-    const int indent = 6, width = 80;
-    int col = 0;
-    while (*text) {
-        size_t word = strcspn(text, " ");
-        if (col > 0 && col + 1 + (int)word > width) {
-            fputc('\n', fp);
-            col = 0;
-        }
-        if (col == 0)
-            col = fprintf(fp, "%*s", indent, "");
-        else
-            col += fprintf(fp, " ");
-        col += fprintf(fp, "%.*s", (int)word, text);
-        text += word;
-        while (*text == ' ')
-            text++;
-    }
-    fputc('\n', fp);
-}
-
 void processor_options_usage(FILE *fp, unsigned command)
 {
     fprintf(fp, "Options (also FLUSHOUT_<NAME> in the environment, or name=value lines "
@@ -463,11 +389,13 @@ void processor_options_usage(FILE *fp, unsigned command)
     fprintf(fp, "  --config FILE\n      Read options from FILE.\n");
     if (command & PROCESSOR_CMD_KAFKA) {
         fprintf(fp, "  -X NAME=VALUE\n");
-        print_wrapped(
-            fp, "Set a librdkafka property on every Kafka client (security.protocol, "
-                "sasl.*, ssl.*, ...), as kcat does; kafka.NAME=VALUE in --config, "
-                "FLUSHOUT_KAFKA_NAME (dots as underscores) in the environment. "
-                "Properties the processor must own are refused.");
+        processor_print_wrapped(
+            fp,
+            "Set a librdkafka property on every Kafka client (security.protocol, "
+            "sasl.*, ssl.*, ...), as kcat does; kafka.NAME=VALUE in --config, "
+            "FLUSHOUT_KAFKA_NAME (dots as underscores) in the environment. "
+            "Properties the processor must own are refused.",
+            6, 0, 80);
     }
     for (size_t i = 0; i < processor_options_count; i++) {
         const processor_option_t *o = &processor_options[i];
@@ -479,7 +407,7 @@ void processor_options_usage(FILE *fp, unsigned command)
                                                           : " VALUE";
         fprintf(fp, "  --%s%s%s%s\n", o->name, o->choices ? " " : "", arg,
                 o->required ? " (required)" : "");
-        print_wrapped(fp, o->help);
+        processor_print_wrapped(fp, o->help, 6, 0, 80);
         if (o->default_value)
             fprintf(fp, "      Default: %s.\n", o->default_value);
     }
@@ -499,11 +427,11 @@ int processor_config_load(processor_config_t *cfg, unsigned command,
     /* --config first, wherever it is, so the command line still overrides it. */
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            const processor_command_t *c = processor_command_of(command);
             printf("Usage: flushout-processor %s %s\n\n", command_name,
-                   command == PROCESSOR_CMD_SEND     ? "[options] REQUEST_JSON|-"
-                   : command == PROCESSOR_CMD_TOPICS ? "create|describe [options]"
-                                                     : "[options]");
-            print_wrapped(stdout, command_summary(command));
+                   c ? c->args : "[options]");
+            if (c)
+                processor_print_wrapped(stdout, c->summary, 6, 0, 80);
             printf("\n");
             processor_options_usage(stdout, command);
             return 1;
