@@ -1,4 +1,4 @@
-/* processor/kafka.c - librdkafka client configuration shared by run, dev and send. */
+/* processor/kafka.c - librdkafka clients: configuration, creation, producing, reading. */
 #include "kafka.h"
 
 #include <fnmatch.h>

@@ -1,4 +1,5 @@
-/* processor/kafka.h - librdkafka client configuration shared by run, dev and send.
+/* processor/kafka.h - librdkafka clients: their configuration and creation for every
+ * command, output sizes, producing, and reading a partition.
  *
  * Every client gets bootstrap.servers, the -X properties, and the settings its role
  * needs for correctness. Properties that correctness depends on are owned here and
