@@ -160,6 +160,18 @@ void processor_options_usage(FILE *fp, unsigned command)
     }
 }
 
+/* A command's --help: its usage line and summary (commands.c), then its options. */
+static void print_help(unsigned command, const char *command_name)
+{
+    const processor_command_t *c = processor_command_of(command);
+    printf("Usage: flushout-processor %s %s\n\n", command_name,
+           c ? c->args : "[options]");
+    if (c)
+        processor_print_wrapped(stdout, c->summary, 6, 0, 80);
+    printf("\n");
+    processor_options_usage(stdout, command);
+}
+
 int processor_config_load(processor_config_t *cfg, unsigned command,
                           const char *command_name, int argc, char **argv, char *errstr,
                           size_t errstr_size)
@@ -174,13 +186,7 @@ int processor_config_load(processor_config_t *cfg, unsigned command,
     /* --config first, wherever it is, so the command line still overrides it. */
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            const processor_command_t *c = processor_command_of(command);
-            printf("Usage: flushout-processor %s %s\n\n", command_name,
-                   c ? c->args : "[options]");
-            if (c)
-                processor_print_wrapped(stdout, c->summary, 6, 0, 80);
-            printf("\n");
-            processor_options_usage(stdout, command);
+            print_help(command, command_name);
             return 1;
         }
         const char *file = NULL;
