@@ -18,7 +18,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "cmd_apply.h"
+#include "setup.h"
 #include "codec/alloc.h"
 #include "handler.h"
 #include "kafka.h"
@@ -26,8 +26,7 @@
 #include "metrics.h"
 #include "run.h"
 
-#define COMMIT_EVERY 1000 /* records per store write */
-#define REBUILD_GAP  2    /* a change record after a gap: restore from snapshots first */
+#define REBUILD_GAP 2 /* a change record after a gap: restore from snapshots first */
 
 typedef struct rebuild_s {
     const processor_config_t *cfg;
@@ -76,7 +75,7 @@ static int install_visit(const rd_kafka_message_t *m, void *ctx)
     return 0;
 }
 
-/* Applies one record; commits every COMMIT_EVERY records. */
+/* Applies one record; commits every PROCESSOR_RESTORE_COMMIT_EVERY records. */
 static int rebuild_visit(const rd_kafka_message_t *m, void *ctx)
 {
     rebuild_partition_t *rp = ctx;
@@ -116,7 +115,7 @@ static int rebuild_visit(const rd_kafka_message_t *m, void *ctx)
         rp->next_input = m->offset + 1;
     }
     rp->position = m->offset + 1;
-    if (++rp->since_commit >= COMMIT_EVERY) {
+    if (++rp->since_commit >= PROCESSOR_RESTORE_COMMIT_EVERY) {
         if (rb->from_changes)
             state_store_set_changes_offset(rp->store, rp->partition, rp->position);
         if (state_store_commit(rp->store, rp->partition, rp->next_input, errstr,
@@ -134,7 +133,7 @@ static int rebuild_partition(const rebuild_t *rb, int32_t partition)
 {
     const processor_config_t *cfg = rb->cfg;
     char dir[PATH_MAX], errstr[512];
-    snprintf(dir, sizeof(dir), "%s/partition-%d", cfg->state_dir, partition);
+    processor_partition_dir(dir, sizeof(dir), cfg->state_dir, partition);
     struct stat st;
     if (stat(dir, &st) == 0) {
         LOG_ERROR("partition %d: %s exists; rebuild never writes over a store (remove it "
@@ -281,31 +280,28 @@ static int rebuild(const processor_config_t *cfg, bool from_changes,
     }
     rb.settings = processor_settings(cfg, rb.initial_document);
     /* The partition count decides which keys belong where, as in the processor. */
-    rd_kafka_conf_t *conf = processor_kafka_conf(
-        cfg, cfg->bootstrap_servers, PROCESSOR_KAFKA_RESTORE, errstr, sizeof(errstr));
     rd_kafka_t *rk =
-        conf ? rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr)) : NULL;
+        processor_kafka_new(cfg, cfg->bootstrap_servers, PROCESSOR_KAFKA_RESTORE, NULL,
+                            errstr, sizeof(errstr));
     if (!rk) {
-        if (conf)
-            rd_kafka_conf_destroy(conf);
         LOG_ERROR("rebuild: %s", errstr);
         codec_value_destroy(rb.initial_document);
         free(rb.settings);
         return 1;
     }
-    rb.partition_count =
-        processor_topic_partitions(rk, cfg->flushes_topic, 10000, errstr, sizeof(errstr));
+    rb.partition_count = processor_topic_partitions(
+        rk, cfg->flushes_topic, PROCESSOR_KAFKA_TIMEOUT_MS, errstr, sizeof(errstr));
     if (rb.partition_count >= 0 && rb.snapshots_topic) {
         char why[512];
-        int count =
-            processor_topic_partitions(rk, rb.snapshots_topic, 10000, why, sizeof(why));
+        int count = processor_topic_partitions(
+            rk, rb.snapshots_topic, PROCESSOR_KAFKA_TIMEOUT_MS, why, sizeof(why));
         if (count < 0) {
             LOG_WARN("rebuild: %s; rebuilding from %s alone", why, rb.topic);
             rb.snapshots_topic = NULL;
-        } else if (count != rb.partition_count) {
-            snprintf(errstr, sizeof(errstr),
-                     "%s has %d partitions, %s %d: they must be co-partitioned",
-                     rb.snapshots_topic, count, cfg->flushes_topic, rb.partition_count);
+        } else if (processor_copartition_check(
+                       (const char *const[]){cfg->flushes_topic, rb.snapshots_topic},
+                       (const int[]){rb.partition_count, count}, 2, errstr,
+                       sizeof(errstr))) {
             rb.partition_count = -1;
         }
     }

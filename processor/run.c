@@ -543,7 +543,7 @@ static void prepare_serve(part_t *p, int64_t start, int64_t committed)
 void run_prepare(part_t *p)
 {
     char dir[PATH_MAX];
-    snprintf(dir, sizeof(dir), "%s/partition-%d", p->r->state_dir, p->id);
+    processor_partition_dir(dir, sizeof(dir), p->r->state_dir, p->id);
     if (prepare_store(p, dir) || prepare_leftovers(p))
         return;
     int rc = catch_up(p);

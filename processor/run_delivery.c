@@ -273,8 +273,8 @@ int run_reply_topic_partitions(runner_t *r, const char *topic, char *why, size_t
     pthread_mutex_unlock(&r->reply_topics_lock);
     if (!fresh) {
         char errstr[300];
-        count = processor_topic_partitions(r->producer, topic, KAFKA_TIMEOUT_MS, errstr,
-                                           sizeof(errstr));
+        count = processor_topic_partitions(r->producer, topic, PROCESSOR_KAFKA_TIMEOUT_MS,
+                                           errstr, sizeof(errstr));
         if (count < 0 && stale > 0)
             count = stale;
         pthread_mutex_lock(&r->reply_topics_lock);

@@ -62,8 +62,9 @@ void run_cache_share_apply(part_t *p)
 static void assign_partitions(runner_t *r, rd_kafka_topic_partition_list_t *parts)
 {
     char errstr[512];
-    int count = processor_topic_partitions(r->consumer, r->cfg->flushes_topic,
-                                           KAFKA_TIMEOUT_MS, errstr, sizeof(errstr));
+    int count =
+        processor_topic_partitions(r->consumer, r->cfg->flushes_topic,
+                                   PROCESSOR_KAFKA_TIMEOUT_MS, errstr, sizeof(errstr));
     if (count > 0 && count != r->partition_count) {
         LOG_ERROR("%s has %d partitions now, not %d: " REPARTITION_HINT "; stopping",
                   r->cfg->flushes_topic, count, r->partition_count);

@@ -25,7 +25,7 @@
 
 #include <librdkafka/rdkafka.h>
 
-#include "cmd_apply.h"
+#include "setup.h"
 #include "handler.h"
 #include "http.h"
 #include "kafka.h"

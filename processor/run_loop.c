@@ -77,25 +77,16 @@ static int check_topics(runner_t *r, char *errstr, size_t errstr_size)
     int counts[5];
     int n = c->snapshot_topic_every ? 5 : 4;
     for (int i = 0; i < n; i++) {
-        counts[i] = processor_topic_partitions(r->producer, topics[i], KAFKA_TIMEOUT_MS,
-                                               errstr, errstr_size);
+        counts[i] = processor_topic_partitions(
+            r->producer, topics[i], PROCESSOR_KAFKA_TIMEOUT_MS, errstr, errstr_size);
         if (counts[i] < 0)
             return -1;
     }
-    if (counts[0] != counts[1]) {
-        snprintf(errstr, errstr_size,
-                 "topic %s has %d partitions but %s has %d: changes must be "
-                 "co-partitioned with flushes",
-                 c->changes_topic, counts[1], c->flushes_topic, counts[0]);
+    const char *copartitioned[] = {topics[0], topics[1], topics[4]};
+    int copartitioned_counts[] = {counts[0], counts[1], n == 5 ? counts[4] : -1};
+    if (processor_copartition_check(copartitioned, copartitioned_counts, 3, errstr,
+                                    errstr_size))
         return -1;
-    }
-    if (n == 5 && counts[4] != counts[0]) {
-        snprintf(errstr, errstr_size,
-                 "topic %s has %d partitions but %s has %d: snapshots must be "
-                 "co-partitioned with flushes",
-                 c->snapshots_topic, counts[4], c->flushes_topic, counts[0]);
-        return -1;
-    }
     r->partition_count = counts[0];
     return 0;
 }
@@ -111,9 +102,8 @@ static int check_state_layout(runner_t *r, char *errstr, size_t errstr_size)
         return 0; /* created later; nothing in it yet */
     int rc = 0;
     for (struct dirent *e; !rc && (e = readdir(d));) {
-        int partition;
-        char rest;
-        if (sscanf(e->d_name, "partition-%d%c", &partition, &rest) != 1 || partition < 0)
+        int32_t partition;
+        if (!processor_partition_dir_parse(e->d_name, &partition))
             continue;
         char dir[PATH_MAX];
         snprintf(dir, sizeof(dir), "%s/%s", r->state_dir, e->d_name);
@@ -153,27 +143,16 @@ static int check_state_layout(runner_t *r, char *errstr, size_t errstr_size)
 static rd_kafka_t *new_client(runner_t *r, processor_kafka_role_t role, char *errstr,
                               size_t errstr_size)
 {
-    rd_kafka_conf_t *conf =
-        processor_kafka_conf(r->cfg, r->bootstrap, role, errstr, errstr_size);
-    if (!conf)
-        return NULL;
     bool producer = role == PROCESSOR_KAFKA_PRODUCER;
-    if (producer)
-        rd_kafka_conf_set_dr_msg_cb(conf, run_on_delivery);
-    else
-        rd_kafka_conf_set_rebalance_cb(conf, run_on_rebalance);
-    rd_kafka_conf_set_log_cb(conf, on_log);
-    rd_kafka_conf_set_error_cb(conf, on_error);
-    rd_kafka_conf_set_opaque(conf, r);
-    char why[256];
-    rd_kafka_t *rk = rd_kafka_new(producer ? RD_KAFKA_PRODUCER : RD_KAFKA_CONSUMER, conf,
-                                  why, sizeof(why));
-    if (!rk) {
-        rd_kafka_conf_destroy(conf);
-        snprintf(errstr, errstr_size, "creating the %s: %s",
-                 producer ? "producer" : "consumer", why);
-    }
-    return rk;
+    processor_kafka_callbacks_t callbacks = {
+        .delivery = producer ? run_on_delivery : NULL,
+        .rebalance = producer ? NULL : run_on_rebalance,
+        .log = on_log,
+        .error = on_error,
+        .opaque = r,
+    };
+    return processor_kafka_new(r->cfg, r->bootstrap, role, &callbacks, errstr,
+                               errstr_size);
 }
 
 /* The runner, before anything that can fail. */

@@ -287,9 +287,9 @@ static void add_reply(part_t *p, step_out_t *so, const rd_kafka_message_t *m,
                              m->len, CODEC_ERR_BAD_REPLY_TOPIC, message, &bad);
     atomic_fetch_add(&r->errors, 1);
     atomic_fetch_add(&r->errors_by_code[CODEC_ERR_BAD_REPLY_TOPIC], 1);
-    LOG_WARN("partition %d offset %lld model \"%.*s\": %s: %s", p->id,
-             (long long)m->offset, (int)(m->key_len > 60 ? 60 : m->key_len),
-             m->key ? (const char *)m->key : "", codec_err_name(bad.error), bad.message);
+    LOG_WARN("partition %d offset %lld model " MODEL_FMT ": %s: %s", p->id,
+             (long long)m->offset, MODEL_ARG(m->key, m->key_len),
+             codec_err_name(bad.error), bad.message);
     if (bad.reply_key) {
         state_outbox_rec_t err = {
             .topic = r->cfg->replies_topic,
@@ -355,15 +355,14 @@ bool run_process_record(part_t *p, const rd_kafka_message_t *m, processor_output
     processor_apply_record(p->handler, r->cfg, r->partition_count, m, out);
     if (out->error == CODEC_ERR_STORE_FAILED) {
         atomic_fetch_add(&r->errors_by_code[CODEC_ERR_STORE_FAILED], 1);
-        LOG_ERROR("partition %d offset %lld model \"%.*s\": %s; the partition stops",
-                  p->id, (long long)m->offset, (int)(m->key_len > 60 ? 60 : m->key_len),
-                  (const char *)m->key, out->message);
+        LOG_ERROR("partition %d offset %lld model " MODEL_FMT ": %s; the partition stops",
+                  p->id, (long long)m->offset, MODEL_ARG(m->key, m->key_len),
+                  out->message);
         return false;
     }
     atomic_fetch_add(&r->records, 1);
-    LOG_DEBUG("partition %d offset %lld model \"%.*s\": %zu bytes -> %s", p->id,
-              (long long)m->offset, (int)(m->key_len > 60 ? 60 : m->key_len),
-              m->key ? (const char *)m->key : "", m->len,
+    LOG_DEBUG("partition %d offset %lld model " MODEL_FMT ": %zu bytes -> %s", p->id,
+              (long long)m->offset, MODEL_ARG(m->key, m->key_len), m->len,
               out->error ? codec_err_name(out->error) : "ok");
     if (out->change.size) {
         atomic_fetch_add(&r->flushes_applied, 1);
@@ -372,10 +371,9 @@ bool run_process_record(part_t *p, const rd_kafka_message_t *m, processor_output
     if (out->error) {
         atomic_fetch_add(&r->errors, 1);
         atomic_fetch_add(&r->errors_by_code[out->error], 1);
-        LOG_WARN("partition %d offset %lld model \"%.*s\": %s: %s", p->id,
-                 (long long)m->offset, (int)(m->key_len > 60 ? 60 : m->key_len),
-                 m->key ? (const char *)m->key : "", codec_err_name(out->error),
-                 out->message);
+        LOG_WARN("partition %d offset %lld model " MODEL_FMT ": %s: %s", p->id,
+                 (long long)m->offset, MODEL_ARG(m->key, m->key_len),
+                 codec_err_name(out->error), out->message);
     }
     if (out->reply_key)
         add_reply(p, so, m, out);

@@ -24,8 +24,8 @@ static bool publish_snapshot(part_t *p, const char *model, size_t model_len, boo
     state_model_t *m =
         state_store_model(p->store, p->id, model, model_len, errstr, sizeof(errstr));
     if (!m) {
-        LOG_WARN("partition %d model \"%.*s\": no snapshot record: %s", p->id,
-                 (int)(model_len > 60 ? 60 : model_len), model, errstr);
+        LOG_WARN("partition %d model " MODEL_FMT ": no snapshot record: %s", p->id,
+                 MODEL_ARG(model, model_len), errstr);
         return false;
     }
     /* A count-based record skips a document that may be too large without packing it
@@ -40,8 +40,8 @@ static bool publish_snapshot(part_t *p, const char *model, size_t model_len, boo
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
         if (state_store_pack_snapshot_record(p->store, p->id, model, model_len, &pk,
                                              errstr, sizeof(errstr))) {
-            LOG_WARN("partition %d model \"%.*s\": no snapshot record: %s", p->id,
-                     (int)(model_len > 60 ? 60 : model_len), model, errstr);
+            LOG_WARN("partition %d model " MODEL_FMT ": no snapshot record: %s", p->id,
+                     MODEL_ARG(model, model_len), errstr);
             msgpack_sbuffer_destroy(&sb);
             return false;
         }
@@ -53,10 +53,10 @@ static bool publish_snapshot(part_t *p, const char *model, size_t model_len, boo
         if (now - last >= 60 &&
             atomic_compare_exchange_strong(&r->snapshot_too_large_logged, &last, now))
             LOG_WARN(
-                "partition %d model \"%.*s\": no snapshot record, %s (%zu bytes) "
+                "partition %d model " MODEL_FMT ": no snapshot record, %s (%zu bytes) "
                 "is larger than message.max.bytes (%zu); a restore replays its change "
                 "records instead, so keep them (logged once a minute)",
-                p->id, (int)(model_len > 60 ? 60 : model_len), model,
+                p->id, MODEL_ARG(model, model_len),
                 swept ? "the record" : "its document may be: its bound", size,
                 r->max_message_bytes);
     } else {
@@ -80,9 +80,8 @@ static bool publish_snapshot(part_t *p, const char *model, size_t model_len, boo
         rd_kafka_resp_err_t err = processor_produce(r->producer, &rec, true);
         if (err) {
             rd_kafka_headers_destroy(hdrs); /* still ours: nothing was produced */
-            LOG_WARN("partition %d model \"%.*s\": snapshot record not produced: %s",
-                     p->id, (int)(model_len > 60 ? 60 : model_len), model,
-                     rd_kafka_err2str(err));
+            LOG_WARN("partition %d model " MODEL_FMT ": snapshot record not produced: %s",
+                     p->id, MODEL_ARG(model, model_len), rd_kafka_err2str(err));
             free(sw);
         } else if (swept) {
             state_store_snapshot_sent(p->store, p->id, model, model_len);

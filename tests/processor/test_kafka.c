@@ -21,7 +21,7 @@
 
 #include "codec/json.h"
 #include "codec/msgpack.h"
-#include "processor/cmd_apply.h"
+#include "processor/setup.h"
 #include "processor/handler.h"
 #include "processor/cmd_rebuild.h"
 #include "processor/kafka.h"
