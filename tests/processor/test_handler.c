@@ -72,21 +72,36 @@ static void pack_float_flush(msgpack_sbuffer *sb, int seq, int from, size_t n, b
     msgpack_pack_str_with_body(&pk, id, (size_t)len);
 }
 
-static void handle_json(processor_handler_t *h, const char *json, processor_output_t *out)
+/* Packs the request json as msgpack into sb (initialised here). */
+static void pack_json(msgpack_sbuffer *sb, const char *json)
 {
     codec_value_t *v;
     char err[256];
     cr_assert_eq(codec_json_decode(json, strlen(json), NULL, &v, err, sizeof(err)), 0,
                  "%s", err);
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
+    msgpack_sbuffer_init(sb);
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     codec_msgpack_pack_value(&pk, v);
     codec_value_destroy(v);
+}
+
+/* Handles the request json under key (NULL: none) at offset, into a reset out. */
+static void handle_at(processor_handler_t *h, const char *key, int64_t offset,
+                      const char *json, processor_output_t *out)
+{
+    msgpack_sbuffer sb;
+    pack_json(&sb, json);
     processor_output_reset(out);
-    processor_handler_handle(h, 0, 7, "m", 1, sb.data, sb.size, out);
+    processor_handler_handle(h, 0, offset, key, key ? strlen(key) : 0, sb.data, sb.size,
+                             out);
     msgpack_sbuffer_destroy(&sb);
+}
+
+/* Handles the request json as model "m"'s record at offset 7. */
+static void handle_json(processor_handler_t *h, const char *json, processor_output_t *out)
+{
+    handle_at(h, "m", 7, json, out);
 }
 
 static uint64_t count_of(const processor_handler_t *h)
@@ -183,32 +198,6 @@ static processor_handler_conf_t conf_default(void)
                                       .history = 1000,
                                       .limits = codec_limits_default,
                                       .changes = true};
-}
-
-/* Packs the request json as msgpack into sb (initialised here). */
-static void pack_json(msgpack_sbuffer *sb, const char *json)
-{
-    codec_value_t *v;
-    char err[256];
-    cr_assert_eq(codec_json_decode(json, strlen(json), NULL, &v, err, sizeof(err)), 0,
-                 "%s", err);
-    msgpack_sbuffer_init(sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    codec_msgpack_pack_value(&pk, v);
-    codec_value_destroy(v);
-}
-
-/* Handles the request json under key (NULL: none) at offset, into a reset out. */
-static void handle_at(processor_handler_t *h, const char *key, int64_t offset,
-                      const char *json, processor_output_t *out)
-{
-    msgpack_sbuffer sb;
-    pack_json(&sb, json);
-    processor_output_reset(out);
-    processor_handler_handle(h, 0, offset, key, key ? strlen(key) : 0, sb.data, sb.size,
-                             out);
-    msgpack_sbuffer_destroy(&sb);
 }
 
 /* The reply in out, decoded strictly (it must be well-formed msgpack). */
