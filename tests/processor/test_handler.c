@@ -714,3 +714,62 @@ Test(processor_handler, change_records_rebuild_the_model_elsewhere,
     state_store_close(store);
     processor_handler_destroy(h);
 }
+
+/* With a store, a flush that could take the document beyond max_document_bytes (as
+ * msgpack) is refused before it is applied; deletes always pass, so a full document
+ * can shrink. Without a store there is no such bound. */
+Test(processor_handler, with_a_store_a_document_stops_growing_at_its_limit,
+     .fini = store_dir_remove)
+{
+    state_store_t *store = store_open();
+    processor_handler_conf_t hc = conf_default();
+    hc.store = store;
+    hc.max_document_bytes = 1024;
+    processor_handler_t *h = processor_handler_new(&hc);
+    processor_output_t out;
+    processor_output_init(&out);
+    char pad[601], json[1024];
+    memset(pad, 'p', 600);
+    pad[600] = '\0';
+    const char *create =
+        "{\"type\":\"flush\",\"client\":\"c\",\"seq\":%d,\"from\":%d,"
+        "\"completions\":[{\"command\":{\"action\":\"create\",\"path\":[],"
+        "\"props\":{\"pad\":\"%s\"}},\"createdId\":\"%s\"}]}";
+    snprintf(json, sizeof(json), create, 1, 0, pad, "a");
+    handle_at(h, "m", 0, json, &out);
+    cr_assert_eq(out.error, CODEC_OK, "%s", out.message);
+
+    snprintf(json, sizeof(json), create, 2, 1, pad, "b");
+    handle_at(h, "m", 1, json, &out);
+    expect_error(&out, CODEC_ERR_TOO_LARGE, "too_large",
+                 "\"model\":\"m\",\"client\":\"c\",\"seq\":2,");
+    cr_assert(strstr(out.message, "--max-document-bytes 1024"), "%s", out.message);
+
+    handle_at(
+        h, "m", 2,
+        "{\"type\":\"flush\",\"client\":\"c\",\"seq\":3,\"from\":1,\"completions\":["
+        "{\"command\":{\"action\":\"detete\",\"path\":[\"a\"]}}]}",
+        &out);
+    cr_assert_eq(out.error, CODEC_OK, "a delete passes: %s", out.message);
+    snprintf(json, sizeof(json), create, 4, 2, pad, "b");
+    handle_at(h, "m", 3, json, &out);
+    cr_assert_eq(out.error, CODEC_OK, "there is room again: %s", out.message);
+    handle_at(h, "m", 4, SNAPSHOT, &out);
+    codec_value_t *v = reply_value(&out);
+    const codec_value_t *snapshot = codec_map_get(v, "snapshot", 8);
+    const codec_value_t *count = codec_map_get(snapshot, "commandCount", 12);
+    cr_assert_eq(count->u.i, 3, "the refused flush was not applied");
+    codec_value_destroy(v);
+    processor_handler_destroy(h);
+    state_store_close(store);
+
+    hc.store = NULL;
+    h = processor_handler_new(&hc);
+    for (int i = 0; i < 3; i++) {
+        snprintf(json, sizeof(json), create, i + 1, i, pad, i ? "b" : "a");
+        handle_at(h, "m", i, json, &out);
+        cr_assert_eq(out.error, CODEC_OK, "in memory, no bound: %s", out.message);
+    }
+    processor_output_destroy(&out);
+    processor_handler_destroy(h);
+}
