@@ -17,9 +17,7 @@ typedef struct converter_s {
 
 static codec_err_t fail(converter_t *c, codec_err_t err, const char *what)
 {
-    char where[256];
-    codec_path_format(c->path, c->depth, where, sizeof(where));
-    return codec_errf(err, c->errstr, c->errstr_size, "%s: %s", where, what);
+    return codec_path_errf(err, c->path, c->depth, what, c->errstr, c->errstr_size);
 }
 
 static codec_err_t check_len(converter_t *c, size_t len)

@@ -86,6 +86,14 @@ void codec_path_format(const codec_path_elem_t *elems, size_t n, char *buf, size
     }
 }
 
+codec_err_t codec_path_errf(codec_err_t err, const codec_path_elem_t *elems, size_t n,
+                            const char *what, char *errstr, size_t errstr_size)
+{
+    char where[256];
+    codec_path_format(elems, n, where, sizeof(where));
+    return codec_errf(err, errstr, errstr_size, "%s: %s", where, what);
+}
+
 /* ---- decoding ---- */
 
 typedef struct frame_s {
@@ -108,9 +116,7 @@ typedef struct decoder_s {
 
 static codec_err_t fail(decoder_t *d, codec_err_t err, const char *what)
 {
-    char where[256];
-    codec_path_format(d->path, d->depth, where, sizeof(where));
-    return codec_errf(err, d->errstr, d->errstr_size, "%s: %s", where, what);
+    return codec_path_errf(err, d->path, d->depth, what, d->errstr, d->errstr_size);
 }
 
 static bool have(const decoder_t *d, size_t n)

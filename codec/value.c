@@ -76,23 +76,25 @@ codec_value_t *codec_value_bin(const char *s, size_t len)
     return bytes_new(CODEC_VALUE_BIN, s, len);
 }
 
+/* A container's first items, when the caller knows how many are coming. */
+static void *reserve(uint32_t count, size_t size)
+{
+    return count ? codec_xmalloc(count * size) : NULL;
+}
+
 codec_value_t *codec_value_array(uint32_t capacity_hint)
 {
     codec_value_t *v = value_new(CODEC_VALUE_ARRAY);
-    if (capacity_hint) {
-        v->u.array.items = codec_xmalloc(capacity_hint * sizeof(*v->u.array.items));
-        v->u.array.cap = capacity_hint;
-    }
+    v->u.array.items = reserve(capacity_hint, sizeof(*v->u.array.items));
+    v->u.array.cap = capacity_hint;
     return v;
 }
 
 codec_value_t *codec_value_map(uint32_t capacity_hint)
 {
     codec_value_t *v = value_new(CODEC_VALUE_MAP);
-    if (capacity_hint) {
-        v->u.map.entries = codec_xmalloc(capacity_hint * sizeof(*v->u.map.entries));
-        v->u.map.cap = capacity_hint;
-    }
+    v->u.map.entries = reserve(capacity_hint, sizeof(*v->u.map.entries));
+    v->u.map.cap = capacity_hint;
     return v;
 }
 

@@ -8,8 +8,7 @@
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
-
-#define WATERMARKS_TIMEOUT_MS 10000
+#include "setup.h"
 
 /* Codes of the reads, besides 0, -1 and the PROCESSOR_CATCH_UP_* ones. */
 #define CATCH_UP_GAP 3 /* a change record starts above its model's count */
@@ -89,12 +88,11 @@ static int check_record_layout(catch_up_t *cu, const rd_kafka_message_t *m)
                         : -1;
     if (owner < 0 || owner == conf->partition)
         return 0;
-    LOG_ERROR("partition %d: the record at %s offset %lld is model \"%.*s\", which "
+    LOG_ERROR("partition %d: the record at %s offset %lld is model " MODEL_FMT ", which "
               "belongs to partition %d of %d: the topic was written under another "
               "partition count (or --partitioner); " PROCESSOR_REPARTITION_HINT,
               conf->partition, cu->topic, (long long)m->offset,
-              (int)(m->key_len > 60 ? 60 : m->key_len), (const char *)m->key, owner,
-              conf->partition_count);
+              MODEL_ARG((const char *)m->key, m->key_len), owner, conf->partition_count);
     cu->fatal = true;
     return -1;
 }
@@ -151,7 +149,7 @@ static int apply_change(catch_up_t *cu, const rd_kafka_message_t *m)
     if (input + 1 > st->next_input)
         st->next_input = input + 1;
     st->position = m->offset + 1;
-    return ++cu->uncommitted >= PROCESSOR_CATCH_UP_COMMIT_EVERY ? commit(cu) : 0;
+    return ++cu->uncommitted >= PROCESSOR_RESTORE_COMMIT_EVERY ? commit(cu) : 0;
 }
 
 static int install_snapshot(catch_up_t *cu, const rd_kafka_message_t *m)
@@ -179,7 +177,7 @@ static int install_snapshot(catch_up_t *cu, const rd_kafka_message_t *m)
 static int partition_ends(catch_up_t *cu, const char *topic, int64_t *lo, int64_t *hi)
 {
     rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
-        cu->conf->rk, topic, cu->conf->partition, lo, hi, WATERMARKS_TIMEOUT_MS);
+        cu->conf->rk, topic, cu->conf->partition, lo, hi, PROCESSOR_KAFKA_TIMEOUT_MS);
     if (err)
         snprintf(cu->why, cu->why_size, "cannot read the offsets of %s: %s", topic,
                  rd_kafka_err2str(err));

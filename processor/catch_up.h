@@ -31,9 +31,9 @@
  *     answer differently. Both are fatal: every partition would diverge the same
  *     way. A snapshot record that cannot be read refuses the partition (skipping it
  *     would serve the model rolled back).
- *  5. Commits. The store is committed every PROCESSOR_CATCH_UP_COMMIT_EVERY change
- *     records, after each snapshot installed (a later record of the same model reads
- *     it back), and at the end. A catch-up that stops on a transient error keeps what
+ *  5. Commits. The store is committed every PROCESSOR_RESTORE_COMMIT_EVERY change
+ *     records (setup.h), after each snapshot installed (a later record of the same model
+ * reads it back), and at the end. A catch-up that stops on a transient error keeps what
  *     it applied; the next attempt goes on from the store's position.
  *
  * The input offset: the live processor starts consuming the flushes from Kafka's
@@ -51,8 +51,6 @@
 
 #include "options.h"
 #include "state/store.h"
-
-#define PROCESSOR_CATCH_UP_COMMIT_EVERY 1000 /* records per store write (rule 5) */
 
 /* What to do about state or records of another layout (partition count). */
 #define PROCESSOR_REPARTITION_HINT                                                      \

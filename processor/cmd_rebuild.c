@@ -19,13 +19,13 @@
 #include <sys/stat.h>
 
 #include "catch_up.h"
-#include "cmd_apply.h"
 #include "codec/alloc.h"
 #include "handler.h"
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
 #include "run.h"
+#include "setup.h"
 
 #define REBUILD_ATTEMPTS 5 /* catching up, when Kafka fails: tries in all */
 
@@ -109,7 +109,7 @@ static int apply_flush(const rd_kafka_message_t *m, void *ctx)
     f->done->applied += f->out.change.size > 0;
     f->done->skipped += f->out.change.size == 0;
     f->done->next_input = m->offset + 1;
-    if (++f->since_commit < PROCESSOR_CATCH_UP_COMMIT_EVERY)
+    if (++f->since_commit < PROCESSOR_RESTORE_COMMIT_EVERY)
         return 0;
     f->since_commit = 0;
     if (state_store_commit(f->store, f->partition, f->done->next_input, errstr,
@@ -154,7 +154,7 @@ static int rebuild_partition(const rebuild_t *rb, int32_t partition)
 {
     const processor_config_t *cfg = rb->cfg;
     char dir[PATH_MAX], errstr[512];
-    snprintf(dir, sizeof(dir), "%s/partition-%d", cfg->state_dir, partition);
+    processor_partition_dir(dir, sizeof(dir), cfg->state_dir, partition);
     struct stat st;
     if (stat(dir, &st) == 0) {
         LOG_ERROR("partition %d: %s exists; rebuild never writes over a store (remove it "
@@ -266,29 +266,25 @@ static int rebuild(const processor_config_t *cfg, bool from_changes,
         goto err;
     rb.settings = processor_settings(cfg, rb.initial_document);
     /* The partition count decides which keys belong where, as in the processor. */
-    rd_kafka_conf_t *conf = processor_kafka_conf(
-        cfg, cfg->bootstrap_servers, PROCESSOR_KAFKA_RESTORE, errstr, sizeof(errstr));
-    rb.rk = conf ? rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr)) : NULL;
-    if (!rb.rk) {
-        if (conf)
-            rd_kafka_conf_destroy(conf);
+    rb.rk = processor_kafka_new(cfg, cfg->bootstrap_servers, PROCESSOR_KAFKA_RESTORE,
+                                NULL, errstr, sizeof(errstr));
+    if (!rb.rk)
         goto err;
-    }
-    rb.partition_count = processor_topic_partitions(rb.rk, cfg->flushes_topic, 10000,
-                                                    errstr, sizeof(errstr));
+    rb.partition_count = processor_topic_partitions(
+        rb.rk, cfg->flushes_topic, PROCESSOR_KAFKA_TIMEOUT_MS, errstr, sizeof(errstr));
     if (rb.partition_count < 0)
         goto err;
     if (rb.snapshots_topic) {
         char why[512];
-        int count = processor_topic_partitions(rb.rk, rb.snapshots_topic, 10000, why,
-                                               sizeof(why));
+        int count = processor_topic_partitions(
+            rb.rk, rb.snapshots_topic, PROCESSOR_KAFKA_TIMEOUT_MS, why, sizeof(why));
         if (count < 0) {
             LOG_WARN("rebuild: %s; rebuilding from %s alone", why, rb.topic);
             rb.snapshots_topic = NULL;
-        } else if (count != rb.partition_count) {
-            snprintf(errstr, sizeof(errstr),
-                     "%s has %d partitions, %s %d: they must be co-partitioned",
-                     rb.snapshots_topic, count, cfg->flushes_topic, rb.partition_count);
+        } else if (processor_copartition_check(
+                       (const char *const[]){cfg->flushes_topic, rb.snapshots_topic},
+                       (const int[]){rb.partition_count, count}, 2, errstr,
+                       sizeof(errstr))) {
             goto err;
         }
     }

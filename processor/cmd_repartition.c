@@ -24,14 +24,13 @@
 #define HASH_FUNCTION CODEC_UTHASH_FUNCTION
 #include <uthash.h>
 
-#include "cmd_apply.h"
+#include "setup.h"
 #include "cmd_rebuild.h"
 #include "codec/alloc.h"
 #include "kafka.h"
 #include "log.h"
 #include "state/store.h"
 
-#define TIMEOUT_MS       10000
 #define FLUSH_TIMEOUT_MS 60000
 
 typedef struct repartition_s {
@@ -62,23 +61,27 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     }
 }
 
-/* The partition count of topic, checked against want (-1: any). @returns it, or -1
- * (logged). */
-static int32_t topic_partitions(rd_kafka_t *rk, const char *topic, int32_t want,
-                                const char *why)
+/* The partition count of a layout's flushes, changes and snapshots topics
+ * (co-partitioned).
+ * @returns it, or -1 (logged). */
+static int32_t layout_partitions(rd_kafka_t *rk, const char *layout,
+                                 const char *const topics[3])
 {
     char errstr[512];
-    int count = processor_topic_partitions(rk, topic, TIMEOUT_MS, errstr, sizeof(errstr));
-    if (count < 0) {
-        LOG_ERROR("repartition: %s", errstr);
+    int counts[3];
+    for (int i = 0; i < 3; i++) {
+        counts[i] = processor_topic_partitions(rk, topics[i], PROCESSOR_KAFKA_TIMEOUT_MS,
+                                               errstr, sizeof(errstr));
+        if (counts[i] < 0) {
+            LOG_ERROR("repartition: %s", errstr);
+            return -1;
+        }
+    }
+    if (processor_copartition_check(topics, counts, 3, errstr, sizeof(errstr))) {
+        LOG_ERROR("repartition: the %s layout's topics: %s", layout, errstr);
         return -1;
     }
-    if (want >= 0 && count != want) {
-        LOG_ERROR("repartition: %s has %d partitions, not %d: %s", topic, count, want,
-                  why);
-        return -1;
-    }
-    return count;
+    return counts[0];
 }
 
 /* Checks the topics of both layouts. @returns 0, or -1 (logged). */
@@ -102,25 +105,15 @@ static int check_topics(repartition_t *rp)
                   "belongs to; give the producers' partitioner");
         return -1;
     }
-    if ((rp->old_count = topic_partitions(rp->producer, cfg->flushes_topic, -1, "")) <
-            0 ||
-        topic_partitions(rp->producer, cfg->changes_topic, rp->old_count,
-                         "the old layout's topics must be co-partitioned") < 0 ||
-        topic_partitions(rp->producer, cfg->snapshots_topic, rp->old_count,
-                         "the old layout's topics must be co-partitioned") < 0 ||
-        (rp->new_count = topic_partitions(rp->producer, cfg->to_flushes_topic, -1, "")) <
-            0 ||
-        topic_partitions(rp->producer, cfg->to_changes_topic, rp->new_count,
-                         "the new layout's topics must be co-partitioned") < 0 ||
-        topic_partitions(rp->producer, cfg->to_snapshots_topic, rp->new_count,
-                         "the new layout's topics must be co-partitioned") < 0)
+    if ((rp->old_count = layout_partitions(rp->producer, "old", old_topics)) < 0 ||
+        (rp->new_count = layout_partitions(rp->producer, "new", new_topics)) < 0)
         return -1;
     /* Change records in the new layout mean processors already run there: their models
      * would be overwritten by older snapshots' absence of their changes. */
     for (int32_t p = 0; p < rp->new_count; p++) {
         int64_t lo = 0, hi = 0;
         rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
-            rp->producer, cfg->to_changes_topic, p, &lo, &hi, TIMEOUT_MS);
+            rp->producer, cfg->to_changes_topic, p, &lo, &hi, PROCESSOR_KAFKA_TIMEOUT_MS);
         if (err) {
             LOG_ERROR("repartition: the offsets of %s partition %d: %s",
                       cfg->to_changes_topic, p, rd_kafka_err2str(err));
@@ -163,7 +156,7 @@ static int move_models(repartition_t *rp, int32_t partition, int64_t *next_input
 {
     const processor_config_t *cfg = rp->cfg;
     char dir[PATH_MAX], errstr[512];
-    snprintf(dir, sizeof(dir), "%s/partition-%d", cfg->state_dir, partition);
+    processor_partition_dir(dir, sizeof(dir), cfg->state_dir, partition);
     state_store_conf_t sc =
         processor_store_conf(cfg, dir, (size_t)cfg->cache_mb << 20, rp->initial_document);
     state_store_t *store = state_store_open(&sc, errstr, sizeof(errstr));
@@ -187,8 +180,8 @@ static int move_models(repartition_t *rp, int32_t partition, int64_t *next_input
             rc = state_store_pack_snapshot_record(store, partition, m->name, m->len, &pk,
                                                   errstr, sizeof(errstr));
             if (rc)
-                LOG_ERROR("repartition: partition %d model \"%.*s\": %s", partition,
-                          (int)(m->len > 60 ? 60 : m->len), m->name, errstr);
+                LOG_ERROR("repartition: partition %d model " MODEL_FMT ": %s", partition,
+                          MODEL_ARG(m->name, m->len), errstr);
         }
         if (!rc) {
             int32_t to =
@@ -209,9 +202,10 @@ static int move_models(repartition_t *rp, int32_t partition, int64_t *next_input
             rd_kafka_resp_err_t err = processor_produce(rp->producer, &rec, true);
             if (err) {
                 rd_kafka_headers_destroy(hdrs);
-                LOG_ERROR("repartition: producing the snapshot of \"%.*s\" to %s: %s",
-                          (int)(m->len > 60 ? 60 : m->len), m->name,
-                          cfg->to_snapshots_topic, rd_kafka_err2str(err));
+                LOG_ERROR("repartition: producing the snapshot of " MODEL_FMT
+                          " to %s: %s",
+                          MODEL_ARG(m->name, m->len), cfg->to_snapshots_topic,
+                          rd_kafka_err2str(err));
                 rc = -1;
             } else if (++rp->snapshots % 1000 == 0 &&
                        state_store_commit(store, partition, -1, errstr, sizeof(errstr))) {
@@ -267,13 +261,10 @@ static int committed_offsets(repartition_t *rp, int64_t *committed)
 {
     const processor_config_t *cfg = rp->cfg;
     char errstr[512];
-    rd_kafka_conf_t *conf = processor_kafka_conf(
-        cfg, cfg->bootstrap_servers, PROCESSOR_KAFKA_CONSUMER, errstr, sizeof(errstr));
     rd_kafka_t *rk =
-        conf ? rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr)) : NULL;
+        processor_kafka_new(cfg, cfg->bootstrap_servers, PROCESSOR_KAFKA_CONSUMER, NULL,
+                            errstr, sizeof(errstr));
     if (!rk) {
-        if (conf)
-            rd_kafka_conf_destroy(conf);
         LOG_ERROR("repartition: %s", errstr);
         return -1;
     }
@@ -281,7 +272,7 @@ static int committed_offsets(repartition_t *rp, int64_t *committed)
     for (int32_t p = 0; p < rp->old_count; p++)
         rd_kafka_topic_partition_list_add(l, cfg->flushes_topic, p);
     /* Only reads the group's offsets: the consumer never subscribes. */
-    rd_kafka_resp_err_t err = rd_kafka_committed(rk, l, TIMEOUT_MS);
+    rd_kafka_resp_err_t err = rd_kafka_committed(rk, l, PROCESSOR_KAFKA_TIMEOUT_MS);
     for (int i = 0; !err && i < l->cnt; i++)
         committed[l->elems[i].partition] = l->elems[i].err ? -1 : l->elems[i].offset;
     rd_kafka_topic_partition_list_destroy(l);
@@ -296,17 +287,11 @@ int processor_cmd_repartition(const processor_config_t *cfg)
 {
     char errstr[512];
     repartition_t rp = {.cfg = cfg};
-    rd_kafka_conf_t *conf = processor_kafka_conf(
-        cfg, cfg->bootstrap_servers, PROCESSOR_KAFKA_PRODUCER, errstr, sizeof(errstr));
-    if (conf) {
-        rd_kafka_conf_set_dr_msg_cb(conf, on_delivery);
-        rd_kafka_conf_set_opaque(conf, &rp);
-    }
+    processor_kafka_callbacks_t callbacks = {.delivery = on_delivery, .opaque = &rp};
     rp.producer =
-        conf ? rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr)) : NULL;
+        processor_kafka_new(cfg, cfg->bootstrap_servers, PROCESSOR_KAFKA_PRODUCER,
+                            &callbacks, errstr, sizeof(errstr));
     if (!rp.producer) {
-        if (conf)
-            rd_kafka_conf_destroy(conf);
         LOG_ERROR("repartition: %s", errstr);
         return 1;
     }
@@ -351,7 +336,7 @@ int processor_cmd_repartition(const processor_config_t *cfg)
                                          forward_visit,      NULL, &rp};
         int64_t lo = 0, hi = 0;
         rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
-            rp.producer, cfg->flushes_topic, p, &lo, &hi, TIMEOUT_MS);
+            rp.producer, cfg->flushes_topic, p, &lo, &hi, PROCESSOR_KAFKA_TIMEOUT_MS);
         if (err) { /* forwarding nothing would lose the unprocessed flushes */
             LOG_ERROR("repartition: the offsets of %s partition %d: %s",
                       cfg->flushes_topic, p, rd_kafka_err2str(err));

@@ -136,15 +136,15 @@ static int send_one(sender_t *s, const char *json, size_t len, FILE *out)
 static int start_consumer(sender_t *s, char *errstr, size_t errstr_size)
 {
     const processor_config_t *cfg = s->cfg;
-    int count = processor_topic_partitions(s->consumer, cfg->replies_topic, 10000, errstr,
-                                           errstr_size);
+    int count = processor_topic_partitions(
+        s->consumer, cfg->replies_topic, PROCESSOR_KAFKA_TIMEOUT_MS, errstr, errstr_size);
     if (count < 0)
         return -1;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(count);
     for (int32_t p = 0; p < count; p++) {
         int64_t lo, hi;
         rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
-            s->consumer, cfg->replies_topic, p, &lo, &hi, 10000);
+            s->consumer, cfg->replies_topic, p, &lo, &hi, PROCESSOR_KAFKA_TIMEOUT_MS);
         if (err) {
             snprintf(errstr, errstr_size, "offsets of %s: %s", cfg->replies_topic,
                      rd_kafka_err2str(err));
@@ -185,29 +185,20 @@ int processor_cmd_send(processor_config_t *cfg, FILE *in, FILE *out)
     cfg->low_latency = 1;
     int rc = 1;
     msgpack_sbuffer_init(&s.buf);
-    rd_kafka_conf_t *pc = processor_kafka_conf(
-        cfg, cfg->bootstrap_servers, PROCESSOR_KAFKA_SENDER, errstr, sizeof(errstr));
-    rd_kafka_conf_t *cc =
-        pc ? processor_kafka_conf(cfg, cfg->bootstrap_servers, PROCESSOR_KAFKA_READER,
-                                  errstr, sizeof(errstr))
-           : NULL;
-    if (!cc) {
-        if (pc)
-            rd_kafka_conf_destroy(pc);
+    if (!(s.producer =
+              processor_kafka_new(cfg, cfg->bootstrap_servers, PROCESSOR_KAFKA_SENDER,
+                                  NULL, errstr, sizeof(errstr))) ||
+        !(s.consumer =
+              processor_kafka_new(cfg, cfg->bootstrap_servers, PROCESSOR_KAFKA_READER,
+                                  NULL, errstr, sizeof(errstr)))) {
         LOG_ERROR("send: %s", errstr);
-        goto out;
-    }
-    if (!(s.producer = rd_kafka_new(RD_KAFKA_PRODUCER, pc, errstr, sizeof(errstr))) ||
-        !(s.consumer = rd_kafka_new(RD_KAFKA_CONSUMER, cc, errstr, sizeof(errstr)))) {
-        LOG_ERROR("send: %s", errstr);
-        if (!s.producer)
-            rd_kafka_conf_destroy(cc);
         goto out;
     }
     /* Learning the topic's partitions now saves the producer's first send a wait for
      * its periodic metadata refresh (a second). */
     if (start_consumer(&s, errstr, sizeof(errstr)) ||
-        processor_topic_partitions(s.producer, cfg->flushes_topic, 10000, errstr,
+        processor_topic_partitions(s.producer, cfg->flushes_topic,
+                                   PROCESSOR_KAFKA_TIMEOUT_MS, errstr,
                                    sizeof(errstr)) < 0) {
         LOG_ERROR("send: %s", errstr);
         goto out;

@@ -177,23 +177,15 @@ static int admin_open(admin_t *a, const processor_config_t *cfg)
     a->bootstrap_servers = cfg->bootstrap_servers;
     a->timeout_ms = (int)cfg->timeout_ms;
     char errstr[512];
-    rd_kafka_conf_t *conf = processor_kafka_conf(
-        cfg, cfg->bootstrap_servers, PROCESSOR_KAFKA_ADMIN, errstr, sizeof(errstr));
-    if (!conf) {
+    /* A consumer handle never auto-creates a topic that metadata asks about. */
+    processor_kafka_callbacks_t callbacks = {
+        .log = on_log, .error = on_error, .opaque = a};
+    a->rk = processor_kafka_new(cfg, cfg->bootstrap_servers, PROCESSOR_KAFKA_ADMIN,
+                                &callbacks, errstr, sizeof(errstr));
+    if (!a->rk) {
         LOG_ERROR("topics: %s", errstr);
         return -1;
     }
-    rd_kafka_conf_set_error_cb(conf, on_error);
-    rd_kafka_conf_set_log_cb(conf, on_log);
-    rd_kafka_conf_set_opaque(conf, a);
-    /* A consumer handle never auto-creates a topic that metadata asks about. */
-    a->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-    if (!a->rk) {
-        rd_kafka_conf_destroy(conf);
-        LOG_ERROR("topics: cannot create a Kafka client: %s", errstr);
-        return -1;
-    }
-    conf = NULL; /* now owned by a->rk */
     a->results = rd_kafka_queue_new(a->rk);
     return 0;
 }
@@ -470,23 +462,19 @@ static void summary(const processor_topic_spec_t *s, const processor_topic_state
 static int check_copartitioning(const processor_topic_spec_t *specs,
                                 const processor_topic_state_t *obs, FILE *out)
 {
-    int first = -1;
-    bool equal = true;
+    const char *names[PROCESSOR_TOPIC_COUNT];
+    int counts[PROCESSOR_TOPIC_COUNT];
+    size_t n = 0;
     for (int i = 0; i < PROCESSOR_TOPIC_COUNT; i++) {
-        if (!specs[i].copartitioned || !obs[i].exists)
+        if (!specs[i].copartitioned)
             continue;
-        if (first < 0)
-            first = i;
-        else if (obs[i].partitions != obs[first].partitions)
-            equal = false;
+        names[n] = specs[i].name;
+        counts[n++] = obs[i].exists ? obs[i].partitions : -1;
     }
-    if (equal)
+    char why[1024];
+    if (!processor_copartition_check(names, counts, n, why, sizeof(why)))
         return 0;
-    fprintf(out, "co-partitioning: the processor needs equal partition counts, but");
-    for (int i = 0; i < PROCESSOR_TOPIC_COUNT; i++)
-        if (specs[i].copartitioned && obs[i].exists)
-            fprintf(out, " %s has %d", specs[i].name, obs[i].partitions);
-    fprintf(out, "\n");
+    fprintf(out, "%s\n", why);
     return 1;
 }
 

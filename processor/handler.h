@@ -1,8 +1,12 @@
-/* processor/handler.h - handles one request record against the models it holds.
+/* processor/handler.h - one request record in, its reply and change record out.
  *
  * Bytes in (record key = model id, msgpack value), reply bytes out. This is the
- * processing step shared by `apply`, the benchmarks and the Kafka processor.
- * Models live in memory here; the RocksDB store takes over in state/store.c. */
+ * processing step shared by `apply`, `rebuild`, the Kafka processor, the benchmarks
+ * and the fuzzers. With conf.store (every command), models live in the RocksDB store,
+ * loaded through its cache of decoded models (state/store.h), and a retried flush is
+ * recognised by its client's seq; without one (the master benchmark, the request
+ * fuzzer, the tests' references), the handler keeps them in memory, without client
+ * records. */
 #ifndef FLUSHOUT_PROCESSOR_HANDLER_H
 #define FLUSHOUT_PROCESSOR_HANDLER_H
 
@@ -14,7 +18,7 @@
 
 typedef struct processor_handler_conf_s {
     state_store_t *store; /* where models live; NULL keeps them in memory, without
-                           * client records (used by the benchmark and the fuzzer) */
+                           * client records (bench_master, fuzz_request) */
     state_master_conf_t master;
     uint64_t history;                      /* commands of history kept per model */
     const codec_value_t *initial_document; /* new models start from a copy; NULL = {} */
@@ -77,7 +81,8 @@ void processor_handler_refuse(processor_handler_t *h, const char *key, size_t ke
 int processor_handler_commit(processor_handler_t *h, int32_t partition,
                              int64_t next_offset, char *errstr, size_t errstr_size);
 
-/** The model's master, or NULL if the handler has not seen the model. */
+/** Without a store: the model's master, or NULL if the handler has not seen the
+ *  model. With a store: NULL (its models are the store's, state_store_model()). */
 const state_master_t *processor_handler_model(const processor_handler_t *h,
                                               const char *model, size_t model_len);
 

@@ -1,4 +1,4 @@
-/* processor/kafka.c - librdkafka client configuration shared by run, dev and send. */
+/* processor/kafka.c - librdkafka clients: configuration, creation, producing, reading. */
 #include "kafka.h"
 
 #include <fnmatch.h>
@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cmd_apply.h"
+#include "setup.h"
 #include "codec/alloc.h"
 #include "codec/error.h"
 #include "log.h"
@@ -189,6 +189,41 @@ err:
     return NULL;
 }
 
+rd_kafka_t *processor_kafka_new(const processor_config_t *cfg,
+                                const char *bootstrap_servers,
+                                processor_kafka_role_t role,
+                                const processor_kafka_callbacks_t *callbacks,
+                                char *errstr, size_t errstr_size)
+{
+    rd_kafka_conf_t *conf =
+        processor_kafka_conf(cfg, bootstrap_servers, role, errstr, errstr_size);
+    if (!conf)
+        return NULL;
+    if (callbacks) {
+        if (callbacks->delivery)
+            rd_kafka_conf_set_dr_msg_cb(conf, callbacks->delivery);
+        if (callbacks->rebalance)
+            rd_kafka_conf_set_rebalance_cb(conf, callbacks->rebalance);
+        if (callbacks->log)
+            rd_kafka_conf_set_log_cb(conf, callbacks->log);
+        if (callbacks->error)
+            rd_kafka_conf_set_error_cb(conf, callbacks->error);
+        rd_kafka_conf_set_opaque(conf, callbacks->opaque);
+    }
+    bool producer = role == PROCESSOR_KAFKA_PRODUCER || role == PROCESSOR_KAFKA_SENDER;
+    char why[256];
+    rd_kafka_t *rk = rd_kafka_new(producer ? RD_KAFKA_PRODUCER : RD_KAFKA_CONSUMER, conf,
+                                  why, sizeof(why));
+    if (!rk) {
+        rd_kafka_conf_destroy(conf); /* still ours: rd_kafka_new() failed */
+        snprintf(errstr, errstr_size, "cannot create a Kafka %s: %s",
+                 producer ? "producer" : "consumer", why);
+        return NULL;
+    }
+    conf = NULL; /* now owned by rk */
+    return rk;
+}
+
 size_t processor_max_message_bytes(const processor_config_t *cfg)
 {
     size_t max = 1000000; /* librdkafka's default */
@@ -343,6 +378,31 @@ rd_kafka_resp_err_t processor_produce(rd_kafka_t *rk, const processor_record_t *
     }
 }
 
+int processor_copartition_check(const char *const *topics, const int *counts, size_t n,
+                                char *errstr, size_t errstr_size)
+{
+    int first = -1;
+    bool equal = true;
+    for (size_t i = 0; i < n; i++) {
+        if (counts[i] < 0)
+            continue;
+        if (first < 0)
+            first = counts[i];
+        else if (counts[i] != first)
+            equal = false;
+    }
+    if (equal)
+        return 0;
+    size_t used = (size_t)snprintf(
+        errstr, errstr_size,
+        "co-partitioning: the processor needs equal partition counts, but");
+    for (size_t i = 0; i < n && used < errstr_size; i++)
+        if (counts[i] >= 0)
+            used += (size_t)snprintf(errstr + used, errstr_size - used, " %s has %d",
+                                     topics[i], counts[i]);
+    return -1;
+}
+
 int processor_topic_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms,
                                char *errstr, size_t errstr_size)
 {
@@ -421,13 +481,9 @@ int processor_read_partition(const processor_config_t *cfg, const char *bootstra
                              processor_partition_read_t *rd)
 {
     char errstr[512];
-    rd_kafka_conf_t *conf = processor_kafka_conf(
-        cfg, bootstrap_servers, PROCESSOR_KAFKA_RESTORE, errstr, sizeof(errstr));
-    rd_kafka_t *rk =
-        conf ? rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr)) : NULL;
+    rd_kafka_t *rk = processor_kafka_new(cfg, bootstrap_servers, PROCESSOR_KAFKA_RESTORE,
+                                         NULL, errstr, sizeof(errstr));
     if (!rk) {
-        if (conf)
-            rd_kafka_conf_destroy(conf);
         LOG_ERROR("partition %d: cannot create a consumer for %s: %s", rd->partition,
                   rd->topic, errstr);
         return -1;
@@ -436,7 +492,7 @@ int processor_read_partition(const processor_config_t *cfg, const char *bootstra
     if (rd->from < 0 || rd->to < 0) {
         int64_t lo, hi;
         rd_kafka_resp_err_t err = rd_kafka_query_watermark_offsets(
-            rk, rd->topic, rd->partition, &lo, &hi, 10000);
+            rk, rd->topic, rd->partition, &lo, &hi, PROCESSOR_KAFKA_TIMEOUT_MS);
         if (err) {
             LOG_ERROR("partition %d: offsets of %s: %s", rd->partition, rd->topic,
                       rd_kafka_err2str(err));

@@ -1,4 +1,5 @@
-/* processor/kafka.h - librdkafka client configuration shared by run, dev and send.
+/* processor/kafka.h - librdkafka clients: their configuration and creation for every
+ * command, output sizes, producing, and reading a partition.
  *
  * Every client gets bootstrap.servers, the -X properties, and the settings its role
  * needs for correctness. Properties that correctness depends on are owned here and
@@ -21,12 +22,36 @@ typedef enum processor_kafka_role_e {
                                  that never joins a group */
 } processor_kafka_role_t;
 
+/* How long one request to the cluster may take (metadata, watermarks, committed
+ * offsets, seeks) before it fails. Not send's --timeout-ms: that bounds the wait for a
+ * reply, a processor's whole round trip, and is the user's to choose. */
+#define PROCESSOR_KAFKA_TIMEOUT_MS 10000
+
 /** A configuration for role, or NULL and errstr (an unknown or owned -X property, a
  *  bad value). */
 rd_kafka_conf_t *processor_kafka_conf(const processor_config_t *cfg,
                                       const char *bootstrap_servers,
                                       processor_kafka_role_t role, char *errstr,
                                       size_t errstr_size);
+
+/* Callbacks a client is created with (NULL: librdkafka's default), and their opaque. */
+typedef struct processor_kafka_callbacks_s {
+    void (*delivery)(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque);
+    void (*rebalance)(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                      rd_kafka_topic_partition_list_t *partitions, void *opaque);
+    void (*log)(const rd_kafka_t *rk, int level, const char *fac, const char *buf);
+    void (*error)(rd_kafka_t *rk, int err, const char *reason, void *opaque);
+    void *opaque;
+} processor_kafka_callbacks_t;
+
+/** A client for role (a producer for PRODUCER and SENDER, a consumer for the others)
+ *  configured by processor_kafka_conf(), with callbacks (NULL: none).
+ *  @returns it (rd_kafka_destroy() it), or NULL and errstr. */
+rd_kafka_t *processor_kafka_new(const processor_config_t *cfg,
+                                const char *bootstrap_servers,
+                                processor_kafka_role_t role,
+                                const processor_kafka_callbacks_t *callbacks,
+                                char *errstr, size_t errstr_size);
 
 /* Sizes of output records. librdkafka refuses a record whose key, value and headers
  * exceed message.max.bytes; a little is kept for the framing around them. */
@@ -85,6 +110,13 @@ rd_kafka_resp_err_t processor_produce(rd_kafka_t *rk, const processor_record_t *
 /** How many threads wait in processor_produce() for room in a producer's queue now:
  *  non-zero while Kafka does not take records as fast as they come (an outage). */
 int processor_produce_waiting(void);
+
+/** Co-partitioning: partition N of the flushes, changes and snapshots topics holds the
+ *  same models, so their partition counts must be equal. counts[i] is topics[i]'s
+ *  (negative: the topic is not there, left out).
+ *  @returns 0, or -1 and errstr naming every count. */
+int processor_copartition_check(const char *const *topics, const int *counts, size_t n,
+                                char *errstr, size_t errstr_size);
 
 /** The number of partitions of topic, or -1 and errstr. */
 int processor_topic_partitions(rd_kafka_t *rk, const char *topic, int timeout_ms,

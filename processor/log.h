@@ -7,6 +7,8 @@
 
 #include <stddef.h>
 
+#include "codec/print.h" /* MODEL_FMT, MODEL_ARG for the ids in messages */
+
 typedef enum processor_log_level_e {
     PROCESSOR_LOG_ERROR,
     PROCESSOR_LOG_WARN,

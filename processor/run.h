@@ -7,7 +7,9 @@
  * change records, dead letters) in one batch, then produces the outbox; records are
  * deleted from the outbox as Kafka confirms them, and the consumer offset is
  * committed to Kafka once every record before it is delivered. How handoff and
- * recovery stay correct is written down in processor/README.md. */
+ * recovery stay correct is written down in processor/README.md. The runner is
+ * implemented by processor/run*.c, one file per concept (the README's map), around
+ * the private run_int.h. */
 #ifndef FLUSHOUT_PROCESSOR_RUN_H
 #define FLUSHOUT_PROCESSOR_RUN_H
 

@@ -21,7 +21,7 @@
 
 #include "codec/json.h"
 #include "codec/msgpack.h"
-#include "processor/cmd_apply.h"
+#include "processor/setup.h"
 #include "processor/handler.h"
 #include "processor/cmd_rebuild.h"
 #include "processor/kafka.h"
@@ -2911,6 +2911,14 @@ Test(kafka, rebuild_restores_from_snapshots_where_the_changes_do_not_reach_back)
                   "neither topic reaches back: refused");
 }
 
+/* dump_state() of the state directory name under dir. */
+static char *dump_named(const char *name)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    return dump_state(path);
+}
+
 /* rebuild tries a catch-up that fails on a transient Kafka error again (the watermark
  * queries refused here), as a takeover is, instead of failing the partition. */
 Test(kafka, rebuild_tries_a_transient_kafka_error_again)
@@ -2929,11 +2937,7 @@ Test(kafka, rebuild_tries_a_transient_kafka_error_again)
                                       RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
                                       RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
     rebuild("rebuilt", "changes");
-    char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/live", dir);
-    char *live = dump_state(path);
-    snprintf(path, sizeof(path), "%s/rebuilt", dir);
-    char *rebuilt = dump_state(path);
+    char *live = dump_named("live"), *rebuilt = dump_named("rebuilt");
     cr_assert_str_eq(rebuilt, live, "rebuilt once Kafka answered");
     free(live);
     free(rebuilt);
