@@ -103,6 +103,7 @@ typedef struct state_store_item_s {
     size_t value_len;
 } state_store_item_t;
 
+/* The kinds of record, each the kind byte of its keys (state/README.md): */
 #define STATE_ITEM_OFFSET     'o'
 #define STATE_ITEM_SNAPSHOT   's'
 #define STATE_ITEM_HISTORY    'h'
@@ -154,6 +155,12 @@ typedef struct state_header_s {
     const char *value;
     size_t value_len;
 } state_header_t;
+
+/* What the outbox keeps of a record's headers: a record with more, or with a longer
+ * name (NUL included), is refused when read back (state_store_outbox_scan()), so
+ * producers of outbox records stay within them. */
+#define STATE_OUTBOX_MAX_HEADERS 32
+#define STATE_OUTBOX_NAME_BYTES  256 /* a topic or header name, NUL included */
 
 typedef struct state_outbox_rec_s {
     const char *topic;
