@@ -60,7 +60,7 @@ static int install_visit(const rd_kafka_message_t *m, void *ctx)
 {
     rebuild_partition_t *rp = ctx;
     char errstr[512];
-    int rc = state_store_install_snapshot(rp->store, rp->partition, m->key, m->key_len,
+    int rc = state_store_install_snapshot(rp->store, m->key, m->key_len,
                                           m->payload ? m->payload : "", m->len, errstr,
                                           sizeof(errstr));
     if (rc < 0) { /* skipping it would rebuild the model rolled back */
@@ -69,7 +69,7 @@ static int install_visit(const rd_kafka_message_t *m, void *ctx)
         return -1;
     }
     rp->installed += (uint64_t)rc;
-    if (rc && state_store_commit(rp->store, rp->partition, -1, errstr, sizeof(errstr))) {
+    if (rc && state_store_commit(rp->store, -1, errstr, sizeof(errstr))) {
         LOG_ERROR("partition %d: %s", rp->partition, errstr);
         return -1;
     }
@@ -84,7 +84,7 @@ static int rebuild_visit(const rd_kafka_message_t *m, void *ctx)
     char errstr[512];
     if (rb->from_changes) {
         int64_t input = -1;
-        switch (state_store_apply_change(rp->store, rp->partition, m->key, m->key_len,
+        switch (state_store_apply_change(rp->store, m->key, m->key_len,
                                          m->payload ? m->payload : "", m->len, &input,
                                          errstr, sizeof(errstr))) {
         case STATE_CHANGE_APPLIED:
@@ -118,9 +118,8 @@ static int rebuild_visit(const rd_kafka_message_t *m, void *ctx)
     rp->position = m->offset + 1;
     if (++rp->since_commit >= COMMIT_EVERY) {
         if (rb->from_changes)
-            state_store_set_changes_offset(rp->store, rp->partition, rp->position);
-        if (state_store_commit(rp->store, rp->partition, rp->next_input, errstr,
-                               sizeof(errstr))) {
+            state_store_set_changes_offset(rp->store, rp->position);
+        if (state_store_commit(rp->store, rp->next_input, errstr, sizeof(errstr))) {
             LOG_ERROR("partition %d: %s", rp->partition, errstr);
             return -1;
         }
@@ -144,6 +143,7 @@ static int rebuild_partition(const rebuild_t *rb, int32_t partition)
     }
     state_store_conf_t sc =
         processor_store_conf(cfg, dir, (size_t)cfg->cache_mb << 20, rb->initial_document);
+    sc.partition = partition;
     state_store_t *store = state_store_open(&sc, errstr, sizeof(errstr));
     if (!store) {
         LOG_ERROR("partition %d: %s", partition, errstr);
@@ -188,8 +188,7 @@ static int rebuild_partition(const rebuild_t *rb, int32_t partition)
         LOG_INFO("partition %d: %s does not reach back far enough; restoring from %s "
                  "first",
                  partition, rb->topic, rb->snapshots_topic);
-        rc =
-            state_store_drop_partition(store, partition, errstr, sizeof(errstr)) ? -1 : 0;
+        rc = state_store_drop_partition(store, errstr, sizeof(errstr)) ? -1 : 0;
         if (rc)
             LOG_ERROR("partition %d: %s", partition, errstr);
         rp.applied = rp.skipped = rp.since_commit = 0;
@@ -212,10 +211,10 @@ static int rebuild_partition(const rebuild_t *rb, int32_t partition)
     }
     if (!rc) { /* the rest since the last commit, and the position reached */
         if (rb->from_changes)
-            state_store_set_changes_offset(store, partition, rd.to);
-        state_store_set_partition_count(store, partition, rb->partition_count);
-        state_store_set_settings(store, partition, rb->settings);
-        if (state_store_commit(store, partition, rp.next_input, errstr, sizeof(errstr))) {
+            state_store_set_changes_offset(store, rd.to);
+        state_store_set_partition_count(store, rb->partition_count);
+        state_store_set_settings(store, rb->settings);
+        if (state_store_commit(store, rp.next_input, errstr, sizeof(errstr))) {
             LOG_ERROR("partition %d: %s", partition, errstr);
             rc = -1;
         }

@@ -579,7 +579,7 @@ static void step_out_due(step_out_t *so, const char *model, size_t len)
 static void step_out_add(part_t *p, step_out_t *so, const state_outbox_rec_t *rec,
                          int64_t input_offset, bool change)
 {
-    uint64_t id = state_store_outbox_add(p->store, p->id, rec);
+    uint64_t id = state_store_outbox_add(p->store, rec);
     if (so->len == so->cap) {
         so->cap = so->cap ? so->cap * 2 : 64;
         so->items = codec_xrealloc(so->items, so->cap * sizeof(*so->items));
@@ -931,8 +931,7 @@ void processor_apply_record(processor_handler_t *h, const processor_config_t *cf
         processor_handler_refuse(h, m->key, m->key_len, value, m->len,
                                  CODEC_ERR_BAD_REPLY_TOPIC, why, out);
     } else {
-        processor_handler_handle(h, m->partition, m->offset, m->key, m->key_len, value,
-                                 m->len, out);
+        processor_handler_handle(h, m->offset, m->key, m->key_len, value, m->len, out);
     }
 }
 
@@ -1020,7 +1019,7 @@ static void take_done(part_t *p)
 {
     pthread_mutex_lock(&p->lock);
     for (size_t i = 0; i < p->done_len; i++)
-        state_store_outbox_done(p->store, p->id, p->done[i].first, p->done[i].last);
+        state_store_outbox_done(p->store, p->done[i].first, p->done[i].last);
     p->done_len = 0;
     int64_t changes_next = p->changes_next;
     swept_t **swept = p->swept;
@@ -1029,13 +1028,12 @@ static void take_done(part_t *p)
     p->swept_len = p->swept_cap = 0;
     pthread_mutex_unlock(&p->lock);
     if (changes_next > p->changes_stored) {
-        state_store_set_changes_offset(p->store, p->id, changes_next);
+        state_store_set_changes_offset(p->store, changes_next);
         p->changes_stored = changes_next;
     }
     /* A model changed since its swept record keeps its mark for the next pass. */
     for (size_t i = 0; i < swept_len; i++) {
-        state_store_snapshot_published(p->store, p->id, swept[i]->model,
-                                       swept[i]->model_len);
+        state_store_snapshot_published(p->store, swept[i]->model, swept[i]->model_len);
         free(swept[i]);
     }
     free(swept);
@@ -1050,7 +1048,7 @@ static bool publish_snapshot(part_t *p, const char *model, size_t model_len, boo
     runner_t *r = p->r;
     char errstr[256];
     state_model_t *m =
-        state_store_model(p->store, p->id, model, model_len, errstr, sizeof(errstr));
+        state_store_model(p->store, model, model_len, errstr, sizeof(errstr));
     if (!m) {
         LOG_WARN("partition %d model \"%.*s\": no snapshot record: %s", p->id,
                  (int)(model_len > 60 ? 60 : model_len), model, errstr);
@@ -1066,8 +1064,8 @@ static bool publish_snapshot(part_t *p, const char *model, size_t model_len, boo
     if (swept || size <= r->max_message_bytes) {
         msgpack_packer pk;
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        if (state_store_pack_snapshot_record(p->store, p->id, model, model_len, &pk,
-                                             errstr, sizeof(errstr))) {
+        if (state_store_pack_snapshot_record(p->store, model, model_len, &pk, errstr,
+                                             sizeof(errstr))) {
             LOG_WARN("partition %d model \"%.*s\": no snapshot record: %s", p->id,
                      (int)(model_len > 60 ? 60 : model_len), model, errstr);
             msgpack_sbuffer_destroy(&sb);
@@ -1113,7 +1111,7 @@ static bool publish_snapshot(part_t *p, const char *model, size_t model_len, boo
                      rd_kafka_err2str(err));
             free(sw);
         } else if (swept) {
-            state_store_snapshot_sent(p->store, p->id, model, model_len);
+            state_store_snapshot_sent(p->store, model, model_len);
         }
         published = !err;
         if (published)
@@ -1171,10 +1169,10 @@ static bool sweep_chunk(part_t *p)
     sweep_t sw = {p, 0, 0};
     char errstr[512];
     int rc =
-        state_store_changed_models(p->store, p->id, p->sweep_after, p->sweep_after_len,
+        state_store_changed_models(p->store, p->sweep_after, p->sweep_after_len,
                                    SWEEP_CHUNK, sweep_visit, &sw, errstr, sizeof(errstr));
     /* Loading the models may have grown the cache: a commit evicts. */
-    if (!rc && state_store_commit(p->store, p->id, -1, errstr, sizeof(errstr)))
+    if (!rc && state_store_commit(p->store, -1, errstr, sizeof(errstr)))
         rc = -1;
     if (rc) {
         LOG_ERROR("partition %d: snapshot sweep: %s", p->id, errstr);
@@ -1225,8 +1223,7 @@ static size_t process_step(part_t *p, rd_kafka_message_t **msgs,
     processor_output_destroy(&out);
     take_done(p);
     char errstr[512];
-    if (ok && processor_handler_commit(p->handler, p->id, next_offset, errstr,
-                                       sizeof(errstr))) {
+    if (ok && processor_handler_commit(p->handler, next_offset, errstr, sizeof(errstr))) {
         LOG_ERROR(
             "partition %d: the state store failed: %s; the partition stops (nothing "
             "of this step is answered or committed)",
@@ -1380,8 +1377,8 @@ static int commit_catch_up(part_t *p, catch_up_t *cu)
 {
     char errstr[512];
     if (cu->position >= 0 && !cu->hold_position)
-        state_store_set_changes_offset(p->store, p->id, cu->position);
-    if (state_store_commit(p->store, p->id, -1, errstr, sizeof(errstr))) {
+        state_store_set_changes_offset(p->store, cu->position);
+    if (state_store_commit(p->store, -1, errstr, sizeof(errstr))) {
         LOG_ERROR("partition %d: the state store failed: %s", p->id, errstr);
         return -1;
     }
@@ -1396,7 +1393,7 @@ static int apply_change(part_t *p, const rd_kafka_message_t *m, void *ctx)
     int64_t input_offset;
     if (check_record_layout(p, p->r->cfg->changes_topic, m))
         return -1;
-    switch (state_store_apply_change(p->store, p->id, m->key, m->key_len,
+    switch (state_store_apply_change(p->store, m->key, m->key_len,
                                      m->payload ? m->payload : "", m->len, &input_offset,
                                      errstr, sizeof(errstr))) {
     case STATE_CHANGE_APPLIED:
@@ -1427,7 +1424,7 @@ static int install_snapshot(part_t *p, const rd_kafka_message_t *m, void *ctx)
     char errstr[512];
     if (check_record_layout(p, p->r->cfg->snapshots_topic, m))
         return -1;
-    int rc = state_store_install_snapshot(p->store, p->id, m->key, m->key_len,
+    int rc = state_store_install_snapshot(p->store, m->key, m->key_len,
                                           m->payload ? m->payload : "", m->len, errstr,
                                           sizeof(errstr));
     if (rc < 0) { /* skipping it would serve the model rolled back */
@@ -1484,7 +1481,7 @@ static int catch_up(part_t *p)
 {
     runner_t *r = p->r;
     const char *topic = r->cfg->changes_topic;
-    int64_t from = state_store_changes_offset(p->store, p->id);
+    int64_t from = state_store_changes_offset(p->store);
     int64_t lo, hi;
     int rc = partition_ends(p, topic, &lo, &hi);
     if (rc)
@@ -1570,7 +1567,7 @@ static void refresh_stats(part_t *p, bool force)
 static int check_layout(part_t *p, const char *dir)
 {
     runner_t *r = p->r;
-    int32_t built_for = state_store_partition_count(p->store, p->id);
+    int32_t built_for = state_store_partition_count(p->store);
     if (built_for > 0 && built_for != r->partition_count) {
         LOG_ERROR("partition %d: the state in %s was built for %d partitions of %s, "
                   "which has %d: " REPARTITION_HINT,
@@ -1578,7 +1575,7 @@ static int check_layout(part_t *p, const char *dir)
         atomic_store(&r->fatal, true);
         return -1;
     }
-    char *settings = state_store_settings(p->store, p->id);
+    char *settings = state_store_settings(p->store);
     char differ[1024];
     if (settings &&
         processor_settings_diff(settings, r->settings, differ, sizeof(differ))) {
@@ -1595,11 +1592,11 @@ static int check_layout(part_t *p, const char *dir)
         return 0;
     char errstr[512];
     if (built_for <= 0)
-        state_store_set_partition_count(p->store, p->id, r->partition_count);
+        state_store_set_partition_count(p->store, r->partition_count);
     /* A store from before settings were recorded takes the current ones. */
     if (!recorded)
-        state_store_set_settings(p->store, p->id, r->settings);
-    if (state_store_commit(p->store, p->id, -1, errstr, sizeof(errstr))) {
+        state_store_set_settings(p->store, r->settings);
+    if (state_store_commit(p->store, -1, errstr, sizeof(errstr))) {
         LOG_ERROR("partition %d: %s", p->id, errstr);
         return -1;
     }
@@ -1662,6 +1659,7 @@ static void prepare(part_t *p)
         size_t cache = atomic_load(&r->cache_share);
         state_store_conf_t sc =
             processor_store_conf(r->cfg, dir, cache, r->initial_document);
+        sc.partition = p->id;
         p->store = state_store_open(&sc, errstr, sizeof(errstr));
         if (!p->store) {
             LOG_ERROR("partition %d: cannot open its store: %s", p->id, errstr);
@@ -1689,12 +1687,12 @@ static void prepare(part_t *p)
         takeover_failed(p, "its state was built for another layout or settings");
         return;
     }
-    p->changes_stored = state_store_changes_offset(p->store, p->id);
+    p->changes_stored = state_store_changes_offset(p->store);
 
     if (!p->leftovers_produced) { /* not again when a takeover is tried again */
         step_out_t leftovers = {0};
         void *args[2] = {p, &leftovers};
-        if (state_store_outbox_scan(p->store, p->id, produce_leftover, args, errstr,
+        if (state_store_outbox_scan(p->store, produce_leftover, args, errstr,
                                     sizeof(errstr))) {
             LOG_ERROR("partition %d: %s", p->id, errstr);
             takeover_failed(p, "its store cannot be read");
@@ -1722,7 +1720,7 @@ static void prepare(part_t *p)
     /* Without the committed offset a new store would start at the topic's beginning
      * and answer every flush again: a failed query is tried again, never taken as "no
      * committed offset". */
-    int64_t start = state_store_next_offset(p->store, p->id);
+    int64_t start = state_store_next_offset(p->store);
     rd_kafka_topic_partition_list_t *l =
         one_partition(r->cfg->flushes_topic, p->id, RD_KAFKA_OFFSET_INVALID);
     rd_kafka_resp_err_t err = rd_kafka_committed(r->consumer, l, KAFKA_TIMEOUT_MS);
@@ -2078,7 +2076,7 @@ static void revoke_partitions(runner_t *r, rd_kafka_topic_partition_list_t *part
         if (p->store && !p->failed) {
             char errstr[512];
             take_done(p);
-            if (state_store_commit(p->store, p->id, -1, errstr, sizeof(errstr)))
+            if (state_store_commit(p->store, -1, errstr, sizeof(errstr)))
                 LOG_WARN("partition %d: %s", p->id, errstr);
         }
         processor_handler_destroy(p->handler);
@@ -2195,14 +2193,15 @@ static int check_state_layout(runner_t *r, char *errstr, size_t errstr_size)
         char dir[PATH_MAX];
         snprintf(dir, sizeof(dir), "%s/%s", r->state_dir, e->d_name);
         state_store_conf_t sc = processor_store_conf(r->cfg, dir, 8u << 20, NULL);
+        sc.partition = partition;
         char why[512];
         state_store_t *store = state_store_open(&sc, why, sizeof(why));
         if (!store) { /* refused with the partition, if it is ever assigned here */
             LOG_WARN("partition %d: cannot open its store: %s", partition, why);
             continue;
         }
-        int32_t built_for = state_store_partition_count(store, partition);
-        char *settings = state_store_settings(store, partition);
+        int32_t built_for = state_store_partition_count(store);
+        char *settings = state_store_settings(store);
         state_store_close(store);
         char differ[1024];
         if (built_for > 0 && built_for != r->partition_count) {

@@ -52,6 +52,21 @@ static int check_layout(state_store_t *s, char *errstr, size_t errstr_size)
     return rc;
 }
 
+/* STATE_STORE_PARTITION_STORED: the partition of the first record (the layout
+ * version's key sorts last), 0 for an empty store. */
+static int32_t stored_partition(state_store_t *s)
+{
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
+    rocksdb_iter_seek_to_first(it);
+    int32_t partition = 0;
+    size_t klen;
+    const char *k = rocksdb_iter_valid(it) ? rocksdb_iter_key(it, &klen) : NULL;
+    if (k && klen >= 4 && store_be_n(k, 4) != STORE_META_PARTITION)
+        partition = (int32_t)store_be_n(k, 4);
+    rocksdb_iter_destroy(it);
+    return partition;
+}
+
 static int count_bytes(void *data, const char *buf, size_t len)
 {
     (void)buf;
@@ -77,6 +92,10 @@ state_store_t *state_store_open(const state_store_conf_t *conf, char *errstr,
     if (!s->conf.clients_per_model)
         s->conf.clients_per_model = 1000;
 
+    if (conf->partition < 0 && conf->partition != STATE_STORE_PARTITION_STORED) {
+        snprintf(errstr, errstr_size, "no input partition %d", (int)conf->partition);
+        goto err;
+    }
     if (mkdir(conf->dir, 0755) != 0 && errno != EEXIST) {
         snprintf(errstr, errstr_size, "cannot create %s: %s", conf->dir, strerror(errno));
         goto err;
@@ -97,6 +116,8 @@ state_store_t *state_store_open(const state_store_conf_t *conf, char *errstr,
     }
     if (check_layout(s, errstr, errstr_size))
         goto err;
+    if (s->conf.partition == STATE_STORE_PARTITION_STORED)
+        s->conf.partition = stored_partition(s);
     s->batch = rocksdb_writebatch_create();
     msgpack_sbuffer_init(&s->outbox_step);
     s->zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
@@ -157,15 +178,16 @@ void state_store_close(state_store_t *s)
         rocksdb_readoptions_destroy(s->read_options);
     if (s->zone)
         msgpack_zone_free(s->zone);
-    store_outbox_free(s);
     codec_value_destroy(s->initial_document);
     store_expired_forget(s);
     free(s);
 }
-static void put_u64(state_store_t *s, int32_t partition, char kind, int64_t offset)
+
+/* The store's partition's integer of kind: offsets, the partition count. */
+static void put_u64(state_store_t *s, char kind, int64_t offset)
 {
     store_key_t k;
-    store_key_init(&k, (uint32_t)partition, kind);
+    store_key_start(&k, s, kind);
     unsigned char v[8];
     for (int i = 7; i >= 0; i--)
         v[i] = (unsigned char)((uint64_t)offset >> (8 * (7 - i)));
@@ -173,10 +195,10 @@ static void put_u64(state_store_t *s, int32_t partition, char kind, int64_t offs
     store_key_free(&k);
 }
 
-static int64_t read_u64(state_store_t *s, int32_t partition, char kind)
+static int64_t read_u64(state_store_t *s, char kind)
 {
     store_key_t k;
-    store_key_init(&k, (uint32_t)partition, kind);
+    store_key_start(&k, s, kind);
     char *err = NULL;
     size_t len = 0;
     char *v = rocksdb_get(s->db, s->read_options, k.p, k.len, &len, &err);
@@ -189,30 +211,31 @@ static int64_t read_u64(state_store_t *s, int32_t partition, char kind)
     return offset;
 }
 
-int64_t state_store_changes_offset(state_store_t *s, int32_t partition)
+int64_t state_store_changes_offset(state_store_t *s)
 {
-    return read_u64(s, partition, STATE_ITEM_CHANGES);
+    return read_u64(s, STATE_ITEM_CHANGES);
 }
 
-void state_store_set_changes_offset(state_store_t *s, int32_t partition, int64_t offset)
+void state_store_set_changes_offset(state_store_t *s, int64_t offset)
 {
-    put_u64(s, partition, STATE_ITEM_CHANGES, offset);
+    put_u64(s, STATE_ITEM_CHANGES, offset);
 }
-int32_t state_store_partition_count(state_store_t *s, int32_t partition)
+
+int32_t state_store_partition_count(state_store_t *s)
 {
-    int64_t count = read_u64(s, partition, STATE_ITEM_PARTITIONS);
+    int64_t count = read_u64(s, STATE_ITEM_PARTITIONS);
     return count > 0 && count <= INT32_MAX ? (int32_t)count : -1;
 }
 
-void state_store_set_partition_count(state_store_t *s, int32_t partition, int32_t count)
+void state_store_set_partition_count(state_store_t *s, int32_t count)
 {
-    put_u64(s, partition, STATE_ITEM_PARTITIONS, count);
+    put_u64(s, STATE_ITEM_PARTITIONS, count);
 }
 
-char *state_store_settings(state_store_t *s, int32_t partition)
+char *state_store_settings(state_store_t *s)
 {
     store_key_t k;
-    store_key_init(&k, (uint32_t)partition, STATE_ITEM_SETTINGS);
+    store_key_start(&k, s, STATE_ITEM_SETTINGS);
     char *err = NULL;
     size_t len = 0;
     char *v = rocksdb_get(s->db, s->read_options, k.p, k.len, &len, &err);
@@ -228,10 +251,10 @@ char *state_store_settings(state_store_t *s, int32_t partition)
     return settings;
 }
 
-void state_store_set_settings(state_store_t *s, int32_t partition, const char *settings)
+void state_store_set_settings(state_store_t *s, const char *settings)
 {
     store_key_t k;
-    store_key_init(&k, (uint32_t)partition, STATE_ITEM_SETTINGS);
+    store_key_start(&k, s, STATE_ITEM_SETTINGS);
     store_batch_write(s, k.p, k.len, settings, strlen(settings));
     store_key_free(&k);
 }
@@ -273,8 +296,8 @@ static bool injected_write_error(int32_t partition, int64_t next_offset)
     return fail;
 }
 
-int state_store_commit(state_store_t *s, int32_t partition, int64_t next_offset,
-                       char *errstr, size_t errstr_size)
+int state_store_commit(state_store_t *s, int64_t next_offset, char *errstr,
+                       size_t errstr_size)
 {
     if (s->failed[0]) {
         snprintf(errstr, errstr_size,
@@ -282,10 +305,10 @@ int state_store_commit(state_store_t *s, int32_t partition, int64_t next_offset,
         return -1;
     }
     if (next_offset >= 0)
-        put_u64(s, partition, STATE_ITEM_OFFSET, next_offset);
+        put_u64(s, STATE_ITEM_OFFSET, next_offset);
     char *err = NULL;
     rocksdb_writebatch_t *batch = store_batch_finish(s);
-    if (injected_write_error(partition, next_offset))
+    if (injected_write_error(s->conf.partition, next_offset))
         err = strdup("IO error: injected by FLUSHOUT_FAILPOINT");
     else
         rocksdb_write(s->db, s->write_options, batch, &err);
@@ -300,22 +323,22 @@ int state_store_commit(state_store_t *s, int32_t partition, int64_t next_offset,
     return 0;
 }
 
-int state_store_drop_partition(state_store_t *s, int32_t partition, char *errstr,
-                               size_t errstr_size)
+int state_store_drop_partition(state_store_t *s, char *errstr, size_t errstr_size)
 {
     state_model_t *m, *tmp;
     HASH_ITER(hh, s->models, m, tmp)
     {
-        if (m->partition == partition)
-            store_model_drop(s, m);
+        store_model_drop(s, m);
     }
-    store_outbox_forget(s, partition); /* ids start again from what is stored: none */
-    unsigned char from[4], to[5];
-    for (int i = 0; i < 4; i++)
-        from[i] = to[i] = (unsigned char)((uint32_t)partition >> (24 - 8 * i));
-    to[4] = 0xff; /* after every kind byte */
-    store_batch_delete_range(s, (const char *)from, 4, (const char *)to, 5);
-    return state_store_commit(s, partition, -1, errstr, errstr_size);
+    store_outbox_forget(s); /* ids start again from what is stored: none */
+    store_key_t from, to;
+    store_key_start(&from, s, 0);
+    store_key_start(&to, s, (char)0xff); /* after every kind byte */
+    from.len = 4;                        /* the partition prefix alone */
+    store_batch_delete_range(s, from.p, from.len, to.p, to.len);
+    store_key_free(&from);
+    store_key_free(&to);
+    return state_store_commit(s, -1, errstr, errstr_size);
 }
 
 /* A RocksDB integer property, 0 when the build does not know it. */
@@ -347,7 +370,7 @@ size_t state_store_cache_bytes(const state_store_t *s, size_t *models)
     return s->cache_used;
 }
 
-int64_t state_store_next_offset(state_store_t *s, int32_t partition)
+int64_t state_store_next_offset(state_store_t *s)
 {
-    return read_u64(s, partition, STATE_ITEM_OFFSET);
+    return read_u64(s, STATE_ITEM_OFFSET);
 }

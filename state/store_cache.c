@@ -92,7 +92,7 @@ static int load_snapshot(state_store_t *s, state_model_t *m, uint64_t *count,
                          codec_value_t **doc, char *errstr, size_t errstr_size)
 {
     store_key_t k;
-    store_key_init(&k, (uint32_t)m->partition, STATE_ITEM_SNAPSHOT);
+    store_key_start(&k, s, STATE_ITEM_SNAPSHOT);
     store_key_add(&k, m->id, m->id_len);
     char *err = NULL;
     size_t len = 0;
@@ -131,7 +131,7 @@ static int load_history(state_store_t *s, state_model_t *m, char *errstr,
                         size_t errstr_size)
 {
     store_key_t prefix;
-    store_key_init(&prefix, (uint32_t)m->partition, STATE_ITEM_HISTORY);
+    store_key_start(&prefix, s, STATE_ITEM_HISTORY);
     store_key_add_id(&prefix, m->id, m->id_len);
     rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
     int rc = 0;
@@ -237,8 +237,8 @@ static int load_history(state_store_t *s, state_model_t *m, char *errstr,
     return rc;
 }
 
-state_model_t *state_store_model(state_store_t *s, int32_t partition, const char *model,
-                                 size_t model_len, char *errstr, size_t errstr_size)
+state_model_t *state_store_model(state_store_t *s, const char *model, size_t model_len,
+                                 char *errstr, size_t errstr_size)
 {
     if (model_len > STORE_MAX_ID_BYTES) {
         snprintf(errstr, errstr_size, "model id of %zu bytes exceeds %d", model_len,
@@ -248,9 +248,10 @@ state_model_t *state_store_model(state_store_t *s, int32_t partition, const char
     size_t key_len = 4 + model_len;
     char stack_key[256];
     char *key = key_len <= sizeof(stack_key) ? stack_key : codec_xmalloc(key_len);
-    key[0] = (char)((uint32_t)partition >> 24);
-    key[1] = (char)((uint32_t)partition >> 16);
-    key[2] = (char)((uint32_t)partition >> 8);
+    uint32_t partition = (uint32_t)s->conf.partition;
+    key[0] = (char)(partition >> 24);
+    key[1] = (char)(partition >> 16);
+    key[2] = (char)(partition >> 8);
     key[3] = (char)partition;
     memcpy(key + 4, model, model_len);
 
@@ -271,7 +272,6 @@ state_model_t *state_store_model(state_store_t *s, int32_t partition, const char
     if (key != stack_key)
         free(key);
     m->key_len = key_len;
-    m->partition = partition;
     m->id = m->key + 4;
     m->id_len = model_len;
 
@@ -314,11 +314,10 @@ state_history_t state_model_history(state_model_t *m)
     return state_history_mem_provider(m->history);
 }
 
-state_model_t *store_model_cached(state_store_t *s, int32_t partition, const char *model,
-                                  size_t model_len)
+state_model_t *store_model_cached(state_store_t *s, const char *model, size_t model_len)
 {
     store_key_t k;
-    store_key_init(&k, (uint32_t)partition, STATE_ITEM_CHANGED);
+    store_key_start(&k, s, STATE_ITEM_CHANGED);
     store_key_add(&k, model, model_len);
     /* The cache is keyed by partition + id: the key without its kind byte. */
     memmove(k.p + 4, k.p + 5, model_len);

@@ -73,7 +73,7 @@ client_t *store_client_load(state_store_t *s, state_model_t *m, const char *id,
         goto add; /* a new client again, whether or not the step is written yet */
 
     store_key_t k;
-    store_key_init(&k, (uint32_t)m->partition, STATE_ITEM_CLIENT);
+    store_key_start(&k, s, STATE_ITEM_CLIENT);
     store_key_add_id(&k, m->id, m->id_len);
     store_key_add(&k, id, id_len);
     char *err = NULL;
@@ -135,6 +135,7 @@ state_seq_t state_model_check_seq(state_store_t *s, state_model_t *m, const char
         return STATE_SEQ_NEW;
     return seq == c->seq ? STATE_SEQ_DUPLICATE : STATE_SEQ_STALE;
 }
+
 static int by_age(const void *a, const void *b)
 {
     const aged_t *x = a, *y = b;
@@ -155,7 +156,7 @@ size_t store_clients_scan(state_store_t *s, state_model_t *m, aged_t **ages)
     aged_t *all = NULL;
     size_t n = 0, cap = 0;
     store_key_t prefix;
-    store_key_init(&prefix, (uint32_t)m->partition, STATE_ITEM_CLIENT);
+    store_key_start(&prefix, s, STATE_ITEM_CLIENT);
     store_key_add_id(&prefix, m->id, m->id_len);
     rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
     for (rocksdb_iter_seek(it, prefix.p, prefix.len); rocksdb_iter_valid(it);
@@ -231,7 +232,7 @@ void store_clients_expire(state_store_t *s, state_model_t *m)
         qsort(all, n, sizeof(*all), by_age);
         for (size_t i = 0; i < n - keep; i++) {
             store_key_t k;
-            store_key_init(&k, (uint32_t)m->partition, STATE_ITEM_CLIENT);
+            store_key_start(&k, s, STATE_ITEM_CLIENT);
             store_key_add_id(&k, m->id, m->id_len);
             store_key_add(&k, all[i].id, all[i].id_len);
             store_batch_write(s, k.p, k.len, NULL, 0);

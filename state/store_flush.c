@@ -16,7 +16,7 @@ static void put_snapshot(state_store_t *s, state_model_t *m)
                         state_master_document(m->master));
 
     store_key_t k;
-    store_key_init(&k, (uint32_t)m->partition, STATE_ITEM_SNAPSHOT);
+    store_key_start(&k, s, STATE_ITEM_SNAPSHOT);
     store_key_add(&k, m->id, m->id_len);
     store_batch_write(s, k.p, k.len, sb.data, sb.size);
     store_key_free(&k);
@@ -35,9 +35,9 @@ static void trim_history(state_store_t *s, state_model_t *m)
     if (keep_from <= m->history_start)
         return;
     store_key_t from, to;
-    store_key_init(&from, (uint32_t)m->partition, STATE_ITEM_HISTORY);
+    store_key_start(&from, s, STATE_ITEM_HISTORY);
     store_key_add_id(&from, m->id, m->id_len);
-    store_key_init(&to, (uint32_t)m->partition, STATE_ITEM_HISTORY);
+    store_key_start(&to, s, STATE_ITEM_HISTORY);
     store_key_add_id(&to, m->id, m->id_len);
     /* A key holds a whole flush: keep the one that holds keep_from (the newest stored
      * at or before it, in RocksDB or written in this step). */
@@ -89,7 +89,7 @@ void store_record_flush(state_store_t *s, state_model_t *m, const char *client,
         msgpack_packer hp;
         msgpack_packer_init(&hp, &hb, msgpack_sbuffer_write);
         codec_packed_pack_array(&hp, applied);
-        store_key_init(&k, (uint32_t)m->partition, STATE_ITEM_HISTORY);
+        store_key_start(&k, s, STATE_ITEM_HISTORY);
         store_key_add_id(&k, m->id, m->id_len);
         store_key_add_u64(&k, applied_from);
         store_batch_write(s, k.p, k.len, hb.data, hb.size);
@@ -143,7 +143,7 @@ void store_record_flush(state_store_t *s, state_model_t *m, const char *client,
     msgpack_pack_uint64(&pk, c->at);
     msgpack_pack_str_with_body(&pk, "mappedPaths", 11);
     codec_msgpack_pack_raw(&pk, c->mapped_paths, c->mapped_paths_len);
-    store_key_init(&k, (uint32_t)m->partition, STATE_ITEM_CLIENT);
+    store_key_start(&k, s, STATE_ITEM_CLIENT);
     store_key_add_id(&k, m->id, m->id_len);
     store_key_add(&k, client, client_len);
     store_batch_write(s, k.p, k.len, sb.data, sb.size);
@@ -153,7 +153,7 @@ void store_record_flush(state_store_t *s, state_model_t *m, const char *client,
     /* Marked changed (once per load, not per flush): the next sweep publishes its
      * snapshot record (state_store_changed_models()). */
     if (!m->changed_marked) {
-        store_key_init(&k, (uint32_t)m->partition, STATE_ITEM_CHANGED);
+        store_key_start(&k, s, STATE_ITEM_CHANGED);
         store_key_add(&k, m->id, m->id_len);
         store_batch_write(s, k.p, k.len, "", 0);
         store_key_free(&k);

@@ -38,6 +38,8 @@ typedef struct store_key_s {
 
 /** Starts a key: the partition (4 bytes BE) and the kind byte. */
 void store_key_init(store_key_t *k, uint32_t partition, char kind);
+/** Starts a key of the store's partition. */
+void store_key_start(store_key_t *k, const state_store_t *s, char kind);
 void store_key_add(store_key_t *k, const void *bytes, size_t len);
 /** Appends v as 8 bytes BE, so that byte order is numeric order. */
 void store_key_add_u64(store_key_t *k, uint64_t v);
@@ -86,7 +88,6 @@ struct state_model_s {
     /* Identity and decoded state: set when loaded (store_cache.c). */
     char *key; /* partition (4 bytes BE) + model id: the cache key */
     size_t key_len;
-    int32_t partition;
     const char *id; /* points into key */
     size_t id_len;
     state_master_t *master;
@@ -118,13 +119,6 @@ struct state_model_s {
     state_model_t *lru_prev, *lru_next; /* most recently used first */
     UT_hash_handle hh;
 };
-
-/* The next outbox id of a partition, found on first use. */
-typedef struct outbox_seq_s {
-    int32_t partition;
-    uint64_t next;
-    UT_hash_handle hh;
-} outbox_seq_t;
 
 /* A point write of the step in progress: key and value live in the store's op_bytes. */
 typedef struct pending_op_s {
@@ -169,12 +163,12 @@ struct state_store_s {
     uint64_t step; /* commits so far (state_model_t.step_keys_of) */
 
     /* @locality the outbox (store_outbox.c): the step's records, written as one key
-     * at commit (see state_store_outbox_add()), and each partition's next id. */
+     * at commit (see state_store_outbox_add()), and the next step's id. */
     msgpack_sbuffer outbox_step;
     uint32_t outbox_step_count;
-    int32_t outbox_step_partition;
     uint64_t outbox_step_id;
-    outbox_seq_t *outbox_seqs;
+    bool outbox_next_known; /* outbox_next was found (on first use) */
+    uint64_t outbox_next;
 
     /* @locality the cache (store_cache.c, store_client.c): models loaded by
      * state_store_model(), evicted after commits. */
@@ -209,8 +203,7 @@ void store_model_free(state_store_t *s, state_model_t *m);
  *  is clean (its state is in RocksDB). */
 void store_evict(state_store_t *s);
 /** The cached model, or NULL when it is not in the cache (never loads). */
-state_model_t *store_model_cached(state_store_t *s, int32_t partition, const char *model,
-                                  size_t model_len);
+state_model_t *store_model_cached(state_store_t *s, const char *model, size_t model_len);
 
 /** The client's record of m, loaded (or new) and cached. A record that cannot be read
  *  fails the store (s->failed): taken as "no record", a retry would apply twice. */
@@ -256,9 +249,7 @@ const codec_value_t *store_field(const codec_value_t *map, const char *name,
                                  codec_value_type_t type);
 /** Writes the step's outbox records as one key (store_outbox.c). */
 void store_outbox_write_step(state_store_t *s);
-/** Forgets partition's next outbox id: it is found again from what is stored. */
-void store_outbox_forget(state_store_t *s, int32_t partition);
-/** Frees the outbox's state (state_store_close()). */
-void store_outbox_free(state_store_t *s);
+/** Forgets the next outbox id: it is found again from what is stored. */
+void store_outbox_forget(state_store_t *s);
 
 #endif

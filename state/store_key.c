@@ -18,6 +18,11 @@ void store_key_init(store_key_t *k, uint32_t partition, char kind)
     k->len = 5;
 }
 
+void store_key_start(store_key_t *k, const state_store_t *s, char kind)
+{
+    store_key_init(k, (uint32_t)s->conf.partition, kind);
+}
+
 void store_key_add(store_key_t *k, const void *bytes, size_t len)
 {
     if (k->len + len > k->cap) {
@@ -66,6 +71,7 @@ uint64_t store_be64(const char *p)
 {
     return store_be_n(p, 8);
 }
+
 /* ---- parsing, and the scan for inspect ---- */
 
 bool store_key_parse(const char *k, size_t len, state_store_item_t *item)

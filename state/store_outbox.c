@@ -20,7 +20,7 @@ void store_outbox_write_step(state_store_t *s)
     msgpack_pack_array(&pk, s->outbox_step_count);
     msgpack_sbuffer_write(&sb, s->outbox_step.data, s->outbox_step.size);
     store_key_t k;
-    store_key_init(&k, (uint32_t)s->outbox_step_partition, STATE_ITEM_OUTBOX);
+    store_key_start(&k, s, STATE_ITEM_OUTBOX);
     store_key_add_u64(&k, s->outbox_step_id);
     store_batch_write(s, k.p, k.len, sb.data, sb.size);
     store_key_free(&k);
@@ -29,17 +29,14 @@ void store_outbox_write_step(state_store_t *s)
     s->outbox_step_count = 0;
 }
 
-static outbox_seq_t *outbox_seq(state_store_t *s, int32_t partition)
+/* The next step's id: after the newest stored record, found on first use. */
+static uint64_t outbox_next(state_store_t *s)
 {
-    outbox_seq_t *o = NULL;
-    HASH_FIND(hh, s->outbox_seqs, &partition, sizeof(partition), o);
-    if (o)
-        return o;
-    o = codec_xcalloc(1, sizeof(*o));
-    o->partition = partition;
-    /* Continue after the newest stored record, if any. */
+    if (s->outbox_next_known)
+        return s->outbox_next++;
+    s->outbox_next = 0;
     store_key_t last;
-    store_key_init(&last, (uint32_t)partition, STATE_ITEM_OUTBOX);
+    store_key_start(&last, s, STATE_ITEM_OUTBOX);
     store_key_add_u64(&last, UINT64_MAX);
     rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
     rocksdb_iter_seek_for_prev(it, last.p, last.len);
@@ -47,46 +44,26 @@ static outbox_seq_t *outbox_seq(state_store_t *s, int32_t partition)
         size_t klen;
         const char *k = rocksdb_iter_key(it, &klen);
         if (klen == last.len && memcmp(k, last.p, 5) == 0)
-            o->next = store_be64(k + 5) + 1;
+            s->outbox_next = store_be64(k + 5) + 1;
     }
     rocksdb_iter_destroy(it);
     store_key_free(&last);
-    HASH_ADD(hh, s->outbox_seqs, partition, sizeof(o->partition), o);
-    return o;
+    s->outbox_next_known = true;
+    return s->outbox_next++;
 }
 
-void store_outbox_forget(state_store_t *s, int32_t partition)
+void store_outbox_forget(state_store_t *s)
 {
-    outbox_seq_t *o = NULL;
-    HASH_FIND(hh, s->outbox_seqs, &partition, sizeof(partition), o);
-    if (o) {
-        HASH_DEL(s->outbox_seqs, o);
-        free(o);
-    }
-}
-
-void store_outbox_free(state_store_t *s)
-{
-    outbox_seq_t *o, *tmp;
-    HASH_ITER(hh, s->outbox_seqs, o, tmp)
-    {
-        HASH_DEL(s->outbox_seqs, o);
-        free(o);
-    }
+    s->outbox_next_known = false;
 }
 
 /* A step's records share one outbox key (a msgpack array of them), written with the
  * step and deleted once all are delivered: two RocksDB writes per step instead of two
  * per record, which were most of the processor's memtable inserts. */
-uint64_t state_store_outbox_add(state_store_t *s, int32_t partition,
-                                const state_outbox_rec_t *rec)
+uint64_t state_store_outbox_add(state_store_t *s, const state_outbox_rec_t *rec)
 {
-    if (s->outbox_step_count && s->outbox_step_partition != partition)
-        store_outbox_write_step(s);
-    if (!s->outbox_step_count) {
-        s->outbox_step_partition = partition;
-        s->outbox_step_id = outbox_seq(s, partition)->next++;
-    }
+    if (!s->outbox_step_count)
+        s->outbox_step_id = outbox_next(s);
     s->outbox_step_count++;
     msgpack_packer pk;
     msgpack_packer_init(&pk, &s->outbox_step, msgpack_sbuffer_write);
@@ -112,17 +89,16 @@ uint64_t state_store_outbox_add(state_store_t *s, int32_t partition,
     return s->outbox_step_id;
 }
 
-void state_store_outbox_done(state_store_t *s, int32_t partition, uint64_t first,
-                             uint64_t last)
+void state_store_outbox_done(state_store_t *s, uint64_t first, uint64_t last)
 {
     store_key_t k;
-    store_key_init(&k, (uint32_t)partition, STATE_ITEM_OUTBOX);
+    store_key_start(&k, s, STATE_ITEM_OUTBOX);
     store_key_add_u64(&k, first);
     if (first == last) {
         store_batch_write(s, k.p, k.len, NULL, 0);
     } else {
         store_key_t to;
-        store_key_init(&to, (uint32_t)partition, STATE_ITEM_OUTBOX);
+        store_key_start(&to, s, STATE_ITEM_OUTBOX);
         store_key_add_u64(&to, last + 1);
         store_batch_delete_range(s, k.p, k.len, to.p, to.len);
         store_key_free(&to);
@@ -177,13 +153,13 @@ static bool outbox_parse(const codec_value_t *root, state_outbox_rec_t *rec,
     return true;
 }
 
-int state_store_outbox_scan(state_store_t *s, int32_t partition,
+int state_store_outbox_scan(state_store_t *s,
                             int (*visit)(void *opaque, uint64_t id,
                                          const state_outbox_rec_t *rec),
                             void *opaque, char *errstr, size_t errstr_size)
 {
     store_key_t prefix;
-    store_key_init(&prefix, (uint32_t)partition, STATE_ITEM_OUTBOX);
+    store_key_start(&prefix, s, STATE_ITEM_OUTBOX);
     rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
     int rc = 0;
     for (rocksdb_iter_seek(it, prefix.p, prefix.len); rocksdb_iter_valid(it);
@@ -206,9 +182,9 @@ int state_store_outbox_scan(state_store_t *s, int32_t partition,
         for (uint32_t i = 0; ok && i < n && !rc; i++) {
             if (!outbox_parse(many ? root->u.array.items[i] : root, &rec, names,
                               headers)) {
-                snprintf(errstr, errstr_size,
-                         "outbox record %llu of partition %d is corrupt",
-                         (unsigned long long)store_be64(k + prefix.len), partition);
+                snprintf(
+                    errstr, errstr_size, "outbox record %llu of partition %d is corrupt",
+                    (unsigned long long)store_be64(k + prefix.len), s->conf.partition);
                 rc = -1;
             } else if (visit(opaque, store_be64(k + prefix.len), &rec)) {
                 rc = 1;
@@ -217,7 +193,7 @@ int state_store_outbox_scan(state_store_t *s, int32_t partition,
         codec_value_destroy(root);
         if (!ok) {
             snprintf(errstr, errstr_size, "outbox record %llu of partition %d is corrupt",
-                     (unsigned long long)store_be64(k + prefix.len), partition);
+                     (unsigned long long)store_be64(k + prefix.len), s->conf.partition);
             rc = -1;
         }
         if (rc)

@@ -95,8 +95,7 @@ static const codec_value_t *decode_record(codec_value_t **root, const char *valu
     return model;
 }
 
-state_change_t state_store_apply_change(state_store_t *s, int32_t partition,
-                                        const char *key, size_t key_len,
+state_change_t state_store_apply_change(state_store_t *s, const char *key, size_t key_len,
                                         const char *value, size_t value_len,
                                         int64_t *offset, char *errstr, size_t errstr_size)
 {
@@ -131,8 +130,8 @@ state_change_t state_store_apply_change(state_store_t *s, int32_t partition,
     if ((off_o = store_field(root, "offset", CODEC_VALUE_INT)) && off_o->u.i >= 0)
         input_offset = off_o->u.i;
 
-    state_model_t *m = state_store_model(s, partition, model->u.str.ptr, model->u.str.len,
-                                         errstr, errstr_size);
+    state_model_t *m =
+        state_store_model(s, model->u.str.ptr, model->u.str.len, errstr, errstr_size);
     if (!m)
         goto done;
     uint64_t count = state_master_command_count(m->master);
@@ -187,17 +186,16 @@ done:
     return rc;
 }
 
-int state_store_pack_snapshot_record(state_store_t *s, int32_t partition,
-                                     const char *model, size_t model_len,
-                                     msgpack_packer *pk, char *errstr, size_t errstr_size)
+int state_store_pack_snapshot_record(state_store_t *s, const char *model,
+                                     size_t model_len, msgpack_packer *pk, char *errstr,
+                                     size_t errstr_size)
 {
-    state_model_t *m =
-        state_store_model(s, partition, model, model_len, errstr, errstr_size);
+    state_model_t *m = state_store_model(s, model, model_len, errstr, errstr_size);
     if (!m)
         return -1;
     /* The client records, as committed. */
     store_key_t prefix;
-    store_key_init(&prefix, (uint32_t)partition, STATE_ITEM_CLIENT);
+    store_key_start(&prefix, s, STATE_ITEM_CLIENT);
     store_key_add_id(&prefix, m->id, m->id_len);
     rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
     uint32_t clients = 0;
@@ -235,14 +233,14 @@ int state_store_pack_snapshot_record(state_store_t *s, int32_t partition,
     return err ? store_fail_rocks(err, "reading client records", errstr, errstr_size) : 0;
 }
 
-/* Deletes every key of kind for model in partition (history or client records). */
-static void delete_model_keys(state_store_t *s, int32_t partition, char kind,
-                              const char *model, size_t model_len)
+/* Deletes every key of kind for model (history or client records). */
+static void delete_model_keys(state_store_t *s, char kind, const char *model,
+                              size_t model_len)
 {
     store_key_t from, to;
-    store_key_init(&from, (uint32_t)partition, kind);
+    store_key_start(&from, s, kind);
     store_key_add_id(&from, model, model_len);
-    store_key_init(&to, (uint32_t)partition, kind);
+    store_key_start(&to, s, kind);
     store_key_add_id(&to, model, model_len);
     const unsigned char past[] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
     store_key_add(&to, past,
@@ -252,9 +250,9 @@ static void delete_model_keys(state_store_t *s, int32_t partition, char kind,
     store_key_free(&to);
 }
 
-int state_store_install_snapshot(state_store_t *s, int32_t partition, const char *key,
-                                 size_t key_len, const char *value, size_t value_len,
-                                 char *errstr, size_t errstr_size)
+int state_store_install_snapshot(state_store_t *s, const char *key, size_t key_len,
+                                 const char *value, size_t value_len, char *errstr,
+                                 size_t errstr_size)
 {
     codec_value_t *root = NULL;
     int rc = -1;
@@ -278,8 +276,8 @@ int state_store_install_snapshot(state_store_t *s, int32_t partition, const char
             snprintf(errstr, errstr_size, "not a snapshot record (client records)");
             goto done;
         }
-    state_model_t *m = state_store_model(s, partition, model->u.str.ptr, model->u.str.len,
-                                         errstr, errstr_size);
+    state_model_t *m =
+        state_store_model(s, model->u.str.ptr, model->u.str.len, errstr, errstr_size);
     if (!m)
         goto done;
     rc = 0;
@@ -297,8 +295,8 @@ int state_store_install_snapshot(state_store_t *s, int32_t partition, const char
     const char *id = model->u.str.ptr;
     size_t id_len = model->u.str.len;
     store_model_drop(s, m);
-    delete_model_keys(s, partition, STATE_ITEM_HISTORY, id, id_len);
-    delete_model_keys(s, partition, STATE_ITEM_CLIENT, id, id_len);
+    delete_model_keys(s, STATE_ITEM_HISTORY, id, id_len);
+    delete_model_keys(s, STATE_ITEM_CLIENT, id, id_len);
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
@@ -309,14 +307,14 @@ int state_store_install_snapshot(state_store_t *s, int32_t partition, const char
     msgpack_pack_str_with_body(&pk, "document", 8);
     codec_msgpack_pack_raw(&pk, value + doc, doc_end - doc);
     store_key_t k;
-    store_key_init(&k, (uint32_t)partition, STATE_ITEM_SNAPSHOT);
+    store_key_start(&k, s, STATE_ITEM_SNAPSHOT);
     store_key_add(&k, id, id_len);
     store_batch_write(s, k.p, k.len, sb.data, sb.size);
     store_key_free(&k);
     for (pos = 0; (e = codec_map_next(clients, &pos));) {
         msgpack_sbuffer_clear(&sb);
         codec_msgpack_pack_value(&pk, e->value);
-        store_key_init(&k, (uint32_t)partition, STATE_ITEM_CLIENT);
+        store_key_start(&k, s, STATE_ITEM_CLIENT);
         store_key_add_id(&k, id, id_len);
         store_key_add(&k, codec_map_entry_key(e), e->key_len);
         store_batch_write(s, k.p, k.len, sb.data, sb.size);

@@ -5,15 +5,15 @@
 
 #include "store_int.h"
 
-int state_store_changed_models(state_store_t *s, int32_t partition, const char *after,
-                               size_t after_len, size_t max,
+int state_store_changed_models(state_store_t *s, const char *after, size_t after_len,
+                               size_t max,
                                int (*visit)(void *opaque, const char *model,
                                             size_t model_len),
                                void *opaque, char *errstr, size_t errstr_size)
 {
     store_key_t prefix, from;
-    store_key_init(&prefix, (uint32_t)partition, STATE_ITEM_CHANGED);
-    store_key_init(&from, (uint32_t)partition, STATE_ITEM_CHANGED);
+    store_key_start(&prefix, s, STATE_ITEM_CHANGED);
+    store_key_start(&from, s, STATE_ITEM_CHANGED);
     if (after)
         store_key_add(&from, after, after_len);
     rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
@@ -42,28 +42,26 @@ int state_store_changed_models(state_store_t *s, int32_t partition, const char *
     return 0;
 }
 
-void state_store_snapshot_sent(state_store_t *s, int32_t partition, const char *model,
-                               size_t model_len)
+void state_store_snapshot_sent(state_store_t *s, const char *model, size_t model_len)
 {
-    state_model_t *m = store_model_cached(s, partition, model, model_len);
+    state_model_t *m = store_model_cached(s, model, model_len);
     if (m) { /* its next flush writes the mark again, and so says it changed */
         m->changed_marked = false;
         m->snapshot_sent = true;
     }
 }
 
-void state_store_snapshot_published(state_store_t *s, int32_t partition,
-                                    const char *model, size_t model_len)
+void state_store_snapshot_published(state_store_t *s, const char *model, size_t model_len)
 {
     /* Only a model known unchanged since its record was sent: still cached (a reload
      * forgets), and not flushed since (any flush, even one whose commands all failed,
      * rewrites a client record the snapshot record lacks). */
-    state_model_t *m = store_model_cached(s, partition, model, model_len);
+    state_model_t *m = store_model_cached(s, model, model_len);
     if (!m || !m->snapshot_sent || m->changed_marked)
         return;
     m->snapshot_sent = false;
     store_key_t k;
-    store_key_init(&k, (uint32_t)partition, STATE_ITEM_CHANGED);
+    store_key_start(&k, s, STATE_ITEM_CHANGED);
     store_key_add(&k, model, model_len);
     store_batch_write(s, k.p, k.len, NULL, 0);
     store_key_free(&k);

@@ -78,7 +78,7 @@ static void handle_json(processor_handler_t *h, const char *json, processor_outp
     codec_msgpack_pack_value(&pk, v);
     codec_value_destroy(v);
     processor_output_reset(out);
-    processor_handler_handle(h, 0, 7, "m", 1, sb.data, sb.size, out);
+    processor_handler_handle(h, 7, "m", 1, sb.data, sb.size, out);
     msgpack_sbuffer_destroy(&sb);
 }
 
@@ -103,7 +103,7 @@ Test(processor_handler,
     pack_float_flush(&sb, 1, 0, 2000, true); /* ~10 kB in, ~18 kB of change record */
     cr_assert_lt(sb.size, 11000);
     processor_output_reset(&out);
-    processor_handler_handle(h, 0, 7, "m", 1, sb.data, sb.size, &out);
+    processor_handler_handle(h, 7, "m", 1, sb.data, sb.size, &out);
     msgpack_sbuffer_destroy(&sb);
     cr_assert_eq(out.error, CODEC_ERR_TOO_LARGE, "%s", out.message);
     cr_assert_eq(out.change.size, 0);
@@ -112,7 +112,7 @@ Test(processor_handler,
 
     pack_float_flush(&sb, 2, 0, 1400, true); /* ~7 kB in, ~12.6 kB out: fits */
     processor_output_reset(&out);
-    processor_handler_handle(h, 0, 8, "m", 1, sb.data, sb.size, &out);
+    processor_handler_handle(h, 8, "m", 1, sb.data, sb.size, &out);
     cr_assert_eq(out.error, CODEC_OK, "%s", out.message);
     cr_assert_gt(out.change.size, sb.size + 5000, "float32 came out as float64");
     cr_assert_leq(out.change.size + 1, 15000);
