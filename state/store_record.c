@@ -9,15 +9,23 @@
 #include "codec/request.h"
 #include "store_int.h"
 
+/* The head of a change or snapshot record, as decode_record() reads it: a map of
+ * fields entries, starting with "type" and "model". */
+static void pack_head(msgpack_packer *pk, uint32_t fields, const char *type,
+                      const char *model, size_t model_len)
+{
+    msgpack_pack_map(pk, fields);
+    msgpack_pack_str_with_body(pk, "type", 4);
+    msgpack_pack_str_with_body(pk, type, strlen(type));
+    msgpack_pack_str_with_body(pk, "model", 5);
+    msgpack_pack_str_with_body(pk, model, model_len);
+}
+
 void state_change_pack(msgpack_packer *pk, const char *model, size_t model_len,
                        const char *client, size_t client_len, uint64_t seq,
                        const state_apply_t *a, int64_t offset)
 {
-    msgpack_pack_map(pk, 7);
-    msgpack_pack_str_with_body(pk, "type", 4);
-    msgpack_pack_str_with_body(pk, "applied", 7);
-    msgpack_pack_str_with_body(pk, "model", 5);
-    msgpack_pack_str_with_body(pk, model, model_len);
+    pack_head(pk, 7, "applied", model, model_len);
     msgpack_pack_str_with_body(pk, "client", 6);
     msgpack_pack_str_with_body(pk, client, client_len);
     msgpack_pack_str_with_body(pk, "seq", 3);
@@ -207,11 +215,7 @@ int state_store_pack_snapshot_record(state_store_t *s, const char *model,
             break;
         clients++;
     }
-    msgpack_pack_map(pk, 5);
-    msgpack_pack_str_with_body(pk, "type", 4);
-    msgpack_pack_str_with_body(pk, "snapshot", 8);
-    msgpack_pack_str_with_body(pk, "model", 5);
-    msgpack_pack_str_with_body(pk, model, model_len);
+    pack_head(pk, 5, "snapshot", model, model_len);
     msgpack_pack_str_with_body(pk, "commandCount", 12);
     msgpack_pack_uint64(pk, state_master_command_count(m->master));
     msgpack_pack_str_with_body(pk, "document", 8);
