@@ -105,10 +105,9 @@ static int commit(catch_up_t *cu)
     const processor_catch_up_conf_t *conf = cu->conf;
     char errstr[512];
     if (cu->st->position >= 0 && !cu->hold_position && !cu->restoring)
-        state_store_set_changes_offset(conf->store, conf->partition, cu->st->position);
+        state_store_set_changes_offset(conf->store, cu->st->position);
     int64_t next_input = conf->track_input ? cu->st->next_input : -1;
-    if (state_store_commit(conf->store, conf->partition, next_input, errstr,
-                           sizeof(errstr))) {
+    if (state_store_commit(conf->store, next_input, errstr, sizeof(errstr))) {
         LOG_ERROR("partition %d: the state store failed: %s", conf->partition, errstr);
         return -1;
     }
@@ -125,7 +124,7 @@ static int apply_change(catch_up_t *cu, const rd_kafka_message_t *m)
     if (check_record_layout(cu, m))
         return -1;
     st->records++;
-    switch (state_store_apply_change(conf->store, conf->partition, m->key, m->key_len,
+    switch (state_store_apply_change(conf->store, m->key, m->key_len,
                                      m->payload ? m->payload : "", m->len, &input, errstr,
                                      sizeof(errstr))) {
     case STATE_CHANGE_APPLIED:
@@ -158,9 +157,9 @@ static int install_snapshot(catch_up_t *cu, const rd_kafka_message_t *m)
     char errstr[512];
     if (check_record_layout(cu, m))
         return -1;
-    int rc = state_store_install_snapshot(conf->store, conf->partition, m->key,
-                                          m->key_len, m->payload ? m->payload : "",
-                                          m->len, errstr, sizeof(errstr));
+    int rc = state_store_install_snapshot(conf->store, m->key, m->key_len,
+                                          m->payload ? m->payload : "", m->len, errstr,
+                                          sizeof(errstr));
     if (rc < 0) { /* skipping it would serve the model rolled back */
         LOG_ERROR("partition %d: snapshot record at %s offset %lld: %s; the partition is "
                   "refused (its state would be wrong)",
@@ -212,7 +211,7 @@ static int catch_up(catch_up_t *cu)
 {
     const processor_catch_up_conf_t *conf = cu->conf;
     const char *topic = conf->cfg->changes_topic;
-    int64_t from = state_store_changes_offset(conf->store, conf->partition);
+    int64_t from = state_store_changes_offset(conf->store);
     int64_t lo, hi;
     int rc = partition_ends(cu, topic, &lo, &hi);
     if (rc)

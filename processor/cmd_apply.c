@@ -56,8 +56,8 @@ int processor_cmd_apply(const processor_config_t *cfg, FILE *in, FILE *out)
         return 1;
     }
     state_master_conf_t master = processor_master_conf(cfg);
-    state_store_conf_t store_conf =
-        processor_store_conf(cfg, cfg->state_dir, (size_t)cfg->cache_mb << 20, initial);
+    state_store_conf_t store_conf = processor_store_conf(
+        cfg, cfg->state_dir, 0, (size_t)cfg->cache_mb << 20, initial);
     state_store_t *store = state_store_open(&store_conf, errstr, sizeof(errstr));
     codec_value_destroy(initial);
     if (!store) {
@@ -103,11 +103,11 @@ int processor_cmd_apply(const processor_config_t *cfg, FILE *in, FILE *out)
             bool keyed = model && model->type == CODEC_VALUE_STR;
             msgpack_sbuffer_clear(&record);
             codec_msgpack_pack_value(&pk, v);
-            processor_handler_handle(h, 0, -1, keyed ? model->u.str.ptr : NULL,
+            processor_handler_handle(h, -1, keyed ? model->u.str.ptr : NULL,
                                      keyed ? model->u.str.len : 0, record.data,
                                      record.size, &result);
             codec_value_destroy(v);
-            if (processor_handler_commit(h, 0, -1, errstr, sizeof(errstr))) {
+            if (processor_handler_commit(h, -1, errstr, sizeof(errstr))) {
                 fprintf(stderr, "apply: %s\n", errstr);
                 rc = 1;
                 break;

@@ -221,8 +221,8 @@ static int print_models(state_store_t *s, const listing_t *l, FILE *out)
     char errstr[512];
     int found = 0;
     for (model_stats_t *m = l->models; m; m = m->hh.next) {
-        state_model_t *sm = state_store_model(s, m->partition, m->key + 4, m->key_len - 4,
-                                              errstr, sizeof(errstr));
+        state_model_t *sm =
+            state_store_model(s, m->key + 4, m->key_len - 4, errstr, sizeof(errstr));
         if (!sm) {
             fprintf(stderr, "inspect: %s\n", errstr);
             return 1;
@@ -256,6 +256,7 @@ int processor_cmd_inspect(const processor_config_t *cfg, FILE *out)
         .dir = cfg->state_dir,
         .history = UINT64_MAX, /* show what is stored, not what a window would keep */
         .cache_bytes = (size_t)cfg->cache_mb << 20,
+        .partition = STATE_STORE_PARTITION_STORED, /* what the directory holds */
     };
     state_store_t *s = state_store_open(&conf, errstr, sizeof(errstr));
     if (!s) {

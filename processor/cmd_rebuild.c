@@ -112,8 +112,7 @@ static int apply_flush(const rd_kafka_message_t *m, void *ctx)
     if (++f->since_commit < PROCESSOR_RESTORE_COMMIT_EVERY)
         return 0;
     f->since_commit = 0;
-    if (state_store_commit(f->store, f->partition, f->done->next_input, errstr,
-                           sizeof(errstr))) {
+    if (state_store_commit(f->store, f->done->next_input, errstr, sizeof(errstr))) {
         LOG_ERROR("partition %d: %s", f->partition, errstr);
         return -1;
     }
@@ -162,8 +161,8 @@ static int rebuild_partition(const rebuild_t *rb, int32_t partition)
                   partition, dir);
         return -1;
     }
-    state_store_conf_t sc =
-        processor_store_conf(cfg, dir, (size_t)cfg->cache_mb << 20, rb->initial_document);
+    state_store_conf_t sc = processor_store_conf(
+        cfg, dir, partition, (size_t)cfg->cache_mb << 20, rb->initial_document);
     state_store_t *store = state_store_open(&sc, errstr, sizeof(errstr));
     if (!store) {
         LOG_ERROR("partition %d: %s", partition, errstr);
@@ -174,10 +173,9 @@ static int rebuild_partition(const rebuild_t *rb, int32_t partition)
     int rc = rb->from_changes ? rebuild_from_changes(rb, store, partition, &done)
                               : rebuild_from_flushes(rb, store, partition, &done);
     if (!rc) { /* the rest since the last commit, and what the state was built for */
-        state_store_set_partition_count(store, partition, rb->partition_count);
-        state_store_set_settings(store, partition, rb->settings);
-        if (state_store_commit(store, partition, done.next_input, errstr,
-                               sizeof(errstr))) {
+        state_store_set_partition_count(store, rb->partition_count);
+        state_store_set_settings(store, rb->settings);
+        if (state_store_commit(store, done.next_input, errstr, sizeof(errstr))) {
             LOG_ERROR("partition %d: %s", partition, errstr);
             rc = -1;
         }

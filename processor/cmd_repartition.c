@@ -157,14 +157,14 @@ static int move_models(repartition_t *rp, int32_t partition, int64_t *next_input
     const processor_config_t *cfg = rp->cfg;
     char dir[PATH_MAX], errstr[512];
     processor_partition_dir(dir, sizeof(dir), cfg->state_dir, partition);
-    state_store_conf_t sc =
-        processor_store_conf(cfg, dir, (size_t)cfg->cache_mb << 20, rp->initial_document);
+    state_store_conf_t sc = processor_store_conf(
+        cfg, dir, partition, (size_t)cfg->cache_mb << 20, rp->initial_document);
     state_store_t *store = state_store_open(&sc, errstr, sizeof(errstr));
     if (!store) {
         LOG_ERROR("repartition: partition %d: %s", partition, errstr);
         return -1;
     }
-    *next_input = state_store_next_offset(store, partition);
+    *next_input = state_store_next_offset(store);
     model_name_t *models = NULL, *m, *tmp;
     int rc = state_store_scan(store, collect_model, &models, errstr, sizeof(errstr));
     if (rc)
@@ -177,8 +177,8 @@ static int move_models(repartition_t *rp, int32_t partition, int64_t *next_input
             msgpack_sbuffer_clear(&buf);
             msgpack_packer pk;
             msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
-            rc = state_store_pack_snapshot_record(store, partition, m->name, m->len, &pk,
-                                                  errstr, sizeof(errstr));
+            rc = state_store_pack_snapshot_record(store, m->name, m->len, &pk, errstr,
+                                                  sizeof(errstr));
             if (rc)
                 LOG_ERROR("repartition: partition %d model " MODEL_FMT ": %s", partition,
                           MODEL_ARG(m->name, m->len), errstr);
@@ -208,7 +208,7 @@ static int move_models(repartition_t *rp, int32_t partition, int64_t *next_input
                           rd_kafka_err2str(err));
                 rc = -1;
             } else if (++rp->snapshots % 1000 == 0 &&
-                       state_store_commit(store, partition, -1, errstr, sizeof(errstr))) {
+                       state_store_commit(store, -1, errstr, sizeof(errstr))) {
                 /* The commit evicts: the models packed so far need not stay decoded. */
                 LOG_ERROR("repartition: partition %d: %s", partition, errstr);
                 rc = -1;

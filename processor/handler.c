@@ -409,9 +409,9 @@ void processor_handler_refuse(processor_handler_t *h, const char *key, size_t ke
     fit_reply(h, out, &to, "");
 }
 
-void processor_handler_handle(processor_handler_t *h, int32_t partition, int64_t offset,
-                              const char *key, size_t key_len, const char *value,
-                              size_t value_len, processor_output_t *out)
+void processor_handler_handle(processor_handler_t *h, int64_t offset, const char *key,
+                              size_t key_len, const char *value, size_t value_len,
+                              processor_output_t *out)
 {
     msgpack_packer pk;
     codec_request_t req;
@@ -430,8 +430,8 @@ void processor_handler_handle(processor_handler_t *h, int32_t partition, int64_t
 
     target_t t = {0};
     if (h->conf.store) {
-        t.stored = state_store_model(h->conf.store, partition, req.model.ptr,
-                                     req.model.len, errstr, sizeof(errstr));
+        t.stored = state_store_model(h->conf.store, req.model.ptr, req.model.len, errstr,
+                                     sizeof(errstr));
         if (!t.stored) {
             reject(out, &pk, &to, CODEC_ERR_STORE_FAILED, errstr);
             goto done;
@@ -471,10 +471,10 @@ done:
     msgpack_zone_clear(h->zone);
 }
 
-int processor_handler_commit(processor_handler_t *h, int32_t partition,
-                             int64_t next_offset, char *errstr, size_t errstr_size)
+int processor_handler_commit(processor_handler_t *h, int64_t next_offset, char *errstr,
+                             size_t errstr_size)
 {
     if (!h->conf.store)
         return 0;
-    return state_store_commit(h->conf.store, partition, next_offset, errstr, errstr_size);
+    return state_store_commit(h->conf.store, next_offset, errstr, errstr_size);
 }

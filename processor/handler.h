@@ -60,13 +60,13 @@ void processor_output_init(processor_output_t *out);
 void processor_output_reset(processor_output_t *out);
 void processor_output_destroy(processor_output_t *out);
 
-/** Handles one record of partition at offset (-1: not from Kafka). Never fails: bad
+/** Handles one record at offset (-1: not from Kafka). Never fails: bad
  *  input gets an error reply in out. key may be NULL (then the value must carry
  *  "model"). With a store, changes are durable only after processor_handler_commit().
  *  @locality one thread per handler. */
-void processor_handler_handle(processor_handler_t *h, int32_t partition, int64_t offset,
-                              const char *key, size_t key_len, const char *value,
-                              size_t value_len, processor_output_t *out);
+void processor_handler_handle(processor_handler_t *h, int64_t offset, const char *key,
+                              size_t key_len, const char *value, size_t value_len,
+                              processor_output_t *out);
 
 /** Refuses a record for a reason found outside its value (err, message): out gets an
  *  error reply addressed to whatever client and seq a shallow scan of the value finds
@@ -75,11 +75,11 @@ void processor_handler_refuse(processor_handler_t *h, const char *key, size_t ke
                               const char *value, size_t value_len, codec_err_t err,
                               const char *message, processor_output_t *out);
 
-/** Ends a processing step of partition: with a store, writes every change since the
+/** Ends a processing step: with a store, writes every change since the
  *  last commit atomically with the partition's next input offset (-1: none).
  *  @returns 0, or -1 and errstr (the store then refuses further steps). */
-int processor_handler_commit(processor_handler_t *h, int32_t partition,
-                             int64_t next_offset, char *errstr, size_t errstr_size);
+int processor_handler_commit(processor_handler_t *h, int64_t next_offset, char *errstr,
+                             size_t errstr_size);
 
 /** Without a store: the model's master, or NULL if the handler has not seen the
  *  model. With a store: NULL (its models are the store's, state_store_model()). */

@@ -92,7 +92,7 @@ static int catch_up(part_t *p)
 static int check_layout(part_t *p, const char *dir)
 {
     runner_t *r = p->r;
-    int32_t built_for = state_store_partition_count(p->store, p->id);
+    int32_t built_for = state_store_partition_count(p->store);
     if (built_for > 0 && built_for != r->partition_count) {
         LOG_ERROR("partition %d: the state in %s was built for %d partitions of %s, "
                   "which has %d: " REPARTITION_HINT,
@@ -100,7 +100,7 @@ static int check_layout(part_t *p, const char *dir)
         atomic_store(&r->fatal, true);
         return -1;
     }
-    char *settings = state_store_settings(p->store, p->id);
+    char *settings = state_store_settings(p->store);
     char differ[1024];
     if (settings &&
         processor_settings_diff(settings, r->settings, differ, sizeof(differ))) {
@@ -117,11 +117,11 @@ static int check_layout(part_t *p, const char *dir)
         return 0;
     char errstr[512];
     if (built_for <= 0)
-        state_store_set_partition_count(p->store, p->id, r->partition_count);
+        state_store_set_partition_count(p->store, r->partition_count);
     /* A store from before settings were recorded takes the current ones. */
     if (!recorded)
-        state_store_set_settings(p->store, p->id, r->settings);
-    if (state_store_commit(p->store, p->id, -1, errstr, sizeof(errstr))) {
+        state_store_set_settings(p->store, r->settings);
+    if (state_store_commit(p->store, -1, errstr, sizeof(errstr))) {
         LOG_ERROR("partition %d: %s", p->id, errstr);
         return -1;
     }
@@ -169,7 +169,7 @@ static int prepare_store(part_t *p, const char *dir)
     if (!p->store) {
         size_t cache = atomic_load(&r->cache_share);
         state_store_conf_t sc =
-            processor_store_conf(r->cfg, dir, cache, r->initial_document);
+            processor_store_conf(r->cfg, dir, p->id, cache, r->initial_document);
         p->store = state_store_open(&sc, errstr, sizeof(errstr));
         if (!p->store) {
             LOG_ERROR("partition %d: cannot open its store: %s", p->id, errstr);
@@ -197,7 +197,7 @@ static int prepare_store(part_t *p, const char *dir)
         takeover_failed(p, "its state was built for another layout or settings");
         return -1;
     }
-    p->changes_stored = state_store_changes_offset(p->store, p->id);
+    p->changes_stored = state_store_changes_offset(p->store);
     return 0;
 }
 
@@ -211,7 +211,7 @@ static int prepare_leftovers(part_t *p)
     char errstr[512];
     step_out_t leftovers = {0};
     void *args[2] = {p, &leftovers};
-    if (state_store_outbox_scan(p->store, p->id, produce_leftover, args, errstr,
+    if (state_store_outbox_scan(p->store, produce_leftover, args, errstr,
                                 sizeof(errstr))) {
         LOG_ERROR("partition %d: %s", p->id, errstr);
         takeover_failed(p, "its store cannot be read");
@@ -235,7 +235,7 @@ static int prepare_start(part_t *p, const char *dir, int64_t *start, int64_t *co
     /* Without the committed offset a new store would start at the topic's beginning
      * and answer every flush again: a failed query is tried again, never taken as "no
      * committed offset". */
-    *start = state_store_next_offset(p->store, p->id);
+    *start = state_store_next_offset(p->store);
     rd_kafka_topic_partition_list_t *l =
         run_one_partition(r->cfg->flushes_topic, p->id, RD_KAFKA_OFFSET_INVALID);
     rd_kafka_resp_err_t err = rd_kafka_committed(r->consumer, l, KAFKA_TIMEOUT_MS);

@@ -230,7 +230,7 @@ void run_take_done(part_t *p)
 {
     pthread_mutex_lock(&p->lock);
     for (size_t i = 0; i < p->done_len; i++)
-        state_store_outbox_done(p->store, p->id, p->done[i].first, p->done[i].last);
+        state_store_outbox_done(p->store, p->done[i].first, p->done[i].last);
     p->done_len = 0;
     int64_t changes_next = p->changes_next;
     swept_t **swept = p->swept;
@@ -239,13 +239,12 @@ void run_take_done(part_t *p)
     p->swept_len = p->swept_cap = 0;
     pthread_mutex_unlock(&p->lock);
     if (changes_next > p->changes_stored) {
-        state_store_set_changes_offset(p->store, p->id, changes_next);
+        state_store_set_changes_offset(p->store, changes_next);
         p->changes_stored = changes_next;
     }
     /* A model changed since its swept record keeps its mark for the next pass. */
     for (size_t i = 0; i < swept_len; i++) {
-        state_store_snapshot_published(p->store, p->id, swept[i]->model,
-                                       swept[i]->model_len);
+        state_store_snapshot_published(p->store, swept[i]->model, swept[i]->model_len);
         free(swept[i]);
     }
     free(swept);

@@ -152,7 +152,7 @@ static void revoke_partitions(runner_t *r, rd_kafka_topic_partition_list_t *part
         if (p->store && !p->failed) {
             char errstr[512];
             run_take_done(p);
-            if (state_store_commit(p->store, p->id, -1, errstr, sizeof(errstr)))
+            if (state_store_commit(p->store, -1, errstr, sizeof(errstr)))
                 LOG_WARN("partition %d: %s", p->id, errstr);
         }
         processor_handler_destroy(p->handler);

@@ -107,15 +107,16 @@ static int check_state_layout(runner_t *r, char *errstr, size_t errstr_size)
             continue;
         char dir[PATH_MAX];
         snprintf(dir, sizeof(dir), "%s/%s", r->state_dir, e->d_name);
-        state_store_conf_t sc = processor_store_conf(r->cfg, dir, 8u << 20, NULL);
+        state_store_conf_t sc =
+            processor_store_conf(r->cfg, dir, partition, 8u << 20, NULL);
         char why[512];
         state_store_t *store = state_store_open(&sc, why, sizeof(why));
         if (!store) { /* refused with the partition, if it is ever assigned here */
             LOG_WARN("partition %d: cannot open its store: %s", partition, why);
             continue;
         }
-        int32_t built_for = state_store_partition_count(store, partition);
-        char *settings = state_store_settings(store, partition);
+        int32_t built_for = state_store_partition_count(store);
+        char *settings = state_store_settings(store);
         state_store_close(store);
         char differ[1024];
         if (built_for > 0 && built_for != r->partition_count) {

@@ -36,7 +36,7 @@ static void step_out_due(step_out_t *so, const char *model, size_t len)
 static void step_out_add(part_t *p, step_out_t *so, const state_outbox_rec_t *rec,
                          int64_t input_offset, bool change)
 {
-    uint64_t id = state_store_outbox_add(p->store, p->id, rec);
+    uint64_t id = state_store_outbox_add(p->store, rec);
     if (so->len == so->cap) {
         so->cap = so->cap ? so->cap * 2 : 64;
         so->items = codec_xrealloc(so->items, so->cap * sizeof(*so->items));
@@ -343,8 +343,7 @@ void processor_apply_record(processor_handler_t *h, const processor_config_t *cf
         processor_handler_refuse(h, m->key, m->key_len, value, m->len,
                                  CODEC_ERR_BAD_REPLY_TOPIC, why, out);
     } else {
-        processor_handler_handle(h, m->partition, m->offset, m->key, m->key_len, value,
-                                 m->len, out);
+        processor_handler_handle(h, m->offset, m->key, m->key_len, value, m->len, out);
     }
 }
 

@@ -22,7 +22,7 @@ static bool publish_snapshot(part_t *p, const char *model, size_t model_len, boo
     runner_t *r = p->r;
     char errstr[256];
     state_model_t *m =
-        state_store_model(p->store, p->id, model, model_len, errstr, sizeof(errstr));
+        state_store_model(p->store, model, model_len, errstr, sizeof(errstr));
     if (!m) {
         LOG_WARN("partition %d model " MODEL_FMT ": no snapshot record: %s", p->id,
                  MODEL_ARG(model, model_len), errstr);
@@ -38,8 +38,8 @@ static bool publish_snapshot(part_t *p, const char *model, size_t model_len, boo
     if (swept || size <= r->max_message_bytes) {
         msgpack_packer pk;
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        if (state_store_pack_snapshot_record(p->store, p->id, model, model_len, &pk,
-                                             errstr, sizeof(errstr))) {
+        if (state_store_pack_snapshot_record(p->store, model, model_len, &pk, errstr,
+                                             sizeof(errstr))) {
             LOG_WARN("partition %d model " MODEL_FMT ": no snapshot record: %s", p->id,
                      MODEL_ARG(model, model_len), errstr);
             msgpack_sbuffer_destroy(&sb);
@@ -84,7 +84,7 @@ static bool publish_snapshot(part_t *p, const char *model, size_t model_len, boo
                      p->id, MODEL_ARG(model, model_len), rd_kafka_err2str(err));
             free(sw);
         } else if (swept) {
-            state_store_snapshot_sent(p->store, p->id, model, model_len);
+            state_store_snapshot_sent(p->store, model, model_len);
         }
         published = !err;
         if (published)
@@ -139,10 +139,10 @@ bool run_sweep_chunk(part_t *p)
     sweep_t sw = {p, 0, 0};
     char errstr[512];
     int rc =
-        state_store_changed_models(p->store, p->id, p->sweep_after, p->sweep_after_len,
+        state_store_changed_models(p->store, p->sweep_after, p->sweep_after_len,
                                    SWEEP_CHUNK, sweep_visit, &sw, errstr, sizeof(errstr));
     /* Loading the models may have grown the cache: a commit evicts. */
-    if (!rc && state_store_commit(p->store, p->id, -1, errstr, sizeof(errstr)))
+    if (!rc && state_store_commit(p->store, -1, errstr, sizeof(errstr)))
         rc = -1;
     if (rc) {
         LOG_ERROR("partition %d: snapshot sweep: %s", p->id, errstr);

@@ -126,8 +126,7 @@ static size_t process_step(part_t *p, rd_kafka_message_t **msgs,
     processor_output_destroy(&out);
     run_take_done(p);
     char errstr[512];
-    if (ok && processor_handler_commit(p->handler, p->id, next_offset, errstr,
-                                       sizeof(errstr))) {
+    if (ok && processor_handler_commit(p->handler, next_offset, errstr, sizeof(errstr))) {
         LOG_ERROR(
             "partition %d: the state store failed: %s; the partition stops (nothing "
             "of this step is answered or committed)",

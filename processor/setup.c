@@ -102,11 +102,12 @@ state_master_conf_t processor_master_conf(const processor_config_t *cfg)
 }
 
 state_store_conf_t processor_store_conf(const processor_config_t *cfg, const char *dir,
-                                        size_t cache_bytes,
+                                        int32_t partition, size_t cache_bytes,
                                         const codec_value_t *initial_document)
 {
     return (state_store_conf_t){
         .dir = dir,
+        .partition = partition,
         .fsync = cfg->fsync,
         .history = cfg->history,
         .snapshot_every = cfg->snapshot_every,

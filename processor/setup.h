@@ -38,8 +38,9 @@ bool processor_partition_dir_parse(const char *name, int32_t *partition);
 /* Settings every command that applies flushes builds from the options. */
 codec_limits_t processor_limits(const processor_config_t *cfg);
 state_master_conf_t processor_master_conf(const processor_config_t *cfg);
+/* The store of partition (0 for `apply`'s single store) in dir. */
 state_store_conf_t processor_store_conf(const processor_config_t *cfg, const char *dir,
-                                        size_t cache_bytes,
+                                        int32_t partition, size_t cache_bytes,
                                         const codec_value_t *initial_document);
 /** The options that change what a flush produces (the ids, the history, the limits,
  *  the partitioner, the initial document's hash, ...) as a canonical

@@ -1,10 +1,13 @@
 /* state/store.h - durable masters in RocksDB: snapshots, history, client records and
- * per-partition progress, written atomically one processing step at a time.
+ * the partition's progress, written atomically one processing step at a time.
  *
- * Models are loaded into a bounded cache (decoded document + recent history in
- * memory); each flush appends its applied commands to the step's write batch, and
- * state_store_commit() writes the batch together with the partition's next input
- * offset. The key layout is in state/README.md. */
+ * A store serves one input partition, named once in its configuration: every call
+ * reads and writes that partition's records (their keys start with it, so a partition
+ * is one key range that can be dropped or restored on its own). Models are loaded into
+ * a bounded cache (decoded document + recent history in memory); each flush appends its
+ * applied commands to the step's write batch, and state_store_commit() writes the batch
+ * together with the partition's next input offset. The key layout, and the map of the
+ * files behind this header, are in state/README.md. */
 #ifndef FLUSHOUT_STATE_STORE_H
 #define FLUSHOUT_STATE_STORE_H
 
@@ -21,8 +24,13 @@
 /* The layout this code reads and writes; a store of another layout is refused. */
 #define STATE_STORE_LAYOUT 1
 
+/* state_store_conf_t.partition for a store opened to be read whatever it holds
+ * (inspect): the partition of its first record, 0 when it is empty. */
+#define STATE_STORE_PARTITION_STORED (-1)
+
 typedef struct state_store_conf_s {
     const char *dir;
+    int32_t partition;          /* the input partition it serves (the keys' prefix) */
     bool fsync;                 /* sync every commit (power-loss durability) */
     uint64_t history;           /* commands of history kept per model for partial syncs */
     uint64_t snapshot_every;    /* rewrite a snapshot at least every N commands */
@@ -35,7 +43,8 @@ typedef struct state_store_conf_s {
 typedef struct state_store_s state_store_t;
 typedef struct state_model_s state_model_t;
 
-/** Opens (creating if missing) the store in conf->dir. conf is copied.
+/** Opens (creating if missing) the store of conf->partition in conf->dir. conf is
+ *  copied.
  *  @returns the store, or NULL and errstr (a store of another layout version, an
  *  unwritable directory, a corrupt file). */
 state_store_t *state_store_open(const state_store_conf_t *conf, char *errstr,
@@ -44,11 +53,11 @@ state_store_t *state_store_open(const state_store_conf_t *conf, char *errstr,
  *  failed keeps its database open until the process exits (see store.c). */
 void state_store_close(state_store_t *s);
 
-/** The model of partition, loaded from the store (snapshot + the history after it) or
+/** The model, loaded from the store (snapshot + the history after it) or
  *  new. Lives until the next state_store_commit() (which may evict it).
  *  @returns NULL and errstr when the store cannot be read. */
-state_model_t *state_store_model(state_store_t *s, int32_t partition, const char *model,
-                                 size_t model_len, char *errstr, size_t errstr_size);
+state_model_t *state_store_model(state_store_t *s, const char *model, size_t model_len,
+                                 char *errstr, size_t errstr_size);
 
 state_master_t *state_model_master(state_model_t *m);
 /** The model's history provider (recent commands, in memory). */
@@ -87,8 +96,8 @@ void state_model_flushed(state_store_t *s, state_model_t *m, const char *client,
  *  partition's next input offset (when next_offset >= 0).
  *  @returns 0, or -1 and errstr; after a failed write the store refuses further
  *  commits (nothing half-written is ever visible). */
-int state_store_commit(state_store_t *s, int32_t partition, int64_t next_offset,
-                       char *errstr, size_t errstr_size);
+int state_store_commit(state_store_t *s, int64_t next_offset, char *errstr,
+                       size_t errstr_size);
 
 /* One stored record, as state_store_scan() sees it. */
 typedef struct state_store_item_s {
@@ -103,6 +112,7 @@ typedef struct state_store_item_s {
     size_t value_len;
 } state_store_item_t;
 
+/* The kinds of record, each the kind byte of its keys (state/README.md): */
 #define STATE_ITEM_OFFSET     'o'
 #define STATE_ITEM_SNAPSHOT   's'
 #define STATE_ITEM_HISTORY    'h'
@@ -113,18 +123,18 @@ typedef struct state_store_item_s {
 #define STATE_ITEM_CHANGED    'd'
 #define STATE_ITEM_SETTINGS   'f'
 
-/** Calls visit for every stored record, in key order (partition by partition; within
- *  one, client records, history, the offset, then snapshots). visit returns non-zero
+/** Calls visit for every stored record, in key order (partition by partition, should
+ *  the store hold several; within one, client records, history, the offset, then
+ *  snapshots), whatever partition the store serves. visit returns non-zero
  *  to stop. @returns 0, or -1 and errstr when the store cannot be read. */
 int state_store_scan(state_store_t *s,
                      int (*visit)(void *opaque, const state_store_item_t *item),
                      void *opaque, char *errstr, size_t errstr_size);
 
-/** Deletes everything stored for partition (models, history, clients, offset,
- *  outbox) at once, and drops its models from the cache: for a partition whose state
- *  is to be rebuilt from the topics. @returns 0, or -1 and errstr. */
-int state_store_drop_partition(state_store_t *s, int32_t partition, char *errstr,
-                               size_t errstr_size);
+/** Deletes everything stored for the store's partition (models, history, clients,
+ *  offsets, outbox) at once, and empties the cache: for a partition whose state is to
+ *  be rebuilt from the topics. Commits. @returns 0, or -1 and errstr. */
+int state_store_drop_partition(state_store_t *s, char *errstr, size_t errstr_size);
 
 /* What a store reports about itself (the processor's /metrics). */
 typedef struct state_store_stats_s {
@@ -143,7 +153,7 @@ void state_store_stats(state_store_t *s, state_store_stats_t *st);
 size_t state_store_cache_bytes(const state_store_t *s, size_t *models);
 
 /** The partition's next input offset, or -1 when none is stored. */
-int64_t state_store_next_offset(state_store_t *s, int32_t partition);
+int64_t state_store_next_offset(state_store_t *s);
 
 /* The outbox: records a step produced (replies, change records, dead letters), stored
  * in the same batch as the state change they come from, and deleted once Kafka
@@ -154,6 +164,12 @@ typedef struct state_header_s {
     const char *value;
     size_t value_len;
 } state_header_t;
+
+/* What the outbox keeps of a record's headers: a record with more, or with a longer
+ * name (NUL included), is refused when read back (state_store_outbox_scan()), so
+ * producers of outbox records stay within them. */
+#define STATE_OUTBOX_MAX_HEADERS 32
+#define STATE_OUTBOX_NAME_BYTES  256 /* a topic or header name, NUL included */
 
 typedef struct state_outbox_rec_s {
     const char *topic;
@@ -167,21 +183,18 @@ typedef struct state_outbox_rec_s {
 } state_outbox_rec_t;
 
 /** Adds a record to the step's batch. The records of one step share an outbox id
- *  (increasing per partition) and are stored and deleted together.
+ *  (increasing, and continued after a restart) and are stored and deleted together.
  *  @returns the step's outbox id. */
-uint64_t state_store_outbox_add(state_store_t *s, int32_t partition,
-                                const state_outbox_rec_t *rec);
+uint64_t state_store_outbox_add(state_store_t *s, const state_outbox_rec_t *rec);
 
 /** Marks the outbox ids first..last delivered (every record of those steps): they
  *  are deleted with the next commit. */
-void state_store_outbox_done(state_store_t *s, int32_t partition, uint64_t first,
-                             uint64_t last);
+void state_store_outbox_done(state_store_t *s, uint64_t first, uint64_t last);
 
-/** Calls visit for each record still in partition's outbox, oldest first, with its
- *  step's id (rec and
- *  what it points to live during the call); visit returns non-zero to stop.
+/** Calls visit for each record still in the outbox, oldest first, with its step's id
+ *  (rec and what it points to live during the call); visit returns non-zero to stop.
  *  @returns 0, or -1 and errstr. */
-int state_store_outbox_scan(state_store_t *s, int32_t partition,
+int state_store_outbox_scan(state_store_t *s,
                             int (*visit)(void *opaque, uint64_t id,
                                          const state_outbox_rec_t *rec),
                             void *opaque, char *errstr, size_t errstr_size);
@@ -202,11 +215,10 @@ typedef enum state_change_e {
     STATE_CHANGE_FAILED,  /* not a change record, or one that does not fit (errstr) */
 } state_change_t;
 
-/** Applies a change record (key = model) of partition to its model, exactly as the
+/** Applies a change record (key = model) to its model, exactly as the
  *  flush was applied: document, history and the client's record. *offset is set to
  *  the record's input offset (-1 if it has none) unless FAILED. */
-state_change_t state_store_apply_change(state_store_t *s, int32_t partition,
-                                        const char *key, size_t key_len,
+state_change_t state_store_apply_change(state_store_t *s, const char *key, size_t key_len,
                                         const char *value, size_t value_len,
                                         int64_t *offset, char *errstr,
                                         size_t errstr_size);
@@ -219,23 +231,22 @@ state_change_t state_store_apply_change(state_store_t *s, int32_t partition,
 
 /** Packs the snapshot record of model as committed. Call right after a commit.
  *  @returns 0, or -1 and errstr. */
-int state_store_pack_snapshot_record(state_store_t *s, int32_t partition,
-                                     const char *model, size_t model_len,
-                                     msgpack_packer *pk, char *errstr,
+int state_store_pack_snapshot_record(state_store_t *s, const char *model,
+                                     size_t model_len, msgpack_packer *pk, char *errstr,
                                      size_t errstr_size);
 
-/** Installs a snapshot record (key = model) of partition in the step's batch when it is
+/** Installs a snapshot record (key = model) in the step's batch when it is
  *  ahead of the model (which then has no history before it). Commit before using the
  *  model again. @returns 1 installed, 0 not ahead, -1 and errstr for a bad record. */
-int state_store_install_snapshot(state_store_t *s, int32_t partition, const char *key,
-                                 size_t key_len, const char *value, size_t value_len,
-                                 char *errstr, size_t errstr_size);
+int state_store_install_snapshot(state_store_t *s, const char *key, size_t key_len,
+                                 const char *value, size_t value_len, char *errstr,
+                                 size_t errstr_size);
 
 /** The next offset of the partition's changes topic partition that this store has
  *  not necessarily seen (catching up starts there), or -1. */
-int64_t state_store_changes_offset(state_store_t *s, int32_t partition);
+int64_t state_store_changes_offset(state_store_t *s);
 /** Records it in the step's batch. */
-void state_store_set_changes_offset(state_store_t *s, int32_t partition, int64_t offset);
+void state_store_set_changes_offset(state_store_t *s, int64_t offset);
 
 /* Models changed since their last snapshot record: a flush or change record applied
  * marks its model (one small key, written once per load of the model), and publishing
@@ -243,36 +254,35 @@ void state_store_set_changes_offset(state_store_t *s, int32_t partition, int64_t
  * (--snapshot-topic-interval-ms) bounds how far back any model's restore must read
  * the changes topic, however quiet the model. */
 
-/** Calls visit for up to max models of partition marked changed, as committed, in key
+/** Calls visit for up to max models marked changed, as committed, in key
  *  order, starting after the model after (NULL: from the first); visit returns non-zero
  *  to stop. @returns 0, or -1 and errstr. */
-int state_store_changed_models(state_store_t *s, int32_t partition, const char *after,
-                               size_t after_len, size_t max,
+int state_store_changed_models(state_store_t *s, const char *after, size_t after_len,
+                               size_t max,
                                int (*visit)(void *opaque, const char *model,
                                             size_t model_len),
                                void *opaque, char *errstr, size_t errstr_size);
 
 /** Notes that model's snapshot record, as committed, was handed to the producer. */
-void state_store_snapshot_sent(state_store_t *s, int32_t partition, const char *model,
-                               size_t model_len);
+void state_store_snapshot_sent(state_store_t *s, const char *model, size_t model_len);
 /** Kafka confirmed it: clears model's mark in the step's batch, if the model has not
  *  changed since it was sent (as far as the cache knows: an evicted model keeps its
  *  mark, for the next sweep). */
-void state_store_snapshot_published(state_store_t *s, int32_t partition,
-                                    const char *model, size_t model_len);
+void state_store_snapshot_published(state_store_t *s, const char *model,
+                                    size_t model_len);
 
-/** The partition count of the flushes topic that partition's state was built for (the
+/** The partition count of the flushes topic that the partition's state was built for (the
  *  layout: which models a partition holds depends on it), or -1 when not recorded. */
-int32_t state_store_partition_count(state_store_t *s, int32_t partition);
+int32_t state_store_partition_count(state_store_t *s);
 /** Records it in the step's batch. */
-void state_store_set_partition_count(state_store_t *s, int32_t partition, int32_t count);
+void state_store_set_partition_count(state_store_t *s, int32_t count);
 
-/** The settings that partition's state was built with (a canonical "name=value;..."
+/** The settings that the partition's state was built with (a canonical "name=value;..."
  *  string of the options that change outcomes; see processor_settings()), or NULL when
  *  not recorded. The caller frees it. */
-char *state_store_settings(state_store_t *s, int32_t partition);
+char *state_store_settings(state_store_t *s);
 /** Records them in the step's batch. */
-void state_store_set_settings(state_store_t *s, int32_t partition, const char *settings);
+void state_store_set_settings(state_store_t *s, const char *settings);
 
 /** Changes the cache's byte budget (the processor shares --cache-mb among its stores).
  *  Call between steps: with nothing uncommitted, models beyond it are evicted at once,

@@ -148,7 +148,7 @@ static processor_handler_t *handler_over(state_store_t *s)
 static void commit(processor_handler_t *h, int64_t offset)
 {
     char errstr[512];
-    if (processor_handler_commit(h, 0, offset, errstr, sizeof(errstr))) {
+    if (processor_handler_commit(h, offset, errstr, sizeof(errstr))) {
         fprintf(stderr, "bench_store: %s\n", errstr);
         exit(1);
     }
@@ -158,7 +158,7 @@ static void handle(processor_handler_t *h, const char *model, msgpack_sbuffer *s
                    processor_output_t *out)
 {
     processor_output_reset(out);
-    processor_handler_handle(h, 0, -1, model, strlen(model), sb->data, sb->size, out);
+    processor_handler_handle(h, -1, model, strlen(model), sb->data, sb->size, out);
     if (out->error) {
         fprintf(stderr, "bench_store: a flush got an error reply (%s)\n",
                 codec_err_name(out->error));

@@ -95,7 +95,7 @@ static void pack_model(state_store_t *s, const char *name, msgpack_sbuffer *sb)
     msgpack_packer pk;
     msgpack_sbuffer_init(sb);
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    if (state_store_pack_snapshot_record(s, 0, name, strlen(name), &pk, errstr,
+    if (state_store_pack_snapshot_record(s, name, strlen(name), &pk, errstr,
                                          sizeof(errstr))) {
         fprintf(stderr, "fuzz_store: packing %s: %s\n", name, errstr);
         abort();
@@ -114,7 +114,7 @@ static void follow(const char *name, const processor_output_t *out)
     if (out->change.size) {
         int64_t offset;
         state_change_t rc =
-            state_store_apply_change(follower, 0, name, strlen(name), out->change.data,
+            state_store_apply_change(follower, name, strlen(name), out->change.data,
                                      out->change.size, &offset, errstr, sizeof(errstr));
         if (rc != STATE_CHANGE_APPLIED) {
             fprintf(stderr, "fuzz_store: change record of %s: %d %s\n", name, (int)rc,
@@ -122,7 +122,7 @@ static void follow(const char *name, const processor_output_t *out)
             abort();
         }
     }
-    if (state_store_commit(follower, 0, -1, errstr, sizeof(errstr))) {
+    if (state_store_commit(follower, -1, errstr, sizeof(errstr))) {
         fprintf(stderr, "fuzz_store: follower commit failed: %s\n", errstr);
         abort();
     }
@@ -148,9 +148,9 @@ static void compare_copies(void)
             abort();
         }
         msgpack_sbuffer_destroy(&got);
-        if (state_store_install_snapshot(restored, 0, name, strlen(name), want.data,
+        if (state_store_install_snapshot(restored, name, strlen(name), want.data,
                                          want.size, errstr, sizeof(errstr)) < 0 ||
-            state_store_commit(restored, 0, -1, errstr, sizeof(errstr))) {
+            state_store_commit(restored, -1, errstr, sizeof(errstr))) {
             fprintf(stderr, "fuzz_store: installing %s: %s\n", name, errstr);
             abort();
         }
@@ -176,7 +176,7 @@ static void reopen_and_compare(void)
     for (int i = 0; i < FUZZ_MODELS; i++) {
         model_name(i, name);
         state_model_t *m =
-            state_store_model(fuzz_store, 0, name, strlen(name), errstr, sizeof(errstr));
+            state_store_model(fuzz_store, name, strlen(name), errstr, sizeof(errstr));
         if (!m) {
             fprintf(stderr, "fuzz_store: loading %s: %s\n", name, errstr);
             abort();
@@ -189,7 +189,7 @@ static void reopen_and_compare(void)
     for (int i = 0; i < FUZZ_MODELS; i++) {
         model_name(i, name);
         state_model_t *m =
-            state_store_model(fuzz_store, 0, name, strlen(name), errstr, sizeof(errstr));
+            state_store_model(fuzz_store, name, strlen(name), errstr, sizeof(errstr));
         if (!m) {
             fprintf(stderr, "fuzz_store: reloading %s: %s\n", name, errstr);
             abort();
@@ -246,11 +246,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     model_name((int)(size % FUZZ_MODELS), name);
 
     processor_output_reset(&out);
-    processor_handler_handle(fuzz_handler, 0, -1, name, strlen(name), (const char *)data,
+    processor_handler_handle(fuzz_handler, -1, name, strlen(name), (const char *)data,
                              size, &out);
     fuzz_check_reply(&out);
     char errstr[512];
-    if (processor_handler_commit(fuzz_handler, 0, (int64_t)fuzz_inputs, errstr,
+    if (processor_handler_commit(fuzz_handler, (int64_t)fuzz_inputs, errstr,
                                  sizeof(errstr))) {
         fprintf(stderr, "fuzz_store: commit failed: %s\n", errstr);
         abort();

@@ -93,7 +93,7 @@ static void handle_at(processor_handler_t *h, const char *key, int64_t offset,
     msgpack_sbuffer sb;
     pack_json(&sb, json);
     processor_output_reset(out);
-    processor_handler_handle(h, 0, offset, key, key ? strlen(key) : 0, sb.data, sb.size,
+    processor_handler_handle(h, offset, key, key ? strlen(key) : 0, sb.data, sb.size,
                              out);
     msgpack_sbuffer_destroy(&sb);
 }
@@ -125,7 +125,7 @@ Test(processor_handler,
     pack_float_flush(&sb, 1, 0, 2000, true); /* ~10 kB in, ~18 kB of change record */
     cr_assert_lt(sb.size, 11000);
     processor_output_reset(&out);
-    processor_handler_handle(h, 0, 7, "m", 1, sb.data, sb.size, &out);
+    processor_handler_handle(h, 7, "m", 1, sb.data, sb.size, &out);
     msgpack_sbuffer_destroy(&sb);
     cr_assert_eq(out.error, CODEC_ERR_TOO_LARGE, "%s", out.message);
     cr_assert_eq(out.change.size, 0);
@@ -134,7 +134,7 @@ Test(processor_handler,
 
     pack_float_flush(&sb, 2, 0, 1400, true); /* ~7 kB in, ~12.6 kB out: fits */
     processor_output_reset(&out);
-    processor_handler_handle(h, 0, 8, "m", 1, sb.data, sb.size, &out);
+    processor_handler_handle(h, 8, "m", 1, sb.data, sb.size, &out);
     cr_assert_eq(out.error, CODEC_OK, "%s", out.message);
     cr_assert_gt(out.change.size, sb.size + 5000, "float32 came out as float64");
     cr_assert_leq(out.change.size + 1, 15000);
@@ -386,7 +386,7 @@ Test(processor_handler, a_bad_record_gets_an_addressed_error_and_changes_nothing
 
     /* Not msgpack at all: the key still names the model; no client, no reply key. */
     processor_output_reset(&out);
-    processor_handler_handle(h, 0, 1, "m", 1, "\xc1", 1, &out);
+    processor_handler_handle(h, 1, "m", 1, "\xc1", 1, &out);
     expect_error(&out, CODEC_ERR_RESERVED_BYTE, "reserved_byte", "\"model\":\"m\",");
     cr_assert_null(out.reply_key);
     cr_assert_eq(out.reply_key_len, 0);
@@ -540,7 +540,7 @@ Test(processor_handler, reset_empties_an_output_and_commit_without_a_store_is_a_
     cr_assert_str_eq(out.message, "");
 
     char errstr[64] = "untouched";
-    cr_assert_eq(processor_handler_commit(h, 0, 2, errstr, sizeof(errstr)), 0);
+    cr_assert_eq(processor_handler_commit(h, 2, errstr, sizeof(errstr)), 0);
     cr_assert_str_eq(errstr, "untouched");
     processor_output_destroy(&out);
     processor_handler_destroy(h);
@@ -610,13 +610,12 @@ Test(processor_handler, with_a_store_a_flush_is_durable_once_committed,
     cr_assert_eq(out.error, CODEC_OK, "%s", out.message);
     cr_assert_eq(out.commands_applied, 1, "applied: the first time was lost");
     char errstr[256];
-    cr_assert_eq(processor_handler_commit(h, 0, 1, errstr, sizeof(errstr)), 0, "%s",
-                 errstr);
+    cr_assert_eq(processor_handler_commit(h, 1, errstr, sizeof(errstr)), 0, "%s", errstr);
     processor_handler_destroy(h);
     state_store_close(store);
 
     store = store_open();
-    cr_assert_eq(state_store_next_offset(store, 0), 1);
+    cr_assert_eq(state_store_next_offset(store), 1);
     h = handler_on(store);
     handle_at(h, "m", 1, SNAPSHOT, &out);
     expect_reply(&out,
@@ -696,14 +695,14 @@ Test(processor_handler, change_records_rebuild_the_model_elsewhere,
         cr_assert_eq(out.error, CODEC_OK, "%s", out.message);
         int64_t offset = -2;
         char errstr[256];
-        cr_assert_eq(state_store_apply_change(store, 0, "m", 1, out.change.data,
+        cr_assert_eq(state_store_apply_change(store, "m", 1, out.change.data,
                                               out.change.size, &offset, errstr,
                                               sizeof(errstr)),
                      STATE_CHANGE_APPLIED, "%s", errstr);
         cr_assert_eq(offset, 40 + i);
     }
     char errstr[256];
-    state_model_t *copy = state_store_model(store, 0, "m", 1, errstr, sizeof(errstr));
+    state_model_t *copy = state_store_model(store, "m", 1, errstr, sizeof(errstr));
     cr_assert_not_null(copy, "%s", errstr);
     const state_master_t *want = processor_handler_model(h, "m", 1);
     cr_assert_eq(state_master_command_count(state_model_master(copy)), 4);

@@ -503,8 +503,8 @@ Test(kafka, many_models_over_partitions_match_an_in_memory_master)
                 msgpack_sbuffer sb;
                 to_msgpack(json, &sb);
                 processor_output_reset(&out);
-                processor_handler_handle(ref, 0, -1, model, strlen(model), sb.data,
-                                         sb.size, &out);
+                processor_handler_handle(ref, -1, model, strlen(model), sb.data, sb.size,
+                                         &out);
                 cr_assert_eq(out.error, 0);
                 msgpack_sbuffer_destroy(&sb);
             }
@@ -1439,6 +1439,7 @@ static char *dump_state(const char *state_dir)
         if (access(path, F_OK) != 0)
             continue;
         state_store_conf_t conf = {.dir = path, .history = 1000, .cache_bytes = 1 << 20};
+        conf.partition = p;
         state_store_t *s = state_store_open(&conf, errstr, sizeof(errstr));
         cr_assert_not_null(s, "%s", errstr);
         cr_assert_eq(state_store_scan(s, dump_item, &dump, errstr, sizeof(errstr)), 0);
@@ -1601,7 +1602,7 @@ static void loop_round(loop_t *l)
         msgpack_sbuffer sb;
         to_msgpack(json, &sb);
         processor_output_reset(&l->out);
-        processor_handler_handle(l->ref, 0, -1, model, strlen(model), sb.data, sb.size,
+        processor_handler_handle(l->ref, -1, model, strlen(model), sb.data, sb.size,
                                  &l->out);
         msgpack_sbuffer_destroy(&sb);
     }
@@ -2602,10 +2603,11 @@ static char *store_settings(const char *name, int32_t partition)
     char path[PATH_MAX];
     snprintf(path, sizeof(path), "%s/%s/partition-%d", dir, name, partition);
     state_store_conf_t sc = {.dir = path, .cache_bytes = 1 << 20};
+    sc.partition = partition;
     char errstr[256];
     state_store_t *store = state_store_open(&sc, errstr, sizeof(errstr));
     cr_assert_not_null(store, "%s", errstr);
-    char *settings = state_store_settings(store, partition);
+    char *settings = state_store_settings(store);
     state_store_close(store);
     return settings;
 }
@@ -2621,10 +2623,11 @@ Test(kafka, settings_that_change_outcomes_are_recorded_and_a_mismatch_is_refused
     char errstr[256];
     cr_assert_eq(processor_make_dirs(path, errstr, sizeof(errstr)), 0, "%s", errstr);
     state_store_conf_t sc = {.dir = path, .cache_bytes = 1 << 20};
+    sc.partition = p;
     state_store_t *old = state_store_open(&sc, errstr, sizeof(errstr));
     cr_assert_not_null(old, "%s", errstr);
-    state_store_set_partition_count(old, p, PARTITIONS); /* as earlier versions did */
-    cr_assert_eq(state_store_commit(old, p, -1, errstr, sizeof(errstr)), 0);
+    state_store_set_partition_count(old, PARTITIONS); /* as earlier versions did */
+    cr_assert_eq(state_store_commit(old, -1, errstr, sizeof(errstr)), 0);
     state_store_close(old);
     cr_assert_null(store_settings("a", p));
 
@@ -2883,9 +2886,10 @@ Test(kafka, rebuild_restores_from_snapshots_where_the_changes_do_not_reach_back)
         char path[PATH_MAX], errstr[256];
         snprintf(path, sizeof(path), "%s/rebuilt/partition-%d", dir, p);
         state_store_conf_t conf = {.dir = path, .history = 1000, .cache_bytes = 1 << 20};
+        conf.partition = p;
         state_store_t *s = state_store_open(&conf, errstr, sizeof(errstr));
         cr_assert_not_null(s, "%s", errstr);
-        cr_assert_eq(state_store_next_offset(s, p), next_input[p],
+        cr_assert_eq(state_store_next_offset(s), next_input[p],
                      "%s: the input offset the change records reached", models[m]);
         state_store_close(s);
     }

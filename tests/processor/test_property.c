@@ -558,8 +558,8 @@ static void node_destroy(node_t *n)
 static void commit(node_t *n, int64_t next_offset)
 {
     char errstr[256];
-    cr_assert_eq(processor_handler_commit(n->h, 0, next_offset, errstr, sizeof(errstr)),
-                 0, "%s: %s", n->dir, errstr);
+    cr_assert_eq(processor_handler_commit(n->h, next_offset, errstr, sizeof(errstr)), 0,
+                 "%s: %s", n->dir, errstr);
 }
 
 static int count_bytes(void *data, const char *buf, size_t len)
@@ -575,7 +575,7 @@ static void check_bound(node_t *n, const char *model, size_t model_len)
 {
     char errstr[256];
     state_model_t *m =
-        state_store_model(n->store, 0, model, model_len, errstr, sizeof(errstr));
+        state_store_model(n->store, model, model_len, errstr, sizeof(errstr));
     cr_assert_not_null(m, "%s: %s", n->dir, errstr);
     size_t exact = 0;
     msgpack_packer pk;
@@ -601,7 +601,7 @@ static void node_handle(node_t *n, const records_t *in, size_t from, size_t to,
             node_open(n);
         }
         processor_output_reset(&out);
-        processor_handler_handle(n->h, 0, (int64_t)i, r->key, r->key_len, r->value,
+        processor_handler_handle(n->h, (int64_t)i, r->key, r->key_len, r->value,
                                  r->value_len, &out);
         const char *code = codec_err_name(out.error);
         records_add(&n->out.replies, code, strlen(code), out.reply.data, out.reply.size);
@@ -617,7 +617,7 @@ static void node_handle(node_t *n, const records_t *in, size_t from, size_t to,
             msgpack_packer pk;
             msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
             char errstr[256];
-            cr_assert_eq(state_store_pack_snapshot_record(n->store, 0, r->key, r->key_len,
+            cr_assert_eq(state_store_pack_snapshot_record(n->store, r->key, r->key_len,
                                                           &pk, errstr, sizeof(errstr)),
                          0, "%s", errstr);
             records_add(&n->out.snapshots, r->key, r->key_len, sb.data, sb.size);
@@ -639,8 +639,8 @@ static void node_catch_up(node_t *n, const records_t *changes, size_t from, size
         const record_t *c = &changes->v[i];
         int64_t offset;
         state_change_t rc =
-            state_store_apply_change(n->store, 0, c->key, c->key_len, c->value,
-                                     c->value_len, &offset, errstr, sizeof(errstr));
+            state_store_apply_change(n->store, c->key, c->key_len, c->value, c->value_len,
+                                     &offset, errstr, sizeof(errstr));
         cr_assert(rc == STATE_CHANGE_APPLIED || rc == STATE_CHANGE_SKIPPED,
                   "%s: change record %zu: %d %s", n->dir, i, (int)rc,
                   rc == STATE_CHANGE_GAP || rc == STATE_CHANGE_FAILED ? errstr : "");
@@ -716,8 +716,8 @@ static void pack_models(node_t *n, const records_t *in, msgpack_sbuffer *sb)
                    !memcmp(in->v[j].key, r->key, r->key_len);
         if (!r->key || seen || r->key_len > 65535)
             continue;
-        cr_assert_eq(state_store_pack_snapshot_record(n->store, 0, r->key, r->key_len,
-                                                      &pk, errstr, sizeof(errstr)),
+        cr_assert_eq(state_store_pack_snapshot_record(n->store, r->key, r->key_len, &pk,
+                                                      errstr, sizeof(errstr)),
                      0, "%s: %s", n->dir, errstr);
         check_bound(n, r->key, r->key_len);
     }
@@ -849,7 +849,7 @@ static void check_reads_back(const records_t *in, const limits_t *l, bool genera
                     !memcmp(ref.out.snapshots.v[j].key, s->key, s->key_len);
         if (later)
             continue;
-        cr_assert_eq(state_store_install_snapshot(restored.store, 0, s->key, s->key_len,
+        cr_assert_eq(state_store_install_snapshot(restored.store, s->key, s->key_len,
                                                   s->value, s->value_len, errstr,
                                                   sizeof(errstr)),
                      1, "snapshot record %zu: %s", i, errstr);

@@ -162,10 +162,10 @@ static void run_durable(void)
     char errstr[512];
     for (int i = 0; i < RECORDS; i++) {
         processor_output_reset(&out);
-        processor_handler_handle(h, 0, -1, records[i].key, strlen(records[i].key),
+        processor_handler_handle(h, -1, records[i].key, strlen(records[i].key),
                                  records[i].value.data, records[i].value.size, &out);
         if ((i % 16 == (int)(rng_state % 16) || i == RECORDS - 1) &&
-            processor_handler_commit(h, 0, i + 1, errstr, sizeof(errstr))) {
+            processor_handler_commit(h, i + 1, errstr, sizeof(errstr))) {
             fprintf(stderr, "crash test: %s\n", errstr);
             _exit(4);
         }
@@ -246,7 +246,7 @@ Test(state_crash, killed_runs_resent_in_full_end_in_the_reference_state, .timeou
     processor_output_init(&out);
     for (int i = 0; i < RECORDS; i++) {
         processor_output_reset(&out);
-        processor_handler_handle(ref, 0, -1, records[i].key, strlen(records[i].key),
+        processor_handler_handle(ref, -1, records[i].key, strlen(records[i].key),
                                  records[i].value.data, records[i].value.size, &out);
     }
     processor_output_destroy(&out);
@@ -258,7 +258,7 @@ Test(state_crash, killed_runs_resent_in_full_end_in_the_reference_state, .timeou
         snprintf(key, sizeof(key), "m%d", m);
         const state_master_t *want = processor_handler_model(ref, key, strlen(key));
         state_model_t *got =
-            state_store_model(s, 0, key, strlen(key), errstr, sizeof(errstr));
+            state_store_model(s, key, strlen(key), errstr, sizeof(errstr));
         cr_assert_not_null(got, "%s", errstr);
         cr_assert_eq(state_master_command_count(state_model_master(got)),
                      state_master_command_count(want), "model %s", key);
@@ -266,7 +266,7 @@ Test(state_crash, killed_runs_resent_in_full_end_in_the_reference_state, .timeou
                                     state_master_document(want)),
                   "model %s differs from the reference", key);
     }
-    cr_assert_eq(state_store_next_offset(s, 0), RECORDS);
+    cr_assert_eq(state_store_next_offset(s), RECORDS);
     state_store_close(s);
     processor_handler_destroy(ref);
     for (int i = 0; i < RECORDS; i++)

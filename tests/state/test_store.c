@@ -51,10 +51,19 @@ static void open_store(void)
     cr_assert_not_null(store, "%s", errstr);
 }
 
+/* Serves partition p from the store's directory (reopened as p when it served
+ * another): one store serves one partition, and partitions share nothing. */
+static void use_partition(int32_t p)
+{
+    if (store && conf.partition == p)
+        return;
+    conf.partition = p;
+    open_store();
+}
+
 static state_model_t *model(const char *id)
 {
-    state_model_t *m =
-        state_store_model(store, 0, id, strlen(id), errstr, sizeof(errstr));
+    state_model_t *m = state_store_model(store, id, strlen(id), errstr, sizeof(errstr));
     cr_assert_not_null(m, "%s", errstr);
     return m;
 }
@@ -140,7 +149,7 @@ static rocksdb_t *raw_db(void)
 
 static void commit(int64_t offset)
 {
-    cr_assert_eq(state_store_commit(store, 0, offset, errstr, sizeof(errstr)), 0, "%s",
+    cr_assert_eq(state_store_commit(store, offset, errstr, sizeof(errstr)), 0, "%s",
                  errstr);
 }
 
@@ -186,8 +195,9 @@ Test(state_store, a_reopened_store_has_the_same_models)
     cr_assert_eq(again, count_b);
     cr_assert(codec_value_equal(b, b2));
     expect_history("a", 0, 60, true);
-    cr_assert_eq(state_store_next_offset(store, 0), 41);
-    cr_assert_eq(state_store_next_offset(store, 7), -1);
+    cr_assert_eq(state_store_next_offset(store), 41);
+    use_partition(7);
+    cr_assert_eq(state_store_next_offset(store), -1);
     codec_value_destroy(a);
     codec_value_destroy(a2);
     codec_value_destroy(b);
@@ -205,7 +215,7 @@ Test(state_store, uncommitted_changes_are_not_stored)
     codec_value_t *doc = document_of("a", &count);
     cr_assert_eq(count, 4);
     codec_value_destroy(doc);
-    cr_assert_eq(state_store_next_offset(store, 0), 1);
+    cr_assert_eq(state_store_next_offset(store), 1);
 }
 
 Test(state_store, snapshots_are_rewritten_and_old_history_trimmed)
@@ -354,14 +364,14 @@ Test(state_store, a_failed_write_is_reported_and_nothing_half_written)
         int failed_at = -1;
         for (int i = 0; i < 200 && failed_at < 0; i++) {
             flush_creates("a", "c1", 2 + (uint64_t)i, 40);
-            if (state_store_commit(store, 0, 2 + i, errstr, sizeof(errstr)) != 0)
+            if (state_store_commit(store, 2 + i, errstr, sizeof(errstr)) != 0)
                 failed_at = i;
         }
         if (failed_at < 0)
             _exit(11); /* the limit never bit */
         if (!strstr(errstr, "writing a step"))
             _exit(12);
-        if (state_store_commit(store, 0, 999, errstr, sizeof(errstr)) == 0 ||
+        if (state_store_commit(store, 999, errstr, sizeof(errstr)) == 0 ||
             !strstr(errstr, "refuses writes"))
             _exit(13);
         FILE *fp = fopen("/tmp/flushout-test-store-failed-at", "w");
@@ -384,7 +394,7 @@ Test(state_store, a_failed_write_is_reported_and_nothing_half_written)
     uint64_t count;
     codec_value_t *doc = document_of("a", &count);
     cr_assert_eq(count, 6 + 80 * (uint64_t)failed_at, "failed at step %d", failed_at);
-    cr_assert_eq(state_store_next_offset(store, 0), failed_at ? 1 + failed_at : 1);
+    cr_assert_eq(state_store_next_offset(store), failed_at ? 1 + failed_at : 1);
     codec_value_destroy(doc);
 }
 
@@ -415,6 +425,7 @@ static int remember(void *opaque, uint64_t id, const state_outbox_rec_t *rec)
 
 static uint64_t add_reply(int32_t partition, const char *value)
 {
+    use_partition(partition);
     static const state_header_t correlation = {"kafka_correlationId", "\0\1\2", 3};
     state_outbox_rec_t rec = {
         .topic = "replies",
@@ -426,14 +437,14 @@ static uint64_t add_reply(int32_t partition, const char *value)
         .headers = &correlation,
         .header_count = 1,
     };
-    return state_store_outbox_add(store, partition, &rec);
+    return state_store_outbox_add(store, &rec);
 }
 
 static seen_t outbox(int32_t partition)
 {
+    use_partition(partition);
     seen_t seen = {0};
-    cr_assert_eq(state_store_outbox_scan(store, partition, remember, &seen, errstr,
-                                         sizeof(errstr)),
+    cr_assert_eq(state_store_outbox_scan(store, remember, &seen, errstr, sizeof(errstr)),
                  0, "%s", errstr);
     return seen;
 }
@@ -457,7 +468,8 @@ Test(state_store, the_outbox_keeps_records_until_they_are_done)
     cr_assert_eq(seen.ids[2], 1);
     cr_assert_eq(outbox(0).n, 0, "partitions have their own outboxes");
 
-    state_store_outbox_done(store, 2, 0, 0);
+    use_partition(2);
+    state_store_outbox_done(store, 0, 0);
     commit(-1);
     seen = outbox(2);
     cr_assert_eq(seen.n, 1, "a step's records go together");
@@ -469,7 +481,7 @@ Test(state_store, the_outbox_keeps_records_until_they_are_done)
     cr_assert_eq(add_reply(2, "r4"), 3);
     commit(-1);
     cr_assert_eq(outbox(2).n, 3);
-    state_store_outbox_done(store, 2, 1, 2);
+    state_store_outbox_done(store, 1, 2);
     commit(-1);
     seen = outbox(2);
     cr_assert_eq(seen.n, 1, "a range of steps goes at once");
@@ -499,22 +511,47 @@ Test(state_store, a_partition_is_dropped_on_its_own)
     open_store();
     flush_creates("a", "c1", 1, 2); /* partition 0 */
     commit(5);
-    state_model_t *other = state_store_model(store, 1, "b", 1, errstr, sizeof(errstr));
+    use_partition(1);
+    state_model_t *other = state_store_model(store, "b", 1, errstr, sizeof(errstr));
     cr_assert_not_null(other, "%s", errstr);
     add_reply(1, "x");
-    cr_assert_eq(state_store_commit(store, 1, 9, errstr, sizeof(errstr)), 0, "%s",
-                 errstr);
+    cr_assert_eq(state_store_commit(store, 9, errstr, sizeof(errstr)), 0, "%s", errstr);
 
-    cr_assert_eq(state_store_drop_partition(store, 1, errstr, sizeof(errstr)), 0, "%s",
+    cr_assert_eq(state_store_drop_partition(store, errstr, sizeof(errstr)), 0, "%s",
                  errstr);
-    cr_assert_eq(state_store_next_offset(store, 1), -1);
+    cr_assert_eq(state_store_next_offset(store), -1);
     cr_assert_eq(outbox(1).n, 0);
-    cr_assert_eq(state_store_next_offset(store, 0), 5, "other partitions stay");
+    use_partition(0);
+    cr_assert_eq(state_store_next_offset(store), 5, "other partitions stay");
     open_store();
     uint64_t count;
     codec_value_t *doc = document_of("a", &count);
     cr_assert_eq(count, 4);
     codec_value_destroy(doc);
+}
+
+/* inspect opens a directory to read whatever it holds. */
+Test(state_store, a_store_opened_to_be_read_serves_the_partition_it_holds)
+{
+    use_partition(3);
+    flush_creates("a", "c1", 1, 2);
+    commit(5);
+    use_partition(STATE_STORE_PARTITION_STORED);
+    cr_assert_eq(state_store_next_offset(store), 5);
+    uint64_t count;
+    codec_value_t *doc = document_of("a", &count);
+    cr_assert_eq(count, 4);
+    codec_value_destroy(doc);
+}
+
+Test(state_store, an_empty_store_opened_to_be_read_serves_partition_0)
+{
+    use_partition(STATE_STORE_PARTITION_STORED);
+    cr_assert_eq(state_store_next_offset(store), -1);
+    flush_creates("a", "c1", 1, 1);
+    commit(2);
+    use_partition(0);
+    cr_assert_eq(state_store_next_offset(store), 2);
 }
 
 Test(state_store, reports_a_corrupt_store)
@@ -543,8 +580,8 @@ static void pack_snapshot_record(msgpack_sbuffer *sb)
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     cr_assert_eq(
-        state_store_pack_snapshot_record(store, 0, "m", 1, &pk, errstr, sizeof(errstr)),
-        0, "%s", errstr);
+        state_store_pack_snapshot_record(store, "m", 1, &pk, errstr, sizeof(errstr)), 0,
+        "%s", errstr);
 }
 
 /* Closes the store and deletes everything it held: the next open_store() is empty. */
@@ -602,7 +639,7 @@ Test(state_store, change_records_rebuild_a_model_elsewhere)
     open_store();
     int64_t offset = -1;
     for (size_t i = 0; i < change_count; i++)
-        cr_assert_eq(state_store_apply_change(store, 0, "m", 1, recorded[i].value.data,
+        cr_assert_eq(state_store_apply_change(store, "m", 1, recorded[i].value.data,
                                               recorded[i].value.size, &offset, errstr,
                                               sizeof(errstr)),
                      STATE_CHANGE_APPLIED, "record %zu: %s", i, errstr);
@@ -618,16 +655,16 @@ Test(state_store, change_records_rebuild_a_model_elsewhere)
 
     /* Records already reflected are skipped, however often they come again. */
     for (size_t i = 0; i < change_count; i++)
-        cr_assert_eq(state_store_apply_change(store, 0, "m", 1, recorded[i].value.data,
+        cr_assert_eq(state_store_apply_change(store, "m", 1, recorded[i].value.data,
                                               recorded[i].value.size, &offset, errstr,
                                               sizeof(errstr)),
                      STATE_CHANGE_SKIPPED);
-    cr_assert_eq(state_store_apply_change(store, 0, "other", 5, recorded[2].value.data,
+    cr_assert_eq(state_store_apply_change(store, "other", 5, recorded[2].value.data,
                                           recorded[2].value.size, &offset, errstr,
                                           sizeof(errstr)),
                  STATE_CHANGE_FAILED, "a key that is not the record's model");
-    cr_assert_eq(state_store_apply_change(store, 0, "m", 1, "\x93\x01\x02\x03", 4,
-                                          &offset, errstr, sizeof(errstr)),
+    cr_assert_eq(state_store_apply_change(store, "m", 1, "\x93\x01\x02\x03", 4, &offset,
+                                          errstr, sizeof(errstr)),
                  STATE_CHANGE_FAILED);
     cr_assert(strstr(errstr, "not a change record"), "%s", errstr);
     free(rebuilt);
@@ -646,7 +683,7 @@ Test(state_store, a_gap_in_change_records_is_refused)
     start_over();
     open_store();
     int64_t offset;
-    cr_assert_eq(state_store_apply_change(store, 0, "m", 1, recorded[1].value.data,
+    cr_assert_eq(state_store_apply_change(store, "m", 1, recorded[1].value.data,
                                           recorded[1].value.size, &offset, errstr,
                                           sizeof(errstr)),
                  STATE_CHANGE_GAP);
@@ -729,18 +766,24 @@ Test(state_store, history_stored_one_completion_per_key_still_loads)
 Test(state_store, records_the_partition_count_it_was_built_for)
 {
     open_store();
-    cr_assert_eq(state_store_partition_count(store, 0), -1, "a new store has none");
-    state_store_set_partition_count(store, 0, 12);
-    state_store_set_partition_count(store, 3, 24);
-    cr_assert_eq(state_store_partition_count(store, 0), -1, "not before the commit");
+    cr_assert_eq(state_store_partition_count(store), -1, "a new store has none");
+    state_store_set_partition_count(store, 12);
+    cr_assert_eq(state_store_partition_count(store), -1, "not before the commit");
+    commit(1);
+    use_partition(3);
+    state_store_set_partition_count(store, 24);
     commit(1);
     open_store();
-    cr_assert_eq(state_store_partition_count(store, 0), 12);
-    cr_assert_eq(state_store_partition_count(store, 3), 24, "per partition");
-    cr_assert_eq(state_store_partition_count(store, 1), -1);
-    cr_assert_eq(state_store_drop_partition(store, 0, errstr, sizeof(errstr)), 0, "%s",
+    use_partition(0);
+    cr_assert_eq(state_store_partition_count(store), 12);
+    use_partition(3);
+    cr_assert_eq(state_store_partition_count(store), 24, "per partition");
+    use_partition(1);
+    cr_assert_eq(state_store_partition_count(store), -1);
+    use_partition(0);
+    cr_assert_eq(state_store_drop_partition(store, errstr, sizeof(errstr)), 0, "%s",
                  errstr);
-    cr_assert_eq(state_store_partition_count(store, 0), -1, "dropped with its partition");
+    cr_assert_eq(state_store_partition_count(store), -1, "dropped with its partition");
 }
 
 Test(state_store, stats_count_cache_hits_and_misses)
@@ -929,7 +972,7 @@ static void deepest_document_reads_back(const codec_limits_t *limits)
     open_store();
     int64_t offset = -1;
     for (size_t i = 0; i < change_count; i++)
-        cr_assert_eq(state_store_apply_change(store, 0, "m", 1, recorded[i].value.data,
+        cr_assert_eq(state_store_apply_change(store, "m", 1, recorded[i].value.data,
                                               recorded[i].value.size, &offset, errstr,
                                               sizeof(errstr)),
                      STATE_CHANGE_APPLIED, "change record %zu: %s", i, errstr);
@@ -941,8 +984,8 @@ static void deepest_document_reads_back(const codec_limits_t *limits)
     /* Restored from the snapshot record by a new store. */
     start_over();
     open_store();
-    cr_assert_eq(state_store_install_snapshot(store, 0, "m", 1, snap.data, snap.size,
-                                              errstr, sizeof(errstr)),
+    cr_assert_eq(state_store_install_snapshot(store, "m", 1, snap.data, snap.size, errstr,
+                                              sizeof(errstr)),
                  1, "%s", errstr);
     commit(1);
     open_store();
@@ -991,8 +1034,8 @@ Test(state_store, a_snapshot_record_at_count_0_restores_its_client_records)
 
     start_over();
     open_store();
-    cr_assert_eq(state_store_install_snapshot(store, 0, "m", 1, snap.data, snap.size,
-                                              errstr, sizeof(errstr)),
+    cr_assert_eq(state_store_install_snapshot(store, "m", 1, snap.data, snap.size, errstr,
+                                              sizeof(errstr)),
                  1, "installed: %s", errstr);
     commit(-1);
     open_store();
@@ -1005,8 +1048,8 @@ Test(state_store, a_snapshot_record_at_count_0_restores_its_client_records)
     cr_assert(again.size == snap.size && !memcmp(again.data, snap.data, snap.size),
               "the restored model publishes the same snapshot record");
     /* Installing it again changes nothing: the model now has client records. */
-    cr_assert_eq(state_store_install_snapshot(store, 0, "m", 1, snap.data, snap.size,
-                                              errstr, sizeof(errstr)),
+    cr_assert_eq(state_store_install_snapshot(store, "m", 1, snap.data, snap.size, errstr,
+                                              sizeof(errstr)),
                  0, "%s", errstr);
     msgpack_sbuffer_destroy(&again);
     msgpack_sbuffer_destroy(&snap);
@@ -1045,12 +1088,12 @@ Test(state_store, an_unreadable_snapshot_record_is_refused_not_skipped)
 {
     open_store();
     /* Cut short, and a record of another type: neither is installed as nothing. */
-    cr_assert_eq(state_store_install_snapshot(store, 0, "m", 1, "\x85\xa4type", 6, errstr,
+    cr_assert_eq(state_store_install_snapshot(store, "m", 1, "\x85\xa4type", 6, errstr,
                                               sizeof(errstr)),
                  -1);
     cr_assert(strstr(errstr, "not a snapshot record"), "%s", errstr);
     cr_assert_eq(
-        state_store_install_snapshot(store, 0, "m", 1, "\x90", 1, errstr, sizeof(errstr)),
+        state_store_install_snapshot(store, "m", 1, "\x90", 1, errstr, sizeof(errstr)),
         -1);
 }
 
@@ -1086,7 +1129,7 @@ Test(state_store, an_unreadable_client_record_fails_the_step_not_the_retry)
 
     open_store();
     state_model_check_seq(store, model("m"), "bob", 3, 4, NULL);
-    cr_assert_neq(state_store_commit(store, 0, 2, errstr, sizeof(errstr)), 0,
+    cr_assert_neq(state_store_commit(store, 2, errstr, sizeof(errstr)), 0,
                   "the step is refused");
     cr_assert(strstr(errstr, "client record \"bob\" of model \"m\" cannot be read"), "%s",
               errstr);

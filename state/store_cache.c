@@ -1,0 +1,328 @@
+/* state/store_cache.c - the cache of decoded models: loading a model from its snapshot
+ * and history, the LRU bounded by bytes (each model charged what it really holds in
+ * malloc chunks), and eviction after commits. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "codec/alloc.h"
+#include "codec/msgpack.h"
+#include "codec/request.h"
+#include "store_int.h"
+
+void store_model_free(state_store_t *s, state_model_t *m)
+{
+    while (m->clients) {
+        client_t *c = m->clients;
+        m->clients = c->next;
+        HASH_DEL(s->clients, c);
+        store_client_free(c);
+    }
+    state_master_destroy(m->master);
+    state_history_mem_destroy(m->history);
+    free(m->step_keys);
+    free(m->key);
+    free(m);
+}
+
+/* ---- the LRU ---- */
+
+static void lru_unlink(state_store_t *s, state_model_t *m)
+{
+    if (m->lru_prev)
+        m->lru_prev->lru_next = m->lru_next;
+    else
+        s->lru_head = m->lru_next;
+    if (m->lru_next)
+        m->lru_next->lru_prev = m->lru_prev;
+    else
+        s->lru_tail = m->lru_prev;
+    m->lru_prev = m->lru_next = NULL;
+}
+
+static void lru_push_front(state_store_t *s, state_model_t *m)
+{
+    m->lru_next = s->lru_head;
+    if (s->lru_head)
+        s->lru_head->lru_prev = m;
+    s->lru_head = m;
+    if (!s->lru_tail)
+        s->lru_tail = m;
+}
+
+void store_charge(state_store_t *s, state_model_t *m, size_t bytes)
+{
+    m->mem_bytes += bytes;
+    s->cache_used += bytes;
+}
+
+/* Per model the fixed parts: the model, its master, its hash handle and the cache
+ * key. */
+#define MODEL_FIXED (sizeof(state_model_t) + 320 + 4 * STORE_ALLOC_OVERHEAD)
+
+/* Re-charges the model's history ring, which grows in steps. */
+void store_recharge_history(state_store_t *s, state_model_t *m, size_t *charged)
+{
+    size_t now_bytes = state_history_mem_size(m->history);
+    if (now_bytes > *charged)
+        store_charge(s, m, now_bytes - *charged);
+    *charged = now_bytes;
+}
+
+/* Evicts least recently used models until the cache fits; called after a commit, when
+ * every model is clean (its state is in RocksDB). */
+void store_model_drop(state_store_t *s, state_model_t *m)
+{
+    lru_unlink(s, m);
+    HASH_DEL(s->models, m);
+    s->cache_used -= m->mem_bytes;
+    store_model_free(s, m);
+}
+
+void store_evict(state_store_t *s)
+{
+    while (s->cache_used > s->conf.cache_bytes && s->lru_tail)
+        store_model_drop(s, s->lru_tail);
+}
+
+/* ---- loading ---- */
+
+/* Reads the snapshot into *count and *doc (NULL when there is none). */
+static int load_snapshot(state_store_t *s, state_model_t *m, uint64_t *count,
+                         codec_value_t **doc, char *errstr, size_t errstr_size)
+{
+    store_key_t k;
+    store_key_start(&k, s, STATE_ITEM_SNAPSHOT);
+    store_key_add(&k, m->id, m->id_len);
+    char *err = NULL;
+    size_t len = 0;
+    char *v = rocksdb_get(s->db, s->read_options, k.p, k.len, &len, &err);
+    store_key_free(&k);
+    *doc = NULL;
+    *count = 0;
+    if (err)
+        return store_fail_rocks(err, "reading a snapshot", errstr, errstr_size);
+    if (!v)
+        return 0;
+    codec_value_t *snap = NULL;
+    char derr[256];
+    int rc = 0;
+    const codec_value_t *c, *d;
+    if (codec_msgpack_decode(v, len, &codec_limits_trusted, &snap, derr, sizeof(derr)) ||
+        snap->type != CODEC_VALUE_MAP || !(c = codec_map_get(snap, "commandCount", 12)) ||
+        c->type != CODEC_VALUE_INT || !(d = codec_map_get(snap, "document", 8)) ||
+        d->type != CODEC_VALUE_MAP) {
+        snprintf(errstr, errstr_size, "the snapshot of model \"%.*s\" is corrupt",
+                 (int)(m->id_len > 40 ? 40 : m->id_len), m->id);
+        rc = -1;
+    } else {
+        *count = (uint64_t)c->u.i;
+        *doc = codec_map_take(snap, "document", 8);
+        m->snapshot_bytes = len;
+    }
+    codec_value_destroy(snap);
+    free(v);
+    return rc;
+}
+
+/* Feeds the stored history to the model: entries before the snapshot only fill the
+ * in-memory history, later ones are replayed onto the document. */
+static int load_history(state_store_t *s, state_model_t *m, char *errstr,
+                        size_t errstr_size)
+{
+    store_key_t prefix;
+    store_key_start(&prefix, s, STATE_ITEM_HISTORY);
+    store_key_add_id(&prefix, m->id, m->id_len);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
+    int rc = 0;
+    bool first = true;
+    codec_packed_t one;
+    codec_packed_init(&one);
+
+    for (rocksdb_iter_seek(it, prefix.p, prefix.len); rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+        size_t klen, vlen;
+        const char *key = rocksdb_iter_key(it, &klen);
+        if (klen != prefix.len + 8 || memcmp(key, prefix.p, prefix.len) != 0)
+            break;
+        uint64_t key_count = store_be64(key + prefix.len);
+        const char *stored = rocksdb_iter_value(it, &vlen);
+        /* A flush's completions, or one completion as earlier versions stored it. */
+        uint32_t n = 1;
+        size_t at = 0, stored_len = vlen;
+        const unsigned char *b = (const unsigned char *)stored;
+        if (vlen >= 1 && (b[0] & 0xf0) == 0x90)
+            n = b[0] & 0x0f, at = 1;
+        else if (vlen >= 3 && b[0] == 0xdc)
+            n = (uint32_t)store_be_n(stored + 1, 2), at = 3;
+        else if (vlen >= 5 && b[0] == 0xdd)
+            n = (uint32_t)store_be_n(stored + 1, 4), at = 5;
+        for (uint32_t i = 0; i < n && !rc; i++) {
+            size_t item_start = at;
+            if (at > 0) { /* an array: the next of its items */
+                /* Found by skipping, not unpacking: msgpack-c's unpacker stops at 32
+                 * levels, and documents nest deeper. */
+                size_t off = at;
+                if (!codec_msgpack_skip(stored, stored_len, &off)) {
+                    snprintf(errstr, errstr_size,
+                             "the history of model \"%.*s\" is corrupt at command %llu",
+                             (int)(m->id_len > 40 ? 40 : m->id_len), m->id,
+                             (unsigned long long)(key_count + i));
+                    rc = -1;
+                    break;
+                }
+                at = off;
+            } else {
+                at = stored_len;
+            }
+            const char *value = stored + item_start;
+            vlen = at - item_start;
+            uint64_t count = key_count + i;
+            if (first) {
+                m->history_start = count;
+                m->history = state_history_mem_new(s->conf.history, count);
+                first = false;
+            }
+            if (count >= m->snapshot_count) {
+                /* Counted as store_record_flush() counted it when it was applied. */
+                m->history_bytes_since += vlen;
+                /* Replay: the stored completion is the command as it was applied. */
+                codec_completion_t c;
+                char derr[256];
+                if (count != state_master_command_count(m->master) ||
+                    codec_completion_decode(value, vlen, s->zone, &c, derr,
+                                            sizeof(derr)) ||
+                    state_master_replay(m->master, &c, derr, sizeof(derr))) {
+                    snprintf(
+                        errstr, errstr_size,
+                        "the history of model \"%.*s\" does not replay at command %llu",
+                        (int)(m->id_len > 40 ? 40 : m->id_len), m->id,
+                        (unsigned long long)count);
+                    rc = -1;
+                    msgpack_zone_clear(s->zone);
+                    break;
+                }
+                msgpack_zone_clear(s->zone);
+            }
+            codec_packed_reset(&one);
+            codec_packed_add_raw(&one, value, vlen);
+            if (state_history_mem_append(m->history, count, &one) != 0) {
+                snprintf(errstr, errstr_size,
+                         "the history of model \"%.*s\" has a gap at %llu",
+                         (int)(m->id_len > 40 ? 40 : m->id_len), m->id,
+                         (unsigned long long)count);
+                rc = -1;
+                break;
+            }
+        }
+        if (rc)
+            break;
+    }
+    char *err = NULL;
+    rocksdb_iter_get_error(it, &err);
+    if (err && !rc)
+        rc = store_fail_rocks(err, "reading history", errstr, errstr_size);
+    rocksdb_iter_destroy(it);
+    codec_packed_destroy(&one);
+    store_key_free(&prefix);
+    if (!rc && first) { /* no history stored */
+        m->history_start = m->snapshot_count;
+        m->history = state_history_mem_new(s->conf.history, m->snapshot_count);
+    }
+    if (!rc && state_master_command_count(m->master) < m->snapshot_count) {
+        snprintf(errstr, errstr_size, "model \"%.*s\" ends before its snapshot",
+                 (int)(m->id_len > 40 ? 40 : m->id_len), m->id);
+        rc = -1;
+    }
+    return rc;
+}
+
+state_model_t *state_store_model(state_store_t *s, const char *model, size_t model_len,
+                                 char *errstr, size_t errstr_size)
+{
+    if (model_len > STORE_MAX_ID_BYTES) {
+        snprintf(errstr, errstr_size, "model id of %zu bytes exceeds %d", model_len,
+                 STORE_MAX_ID_BYTES);
+        return NULL;
+    }
+    size_t key_len = 4 + model_len;
+    char stack_key[256];
+    char *key = key_len <= sizeof(stack_key) ? stack_key : codec_xmalloc(key_len);
+    uint32_t partition = (uint32_t)s->conf.partition;
+    key[0] = (char)(partition >> 24);
+    key[1] = (char)(partition >> 16);
+    key[2] = (char)(partition >> 8);
+    key[3] = (char)partition;
+    memcpy(key + 4, model, model_len);
+
+    state_model_t *m = NULL;
+    HASH_FIND(hh, s->models, key, key_len, m);
+    if (m) {
+        if (key != stack_key)
+            free(key);
+        lru_unlink(s, m);
+        lru_push_front(s, m);
+        s->cache_hits++;
+        return m;
+    }
+    s->cache_misses++;
+
+    m = codec_xcalloc(1, sizeof(*m));
+    m->key = codec_xmemdup(key, key_len);
+    if (key != stack_key)
+        free(key);
+    m->key_len = key_len;
+    m->id = m->key + 4;
+    m->id_len = model_len;
+
+    uint64_t count;
+    codec_value_t *doc;
+    if (load_snapshot(s, m, &count, &doc, errstr, errstr_size)) {
+        store_model_free(s, m);
+        return NULL;
+    }
+    m->snapshot_count = count;
+    m->base_bytes = doc ? m->snapshot_bytes : s->initial_bytes;
+    m->master = state_master_new(model, model_len, count,
+                                 doc ? doc : codec_value_copy(s->initial_document),
+                                 &s->conf.master);
+    if (load_history(s, m, errstr, errstr_size)) {
+        store_model_free(s, m);
+        return NULL;
+    }
+    store_charge(s, m,
+                 MODEL_FIXED + m->key_len +
+                     codec_value_mem_size(state_master_document(m->master)));
+    store_recharge_history(s, m, &m->history_charged);
+    HASH_ADD_KEYPTR(hh, s->models, m->key, m->key_len, m);
+    lru_push_front(s, m);
+    return m;
+}
+
+size_t state_model_document_bound(const state_model_t *m)
+{
+    return m->base_bytes + m->history_bytes_since;
+}
+
+state_master_t *state_model_master(state_model_t *m)
+{
+    return m->master;
+}
+
+state_history_t state_model_history(state_model_t *m)
+{
+    return state_history_mem_provider(m->history);
+}
+
+state_model_t *store_model_cached(state_store_t *s, const char *model, size_t model_len)
+{
+    store_key_t k;
+    store_key_start(&k, s, STATE_ITEM_CHANGED);
+    store_key_add(&k, model, model_len);
+    /* The cache is keyed by partition + id: the key without its kind byte. */
+    memmove(k.p + 4, k.p + 5, model_len);
+    state_model_t *m = NULL;
+    HASH_FIND(hh, s->models, k.p, 4 + model_len, m);
+    store_key_free(&k);
+    return m;
+}

@@ -1,0 +1,195 @@
+/* state/store_flush.c - recording an applied flush: its history key, the client's
+ * record, the "changed" mark, and the snapshot rewrite and history trim when due. */
+#include <string.h>
+
+#include "codec/alloc.h"
+#include "codec/msgpack.h"
+#include "store_int.h"
+
+static void put_snapshot(state_store_t *s, state_model_t *m)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    codec_snapshot_pack(&pk, state_master_command_count(m->master),
+                        state_master_document(m->master));
+
+    store_key_t k;
+    store_key_start(&k, s, STATE_ITEM_SNAPSHOT);
+    store_key_add(&k, m->id, m->id_len);
+    store_batch_write(s, k.p, k.len, sb.data, sb.size);
+    store_key_free(&k);
+    m->snapshot_count = state_master_command_count(m->master);
+    m->snapshot_bytes = m->base_bytes = sb.size;
+    m->history_bytes_since = 0;
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* Deletes stored history older than both the snapshot and the kept window. */
+static void trim_history(state_store_t *s, state_model_t *m)
+{
+    uint64_t count = state_master_command_count(m->master);
+    uint64_t window = count > s->conf.history ? count - s->conf.history : 0;
+    uint64_t keep_from = window < m->snapshot_count ? window : m->snapshot_count;
+    if (keep_from <= m->history_start)
+        return;
+    store_key_t from, to;
+    store_key_start(&from, s, STATE_ITEM_HISTORY);
+    store_key_add_id(&from, m->id, m->id_len);
+    store_key_start(&to, s, STATE_ITEM_HISTORY);
+    store_key_add_id(&to, m->id, m->id_len);
+    /* A key holds a whole flush: keep the one that holds keep_from (the newest stored
+     * at or before it, in RocksDB or written in this step). */
+    size_t prefix = to.len;
+    store_key_add_u64(&to, keep_from);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
+    rocksdb_iter_seek_for_prev(it, to.p, to.len);
+    uint64_t cut = m->history_start;
+    if (rocksdb_iter_valid(it)) {
+        size_t klen;
+        const char *k = rocksdb_iter_key(it, &klen);
+        if (klen == to.len && !memcmp(k, to.p, prefix))
+            cut = store_be64(k + prefix);
+    }
+    rocksdb_iter_destroy(it);
+    /* The keys of this step count too: the cut is the same however the flushes were
+     * grouped into steps. */
+    for (size_t i = 0; m->step_keys_of == s->step && i < m->step_keys_len; i++)
+        if (m->step_keys[i] <= keep_from && m->step_keys[i] > cut)
+            cut = m->step_keys[i];
+    if (cut <= m->history_start) {
+        store_key_free(&from);
+        store_key_free(&to);
+        return;
+    }
+    keep_from = cut;
+    to.len = prefix;
+    store_key_add_u64(&from, m->history_start);
+    store_key_add_u64(&to, keep_from);
+    /* Applied after the step's point writes (no barrier): the range is older than
+     * the model's count, so no later write of the step falls in it, and the earlier
+     * ones in it are meant to go. */
+    store_batch_trim(s, from.p, from.len, to.p, to.len);
+    store_key_free(&from);
+    store_key_free(&to);
+    m->history_start = keep_from;
+}
+
+void store_record_flush(state_store_t *s, state_model_t *m, const char *client,
+                        size_t client_len, uint64_t seq, uint64_t applied_from,
+                        const codec_packed_t *applied, const char *mapped_paths,
+                        size_t mapped_paths_len)
+{
+    /* One history key per flush, at its first command: [completion...]. */
+    store_key_t k;
+    if (applied->count) {
+        msgpack_sbuffer hb;
+        msgpack_sbuffer_init(&hb);
+        msgpack_packer hp;
+        msgpack_packer_init(&hp, &hb, msgpack_sbuffer_write);
+        codec_packed_pack_array(&hp, applied);
+        store_key_start(&k, s, STATE_ITEM_HISTORY);
+        store_key_add_id(&k, m->id, m->id_len);
+        store_key_add_u64(&k, applied_from);
+        store_batch_write(s, k.p, k.len, hb.data, hb.size);
+        store_key_free(&k);
+        msgpack_sbuffer_destroy(&hb);
+        if (m->step_keys_of != s->step) {
+            m->step_keys_len = 0;
+            m->step_keys_of = s->step;
+        }
+        if (m->step_keys_len == m->step_keys_cap)
+            m->step_keys = codec_xrealloc(
+                m->step_keys,
+                (m->step_keys_cap = m->step_keys_cap ? m->step_keys_cap * 2 : 4) *
+                    sizeof(*m->step_keys));
+        m->step_keys[m->step_keys_len++] = applied_from;
+    }
+    for (uint32_t i = 0; i < applied->count; i++) {
+        size_t len;
+        codec_packed_item(applied, i, &len);
+        m->history_bytes_since += len;
+        /* The document grew by about the decoded size of what was applied. */
+        store_charge(s, m, 2 * len);
+    }
+    state_history_mem_append(m->history, applied_from, applied);
+    store_recharge_history(s, m, &m->history_charged);
+
+    /* The client's record: its seq and the mappedPaths a retry must see again. */
+    client_t *c = store_client_load(s, m, client, client_len);
+    if (!c->stored) { /* a new record */
+        if (!m->clients_counted) {
+            m->client_records = store_clients_scan(s, m, NULL);
+            m->clients_counted = true;
+        }
+        m->client_records++;
+        c->stored = true;
+    }
+    c->at = state_master_command_count(m->master);
+    free(c->mapped_paths);
+    c->mapped_paths = codec_xmemdup(mapped_paths, mapped_paths_len);
+    c->mapped_paths_len = mapped_paths_len;
+    c->seq = seq;
+    c->known = true;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    msgpack_pack_str_with_body(&pk, "seq", 3);
+    msgpack_pack_uint64(&pk, seq);
+    msgpack_pack_str_with_body(&pk, "at", 2);
+    msgpack_pack_uint64(&pk, c->at);
+    msgpack_pack_str_with_body(&pk, "mappedPaths", 11);
+    codec_msgpack_pack_raw(&pk, c->mapped_paths, c->mapped_paths_len);
+    store_key_start(&k, s, STATE_ITEM_CLIENT);
+    store_key_add_id(&k, m->id, m->id_len);
+    store_key_add(&k, client, client_len);
+    store_batch_write(s, k.p, k.len, sb.data, sb.size);
+    store_key_free(&k);
+    msgpack_sbuffer_destroy(&sb);
+
+    /* Marked changed (once per load, not per flush): the next sweep publishes its
+     * snapshot record (state_store_changed_models()). */
+    if (!m->changed_marked) {
+        store_key_start(&k, s, STATE_ITEM_CHANGED);
+        store_key_add(&k, m->id, m->id_len);
+        store_batch_write(s, k.p, k.len, "", 0);
+        store_key_free(&k);
+        m->changed_marked = true;
+    }
+
+    /* Rewriting the snapshot costs the document's size, so it waits until the history
+     * since the last one has outgrown it: every flush then pays at most its own size
+     * again, however large the document. After snapshot_every commands it comes
+     * earlier, once that history is an eighth of the snapshot, so that loading a model
+     * replays little without rewriting a large document often. */
+    uint64_t since = state_master_command_count(m->master) - m->snapshot_count;
+    if (since > 0 && (m->history_bytes_since >= m->snapshot_bytes ||
+                      (since >= s->conf.snapshot_every &&
+                       m->history_bytes_since * 8 >= m->snapshot_bytes))) {
+        put_snapshot(s, m);
+        trim_history(s, m);
+    }
+    if (m->client_records > s->conf.clients_per_model + s->conf.clients_per_model / 8)
+        store_clients_expire(s, m);
+}
+
+static void pack_mapped_paths(msgpack_sbuffer *sb, const state_apply_t *a)
+{
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    codec_msgpack_pack_value(&pk, a->mapper.mappings);
+}
+
+void state_model_flushed(state_store_t *s, state_model_t *m, const char *client,
+                         size_t client_len, uint64_t seq, const state_apply_t *a)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    pack_mapped_paths(&sb, a);
+    store_record_flush(s, m, client, client_len, seq, a->result.applied_from,
+                       &a->result.applied, sb.data, sb.size);
+    msgpack_sbuffer_destroy(&sb);
+}

@@ -1,0 +1,255 @@
+/* state/store_int.h - the store's private types and the functions its files share.
+ *
+ * state/store.c is a facade (open, close, commit, offsets, stats) over one file per
+ * concept; this header is for those files only, never for callers of store.h
+ * (librdkafka's *_int.h habit). state/README.md has the map of the files. */
+#ifndef FLUSHOUT_STATE_STORE_INT_H
+#define FLUSHOUT_STATE_STORE_INT_H
+
+#include <rocksdb/c.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <msgpack.h>
+
+#include "codec/hash.h"
+/* Seeded: model and client ids come from clients (hash flooding). */
+#define HASH_FUNCTION CODEC_UTHASH_FUNCTION
+#include <uthash.h>
+
+#include "codec/value.h"
+#include "history_mem.h"
+#include "store.h"
+
+/* ---- keys (store_key.c); the layout is in state/README.md ---- */
+
+/* The record kinds are STATE_ITEM_* (store.h); these two are not per partition. */
+#define STORE_META_PARTITION 0xffffffffu /* the prefix of store-wide keys */
+#define STORE_KEY_VERSION    'V'         /* under it: the layout version */
+#define STORE_MAX_ID_BYTES   65535       /* model ids are length-prefixed with 16 bits */
+
+/* A key being built: in buf while it fits, else on the heap. */
+typedef struct store_key_s {
+    char buf[64];
+    char *p;
+    size_t len, cap;
+} store_key_t;
+
+/** Starts a key: the partition (4 bytes BE) and the kind byte. */
+void store_key_init(store_key_t *k, uint32_t partition, char kind);
+/** Starts a key of the store's partition. */
+void store_key_start(store_key_t *k, const state_store_t *s, char kind);
+void store_key_add(store_key_t *k, const void *bytes, size_t len);
+/** Appends v as 8 bytes BE, so that byte order is numeric order. */
+void store_key_add_u64(store_key_t *k, uint64_t v);
+/** Appends a model id, length-prefixed (16 bits BE), then the id. */
+void store_key_add_id(store_key_t *k, const char *id, size_t len);
+void store_key_free(store_key_t *k);
+/** The n-byte big-endian integer at p. */
+uint64_t store_be_n(const char *p, int n);
+uint64_t store_be64(const char *p);
+/** Parses a key into item. @returns false for keys that are not per-partition
+ *  records. */
+bool store_key_parse(const char *k, size_t len, state_store_item_t *item);
+
+/* ---- the cache and what it holds (store_cache.c, store_client.c) ---- */
+
+/* Client records of all cached models live in one store-wide table (a table per model
+ * would cost more than the model itself), keyed by model and client; each model also
+ * lists its own, to drop them with it. */
+typedef struct client_s {
+    char *key; /* the model's cache key, the model id's length (2 bytes), the client id */
+    size_t key_len;
+    const char *id; /* the client id, inside key */
+    size_t id_len;
+    struct client_s *next; /* the model's next client */
+    bool known;            /* a flush of this client was applied (seq 0 is a valid seq) */
+    bool stored;           /* it has a record (in RocksDB or in the step) */
+    bool seen; /* found stored by the scan in progress (store_clients_scan()) */
+    uint64_t seq;
+    uint64_t at;        /* the model's command count after that flush: ages the record */
+    char *mapped_paths; /* msgpack map of the last applied flush's reply */
+    size_t mapped_paths_len;
+    UT_hash_handle hh;
+} client_t;
+
+/* A client record expired in the step in progress: its delete is not in RocksDB yet,
+ * so reads must not see the record (store_client_load(), store_clients_scan()). Same key
+ * as client_t's. */
+typedef struct expired_s {
+    UT_hash_handle hh;
+    size_t key_len;
+    char key[];
+} expired_t;
+
+/* A cached model. @locality the store's user thread, like all of the store. */
+struct state_model_s {
+    /* Identity and decoded state: set when loaded (store_cache.c). */
+    char *key; /* partition (4 bytes BE) + model id: the cache key */
+    size_t key_len;
+    const char *id; /* points into key */
+    size_t id_len;
+    state_master_t *master;
+    state_history_mem_t *history;
+    /* Set when loaded, kept up by store_flush.c and store_record.c.
+     * Everything that decides an outcome or what is stored (the document bound, the
+     * snapshot rewrite, history trimming, client expiry) is derived from what is
+     * stored, the same way on every load: a model behaves the same whether it stayed
+     * cached, was reloaded, or was rebuilt from change or snapshot records. */
+    uint64_t snapshot_count;    /* command count of the stored snapshot */
+    uint64_t history_start;     /* oldest history entry stored */
+    size_t snapshot_bytes;      /* size of the stored snapshot (0: none) */
+    size_t base_bytes;          /* the snapshot's size, or the initial document's */
+    size_t history_bytes_since; /* stored history bytes from the snapshot's count on */
+    size_t mem_bytes;           /* what the cache charges for this model */
+    size_t history_charged;     /* the history ring's part of mem_bytes */
+    uint64_t client_records;    /* client records stored (committed or in the step) */
+    bool clients_counted;       /* client_records is known (counted on first need) */
+    /* The counts of the history keys written in step step_keys_of: trim_history()
+     * does not see them in RocksDB yet, and must cut where it would after a commit. */
+    uint64_t *step_keys;
+    size_t step_keys_len, step_keys_cap;
+    uint64_t step_keys_of;
+    /* The sweep's marks (store_flush.c sets, store_sweep.c clears). */
+    bool changed_marked; /* its "changed since its last snapshot record" key is written */
+    bool snapshot_sent;  /* a swept snapshot record of it is on its way to Kafka */
+    /* Its client records (store_client.c) and the LRU (store_cache.c). */
+    client_t *clients;                  /* a list; the store's table finds them */
+    state_model_t *lru_prev, *lru_next; /* most recently used first */
+    UT_hash_handle hh;
+};
+
+/* A point write of the step in progress: key and value live in the store's op_bytes. */
+typedef struct pending_op_s {
+    size_t at;        /* key at op_bytes + at, value right after it */
+    uint32_t key_len; /* value_len is UINT32_MAX for a delete */
+    uint32_t value_len;
+    size_t order; /* keeps writes to one key in the order they were made */
+} pending_op_t;
+
+/* One store: the connection to its RocksDB database, the step in progress, and the
+ * cache. A store has one user thread (the worker that owns its partition, or a
+ * command's main thread); nothing here is locked. */
+struct state_store_s {
+    /* @locality set by state_store_open(); cache_bytes also by
+     * state_store_set_cache_bytes() between steps. */
+    state_store_conf_t conf;
+    codec_value_t *initial_document;
+    size_t initial_bytes; /* the initial document's size as msgpack */
+
+    /* @locality RocksDB handles: opened and closed with the store (store.c). */
+    rocksdb_t *db;
+    rocksdb_options_t *options;
+    rocksdb_writeoptions_t *write_options;
+    rocksdb_readoptions_t *read_options;
+    char failed[256]; /* non-empty once a write failed: no more commits */
+
+    /* @locality the step in progress (store_batch.c): filled by flushes, change and
+     * snapshot records, offsets and outbox records; written and emptied by
+     * state_store_commit().
+     * A step's point writes, handed to RocksDB sorted by key at commit: the memtable's
+     * skiplist inserts a sorted run by moving its last position along, instead of
+     * searching every level from the top for each key (the processor's biggest cost,
+     * seen with perf, when history, client, outbox and offset keys alternate). */
+    pending_op_t *ops;
+    size_t ops_len, ops_cap;
+    char *op_bytes;
+    size_t op_bytes_len, op_bytes_cap;
+    /* History trims, applied after the point writes (see trim_history()). */
+    char *trims;
+    size_t trims_len, trims_cap;
+    rocksdb_writebatch_t *batch;
+    uint64_t step; /* commits so far (state_model_t.step_keys_of) */
+
+    /* @locality the outbox (store_outbox.c): the step's records, written as one key
+     * at commit (see state_store_outbox_add()), and the next step's id. */
+    msgpack_sbuffer outbox_step;
+    uint32_t outbox_step_count;
+    uint64_t outbox_step_id;
+    bool outbox_next_known; /* outbox_next was found (on first use) */
+    uint64_t outbox_next;
+
+    /* @locality the cache (store_cache.c, store_client.c): models loaded by
+     * state_store_model(), evicted after commits. */
+    state_model_t *models; /* the cache */
+    client_t *clients;     /* the cached models' client records */
+    expired_t *expired;    /* client records expired in this step (until the commit) */
+    state_model_t *lru_head, *lru_tail;
+    size_t cache_used;
+    uint64_t cache_hits, cache_misses; /* state_store_model() calls */
+    msgpack_zone *zone;                /* decoded commands being replayed */
+};
+
+/* A client record's id and age (the model's command count after its last flush). */
+typedef struct aged_s {
+    char *id;
+    size_t id_len;
+    uint64_t at;
+} aged_t;
+
+/* Allocator overhead per allocation, charged to the cache with each allocation. */
+#define STORE_ALLOC_OVERHEAD 16
+
+/** Charges bytes to m and the cache. */
+void store_charge(state_store_t *s, state_model_t *m, size_t bytes);
+/** Re-charges the model's history ring, which grows in steps. */
+void store_recharge_history(state_store_t *s, state_model_t *m, size_t *charged);
+/** Drops m from the cache and frees it (its unwritten changes stay in the step). */
+void store_model_drop(state_store_t *s, state_model_t *m);
+/** Frees m and its client records (not in the cache's lists). */
+void store_model_free(state_store_t *s, state_model_t *m);
+/** Evicts least recently used models until the cache fits; called when every model
+ *  is clean (its state is in RocksDB). */
+void store_evict(state_store_t *s);
+/** The cached model, or NULL when it is not in the cache (never loads). */
+state_model_t *store_model_cached(state_store_t *s, const char *model, size_t model_len);
+
+/** The client's record of m, loaded (or new) and cached. A record that cannot be read
+ *  fails the store (s->failed): taken as "no record", a retry would apply twice. */
+client_t *store_client_load(state_store_t *s, state_model_t *m, const char *id,
+                            size_t id_len);
+void store_client_free(client_t *c);
+/** How many client records m has as the step leaves them; with ages, each one's id
+ *  and age too (the caller frees them). */
+size_t store_clients_scan(state_store_t *s, state_model_t *m, aged_t **ages);
+/** Keeps m's client records to the newest clients_per_model, deleting the rest. */
+void store_clients_expire(state_store_t *s, state_model_t *m);
+/** The step is written (or failed): RocksDB has the expired records' deletes now. */
+void store_expired_forget(state_store_t *s);
+
+/* ---- writing (store_batch.c, store_flush.c) ---- */
+
+/** Adds a point write to the step (value NULL: a delete). */
+void store_batch_write(state_store_t *s, const char *key, size_t key_len,
+                       const char *value, size_t value_len);
+/** A range delete that may cover keys written before it in this step: those go
+ *  first. */
+void store_batch_delete_range(state_store_t *s, const char *from, size_t from_len,
+                              const char *to, size_t to_len);
+/** A history trim: a range delete applied after the step's point writes. */
+void store_batch_trim(state_store_t *s, const char *from, size_t from_len, const char *to,
+                      size_t to_len);
+/** The step's RocksDB batch: the outbox key, the point writes sorted, the trims. */
+rocksdb_writebatch_t *store_batch_finish(state_store_t *s);
+/** Records a flush applied to m: its applied completions (applied_from on) go to the
+ *  history and the batch, the client's record gets seq and mapped_paths (msgpack),
+ *  and the snapshot is rewritten when due. */
+void store_record_flush(state_store_t *s, state_model_t *m, const char *client,
+                        size_t client_len, uint64_t seq, uint64_t applied_from,
+                        const codec_packed_t *applied, const char *mapped_paths,
+                        size_t mapped_paths_len);
+
+/* ---- the rest ---- */
+
+/** Formats a RocksDB error into errstr and frees err. @returns -1. */
+int store_fail_rocks(char *err, const char *what, char *errstr, size_t errstr_size);
+/** map's field name when it has type, or NULL (store_record.c). */
+const codec_value_t *store_field(const codec_value_t *map, const char *name,
+                                 codec_value_type_t type);
+/** Writes the step's outbox records as one key (store_outbox.c). */
+void store_outbox_write_step(state_store_t *s);
+/** Forgets the next outbox id: it is found again from what is stored. */
+void store_outbox_forget(state_store_t *s);
+
+#endif
