@@ -8,6 +8,7 @@
 
 #include "alloc.h"
 #include "msgpack.h"
+#include "print.h"
 
 const char *codec_action_name(codec_action_t action)
 {
@@ -348,8 +349,8 @@ static codec_err_t validate(codec_value_t *root, msgpack_zone *zone, const char 
         return err;
     if (key && ef.v[E_MODEL] && (model.len != key_len || memcmp(model.ptr, key, key_len)))
         return codec_errf(CODEC_ERR_MODEL_MISMATCH, errstr, errstr_size,
-                          "model: \"%.40s\" differs from the record key \"%.*s\"",
-                          model.ptr, (int)(key_len > 40 ? 40 : key_len), key);
+                          "model: " MODEL_FMT " differs from the record key " MODEL_FMT,
+                          MODEL_ARG(model.ptr, model.len), MODEL_ARG(key, key_len));
     if ((err = codec_id_check(key ? "the record key" : "model", req->model.ptr,
                               req->model.len, true, vd.limits, errstr, errstr_size)))
         return err;

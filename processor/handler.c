@@ -1,4 +1,5 @@
-/* processor/handler.c - handles one request record against the models it holds. */
+/* processor/handler.c - handles one request record against its model: the store's,
+ * or the handler's own in memory. */
 #include "handler.h"
 
 #include <stdio.h>

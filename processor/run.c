@@ -238,7 +238,8 @@ static int prepare_start(part_t *p, const char *dir, int64_t *start, int64_t *co
     *start = state_store_next_offset(p->store);
     rd_kafka_topic_partition_list_t *l =
         run_one_partition(r->cfg->flushes_topic, p->id, RD_KAFKA_OFFSET_INVALID);
-    rd_kafka_resp_err_t err = rd_kafka_committed(r->consumer, l, KAFKA_TIMEOUT_MS);
+    rd_kafka_resp_err_t err =
+        rd_kafka_committed(r->consumer, l, PROCESSOR_KAFKA_TIMEOUT_MS);
     if (!err)
         err = l->elems[0].err;
     *committed = err ? -1 : l->elems[0].offset;
@@ -253,7 +254,7 @@ static int prepare_start(part_t *p, const char *dir, int64_t *start, int64_t *co
         *start = *committed;
     int64_t lo = 0, hi = 0;
     err = rd_kafka_query_watermark_offsets(r->consumer, r->cfg->flushes_topic, p->id, &lo,
-                                           &hi, KAFKA_TIMEOUT_MS);
+                                           &hi, PROCESSOR_KAFKA_TIMEOUT_MS);
     if (err) {
         snprintf(p->attempt_why, sizeof(p->attempt_why),
                  "cannot read the offsets of %s: %s", r->cfg->flushes_topic,
@@ -298,7 +299,8 @@ static void prepare_serve(part_t *p, int64_t start, int64_t committed)
 
     rd_kafka_topic_partition_list_t *l =
         run_one_partition(r->cfg->flushes_topic, p->id, start);
-    rd_kafka_error_t *e = rd_kafka_seek_partitions(r->consumer, l, KAFKA_TIMEOUT_MS);
+    rd_kafka_error_t *e =
+        rd_kafka_seek_partitions(r->consumer, l, PROCESSOR_KAFKA_TIMEOUT_MS);
     if (e) {
         LOG_WARN("partition %d: seek to %lld: %s", p->id, (long long)start,
                  rd_kafka_error_string(e));

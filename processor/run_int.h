@@ -35,7 +35,6 @@
 #include "run.h"
 
 #define FLUSH_TIMEOUT_MS 30000 /* waiting for deliveries at a revoke or exit */
-#define KAFKA_TIMEOUT_MS 10000 /* metadata, committed offsets, watermarks */
 
 #define TAKEOVER_AGAIN 3 /* run_prepare() and its helpers: a transient error, retry */
 
@@ -206,7 +205,7 @@ struct runner_s {
      * replies were addressed to (run_reply_topic_partitions()). */
     pthread_mutex_t reply_topics_lock;
     struct {
-        char name[256];
+        char name[STATE_OUTBOX_NAME_BYTES];
         int count; /* -1: no such topic */
         double at;
     } reply_topics[256];

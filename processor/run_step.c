@@ -80,12 +80,19 @@ static void be_bytes(unsigned char *out, uint64_t v, int n)
  * what was cut ("key:N,value:N,headers:N", N headers dropped). */
 #define DEAD_LETTER_KEY_MAX     (256u << 10)
 #define DEAD_LETTER_HEADERS_MAX (16u << 10) /* of the original headers */
+/* The original headers kept go with ours into one outbox record, which holds at most
+ * STATE_OUTBOX_MAX_HEADERS headers with names under STATE_OUTBOX_NAME_BYTES: room is
+ * kept for flushout_truncated (and one spare). */
+#define DEAD_LETTER_HEADER_SLOTS (STATE_OUTBOX_MAX_HEADERS - 2)
+#define DEAD_LETTER_NAME_MAX     200
+_Static_assert(DEAD_LETTER_NAME_MAX < STATE_OUTBOX_NAME_BYTES,
+               "a kept header name must fit the outbox");
 
 static void add_dead_letter(part_t *p, step_out_t *so, const rd_kafka_message_t *m,
                             const processor_output_t *out)
 {
     runner_t *r = p->r;
-    state_header_t hs[32];
+    state_header_t hs[STATE_OUTBOX_MAX_HEADERS];
     size_t n = 0;
     unsigned char partition[4], offset[8], timestamp[8];
     be_bytes(partition, (uint32_t)m->partition, 4);
@@ -129,10 +136,10 @@ static void add_dead_letter(part_t *p, step_out_t *so, const rd_kafka_message_t 
         size_t len;
         size_t header_room =
             room < DEAD_LETTER_HEADERS_MAX ? room : DEAD_LETTER_HEADERS_MAX;
-        /* The outbox keeps at most 32 headers with names under 256 bytes. */
         for (size_t i = 0; !rd_kafka_header_get_all(orig, i, &name, &v, &len); i++) {
             size_t size = strlen(name) + len + 8;
-            if (n < 30 && strlen(name) < 200 && size <= header_room) {
+            if (n < DEAD_LETTER_HEADER_SLOTS && strlen(name) < DEAD_LETTER_NAME_MAX &&
+                size <= header_room) {
                 hs[n++] = (state_header_t){name, v, len};
                 header_room -= size;
                 room -= size;
@@ -237,7 +244,7 @@ static void add_reply(part_t *p, step_out_t *so, const rd_kafka_message_t *m,
         partition = header(m, REPLY_PARTITION_HEADER, &partition_len);
         corr = header(m, REPLY_CORRELATION_HEADER, &corr_len);
     }
-    char topic_buf[256];
+    char topic_buf[STATE_OUTBOX_NAME_BYTES]; /* the outbox's limit on a topic name */
     state_header_t hs[1];
     state_outbox_rec_t rec = {
         .topic = r->cfg->replies_topic,

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "codec/alloc.h"
+#include "codec/print.h"
 #include "codec/msgpack.h"
 #include "codec/request.h"
 #include "store_int.h"
@@ -112,8 +113,8 @@ static int load_snapshot(state_store_t *s, state_model_t *m, uint64_t *count,
         snap->type != CODEC_VALUE_MAP || !(c = codec_map_get(snap, "commandCount", 12)) ||
         c->type != CODEC_VALUE_INT || !(d = codec_map_get(snap, "document", 8)) ||
         d->type != CODEC_VALUE_MAP) {
-        snprintf(errstr, errstr_size, "the snapshot of model \"%.*s\" is corrupt",
-                 (int)(m->id_len > 40 ? 40 : m->id_len), m->id);
+        snprintf(errstr, errstr_size, "the snapshot of model " MODEL_FMT " is corrupt",
+                 MODEL_ARG(m->id, m->id_len));
         rc = -1;
     } else {
         *count = (uint64_t)c->u.i;
@@ -164,10 +165,10 @@ static int load_history(state_store_t *s, state_model_t *m, char *errstr,
                  * levels, and documents nest deeper. */
                 size_t off = at;
                 if (!codec_msgpack_skip(stored, stored_len, &off)) {
-                    snprintf(errstr, errstr_size,
-                             "the history of model \"%.*s\" is corrupt at command %llu",
-                             (int)(m->id_len > 40 ? 40 : m->id_len), m->id,
-                             (unsigned long long)(key_count + i));
+                    snprintf(
+                        errstr, errstr_size,
+                        "the history of model " MODEL_FMT " is corrupt at command %llu",
+                        MODEL_ARG(m->id, m->id_len), (unsigned long long)(key_count + i));
                     rc = -1;
                     break;
                 }
@@ -193,11 +194,10 @@ static int load_history(state_store_t *s, state_model_t *m, char *errstr,
                     codec_completion_decode(value, vlen, s->zone, &c, derr,
                                             sizeof(derr)) ||
                     state_master_replay(m->master, &c, derr, sizeof(derr))) {
-                    snprintf(
-                        errstr, errstr_size,
-                        "the history of model \"%.*s\" does not replay at command %llu",
-                        (int)(m->id_len > 40 ? 40 : m->id_len), m->id,
-                        (unsigned long long)count);
+                    snprintf(errstr, errstr_size,
+                             "the history of model " MODEL_FMT
+                             " does not replay at command %llu",
+                             MODEL_ARG(m->id, m->id_len), (unsigned long long)count);
                     rc = -1;
                     msgpack_zone_clear(s->zone);
                     break;
@@ -208,9 +208,8 @@ static int load_history(state_store_t *s, state_model_t *m, char *errstr,
             codec_packed_add_raw(&one, value, vlen);
             if (state_history_mem_append(m->history, count, &one) != 0) {
                 snprintf(errstr, errstr_size,
-                         "the history of model \"%.*s\" has a gap at %llu",
-                         (int)(m->id_len > 40 ? 40 : m->id_len), m->id,
-                         (unsigned long long)count);
+                         "the history of model " MODEL_FMT " has a gap at %llu",
+                         MODEL_ARG(m->id, m->id_len), (unsigned long long)count);
                 rc = -1;
                 break;
             }
@@ -230,8 +229,8 @@ static int load_history(state_store_t *s, state_model_t *m, char *errstr,
         m->history = state_history_mem_new(s->conf.history, m->snapshot_count);
     }
     if (!rc && state_master_command_count(m->master) < m->snapshot_count) {
-        snprintf(errstr, errstr_size, "model \"%.*s\" ends before its snapshot",
-                 (int)(m->id_len > 40 ? 40 : m->id_len), m->id);
+        snprintf(errstr, errstr_size, "model " MODEL_FMT " ends before its snapshot",
+                 MODEL_ARG(m->id, m->id_len));
         rc = -1;
     }
     return rc;

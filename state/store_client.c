@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "codec/alloc.h"
+#include "codec/print.h"
 #include "codec/msgpack.h"
 #include "store_int.h"
 
@@ -93,9 +94,9 @@ client_t *store_client_load(state_store_t *s, state_model_t *m, const char *id,
         /* Taken as "no record", the client's retry would be applied twice. The store
          * refuses the step instead: its partition stops, nothing of it answered. */
         snprintf(s->failed, sizeof(s->failed),
-                 "the client record \"%.*s\" of model \"%.*s\" cannot be read: %s",
-                 (int)(id_len > 40 ? 40 : id_len), id,
-                 (int)(m->id_len > 40 ? 40 : m->id_len), m->id,
+                 "the client record " MODEL_FMT " of model " MODEL_FMT
+                 " cannot be read: %s",
+                 MODEL_ARG(id, id_len), MODEL_ARG(m->id, m->id_len),
                  err ? err : "not a client record");
     } else if (seq) {
         const codec_value_t *mp = codec_map_get(rec, "mappedPaths", 11);

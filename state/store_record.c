@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "codec/msgpack.h"
+#include "codec/print.h"
 #include "codec/request.h"
 #include "store_int.h"
 
@@ -154,10 +155,11 @@ state_change_t state_store_apply_change(state_store_t *s, const char *key, size_
     if (from > count) {
         rc = STATE_CHANGE_GAP;
         snprintf(errstr, errstr_size,
-                 "model \"%.*s\" is at command %llu but the next change record starts at "
+                 "model " MODEL_FMT
+                 " is at command %llu but the next change record starts at "
                  "%llu: change records are missing",
-                 (int)(model->u.str.len > 40 ? 40 : model->u.str.len), model->u.str.ptr,
-                 (unsigned long long)count, (unsigned long long)from);
+                 MODEL_ARG(model->u.str.ptr, model->u.str.len), (unsigned long long)count,
+                 (unsigned long long)from);
         goto done;
     }
     for (uint32_t i = 0; i < n; i++) {
@@ -172,9 +174,10 @@ state_change_t state_store_apply_change(state_store_t *s, const char *key, size_
             /* The commands before this one are applied already: the model is now
              * ahead of its stored state, so it must not be used again. */
             store_model_drop(s, m);
-            snprintf(errstr, errstr_size, "change record of model \"%.*s\" at %llu: %s",
-                     (int)(model->u.str.len > 40 ? 40 : model->u.str.len),
-                     model->u.str.ptr, (unsigned long long)(from + i), derr);
+            snprintf(errstr, errstr_size,
+                     "change record of model " MODEL_FMT " at %llu: %s",
+                     MODEL_ARG(model->u.str.ptr, model->u.str.len),
+                     (unsigned long long)(from + i), derr);
             goto done;
         }
         msgpack_zone_clear(s->zone);

@@ -1,6 +1,7 @@
 /* tests/bench/bench_store.c - the state store's costs: flushes per second against one
  * model of 1 KB, 100 KB, 1 MB and 10 MB, and peak RSS with many small models.
- * * Document size: each store starts one model from a document of that size (a map of
+ *
+ * Document size: each store starts one model from a document of that size (a map of
  * ~100-byte items) and applies small flushes (one update of one item each) through
  * the handler and the RocksDB store, one committed step per 100 flushes. The cost of
  * a flush must not follow the document's size: the 10 MB figure is checked against
