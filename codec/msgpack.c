@@ -213,6 +213,73 @@ static codec_value_t *container(decoder_t *d, codec_value_type_t type, uint32_t 
     return type == CODEC_VALUE_MAP ? codec_value_map(count) : codec_value_array(count);
 }
 
+/* Reads a float (0xca, 0xcb) or a sized integer (0xcc-0xd3) after its type byte b. */
+static codec_err_t read_number(decoder_t *d, unsigned char b, codec_value_t **out)
+{
+    switch (b) {
+    case 0xca: {
+        if (!have(d, 4))
+            return fail(d, CODEC_ERR_TRUNCATED, "input ends inside a float");
+        uint32_t bits = (uint32_t)read_be(d, 4);
+        float f;
+        memcpy(&f, &bits, sizeof(f));
+        if (!isfinite(f))
+            return fail(d, CODEC_ERR_NOT_FINITE, "NaN and infinities are not allowed");
+        *out = scalar(d, CODEC_VALUE_FLOAT);
+        (*out)->u.f = f;
+        return CODEC_OK;
+    }
+    case 0xcb: {
+        if (!have(d, 8))
+            return fail(d, CODEC_ERR_TRUNCATED, "input ends inside a float");
+        uint64_t bits = read_be(d, 8);
+        double f;
+        memcpy(&f, &bits, sizeof(f));
+        if (!isfinite(f))
+            return fail(d, CODEC_ERR_NOT_FINITE, "NaN and infinities are not allowed");
+        *out = scalar(d, CODEC_VALUE_FLOAT);
+        (*out)->u.f = f;
+        return CODEC_OK;
+    }
+    case 0xcc:
+    case 0xcd:
+    case 0xce:
+    case 0xcf: {
+        size_t n = (size_t)1 << (b - 0xcc);
+        if (!have(d, n))
+            return fail(d, CODEC_ERR_TRUNCATED, "input ends inside an integer");
+        uint64_t u = read_be(d, n);
+        if (u > (uint64_t)INT64_MAX)
+            return fail(d, CODEC_ERR_OUT_OF_RANGE, "integer above 2^63-1");
+        *out = scalar(d, CODEC_VALUE_INT);
+        (*out)->u.i = (int64_t)u;
+        return CODEC_OK;
+    }
+    case 0xd0:
+    case 0xd1:
+    case 0xd2:
+    case 0xd3: {
+        size_t n = (size_t)1 << (b - 0xd0);
+        if (!have(d, n))
+            return fail(d, CODEC_ERR_TRUNCATED, "input ends inside an integer");
+        uint64_t u = read_be(d, n);
+        int64_t i;
+        if (n == 1)
+            i = (int8_t)u;
+        else if (n == 2)
+            i = (int16_t)u;
+        else if (n == 4)
+            i = (int32_t)u;
+        else
+            memcpy(&i, &u, sizeof(i));
+        *out = scalar(d, CODEC_VALUE_INT);
+        (*out)->u.i = i;
+        return CODEC_OK;
+    }
+    }
+    return fail(d, CODEC_ERR_RESERVED_BYTE, "unknown type byte");
+}
+
 /* Reads one value header. Scalars come back complete; containers come back empty with
  * *count set to the number of items (entries for maps) still to read. */
 static codec_err_t read_value(decoder_t *d, codec_value_t **out, uint32_t *count)
@@ -290,65 +357,17 @@ static codec_err_t read_value(decoder_t *d, codec_value_t **out, uint32_t *count
     case 0xd7:
     case 0xd8:
         return fail(d, CODEC_ERR_UNSUPPORTED_EXT, "msgpack ext types are not supported");
-    case 0xca: {
-        if (!have(d, 4))
-            return fail(d, CODEC_ERR_TRUNCATED, "input ends inside a float");
-        uint32_t bits = (uint32_t)read_be(d, 4);
-        float f;
-        memcpy(&f, &bits, sizeof(f));
-        if (!isfinite(f))
-            return fail(d, CODEC_ERR_NOT_FINITE, "NaN and infinities are not allowed");
-        *out = scalar(d, CODEC_VALUE_FLOAT);
-        (*out)->u.f = f;
-        return CODEC_OK;
-    }
-    case 0xcb: {
-        if (!have(d, 8))
-            return fail(d, CODEC_ERR_TRUNCATED, "input ends inside a float");
-        uint64_t bits = read_be(d, 8);
-        double f;
-        memcpy(&f, &bits, sizeof(f));
-        if (!isfinite(f))
-            return fail(d, CODEC_ERR_NOT_FINITE, "NaN and infinities are not allowed");
-        *out = scalar(d, CODEC_VALUE_FLOAT);
-        (*out)->u.f = f;
-        return CODEC_OK;
-    }
+    case 0xca:
+    case 0xcb:
     case 0xcc:
     case 0xcd:
     case 0xce:
-    case 0xcf: {
-        size_t n = (size_t)1 << (b - 0xcc);
-        if (!have(d, n))
-            return fail(d, CODEC_ERR_TRUNCATED, "input ends inside an integer");
-        uint64_t u = read_be(d, n);
-        if (u > (uint64_t)INT64_MAX)
-            return fail(d, CODEC_ERR_OUT_OF_RANGE, "integer above 2^63-1");
-        *out = scalar(d, CODEC_VALUE_INT);
-        (*out)->u.i = (int64_t)u;
-        return CODEC_OK;
-    }
+    case 0xcf:
     case 0xd0:
     case 0xd1:
     case 0xd2:
-    case 0xd3: {
-        size_t n = (size_t)1 << (b - 0xd0);
-        if (!have(d, n))
-            return fail(d, CODEC_ERR_TRUNCATED, "input ends inside an integer");
-        uint64_t u = read_be(d, n);
-        int64_t i;
-        if (n == 1)
-            i = (int8_t)u;
-        else if (n == 2)
-            i = (int16_t)u;
-        else if (n == 4)
-            i = (int32_t)u;
-        else
-            memcpy(&i, &u, sizeof(i));
-        *out = scalar(d, CODEC_VALUE_INT);
-        (*out)->u.i = i;
-        return CODEC_OK;
-    }
+    case 0xd3:
+        return read_number(d, b, out);
     case 0xd9:
     case 0xda:
     case 0xdb:
@@ -370,6 +389,40 @@ static void spans_start(decoder_t *d, uint32_t count)
         return; /* heap decoding does not record spans */
     d->spans->count = count;
     d->span_frame = d->depth;
+}
+
+/* Reads the next item (map entry or array item) of the frame f, whose path element is
+ * pe, and adds it to f's container. */
+static codec_err_t read_item(decoder_t *d, frame_t *f, codec_path_elem_t *pe,
+                             const char *buf, codec_value_t **item, uint32_t *count)
+{
+    codec_err_t err;
+    if (f->container->type == CODEC_VALUE_MAP) {
+        const char *key = NULL;
+        uint32_t key_len = 0;
+        pe->key = NULL;
+        if ((err = read_key(d, &key, &key_len)))
+            return err;
+        pe->key = key;
+        pe->key_len = key_len;
+        if ((err = read_value(d, item, count)))
+            return err;
+        int added = d->zone
+                        ? codec_zone_map_add(d->zone, f->container, key, key_len, *item)
+                        : codec_map_add(f->container, key, key_len, *item);
+        if (added != 0) {
+            if (!d->zone)
+                codec_value_destroy(*item);
+            return fail(d, CODEC_ERR_DUPLICATE_KEY, "duplicate map key");
+        }
+        return CODEC_OK;
+    }
+    if (d->span_frame && d->depth - 1 == d->span_frame)
+        d->spans->offsets[pe->index] = (uint32_t)(d->p - (const unsigned char *)buf);
+    if ((err = read_value(d, item, count)))
+        return err;
+    codec_array_push(f->container, *item);
+    return CODEC_OK;
 }
 
 static codec_err_t decode(msgpack_zone *zone, codec_spans_t *spans, const char *buf,
@@ -430,33 +483,8 @@ static codec_err_t decode(msgpack_zone *zone, codec_spans_t *spans, const char *
             continue;
         }
         codec_value_t *item = NULL;
-        if (f->container->type == CODEC_VALUE_MAP) {
-            const char *key = NULL;
-            uint32_t key_len = 0;
-            pe->key = NULL;
-            if ((err = read_key(&d, &key, &key_len)))
-                goto done;
-            pe->key = key;
-            pe->key_len = key_len;
-            if ((err = read_value(&d, &item, &count)))
-                goto done;
-            int added = d.zone
-                            ? codec_zone_map_add(d.zone, f->container, key, key_len, item)
-                            : codec_map_add(f->container, key, key_len, item);
-            if (added != 0) {
-                if (!d.zone)
-                    codec_value_destroy(item);
-                err = fail(&d, CODEC_ERR_DUPLICATE_KEY, "duplicate map key");
-                goto done;
-            }
-        } else {
-            if (d.span_frame && d.depth - 1 == d.span_frame)
-                d.spans->offsets[pe->index] =
-                    (uint32_t)(d.p - (const unsigned char *)buf);
-            if ((err = read_value(&d, &item, &count)))
-                goto done;
-            codec_array_push(f->container, item);
-        }
+        if ((err = read_item(&d, f, pe, buf, &item, &count)))
+            goto done;
         f->remaining--;
         if (count) {
             if (d.depth >= d.limits->max_depth) {
