@@ -7,17 +7,11 @@
 #include "alloc.h"
 #include "msgpack.h"
 
-typedef struct converter_s {
-    const codec_limits_t *limits;
-    codec_path_elem_t *path;
-    size_t depth;
-    char *errstr;
-    size_t errstr_size;
-} converter_t;
+typedef codec_walk_t converter_t;
 
 static codec_err_t fail(converter_t *c, codec_err_t err, const char *what)
 {
-    return codec_path_errf(err, c->path, c->depth, what, c->errstr, c->errstr_size);
+    return codec_walk_fail(c, err, what);
 }
 
 static codec_err_t check_len(converter_t *c, size_t len)

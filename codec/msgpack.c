@@ -86,12 +86,11 @@ void codec_path_format(const codec_path_elem_t *elems, size_t n, char *buf, size
     }
 }
 
-codec_err_t codec_path_errf(codec_err_t err, const codec_path_elem_t *elems, size_t n,
-                            const char *what, char *errstr, size_t errstr_size)
+codec_err_t codec_walk_fail(const codec_walk_t *w, codec_err_t err, const char *what)
 {
     char where[256];
-    codec_path_format(elems, n, where, sizeof(where));
-    return codec_errf(err, errstr, errstr_size, "%s: %s", where, what);
+    codec_path_format(w->path, w->depth, where, sizeof(where));
+    return codec_errf(err, w->errstr, w->errstr_size, "%s: %s", where, what);
 }
 
 /* ---- decoding ---- */
@@ -106,17 +105,13 @@ typedef struct decoder_s {
     codec_spans_t *spans; /* NULL, or where the spans of spans->field's items go */
     size_t span_frame;    /* frames[] index of that array, 0 = none (yet) */
     const unsigned char *p, *end;
-    const codec_limits_t *limits;
     frame_t *frames;
-    codec_path_elem_t *path; /* path[i] is the item being read inside frames[i] */
-    size_t depth;
-    char *errstr;
-    size_t errstr_size;
+    codec_walk_t walk; /* walk.path[i] is the item being read inside frames[i] */
 } decoder_t;
 
 static codec_err_t fail(decoder_t *d, codec_err_t err, const char *what)
 {
-    return codec_path_errf(err, d->path, d->depth, what, d->errstr, d->errstr_size);
+    return codec_walk_fail(&d->walk, err, what);
 }
 
 static bool have(const decoder_t *d, size_t n)
@@ -145,10 +140,10 @@ static codec_err_t read_len(decoder_t *d, size_t n, uint32_t *len)
 /* Reads string or binary bytes of len, checked against the input and the limit. */
 static codec_err_t read_bytes(decoder_t *d, uint32_t len, bool is_str, const char **s)
 {
-    if (len > d->limits->max_string_bytes) {
+    if (len > d->walk.limits->max_string_bytes) {
         char msg[96];
         snprintf(msg, sizeof(msg), "%s of %u bytes exceeds the limit of %u bytes",
-                 is_str ? "string" : "binary", len, d->limits->max_string_bytes);
+                 is_str ? "string" : "binary", len, d->walk.limits->max_string_bytes);
         return fail(d, CODEC_ERR_TOO_LARGE, msg);
     }
     if (!have(d, len))
@@ -388,7 +383,7 @@ static void spans_start(decoder_t *d, uint32_t count)
     if (!d->spans->offsets)
         return; /* heap decoding does not record spans */
     d->spans->count = count;
-    d->span_frame = d->depth;
+    d->span_frame = d->walk.depth;
 }
 
 /* Reads the next item (map entry or array item) of the frame f, whose path element is
@@ -417,7 +412,7 @@ static codec_err_t read_item(decoder_t *d, frame_t *f, codec_path_elem_t *pe,
         }
         return CODEC_OK;
     }
-    if (d->span_frame && d->depth - 1 == d->span_frame)
+    if (d->span_frame && d->walk.depth - 1 == d->span_frame)
         d->spans->offsets[pe->index] = (uint32_t)(d->p - (const unsigned char *)buf);
     if ((err = read_value(d, item, count)))
         return err;
@@ -434,9 +429,9 @@ static codec_err_t decode(msgpack_zone *zone, codec_spans_t *spans, const char *
         .spans = spans,
         .p = (const unsigned char *)buf,
         .end = (const unsigned char *)buf + len,
-        .limits = limits ? limits : &codec_limits_default,
-        .errstr = errstr,
-        .errstr_size = errstr_size,
+        .walk = {.limits = limits ? limits : &codec_limits_default,
+                 .errstr = errstr,
+                 .errstr_size = errstr_size},
     };
     codec_value_t *root = NULL;
     codec_err_t err = CODEC_OK;
@@ -446,38 +441,40 @@ static codec_err_t decode(msgpack_zone *zone, codec_spans_t *spans, const char *
      * than the decoding of a small request. */
     frame_t frames_buf[CODEC_DEFAULT_MAX_DEPTH + 1];
     codec_path_elem_t path_buf[CODEC_DEFAULT_MAX_DEPTH + 1];
-    bool on_stack = d.limits->max_depth <= CODEC_DEFAULT_MAX_DEPTH;
+    bool on_stack = d.walk.limits->max_depth <= CODEC_DEFAULT_MAX_DEPTH;
 
     *out = NULL;
-    d.frames = on_stack ? frames_buf
-                        : codec_xmalloc((d.limits->max_depth + 1) * sizeof(*d.frames));
-    d.path =
-        on_stack ? path_buf : codec_xmalloc((d.limits->max_depth + 1) * sizeof(*d.path));
+    d.frames = on_stack
+                   ? frames_buf
+                   : codec_xmalloc((d.walk.limits->max_depth + 1) * sizeof(*d.frames));
+    d.walk.path =
+        on_stack ? path_buf
+                 : codec_xmalloc((d.walk.limits->max_depth + 1) * sizeof(*d.walk.path));
 
     if ((err = read_value(&d, &root, &count)))
         goto done;
     if (count) {
-        if (d.limits->max_depth < 1) {
+        if (d.walk.limits->max_depth < 1) {
             err = fail(&d, CODEC_ERR_TOO_DEEP, "nesting exceeds the depth limit");
             goto done;
         }
         d.frames[0] = (frame_t){root, count};
-        d.path[0] = (codec_path_elem_t){0};
-        d.depth = 1;
+        d.walk.path[0] = (codec_path_elem_t){0};
+        d.walk.depth = 1;
     }
 
-    while (d.depth > 0) {
-        frame_t *f = &d.frames[d.depth - 1];
-        codec_path_elem_t *pe = &d.path[d.depth - 1];
+    while (d.walk.depth > 0) {
+        frame_t *f = &d.frames[d.walk.depth - 1];
+        codec_path_elem_t *pe = &d.walk.path[d.walk.depth - 1];
         if (f->remaining == 0) {
-            if (d.span_frame && d.depth - 1 == d.span_frame) {
+            if (d.span_frame && d.walk.depth - 1 == d.span_frame) {
                 d.spans->offsets[d.spans->count] =
                     (uint32_t)(d.p - (const unsigned char *)buf);
                 d.span_frame = 0;
             }
-            d.depth--;
-            if (d.depth > 0) {
-                codec_path_elem_t *parent = &d.path[d.depth - 1];
+            d.walk.depth--;
+            if (d.walk.depth > 0) {
+                codec_path_elem_t *parent = &d.walk.path[d.walk.depth - 1];
                 parent->index++;
             }
             continue;
@@ -487,17 +484,17 @@ static codec_err_t decode(msgpack_zone *zone, codec_spans_t *spans, const char *
             goto done;
         f->remaining--;
         if (count) {
-            if (d.depth >= d.limits->max_depth) {
+            if (d.walk.depth >= d.walk.limits->max_depth) {
                 err = fail(&d, CODEC_ERR_TOO_DEEP, "nesting exceeds the depth limit");
                 goto done;
             }
-            if (d.spans && d.depth == 1 && item->type == CODEC_VALUE_ARRAY && pe->key &&
-                pe->key_len == d.spans->field_len &&
+            if (d.spans && d.walk.depth == 1 && item->type == CODEC_VALUE_ARRAY &&
+                pe->key && pe->key_len == d.spans->field_len &&
                 !memcmp(pe->key, d.spans->field, pe->key_len))
                 spans_start(&d, count);
-            d.frames[d.depth] = (frame_t){item, count};
-            d.path[d.depth] = (codec_path_elem_t){0};
-            d.depth++;
+            d.frames[d.walk.depth] = (frame_t){item, count};
+            d.walk.path[d.walk.depth] = (codec_path_elem_t){0};
+            d.walk.depth++;
         } else {
             pe->index++;
         }
@@ -507,14 +504,14 @@ static codec_err_t decode(msgpack_zone *zone, codec_spans_t *spans, const char *
         char msg[64];
         snprintf(msg, sizeof(msg), "%zu trailing bytes after the value",
                  (size_t)(d.end - d.p));
-        d.depth = 0;
+        d.walk.depth = 0;
         err = fail(&d, CODEC_ERR_TRAILING_BYTES, msg);
     }
 
 done:
     if (!on_stack) {
         free(d.frames);
-        free(d.path);
+        free(d.walk.path);
     }
     if (!err)
         *out = root;

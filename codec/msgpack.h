@@ -65,10 +65,19 @@ typedef struct codec_path_elem_s {
 
 /** Writes "$.a[2].b" for elems[0..n) into buf. */
 void codec_path_format(const codec_path_elem_t *elems, size_t n, char *buf, size_t size);
-/** Writes "<path>: <what>" to errstr, the path as codec_path_format() writes it.
+/* A decoder's walk through a tree: its limits, where it is, and where its error goes
+ * (the msgpack decoder and the JSON converter). */
+typedef struct codec_walk_s {
+    const codec_limits_t *limits;
+    codec_path_elem_t *path; /* path[0..depth) */
+    size_t depth;
+    char *errstr;
+    size_t errstr_size;
+} codec_walk_t;
+
+/** Writes "<path>: <what>" to w's errstr, the path as codec_path_format() writes it.
  *  @returns err. */
-codec_err_t codec_path_errf(codec_err_t err, const codec_path_elem_t *elems, size_t n,
-                            const char *what, char *errstr, size_t errstr_size);
+codec_err_t codec_walk_fail(const codec_walk_t *w, codec_err_t err, const char *what);
 
 /* What a top-level map says about itself without being decoded: found by a shallow,
  * allocation-free scan, so that even a request too deep, too large or cut short can

@@ -14,50 +14,30 @@
 #include "run.h"
 
 /* The commands in the table's signature (send has it already). */
+#define MAIN_WITH_CFG(name, fn)                                   \
+    static int name(processor_config_t *cfg, FILE *in, FILE *out) \
+    {                                                             \
+        (void)in;                                                 \
+        (void)out;                                                \
+        return fn(cfg);                                           \
+    }
+#define MAIN_WITH_OUT(name, fn)                                   \
+    static int name(processor_config_t *cfg, FILE *in, FILE *out) \
+    {                                                             \
+        (void)in;                                                 \
+        return fn(cfg, out);                                      \
+    }
+
 static int apply_main(processor_config_t *cfg, FILE *in, FILE *out)
 {
     return processor_cmd_apply(cfg, in, out);
 }
-
-static int run_main(processor_config_t *cfg, FILE *in, FILE *out)
-{
-    (void)in;
-    (void)out;
-    return processor_cmd_run(cfg);
-}
-
-static int dev_main(processor_config_t *cfg, FILE *in, FILE *out)
-{
-    (void)in;
-    (void)out;
-    return processor_cmd_dev(cfg);
-}
-
-static int rebuild_main(processor_config_t *cfg, FILE *in, FILE *out)
-{
-    (void)in;
-    (void)out;
-    return processor_cmd_rebuild(cfg);
-}
-
-static int topics_main(processor_config_t *cfg, FILE *in, FILE *out)
-{
-    (void)in;
-    return processor_cmd_topics(cfg, out);
-}
-
-static int repartition_main(processor_config_t *cfg, FILE *in, FILE *out)
-{
-    (void)in;
-    (void)out;
-    return processor_cmd_repartition(cfg);
-}
-
-static int inspect_main(processor_config_t *cfg, FILE *in, FILE *out)
-{
-    (void)in;
-    return processor_cmd_inspect(cfg, out);
-}
+MAIN_WITH_CFG(run_main, processor_cmd_run)
+MAIN_WITH_CFG(dev_main, processor_cmd_dev)
+MAIN_WITH_CFG(rebuild_main, processor_cmd_rebuild)
+MAIN_WITH_CFG(repartition_main, processor_cmd_repartition)
+MAIN_WITH_OUT(topics_main, processor_cmd_topics)
+MAIN_WITH_OUT(inspect_main, processor_cmd_inspect)
 
 const processor_command_t processor_commands[] = {
     {

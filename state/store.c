@@ -201,13 +201,12 @@ static int64_t read_u64(state_store_t *s, char kind)
     store_key_start(&k, s, kind);
     char *err = NULL;
     size_t len = 0;
-    char *v = rocksdb_get(s->db, s->read_options, k.p, k.len, &len, &err);
+    char *v = store_key_get(s, &k, &len, &err);
     int64_t offset = -1;
     if (!err && v && len == 8)
         offset = (int64_t)store_be64(v);
     rocksdb_free(err);
     free(v);
-    store_key_free(&k);
     return offset;
 }
 
@@ -238,8 +237,7 @@ char *state_store_settings(state_store_t *s)
     store_key_start(&k, s, STATE_ITEM_SETTINGS);
     char *err = NULL;
     size_t len = 0;
-    char *v = rocksdb_get(s->db, s->read_options, k.p, k.len, &len, &err);
-    store_key_free(&k);
+    char *v = store_key_get(s, &k, &len, &err);
     char *settings = NULL;
     if (!err && v) {
         settings = codec_xmalloc(len + 1);

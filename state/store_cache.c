@@ -97,8 +97,7 @@ static int load_snapshot(state_store_t *s, state_model_t *m, uint64_t *count,
     store_key_add(&k, m->id, m->id_len);
     char *err = NULL;
     size_t len = 0;
-    char *v = rocksdb_get(s->db, s->read_options, k.p, k.len, &len, &err);
-    store_key_free(&k);
+    char *v = store_key_get(s, &k, &len, &err);
     *doc = NULL;
     *count = 0;
     if (err)

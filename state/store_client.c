@@ -79,8 +79,7 @@ client_t *store_client_load(state_store_t *s, state_model_t *m, const char *id,
     store_key_add(&k, id, id_len);
     char *err = NULL;
     size_t len = 0;
-    char *v = rocksdb_get(s->db, s->read_options, k.p, k.len, &len, &err);
-    store_key_free(&k);
+    char *v = store_key_get(s, &k, &len, &err);
     codec_value_t *rec = NULL;
     char derr[128];
     c->stored = v != NULL;

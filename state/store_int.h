@@ -46,6 +46,9 @@ void store_key_add_u64(store_key_t *k, uint64_t v);
 /** Appends a model id, length-prefixed (16 bits BE), then the id. */
 void store_key_add_id(store_key_t *k, const char *id, size_t len);
 void store_key_free(store_key_t *k);
+/** Reads k's value from the store's database and frees k. @returns the value (NULL:
+ *  none, or *err set; free() it), its length in *len. */
+char *store_key_get(state_store_t *s, store_key_t *k, size_t *len, char **err);
 /** The n-byte big-endian integer at p. */
 uint64_t store_be_n(const char *p, int n);
 uint64_t store_be64(const char *p);

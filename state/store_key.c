@@ -59,6 +59,13 @@ void store_key_free(store_key_t *k)
         free(k->p);
 }
 
+char *store_key_get(state_store_t *s, store_key_t *k, size_t *len, char **err)
+{
+    char *v = rocksdb_get(s->db, s->read_options, k->p, k->len, len, err);
+    store_key_free(k);
+    return v;
+}
+
 uint64_t store_be_n(const char *p, int n)
 {
     uint64_t v = 0;
