@@ -1,9 +1,10 @@
 /* processor/run_handoff.c - the main thread's side of a handoff: partitions assigned
  * and revoked by the group, offsets to commit, the cache shared among the partitions.
  *
- * An assigned partition is paused and scheduled; its worker takes it over (run.c) and
- * resumes it. A revoked one finishes its step in flight, delivers its outputs, commits
- * its outbox deletions and offsets, and closes its store before it goes. */
+ * An assigned partition is paused and scheduled; its worker takes it over
+ * (run_takeover.c) and resumes it. A revoked one finishes its step in flight, delivers
+ * its outputs, commits its outbox deletions and offsets, and closes its store before it
+ * goes. */
 #include <errno.h>
 #include <time.h>
 

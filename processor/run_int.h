@@ -344,7 +344,7 @@ bool run_sweep_chunk(part_t *p);
  *  @locality the partition's worker. */
 void run_sweep_plan(part_t *p, double at);
 
-/* ---- handoff: run_handoff.c (taking a partition over: run.c) ---- */
+/* ---- handoff: run_handoff.c (taking a partition over: run_takeover.c) ---- */
 
 /** Divides --cache-mb among the assigned partitions. @locality main thread. */
 void run_cache_share(runner_t *r);
@@ -363,7 +363,7 @@ void run_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                       rd_kafka_topic_partition_list_t *parts, void *opaque);
 
 /** Takes the partition over: opens its store, produces its outbox leftovers, catches up
- *  and starts consuming (run.c). @locality the partition's worker. */
+ *  and starts consuming (run_takeover.c). @locality the partition's worker. */
 void run_prepare(part_t *p);
 
 /* ---- status: run_status.c ---- */

@@ -2024,6 +2024,9 @@ Test(kafka, a_swept_record_not_delivered_is_published_again)
     instance_start(&a, "a", opts);
     send_create("quiet", "c", 1, 0, "i1");
     await_record("flushout.replies", "c", 1);
+    /* Both outputs delivered before produce requests start failing: a change record
+     * refused would stop the partition, and its sweep with it. */
+    await_record("flushout.changes", "c", 1);
     /* Produce requests (API key 0) fail for now, with an error that is not retried. */
     rd_kafka_resp_err_t errors[64];
     for (size_t i = 0; i < 64; i++)

@@ -1,6 +1,6 @@
-/* processor/run.c - taking a partition over: open its store, produce what its outbox
- * still holds, restore and catch up from the changes and snapshots topics, and start
- * consuming where everything before is done.
+/* processor/run_takeover.c - taking a partition over: open its store, produce what its
+ * outbox still holds, restore and catch up from the changes and snapshots topics, and
+ * start consuming where everything before is done.
  *
  * A partition's worker runs it (run_prepare()), between the assignment that paused the
  * partition (run_handoff.c) and its first step. A transient Kafka error makes it try
