@@ -2875,7 +2875,7 @@ Test(kafka, records_written_under_other_settings_are_refused)
     for (int m = 0; m < 3; m++) {
         int64_t count;
         free(snapshot_json(models[m], "reader", 10 + m, &count));
-        cr_assert_eq(count, 3, "%s caught up", models[m]);
+        cr_assert_eq(count, 3, "%s caught up (count %lld)", models[m], (long long)count);
     }
     instance_stop(&d);
     free(settings_a);
