@@ -48,14 +48,6 @@ void codec_msgpack_pack_str(msgpack_packer *pk, const char *s, size_t len);
 /** Appends already-encoded msgpack bytes to the packer's output. */
 void codec_msgpack_pack_raw(msgpack_packer *pk, const char *bytes, size_t len);
 
-/** @returns true if s[0..len) is valid UTF-8 (no overlongs, surrogates or values
- *  above U+10FFFF). */
-bool codec_utf8_valid(const char *s, size_t len);
-
-/** Replaces every byte that is not part of valid UTF-8 with '?', in place, so that a
- *  message truncated inside a character can still be sent as a string. */
-void codec_utf8_sanitize(char *s, size_t len);
-
 /* A position inside a decoded tree, for error messages. */
 typedef struct codec_path_elem_s {
     const char *key; /* NULL for an array index */

@@ -5,6 +5,7 @@
 
 #include "alloc.h"
 #include "msgpack.h"
+#include "utf8.h"
 
 void codec_packed_init(codec_packed_t *list)
 {

@@ -8,6 +8,7 @@
 
 #include "alloc.h"
 #include "msgpack.h"
+#include "utf8.h"
 #include "print.h"
 
 const char *codec_action_name(codec_action_t action)

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "codec/msgpack.h"
+#include "codec/utf8.h"
 
 processor_log_level_t processor_log_threshold = PROCESSOR_LOG_INFO;
 

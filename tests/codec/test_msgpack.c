@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "codec/msgpack.h"
+#include "codec/utf8.h"
 
 static char errstr[512];
 
