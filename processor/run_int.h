@@ -365,6 +365,14 @@ void run_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 /** Takes the partition over: opens its store, produces its outbox leftovers, catches up
  *  and starts consuming (run_takeover.c). @locality the partition's worker. */
 void run_prepare(part_t *p);
+/** Whether the store in dir was built for the flushes topic's partition count and under
+ *  r's settings (what it has not recorded yet is not checked); *count_recorded and
+ *  *settings_recorded (each may be NULL) say what it has recorded. Shared by the start
+ *  (every store in the state directory) and each takeover.
+ *  @returns 0, or -1 and errstr. */
+int run_state_check(const runner_t *r, state_store_t *store, const char *dir,
+                    bool *count_recorded, bool *settings_recorded, char *errstr,
+                    size_t errstr_size);
 
 /* ---- status: run_status.c ---- */
 

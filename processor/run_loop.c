@@ -115,26 +115,8 @@ static int check_state_layout(runner_t *r, char *errstr, size_t errstr_size)
             LOG_WARN("partition %d: cannot open its store: %s", partition, why);
             continue;
         }
-        int32_t built_for = state_store_partition_count(store);
-        char *settings = state_store_settings(store);
+        rc = run_state_check(r, store, dir, NULL, NULL, errstr, errstr_size);
         state_store_close(store);
-        char differ[1024];
-        if (built_for > 0 && built_for != r->partition_count) {
-            snprintf(
-                errstr, errstr_size,
-                "the state in %.200s was built for %d partitions of %s, which has %d: "
-                "" REPARTITION_HINT,
-                dir, built_for, r->cfg->flushes_topic, r->partition_count);
-            rc = -1;
-        } else if (settings && processor_settings_diff(settings, r->settings, differ,
-                                                       sizeof(differ))) {
-            snprintf(
-                errstr, errstr_size,
-                "the state in %.200s was built with other settings: %s; " SETTINGS_HINT,
-                dir, differ);
-            rc = -1;
-        }
-        free(settings);
     }
     closedir(d);
     return rc;

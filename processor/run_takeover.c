@@ -86,40 +86,55 @@ static int catch_up(part_t *p)
     return 0;
 }
 
-/* Checks that the partition's store was built for the flushes topic's partition count
- * (recording it in a new store). A mismatch is fatal: every partition is affected.
- * @returns 0, or -1 (logged). */
+int run_state_check(const runner_t *r, state_store_t *store, const char *dir,
+                    bool *count_recorded, bool *settings_recorded, char *errstr,
+                    size_t errstr_size)
+{
+    int32_t built_for = state_store_partition_count(store);
+    char *settings = state_store_settings(store);
+    char differ[1024];
+    int rc = 0;
+    if (built_for > 0 && built_for != r->partition_count) {
+        snprintf(errstr, errstr_size,
+                 "the state in %.200s was built for %d partitions of %s, which has %d: "
+                 "" REPARTITION_HINT,
+                 dir, built_for, r->cfg->flushes_topic, r->partition_count);
+        rc = -1;
+    } else if (settings &&
+               processor_settings_diff(settings, r->settings, differ, sizeof(differ))) {
+        snprintf(errstr, errstr_size,
+                 "the state in %.200s was built with other settings: %s; " SETTINGS_HINT,
+                 dir, differ);
+        rc = -1;
+    }
+    if (count_recorded)
+        *count_recorded = built_for > 0;
+    if (settings_recorded)
+        *settings_recorded = settings != NULL;
+    free(settings);
+    return rc;
+}
+
+/* Checks the partition's store with run_state_check(), and records the partition count
+ * and settings in a store that lacks them. A mismatch is fatal: every partition is
+ * affected. @returns 0, or -1 (logged). */
 static int check_layout(part_t *p, const char *dir)
 {
     runner_t *r = p->r;
-    int32_t built_for = state_store_partition_count(p->store);
-    if (built_for > 0 && built_for != r->partition_count) {
-        LOG_ERROR("partition %d: the state in %s was built for %d partitions of %s, "
-                  "which has %d: " REPARTITION_HINT,
-                  p->id, dir, built_for, r->cfg->flushes_topic, r->partition_count);
+    char errstr[2048];
+    bool count_recorded, settings_recorded;
+    if (run_state_check(r, p->store, dir, &count_recorded, &settings_recorded, errstr,
+                        sizeof(errstr))) {
+        LOG_ERROR("partition %d: %s", p->id, errstr);
         atomic_store(&r->fatal, true);
         return -1;
     }
-    char *settings = state_store_settings(p->store);
-    char differ[1024];
-    if (settings &&
-        processor_settings_diff(settings, r->settings, differ, sizeof(differ))) {
-        LOG_ERROR("partition %d: the state in %s was built with other settings: %s; "
-                  "" SETTINGS_HINT,
-                  p->id, dir, differ);
-        free(settings);
-        atomic_store(&r->fatal, true);
-        return -1;
-    }
-    bool recorded = settings != NULL;
-    free(settings);
-    if (built_for > 0 && recorded)
+    if (count_recorded && settings_recorded)
         return 0;
-    char errstr[512];
-    if (built_for <= 0)
+    if (!count_recorded)
         state_store_set_partition_count(p->store, r->partition_count);
     /* A store from before settings were recorded takes the current ones. */
-    if (!recorded)
+    if (!settings_recorded)
         state_store_set_settings(p->store, r->settings);
     if (state_store_commit(p->store, -1, errstr, sizeof(errstr))) {
         LOG_ERROR("partition %d: %s", p->id, errstr);
