@@ -124,15 +124,9 @@ static int rebuild_from_flushes(const rebuild_t *rb, state_store_t *store,
                                 int32_t partition, rebuilt_t *done)
 {
     const processor_config_t *cfg = rb->cfg;
-    processor_handler_conf_t hc = {
-        .store = store,
-        .master = processor_master_conf(cfg),
-        .history = cfg->history,
-        .limits = rb->limits,
-        .max_document_bytes = cfg->max_document_bytes,
-        .max_output_bytes = processor_max_output_bytes(cfg),
-        .changes = true, /* to count applied flushes; nothing is produced */
-    };
+    /* Change records counted as applied flushes; nothing is produced. */
+    processor_handler_conf_t hc =
+        processor_partition_handler_conf(cfg, store, rb->limits);
     flushes_t f = {rb, partition, store, processor_handler_new(&hc)};
     f.done = done;
     processor_output_init(&f.out);

@@ -193,16 +193,9 @@ static int prepare_store(part_t *p, const char *dir)
         }
         p->cache_bytes = cache;
         p->leftovers_produced = false;
-        processor_handler_conf_t hc = {
-            .store = p->store,
-            .master = processor_master_conf(r->cfg),
-            .history = r->cfg->history,
-            .limits = r->limits,
-            .max_document_bytes = r->cfg->max_document_bytes,
-            .max_output_bytes = processor_max_output_bytes(r->cfg),
-            .changes = true,
-            .snapshot_every = r->cfg->snapshot_topic_every,
-        };
+        processor_handler_conf_t hc =
+            processor_partition_handler_conf(r->cfg, p->store, r->limits);
+        hc.snapshot_every = r->cfg->snapshot_topic_every;
         p->handler = processor_handler_new(&hc);
         p->stats_at = 0;
         p->cache_hits_counted = p->cache_misses_counted = 0;

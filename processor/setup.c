@@ -101,6 +101,21 @@ state_master_conf_t processor_master_conf(const processor_config_t *cfg)
         .ids = !strcmp(cfg->ids, "sequential") ? STATE_IDS_SEQUENTIAL : STATE_IDS_HASH};
 }
 
+processor_handler_conf_t processor_partition_handler_conf(const processor_config_t *cfg,
+                                                          state_store_t *store,
+                                                          codec_limits_t limits)
+{
+    return (processor_handler_conf_t){
+        .store = store,
+        .master = processor_master_conf(cfg),
+        .history = cfg->history,
+        .limits = limits,
+        .max_document_bytes = cfg->max_document_bytes,
+        .max_output_bytes = processor_max_output_bytes(cfg),
+        .changes = true,
+    };
+}
+
 state_store_conf_t processor_store_conf(const processor_config_t *cfg, const char *dir,
                                         int32_t partition, size_t cache_bytes,
                                         const codec_value_t *initial_document)

@@ -12,6 +12,7 @@
 #include <stdint.h>
 
 #include "codec/error.h"
+#include "handler.h"
 #include "options.h"
 #include "state/store.h"
 
@@ -38,6 +39,12 @@ bool processor_partition_dir_parse(const char *name, int32_t *partition);
 /* Settings every command that applies flushes builds from the options. */
 codec_limits_t processor_limits(const processor_config_t *cfg);
 state_master_conf_t processor_master_conf(const processor_config_t *cfg);
+/* The handler of a partition's flushes as the processor applies them (change records
+ * packed, outputs bounded by message.max.bytes): `run` and `rebuild --from flushes`
+ * must decide alike to build the same state. */
+processor_handler_conf_t processor_partition_handler_conf(const processor_config_t *cfg,
+                                                          state_store_t *store,
+                                                          codec_limits_t limits);
 /* The store of partition (0 for `apply`'s single store) in dir. */
 state_store_conf_t processor_store_conf(const processor_config_t *cfg, const char *dir,
                                         int32_t partition, size_t cache_bytes,
