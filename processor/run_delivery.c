@@ -13,27 +13,46 @@
 #include "log.h"
 #include "run_int.h"
 
+/* One allocation holds the delivery, its header array and every byte it points to:
+ * two of these per flush, where one per string made malloc and free a tenth of the
+ * process. */
 delivery_t *run_delivery_new(part_t *p, uint64_t outbox_id, const state_outbox_rec_t *rec,
                              int64_t input_offset, bool change)
 {
-    delivery_t *d = codec_xcalloc(1, sizeof(*d));
-    d->kind = OPAQUE_OUTBOX;
-    d->part = p;
-    d->outbox_id = outbox_id;
-    d->change = change;
-    d->partition = rec->partition;
-    d->input_offset = input_offset;
-    d->topic = codec_xmemdup(rec->topic, strlen(rec->topic) + 1);
-    d->key = rec->key ? codec_xmemdup(rec->key, rec->key_len) : NULL;
-    d->key_len = rec->key_len;
-    d->value = codec_xmemdup(rec->value, rec->value_len);
-    d->value_len = rec->value_len;
-    d->header_count = rec->header_count;
-    d->headers = codec_xcalloc(rec->header_count + 1, sizeof(*d->headers));
+    size_t topic_len = strlen(rec->topic) + 1;
+    size_t size = sizeof(delivery_t) + rec->header_count * sizeof(state_header_t) +
+                  topic_len + rec->key_len + rec->value_len;
+    for (size_t i = 0; i < rec->header_count; i++)
+        size += strlen(rec->headers[i].name) + 1 + rec->headers[i].value_len;
+    delivery_t *d = codec_xmalloc(size);
+    *d = (delivery_t){
+        .kind = OPAQUE_OUTBOX,
+        .part = p,
+        .outbox_id = outbox_id,
+        .change = change,
+        .partition = rec->partition,
+        .input_offset = input_offset,
+        .key_len = rec->key_len,
+        .value_len = rec->value_len,
+        .header_count = rec->header_count,
+        .headers = (state_header_t *)(d + 1),
+    };
+    char *at = (char *)(d->headers + rec->header_count);
+    d->topic = memcpy(at, rec->topic, topic_len);
+    at += topic_len;
+    if (rec->key) {
+        d->key = memcpy(at, rec->key, rec->key_len);
+        at += rec->key_len;
+    }
+    d->value = rec->value_len ? memcpy(at, rec->value, rec->value_len) : at;
+    at += rec->value_len;
     for (size_t i = 0; i < rec->header_count; i++) {
         const state_header_t *h = &rec->headers[i];
-        d->headers[i].name = codec_xmemdup(h->name, strlen(h->name) + 1);
-        d->headers[i].value = codec_xmemdup(h->value, h->value_len);
+        size_t name_len = strlen(h->name) + 1;
+        d->headers[i].name = memcpy(at, h->name, name_len);
+        at += name_len;
+        d->headers[i].value = h->value_len ? memcpy(at, h->value, h->value_len) : at;
+        at += h->value_len;
         d->headers[i].value_len = h->value_len;
     }
     return d;
@@ -41,14 +60,6 @@ delivery_t *run_delivery_new(part_t *p, uint64_t outbox_id, const state_outbox_r
 
 void run_delivery_free(delivery_t *d)
 {
-    for (size_t i = 0; i < d->header_count; i++) {
-        free((char *)d->headers[i].name);
-        free((char *)d->headers[i].value);
-    }
-    free(d->headers);
-    free(d->topic);
-    free(d->key);
-    free(d->value);
     free(d);
 }
 

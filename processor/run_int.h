@@ -79,7 +79,7 @@ typedef struct delivery_s {
     bool change; /* a change record: its offset moves the partition's changes position */
     int32_t partition;
     int64_t input_offset;
-    char *topic, *key, *value;
+    const char *topic, *key, *value; /* in the same allocation, like headers' */
     size_t key_len, value_len;
     size_t header_count;
     state_header_t *headers;
@@ -281,8 +281,8 @@ void run_part_fail(part_t *p);
 void run_schedule(part_t *p);
 
 /** Appends a record of the consumer to its partition's queue (ownership of m passes
- *  on). @locality main thread. */
-void run_dispatch(runner_t *r, rd_kafka_message_t *m);
+ *  on), consumed at consumed_at (monotonic seconds). @locality main thread. */
+void run_dispatch(runner_t *r, rd_kafka_message_t *m, double consumed_at);
 
 /** A worker thread: runs steps of the partitions in the run queue until stopping. */
 void *run_worker_main(void *opaque);

@@ -56,14 +56,33 @@ static bool is_bad_record(codec_err_t err)
            err != CODEC_ERR_REPLY_TOO_LARGE;
 }
 
-static const char *header(const rd_kafka_message_t *m, const char *name, size_t *len)
+/* Spring's request/reply headers of a record, read once per record (each lookup walks
+ * every header). A header found with a null value has found set and ptr NULL. */
+typedef struct reply_header_s {
+    const char *ptr;
+    size_t len;
+    bool found;
+} reply_header_t;
+
+typedef struct reply_route_s {
+    reply_header_t topic, partition, correlation;
+} reply_route_t;
+
+static void reply_route_read(const rd_kafka_message_t *m, reply_route_t *rt)
 {
+    *rt = (reply_route_t){0};
     rd_kafka_headers_t *hdrs;
-    const void *v;
-    if (rd_kafka_message_headers(m, &hdrs) ||
-        rd_kafka_header_get_last(hdrs, name, &v, len))
-        return NULL;
-    return v;
+    if (rd_kafka_message_headers(m, &hdrs) || !rd_kafka_header_cnt(hdrs))
+        return;
+    const char *names[3] = {REPLY_TOPIC_HEADER, REPLY_PARTITION_HEADER,
+                            REPLY_CORRELATION_HEADER};
+    reply_header_t *into[3] = {&rt->topic, &rt->partition, &rt->correlation};
+    for (int i = 0; i < 3; i++) {
+        const void *v;
+        size_t len;
+        if (!rd_kafka_header_get_last(hdrs, names[i], &v, &len))
+            *into[i] = (reply_header_t){v, v ? len : 0, true};
+    }
 }
 
 static void be_bytes(unsigned char *out, uint64_t v, int n)
@@ -193,31 +212,26 @@ static int32_t be_int32(const char *b)
  * reply is addressed (add_reply()), from metadata. Depends on the configuration alone,
  * so every instance (and rebuild) refuses the same requests. @returns 0, or -1 and
  * why. */
-static int check_reply_headers(const processor_config_t *cfg, const rd_kafka_message_t *m,
+static int check_reply_headers(const processor_config_t *cfg, const reply_route_t *rt,
                                char *why, size_t why_size)
 {
-    size_t len;
-    const char *v;
-    rd_kafka_headers_t *hdrs;
-    if (rd_kafka_message_headers(m, &hdrs))
-        return 0;
-    if (!rd_kafka_header_get_last(hdrs, REPLY_TOPIC_HEADER, (const void **)&v, &len) &&
-        processor_reply_topic_check(cfg, v ? v : "", v ? len : 0, why, why_size))
+    if (rt->topic.found &&
+        processor_reply_topic_check(cfg, rt->topic.ptr ? rt->topic.ptr : "",
+                                    rt->topic.len, why, why_size))
         return -1;
-    if (!rd_kafka_header_get_last(hdrs, REPLY_PARTITION_HEADER, (const void **)&v,
-                                  &len) &&
-        (!v || len != 4 || be_int32(v) < 0)) {
+    if (rt->partition.found && (!rt->partition.ptr || rt->partition.len != 4 ||
+                                be_int32(rt->partition.ptr) < 0)) {
         snprintf(why, why_size,
                  "kafka_replyPartition must be a 4-byte big-endian partition number, not "
                  "%s",
-                 !v || len != 4 ? "a value of another length" : "negative");
+                 !rt->partition.ptr || rt->partition.len != 4
+                     ? "a value of another length"
+                     : "negative");
         return -1;
     }
-    if (!rd_kafka_header_get_last(hdrs, REPLY_CORRELATION_HEADER, (const void **)&v,
-                                  &len) &&
-        len > PROCESSOR_CORRELATION_MAX) {
-        snprintf(why, why_size, "kafka_correlationId of %zu bytes is longer than %d", len,
-                 PROCESSOR_CORRELATION_MAX);
+    if (rt->correlation.found && rt->correlation.len > PROCESSOR_CORRELATION_MAX) {
+        snprintf(why, why_size, "kafka_correlationId of %zu bytes is longer than %d",
+                 rt->correlation.len, PROCESSOR_CORRELATION_MAX);
         return -1;
     }
     return 0;
@@ -238,11 +252,13 @@ static void add_reply(part_t *p, step_out_t *so, const rd_kafka_message_t *m,
     char why[400];
     /* Headers refused, or not checked because the record was refused first (no key,
      * too large, wrong partition): the error goes to the replies topic. */
+    reply_route_t rt;
+    reply_route_read(m, &rt);
     if (out->error != CODEC_ERR_BAD_REPLY_TOPIC &&
-        !check_reply_headers(r->cfg, m, why, sizeof(why))) {
-        topic = header(m, REPLY_TOPIC_HEADER, &topic_len);
-        partition = header(m, REPLY_PARTITION_HEADER, &partition_len);
-        corr = header(m, REPLY_CORRELATION_HEADER, &corr_len);
+        !check_reply_headers(r->cfg, &rt, why, sizeof(why))) {
+        topic = rt.topic.ptr, topic_len = rt.topic.len;
+        partition = rt.partition.ptr, partition_len = rt.partition.len;
+        corr = rt.correlation.ptr, corr_len = rt.correlation.len;
     }
     char topic_buf[STATE_OUTBOX_NAME_BYTES]; /* the outbox's limit on a topic name */
     state_header_t hs[1];
@@ -322,6 +338,8 @@ void processor_apply_record(processor_handler_t *h, const processor_config_t *cf
     int32_t expected;
     codec_limits_t limits = processor_limits(cfg);
     codec_err_t err;
+    reply_route_t rt;
+    reply_route_read(m, &rt);
     if (!m->key || m->key_len == 0) {
         processor_handler_refuse(h, NULL, 0, value, m->len, CODEC_ERR_MISSING_KEY,
                                  "the record has no key, or an empty one: the key must "
@@ -346,7 +364,7 @@ void processor_apply_record(processor_handler_t *h, const processor_config_t *cf
                  expected, cfg->partitioner, m->partition);
         processor_handler_refuse(h, m->key, m->key_len, value, m->len,
                                  CODEC_ERR_WRONG_PARTITION, why, out);
-    } else if (check_reply_headers(cfg, m, why, sizeof(why))) {
+    } else if (check_reply_headers(cfg, &rt, why, sizeof(why))) {
         processor_handler_refuse(h, m->key, m->key_len, value, m->len,
                                  CODEC_ERR_BAD_REPLY_TOPIC, why, out);
     } else {

@@ -252,7 +252,7 @@ void *run_worker_main(void *opaque)
 
 /* ---- the main thread's side ---- */
 
-void run_dispatch(runner_t *r, rd_kafka_message_t *m)
+void run_dispatch(runner_t *r, rd_kafka_message_t *m, double consumed_at)
 {
     part_t *p = run_part_find(r, m->partition);
     if (!p) {
@@ -272,7 +272,7 @@ void run_dispatch(runner_t *r, rd_kafka_message_t *m)
         p->queue_cap = p->queue_cap ? p->queue_cap * 2 : 256;
         p->queue = codec_xrealloc(p->queue, p->queue_cap * sizeof(*p->queue));
     }
-    p->queue[p->queue_len++] = (queued_t){m, processor_monotonic_s()};
+    p->queue[p->queue_len++] = (queued_t){m, consumed_at};
     p->queue_bytes += m->len;
     run_schedule(p);
     if (!p->paused && p->queue_bytes > QUEUE_PAUSE_BYTES) {
