@@ -3,7 +3,8 @@
 # throughput (1,000 models, 2 commands per flush, 4,000 flushes in flight, as run.sh's
 # processor-2cmd) for two builds, alternating OLD and NEW ROUNDS times (3) for SECONDS
 # each (20), each run on a fresh embedded broker and state directory: a change's cost,
-# measured in one sitting on a machine whose speed drifts.
+# measured in one sitting on a machine whose speed drifts. Ends with the means and the
+# new/old ratios of throughput and of CPU time per flush.
 #
 #   git worktree add /tmp/old REV && cmake -S /tmp/old -B /tmp/old/build && \
 #     cmake --build /tmp/old/build -j && \
@@ -30,7 +31,8 @@ run_one() { # LABEL BINARY
     -X fetch.wait.max.ms=10 2>"$work/$label.log" &
   target=$!
   "$loadgen" --bootstrap-servers "$bs" --label "$label" --pid "$target" --models 1000 \
-    --commands 2 --outstanding 4 --window 4000 --duration "$seconds" 2>&1 | tail -1
+    --commands 2 --outstanding 4 --window 4000 --duration "$seconds" 2>&1 | tail -1 |
+    tee -a "$work/lines"
   kill -TERM "$target" "$broker"
   wait "$target" "$broker" || true
   rm -f "$work/dev.out"
@@ -40,3 +42,18 @@ for i in $(seq "$rounds"); do
   run_one "old-$i" "$old"
   run_one "new-$i" "$new"
 done
+
+# The summary: means over the rounds, and new/old as ratios. CPU per flush is the
+# processor's CPU time over the flushes it answered, which the machine's drift moves
+# less than throughput does.
+awk '
+  /^(old|new)-[0-9]+: / {
+    side = substr($1, 1, 3); rate = $2
+    for (i = 1; i <= NF; i++) if ($(i + 1) == "cores,") cores = $i
+    n[side]++; r[side] += rate; us[side] += cores / rate * 1e6
+  }
+  END {
+    if (!n["old"] || !n["new"]) { print "ab.sh: no complete round"; exit 1 }
+    for (s in n) printf "%s: mean %.0f flushes/s, %.1f us of CPU per flush (%d rounds)\n", s, r[s] / n[s], us[s] / n[s], n[s]
+    printf "new/old: throughput %.2fx, CPU per flush %.2fx\n", (r["new"] / n["new"]) / (r["old"] / n["old"]), (us["new"] / n["new"]) / (us["old"] / n["old"])
+  }' "$work/lines"
