@@ -107,7 +107,6 @@ void processor_output_reset(processor_output_t *out)
 {
     msgpack_sbuffer_clear(&out->reply);
     msgpack_sbuffer_clear(&out->change);
-    free(out->reply_key);
     out->reply_key = NULL;
     out->reply_key_len = 0;
     out->error = CODEC_OK;
@@ -119,6 +118,7 @@ void processor_output_reset(processor_output_t *out)
 void processor_output_destroy(processor_output_t *out)
 {
     processor_output_reset(out);
+    free(out->reply_key_buf);
     msgpack_sbuffer_destroy(&out->reply);
     msgpack_sbuffer_destroy(&out->change);
 }
@@ -351,7 +351,13 @@ static codec_reply_to_t reply_to(const processor_handler_t *h, const codec_reque
                      !codec_id_check("client", req->client.ptr, req->client.len, false,
                                      &h->conf.limits, ignored, sizeof(ignored));
     if (client_ok) {
-        out->reply_key = codec_xmemdup(req->client.ptr, req->client.len);
+        if (!out->reply_key_buf || req->client.len > out->reply_key_cap) {
+            out->reply_key_cap = req->client.len > 64 ? req->client.len : 64;
+            out->reply_key_buf = codec_xrealloc(out->reply_key_buf, out->reply_key_cap);
+        }
+        out->reply_key = out->reply_key_buf;
+        if (req->client.len)
+            memcpy(out->reply_key, req->client.ptr, req->client.len);
         out->reply_key_len = req->client.len;
     }
     return (codec_reply_to_t){
@@ -391,7 +397,6 @@ static void fit_reply(const processor_handler_t *h, processor_output_t *out,
     size_t used = strlen(out->message);
     snprintf(out->message + used, sizeof(out->message) - used,
              " (no reply: the client and model ids alone are too long for one)");
-    free(out->reply_key);
     out->reply_key = NULL;
     out->reply_key_len = 0;
 }

@@ -47,6 +47,8 @@ typedef struct processor_output_s {
     msgpack_sbuffer reply; /* the reply value (msgpack) */
     char *reply_key;       /* the client id, NULL when the request named none */
     size_t reply_key_len;
+    char *reply_key_buf; /* where reply_key points, kept from record to record */
+    size_t reply_key_cap;
     codec_err_t error;      /* CODEC_OK, or why the record was rejected */
     char message[512];      /* with error: the message sent to the client */
     msgpack_sbuffer change; /* with conf.changes: the change record of an applied
