@@ -1,20 +1,26 @@
 #!/usr/bin/env bash
-# tests/bench/ab.sh OLD_BINARY NEW_BINARY [ROUNDS] [SECONDS]: the processor's maximum
-# throughput (1,000 models, 2 commands per flush, 4,000 flushes in flight, as run.sh's
-# processor-2cmd) for two builds, alternating OLD and NEW ROUNDS times (3) for SECONDS
-# each (20), each run on a fresh embedded broker and state directory: a change's cost,
-# measured in one sitting on a machine whose speed drifts. Ends with the means and the
-# new/old ratios of throughput and of CPU time per flush.
+# tests/bench/ab.sh OLD_BINARY NEW_BINARY [ROUNDS] [SECONDS] [RATE]: the processor's
+# maximum throughput (1,000 models, 2 commands per flush, 4,000 flushes in flight, as
+# run.sh's processor-2cmd) for two builds, alternating OLD and NEW ROUNDS times (3) for
+# SECONDS each (20), each run on a fresh embedded broker and state directory: a
+# change's cost, measured in one sitting on a machine whose speed drifts. Ends with the
+# means and the new/old ratios of throughput and of CPU time per flush. With RATE, both
+# run open loop at RATE flushes/s instead, and each line also gives the processor's own
+# latency (a record consumed to its outputs produced, from its exit stats line).
 #
 #   git worktree add /tmp/old REV && cmake -S /tmp/old -B /tmp/old/build && \
 #     cmake --build /tmp/old/build -j && \
 #     tests/bench/ab.sh /tmp/old/build/bin/flushout-processor build/bin/flushout-processor
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
-old=${1:?usage: ab.sh OLD_BINARY NEW_BINARY [ROUNDS] [SECONDS]}
-new=${2:?usage: ab.sh OLD_BINARY NEW_BINARY [ROUNDS] [SECONDS]}
+usage="usage: ab.sh OLD_BINARY NEW_BINARY [ROUNDS] [SECONDS] [RATE]"
+old=${1:?$usage}
+new=${2:?$usage}
 rounds=${3:-3}
 seconds=${4:-20}
+rate=${5:-}
+load=(--outstanding 4 --window 4000)
+[[ -z $rate ]] || load=(--rate "$rate")
 loadgen=$top/build/tests/loadgen
 [[ -x $loadgen ]] || { echo "ab.sh: build first (no $loadgen)" >&2; exit 1; }
 work=$(mktemp -d /tmp/flushout-ab-XXXXXX)
@@ -30,11 +36,14 @@ run_one() { # LABEL BINARY
   "$bin" run --bootstrap-servers "$bs" --state-dir "$work/state" --group-id bench \
     -X fetch.wait.max.ms=10 2>"$work/$label.log" &
   target=$!
-  "$loadgen" --bootstrap-servers "$bs" --label "$label" --pid "$target" --models 1000 \
-    --commands 2 --outstanding 4 --window 4000 --duration "$seconds" 2>&1 | tail -1 |
-    tee -a "$work/lines"
+  line=$("$loadgen" --bootstrap-servers "$bs" --label "$label" --pid "$target" \
+    --models 1000 --commands 2 "${load[@]}" --duration "$seconds" 2>&1 | tail -1)
   kill -TERM "$target" "$broker"
   wait "$target" "$broker" || true
+  # "total: ... consumed to produced: p50 X ms, p99 Y ms, ..." -> "own p50 X ms, p99 Y ms"
+  own=$(sed -n 's/.*total:.*consumed to produced: \(p50 [0-9.]* ms\), \(p99 [0-9.]* ms\).*/own \1, \2/p' \
+    "$work/$label.log")
+  echo "$line${own:+; $own}" | tee -a "$work/lines"
   rm -f "$work/dev.out"
 }
 
@@ -48,12 +57,22 @@ done
 # less than throughput does.
 awk '
   /^(old|new)-[0-9]+: / {
-    side = substr($1, 1, 3); rate = $2
-    for (i = 1; i <= NF; i++) if ($(i + 1) == "cores,") cores = $i
+    side = substr($1, 1, 3); rate = $2; own = 0; rt = ""; ownp99 = 0
+    for (i = 1; i <= NF; i++) {
+      if ($(i + 1) == "cores,") cores = $i
+      if ($i == "p99" && $(i - 1) == "ms," && rt == "") rt = $(i + 1)
+      if ($i == "own") own = 1
+      if (own && $i == "p99") { ownp99 = $(i + 1); own = 0 }
+    }
     n[side]++; r[side] += rate; us[side] += cores / rate * 1e6
+    rtp99[side] += rt; op99[side] += ownp99
   }
   END {
     if (!n["old"] || !n["new"]) { print "ab.sh: no complete round"; exit 1 }
-    for (s in n) printf "%s: mean %.0f flushes/s, %.1f us of CPU per flush (%d rounds)\n", s, r[s] / n[s], us[s] / n[s], n[s]
-    printf "new/old: throughput %.2fx, CPU per flush %.2fx\n", (r["new"] / n["new"]) / (r["old"] / n["old"]), (us["new"] / n["new"]) / (us["old"] / n["old"])
+    for (s in n)
+      printf "%s: mean %.0f flushes/s, %.1f us of CPU per flush, round-trip p99 %.1f ms, own p99 %.1f ms (%d rounds)\n",
+        s, r[s] / n[s], us[s] / n[s], rtp99[s] / n[s], op99[s] / n[s], n[s]
+    printf "new/old: throughput %.2fx, CPU per flush %.2fx, own p99 %.2fx\n",
+      (r["new"] / n["new"]) / (r["old"] / n["old"]), (us["new"] / n["new"]) / (us["old"] / n["old"]),
+      (op99["new"] / n["new"]) / (op99["old"] / n["old"])
   }' "$work/lines"
