@@ -120,6 +120,8 @@ state_store_t *state_store_open(const state_store_conf_t *conf, char *errstr,
         s->conf.partition = stored_partition(s);
     s->batch = rocksdb_writebatch_create();
     msgpack_sbuffer_init(&s->outbox_step);
+    msgpack_sbuffer_init(&s->scratch);
+    msgpack_sbuffer_init(&s->mapped);
     s->zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
     if (!s->zone) {
         snprintf(errstr, errstr_size, "out of memory");
@@ -167,6 +169,8 @@ void state_store_close(state_store_t *s)
     free(s->ops);
     free(s->op_bytes);
     msgpack_sbuffer_destroy(&s->outbox_step);
+    msgpack_sbuffer_destroy(&s->scratch);
+    msgpack_sbuffer_destroy(&s->mapped);
     free(s->trims);
     if (s->db)
         rocksdb_close(s->db);

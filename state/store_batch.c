@@ -97,11 +97,12 @@ void store_batch_trim(state_store_t *s, const char *from, size_t from_len, const
     s->trims_len += need;
 }
 
-/* The step's batch: point writes sorted, then the history trims. */
+/* The step's batch: point writes sorted, the outbox key (the last), then the history
+ * trims. */
 rocksdb_writebatch_t *store_batch_finish(state_store_t *s)
 {
-    store_outbox_write_step(s);
     batch_flush_sorted(s);
+    store_outbox_write_step(s);
     for (size_t at = 0; at < s->trims_len;) {
         size_t from_len, to_len;
         memcpy(&from_len, s->trims + at, sizeof(size_t));

@@ -6,24 +6,35 @@
 #include "codec/msgpack.h"
 #include "store_int.h"
 
+/* Values larger than this are not kept in the store's scratch buffers between uses. */
+#define SCRATCH_KEEP_BYTES (64 << 10)
+
+void store_scratch_done(msgpack_sbuffer *sb)
+{
+    if (sb->alloc > SCRATCH_KEEP_BYTES) {
+        msgpack_sbuffer_destroy(sb);
+        msgpack_sbuffer_init(sb);
+    }
+    msgpack_sbuffer_clear(sb);
+}
+
 static void put_snapshot(state_store_t *s, state_model_t *m)
 {
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
+    msgpack_sbuffer *sb = &s->scratch;
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     codec_snapshot_pack(&pk, state_master_command_count(m->master),
                         state_master_document(m->master));
 
     store_key_t k;
     store_key_start(&k, s, STATE_ITEM_SNAPSHOT);
     store_key_add(&k, m->id, m->id_len);
-    store_batch_write(s, k.p, k.len, sb.data, sb.size);
+    store_batch_write(s, k.p, k.len, sb->data, sb->size);
     store_key_free(&k);
     m->snapshot_count = state_master_command_count(m->master);
-    m->snapshot_bytes = m->base_bytes = sb.size;
+    m->snapshot_bytes = m->base_bytes = sb->size;
     m->history_bytes_since = 0;
-    msgpack_sbuffer_destroy(&sb);
+    store_scratch_done(sb);
 }
 
 /* Deletes stored history older than both the snapshot and the kept window. */
@@ -84,17 +95,16 @@ void store_record_flush(state_store_t *s, state_model_t *m, const char *client,
     /* One history key per flush, at its first command: [completion...]. */
     store_key_t k;
     if (applied->count) {
-        msgpack_sbuffer hb;
-        msgpack_sbuffer_init(&hb);
+        msgpack_sbuffer *hb = &s->scratch;
         msgpack_packer hp;
-        msgpack_packer_init(&hp, &hb, msgpack_sbuffer_write);
+        msgpack_packer_init(&hp, hb, msgpack_sbuffer_write);
         codec_packed_pack_array(&hp, applied);
         store_key_start(&k, s, STATE_ITEM_HISTORY);
         store_key_add_id(&k, m->id, m->id_len);
         store_key_add_u64(&k, applied_from);
-        store_batch_write(s, k.p, k.len, hb.data, hb.size);
+        store_batch_write(s, k.p, k.len, hb->data, hb->size);
         store_key_free(&k);
-        msgpack_sbuffer_destroy(&hb);
+        store_scratch_done(hb);
         if (m->step_keys_of != s->step) {
             m->step_keys_len = 0;
             m->step_keys_of = s->step;
@@ -127,15 +137,16 @@ void store_record_flush(state_store_t *s, state_model_t *m, const char *client,
         c->stored = true;
     }
     c->at = state_master_command_count(m->master);
-    free(c->mapped_paths);
-    c->mapped_paths = codec_xmemdup(mapped_paths, mapped_paths_len);
+    /* Mostly the same size as the last one (often the empty map): no malloc then. */
+    if (c->mapped_paths_len != mapped_paths_len || !c->mapped_paths)
+        c->mapped_paths = codec_xrealloc(c->mapped_paths, mapped_paths_len);
+    memmove(c->mapped_paths, mapped_paths, mapped_paths_len);
     c->mapped_paths_len = mapped_paths_len;
     c->seq = seq;
     c->known = true;
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
+    msgpack_sbuffer *sb = &s->scratch;
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 3);
     msgpack_pack_str_with_body(&pk, "seq", 3);
     msgpack_pack_uint64(&pk, seq);
@@ -146,9 +157,9 @@ void store_record_flush(state_store_t *s, state_model_t *m, const char *client,
     store_key_start(&k, s, STATE_ITEM_CLIENT);
     store_key_add_id(&k, m->id, m->id_len);
     store_key_add(&k, client, client_len);
-    store_batch_write(s, k.p, k.len, sb.data, sb.size);
+    store_batch_write(s, k.p, k.len, sb->data, sb->size);
     store_key_free(&k);
-    msgpack_sbuffer_destroy(&sb);
+    store_scratch_done(sb);
 
     /* Marked changed (once per load, not per flush): the next sweep publishes its
      * snapshot record (state_store_changed_models()). */
@@ -176,20 +187,14 @@ void store_record_flush(state_store_t *s, state_model_t *m, const char *client,
         store_clients_expire(s, m);
 }
 
-static void pack_mapped_paths(msgpack_sbuffer *sb, const state_apply_t *a)
-{
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    codec_msgpack_pack_value(&pk, a->mapper.mappings);
-}
-
 void state_model_flushed(state_store_t *s, state_model_t *m, const char *client,
                          size_t client_len, uint64_t seq, const state_apply_t *a)
 {
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    pack_mapped_paths(&sb, a);
+    msgpack_sbuffer *sb = &s->mapped;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    codec_msgpack_pack_value(&pk, a->mapper.mappings);
     store_record_flush(s, m, client, client_len, seq, a->result.applied_from,
-                       &a->result.applied, sb.data, sb.size);
-    msgpack_sbuffer_destroy(&sb);
+                       &a->result.applied, sb->data, sb->size);
+    store_scratch_done(sb);
 }

@@ -164,6 +164,10 @@ struct state_store_s {
     size_t trims_len, trims_cap;
     rocksdb_writebatch_t *batch;
     uint64_t step; /* commits so far (state_model_t.step_keys_of) */
+    /* Reused for each value packed into the step (history, client record, snapshot)
+     * and for a flush's mappedPaths: no malloc per flush once they have grown (see
+     * store_scratch_done()). */
+    msgpack_sbuffer scratch, mapped;
 
     /* @locality the outbox (store_outbox.c): the step's records, written as one key
      * at commit (see state_store_outbox_add()), and the next step's id. */
@@ -233,7 +237,7 @@ void store_batch_delete_range(state_store_t *s, const char *from, size_t from_le
 /** A history trim: a range delete applied after the step's point writes. */
 void store_batch_trim(state_store_t *s, const char *from, size_t from_len, const char *to,
                       size_t to_len);
-/** The step's RocksDB batch: the outbox key, the point writes sorted, the trims. */
+/** The step's RocksDB batch: the point writes sorted, the outbox key, the trims. */
 rocksdb_writebatch_t *store_batch_finish(state_store_t *s);
 /** Records a flush applied to m: its applied completions (applied_from on) go to the
  *  history and the batch, the client's record gets seq and mapped_paths (msgpack),
@@ -250,6 +254,9 @@ int store_fail_rocks(char *err, const char *what, char *errstr, size_t errstr_si
 /** map's field name when it has type, or NULL (store_record.c). */
 const codec_value_t *store_field(const codec_value_t *map, const char *name,
                                  codec_value_type_t type);
+/** sb emptied for the next value, its memory kept unless a large value (a snapshot)
+ *  grew it: that is freed rather than held for as long as the store is open. */
+void store_scratch_done(msgpack_sbuffer *sb);
 /** Writes the step's outbox records as one key (store_outbox.c). */
 void store_outbox_write_step(state_store_t *s);
 /** Forgets the next outbox id: it is found again from what is stored. */

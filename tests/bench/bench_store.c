@@ -295,12 +295,14 @@ static void step_flush(msgpack_sbuffer *sb, const char *client, uint64_t seq,
     snprintf(id, sizeof(id), "k%" PRIu64, seq);
     msgpack_pack_map(&pk, 2);
     pack_str(&pk, "command");
-    msgpack_pack_map(&pk, 3);
+    msgpack_pack_map(&pk, 4);
     pack_str(&pk, "action");
     pack_str(&pk, "create");
     pack_str(&pk, "path");
     msgpack_pack_array(&pk, 1);
     pack_str(&pk, "items");
+    pack_str(&pk, "parentDefault");
+    msgpack_pack_map(&pk, 0);
     pack_str(&pk, "props");
     msgpack_pack_map(&pk, 1);
     pack_str(&pk, "title");
