@@ -6,9 +6,6 @@
 #include "codec/msgpack.h"
 #include "store_int.h"
 
-/* Values larger than this are not kept in the store's scratch buffers between uses. */
-#define SCRATCH_KEEP_BYTES (64 << 10)
-
 void store_scratch_done(msgpack_sbuffer *sb)
 {
     if (sb->alloc > SCRATCH_KEEP_BYTES) {

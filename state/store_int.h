@@ -145,6 +145,9 @@ struct state_store_s {
     rocksdb_t *db;
     rocksdb_options_t *options;
     rocksdb_writeoptions_t *write_options;
+    rocksdb_writeoptions_t *unlogged_options; /* a restore's commits: no WAL */
+    bool restoring;                           /* state_store_restore_begin() */
+    bool unlogged; /* a restore committed: flush before the log is used again */
     rocksdb_readoptions_t *read_options;
     char failed[256]; /* non-empty once a write failed: no more commits */
 
@@ -186,6 +189,9 @@ struct state_store_s {
     size_t cache_used;
     uint64_t cache_hits, cache_misses; /* state_store_model() calls */
     msgpack_zone *zone;                /* decoded commands being replayed */
+    /* A change record being applied (store_record.c): its tree, its completions. */
+    msgpack_zone *record_zone;
+    codec_packed_t record_applied;
 };
 
 /* A client record's id and age (the model's command count after its last flush). */
@@ -254,6 +260,8 @@ int store_fail_rocks(char *err, const char *what, char *errstr, size_t errstr_si
 /** map's field name when it has type, or NULL (store_record.c). */
 const codec_value_t *store_field(const codec_value_t *map, const char *name,
                                  codec_value_type_t type);
+/* Values larger than this are not kept in the store's scratch buffers between uses. */
+#define SCRATCH_KEEP_BYTES (64 << 10)
 /** sb emptied for the next value, its memory kept unless a large value (a snapshot)
  *  grew it: that is freed rather than held for as long as the store is open. */
 void store_scratch_done(msgpack_sbuffer *sb);
