@@ -15,6 +15,18 @@ void store_scratch_done(msgpack_sbuffer *sb)
     msgpack_sbuffer_clear(sb);
 }
 
+void store_history_key_add(state_store_t *s, state_model_t *m, uint64_t count)
+{
+    if (m->history_keys_len == m->history_keys_cap) {
+        size_t cap = m->history_keys_cap ? m->history_keys_cap * 2 : 4;
+        m->history_keys = codec_xrealloc(m->history_keys, cap * sizeof(*m->history_keys));
+        if (s)
+            store_charge(s, m, (cap - m->history_keys_cap) * sizeof(*m->history_keys));
+        m->history_keys_cap = cap;
+    }
+    m->history_keys[m->history_keys_len++] = count;
+}
+
 static void put_snapshot(state_store_t *s, state_model_t *m)
 {
     msgpack_sbuffer *sb = &s->scratch;
@@ -42,46 +54,32 @@ static void trim_history(state_store_t *s, state_model_t *m)
     uint64_t keep_from = window < m->snapshot_count ? window : m->snapshot_count;
     if (keep_from <= m->history_start)
         return;
+    /* A key holds a whole flush: keep the one that holds keep_from (the newest at or
+     * before it, stored or written in this step: the cut is the same however the
+     * flushes were grouped into steps). */
+    size_t below = 0; /* the keys at or before keep_from */
+    while (below < m->history_keys_len && m->history_keys[below] <= keep_from)
+        below++;
+    if (!below || m->history_keys[below - 1] <= m->history_start)
+        return;
+    uint64_t cut = m->history_keys[below - 1];
+    m->history_keys_len -= below - 1;
+    memmove(m->history_keys, m->history_keys + below - 1,
+            m->history_keys_len * sizeof(*m->history_keys));
     store_key_t from, to;
     store_key_start(&from, s, STATE_ITEM_HISTORY);
     store_key_add_id(&from, m->id, m->id_len);
     store_key_start(&to, s, STATE_ITEM_HISTORY);
     store_key_add_id(&to, m->id, m->id_len);
-    /* A key holds a whole flush: keep the one that holds keep_from (the newest stored
-     * at or before it, in RocksDB or written in this step). */
-    size_t prefix = to.len;
-    store_key_add_u64(&to, keep_from);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
-    rocksdb_iter_seek_for_prev(it, to.p, to.len);
-    uint64_t cut = m->history_start;
-    if (rocksdb_iter_valid(it)) {
-        size_t klen;
-        const char *k = rocksdb_iter_key(it, &klen);
-        if (klen == to.len && !memcmp(k, to.p, prefix))
-            cut = store_be64(k + prefix);
-    }
-    rocksdb_iter_destroy(it);
-    /* The keys of this step count too: the cut is the same however the flushes were
-     * grouped into steps. */
-    for (size_t i = 0; m->step_keys_of == s->step && i < m->step_keys_len; i++)
-        if (m->step_keys[i] <= keep_from && m->step_keys[i] > cut)
-            cut = m->step_keys[i];
-    if (cut <= m->history_start) {
-        store_key_free(&from);
-        store_key_free(&to);
-        return;
-    }
-    keep_from = cut;
-    to.len = prefix;
     store_key_add_u64(&from, m->history_start);
-    store_key_add_u64(&to, keep_from);
+    store_key_add_u64(&to, cut);
     /* Applied after the step's point writes (no barrier): the range is older than
      * the model's count, so no later write of the step falls in it, and the earlier
      * ones in it are meant to go. */
     store_batch_trim(s, from.p, from.len, to.p, to.len);
     store_key_free(&from);
     store_key_free(&to);
-    m->history_start = keep_from;
+    m->history_start = cut;
 }
 
 void store_record_flush(state_store_t *s, state_model_t *m, const char *client,
@@ -102,16 +100,7 @@ void store_record_flush(state_store_t *s, state_model_t *m, const char *client,
         store_batch_write(s, k.p, k.len, hb->data, hb->size);
         store_key_free(&k);
         store_scratch_done(hb);
-        if (m->step_keys_of != s->step) {
-            m->step_keys_len = 0;
-            m->step_keys_of = s->step;
-        }
-        if (m->step_keys_len == m->step_keys_cap)
-            m->step_keys = codec_xrealloc(
-                m->step_keys,
-                (m->step_keys_cap = m->step_keys_cap ? m->step_keys_cap * 2 : 4) *
-                    sizeof(*m->step_keys));
-        m->step_keys[m->step_keys_len++] = applied_from;
+        store_history_key_add(s, m, applied_from);
     }
     for (uint32_t i = 0; i < applied->count; i++) {
         size_t len;

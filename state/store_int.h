@@ -109,11 +109,12 @@ struct state_model_s {
     size_t history_charged;     /* the history ring's part of mem_bytes */
     uint64_t client_records;    /* client records stored (committed or in the step) */
     bool clients_counted;       /* client_records is known (counted on first need) */
-    /* The counts of the history keys written in step step_keys_of: trim_history()
-     * does not see them in RocksDB yet, and must cut where it would after a commit. */
-    uint64_t *step_keys;
-    size_t step_keys_len, step_keys_cap;
-    uint64_t step_keys_of;
+    /* The counts of its history keys from history_start on, stored or written in the
+     * step, in order: trim_history() finds where to cut here, not with a RocksDB
+     * iterator (whose creation, under a memtable full of the trims' range deletes,
+     * was a third of a flush's cost). */
+    uint64_t *history_keys;
+    size_t history_keys_len, history_keys_cap;
     /* The sweep's marks (store_flush.c sets, store_sweep.c clears). */
     bool changed_marked; /* its "changed since its last snapshot record" key is written */
     bool snapshot_sent;  /* a swept snapshot record of it is on its way to Kafka */
@@ -166,7 +167,7 @@ struct state_store_s {
     char *trims;
     size_t trims_len, trims_cap;
     rocksdb_writebatch_t *batch;
-    uint64_t step; /* commits so far (state_model_t.step_keys_of) */
+    uint64_t step; /* commits so far */
     /* Reused for each value packed into the step (history, client record, snapshot)
      * and for a flush's mappedPaths: no malloc per flush once they have grown (see
      * store_scratch_done()). */
@@ -245,6 +246,8 @@ void store_batch_trim(state_store_t *s, const char *from, size_t from_len, const
                       size_t to_len);
 /** The step's RocksDB batch: the point writes sorted, the outbox key, the trims. */
 rocksdb_writebatch_t *store_batch_finish(state_store_t *s);
+/** Appends count to m's history keys; s NULL: not charged to the cache (yet). */
+void store_history_key_add(state_store_t *s, state_model_t *m, uint64_t count);
 /** Records a flush applied to m: its applied completions (applied_from on) go to the
  *  history and the batch, the client's record gets seq and mapped_paths (msgpack),
  *  and the snapshot is rewritten when due. */
