@@ -87,10 +87,10 @@ static void pack_str(msgpack_packer *pk, const char *s)
     msgpack_pack_str_with_body(pk, s, strlen(s));
 }
 
-/* Starts sb over with a flush of client "c" holding one completion:
- * {"type":"flush","client":"c","seq":seq,"from":from,"completions":[ ...the caller's */
-static void flush_start(msgpack_sbuffer *sb, msgpack_packer *pk, uint64_t seq,
-                        uint64_t from)
+/* Starts sb over with a flush of client holding n completions: {"type":"flush",
+ * "client":client,"seq":seq,"from":from,"completions":[ ...the caller's */
+static void flush_start(msgpack_sbuffer *sb, msgpack_packer *pk, const char *client,
+                        uint64_t seq, uint64_t from, uint32_t n)
 {
     msgpack_sbuffer_clear(sb);
     msgpack_packer_init(pk, sb, msgpack_sbuffer_write);
@@ -98,20 +98,20 @@ static void flush_start(msgpack_sbuffer *sb, msgpack_packer *pk, uint64_t seq,
     pack_str(pk, "type");
     pack_str(pk, "flush");
     pack_str(pk, "client");
-    pack_str(pk, "c");
+    pack_str(pk, client);
     pack_str(pk, "seq");
     msgpack_pack_uint64(pk, seq);
     pack_str(pk, "from");
     msgpack_pack_uint64(pk, from);
     pack_str(pk, "completions");
-    msgpack_pack_array(pk, 1);
+    msgpack_pack_array(pk, n);
 }
 
 /* A flush that updates items/<item>. */
 static void flush_record(msgpack_sbuffer *sb, uint64_t seq, uint64_t from, int item)
 {
     msgpack_packer pk;
-    flush_start(sb, &pk, seq, from);
+    flush_start(sb, &pk, "c", seq, from, 1);
     char id[24];
     snprintf(id, sizeof(id), "%d", item);
     msgpack_pack_map(&pk, 1);
@@ -238,7 +238,7 @@ static long models_run(const char *base, int models, size_t cache_mb)
     char model[32];
     for (int i = 0; i < models; i++) {
         snprintf(model, sizeof(model), "model-%d", i);
-        flush_start(&sb, &pk, 1, 0);
+        flush_start(&sb, &pk, "c", 1, 0, 1);
         msgpack_pack_map(&pk, 2);
         pack_str(&pk, "command");
         msgpack_pack_map(&pk, 2);
@@ -277,20 +277,8 @@ static long models_run(const char *base, int models, size_t cache_mb)
 static void step_flush(msgpack_sbuffer *sb, const char *client, uint64_t seq,
                        uint64_t from)
 {
-    msgpack_sbuffer_clear(sb);
     msgpack_packer pk;
-    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    msgpack_pack_map(&pk, 5);
-    pack_str(&pk, "type");
-    pack_str(&pk, "flush");
-    pack_str(&pk, "client");
-    pack_str(&pk, client);
-    pack_str(&pk, "seq");
-    msgpack_pack_uint64(&pk, seq);
-    pack_str(&pk, "from");
-    msgpack_pack_uint64(&pk, from);
-    pack_str(&pk, "completions");
-    msgpack_pack_array(&pk, 2);
+    flush_start(sb, &pk, client, seq, from, 2);
     char id[32];
     snprintf(id, sizeof(id), "k%" PRIu64, seq);
     msgpack_pack_map(&pk, 2);
