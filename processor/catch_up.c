@@ -52,6 +52,9 @@ static int read_topic(catch_up_t *cu, const char *topic, int64_t from, int64_t h
                       int (*visit)(catch_up_t *cu, const rd_kafka_message_t *m))
 {
     const processor_catch_up_conf_t *conf = cu->conf;
+    /* From the first read on, commits skip the write-ahead log (processor_catch_up()
+     * flushes them at the end); a catch-up with nothing to read writes as usual. */
+    state_store_restore_begin(conf->store);
     cu->visit = visit;
     cu->topic = topic;
     cu->hi = hi;
@@ -258,21 +261,37 @@ static int catch_up(catch_up_t *cu)
     return rc;
 }
 
+/* The reads and the last commit. @returns as processor_catch_up(). */
+static int catch_up_commit(catch_up_t *cu)
+{
+    int rc = catch_up(cu);
+    /* Tried again later: what was applied is kept, the rest comes next time. */
+    if (rc == PROCESSOR_CATCH_UP_AGAIN)
+        return commit(cu) ? -1 : rc;
+    if (rc == PROCESSOR_CATCH_UP_FATAL)
+        return rc;
+    cu->hold_position = false;
+    return rc || commit(cu) ? -1 : 0;
+}
+
 int processor_catch_up(const processor_catch_up_conf_t *conf,
                        processor_catch_up_stats_t *stats, char *why, size_t why_size)
 {
     *stats = (processor_catch_up_stats_t){.position = -1, .next_input = -1};
     catch_up_t cu = {.conf = conf, .st = stats, .why = why, .why_size = why_size};
     double start = processor_monotonic_s();
-    int rc = catch_up(&cu);
-    /* Tried again later: what was applied is kept, the rest comes next time. */
-    if (rc == PROCESSOR_CATCH_UP_AGAIN)
-        return commit(&cu) ? -1 : rc;
-    if (rc == PROCESSOR_CATCH_UP_FATAL)
-        return rc;
-    cu.hold_position = false;
-    if (rc || commit(&cu))
+    /* The reads' commits skip the write-ahead log and are flushed once here: a crash
+     * loses at most the commits since RocksDB's last memtable flush, and every commit
+     * holds the position its state reflects (rules 3 and 5), so the next attempt goes
+     * on from an earlier one. */
+    int rc = catch_up_commit(&cu);
+    char errstr[512];
+    if (state_store_restore_end(conf->store, errstr, sizeof(errstr))) {
+        LOG_ERROR("partition %d: the state store failed: %s", conf->partition, errstr);
         return -1;
+    }
+    if (rc)
+        return rc;
     LOG_INFO("partition %d: caught up: %llu change records applied, %llu already "
              "reflected, in %.1f s",
              conf->partition, (unsigned long long)stats->applied,

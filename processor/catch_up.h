@@ -34,7 +34,9 @@
  *  5. Commits. The store is committed every PROCESSOR_RESTORE_COMMIT_EVERY change
  *     records (setup.h), after each snapshot installed (a later record of the same model
  * reads it back), and at the end. A catch-up that stops on a transient error keeps what
- *     it applied; the next attempt goes on from the store's position.
+ *     it applied; the next attempt goes on from the store's position. The commits skip
+ *     the write-ahead log and are flushed once at the end (state_store_restore_end()):
+ *     a crash leaves the store at one of them, each holding its position.
  *
  * The input offset: the live processor starts consuming the flushes from Kafka's
  * committed offset, so a flush applied by the old owner but not yet committed there is

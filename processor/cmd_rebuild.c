@@ -164,12 +164,16 @@ static int rebuild_partition(const rebuild_t *rb, int32_t partition)
     }
     double start = processor_monotonic_s();
     rebuilt_t done = {.next_input = -1};
+    /* Without the write-ahead log until the end, as catching up does (catch_up.c): a
+     * store that a crash left half-built is refused anyway (it exists). */
+    state_store_restore_begin(store);
     int rc = rb->from_changes ? rebuild_from_changes(rb, store, partition, &done)
                               : rebuild_from_flushes(rb, store, partition, &done);
     if (!rc) { /* the rest since the last commit, and what the state was built for */
         state_store_set_partition_count(store, rb->partition_count);
         state_store_set_settings(store, rb->settings);
-        if (state_store_commit(store, done.next_input, errstr, sizeof(errstr))) {
+        if (state_store_commit(store, done.next_input, errstr, sizeof(errstr)) ||
+            state_store_restore_end(store, errstr, sizeof(errstr))) {
             LOG_ERROR("partition %d: %s", partition, errstr);
             rc = -1;
         }

@@ -108,6 +108,8 @@ state_store_t *state_store_open(const state_store_conf_t *conf, char *errstr,
     rocksdb_options_set_write_buffer_size(s->options, 16 << 20);
     s->write_options = rocksdb_writeoptions_create();
     rocksdb_writeoptions_set_sync(s->write_options, conf->fsync);
+    s->unlogged_options = rocksdb_writeoptions_create();
+    rocksdb_writeoptions_disable_WAL(s->unlogged_options, 1);
     s->read_options = rocksdb_readoptions_create();
     s->db = rocksdb_open(s->options, conf->dir, &err);
     if (err) {
@@ -120,8 +122,12 @@ state_store_t *state_store_open(const state_store_conf_t *conf, char *errstr,
         s->conf.partition = stored_partition(s);
     s->batch = rocksdb_writebatch_create();
     msgpack_sbuffer_init(&s->outbox_step);
+    msgpack_sbuffer_init(&s->scratch);
+    msgpack_sbuffer_init(&s->mapped);
     s->zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
-    if (!s->zone) {
+    s->record_zone = msgpack_zone_new(MSGPACK_ZONE_CHUNK_SIZE);
+    codec_packed_init(&s->record_applied);
+    if (!s->zone || !s->record_zone) {
         snprintf(errstr, errstr_size, "out of memory");
         goto err;
     }
@@ -167,6 +173,8 @@ void state_store_close(state_store_t *s)
     free(s->ops);
     free(s->op_bytes);
     msgpack_sbuffer_destroy(&s->outbox_step);
+    msgpack_sbuffer_destroy(&s->scratch);
+    msgpack_sbuffer_destroy(&s->mapped);
     free(s->trims);
     if (s->db)
         rocksdb_close(s->db);
@@ -174,10 +182,15 @@ void state_store_close(state_store_t *s)
         rocksdb_options_destroy(s->options);
     if (s->write_options)
         rocksdb_writeoptions_destroy(s->write_options);
+    if (s->unlogged_options)
+        rocksdb_writeoptions_destroy(s->unlogged_options);
     if (s->read_options)
         rocksdb_readoptions_destroy(s->read_options);
     if (s->zone)
         msgpack_zone_free(s->zone);
+    if (s->record_zone)
+        msgpack_zone_free(s->record_zone);
+    codec_packed_destroy(&s->record_applied);
     codec_value_destroy(s->initial_document);
     store_expired_forget(s);
     free(s);
@@ -309,7 +322,9 @@ int state_store_commit(state_store_t *s, int64_t next_offset, char *errstr,
     if (injected_write_error(s->conf.partition, next_offset))
         err = strdup("IO error: injected by FLUSHOUT_FAILPOINT");
     else
-        rocksdb_write(s->db, s->write_options, batch, &err);
+        rocksdb_write(s->db, s->restoring ? s->unlogged_options : s->write_options, batch,
+                      &err);
+    s->unlogged |= s->restoring;
     rocksdb_writebatch_clear(s->batch);
     store_expired_forget(s);
     s->step++;
@@ -318,6 +333,29 @@ int state_store_commit(state_store_t *s, int64_t next_offset, char *errstr,
         return store_fail_rocks(err, "writing a step", errstr, errstr_size);
     }
     store_evict(s);
+    return 0;
+}
+
+void state_store_restore_begin(state_store_t *s)
+{
+    s->restoring = true;
+}
+
+int state_store_restore_end(state_store_t *s, char *errstr, size_t errstr_size)
+{
+    s->restoring = false;
+    if (!s->unlogged || s->failed[0])
+        return 0;
+    char *err = NULL;
+    rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+    rocksdb_flushoptions_set_wait(fo, 1);
+    rocksdb_flush(s->db, fo, &err);
+    rocksdb_flushoptions_destroy(fo);
+    if (err) {
+        snprintf(s->failed, sizeof(s->failed), "%s", err);
+        return store_fail_rocks(err, "flushing a restore", errstr, errstr_size);
+    }
+    s->unlogged = false;
     return 0;
 }
 

@@ -99,6 +99,17 @@ void state_model_flushed(state_store_t *s, state_model_t *m, const char *client,
 int state_store_commit(state_store_t *s, int64_t next_offset, char *errstr,
                        size_t errstr_size);
 
+/** Starts a restore (catching up, rebuilding): the commits that follow skip the
+ *  write-ahead log. A crash may lose them, leaving the store as an earlier commit of
+ *  the restore (or the one before it) left it, which is consistent: each commit holds
+ *  the position its state reflects (a restore's rules make that resumable). */
+void state_store_restore_begin(state_store_t *s);
+/** Ends a restore: what it committed is flushed to table files (synced) before
+ *  anything else is committed, with the log again: a logged write replayed after a
+ *  crash on top of lost unlogged ones would leave a gap. @returns 0, or -1 and errstr
+ *  (the store then refuses further commits). */
+int state_store_restore_end(state_store_t *s, char *errstr, size_t errstr_size);
+
 /* One stored record, as state_store_scan() sees it. */
 typedef struct state_store_item_s {
     int32_t partition;

@@ -57,6 +57,14 @@ static void batch_flush_sorted(state_store_t *s)
     for (size_t i = 0; i < s->ops_len; i++) {
         const pending_op_t *op = &s->ops[i];
         const char *key = s->op_bytes + op->at;
+        /* Writes to one key sort together in the order they were made: only the last
+         * one counts (a put or a delete overrides whatever came before it), so the
+         * others never reach the memtable (a client's record is rewritten by each of
+         * its flushes in a step, a snapshot by each rewrite). */
+        const pending_op_t *next = i + 1 < s->ops_len ? &s->ops[i + 1] : NULL;
+        if (next && next->key_len == op->key_len &&
+            !memcmp(s->op_bytes + next->at, key, op->key_len))
+            continue;
         if (op->value_len == UINT32_MAX)
             rocksdb_writebatch_delete(s->batch, key, op->key_len);
         else
@@ -89,11 +97,12 @@ void store_batch_trim(state_store_t *s, const char *from, size_t from_len, const
     s->trims_len += need;
 }
 
-/* The step's batch: point writes sorted, then the history trims. */
+/* The step's batch: point writes sorted, the outbox key (the last), then the history
+ * trims. */
 rocksdb_writebatch_t *store_batch_finish(state_store_t *s)
 {
-    store_outbox_write_step(s);
     batch_flush_sorted(s);
+    store_outbox_write_step(s);
     for (size_t at = 0; at < s->trims_len;) {
         size_t from_len, to_len;
         memcpy(&from_len, s->trims + at, sizeof(size_t));

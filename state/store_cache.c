@@ -21,7 +21,7 @@ void store_model_free(state_store_t *s, state_model_t *m)
     }
     state_master_destroy(m->master);
     state_history_mem_destroy(m->history);
-    free(m->step_keys);
+    free(m->history_keys);
     free(m->key);
     free(m);
 }
@@ -146,6 +146,7 @@ static int load_history(state_store_t *s, state_model_t *m, char *errstr,
         if (klen != prefix.len + 8 || memcmp(key, prefix.p, prefix.len) != 0)
             break;
         uint64_t key_count = store_be64(key + prefix.len);
+        store_history_key_add(NULL, m, key_count);
         const char *stored = rocksdb_iter_value(it, &vlen);
         /* A flush's completions, or one completion as earlier versions stored it. */
         uint32_t n = 1;
@@ -290,7 +291,8 @@ state_model_t *state_store_model(state_store_t *s, const char *model, size_t mod
     }
     store_charge(s, m,
                  MODEL_FIXED + m->key_len +
-                     codec_value_mem_size(state_master_document(m->master)));
+                     codec_value_mem_size(state_master_document(m->master)) +
+                     m->history_keys_cap * sizeof(*m->history_keys));
     store_recharge_history(s, m, &m->history_charged);
     HASH_ADD_KEYPTR(hh, s->models, m->key, m->key_len, m);
     lru_push_front(s, m);

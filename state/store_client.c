@@ -36,27 +36,38 @@ void store_client_free(client_t *c)
     free(c);
 }
 
+/* Writes the store-wide key of a model's client (m->key_len + 2 + id_len bytes). */
+static void client_key_put(const state_model_t *m, const char *id, size_t id_len,
+                           char *key)
+{
+    memcpy(key, m->key, m->key_len);
+    key[m->key_len] = (char)(m->id_len >> 8);
+    key[m->key_len + 1] = (char)m->id_len;
+    memcpy(key + m->key_len + 2, id, id_len);
+}
+
 /* The store-wide key of a model's client, in a malloc'ed buffer (*key_len set). */
 static char *client_key(const state_model_t *m, const char *id, size_t id_len,
                         size_t *key_len)
 {
     *key_len = m->key_len + 2 + id_len;
     char *key = codec_xmalloc(*key_len);
-    memcpy(key, m->key, m->key_len);
-    key[m->key_len] = (char)(m->id_len >> 8);
-    key[m->key_len + 1] = (char)m->id_len;
-    memcpy(key + m->key_len + 2, id, id_len);
+    client_key_put(m, id, id_len, key);
     return key;
 }
 
 static client_t *client_find(state_store_t *s, const state_model_t *m, const char *id,
                              size_t id_len)
 {
-    size_t key_len;
-    char *key = client_key(m, id, id_len, &key_len);
+    /* Looked up twice per flush: the key is built on the stack when it fits. */
+    char stack_key[128];
+    size_t key_len = m->key_len + 2 + id_len;
+    char *key = key_len <= sizeof(stack_key) ? stack_key : codec_xmalloc(key_len);
+    client_key_put(m, id, id_len, key);
     client_t *c = NULL;
     HASH_FIND(hh, s->clients, key, key_len, c);
-    free(key);
+    if (key != stack_key)
+        free(key);
     return c;
 }
 

@@ -6,24 +6,44 @@
 #include "codec/msgpack.h"
 #include "store_int.h"
 
+void store_scratch_done(msgpack_sbuffer *sb)
+{
+    if (sb->alloc > SCRATCH_KEEP_BYTES) {
+        msgpack_sbuffer_destroy(sb);
+        msgpack_sbuffer_init(sb);
+    }
+    msgpack_sbuffer_clear(sb);
+}
+
+void store_history_key_add(state_store_t *s, state_model_t *m, uint64_t count)
+{
+    if (m->history_keys_len == m->history_keys_cap) {
+        size_t cap = m->history_keys_cap ? m->history_keys_cap * 2 : 4;
+        m->history_keys = codec_xrealloc(m->history_keys, cap * sizeof(*m->history_keys));
+        if (s)
+            store_charge(s, m, (cap - m->history_keys_cap) * sizeof(*m->history_keys));
+        m->history_keys_cap = cap;
+    }
+    m->history_keys[m->history_keys_len++] = count;
+}
+
 static void put_snapshot(state_store_t *s, state_model_t *m)
 {
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
+    msgpack_sbuffer *sb = &s->scratch;
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     codec_snapshot_pack(&pk, state_master_command_count(m->master),
                         state_master_document(m->master));
 
     store_key_t k;
     store_key_start(&k, s, STATE_ITEM_SNAPSHOT);
     store_key_add(&k, m->id, m->id_len);
-    store_batch_write(s, k.p, k.len, sb.data, sb.size);
+    store_batch_write(s, k.p, k.len, sb->data, sb->size);
     store_key_free(&k);
     m->snapshot_count = state_master_command_count(m->master);
-    m->snapshot_bytes = m->base_bytes = sb.size;
+    m->snapshot_bytes = m->base_bytes = sb->size;
     m->history_bytes_since = 0;
-    msgpack_sbuffer_destroy(&sb);
+    store_scratch_done(sb);
 }
 
 /* Deletes stored history older than both the snapshot and the kept window. */
@@ -34,46 +54,32 @@ static void trim_history(state_store_t *s, state_model_t *m)
     uint64_t keep_from = window < m->snapshot_count ? window : m->snapshot_count;
     if (keep_from <= m->history_start)
         return;
+    /* A key holds a whole flush: keep the one that holds keep_from (the newest at or
+     * before it, stored or written in this step: the cut is the same however the
+     * flushes were grouped into steps). */
+    size_t below = 0; /* the keys at or before keep_from */
+    while (below < m->history_keys_len && m->history_keys[below] <= keep_from)
+        below++;
+    if (!below || m->history_keys[below - 1] <= m->history_start)
+        return;
+    uint64_t cut = m->history_keys[below - 1];
+    m->history_keys_len -= below - 1;
+    memmove(m->history_keys, m->history_keys + below - 1,
+            m->history_keys_len * sizeof(*m->history_keys));
     store_key_t from, to;
     store_key_start(&from, s, STATE_ITEM_HISTORY);
     store_key_add_id(&from, m->id, m->id_len);
     store_key_start(&to, s, STATE_ITEM_HISTORY);
     store_key_add_id(&to, m->id, m->id_len);
-    /* A key holds a whole flush: keep the one that holds keep_from (the newest stored
-     * at or before it, in RocksDB or written in this step). */
-    size_t prefix = to.len;
-    store_key_add_u64(&to, keep_from);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
-    rocksdb_iter_seek_for_prev(it, to.p, to.len);
-    uint64_t cut = m->history_start;
-    if (rocksdb_iter_valid(it)) {
-        size_t klen;
-        const char *k = rocksdb_iter_key(it, &klen);
-        if (klen == to.len && !memcmp(k, to.p, prefix))
-            cut = store_be64(k + prefix);
-    }
-    rocksdb_iter_destroy(it);
-    /* The keys of this step count too: the cut is the same however the flushes were
-     * grouped into steps. */
-    for (size_t i = 0; m->step_keys_of == s->step && i < m->step_keys_len; i++)
-        if (m->step_keys[i] <= keep_from && m->step_keys[i] > cut)
-            cut = m->step_keys[i];
-    if (cut <= m->history_start) {
-        store_key_free(&from);
-        store_key_free(&to);
-        return;
-    }
-    keep_from = cut;
-    to.len = prefix;
     store_key_add_u64(&from, m->history_start);
-    store_key_add_u64(&to, keep_from);
+    store_key_add_u64(&to, cut);
     /* Applied after the step's point writes (no barrier): the range is older than
      * the model's count, so no later write of the step falls in it, and the earlier
      * ones in it are meant to go. */
     store_batch_trim(s, from.p, from.len, to.p, to.len);
     store_key_free(&from);
     store_key_free(&to);
-    m->history_start = keep_from;
+    m->history_start = cut;
 }
 
 void store_record_flush(state_store_t *s, state_model_t *m, const char *client,
@@ -84,27 +90,17 @@ void store_record_flush(state_store_t *s, state_model_t *m, const char *client,
     /* One history key per flush, at its first command: [completion...]. */
     store_key_t k;
     if (applied->count) {
-        msgpack_sbuffer hb;
-        msgpack_sbuffer_init(&hb);
+        msgpack_sbuffer *hb = &s->scratch;
         msgpack_packer hp;
-        msgpack_packer_init(&hp, &hb, msgpack_sbuffer_write);
+        msgpack_packer_init(&hp, hb, msgpack_sbuffer_write);
         codec_packed_pack_array(&hp, applied);
         store_key_start(&k, s, STATE_ITEM_HISTORY);
         store_key_add_id(&k, m->id, m->id_len);
         store_key_add_u64(&k, applied_from);
-        store_batch_write(s, k.p, k.len, hb.data, hb.size);
+        store_batch_write(s, k.p, k.len, hb->data, hb->size);
         store_key_free(&k);
-        msgpack_sbuffer_destroy(&hb);
-        if (m->step_keys_of != s->step) {
-            m->step_keys_len = 0;
-            m->step_keys_of = s->step;
-        }
-        if (m->step_keys_len == m->step_keys_cap)
-            m->step_keys = codec_xrealloc(
-                m->step_keys,
-                (m->step_keys_cap = m->step_keys_cap ? m->step_keys_cap * 2 : 4) *
-                    sizeof(*m->step_keys));
-        m->step_keys[m->step_keys_len++] = applied_from;
+        store_scratch_done(hb);
+        store_history_key_add(s, m, applied_from);
     }
     for (uint32_t i = 0; i < applied->count; i++) {
         size_t len;
@@ -127,15 +123,16 @@ void store_record_flush(state_store_t *s, state_model_t *m, const char *client,
         c->stored = true;
     }
     c->at = state_master_command_count(m->master);
-    free(c->mapped_paths);
-    c->mapped_paths = codec_xmemdup(mapped_paths, mapped_paths_len);
+    /* Mostly the same size as the last one (often the empty map): no malloc then. */
+    if (c->mapped_paths_len != mapped_paths_len || !c->mapped_paths)
+        c->mapped_paths = codec_xrealloc(c->mapped_paths, mapped_paths_len);
+    memmove(c->mapped_paths, mapped_paths, mapped_paths_len);
     c->mapped_paths_len = mapped_paths_len;
     c->seq = seq;
     c->known = true;
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
+    msgpack_sbuffer *sb = &s->scratch;
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     msgpack_pack_map(&pk, 3);
     msgpack_pack_str_with_body(&pk, "seq", 3);
     msgpack_pack_uint64(&pk, seq);
@@ -146,9 +143,9 @@ void store_record_flush(state_store_t *s, state_model_t *m, const char *client,
     store_key_start(&k, s, STATE_ITEM_CLIENT);
     store_key_add_id(&k, m->id, m->id_len);
     store_key_add(&k, client, client_len);
-    store_batch_write(s, k.p, k.len, sb.data, sb.size);
+    store_batch_write(s, k.p, k.len, sb->data, sb->size);
     store_key_free(&k);
-    msgpack_sbuffer_destroy(&sb);
+    store_scratch_done(sb);
 
     /* Marked changed (once per load, not per flush): the next sweep publishes its
      * snapshot record (state_store_changed_models()). */
@@ -176,20 +173,14 @@ void store_record_flush(state_store_t *s, state_model_t *m, const char *client,
         store_clients_expire(s, m);
 }
 
-static void pack_mapped_paths(msgpack_sbuffer *sb, const state_apply_t *a)
-{
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
-    codec_msgpack_pack_value(&pk, a->mapper.mappings);
-}
-
 void state_model_flushed(state_store_t *s, state_model_t *m, const char *client,
                          size_t client_len, uint64_t seq, const state_apply_t *a)
 {
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    pack_mapped_paths(&sb, a);
+    msgpack_sbuffer *sb = &s->mapped;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    codec_msgpack_pack_value(&pk, a->mapper.mappings);
     store_record_flush(s, m, client, client_len, seq, a->result.applied_from,
-                       &a->result.applied, sb.data, sb.size);
-    msgpack_sbuffer_destroy(&sb);
+                       &a->result.applied, sb->data, sb->size);
+    store_scratch_done(sb);
 }

@@ -109,11 +109,12 @@ struct state_model_s {
     size_t history_charged;     /* the history ring's part of mem_bytes */
     uint64_t client_records;    /* client records stored (committed or in the step) */
     bool clients_counted;       /* client_records is known (counted on first need) */
-    /* The counts of the history keys written in step step_keys_of: trim_history()
-     * does not see them in RocksDB yet, and must cut where it would after a commit. */
-    uint64_t *step_keys;
-    size_t step_keys_len, step_keys_cap;
-    uint64_t step_keys_of;
+    /* The counts of its history keys from history_start on, stored or written in the
+     * step, in order: trim_history() finds where to cut here, not with a RocksDB
+     * iterator (whose creation, under a memtable full of the trims' range deletes,
+     * was a third of a flush's cost). */
+    uint64_t *history_keys;
+    size_t history_keys_len, history_keys_cap;
     /* The sweep's marks (store_flush.c sets, store_sweep.c clears). */
     bool changed_marked; /* its "changed since its last snapshot record" key is written */
     bool snapshot_sent;  /* a swept snapshot record of it is on its way to Kafka */
@@ -145,6 +146,9 @@ struct state_store_s {
     rocksdb_t *db;
     rocksdb_options_t *options;
     rocksdb_writeoptions_t *write_options;
+    rocksdb_writeoptions_t *unlogged_options; /* a restore's commits: no WAL */
+    bool restoring;                           /* state_store_restore_begin() */
+    bool unlogged; /* a restore committed: flush before the log is used again */
     rocksdb_readoptions_t *read_options;
     char failed[256]; /* non-empty once a write failed: no more commits */
 
@@ -163,7 +167,11 @@ struct state_store_s {
     char *trims;
     size_t trims_len, trims_cap;
     rocksdb_writebatch_t *batch;
-    uint64_t step; /* commits so far (state_model_t.step_keys_of) */
+    uint64_t step; /* commits so far */
+    /* Reused for each value packed into the step (history, client record, snapshot)
+     * and for a flush's mappedPaths: no malloc per flush once they have grown (see
+     * store_scratch_done()). */
+    msgpack_sbuffer scratch, mapped;
 
     /* @locality the outbox (store_outbox.c): the step's records, written as one key
      * at commit (see state_store_outbox_add()), and the next step's id. */
@@ -182,6 +190,9 @@ struct state_store_s {
     size_t cache_used;
     uint64_t cache_hits, cache_misses; /* state_store_model() calls */
     msgpack_zone *zone;                /* decoded commands being replayed */
+    /* A change record being applied (store_record.c): its tree, its completions. */
+    msgpack_zone *record_zone;
+    codec_packed_t record_applied;
 };
 
 /* A client record's id and age (the model's command count after its last flush). */
@@ -233,8 +244,10 @@ void store_batch_delete_range(state_store_t *s, const char *from, size_t from_le
 /** A history trim: a range delete applied after the step's point writes. */
 void store_batch_trim(state_store_t *s, const char *from, size_t from_len, const char *to,
                       size_t to_len);
-/** The step's RocksDB batch: the outbox key, the point writes sorted, the trims. */
+/** The step's RocksDB batch: the point writes sorted, the outbox key, the trims. */
 rocksdb_writebatch_t *store_batch_finish(state_store_t *s);
+/** Appends count to m's history keys; s NULL: not charged to the cache (yet). */
+void store_history_key_add(state_store_t *s, state_model_t *m, uint64_t count);
 /** Records a flush applied to m: its applied completions (applied_from on) go to the
  *  history and the batch, the client's record gets seq and mapped_paths (msgpack),
  *  and the snapshot is rewritten when due. */
@@ -250,6 +263,11 @@ int store_fail_rocks(char *err, const char *what, char *errstr, size_t errstr_si
 /** map's field name when it has type, or NULL (store_record.c). */
 const codec_value_t *store_field(const codec_value_t *map, const char *name,
                                  codec_value_type_t type);
+/* Values larger than this are not kept in the store's scratch buffers between uses. */
+#define SCRATCH_KEEP_BYTES (64 << 10)
+/** sb emptied for the next value, its memory kept unless a large value (a snapshot)
+ *  grew it: that is freed rather than held for as long as the store is open. */
+void store_scratch_done(msgpack_sbuffer *sb);
 /** Writes the step's outbox records as one key (store_outbox.c). */
 void store_outbox_write_step(state_store_t *s);
 /** Forgets the next outbox id: it is found again from what is stored. */

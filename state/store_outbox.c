@@ -9,22 +9,28 @@
 #include "codec/msgpack.h"
 #include "store_int.h"
 
+/* The step's value starts with an array32 header, its count filled in at the end: the
+ * records are packed once, where they are stored from (msgpack allows array32 for any
+ * count). */
+#define OUTBOX_HEADER_BYTES 5
+
 void store_outbox_write_step(state_store_t *s)
 {
     if (!s->outbox_step_count)
         return;
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-    msgpack_pack_array(&pk, s->outbox_step_count);
-    msgpack_sbuffer_write(&sb, s->outbox_step.data, s->outbox_step.size);
+    unsigned char *h = (unsigned char *)s->outbox_step.data;
+    h[0] = 0xdd;
+    for (int i = 0; i < 4; i++)
+        h[1 + i] = (unsigned char)(s->outbox_step_count >> (8 * (3 - i)));
     store_key_t k;
     store_key_start(&k, s, STATE_ITEM_OUTBOX);
     store_key_add_u64(&k, s->outbox_step_id);
-    store_batch_write(s, k.p, k.len, sb.data, sb.size);
+    /* Straight into RocksDB's batch, after the sorted writes: the step's new id is the
+     * partition's last key (kind 'x', the highest id), so the batch stays sorted, and
+     * no write of the step names it (the outbox deletes are of delivered steps). */
+    rocksdb_writebatch_put(s->batch, k.p, k.len, s->outbox_step.data,
+                           s->outbox_step.size);
     store_key_free(&k);
-    msgpack_sbuffer_destroy(&sb);
     msgpack_sbuffer_clear(&s->outbox_step);
     s->outbox_step_count = 0;
 }
@@ -62,8 +68,10 @@ void store_outbox_forget(state_store_t *s)
  * per record, which were most of the processor's memtable inserts. */
 uint64_t state_store_outbox_add(state_store_t *s, const state_outbox_rec_t *rec)
 {
-    if (!s->outbox_step_count)
+    if (!s->outbox_step_count) {
         s->outbox_step_id = outbox_next(s);
+        msgpack_sbuffer_write(&s->outbox_step, "\0\0\0\0\0", OUTBOX_HEADER_BYTES);
+    }
     s->outbox_step_count++;
     msgpack_packer pk;
     msgpack_packer_init(&pk, &s->outbox_step, msgpack_sbuffer_write);

@@ -73,20 +73,23 @@ static bool field_span(const char *buf, size_t len, const char *name, size_t *st
 }
 
 /* Decodes a change or snapshot record (what, for messages) into *root (caller frees
- * it): exactly one map whose "type" is type and whose "model" is a string equal to
- * the record's key (when it has one). With the project's decoder under the trusted
- * limits, since documents nest deeper than msgpack-c's unpacker goes (32 levels).
+ * it; with a zone, into the zone, freed by clearing it): exactly one map whose "type" is
+ * type and whose "model" is a string equal to the record's key (when it has one). With
+ * the project's decoder under the trusted limits, since documents nest deeper than
+ * msgpack-c's unpacker goes (32 levels).
  * @returns the model, or NULL and errstr. */
-static const codec_value_t *decode_record(codec_value_t **root, const char *value,
-                                          size_t value_len, const char *what,
-                                          const char *type, const char *key,
-                                          size_t key_len, char *errstr,
+static const codec_value_t *decode_record(codec_value_t **root, msgpack_zone *zone,
+                                          const char *value, size_t value_len,
+                                          const char *what, const char *type,
+                                          const char *key, size_t key_len, char *errstr,
                                           size_t errstr_size)
 {
     char derr[256];
     const codec_value_t *t, *model;
-    if (codec_msgpack_decode(value, value_len, &codec_limits_trusted, root, derr,
-                             sizeof(derr))) {
+    if (zone ? codec_msgpack_decode_zone(zone, NULL, value, value_len,
+                                         &codec_limits_trusted, root, derr, sizeof(derr))
+             : codec_msgpack_decode(value, value_len, &codec_limits_trusted, root, derr,
+                                    sizeof(derr))) {
         *root = NULL;
         snprintf(errstr, errstr_size, "not a %s record: %s", what, derr);
         return NULL;
@@ -108,19 +111,19 @@ state_change_t state_store_apply_change(state_store_t *s, const char *key, size_
                                         const char *value, size_t value_len,
                                         int64_t *offset, char *errstr, size_t errstr_size)
 {
+    /* The record's tree in a zone, its completions and mappedPaths in buffers of the
+     * store: no malloc per record (restoring applies them by the million). */
     codec_value_t *root = NULL;
     state_change_t rc = STATE_CHANGE_FAILED;
-    msgpack_sbuffer sb;
-    msgpack_sbuffer_init(&sb);
-    codec_packed_t applied;
-    codec_packed_init(&applied);
+    msgpack_sbuffer *sb = &s->mapped;
+    codec_packed_t *applied = &s->record_applied;
 
     const codec_value_t *model, *client, *completions, *paths, *off_o, *applied_o;
     uint64_t seq, from;
     uint32_t n;
     size_t at = 0; /* the completions' bytes, stored as they are (as their owner did) */
-    if (!(model = decode_record(&root, value, value_len, "change", "applied", key,
-                                key_len, errstr, errstr_size)))
+    if (!(model = decode_record(&root, s->record_zone, value, value_len, "change",
+                                "applied", key, key_len, errstr, errstr_size)))
         goto done;
     if (!(client = store_field(root, "client", CODEC_VALUE_STR)) ||
         !field_uint(root, "seq", &seq) ||
@@ -181,19 +184,23 @@ state_change_t state_store_apply_change(state_store_t *s, const char *key, size_
             goto done;
         }
         msgpack_zone_clear(s->zone);
-        codec_packed_add_raw(&applied, value + start, at - start);
+        codec_packed_add_raw(applied, value + start, at - start);
     }
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     codec_msgpack_pack_value(&pk, paths);
-    store_record_flush(s, m, client->u.str.ptr, client->u.str.len, seq, from, &applied,
-                       sb.data, sb.size);
+    store_record_flush(s, m, client->u.str.ptr, client->u.str.len, seq, from, applied,
+                       sb->data, sb->size);
     *offset = input_offset;
     rc = STATE_CHANGE_APPLIED;
 done:
-    codec_packed_destroy(&applied);
-    msgpack_sbuffer_destroy(&sb);
-    codec_value_destroy(root);
+    if (applied->buf.alloc > SCRATCH_KEEP_BYTES) {
+        codec_packed_destroy(applied);
+        codec_packed_init(applied);
+    }
+    codec_packed_reset(applied);
+    store_scratch_done(sb);
+    msgpack_zone_clear(s->record_zone);
     return rc;
 }
 
@@ -268,8 +275,8 @@ int state_store_install_snapshot(state_store_t *s, const char *key, size_t key_l
     uint64_t count;
     uint32_t pos = 0;
     size_t doc, doc_end; /* the document's bytes, stored as they are */
-    if (!(model = decode_record(&root, value, value_len, "snapshot", "snapshot", key,
-                                key_len, errstr, errstr_size)))
+    if (!(model = decode_record(&root, NULL, value, value_len, "snapshot", "snapshot",
+                                key, key_len, errstr, errstr_size)))
         goto done;
     if (!field_uint(root, "commandCount", &count) ||
         !store_field(root, "document", CODEC_VALUE_MAP) ||

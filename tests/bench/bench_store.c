@@ -12,8 +12,16 @@
  * Many models: --models N small models (one create each, one step per 1000 flushes)
  * with --cache-mb C; reports peak RSS (VmHWM) before and after, so the fixed
  * overhead (RocksDB memtables and block cache, allocator) shows separately.
- * * Usage: bench_store DIR [--flushes N] [--sizes-kb LIST] [--models N] [--cache-mb C]
- *        [--min-ratio R] [--overhead-mb M]
+ *
+ * Steps: --steps N steps shaped like `run`'s at full load (loadgen): 500 flushes of
+ * two commands (a create, a delete) over 125 models of a few items, one client per
+ * model (so each model's history, client and snapshot keys are written about 4 times
+ * a step), each flush's reply and change record added to the outbox, one commit
+ * (offset key, sorted batch) per step. Reports the microseconds per flush, the
+ * handler's included.
+ *
+ * Usage: bench_store DIR [--flushes N] [--sizes-kb LIST] [--models N] [--cache-mb C]
+ *        [--min-ratio R] [--overhead-mb M] [--steps N]
  * Prints JSON lines; exits 3 when the largest / smallest document ratio is below
  * --min-ratio (0.8), 4 when peak RSS exceeds --cache-mb + --overhead-mb (150: RocksDB's
  * two 64 MB write buffers and 8 MB block cache, and the process itself). */
@@ -26,11 +34,16 @@
 #include "codec/msgpack.h"
 #include "processor/handler.h"
 
-static double now(void)
+static double clock_s(clockid_t clock)
 {
     struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
+    clock_gettime(clock, &t);
     return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static double now(void)
+{
+    return clock_s(CLOCK_MONOTONIC);
 }
 
 /* VmHWM (peak RSS) or VmRSS of this process, in KB. */
@@ -74,10 +87,10 @@ static void pack_str(msgpack_packer *pk, const char *s)
     msgpack_pack_str_with_body(pk, s, strlen(s));
 }
 
-/* Starts sb over with a flush of client "c" holding one completion:
- * {"type":"flush","client":"c","seq":seq,"from":from,"completions":[ ...the caller's */
-static void flush_start(msgpack_sbuffer *sb, msgpack_packer *pk, uint64_t seq,
-                        uint64_t from)
+/* Starts sb over with a flush of client holding n completions: {"type":"flush",
+ * "client":client,"seq":seq,"from":from,"completions":[ ...the caller's */
+static void flush_start(msgpack_sbuffer *sb, msgpack_packer *pk, const char *client,
+                        uint64_t seq, uint64_t from, uint32_t n)
 {
     msgpack_sbuffer_clear(sb);
     msgpack_packer_init(pk, sb, msgpack_sbuffer_write);
@@ -85,20 +98,20 @@ static void flush_start(msgpack_sbuffer *sb, msgpack_packer *pk, uint64_t seq,
     pack_str(pk, "type");
     pack_str(pk, "flush");
     pack_str(pk, "client");
-    pack_str(pk, "c");
+    pack_str(pk, client);
     pack_str(pk, "seq");
     msgpack_pack_uint64(pk, seq);
     pack_str(pk, "from");
     msgpack_pack_uint64(pk, from);
     pack_str(pk, "completions");
-    msgpack_pack_array(pk, 1);
+    msgpack_pack_array(pk, n);
 }
 
 /* A flush that updates items/<item>. */
 static void flush_record(msgpack_sbuffer *sb, uint64_t seq, uint64_t from, int item)
 {
     msgpack_packer pk;
-    flush_start(sb, &pk, seq, from);
+    flush_start(sb, &pk, "c", seq, from, 1);
     char id[24];
     snprintf(id, sizeof(id), "%d", item);
     msgpack_pack_map(&pk, 1);
@@ -225,7 +238,7 @@ static long models_run(const char *base, int models, size_t cache_mb)
     char model[32];
     for (int i = 0; i < models; i++) {
         snprintf(model, sizeof(model), "model-%d", i);
-        flush_start(&sb, &pk, 1, 0);
+        flush_start(&sb, &pk, "c", 1, 0, 1);
         msgpack_pack_map(&pk, 2);
         pack_str(&pk, "command");
         msgpack_pack_map(&pk, 2);
@@ -258,10 +271,132 @@ static long models_run(const char *base, int models, size_t cache_mb)
     return hwm;
 }
 
+/* A flush of client c-<model> as loadgen makes them: a create of item k<seq> (a
+ * 40-byte title) and, once the model has 4 items, the delete of the oldest, so the
+ * document stays small and its snapshot is rewritten every few flushes. */
+static void step_flush(msgpack_sbuffer *sb, const char *client, uint64_t seq,
+                       uint64_t from)
+{
+    msgpack_packer pk;
+    flush_start(sb, &pk, client, seq, from, 2);
+    char id[32];
+    snprintf(id, sizeof(id), "k%" PRIu64, seq);
+    msgpack_pack_map(&pk, 2);
+    pack_str(&pk, "command");
+    msgpack_pack_map(&pk, 4);
+    pack_str(&pk, "action");
+    pack_str(&pk, "create");
+    pack_str(&pk, "path");
+    msgpack_pack_array(&pk, 1);
+    pack_str(&pk, "items");
+    pack_str(&pk, "parentDefault");
+    msgpack_pack_map(&pk, 0);
+    pack_str(&pk, "props");
+    msgpack_pack_map(&pk, 1);
+    pack_str(&pk, "title");
+    pack_str(&pk, "water the plants, then review the list ok");
+    pack_str(&pk, "createdId");
+    pack_str(&pk, id);
+    msgpack_pack_map(&pk, 1);
+    pack_str(&pk, "command");
+    if (seq > 4) {
+        snprintf(id, sizeof(id), "k%" PRIu64, seq - 4);
+        msgpack_pack_map(&pk, 2);
+        pack_str(&pk, "action");
+        pack_str(&pk, "delete");
+        pack_str(&pk, "path");
+        msgpack_pack_array(&pk, 2);
+        pack_str(&pk, "items");
+        pack_str(&pk, id);
+    } else {
+        msgpack_pack_map(&pk, 2);
+        pack_str(&pk, "action");
+        pack_str(&pk, "update");
+        pack_str(&pk, "props");
+        msgpack_pack_map(&pk, 1);
+        pack_str(&pk, "n");
+        msgpack_pack_uint64(&pk, seq);
+    }
+}
+
+/* Adds a reply or change record to the store's outbox as run_step.c does. */
+static uint64_t step_outbox(state_store_t *s, const char *topic, const char *key,
+                            size_t key_len, const msgpack_sbuffer *value)
+{
+    state_header_t hdr = {"flushout_settings", "ids=hash", 8};
+    state_outbox_rec_t rec = {.topic = topic,
+                              .partition = -1,
+                              .key = key,
+                              .key_len = key_len,
+                              .value = value->data,
+                              .value_len = value->size,
+                              .headers = &hdr,
+                              .header_count = 1};
+    return state_store_outbox_add(s, &rec);
+}
+
+/* Steps shaped like run's at full load (see the top of the file). */
+static void steps_run(const char *base, int steps)
+{
+    enum { MODELS = 125, PER_STEP = 500 };
+    char dir[512];
+    snprintf(dir, sizeof(dir), "%s/steps", base);
+    state_store_t *s = store_open(dir, 256, NULL);
+    processor_handler_conf_t conf = {.store = s,
+                                     .master = {.ids = STATE_IDS_HASH},
+                                     .history = 1000,
+                                     .limits = codec_limits_default,
+                                     .changes = true};
+    processor_handler_t *h = processor_handler_new(&conf);
+    processor_output_t out;
+    processor_output_init(&out);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    uint64_t seq[MODELS] = {0};
+    char model[32], client[32];
+    double t0 = 0, cpu0 = 0;
+    int64_t offset = 0;
+    uint64_t outbox_id = 0;
+    /* The first 20 steps load the models and grow the RocksDB memtable: warm-up. */
+    for (int step = -20; step < steps; step++) {
+        if (step == 0) {
+            t0 = now();
+            cpu0 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
+        }
+        for (int i = 0; i < PER_STEP; i++) {
+            int mi = (int)((unsigned)(step + 20) * 7u + (unsigned)i) % MODELS;
+            snprintf(model, sizeof(model), "model-%d", mi);
+            snprintf(client, sizeof(client), "c-%d", mi);
+            seq[mi]++;
+            step_flush(&sb, client, seq[mi], 2 * (seq[mi] - 1));
+            handle(h, model, &sb, &out);
+            step_outbox(s, "flushout.replies", client, strlen(client), &out.reply);
+            outbox_id =
+                step_outbox(s, "flushout.changes", model, strlen(model), &out.change);
+            offset++;
+        }
+        commit(h, offset);
+        /* Delivered: the step's outbox key goes with the next commit, as in run. */
+        state_store_outbox_done(s, outbox_id, outbox_id);
+    }
+    double secs = now() - t0, cpu = clock_s(CLOCK_PROCESS_CPUTIME_ID) - cpu0;
+    msgpack_sbuffer_destroy(&sb);
+    processor_output_destroy(&out);
+    processor_handler_destroy(h);
+    state_store_close(s);
+    /* CPU time too (RocksDB's flush threads included): the wall clock follows
+     * whatever else the machine runs. */
+    printf("{\"bench\":\"steps\",\"steps\":%d,\"flushes_per_step\":%d,"
+           "\"models\":%d,\"flushes_per_s\":%.0f,\"us_per_flush\":%.2f,"
+           "\"cpu_us_per_flush\":%.2f}\n",
+           steps, PER_STEP, MODELS, steps * PER_STEP / secs,
+           secs * 1e6 / (steps * PER_STEP), cpu * 1e6 / (steps * PER_STEP));
+}
+
 int main(int argc, char **argv)
 {
     const char *base = NULL, *sizes = "1,100,1024,10240";
-    int flushes = 20000, models = 0;
+    int flushes = 20000, models = 0, steps = 0;
     size_t cache_mb = 256;
     double min_ratio = 0.8;
     long overhead_mb = 150;
@@ -278,12 +413,14 @@ int main(int argc, char **argv)
             min_ratio = atof(argv[++i]);
         else if (!strcmp(argv[i], "--overhead-mb") && i + 1 < argc)
             overhead_mb = atol(argv[++i]);
+        else if (!strcmp(argv[i], "--steps") && i + 1 < argc)
+            steps = atoi(argv[++i]);
         else if (argv[i][0] != '-' && !base)
             base = argv[i];
         else {
             fprintf(stderr, "usage: bench_store DIR [--flushes N] [--sizes-kb LIST] "
                             "[--models N] [--cache-mb C] [--min-ratio R] "
-                            "[--overhead-mb M]\n");
+                            "[--overhead-mb M] [--steps N]\n");
             return 2;
         }
     }
@@ -301,6 +438,8 @@ int main(int argc, char **argv)
         if (*p == ',')
             p++;
     }
+    if (steps > 0)
+        steps_run(base, steps);
     int rc = 0;
     if (first > 0) {
         printf("{\"bench\":\"document_ratio\",\"largest_over_smallest\":%.2f,"
