@@ -38,8 +38,11 @@ run_one() { # LABEL BINARY
   target=$!
   line=$("$loadgen" --bootstrap-servers "$bs" --label "$label" --pid "$target" \
     --models 1000 --commands 2 "${load[@]}" --duration "$seconds" 2>&1 | tail -1)
-  kill -TERM "$target" "$broker"
-  wait "$target" "$broker" || true
+  # The processor first: it delivers and commits while the broker is still there.
+  kill -TERM "$target"
+  wait "$target" || true
+  kill -TERM "$broker"
+  wait "$broker" || true
   # "total: ... consumed to produced: p50 X ms, p99 Y ms, ..." -> "own p50 X ms, p99 Y ms"
   own=$(sed -n 's/.*total:.*consumed to produced: \(p50 [0-9.]* ms\), \(p99 [0-9.]* ms\).*/own \1, \2/p' \
     "$work/$label.log")
@@ -65,14 +68,15 @@ awk '
       if (own && $i == "p99") { ownp99 = $(i + 1); own = 0 }
     }
     n[side]++; r[side] += rate; us[side] += cores / rate * 1e6
-    rtp99[side] += rt; op99[side] += ownp99
+    rtp99[side] += rt
+    if (ownp99) { o[side]++; op99[side] += ownp99 }
   }
   END {
     if (!n["old"] || !n["new"]) { print "ab.sh: no complete round"; exit 1 }
     for (s in n)
       printf "%s: mean %.0f flushes/s, %.1f us of CPU per flush, round-trip p99 %.1f ms, own p99 %.1f ms (%d rounds)\n",
-        s, r[s] / n[s], us[s] / n[s], rtp99[s] / n[s], op99[s] / n[s], n[s]
+        s, r[s] / n[s], us[s] / n[s], rtp99[s] / n[s], o[s] ? op99[s] / o[s] : 0, n[s]
     printf "new/old: throughput %.2fx, CPU per flush %.2fx, own p99 %.2fx\n",
       (r["new"] / n["new"]) / (r["old"] / n["old"]), (us["new"] / n["new"]) / (us["old"] / n["old"]),
-      (op99["new"] / n["new"]) / (op99["old"] / n["old"])
+      o["new"] && o["old"] ? (op99["new"] / o["new"]) / (op99["old"] / o["old"]) : 0
   }' "$work/lines"
