@@ -56,31 +56,12 @@ function input() {
 }
 
 async function readTopic(kafka, topic) {
-  const admin = kafka.admin();
-  await admin.connect();
-  const ends = await admin.fetchTopicOffsets(topic);
-  await admin.disconnect();
-  const remaining = new Map(ends.filter((e) => Number(e.high) > 0).map((e) => [e.partition, Number(e.high)]));
-  const lines = [];
-  if (remaining.size === 0) return lines;
-  const consumer = kafka.consumer({ groupId: `golden-${topic}-${process.pid}`, maxWaitTimeInMs: 50 });
-  await consumer.connect();
-  await consumer.subscribe({ topic, fromBeginning: true });
-  await new Promise((resolve) => {
-    consumer.run({
-      eachMessage: async ({ partition, message }) => {
-        const headers = Object.keys(message.headers || {}).sort()
-          .map((k) => `${k}=${digest(message.headers[k])}`).join(',');
-        // A record without a key goes to a partition the producer picks at random.
-        const where = message.key === null ? '*' : partition;
-        lines.push(`${topic} ${where} ${digest(message.key)} ${digest(message.value)} ${headers || '-'}`);
-        if (Number(message.offset) + 1 >= remaining.get(partition)) remaining.delete(partition);
-        if (remaining.size === 0) resolve();
-      },
-    });
+  return (await h.readAll(kafka, topic)).map((r) => {
+    const headers = Object.keys(r.headers).sort().map((k) => `${k}=${digest(r.headers[k])}`).join(',');
+    // A record without a key goes to a partition the producer picks at random.
+    const where = r.key === null ? '*' : r.partition;
+    return `${topic} ${where} ${digest(r.key)} ${digest(r.value)} ${headers || '-'}`;
   });
-  await consumer.disconnect();
-  return lines;
 }
 
 async function main(run) {

@@ -234,7 +234,8 @@ async function readAll(kafka, topic) {
   await new Promise((resolve) => {
     consumer.run({
       eachMessage: async ({ partition, message }) => {
-        records.push({ partition, offset: Number(message.offset), key: message.key && message.key.toString(), value: message.value });
+        records.push({ partition, offset: Number(message.offset), key: message.key && message.key.toString(), value: message.value,
+          headers: message.headers || {} });
         if (Number(message.offset) + 1 >= remaining.get(partition)) remaining.delete(partition);
         if (remaining.size === 0) resolve();
       },
