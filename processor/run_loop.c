@@ -266,34 +266,6 @@ static rd_kafka_resp_err_t runner_poll(runner_t *r, int *rc)
     return RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
-/* Closes the consumer, serving its revokes, for at most CONSUMER_CLOSE_TIMEOUT_S: with
- * the whole cluster gone, librdkafka 2.0's rd_kafka_consumer_close() waits for the
- * group coordinator forever. What a revoke could not commit is in the stores (their
- * offsets), so giving up loses nothing; the consumer is then left as it is. */
-#define CONSUMER_CLOSE_TIMEOUT_S 60
-
-static void consumer_close(runner_t *r)
-{
-    rd_kafka_queue_t *q = rd_kafka_queue_new(r->consumer);
-    rd_kafka_error_t *error = rd_kafka_consumer_close_queue(r->consumer, q);
-    if (error) {
-        LOG_WARN("closing the consumer: %s", rd_kafka_error_string(error));
-        rd_kafka_error_destroy(error);
-    }
-    double until = processor_monotonic_s() + CONSUMER_CLOSE_TIMEOUT_S;
-    while (!error && !rd_kafka_consumer_closed(r->consumer) &&
-           processor_monotonic_s() < until)
-        rd_kafka_queue_poll_callback(q, 100); /* serves the revokes (run_on_rebalance) */
-    if (!rd_kafka_consumer_closed(r->consumer)) {
-        LOG_WARN("the consumer did not close within %d s (the group coordinator does not "
-                 "answer): leaving without it; the group forgets this member after "
-                 "session.timeout.ms, and the stores hold every offset not committed",
-                 CONSUMER_CLOSE_TIMEOUT_S);
-        r->consumer_leaked = true;
-    }
-    rd_kafka_queue_destroy(q);
-}
-
 /* Leaves the group: closing the consumer revokes every partition (steps finish, the
  * outbox is delivered, offsets are committed). err: the subscription's. */
 static void runner_leave(runner_t *r, rd_kafka_resp_err_t err)
@@ -310,7 +282,7 @@ static void runner_leave(runner_t *r, rd_kafka_resp_err_t err)
     if (r->joined || err) {
         /* Closing revokes every partition: steps finish, the outbox is delivered,
          * offsets are committed, and the group is left. */
-        consumer_close(r);
+        rd_kafka_consumer_close(r->consumer);
     } else {
         LOG_WARN("leaving without closing the consumer: the group never answered its "
                  "join, and librdkafka %s cannot close it before (issue #4312); the "

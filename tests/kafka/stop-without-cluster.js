@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 // SIGTERM stops the processor when the whole cluster went away a moment before, with
-// an offset not yet committed. librdkafka 2.0's consumer close can wait for the group
-// coordinator forever (seen once in tests/bench/ab.sh, when the broker and the
-// processor were stopped together under load; not reproduced here), so the processor
-// bounds it (60 s) and leaves: what it applied is in its store.
+// an offset not yet committed: the revokes give up on deliveries and commits, and the
+// process exits. (A hang in librdkafka 2.0's consumer close, seen once in ab.sh when
+// the broker and the processor were stopped together under load, did not reproduce
+// here; processor/README.md, "Stopping".)
 'use strict';
 
 const assert = require('assert');
