@@ -244,7 +244,7 @@ static int check_reply_headers(const processor_config_t *cfg, const reply_route_
  * bad_reply_topic error on the replies topic and a dead letter instead (an error reply
  * just goes to the replies topic). */
 static void add_reply(part_t *p, step_out_t *so, const rd_kafka_message_t *m,
-                      const processor_output_t *out)
+                      const reply_route_t *rt, const processor_output_t *out)
 {
     runner_t *r = p->r;
     size_t topic_len = 0, partition_len = 0, corr_len = 0;
@@ -252,13 +252,11 @@ static void add_reply(part_t *p, step_out_t *so, const rd_kafka_message_t *m,
     char why[400];
     /* Headers refused, or not checked because the record was refused first (no key,
      * too large, wrong partition): the error goes to the replies topic. */
-    reply_route_t rt;
-    reply_route_read(m, &rt);
     if (out->error != CODEC_ERR_BAD_REPLY_TOPIC &&
-        !check_reply_headers(r->cfg, &rt, why, sizeof(why))) {
-        topic = rt.topic.ptr, topic_len = rt.topic.len;
-        partition = rt.partition.ptr, partition_len = rt.partition.len;
-        corr = rt.correlation.ptr, corr_len = rt.correlation.len;
+        !check_reply_headers(r->cfg, rt, why, sizeof(why))) {
+        topic = rt->topic.ptr, topic_len = rt->topic.len;
+        partition = rt->partition.ptr, partition_len = rt->partition.len;
+        corr = rt->correlation.ptr, corr_len = rt->correlation.len;
     }
     char topic_buf[STATE_OUTBOX_NAME_BYTES]; /* the outbox's limit on a topic name */
     state_header_t hs[1];
@@ -328,9 +326,11 @@ static void add_reply(part_t *p, step_out_t *so, const rd_kafka_message_t *m,
     processor_output_destroy(&bad);
 }
 
-void processor_apply_record(processor_handler_t *h, const processor_config_t *cfg,
-                            int32_t partition_count, const rd_kafka_message_t *m,
-                            processor_output_t *out)
+/* processor_apply_record() with m's reply headers already read (run reads them once
+ * for this and for the reply's address). */
+static void apply_record(processor_handler_t *h, const processor_config_t *cfg,
+                         int32_t partition_count, const rd_kafka_message_t *m,
+                         const reply_route_t *rt, processor_output_t *out)
 {
     const char *value = m->payload ? m->payload : "";
     processor_output_reset(out);
@@ -338,8 +338,6 @@ void processor_apply_record(processor_handler_t *h, const processor_config_t *cf
     int32_t expected;
     codec_limits_t limits = processor_limits(cfg);
     codec_err_t err;
-    reply_route_t rt;
-    reply_route_read(m, &rt);
     if (!m->key || m->key_len == 0) {
         processor_handler_refuse(h, NULL, 0, value, m->len, CODEC_ERR_MISSING_KEY,
                                  "the record has no key, or an empty one: the key must "
@@ -364,7 +362,7 @@ void processor_apply_record(processor_handler_t *h, const processor_config_t *cf
                  expected, cfg->partitioner, m->partition);
         processor_handler_refuse(h, m->key, m->key_len, value, m->len,
                                  CODEC_ERR_WRONG_PARTITION, why, out);
-    } else if (check_reply_headers(cfg, &rt, why, sizeof(why))) {
+    } else if (check_reply_headers(cfg, rt, why, sizeof(why))) {
         processor_handler_refuse(h, m->key, m->key_len, value, m->len,
                                  CODEC_ERR_BAD_REPLY_TOPIC, why, out);
     } else {
@@ -372,11 +370,22 @@ void processor_apply_record(processor_handler_t *h, const processor_config_t *cf
     }
 }
 
+void processor_apply_record(processor_handler_t *h, const processor_config_t *cfg,
+                            int32_t partition_count, const rd_kafka_message_t *m,
+                            processor_output_t *out)
+{
+    reply_route_t rt;
+    reply_route_read(m, &rt);
+    apply_record(h, cfg, partition_count, m, &rt, out);
+}
+
 bool run_process_record(part_t *p, const rd_kafka_message_t *m, processor_output_t *out,
                         step_out_t *so)
 {
     runner_t *r = p->r;
-    processor_apply_record(p->handler, r->cfg, r->partition_count, m, out);
+    reply_route_t rt;
+    reply_route_read(m, &rt);
+    apply_record(p->handler, r->cfg, r->partition_count, m, &rt, out);
     if (out->error == CODEC_ERR_STORE_FAILED) {
         atomic_fetch_add(&r->errors_by_code[CODEC_ERR_STORE_FAILED], 1);
         LOG_ERROR("partition %d offset %lld model " MODEL_FMT ": %s; the partition stops",
@@ -400,7 +409,7 @@ bool run_process_record(part_t *p, const rd_kafka_message_t *m, processor_output
                  codec_err_name(out->error), out->message);
     }
     if (out->reply_key)
-        add_reply(p, so, m, out);
+        add_reply(p, so, m, &rt, out);
     if (out->change.size) {
         /* The settings' identity only (16 bytes): one change record per flush. */
         state_header_t hs[1] = {
