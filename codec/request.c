@@ -34,7 +34,7 @@ typedef struct validator_s {
  * name up would scan the map once per name). nil counts as absent, as JavaScript
  * encoders send undefined as nil. */
 typedef struct fields_s {
-    const codec_value_t *v[8];
+    const codec_value_t *v[9];
     uint32_t known; /* entries that are known fields, nil ones included */
 } fields_t;
 
@@ -276,11 +276,12 @@ enum {
     E_TO,
     E_CONTEXT,
     E_COMPLETIONS,
+    E_TIMESTAMP,
     E__COUNT
 };
 static const name_t envelope_fields[E__COUNT] = {
-    NAME("type"), NAME("model"), NAME("client"),  NAME("seq"),
-    NAME("from"), NAME("to"),    NAME("context"), NAME("completions")};
+    NAME("type"), NAME("model"),   NAME("client"),      NAME("seq"),      NAME("from"),
+    NAME("to"),   NAME("context"), NAME("completions"), NAME("timestamp")};
 
 codec_err_t codec_id_check(const char *what, const char *id, size_t len, bool model,
                            const codec_limits_t *limits, char *errstr, size_t errstr_size)
@@ -308,6 +309,8 @@ static codec_err_t validate(codec_value_t *root, msgpack_zone *zone, const char 
     codec_str_t type = {0}, model = {0};
 
     memset(req, 0, sizeof(*req));
+    req->timestamp = -1;
+    req->offset = -1;
     req->root = root;
     req->zone = zone;
     if (key) {
@@ -372,6 +375,11 @@ static codec_err_t validate(codec_value_t *root, msgpack_zone *zone, const char 
 
     if ((err = get_map(&vd, ef.v[E_CONTEXT], "context", &req->context)))
         return err;
+    uint64_t timestamp;
+    if ((err = get_uint(&vd, ef.v[E_TIMESTAMP], "timestamp", false, &timestamp)))
+        return err;
+    if (ef.v[E_TIMESTAMP])
+        req->timestamp = (int64_t)timestamp;
     const codec_value_t *list = ef.v[E_COMPLETIONS];
     if (!list)
         return missing(&vd, "completions");

@@ -61,6 +61,10 @@ typedef struct codec_request_s {
     codec_completion_t *completions; /* flush */
     uint32_t n_completions;
     const codec_value_t *context; /* flush: map, NULL when absent */
+    int64_t timestamp; /* flush: ms since the epoch, the optional "timestamp" field
+                        * (the handler puts a Kafka record's own timestamp here); -1
+                        * when absent. Interceptors see it as meta.timestamp. */
+    int64_t offset;    /* set by the handler: the record's offset, -1 when none */
 
     bool has_model, has_client, has_seq; /* what could be identified, even on error */
     codec_value_t *root;                 /* owns everything borrowed above */

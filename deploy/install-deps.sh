@@ -9,7 +9,7 @@ top=$(cd "$here/.." && pwd)
 packages=(
   build-essential cmake pkg-config git
   librdkafka-dev libmsgpack-dev librocksdb-dev libjansson-dev
-  libxxhash-dev uthash-dev libmicrohttpd-dev libjemalloc-dev
+  libxxhash-dev uthash-dev libmicrohttpd-dev libjemalloc-dev liblua5.4-dev libssl-dev
   libcriterion-dev
   clang libclang-rt-14-dev clang-format
   kcat bc shellcheck yamllint

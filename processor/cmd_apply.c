@@ -103,7 +103,7 @@ int processor_cmd_apply(const processor_config_t *cfg, FILE *in, FILE *out)
             bool keyed = model && model->type == CODEC_VALUE_STR;
             msgpack_sbuffer_clear(&record);
             codec_msgpack_pack_value(&pk, v);
-            processor_handler_handle(h, -1, keyed ? model->u.str.ptr : NULL,
+            processor_handler_handle(h, -1, -1, keyed ? model->u.str.ptr : NULL,
                                      keyed ? model->u.str.len : 0, record.data,
                                      record.size, &result);
             codec_value_destroy(v);

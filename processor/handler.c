@@ -415,9 +415,9 @@ void processor_handler_refuse(processor_handler_t *h, const char *key, size_t ke
     fit_reply(h, out, &to, "");
 }
 
-void processor_handler_handle(processor_handler_t *h, int64_t offset, const char *key,
-                              size_t key_len, const char *value, size_t value_len,
-                              processor_output_t *out)
+void processor_handler_handle(processor_handler_t *h, int64_t offset, int64_t timestamp,
+                              const char *key, size_t key_len, const char *value,
+                              size_t value_len, processor_output_t *out)
 {
     msgpack_packer pk;
     codec_request_t req;
@@ -433,6 +433,9 @@ void processor_handler_handle(processor_handler_t *h, int64_t offset, const char
         reject(out, &pk, &to, err, errstr);
         goto done;
     }
+    req.offset = offset;
+    if (timestamp >= 0)
+        req.timestamp = timestamp;
 
     target_t t = {0};
     if (h->conf.store) {

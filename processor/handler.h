@@ -62,13 +62,15 @@ void processor_output_init(processor_output_t *out);
 void processor_output_reset(processor_output_t *out);
 void processor_output_destroy(processor_output_t *out);
 
-/** Handles one record at offset (-1: not from Kafka). Never fails: bad
+/** Handles one record at offset (-1: not from Kafka) with its Kafka timestamp in ms
+ *  (-1: none; then a flush's own "timestamp" field, if any, is what interceptors see
+ *  as meta.timestamp). Never fails: bad
  *  input gets an error reply in out. key may be NULL (then the value must carry
  *  "model"). With a store, changes are durable only after processor_handler_commit().
  *  @locality one thread per handler. */
-void processor_handler_handle(processor_handler_t *h, int64_t offset, const char *key,
-                              size_t key_len, const char *value, size_t value_len,
-                              processor_output_t *out);
+void processor_handler_handle(processor_handler_t *h, int64_t offset, int64_t timestamp,
+                              const char *key, size_t key_len, const char *value,
+                              size_t value_len, processor_output_t *out);
 
 /** Refuses a record for a reason found outside its value (err, message): out gets an
  *  error reply addressed to whatever client and seq a shallow scan of the value finds

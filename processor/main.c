@@ -4,7 +4,9 @@
 
 #include "commands.h"
 #include "log.h"
+#include "interceptor.h"
 #include "options.h"
+#include "setup.h"
 
 /* FLUSHOUT_VERSION comes from CMakeLists.txt's project(VERSION), the one place it is
  * written. */
@@ -51,14 +53,18 @@ int main(int argc, char **argv)
                                   : !strcmp(cfg.log_level, "warn") ? PROCESSOR_LOG_WARN
                                   : !strcmp(cfg.log_level, "info") ? PROCESSOR_LOG_INFO
                                                                    : PROCESSOR_LOG_DEBUG;
-    if (rc == 0)
+    if (rc == 0 && processor_interceptor_setup(&cfg, errstr, sizeof(errstr))) {
+        fprintf(stderr, "flushout-processor %s: %s\n", name, errstr);
+        rc = 2;
+    } else if (rc == 0) {
         rc = command->main(&cfg, stdin, stdout);
-    else if (rc == 1)
+    } else if (rc == 1)
         rc = 0;
     else {
         fprintf(stderr, "flushout-processor %s: %s\n", name, errstr);
         rc = 2;
     }
+    processor_interceptor_destroy(cfg.interceptor_loaded);
     processor_config_clear(&cfg);
     return rc;
 }

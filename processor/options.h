@@ -85,6 +85,11 @@ typedef struct processor_config_s {
     char *to_changes_topic;
     char *to_snapshots_topic;
     uint64_t low_latency; /* not an option: dev and send set it (short fetch waits) */
+    char *interceptor;    /* apply, run, dev, rebuild: a Lua script */
+    uint64_t interceptor_max_instructions;
+    uint64_t interceptor_max_memory_mb;
+    /* not an option: --interceptor loaded (processor_interceptor_setup()) */
+    struct processor_interceptor_s *interceptor_loaded;
     /* -X name=value librdkafka properties, in order: name, value, name, value... */
     char **kafka_props;
     size_t kafka_prop_count;

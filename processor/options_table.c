@@ -5,6 +5,7 @@
 
 #include "codec/error.h"
 #include "options.h"
+#include "processor/interceptor.h"
 
 #define STR(x)  #x
 #define XSTR(x) STR(x)
@@ -498,6 +499,42 @@ const processor_option_t processor_options[] = {
         .offset = OFF(initial_document),
         .commands = PROCESSOR_CMD_APPLYING,
         .help = "JSON file with the document new models start from (default: {}).",
+    },
+    {
+        .name = "interceptor",
+        .type = PROCESSOR_OPT_STRING,
+        .offset = OFF(interceptor),
+        .commands = PROCESSOR_CMD_APPLY | PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV |
+                    PROCESSOR_CMD_REBUILD,
+        .help = "A Lua 5.4 script defining intercept(document, command, context, meta), "
+                "called for each command before it is applied, as flushout's "
+                "Interceptor: return nil, {newProps = {...}} or {rejection = \"...\"} "
+                "(processor/INTERCEPTORS.md). A script that does not load stops "
+                "startup.",
+    },
+    {
+        .name = "interceptor-max-instructions",
+        .type = PROCESSOR_OPT_UINT,
+        .default_value = "1000000",
+        .min = 1000,
+        .max = 1000000000,
+        .offset = OFF(interceptor_max_instructions),
+        .commands = PROCESSOR_CMD_APPLY | PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV |
+                    PROCESSOR_CMD_REBUILD,
+        .help = "Lua instructions (and pattern-matching steps) one intercept call may "
+                "take; beyond them the command is rejected.",
+    },
+    {
+        .name = "interceptor-max-memory-mb",
+        .type = PROCESSOR_OPT_UINT,
+        .default_value = "64",
+        .min = PROCESSOR_INTERCEPTOR_MIN_MEMORY_MB,
+        .max = 65536,
+        .offset = OFF(interceptor_max_memory_mb),
+        .commands = PROCESSOR_CMD_APPLY | PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV |
+                    PROCESSOR_CMD_REBUILD,
+        .help = "Memory of each Lua state (one per worker thread); one intercept call "
+                "may allocate a quarter of it, beyond which the command is rejected.",
     },
     {
         .name = "max-depth",

@@ -366,7 +366,11 @@ static void apply_record(processor_handler_t *h, const processor_config_t *cfg,
         processor_handler_refuse(h, m->key, m->key_len, value, m->len,
                                  CODEC_ERR_BAD_REPLY_TOPIC, why, out);
     } else {
-        processor_handler_handle(h, m->offset, m->key, m->key_len, value, m->len, out);
+        /* CreateTime is the producer's, LogAppendTime the broker's: either is kept in
+         * the topic, so a replay gives interceptors the same meta.timestamp. */
+        int64_t timestamp = rd_kafka_message_timestamp(m, NULL);
+        processor_handler_handle(h, m->offset, timestamp, m->key, m->key_len, value,
+                                 m->len, out);
     }
 }
 

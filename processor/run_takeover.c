@@ -129,7 +129,20 @@ static int check_layout(part_t *p, const char *dir)
         atomic_store(&r->fatal, true);
         return -1;
     }
-    if (count_recorded && settings_recorded)
+    /* Equal but for the interceptor: the operator deployed another script. */
+    char *recorded = settings_recorded ? state_store_settings(p->store) : NULL;
+    bool changed = recorded && strcmp(recorded, r->settings) != 0;
+    if (changed) {
+        const char *was = strstr(recorded, ";" INTERCEPTOR_SETTING);
+        const char *now = strstr(r->settings, ";" INTERCEPTOR_SETTING);
+        LOG_WARN("partition %d: the interceptor changed (%s when the state was last "
+                 "taken over, %s now): flushes from offset %lld on get the new one",
+                 p->id, was ? was + 1 : "none", now ? now + 1 : "none",
+                 (long long)state_store_next_offset(p->store));
+        state_store_set_settings(p->store, r->settings);
+    }
+    free(recorded);
+    if (count_recorded && settings_recorded && !changed)
         return 0;
     if (!count_recorded)
         state_store_set_partition_count(p->store, r->partition_count);

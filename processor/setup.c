@@ -11,7 +11,9 @@
 #include "codec/alloc.h"
 #include "codec/json.h"
 #include "codec/msgpack.h"
+#include "interceptor.h"
 #include "kafka.h"
+#include "log.h"
 
 int processor_make_dirs(const char *path, char *errstr, size_t errstr_size)
 {
@@ -98,7 +100,30 @@ codec_limits_t processor_limits(const processor_config_t *cfg)
 state_master_conf_t processor_master_conf(const processor_config_t *cfg)
 {
     return (state_master_conf_t){
-        .ids = !strcmp(cfg->ids, "sequential") ? STATE_IDS_SEQUENTIAL : STATE_IDS_HASH};
+        .ids = !strcmp(cfg->ids, "sequential") ? STATE_IDS_SEQUENTIAL : STATE_IDS_HASH,
+        .interceptor = cfg->interceptor_loaded ? processor_interceptor_call : NULL,
+        .interceptor_opaque = cfg->interceptor_loaded};
+}
+
+int processor_interceptor_setup(processor_config_t *cfg, char *errstr, size_t errstr_size)
+{
+    if (!cfg->interceptor)
+        return 0;
+    processor_interceptor_conf_t ic = {
+        .path = cfg->interceptor,
+        .max_instructions = cfg->interceptor_max_instructions,
+        .max_memory_bytes = cfg->interceptor_max_memory_mb << 20,
+        .limits = processor_limits(cfg),
+    };
+    cfg->interceptor_loaded = processor_interceptor_load(&ic, errstr, errstr_size);
+    if (!cfg->interceptor_loaded)
+        return -1;
+    LOG_INFO("interceptor %s: sha256 %s, at most %llu instructions and %llu MB per "
+             "command",
+             cfg->interceptor, processor_interceptor_sha256(cfg->interceptor_loaded),
+             (unsigned long long)cfg->interceptor_max_instructions,
+             (unsigned long long)cfg->interceptor_max_memory_mb / 4);
+    return 0;
 }
 
 processor_handler_conf_t processor_partition_handler_conf(const processor_config_t *cfg,
@@ -172,14 +197,24 @@ char *processor_settings(const processor_config_t *cfg,
             (unsigned long long)cfg->max_record_bytes,
             cfg->partitioner ? cfg->partitioner : "any", doc,
             cfg->reply_topics ? cfg->reply_topics : "", processor_max_message_bytes(cfg));
+    if (cfg->interceptor_loaded) /* last: processor_settings_id() stops before it */
+        fprintf(fp, ";" INTERCEPTOR_SETTING "sha256:%s",
+                processor_interceptor_sha256(cfg->interceptor_loaded));
     fclose(fp);
     return out;
+}
+
+/* The settings before the interceptor's entry: what records must agree on. */
+static size_t settings_core_len(const char *settings)
+{
+    const char *at = strstr(settings, ";" INTERCEPTOR_SETTING);
+    return at ? (size_t)(at - settings) : strlen(settings);
 }
 
 void processor_settings_id(const char *settings, char id[PROCESSOR_SETTINGS_ID_LEN + 1])
 {
     snprintf(id, PROCESSOR_SETTINGS_ID_LEN + 1, "%016llx",
-             (unsigned long long)XXH64(settings, strlen(settings), 0));
+             (unsigned long long)XXH64(settings, settings_core_len(settings), 0));
 }
 
 /* The value of name in a settings string, or NULL; *len set. */
@@ -211,6 +246,11 @@ int processor_settings_diff(const char *recorded, const char *now, char *out,
             size_t item = strcspn(s, ";");
             const char *eq = memchr(s, '=', item);
             size_t name_len = eq ? (size_t)(eq - s) : item, a_len = 0, b_len = 0;
+            if (name_len == strlen(INTERCEPTOR_SETTING) - 1 &&
+                !memcmp(s, INTERCEPTOR_SETTING, name_len)) {
+                s += item + (s[item] == ';');
+                continue; /* recorded, not enforced: see processor_settings() */
+            }
             const char *a = setting(recorded, s, name_len, &a_len);
             const char *b = setting(now, s, name_len, &b_len);
             if ((pass == 0 || !b) &&

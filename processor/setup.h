@@ -38,7 +38,13 @@ bool processor_partition_dir_parse(const char *name, int32_t *partition);
 
 /* Settings every command that applies flushes builds from the options. */
 codec_limits_t processor_limits(const processor_config_t *cfg);
+/* With cfg->interceptor_loaded, its master calls the interceptor. */
 state_master_conf_t processor_master_conf(const processor_config_t *cfg);
+/** Loads --interceptor (if set) into cfg->interceptor_loaded and logs its SHA-256.
+ *  The caller destroys it (processor_interceptor_destroy()) after the command.
+ *  @returns 0, or -1 and errstr (the file and line of what is wrong). */
+int processor_interceptor_setup(processor_config_t *cfg, char *errstr,
+                                size_t errstr_size);
 /* The handler of a partition's flushes as the processor applies them (change records
  * packed, outputs bounded by message.max.bytes): `run` and `rebuild --from flushes`
  * must decide alike to build the same state. */
@@ -62,6 +68,11 @@ char *processor_settings(const processor_config_t *cfg,
 #define PROCESSOR_SETTINGS_HEADER      "flushout_settings"
 #define PROCESSOR_SETTINGS_TEXT_HEADER "flushout_settings_text"
 #define PROCESSOR_SETTINGS_ID_LEN      16
+/* The interceptor's SHA-256 ends the settings string when one is loaded. It is
+ * recorded but not enforced: records and stores stay compatible across scripts
+ * (change records hold commands as resolved), and a store that recorded another
+ * script takes the new one, with a warning (processor/INTERCEPTORS.md). */
+#define INTERCEPTOR_SETTING "interceptor="
 
 /** Writes the identity of settings (xxh64 of the string, as 16 lowercase hex digits
  *  and a NUL) to id. */

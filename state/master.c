@@ -292,9 +292,11 @@ void state_master_apply(state_master_t *m, const codec_request_t *flush,
             command.path = mapped;
 
         state_interception_t icpt = {.kind = STATE_INTERCEPT_ACCEPT};
-        if (m->conf.interceptor)
-            m->conf.interceptor(m->conf.interceptor_opaque, m->document, &command,
-                                flush->context, &icpt);
+        if (m->conf.interceptor) {
+            state_intercept_meta_t meta = {flush, m->count};
+            m->conf.interceptor(m->conf.interceptor_opaque, m->document, &command, &meta,
+                                &icpt);
+        }
         bool is_modified = mapped != NULL || icpt.kind != STATE_INTERCEPT_ACCEPT;
 
         codec_value_t *created_id = NULL;
@@ -308,8 +310,9 @@ void state_master_apply(state_master_t *m, const codec_request_t *flush,
             command =
                 (codec_command_t){command.action, command.path, icpt.new_props, NULL};
             error = apply_command(m, &command, c->created_id, &created_id);
-        } else if (icpt.kind == STATE_INTERCEPT_REJECT) {
-            error = codec_xmemdup(icpt.message, strlen(icpt.message));
+        } else if (icpt.kind == STATE_INTERCEPT_REJECT && icpt.message) {
+            error = icpt.message;
+            icpt.message = NULL;
         } else { /* flushout would send an error without a message here */
             const char *msg = "Interceptor gave no props that this command can take";
             error = codec_xmemdup(msg, strlen(msg));
@@ -339,6 +342,7 @@ void state_master_apply(state_master_t *m, const codec_request_t *flush,
         codec_value_destroy(created_id);
         codec_value_destroy(mapped);
         codec_value_destroy(icpt.new_props);
+        free(icpt.message);
     }
 
     /* master.js: a sync is due when the proxy is behind or anything changed. */

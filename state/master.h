@@ -29,16 +29,27 @@ typedef enum state_intercept_e {
 typedef struct state_interception_s {
     state_intercept_t kind;
     codec_value_t *new_props; /* REPLACE_PROPS: a map; the master takes ownership */
-    char message[256];        /* REJECT: the error message sent to the client */
+    char *message; /* REJECT: the error message sent to the client (valid UTF-8, heap,
+                    * the master frees it); NULL gives a generic one */
 } state_interception_t;
 
+/* What an interceptor knows of the command beyond the document: the flush it is part
+ * of (model, client, seq, context, timestamp, offset) and the model's command count
+ * before the command. */
+typedef struct state_intercept_meta_s {
+    const codec_request_t *flush;
+    uint64_t command_count;
+} state_intercept_meta_t;
+
 /** Flushout's Interceptor: sees each command (after path remapping) before it is
- *  applied, with the document as it is at that moment and the flush's context (NULL
- *  when absent). It must not modify the document. Starts with kind = ACCEPT.
+ *  applied, with the document as it is at that moment and the flush's context
+ *  (meta->flush->context, NULL when absent). It must not modify the document, and
+ *  must give the same outcome for the same arguments (replays and other instances
+ *  depend on it). Starts with kind = ACCEPT.
  *  @locality the thread applying the flush. */
 typedef void(state_interceptor_fn)(void *opaque, const codec_value_t *document,
                                    const codec_command_t *command,
-                                   const codec_value_t *context,
+                                   const state_intercept_meta_t *meta,
                                    state_interception_t *out);
 
 typedef struct state_master_conf_s {

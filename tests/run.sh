@@ -30,8 +30,12 @@ run_suite() { # build-dir, extra cmake flags...
         status=$?
     grep -E '^ *[0-9]+/[0-9]+ Test +#|tests passed|Total Test time' "$log" || true
     if ((status)); then
-        echo "ctest failed: the whole output is in $log; its last lines:"
-        tail -n 150 "$log"
+        echo "ctest failed: the whole output is in $log; the failures in it:"
+        # Criterion's failed assertions and crashes, with the line before each.
+        grep -nE -B1 '\[FAIL\]|\[----\].*(:[0-9]+:|Assertion|crash|signal)|Test #[0-9]+: .*\*\*\*|ERROR: AddressSanitizer|runtime error:' "$log" |
+            head -n 80 || true
+        echo "its last lines:"
+        tail -n 120 "$log"
         exit "$status"
     fi
     # A sanitizer report in a test that still passed (Criterion's forked workers, a

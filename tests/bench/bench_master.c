@@ -194,7 +194,7 @@ static uint64_t run_all(processor_handler_t *h, const bench_workload_t *w,
     for (size_t i = 0; i < w->count; i++) {
         const bench_record_t *r = &w->records[i];
         processor_output_reset(out);
-        processor_handler_handle(h, -1, record_key(w, i), r->key_len,
+        processor_handler_handle(h, -1, -1, record_key(w, i), r->key_len,
                                  w->values.data + r->off, r->len, out);
         errors += out->error != CODEC_OK;
     }
@@ -321,7 +321,7 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < w.count; i++) {
         const bench_record_t *r = &w.records[i];
         processor_output_reset(&out);
-        processor_handler_handle(h, -1, record_key(&w, i), r->key_len,
+        processor_handler_handle(h, -1, -1, record_key(&w, i), r->key_len,
                                  w.values.data + r->off, r->len, &out);
         if (count_reply(&s, &out, first_bad == SIZE_MAX ? why : scratch, sizeof(why))) {
             s.error_replies++;

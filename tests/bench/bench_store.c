@@ -172,7 +172,7 @@ static void handle(processor_handler_t *h, const char *model, msgpack_sbuffer *s
                    processor_output_t *out)
 {
     processor_output_reset(out);
-    processor_handler_handle(h, -1, model, strlen(model), sb->data, sb->size, out);
+    processor_handler_handle(h, -1, -1, model, strlen(model), sb->data, sb->size, out);
     if (out->error) {
         fprintf(stderr, "bench_store: a flush got an error reply (%s)\n",
                 codec_err_name(out->error));

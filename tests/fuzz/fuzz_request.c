@@ -101,7 +101,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         out_ready = 1;
     }
     processor_output_reset(&out);
-    processor_handler_handle(handler_get(), -1, "m", 1, (const char *)data, size, &out);
+    processor_handler_handle(handler_get(), -1, -1, "m", 1, (const char *)data, size,
+                             &out);
     fuzz_check_reply(&out);
     /* The handler decodes the same bytes, so it must reject exactly what the decoder
      * rejected (a request that decodes may still get an error reply, e.g. a history

@@ -246,7 +246,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     model_name((int)(size % FUZZ_MODELS), name);
 
     processor_output_reset(&out);
-    processor_handler_handle(fuzz_handler, -1, name, strlen(name), (const char *)data,
+    processor_handler_handle(fuzz_handler, -1, -1, name, strlen(name), (const char *)data,
                              size, &out);
     fuzz_check_reply(&out);
     char errstr[512];

@@ -445,8 +445,9 @@ static void replay_run(replay_t *r, cache_mode_t mode, const limits_t *l,
             replay_open(r, mode, l);
         }
         processor_output_reset(&out);
-        processor_handler_handle(r->h, (int64_t)i, reqs[i].model, strlen(reqs[i].model),
-                                 reqs[i].value.data, reqs[i].value.size, &out);
+        processor_handler_handle(r->h, (int64_t)i, -1, reqs[i].model,
+                                 strlen(reqs[i].model), reqs[i].value.data,
+                                 reqs[i].value.size, &out);
         uint32_t len = (uint32_t)out.reply.size;
         msgpack_sbuffer_write(&r->replies, (const char *)&len, sizeof(len));
         msgpack_sbuffer_write(&r->replies, out.reply.data, out.reply.size);
@@ -709,7 +710,8 @@ Test(processor_apply, the_document_limit_counts_the_initial_document)
     request_t *reqs = growing_flushes(1, 3000);
     processor_output_t out;
     processor_output_init(&out);
-    processor_handler_handle(h, 0, "m", 1, reqs[0].value.data, reqs[0].value.size, &out);
+    processor_handler_handle(h, 0, -1, "m", 1, reqs[0].value.data, reqs[0].value.size,
+                             &out);
     cr_assert_eq(out.error, CODEC_ERR_TOO_LARGE, "%s", out.message);
     processor_output_destroy(&out);
     free_requests(reqs, 1);

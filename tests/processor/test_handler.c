@@ -93,7 +93,7 @@ static void handle_at(processor_handler_t *h, const char *key, int64_t offset,
     msgpack_sbuffer sb;
     pack_json(&sb, json);
     processor_output_reset(out);
-    processor_handler_handle(h, offset, key, key ? strlen(key) : 0, sb.data, sb.size,
+    processor_handler_handle(h, offset, -1, key, key ? strlen(key) : 0, sb.data, sb.size,
                              out);
     msgpack_sbuffer_destroy(&sb);
 }
@@ -125,7 +125,7 @@ Test(processor_handler,
     pack_float_flush(&sb, 1, 0, 2000, true); /* ~10 kB in, ~18 kB of change record */
     cr_assert_lt(sb.size, 11000);
     processor_output_reset(&out);
-    processor_handler_handle(h, 7, "m", 1, sb.data, sb.size, &out);
+    processor_handler_handle(h, 7, -1, "m", 1, sb.data, sb.size, &out);
     msgpack_sbuffer_destroy(&sb);
     cr_assert_eq(out.error, CODEC_ERR_TOO_LARGE, "%s", out.message);
     cr_assert_eq(out.change.size, 0);
@@ -134,7 +134,7 @@ Test(processor_handler,
 
     pack_float_flush(&sb, 2, 0, 1400, true); /* ~7 kB in, ~12.6 kB out: fits */
     processor_output_reset(&out);
-    processor_handler_handle(h, 8, "m", 1, sb.data, sb.size, &out);
+    processor_handler_handle(h, 8, -1, "m", 1, sb.data, sb.size, &out);
     cr_assert_eq(out.error, CODEC_OK, "%s", out.message);
     cr_assert_gt(out.change.size, sb.size + 5000, "float32 came out as float64");
     cr_assert_leq(out.change.size + 1, 15000);
@@ -386,7 +386,7 @@ Test(processor_handler, a_bad_record_gets_an_addressed_error_and_changes_nothing
 
     /* Not msgpack at all: the key still names the model; no client, no reply key. */
     processor_output_reset(&out);
-    processor_handler_handle(h, 1, "m", 1, "\xc1", 1, &out);
+    processor_handler_handle(h, 1, -1, "m", 1, "\xc1", 1, &out);
     expect_error(&out, CODEC_ERR_RESERVED_BYTE, "reserved_byte", "\"model\":\"m\",");
     cr_assert_null(out.reply_key);
     cr_assert_eq(out.reply_key_len, 0);

@@ -563,8 +563,8 @@ Test(kafka, many_models_over_partitions_match_an_in_memory_master)
                 msgpack_sbuffer sb;
                 to_msgpack(json, &sb);
                 processor_output_reset(&out);
-                processor_handler_handle(ref, -1, model, strlen(model), sb.data, sb.size,
-                                         &out);
+                processor_handler_handle(ref, -1, -1, model, strlen(model), sb.data,
+                                         sb.size, &out);
                 cr_assert_eq(out.error, 0);
                 msgpack_sbuffer_destroy(&sb);
             }
@@ -1662,7 +1662,7 @@ static void loop_round(loop_t *l)
         msgpack_sbuffer sb;
         to_msgpack(json, &sb);
         processor_output_reset(&l->out);
-        processor_handler_handle(l->ref, -1, model, strlen(model), sb.data, sb.size,
+        processor_handler_handle(l->ref, -1, -1, model, strlen(model), sb.data, sb.size,
                                  &l->out);
         msgpack_sbuffer_destroy(&sb);
     }

@@ -601,7 +601,7 @@ static void node_handle(node_t *n, const records_t *in, size_t from, size_t to,
             node_open(n);
         }
         processor_output_reset(&out);
-        processor_handler_handle(n->h, (int64_t)i, r->key, r->key_len, r->value,
+        processor_handler_handle(n->h, (int64_t)i, -1, r->key, r->key_len, r->value,
                                  r->value_len, &out);
         const char *code = codec_err_name(out.error);
         records_add(&n->out.replies, code, strlen(code), out.reply.data, out.reply.size);

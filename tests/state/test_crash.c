@@ -162,7 +162,7 @@ static void run_durable(void)
     char errstr[512];
     for (int i = 0; i < RECORDS; i++) {
         processor_output_reset(&out);
-        processor_handler_handle(h, -1, records[i].key, strlen(records[i].key),
+        processor_handler_handle(h, -1, -1, records[i].key, strlen(records[i].key),
                                  records[i].value.data, records[i].value.size, &out);
         if ((i % 16 == (int)(rng_state % 16) || i == RECORDS - 1) &&
             processor_handler_commit(h, i + 1, errstr, sizeof(errstr))) {
@@ -246,7 +246,7 @@ Test(state_crash, killed_runs_resent_in_full_end_in_the_reference_state, .timeou
     processor_output_init(&out);
     for (int i = 0; i < RECORDS; i++) {
         processor_output_reset(&out);
-        processor_handler_handle(ref, -1, records[i].key, strlen(records[i].key),
+        processor_handler_handle(ref, -1, -1, records[i].key, strlen(records[i].key),
                                  records[i].value.data, records[i].value.size, &out);
     }
     processor_output_destroy(&out);

@@ -162,10 +162,10 @@ Test(state_master, colliding_create_with_history_gets_a_partial_sync)
 }
 
 static void replace_props(void *opaque, const codec_value_t *document,
-                          const codec_command_t *command, const codec_value_t *context,
-                          state_interception_t *out)
+                          const codec_command_t *command,
+                          const state_intercept_meta_t *meta, state_interception_t *out)
 {
-    (void)opaque, (void)document, (void)command, (void)context;
+    (void)opaque, (void)document, (void)command, (void)meta;
     out->kind = STATE_INTERCEPT_REPLACE_PROPS;
     out->new_props = json("{\"field\":\"b\"}");
 }
@@ -198,16 +198,19 @@ Test(state_master, interceptor_replacing_props_with_history_gives_a_partial_sync
 }
 
 static void reject_updates(void *opaque, const codec_value_t *document,
-                           const codec_command_t *command, const codec_value_t *context,
-                           state_interception_t *out)
+                           const codec_command_t *command,
+                           const state_intercept_meta_t *meta, state_interception_t *out)
 {
     (void)document;
+    const codec_value_t *context = meta->flush->context;
     cr_assert_str_eq(opaque, "opaque");
+    /* the count before this command: the create before it was applied */
+    cr_assert_eq(meta->command_count, command->action == CODEC_ACTION_UPDATE ? 1 : 0);
     cr_assert_not_null(context);
     cr_assert_eq(codec_map_get(context, "user", 4)->type, CODEC_VALUE_STR);
     if (command->action == CODEC_ACTION_UPDATE) {
         out->kind = STATE_INTERCEPT_REJECT;
-        snprintf(out->message, sizeof(out->message), "updates are not allowed");
+        out->message = strdup("updates are not allowed");
     }
 }
 
