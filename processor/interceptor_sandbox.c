@@ -1,0 +1,397 @@
+/* processor/interceptor_sandbox.c - what an interceptor script can reach: pure
+ * libraries, read-only, with the functions that could depend on the Lua state (next,
+ * tostring of a table, %p) or run unbounded in C replaced by ones that cannot. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "interceptor_int.h"
+#include "lua_patterns.h"
+
+const char INTERCEPTOR_ENV_MT_KEY, INTERCEPTOR_VIEW_MT_KEY, INTERCEPTOR_ARRAY_MT_KEY;
+
+/* ---- the sandbox's own functions ---- */
+
+static int read_only(lua_State *L)
+{
+    return luaL_error(L, "this table is read-only");
+}
+
+/* tostring without addresses: "table", not "table: 0x55d...". */
+static int sandbox_tostring(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    int t = lua_type(L, 1);
+    if (t == LUA_TTABLE || t == LUA_TFUNCTION || t == LUA_TUSERDATA || t == LUA_TTHREAD ||
+        t == LUA_TLIGHTUSERDATA) {
+        if (luaL_callmeta(L, 1, "__tostring")) {
+            if (!lua_isstring(L, -1))
+                return luaL_error(L, "'__tostring' must return a string");
+            return 1;
+        }
+        lua_pushstring(L, t == LUA_TUSERDATA && luaL_getmetafield(L, 1, "__name")
+                              ? lua_tostring(L, -1)
+                              : lua_typename(L, t));
+        return 1;
+    }
+    luaL_tolstring(L, 1, NULL);
+    return 1;
+}
+
+/* string.format without %p and without addresses for %s of a table. */
+static int sandbox_format(lua_State *L)
+{
+    size_t len;
+    const char *fmt = luaL_checklstring(L, 1, &len);
+    for (size_t i = 0; i + 1 < len; i++) {
+        if (fmt[i] != '%')
+            continue;
+        size_t j = i + 1;
+        while (j < len && strchr("-+ #0123456789.", fmt[j]))
+            j++;
+        if (j < len && fmt[j] == 'p')
+            return luaL_error(L, "string.format: %%p is not available to interceptors");
+        i = j;
+    }
+    int n = lua_gettop(L);
+    for (int i = 2; i <= n; i++) {
+        int t = lua_type(L, i);
+        if (t != LUA_TNUMBER && t != LUA_TSTRING) {
+            lua_pushcfunction(L, sandbox_tostring);
+            lua_pushvalue(L, i);
+            lua_call(L, 1, 1);
+            lua_replace(L, i);
+        }
+    }
+    lua_pushvalue(L, lua_upvalueindex(1)); /* Lua's string.format */
+    lua_insert(L, 1);
+    lua_call(L, n, 1);
+    return 1;
+}
+
+/* Wraps a C function that scans its first (string) argument without allocating
+ * (utf8.len, tonumber...): the scan is charged. */
+static int charged_scan(lua_State *L)
+{
+    size_t len = 0;
+    if (lua_type(L, 1) == LUA_TSTRING)
+        lua_tolstring(L, 1, &len);
+    processor_lua_charge(L, 1 + len / 16);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+/* pcall and xpcall that cannot catch a spent budget: a script that called pcall in a
+ * loop could otherwise catch the budget's error for ever. */
+static int protected_result(lua_State *L, int status, int base)
+{
+    if (status != LUA_OK && interceptor_worker(L)->over != OVER_NONE)
+        return lua_error(L);
+    lua_pushboolean(L, status == LUA_OK);
+    lua_insert(L, base);
+    return lua_gettop(L) - base + 1;
+}
+
+static int sandbox_pcall(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    return protected_result(L, lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0), 1);
+}
+
+static int sandbox_xpcall(lua_State *L)
+{
+    int n = lua_gettop(L);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_pushvalue(L, 1); /* f, handler, args..., f */
+    lua_rotate(L, 3, 1); /* f, handler, f, args... */
+    return protected_result(L, lua_pcall(L, n - 2, LUA_MULTRET, 2), 3);
+}
+
+/* Wraps a C function whose work is its results (string.byte, utf8.codepoint,
+ * table.unpack): they are charged once counted (Lua bounds them by its stack). */
+static int charged_results(lua_State *L)
+{
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    processor_lua_charge(L, (size_t)lua_gettop(L));
+    return lua_gettop(L);
+}
+
+/* table.move(a1, f, e, t): charged its length up front (moving nils allocates
+ * nothing, so nothing else would count it). */
+static int charged_move(lua_State *L)
+{
+    lua_Integer f = luaL_checkinteger(L, 2), e = luaL_checkinteger(L, 3);
+    if (e >= f)
+        processor_lua_charge(L, (size_t)((lua_Unsigned)e - (lua_Unsigned)f) + 1);
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+/* setmetatable, refusing what makes outcomes depend on when the collector runs. */
+static int sandbox_setmetatable(lua_State *L)
+{
+    if (lua_type(L, 2) == LUA_TTABLE) {
+        if (lua_getfield(L, 2, "__gc") != LUA_TNIL)
+            return luaL_error(L, "setmetatable: __gc is not available to interceptors");
+        if (lua_getfield(L, 2, "__mode") != LUA_TNIL)
+            return luaL_error(L, "setmetatable: weak tables (__mode) are not available "
+                                 "to interceptors");
+        lua_pop(L, 2);
+    }
+    lua_pushvalue(L, lua_upvalueindex(1)); /* Lua's setmetatable */
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+/* Keys in a deterministic order: Lua's own next() depends on a per-state hash seed. */
+enum { KEY_NUMBER, KEY_STRING, KEY_BOOLEAN }; /* the order of kinds of key */
+typedef struct sort_key_s {
+    int type; /* KEY_* */
+    lua_Number num;
+    const char *str;
+    size_t len;
+    int idx; /* in the keys table */
+} sort_key_t;
+
+static int key_compare(const void *pa, const void *pb)
+{
+    const sort_key_t *a = pa, *b = pb;
+    if (a->type != b->type)
+        return a->type < b->type ? -1 : 1;
+    if (a->type == KEY_STRING) {
+        size_t n = a->len < b->len ? a->len : b->len;
+        int c = memcmp(a->str, b->str, n);
+        return c ? c : (a->len > b->len) - (a->len < b->len);
+    }
+    return (a->num > b->num) - (a->num < b->num); /* numbers, booleans */
+}
+
+static int ordered_next(lua_State *L)
+{
+    /* upvalues: the table, the sorted keys (a sequence), the position */
+    lua_Integer i = lua_tointeger(L, lua_upvalueindex(3)) + 1;
+    if (lua_rawgeti(L, lua_upvalueindex(2), i) == LUA_TNIL)
+        return 1;
+    lua_pushinteger(L, i);
+    lua_replace(L, lua_upvalueindex(3));
+    lua_pushvalue(L, -1);
+    lua_rawget(L, lua_upvalueindex(1));
+    return 2;
+}
+
+/* pairs: a metatable's __pairs when there is one, else the keys in a fixed order:
+ * numbers ascending, then strings bytewise, then false and true. */
+int interceptor_pairs(lua_State *L)
+{
+    luaL_checkany(L, 1);
+    if (luaL_getmetafield(L, 1, "__pairs") != LUA_TNIL) {
+        lua_pushvalue(L, 1);
+        lua_call(L, 1, 3);
+        return 3;
+    }
+    luaL_checktype(L, 1, LUA_TTABLE);
+    size_t n = 0;
+    lua_createtable(L, 16, 0); /* the keys, in the order next() gives them */
+    int keys = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, 1)) {
+        lua_pop(L, 1);
+        int t = lua_type(L, -1);
+        if (t != LUA_TNUMBER && t != LUA_TSTRING && t != LUA_TBOOLEAN)
+            return luaL_error(L, "pairs: a table with %s keys has no fixed order",
+                              lua_typename(L, t));
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, keys, (lua_Integer)++n);
+    }
+    processor_lua_charge(L, n * 4);
+    sort_key_t *sorted = lua_newuserdatauv(L, n ? n * sizeof(*sorted) : 1, 0);
+    for (size_t i = 0; i < n; i++) {
+        lua_rawgeti(L, keys, (lua_Integer)i + 1);
+        sort_key_t *k = &sorted[i];
+        k->type = lua_type(L, -1) == LUA_TNUMBER   ? KEY_NUMBER
+                  : lua_type(L, -1) == LUA_TSTRING ? KEY_STRING
+                                                   : KEY_BOOLEAN;
+        k->idx = (int)i + 1;
+        if (k->type == KEY_NUMBER)
+            k->num = lua_tonumber(L, -1);
+        else if (k->type == KEY_STRING)
+            k->str = lua_tolstring(L, -1, &k->len); /* kept alive by keys */
+        else
+            k->num = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
+    qsort(sorted, n, sizeof(*sorted), key_compare);
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i < n; i++) {
+        lua_rawgeti(L, keys, sorted[i].idx);
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    lua_pushvalue(L, 1);
+    lua_insert(L, -2);
+    lua_pushinteger(L, 0);
+    lua_pushcclosure(L, ordered_next, 3);
+    lua_pushnil(L);
+    lua_pushnil(L);
+    return 3;
+}
+
+/* flushout.array(t): marks t to be stored as an array, even when empty. */
+static int sandbox_array(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &INTERCEPTOR_ARRAY_MT_KEY);
+    lua_setmetatable(L, 1);
+    lua_settop(L, 1);
+    return 1;
+}
+
+/* A read-only proxy of the table at idx: reads go through, writes fail. */
+static void push_proxy(lua_State *L, int idx)
+{
+    idx = lua_absindex(L, idx);
+    lua_newtable(L);
+    lua_createtable(L, 0, 4);
+    lua_pushvalue(L, idx);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, read_only);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, -2);
+}
+
+/* Copies the named fields of the table at from into the table at to. */
+static void copy_fields(lua_State *L, int from, int to, const char *const *names)
+{
+    for (; *names; names++) {
+        lua_getfield(L, from, *names);
+        lua_setfield(L, to, *names);
+    }
+}
+
+static void wrap(lua_State *L, int table, const char *name, lua_CFunction fn)
+{
+    lua_getfield(L, table, name);
+    lua_pushcclosure(L, fn, 1);
+    lua_setfield(L, table, name);
+}
+
+static const char *const BASE_FUNCTIONS[] = {
+    "assert", "error", "ipairs",       "rawequal", "rawget", "rawlen",
+    "select", "type",  "getmetatable", "_VERSION", NULL};
+static const char *const STRING_FUNCTIONS[] = {
+    "byte",    "char", "len",    "lower", "pack",   "packsize", "rep",
+    "reverse", "sub",  "unpack", "upper", "format", NULL};
+static const char *const TABLE_FUNCTIONS[] = {"concat", "insert", "move",   "pack",
+                                              "remove", "sort",   "unpack", NULL};
+static const char *const MATH_FUNCTIONS[] = {
+    "abs", "ceil",       "cos",  "deg",        "exp",  "floor", "fmod", "huge", "log",
+    "max", "maxinteger", "min",  "mininteger", "modf", "pi",    "rad",  "sin",  "sqrt",
+    "tan", "tointeger",  "type", "ult",        "acos", "asin",  "atan", NULL};
+static const char *const UTF8_FUNCTIONS[] = {"char", "charpattern", "codes", "codepoint",
+                                             "len",  "offset",      NULL};
+
+void interceptor_sandbox_open(lua_State *L)
+{
+    luaL_requiref(L, "_G", luaopen_base, 0);
+    luaL_requiref(L, LUA_STRLIBNAME, luaopen_string, 0);
+    luaL_requiref(L, LUA_TABLIBNAME, luaopen_table, 0);
+    luaL_requiref(L, LUA_MATHLIBNAME, luaopen_math, 0);
+    luaL_requiref(L, LUA_UTF8LIBNAME, luaopen_utf8, 0);
+    int base = 2, str = 3, tab = 4, math = 5, utf8 = 6;
+
+    lua_newtable(L); /* the sandbox's globals */
+    int sandbox = lua_gettop(L);
+    copy_fields(L, base, sandbox, BASE_FUNCTIONS);
+    lua_pushcfunction(L, interceptor_pairs);
+    lua_setfield(L, sandbox, "pairs");
+    lua_pushcfunction(L, sandbox_tostring);
+    lua_setfield(L, sandbox, "tostring");
+    lua_pushcfunction(L, sandbox_pcall);
+    lua_setfield(L, sandbox, "pcall");
+    lua_pushcfunction(L, sandbox_xpcall);
+    lua_setfield(L, sandbox, "xpcall");
+    lua_getfield(L, base, "setmetatable");
+    lua_pushcclosure(L, sandbox_setmetatable, 1);
+    lua_setfield(L, sandbox, "setmetatable");
+    lua_getfield(L, base, "tonumber");
+    lua_pushcclosure(L, charged_scan, 1);
+    lua_setfield(L, sandbox, "tonumber");
+
+    lua_newtable(L);
+    int s = lua_gettop(L);
+    copy_fields(L, str, s, STRING_FUNCTIONS);
+    wrap(L, s, "format", sandbox_format);
+    wrap(L, s, "byte", charged_results);
+    lua_pushcfunction(L, processor_lua_find);
+    lua_setfield(L, s, "find");
+    lua_pushcfunction(L, processor_lua_match);
+    lua_setfield(L, s, "match");
+    lua_pushcfunction(L, processor_lua_gmatch);
+    lua_setfield(L, s, "gmatch");
+    lua_pushcfunction(L, processor_lua_gsub);
+    lua_setfield(L, s, "gsub");
+    push_proxy(L, s);
+    /* ("x"):upper() reaches the same read-only table, and getmetatable("") hides it. */
+    lua_pushliteral(L, "");
+    lua_getmetatable(L, -1);
+    lua_pushvalue(L, -3);
+    lua_setfield(L, -2, "__index");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 2);
+    lua_setfield(L, sandbox, "string");
+    lua_pop(L, 1);
+
+    lua_newtable(L);
+    copy_fields(L, tab, lua_gettop(L), TABLE_FUNCTIONS);
+    wrap(L, lua_gettop(L), "unpack", charged_results);
+    wrap(L, lua_gettop(L), "move", charged_move);
+    push_proxy(L, -1);
+    lua_setfield(L, sandbox, "table");
+    lua_pop(L, 1);
+
+    lua_newtable(L);
+    copy_fields(L, math, lua_gettop(L), MATH_FUNCTIONS);
+    push_proxy(L, -1);
+    lua_setfield(L, sandbox, "math");
+    lua_pop(L, 1);
+
+    lua_newtable(L);
+    int u = lua_gettop(L);
+    copy_fields(L, utf8, u, UTF8_FUNCTIONS);
+    wrap(L, u, "len", charged_scan);
+    wrap(L, u, "offset", charged_scan);
+    wrap(L, u, "codepoint", charged_results);
+    push_proxy(L, u);
+    lua_setfield(L, sandbox, "utf8");
+    lua_pop(L, 1);
+
+    lua_newtable(L);
+    lua_pushcfunction(L, sandbox_array);
+    lua_setfield(L, -2, "array");
+    push_proxy(L, -1);
+    lua_setfield(L, sandbox, "flushout");
+    lua_pop(L, 1);
+
+    lua_createtable(L, 0, 2); /* each call's globals read the sandbox through this */
+    lua_pushvalue(L, sandbox);
+    lua_setfield(L, -2, "__index");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &INTERCEPTOR_ENV_MT_KEY);
+
+    lua_createtable(L, 0, 1);
+    lua_pushliteral(L, "flushout.array");
+    lua_setfield(L, -2, "__metatable");
+    lua_rawsetp(L, LUA_REGISTRYINDEX, &INTERCEPTOR_ARRAY_MT_KEY);
+}
