@@ -13,6 +13,7 @@
 #include "codec/msgpack.h"
 #include "codec/reply.h"
 #include "codec/request.h"
+#include "interceptor.h"
 #include "state/history_mem.h"
 
 typedef struct model_s {
@@ -175,6 +176,15 @@ static int count_bytes(void *data, const char *buf, size_t len)
     return 0;
 }
 
+/* What an interceptor may add to a flush's commands: each newProps may be this much
+ * larger than the props it replaces (processor/interceptor.h). */
+static size_t interceptor_growth(const processor_handler_t *h, const codec_request_t *req)
+{
+    return h->conf.master.interceptor
+               ? (size_t)req->n_completions * PROCESSOR_INTERCEPTOR_GROWTH_BYTES
+               : 0;
+}
+
 /* Whether applying req could take the model's document beyond max_document_bytes. The
  * growth is at most the request's size, and only creates and updates grow it (a flush
  * of deletes is always let through, so a full document can shrink). The exact size
@@ -192,6 +202,7 @@ static bool exceeds_document_limit(const processor_handler_t *h, const target_t 
         grows = req->completions[i].command.action != CODEC_ACTION_DELETE;
     if (!grows)
         return false;
+    request_bytes += interceptor_growth(h, req);
     *size = state_model_document_bound(t->stored);
     if (*size + request_bytes <= max)
         return false;
@@ -241,8 +252,10 @@ static bool change_exceeds_limit(const processor_handler_t *h, const target_t *t
     for (uint32_t i = 0; i < req->n_completions; i++)
         if (req->completions[i].command.path)
             elements += req->completions[i].command.path->u.array.len;
+    /* An interceptor's newProps appear once in the change record, in its applied
+     * commands. */
     *size = 6 * request_bytes + 128 * elements + 160 * (size_t)req->n_completions +
-            2 * req->model.len + req->client.len + 256;
+            2 * req->model.len + req->client.len + 256 + interceptor_growth(h, req);
     if (*size <= max)
         return false;
     *size = change_record_size(h, t, req, offset);

@@ -11,6 +11,7 @@
 
 #include "codec/alloc.h"
 #include "log.h"
+#include "interceptor.h"
 #include "run_int.h"
 
 void run_stats_refresh(part_t *p, bool force)
@@ -77,6 +78,35 @@ static void metric_by_code(FILE *fp, const char *name, const char *help,
             fprintf(fp, "%s{code=\"%s\"} %llu\n", name, codec_err_name((codec_err_t)c),
                     (unsigned long long)v);
     }
+}
+
+/* processor/INTERCEPTORS.md, "Metrics". */
+static void render_interceptor_metrics(const processor_interceptor_t *ic, FILE *fp)
+{
+    if (!ic)
+        return;
+    processor_interceptor_stats_t st;
+    processor_interceptor_stats(ic, &st);
+    metric_header(fp, "flushout_interceptor_info", "gauge",
+                  "1, labelled with the SHA-256 of the --interceptor script.");
+    fprintf(fp, "flushout_interceptor_info{sha256=\"%s\"} 1\n",
+            processor_interceptor_sha256(ic));
+    metric_value(fp, "flushout_interceptor_calls_total", "counter",
+                 "Commands given to the interceptor.", st.calls);
+    metric_value(fp, "flushout_interceptor_new_props_total", "counter",
+                 "Interceptor calls that returned newProps.", st.new_props);
+    metric_value(fp, "flushout_interceptor_rejections_total", "counter",
+                 "Interceptor calls that rejected their command.", st.rejections);
+    metric_value(fp, "flushout_interceptor_errors_total", "counter",
+                 "Interceptor calls that failed (script errors, malformed results, "
+                 "bounds); each rejects its command.",
+                 st.errors);
+    metric_header(fp, "flushout_interceptor_over_budget_total", "counter",
+                  "Failed interceptor calls that hit a bound.");
+    fprintf(fp,
+            "flushout_interceptor_over_budget_total{bound=\"instructions\"} %llu\n"
+            "flushout_interceptor_over_budget_total{bound=\"memory\"} %llu\n",
+            (unsigned long long)st.over_instructions, (unsigned long long)st.over_memory);
 }
 
 /* An assigned partition as /metrics and /readyz see it. */
@@ -181,6 +211,8 @@ static void render_metrics(runner_t *r, FILE *fp)
     metric_value(fp, "flushout_cache_misses_total", "counter",
                  "Model lookups that loaded the model from RocksDB (or created it).",
                  atomic_load(&r->cache_misses));
+
+    render_interceptor_metrics(r->cfg->interceptor_loaded, fp);
 
     part_view_t *views;
     size_t n = view_parts(r, &views);

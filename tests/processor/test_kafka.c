@@ -23,6 +23,7 @@
 #include "codec/msgpack.h"
 #include "processor/setup.h"
 #include "processor/handler.h"
+#include "processor/interceptor.h"
 #include "processor/cmd_rebuild.h"
 #include "processor/kafka.h"
 #include "processor/log.h"
@@ -117,6 +118,8 @@ static void instance_start_with(instance_t *in, const char *name, bool lowered_l
     cr_assert_eq(processor_config_load(&in->cfg, PROCESSOR_CMD_RUN, "run", argc,
                                        (char **)argv, errstr, sizeof(errstr)),
                  0, "%s", errstr);
+    cr_assert_eq(processor_interceptor_setup(&in->cfg, errstr, sizeof(errstr)), 0, "%s",
+                 errstr);
     instance_run_t *run = calloc(1, sizeof(*run));
     run->cfg = in->cfg;
     snprintf(run->state_dir, sizeof(run->state_dir), "%s", state_dir);
@@ -155,6 +158,7 @@ static void instance_stop(instance_t *in)
 {
     in->run->stop = 1;
     cr_assert_eq(instance_join(in, 0), 0, "the processor stops cleanly");
+    processor_interceptor_destroy(in->cfg.interceptor_loaded);
     processor_config_clear(&in->cfg);
 }
 
@@ -1197,6 +1201,134 @@ Test(kafka, a_new_instance_catches_up_from_the_changes_topic)
     int64_t count;
     free(snapshot_json("alpha", "reader", 30, &count));
     cr_assert_eq(count, 3, "the retry changed nothing");
+    instance_stop(&b);
+}
+
+/* Stamps creates with who and at which version, refuses a third item per client by
+ * reading the document, and needs the record's timestamp. */
+static const char HANDOFF_INTERCEPTOR[] =
+    "local MAX = 2\n"
+    "function intercept(document, command, context, meta)\n"
+    "  if type(meta.timestamp) ~= 'number' then return {rejection = 'no time'} end\n"
+    "  if command.action ~= 'create' or #command.path == 0 then return nil end\n"
+    "  local mine = 0\n"
+    "  for _, item in pairs(document.items or {}) do\n"
+    "    if item.by == meta.client then mine = mine + 1 end\n"
+    "  end\n"
+    "  if mine >= MAX then return {rejection = meta.client .. ' has ' .. mine} end\n"
+    "  local props = {}\n"
+    "  for k, v in pairs(command.props) do props[k] = v end\n"
+    "  props.version = meta.commandCount\n"
+    "  props.seq = meta.seq\n"
+    "  return {newProps = props}\n"
+    "end\n";
+
+/* The reply to client's flush seq as JSON without "applied.from" differences hidden:
+ * the whole flushResult (caller frees). */
+static char *reply_json(const char *client, int seq)
+{
+    const got_t *g = await_record("flushout.replies", client, seq);
+    codec_value_t *v = decode(g);
+    char *json = json_of(v);
+    codec_value_destroy(v);
+    return json;
+}
+
+Test(kafka, an_interceptor_gives_the_same_outcomes_after_a_handoff)
+{
+    char script[PATH_MAX];
+    snprintf(script, sizeof(script), "%s/handoff.lua", dir);
+    FILE *fp = fopen(script, "w");
+    cr_assert_not_null(fp);
+    fputs(HANDOFF_INTERCEPTOR, fp);
+    fclose(fp);
+    /* Each newProps may add 4 KiB, which the document limit must leave room for. */
+    const char *opts[] = {"--interceptor", script, "--max-document-bytes", "65536", NULL};
+    /* The reference: the same flushes through the handler in memory, same script. */
+    processor_interceptor_conf_t icf = {.path = script,
+                                        .max_instructions = 1000000,
+                                        .max_memory_bytes = 64u << 20,
+                                        .limits = codec_limits_default};
+    char errstr[512];
+    processor_interceptor_t *ic =
+        processor_interceptor_load(&icf, errstr, sizeof(errstr));
+    cr_assert_not_null(ic, "%s", errstr);
+    processor_handler_conf_t hc = {.master = {.ids = STATE_IDS_SEQUENTIAL,
+                                              .interceptor = processor_interceptor_call,
+                                              .interceptor_opaque = ic},
+                                   .history = 1000,
+                                   .limits = codec_limits_default};
+    processor_handler_t *ref = processor_handler_new(&hc);
+    processor_output_t out;
+    processor_output_init(&out);
+
+    instance_t a, b;
+    instance_start(&a, "a", opts);
+    /* Three clients, three creates each: the third of each is refused, the first two
+     * stamped. a applies the first round, b (an empty state directory: it catches up
+     * from the changes topic) the others. */
+    const char *clients[] = {"ann", "bob", "cy"};
+    /* newProps drop parentDefault (as in flushout): "items" is created first. */
+    const char *setup = "{\"type\":\"flush\",\"client\":\"setup\",\"seq\":1,\"from\":0,"
+                        "\"completions\":[{\"command\":{\"action\":\"create\"},"
+                        "\"createdId\":\"items\"}]}";
+    send_json("todo", setup, NULL);
+    free(reply_json("setup", 1));
+    msgpack_sbuffer setup_sb;
+    to_msgpack(setup, &setup_sb);
+    processor_handler_handle(ref, -1, 1, "todo", 4, setup_sb.data, setup_sb.size, &out);
+    msgpack_sbuffer_destroy(&setup_sb);
+    int applied = 1;
+    for (int round = 1; round <= 3; round++) {
+        if (round == 2) {
+            instance_stop(&a);
+            instance_start(&b, "b", opts);
+        }
+        for (int c = 0; c < 3; c++) {
+            char json[512], id[16];
+            snprintf(id, sizeof(id), "i%d", round);
+            /* Colliding ids: the master renames the later ones (mappedPaths). */
+            snprintf(json, sizeof(json),
+                     "{\"type\":\"flush\",\"client\":\"%s\",\"seq\":%d,\"from\":%d,"
+                     "\"completions\":[{\"command\":{\"action\":\"create\",\"path\":"
+                     "[\"items\"],\"parentDefault\":{},\"props\":{\"by\":\"%s\"}},"
+                     "\"createdId\":\"%s\"}]}",
+                     clients[c], round, applied, clients[c], id);
+            send_json("todo", json, NULL);
+            char *got_reply = reply_json(clients[c], round);
+            msgpack_sbuffer sb;
+            to_msgpack(json, &sb);
+            processor_output_reset(&out);
+            processor_handler_handle(ref, -1, 1, "todo", 4, sb.data, sb.size, &out);
+            msgpack_sbuffer_destroy(&sb);
+            codec_value_t *want_v;
+            cr_assert_eq(codec_msgpack_decode(out.reply.data, out.reply.size,
+                                              &codec_limits_trusted, &want_v, errstr,
+                                              sizeof(errstr)),
+                         0, "%s", errstr);
+            char *want = json_of(want_v);
+            codec_value_destroy(want_v);
+            cr_assert_str_eq(got_reply, want, "%s's flush %d", clients[c], round);
+            if (round < 3)
+                cr_assert(strstr(got_reply, "\"version\":"), "stamped: %s", got_reply);
+            else
+                cr_assert(strstr(got_reply, " has 2\""), "refused: %s", got_reply);
+            applied += round < 3;
+            free(got_reply);
+            free(want);
+        }
+    }
+    int64_t count;
+    char *doc = snapshot_json("todo", "reader", 1, &count);
+    const state_master_t *master = processor_handler_model(ref, "todo", 4);
+    char *want = json_of(state_master_document(master));
+    cr_assert_eq(count, 7);
+    cr_assert_str_eq(doc, want);
+    free(doc);
+    free(want);
+    processor_output_destroy(&out);
+    processor_handler_destroy(ref);
+    processor_interceptor_destroy(ic);
     instance_stop(&b);
 }
 
