@@ -149,6 +149,132 @@ static size_t packed_size(const codec_value_t *v)
     return size;
 }
 
+/* command, context and meta are tables whose fields are made on the first read (most
+ * scripts read few of them, many none): until then each is an empty table with a
+ * metatable that fills it from the call in progress and then leaves, so that from
+ * there on it is a plain table the script may change. A table cannot outlive its call
+ * (nothing survives one), so the call in progress is always its own. */
+enum { LAZY_COMMAND, LAZY_CONTEXT, LAZY_META, LAZY__COUNT };
+static const char LAZY_MT_KEYS[LAZY__COUNT];
+
+static void set_absent(lua_State *L, int t, const char *name)
+{
+    lua_pushstring(L, name);
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, t) == LUA_TNIL) {
+        lua_pop(L, 1);
+        lua_insert(L, -2); /* value name -> name value */
+        lua_rawset(L, t);
+    } else {
+        lua_pop(L, 3);
+    }
+}
+
+static void fill_lazy(lua_State *L, int t, int kind)
+{
+    const call_t *c = interceptor_worker(L)->call;
+    const codec_request_t *flush = c->meta->flush;
+    luaL_checkstack(L, 6, NULL);
+    switch (kind) {
+    case LAZY_COMMAND:
+        lua_pushstring(L, action_name(c->command->action));
+        set_absent(L, t, "action");
+        interceptor_push_path(L, c->command->path);
+        set_absent(L, t, "path");
+        if (c->command->props) {
+            interceptor_push_value(L, c->command->props);
+            set_absent(L, t, "props");
+        }
+        if (c->command->parent_default) {
+            interceptor_push_value(L, c->command->parent_default);
+            set_absent(L, t, "parentDefault");
+        }
+        break;
+    case LAZY_CONTEXT: /* a map: its fields are the table's */
+        interceptor_push_value(L, flush->context);
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            lua_pushvalue(L, -2);
+            lua_insert(L, -2);
+            lua_pushvalue(L, -1);
+            lua_rawget(L, t);
+            bool absent = lua_isnil(L, -1);
+            lua_pop(L, 1);
+            if (absent)
+                lua_rawset(L, t);
+            else
+                lua_pop(L, 2);
+        }
+        lua_pop(L, 1);
+        break;
+    case LAZY_META:
+        lua_pushlstring(L, flush->model.ptr, flush->model.len);
+        set_absent(L, t, "model");
+        lua_pushlstring(L, flush->client.ptr, flush->client.len);
+        set_absent(L, t, "client");
+        lua_pushinteger(L, (lua_Integer)flush->seq);
+        set_absent(L, t, "seq");
+        lua_pushinteger(L, (lua_Integer)c->meta->command_count);
+        set_absent(L, t, "commandCount");
+        if (flush->timestamp >= 0) {
+            lua_pushinteger(L, flush->timestamp);
+            set_absent(L, t, "timestamp");
+        }
+        break;
+    }
+    lua_pushnil(L);
+    lua_setmetatable(L, t); /* a plain table from now on */
+}
+
+static int lazy_kind(lua_State *L)
+{
+    return (int)lua_tointeger(L, lua_upvalueindex(1));
+}
+
+static int lazy_index(lua_State *L)
+{
+    fill_lazy(L, 1, lazy_kind(L));
+    lua_settop(L, 2);
+    lua_rawget(L, 1);
+    return 1;
+}
+
+static int lazy_pairs(lua_State *L)
+{
+    fill_lazy(L, 1, lazy_kind(L));
+    return interceptor_pairs(L);
+}
+
+static int lazy_len(lua_State *L)
+{
+    fill_lazy(L, 1, lazy_kind(L));
+    lua_pushinteger(L, (lua_Integer)lua_rawlen(L, 1));
+    return 1;
+}
+
+static void push_lazy(lua_State *L, int kind)
+{
+    lua_createtable(L, 0, 0);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &LAZY_MT_KEYS[kind]);
+    lua_setmetatable(L, -2);
+}
+
+static void lazy_open(lua_State *L)
+{
+    for (int kind = 0; kind < LAZY__COUNT; kind++) {
+        lua_createtable(L, 0, 5);
+        static const luaL_Reg methods[] = {{"__index", lazy_index},
+                                           {"__pairs", lazy_pairs},
+                                           {"__len", lazy_len},
+                                           {NULL, NULL}};
+        lua_pushinteger(L, kind);
+        luaL_setfuncs(L, methods, 1);
+        lua_pushboolean(L, 0);
+        lua_setfield(L, -2, "__metatable");
+        lua_rawsetp(L, LUA_REGISTRYINDEX, &LAZY_MT_KEYS[kind]);
+    }
+}
+
 /* Runs in a protected call: everything that may raise a Lua error (memory, budget,
  * the script's own errors) happens here. */
 static int call_protected(lua_State *L)
@@ -171,36 +297,12 @@ static int call_protected(lua_State *L)
         return luaL_error(L, "the script defines no function intercept");
 
     interceptor_push_view(L, c->document);
-    lua_createtable(L, 0, 4);
-    lua_pushstring(L, action_name(c->command->action));
-    lua_setfield(L, -2, "action");
-    interceptor_push_path(L, c->command->path);
-    lua_setfield(L, -2, "path");
-    if (c->command->props) {
-        interceptor_push_value(L, c->command->props);
-        lua_setfield(L, -2, "props");
-    }
-    if (c->command->parent_default) {
-        interceptor_push_value(L, c->command->parent_default);
-        lua_setfield(L, -2, "parentDefault");
-    }
+    push_lazy(L, LAZY_COMMAND);
     if (flush->context)
-        interceptor_push_value(L, flush->context);
+        push_lazy(L, LAZY_CONTEXT);
     else
         lua_pushnil(L);
-    lua_createtable(L, 0, 5);
-    lua_pushlstring(L, flush->model.ptr, flush->model.len);
-    lua_setfield(L, -2, "model");
-    lua_pushlstring(L, flush->client.ptr, flush->client.len);
-    lua_setfield(L, -2, "client");
-    lua_pushinteger(L, (lua_Integer)flush->seq);
-    lua_setfield(L, -2, "seq");
-    lua_pushinteger(L, (lua_Integer)c->meta->command_count);
-    lua_setfield(L, -2, "commandCount");
-    if (flush->timestamp >= 0) {
-        lua_pushinteger(L, flush->timestamp);
-        lua_setfield(L, -2, "timestamp");
-    }
+    push_lazy(L, LAZY_META);
     lua_call(L, 4, 1);
 
     int result = lua_gettop(L);
@@ -294,6 +396,7 @@ static worker_t *worker_new(processor_interceptor_t *ic, char *errstr, size_t er
         return NULL;
     }
     lua_gc(w->L, LUA_GCCOLLECT);
+    lua_gc(w->L, LUA_GCGEN, 0, 0); /* most of what a call allocates dies with it */
     return w;
 }
 
@@ -311,6 +414,7 @@ static int setup_protected(lua_State *L)
     processor_interceptor_t *ic = lua_touserdata(L, 1);
     interceptor_sandbox_open(L);
     interceptor_values_open(L);
+    lazy_open(L);
     /* The loaded libraries stay reachable only from here. */
     lua_pushnil(L);
     lua_rawseti(L, LUA_REGISTRYINDEX, LUA_RIDX_GLOBALS);
@@ -362,6 +466,7 @@ void processor_interceptor_call(void *opaque, const codec_value_t *document,
     }
     lua_State *L = w->L;
     call_t c = {.w = w, .document = document, .command = command, .meta = meta};
+    w->call = &c;
     w->call_id++;
     w->steps = 0;
     w->max_steps = ic->conf.max_instructions;
@@ -382,6 +487,7 @@ void processor_interceptor_call(void *opaque, const codec_value_t *document,
     lua_pushcfunction(L, call_protected);
     lua_pushlightuserdata(L, &c);
     int rc = lua_pcall(L, 1, 0, 0);
+    w->call = NULL;
     w->charging = false;
     lua_sethook(L, NULL, 0, 0);
 

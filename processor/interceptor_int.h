@@ -37,6 +37,7 @@ typedef struct worker_s {
     struct timespec deadline; /* the wall-clock backstop (see INTERCEPTORS.md) */
     over_t over;
     uint64_t call_id; /* views of an earlier call refuse to be read */
+    void *call;       /* the call in progress (interceptor.c's call_t) */
     struct worker_s *next;
 } worker_t;
 
@@ -62,6 +63,23 @@ worker_t *interceptor_worker(lua_State *L);
 void interceptor_sandbox_open(lua_State *L);
 /** pairs() as scripts get it: keys in a fixed order (see INTERCEPTORS.md). */
 int interceptor_pairs(lua_State *L);
+
+/* A table's key, for sorting: Lua's own next() depends on a per-state hash seed. */
+enum { KEY_NUMBER, KEY_STRING, KEY_BOOLEAN }; /* the order of kinds of key */
+typedef struct interceptor_key_s {
+    int kind; /* KEY_* */
+    bool is_integer;
+    lua_Integer integer;
+    lua_Number num; /* numbers, and booleans as 0 and 1 */
+    const char *str;
+    size_t len;
+} interceptor_key_t;
+
+/** The keys of the table at idx, sorted (numbers, strings bytewise, booleans), in a
+ *  userdata pushed on the stack that *keys points into; valid while the table is
+ *  unchanged. Raises a Lua error for keys of other types. @returns their count. */
+size_t interceptor_sorted_keys(lua_State *L, int idx, interceptor_key_t **keys);
+void interceptor_push_key(lua_State *L, const interceptor_key_t *key);
 
 /** Registers the document view's metatable. Raises Lua errors. */
 void interceptor_values_open(lua_State *L);

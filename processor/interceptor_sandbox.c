@@ -152,27 +152,70 @@ static int sandbox_setmetatable(lua_State *L)
     return 1;
 }
 
-/* Keys in a deterministic order: Lua's own next() depends on a per-state hash seed. */
-enum { KEY_NUMBER, KEY_STRING, KEY_BOOLEAN }; /* the order of kinds of key */
-typedef struct sort_key_s {
-    int type; /* KEY_* */
-    lua_Number num;
-    const char *str;
-    size_t len;
-    int idx; /* in the keys table */
-} sort_key_t;
-
 static int key_compare(const void *pa, const void *pb)
 {
-    const sort_key_t *a = pa, *b = pb;
-    if (a->type != b->type)
-        return a->type < b->type ? -1 : 1;
-    if (a->type == KEY_STRING) {
+    const interceptor_key_t *a = pa, *b = pb;
+    if (a->kind != b->kind)
+        return a->kind < b->kind ? -1 : 1;
+    if (a->kind == KEY_STRING) {
         size_t n = a->len < b->len ? a->len : b->len;
         int c = memcmp(a->str, b->str, n);
         return c ? c : (a->len > b->len) - (a->len < b->len);
     }
     return (a->num > b->num) - (a->num < b->num); /* numbers, booleans */
+}
+
+size_t interceptor_sorted_keys(lua_State *L, int idx, interceptor_key_t **keys)
+{
+    idx = lua_absindex(L, idx);
+    size_t n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        n++;
+    }
+    processor_lua_charge(L, n * 4);
+    interceptor_key_t *k = lua_newuserdatauv(L, n ? n * sizeof(*k) : 1, 0);
+    size_t i = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        lua_pop(L, 1);
+        interceptor_key_t *key = &k[i++];
+        switch (lua_type(L, -1)) {
+        case LUA_TNUMBER:
+            key->kind = KEY_NUMBER;
+            key->num = lua_tonumber(L, -1);
+            key->is_integer = lua_isinteger(L, -1);
+            key->integer = lua_tointeger(L, -1);
+            break;
+        case LUA_TSTRING:
+            key->kind = KEY_STRING;
+            key->str = lua_tolstring(L, -1, &key->len); /* alive: a key of the table */
+            break;
+        case LUA_TBOOLEAN:
+            key->kind = KEY_BOOLEAN;
+            key->num = lua_toboolean(L, -1);
+            break;
+        default:
+            return (size_t)luaL_error(L, "pairs: a table with %s keys has no fixed order",
+                                      luaL_typename(L, -1));
+        }
+    }
+    qsort(k, n, sizeof(*k), key_compare);
+    *keys = k;
+    return n;
+}
+
+void interceptor_push_key(lua_State *L, const interceptor_key_t *key)
+{
+    if (key->kind == KEY_STRING)
+        lua_pushlstring(L, key->str, key->len);
+    else if (key->kind == KEY_BOOLEAN)
+        lua_pushboolean(L, key->num != 0);
+    else if (key->is_integer)
+        lua_pushinteger(L, key->integer);
+    else
+        lua_pushnumber(L, key->num);
 }
 
 static int ordered_next(lua_State *L)
@@ -188,6 +231,12 @@ static int ordered_next(lua_State *L)
     return 2;
 }
 
+static int no_next(lua_State *L)
+{
+    lua_pushnil(L);
+    return 1;
+}
+
 /* pairs: a metatable's __pairs when there is one, else the keys in a fixed order:
  * numbers ascending, then strings bytewise, then false and true. */
 int interceptor_pairs(lua_State *L)
@@ -199,46 +248,21 @@ int interceptor_pairs(lua_State *L)
         return 3;
     }
     luaL_checktype(L, 1, LUA_TTABLE);
-    size_t n = 0;
-    lua_createtable(L, 16, 0); /* the keys, in the order next() gives them */
-    int keys = lua_gettop(L);
-    lua_pushnil(L);
-    while (lua_next(L, 1)) {
-        lua_pop(L, 1);
-        int t = lua_type(L, -1);
-        if (t != LUA_TNUMBER && t != LUA_TSTRING && t != LUA_TBOOLEAN)
-            return luaL_error(L, "pairs: a table with %s keys has no fixed order",
-                              lua_typename(L, t));
-        lua_pushvalue(L, -1);
-        lua_rawseti(L, keys, (lua_Integer)++n);
+    interceptor_key_t *keys;
+    size_t n = interceptor_sorted_keys(L, 1, &keys);
+    if (n == 0) {
+        lua_pushcfunction(L, no_next);
+    } else {
+        lua_createtable(L, (int)n, 0); /* the keys in order: they stay alive */
+        for (size_t i = 0; i < n; i++) {
+            interceptor_push_key(L, &keys[i]);
+            lua_rawseti(L, -2, (lua_Integer)i + 1);
+        }
+        lua_pushvalue(L, 1);
+        lua_insert(L, -2);
+        lua_pushinteger(L, 0);
+        lua_pushcclosure(L, ordered_next, 3);
     }
-    processor_lua_charge(L, n * 4);
-    sort_key_t *sorted = lua_newuserdatauv(L, n ? n * sizeof(*sorted) : 1, 0);
-    for (size_t i = 0; i < n; i++) {
-        lua_rawgeti(L, keys, (lua_Integer)i + 1);
-        sort_key_t *k = &sorted[i];
-        k->type = lua_type(L, -1) == LUA_TNUMBER   ? KEY_NUMBER
-                  : lua_type(L, -1) == LUA_TSTRING ? KEY_STRING
-                                                   : KEY_BOOLEAN;
-        k->idx = (int)i + 1;
-        if (k->type == KEY_NUMBER)
-            k->num = lua_tonumber(L, -1);
-        else if (k->type == KEY_STRING)
-            k->str = lua_tolstring(L, -1, &k->len); /* kept alive by keys */
-        else
-            k->num = lua_toboolean(L, -1);
-        lua_pop(L, 1);
-    }
-    qsort(sorted, n, sizeof(*sorted), key_compare);
-    lua_createtable(L, (int)n, 0);
-    for (size_t i = 0; i < n; i++) {
-        lua_rawgeti(L, keys, sorted[i].idx);
-        lua_rawseti(L, -2, (lua_Integer)i + 1);
-    }
-    lua_pushvalue(L, 1);
-    lua_insert(L, -2);
-    lua_pushinteger(L, 0);
-    lua_pushcclosure(L, ordered_next, 3);
     lua_pushnil(L);
     lua_pushnil(L);
     return 3;

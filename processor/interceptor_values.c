@@ -279,31 +279,24 @@ static void table_to_codec(to_codec_t *tc, int idx, int depth, lua_Integer n,
         }
         return;
     }
-    /* Map keys in a fixed order (Lua's own is per state): sorted bytewise. */
-    lua_pushcfunction(L, interceptor_pairs);
-    lua_pushvalue(L, idx);
-    lua_call(L, 1, 3);
-    int iter = lua_gettop(L) - 2;
-    for (;;) {
-        lua_pushvalue(L, iter);
-        lua_pushvalue(L, iter + 1);
-        lua_pushvalue(L, iter + 2);
-        lua_call(L, 2, 2);
-        if (lua_isnil(L, -2)) {
-            lua_pop(L, 2);
-            break;
-        }
-        lua_pushvalue(L, -2);
-        lua_replace(L, iter + 2);
-        size_t len;
-        const char *key = lua_tolstring(L, -2, &len);
-        check_string(tc, key, len, "key");
-        codec_map_set(c, key, len, codec_value_nil());
+    /* Map keys in a fixed order (Lua's own is per state): sorted bytewise. No script
+     * runs here, so the table and its keys stay as they are. */
+    interceptor_key_t *keys;
+    size_t count = interceptor_sorted_keys(L, idx, &keys);
+    for (size_t i = 0; i < count; i++) {
+        const interceptor_key_t *k = &keys[i];
+        if (k->kind != KEY_STRING)
+            luaL_error(L, "newProps: a table key must be a string (or a sequence's "
+                          "index)");
+        check_string(tc, k->str, k->len, "key");
+        codec_map_set(c, k->str, k->len, codec_value_nil());
+        interceptor_push_key(L, k);
+        lua_rawget(L, idx);
         to_codec(tc, lua_gettop(L), depth + 1,
                  &c->u.map.entries[c->u.map.used - 1].value);
-        lua_pop(L, 2);
+        lua_pop(L, 1);
     }
-    lua_pop(L, 3);
+    lua_pop(L, 1);
 }
 
 /* Converts the value at idx into *slot (which holds a placeholder owned by the tree,
