@@ -191,21 +191,7 @@ static void fill_lazy(lua_State *L, int t, int kind)
         }
         break;
     case LAZY_CONTEXT: /* a map: its fields are the table's */
-        interceptor_push_value(L, flush->context);
-        lua_pushnil(L);
-        while (lua_next(L, -2)) {
-            lua_pushvalue(L, -2);
-            lua_insert(L, -2);
-            lua_pushvalue(L, -1);
-            lua_rawget(L, t);
-            bool absent = lua_isnil(L, -1);
-            lua_pop(L, 1);
-            if (absent)
-                lua_rawset(L, t);
-            else
-                lua_pop(L, 2);
-        }
-        lua_pop(L, 1);
+        interceptor_set_fields(L, t, flush->context);
         break;
     case LAZY_META:
         lua_pushlstring(L, flush->model.ptr, flush->model.len);
@@ -252,9 +238,9 @@ static int lazy_len(lua_State *L)
     return 1;
 }
 
-static void push_lazy(lua_State *L, int kind)
+static void push_lazy(lua_State *L, int kind, int fields)
 {
-    lua_createtable(L, 0, 0);
+    lua_createtable(L, 0, fields); /* room for them all: no resize when filled */
     lua_rawgetp(L, LUA_REGISTRYINDEX, &LAZY_MT_KEYS[kind]);
     lua_setmetatable(L, -2);
 }
@@ -297,12 +283,12 @@ static int call_protected(lua_State *L)
         return luaL_error(L, "the script defines no function intercept");
 
     interceptor_push_view(L, c->document);
-    push_lazy(L, LAZY_COMMAND);
+    push_lazy(L, LAZY_COMMAND, 4);
     if (flush->context)
-        push_lazy(L, LAZY_CONTEXT);
+        push_lazy(L, LAZY_CONTEXT, (int)flush->context->u.map.count);
     else
         lua_pushnil(L);
-    push_lazy(L, LAZY_META);
+    push_lazy(L, LAZY_META, 5);
     lua_call(L, 4, 1);
 
     int result = lua_gettop(L);

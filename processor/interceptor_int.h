@@ -75,10 +75,15 @@ typedef struct interceptor_key_s {
     size_t len;
 } interceptor_key_t;
 
-/** The keys of the table at idx, sorted (numbers, strings bytewise, booleans), in a
- *  userdata pushed on the stack that *keys points into; valid while the table is
- *  unchanged. Raises a Lua error for keys of other types. @returns their count. */
-size_t interceptor_sorted_keys(lua_State *L, int idx, interceptor_key_t **keys);
+/* Tables with at most this many keys are sorted in a caller's array: no allocation. */
+#define INTERCEPTOR_SMALL_KEYS 16
+
+/** The keys of the table at idx, sorted (numbers, strings bytewise, booleans): in
+ *  small[INTERCEPTOR_SMALL_KEYS] when they fit, else in a userdata pushed on the stack
+ *  (*pushed then true). *keys points to them, valid while the table is unchanged.
+ *  Raises a Lua error for keys of other types. @returns their count. */
+size_t interceptor_sorted_keys(lua_State *L, int idx, interceptor_key_t *small,
+                               interceptor_key_t **keys, bool *pushed);
 void interceptor_push_key(lua_State *L, const interceptor_key_t *key);
 
 /** Registers the document view's metatable. Raises Lua errors. */
@@ -87,6 +92,9 @@ void interceptor_values_open(lua_State *L);
 void interceptor_push_view(lua_State *L, const codec_value_t *v);
 /** Pushes v as Lua values: maps as tables, arrays as marked sequences. */
 void interceptor_push_value(lua_State *L, const codec_value_t *v);
+/** Sets each entry of map in the table at t, as interceptor_push_value() would
+ *  convert it, unless the table has that key already. */
+void interceptor_set_fields(lua_State *L, int t, const codec_value_t *map);
 /** Pushes a command's path (an empty sequence for none). */
 void interceptor_push_path(lua_State *L, const codec_value_t *path);
 /** Converts the newProps at idx into *slot (which the caller frees, even after a Lua

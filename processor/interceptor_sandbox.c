@@ -165,7 +165,8 @@ static int key_compare(const void *pa, const void *pb)
     return (a->num > b->num) - (a->num < b->num); /* numbers, booleans */
 }
 
-size_t interceptor_sorted_keys(lua_State *L, int idx, interceptor_key_t **keys)
+size_t interceptor_sorted_keys(lua_State *L, int idx, interceptor_key_t *small,
+                               interceptor_key_t **keys, bool *pushed)
 {
     idx = lua_absindex(L, idx);
     size_t n = 0;
@@ -175,7 +176,8 @@ size_t interceptor_sorted_keys(lua_State *L, int idx, interceptor_key_t **keys)
         n++;
     }
     processor_lua_charge(L, n * 4);
-    interceptor_key_t *k = lua_newuserdatauv(L, n ? n * sizeof(*k) : 1, 0);
+    *pushed = n > INTERCEPTOR_SMALL_KEYS;
+    interceptor_key_t *k = *pushed ? lua_newuserdatauv(L, n * sizeof(*k), 0) : small;
     size_t i = 0;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
@@ -248,8 +250,9 @@ int interceptor_pairs(lua_State *L)
         return 3;
     }
     luaL_checktype(L, 1, LUA_TTABLE);
-    interceptor_key_t *keys;
-    size_t n = interceptor_sorted_keys(L, 1, &keys);
+    interceptor_key_t small[INTERCEPTOR_SMALL_KEYS], *keys;
+    bool pushed;
+    size_t n = interceptor_sorted_keys(L, 1, small, &keys, &pushed);
     if (n == 0) {
         lua_pushcfunction(L, no_next);
     } else {

@@ -186,6 +186,23 @@ void interceptor_push_value(lua_State *L, const codec_value_t *v)
     push_value(L, v, 0);
 }
 
+void interceptor_set_fields(lua_State *L, int t, const codec_value_t *map)
+{
+    uint32_t pos = 0;
+    const codec_map_entry_t *e;
+    while ((e = codec_map_next(map, &pos))) {
+        lua_pushlstring(L, codec_map_entry_key(e), e->key_len);
+        lua_pushvalue(L, -1);
+        if (lua_rawget(L, t) != LUA_TNIL) {
+            lua_pop(L, 2);
+            continue;
+        }
+        lua_pop(L, 1);
+        push_value(L, e->value, 1);
+        lua_rawset(L, t);
+    }
+}
+
 /* ---- values: Lua to codec, for newProps ---- */
 
 typedef struct to_codec_s {
@@ -225,7 +242,7 @@ static codec_value_t *string_value(to_codec_t *tc, int idx, const char *what)
 
 /* The table at idx as an array: a sequence 1..n with no other keys, or anything
  * marked by flushout.array(). @returns its length, or -1 when it is a map. */
-static lua_Integer array_length(lua_State *L, int idx)
+static lua_Integer array_length(lua_State *L, int idx, lua_Integer *entries)
 {
     bool marked = false;
     if (lua_getmetatable(L, idx)) {
@@ -253,6 +270,7 @@ static lua_Integer array_length(lua_State *L, int idx)
         luaL_error(L, "newProps: a table key must be a string (or a sequence's index)");
     if (strings && count != (lua_Integer)0 && (n > 0 || marked))
         luaL_error(L, "newProps: a table mixes string keys with array items");
+    *entries = count;
     if (strings)
         return -1;
     if (n != count)
@@ -260,6 +278,7 @@ static lua_Integer array_length(lua_State *L, int idx)
                    "newProps: an array has holes (nil items): %lld items up to "
                    "index %lld",
                    (long long)count, (long long)n);
+    *entries = count;
     return count == 0 && !marked ? -1 : n; /* {} is an empty map */
 }
 
@@ -281,8 +300,9 @@ static void table_to_codec(to_codec_t *tc, int idx, int depth, lua_Integer n,
     }
     /* Map keys in a fixed order (Lua's own is per state): sorted bytewise. No script
      * runs here, so the table and its keys stay as they are. */
-    interceptor_key_t *keys;
-    size_t count = interceptor_sorted_keys(L, idx, &keys);
+    interceptor_key_t small[INTERCEPTOR_SMALL_KEYS], *keys;
+    bool pushed;
+    size_t count = interceptor_sorted_keys(L, idx, small, &keys, &pushed);
     for (size_t i = 0; i < count; i++) {
         const interceptor_key_t *k = &keys[i];
         if (k->kind != KEY_STRING)
@@ -296,7 +316,8 @@ static void table_to_codec(to_codec_t *tc, int idx, int depth, lua_Integer n,
                  &c->u.map.entries[c->u.map.used - 1].value);
         lua_pop(L, 1);
     }
-    lua_pop(L, 1);
+    if (pushed)
+        lua_pop(L, 1);
 }
 
 /* Converts the value at idx into *slot (which holds a placeholder owned by the tree,
@@ -352,9 +373,9 @@ static codec_value_t *to_codec(to_codec_t *tc, int idx, int depth, codec_value_t
         return copy;
     }
     case LUA_TTABLE: {
-        lua_Integer n = array_length(L, idx);
+        lua_Integer entries, n = array_length(L, idx, &entries);
         charge_bytes(tc, 5);
-        v = n >= 0 ? codec_value_array((uint32_t)n) : codec_value_map(0);
+        v = n >= 0 ? codec_value_array((uint32_t)n) : codec_value_map((uint32_t)entries);
         codec_value_destroy(*slot);
         *slot = v;
         table_to_codec(tc, idx, depth, n, v);
