@@ -138,7 +138,9 @@ static int check_layout(part_t *p, const char *dir)
         LOG_WARN("partition %d: the interceptor changed (%s when the state was last "
                  "taken over, %s now): flushes from offset %lld on get the new one",
                  p->id, was ? was + 1 : "none", now ? now + 1 : "none",
-                 (long long)state_store_next_offset(p->store));
+                 (long long)(state_store_next_offset(p->store) > 0
+                                 ? state_store_next_offset(p->store)
+                                 : 0));
         state_store_set_settings(p->store, r->settings);
     }
     free(recorded);

@@ -2851,6 +2851,97 @@ Test(kafka, settings_that_change_outcomes_are_recorded_and_a_mismatch_is_refused
     free(recorded);
 }
 
+/* Writes a script that stamps creates with tag (NUL-terminated path in out). */
+static void write_stamp_script(const char *name, const char *tag, char *out, size_t size)
+{
+    snprintf(out, size, "%s/%s.lua", dir, name);
+    FILE *fp = fopen(out, "w");
+    cr_assert_not_null(fp);
+    fprintf(fp,
+            "function intercept(document, command)\n"
+            "  if command.action ~= 'create' then return nil end\n"
+            "  local props = {}\n"
+            "  for k, v in pairs(command.props or {}) do props[k] = v end\n"
+            "  props.tag = '%s'\n"
+            "  return {newProps = props}\n"
+            "end\n",
+            tag);
+    fclose(fp);
+}
+
+/* Deploying another script is allowed: the hash is recorded, not enforced, and change
+ * records written under the old one still restore (they hold resolved commands). */
+/* Client c's flush of one create at the document's root (newProps drop parentDefault,
+ * as in flushout, so a create under a missing parent would fail). */
+static void send_root_create(const char *model, int seq, int from, const char *id)
+{
+    char json[256];
+    snprintf(json, sizeof(json),
+             "{\"type\":\"flush\",\"client\":\"c\",\"seq\":%d,\"from\":%d,"
+             "\"completions\":[{\"command\":{\"action\":\"create\",\"props\":{"
+             "\"n\":%d}},\"createdId\":\"%s\"}]}",
+             seq, from, seq, id);
+    send_json(model, json, NULL);
+}
+
+Test(kafka, a_changed_interceptor_is_recorded_and_not_refused)
+{
+    char script_a[PATH_MAX], script_b[PATH_MAX];
+    write_stamp_script("stamp-a", "A", script_a, sizeof(script_a));
+    write_stamp_script("stamp-b", "B", script_b, sizeof(script_b));
+    const char *with_a[] = {"--interceptor", script_a, "--max-document-bytes", "65536",
+                            NULL};
+    const char *with_b[] = {"--interceptor", script_b, "--max-document-bytes", "65536",
+                            NULL};
+    const char *without[] = {"--max-document-bytes", "65536", NULL};
+    int32_t p = partition_of("tagged");
+
+    instance_t a, b;
+    instance_start(&a, "a", with_a);
+    send_root_create("tagged", 1, 0, "i1");
+    char *reply = reply_json("c", 1);
+    cr_assert(strstr(reply, "\"tag\":\"A\""), "%s", reply);
+    free(reply);
+    instance_stop(&a);
+    char *recorded_a = store_settings("a", p);
+    cr_assert(strstr(recorded_a, ";interceptor=sha256:"), "%s", recorded_a);
+
+    instance_start(&a, "a", with_b); /* not refused */
+    send_root_create("tagged", 2, 1, "i2");
+    reply = reply_json("c", 2);
+    cr_assert(strstr(reply, "\"tag\":\"B\""), "%s", reply);
+    free(reply);
+    instance_stop(&a);
+    char *recorded_b = store_settings("a", p);
+    cr_assert_str_neq(recorded_a, recorded_b, "the new script's hash is recorded");
+    char id_a[PROCESSOR_SETTINGS_ID_LEN + 1], id_b[PROCESSOR_SETTINGS_ID_LEN + 1];
+    processor_settings_id(recorded_a, id_a);
+    processor_settings_id(recorded_b, id_b);
+    cr_assert_str_eq(id_a, id_b, "records stay compatible");
+    char differ[512];
+    cr_assert_eq(processor_settings_diff(recorded_a, recorded_b, differ, sizeof(differ)),
+                 0, "%s", differ);
+
+    /* A new owner without a script restores both flushes' outcomes from the changes
+     * topic (written under A and B) and applies the next one as sent. */
+    instance_start(&b, "b", without);
+    send_root_create("tagged", 3, 2, "i3");
+    reply = reply_json("c", 3);
+    cr_assert_null(strstr(reply, "\"tag\""), "%s", reply);
+    free(reply);
+    int64_t count;
+    char *doc = snapshot_json("tagged", "reader", 1, &count);
+    cr_assert_eq(count, 3);
+    cr_assert(strstr(doc, "\"tag\":\"A\"") && strstr(doc, "\"tag\":\"B\""), "%s", doc);
+    free(doc);
+    instance_stop(&b);
+    char *recorded_none = store_settings("b", p);
+    cr_assert_null(strstr(recorded_none, "interceptor="), "%s", recorded_none);
+    free(recorded_a);
+    free(recorded_b);
+    free(recorded_none);
+}
+
 /* ---- settings travel with the change and snapshot records ---- */
 
 /* The last value of header name in m (NUL-terminated copy, caller frees), or NULL. */
