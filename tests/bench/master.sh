@@ -9,12 +9,17 @@
 #
 # Usage: tests/bench/master.sh [--build DIR] [--bin PATH] [--workdir DIR] [--models N]
 #          [--clients N] [--flushes N] [--seed S] [--runs N] [--min-ratio R]
+#          [--interceptors]
 #   --build DIR     CMake build folder holding tests/bench_master (default build/)
 #   --bin PATH      bench_master to use instead (then nothing is built)
 #   --workdir DIR   workload cache and results (default <build>/bench)
 #   --models, --clients, --flushes, --seed   workload (default 1000, 3, 100000, 1)
 #   --runs N        timed runs per side, best one counts (default 3)
 #   --min-ratio R   target C/JS ratio (default 10; 0 = report only)
+#   --interceptors  also time what interceptors add per command (bench_interceptor,
+#                   next to bench_master): a trivial script, createdBy/createdAt
+#                   stamps, a one-field read of a 10 MB document; with a target
+#                   (--min-ratio > 0) a missed one exits 3 too
 # Exit: 0 at or above target, 3 below it, 1 if a side failed or the replies disagree,
 # 2 on usage errors.
 set -euo pipefail
@@ -31,12 +36,18 @@ flushes=100000
 seed=1
 runs=3
 min_ratio=10
+interceptors=0
 
 usage() {
     sed -n '/^# Usage:/,/^# 2 on usage/s/^# \{0,1\}//p' "$0" >&2
     exit 2
 }
 while (($#)); do
+    if [[ $1 == --interceptors ]]; then
+        interceptors=1
+        shift
+        continue
+    fi
     [[ $1 == -h || $1 == --help || $# -ge 2 ]] || { echo "master.sh: $1 needs a value" >&2; usage; }
     case $1 in
     --build) build=$2 ;;
@@ -123,3 +134,22 @@ if (Number(minRatio) > 0 && ratio < Number(minRatio)) {
   process.exit(3);
 }
 EOF
+
+if ((interceptors)); then
+    ibin=$(dirname "$bin")/bench_interceptor
+    [[ -x $ibin ]] || cmake --build "$build" --target bench_interceptor >&2
+    echo "master.sh: timing interceptors ($ibin)" >&2
+    check=()
+    [[ $min_ratio == 0 ]] || check=(--check)
+    # shellcheck disable=SC2016 # the JavaScript's template strings are not the shell's
+    "$ibin" "$workdir" --runs "$runs" "${check[@]}" | tee "$workdir/interceptor.json" |
+        node -e '
+const lines = require("fs").readFileSync(0, "utf8").trim().split("\n").map(JSON.parse);
+const by = Object.fromEntries(lines.map((l) => [l.bench, l]));
+const t = by.trivial, c = by.created_by, r = by.read_field;
+console.log(`interceptor, trivial (returns nil): +${t.added_us_per_command.toFixed(2)} us per command ` +
+  `(target <= 1; ${t.base_us_per_command.toFixed(2)} us without one)`);
+console.log(`interceptor, createdBy/createdAt: +${c.added_us_per_create.toFixed(2)} us per create (target <= 3)`);
+console.log(`interceptor, one field of a ${r.doc_mb} MB document: +${r.added_us_large.toFixed(2)} us ` +
+  `per command, +${r.added_us_1kb.toFixed(2)} on 1 KB (${r.large_over_small.toFixed(2)}x; target ~1x)`);'
+fi
