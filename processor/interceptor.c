@@ -119,7 +119,8 @@ typedef struct call_s {
     codec_value_t *new_props; /* the tree being built: freed by the caller on error */
     bool has_new_props;
     char *rejection;
-    bool empty; /* a table with neither newProps nor rejection */
+    bool empty;         /* a table with neither newProps nor rejection */
+    uint64_t filled[3]; /* the lazy tables' fields read so far, by index */
 } call_t;
 
 static const char *action_name(codec_action_t action)
@@ -149,67 +150,102 @@ static size_t packed_size(const codec_value_t *v)
     return size;
 }
 
-/* command, context and meta are tables whose fields are made on the first read (most
- * scripts read few of them, many none): until then each is an empty table with a
- * metatable that fills it from the call in progress and then leaves, so that from
- * there on it is a plain table the script may change. A table cannot outlive its call
- * (nothing survives one), so the call in progress is always its own. */
+/* command, context and meta are tables whose fields are made when first read: most
+ * scripts read few of them (many only command.action). Until the script writes to
+ * one, iterates it or takes its length, a metatable fills each field on its first
+ * read and notes it in the call's bitmask, so that a field the script has since set
+ * to nil stays nil; any of those other uses fills every field left and removes the
+ * metatable, leaving a plain table. A table cannot outlive its call (nothing survives
+ * one), so the call in progress is always its own. */
 enum { LAZY_COMMAND, LAZY_CONTEXT, LAZY_META, LAZY__COUNT };
 static const char LAZY_MT_KEYS[LAZY__COUNT];
+static const char *const COMMAND_FIELDS[] = {"action", "path", "props", "parentDefault",
+                                             NULL};
+static const char *const META_FIELDS[] = {"model",        "client",    "seq",
+                                          "commandCount", "timestamp", NULL};
+/* A context with more entries is filled whole on its first read. */
+#define LAZY_CONTEXT_ENTRIES 64
 
-static void set_absent(lua_State *L, int t, const char *name)
+static int field_index(const char *const *names, const char *key, size_t len)
 {
-    lua_pushstring(L, name);
-    lua_pushvalue(L, -1);
-    if (lua_rawget(L, t) == LUA_TNIL) {
-        lua_pop(L, 1);
-        lua_insert(L, -2); /* value name -> name value */
-        lua_rawset(L, t);
-    } else {
-        lua_pop(L, 3);
+    for (int i = 0; names[i]; i++)
+        if (strlen(names[i]) == len && !memcmp(names[i], key, len))
+            return i;
+    return -1;
+}
+
+/* Pushes field i of the kind's table. @returns false (nothing pushed) when the call
+ * has no such field. */
+static bool push_field(lua_State *L, const call_t *c, int kind, int i)
+{
+    const codec_request_t *flush = c->meta->flush;
+    switch (kind) {
+    case LAZY_COMMAND:
+        if (i == 0)
+            lua_pushstring(L, action_name(c->command->action));
+        else if (i == 1)
+            interceptor_push_path(L, c->command->path);
+        else if (i == 2 && c->command->props)
+            interceptor_push_value(L, c->command->props);
+        else if (i == 3 && c->command->parent_default)
+            interceptor_push_value(L, c->command->parent_default);
+        else
+            return false;
+        return true;
+    case LAZY_CONTEXT: {
+        uint32_t pos = 0, n = 0;
+        const codec_map_entry_t *e;
+        while ((e = codec_map_next(flush->context, &pos)) && n++ < (uint32_t)i)
+            ;
+        if (!e)
+            return false;
+        interceptor_push_value(L, e->value);
+        return true;
+    }
+    default:
+        if (i == 0)
+            lua_pushlstring(L, flush->model.ptr, flush->model.len);
+        else if (i == 1)
+            lua_pushlstring(L, flush->client.ptr, flush->client.len);
+        else if (i == 2)
+            lua_pushinteger(L, (lua_Integer)flush->seq);
+        else if (i == 3)
+            lua_pushinteger(L, (lua_Integer)c->meta->command_count);
+        else if (i == 4 && flush->timestamp >= 0)
+            lua_pushinteger(L, flush->timestamp);
+        else
+            return false;
+        return true;
     }
 }
 
-static void fill_lazy(lua_State *L, int t, int kind)
+/* Fills every field not read yet and leaves a plain table. */
+static void fill_all(lua_State *L, int t, int kind)
 {
-    const call_t *c = interceptor_worker(L)->call;
-    const codec_request_t *flush = c->meta->flush;
-    luaL_checkstack(L, 6, NULL);
-    switch (kind) {
-    case LAZY_COMMAND:
-        lua_pushstring(L, action_name(c->command->action));
-        set_absent(L, t, "action");
-        interceptor_push_path(L, c->command->path);
-        set_absent(L, t, "path");
-        if (c->command->props) {
-            interceptor_push_value(L, c->command->props);
-            set_absent(L, t, "props");
+    call_t *c = interceptor_worker(L)->call;
+    luaL_checkstack(L, 4, NULL);
+    if (kind == LAZY_CONTEXT) {
+        uint32_t pos = 0, i = 0;
+        const codec_map_entry_t *e;
+        while ((e = codec_map_next(c->meta->flush->context, &pos))) {
+            if (i >= LAZY_CONTEXT_ENTRIES || !(c->filled[kind] & (1ull << i))) {
+                lua_pushlstring(L, codec_map_entry_key(e), e->key_len);
+                interceptor_push_value(L, e->value);
+                lua_rawset(L, t);
+            }
+            i++;
         }
-        if (c->command->parent_default) {
-            interceptor_push_value(L, c->command->parent_default);
-            set_absent(L, t, "parentDefault");
-        }
-        break;
-    case LAZY_CONTEXT: /* a map: its fields are the table's */
-        interceptor_set_fields(L, t, flush->context);
-        break;
-    case LAZY_META:
-        lua_pushlstring(L, flush->model.ptr, flush->model.len);
-        set_absent(L, t, "model");
-        lua_pushlstring(L, flush->client.ptr, flush->client.len);
-        set_absent(L, t, "client");
-        lua_pushinteger(L, (lua_Integer)flush->seq);
-        set_absent(L, t, "seq");
-        lua_pushinteger(L, (lua_Integer)c->meta->command_count);
-        set_absent(L, t, "commandCount");
-        if (flush->timestamp >= 0) {
-            lua_pushinteger(L, flush->timestamp);
-            set_absent(L, t, "timestamp");
-        }
-        break;
+    } else {
+        const char *const *names = kind == LAZY_COMMAND ? COMMAND_FIELDS : META_FIELDS;
+        for (int i = 0; names[i]; i++)
+            if (!(c->filled[kind] & (1ull << i)) && push_field(L, c, kind, i)) {
+                lua_pushstring(L, names[i]);
+                lua_insert(L, -2);
+                lua_rawset(L, t);
+            }
     }
     lua_pushnil(L);
-    lua_setmetatable(L, t); /* a plain table from now on */
+    lua_setmetatable(L, t);
 }
 
 static int lazy_kind(lua_State *L)
@@ -219,21 +255,56 @@ static int lazy_kind(lua_State *L)
 
 static int lazy_index(lua_State *L)
 {
-    fill_lazy(L, 1, lazy_kind(L));
-    lua_settop(L, 2);
-    lua_rawget(L, 1);
+    int kind = lazy_kind(L);
+    call_t *c = interceptor_worker(L)->call;
+    size_t len;
+    const char *key = lua_type(L, 2) == LUA_TSTRING ? lua_tolstring(L, 2, &len) : NULL;
+    int i = -1;
+    if (key && kind == LAZY_CONTEXT) {
+        const codec_value_t *ctx = c->meta->flush->context;
+        const codec_value_t *v = codec_map_get(ctx, key, len);
+        if (v && ctx->u.map.count > LAZY_CONTEXT_ENTRIES) {
+            fill_all(L, 1, kind);
+            lua_settop(L, 2);
+            lua_rawget(L, 1);
+            return 1;
+        }
+        uint32_t pos = 0;
+        const codec_map_entry_t *e;
+        for (int n = 0; v && (e = codec_map_next(ctx, &pos)); n++)
+            if (e->value == v)
+                i = n;
+    } else if (key) {
+        i = field_index(kind == LAZY_COMMAND ? COMMAND_FIELDS : META_FIELDS, key, len);
+    }
+    if (i < 0 || (c->filled[kind] & (1ull << i)) || !push_field(L, c, kind, i)) {
+        lua_pushnil(L);
+        return 1;
+    }
+    c->filled[kind] |= 1ull << i;
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1);
     return 1;
+}
+
+static int lazy_newindex(lua_State *L)
+{
+    fill_all(L, 1, lazy_kind(L));
+    lua_settop(L, 3);
+    lua_rawset(L, 1);
+    return 0;
 }
 
 static int lazy_pairs(lua_State *L)
 {
-    fill_lazy(L, 1, lazy_kind(L));
+    fill_all(L, 1, lazy_kind(L));
     return interceptor_pairs(L);
 }
 
 static int lazy_len(lua_State *L)
 {
-    fill_lazy(L, 1, lazy_kind(L));
+    fill_all(L, 1, lazy_kind(L));
     lua_pushinteger(L, (lua_Integer)lua_rawlen(L, 1));
     return 1;
 }
@@ -250,6 +321,7 @@ static void lazy_open(lua_State *L)
     for (int kind = 0; kind < LAZY__COUNT; kind++) {
         lua_createtable(L, 0, 5);
         static const luaL_Reg methods[] = {{"__index", lazy_index},
+                                           {"__newindex", lazy_newindex},
                                            {"__pairs", lazy_pairs},
                                            {"__len", lazy_len},
                                            {NULL, NULL}};

@@ -165,45 +165,66 @@ static int key_compare(const void *pa, const void *pb)
     return (a->num > b->num) - (a->num < b->num); /* numbers, booleans */
 }
 
-size_t interceptor_sorted_keys(lua_State *L, int idx, interceptor_key_t *small,
-                               interceptor_key_t **keys, bool *pushed)
+static void key_read(lua_State *L, interceptor_key_t *key)
 {
-    idx = lua_absindex(L, idx);
+    switch (lua_type(L, -1)) {
+    case LUA_TNUMBER:
+        key->kind = KEY_NUMBER;
+        key->num = lua_tonumber(L, -1);
+        key->is_integer = lua_isinteger(L, -1);
+        key->integer = lua_tointeger(L, -1);
+        break;
+    case LUA_TSTRING:
+        key->kind = KEY_STRING;
+        key->str = lua_tolstring(L, -1, &key->len); /* alive: a key of the table */
+        break;
+    case LUA_TBOOLEAN:
+        key->kind = KEY_BOOLEAN;
+        key->num = lua_toboolean(L, -1);
+        break;
+    default:
+        luaL_error(L, "a table with %s keys has no fixed order", luaL_typename(L, -1));
+    }
+}
+
+/* Reads the keys of the table at idx into k[0..max). @returns their count, which may
+ * be more than max (the rest are counted, not read). */
+static size_t keys_read(lua_State *L, int idx, interceptor_key_t *k, size_t max)
+{
     size_t n = 0;
     lua_pushnil(L);
     while (lua_next(L, idx)) {
         lua_pop(L, 1);
+        if (n < max)
+            key_read(L, &k[n]);
         n++;
     }
+    return n;
+}
+
+size_t interceptor_sorted_keys(lua_State *L, int idx, interceptor_key_t *small,
+                               interceptor_key_t **keys, bool *pushed)
+{
+    idx = lua_absindex(L, idx);
+    interceptor_key_t *k = small;
+    size_t n = keys_read(L, idx, small, INTERCEPTOR_SMALL_KEYS);
     processor_lua_charge(L, n * 4);
     *pushed = n > INTERCEPTOR_SMALL_KEYS;
-    interceptor_key_t *k = *pushed ? lua_newuserdatauv(L, n * sizeof(*k), 0) : small;
-    size_t i = 0;
-    lua_pushnil(L);
-    while (lua_next(L, idx)) {
-        lua_pop(L, 1);
-        interceptor_key_t *key = &k[i++];
-        switch (lua_type(L, -1)) {
-        case LUA_TNUMBER:
-            key->kind = KEY_NUMBER;
-            key->num = lua_tonumber(L, -1);
-            key->is_integer = lua_isinteger(L, -1);
-            key->integer = lua_tointeger(L, -1);
-            break;
-        case LUA_TSTRING:
-            key->kind = KEY_STRING;
-            key->str = lua_tolstring(L, -1, &key->len); /* alive: a key of the table */
-            break;
-        case LUA_TBOOLEAN:
-            key->kind = KEY_BOOLEAN;
-            key->num = lua_toboolean(L, -1);
-            break;
-        default:
-            return (size_t)luaL_error(L, "pairs: a table with %s keys has no fixed order",
-                                      luaL_typename(L, -1));
+    if (*pushed) {
+        k = lua_newuserdatauv(L, n * sizeof(*k), 0);
+        keys_read(L, idx, k, n);
+    }
+    if (n > 8) {
+        qsort(k, n, sizeof(*k), key_compare);
+    } else { /* most tables: an insertion sort is cheaper than a call to qsort */
+        for (size_t a = 1; a < n; a++) {
+            interceptor_key_t key = k[a];
+            size_t b = a;
+            for (; b > 0 && key_compare(&k[b - 1], &key) > 0; b--)
+                k[b] = k[b - 1];
+            k[b] = key;
         }
     }
-    qsort(k, n, sizeof(*k), key_compare);
     *keys = k;
     return n;
 }
