@@ -506,6 +506,14 @@ static worker_t *thread_worker_get(processor_interceptor_t *ic)
     return w;
 }
 
+void processor_interceptor_thread_start(processor_interceptor_t *ic)
+{
+    if (!thread_worker_get(ic))
+        LOG_WARN("interceptor %s: no Lua state for this thread (out of memory?); its "
+                 "commands will be rejected until one can be made",
+                 ic->path);
+}
+
 /* ---- the interceptor ---- */
 
 void processor_interceptor_call(void *opaque, const codec_value_t *document,

@@ -48,6 +48,10 @@ void processor_interceptor_destroy(processor_interceptor_t *ic);
 /** The script's SHA-256, 64 hex digits. */
 const char *processor_interceptor_sha256(const processor_interceptor_t *ic);
 
+/** Creates the calling thread's Lua state now (a worker at its start), so that the
+ *  first command does not wait for it. Optional: a call creates it otherwise. */
+void processor_interceptor_thread_start(processor_interceptor_t *ic);
+
 /** The state_interceptor_fn: opaque is the processor_interceptor_t. A script that
  *  errors, runs out of its budget or returns what cannot be applied rejects the
  *  command (fail closed) with a message that says so, and is logged. */

@@ -10,8 +10,8 @@
 #include <string.h>
 
 #include "codec/alloc.h"
-#include "log.h"
 #include "interceptor.h"
+#include "log.h"
 #include "run_int.h"
 
 void run_stats_refresh(part_t *p, bool force)

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "codec/alloc.h"
+#include "interceptor.h"
 #include "log.h"
 #include "run_int.h"
 
@@ -233,6 +234,9 @@ static void worker_step(part_t *p)
 void *run_worker_main(void *opaque)
 {
     runner_t *r = opaque;
+    /* The worker's Lua state, made now rather than by its first command. */
+    if (r->cfg->interceptor_loaded)
+        processor_interceptor_thread_start(r->cfg->interceptor_loaded);
     for (;;) {
         pthread_mutex_lock(&r->runq_lock);
         while (!r->runq_head && !r->stopping)
