@@ -91,8 +91,8 @@ void processor_lua_charge(lua_State *L, size_t steps)
     w->steps += steps;
     if (w->steps > w->max_steps) {
         w->over = OVER_INSTRUCTIONS;
-        luaL_error(L, "the script ran out of its budget of %llu instructions",
-                   (unsigned long long)w->max_steps);
+        luaL_error(L, "the script ran out of its budget of %I instructions",
+                   (lua_Integer)w->max_steps);
     }
 }
 

@@ -1,6 +1,7 @@
 /* processor/interceptor_sandbox.c - what an interceptor script can reach: pure
  * libraries, read-only, with the functions that could depend on the Lua state (next,
  * tostring of a table, %p) or run unbounded in C replaced by ones that cannot. */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -122,6 +123,18 @@ static int charged_results(lua_State *L)
     return lua_gettop(L);
 }
 
+/* table.concat, table.insert and table.remove: charged the table's length up front
+ * (they walk or shift it in C; concatenating empty strings allocates nothing). */
+static int charged_length(lua_State *L)
+{
+    if (lua_type(L, 1) == LUA_TTABLE)
+        processor_lua_charge(L, 1 + lua_rawlen(L, 1));
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
 /* table.move(a1, f, e, t): charged its length up front (moving nils allocates
  * nothing, so nothing else would count it). */
 static int charged_move(lua_State *L)
@@ -133,6 +146,72 @@ static int charged_move(lua_State *L)
     lua_insert(L, 1);
     lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
     return lua_gettop(L);
+}
+
+/* a < b for table.sort: the comparator's answer, or Lua's own order. One step of the
+ * budget each: Lua's < on numbers runs no instruction the count hook would see. */
+static bool sort_less(lua_State *L, int values, lua_Integer a, lua_Integer b)
+{
+    processor_lua_charge(L, 1);
+    lua_rawgeti(L, values, a);
+    lua_rawgeti(L, values, b);
+    if (lua_isnil(L, 2)) {
+        bool less = lua_compare(L, -2, -1, LUA_OPLT);
+        lua_pop(L, 2);
+        return less;
+    }
+    lua_pushvalue(L, 2);
+    lua_insert(L, -3);
+    lua_call(L, 2, 1);
+    bool less = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    return less;
+}
+
+/* table.sort(t [, comp]) as a stable merge sort. Lua's own picks pivots from clock()
+ * and time() for large arrays, so elements that compare equal (or a comparator that is
+ * not a strict order) would end in an order that changes from run to run, and its C
+ * loop runs uncounted between comparisons. */
+static int sandbox_sort(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_Integer n = luaL_len(L, 1);
+    if (!lua_isnoneornil(L, 2))
+        luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_settop(L, 2);
+    if (n < 2)
+        return 0;
+    luaL_argcheck(L, n < INT32_MAX, 1, "array too big");
+    processor_lua_charge(L, (size_t)n);
+    lua_createtable(L, (int)n, 0); /* 3: the values */
+    lua_createtable(L, (int)n, 0); /* 4: merged runs */
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_geti(L, 1, i);
+        lua_rawseti(L, 3, i);
+    }
+    int from = 3, to = 4;
+    for (lua_Integer width = 1; width < n; width *= 2) {
+        for (lua_Integer lo = 1; lo <= n; lo += 2 * width) {
+            lua_Integer mid = lo + width, hi = lo + 2 * width;
+            mid = mid > n + 1 ? n + 1 : mid;
+            hi = hi > n + 1 ? n + 1 : hi;
+            lua_Integer a = lo, b = mid;
+            for (lua_Integer k = lo; k < hi; k++) {
+                /* the left run's element first unless the right one is less: stable */
+                bool right = a >= mid || (b < hi && sort_less(L, from, b, a));
+                lua_rawgeti(L, from, right ? b++ : a++);
+                lua_rawseti(L, to, k);
+            }
+        }
+        int swap = from;
+        from = to;
+        to = swap;
+    }
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, from, i);
+        lua_seti(L, 1, i);
+    }
+    return 0;
 }
 
 /* setmetatable, refusing what makes outcomes depend on when the collector runs. */
@@ -404,6 +483,11 @@ void interceptor_sandbox_open(lua_State *L)
     copy_fields(L, tab, lua_gettop(L), TABLE_FUNCTIONS);
     wrap(L, lua_gettop(L), "unpack", charged_results);
     wrap(L, lua_gettop(L), "move", charged_move);
+    wrap(L, lua_gettop(L), "concat", charged_length);
+    wrap(L, lua_gettop(L), "insert", charged_length);
+    wrap(L, lua_gettop(L), "remove", charged_length);
+    lua_pushcfunction(L, sandbox_sort);
+    lua_setfield(L, -2, "sort");
     push_proxy(L, -1);
     lua_setfield(L, sandbox, "table");
     lua_pop(L, 1);

@@ -217,16 +217,16 @@ static void charge_bytes(to_codec_t *tc, size_t n)
     tc->bytes += n;
     if (tc->bytes > tc->max_bytes)
         luaL_error(tc->L,
-                   "newProps would be more than %zu bytes, %d more than the props it "
+                   "newProps would be more than %I bytes, %d more than the props it "
                    "replaces",
-                   tc->max_bytes, PROCESSOR_INTERCEPTOR_GROWTH_BYTES);
+                   (lua_Integer)tc->max_bytes, PROCESSOR_INTERCEPTOR_GROWTH_BYTES);
 }
 
 static void check_string(to_codec_t *tc, const char *s, size_t len, const char *what)
 {
     if (len > tc->limits->max_string_bytes)
-        luaL_error(tc->L, "newProps: a %s of %zu bytes is over --max-string-bytes %u",
-                   what, len, tc->limits->max_string_bytes);
+        luaL_error(tc->L, "newProps: a %s of %I bytes is over --max-string-bytes %I",
+                   what, (lua_Integer)len, (lua_Integer)tc->limits->max_string_bytes);
     if (!codec_utf8_valid(s, len))
         luaL_error(tc->L, "newProps: a %s is not valid UTF-8", what);
     charge_bytes(tc, len + 5);
@@ -275,9 +275,9 @@ static lua_Integer array_length(lua_State *L, int idx, lua_Integer *entries)
         return -1;
     if (n != count)
         luaL_error(L,
-                   "newProps: an array has holes (nil items): %lld items up to "
-                   "index %lld",
-                   (long long)count, (long long)n);
+                   "newProps: an array has holes (nil items): %I items up to "
+                   "index %I",
+                   count, n);
     *entries = count;
     return count == 0 && !marked ? -1 : n; /* {} is an empty map */
 }
@@ -327,8 +327,8 @@ static codec_value_t *to_codec(to_codec_t *tc, int idx, int depth, codec_value_t
     lua_State *L = tc->L;
     luaL_checkstack(L, 8, "newProps nested too deep");
     if (depth > (int)tc->max_depth)
-        luaL_error(L, "newProps: nested deeper than --max-depth allows (%u levels)",
-                   tc->max_depth);
+        luaL_error(L, "newProps: nested deeper than --max-depth allows (%I levels)",
+                   (lua_Integer)tc->max_depth);
     codec_value_t *v = NULL;
     switch (lua_type(L, idx)) {
     case LUA_TBOOLEAN:
