@@ -25,8 +25,9 @@
 #include "lua_patterns.h"
 
 /* The count hook runs every HOOK_EVERY VM instructions (fewer with a smaller budget):
- * often enough to stop a loop soon, rarely enough to cost nothing. */
-#define HOOK_EVERY 1000
+ * often enough that the wall-clock backstop is checked soon even when each
+ * instruction compares megabytes of string, rarely enough to cost little. */
+#define HOOK_EVERY 250
 /* A message a script gives (a rejection, an error) is cut to this many bytes. */
 #define MESSAGE_MAX 1024
 /* The loaded chunk's registry key. */
