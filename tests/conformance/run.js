@@ -76,12 +76,17 @@ function parseArgs(argv) {
 // ---------------------------------------------------------------------------
 // Reference side: one real flushout Master per model, fed the exact request
 // lines (parsed back from JSON, so it sees what the C side sees).
+// opts.intercept(document, command, context, meta), when given, becomes each
+// Master's interceptor (interceptors.js); flushout passes no meta, so it is
+// built here from the flush being applied, as `apply` builds it for Lua.
 
 const clone = (x) => JSON.parse(JSON.stringify(x));
 
 class Reference {
-  constructor(history) {
+  constructor(history, opts = {}) {
     this.N = history;
+    this.intercept = opts.intercept;
+    this.flushing = null; // the flush request being applied
     this.models = new Map();
     this.requests = []; // request lines
     this.expected = []; // reply lines
@@ -97,6 +102,15 @@ class Reference {
         cfg.historyProvider = (from, to) => {
           if (from >= 0 && from >= to - N && from <= to) return clone(m.history.slice(from, to));
           return undefined;
+        };
+      }
+      if (this.intercept) {
+        // applyCompletions calls the interceptor before applying each command, so
+        // getCommandCount() is the version before it, which is meta.commandCount.
+        cfg.interceptor = (document, command, context) => {
+          const f = this.flushing;
+          const meta = { model: f.model, client: f.client, seq: f.seq, commandCount: m.master.model.getCommandCount(), timestamp: f.timestamp };
+          return this.intercept(document, command, context, meta);
         };
       }
       m.master = new Master({ commandCount: 0, document: {} }, cfg);
@@ -115,7 +129,9 @@ class Reference {
     let reply;
     switch (r.type) {
       case 'flush': {
-        const res = await m.master.apply({ from: r.from, completions: r.completions });
+        this.flushing = r;
+        const res = await m.master.apply({ from: r.from, completions: r.completions }, r.context);
+        this.flushing = null;
         // Serialize now: sync.latest aliases the live document.
         reply = clone({
           type: 'flushResult', model: r.model, client: r.client, seq: r.seq,
@@ -311,14 +327,16 @@ function genCommand(r, cl) {
   return { action: 'detete', path: p };
 }
 
-async function buildRandomCase(seed, N) {
+// opts.reference: options for the Reference; opts.decorateFlush(req): adds fields
+// (context, timestamp) to each flush request before it is sent.
+async function buildRandomCase(seed, N, opts = {}) {
   const r = new Rng(seed);
   // Non-sequential Proxies draw IDs from Math.random: make that seeded too.
   const idRng = new Rng((seed ^ 0x9e3779b9) >>> 0);
   const savedRandom = Math.random;
   Math.random = () => idRng.next();
   try {
-    const ref = new Reference(N);
+    const ref = new Reference(N, opts.reference);
     const models = [];
     const nModels = r.int(1, 3);
     for (let j = 0; j < nModels; j++) models.push({ name: `c${seed}-m${j}`, clients: [], target: r.int(2, 5), nextK: 0 });
@@ -338,7 +356,9 @@ async function buildRandomCase(seed, N) {
     };
     const beginFlush = async (cl) => {
       const batch = cl.proxy.beginFlush();
-      cl.pending = await ref.send({ type: 'flush', model: cl.model, client: cl.name, seq: ++cl.seq, from: batch.from, completions: batch.completions });
+      const req = { type: 'flush', model: cl.model, client: cl.name, seq: ++cl.seq, from: batch.from, completions: batch.completions };
+      if (opts.decorateFlush) opts.decorateFlush(req);
+      cl.pending = await ref.send(req);
     };
     const endFlush = (cl) => {
       const res = cl.proxy.endFlush(cl.pending.sync);
@@ -631,10 +651,10 @@ function printStats(N, cases) {
 // ---------------------------------------------------------------------------
 // Running the binary
 
-function runBinary(bin, N, lines) {
+function runBinary(bin, N, lines, extraArgs = []) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'flushout-conformance-state-'));
   try {
-    const args = ['apply', '--state-dir', dir, '--ids', 'sequential', '--history', String(N)];
+    const args = ['apply', '--state-dir', dir, '--ids', 'sequential', '--history', String(N), ...extraArgs];
     const t0 = Date.now();
     const res = spawnSync(bin, args, {
       input: lines.length ? lines.join('\n') + '\n' : '',
@@ -653,12 +673,85 @@ function runBinary(bin, N, lines) {
 function reproFiles(c, actual) {
   const dir = path.join(os.tmpdir(), 'flushout-conformance');
   fs.mkdirSync(dir, { recursive: true });
-  const base = path.join(dir, `${c.edge ? `edge-${c.name}` : `seed-${c.seed}`}-history-${c.N}`);
+  const base = path.join(dir, `${c.fileLabel || (c.edge ? `edge-${c.name}` : `seed-${c.seed}`)}-history-${c.N}`);
   const w = (suffix, lines) => fs.writeFileSync(base + suffix, lines.map((l) => l + '\n').join(''));
   w('.requests.ndjson', c.requests);
   w('.expected.ndjson', c.expected);
   w('.actual.ndjson', actual);
   return base;
+}
+
+// Pipes the cases of one group (one --history setting, plus g.binArgs) through one
+// binary invocation and compares every reply. `reported` counts the failures
+// already printed in full (at most o.maxReport over all groups).
+function runAndCompare(o, N, cases, g, reported) {
+  const groupLabel = g.label || `history ${N}`;
+  const r = { passed: 0, failed: 0, failures: [], binaryTrouble: false, reported };
+  const lines = [];
+  for (const c of cases) { c.offset = lines.length; lines.push(...c.requests); }
+
+  const res = runBinary(o.bin, N, lines, g.binArgs);
+  let out = [];
+  let trouble = null;
+  if (res.error) trouble = `could not run ${o.bin}: ${res.error.message}`;
+  else {
+    out = res.stdout.split('\n');
+    if (out.length && out[out.length - 1] === '') out.pop();
+    if (res.status !== 0) trouble = `binary exited with ${res.signal ? `signal ${res.signal}` : `status ${res.status}`}`;
+    else if (out.length !== lines.length) trouble = `binary printed ${out.length} lines for ${lines.length} requests`;
+  }
+  console.log(`${groupLabel}: ${cases.length} cases, ${lines.length} requests; reference ${g.refMs} ms, binary ${res.ms} ms`);
+  if (trouble) {
+    r.binaryTrouble = true;
+    console.log(`  ERROR: ${trouble}`);
+    console.log(`  command: ${o.bin} ${res.args.join(' ')} < requests`);
+    const err = (res.stderr || '').trim();
+    if (err) console.log(`  stderr (tail):\n${pretty(err.split('\n').slice(-20).join('\n'), 3000)}`);
+  }
+
+  for (const c of cases) {
+    const actual = out.slice(c.offset, c.offset + c.requests.length);
+    let first = null;
+    let bad = 0;
+    for (let j = 0; j < c.requests.length; j++) {
+      const exp = JSON.parse(c.expected[j]);
+      let diff;
+      let act;
+      if (j >= actual.length) diff = '(no reply line)';
+      else {
+        try {
+          act = JSON.parse(actual[j]);
+          diff = firstDiff(exp, act, '$');
+        } catch (e) {
+          diff = `reply is not JSON: ${e.message}`;
+        }
+      }
+      if (diff) {
+        bad++;
+        if (!first) first = { j, diff, exp, act, raw: actual[j] };
+      }
+    }
+    if (!first) { r.passed++; continue; }
+    r.failed++;
+    const repro = g.repro(c);
+    r.failures.push(`${c.label} ${groupLabel}: ${first.diff}`);
+    if (r.reported < o.maxReport) {
+      r.reported++;
+      const base = reproFiles(c, actual);
+      const directArgs = res.args.map((a, i) => (res.args[i - 1] === '--state-dir' ? '"$(mktemp -d)"' : a));
+      console.log(`\nFAIL ${c.label} (${groupLabel}): reply ${first.j + 1} of ${c.requests.length} differs; ${bad} differing replies in this case`);
+      console.log(`  first difference: ${first.diff}`);
+      console.log(`  request:\n${pretty(c.requests[first.j], 1500)}`);
+      console.log(`  expected (flushout):\n${pretty(first.exp, 2500)}`);
+      console.log(`  actual (binary):\n${pretty(first.act !== undefined ? first.act : String(first.raw), 2500)}`);
+      console.log(`  reproduce: ${repro}`);
+      console.log(`  files: ${base}.{requests,expected,actual}.ndjson`);
+      console.log(`  direct: ${o.bin} ${directArgs.join(' ')} < ${base}.requests.ndjson`);
+    } else {
+      console.log(`FAIL ${c.label} (${groupLabel}): ${first.diff} [reproduce: ${repro}]`);
+    }
+  }
+  return r;
 }
 
 // ---------------------------------------------------------------------------
@@ -682,73 +775,19 @@ async function main() {
     for (let i = h; i < o.cases; i += o.history.length) cases.push(await buildRandomCase((o.seed + i) >>> 0, N));
     if (o.edge) for (const [name, fn] of Object.entries(EDGE)) cases.push(await buildEdgeCase(name, fn, N));
     if (cases.length === 0) continue;
-    const lines = [];
-    for (const c of cases) { c.offset = lines.length; lines.push(...c.requests); }
     const refMs = Date.now() - tr;
     if (o.stats) printStats(N, cases);
-
-    const res = runBinary(o.bin, N, lines);
-    let out = [];
-    let trouble = null;
-    if (res.error) trouble = `could not run ${o.bin}: ${res.error.message}`;
-    else {
-      out = res.stdout.split('\n');
-      if (out.length && out[out.length - 1] === '') out.pop();
-      if (res.status !== 0) trouble = `binary exited with ${res.signal ? `signal ${res.signal}` : `status ${res.status}`}`;
-      else if (out.length !== lines.length) trouble = `binary printed ${out.length} lines for ${lines.length} requests`;
-    }
-    console.log(`history ${N}: ${cases.length} cases, ${lines.length} requests; reference ${refMs} ms, binary ${res.ms} ms`);
-    if (trouble) {
-      binaryTrouble = true;
-      console.log(`  ERROR: ${trouble}`);
-      console.log(`  command: ${o.bin} ${res.args.join(' ')} < requests`);
-      const err = (res.stderr || '').trim();
-      if (err) console.log(`  stderr (tail):\n${pretty(err.split('\n').slice(-20).join('\n'), 3000)}`);
-    }
-
-    for (const c of cases) {
-      const actual = out.slice(c.offset, c.offset + c.requests.length);
-      let first = null;
-      let bad = 0;
-      for (let j = 0; j < c.requests.length; j++) {
-        const exp = JSON.parse(c.expected[j]);
-        let diff;
-        let act;
-        if (j >= actual.length) diff = '(no reply line)';
-        else {
-          try {
-            act = JSON.parse(actual[j]);
-            diff = firstDiff(exp, act, '$');
-          } catch (e) {
-            diff = `reply is not JSON: ${e.message}`;
-          }
-        }
-        if (diff) {
-          bad++;
-          if (!first) first = { j, diff, exp, act, raw: actual[j] };
-        }
-      }
-      if (!first) { passed++; continue; }
-      failed++;
-      const repro = c.edge
+    const g = runAndCompare(o, N, cases, {
+      refMs,
+      repro: (c) => (c.edge
         ? `node run.js --bin ${o.bin} --cases 0 --history ${N}`
-        : `node run.js --bin ${o.bin} --seed ${c.seed} --cases 1 --history ${N} --no-edge`;
-      failures.push(`${c.label} history ${N}: ${first.diff}`);
-      if (reported < o.maxReport) {
-        reported++;
-        const base = reproFiles(c, actual);
-        console.log(`\nFAIL ${c.label} (history ${N}): reply ${first.j + 1} of ${c.requests.length} differs; ${bad} differing replies in this case`);
-        console.log(`  first difference: ${first.diff}`);
-        console.log(`  request:\n${pretty(c.requests[first.j], 1500)}`);
-        console.log(`  expected (flushout):\n${pretty(first.exp, 2500)}`);
-        console.log(`  actual (binary):\n${pretty(first.act !== undefined ? first.act : String(first.raw), 2500)}`);
-        console.log(`  reproduce: ${repro}`);
-        console.log(`  files: ${base}.{requests,expected,actual}.ndjson`);
-        console.log(`  direct: ${o.bin} apply --state-dir "$(mktemp -d)" --ids sequential --history ${N} < ${base}.requests.ndjson`);
-      } else {
-        console.log(`FAIL ${c.label} (history ${N}): ${first.diff} [reproduce: ${repro}]`);
-      }
-    }
+        : `node run.js --bin ${o.bin} --seed ${c.seed} --cases 1 --history ${N} --no-edge`),
+    }, reported);
+    passed += g.passed;
+    failed += g.failed;
+    reported = g.reported;
+    binaryTrouble = binaryTrouble || g.binaryTrouble;
+    failures.push(...g.failures);
   }
 
   if (failures.length) {
@@ -771,4 +810,4 @@ if (require.main === module) {
   });
 }
 
-module.exports = { buildRandomCase, buildEdgeCase, EDGE, firstDiff, Reference };
+module.exports = { buildRandomCase, buildEdgeCase, EDGE, firstDiff, Reference, runAndCompare, pretty, trunc };
