@@ -76,7 +76,7 @@ function parseArgs(argv) {
 // ---------------------------------------------------------------------------
 // Reference side: one real flushout Master per model, fed the exact request
 // lines (parsed back from JSON, so it sees what the C side sees).
-// opts.intercept(document, command, context, meta), when given, becomes each
+// opts.intercept(document, command, context, meta, request), when given, becomes each
 // Master's interceptor (interceptors.js); flushout passes no meta, so it is
 // built here from the flush being applied, as `apply` builds it for Lua.
 
@@ -110,7 +110,7 @@ class Reference {
         cfg.interceptor = (document, command, context) => {
           const f = this.flushing;
           const meta = { model: f.model, client: f.client, seq: f.seq, commandCount: m.master.model.getCommandCount(), timestamp: f.timestamp };
-          return this.intercept(document, command, context, meta);
+          return this.intercept(document, command, context, meta, f);
         };
       }
       m.master = new Master({ commandCount: 0, document: {} }, cfg);

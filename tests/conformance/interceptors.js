@@ -1,0 +1,193 @@
+#!/usr/bin/env node
+// Differential test of interceptors: each interceptor in interceptors/ is written
+// twice, NAME.lua for `flushout-processor apply --interceptor` and NAME.js for
+// flushout@1.1.1's Master; run.js's random multi-client workloads (with a context
+// and a timestamp on every flush) must get identical replies. See README.md.
+'use strict';
+
+const fs = require('fs');
+const path = require('path');
+const { Rng } = require('../common/rng.js');
+const { buildRandomCase, runAndCompare, trunc } = require('./run.js');
+
+const DIR = path.join(__dirname, 'interceptors');
+const NAMES = fs.readdirSync(DIR).filter((f) => f.endsWith('.lua')).map((f) => f.slice(0, -4)).sort();
+
+function usage(msg) {
+  if (msg) console.error(`interceptors.js: ${msg}`);
+  console.error(
+    'usage: node interceptors.js [--bin PATH] [--cases N] [--seed S] [--history LIST]\n' +
+      '                           [--only NAME] [--max-report K]\n' +
+      '  --bin PATH      flushout-processor binary (default ../../build/bin/flushout-processor)\n' +
+      '  --cases N       random cases (default 300); case i uses seed S+i, interceptor\n' +
+      '                  NAMES[i % len] and history LIST[(i / len(NAMES)) % len(LIST)]\n' +
+      '  --seed S        base seed (default: from the clock, printed)\n' +
+      '  --history LIST  comma-separated --history settings (default 0,3,1000)\n' +
+      `  --only NAME     one interceptor (${NAMES.join(', ')})\n` +
+      '  --max-report K  print full details for the first K failing cases (default 5)'
+  );
+  if (!msg) process.exit(0);
+  process.stdout.write('0 passed, 0 failed\n');
+  process.exit(2);
+}
+
+function parseArgs(argv) {
+  const o = {
+    bin: path.resolve(__dirname, '..', '..', 'build', 'bin', 'flushout-processor'),
+    cases: 300,
+    seed: undefined,
+    history: [0, 3, 1000],
+    names: NAMES,
+    maxReport: 5,
+  };
+  const int = (name, s) => {
+    if (!/^[0-9]+$/.test(s)) usage(`${name} needs a non-negative integer, got ${JSON.stringify(s)}`);
+    return Number(s);
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const val = () => {
+      if (i + 1 >= argv.length) usage(`missing value for ${a}`);
+      return argv[++i];
+    };
+    switch (a) {
+      case '--bin': o.bin = path.resolve(val()); break;
+      case '--cases': o.cases = int(a, val()); break;
+      case '--seed': o.seed = int(a, val()) >>> 0; break;
+      case '--history': {
+        o.history = val().split(',').filter((x) => x !== '').map((x) => int(a, x));
+        if (o.history.length === 0) usage('--history needs at least one value');
+        break;
+      }
+      case '--only': {
+        const n = val();
+        if (!NAMES.includes(n)) usage(`no interceptor ${n}`);
+        o.names = [n];
+        break;
+      }
+      case '--max-report': o.maxReport = int(a, val()); break;
+      case '-h':
+      case '--help': usage(); break;
+      default: usage(`unknown argument ${a}`);
+    }
+  }
+  if (o.seed === undefined) o.seed = (Date.now() ^ (process.pid << 16)) >>> 0;
+  return o;
+}
+
+// ---------------------------------------------------------------------------
+// What each case exercised, counted on the JavaScript side: a run that stops
+// covering one of the outcomes the issue asks for fails (see COVERAGE).
+
+const tally = {};
+const bump = (k) => { tally[k] = (tally[k] || 0) + 1; };
+
+// The JavaScript interceptor, counting its outcomes. flushout hands the
+// interceptor a new command object when it remapped the path, so a command that
+// is not one of the request's own was remapped.
+function counted(intercept) {
+  return (document, command, context, meta, request) => {
+    const out = intercept(document, command, context, meta);
+    const action = command.action === 'detete' ? 'delete' : command.action;
+    const kind = out === undefined ? 'pass' : out.newProps !== undefined ? 'newProps' : 'rejection';
+    bump(`${action} ${kind}`);
+    if (!request.completions.some((c) => c.command === command)) bump(`remapped path ${kind}`);
+    if (command.action === 'detete' && out !== undefined && out.rejection === undefined) {
+      throw new Error('a delete got newProps or {}: INTERCEPTORS.md documents a different outcome than flushout\'s');
+    }
+    return out;
+  };
+}
+
+const COVERAGE = [
+  'create rejection', 'create newProps', 'update rejection', 'update newProps',
+  'delete rejection', 'delete pass', 'remapped path pass', 'remapped path rejection', 'remapped path newProps',
+];
+
+// ---------------------------------------------------------------------------
+// Flush requests get a context (sometimes none) and a timestamp (sometimes none:
+// meta.timestamp is then nil / undefined), from their own generator so the
+// workload's sequence stays run.js's.
+
+const USERS = ['alice', 'bob', 'carol', 'zoë', '名前'];
+const ROLES = ['admin', 'user', 'guest'];
+
+function flushDecorator(seed) {
+  const r = new Rng((seed ^ 0x5bd1e995) >>> 0);
+  let clock = 1700000000000 + r.int(0, 1e6);
+  return (req) => {
+    if (r.chance(0.9)) {
+      req.context = {};
+      if (r.chance(0.9)) req.context.user = r.pick(USERS);
+      if (r.chance(0.7)) req.context.role = r.pick(ROLES);
+    }
+    clock += r.int(0, 5000);
+    if (r.chance(0.95)) req.timestamp = clock;
+  };
+}
+
+async function main() {
+  const o = parseArgs(process.argv.slice(2));
+  const t0 = Date.now();
+  console.log(`flushout interceptor differential test: bin=${o.bin}`);
+  console.log(`seed=${o.seed} cases=${o.cases} history=${o.history.join(',')} interceptors=${o.names.join(',')}`);
+
+  const groups = new Map(); // "name history" -> cases
+  for (let i = 0; i < o.cases; i++) {
+    const name = o.names[i % o.names.length];
+    const N = o.history[Math.floor(i / o.names.length) % o.history.length];
+    const key = `${name} ${N}`;
+    if (!groups.has(key)) groups.set(key, { name, N, cases: [] });
+    groups.get(key).cases.push((o.seed + i) >>> 0);
+  }
+
+  let passed = 0;
+  let failed = 0;
+  let reported = 0;
+  let binaryTrouble = false;
+  const failures = [];
+  for (const { name, N, cases: seeds } of groups.values()) {
+    const tr = Date.now();
+    const intercept = counted(require(path.join(DIR, `${name}.js`)).intercept);
+    const cases = [];
+    for (const seed of seeds) {
+      const c = await buildRandomCase(seed, N, {
+        reference: { intercept },
+        decorateFlush: flushDecorator(seed),
+      });
+      c.fileLabel = `interceptor-${name}-seed-${seed}`;
+      cases.push(c);
+    }
+    const g = runAndCompare(o, N, cases, {
+      label: `interceptor ${name} history ${N}`,
+      binArgs: ['--interceptor', path.join(DIR, `${name}.lua`)],
+      refMs: Date.now() - tr,
+      repro: (c) => `node interceptors.js --bin ${o.bin} --seed ${c.seed} --cases 1 --history ${N} --only ${name}`,
+    }, reported);
+    passed += g.passed;
+    failed += g.failed;
+    reported = g.reported;
+    binaryTrouble = binaryTrouble || g.binaryTrouble;
+    failures.push(...g.failures);
+  }
+
+  console.log(`outcomes (JavaScript side): ${JSON.stringify(tally)}`);
+  const missing = o.names.length === NAMES.length && o.cases >= 100 ? COVERAGE.filter((k) => !tally[k]) : [];
+  if (missing.length) console.log(`COVERAGE: the workload never produced ${missing.join(', ')}`);
+  if (failures.length) {
+    console.log(`\nfailing cases (${failures.length}):`);
+    for (const f of failures.slice(0, 50)) console.log(`  ${trunc(f, 300)}`);
+    if (failures.length > 50) console.log(`  ... and ${failures.length - 50} more`);
+  }
+  const total = passed + failed;
+  if (total === 0) console.log('no cases ran');
+  console.log(`time ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+  console.log(`${passed} passed, ${failed} failed`);
+  process.exitCode = failed === 0 && total > 0 && !binaryTrouble && missing.length === 0 ? 0 : 1;
+}
+
+main().catch((e) => {
+  console.error(e && e.stack ? e.stack : e);
+  console.log('0 passed, 0 failed');
+  process.exitCode = 2;
+});
