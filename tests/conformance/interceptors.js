@@ -89,10 +89,11 @@ function counted(intercept) {
   return (document, command, context, meta, request) => {
     const out = intercept(document, command, context, meta);
     const action = command.action === 'detete' ? 'delete' : command.action;
-    const kind = out === undefined ? 'pass' : out.newProps !== undefined ? 'newProps' : 'rejection';
+    // flushout applies newProps on creates and updates even beside a rejection.
+    const kind = out === undefined ? 'pass' : out.newProps !== undefined && action !== 'delete' ? 'newProps' : 'rejection';
     bump(`${action} ${kind}`);
     if (!request.completions.some((c) => c.command === command)) bump(`remapped path ${kind}`);
-    if (command.action === 'detete' && out !== undefined && out.rejection === undefined) {
+    if (command.action === 'detete' && out !== undefined && typeof out.rejection !== 'string') {
       throw new Error('a delete got newProps or {}: INTERCEPTORS.md documents a different outcome than flushout\'s');
     }
     return out;
