@@ -19,7 +19,7 @@ function usage(msg) {
     'usage: node interceptors.js [--bin PATH] [--cases N] [--seed S] [--history LIST]\n' +
       '                           [--only NAME] [--max-report K]\n' +
       '  --bin PATH      flushout-processor binary (default ../../build/bin/flushout-processor)\n' +
-      '  --cases N       random cases (default 420); case i uses seed S+i, interceptor\n' +
+      '  --cases N       random cases (default 480); case i uses seed S+i, interceptor\n' +
       '                  NAMES[i % len] and history LIST[(i / len(NAMES)) % len(LIST)]\n' +
       '  --seed S        base seed (default: from the clock, printed)\n' +
       '  --history LIST  comma-separated --history settings (default 0,3,1000)\n' +
@@ -34,7 +34,7 @@ function usage(msg) {
 function parseArgs(argv) {
   const o = {
     bin: path.resolve(__dirname, '..', '..', 'build', 'bin', 'flushout-processor'),
-    cases: 420,
+    cases: 480,
     seed: undefined,
     history: [0, 3, 1000],
     names: NAMES,
