@@ -10,6 +10,7 @@ function intercept(document, command, context, meta) {
   props.createdAt = meta.timestamp;
   props.createdAtVersion = meta.commandCount;
   props.origin = { model: meta.model, client: meta.client, seq: meta.seq, path: command.path || [] };
+  props.hadParentDefault = command.parentDefault != null;
   return { newProps: props };
 }
 

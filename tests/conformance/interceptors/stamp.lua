@@ -15,5 +15,7 @@ function intercept(document, command, context, meta)
   props.createdAt = meta.timestamp
   props.createdAtVersion = meta.commandCount
   props.origin = {model = meta.model, client = meta.client, seq = meta.seq, path = command.path}
+  -- newProps drop parentDefault (as flushout does): say whether there was one.
+  props.hadParentDefault = command.parentDefault ~= nil
   return {newProps = props}
 end
