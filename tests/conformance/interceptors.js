@@ -115,6 +115,7 @@ const COVERAGE = [
 
 const USERS = ['alice', 'bob', 'carol', 'zoë', '名前'];
 const ROLES = ['admin', 'user', 'guest'];
+const GROUPS = [[], ['readers'], ['editors'], ['readers', 'editors', 'ünïcode']];
 
 function flushDecorator(seed) {
   const r = new Rng((seed ^ 0x5bd1e995) >>> 0);
@@ -124,6 +125,8 @@ function flushDecorator(seed) {
       req.context = {};
       if (r.chance(0.9)) req.context.user = r.pick(USERS);
       if (r.chance(0.7)) req.context.role = r.pick(ROLES);
+      if (r.chance(0.3)) req.context.groups = r.pick(GROUPS);
+      if (r.chance(0.3)) req.context.limits = { perUser: r.int(0, 4), note: 'from the context' };
     }
     clock += r.int(0, 5000);
     if (r.chance(0.95)) req.timestamp = clock;

@@ -11,7 +11,7 @@ function intercept(document, command, context, meta) {
   if (command.action === 'detete') {
     const last = path[path.length - 1];
     if (last === 'name' || last === 'title') return { rejection: `the ${last} cannot be deleted` };
-    if (path.length === 1 && !(context && context.role === 'admin')) return { rejection: `only an admin deletes ${last}` };
+    if (path.length === 1 && !(context && (context.role === 'admin' || (context.groups || []).includes('editors')))) return { rejection: `only an admin deletes ${last}` };
     return undefined;
   }
   const props = command.props || {};

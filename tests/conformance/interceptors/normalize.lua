@@ -2,13 +2,23 @@
 -- length in characters kept as nameLength, a string `title` is cut to 10
 -- characters; the other scalar props pass (nested ones are dropped, as in
 -- stamp.lua). Deletes of `name` or `title` are refused, and so are deletes of a
--- top-level object unless context.role is "admin". Creates pass.
+-- top-level object unless context.role is "admin" or context.groups has
+-- "editors". Creates pass.
 local function lower_ascii(s)
   return (s:gsub("[A-Z]", function(c) return string.char(c:byte() + 32) end))
 end
 
 local function trim(s)
   return s:match("^[ \t\r\n]*(.-)[ \t\r\n]*$")
+end
+
+local function in_group(groups, wanted)
+  for _, group in ipairs(groups or {}) do
+    if group == wanted then
+      return true
+    end
+  end
+  return false
 end
 
 function intercept(document, command, context, meta)
@@ -18,7 +28,7 @@ function intercept(document, command, context, meta)
     if last == "name" or last == "title" then
       return {rejection = "the " .. last .. " cannot be deleted"}
     end
-    if #path == 1 and not (context and context.role == "admin") then
+    if #path == 1 and not (context and (context.role == "admin" or in_group(context.groups, "editors"))) then
       return {rejection = "only an admin deletes " .. last}
     end
     return nil

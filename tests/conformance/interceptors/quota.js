@@ -14,7 +14,9 @@ function intercept(document, command, context, meta) {
     return undefined;
   }
   const owned = Object.values(node).filter((child) => isTable(child) && child.owner === user).length;
-  if (owned >= MAX_PER_USER) return { rejection: `${user} already has ${owned} objects under [${path.join(',')}]` };
+  const limits = context && context.limits;
+  const max = limits && Number.isInteger(limits.perUser) ? limits.perUser : MAX_PER_USER;
+  if (owned >= max) return { rejection: `${user} already has ${owned} objects under [${path.join(',')}]` };
   const props = scalarProps(command.props);
   props.owner = user;
   return { newProps: props };

@@ -1,7 +1,8 @@
 -- The blog's rule, "a user may have at most N todos": creates are stamped with
 -- owner = context.user ("anonymous" without one) and refused once that user owns
--- 3 objects under the same parent, counted by reading each child's owner in the
--- document. Updates and deletes of an object someone else owns are refused.
+-- 3 objects under the same parent (or context.limits.perUser), counted by reading
+-- each child's owner in the document. Updates and deletes of an object someone
+-- else owns are refused.
 local MAX_PER_USER = 3
 
 local function node_at(document, path)
@@ -34,7 +35,9 @@ function intercept(document, command, context, meta)
       owned = owned + 1
     end
   end
-  if owned >= MAX_PER_USER then
+  local limits = context and context.limits
+  local max = limits and math.type(limits.perUser) == "integer" and limits.perUser or MAX_PER_USER
+  if owned >= max then
     return {rejection = user .. " already has " .. owned .. " objects under [" .. table.concat(path, ",") .. "]"}
   end
   local props = {}
