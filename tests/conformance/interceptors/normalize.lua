@@ -28,13 +28,15 @@ function intercept(document, command, context, meta)
     if last == "name" or last == "title" then
       return {rejection = "the " .. last .. " cannot be deleted"}
     end
-    if #path == 1 and not (context and (context.role == "admin" or in_group(context.groups, "editors"))) then
+    local trusted = context and (context.role == "admin" or in_group(context.groups, "editors"))
+    if #path == 1 and not trusted then
       return {rejection = "only an admin deletes " .. last}
     end
     return nil
   end
   local props = command.props or {}
-  if command.action ~= "update" or (type(props.name) ~= "string" and type(props.title) ~= "string") then
+  local has_text = type(props.name) == "string" or type(props.title) == "string"
+  if command.action ~= "update" or not has_text then
     return nil
   end
   local out = {}

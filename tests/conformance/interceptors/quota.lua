@@ -38,7 +38,8 @@ function intercept(document, command, context, meta)
   local limits = context and context.limits
   local max = limits and math.type(limits.perUser) == "integer" and limits.perUser or MAX_PER_USER
   if owned >= max then
-    return {rejection = user .. " already has " .. owned .. " objects under [" .. table.concat(path, ",") .. "]"}
+    local where = table.concat(path, ",")
+    return {rejection = user .. " already has " .. owned .. " objects under [" .. where .. "]"}
   end
   local props = {}
   for key, value in pairs(command.props or {}) do
