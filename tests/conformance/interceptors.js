@@ -8,7 +8,7 @@
 const fs = require('fs');
 const path = require('path');
 const { Rng } = require('../common/rng.js');
-const { buildRandomCase, runAndCompare, trunc } = require('./run.js');
+const { buildRandomCase, buildEdgeCase, EDGE, runAndCompare, trunc } = require('./run.js');
 
 const DIR = path.join(__dirname, 'interceptors');
 const NAMES = fs.readdirSync(DIR).filter((f) => f.endsWith('.lua')).map((f) => f.slice(0, -4)).sort();
@@ -17,13 +17,15 @@ function usage(msg) {
   if (msg) console.error(`interceptors.js: ${msg}`);
   console.error(
     'usage: node interceptors.js [--bin PATH] [--cases N] [--seed S] [--history LIST]\n' +
-      '                           [--only NAME] [--max-report K]\n' +
+      '                           [--only NAME] [--no-edge] [--max-report K]\n' +
       '  --bin PATH      flushout-processor binary (default ../../build/bin/flushout-processor)\n' +
       '  --cases N       random cases (default 480); case i uses seed S+i, interceptor\n' +
       '                  NAMES[i % len] and history LIST[(i / len(NAMES)) % len(LIST)]\n' +
       '  --seed S        base seed (default: from the clock, printed)\n' +
       '  --history LIST  comma-separated --history settings (default 0,3,1000)\n' +
       `  --only NAME     one interceptor (${NAMES.join(', ')})\n` +
+      "  --no-edge       skip run.js's hand-written edge cases (run once per interceptor\n" +
+      '                  and history setting)\n' +
       '  --max-report K  print full details for the first K failing cases (default 5)'
   );
   if (!msg) process.exit(0);
@@ -38,6 +40,7 @@ function parseArgs(argv) {
     seed: undefined,
     history: [0, 3, 1000],
     names: NAMES,
+    edge: true,
     maxReport: 5,
   };
   const int = (name, s) => {
@@ -65,6 +68,7 @@ function parseArgs(argv) {
         o.names = [n];
         break;
       }
+      case '--no-edge': o.edge = false; break;
       case '--max-report': o.maxReport = int(a, val()); break;
       case '-h':
       case '--help': usage(); break;
@@ -139,13 +143,12 @@ async function main() {
   console.log(`flushout interceptor differential test: bin=${o.bin}`);
   console.log(`seed=${o.seed} cases=${o.cases} history=${o.history.join(',')} interceptors=${o.names.join(',')}`);
 
-  const groups = new Map(); // "name history" -> cases
+  const groups = new Map(); // "name history" -> the seeds of its random cases
+  for (const N of o.history) for (const name of o.names) groups.set(`${name} ${N}`, { name, N, seeds: [] });
   for (let i = 0; i < o.cases; i++) {
     const name = o.names[i % o.names.length];
     const N = o.history[Math.floor(i / o.names.length) % o.history.length];
-    const key = `${name} ${N}`;
-    if (!groups.has(key)) groups.set(key, { name, N, cases: [] });
-    groups.get(key).cases.push((o.seed + i) >>> 0);
+    groups.get(`${name} ${N}`).seeds.push((o.seed + i) >>> 0);
   }
 
   let passed = 0;
@@ -153,7 +156,8 @@ async function main() {
   let reported = 0;
   let binaryTrouble = false;
   const failures = [];
-  for (const { name, N, cases: seeds } of groups.values()) {
+  for (const { name, N, seeds } of groups.values()) {
+    if (seeds.length === 0 && !o.edge) continue;
     const tr = Date.now();
     const intercept = counted(name, require(path.join(DIR, `${name}.js`)).intercept);
     const cases = [];
@@ -165,11 +169,20 @@ async function main() {
       c.fileLabel = `interceptor-${name}-seed-${seed}`;
       cases.push(c);
     }
+    if (o.edge) {
+      for (const [edge, fn] of Object.entries(EDGE)) {
+        const c = await buildEdgeCase(edge, fn, N, { reference: { intercept }, decorateFlush: flushDecorator(0) });
+        c.fileLabel = `interceptor-${name}-edge-${edge}`;
+        cases.push(c);
+      }
+    }
     const g = runAndCompare(o, N, cases, {
       label: `interceptor ${name} history ${N}`,
       binArgs: ['--interceptor', path.join(DIR, `${name}.lua`)],
       refMs: Date.now() - tr,
-      repro: (c) => `node interceptors.js --bin ${o.bin} --seed ${c.seed} --cases 1 --history ${N} --only ${name}`,
+      repro: (c) => (c.edge
+        ? `node interceptors.js --bin ${o.bin} --cases 0 --history ${N} --only ${name}`
+        : `node interceptors.js --bin ${o.bin} --seed ${c.seed} --cases 1 --history ${N} --only ${name} --no-edge`),
     }, reported);
     passed += g.passed;
     failed += g.failed;

@@ -559,14 +559,19 @@ const EDGE = {
   },
 };
 
-async function buildEdgeCase(name, fn, N) {
-  const ref = new Reference(N);
+// opts as for buildRandomCase.
+async function buildEdgeCase(name, fn, N, opts = {}) {
+  const ref = new Reference(N, opts.reference);
   const model = `edge-${name}`;
   const client = `${model}-k0`;
   let seq = 0;
   const ctx = {
     count: () => ref.count(model),
-    flush: (completions, from) => ref.send({ type: 'flush', model, client, seq: ++seq, from: from === undefined ? ref.count(model) : from, completions }),
+    flush: (completions, from) => {
+      const req = { type: 'flush', model, client, seq: ++seq, from: from === undefined ? ref.count(model) : from, completions };
+      if (opts.decorateFlush) opts.decorateFlush(req);
+      return ref.send(req);
+    },
     snapshot: () => ref.send({ type: 'snapshot', model, client, seq: ++seq }),
     history: (from, to) => {
       const req = { type: 'history', model, client, seq: ++seq, from };

@@ -17,12 +17,13 @@ function sortedKeys(obj) {
 const codePoints = (s) => [...s].length;
 
 // The node at `path` in the document, or undefined; paths stop at non-objects
-// as indexing a Lua view stops at a scalar.
+// as indexing a Lua view stops at a scalar, and see own keys only ("toString"
+// is not in a view; run.js's edge cases propose it as a created ID).
 function nodeAt(document, path) {
   let node = document;
   for (const key of path) {
-    if (!isTable(node)) return undefined;
-    node = Array.isArray(node) ? undefined : node[key];
+    if (!isTable(node) || Array.isArray(node)) return undefined;
+    node = Object.prototype.hasOwnProperty.call(node, key) ? node[key] : undefined;
   }
   return node === null ? undefined : node;
 }
