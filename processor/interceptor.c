@@ -53,7 +53,9 @@ static void *worker_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     if (nsize > old) {
         size_t grow = nsize - old;
         if (w->mem_used + grow > w->mem_cap) {
+            /* Lua collects and asks again: a later success clears this */
             w->over = OVER_MEMORY;
+            w->refused_net = true;
             return NULL;
         }
         if (w->charging) {
@@ -67,6 +69,10 @@ static void *worker_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     void *p = realloc(ptr, nsize);
     if (!p)
         return NULL;
+    if (w->refused_net) { /* the emergency collection made room after all */
+        w->refused_net = false;
+        w->over = OVER_NONE;
+    }
     w->mem_used = w->mem_used - old + nsize;
     return p;
 }
@@ -539,6 +545,7 @@ void processor_interceptor_call(void *opaque, const codec_value_t *document,
     w->max_steps = ic->conf.max_instructions;
     w->alloc_used = 0;
     w->over = OVER_NONE;
+    w->refused_net = false;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &w->deadline);
     uint64_t ms = ic->conf.max_instructions / 1000;
     ms = ms < 100 ? 100 : ms;

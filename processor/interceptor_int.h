@@ -36,6 +36,7 @@ typedef struct worker_s {
     uint64_t max_steps;
     struct timespec deadline; /* the wall-clock backstop (see INTERCEPTORS.md) */
     over_t over;
+    bool refused_net; /* over is OVER_MEMORY for the state's cap, not the call's */
     uint64_t call_id; /* views of an earlier call refuse to be read */
     void *call;       /* the call in progress (interceptor.c's call_t) */
     struct worker_s *next;

@@ -103,10 +103,26 @@ static int sandbox_pcall(lua_State *L)
     return protected_result(L, lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0), 1);
 }
 
+/* xpcall's handler, skipped once a bound is spent: the budget's error is raised in
+ * the count hook, and hooks stay off until the error reaches a pcall, so a handler
+ * that looped then would loop for ever. */
+static int guarded_handler(lua_State *L)
+{
+    if (interceptor_worker(L)->over != OVER_NONE)
+        return 1;
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
 static int sandbox_xpcall(lua_State *L)
 {
     int n = lua_gettop(L);
     luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_pushvalue(L, 2);
+    lua_pushcclosure(L, guarded_handler, 1);
+    lua_replace(L, 2);
     lua_pushvalue(L, 1); /* f, handler, args..., f */
     lua_rotate(L, 3, 1); /* f, handler, f, args... */
     return protected_result(L, lua_pcall(L, n - 2, LUA_MULTRET, 2), 3);
@@ -127,12 +143,31 @@ static int charged_results(lua_State *L)
  * (they walk or shift it in C; concatenating empty strings allocates nothing). */
 static int charged_length(lua_State *L)
 {
-    if (lua_type(L, 1) == LUA_TTABLE)
-        processor_lua_charge(L, 1 + lua_rawlen(L, 1));
+    luaL_checkany(L, 1);
+    lua_Integer n = luaL_len(L, 1); /* what they will walk: __len's answer, if any */
+    processor_lua_charge(L, 1 + (n > 0 ? (size_t)n : 0));
     lua_pushvalue(L, lua_upvalueindex(1));
     lua_insert(L, 1);
     lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
     return lua_gettop(L);
+}
+
+/* string.rep: Lua's loops n times even when it copies nothing (an empty string and
+ * separator), with no allocation to stop it. */
+static int sandbox_rep(lua_State *L)
+{
+    size_t l, lsep = 0;
+    luaL_checklstring(L, 1, &l);
+    lua_Integer n = luaL_checkinteger(L, 2);
+    luaL_optlstring(L, 3, "", &lsep);
+    if (l + lsep == 0 || n <= 0) {
+        lua_pushliteral(L, "");
+        return 1;
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
 }
 
 /* table.move(a1, f, e, t): charged its length up front (moving nils allocates
@@ -459,6 +494,7 @@ void interceptor_sandbox_open(lua_State *L)
     copy_fields(L, str, s, STRING_FUNCTIONS);
     wrap(L, s, "format", sandbox_format);
     wrap(L, s, "byte", charged_results);
+    wrap(L, s, "rep", sandbox_rep);
     lua_pushcfunction(L, processor_lua_find);
     lua_setfield(L, s, "find");
     lua_pushcfunction(L, processor_lua_match);
