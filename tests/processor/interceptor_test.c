@@ -13,7 +13,6 @@
 #include "codec/msgpack.h"
 #include "interceptor_test.h"
 
-
 processor_interceptor_conf_t conf_for(const char *path, uint64_t max_instructions)
 {
     return (processor_interceptor_conf_t){.path = path,
@@ -31,7 +30,7 @@ processor_interceptor_t *load_conf(const processor_interceptor_conf_t *conf)
 }
 
 processor_interceptor_t *load_file(const char *dir, const char *name,
-                                          uint64_t max_instructions)
+                                   uint64_t max_instructions)
 {
     char path[1024];
     snprintf(path, sizeof(path), "%s/%s", dir, name);
@@ -52,9 +51,9 @@ static void write_script(const char *body, char *path, size_t size)
 
 /* Loads the script body with conf's settings (conf->path is replaced); the file is
  * removed once loaded (the interceptor keeps the source). NULL and err on failure. */
-processor_interceptor_t *try_load(const char *body,
-                                         processor_interceptor_conf_t conf, char *err,
-                                         size_t err_size, char *path, size_t path_size)
+processor_interceptor_t *try_load(const char *body, processor_interceptor_conf_t conf,
+                                  char *err, size_t err_size, char *path,
+                                  size_t path_size)
 {
     write_script(body, path, path_size);
     conf.path = path;
@@ -93,7 +92,7 @@ static void pack_json(msgpack_sbuffer *sb, const char *json)
 }
 
 void outcome_into(processor_interceptor_t *ic, const char *doc, const char *flush,
-                         uint64_t count, char *buf, size_t size)
+                  uint64_t count, char *buf, size_t size)
 {
     msgpack_sbuffer sb;
     pack_json(&sb, flush);
@@ -150,7 +149,6 @@ const char *outcome_of_case(processor_interceptor_t *ic, const char *name)
     return outcome(ic, command);
 }
 
-
 void expect_prefix(const char *got, const char *prefix)
 {
     cr_assert(!strncmp(got, prefix, strlen(prefix)), "got \"%.300s\", want \"%s...\"",
@@ -163,7 +161,6 @@ void expect_contains(const char *got, const char *part)
 }
 
 /* ---- a model behind a handler, whose master calls the interceptor ---- */
-
 
 void model_open(model_t *m, processor_interceptor_t *ic, const char *initial)
 {
@@ -229,4 +226,3 @@ const char *model_document(model_t *m)
     free(json);
     return m->document;
 }
-

@@ -70,10 +70,10 @@ const char *model_flush(model_t *m, const char *extra, const char *completions);
 const char *model_document(model_t *m);
 
 #define UPDATE_X "{\"action\":\"update\",\"path\":[],\"props\":{\"x\":1}}"
-#define CREATE_TODO(id, props)                                                         \
+#define CREATE_TODO(id, props)                                                       \
     "{\"command\":{\"action\":\"create\",\"path\":[\"todos\"],\"props\":" props "}," \
     "\"createdId\":\"" id "\"}"
-#define UPDATE_TODO(id, props)                                              \
+#define UPDATE_TODO(id, props)                                             \
     "{\"command\":{\"action\":\"update\",\"path\":[\"todos\",\"" id "\"]," \
     "\"props\":" props "}}"
 #define USER(name) "\"context\":{\"user\":\"" name "\"},"

@@ -22,7 +22,10 @@ function cases.recursion()
   return deeper(1)
 end
 
-function cases.rep() return {rejection = string.rep("x", 1 << 40)} end
+-- 1 GiB: over the memory cap; 1 TiB: over what Lua's string.rep itself allows
+function cases.rep() return {rejection = string.rep("x", 1 << 30)} end
+
+function cases.rep_huge() return {rejection = string.rep("x", 1 << 40)} end
 
 function cases.pattern()
   return {rejection = tostring(string.find(string.rep("a", 5000), ".-.-.-.-.-.-.-b"))}
