@@ -124,6 +124,27 @@ Test(processor_interceptor_determinism,
     processor_interceptor_destroy(ic[1]);
 }
 
+/* The same script and command must give the same outcome on every call.
+ * BUG (fails on main at f41bece): Lua 5.4's table.sort is a quicksort that, when a
+ * partition comes out too unbalanced, picks its pivots from clock() and time()
+ * (ltablib.c, l_randomizePivot): elements that compare equal then come out in an
+ * order that changes from call to call, so newProps built from a sorted list differ
+ * between instances and replays. Fix: give the sandbox its own table.sort, a
+ * deterministic (e.g. stable merge) sort, charged n*log2(n). */
+Test(processor_interceptor_determinism, table_sort_orders_ties_the_same_on_every_call)
+{
+    processor_interceptor_t *ic =
+        load_file(INTERCEPTORS_DIR, "hostile.lua", DEFAULT_INSTRUCTIONS);
+    char first[4096];
+    snprintf(first, sizeof(first), "%s", outcome_of_case(ic, "sort_ties"));
+    size_t len = strlen(first);
+    cr_assert(len > 5 && !strcmp(first + len - 5, ",2000"), "the largest key last: %s",
+              first);
+    for (int i = 0; i < 10; i++)
+        cr_assert_str_eq(outcome_of_case(ic, "sort_ties"), first, "call %d", i + 2);
+    processor_interceptor_destroy(ic);
+}
+
 /* ---- hostile scripts ---- */
 
 static double now_seconds(void)
@@ -220,6 +241,21 @@ Test(processor_interceptor_hostile, pcall_cannot_swallow_the_budget)
     expect_contained(ic, "pcall_loop", BUDGET_SPENT "100000 instructions", 2.0);
     expect_contained(ic, "pcall_error_loop", BUDGET_SPENT "100000 instructions", 2.0);
     expect_contained(ic, "close_loop", BUDGET_SPENT "100000 instructions", 2.0);
+    processor_interceptor_destroy(ic);
+}
+
+/* table.sort's comparisons are C work: 100,000 sorted numbers take milliseconds, and
+ * the loop runs some 200 sorts between two count hooks, where the wall-clock
+ * backstop (1 s by default) is checked.
+ * BUG (fails on main at f41bece): this call takes about 4 s (10 s with 150,000
+ * numbers), over the 1 s the backstop promises: a flush of such commands stalls its
+ * partition. Fix: charge table.sort n*log2(n) steps (as table.move is charged), and
+ * check the deadline in processor_lua_charge() too. */
+Test(processor_interceptor_hostile, table_sort_in_a_loop_is_stopped_in_time)
+{
+    processor_interceptor_t *ic =
+        load_file(INTERCEPTORS_DIR, "hostile.lua", DEFAULT_INSTRUCTIONS);
+    expect_contained(ic, "sort_loop", "the script ran", 2.0);
     processor_interceptor_destroy(ic);
 }
 

@@ -54,6 +54,28 @@ function cases.utf8_len()
   for i = 1, math.maxinteger do n = n + utf8.len(s) end
 end
 
+-- table.sort is C: without a comparator, its comparisons are no instructions
+function cases.sort_loop()
+  local t = {}
+  for i = 1, 100000 do t[i] = i end
+  for i = 1, math.maxinteger do table.sort(t) end
+end
+
+-- Records sorted by a key with ties, arranged so that Lua's quicksort finds its first
+-- partition imbalanced (the median of three is the second smallest key): it then
+-- takes its pivots from clock() and time(), and the order of the ties with them.
+function cases.sort_ties()
+  local n = 2000
+  local records = {}
+  for i = 1, n do records[i] = {key = 2 + i % 3, id = i} end
+  records[1] = {key = 0, id = 0}
+  records[n // 2] = {key = 1, id = -1}
+  table.sort(records, function(a, b) return a.key < b.key end)
+  local ids = {}
+  for i = n - 39, n do ids[#ids + 1] = records[i].id end
+  return {rejection = table.concat(ids, ",")}
+end
+
 function cases.gc() setmetatable({}, {__gc = function() end}) end
 
 function cases.mode() setmetatable({}, {__mode = "k"}) end
