@@ -91,8 +91,10 @@ static void pack_json(msgpack_sbuffer *sb, const char *json)
     codec_value_destroy(v);
 }
 
-void outcome_into(processor_interceptor_t *ic, const char *doc, const char *flush,
-                  uint64_t count, char *buf, size_t size)
+/* Calls ic as outcome_into() says; out gets the interception (the caller frees its
+ * new_props and message). */
+static void call_flush(processor_interceptor_t *ic, const char *doc, const char *flush,
+                       uint64_t count, state_interception_t *out)
 {
     msgpack_sbuffer sb;
     pack_json(&sb, flush);
@@ -104,8 +106,18 @@ void outcome_into(processor_interceptor_t *ic, const char *doc, const char *flus
     req.offset = -1; /* not from Kafka */
     codec_value_t *document = json_value(doc);
     state_intercept_meta_t meta = {.flush = &req, .command_count = count};
-    state_interception_t out = {.kind = STATE_INTERCEPT_ACCEPT};
-    processor_interceptor_call(ic, document, &req.completions[0].command, &meta, &out);
+    *out = (state_interception_t){.kind = STATE_INTERCEPT_ACCEPT};
+    processor_interceptor_call(ic, document, &req.completions[0].command, &meta, out);
+    codec_value_destroy(document);
+    codec_request_clear(&req);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+void outcome_into(processor_interceptor_t *ic, const char *doc, const char *flush,
+                  uint64_t count, char *buf, size_t size)
+{
+    state_interception_t out;
+    call_flush(ic, doc, flush, count, &out);
     if (out.kind == STATE_INTERCEPT_ACCEPT) {
         snprintf(buf, size, "accept");
     } else if (out.kind == STATE_INTERCEPT_REPLACE_PROPS) {
@@ -118,9 +130,19 @@ void outcome_into(processor_interceptor_t *ic, const char *doc, const char *flus
     }
     codec_value_destroy(out.new_props);
     free(out.message);
-    codec_value_destroy(document);
-    codec_request_clear(&req);
-    msgpack_sbuffer_destroy(&sb);
+}
+
+void new_props_packed(processor_interceptor_t *ic, const char *doc, const char *flush,
+                      msgpack_sbuffer *sb)
+{
+    state_interception_t out;
+    call_flush(ic, doc, flush, 0, &out);
+    cr_assert_eq(out.kind, STATE_INTERCEPT_REPLACE_PROPS, "%s", out.message);
+    msgpack_sbuffer_init(sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    codec_msgpack_pack_value(&pk, out.new_props);
+    codec_value_destroy(out.new_props);
 }
 
 static char outcome_buf[1 << 16];

@@ -10,6 +10,7 @@
 #ifndef FLUSHOUT_TESTS_INTERCEPTOR_TEST_H
 #define FLUSHOUT_TESTS_INTERCEPTOR_TEST_H
 
+#include <msgpack.h>
 #include <stdint.h>
 
 #include "processor/handler.h"
@@ -39,6 +40,10 @@ codec_value_t *json_value(const char *json);
  * "reject <message>" into buf. Thread-safe. */
 void outcome_into(processor_interceptor_t *ic, const char *doc, const char *flush,
                   uint64_t count, char *buf, size_t size);
+/* The newProps ic returns for the flush's first command (it must return some) on
+ * document doc (JSON), packed as msgpack into sb (initialised here). */
+void new_props_packed(processor_interceptor_t *ic, const char *doc, const char *flush,
+                      msgpack_sbuffer *sb);
 /* The outcome of the command (JSON) in a flush without context, on document doc
  * (JSON; NULL: {}). The string lives until the next call. */
 const char *outcome_on(processor_interceptor_t *ic, const char *doc, const char *command);
