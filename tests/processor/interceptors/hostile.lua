@@ -76,6 +76,23 @@ function cases.sort_ties()
   return {rejection = table.concat(ids, ",")}
 end
 
+-- C loops that run no instructions and allocate nothing: the budget never sees them
+function cases.rep_empty() return {rejection = string.rep("", math.maxinteger)} end
+
+local function lying_length()
+  return setmetatable({}, {__len = function() return math.maxinteger - 1 end})
+end
+
+function cases.insert_lying_length() table.insert(lying_length(), 1, 0) end
+
+function cases.remove_lying_length() table.remove(lying_length(), 1) end
+
+-- a message handler that loops, called for an error of the script, then again for
+-- the budget's error raised in the count hook
+function cases.xpcall_handler_loop()
+  xpcall(function() error("x") end, function() while true do end end)
+end
+
 function cases.gc() setmetatable({}, {__gc = function() end}) end
 
 function cases.mode() setmetatable({}, {__mode = "k"}) end
