@@ -55,6 +55,15 @@ Test(processor_interceptor_sandbox, no_addresses_in_tostring_or_format)
     processor_interceptor_destroy(ic);
 }
 
+Test(processor_interceptor_sandbox, table_sort_sorts)
+{
+    processor_interceptor_t *ic =
+        load_file(INTERCEPTORS_DIR, "sandbox.lua", DEFAULT_INSTRUCTIONS);
+    cr_assert_str_eq(outcome_of_case(ic, "sort"),
+                     "reject 0,1,1,2,3,4,5,6,7,8,9 d,c,b,a 0");
+    processor_interceptor_destroy(ic);
+}
+
 /* ---- determinism ---- */
 
 static const char *PAIRS_ORDER =

@@ -49,6 +49,18 @@ function cases.addresses()
                       string.format("%s", {}) .. " " .. tostring(ok) .. " " .. err}
 end
 
+-- table.sort still sorts (whichever sort the sandbox gives)
+function cases.sort()
+  local numbers = {5, 3, 9, 1, 1, 7, 2, 8, 6, 4, 0}
+  table.sort(numbers)
+  local words = {"b", "a", "d", "c"}
+  table.sort(words, function(x, y) return x > y end)
+  local empty = {}
+  table.sort(empty)
+  return {rejection = table.concat(numbers, ",") .. " " .. table.concat(words, ",") ..
+                      " " .. #empty}
+end
+
 function intercept(document, command, context, meta)
   return cases[command.props.case]()
 end
