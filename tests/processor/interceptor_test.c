@@ -197,6 +197,7 @@ void model_open(model_t *m, processor_interceptor_t *ic, const char *initial)
     codec_value_destroy(doc);
     processor_output_init(&m->out);
     m->seq = 0;
+    m->kafka_timestamp = -1;
 }
 
 void model_close(model_t *m)
@@ -211,8 +212,6 @@ uint64_t model_count(const model_t *m)
     return master ? state_master_command_count(master) : 0;
 }
 
-/* Sends a flush from client c, up to date, with extra fields (e.g. "\"context\":{},")
- * and the completions (JSON, without brackets); returns the reply as JSON. */
 const char *model_flush(model_t *m, const char *extra, const char *completions)
 {
     char json[16384];
@@ -224,7 +223,8 @@ const char *model_flush(model_t *m, const char *extra, const char *completions)
     msgpack_sbuffer sb;
     pack_json(&sb, json);
     processor_output_reset(&m->out);
-    processor_handler_handle(m->h, 7, -1, "m", 1, sb.data, sb.size, &m->out);
+    processor_handler_handle(m->h, 7, m->kafka_timestamp, "m", 1, sb.data, sb.size,
+                             &m->out);
     msgpack_sbuffer_destroy(&sb);
     cr_assert_eq(m->out.error, CODEC_OK, "%s", m->out.message);
     codec_value_t *v;

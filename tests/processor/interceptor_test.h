@@ -59,6 +59,7 @@ typedef struct model_s {
     processor_handler_t *h;
     processor_output_t out;
     uint64_t seq;
+    int64_t kafka_timestamp; /* the records' timestamp as Kafka gives it; -1: none */
     char reply[1 << 16];
     char document[1 << 16];
 } model_t;

@@ -187,6 +187,53 @@ Test(processor_interceptor, an_empty_result_gets_the_documented_message)
         load_inline("function intercept() return {} end\n", DEFAULT_INSTRUCTIONS);
     cr_assert_str_eq(outcome(ic, UPDATE_X),
                      "reject the interceptor returned neither newProps nor rejection");
+    processor_interceptor_stats_t stats;
+    processor_interceptor_stats(ic, &stats);
+    cr_assert_eq(stats.rejections, 1, "counted as a rejection");
+    cr_assert_eq(stats.errors, 0);
+    processor_interceptor_destroy(ic);
+}
+
+/* What the script raises or returns wrongly rejects the command with a message
+ * saying what, and counts as an error. */
+Test(processor_interceptor, errors_and_wrong_results_are_interceptor_errors)
+{
+    processor_interceptor_t *ic =
+        load_inline("function intercept(d, c)\n"
+                    "  local case = c.props.case\n"
+                    "  if case == 1 then return {rejection = 42} end\n"
+                    "  if case == 2 then error({}) end\n"
+                    "  if case == 3 then return {newProps = 'x'} end\n"
+                    "  local t = nil\n"
+                    "  return t.field\n"
+                    "end\n",
+                    DEFAULT_INSTRUCTIONS);
+    const char *cmd = "{\"action\":\"update\",\"path\":[],\"props\":{\"case\":%d}}";
+    const char *want[] = {"reject interceptor error: intercept returned a rejection that "
+                          "is a number, not a "
+                          "string",
+                          "reject interceptor error: an error value that is not a string",
+                          "reject interceptor error: intercept returned newProps that is "
+                          "a string, not a table",
+                          NULL};
+    for (int i = 0; want[i]; i++) {
+        char command[256];
+        snprintf(command, sizeof(command), cmd, i + 1);
+        cr_assert_str_eq(outcome(ic, command), want[i]);
+    }
+    /* the script's own error: its file and line */
+    char command[256];
+    snprintf(command, sizeof(command), cmd, 4);
+    const char *got = outcome(ic, command);
+    expect_prefix(got, "reject interceptor error: ic_");
+    expect_contains(got, ".lua:7: attempt to index a nil value (local 't')");
+    processor_interceptor_stats_t stats;
+    processor_interceptor_stats(ic, &stats);
+    cr_assert_eq(stats.calls, 4);
+    cr_assert_eq(stats.errors, 4);
+    cr_assert_eq(stats.rejections + stats.new_props + stats.over_instructions +
+                     stats.over_memory,
+                 0);
     processor_interceptor_destroy(ic);
 }
 
@@ -520,6 +567,29 @@ Test(processor_interceptor, meta_gives_the_flush_and_the_count_before_each_comma
         "\"model\":\"m\",\"n\":2,\"seq\":1,\"ts\":5,\"user\":\"alice\"},"
         "\"c\":{\"client\":\"c\",\"count\":2,\"ctx\":\"nil\",\"hasTs\":false,"
         "\"model\":\"m\",\"n\":3,\"seq\":2}}}");
+    model_close(&m);
+    processor_interceptor_destroy(ic);
+}
+
+/* Under run and dev, meta.timestamp is the Kafka record's timestamp, whatever the
+ * flush says (processor/handler.h). */
+Test(processor_interceptor, meta_timestamp_is_the_kafka_records)
+{
+    processor_interceptor_t *ic =
+        load_inline("function intercept(d, c, ctx, meta)\n"
+                    "  return {rejection = tostring(meta.timestamp)}\n"
+                    "end\n",
+                    DEFAULT_INSTRUCTIONS);
+    model_t m;
+    model_open(&m, ic, NULL);
+    m.kafka_timestamp = 1700000000123;
+    expect_contains(model_flush(&m, "\"timestamp\":5,", CREATE_TODO("a", "{}")),
+                    "\"errorMessage\":\"1700000000123\"");
+    m.kafka_timestamp = -1;
+    expect_contains(model_flush(&m, "\"timestamp\":5,", CREATE_TODO("a", "{}")),
+                    "\"errorMessage\":\"5\"");
+    expect_contains(model_flush(&m, "", CREATE_TODO("a", "{}")),
+                    "\"errorMessage\":\"nil\"");
     model_close(&m);
     processor_interceptor_destroy(ic);
 }
