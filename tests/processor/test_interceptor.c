@@ -331,13 +331,14 @@ Test(processor_interceptor, empty_tables_are_maps_unless_marked_or_received_as_a
                     "  local list = c.props.list\n"
                     "  while #list > 0 do table.remove(list) end\n"
                     "  return {newProps = {empty = {}, marked = flushout.array({}),\n"
-                    "    emptied = list, seq = {1, 'two'}, nested = {inner = {}}}}\n"
+                    "    emptied = list, seq = {1, 'two'}, nested = {inner = {}},\n"
+                    "    path = c.path}}\n"
                     "end\n",
                     DEFAULT_INSTRUCTIONS);
     cr_assert_str_eq(
         outcome(ic, "{\"action\":\"update\",\"path\":[],\"props\":{\"list\":[1,2,3]}}"),
         "props {\"emptied\":[],\"empty\":{},\"marked\":[],\"nested\":{\"inner\":{}},"
-        "\"seq\":[1,\"two\"]}");
+        "\"path\":[],\"seq\":[1,\"two\"]}");
     processor_interceptor_destroy(ic);
 }
 
