@@ -87,6 +87,16 @@ Test(processor_interceptor_determinism, pairs_gives_keys_sorted_numbers_strings_
     cr_assert_str_eq(outcome(a, UPDATE_X), want);
     processor_interceptor_destroy(a);
     processor_interceptor_destroy(b);
+
+    /* keys with no order: an error, not an order that depends on addresses */
+    processor_interceptor_t *c = load_inline("function intercept()\n"
+                                             "  for k in pairs({[{}] = 1}) do end\n"
+                                             "end\n",
+                                             DEFAULT_INSTRUCTIONS);
+    expect_prefix(outcome(c, UPDATE_X), "reject interceptor error: ");
+    expect_contains(outcome(c, UPDATE_X),
+                    "pairs: a table with table keys has no fixed order");
+    processor_interceptor_destroy(c);
 }
 
 Test(processor_interceptor_determinism, nothing_survives_a_call)
