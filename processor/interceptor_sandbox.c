@@ -297,7 +297,8 @@ static void key_read(lua_State *L, interceptor_key_t *key)
         key->num = lua_toboolean(L, -1);
         break;
     default:
-        luaL_error(L, "a table with %s keys has no fixed order", luaL_typename(L, -1));
+        luaL_error(L, "pairs: a table with %s keys has no fixed order",
+                   luaL_typename(L, -1));
     }
 }
 
