@@ -743,3 +743,21 @@ void codec_msgpack_identify(const char *buf, size_t len, codec_identity_t *id)
         }
     }
 }
+
+int codec_msgpack_count_bytes(void *data, const char *buf, size_t len)
+{
+    (void)buf;
+    *(size_t *)data += len;
+    return 0;
+}
+
+size_t codec_msgpack_packed_size(const codec_value_t *v)
+{
+    size_t size = 0;
+    if (v) {
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &size, codec_msgpack_count_bytes);
+        codec_msgpack_pack_value(&pk, v);
+    }
+    return size;
+}

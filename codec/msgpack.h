@@ -41,6 +41,11 @@ codec_err_t codec_msgpack_decode_zone(msgpack_zone *zone, codec_spans_t *spans,
 
 /** Packs a value tree. */
 void codec_msgpack_pack_value(msgpack_packer *pk, const codec_value_t *v);
+/** The bytes codec_msgpack_pack_value() would write for v (0 for NULL), counted
+ *  without a buffer. */
+size_t codec_msgpack_packed_size(const codec_value_t *v);
+/** A msgpack_packer callback that only adds len to the size_t at data. */
+int codec_msgpack_count_bytes(void *data, const char *buf, size_t len);
 
 /** Packs a string. */
 void codec_msgpack_pack_str(msgpack_packer *pk, const char *s, size_t len);

@@ -169,13 +169,6 @@ static void handle_history(const target_t *t, uint64_t retain, const codec_reque
     codec_packed_destroy(&list);
 }
 
-static int count_bytes(void *data, const char *buf, size_t len)
-{
-    (void)buf;
-    *(size_t *)data += len;
-    return 0;
-}
-
 /* What an interceptor may add to a flush's commands: each newProps may be this much
  * larger than the props it replaces (processor/interceptor.h). */
 static size_t interceptor_growth(const processor_handler_t *h, const codec_request_t *req)
@@ -206,10 +199,7 @@ static bool exceeds_document_limit(const processor_handler_t *h, const target_t 
     *size = state_model_document_bound(t->stored);
     if (*size + request_bytes <= max)
         return false;
-    *size = 0;
-    msgpack_packer pk;
-    msgpack_packer_init(&pk, size, count_bytes);
-    codec_msgpack_pack_value(&pk, state_master_document(t->master));
+    *size = codec_msgpack_packed_size(state_master_document(t->master));
     return *size + request_bytes > max;
 }
 
@@ -227,7 +217,7 @@ static size_t change_record_size(const processor_handler_t *h, const target_t *t
     state_master_apply(scratch, req, NULL, &a);
     size_t size = req->model.len;
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &size, count_bytes);
+    msgpack_packer_init(&pk, &size, codec_msgpack_count_bytes);
     state_change_pack(&pk, req->model.ptr, req->model.len, req->client.ptr,
                       req->client.len, req->seq, &a, offset);
     state_apply_destroy(&a);

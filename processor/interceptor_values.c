@@ -358,18 +358,11 @@ static codec_value_t *to_codec(to_codec_t *tc, int idx, int depth, codec_value_t
         if (!view)
             luaL_error(L, "newProps: a userdata cannot be stored");
         const codec_value_t *src = check_view(L, idx);
-        size_t size = 0;
+        /* measured before copying: a 10 MB document is refused without a copy */
+        charge_bytes(tc, codec_msgpack_packed_size(src));
         codec_value_t *copy = codec_value_copy(src);
         codec_value_destroy(*slot);
-        *slot = copy; /* linked before measuring: an error frees it with the tree */
-        msgpack_sbuffer sb;
-        msgpack_sbuffer_init(&sb);
-        msgpack_packer pk;
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
-        codec_msgpack_pack_value(&pk, copy);
-        size = sb.size;
-        msgpack_sbuffer_destroy(&sb);
-        charge_bytes(tc, size);
+        *slot = copy;
         return copy;
     }
     case LUA_TTABLE: {
