@@ -45,7 +45,7 @@ typedef struct records_s {
     msgpack_sbuffer values;
     size_t *offsets; /* record i is values[offsets[i], offsets[i + 1]) */
     size_t count;
-    char (*models)[16];
+    char (*models)[32];
 } records_t;
 
 static double cpu_s(void)
