@@ -130,19 +130,6 @@ typedef struct call_s {
     uint64_t filled[3]; /* the lazy tables' fields read so far, by index */
 } call_t;
 
-static const char *action_name(codec_action_t action)
-{
-    switch (action) {
-    case CODEC_ACTION_CREATE:
-        return "create";
-    case CODEC_ACTION_UPDATE:
-        return "update";
-    case CODEC_ACTION_DELETE:
-        return "detete"; /* flushout@1.1.1's CommandAction.Delete, as on the wire */
-    }
-    return "unknown";
-}
-
 /* command, context and meta are tables whose fields are made when first read: most
  * scripts read few of them (many only command.action). Until the script writes to
  * one, iterates it or takes its length, a metatable fills each field on its first
@@ -175,7 +162,7 @@ static bool push_field(lua_State *L, const call_t *c, int kind, int i)
     switch (kind) {
     case LAZY_COMMAND:
         if (i == 0)
-            lua_pushstring(L, action_name(c->command->action));
+            lua_pushstring(L, codec_action_name(c->command->action));
         else if (i == 1)
             interceptor_push_path(L, c->command->path);
         else if (i == 2 && c->command->props)

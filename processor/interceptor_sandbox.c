@@ -20,6 +20,16 @@ static int read_only(lua_State *L)
     return luaL_error(L, "this table is read-only");
 }
 
+/* Calls the function this closure wraps (its upvalue 1) with the closure's arguments.
+ * @returns the number of results, left on the stack. */
+static int call_wrapped(lua_State *L)
+{
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
 /* tostring without addresses: "table", not "table: 0x55d...". */
 static int sandbox_tostring(lua_State *L)
 {
@@ -66,10 +76,7 @@ static int sandbox_format(lua_State *L)
             lua_replace(L, i);
         }
     }
-    lua_pushvalue(L, lua_upvalueindex(1)); /* Lua's string.format */
-    lua_insert(L, 1);
-    lua_call(L, n, 1);
-    return 1;
+    return call_wrapped(L); /* Lua's string.format */
 }
 
 /* Wraps a C function that scans its first (string) argument without allocating
@@ -80,10 +87,7 @@ static int charged_scan(lua_State *L)
     if (lua_type(L, 1) == LUA_TSTRING)
         lua_tolstring(L, 1, &len);
     processor_lua_charge(L, 1 + len / 16);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
-    return lua_gettop(L);
+    return call_wrapped(L);
 }
 
 /* pcall and xpcall that cannot catch a spent budget: a script that called pcall in a
@@ -110,10 +114,7 @@ static int guarded_handler(lua_State *L)
 {
     if (interceptor_worker(L)->over != OVER_NONE)
         return 1;
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, 1);
-    return 1;
+    return call_wrapped(L);
 }
 
 static int sandbox_xpcall(lua_State *L)
@@ -132,11 +133,9 @@ static int sandbox_xpcall(lua_State *L)
  * table.unpack): they are charged once counted (Lua bounds them by its stack). */
 static int charged_results(lua_State *L)
 {
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
-    processor_lua_charge(L, (size_t)lua_gettop(L));
-    return lua_gettop(L);
+    int results = call_wrapped(L);
+    processor_lua_charge(L, (size_t)results);
+    return results;
 }
 
 /* table.concat, table.insert and table.remove: charged the table's length up front
@@ -146,10 +145,7 @@ static int charged_length(lua_State *L)
     luaL_checkany(L, 1);
     lua_Integer n = luaL_len(L, 1); /* what they will walk: __len's answer, if any */
     processor_lua_charge(L, 1 + (n > 0 ? (size_t)n : 0));
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
-    return lua_gettop(L);
+    return call_wrapped(L);
 }
 
 /* string.rep: Lua's loops n times even when it copies nothing (an empty string and
@@ -164,10 +160,7 @@ static int sandbox_rep(lua_State *L)
         lua_pushliteral(L, "");
         return 1;
     }
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, 1);
-    return 1;
+    return call_wrapped(L);
 }
 
 /* table.move(a1, f, e, t): charged its length up front (moving nils allocates
@@ -177,10 +170,7 @@ static int charged_move(lua_State *L)
     lua_Integer f = luaL_checkinteger(L, 2), e = luaL_checkinteger(L, 3);
     if (e >= f)
         processor_lua_charge(L, (size_t)((lua_Unsigned)e - (lua_Unsigned)f) + 1);
-    lua_pushvalue(L, lua_upvalueindex(1));
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
-    return lua_gettop(L);
+    return call_wrapped(L);
 }
 
 /* a < b for table.sort: the comparator's answer, or Lua's own order. One step of the
@@ -260,10 +250,7 @@ static int sandbox_setmetatable(lua_State *L)
                                  "to interceptors");
         lua_pop(L, 2);
     }
-    lua_pushvalue(L, lua_upvalueindex(1)); /* Lua's setmetatable */
-    lua_insert(L, 1);
-    lua_call(L, lua_gettop(L) - 1, 1);
-    return 1;
+    return call_wrapped(L); /* Lua's setmetatable: the table */
 }
 
 static int key_compare(const void *pa, const void *pb)
