@@ -55,7 +55,8 @@ static int view_index(lua_State *L)
         const char *key = lua_tolstring(L, 2, &len);
         if (key && lua_type(L, 2) == LUA_TSTRING)
             item = codec_map_get(v, key, len);
-    } else {
+    } else if (lua_type(L, 2) == LUA_TNUMBER) { /* 1-based, as a Lua sequence; the
+                                                 * string "3" is no index here */
         int isnum;
         lua_Integer i = lua_tointegerx(L, 2, &isnum);
         if (isnum && i >= 1 && (uint64_t)i <= v->u.array.len)
