@@ -6,19 +6,25 @@
  * fail to decode are handled too, because their error replies (which quote parts of
  * the hostile input) must be valid msgpack as much as flush replies. The handler lives
  * across inputs so that flushes meet documents built by earlier inputs; it is rebuilt
- * every FUZZ_HANDLER_INPUTS inputs to keep memory bounded.
+ * every FUZZ_HANDLER_INPUTS inputs to keep memory bounded. Every other handler has an
+ * interceptor that reads the document and context and gives each create and update
+ * its own props back as newProps, so that hostile props go into Lua and back
+ * (processor/interceptor_values.c).
  *
  * Checked properties (abort() on violation, which libFuzzer reports as a crash):
  *  - every reply decodes with codec_msgpack_decode and is a map with a string "type";
  *  - a decoded request re-packs to msgpack that decodes to an equal value. */
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "codec/json.h"
 #include "codec/msgpack.h"
 #include "codec/request.h"
 #include "processor/handler.h"
+#include "processor/interceptor.h"
 #include "reply_check.h"
 
 /* Inputs per handler: enough for documents to grow and histories to wrap (history is
@@ -28,7 +34,44 @@
 static const char fuzz_initial_document[] = FUZZ_INITIAL_DOCUMENT;
 
 static processor_handler_t *fuzz_handler;
-static unsigned fuzz_inputs;
+static unsigned fuzz_inputs, fuzz_handlers;
+
+static const char fuzz_script[] =
+    "function intercept(document, command, context, meta)\n"
+    "  local n = 0\n"
+    "  for k, v in pairs(document) do n = n + 1; if n > 4 then break end end\n"
+    "  if context then for k, v in pairs(context) do n = n + 1 end end\n"
+    "  if command.action == 'detete' then return nil end\n"
+    "  if meta.seq % 5 == 0 then return {rejection = 'every fifth, ' .. n} end\n"
+    "  return {newProps = command.props or {}}\n"
+    "end\n";
+
+/* The interceptor, loaded once from a script written to a temporary file. */
+static processor_interceptor_t *fuzz_interceptor(void)
+{
+    static processor_interceptor_t *ic;
+    if (ic)
+        return ic;
+    char path[] = "/tmp/fuzz_request_XXXXXX";
+    int fd = mkstemp(path);
+    FILE *fp = fd >= 0 ? fdopen(fd, "w") : NULL;
+    if (!fp || fputs(fuzz_script, fp) < 0 || fclose(fp)) {
+        fprintf(stderr, "fuzz_request: cannot write the interceptor\n");
+        abort();
+    }
+    processor_interceptor_conf_t conf = {.path = path,
+                                         .max_instructions = 100000,
+                                         .max_memory_bytes = 16u << 20,
+                                         .limits = codec_limits_default};
+    char errstr[512];
+    ic = processor_interceptor_load(&conf, errstr, sizeof(errstr));
+    unlink(path);
+    if (!ic) {
+        fprintf(stderr, "fuzz_request: %s\n", errstr);
+        abort();
+    }
+    return ic;
+}
 
 static processor_handler_t *handler_get(void)
 {
@@ -44,8 +87,11 @@ static processor_handler_t *handler_get(void)
         fprintf(stderr, "fuzz_request: initial document: %s\n", errstr);
         abort();
     }
+    bool intercepted = fuzz_handlers++ % 2;
     processor_handler_conf_t conf = {
-        .master = {.ids = STATE_IDS_SEQUENTIAL},
+        .master = {.ids = STATE_IDS_SEQUENTIAL,
+                   .interceptor = intercepted ? processor_interceptor_call : NULL,
+                   .interceptor_opaque = intercepted ? fuzz_interceptor() : NULL},
         .history = 5,
         .initial_document = doc,
         .limits = codec_limits_default,
