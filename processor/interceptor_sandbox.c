@@ -450,6 +450,30 @@ static const char *const MATH_FUNCTIONS[] = {
 static const char *const UTF8_FUNCTIONS[] = {"char", "charpattern", "codes", "codepoint",
                                              "len",  "offset",      NULL};
 
+/* A new library table holding the named fields of the table at from. @returns its
+ * index. */
+static int library_new(lua_State *L, int from, const char *const *names)
+{
+    lua_newtable(L);
+    int t = lua_gettop(L);
+    copy_fields(L, from, t, names);
+    return t;
+}
+
+static void set_function(lua_State *L, int t, const char *name, lua_CFunction fn)
+{
+    lua_pushcfunction(L, fn);
+    lua_setfield(L, t, name);
+}
+
+/* Publishes the library table t (at the top) in the sandbox as name, read-only. */
+static void library_publish(lua_State *L, int sandbox, int t, const char *name)
+{
+    push_proxy(L, t);
+    lua_setfield(L, sandbox, name);
+    lua_pop(L, 1);
+}
+
 void interceptor_sandbox_open(lua_State *L)
 {
     luaL_requiref(L, "_G", luaopen_base, 0);
@@ -459,17 +483,11 @@ void interceptor_sandbox_open(lua_State *L)
     luaL_requiref(L, LUA_UTF8LIBNAME, luaopen_utf8, 0);
     int base = 2, str = 3, tab = 4, math = 5, utf8 = 6;
 
-    lua_newtable(L); /* the sandbox's globals */
-    int sandbox = lua_gettop(L);
-    copy_fields(L, base, sandbox, BASE_FUNCTIONS);
-    lua_pushcfunction(L, interceptor_pairs);
-    lua_setfield(L, sandbox, "pairs");
-    lua_pushcfunction(L, sandbox_tostring);
-    lua_setfield(L, sandbox, "tostring");
-    lua_pushcfunction(L, sandbox_pcall);
-    lua_setfield(L, sandbox, "pcall");
-    lua_pushcfunction(L, sandbox_xpcall);
-    lua_setfield(L, sandbox, "xpcall");
+    int sandbox = library_new(L, base, BASE_FUNCTIONS); /* the sandbox's globals */
+    set_function(L, sandbox, "pairs", interceptor_pairs);
+    set_function(L, sandbox, "tostring", sandbox_tostring);
+    set_function(L, sandbox, "pcall", sandbox_pcall);
+    set_function(L, sandbox, "xpcall", sandbox_xpcall);
     lua_getfield(L, base, "setmetatable");
     lua_pushcclosure(L, sandbox_setmetatable, 1);
     lua_setfield(L, sandbox, "setmetatable");
@@ -477,67 +495,45 @@ void interceptor_sandbox_open(lua_State *L)
     lua_pushcclosure(L, charged_scan, 1);
     lua_setfield(L, sandbox, "tonumber");
 
-    lua_newtable(L);
-    int s = lua_gettop(L);
-    copy_fields(L, str, s, STRING_FUNCTIONS);
+    int s = library_new(L, str, STRING_FUNCTIONS);
     wrap(L, s, "format", sandbox_format);
     wrap(L, s, "byte", charged_results);
     wrap(L, s, "rep", sandbox_rep);
-    lua_pushcfunction(L, processor_lua_find);
-    lua_setfield(L, s, "find");
-    lua_pushcfunction(L, processor_lua_match);
-    lua_setfield(L, s, "match");
-    lua_pushcfunction(L, processor_lua_gmatch);
-    lua_setfield(L, s, "gmatch");
-    lua_pushcfunction(L, processor_lua_gsub);
-    lua_setfield(L, s, "gsub");
-    push_proxy(L, s);
+    set_function(L, s, "find", processor_lua_find);
+    set_function(L, s, "match", processor_lua_match);
+    set_function(L, s, "gmatch", processor_lua_gmatch);
+    set_function(L, s, "gsub", processor_lua_gsub);
     /* ("x"):upper() reaches the same read-only table, and getmetatable("") hides it. */
+    push_proxy(L, s);
     lua_pushliteral(L, "");
     lua_getmetatable(L, -1);
     lua_pushvalue(L, -3);
     lua_setfield(L, -2, "__index");
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "__metatable");
-    lua_pop(L, 2);
-    lua_setfield(L, sandbox, "string");
-    lua_pop(L, 1);
+    lua_pop(L, 3);
+    library_publish(L, sandbox, s, "string");
 
-    lua_newtable(L);
-    copy_fields(L, tab, lua_gettop(L), TABLE_FUNCTIONS);
-    wrap(L, lua_gettop(L), "unpack", charged_results);
-    wrap(L, lua_gettop(L), "move", charged_move);
-    wrap(L, lua_gettop(L), "concat", charged_length);
-    wrap(L, lua_gettop(L), "insert", charged_length);
-    wrap(L, lua_gettop(L), "remove", charged_length);
-    lua_pushcfunction(L, sandbox_sort);
-    lua_setfield(L, -2, "sort");
-    push_proxy(L, -1);
-    lua_setfield(L, sandbox, "table");
-    lua_pop(L, 1);
+    int t = library_new(L, tab, TABLE_FUNCTIONS);
+    wrap(L, t, "unpack", charged_results);
+    wrap(L, t, "move", charged_move);
+    wrap(L, t, "concat", charged_length);
+    wrap(L, t, "insert", charged_length);
+    wrap(L, t, "remove", charged_length);
+    set_function(L, t, "sort", sandbox_sort);
+    library_publish(L, sandbox, t, "table");
 
-    lua_newtable(L);
-    copy_fields(L, math, lua_gettop(L), MATH_FUNCTIONS);
-    push_proxy(L, -1);
-    lua_setfield(L, sandbox, "math");
-    lua_pop(L, 1);
+    library_publish(L, sandbox, library_new(L, math, MATH_FUNCTIONS), "math");
 
-    lua_newtable(L);
-    int u = lua_gettop(L);
-    copy_fields(L, utf8, u, UTF8_FUNCTIONS);
+    int u = library_new(L, utf8, UTF8_FUNCTIONS);
     wrap(L, u, "len", charged_scan);
     wrap(L, u, "offset", charged_scan);
     wrap(L, u, "codepoint", charged_results);
-    push_proxy(L, u);
-    lua_setfield(L, sandbox, "utf8");
-    lua_pop(L, 1);
+    library_publish(L, sandbox, u, "utf8");
 
-    lua_newtable(L);
-    lua_pushcfunction(L, sandbox_array);
-    lua_setfield(L, -2, "array");
-    push_proxy(L, -1);
-    lua_setfield(L, sandbox, "flushout");
-    lua_pop(L, 1);
+    int f = library_new(L, base, (const char *const[]){NULL});
+    set_function(L, f, "array", sandbox_array);
+    library_publish(L, sandbox, f, "flushout");
 
     lua_createtable(L, 0, 2); /* each call's globals read the sandbox through this */
     lua_pushvalue(L, sandbox);
