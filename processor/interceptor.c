@@ -1,5 +1,7 @@
-/* processor/interceptor.c - Lua 5.4 interceptors: the sandbox, the budgets, the
- * values both ways and the lazy read-only document view. */
+/* processor/interceptor.c - Lua 5.4 interceptors: loading a script, one Lua state per
+ * thread, the budgets, and each call with its lazily made command, context and meta.
+ * The sandbox is interceptor_sandbox.c's, the values and the document view
+ * interceptor_values.c's. */
 #include "interceptor.h"
 #include "interceptor_int.h"
 
@@ -382,8 +384,7 @@ static int call_protected(lua_State *L)
     return 0;
 }
 
-static void log_failure(const worker_t *w, const state_intercept_meta_t *meta,
-                        const char *message)
+static void log_failure(const state_intercept_meta_t *meta, const char *message)
 {
     const codec_request_t *f = meta->flush;
     if (f->offset >= 0)
@@ -394,7 +395,6 @@ static void log_failure(const worker_t *w, const state_intercept_meta_t *meta,
                  MODEL_ARG(f->model.ptr, f->model.len),
                  MODEL_ARG(f->client.ptr, f->client.len), (unsigned long long)f->seq,
                  message);
-    (void)w;
 }
 
 static void reject_with(state_interception_t *out, const char *fmt, const char *detail)
@@ -436,8 +436,7 @@ static worker_t *worker_new(processor_interceptor_t *ic, char *errstr, size_t er
     lua_gc(w->L, LUA_GCCOLLECT);
     /* Nearly all a call allocates dies with it, and what lives (the libraries) is
      * small and the same from call to call: a cycle once the heap has grown tenfold
-     * traverses it rarely. Lua's default, a cycle per doubling, spent a tenth of a
-     * call's time traversing the libraries. */
+     * traverses it rarely (Lua's default is a cycle per doubling). */
     lua_gc(w->L, LUA_GCINC, 1000, 0, 0);
     return w;
 }
@@ -448,9 +447,7 @@ static void worker_destroy(worker_t *w)
     free(w);
 }
 
-/* The base library functions a script may use; next() is left out (its order
- * depends on the state), and so is everything that reaches outside (print, load,
- * dofile, require, collectgarbage) or changes tables behind metatables (rawset). */
+/* A new state's sandbox, metatables and compiled script, in a protected call. */
 static int setup_protected(lua_State *L)
 {
     processor_interceptor_t *ic = lua_touserdata(L, 1);
@@ -511,7 +508,7 @@ void processor_interceptor_call(void *opaque, const codec_value_t *document,
     if (!w) { /* only if memory ran out: fail closed */
         atomic_fetch_add_explicit(&ic->errors, 1, memory_order_relaxed);
         reject_with(out, "interceptor error: %s", "no Lua state could be created");
-        log_failure(NULL, meta, "no Lua state could be created");
+        log_failure(meta, "no Lua state could be created");
         return;
     }
     lua_State *L = w->L;
@@ -566,7 +563,7 @@ void processor_interceptor_call(void *opaque, const codec_value_t *document,
         codec_value_destroy(c.new_props);
         free(c.rejection);
         reject_with(out, "interceptor error: %s", detail);
-        log_failure(w, meta, out->message);
+        log_failure(meta, out->message);
     } else if (c.has_new_props && command->action != CODEC_ACTION_DELETE) {
         atomic_fetch_add_explicit(&ic->new_props, 1, memory_order_relaxed);
         out->kind = STATE_INTERCEPT_REPLACE_PROPS;

@@ -435,6 +435,9 @@ static void wrap(lua_State *L, int table, const char *name, lua_CFunction fn)
     lua_setfield(L, table, name);
 }
 
+/* The base library functions a script may use; next() is left out (its order
+ * depends on the state), and so is everything that reaches outside (print, load,
+ * dofile, require, collectgarbage) or changes tables behind metatables (rawset). */
 static const char *const BASE_FUNCTIONS[] = {
     "assert", "error", "ipairs",       "rawequal", "rawget", "rawlen",
     "select", "type",  "getmetatable", "_VERSION", NULL};
