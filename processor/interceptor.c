@@ -105,17 +105,69 @@ void processor_lua_charge(lua_State *L, size_t steps)
     }
 }
 
+/* The instructions between two runs of the count hook. */
+static int hook_interval(const worker_t *w)
+{
+    return w->max_steps >= HOOK_EVERY ? HOOK_EVERY : w->max_steps ? (int)w->max_steps : 1;
+}
+
 static void count_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
     worker_t *w = interceptor_worker(L);
-    int every = w->max_steps < HOOK_EVERY ? (int)w->max_steps : HOOK_EVERY;
-    processor_lua_charge(L, (size_t)(every ? every : 1));
+    processor_lua_charge(L, (size_t)hook_interval(w));
     /* Work the VM does not count (comparing long strings) is bounded by time. */
     if (w->charging && past(&w->deadline)) {
         w->over = OVER_TIME;
         luaL_error(L, "the script ran for too long");
     }
+}
+
+/* Starts charging a run of the script: the instruction budget, the call's allocation
+ * and the wall-clock backstop deadline_ms from now. */
+static void budget_start(worker_t *w, uint64_t deadline_ms)
+{
+    w->steps = 0;
+    w->max_steps = w->ic->conf.max_instructions;
+    w->alloc_used = 0;
+    w->over = OVER_NONE;
+    w->refused_net = false;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &w->deadline);
+    w->deadline.tv_sec += (time_t)(deadline_ms / 1000);
+    w->deadline.tv_nsec += (long)(deadline_ms % 1000) * 1000000L;
+    if (w->deadline.tv_nsec >= 1000000000L) {
+        w->deadline.tv_sec++;
+        w->deadline.tv_nsec -= 1000000000L;
+    }
+    lua_sethook(w->L, count_hook, LUA_MASKCOUNT, hook_interval(w));
+    w->charging = true;
+}
+
+static void budget_end(worker_t *w)
+{
+    w->charging = false;
+    lua_sethook(w->L, NULL, 0, 0);
+}
+
+/* A fresh global table and a fresh run of the script's top level in it, then its
+ * intercept function on the stack. Raises Lua errors: call it protected.
+ * @returns the index of the globals. */
+static int run_top_level(lua_State *L)
+{
+    lua_createtable(L, 0, 4);
+    int env = lua_gettop(L);
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &INTERCEPTOR_ENV_MT_KEY);
+    lua_setmetatable(L, env);
+    lua_pushvalue(L, env);
+    lua_setfield(L, env, "_G");
+    lua_rawgetp(L, LUA_REGISTRYINDEX, &CHUNK_KEY);
+    lua_pushvalue(L, env);
+    lua_setupvalue(L, -2, 1); /* a main chunk's only upvalue is _ENV */
+    lua_call(L, 0, 0);
+    if (lua_getfield(L, env, "intercept") != LUA_TFUNCTION)
+        luaL_error(L, "the script defines no function intercept(document, command, "
+                      "context, meta)");
+    return env;
 }
 
 /* ---- one call ---- */
@@ -322,19 +374,7 @@ static int call_protected(lua_State *L)
     call_t *c = lua_touserdata(L, 1);
     const codec_request_t *flush = c->meta->flush;
     lua_settop(L, 0);
-
-    /* A fresh global table and a fresh run of the chunk's top level for each call. */
-    lua_createtable(L, 0, 4);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &INTERCEPTOR_ENV_MT_KEY);
-    lua_setmetatable(L, 1);
-    lua_pushvalue(L, 1);
-    lua_setfield(L, 1, "_G");
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &CHUNK_KEY);
-    lua_pushvalue(L, 1);
-    lua_setupvalue(L, 2, 1); /* a main chunk's only upvalue is _ENV */
-    lua_call(L, 0, 0);
-    if (lua_getfield(L, 1, "intercept") != LUA_TFUNCTION)
-        return luaL_error(L, "the script defines no function intercept");
+    run_top_level(L); /* for each call: nothing survives one */
 
     interceptor_push_view(L, c->document);
     push_lazy(L, LAZY_COMMAND, 4);
@@ -515,29 +555,13 @@ void processor_interceptor_call(void *opaque, const codec_value_t *document,
     call_t c = {.w = w, .document = document, .command = command, .meta = meta};
     w->call = &c;
     w->call_id++;
-    w->steps = 0;
-    w->max_steps = ic->conf.max_instructions;
-    w->alloc_used = 0;
-    w->over = OVER_NONE;
-    w->refused_net = false;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &w->deadline);
-    uint64_t ms = ic->conf.max_instructions / 1000;
-    ms = ms < 100 ? 100 : ms;
-    w->deadline.tv_sec += (time_t)(ms / 1000);
-    w->deadline.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (w->deadline.tv_nsec >= 1000000000L) {
-        w->deadline.tv_sec++;
-        w->deadline.tv_nsec -= 1000000000L;
-    }
-    int every = w->max_steps < HOOK_EVERY ? (int)w->max_steps : HOOK_EVERY;
-    lua_sethook(L, count_hook, LUA_MASKCOUNT, every ? every : 1);
-    w->charging = true;
+    uint64_t ms = ic->conf.max_instructions / 1000; /* one µs per instruction */
+    budget_start(w, ms < 100 ? 100 : ms);
     lua_pushcfunction(L, call_protected);
     lua_pushlightuserdata(L, &c);
     int rc = lua_pcall(L, 1, 0, 0);
     w->call = NULL;
-    w->charging = false;
-    lua_sethook(L, NULL, 0, 0);
+    budget_end(w);
 
     if (rc != LUA_OK) {
         char msg[MESSAGE_MAX];
@@ -582,6 +606,12 @@ void processor_interceptor_call(void *opaque, const codec_value_t *document,
                                       "rejection");
     }
     lua_settop(L, 0);
+}
+
+static int load_protected(lua_State *L)
+{
+    run_top_level(L);
+    return 0;
 }
 
 processor_interceptor_t *
@@ -634,37 +664,17 @@ processor_interceptor_load(const processor_interceptor_conf_t *conf, char *errst
     }
     w->next = ic->workers;
     ic->workers = w;
+    /* The top level runs once here, within a call's budget (and 10 s of clock). */
     lua_State *L = w->L;
     lua_settop(L, 0);
-    lua_newtable(L); /* the top level runs once here, in the budget of a call */
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &INTERCEPTOR_ENV_MT_KEY);
-    lua_setmetatable(L, 1);
-    lua_rawgetp(L, LUA_REGISTRYINDEX, &CHUNK_KEY);
-    lua_pushvalue(L, 1);
-    lua_setupvalue(L, 2, 1);
-    w->steps = 0;
-    w->max_steps = conf->max_instructions;
-    w->alloc_used = 0;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &w->deadline);
-    w->deadline.tv_sec += 10;
-    w->charging = true;
-    lua_sethook(L, count_hook, LUA_MASKCOUNT,
-                w->max_steps < HOOK_EVERY ? (int)w->max_steps : HOOK_EVERY);
+    budget_start(w, 10000);
+    lua_pushcfunction(L, load_protected);
     int rc = lua_pcall(L, 0, 0, 0);
-    w->charging = false;
-    lua_sethook(L, NULL, 0, 0);
+    budget_end(w);
     if (rc != LUA_OK) {
         snprintf(errstr, errstr_size, "interceptor %s: %s", conf->path,
                  lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1)
                                                 : "the script raised an error");
-        processor_interceptor_destroy(ic);
-        return NULL;
-    }
-    if (lua_getfield(L, 1, "intercept") != LUA_TFUNCTION) {
-        snprintf(errstr, errstr_size,
-                 "interceptor %s: the script defines no function intercept(document, "
-                 "command, context, meta)",
-                 conf->path);
         processor_interceptor_destroy(ic);
         return NULL;
     }
