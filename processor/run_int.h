@@ -366,12 +366,13 @@ void run_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
  *  and starts consuming (run_takeover.c). @locality the partition's worker. */
 void run_prepare(part_t *p);
 /** Whether the store in dir was built for the flushes topic's partition count and under
- *  r's settings (what it has not recorded yet is not checked); *count_recorded and
- *  *settings_recorded (each may be NULL) say what it has recorded. Shared by the start
- *  (every store in the state directory) and each takeover.
- *  @returns 0, or -1 and errstr. */
+ *  r's settings (what it has not recorded yet is not checked; the interceptor's hash
+ *  never is); *count_recorded says whether it recorded a count, and *recorded gets
+ *  its recorded settings (caller frees; NULL for none, or on a mismatch). Either may
+ *  be NULL. Shared by the start (every store in the state directory) and each
+ *  takeover. @returns 0, or -1 and errstr. */
 int run_state_check(const runner_t *r, state_store_t *store, const char *dir,
-                    bool *count_recorded, bool *settings_recorded, char *errstr,
+                    bool *count_recorded, char **recorded, char *errstr,
                     size_t errstr_size);
 
 /* ---- status: run_status.c ---- */

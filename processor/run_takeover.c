@@ -87,7 +87,7 @@ static int catch_up(part_t *p)
 }
 
 int run_state_check(const runner_t *r, state_store_t *store, const char *dir,
-                    bool *count_recorded, bool *settings_recorded, char *errstr,
+                    bool *count_recorded, char **recorded, char *errstr,
                     size_t errstr_size)
 {
     int32_t built_for = state_store_partition_count(store);
@@ -109,8 +109,12 @@ int run_state_check(const runner_t *r, state_store_t *store, const char *dir,
     }
     if (count_recorded)
         *count_recorded = built_for > 0;
-    if (settings_recorded)
-        *settings_recorded = settings != NULL;
+    if (recorded && rc == 0) {
+        *recorded = settings;
+        settings = NULL;
+    } else if (recorded) {
+        *recorded = NULL;
+    }
     free(settings);
     return rc;
 }
@@ -122,34 +126,33 @@ static int check_layout(part_t *p, const char *dir)
 {
     runner_t *r = p->r;
     char errstr[2048];
-    bool count_recorded, settings_recorded;
-    if (run_state_check(r, p->store, dir, &count_recorded, &settings_recorded, errstr,
+    bool count_recorded;
+    char *recorded;
+    if (run_state_check(r, p->store, dir, &count_recorded, &recorded, errstr,
                         sizeof(errstr))) {
         LOG_ERROR("partition %d: %s", p->id, errstr);
         atomic_store(&r->fatal, true);
         return -1;
     }
-    /* Equal but for the interceptor: the operator deployed another script. */
-    char *recorded = settings_recorded ? state_store_settings(p->store) : NULL;
-    bool changed = recorded && strcmp(recorded, r->settings) != 0;
-    if (changed) {
+    /* A store from before settings were recorded takes the current ones, and so does
+     * one whose settings differ only in the interceptor (run_state_check() let nothing
+     * else through): the operator deployed another script. */
+    bool record_settings = !recorded || strcmp(recorded, r->settings) != 0;
+    if (recorded && record_settings) {
         const char *was = strstr(recorded, ";" INTERCEPTOR_SETTING);
         const char *now = strstr(r->settings, ";" INTERCEPTOR_SETTING);
+        int64_t next = state_store_next_offset(p->store);
         LOG_WARN("partition %d: the interceptor changed (%s when the state was last "
                  "taken over, %s now): flushes from offset %lld on get the new one",
                  p->id, was ? was + 1 : "none", now ? now + 1 : "none",
-                 (long long)(state_store_next_offset(p->store) > 0
-                                 ? state_store_next_offset(p->store)
-                                 : 0));
-        state_store_set_settings(p->store, r->settings);
+                 (long long)(next > 0 ? next : 0));
     }
     free(recorded);
-    if (count_recorded && settings_recorded && !changed)
+    if (count_recorded && !record_settings)
         return 0;
     if (!count_recorded)
         state_store_set_partition_count(p->store, r->partition_count);
-    /* A store from before settings were recorded takes the current ones. */
-    if (!settings_recorded)
+    if (record_settings)
         state_store_set_settings(p->store, r->settings);
     if (state_store_commit(p->store, -1, errstr, sizeof(errstr))) {
         LOG_ERROR("partition %d: %s", p->id, errstr);
