@@ -1234,14 +1234,19 @@ static char *reply_json(const char *client, int seq)
     return json;
 }
 
+/* Writes an interceptor script as name.lua in the test's folder; path gets its path. */
+static void write_script(const char *name, const char *text, char *path, size_t size)
+{
+    snprintf(path, size, "%s/%s.lua", dir, name);
+    FILE *fp = fopen(path, "w");
+    cr_assert_not_null(fp);
+    cr_assert(fputs(text, fp) >= 0 && fclose(fp) == 0);
+}
+
 Test(kafka, an_interceptor_gives_the_same_outcomes_after_a_handoff)
 {
     char script[PATH_MAX];
-    snprintf(script, sizeof(script), "%s/handoff.lua", dir);
-    FILE *fp = fopen(script, "w");
-    cr_assert_not_null(fp);
-    fputs(HANDOFF_INTERCEPTOR, fp);
-    fclose(fp);
+    write_script("handoff", HANDOFF_INTERCEPTOR, script, sizeof(script));
     /* Each newProps may add 4 KiB, which the document limit must leave room for. */
     const char *opts[] = {"--interceptor", script, "--max-document-bytes", "65536", NULL};
     /* The reference: the same flushes through the handler in memory, same script. */
@@ -1692,11 +1697,7 @@ static const char REPLAY_INTERCEPTOR[] =
 Test(kafka, rebuild_from_flushes_replays_the_interceptor_to_the_live_state)
 {
     char script[PATH_MAX];
-    snprintf(script, sizeof(script), "%s/replay.lua", dir);
-    FILE *fp = fopen(script, "w");
-    cr_assert_not_null(fp);
-    fputs(REPLAY_INTERCEPTOR, fp);
-    fclose(fp);
+    write_script("replay", REPLAY_INTERCEPTOR, script, sizeof(script));
     const char *opts[] = {"--interceptor", script, "--max-document-bytes", "65536", NULL};
     instance_t a;
     instance_start(&a, "live", opts);
@@ -2920,19 +2921,17 @@ Test(kafka, settings_that_change_outcomes_are_recorded_and_a_mismatch_is_refused
 /* Writes a script that stamps creates with tag (NUL-terminated path in out). */
 static void write_stamp_script(const char *name, const char *tag, char *out, size_t size)
 {
-    snprintf(out, size, "%s/%s.lua", dir, name);
-    FILE *fp = fopen(out, "w");
-    cr_assert_not_null(fp);
-    fprintf(fp,
-            "function intercept(document, command)\n"
-            "  if command.action ~= 'create' then return nil end\n"
-            "  local props = {}\n"
-            "  for k, v in pairs(command.props or {}) do props[k] = v end\n"
-            "  props.tag = '%s'\n"
-            "  return {newProps = props}\n"
-            "end\n",
-            tag);
-    fclose(fp);
+    char text[512];
+    snprintf(text, sizeof(text),
+             "function intercept(document, command)\n"
+             "  if command.action ~= 'create' then return nil end\n"
+             "  local props = {}\n"
+             "  for k, v in pairs(command.props or {}) do props[k] = v end\n"
+             "  props.tag = '%s'\n"
+             "  return {newProps = props}\n"
+             "end\n",
+             tag);
+    write_script(name, text, out, size);
 }
 
 /* Deploying another script is allowed: the hash is recorded, not enforced, and change
