@@ -57,8 +57,9 @@ static double cpu_s(void)
 }
 
 typedef enum workload_e {
-    TODO,    /* each flush creates an item (the client's proposed id) and updates it */
-    CREATES, /* each flush creates an item: what a create costs, alone */
+    CREATE_AND_UPDATE, /* each flush creates an item (the client's proposed id) and
+                          updates it */
+    CREATES,           /* each flush creates an item: what a create costs, alone */
     UPDATES, /* each flush updates one field: the document's size does not matter */
 } workload_t;
 
@@ -76,7 +77,7 @@ static void records_make(records_t *r, size_t flushes, size_t models, workload_t
         size_t m = i % models;
         snprintf(r->models[i], sizeof(r->models[i]), "model-%zu", m);
         char json[512];
-        if (kind == TODO)
+        if (kind == CREATE_AND_UPDATE)
             snprintf(json, sizeof(json),
                      "{\"type\":\"flush\",\"client\":\"c\",\"seq\":%zu,\"from\":%llu,"
                      "\"timestamp\":%zu,\"context\":{\"user\":\"alice\"},\"completions\":"
@@ -98,7 +99,7 @@ static void records_make(records_t *r, size_t flushes, size_t models, workload_t
                      "\"completions\":[{\"command\":{\"action\":\"update\",\"props\":{"
                      "\"n\":%zu}}}]}",
                      i + 1, (unsigned long long)count[m], i);
-        count[m] += kind == TODO ? 2 : 1;
+        count[m] += kind == CREATE_AND_UPDATE ? 2 : 1;
         codec_value_t *v;
         char err[256];
         if (codec_json_decode(json, strlen(json), NULL, &v, err, sizeof(err))) {
@@ -238,7 +239,7 @@ int main(int argc, char **argv)
     int missed = 0;
 
     records_t todo, creates_only;
-    records_make(&todo, flushes, 100, TODO);
+    records_make(&todo, flushes, 100, CREATE_AND_UPDATE);
     records_make(&creates_only, flushes, 100, CREATES);
     size_t commands = 2 * flushes, creates = flushes;
     processor_interceptor_t *trivial = load(dir, "trivial", TRIVIAL);
