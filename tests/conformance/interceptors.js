@@ -8,7 +8,7 @@
 const fs = require('fs');
 const path = require('path');
 const { Rng } = require('../common/rng.js');
-const { buildRandomCase, buildEdgeCase, EDGE, runAndCompare, trunc } = require('./run.js');
+const { buildRandomCase, buildEdgeCase, EDGE, parseArgs, runAndCompare, trunc } = require('./run.js');
 
 const DIR = path.join(__dirname, 'interceptors');
 const NAMES = fs.readdirSync(DIR).filter((f) => f.endsWith('.lua')).map((f) => f.slice(0, -4)).sort();
@@ -31,52 +31,6 @@ function usage(msg) {
   if (!msg) process.exit(0);
   process.stdout.write('0 passed, 0 failed\n');
   process.exit(2);
-}
-
-function parseArgs(argv) {
-  const o = {
-    bin: path.resolve(__dirname, '..', '..', 'build', 'bin', 'flushout-processor'),
-    cases: 480,
-    seed: undefined,
-    history: [0, 3, 1000],
-    names: NAMES,
-    edge: true,
-    maxReport: 5,
-  };
-  const int = (name, s) => {
-    if (!/^[0-9]+$/.test(s)) usage(`${name} needs a non-negative integer, got ${JSON.stringify(s)}`);
-    return Number(s);
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const val = () => {
-      if (i + 1 >= argv.length) usage(`missing value for ${a}`);
-      return argv[++i];
-    };
-    switch (a) {
-      case '--bin': o.bin = path.resolve(val()); break;
-      case '--cases': o.cases = int(a, val()); break;
-      case '--seed': o.seed = int(a, val()) >>> 0; break;
-      case '--history': {
-        o.history = val().split(',').filter((x) => x !== '').map((x) => int(a, x));
-        if (o.history.length === 0) usage('--history needs at least one value');
-        break;
-      }
-      case '--only': {
-        const n = val();
-        if (!NAMES.includes(n)) usage(`no interceptor ${n}`);
-        o.names = [n];
-        break;
-      }
-      case '--no-edge': o.edge = false; break;
-      case '--max-report': o.maxReport = int(a, val()); break;
-      case '-h':
-      case '--help': usage(); break;
-      default: usage(`unknown argument ${a}`);
-    }
-  }
-  if (o.seed === undefined) o.seed = (Date.now() ^ (process.pid << 16)) >>> 0;
-  return o;
 }
 
 // ---------------------------------------------------------------------------
@@ -138,7 +92,13 @@ function flushDecorator(seed) {
 }
 
 async function main() {
-  const o = parseArgs(process.argv.slice(2));
+  const o = parseArgs(process.argv.slice(2), usage, { cases: 480, names: NAMES }, (a, val, opts) => {
+    if (a !== '--only') return false;
+    const n = val();
+    if (!NAMES.includes(n)) usage(`no interceptor ${n}`);
+    opts.names = [n];
+    return true;
+  });
   const t0 = Date.now();
   console.log(`flushout interceptor differential test: bin=${o.bin}`);
   console.log(`seed=${o.seed} cases=${o.cases} history=${o.history.join(',')} interceptors=${o.names.join(',')}`);

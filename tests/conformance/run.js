@@ -32,7 +32,9 @@ function usage(msg) {
   process.exit(2);
 }
 
-function parseArgs(argv) {
+// The options run.js and interceptors.js share. defaults adds or overrides fields of
+// the result; extra(a, val, o, int) handles a script's own option and returns true.
+function parseArgs(argv, usage, defaults = {}, extra = () => false) {
   const o = {
     bin: path.resolve(__dirname, '..', '..', 'build', 'bin', 'flushout-processor'),
     cases: 200,
@@ -40,6 +42,7 @@ function parseArgs(argv) {
     history: [0, 3, 1000],
     edge: true,
     maxReport: 5,
+    ...defaults,
   };
   const int = (name, s) => {
     if (!/^[0-9]+$/.test(s)) usage(`${name} needs a non-negative integer, got ${JSON.stringify(s)}`);
@@ -62,11 +65,10 @@ function parseArgs(argv) {
         break;
       }
       case '--no-edge': o.edge = false; break;
-      case '--stats': o.stats = true; break;
       case '--max-report': o.maxReport = int(a, val()); break;
       case '-h':
       case '--help': usage(); break;
-      default: usage(`unknown argument ${a}`);
+      default: if (!extra(a, val, o, int)) usage(`unknown argument ${a}`);
     }
   }
   if (o.seed === undefined) o.seed = (Date.now() ^ (process.pid << 16)) >>> 0;
@@ -762,7 +764,11 @@ function runAndCompare(o, N, cases, g, reported) {
 // ---------------------------------------------------------------------------
 
 async function main() {
-  const o = parseArgs(process.argv.slice(2));
+  const o = parseArgs(process.argv.slice(2), usage, {}, (a, val, opts) => {
+    if (a !== '--stats') return false;
+    opts.stats = true;
+    return true;
+  });
   const t0 = Date.now();
   console.log(`flushout conformance: bin=${o.bin}`);
   console.log(`seed=${o.seed} cases=${o.cases} history=${o.history.join(',')} edge=${o.edge ? 'yes' : 'no'}`);
@@ -815,4 +821,6 @@ if (require.main === module) {
   });
 }
 
-module.exports = { buildRandomCase, buildEdgeCase, EDGE, firstDiff, Reference, runAndCompare, pretty, trunc };
+module.exports = {
+  buildRandomCase, buildEdgeCase, EDGE, firstDiff, parseArgs, Reference, runAndCompare, pretty, trunc,
+};
