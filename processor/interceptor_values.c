@@ -18,8 +18,6 @@ typedef struct view_s {
     uint64_t call_id;
 } view_t;
 
-static void push_value(lua_State *L, const codec_value_t *v, int depth);
-
 void interceptor_push_view(lua_State *L, const codec_value_t *v)
 {
     view_t *view = lua_newuserdatauv(L, sizeof(*view), 0);
@@ -43,7 +41,7 @@ static void push_document_value(lua_State *L, const codec_value_t *v)
     if (v->type == CODEC_VALUE_MAP || v->type == CODEC_VALUE_ARRAY)
         interceptor_push_view(L, v);
     else
-        push_value(L, v, 0);
+        interceptor_push_value(L, v);
 }
 
 static int view_index(lua_State *L)
@@ -128,7 +126,7 @@ static int view_newindex(lua_State *L)
 
 /* Maps become tables with string keys, arrays sequences marked with the array
  * metatable (so that an empty one stays an array), nil absent, binaries strings. */
-static void push_value(lua_State *L, const codec_value_t *v, int depth)
+void interceptor_push_value(lua_State *L, const codec_value_t *v)
 {
     luaL_checkstack(L, 4, "a value nested too deep");
     switch (v->type) {
@@ -151,7 +149,7 @@ static void push_value(lua_State *L, const codec_value_t *v, int depth)
     case CODEC_VALUE_ARRAY:
         lua_createtable(L, (int)v->u.array.len, 0);
         for (uint32_t i = 0; i < v->u.array.len; i++) {
-            push_value(L, v->u.array.items[i], depth + 1);
+            interceptor_push_value(L, v->u.array.items[i]);
             lua_rawseti(L, -2, (lua_Integer)i + 1);
         }
         lua_rawgetp(L, LUA_REGISTRYINDEX, &INTERCEPTOR_ARRAY_MT_KEY);
@@ -163,7 +161,7 @@ static void push_value(lua_State *L, const codec_value_t *v, int depth)
         const codec_map_entry_t *e;
         while ((e = codec_map_next(v, &pos))) {
             lua_pushlstring(L, codec_map_entry_key(e), e->key_len);
-            push_value(L, e->value, depth + 1);
+            interceptor_push_value(L, e->value);
             lua_rawset(L, -3);
         }
         break;
@@ -174,17 +172,12 @@ static void push_value(lua_State *L, const codec_value_t *v, int depth)
 void interceptor_push_path(lua_State *L, const codec_value_t *path)
 {
     if (path) {
-        push_value(L, path, 0);
+        interceptor_push_value(L, path);
     } else { /* flushout passes undefined at the root: an empty sequence is kinder */
         lua_createtable(L, 0, 0);
         lua_rawgetp(L, LUA_REGISTRYINDEX, &INTERCEPTOR_ARRAY_MT_KEY);
         lua_setmetatable(L, -2);
     }
-}
-
-void interceptor_push_value(lua_State *L, const codec_value_t *v)
-{
-    push_value(L, v, 0);
 }
 
 void interceptor_set_fields(lua_State *L, int t, const codec_value_t *map)
@@ -199,7 +192,7 @@ void interceptor_set_fields(lua_State *L, int t, const codec_value_t *map)
             continue;
         }
         lua_pop(L, 1);
-        push_value(L, e->value, 1);
+        interceptor_push_value(L, e->value);
         lua_rawset(L, t);
     }
 }
