@@ -172,6 +172,9 @@ static int run_top_level(lua_State *L)
 
 /* ---- one call ---- */
 
+/* The tables made lazily for each call (below). */
+enum { LAZY_COMMAND, LAZY_CONTEXT, LAZY_META, LAZY__COUNT };
+
 typedef struct call_s {
     worker_t *w;
     const codec_value_t *document;
@@ -191,7 +194,6 @@ typedef struct call_s {
  * to nil stays nil; any of those other uses fills every field left and removes the
  * metatable, leaving a plain table. A table cannot outlive its call (nothing survives
  * one), so the call in progress is always its own. */
-enum { LAZY_COMMAND, LAZY_CONTEXT, LAZY_META, LAZY__COUNT };
 static const char LAZY_MT_KEYS[LAZY__COUNT];
 static const char *const COMMAND_FIELDS[] = {"action", "path", "props", "parentDefault",
                                              NULL};
