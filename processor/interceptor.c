@@ -183,8 +183,8 @@ typedef struct call_s {
     codec_value_t *new_props; /* the tree being built: freed by the caller on error */
     bool has_new_props;
     char *rejection;
-    bool empty;         /* a table with neither newProps nor rejection */
-    uint64_t filled[3]; /* the lazy tables' fields read so far, by index */
+    bool empty;                   /* a table with neither newProps nor rejection */
+    uint64_t filled[LAZY__COUNT]; /* the lazy tables' fields read so far, by index */
 } call_t;
 
 /* command, context and meta are tables whose fields are made when first read: most
