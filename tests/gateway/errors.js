@@ -1,0 +1,384 @@
+#!/usr/bin/env node
+// The gateway's answers to what goes wrong, and its tokens (processor/GATEWAY.md):
+// every error status of the table that a client can bring about, each with its code;
+// HS256, RS256 and ES256 tokens, and the forgeries a gateway must refuse; context.user
+// stamped from the token's sub (an interceptor writes it into what is created); client
+// ids bound to users; the models claim and read-only tokens; the rate limit; the
+// in-flight cap; time travel older than the history kept; and a processor that stops
+// answering (503 timeout, then the retry with the same seq answered as a duplicate).
+'use strict';
+
+const fs = require('fs');
+const path = require('path');
+const { decode } = require('@msgpack/msgpack');
+const { Master } = require('flushout');
+const h = require('./harness.js');
+
+const { assert } = h;
+const HISTORY = 20; // the processor's --history: "long" goes well beyond it
+const LONG_FLUSHES = 60;
+
+// Stamps the flush's context.user and context.claims.role into what is created: the
+// stored document shows which user the gateway vouched for.
+const STAMP_LUA = `
+function intercept(document, command, context, meta)
+  if command.action ~= "create" then return nil end
+  local props = {}
+  for k, v in pairs(command.props or {}) do props[k] = v end
+  props.by = (context and context.user) or "nobody"
+  props.role = (context and context.claims and context.claims.role) or "none"
+  return {newProps = props}
+end
+`;
+
+// The same interceptor for flushout's Master, to replay what the processor stored.
+function stampJs(document, command, context) {
+  if (command.action !== 'create') return undefined;
+  return { newProps: { ...(command.props || {}), by: (context && context.user) || 'nobody', role: (context && context.claims && context.claims.role) || 'none' } };
+}
+
+// At the root: an interceptor's newProps drop parentDefault (as flushout's do), so a
+// create under a parent that does not exist yet would fail.
+const create = (id, props) => ({ command: { action: 'create', path: [], props }, createdId: id });
+
+function expectError(r, status, code, what) {
+  assert.strictEqual(r.status, status, `${what}: status ${r.status}, body ${r.text}`);
+  assert.ok(r.json, `${what}: the body is JSON: ${r.text}`);
+  assert.strictEqual(r.json.type, 'error', `${what}: ${r.text}`);
+  assert.strictEqual(r.json.error.code, code, `${what}: ${r.text}`);
+  assert.ok(typeof r.json.error.message === 'string' && r.json.error.message.length > 0, `${what}: a message`);
+}
+
+async function main(run) {
+  const keys = h.makeKeys(run.tmp);
+  const interceptor = path.join(run.tmp, 'stamp.lua');
+  fs.writeFileSync(interceptor, STAMP_LUA);
+  const bootstrap = await run.startBroker(2);
+  h.log(`broker at ${bootstrap}`);
+  const procArgs = ['--history', String(HISTORY), '--snapshot-every', '10', '--interceptor', interceptor];
+  let processor = run.startProcessor('processor', bootstrap, procArgs);
+  const jwt = (alg) => ['--jwt-key-file', keys.files[alg], '--jwt-alg', alg];
+  // One consumer group each: every gateway owns every reply partition, no rebalances.
+  const gw = (name, auth, more = []) => run.startGateway(name, bootstrap, auth, ['--gateway-group', `group-${name}`, '--rate-limit', '0', ...more]);
+  const [hs, rs, es, limited, slow] = await Promise.all([
+    gw('hs256', jwt('HS256')),
+    gw('rs256', jwt('RS256')),
+    gw('es256', jwt('ES256')),
+    gw('limited', jwt('HS256'), ['--rate-limit', '1', '--rate-burst', '2']),
+    gw('no-auth', ['--no-auth'], ['--timeout-ms', '1500', '--max-in-flight', '2']),
+  ]);
+  const alice = keys.token('HS256', 'alice', { role: 'editor' });
+  await h.waitUntil('the processor answering', async () => (await h.httpRequest(hs, 'GET', h.modelPath('warm-up'), { token: alice, timeoutMs: 10000 })).status === 200, 60000, 200);
+  assert.match(fs.readFileSync(slow.logFile, 'utf8'), /no-auth/i, '--no-auth is announced at startup');
+  const checks = new h.Checks();
+  const get = (g, p, token) => h.httpRequest(g, 'GET', p, { token });
+  const post = (g, model, body, token) => h.httpRequest(g, 'POST', h.modelPath(model, '/flush'), { token, body });
+
+  await checks.check('HS256, RS256 and ES256 tokens: context.user is the sub, claims under context.claims, a client-sent context replaced', async () => {
+    for (const [alg, g] of [['HS256', hs], ['RS256', rs], ['ES256', es]]) {
+      const sub = `writer-${alg}`;
+      const model = `stamped-${alg}`;
+      const r = await post(g, model, { client: 'tab', seq: 1, from: 0, completions: [create('a', { title: alg })], context: { user: 'mallory', claims: { role: 'admin' } } },
+        keys.token(alg, sub, { role: 'editor' }));
+      assert.strictEqual(r.status, 200, r.text);
+      assert.strictEqual(r.json.type, 'flushResult');
+      assert.strictEqual(r.json.client, 'tab', 'the reply names the client id as sent');
+      assert.strictEqual(r.json.applied.completions.length, 1, r.text);
+      const snap = await get(g, h.modelPath(model), keys.token(alg, 'reader'));
+      assert.strictEqual(snap.status, 200, snap.text);
+      assert.deepStrictEqual(snap.json.document.a, { title: alg, by: sub, role: 'editor' }, `${alg}: stored as stamped from the token`);
+    }
+    // Over the WebSocket the same.
+    const conn = await h.WsConn.open(hs, { token: keys.token('HS256', 'ws-writer', { role: 'viewer' }) });
+    const reply = await conn.request({ type: 'flush', model: 'stamped-ws', client: 'tab', seq: 1, from: 0, completions: [create('w', {})], context: { user: 'mallory' } });
+    assert.strictEqual(reply.type, 'flushResult', JSON.stringify(reply));
+    const snap = await conn.snapshot('stamped-ws');
+    assert.deepStrictEqual(snap.snapshot.document.w, { by: 'ws-writer', role: 'viewer' });
+    conn.close();
+  });
+
+  await checks.check('--no-auth passes the client context and client id through', async () => {
+    const r = await post(slow, 'open-model', { client: 'tab', seq: 1, from: 0, completions: [create('a', {})], context: { user: 'dev-user', claims: { role: 'tester' } } });
+    assert.strictEqual(r.status, 200, r.text);
+    const snap = await get(slow, h.modelPath('open-model'));
+    assert.deepStrictEqual(snap.json.document.a, { by: 'dev-user', role: 'tester' });
+  });
+
+  await checks.check('client ids are bound to users: two users flushing as the same client and seq are both applied', async () => {
+    const bob = keys.token('HS256', 'bob');
+    const one = await post(hs, 'shared', { client: 'tab-1', seq: 1, from: 0, completions: [create('x', { n: 1 })] }, alice);
+    const two = await post(hs, 'shared', { client: 'tab-1', seq: 1, from: 0, completions: [create('x', { n: 2 })] }, bob);
+    for (const r of [one, two]) {
+      assert.strictEqual(r.status, 200, r.text);
+      assert.ok(!r.json.duplicate, `not a duplicate: ${r.text}`);
+      assert.strictEqual(r.json.applied.completions.length, 1, r.text);
+      assert.strictEqual(r.json.client, 'tab-1');
+    }
+    const again = await post(hs, 'shared', { client: 'tab-1', seq: 1, from: 0, completions: [create('x', { n: 1 })] }, alice);
+    assert.strictEqual(again.status, 200, again.text);
+    assert.strictEqual(again.json.duplicate, true, `alice's own retry is a duplicate: ${again.text}`);
+    const snap = await get(hs, h.modelPath('shared'), alice);
+    assert.strictEqual(snap.json.commandCount, 2);
+    const by = Object.values(snap.json.document).map((i) => `${i.by}:${i.n}`).sort();
+    assert.deepStrictEqual(by, ['alice:1', 'bob:2']);
+  });
+
+  await checks.check('400: malformed JSON, wrong types, missing fields, bad query values and model ids, bad_range', async () => {
+    let r = await h.httpRequest(hs, 'POST', h.modelPath('m400', '/flush'), { token: alice, body: '{"client": "c", "seq": 1,' });
+    expectError(r, 400, 'invalid_json', 'cut JSON');
+    r = await post(hs, 'm400', { client: 'c', seq: '1', from: 0, completions: [] }, alice);
+    expectError(r, 400, 'wrong_type', 'seq as a string');
+    r = await post(hs, 'm400', { client: 'c', seq: 1, from: 0, completions: [{ command: { action: 'create', path: 'items' } }] }, alice);
+    expectError(r, 400, 'wrong_type', 'a path that is not an array');
+    r = await post(hs, 'm400', { client: 'c', seq: 1, from: 0 }, alice);
+    expectError(r, 400, 'missing_field', 'no completions');
+    r = await post(hs, 'm400', { client: 'c', seq: 1, from: 0, completions: [{ command: { action: 'explode' } }] }, alice);
+    expectError(r, 400, 'unknown_action', 'an unknown action');
+    r = await post(hs, 'm400', { client: 'c', seq: 1, from: 0, completions: [create('__proto__', {})] }, alice);
+    expectError(r, 400, 'forbidden_key', '__proto__ as a created id');
+    r = await get(hs, h.modelPath('m400', '?at=soon'), alice);
+    expectError(r, 400, 'bad_request', '?at=soon');
+    r = await get(hs, h.modelPath('m400', '/history?from=-1'), alice);
+    expectError(r, 400, 'bad_request', 'history?from=-1');
+    r = await get(hs, '/v1/models/%FF%FE', alice);
+    expectError(r, 400, 'bad_request', 'a model id that is not UTF-8');
+    r = await get(hs, h.modelPath('shared', '/history?from=3'), alice); // "shared" holds 2 commands
+    expectError(r, 400, 'bad_range', 'history from beyond the count');
+    const conn = await h.WsConn.open(hs, { token: alice });
+    conn.send('{"type": "flush", "model": ');
+    const bad = await conn.nextStray('an error frame for cut JSON', (m) => m.type === 'error');
+    assert.strictEqual(bad.error.code, 'invalid_json', JSON.stringify(bad));
+    conn.send({ type: 'teleport', model: 'm400', client: 'c', seq: 1 });
+    const unknown = await conn.nextStray('an error frame for an unknown type', (m) => m.type === 'error');
+    assert.strictEqual(unknown.error.code, 'unknown_type', JSON.stringify(unknown));
+    conn.close();
+  });
+
+  await checks.check('401: no token, bad signature, alg none, HS256 signed with the RS256 public key, expired, not yet valid, no sub', async () => {
+    const now = h.nowSeconds();
+    const cases = [
+      ['no token', hs, undefined],
+      ['not a JWT', hs, 'not.a.token'],
+      ['signed with another secret', hs, h.signJwt('HS256', 'another secret', { sub: 'alice', exp: now + 3600 })],
+      ['alg none', hs, keys.sign('none', { sub: 'alice', exp: now + 3600 })],
+      ['alg none with the RS256 gateway', rs, h.signJwt('none', null, { sub: 'alice', exp: now + 3600 })],
+      ['HS256 signed with the RS256 public key text', rs, h.signJwt('HS256', keys.rsaPublicPem, { sub: 'alice', exp: now + 3600 })],
+      ['an RS256 token at the ES256 gateway', es, keys.token('RS256', 'alice')],
+      ['expired', hs, keys.sign('HS256', { sub: 'alice', exp: now - 60 })],
+      ['not yet valid (nbf)', hs, keys.sign('HS256', { sub: 'alice', exp: now + 3600, nbf: now + 600 })],
+      ['no sub', hs, keys.sign('HS256', { exp: now + 3600 })],
+      ['a tampered ES256 payload', es, (() => {
+        const [head, , sig] = keys.token('ES256', 'alice').split('.');
+        return `${head}.${Buffer.from(JSON.stringify({ sub: 'root', exp: now + 3600 })).toString('base64url')}.${sig}`;
+      })()],
+    ];
+    for (const [what, g, token] of cases) {
+      expectError(await get(g, h.modelPath('secret'), token), 401, 'unauthorized', `GET with ${what}`);
+      expectError(await post(g, 'secret', { client: 'c', seq: 1, from: 0, completions: [create('a', {})] }, token), 401, 'unauthorized', `flush with ${what}`);
+    }
+    // Server-Sent Events and the WebSocket, and the token in ?access_token=.
+    const sse = await h.openEvents(hs, 'secret', {});
+    assert.strictEqual(sse.status, 401, 'events without a token');
+    const expired = keys.sign('HS256', { sub: 'alice', exp: now - 60 });
+    const sseQuery = await h.openEvents(hs, 'secret', { query: `?access_token=${expired}` });
+    assert.strictEqual(sseQuery.status, 401, 'events with an expired token in the query');
+    await assert.rejects(h.WsConn.open(hs, {}), (e) => e.status === 401, 'a WebSocket without a token is refused');
+    await assert.rejects(h.WsConn.open(hs, { token: expired, tokenInQuery: true }), (e) => e.status === 401, 'a WebSocket with an expired token');
+    // Nothing reached the model.
+    const snap = await get(hs, h.modelPath('secret'), alice);
+    assert.strictEqual(snap.json.commandCount, 0);
+  });
+
+  await checks.check('403: the models claim (HTTP, events, WebSocket) and read-only tokens (write: false)', async () => {
+    const team = keys.token('HS256', 'teamer', { models: ['team-*', 'exact'] });
+    assert.strictEqual((await get(hs, h.modelPath('team-1'), team)).status, 200);
+    assert.strictEqual((await get(hs, h.modelPath('exact'), team)).status, 200);
+    expectError(await get(hs, h.modelPath('other'), team), 403, 'forbidden', 'GET outside the models claim');
+    expectError(await get(hs, h.modelPath('other', '/history?from=0'), team), 403, 'forbidden', 'history outside the models claim');
+    expectError(await post(hs, 'other', { client: 'c', seq: 1, from: 0, completions: [create('a', {})] }, team), 403, 'forbidden', 'flush outside the models claim');
+    const sse = await h.openEvents(hs, 'other', { token: team });
+    assert.strictEqual(sse.status, 403, 'events outside the models claim');
+    const conn = await h.WsConn.open(hs, { token: team });
+    conn.send({ type: 'subscribe', model: 'other' });
+    const refused = await conn.nextStray('subscribe outside the claim refused', (m) => m.type === 'error' || m.type === 'subscribed');
+    assert.strictEqual(refused.type, 'error', JSON.stringify(refused));
+    assert.strictEqual(refused.error.code, 'forbidden');
+    const wsFlush = await conn.request({ type: 'flush', model: 'other', client: 'c', seq: 1, from: 0, completions: [create('a', {})] });
+    assert.strictEqual(wsFlush.type, 'error');
+    assert.strictEqual(wsFlush.error.code, 'forbidden');
+    conn.close();
+
+    const reader = keys.token('HS256', 'reader', { write: false });
+    const ok = await post(hs, 'read-only', { client: 'c', seq: 1, from: 0, completions: [create('a', {})] }, alice);
+    assert.strictEqual(ok.status, 200, ok.text);
+    assert.strictEqual((await get(hs, h.modelPath('read-only'), reader)).status, 200);
+    assert.strictEqual((await get(hs, h.modelPath('read-only', '/history?from=0'), reader)).status, 200);
+    const events = await h.openEvents(hs, 'read-only', { token: reader });
+    assert.strictEqual(events.status, 200, 'a read-only token may listen');
+    events.close();
+    expectError(await post(hs, 'read-only', { client: 'c', seq: 1, from: 1, completions: [create('b', {})] }, reader), 403, 'read_only', 'flush with write: false');
+    const roConn = await h.WsConn.open(hs, { token: reader });
+    const roFlush = await roConn.request({ type: 'flush', model: 'read-only', client: 'c', seq: 2, from: 1, completions: [create('b', {})] });
+    assert.strictEqual(roFlush.type, 'error');
+    assert.strictEqual(roFlush.error.code, 'read_only');
+    const roSnap = await roConn.snapshot('read-only');
+    assert.strictEqual(roSnap.snapshot.commandCount, 1, 'the read-only flushes applied nothing');
+    roConn.close();
+  });
+
+  await checks.check('404 not_found and 405 method_not_allowed', async () => {
+    for (const p of ['/', '/v1', '/v1/nothing', h.modelPath('m', '/elsewhere'), '/v2/models/m']) expectError(await get(hs, p, alice), 404, 'not_found', `GET ${p}`);
+    for (const [method, p] of [['DELETE', h.modelPath('m')], ['POST', h.modelPath('m')], ['PUT', h.modelPath('m', '/flush')], ['GET', h.modelPath('m', '/flush')], ['POST', h.modelPath('m', '/events')]])
+      expectError(await h.httpRequest(hs, method, p, { token: alice, body: method === 'GET' ? undefined : {} }), 405, 'method_not_allowed', `${method} ${p}`);
+  });
+
+  await checks.check('409 stale_seq, naming the model, client and seq', async () => {
+    const first = await post(hs, 'stale', { client: 'tab', seq: 5, from: 0, completions: [create('a', {})] }, alice);
+    assert.strictEqual(first.status, 200, first.text);
+    const r = await post(hs, 'stale', { client: 'tab', seq: 3, from: 1, completions: [create('b', {})] }, alice);
+    expectError(r, 409, 'stale_seq', 'seq 3 after 5');
+    assert.strictEqual(r.json.model, 'stale');
+    assert.strictEqual(r.json.client, 'tab', 'the client id as sent');
+    assert.strictEqual(r.json.seq, 3);
+    assert.strictEqual((await get(hs, h.modelPath('stale'), alice)).json.commandCount, 1);
+  });
+
+  await checks.check('410 history_unavailable: ?at= and history older than the history kept name the oldest version; that one and later rebuild', async () => {
+    const historian = keys.token('HS256', 'historian');
+    const sent = [];
+    for (let k = 0; k < LONG_FLUSHES; k++) {
+      const c = create(`i${k}`, { k });
+      const r = await post(hs, 'long', { client: 'tab', seq: k + 1, from: k, completions: [c] }, historian);
+      assert.strictEqual(r.status, 200, r.text);
+      sent.push(c);
+    }
+    // The document at n: flushout's Master with the same interceptor, given the flushes.
+    const at = async (n) => {
+      const master = new Master({ commandCount: 0, document: {} }, { sequentialIds: true, interceptor: stampJs });
+      for (let k = 0; k < n; k++) await master.apply({ from: k, completions: [sent[k]] }, { user: 'historian' });
+      return master.getSnapshot();
+    };
+    assert.strictEqual(h.canonical((await get(hs, h.modelPath('long'), historian)).json), h.canonical(await at(LONG_FLUSHES)), 'the latest');
+    const history = await get(hs, h.modelPath('long', '/history?from=0'), historian);
+    expectError(history, 410, 'history_unavailable', 'history from 0');
+    const old = await get(hs, h.modelPath('long', '?at=0'), historian);
+    expectError(old, 410, 'history_unavailable', 'at=0');
+    const named = old.json.error.message.match(/\d+/g);
+    assert.ok(named, `the message names the oldest version: ${old.json.error.message}`);
+    const oldest = Number(named[named.length - 1]);
+    assert.ok(oldest > 0 && oldest <= LONG_FLUSHES - HISTORY, `oldest ${oldest} within (0, ${LONG_FLUSHES - HISTORY}]: ${old.json.error.message}`);
+    expectError(await get(hs, h.modelPath('long', `?at=${oldest - 1}`), historian), 410, 'history_unavailable', `at=${oldest - 1}`);
+    for (let n = oldest; n <= LONG_FLUSHES; n++) {
+      const r = await get(hs, h.modelPath('long', `?at=${n}`), historian);
+      assert.strictEqual(r.status, 200, `at=${n}: ${r.text}`);
+      assert.strictEqual(h.canonical(r.json), h.canonical(await at(n)), `at=${n}`);
+    }
+    expectError(await get(hs, h.modelPath('long', `?at=${LONG_FLUSHES + 1}`), historian), 400, 'bad_range', 'at beyond the count');
+  });
+
+  await checks.check('413 too_large: a string beyond --max-string-bytes, more completions than --max-completions; nothing applied', async () => {
+    const big = 'x'.repeat(1200 * 1024);
+    let r = await post(hs, 'big', { client: 'c', seq: 1, from: 0, completions: [create('a', { big })] }, alice);
+    expectError(r, 413, 'too_large', '1.2 MB string');
+    const many = Array.from({ length: 10001 }, (_, i) => ({ command: { action: 'update', path: [], props: { i } } }));
+    r = await post(hs, 'big', { client: 'c', seq: 2, from: 0, completions: many }, alice);
+    expectError(r, 413, 'too_large', '10,001 completions');
+    const conn = await h.WsConn.open(hs, { token: alice });
+    const ws = await conn.request({ type: 'flush', model: 'big', client: 'c', seq: 3, from: 0, completions: [create('a', { big })] });
+    assert.strictEqual(ws.type, 'error');
+    assert.strictEqual(ws.error.code, 'too_large');
+    conn.close();
+    assert.strictEqual((await get(hs, h.modelPath('big'), alice)).json.commandCount, 0);
+  });
+
+  await checks.check("429 rate_limited with Retry-After, per user (--rate-limit 1 --rate-burst 2)", async () => {
+    const hasty = keys.token('HS256', 'hasty');
+    const answers = await Promise.all(Array.from({ length: 6 }, () => get(limited, h.modelPath('limited'), hasty)));
+    const ok = answers.filter((r) => r.status === 200).length;
+    const limitedAnswers = answers.filter((r) => r.status === 429);
+    assert.ok(ok >= 2 && ok <= 3, `the burst of 2 (and at most one more token) answered: ${answers.map((r) => r.status)}`);
+    assert.strictEqual(ok + limitedAnswers.length, 6, `the rest limited: ${answers.map((r) => r.status)}`);
+    for (const r of limitedAnswers) {
+      expectError(r, 429, 'rate_limited', 'over the rate');
+      assert.ok(Number(r.headers['retry-after']) >= 1, `Retry-After: ${r.headers['retry-after']}`);
+    }
+    assert.strictEqual((await get(limited, h.modelPath('limited'), keys.token('HS256', 'patient'))).status, 200, 'another user has a bucket of their own');
+    await h.sleep(Number(limitedAnswers[0].headers['retry-after']) * 1000 + 100);
+    assert.strictEqual((await get(limited, h.modelPath('limited'), hasty)).status, 200, 'after Retry-After');
+  });
+
+  await checks.check('WebSocket: snapshot without client or seq, history, unsubscribe', async () => {
+    const conn = await h.WsConn.open(hs, { token: alice });
+    conn.send({ type: 'snapshot', model: 'shared' });
+    const snap = await conn.nextStray('a snapshot reply', (m) => m.type === 'snapshot' && m.model === 'shared');
+    assert.ok(Number.isInteger(snap.seq), `a seq the gateway chose: ${JSON.stringify(snap)}`);
+    assert.strictEqual(snap.snapshot.commandCount, 2);
+    const hist = await conn.request({ type: 'history', model: 'shared', client: 'h', seq: 7, from: 0 });
+    assert.strictEqual(hist.type, 'history', JSON.stringify(hist));
+    assert.strictEqual(hist.completions.length, 2);
+    await h.waitUntil('a change heard', async () => {
+      await conn.subscribe('sub-model');
+      const r = await post(hs, 'sub-model', { client: 'c', seq: Date.now(), from: 0, completions: [{ command: { action: 'update', path: [], props: { t: 1 } } }] }, alice);
+      assert.strictEqual(r.status, 200, r.text);
+      await h.sleep(300);
+      return conn.changed.length > 0;
+    }, 15000, 0);
+    conn.send({ type: 'unsubscribe', model: 'sub-model' });
+    await h.sleep(300);
+    const before = conn.changed.length;
+    const r = await post(hs, 'sub-model', { client: 'c', seq: Date.now() + 1, from: 0, completions: [{ command: { action: 'update', path: [], props: { t: 2 } } }] }, alice);
+    assert.strictEqual(r.status, 200, r.text);
+    await h.sleep(1000);
+    assert.strictEqual(conn.changed.length, before, 'no change after unsubscribe');
+    conn.close();
+  });
+
+  await checks.check('on Kafka: the bound client id <length of sub>:<sub>/<client> and the gateway\'s context; --no-auth unchanged', async () => {
+    const records = (await h.readAll(h.connect(bootstrap), 'flushout.flushes')).map((rec) => ({ key: rec.key, req: decode(rec.value) }));
+    const find = (model) => records.find((r) => r.key === model && r.req.type === 'flush');
+    const hsFlush = find('stamped-HS256').req;
+    assert.strictEqual(hsFlush.client, `${'writer-HS256'.length}:writer-HS256/tab`);
+    assert.strictEqual(hsFlush.context.user, 'writer-HS256');
+    assert.strictEqual(hsFlush.context.claims.role, 'editor');
+    const open = find('open-model').req;
+    assert.strictEqual(open.client, 'tab');
+    assert.deepStrictEqual(open.context, { user: 'dev-user', claims: { role: 'tester' } });
+  });
+
+  // Last: the processor stops.
+  await checks.check('503 timeout when the processor does not answer (a retry is safe, says the body); the in-flight cap (429 too_many_requests); the retry answered as a duplicate, applied once', async () => {
+    await run.stopProcess(processor);
+    const r = await post(slow, 'retry', { client: 'r', seq: 1, from: 0, completions: [create('once', {})] });
+    expectError(r, 503, 'timeout', 'flush with the processor stopped');
+    assert.match(r.json.error.message, /retry/i, r.json.error.message);
+    assert.match(r.json.error.message, /seq/, r.json.error.message);
+    const conn = await h.WsConn.open(slow, {});
+    const inFlight = [1, 2, 3, 4].map((seq) => conn.request({ type: 'flush', model: 'retry', client: 'w', seq, from: 0, completions: [create(`w${seq}`, {})] }, 15000));
+    const answers = await Promise.all(inFlight);
+    assert.deepStrictEqual(answers.map((a) => a.error && a.error.code), ['timeout', 'timeout', 'too_many_requests', 'too_many_requests'], JSON.stringify(answers));
+    conn.close();
+
+    processor = run.startProcessor('processor', bootstrap, procArgs);
+    // The first flush is ahead of its retries in the partition, so the restarted
+    // processor applies it (its reply finds no one waiting) and every retry with
+    // seq 1 is a duplicate.
+    let retry;
+    await h.waitUntil('the retry answered', async () => {
+      retry = await post(slow, 'retry', { client: 'r', seq: 1, from: 0, completions: [create('once', {})] });
+      if (retry.status === 503) return false;
+      assert.strictEqual(retry.status, 200, retry.text);
+      return true;
+    }, 60000, 0);
+    assert.strictEqual(retry.json.duplicate, true, retry.text);
+    const snap = await get(slow, h.modelPath('retry'));
+    const items = Object.keys(snap.json.document);
+    assert.ok(items.includes('once'), JSON.stringify(snap.json));
+    assert.strictEqual(items.filter((k) => k === 'once').length, 1);
+    // once, and w1 and w2 (timed out, applied after the restart); w3, w4 never left.
+    assert.deepStrictEqual(items.sort(), ['once', 'w1', 'w2'], JSON.stringify(snap.json));
+  });
+
+  checks.finish('gateway errors');
+}
+
+h.runMain('gateway-errors', main);
