@@ -10,6 +10,7 @@ packages=(
   build-essential cmake pkg-config git
   librdkafka-dev libmsgpack-dev librocksdb-dev libjansson-dev
   libxxhash-dev uthash-dev libmicrohttpd-dev libjemalloc-dev liblua5.4-dev libssl-dev
+  libwebsockets-dev libjwt-dev
   libcriterion-dev
   clang libclang-rt-14-dev clang-format
   kcat bc shellcheck yamllint

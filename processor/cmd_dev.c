@@ -3,6 +3,7 @@
 #include "cmd_dev.h"
 
 #include <ftw.h>
+#include <pthread.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <stdio.h>
@@ -10,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "codec/alloc.h"
+#include "gateway.h"
 #include "log.h"
 #include "run.h"
 
@@ -49,6 +52,66 @@ static int create_extra_topics(rd_kafka_mock_cluster_t *mc, const char *list,
         list += len + (list[len] == ',');
     }
     return 0;
+}
+
+/* dev's gateway: --no-auth, served on its own thread while the processor runs. */
+typedef struct dev_gateway_s {
+    processor_gateway_t *gw;
+    pthread_t thread;
+    volatile sig_atomic_t stop;
+} dev_gateway_t;
+
+static void *dev_gateway_main(void *arg)
+{
+    dev_gateway_t *g = arg;
+    processor_gateway_serve(g->gw, &g->stop);
+    return NULL;
+}
+
+static char *default_str(char *value, const char *fallback)
+{
+    return value ? value : codec_xmemdup(fallback, strlen(fallback));
+}
+
+static int dev_gateway_start(dev_gateway_t *g, processor_config_t *cfg,
+                             const char *bootstrap)
+{
+    /* The gateway's own options are not dev's: development settings. */
+    cfg->no_auth = 1;
+    cfg->timeout_ms = 5000;
+    cfg->rate_limit = 0;
+    cfg->rate_burst = 1;
+    cfg->max_connections = 1024;
+    cfg->max_in_flight = 64;
+    cfg->gateway_group = default_str(cfg->gateway_group, "flushout-gateway");
+    cfg->jwt_alg = default_str(cfg->jwt_alg, "HS256");
+    char errstr[512];
+    g->gw = processor_gateway_start(cfg, bootstrap, (uint16_t)cfg->gateway_port, errstr,
+                                    sizeof(errstr));
+    if (!g->gw) {
+        LOG_ERROR("dev: gateway: %s", errstr);
+        return -1;
+    }
+    if (pthread_create(&g->thread, NULL, dev_gateway_main, g)) {
+        LOG_ERROR("dev: cannot start the gateway's thread");
+        processor_gateway_destroy(g->gw);
+        g->gw = NULL;
+        return -1;
+    }
+    LOG_INFO("dev: gateway at http://localhost:%llu/v1/models/{model} (no "
+             "authentication)",
+             (unsigned long long)cfg->gateway_port);
+    return 0;
+}
+
+static void dev_gateway_stop(dev_gateway_t *g)
+{
+    if (!g->gw)
+        return;
+    g->stop = 1;
+    pthread_join(g->thread, NULL);
+    processor_gateway_destroy(g->gw);
+    g->gw = NULL;
 }
 
 int processor_cmd_dev(processor_config_t *cfg)
@@ -109,7 +172,12 @@ int processor_cmd_dev(processor_config_t *cfg)
             rc = 1;
         } else {
             cfg->low_latency = 1;
-            rc = processor_run(cfg, bootstrap, dir, &stop);
+            dev_gateway_t gateway = {.stop = 0};
+            if (cfg->gateway_port && dev_gateway_start(&gateway, cfg, bootstrap))
+                rc = 1;
+            else
+                rc = processor_run(cfg, bootstrap, dir, &stop);
+            dev_gateway_stop(&gateway);
             nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
         }
     }

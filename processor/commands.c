@@ -11,6 +11,7 @@
 #include "cmd_repartition.h"
 #include "cmd_send.h"
 #include "cmd_topics.h"
+#include "gateway.h"
 #include "run.h"
 
 /* The commands in the table's signature (send has it already). */
@@ -36,6 +37,7 @@ MAIN_WITH_CFG(run_main, processor_cmd_run)
 MAIN_WITH_CFG(dev_main, processor_cmd_dev)
 MAIN_WITH_CFG(rebuild_main, processor_cmd_rebuild)
 MAIN_WITH_CFG(repartition_main, processor_cmd_repartition)
+MAIN_WITH_CFG(gateway_main, processor_cmd_gateway)
 MAIN_WITH_OUT(topics_main, processor_cmd_topics)
 MAIN_WITH_OUT(inspect_main, processor_cmd_inspect)
 
@@ -67,6 +69,20 @@ const processor_command_t processor_commands[] = {
                    "runs the processor on it until SIGTERM or SIGINT. The "
                    "broker keeps everything in memory and loses it at exit: it "
                    "is for development and tests only.",
+    },
+    {
+        .name = "gateway",
+        .flag = PROCESSOR_CMD_GATEWAY,
+        .main = gateway_main,
+        .args = "[options]",
+        .brief = "Serve the models over HTTP, Server-Sent Events and WebSocket, "
+                 "authenticated with JWTs (processor/GATEWAY.md).",
+        .summary = "Serves the models to browsers and app backends over HTTP, "
+                   "Server-Sent Events and WebSocket: each request becomes a record "
+                   "on the flushes topic, its reply is read from this gateway's "
+                   "share of the replies topic, and subscribers hear of every "
+                   "change from the changes topic. Stateless: run as many as "
+                   "needed. Stops on SIGTERM or SIGINT.",
     },
     {
         .name = "send",

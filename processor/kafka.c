@@ -117,7 +117,8 @@ rd_kafka_conf_t *processor_kafka_conf(const processor_config_t *cfg,
         goto err;
     /* The mock cluster also keeps a member that left the group until its session
      * times out, holding up the next join: keep sessions short there. */
-    if (cfg->low_latency && role == PROCESSOR_KAFKA_CONSUMER &&
+    if (cfg->low_latency &&
+        (role == PROCESSOR_KAFKA_CONSUMER || role == PROCESSOR_KAFKA_GATEWAY) &&
         set(conf, "session.timeout.ms", "6000", errstr, errstr_size))
         goto err;
     switch (role) {
@@ -163,6 +164,14 @@ rd_kafka_conf_t *processor_kafka_conf(const processor_config_t *cfg,
     case PROCESSOR_KAFKA_SENDER:
         if (set(conf, "enable.idempotence", "true", errstr, errstr_size) ||
             set(conf, "linger.ms", "0", errstr, errstr_size))
+            goto err;
+        break;
+    case PROCESSOR_KAFKA_GATEWAY:
+        /* Replies are wanted only while their request waits: an older one has no
+         * reader, so a gateway starts at the end and keeps no position. */
+        if (set(conf, "group.id", cfg->gateway_group, errstr, errstr_size) ||
+            set(conf, "enable.auto.commit", "false", errstr, errstr_size) ||
+            set(conf, "auto.offset.reset", "latest", errstr, errstr_size))
             goto err;
         break;
     case PROCESSOR_KAFKA_ADMIN:

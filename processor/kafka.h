@@ -20,6 +20,8 @@ typedef enum processor_kafka_role_e {
     PROCESSOR_KAFKA_READER,   /* send: reads replies, no group */
     PROCESSOR_KAFKA_ADMIN,    /* topics: Admin API and metadata, a consumer handle
                                  that never joins a group */
+    PROCESSOR_KAFKA_GATEWAY,  /* gateway: reads its share of the replies topic in
+                                 group --gateway-group, from the end, never commits */
 } processor_kafka_role_t;
 
 /* How long one request to the cluster may take (metadata, watermarks, committed

@@ -19,10 +19,14 @@
 #define PROCESSOR_CMD_REBUILD     0x20
 #define PROCESSOR_CMD_TOPICS      0x40
 #define PROCESSOR_CMD_REPARTITION 0x80
+#define PROCESSOR_CMD_GATEWAY     0x100
 /* Commands that talk to Kafka: they take -X librdkafka properties. */
 #define PROCESSOR_CMD_KAFKA                                       \
     (PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_SEND | \
-     PROCESSOR_CMD_REBUILD | PROCESSOR_CMD_TOPICS | PROCESSOR_CMD_REPARTITION)
+     PROCESSOR_CMD_REBUILD | PROCESSOR_CMD_TOPICS | PROCESSOR_CMD_REPARTITION | \
+     PROCESSOR_CMD_GATEWAY)
+/* Commands that check requests before they reach a processor: the request limits. */
+#define PROCESSOR_CMD_CHECKING (PROCESSOR_CMD_APPLYING | PROCESSOR_CMD_GATEWAY)
 /* Commands that apply flushes: they take the state and limit options. */
 #define PROCESSOR_CMD_APPLYING                                     \
     (PROCESSOR_CMD_APPLY | PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | \
@@ -88,6 +92,16 @@ typedef struct processor_config_s {
     char *interceptor;    /* apply, run, dev, rebuild: a Lua script */
     uint64_t interceptor_max_instructions;
     uint64_t interceptor_max_memory_mb;
+    /* gateway (and dev's embedded one) */
+    uint64_t gateway_port; /* dev: 0 = none */
+    char *jwt_key_file;
+    char *jwt_alg;
+    uint64_t no_auth;
+    uint64_t rate_limit; /* requests per second per user, 0 = off */
+    uint64_t rate_burst;
+    uint64_t max_connections;
+    uint64_t max_in_flight;
+    char *gateway_group;
     /* not an option: --interceptor loaded (processor_interceptor_setup()) */
     struct processor_interceptor_s *interceptor_loaded;
     /* -X name=value librdkafka properties, in order: name, value, name, value... */

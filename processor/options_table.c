@@ -17,7 +17,7 @@ const processor_option_t processor_options[] = {
         .type = PROCESSOR_OPT_STRING,
         .offset = OFF(bootstrap_servers),
         .commands = PROCESSOR_CMD_RUN | PROCESSOR_CMD_SEND | PROCESSOR_CMD_REBUILD |
-                    PROCESSOR_CMD_TOPICS | PROCESSOR_CMD_REPARTITION,
+                    PROCESSOR_CMD_TOPICS | PROCESSOR_CMD_REPARTITION | PROCESSOR_CMD_GATEWAY,
         .required = 1,
         .help = "Kafka brokers to start from, host:port[,host:port...].",
     },
@@ -88,7 +88,7 @@ const processor_option_t processor_options[] = {
         .type = PROCESSOR_OPT_STRING,
         .default_value = "flushout.changes",
         .offset = OFF(changes_topic),
-        .commands = PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_REBUILD |
+        .commands = PROCESSOR_CMD_GATEWAY | PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_REBUILD |
                     PROCESSOR_CMD_TOPICS | PROCESSOR_CMD_REPARTITION,
         .help = "Applied flushes, keyed by model, partition for partition with the "
                 "flushes topic; also the changelog that a partition's new owner catches "
@@ -211,10 +211,122 @@ const processor_option_t processor_options[] = {
         .name = "http-address",
         .type = PROCESSOR_OPT_STRING,
         .offset = OFF(http_address),
-        .commands = PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV,
+        .commands = PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_GATEWAY,
         .help = "The address the HTTP server listens on: an IP address (127.0.0.1, ::1, "
                 "the pod's address) or a host name (its first address). Default: every "
                 "interface, IPv6 and IPv4.",
+    },
+    {
+        .name = "http-port",
+        .type = PROCESSOR_OPT_UINT,
+        .default_value = "8080",
+        .min = 1,
+        .max = 65535,
+        .offset = OFF(gateway_port),
+        .commands = PROCESSOR_CMD_GATEWAY,
+        .help = "Serve the API (HTTP, Server-Sent Events, WebSocket) on this port, on "
+                "--http-address.",
+    },
+    {
+        .name = "gateway-port",
+        .type = PROCESSOR_OPT_UINT,
+        .default_value = "8080",
+        .min = 0,
+        .max = 65535,
+        .offset = OFF(gateway_port),
+        .commands = PROCESSOR_CMD_DEV,
+        .help = "Run a gateway (--no-auth) on this port too (0: none), so that browsers "
+                "reach the models over HTTP and WebSocket.",
+    },
+    {
+        .name = "jwt-key-file",
+        .type = PROCESSOR_OPT_STRING,
+        .offset = OFF(jwt_key_file),
+        .commands = PROCESSOR_CMD_GATEWAY,
+        .help = "Check each request's JWT with this key: the shared secret (HS256) or a "
+                "PEM public key (RS256, ES256). Required unless --no-auth.",
+    },
+    {
+        .name = "jwt-alg",
+        .type = PROCESSOR_OPT_STRING,
+        .default_value = "HS256",
+        .choices = "HS256|RS256|ES256",
+        .offset = OFF(jwt_alg),
+        .commands = PROCESSOR_CMD_GATEWAY,
+        .help = "The only algorithm tokens may be signed with (so that a public key is "
+                "never taken for an HMAC secret).",
+    },
+    {
+        .name = "no-auth",
+        .type = PROCESSOR_OPT_BOOL,
+        .default_value = "false",
+        .offset = OFF(no_auth),
+        .commands = PROCESSOR_CMD_GATEWAY,
+        .help = "Development only: accept every request without a token, and pass "
+                "clients' context and client ids through unchanged.",
+    },
+    {
+        .name = "timeout-ms",
+        .type = PROCESSOR_OPT_UINT,
+        .default_value = "5000",
+        .min = 1,
+        .max = 3600000,
+        .offset = OFF(timeout_ms),
+        .commands = PROCESSOR_CMD_GATEWAY,
+        .help = "How long a request waits for the processor's reply before it is "
+                "answered 503 timeout (a flush may still be applied: retry with the "
+                "same seq).",
+    },
+    {
+        .name = "rate-limit",
+        .type = PROCESSOR_OPT_UINT,
+        .default_value = "50",
+        .min = 0,
+        .max = 1000000,
+        .offset = OFF(rate_limit),
+        .commands = PROCESSOR_CMD_GATEWAY,
+        .help = "Requests per second per user (token bucket; 0: no limit). Without "
+                "authentication, per client address.",
+    },
+    {
+        .name = "rate-burst",
+        .type = PROCESSOR_OPT_UINT,
+        .default_value = "100",
+        .min = 1,
+        .max = 1000000,
+        .offset = OFF(rate_burst),
+        .commands = PROCESSOR_CMD_GATEWAY,
+        .help = "The token bucket's size: requests a user may make at once.",
+    },
+    {
+        .name = "max-connections",
+        .type = PROCESSOR_OPT_UINT,
+        .default_value = "1024",
+        .min = 1,
+        .max = 1000000,
+        .offset = OFF(max_connections),
+        .commands = PROCESSOR_CMD_GATEWAY,
+        .help = "Open connections served at once; more are closed.",
+    },
+    {
+        .name = "max-in-flight",
+        .type = PROCESSOR_OPT_UINT,
+        .default_value = "32",
+        .min = 1,
+        .max = 100000,
+        .offset = OFF(max_in_flight),
+        .commands = PROCESSOR_CMD_GATEWAY,
+        .help = "Requests one WebSocket connection may have waiting for the processor "
+                "(more: 429 too_many_requests).",
+    },
+    {
+        .name = "gateway-group",
+        .type = PROCESSOR_OPT_STRING,
+        .default_value = "flushout-gateway",
+        .offset = OFF(gateway_group),
+        .commands = PROCESSOR_CMD_GATEWAY,
+        .help = "The consumer group the gateways share the replies topic's partitions "
+                "in (each reads only the replies to its own requests).",
     },
     {
         .name = "takeover-timeout-ms",
@@ -543,7 +655,7 @@ const processor_option_t processor_options[] = {
         .min = 1,
         .max = CODEC_MAX_MAX_DEPTH,
         .offset = OFF(max_depth),
-        .commands = PROCESSOR_CMD_APPLYING,
+        .commands = PROCESSOR_CMD_CHECKING,
         .help = "Deepest nesting of maps and arrays accepted in a request.",
     },
     {
@@ -553,7 +665,7 @@ const processor_option_t processor_options[] = {
         .min = 1,
         .max = UINT32_MAX,
         .offset = OFF(max_string_bytes),
-        .commands = PROCESSOR_CMD_APPLYING,
+        .commands = PROCESSOR_CMD_CHECKING,
         .help = "Longest string, key or binary value accepted in a request.",
     },
     {
@@ -563,7 +675,7 @@ const processor_option_t processor_options[] = {
         .min = 1,
         .max = UINT32_MAX,
         .offset = OFF(max_completions),
-        .commands = PROCESSOR_CMD_APPLYING,
+        .commands = PROCESSOR_CMD_CHECKING,
         .help = "Most commands accepted in one flush.",
     },
     {
@@ -573,7 +685,7 @@ const processor_option_t processor_options[] = {
         .min = 1,
         .max = CODEC_MAX_MAX_PATH_LENGTH,
         .offset = OFF(max_path_length),
-        .commands = PROCESSOR_CMD_APPLYING,
+        .commands = PROCESSOR_CMD_CHECKING,
         .help = "Most elements accepted in one command path.",
     },
     {
@@ -583,7 +695,7 @@ const processor_option_t processor_options[] = {
         .min = 1,
         .max = CODEC_MAX_ID_BYTES,
         .offset = OFF(max_id_bytes),
-        .commands = PROCESSOR_CMD_APPLYING,
+        .commands = PROCESSOR_CMD_CHECKING,
         .help = "Longest model id (the record key) or client id accepted, in bytes; ids "
                 "must also be valid UTF-8 and a model id not empty.",
     },
@@ -610,7 +722,7 @@ const processor_option_t processor_options[] = {
         .max = UINT32_MAX,
         .offset = OFF(max_record_bytes),
         .commands = PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_REBUILD |
-                    PROCESSOR_CMD_REPARTITION,
+                    PROCESSOR_CMD_REPARTITION | PROCESSOR_CMD_GATEWAY,
         .help = "Largest request record value accepted (larger ones are dead-lettered). "
                 "run and dev refuse to start unless it is at least 19 KB below the "
                 "producer's message.max.bytes (1000000 unless -X sets it): the change "

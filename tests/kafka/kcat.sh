@@ -20,7 +20,7 @@ fail() {
   exit 1
 }
 
-"$bin" dev --partitions 2 >"$work/dev.out" 2>"$work/dev.log" &
+"$bin" dev --partitions 2 --gateway-port 0 >"$work/dev.out" 2>"$work/dev.log" &
 dev_pid=$!
 for _ in $(seq 100); do
   [[ -s $work/dev.out ]] && break

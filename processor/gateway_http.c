@@ -1,0 +1,794 @@
+/* processor/gateway_http.c - the gateway's one libwebsockets protocol: HTTP requests,
+ * Server-Sent Events and WebSocket connections (GATEWAY.md), on the service thread.
+ *
+ * Each connection (an HTTP transaction, an event stream, a WebSocket) is a gw_conn_t
+ * known by an id that never repeats: a reply that arrives after its connection left
+ * finds no id and is dropped, so nothing ever points at a closed connection. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <utlist.h>
+
+#include "codec/alloc.h"
+#include "codec/json.h"
+#include "codec/request.h"
+#include "gateway_int.h"
+#include "kafka.h"
+#include "log.h"
+
+#define MODELS_PREFIX    "/v1/models/"
+#define WS_PATH          "/v1/ws"
+#define TOKEN_MAX        8192
+#define KEEPALIVE_US     (15 * LWS_US_PER_SEC)
+#define CHUNK_BYTES      16384
+#define QUEUED_MAX_BYTES (64u << 20) /* a subscriber that reads nothing is let go */
+
+typedef enum conn_kind_e { CONN_HTTP, CONN_SSE, CONN_WS } conn_kind_t;
+
+typedef struct gw_frame_s {
+    char *data; /* LWS_PRE bytes of headroom, then len bytes */
+    size_t len;
+    struct gw_frame_s *next;
+} gw_frame_t;
+
+struct gw_conn_s {
+    uint64_t id;
+    struct lws *wsi;
+    processor_gateway_t *gw;
+    conn_kind_t kind;
+    /* HTTP: the route of a POST waiting for its body, the body */
+    char *flush_model;
+    char *body;
+    size_t body_len;
+    bool body_too_large;
+    /* HTTP: the answer */
+    bool answered, headers_sent;
+    unsigned status, retry_after;
+    const char *content_type;
+    char *out;
+    size_t out_len, out_off;
+    /* event streams and WebSockets */
+    gw_frame_t *frames;
+    size_t queued;
+    bool closing;
+    gw_identity_t ident;
+    char **subs;
+    size_t n_subs;
+    uint32_t in_flight;
+    char peer[64];
+    UT_hash_handle hh;
+};
+
+typedef struct pss_s {
+    gw_conn_t *conn;
+} pss_t;
+
+static gw_conn_t *conn_new(processor_gateway_t *gw, struct lws *wsi, conn_kind_t kind)
+{
+    gw_conn_t *c = codec_xcalloc(1, sizeof(*c));
+    c->id = ++gw->next_conn_id;
+    c->wsi = wsi;
+    c->gw = gw;
+    c->kind = kind;
+    lws_get_peer_simple(wsi, c->peer, sizeof(c->peer));
+    HASH_ADD(hh, gw->conns, id, sizeof(c->id), c);
+    gw->n_conns++;
+    return c;
+}
+
+static void unsubscribe(gw_conn_t *c, const char *model);
+
+static void conn_free(gw_conn_t *c)
+{
+    if (!c)
+        return;
+    processor_gateway_t *gw = c->gw;
+    while (c->n_subs)
+        unsubscribe(c, c->subs[c->n_subs - 1]);
+    free(c->subs);
+    HASH_DEL(gw->conns, c);
+    gw->n_conns--;
+    for (gw_frame_t *f = c->frames, *next; f; f = next) {
+        next = f->next;
+        free(f->data);
+        free(f);
+    }
+    gw_identity_clear(&c->ident);
+    free(c->flush_model);
+    free(c->body);
+    free(c->out);
+    free(c);
+}
+
+/* Queues bytes for an event stream or WebSocket. */
+static void conn_queue(gw_conn_t *c, const char *bytes, size_t len)
+{
+    if (c->closing)
+        return;
+    if (c->queued + len > QUEUED_MAX_BYTES) {
+        LOG_WARN("gateway: %s reads too slowly (%zu bytes waiting): closing it", c->peer,
+                 c->queued);
+        c->closing = true;
+        lws_callback_on_writable(c->wsi);
+        return;
+    }
+    gw_frame_t *f = codec_xcalloc(1, sizeof(*f));
+    f->data = codec_xmalloc(LWS_PRE + len);
+    memcpy(f->data + LWS_PRE, bytes, len);
+    f->len = len;
+    LL_APPEND(c->frames, f);
+    c->queued += len;
+    lws_callback_on_writable(c->wsi);
+}
+
+/* Answers an HTTP request (taking json), or queues it as a WebSocket frame. */
+static void conn_answer(gw_conn_t *c, unsigned status, char *json, size_t len,
+                        unsigned retry_after)
+{
+    if (c->kind != CONN_HTTP) {
+        conn_queue(c, json, len);
+        free(json);
+        return;
+    }
+    if (c->answered) {
+        free(json);
+        return;
+    }
+    c->answered = true;
+    c->status = status;
+    c->out = json;
+    c->out_len = len;
+    c->retry_after = retry_after;
+    c->content_type = "application/json";
+    lws_callback_on_writable(c->wsi);
+}
+
+static void conn_error(gw_conn_t *c, int code, const char *message, const char *model,
+                       unsigned retry_after)
+{
+    size_t len = 0;
+    char *json = gw_error_json(code, message, model, NULL, NULL, &len);
+    conn_answer(c, gw_status(code), json, len, retry_after);
+}
+
+void gw_conn_answer(processor_gateway_t *gw, uint64_t conn_id, unsigned status,
+                    char *json, size_t len)
+{
+    gw_conn_t *c = NULL;
+    HASH_FIND(hh, gw->conns, &conn_id, sizeof(conn_id), c);
+    if (!c) {
+        free(json);
+        return;
+    }
+    if (c->kind == CONN_WS && c->in_flight)
+        c->in_flight--;
+    conn_answer(c, status, json, len, 0);
+}
+
+/* Subscriptions */
+
+static void ack_subscribed(gw_conn_t *c, const char *model)
+{
+    if (c->kind == CONN_SSE) {
+        char *line = NULL;
+        size_t len = 0;
+        codec_value_t *v = codec_value_map(2);
+        codec_map_set(v, "type", 4, codec_value_str("subscribed", 10));
+        codec_map_set(v, "model", 5, codec_value_str(model, strlen(model)));
+        char *json = codec_json_encode(v, &len);
+        codec_value_destroy(v);
+        size_t n = len + 32;
+        line = codec_xmalloc(n);
+        int w = snprintf(line, n, "event: subscribed\ndata: %s\n\n", json);
+        conn_queue(c, line, (size_t)w);
+        free(line);
+        free(json);
+        return;
+    }
+    codec_value_t *v = codec_value_map(2);
+    codec_map_set(v, "type", 4, codec_value_str("subscribed", 10));
+    codec_map_set(v, "model", 5, codec_value_str(model, strlen(model)));
+    size_t len = 0;
+    char *json = codec_json_encode(v, &len);
+    codec_value_destroy(v);
+    conn_queue(c, json, len);
+    free(json);
+}
+
+static bool partition_read(processor_gateway_t *gw, int32_t p)
+{
+    return p < 0 ? gw->reading_any : gw->reading[p];
+}
+
+static void subscribe(gw_conn_t *c, const char *model)
+{
+    processor_gateway_t *gw = c->gw;
+    for (size_t i = 0; i < c->n_subs; i++)
+        if (!strcmp(c->subs[i], model)) {
+            ack_subscribed(c, model);
+            return;
+        }
+    gw_watch_t *w = NULL;
+    HASH_FIND_STR(gw->watches, model, w);
+    if (!w) {
+        w = codec_xcalloc(1, sizeof(*w));
+        w->model = codec_xmemdup(model, strlen(model));
+        w->partition = processor_key_partition(gw->cfg->partitioner, model,
+                                               strlen(model), gw->changes_partitions);
+        HASH_ADD_KEYPTR(hh, gw->watches, w->model, strlen(w->model), w);
+        w->ready = partition_read(gw, w->partition);
+        gw_kafka_watch(gw, model, true);
+    }
+    if (w->n_conns == w->cap) {
+        w->cap = w->cap ? 2 * w->cap : 4;
+        w->conns = codec_xrealloc(w->conns, w->cap * sizeof(uint64_t));
+    }
+    w->conns[w->n_conns++] = c->id;
+    c->subs = codec_xrealloc(c->subs, (c->n_subs + 1) * sizeof(char *));
+    c->subs[c->n_subs++] = codec_xmemdup(model, strlen(model));
+    if (w->ready)
+        ack_subscribed(c, model);
+}
+
+static void unsubscribe(gw_conn_t *c, const char *model)
+{
+    processor_gateway_t *gw = c->gw;
+    for (size_t i = 0; i < c->n_subs; i++) {
+        if (strcmp(c->subs[i], model))
+            continue;
+        free(c->subs[i]);
+        c->subs[i] = c->subs[--c->n_subs];
+        break;
+    }
+    gw_watch_t *w = NULL;
+    HASH_FIND_STR(gw->watches, model, w);
+    if (!w)
+        return;
+    for (size_t i = 0; i < w->n_conns; i++)
+        if (w->conns[i] == c->id) {
+            w->conns[i] = w->conns[--w->n_conns];
+            break;
+        }
+    if (w->n_conns)
+        return;
+    HASH_DEL(gw->watches, w);
+    gw_kafka_watch(gw, w->model, false);
+    /* The partition may stop being read: watches made from now on wait for the
+     * changes thread to say it reads it again. */
+    bool still = false;
+    for (gw_watch_t *o = gw->watches; o && !still; o = o->hh.next)
+        still = o->partition == w->partition || w->partition < 0 || o->partition < 0;
+    if (!still) {
+        if (w->partition >= 0)
+            gw->reading[w->partition] = false;
+        else
+            gw->reading_any = false;
+    }
+    free(w->model);
+    free(w->conns);
+    free(w);
+}
+
+void gw_partition_reading(processor_gateway_t *gw, int32_t p)
+{
+    gw->reading[p] = true;
+    gw->reading_any = true;
+    for (gw_watch_t *w = gw->watches; w; w = w->hh.next) {
+        if (w->ready || (w->partition >= 0 && w->partition != p))
+            continue;
+        w->ready = true;
+        for (size_t i = 0; i < w->n_conns; i++) {
+            gw_conn_t *c = NULL;
+            HASH_FIND(hh, gw->conns, &w->conns[i], sizeof(uint64_t), c);
+            if (c)
+                ack_subscribed(c, w->model);
+        }
+    }
+}
+
+void gw_notify_changed(processor_gateway_t *gw, const char *model, uint64_t count)
+{
+    gw_watch_t *w = NULL;
+    HASH_FIND_STR(gw->watches, model, w);
+    if (!w)
+        return;
+    codec_value_t *v = codec_value_map(3);
+    codec_map_set(v, "type", 4, codec_value_str("changed", 7));
+    codec_map_set(v, "model", 5, codec_value_str(model, strlen(model)));
+    codec_map_set(v, "commandCount", 12, codec_value_int((int64_t)count));
+    size_t len = 0;
+    char *json = codec_json_encode(v, &len);
+    codec_value_destroy(v);
+    size_t sse_cap = len + 32;
+    char *sse = codec_xmalloc(sse_cap);
+    int sse_len = snprintf(sse, sse_cap, "event: changed\ndata: %s\n\n", json);
+    for (size_t i = 0; i < w->n_conns; i++) {
+        gw_conn_t *c = NULL;
+        HASH_FIND(hh, gw->conns, &w->conns[i], sizeof(uint64_t), c);
+        if (c && c->kind == CONN_SSE)
+            conn_queue(c, sse, (size_t)sse_len);
+        else if (c)
+            conn_queue(c, json, len);
+    }
+    free(sse);
+    free(json);
+}
+
+/* Requests */
+
+/* The bearer token of the request: the Authorization header, else ?access_token=. */
+static char *request_token(struct lws *wsi)
+{
+    char *buf = codec_xmalloc(TOKEN_MAX);
+    int n = lws_hdr_copy(wsi, buf, TOKEN_MAX, WSI_TOKEN_HTTP_AUTHORIZATION);
+    if (n > 7 && !strncasecmp(buf, "Bearer ", 7)) {
+        memmove(buf, buf + 7, (size_t)n - 6);
+        return buf;
+    }
+    const char *arg = lws_get_urlarg_by_name(wsi, "access_token=", buf, TOKEN_MAX);
+    if (arg) {
+        memmove(buf, arg, strlen(arg) + 1);
+        return buf;
+    }
+    free(buf);
+    return NULL;
+}
+
+/* Authenticates and rate-limits one request. @returns its identity, or NULL when the
+ * connection was answered with the error. */
+static const gw_identity_t *admit(gw_conn_t *c, const char *token, const char *model)
+{
+    processor_gateway_t *gw = c->gw;
+    char why[256];
+    int code = 0;
+    const gw_identity_t *ident =
+        c->kind == CONN_WS ? &c->ident : gw_auth_check(gw, token, &code, why, sizeof(why));
+    if (c->kind == CONN_WS && ident->expires && (int64_t)time(NULL) >= ident->expires) {
+        code = GW_UNAUTHORIZED;
+        snprintf(why, sizeof(why), "the token expired");
+        ident = NULL;
+        c->closing = true;
+    }
+    if (!ident) {
+        conn_error(c, code, why, model, 0);
+        return NULL;
+    }
+    unsigned wait = gw_rate_take(gw, ident->user ? ident->user : c->peer);
+    if (wait) {
+        snprintf(why, sizeof(why), "over the rate limit of %llu requests per second: "
+                 "retry in %u s", (unsigned long long)gw->cfg->rate_limit, wait);
+        conn_error(c, GW_RATE_LIMITED, why, model, wait);
+        return NULL;
+    }
+    return ident;
+}
+
+static void send_request(gw_conn_t *c, codec_value_t *request, const char *model,
+                         const gw_identity_t *ident, gw_answer_t answer)
+{
+    gw_send_t send = {.request = request,
+                      .model = model,
+                      .ident = ident,
+                      .conn_id = c->id,
+                      .answer = answer};
+    char *err = NULL;
+    size_t err_len = 0;
+    int code = gw_request_send(c->gw, &send, &err, &err_len);
+    if (code)
+        conn_answer(c, gw_status(code), err, err_len, 0);
+    else if (c->kind == CONN_WS)
+        c->in_flight++;
+}
+
+/* A query parameter as a count (0..2^53-1). @returns 1 found, 0 absent, -1 bad. */
+static int query_uint(struct lws *wsi, const char *name, uint64_t *out)
+{
+    char buf[64];
+    const char *v = lws_get_urlarg_by_name(wsi, name, buf, sizeof(buf));
+    if (!v)
+        return 0;
+    char *end = NULL;
+    unsigned long long n = strtoull(v, &end, 10);
+    if (!*v || *end || *v == '-' || n > (1ull << 53) - 1)
+        return -1;
+    *out = n;
+    return 1;
+}
+
+/* GET /v1/models/{model}[?at=N] and /history?from=N[&to=M]. */
+static void get_model(gw_conn_t *c, const char *model, bool history,
+                      const gw_identity_t *ident)
+{
+    codec_value_t *v = codec_value_map(4);
+    uint64_t n = 0;
+    int got;
+    if (history) {
+        codec_map_set(v, "type", 4, codec_value_str("history", 7));
+        if ((got = query_uint(c->wsi, "from=", &n)) < 0 ||
+            (got > 0 && (codec_map_set(v, "from", 4, codec_value_int((int64_t)n)), 0)) ||
+            (got = query_uint(c->wsi, "to=", &n)) < 0 ||
+            (got > 0 && (codec_map_set(v, "to", 2, codec_value_int((int64_t)n)), 0))) {
+            codec_value_destroy(v);
+            conn_error(c, GW_BAD_REQUEST, "from and to must be counts (0..2^53-1)", model,
+                       0);
+            return;
+        }
+        if (!codec_map_get(v, "from", 4))
+            codec_map_set(v, "from", 4, codec_value_int(0));
+        send_request(c, v, model, ident, GW_ANSWER_WHOLE);
+        return;
+    }
+    codec_map_set(v, "type", 4, codec_value_str("snapshot", 8));
+    if ((got = query_uint(c->wsi, "at=", &n)) < 0) {
+        codec_value_destroy(v);
+        conn_error(c, GW_BAD_REQUEST, "at must be a version (0..2^53-1)", model, 0);
+        return;
+    }
+    if (got)
+        codec_map_set(v, "at", 2, codec_value_int((int64_t)n));
+    send_request(c, v, model, ident, GW_ANSWER_SNAPSHOT);
+}
+
+static void start_events(gw_conn_t *c, const char *model, const gw_identity_t *ident)
+{
+    if (!gw_auth_model_allowed(ident, model)) {
+        conn_error(c, GW_FORBIDDEN, "the token does not reach this model", model, 0);
+        return;
+    }
+    uint8_t buf[LWS_PRE + 512], *start = &buf[LWS_PRE], *p = start,
+                                *end = &buf[sizeof(buf) - 1];
+    if (lws_add_http_common_headers(c->wsi, HTTP_STATUS_OK, "text/event-stream",
+                                    LWS_ILLEGAL_HTTP_CONTENT_LEN, &p, end) ||
+        lws_add_http_header_by_name(c->wsi, (const unsigned char *)"cache-control:",
+                                    (const unsigned char *)"no-store", 8, &p, end) ||
+        lws_finalize_write_http_header(c->wsi, start, &p, end)) {
+        c->closing = true;
+        return;
+    }
+    lws_http_mark_sse(c->wsi);
+    c->kind = CONN_SSE;
+    c->answered = c->headers_sent = true;
+    gw_identity_copy(&c->ident, ident);
+    lws_set_timer_usecs(c->wsi, KEEPALIVE_US);
+    subscribe(c, model);
+}
+
+/* Splits /v1/models/{model}[/flush|/history|/events] (lws has percent-decoded it). */
+static char *route_model(const char *path, const char **action)
+{
+    static const char *const actions[] = {"/flush", "/history", "/events"};
+    size_t plen = strlen(MODELS_PREFIX);
+    if (strncmp(path, MODELS_PREFIX, plen))
+        return NULL;
+    const char *m = path + plen;
+    size_t len = strlen(m);
+    *action = "";
+    for (size_t i = 0; i < 3; i++) {
+        size_t alen = strlen(actions[i]);
+        if (len > alen && !strcmp(m + len - alen, actions[i])) {
+            *action = actions[i] + 1;
+            len -= alen;
+            break;
+        }
+    }
+    return len ? codec_xmemdup(m, len) : NULL;
+}
+
+static int on_http(gw_conn_t *c, const char *path)
+{
+    processor_gateway_t *gw = c->gw;
+    bool get = lws_hdr_total_length(c->wsi, WSI_TOKEN_GET_URI) > 0;
+    bool post = lws_hdr_total_length(c->wsi, WSI_TOKEN_POST_URI) > 0;
+    if (!strcmp(path, "/healthz")) {
+        bool ready = gw_kafka_ready(gw);
+        conn_answer(c, ready ? 200 : 503, codec_xmemdup(ready ? "ok\n" : "no reply partition yet\n", ready ? 3 : 23), ready ? 3 : 23, 0);
+        c->content_type = "text/plain; charset=utf-8";
+        return 0;
+    }
+    const char *action = NULL;
+    char *model = route_model(path, &action);
+    if (!model) {
+        conn_error(c, GW_NOT_FOUND, "no such path: try /v1/models/{model}", NULL, 0);
+        return 0;
+    }
+    bool flush = !strcmp(action, "flush");
+    if ((flush && !post) || (!flush && !get)) {
+        conn_error(c, GW_METHOD_NOT_ALLOWED,
+                   flush ? "a flush is a POST" : "only GET here", model, 0);
+        free(model);
+        return 0;
+    }
+    char *token = request_token(c->wsi);
+    const gw_identity_t *ident = admit(c, token, model);
+    free(token);
+    if (!ident) {
+        free(model);
+        return 0;
+    }
+    if (flush) {
+        /* Checked again when the body is in (the cache may drop this identity). */
+        c->flush_model = model;
+        return 0;
+    }
+    if (!strcmp(action, "events"))
+        start_events(c, model, ident);
+    else
+        get_model(c, model, !strcmp(action, "history"), ident);
+    free(model);
+    return 0;
+}
+
+static void on_body_done(gw_conn_t *c)
+{
+    processor_gateway_t *gw = c->gw;
+    if (!c->flush_model || c->answered)
+        return;
+    if (c->body_too_large) {
+        conn_error(c, CODEC_ERR_TOO_LARGE, "the request body is larger than the "
+                   "gateway takes (twice --max-record-bytes)", c->flush_model, 0);
+        return;
+    }
+    char *token = request_token(c->wsi);
+    int code = 0;
+    char why[256];
+    const gw_identity_t *ident = gw_auth_check(gw, token, &code, why, sizeof(why));
+    free(token);
+    if (!ident) {
+        conn_error(c, code, why, c->flush_model, 0);
+        return;
+    }
+    codec_value_t *v = NULL;
+    codec_err_t e = codec_json_decode(c->body ? c->body : "", c->body_len, &gw->limits,
+                                      &v, why, sizeof(why));
+    if (e) {
+        conn_error(c, e, why, c->flush_model, 0);
+        return;
+    }
+    if (v->type == CODEC_VALUE_MAP)
+        codec_map_set(v, "type", 4, codec_value_str("flush", 5));
+    send_request(c, v, c->flush_model, ident, GW_ANSWER_WHOLE);
+}
+
+/* A WebSocket message: a request, or a subscription. */
+static void on_ws_message(gw_conn_t *c)
+{
+    processor_gateway_t *gw = c->gw;
+    char why[256];
+    codec_value_t *v = NULL;
+    codec_err_t e = codec_json_decode(c->body, c->body_len, &gw->limits, &v, why,
+                                      sizeof(why));
+    c->body_len = 0;
+    if (e) {
+        conn_error(c, e, why, NULL, 0);
+        return;
+    }
+    const codec_value_t *type = v->type == CODEC_VALUE_MAP ? codec_map_get(v, "type", 4)
+                                                           : NULL;
+    const codec_value_t *model = v->type == CODEC_VALUE_MAP ? codec_map_get(v, "model", 5)
+                                                            : NULL;
+    bool sub = type && type->type == CODEC_VALUE_STR &&
+               ((type->u.str.len == 9 && !memcmp(type->u.str.ptr, "subscribe", 9)) ||
+                (type->u.str.len == 11 && !memcmp(type->u.str.ptr, "unsubscribe", 11)));
+    if (sub) {
+        char *name = model && model->type == CODEC_VALUE_STR
+                         ? codec_xmemdup(model->u.str.ptr, model->u.str.len)
+                         : NULL;
+        if (!name || codec_id_check("the model id", name, strlen(name), true,
+                                    &gw->limits, why, sizeof(why)))
+            conn_error(c, GW_BAD_REQUEST, "subscribe needs a model id", NULL, 0);
+        else if (!gw_auth_model_allowed(&c->ident, name))
+            conn_error(c, GW_FORBIDDEN, "the token does not reach this model", name, 0);
+        else if (type->u.str.len == 9)
+            subscribe(c, name);
+        else
+            unsubscribe(c, name);
+        free(name);
+        codec_value_destroy(v);
+        return;
+    }
+    if (c->in_flight >= gw->cfg->max_in_flight) {
+        snprintf(why, sizeof(why), "%u requests of this connection wait for replies "
+                 "(--max-in-flight)", c->in_flight);
+        conn_error(c, GW_TOO_MANY_REQUESTS, why, NULL, 1);
+        codec_value_destroy(v);
+        return;
+    }
+    const gw_identity_t *ident = admit(c, NULL, NULL);
+    if (!ident) {
+        codec_value_destroy(v);
+        return;
+    }
+    send_request(c, v, NULL, ident, GW_ANSWER_WHOLE);
+}
+
+static int ws_established(gw_conn_t *c)
+{
+    processor_gateway_t *gw = c->gw;
+    char *token = request_token(c->wsi);
+    int code = 0;
+    char why[256];
+    const gw_identity_t *ident = gw_auth_check(gw, token, &code, why, sizeof(why));
+    free(token);
+    if (!ident) {
+        conn_error(c, code, why, NULL, 0);
+        c->closing = true;
+        return 0;
+    }
+    gw_identity_copy(&c->ident, ident);
+    return 0;
+}
+
+/* Writes what an HTTP answer still needs: headers, then the body in chunks.
+ * @returns non-zero to close the connection. */
+static int http_write(gw_conn_t *c, pss_t *pss)
+{
+    if (!c->answered)
+        return 0;
+    if (!c->headers_sent) {
+        uint8_t buf[LWS_PRE + 1024], *start = &buf[LWS_PRE], *p = start,
+                                     *end = &buf[sizeof(buf) - 1];
+        char retry[16];
+        int n = snprintf(retry, sizeof(retry), "%u", c->retry_after);
+        if (lws_add_http_common_headers(c->wsi, c->status, c->content_type,
+                                        (lws_filepos_t)c->out_len, &p, end) ||
+            lws_add_http_header_by_name(c->wsi, (const unsigned char *)"cache-control:",
+                                        (const unsigned char *)"no-store", 8, &p, end) ||
+            (c->retry_after &&
+             lws_add_http_header_by_name(c->wsi, (const unsigned char *)"retry-after:",
+                                         (const unsigned char *)retry, n, &p, end)) ||
+            lws_finalize_write_http_header(c->wsi, start, &p, end))
+            return -1;
+        c->headers_sent = true;
+        if (c->out_len) {
+            lws_callback_on_writable(c->wsi);
+            return 0;
+        }
+    }
+    if (c->out_off < c->out_len) {
+        size_t n = c->out_len - c->out_off;
+        if (n > CHUNK_BYTES)
+            n = CHUNK_BYTES;
+        uint8_t buf[LWS_PRE + CHUNK_BYTES];
+        memcpy(buf + LWS_PRE, c->out + c->out_off, n);
+        c->out_off += n;
+        bool last = c->out_off == c->out_len;
+        if (lws_write(c->wsi, buf + LWS_PRE, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) !=
+            (int)n)
+            return -1;
+        if (!last) {
+            lws_callback_on_writable(c->wsi);
+            return 0;
+        }
+    }
+    /* Done: the connection may carry the next request (keep-alive). */
+    struct lws *wsi = c->wsi;
+    pss->conn = NULL;
+    conn_free(c);
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+/* Writes the next queued frame of an event stream or WebSocket.
+ * @returns non-zero to close the connection. */
+static int frames_write(gw_conn_t *c)
+{
+    gw_frame_t *f = c->frames;
+    if (f) {
+        LL_DELETE(c->frames, f);
+        c->queued -= f->len;
+        int n = lws_write(c->wsi, (unsigned char *)f->data + LWS_PRE, f->len,
+                          c->kind == CONN_WS ? LWS_WRITE_TEXT : LWS_WRITE_HTTP);
+        bool ok = n == (int)f->len;
+        free(f->data);
+        free(f);
+        if (!ok)
+            return -1;
+        if (c->frames) {
+            lws_callback_on_writable(c->wsi);
+            return 0;
+        }
+    }
+    if (c->closing) {
+        if (c->kind == CONN_WS)
+            lws_close_reason(c->wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, NULL, 0);
+        return -1;
+    }
+    return 0;
+}
+
+/* Takes a WebSocket message's fragments. @returns non-zero to close. */
+static int ws_receive(gw_conn_t *c, const char *in, size_t len)
+{
+    size_t cap = (size_t)c->gw->cfg->max_record_bytes * 2 + 65536;
+    if (c->body_len + len > cap) {
+        c->body_len = 0;
+        conn_error(c, CODEC_ERR_TOO_LARGE, "the message is larger than the gateway takes "
+                   "(twice --max-record-bytes)", NULL, 0);
+        c->closing = true;
+        return 0;
+    }
+    c->body = codec_xrealloc(c->body, c->body_len + len + 1);
+    memcpy(c->body + c->body_len, in, len);
+    c->body_len += len;
+    if (lws_is_final_fragment(c->wsi) && !lws_remaining_packet_payload(c->wsi))
+        on_ws_message(c);
+    return 0;
+}
+
+static int on_http_body(gw_conn_t *c, const char *in, size_t len)
+{
+    size_t cap = (size_t)c->gw->cfg->max_record_bytes * 2 + 65536;
+    if (c->body_too_large || c->body_len + len > cap) {
+        c->body_too_large = true;
+        return 0;
+    }
+    c->body = codec_xrealloc(c->body, c->body_len + len + 1);
+    memcpy(c->body + c->body_len, in, len);
+    c->body_len += len;
+    return 0;
+}
+
+static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+                    void *in, size_t len)
+{
+    processor_gateway_t *gw = lws_context_user(lws_get_context(wsi));
+    pss_t *pss = user;
+    gw_conn_t *c = pss ? pss->conn : NULL;
+    switch (reason) {
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        gw_on_events(gw);
+        return 0;
+    case LWS_CALLBACK_HTTP:
+        if (!c) {
+            if (gw->n_conns >= gw->cfg->max_connections)
+                return -1;
+            c = pss->conn = conn_new(gw, wsi, CONN_HTTP);
+        }
+        return on_http(c, in ? (const char *)in : "/");
+    case LWS_CALLBACK_HTTP_BODY:
+        return c ? on_http_body(c, in, len) : 0;
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        if (c)
+            on_body_done(c);
+        return 0;
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        if (!c)
+            return 0;
+        return c->kind == CONN_SSE ? frames_write(c) : http_write(c, pss);
+    case LWS_CALLBACK_TIMER:
+        if (c && c->kind == CONN_SSE) {
+            conn_queue(c, ": keep-alive\n\n", 14);
+            lws_set_timer_usecs(wsi, KEEPALIVE_US);
+        }
+        return 0;
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION: {
+        char path[64];
+        if (lws_hdr_copy(wsi, path, sizeof(path), WSI_TOKEN_GET_URI) < 0 ||
+            strcmp(path, WS_PATH) || gw->n_conns >= gw->cfg->max_connections)
+            return 1;
+        return 0;
+    }
+    case LWS_CALLBACK_ESTABLISHED:
+        c = pss->conn = conn_new(gw, wsi, CONN_WS);
+        return ws_established(c);
+    case LWS_CALLBACK_RECEIVE:
+        return c && !c->closing ? ws_receive(c, in, len) : 0;
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        return c ? frames_write(c) : 0;
+    case LWS_CALLBACK_CLOSED:
+    case LWS_CALLBACK_CLOSED_HTTP:
+    case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+        if (c) {
+            pss->conn = NULL;
+            conn_free(c);
+        }
+        return 0;
+    default:
+        break;
+    }
+    return 0;
+}
+
+const struct lws_protocols gw_protocols[] = {
+    {"flushout", callback, sizeof(pss_t), 65536, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0},
+};
