@@ -367,7 +367,7 @@ class WsConn {
     const reply = new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(k);
-        reject(new Error(`ws: no reply to ${JSON.stringify(req).slice(0, 200)} in ${ms} ms`));
+        reject(new Error(`ws: no reply to ${JSON.stringify(req).slice(0, 200)} in ${ms} ms; frames that matched no request: ${JSON.stringify(this.stray).slice(0, 500)}`));
       }, ms);
       this.pending.set(k, {
         resolve: (m) => (clearTimeout(timer), resolve(m)),
