@@ -22,6 +22,7 @@ const assert = require('assert');
 const fs = require('fs');
 const http = require('http');
 const path = require('path');
+const { spawn } = require('child_process');
 const WebSocket = require('ws');
 const { Kafka, logLevel } = require('kafkajs');
 const { encode, decode } = require('@msgpack/msgpack');
@@ -31,10 +32,14 @@ const BIN = path.resolve(h.option('--bin', path.join(__dirname, '..', '..', 'bui
 const ROUNDS = Number(h.option('--rounds', 3));
 const SECONDS = Number(h.option('--seconds', 4));
 const WARMUP_S = Number(h.option('--warmup-s', 1));
-const CLIENTS = Number(h.option('--clients', 128));
+const CLIENTS = Number(h.option('--clients', 256));
+const LOADGEN = path.resolve(h.option('--loadgen', path.join(path.dirname(BIN), '..', 'tests', 'loadgen')));
 const LATENCY_CLIENTS = Number(h.option('--latency-clients', 8));
 const JSON_OUT = h.option('--json', null);
-const KINDS = ['kafka', 'http', 'ws'];
+// (a) is kafkajs, a Node client as the gateway's users would otherwise write; (a')
+// is the project's C load generator on librdkafka (tests/bench/loadgen.c), the
+// fastest direct client there is here, so the gateway is held to both.
+const KINDS = ['kafka', 'loadgen', 'http', 'ws'];
 const TICKS = 100; // clock ticks per second in /proc/<pid>/stat (USER_HZ)
 
 // ---- the three kinds of client: send(request) resolves with the reply ----
@@ -118,6 +123,7 @@ async function phase(senders, label, warmupMs, measureMs) {
   const end = start + measureMs;
   const latencies = [];
   let done = 0;
+  let total = 0;
   const loops = senders.map(async (send, i) => {
     const client = `${label}-c${i}`;
     const model = `${label}-m${i}`;
@@ -143,6 +149,7 @@ async function phase(senders, label, warmupMs, measureMs) {
       assert.ok(reply.applied.from === count && reply.applied.completions.length === 2 && !reply.errors && !reply.sync && !reply.duplicate,
         `${label} ${client} seq ${seq}: not applied as sent: ${JSON.stringify(reply).slice(0, 300)}`);
       count += 2;
+      total++;
       if (sentAt >= start && now <= end) {
         latencies.push(rtt);
         done++;
@@ -153,7 +160,7 @@ async function phase(senders, label, warmupMs, measureMs) {
   await Promise.all(loops);
   latencies.sort((x, y) => x - y);
   const pct = (p) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))];
-  return { flushes: done, perSecond: done / (measureMs / 1000), p50: pct(50), p99: pct(99) };
+  return { flushes: done, total, perSecond: done / (measureMs / 1000), p50: pct(50), p99: pct(99) };
 }
 
 function cpuTicks(pid) {
@@ -165,39 +172,69 @@ function cpuTicks(pid) {
   }
 }
 
-// ---- one round: a fresh cluster, one kind ----
+// (a'): tests/bench/loadgen.c in the same closed loop (one model per client, two
+// commands per flush, one in flight each); it checks every reply itself.
+function loadgenPhase(run, bootstrap, clients, name) {
+  const json = path.join(run.tmp, `${name}.json`);
+  return new Promise((resolve, reject) => {
+    const child = spawn(LOADGEN, ['--bootstrap-servers', bootstrap, '--models', String(clients), '--clients-per-model', '1',
+      '--commands', '2', '--outstanding', '1', '--window', String(clients), '--warmup', String(WARMUP_S), '--duration', String(SECONDS),
+      '--label', name, '--json', json, '-X', 'fetch.wait.max.ms=10'],
+    { stdio: ['ignore', 'ignore', fs.openSync(path.join(run.tmp, `${name}.log`), 'w')] });
+    run.children.push(child);
+    child.once('exit', (code) => {
+      if (code !== 0) return reject(new Error(`loadgen ${name} exited with ${code}: ${fs.readFileSync(path.join(run.tmp, `${name}.log`), 'utf8').slice(-1500)}`));
+      const r = JSON.parse(fs.readFileSync(json, 'utf8'));
+      assert.ok(r.ok && r.lost === 0 && r.wrong === 0, `loadgen ${name}: ${JSON.stringify(r)}`);
+      resolve({ flushes: Math.round(r.flushes_per_s * r.measured_s), total: r.replies, perSecond: r.flushes_per_s, p50: r.latency_ms.p50, p99: r.latency_ms.p99 });
+    });
+  });
+}
 
-async function round(kind, index) {
-  const run = new h.Run(`bench-gateway-${index}-${kind}`, BIN);
+// ---- one measurement: a fresh cluster, one kind, one phase ----
+
+async function measure(kind, phaseName, clientCount, index) {
+  const run = new h.Run(`bench-gateway-${index}-${kind}-${phaseName}`, BIN);
   try {
     const bootstrap = await run.startBroker(8);
     const proc = run.startProcessor('processor', bootstrap);
     const gw = await run.startGateway('gateway', bootstrap, ['--no-auth'], ['--rate-limit', '0']);
     // Ready when the processor answers through the gateway (it owns its partitions).
     await h.waitUntil('the processor answering', async () => (await h.httpRequest(gw, 'GET', h.modelPath('warm-up'), { timeoutMs: 10000 })).status === 200, 60000, 200);
-    const names = Array.from({ length: Math.max(CLIENTS, LATENCY_CLIENTS) }, (_, i) => `c${i}`);
-    const make = { kafka: () => kafkaClients(bootstrap, names), http: () => httpClients(gw, names), ws: () => wsClients(gw, names) }[kind];
-    const clients = await make();
-    const light = await phase(clients.senders.slice(0, LATENCY_CLIENTS), `${kind}-light`, WARMUP_S * 1000, SECONDS * 1000);
-    const cpu0 = { gateway: cpuTicks(gw.child.pid), processor: cpuTicks(proc.child.pid) };
-    const loaded = await phase(clients.senders.slice(0, CLIENTS), `${kind}-loaded`, WARMUP_S * 1000, SECONDS * 1000);
+    let result;
+    let cpu0;
+    if (kind === 'loadgen') {
+      cpu0 = { gateway: cpuTicks(gw.child.pid), processor: cpuTicks(proc.child.pid) };
+      result = await loadgenPhase(run, bootstrap, clientCount, phaseName);
+    } else {
+      const names = Array.from({ length: clientCount }, (_, i) => `c${i}`);
+      const make = { kafka: () => kafkaClients(bootstrap, names), http: () => httpClients(gw, names), ws: () => wsClients(gw, names) }[kind];
+      const clients = await make();
+      cpu0 = { gateway: cpuTicks(gw.child.pid), processor: cpuTicks(proc.child.pid) };
+      result = await phase(clients.senders, `${kind}-${phaseName}`, WARMUP_S * 1000, SECONDS * 1000);
+      await clients.close();
+    }
     const cpu1 = { gateway: cpuTicks(gw.child.pid), processor: cpuTicks(proc.child.pid) };
-    await clients.close();
-    // CPU over the whole loaded phase (warm-up included) per flush measured: a rough figure.
-    const usPerFlush = (k) => (((cpu1[k] - cpu0[k]) / TICKS) * 1e6) / Math.max(1, loaded.flushes * ((SECONDS + WARMUP_S) / SECONDS));
-    const r = { kind, index, light, loaded, cpuUsPerFlush: { gateway: usPerFlush('gateway'), processor: usPerFlush('processor') } };
-    h.log(`round ${index} ${kind}: light p50 ${light.p50.toFixed(2)} ms p99 ${light.p99.toFixed(2)} ms (${light.perSecond.toFixed(0)}/s); ` +
-      `loaded ${loaded.perSecond.toFixed(0)} flushes/s p50 ${loaded.p50.toFixed(1)} p99 ${loaded.p99.toFixed(1)} ms; ` +
-      `CPU/flush gateway ${r.cpuUsPerFlush.gateway.toFixed(0)} us, processor ${r.cpuUsPerFlush.processor.toFixed(0)} us`);
+    // CPU over the phase (warm-up included) per flush answered in it.
+    const usPerFlush = (k) => (((cpu1[k] - cpu0[k]) / TICKS) * 1e6) / Math.max(1, result.total);
+    result.cpuUsPerFlush = { gateway: usPerFlush('gateway'), processor: usPerFlush('processor') };
     run.cleanup(true);
-    return r;
+    return result;
   } catch (e) {
     run.cleanup(false);
     throw e;
   }
 }
 
-const mean = (xs) => xs.reduce((s, x) => s + x, 0) / xs.length;
+async function round(kind, index) {
+  const light = await measure(kind, 'light', LATENCY_CLIENTS, index);
+  const loaded = await measure(kind, 'loaded', CLIENTS, index);
+  h.log(`round ${index} ${kind}: light p50 ${light.p50.toFixed(2)} ms p99 ${light.p99.toFixed(2)} ms (${light.perSecond.toFixed(0)}/s); ` +
+    `loaded ${loaded.perSecond.toFixed(0)} flushes/s p50 ${loaded.p50.toFixed(1)} p99 ${loaded.p99.toFixed(1)} ms; ` +
+    `CPU/flush gateway ${loaded.cpuUsPerFlush.gateway.toFixed(0)} us, processor ${loaded.cpuUsPerFlush.processor.toFixed(0)} us`);
+  return { kind, index, light, loaded, cpuUsPerFlush: loaded.cpuUsPerFlush };
+}
+
 const median = (xs) => {
   const s = [...xs].sort((a, b) => a - b);
   return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
@@ -206,7 +243,7 @@ const median = (xs) => {
 async function main() {
   const results = [];
   for (let i = 0; i < ROUNDS; i++) {
-    // Alternate the order too, so that no kind always runs first in a round of three.
+    // Alternate the order too, so that no kind always runs first or last.
     const order = i % 2 === 0 ? KINDS : [...KINDS].reverse();
     for (const kind of order) results.push(await round(kind, i));
   }
@@ -220,25 +257,33 @@ async function main() {
     gatewayCpu: by(kind, (r) => r.cpuUsPerFlush.gateway),
     processorCpu: by(kind, (r) => r.cpuUsPerFlush.processor),
   }));
-  const base = rows[0];
-  const label = { kafka: '(a) Kafka (kafkajs)', http: '(b) HTTP keep-alive', ws: '(c) WebSocket' };
-  console.log(`\nMedians of ${ROUNDS} round(s) per kind; light: ${LATENCY_CLIENTS} clients x 1 in flight; loaded: ${CLIENTS} clients x 1 in flight; ` +
-    `${SECONDS} s measured after ${WARMUP_S} s warm-up per phase.\n`);
-  console.log('| clients | p50 ms (light) | p99 ms (light) | added p99 ms (target <= 2) | flushes/s (loaded) | x (a) (target >= 0.8) | p99 ms (loaded) | gateway CPU us/flush | processor CPU us/flush |');
-  console.log('|---|---|---|---|---|---|---|---|---|');
+  const row = (kind) => rows.find((r) => r.kind === kind);
+  const label = { kafka: "(a) Kafka, kafkajs", loadgen: "(a') Kafka, C loadgen", http: '(b) HTTP keep-alive', ws: '(c) WebSocket' };
+  console.log(`\nMedians of ${ROUNDS} round(s) per kind, each on a fresh cluster; light: ${LATENCY_CLIENTS} clients, loaded: ${CLIENTS} clients, ` +
+    `one flush in flight each; ${SECONDS} s measured after ${WARMUP_S} s of warm-up per phase.\n`);
+  console.log('| clients | p50 ms (light) | p99 ms (light) | flushes/s (loaded) | p99 ms (loaded) | gateway CPU us/flush | processor CPU us/flush |');
+  console.log('|---|---|---|---|---|---|---|');
   for (const r of rows) {
-    const added = r.kind === 'kafka' ? '-' : `${(r.p99 - base.p99).toFixed(2)}${r.p99 - base.p99 <= 2 ? '' : ' (missed)'}`;
-    const ratio = r.kind === 'kafka' ? '-' : `${(r.perSecond / base.perSecond).toFixed(2)}${r.perSecond / base.perSecond >= 0.8 ? '' : ' (missed)'}`;
-    console.log(`| ${label[r.kind]} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${added} | ${r.perSecond.toFixed(0)} | ${ratio} | ${r.loadedP99.toFixed(1)} | ` +
-      `${r.kind === 'kafka' ? '-' : r.gatewayCpu.toFixed(0)} | ${r.processorCpu.toFixed(0)} |`);
+    console.log(`| ${label[r.kind]} | ${r.p50.toFixed(2)} | ${r.p99.toFixed(2)} | ${r.perSecond.toFixed(0)} | ${r.loadedP99.toFixed(1)} | ` +
+      `${r.kind === 'http' || r.kind === 'ws' ? r.gatewayCpu.toFixed(0) : '-'} | ${r.processorCpu.toFixed(0)} |`);
   }
-  const spread = (kind, f) => {
+  console.log('\n| through the gateway | against | added p50 ms | added p99 ms (target <= 2) | throughput ratio (target >= 0.8) |');
+  console.log('|---|---|---|---|---|');
+  for (const g of ['http', 'ws']) {
+    for (const b of ['kafka', 'loadgen']) {
+      const added = row(g).p99 - row(b).p99;
+      const ratio = row(g).perSecond / row(b).perSecond;
+      console.log(`| ${label[g]} | ${label[b]} | ${(row(g).p50 - row(b).p50).toFixed(2)} | ${added.toFixed(2)}${added <= 2 ? '' : ' (missed)'} | ` +
+        `${ratio.toFixed(2)}x${ratio >= 0.8 ? '' : ' (missed)'} |`);
+    }
+  }
+  const range = (kind, f, digits) => {
     const xs = results.filter((r) => r.kind === kind).map(f);
-    return `${Math.min(...xs).toFixed(f === perSec ? 0 : 2)}-${Math.max(...xs).toFixed(f === perSec ? 0 : 2)}`;
+    return `${Math.min(...xs).toFixed(digits)}-${Math.max(...xs).toFixed(digits)}`;
   };
-  const perSec = (r) => r.loaded.perSecond;
-  console.log('\nRanges over the rounds: ' + KINDS.map((k) => `${k} p99 ${spread(k, (r) => r.light.p99)} ms, ${spread(k, perSec)} flushes/s`).join('; '));
-  if (JSON_OUT) fs.writeFileSync(JSON_OUT, JSON.stringify({ rows, results, mean: KINDS.map((k) => ({ kind: k, perSecond: mean(results.filter((r) => r.kind === k).map(perSec)) })) }, null, 2));
+  console.log('\nRanges over the rounds: ' +
+    KINDS.map((k) => `${k} p99 ${range(k, (r) => r.light.p99, 1)} ms, ${range(k, (r) => r.loaded.perSecond, 0)} flushes/s`).join('; '));
+  if (JSON_OUT) fs.writeFileSync(JSON_OUT, JSON.stringify({ rows, results }, null, 2));
 }
 
 main().then(() => process.exit(0)).catch((e) => {
