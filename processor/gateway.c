@@ -160,9 +160,8 @@ int processor_cmd_gateway(processor_config_t *cfg)
     processor_catch_signals(&stop);
     cfg->low_latency = 1; /* replies are waited for: short fetch waits */
     char errstr[512];
-    processor_gateway_t *gw = processor_gateway_start(cfg, cfg->bootstrap_servers,
-                                                      (uint16_t)cfg->gateway_port, errstr,
-                                                      sizeof(errstr));
+    processor_gateway_t *gw = processor_gateway_start(
+        cfg, cfg->bootstrap_servers, (uint16_t)cfg->gateway_port, errstr, sizeof(errstr));
     if (!gw) {
         LOG_ERROR("gateway: %s", errstr);
         return 1;

@@ -213,8 +213,8 @@ static void subscribe(gw_conn_t *c, const char *model)
     if (!w) {
         w = codec_xcalloc(1, sizeof(*w));
         w->model = codec_xmemdup(model, strlen(model));
-        w->partition = processor_key_partition(gw->cfg->partitioner, model,
-                                               strlen(model), gw->changes_partitions);
+        w->partition = processor_key_partition(gw->cfg->partitioner, model, strlen(model),
+                                               gw->changes_partitions);
         HASH_ADD_KEYPTR(hh, gw->watches, w->model, strlen(w->model), w);
         w->ready = partition_read(gw, w->partition);
         gw_kafka_watch(gw, model, true);
@@ -341,8 +341,9 @@ static const gw_identity_t *admit(gw_conn_t *c, const char *token, const char *m
     processor_gateway_t *gw = c->gw;
     char why[256];
     int code = 0;
-    const gw_identity_t *ident =
-        c->kind == CONN_WS ? &c->ident : gw_auth_check(gw, token, &code, why, sizeof(why));
+    const gw_identity_t *ident = c->kind == CONN_WS
+                                     ? &c->ident
+                                     : gw_auth_check(gw, token, &code, why, sizeof(why));
     if (c->kind == CONN_WS && ident->expires && (int64_t)time(NULL) >= ident->expires) {
         code = GW_UNAUTHORIZED;
         snprintf(why, sizeof(why), "the token expired");
@@ -355,8 +356,10 @@ static const gw_identity_t *admit(gw_conn_t *c, const char *token, const char *m
     }
     unsigned wait = gw_rate_take(gw, ident->user ? ident->user : c->peer);
     if (wait) {
-        snprintf(why, sizeof(why), "over the rate limit of %llu requests per second: "
-                 "retry in %u s", (unsigned long long)gw->cfg->rate_limit, wait);
+        snprintf(why, sizeof(why),
+                 "over the rate limit of %llu requests per second: "
+                 "retry in %u s",
+                 (unsigned long long)gw->cfg->rate_limit, wait);
         conn_error(c, GW_RATE_LIMITED, why, model, wait);
         return NULL;
     }
@@ -481,7 +484,10 @@ static int on_http(gw_conn_t *c, const char *path)
     bool post = lws_hdr_total_length(c->wsi, WSI_TOKEN_POST_URI) > 0;
     if (!strcmp(path, "/healthz")) {
         bool ready = gw_kafka_ready(gw);
-        conn_answer(c, ready ? 200 : 503, codec_xmemdup(ready ? "ok\n" : "no reply partition yet\n", ready ? 3 : 23), ready ? 3 : 23, 0);
+        conn_answer(
+            c, ready ? 200 : 503,
+            codec_xmemdup(ready ? "ok\n" : "no reply partition yet\n", ready ? 3 : 23),
+            ready ? 3 : 23, 0);
         c->content_type = "text/plain; charset=utf-8";
         return 0;
     }
@@ -524,8 +530,10 @@ static void on_body_done(gw_conn_t *c)
     if (!c->flush_model || c->answered)
         return;
     if (c->body_too_large) {
-        conn_error(c, CODEC_ERR_TOO_LARGE, "the request body is larger than the "
-                   "gateway takes (twice --max-record-bytes)", c->flush_model, 0);
+        conn_error(c, CODEC_ERR_TOO_LARGE,
+                   "the request body is larger than the "
+                   "gateway takes (twice --max-record-bytes)",
+                   c->flush_model, 0);
         return;
     }
     char *token = request_token(c->wsi);
@@ -555,17 +563,17 @@ static void on_ws_message(gw_conn_t *c)
     processor_gateway_t *gw = c->gw;
     char why[256];
     codec_value_t *v = NULL;
-    codec_err_t e = codec_json_decode(c->body, c->body_len, &gw->limits, &v, why,
-                                      sizeof(why));
+    codec_err_t e =
+        codec_json_decode(c->body, c->body_len, &gw->limits, &v, why, sizeof(why));
     c->body_len = 0;
     if (e) {
         conn_error(c, e, why, NULL, 0);
         return;
     }
-    const codec_value_t *type = v->type == CODEC_VALUE_MAP ? codec_map_get(v, "type", 4)
-                                                           : NULL;
-    const codec_value_t *model = v->type == CODEC_VALUE_MAP ? codec_map_get(v, "model", 5)
-                                                            : NULL;
+    const codec_value_t *type =
+        v->type == CODEC_VALUE_MAP ? codec_map_get(v, "type", 4) : NULL;
+    const codec_value_t *model =
+        v->type == CODEC_VALUE_MAP ? codec_map_get(v, "model", 5) : NULL;
     bool sub = type && type->type == CODEC_VALUE_STR &&
                ((type->u.str.len == 9 && !memcmp(type->u.str.ptr, "subscribe", 9)) ||
                 (type->u.str.len == 11 && !memcmp(type->u.str.ptr, "unsubscribe", 11)));
@@ -573,8 +581,8 @@ static void on_ws_message(gw_conn_t *c)
         char *name = model && model->type == CODEC_VALUE_STR
                          ? codec_xmemdup(model->u.str.ptr, model->u.str.len)
                          : NULL;
-        if (!name || codec_id_check("the model id", name, strlen(name), true,
-                                    &gw->limits, why, sizeof(why)))
+        if (!name || codec_id_check("the model id", name, strlen(name), true, &gw->limits,
+                                    why, sizeof(why)))
             conn_error(c, GW_BAD_REQUEST, "subscribe needs a model id", NULL, 0);
         else if (!gw_auth_model_allowed(&c->ident, name))
             conn_error(c, GW_FORBIDDEN, "the token does not reach this model", name, 0);
@@ -587,8 +595,10 @@ static void on_ws_message(gw_conn_t *c)
         return;
     }
     if (c->in_flight >= gw->cfg->max_in_flight) {
-        snprintf(why, sizeof(why), "%u requests of this connection wait for replies "
-                 "(--max-in-flight)", c->in_flight);
+        snprintf(why, sizeof(why),
+                 "%u requests of this connection wait for replies "
+                 "(--max-in-flight)",
+                 c->in_flight);
         conn_error(c, GW_TOO_MANY_REQUESTS, why, NULL, 1);
         codec_value_destroy(v);
         return;
@@ -652,8 +662,8 @@ static int http_write(gw_conn_t *c, pss_t *pss)
         memcpy(buf + LWS_PRE, c->out + c->out_off, n);
         c->out_off += n;
         bool last = c->out_off == c->out_len;
-        if (lws_write(c->wsi, buf + LWS_PRE, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) !=
-            (int)n)
+        if (lws_write(c->wsi, buf + LWS_PRE, n,
+                      last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) != (int)n)
             return -1;
         if (!last) {
             lws_callback_on_writable(c->wsi);
@@ -701,8 +711,10 @@ static int ws_receive(gw_conn_t *c, const char *in, size_t len)
     size_t cap = (size_t)c->gw->cfg->max_record_bytes * 2 + 65536;
     if (c->body_len + len > cap) {
         c->body_len = 0;
-        conn_error(c, CODEC_ERR_TOO_LARGE, "the message is larger than the gateway takes "
-                   "(twice --max-record-bytes)", NULL, 0);
+        conn_error(c, CODEC_ERR_TOO_LARGE,
+                   "the message is larger than the gateway takes "
+                   "(twice --max-record-bytes)",
+                   NULL, 0);
         c->closing = true;
         return 0;
     }

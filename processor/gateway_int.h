@@ -36,8 +36,8 @@ typedef enum gw_code_e {
 
 /* Who made a request, as its token says (or, without authentication, nobody). */
 typedef struct gw_identity_s {
-    char *user;          /* the token's sub; NULL without authentication */
-    char *client_prefix; /* "<len>:<sub>/": what client ids are bound with; "" */
+    char *user;            /* the token's sub; NULL without authentication */
+    char *client_prefix;   /* "<len>:<sub>/": what client ids are bound with; "" */
     codec_value_t *claims; /* the token's other claims (a map), or NULL */
     char **models;         /* the models claim's patterns; NULL: every model */
     size_t n_models;
@@ -47,8 +47,8 @@ typedef struct gw_identity_s {
 
 /* An event from a Kafka thread for the service thread. */
 typedef enum gw_event_kind_e {
-    GW_EVENT_REPLY,  /* a reply to one of our requests (corr, bytes) */
-    GW_EVENT_FAILED, /* a request Kafka did not take (corr, err) */
+    GW_EVENT_REPLY,   /* a reply to one of our requests (corr, bytes) */
+    GW_EVENT_FAILED,  /* a request Kafka did not take (corr, err) */
     GW_EVENT_CHANGED, /* a change record for a watched model (model, count) */
     GW_EVENT_READING  /* the changes partition count is read from now on */
 } gw_event_kind_t;
@@ -76,10 +76,10 @@ typedef struct gw_pending_s {
     uint64_t corr;
     uint64_t conn_id; /* the connection that waits (it may be gone) */
     gw_answer_t answer;
-    char *client;     /* the client id as the client sent it; NULL: drop "client" */
+    char *client; /* the client id as the client sent it; NULL: drop "client" */
     char *model;
     uint64_t seq;
-    double deadline;  /* monotonic seconds */
+    double deadline; /* monotonic seconds */
     UT_hash_handle hh;
     struct gw_pending_s *prev, *next;
 } gw_pending_t;
@@ -140,7 +140,6 @@ struct processor_gateway_s {
     gw_event_t *events_head, *events_tail;
     int32_t *reply_partitions; /* ours, from the group's assignment */
     size_t n_reply_partitions;
-    uint32_t reply_turn;
     bool *wanted;      /* changes partitions with watchers [changes_partitions] */
     bool wanted_dirty; /* the changes thread must re-assign */
     struct gw_name_s *watched_models;
@@ -172,10 +171,12 @@ void gw_identity_clear(gw_identity_t *ident);
 int gw_kafka_start(processor_gateway_t *gw, const char *bootstrap, char *errstr,
                    size_t errstr_size);
 void gw_kafka_stop(processor_gateway_t *gw);
-/** Produces a request (value: msgpack) for model, addressed back to us under corr.
- *  @returns 0, or GW_UNAVAILABLE (no reply partition yet, or Kafka refused it). */
+/** Produces a request (value: msgpack) for model, addressed back to us under corr,
+ *  for connection conn_id. @returns 0, or GW_UNAVAILABLE (no reply partition yet, or
+ *  Kafka refused it). */
 int gw_kafka_produce(processor_gateway_t *gw, const char *model, size_t model_len,
-                     const char *value, size_t value_len, uint64_t corr);
+                     const char *value, size_t value_len, uint64_t corr,
+                     uint64_t conn_id);
 /** Marks model watched or not (the changes thread reads its partition meanwhile). */
 void gw_kafka_watch(processor_gateway_t *gw, const char *model, bool watched);
 bool gw_kafka_ready(processor_gateway_t *gw);

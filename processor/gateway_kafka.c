@@ -158,16 +158,18 @@ static uint64_t change_count(const void *value, size_t len)
         return 0;
     const codec_value_t *applied = codec_map_get(v, "applied", 7);
     const codec_value_t *from = applied ? codec_map_get(applied, "from", 4) : NULL;
-    const codec_value_t *done = applied ? codec_map_get(applied, "completions", 11) : NULL;
-    if (from && from->type == CODEC_VALUE_INT && done && done->type == CODEC_VALUE_ARRAY &&
-        done->u.array.len > 0)
+    const codec_value_t *done =
+        applied ? codec_map_get(applied, "completions", 11) : NULL;
+    if (from && from->type == CODEC_VALUE_INT && done &&
+        done->type == CODEC_VALUE_ARRAY && done->u.array.len > 0)
         count = (uint64_t)from->u.i + done->u.array.len;
     codec_value_destroy(v);
     return count;
 }
 
 /* Assigns the wanted changes partitions: the ones kept where they are, new ones from
- * their current end; then says which partitions are read (GW_EVENT_READING), so that subscriptions waiting for them are confirmed. */
+ * their current end; then says which partitions are read (GW_EVENT_READING), so that
+ * subscriptions waiting for them are confirmed. */
 static void changes_reassign(processor_gateway_t *gw, bool *assigned)
 {
     int32_t n = gw->changes_partitions;
@@ -289,11 +291,13 @@ void gw_kafka_watch(processor_gateway_t *gw, const char *model, bool watched)
 }
 
 int gw_kafka_produce(processor_gateway_t *gw, const char *model, size_t model_len,
-                     const char *value, size_t value_len, uint64_t corr)
+                     const char *value, size_t value_len, uint64_t corr, uint64_t conn_id)
 {
+    /* One reply partition per connection: a model's replies then reach a WebSocket in
+     * the order the processor answered them. */
     pthread_mutex_lock(&gw->lock);
     size_t n = gw->n_reply_partitions;
-    int32_t partition = n ? gw->reply_partitions[gw->reply_turn++ % n] : -1;
+    int32_t partition = n ? gw->reply_partitions[conn_id % n] : -1;
     pthread_mutex_unlock(&gw->lock);
     if (partition < 0)
         return GW_UNAVAILABLE;
@@ -305,7 +309,8 @@ int gw_kafka_produce(processor_gateway_t *gw, const char *model, size_t model_le
     rd_kafka_headers_t *hdrs = rd_kafka_headers_new(3);
     rd_kafka_header_add(hdrs, REPLY_TOPIC_HEADER, -1, gw->cfg->replies_topic, -1);
     rd_kafka_header_add(hdrs, REPLY_PARTITION_HEADER, -1, part_bytes, 4);
-    rd_kafka_header_add(hdrs, REPLY_CORRELATION_HEADER, -1, corr_bytes, sizeof(corr_bytes));
+    rd_kafka_header_add(hdrs, REPLY_CORRELATION_HEADER, -1, corr_bytes,
+                        sizeof(corr_bytes));
     rd_kafka_resp_err_t err = rd_kafka_producev(
         gw->producer, RD_KAFKA_V_TOPIC(gw->cfg->flushes_topic),
         RD_KAFKA_V_KEY(model, model_len), RD_KAFKA_V_VALUE((void *)value, value_len),
