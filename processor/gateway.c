@@ -104,6 +104,7 @@ processor_gateway_t *processor_gateway_start(const processor_config_t *cfg,
     info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
     info.fd_limit_per_thread = (unsigned)cfg->max_connections + 64;
     info.timeout_secs = 30;
+    info.keepalive_timeout = 60; /* an idle keep-alive connection, between requests */
     gw->lws = lws_create_context(&info);
     if (!gw->lws) {
         snprintf(errstr, errstr_size, "cannot serve on %s port %u (is it taken?)",
@@ -138,11 +139,14 @@ void processor_gateway_destroy(processor_gateway_t *gw)
 {
     if (!gw)
         return;
-    gw_kafka_stop(gw);
+    /* The threads first (they wake the service thread), then the connections (closing
+     * them ends their subscriptions), then the Kafka clients. */
+    gw_kafka_stop_threads(gw);
     if (gw->lws) {
         lws_sul_cancel(&gw->tick);
         lws_context_destroy(gw->lws);
     }
+    gw_kafka_destroy(gw);
     while (gw->pending_head)
         gw_pending_free(gw, gw->pending_head);
     gw_auth_destroy(gw);

@@ -230,9 +230,10 @@ static void subscribe(gw_conn_t *c, const char *model)
         ack_subscribed(c, model);
 }
 
-static void unsubscribe(gw_conn_t *c, const char *model)
+static void unsubscribe(gw_conn_t *c, const char *name)
 {
     processor_gateway_t *gw = c->gw;
+    char *model = codec_xmemdup(name, strlen(name)); /* name may be c->subs[i] */
     for (size_t i = 0; i < c->n_subs; i++) {
         if (strcmp(c->subs[i], model))
             continue;
@@ -242,6 +243,7 @@ static void unsubscribe(gw_conn_t *c, const char *model)
     }
     gw_watch_t *w = NULL;
     HASH_FIND_STR(gw->watches, model, w);
+    free(model);
     if (!w)
         return;
     for (size_t i = 0; i < w->n_conns; i++)
@@ -448,7 +450,8 @@ static void start_events(gw_conn_t *c, const char *model, const gw_identity_t *i
         c->closing = true;
         return;
     }
-    lws_http_mark_sse(c->wsi);
+    /* (lws_http_mark_sse() is for HTTP/2 streams: on HTTP/1.1 a response in progress
+     * has no idle timeout, and the keep-alive comments keep proxies from closing it.) */
     c->kind = CONN_SSE;
     c->answered = c->headers_sent = true;
     gw_identity_copy(&c->ident, ident);

@@ -170,7 +170,10 @@ void gw_identity_clear(gw_identity_t *ident);
 /* gateway_kafka.c */
 int gw_kafka_start(processor_gateway_t *gw, const char *bootstrap, char *errstr,
                    size_t errstr_size);
-void gw_kafka_stop(processor_gateway_t *gw);
+/** Stops the Kafka threads (nothing wakes the service thread any more). */
+void gw_kafka_stop_threads(processor_gateway_t *gw);
+/** Stops them and frees the clients (after the service thread's connections). */
+void gw_kafka_destroy(processor_gateway_t *gw);
 /** Produces a request (value: msgpack) for model, addressed back to us under corr,
  *  for connection conn_id. @returns 0, or GW_UNAVAILABLE (no reply partition yet, or
  *  Kafka refused it). */

@@ -265,6 +265,8 @@ static int32_t model_partition(const processor_gateway_t *gw, const char *model,
 void gw_kafka_watch(processor_gateway_t *gw, const char *model, bool watched)
 {
     size_t len = strlen(model);
+    if (!gw->wanted) /* Kafka never started */
+        return;
     pthread_mutex_lock(&gw->lock);
     gw_name_t *name = NULL;
     HASH_FIND(hh, gw->watched_models, model, len, name);
@@ -375,7 +377,7 @@ int gw_kafka_start(processor_gateway_t *gw, const char *bootstrap, char *errstr,
     return 0;
 }
 
-void gw_kafka_stop(processor_gateway_t *gw)
+void gw_kafka_stop_threads(processor_gateway_t *gw)
 {
     if (gw->threads_started) {
         gw->kafka_stop = 1;
@@ -383,6 +385,11 @@ void gw_kafka_stop(processor_gateway_t *gw)
         pthread_join(gw->changes_thread, NULL);
         gw->threads_started = false;
     }
+}
+
+void gw_kafka_destroy(processor_gateway_t *gw)
+{
+    gw_kafka_stop_threads(gw);
     if (gw->replies) {
         rd_kafka_consumer_close(gw->replies);
         rd_kafka_destroy(gw->replies);
