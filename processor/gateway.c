@@ -101,7 +101,7 @@ processor_gateway_t *processor_gateway_start(const processor_config_t *cfg,
     info.protocols = gw_protocols;
     info.user = gw;
     info.max_http_header_data = 16384; /* room for a long bearer token */
-    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
     info.fd_limit_per_thread = (unsigned)cfg->max_connections + 64;
     info.timeout_secs = 30;
     info.keepalive_timeout = 60; /* an idle keep-alive connection, between requests */

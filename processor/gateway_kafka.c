@@ -313,8 +313,12 @@ int gw_kafka_produce(processor_gateway_t *gw, const char *model, size_t model_le
     rd_kafka_header_add(hdrs, REPLY_PARTITION_HEADER, -1, part_bytes, 4);
     rd_kafka_header_add(hdrs, REPLY_CORRELATION_HEADER, -1, corr_bytes,
                         sizeof(corr_bytes));
+    /* The partition the processor expects under --partitioner (the flushes topic is
+     * co-partitioned with the changes topic), whatever the producer's own default. */
+    int32_t target = model_partition(gw, model, model_len);
     rd_kafka_resp_err_t err = rd_kafka_producev(
         gw->producer, RD_KAFKA_V_TOPIC(gw->cfg->flushes_topic),
+        RD_KAFKA_V_PARTITION(target >= 0 ? target : RD_KAFKA_PARTITION_UA),
         RD_KAFKA_V_KEY(model, model_len), RD_KAFKA_V_VALUE((void *)value, value_len),
         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
         RD_KAFKA_V_OPAQUE((void *)(uintptr_t)corr), RD_KAFKA_V_END);

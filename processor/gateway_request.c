@@ -146,6 +146,17 @@ static char *bind_request(processor_gateway_t *gw, codec_value_t *v, bool flush,
     return given;
 }
 
+/* Gives the request back the client id the client sent (none: none), so that an error
+ * names the client as the client knows it. */
+static void unbind_client(codec_value_t *v, const char *given_client)
+{
+    if (given_client)
+        codec_map_set(v, "client", 6,
+                      codec_value_str(given_client, strlen(given_client)));
+    else
+        codec_value_destroy(codec_map_take(v, "client", 6));
+}
+
 /* The error answer for a request that never reached Kafka, naming what identifies it. */
 static int refuse(const codec_value_t *v, const char *model, int code,
                   const char *message, char **err, size_t *err_len)
@@ -225,12 +236,7 @@ int gw_request_send(processor_gateway_t *gw, gw_send_t *send, char **err, size_t
     msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
     codec_msgpack_pack_value(&pk, v);
     if ((code = check_packed(gw, &buf, model, why, sizeof(why)))) {
-        /* The error names the client as the client knows it. */
-        if (given_client)
-            codec_map_set(v, "client", 6,
-                          codec_value_str(given_client, strlen(given_client)));
-        else
-            codec_value_destroy(codec_map_take(v, "client", 6));
+        unbind_client(v, given_client);
         code = refuse(v, model, code, why, err, err_len);
         msgpack_sbuffer_destroy(&buf);
         goto done;
@@ -240,9 +246,7 @@ int gw_request_send(processor_gateway_t *gw, gw_send_t *send, char **err, size_t
                             send->conn_id);
     msgpack_sbuffer_destroy(&buf);
     if (code) {
-        if (given_client)
-            codec_map_set(v, "client", 6,
-                          codec_value_str(given_client, strlen(given_client)));
+        unbind_client(v, given_client);
         code = refuse(v, model, code,
                       "Kafka cannot take the request now (or this gateway has no reply "
                       "partition yet): retry",
