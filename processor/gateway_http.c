@@ -23,42 +23,6 @@
 #define CHUNK_BYTES      16384
 #define QUEUED_MAX_BYTES (64u << 20) /* a subscriber that reads nothing is let go */
 
-typedef enum conn_kind_e { CONN_HTTP, CONN_SSE, CONN_WS } conn_kind_t;
-
-typedef struct gw_frame_s {
-    char *data; /* LWS_PRE bytes of headroom, then len bytes */
-    size_t len;
-    struct gw_frame_s *next;
-} gw_frame_t;
-
-struct gw_conn_s {
-    uint64_t id;
-    struct lws *wsi;
-    processor_gateway_t *gw;
-    conn_kind_t kind;
-    /* HTTP: the route of a POST waiting for its body, the body */
-    char *flush_model;
-    char *body;
-    size_t body_len;
-    bool body_too_large;
-    /* HTTP: the answer */
-    bool answered, headers_sent;
-    unsigned status, retry_after;
-    const char *content_type;
-    char *out;
-    size_t out_len, out_off;
-    /* event streams and WebSockets */
-    gw_frame_t *frames;
-    size_t queued;
-    bool closing;
-    gw_identity_t ident;
-    char **subs;
-    size_t n_subs;
-    uint32_t in_flight;
-    char peer[64];
-    UT_hash_handle hh;
-};
-
 typedef struct pss_s {
     gw_conn_t *conn;
 } pss_t;
@@ -76,15 +40,13 @@ static gw_conn_t *conn_new(processor_gateway_t *gw, struct lws *wsi, conn_kind_t
     return c;
 }
 
-static void unsubscribe(gw_conn_t *c, const char *model);
-
 static void conn_free(gw_conn_t *c)
 {
     if (!c)
         return;
     processor_gateway_t *gw = c->gw;
     while (c->n_subs)
-        unsubscribe(c, c->subs[c->n_subs - 1]);
+        gw_unsubscribe(c, c->subs[c->n_subs - 1]);
     free(c->subs);
     HASH_DEL(gw->conns, c);
     gw->n_conns--;
@@ -101,7 +63,7 @@ static void conn_free(gw_conn_t *c)
 }
 
 /* Queues bytes for an event stream or WebSocket. */
-static void conn_queue(gw_conn_t *c, const char *bytes, size_t len)
+void gw_conn_queue(gw_conn_t *c, const char *bytes, size_t len)
 {
     if (c->closing)
         return;
@@ -126,7 +88,7 @@ static void conn_answer(gw_conn_t *c, unsigned status, char *json, size_t len,
                         unsigned retry_after)
 {
     if (c->kind != CONN_HTTP) {
-        conn_queue(c, json, len);
+        gw_conn_queue(c, json, len);
         free(json);
         return;
     }
@@ -143,11 +105,37 @@ static void conn_answer(gw_conn_t *c, unsigned status, char *json, size_t len,
     lws_callback_on_writable(c->wsi);
 }
 
+/* The string field key of the request being handled, or NULL. */
+static const char *naming_str(const gw_conn_t *c, const char *key, char *buf, size_t size)
+{
+    const codec_value_t *f = c->naming && c->naming->type == CODEC_VALUE_MAP
+                                 ? codec_map_get(c->naming, key, strlen(key))
+                                 : NULL;
+    if (!f || f->type != CODEC_VALUE_STR || f->u.str.len >= size)
+        return NULL;
+    memcpy(buf, f->u.str.ptr, f->u.str.len);
+    buf[f->u.str.len] = '\0';
+    return buf;
+}
+
+/* An error answer, naming the model, client and seq of the WebSocket request being
+ * handled (c->naming) when it has them, so that a client with several requests in
+ * flight knows which one failed. */
 static void conn_error(gw_conn_t *c, int code, const char *message, const char *model,
                        unsigned retry_after)
 {
+    char model_buf[1024], client_buf[1024];
+    const char *client = naming_str(c, "client", client_buf, sizeof(client_buf));
+    if (!model)
+        model = naming_str(c, "model", model_buf, sizeof(model_buf));
+    const codec_value_t *s = c->naming && c->naming->type == CODEC_VALUE_MAP
+                                 ? codec_map_get(c->naming, "seq", 3)
+                                 : NULL;
+    uint64_t seq = s && s->type == CODEC_VALUE_INT && s->u.i >= 0 ? (uint64_t)s->u.i : 0;
     size_t len = 0;
-    char *json = gw_error_json(code, message, model, NULL, NULL, &len);
+    char *json =
+        gw_error_json(code, message, model, client,
+                      s && s->type == CODEC_VALUE_INT && s->u.i >= 0 ? &seq : NULL, &len);
     conn_answer(c, gw_status(code), json, len, retry_after);
 }
 
@@ -163,157 +151,6 @@ void gw_conn_answer(processor_gateway_t *gw, uint64_t conn_id, unsigned status,
     if (c->kind == CONN_WS && c->in_flight)
         c->in_flight--;
     conn_answer(c, status, json, len, 0);
-}
-
-/* Subscriptions */
-
-static void ack_subscribed(gw_conn_t *c, const char *model)
-{
-    if (c->kind == CONN_SSE) {
-        char *line = NULL;
-        size_t len = 0;
-        codec_value_t *v = codec_value_map(2);
-        codec_map_set(v, "type", 4, codec_value_str("subscribed", 10));
-        codec_map_set(v, "model", 5, codec_value_str(model, strlen(model)));
-        char *json = codec_json_encode(v, &len);
-        codec_value_destroy(v);
-        size_t n = len + 32;
-        line = codec_xmalloc(n);
-        int w = snprintf(line, n, "event: subscribed\ndata: %s\n\n", json);
-        conn_queue(c, line, (size_t)w);
-        free(line);
-        free(json);
-        return;
-    }
-    codec_value_t *v = codec_value_map(2);
-    codec_map_set(v, "type", 4, codec_value_str("subscribed", 10));
-    codec_map_set(v, "model", 5, codec_value_str(model, strlen(model)));
-    size_t len = 0;
-    char *json = codec_json_encode(v, &len);
-    codec_value_destroy(v);
-    conn_queue(c, json, len);
-    free(json);
-}
-
-static bool partition_read(processor_gateway_t *gw, int32_t p)
-{
-    return p < 0 ? gw->reading_any : gw->reading[p];
-}
-
-static void subscribe(gw_conn_t *c, const char *model)
-{
-    processor_gateway_t *gw = c->gw;
-    for (size_t i = 0; i < c->n_subs; i++)
-        if (!strcmp(c->subs[i], model)) {
-            ack_subscribed(c, model);
-            return;
-        }
-    gw_watch_t *w = NULL;
-    HASH_FIND_STR(gw->watches, model, w);
-    if (!w) {
-        w = codec_xcalloc(1, sizeof(*w));
-        w->model = codec_xmemdup(model, strlen(model));
-        w->partition = processor_key_partition(gw->cfg->partitioner, model, strlen(model),
-                                               gw->changes_partitions);
-        HASH_ADD_KEYPTR(hh, gw->watches, w->model, strlen(w->model), w);
-        w->ready = partition_read(gw, w->partition);
-        gw_kafka_watch(gw, model, true);
-    }
-    if (w->n_conns == w->cap) {
-        w->cap = w->cap ? 2 * w->cap : 4;
-        w->conns = codec_xrealloc(w->conns, w->cap * sizeof(uint64_t));
-    }
-    w->conns[w->n_conns++] = c->id;
-    c->subs = codec_xrealloc(c->subs, (c->n_subs + 1) * sizeof(char *));
-    c->subs[c->n_subs++] = codec_xmemdup(model, strlen(model));
-    if (w->ready)
-        ack_subscribed(c, model);
-}
-
-static void unsubscribe(gw_conn_t *c, const char *name)
-{
-    processor_gateway_t *gw = c->gw;
-    char *model = codec_xmemdup(name, strlen(name)); /* name may be c->subs[i] */
-    for (size_t i = 0; i < c->n_subs; i++) {
-        if (strcmp(c->subs[i], model))
-            continue;
-        free(c->subs[i]);
-        c->subs[i] = c->subs[--c->n_subs];
-        break;
-    }
-    gw_watch_t *w = NULL;
-    HASH_FIND_STR(gw->watches, model, w);
-    free(model);
-    if (!w)
-        return;
-    for (size_t i = 0; i < w->n_conns; i++)
-        if (w->conns[i] == c->id) {
-            w->conns[i] = w->conns[--w->n_conns];
-            break;
-        }
-    if (w->n_conns)
-        return;
-    HASH_DEL(gw->watches, w);
-    gw_kafka_watch(gw, w->model, false);
-    /* The partition may stop being read: watches made from now on wait for the
-     * changes thread to say it reads it again. */
-    bool still = false;
-    for (gw_watch_t *o = gw->watches; o && !still; o = o->hh.next)
-        still = o->partition == w->partition || w->partition < 0 || o->partition < 0;
-    if (!still) {
-        if (w->partition >= 0)
-            gw->reading[w->partition] = false;
-        else
-            gw->reading_any = false;
-    }
-    free(w->model);
-    free(w->conns);
-    free(w);
-}
-
-void gw_partition_reading(processor_gateway_t *gw, int32_t p)
-{
-    gw->reading[p] = true;
-    gw->reading_any = true;
-    for (gw_watch_t *w = gw->watches; w; w = w->hh.next) {
-        if (w->ready || (w->partition >= 0 && w->partition != p))
-            continue;
-        w->ready = true;
-        for (size_t i = 0; i < w->n_conns; i++) {
-            gw_conn_t *c = NULL;
-            HASH_FIND(hh, gw->conns, &w->conns[i], sizeof(uint64_t), c);
-            if (c)
-                ack_subscribed(c, w->model);
-        }
-    }
-}
-
-void gw_notify_changed(processor_gateway_t *gw, const char *model, uint64_t count)
-{
-    gw_watch_t *w = NULL;
-    HASH_FIND_STR(gw->watches, model, w);
-    if (!w)
-        return;
-    codec_value_t *v = codec_value_map(3);
-    codec_map_set(v, "type", 4, codec_value_str("changed", 7));
-    codec_map_set(v, "model", 5, codec_value_str(model, strlen(model)));
-    codec_map_set(v, "commandCount", 12, codec_value_int((int64_t)count));
-    size_t len = 0;
-    char *json = codec_json_encode(v, &len);
-    codec_value_destroy(v);
-    size_t sse_cap = len + 32;
-    char *sse = codec_xmalloc(sse_cap);
-    int sse_len = snprintf(sse, sse_cap, "event: changed\ndata: %s\n\n", json);
-    for (size_t i = 0; i < w->n_conns; i++) {
-        gw_conn_t *c = NULL;
-        HASH_FIND(hh, gw->conns, &w->conns[i], sizeof(uint64_t), c);
-        if (c && c->kind == CONN_SSE)
-            conn_queue(c, sse, (size_t)sse_len);
-        else if (c)
-            conn_queue(c, json, len);
-    }
-    free(sse);
-    free(json);
 }
 
 /* Requests */
@@ -456,27 +293,23 @@ static void start_events(gw_conn_t *c, const char *model, const gw_identity_t *i
     c->answered = c->headers_sent = true;
     gw_identity_copy(&c->ident, ident);
     lws_set_timer_usecs(c->wsi, KEEPALIVE_US);
-    subscribe(c, model);
+    gw_subscribe(c, model);
 }
 
-/* Splits /v1/models/{model}[/flush|/history|/events] (lws has percent-decoded it). */
+/* Splits /v1/models/{model}[/flush|/history|/events]. libwebsockets has
+ * percent-decoded the path already, so a model id cannot contain "/" here (the
+ * WebSocket takes any id); any other path is NULL (404). */
 static char *route_model(const char *path, const char **action)
 {
-    static const char *const actions[] = {"/flush", "/history", "/events"};
     size_t plen = strlen(MODELS_PREFIX);
     if (strncmp(path, MODELS_PREFIX, plen))
         return NULL;
-    const char *m = path + plen;
-    size_t len = strlen(m);
-    *action = "";
-    for (size_t i = 0; i < 3; i++) {
-        size_t alen = strlen(actions[i]);
-        if (len > alen && !strcmp(m + len - alen, actions[i])) {
-            *action = actions[i] + 1;
-            len -= alen;
-            break;
-        }
-    }
+    const char *m = path + plen, *slash = strchr(m, '/');
+    *action = slash ? slash + 1 : "";
+    if (slash && strcmp(*action, "flush") && strcmp(*action, "history") &&
+        strcmp(*action, "events"))
+        return NULL;
+    size_t len = slash ? (size_t)(slash - m) : strlen(m);
     return len ? codec_xmemdup(m, len) : NULL;
 }
 
@@ -497,7 +330,10 @@ static int on_http(gw_conn_t *c, const char *path)
     const char *action = NULL;
     char *model = route_model(path, &action);
     if (!model) {
-        conn_error(c, GW_NOT_FOUND, "no such path: try /v1/models/{model}", NULL, 0);
+        conn_error(c, GW_NOT_FOUND,
+                   "no such path: try /v1/models/{model}[/flush|/history|/events] "
+                   "(a model id with / is reached over the WebSocket)",
+                   NULL, 0);
         return 0;
     }
     bool flush = !strcmp(action, "flush");
@@ -590,9 +426,9 @@ static void on_ws_message(gw_conn_t *c)
         else if (!gw_auth_model_allowed(&c->ident, name))
             conn_error(c, GW_FORBIDDEN, "the token does not reach this model", name, 0);
         else if (type->u.str.len == 9)
-            subscribe(c, name);
+            gw_subscribe(c, name);
         else
-            unsubscribe(c, name);
+            gw_unsubscribe(c, name);
         free(name);
         codec_value_destroy(v);
         return;
@@ -611,6 +447,7 @@ static void on_ws_message(gw_conn_t *c)
         codec_value_destroy(v);
         return;
     }
+    c->naming = NULL; /* v is the request's now */
     send_request(c, v, NULL, ident, GW_ANSWER_WHOLE);
 }
 
@@ -771,7 +608,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return c->kind == CONN_SSE ? frames_write(c) : http_write(c, pss);
     case LWS_CALLBACK_TIMER:
         if (c && c->kind == CONN_SSE) {
-            conn_queue(c, ": keep-alive\n\n", 14);
+            gw_conn_queue(c, ": keep-alive\n\n", 14);
             lws_set_timer_usecs(wsi, KEEPALIVE_US);
         }
         return 0;

@@ -69,7 +69,44 @@ typedef enum gw_answer_e {
     GW_ANSWER_SNAPSHOT, /* GET /v1/models/{model}: the reply's "snapshot" */
 } gw_answer_t;
 
-typedef struct gw_conn_s gw_conn_t;
+/* A connection: an HTTP transaction, an event stream or a WebSocket, known by an id
+ * that never repeats. */
+typedef enum conn_kind_e { CONN_HTTP, CONN_SSE, CONN_WS } conn_kind_t;
+
+typedef struct gw_frame_s {
+    char *data; /* LWS_PRE bytes of headroom, then len bytes */
+    size_t len;
+    struct gw_frame_s *next;
+} gw_frame_t;
+
+typedef struct gw_conn_s {
+    uint64_t id;
+    struct lws *wsi;
+    processor_gateway_t *gw;
+    conn_kind_t kind;
+    /* HTTP: the route of a POST waiting for its body, the body */
+    char *flush_model;
+    char *body;
+    size_t body_len;
+    bool body_too_large;
+    /* HTTP: the answer */
+    bool answered, headers_sent;
+    unsigned status, retry_after;
+    const char *content_type;
+    char *out;
+    size_t out_len, out_off;
+    /* event streams and WebSockets */
+    gw_frame_t *frames;
+    size_t queued;
+    bool closing;
+    gw_identity_t ident;
+    char **subs;
+    size_t n_subs;
+    uint32_t in_flight;
+    const codec_value_t *naming; /* the WebSocket request being handled, or NULL */
+    char peer[64];
+    UT_hash_handle hh;
+} gw_conn_t;
 
 /* A request waiting for its reply, by correlation id, in a list ordered by deadline. */
 typedef struct gw_pending_s {
@@ -217,6 +254,12 @@ extern const struct lws_protocols gw_protocols[];
 /** Hands a finished answer to connection conn_id (dropped when it is gone). */
 void gw_conn_answer(processor_gateway_t *gw, uint64_t conn_id, unsigned status,
                     char *json, size_t len);
+/** Queues bytes for an event stream or WebSocket (gateway_http.c). */
+void gw_conn_queue(gw_conn_t *c, const char *bytes, size_t len);
+
+/* gateway_watch.c: subscriptions */
+void gw_subscribe(gw_conn_t *c, const char *model);
+void gw_unsubscribe(gw_conn_t *c, const char *model);
 /** Sends a change notification to the subscribers of model. */
 void gw_notify_changed(processor_gateway_t *gw, const char *model, uint64_t count);
 /** The changes thread reads partition p from now on: subscriptions there are ready. */
