@@ -396,19 +396,38 @@ static void on_body_done(gw_conn_t *c)
     send_request(c, v, c->flush_model, ident, GW_ANSWER_WHOLE);
 }
 
-/* A WebSocket message: a request, or a subscription. */
+static void ws_request(gw_conn_t *c, codec_value_t *v);
+
+/* A WebSocket message: a request, or a subscription. A message the limits refuse is
+ * decoded again without them (it is at most twice --max-record-bytes) only to name
+ * its model, client and seq in the error. */
 static void on_ws_message(gw_conn_t *c)
 {
     processor_gateway_t *gw = c->gw;
-    char why[256];
-    codec_value_t *v = NULL;
+    char why[256], ignored[64];
+    codec_value_t *v = NULL, *naming = NULL;
     codec_err_t e =
         codec_json_decode(c->body, c->body_len, &gw->limits, &v, why, sizeof(why));
+    if (e && !codec_json_decode(c->body, c->body_len, &codec_limits_trusted, &naming,
+                                ignored, sizeof(ignored)))
+        c->naming = naming;
     c->body_len = 0;
     if (e) {
         conn_error(c, e, why, NULL, 0);
+        c->naming = NULL;
+        codec_value_destroy(naming);
         return;
     }
+    c->naming = v;
+    ws_request(c, v);
+    c->naming = NULL;
+}
+
+/* Handles one decoded WebSocket message (taking v). */
+static void ws_request(gw_conn_t *c, codec_value_t *v)
+{
+    processor_gateway_t *gw = c->gw;
+    char why[256];
     const codec_value_t *type =
         v->type == CODEC_VALUE_MAP ? codec_map_get(v, "type", 4) : NULL;
     const codec_value_t *model =
