@@ -297,19 +297,26 @@ static void start_events(gw_conn_t *c, const char *model, const gw_identity_t *i
 }
 
 /* Splits /v1/models/{model}[/flush|/history|/events]. libwebsockets has
- * percent-decoded the path already, so a model id cannot contain "/" here (the
- * WebSocket takes any id); any other path is NULL (404). */
+ * percent-decoded the path already, so the id is everything between the prefix and a
+ * trailing action: ids may contain "/", except ones that end in an action's name
+ * (those are reached over the WebSocket, which takes any id). */
 static char *route_model(const char *path, const char **action)
 {
+    static const char *const actions[] = {"/flush", "/history", "/events"};
     size_t plen = strlen(MODELS_PREFIX);
     if (strncmp(path, MODELS_PREFIX, plen))
         return NULL;
-    const char *m = path + plen, *slash = strchr(m, '/');
-    *action = slash ? slash + 1 : "";
-    if (slash && strcmp(*action, "flush") && strcmp(*action, "history") &&
-        strcmp(*action, "events"))
-        return NULL;
-    size_t len = slash ? (size_t)(slash - m) : strlen(m);
+    const char *m = path + plen;
+    size_t len = strlen(m);
+    *action = "";
+    for (size_t i = 0; i < sizeof(actions) / sizeof(actions[0]); i++) {
+        size_t alen = strlen(actions[i]);
+        if (len > alen && !strcmp(m + len - alen, actions[i])) {
+            *action = actions[i] + 1;
+            len -= alen;
+            break;
+        }
+    }
     return len ? codec_xmemdup(m, len) : NULL;
 }
 
@@ -331,9 +338,8 @@ static int on_http(gw_conn_t *c, const char *path)
     char *model = route_model(path, &action);
     if (!model) {
         conn_error(c, GW_NOT_FOUND,
-                   "no such path: try /v1/models/{model}[/flush|/history|/events] "
-                   "(a model id with / is reached over the WebSocket)",
-                   NULL, 0);
+                   "no such path: try /v1/models/{model}[/flush|/history|/events]", NULL,
+                   0);
         return 0;
     }
     bool flush = !strcmp(action, "flush");
