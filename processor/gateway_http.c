@@ -173,31 +173,38 @@ static char *request_token(struct lws *wsi)
     return NULL;
 }
 
-/* Authenticates and rate-limits one request. @returns its identity, or NULL when the
- * connection was answered with the error. */
-static const gw_identity_t *admit(gw_conn_t *c, const char *token, const char *model)
+/* The identity of the request's token, or NULL once the error is answered. */
+static const gw_identity_t *authenticate(gw_conn_t *c, const char *model)
+{
+    char *token = request_token(c->wsi);
+    int code = 0;
+    char why[256];
+    const gw_identity_t *ident = gw_auth_check(c->gw, token, &code, why, sizeof(why));
+    free(token);
+    if (!ident)
+        conn_error(c, code, why, model, 0);
+    return ident;
+}
+
+/* Authenticates (a WebSocket: its token at the upgrade, still unexpired) and
+ * rate-limits one request. @returns its identity, or NULL once the error is
+ * answered. */
+static const gw_identity_t *admit(gw_conn_t *c, const char *model)
 {
     processor_gateway_t *gw = c->gw;
     char why[256];
-    int code = 0;
-    const gw_identity_t *ident = c->kind == CONN_WS
-                                     ? &c->ident
-                                     : gw_auth_check(gw, token, &code, why, sizeof(why));
+    const gw_identity_t *ident = c->kind == CONN_WS ? &c->ident : authenticate(c, model);
     if (c->kind == CONN_WS && ident->expires && (int64_t)time(NULL) >= ident->expires) {
-        code = GW_UNAUTHORIZED;
-        snprintf(why, sizeof(why), "the token expired");
-        ident = NULL;
+        conn_error(c, GW_UNAUTHORIZED, "the token expired", model, 0);
         c->closing = true;
-    }
-    if (!ident) {
-        conn_error(c, code, why, model, 0);
         return NULL;
     }
+    if (!ident)
+        return NULL;
     unsigned wait = gw_rate_take(gw, ident->user ? ident->user : c->peer);
     if (wait) {
         snprintf(why, sizeof(why),
-                 "over the rate limit of %llu requests per second: "
-                 "retry in %u s",
+                 "over the rate limit of %llu requests per second: retry in %u s",
                  (unsigned long long)gw->cfg->rate_limit, wait);
         conn_error(c, GW_RATE_LIMITED, why, model, wait);
         return NULL;
@@ -349,9 +356,7 @@ static int on_http(gw_conn_t *c, const char *path)
         free(model);
         return 0;
     }
-    char *token = request_token(c->wsi);
-    const gw_identity_t *ident = admit(c, token, model);
-    free(token);
+    const gw_identity_t *ident = admit(c, model);
     if (!ident) {
         free(model);
         return 0;
@@ -381,15 +386,10 @@ static void on_body_done(gw_conn_t *c)
                    c->flush_model, 0);
         return;
     }
-    char *token = request_token(c->wsi);
-    int code = 0;
     char why[256];
-    const gw_identity_t *ident = gw_auth_check(gw, token, &code, why, sizeof(why));
-    free(token);
-    if (!ident) {
-        conn_error(c, code, why, c->flush_model, 0);
+    const gw_identity_t *ident = authenticate(c, c->flush_model);
+    if (!ident)
         return;
-    }
     codec_value_t *v = NULL;
     codec_err_t e = codec_json_decode(c->body ? c->body : "", c->body_len, &gw->limits,
                                       &v, why, sizeof(why));
@@ -467,7 +467,7 @@ static void ws_request(gw_conn_t *c, codec_value_t *v)
         codec_value_destroy(v);
         return;
     }
-    const gw_identity_t *ident = admit(c, NULL, NULL);
+    const gw_identity_t *ident = admit(c, NULL);
     if (!ident) {
         codec_value_destroy(v);
         return;
@@ -478,14 +478,8 @@ static void ws_request(gw_conn_t *c, codec_value_t *v)
 
 static int ws_established(gw_conn_t *c)
 {
-    processor_gateway_t *gw = c->gw;
-    char *token = request_token(c->wsi);
-    int code = 0;
-    char why[256];
-    const gw_identity_t *ident = gw_auth_check(gw, token, &code, why, sizeof(why));
-    free(token);
+    const gw_identity_t *ident = authenticate(c, NULL);
     if (!ident) {
-        conn_error(c, code, why, NULL, 0);
         c->closing = true;
         return 0;
     }
