@@ -281,9 +281,8 @@ enum {
     E__COUNT
 };
 static const name_t envelope_fields[E__COUNT] = {
-    NAME("type"),    NAME("model"),       NAME("client"),    NAME("seq"),
-    NAME("from"),    NAME("to"),          NAME("context"),   NAME("completions"),
-    NAME("timestamp"), NAME("at")};
+    NAME("type"), NAME("model"),   NAME("client"),      NAME("seq"),       NAME("from"),
+    NAME("to"),   NAME("context"), NAME("completions"), NAME("timestamp"), NAME("at")};
 
 codec_err_t codec_id_check(const char *what, const char *id, size_t len, bool model,
                            const codec_limits_t *limits, char *errstr, size_t errstr_size)

@@ -82,8 +82,8 @@ typedef enum state_travel_e {
  *  progress writes); loads nothing into the cache. On OK the caller destroys
  *  *master. */
 state_travel_t state_model_travel(state_store_t *s, state_model_t *m, uint64_t at,
-                                  state_master_t **master, uint64_t *oldest,
-                                  char *errstr, size_t errstr_size);
+                                  state_master_t **master, uint64_t *oldest, char *errstr,
+                                  size_t errstr_size);
 
 /* What a client's last applied flush was, to recognise a retry. */
 typedef enum state_seq_e {

@@ -201,10 +201,10 @@ static int load_entry(state_store_t *s, state_model_t *m, uint64_t key_count,
             /* Replay: the stored completion is the command as it was applied. */
             codec_completion_t c;
             char derr[256];
-            int rc = count != state_master_command_count(m->master) ||
-                     codec_completion_decode(value, vlen, s->zone, &c, derr,
-                                             sizeof(derr)) ||
-                     state_master_replay(m->master, &c, derr, sizeof(derr));
+            int rc =
+                count != state_master_command_count(m->master) ||
+                codec_completion_decode(value, vlen, s->zone, &c, derr, sizeof(derr)) ||
+                state_master_replay(m->master, &c, derr, sizeof(derr));
             msgpack_zone_clear(s->zone);
             if (rc) {
                 snprintf(errstr, errstr_size,

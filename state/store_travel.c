@@ -101,7 +101,7 @@ typedef struct pending_s {
         uint64_t count;
         const char *value;
         size_t len;
-    } *entries;
+    } * entries;
     size_t len, cap;
 } pending_t;
 
@@ -120,8 +120,8 @@ static void pending_visit(void *opaque, const char *key, size_t key_len,
     if (key_len != p->prefix_len + 8 || !value)
         return;
     if (p->len == p->cap)
-        p->entries =
-            codec_xrealloc(p->entries, (p->cap = p->cap ? p->cap * 2 : 8) * sizeof(*p->entries));
+        p->entries = codec_xrealloc(p->entries, (p->cap = p->cap ? p->cap * 2 : 8) *
+                                                    sizeof(*p->entries));
     p->entries[p->len].count = store_be64(key + p->prefix_len);
     p->entries[p->len].value = value;
     p->entries[p->len].len = value_len;
@@ -155,7 +155,8 @@ static int read_base(state_store_t *s, const state_model_t *m, store_key_t *k,
     free(stored);
     if (*doc)
         return 0;
-    snprintf(errstr, errstr_size, "the snapshot of model " MODEL_FMT " at version %llu is %s",
+    snprintf(errstr, errstr_size,
+             "the snapshot of model " MODEL_FMT " at version %llu is %s",
              MODEL_ARG(m->id, m->id_len), (unsigned long long)count,
              value ? "corrupt" : "missing");
     return -1;
@@ -253,8 +254,8 @@ static int replay_history(state_store_t *s, const state_model_t *m,
 }
 
 state_travel_t state_model_travel(state_store_t *s, state_model_t *m, uint64_t at,
-                                  state_master_t **master, uint64_t *oldest,
-                                  char *errstr, size_t errstr_size)
+                                  state_master_t **master, uint64_t *oldest, char *errstr,
+                                  size_t errstr_size)
 {
     uint64_t count = state_master_command_count(m->master);
     *master = NULL;
@@ -293,7 +294,8 @@ state_travel_t state_model_travel(state_store_t *s, state_model_t *m, uint64_t a
             store_key_add_id(&k, m->id, m->id_len);
             store_key_add_u64(&k, base);
         }
-    if (from_snapshot && m->snapshot_count <= at && (!found || base < m->snapshot_count)) {
+    if (from_snapshot && m->snapshot_count <= at &&
+        (!found || base < m->snapshot_count)) {
         if (found)
             store_key_free(&k);
         base = m->snapshot_count;
