@@ -16,6 +16,7 @@
 #include "codec/json.h"
 #include "codec/msgpack.h"
 #include "processor/handler.h"
+#include <rocksdb/c.h>
 
 static char state_dir[] = "/tmp/flushout-test-travel-XXXXXX";
 
@@ -54,6 +55,7 @@ typedef struct travel_s {
     size_t docs_len, docs_cap;
     msgpack_zone *zone;
     uint64_t rng;
+    uint64_t floor; /* the oldest version promised is no older than this (a restore) */
 } travel_t;
 
 static void record_doc(travel_t *t)
@@ -307,8 +309,10 @@ static uint64_t expect_version(travel_t *t, uint64_t at)
         cr_assert_not_null(says, "%s", msg);
         oldest = strtoull(says + strlen("the oldest version available is "), NULL, 10);
         cr_assert_gt(oldest, at, "%s", msg);
-        /* The promise: every version from count - --history on. */
+        /* The promise: every version from count - --history on (since the restore). */
         uint64_t window = count > t->conf.history ? count - t->conf.history : 0;
+        if (window < t->floor)
+            window = t->floor;
         cr_assert_leq(oldest, window, "%s (count %llu)", msg, (unsigned long long)count);
     }
     codec_value_destroy(reply);
@@ -418,4 +422,192 @@ Test(travel, every_version_kept_with_the_default_settings)
 {
     /* --history 1000, --snapshot-every 1000: beyond the window, several rewrites. */
     run("defaults", STEPS, 1000, 1000, 900);
+}
+
+/* A store restored from a snapshot record (a new owner's catch-up, rebuild) has no
+ * past snapshots but the one it installed: time travel reaches back to it, and to the
+ * whole window again once the model has moved on. */
+Test(travel, after_a_restore_from_the_installed_snapshot_on)
+{
+    travel_t a, b;
+    travel_open(&a, "owner", STEPS, 5, 3);
+    for (int i = 0; i < 60; i++)
+        flush_random(&a);
+    commit(&a);
+    msgpack_sbuffer rec;
+    msgpack_sbuffer_init(&rec);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &rec, msgpack_sbuffer_write);
+    char errstr[256];
+    cr_assert_eq(
+        state_store_pack_snapshot_record(a.store, "m", 1, &pk, errstr, sizeof(errstr)), 0,
+        "%s", errstr);
+    uint64_t installed = state_master_command_count(a.ref);
+
+    travel_open(&b, "restored", EVICTING, 5, 3);
+    cr_assert_eq(state_store_install_snapshot(b.store, "m", 1, rec.data, rec.size, errstr,
+                                              sizeof(errstr)),
+                 1, "%s", errstr);
+    commit(&b);
+    /* b's reference continues from a's. */
+    state_master_destroy(b.ref);
+    b.ref =
+        state_master_new("m", 1, installed,
+                         codec_value_copy(state_master_document(a.ref)), &b.conf.master);
+    msgpack_sbuffer_destroy(&b.docs[0]);
+    b.docs_len = 0;
+    for (size_t i = 0; i < a.docs_len; i++) {
+        if (b.docs_len == b.docs_cap)
+            b.docs =
+                realloc(b.docs, (b.docs_cap = b.docs_cap * 2 + 64) * sizeof(*b.docs));
+        msgpack_sbuffer_init(&b.docs[b.docs_len]);
+        msgpack_sbuffer_write(&b.docs[b.docs_len++], a.docs[i].data, a.docs[i].size);
+    }
+    b.seq = a.seq;
+    b.rng = a.rng;
+    b.floor = installed;
+    cr_assert_eq(sweep(&b), installed, "nothing before the installed snapshot");
+    for (int i = 0; i < 5; i++)
+        flush_random(&b);
+    cr_assert_eq(sweep(&b), installed);
+    /* Moved on: the promise holds again. */
+    b.floor = 0;
+    for (int i = 0; i < 30; i++)
+        flush_random(&b);
+    uint64_t oldest = sweep(&b);
+    cr_assert_gt(oldest, installed);
+    msgpack_sbuffer_destroy(&rec);
+    travel_close(&a);
+    travel_close(&b);
+}
+
+/* A store written before past snapshots existed: time travel reaches back to its
+ * snapshot (replies and syncs are as before), and to the whole window once the model
+ * has moved on. */
+Test(travel, a_store_without_past_snapshots)
+{
+    travel_t t;
+    travel_open(&t, "legacy", REOPENED, 5, 3);
+    for (int i = 0; i < 50; i++)
+        flush_random(&t);
+    commit(&t);
+    store_close(&t);
+    /* Delete every past snapshot, as if written by an earlier version. */
+    rocksdb_options_t *o = rocksdb_options_create();
+    char *err = NULL;
+    rocksdb_t *db = rocksdb_open(o, t.dir, &err);
+    cr_assert_null(err, "%s", err);
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    rocksdb_iterator_t *it = rocksdb_create_iterator(db, ro);
+    int deleted = 0;
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t len;
+        const char *k = rocksdb_iter_key(it, &len);
+        if (len > 5 && k[4] == STATE_ITEM_PAST && (unsigned char)k[0] != 0xff) {
+            rocksdb_delete(db, wo, k, len, &err);
+            cr_assert_null(err, "%s", err);
+            deleted++;
+        }
+    }
+    cr_assert_gt(deleted, 0);
+    rocksdb_iter_destroy(it);
+    rocksdb_writeoptions_destroy(wo);
+    rocksdb_readoptions_destroy(ro);
+    rocksdb_close(db);
+    rocksdb_options_destroy(o);
+    store_open(&t);
+
+    t.floor = UINT64_MAX; /* promised: from its snapshot on */
+    uint64_t oldest = sweep(&t);
+    cr_assert_gt(oldest, 0);
+    expect_sync_window(&t);
+    t.floor = 0;
+    for (int i = 0; i < 30; i++)
+        flush_random(&t);
+    sweep(&t);
+    travel_close(&t);
+}
+
+/* Without a store (the handler's own models, for benchmarks and fuzzers) there are no
+ * snapshots: only a model whose whole history is still in memory travels. */
+static codec_value_t *ask_handler(processor_handler_t *h, const char *json)
+{
+    codec_value_t *v;
+    char errstr[256];
+    cr_assert_eq(codec_json_decode(json, strlen(json), NULL, &v, errstr, sizeof(errstr)),
+                 CODEC_OK);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    codec_msgpack_pack_value(&pk, v);
+    codec_value_destroy(v);
+    processor_output_t out;
+    processor_output_init(&out);
+    processor_handler_handle(h, -1, -1, "m", 1, sb.data, sb.size, &out);
+    cr_assert_eq(codec_msgpack_decode(out.reply.data, out.reply.size,
+                                      &codec_limits_trusted, &v, errstr, sizeof(errstr)),
+                 CODEC_OK);
+    processor_output_destroy(&out);
+    msgpack_sbuffer_destroy(&sb);
+    return v;
+}
+
+static void expect_json(const codec_value_t *got, const char *json)
+{
+    codec_value_t *want;
+    char errstr[256];
+    cr_assert_eq(
+        codec_json_decode(json, strlen(json), NULL, &want, errstr, sizeof(errstr)),
+        CODEC_OK);
+    char *text = codec_json_encode(got, NULL);
+    cr_assert(codec_value_equal(got, want), "expected %s\n got %s", json, text);
+    free(text);
+    codec_value_destroy(want);
+}
+
+Test(travel, without_a_store_from_the_whole_history_in_memory)
+{
+    const uint64_t histories[] = {1000, 2};
+    for (int i = 0; i < 2; i++) {
+        uint64_t history = histories[i];
+        processor_handler_conf_t hc = {.master = {.ids = STATE_IDS_SEQUENTIAL},
+                                       .history = history,
+                                       .limits = codec_limits_default};
+        processor_handler_t *h = processor_handler_new(&hc);
+        char json[512];
+        for (int k = 1; k <= 4; k++) {
+            snprintf(json, sizeof(json),
+                     "{\"type\":\"flush\",\"client\":\"c\",\"seq\":%d,\"from\":%d,"
+                     "\"completions\":[{\"command\":{\"action\":\"create\",\"props\":"
+                     "{\"k\":%d}},\"createdId\":\"i%d\"}]}",
+                     k, k - 1, k, k);
+            codec_value_destroy(ask_handler(h, json));
+        }
+        codec_value_t *v =
+            ask_handler(h, "{\"type\":\"snapshot\",\"client\":\"r\",\"seq\":1,\"at\":2}");
+        if (history == 1000)
+            expect_json(v, "{\"type\":\"snapshot\",\"model\":\"m\",\"client\":\"r\","
+                           "\"seq\":1,\"snapshot\":{\"commandCount\":2,\"document\":"
+                           "{\"i1\":{\"k\":1},\"i2\":{\"k\":2}}}}");
+        else
+            expect_json(v, "{\"type\":\"error\",\"model\":\"m\",\"client\":\"r\","
+                           "\"seq\":1,\"error\":{\"code\":\"history_unavailable\","
+                           "\"message\":\"version 2 is older than the history kept: the "
+                           "oldest version available is 4\"}}");
+        codec_value_destroy(v);
+        v = ask_handler(h, "{\"type\":\"snapshot\",\"client\":\"r\",\"seq\":1,\"at\":0}");
+        if (history == 1000)
+            expect_json(v,
+                        "{\"type\":\"snapshot\",\"model\":\"m\",\"client\":\"r\","
+                        "\"seq\":1,\"snapshot\":{\"commandCount\":0,\"document\":{}}}");
+        codec_value_destroy(v);
+        v = ask_handler(h, "{\"type\":\"snapshot\",\"client\":\"r\",\"seq\":1,\"at\":5}");
+        cr_assert_str_eq(
+            codec_map_get(codec_map_get(v, "error", 5), "code", 4)->u.str.ptr,
+            "bad_range");
+        codec_value_destroy(v);
+        processor_handler_destroy(h);
+    }
 }
