@@ -34,7 +34,7 @@ typedef struct validator_s {
  * name up would scan the map once per name). nil counts as absent, as JavaScript
  * encoders send undefined as nil. */
 typedef struct fields_s {
-    const codec_value_t *v[9];
+    const codec_value_t *v[10];
     uint32_t known; /* entries that are known fields, nil ones included */
 } fields_t;
 
@@ -277,11 +277,12 @@ enum {
     E_CONTEXT,
     E_COMPLETIONS,
     E_TIMESTAMP,
+    E_AT,
     E__COUNT
 };
 static const name_t envelope_fields[E__COUNT] = {
-    NAME("type"), NAME("model"),   NAME("client"),      NAME("seq"),      NAME("from"),
-    NAME("to"),   NAME("context"), NAME("completions"), NAME("timestamp")};
+    NAME("type"), NAME("model"),   NAME("client"),      NAME("seq"),       NAME("from"),
+    NAME("to"),   NAME("context"), NAME("completions"), NAME("timestamp"), NAME("at")};
 
 codec_err_t codec_id_check(const char *what, const char *id, size_t len, bool model,
                            const codec_limits_t *limits, char *errstr, size_t errstr_size)
@@ -364,8 +365,10 @@ static codec_err_t validate(codec_value_t *root, msgpack_zone *zone, const char 
         (err = get_uint(&vd, ef.v[E_SEQ], "seq", true, &req->seq)))
         return err;
 
-    if (req->type == CODEC_REQUEST_SNAPSHOT)
-        return CODEC_OK;
+    if (req->type == CODEC_REQUEST_SNAPSHOT) { /* "at" elsewhere is ignored, unknown */
+        req->has_at = ef.v[E_AT] != NULL;
+        return get_uint(&vd, ef.v[E_AT], "at", false, &req->at);
+    }
     if ((err = get_uint(&vd, ef.v[E_FROM], "from", true, &req->from)))
         return err;
     if (req->type == CODEC_REQUEST_HISTORY) {

@@ -58,6 +58,8 @@ typedef struct codec_request_s {
     uint64_t from; /* flush, history */
     uint64_t to;   /* history, when has_to */
     bool has_to;
+    uint64_t at; /* snapshot, when has_at: the version asked for (time travel) */
+    bool has_at;
     codec_completion_t *completions; /* flush */
     uint32_t n_completions;
     const codec_value_t *context; /* flush: map, NULL when absent */

@@ -51,6 +51,8 @@ if ((stay)); then
 == serving on $bootstrap until Ctrl-C; try
    $bin send --bootstrap-servers $bootstrap --model todo-list --client you '{"type":"snapshot"}'
    kcat -b $bootstrap -C -t flushout.changes -o beginning -f '%k %p %o\n'
+   curl -s localhost:${FLUSHOUT_GATEWAY_PORT:-8080}/v1/models/todo-list        # the gateway
+   curl -s -N localhost:${FLUSHOUT_GATEWAY_PORT:-8080}/v1/models/todo-list/events
 EOF
   wait "$dev_pid"
 fi

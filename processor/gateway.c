@@ -101,9 +101,10 @@ processor_gateway_t *processor_gateway_start(const processor_config_t *cfg,
     info.protocols = gw_protocols;
     info.user = gw;
     info.max_http_header_data = 16384; /* room for a long bearer token */
-    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8 | LWS_SERVER_OPTION_DISABLE_IPV6;
+    info.options = LWS_SERVER_OPTION_VALIDATE_UTF8;
     info.fd_limit_per_thread = (unsigned)cfg->max_connections + 64;
     info.timeout_secs = 30;
+    info.keepalive_timeout = 60; /* an idle keep-alive connection, between requests */
     gw->lws = lws_create_context(&info);
     if (!gw->lws) {
         snprintf(errstr, errstr_size, "cannot serve on %s port %u (is it taken?)",
@@ -138,11 +139,14 @@ void processor_gateway_destroy(processor_gateway_t *gw)
 {
     if (!gw)
         return;
-    gw_kafka_stop(gw);
+    /* The threads first (they wake the service thread), then the connections (closing
+     * them ends their subscriptions), then the Kafka clients. */
+    gw_kafka_stop_threads(gw);
     if (gw->lws) {
         lws_sul_cancel(&gw->tick);
         lws_context_destroy(gw->lws);
     }
+    gw_kafka_destroy(gw);
     while (gw->pending_head)
         gw_pending_free(gw, gw->pending_head);
     gw_auth_destroy(gw);
@@ -160,9 +164,8 @@ int processor_cmd_gateway(processor_config_t *cfg)
     processor_catch_signals(&stop);
     cfg->low_latency = 1; /* replies are waited for: short fetch waits */
     char errstr[512];
-    processor_gateway_t *gw = processor_gateway_start(cfg, cfg->bootstrap_servers,
-                                                      (uint16_t)cfg->gateway_port, errstr,
-                                                      sizeof(errstr));
+    processor_gateway_t *gw = processor_gateway_start(
+        cfg, cfg->bootstrap_servers, (uint16_t)cfg->gateway_port, errstr, sizeof(errstr));
     if (!gw) {
         LOG_ERROR("gateway: %s", errstr);
         return 1;

@@ -74,9 +74,9 @@ void gw_identity_copy(gw_identity_t *dst, const gw_identity_t *src)
 {
     memset(dst, 0, sizeof(*dst));
     dst->user = src->user ? codec_xmemdup(src->user, strlen(src->user)) : NULL;
-    dst->client_prefix = src->client_prefix ? codec_xmemdup(src->client_prefix,
-                                                            strlen(src->client_prefix))
-                                            : NULL;
+    dst->client_prefix =
+        src->client_prefix ? codec_xmemdup(src->client_prefix, strlen(src->client_prefix))
+                           : NULL;
     dst->claims = src->claims ? codec_value_copy(src->claims) : NULL;
     if (src->models) {
         dst->models = codec_xcalloc(src->n_models + 1, sizeof(char *));
@@ -178,8 +178,9 @@ static int identity_from_claims(gw_identity_t *ident, codec_value_t *claims, cha
         for (uint32_t i = 0; i < models->u.array.len; i++) {
             const codec_value_t *m = models->u.array.items[i];
             if (m->type != CODEC_VALUE_STR) {
-                snprintf(why, why_size, "the token's models claim is not a list of "
-                                        "patterns");
+                snprintf(why, why_size,
+                         "the token's models claim is not a list of "
+                         "patterns");
                 return GW_UNAUTHORIZED;
             }
             ident->models[ident->n_models++] = codec_xmemdup(m->u.str.ptr, m->u.str.len);
@@ -194,8 +195,8 @@ static int verify(processor_gateway_t *gw, const char *token, gw_identity_t *ide
                   char *why, size_t why_size)
 {
     jwt_t *jwt = NULL;
-    int rc = jwt_decode(&jwt, token, (const unsigned char *)gw->jwt_key,
-                        (int)gw->jwt_key_len);
+    int rc =
+        jwt_decode(&jwt, token, (const unsigned char *)gw->jwt_key, (int)gw->jwt_key_len);
     if (rc || !jwt) {
         snprintf(why, why_size, "the token is not a valid JWT signed with the key");
         return GW_UNAUTHORIZED;
@@ -214,8 +215,9 @@ static int verify(processor_gateway_t *gw, const char *token, gw_identity_t *ide
     jwt_free(jwt);
     codec_value_t *claims = NULL;
     char err[256];
-    if (!json || codec_json_decode(json, strlen(json), &codec_limits_default, &claims,
-                                   err, sizeof(err)) ||
+    if (!json ||
+        codec_json_decode(json, strlen(json), &codec_limits_default, &claims, err,
+                          sizeof(err)) ||
         claims->type != CODEC_VALUE_MAP) {
         free(json);
         codec_value_destroy(claims);
@@ -237,8 +239,9 @@ const gw_identity_t *gw_auth_check(processor_gateway_t *gw, const char *token, i
         return &nobody;
     if (!token || !*token) {
         *code = GW_UNAUTHORIZED;
-        snprintf(why, why_size, "no token: send Authorization: Bearer <JWT> (or "
-                                "?access_token= on WebSocket and event streams)");
+        snprintf(why, why_size,
+                 "no token: send Authorization: Bearer <JWT> (or "
+                 "?access_token= on WebSocket and event streams)");
         return NULL;
     }
     gw_token_t *t = NULL;

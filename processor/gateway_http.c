@@ -23,42 +23,6 @@
 #define CHUNK_BYTES      16384
 #define QUEUED_MAX_BYTES (64u << 20) /* a subscriber that reads nothing is let go */
 
-typedef enum conn_kind_e { CONN_HTTP, CONN_SSE, CONN_WS } conn_kind_t;
-
-typedef struct gw_frame_s {
-    char *data; /* LWS_PRE bytes of headroom, then len bytes */
-    size_t len;
-    struct gw_frame_s *next;
-} gw_frame_t;
-
-struct gw_conn_s {
-    uint64_t id;
-    struct lws *wsi;
-    processor_gateway_t *gw;
-    conn_kind_t kind;
-    /* HTTP: the route of a POST waiting for its body, the body */
-    char *flush_model;
-    char *body;
-    size_t body_len;
-    bool body_too_large;
-    /* HTTP: the answer */
-    bool answered, headers_sent;
-    unsigned status, retry_after;
-    const char *content_type;
-    char *out;
-    size_t out_len, out_off;
-    /* event streams and WebSockets */
-    gw_frame_t *frames;
-    size_t queued;
-    bool closing;
-    gw_identity_t ident;
-    char **subs;
-    size_t n_subs;
-    uint32_t in_flight;
-    char peer[64];
-    UT_hash_handle hh;
-};
-
 typedef struct pss_s {
     gw_conn_t *conn;
 } pss_t;
@@ -76,15 +40,13 @@ static gw_conn_t *conn_new(processor_gateway_t *gw, struct lws *wsi, conn_kind_t
     return c;
 }
 
-static void unsubscribe(gw_conn_t *c, const char *model);
-
 static void conn_free(gw_conn_t *c)
 {
     if (!c)
         return;
     processor_gateway_t *gw = c->gw;
     while (c->n_subs)
-        unsubscribe(c, c->subs[c->n_subs - 1]);
+        gw_unsubscribe(c, c->subs[c->n_subs - 1]);
     free(c->subs);
     HASH_DEL(gw->conns, c);
     gw->n_conns--;
@@ -101,7 +63,7 @@ static void conn_free(gw_conn_t *c)
 }
 
 /* Queues bytes for an event stream or WebSocket. */
-static void conn_queue(gw_conn_t *c, const char *bytes, size_t len)
+void gw_conn_queue(gw_conn_t *c, const char *bytes, size_t len)
 {
     if (c->closing)
         return;
@@ -126,7 +88,7 @@ static void conn_answer(gw_conn_t *c, unsigned status, char *json, size_t len,
                         unsigned retry_after)
 {
     if (c->kind != CONN_HTTP) {
-        conn_queue(c, json, len);
+        gw_conn_queue(c, json, len);
         free(json);
         return;
     }
@@ -143,11 +105,37 @@ static void conn_answer(gw_conn_t *c, unsigned status, char *json, size_t len,
     lws_callback_on_writable(c->wsi);
 }
 
+/* The string field key of the request being handled, or NULL. */
+static const char *naming_str(const gw_conn_t *c, const char *key, char *buf, size_t size)
+{
+    const codec_value_t *f = c->naming && c->naming->type == CODEC_VALUE_MAP
+                                 ? codec_map_get(c->naming, key, strlen(key))
+                                 : NULL;
+    if (!f || f->type != CODEC_VALUE_STR || f->u.str.len >= size)
+        return NULL;
+    memcpy(buf, f->u.str.ptr, f->u.str.len);
+    buf[f->u.str.len] = '\0';
+    return buf;
+}
+
+/* An error answer, naming the model, client and seq of the WebSocket request being
+ * handled (c->naming) when it has them, so that a client with several requests in
+ * flight knows which one failed. */
 static void conn_error(gw_conn_t *c, int code, const char *message, const char *model,
                        unsigned retry_after)
 {
+    char model_buf[1024], client_buf[1024];
+    const char *client = naming_str(c, "client", client_buf, sizeof(client_buf));
+    if (!model)
+        model = naming_str(c, "model", model_buf, sizeof(model_buf));
+    const codec_value_t *s = c->naming && c->naming->type == CODEC_VALUE_MAP
+                                 ? codec_map_get(c->naming, "seq", 3)
+                                 : NULL;
+    uint64_t seq = s && s->type == CODEC_VALUE_INT && s->u.i >= 0 ? (uint64_t)s->u.i : 0;
     size_t len = 0;
-    char *json = gw_error_json(code, message, model, NULL, NULL, &len);
+    char *json =
+        gw_error_json(code, message, model, client,
+                      s && s->type == CODEC_VALUE_INT && s->u.i >= 0 ? &seq : NULL, &len);
     conn_answer(c, gw_status(code), json, len, retry_after);
 }
 
@@ -163,155 +151,6 @@ void gw_conn_answer(processor_gateway_t *gw, uint64_t conn_id, unsigned status,
     if (c->kind == CONN_WS && c->in_flight)
         c->in_flight--;
     conn_answer(c, status, json, len, 0);
-}
-
-/* Subscriptions */
-
-static void ack_subscribed(gw_conn_t *c, const char *model)
-{
-    if (c->kind == CONN_SSE) {
-        char *line = NULL;
-        size_t len = 0;
-        codec_value_t *v = codec_value_map(2);
-        codec_map_set(v, "type", 4, codec_value_str("subscribed", 10));
-        codec_map_set(v, "model", 5, codec_value_str(model, strlen(model)));
-        char *json = codec_json_encode(v, &len);
-        codec_value_destroy(v);
-        size_t n = len + 32;
-        line = codec_xmalloc(n);
-        int w = snprintf(line, n, "event: subscribed\ndata: %s\n\n", json);
-        conn_queue(c, line, (size_t)w);
-        free(line);
-        free(json);
-        return;
-    }
-    codec_value_t *v = codec_value_map(2);
-    codec_map_set(v, "type", 4, codec_value_str("subscribed", 10));
-    codec_map_set(v, "model", 5, codec_value_str(model, strlen(model)));
-    size_t len = 0;
-    char *json = codec_json_encode(v, &len);
-    codec_value_destroy(v);
-    conn_queue(c, json, len);
-    free(json);
-}
-
-static bool partition_read(processor_gateway_t *gw, int32_t p)
-{
-    return p < 0 ? gw->reading_any : gw->reading[p];
-}
-
-static void subscribe(gw_conn_t *c, const char *model)
-{
-    processor_gateway_t *gw = c->gw;
-    for (size_t i = 0; i < c->n_subs; i++)
-        if (!strcmp(c->subs[i], model)) {
-            ack_subscribed(c, model);
-            return;
-        }
-    gw_watch_t *w = NULL;
-    HASH_FIND_STR(gw->watches, model, w);
-    if (!w) {
-        w = codec_xcalloc(1, sizeof(*w));
-        w->model = codec_xmemdup(model, strlen(model));
-        w->partition = processor_key_partition(gw->cfg->partitioner, model,
-                                               strlen(model), gw->changes_partitions);
-        HASH_ADD_KEYPTR(hh, gw->watches, w->model, strlen(w->model), w);
-        w->ready = partition_read(gw, w->partition);
-        gw_kafka_watch(gw, model, true);
-    }
-    if (w->n_conns == w->cap) {
-        w->cap = w->cap ? 2 * w->cap : 4;
-        w->conns = codec_xrealloc(w->conns, w->cap * sizeof(uint64_t));
-    }
-    w->conns[w->n_conns++] = c->id;
-    c->subs = codec_xrealloc(c->subs, (c->n_subs + 1) * sizeof(char *));
-    c->subs[c->n_subs++] = codec_xmemdup(model, strlen(model));
-    if (w->ready)
-        ack_subscribed(c, model);
-}
-
-static void unsubscribe(gw_conn_t *c, const char *model)
-{
-    processor_gateway_t *gw = c->gw;
-    for (size_t i = 0; i < c->n_subs; i++) {
-        if (strcmp(c->subs[i], model))
-            continue;
-        free(c->subs[i]);
-        c->subs[i] = c->subs[--c->n_subs];
-        break;
-    }
-    gw_watch_t *w = NULL;
-    HASH_FIND_STR(gw->watches, model, w);
-    if (!w)
-        return;
-    for (size_t i = 0; i < w->n_conns; i++)
-        if (w->conns[i] == c->id) {
-            w->conns[i] = w->conns[--w->n_conns];
-            break;
-        }
-    if (w->n_conns)
-        return;
-    HASH_DEL(gw->watches, w);
-    gw_kafka_watch(gw, w->model, false);
-    /* The partition may stop being read: watches made from now on wait for the
-     * changes thread to say it reads it again. */
-    bool still = false;
-    for (gw_watch_t *o = gw->watches; o && !still; o = o->hh.next)
-        still = o->partition == w->partition || w->partition < 0 || o->partition < 0;
-    if (!still) {
-        if (w->partition >= 0)
-            gw->reading[w->partition] = false;
-        else
-            gw->reading_any = false;
-    }
-    free(w->model);
-    free(w->conns);
-    free(w);
-}
-
-void gw_partition_reading(processor_gateway_t *gw, int32_t p)
-{
-    gw->reading[p] = true;
-    gw->reading_any = true;
-    for (gw_watch_t *w = gw->watches; w; w = w->hh.next) {
-        if (w->ready || (w->partition >= 0 && w->partition != p))
-            continue;
-        w->ready = true;
-        for (size_t i = 0; i < w->n_conns; i++) {
-            gw_conn_t *c = NULL;
-            HASH_FIND(hh, gw->conns, &w->conns[i], sizeof(uint64_t), c);
-            if (c)
-                ack_subscribed(c, w->model);
-        }
-    }
-}
-
-void gw_notify_changed(processor_gateway_t *gw, const char *model, uint64_t count)
-{
-    gw_watch_t *w = NULL;
-    HASH_FIND_STR(gw->watches, model, w);
-    if (!w)
-        return;
-    codec_value_t *v = codec_value_map(3);
-    codec_map_set(v, "type", 4, codec_value_str("changed", 7));
-    codec_map_set(v, "model", 5, codec_value_str(model, strlen(model)));
-    codec_map_set(v, "commandCount", 12, codec_value_int((int64_t)count));
-    size_t len = 0;
-    char *json = codec_json_encode(v, &len);
-    codec_value_destroy(v);
-    size_t sse_cap = len + 32;
-    char *sse = codec_xmalloc(sse_cap);
-    int sse_len = snprintf(sse, sse_cap, "event: changed\ndata: %s\n\n", json);
-    for (size_t i = 0; i < w->n_conns; i++) {
-        gw_conn_t *c = NULL;
-        HASH_FIND(hh, gw->conns, &w->conns[i], sizeof(uint64_t), c);
-        if (c && c->kind == CONN_SSE)
-            conn_queue(c, sse, (size_t)sse_len);
-        else if (c)
-            conn_queue(c, json, len);
-    }
-    free(sse);
-    free(json);
 }
 
 /* Requests */
@@ -334,29 +173,39 @@ static char *request_token(struct lws *wsi)
     return NULL;
 }
 
-/* Authenticates and rate-limits one request. @returns its identity, or NULL when the
- * connection was answered with the error. */
-static const gw_identity_t *admit(gw_conn_t *c, const char *token, const char *model)
+/* The identity of the request's token, or NULL once the error is answered. */
+static const gw_identity_t *authenticate(gw_conn_t *c, const char *model)
+{
+    char *token = request_token(c->wsi);
+    int code = 0;
+    char why[256];
+    const gw_identity_t *ident = gw_auth_check(c->gw, token, &code, why, sizeof(why));
+    free(token);
+    if (!ident)
+        conn_error(c, code, why, model, 0);
+    return ident;
+}
+
+/* Authenticates (a WebSocket: its token at the upgrade, still unexpired) and
+ * rate-limits one request. @returns its identity, or NULL once the error is
+ * answered. */
+static const gw_identity_t *admit(gw_conn_t *c, const char *model)
 {
     processor_gateway_t *gw = c->gw;
     char why[256];
-    int code = 0;
-    const gw_identity_t *ident =
-        c->kind == CONN_WS ? &c->ident : gw_auth_check(gw, token, &code, why, sizeof(why));
+    const gw_identity_t *ident = c->kind == CONN_WS ? &c->ident : authenticate(c, model);
     if (c->kind == CONN_WS && ident->expires && (int64_t)time(NULL) >= ident->expires) {
-        code = GW_UNAUTHORIZED;
-        snprintf(why, sizeof(why), "the token expired");
-        ident = NULL;
+        conn_error(c, GW_UNAUTHORIZED, "the token expired", model, 0);
         c->closing = true;
-    }
-    if (!ident) {
-        conn_error(c, code, why, model, 0);
         return NULL;
     }
+    if (!ident)
+        return NULL;
     unsigned wait = gw_rate_take(gw, ident->user ? ident->user : c->peer);
     if (wait) {
-        snprintf(why, sizeof(why), "over the rate limit of %llu requests per second: "
-                 "retry in %u s", (unsigned long long)gw->cfg->rate_limit, wait);
+        snprintf(why, sizeof(why),
+                 "over the rate limit of %llu requests per second: retry in %u s",
+                 (unsigned long long)gw->cfg->rate_limit, wait);
         conn_error(c, GW_RATE_LIMITED, why, model, wait);
         return NULL;
     }
@@ -445,15 +294,19 @@ static void start_events(gw_conn_t *c, const char *model, const gw_identity_t *i
         c->closing = true;
         return;
     }
-    lws_http_mark_sse(c->wsi);
+    /* (lws_http_mark_sse() is for HTTP/2 streams: on HTTP/1.1 a response in progress
+     * has no idle timeout, and the keep-alive comments keep proxies from closing it.) */
     c->kind = CONN_SSE;
     c->answered = c->headers_sent = true;
     gw_identity_copy(&c->ident, ident);
     lws_set_timer_usecs(c->wsi, KEEPALIVE_US);
-    subscribe(c, model);
+    gw_subscribe(c, model);
 }
 
-/* Splits /v1/models/{model}[/flush|/history|/events] (lws has percent-decoded it). */
+/* Splits /v1/models/{model}[/flush|/history|/events]. libwebsockets has
+ * percent-decoded the path already, so the id is everything between the prefix and a
+ * trailing action: ids may contain "/", except ones that end in an action's name
+ * (those are reached over the WebSocket, which takes any id). */
 static char *route_model(const char *path, const char **action)
 {
     static const char *const actions[] = {"/flush", "/history", "/events"};
@@ -463,7 +316,7 @@ static char *route_model(const char *path, const char **action)
     const char *m = path + plen;
     size_t len = strlen(m);
     *action = "";
-    for (size_t i = 0; i < 3; i++) {
+    for (size_t i = 0; i < sizeof(actions) / sizeof(actions[0]); i++) {
         size_t alen = strlen(actions[i]);
         if (len > alen && !strcmp(m + len - alen, actions[i])) {
             *action = actions[i] + 1;
@@ -481,14 +334,19 @@ static int on_http(gw_conn_t *c, const char *path)
     bool post = lws_hdr_total_length(c->wsi, WSI_TOKEN_POST_URI) > 0;
     if (!strcmp(path, "/healthz")) {
         bool ready = gw_kafka_ready(gw);
-        conn_answer(c, ready ? 200 : 503, codec_xmemdup(ready ? "ok\n" : "no reply partition yet\n", ready ? 3 : 23), ready ? 3 : 23, 0);
+        conn_answer(
+            c, ready ? 200 : 503,
+            codec_xmemdup(ready ? "ok\n" : "no reply partition yet\n", ready ? 3 : 23),
+            ready ? 3 : 23, 0);
         c->content_type = "text/plain; charset=utf-8";
         return 0;
     }
     const char *action = NULL;
     char *model = route_model(path, &action);
     if (!model) {
-        conn_error(c, GW_NOT_FOUND, "no such path: try /v1/models/{model}", NULL, 0);
+        conn_error(c, GW_NOT_FOUND,
+                   "no such path: try /v1/models/{model}[/flush|/history|/events]", NULL,
+                   0);
         return 0;
     }
     bool flush = !strcmp(action, "flush");
@@ -498,9 +356,7 @@ static int on_http(gw_conn_t *c, const char *path)
         free(model);
         return 0;
     }
-    char *token = request_token(c->wsi);
-    const gw_identity_t *ident = admit(c, token, model);
-    free(token);
+    const gw_identity_t *ident = admit(c, model);
     if (!ident) {
         free(model);
         return 0;
@@ -524,19 +380,16 @@ static void on_body_done(gw_conn_t *c)
     if (!c->flush_model || c->answered)
         return;
     if (c->body_too_large) {
-        conn_error(c, CODEC_ERR_TOO_LARGE, "the request body is larger than the "
-                   "gateway takes (twice --max-record-bytes)", c->flush_model, 0);
+        conn_error(c, CODEC_ERR_TOO_LARGE,
+                   "the request body is larger than the "
+                   "gateway takes (twice --max-record-bytes)",
+                   c->flush_model, 0);
         return;
     }
-    char *token = request_token(c->wsi);
-    int code = 0;
     char why[256];
-    const gw_identity_t *ident = gw_auth_check(gw, token, &code, why, sizeof(why));
-    free(token);
-    if (!ident) {
-        conn_error(c, code, why, c->flush_model, 0);
+    const gw_identity_t *ident = authenticate(c, c->flush_model);
+    if (!ident)
         return;
-    }
     codec_value_t *v = NULL;
     codec_err_t e = codec_json_decode(c->body ? c->body : "", c->body_len, &gw->limits,
                                       &v, why, sizeof(why));
@@ -549,23 +402,42 @@ static void on_body_done(gw_conn_t *c)
     send_request(c, v, c->flush_model, ident, GW_ANSWER_WHOLE);
 }
 
-/* A WebSocket message: a request, or a subscription. */
+static void ws_request(gw_conn_t *c, codec_value_t *v);
+
+/* A WebSocket message: a request, or a subscription. A message the limits refuse is
+ * decoded again without them (it is at most twice --max-record-bytes) only to name
+ * its model, client and seq in the error. */
 static void on_ws_message(gw_conn_t *c)
 {
     processor_gateway_t *gw = c->gw;
-    char why[256];
-    codec_value_t *v = NULL;
-    codec_err_t e = codec_json_decode(c->body, c->body_len, &gw->limits, &v, why,
-                                      sizeof(why));
+    char why[256], ignored[64];
+    codec_value_t *v = NULL, *naming = NULL;
+    codec_err_t e =
+        codec_json_decode(c->body, c->body_len, &gw->limits, &v, why, sizeof(why));
+    if (e && !codec_json_decode(c->body, c->body_len, &codec_limits_trusted, &naming,
+                                ignored, sizeof(ignored)))
+        c->naming = naming;
     c->body_len = 0;
     if (e) {
         conn_error(c, e, why, NULL, 0);
+        c->naming = NULL;
+        codec_value_destroy(naming);
         return;
     }
-    const codec_value_t *type = v->type == CODEC_VALUE_MAP ? codec_map_get(v, "type", 4)
-                                                           : NULL;
-    const codec_value_t *model = v->type == CODEC_VALUE_MAP ? codec_map_get(v, "model", 5)
-                                                            : NULL;
+    c->naming = v;
+    ws_request(c, v);
+    c->naming = NULL;
+}
+
+/* Handles one decoded WebSocket message (taking v). */
+static void ws_request(gw_conn_t *c, codec_value_t *v)
+{
+    processor_gateway_t *gw = c->gw;
+    char why[256];
+    const codec_value_t *type =
+        v->type == CODEC_VALUE_MAP ? codec_map_get(v, "type", 4) : NULL;
+    const codec_value_t *model =
+        v->type == CODEC_VALUE_MAP ? codec_map_get(v, "model", 5) : NULL;
     bool sub = type && type->type == CODEC_VALUE_STR &&
                ((type->u.str.len == 9 && !memcmp(type->u.str.ptr, "subscribe", 9)) ||
                 (type->u.str.len == 11 && !memcmp(type->u.str.ptr, "unsubscribe", 11)));
@@ -573,44 +445,41 @@ static void on_ws_message(gw_conn_t *c)
         char *name = model && model->type == CODEC_VALUE_STR
                          ? codec_xmemdup(model->u.str.ptr, model->u.str.len)
                          : NULL;
-        if (!name || codec_id_check("the model id", name, strlen(name), true,
-                                    &gw->limits, why, sizeof(why)))
+        if (!name || codec_id_check("the model id", name, strlen(name), true, &gw->limits,
+                                    why, sizeof(why)))
             conn_error(c, GW_BAD_REQUEST, "subscribe needs a model id", NULL, 0);
         else if (!gw_auth_model_allowed(&c->ident, name))
             conn_error(c, GW_FORBIDDEN, "the token does not reach this model", name, 0);
         else if (type->u.str.len == 9)
-            subscribe(c, name);
+            gw_subscribe(c, name);
         else
-            unsubscribe(c, name);
+            gw_unsubscribe(c, name);
         free(name);
         codec_value_destroy(v);
         return;
     }
     if (c->in_flight >= gw->cfg->max_in_flight) {
-        snprintf(why, sizeof(why), "%u requests of this connection wait for replies "
-                 "(--max-in-flight)", c->in_flight);
+        snprintf(why, sizeof(why),
+                 "%u requests of this connection wait for replies "
+                 "(--max-in-flight)",
+                 c->in_flight);
         conn_error(c, GW_TOO_MANY_REQUESTS, why, NULL, 1);
         codec_value_destroy(v);
         return;
     }
-    const gw_identity_t *ident = admit(c, NULL, NULL);
+    const gw_identity_t *ident = admit(c, NULL);
     if (!ident) {
         codec_value_destroy(v);
         return;
     }
+    c->naming = NULL; /* v is the request's now */
     send_request(c, v, NULL, ident, GW_ANSWER_WHOLE);
 }
 
 static int ws_established(gw_conn_t *c)
 {
-    processor_gateway_t *gw = c->gw;
-    char *token = request_token(c->wsi);
-    int code = 0;
-    char why[256];
-    const gw_identity_t *ident = gw_auth_check(gw, token, &code, why, sizeof(why));
-    free(token);
+    const gw_identity_t *ident = authenticate(c, NULL);
     if (!ident) {
-        conn_error(c, code, why, NULL, 0);
         c->closing = true;
         return 0;
     }
@@ -652,8 +521,8 @@ static int http_write(gw_conn_t *c, pss_t *pss)
         memcpy(buf + LWS_PRE, c->out + c->out_off, n);
         c->out_off += n;
         bool last = c->out_off == c->out_len;
-        if (lws_write(c->wsi, buf + LWS_PRE, n, last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) !=
-            (int)n)
+        if (lws_write(c->wsi, buf + LWS_PRE, n,
+                      last ? LWS_WRITE_HTTP_FINAL : LWS_WRITE_HTTP) != (int)n)
             return -1;
         if (!last) {
             lws_callback_on_writable(c->wsi);
@@ -701,8 +570,10 @@ static int ws_receive(gw_conn_t *c, const char *in, size_t len)
     size_t cap = (size_t)c->gw->cfg->max_record_bytes * 2 + 65536;
     if (c->body_len + len > cap) {
         c->body_len = 0;
-        conn_error(c, CODEC_ERR_TOO_LARGE, "the message is larger than the gateway takes "
-                   "(twice --max-record-bytes)", NULL, 0);
+        conn_error(c, CODEC_ERR_TOO_LARGE,
+                   "the message is larger than the gateway takes "
+                   "(twice --max-record-bytes)",
+                   NULL, 0);
         c->closing = true;
         return 0;
     }
@@ -756,7 +627,7 @@ static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *use
         return c->kind == CONN_SSE ? frames_write(c) : http_write(c, pss);
     case LWS_CALLBACK_TIMER:
         if (c && c->kind == CONN_SSE) {
-            conn_queue(c, ": keep-alive\n\n", 14);
+            gw_conn_queue(c, ": keep-alive\n\n", 14);
             lws_set_timer_usecs(wsi, KEEPALIVE_US);
         }
         return 0;

@@ -36,8 +36,8 @@ typedef enum gw_code_e {
 
 /* Who made a request, as its token says (or, without authentication, nobody). */
 typedef struct gw_identity_s {
-    char *user;          /* the token's sub; NULL without authentication */
-    char *client_prefix; /* "<len>:<sub>/": what client ids are bound with; "" */
+    char *user;            /* the token's sub; NULL without authentication */
+    char *client_prefix;   /* "<len>:<sub>/": what client ids are bound with; "" */
     codec_value_t *claims; /* the token's other claims (a map), or NULL */
     char **models;         /* the models claim's patterns; NULL: every model */
     size_t n_models;
@@ -47,8 +47,8 @@ typedef struct gw_identity_s {
 
 /* An event from a Kafka thread for the service thread. */
 typedef enum gw_event_kind_e {
-    GW_EVENT_REPLY,  /* a reply to one of our requests (corr, bytes) */
-    GW_EVENT_FAILED, /* a request Kafka did not take (corr, err) */
+    GW_EVENT_REPLY,   /* a reply to one of our requests (corr, bytes) */
+    GW_EVENT_FAILED,  /* a request Kafka did not take (corr, err) */
     GW_EVENT_CHANGED, /* a change record for a watched model (model, count) */
     GW_EVENT_READING  /* the changes partition count is read from now on */
 } gw_event_kind_t;
@@ -69,17 +69,54 @@ typedef enum gw_answer_e {
     GW_ANSWER_SNAPSHOT, /* GET /v1/models/{model}: the reply's "snapshot" */
 } gw_answer_t;
 
-typedef struct gw_conn_s gw_conn_t;
+/* A connection: an HTTP transaction, an event stream or a WebSocket, known by an id
+ * that never repeats. */
+typedef enum conn_kind_e { CONN_HTTP, CONN_SSE, CONN_WS } conn_kind_t;
+
+typedef struct gw_frame_s {
+    char *data; /* LWS_PRE bytes of headroom, then len bytes */
+    size_t len;
+    struct gw_frame_s *next;
+} gw_frame_t;
+
+typedef struct gw_conn_s {
+    uint64_t id;
+    struct lws *wsi;
+    processor_gateway_t *gw;
+    conn_kind_t kind;
+    /* HTTP: the route of a POST waiting for its body, the body */
+    char *flush_model;
+    char *body;
+    size_t body_len;
+    bool body_too_large;
+    /* HTTP: the answer */
+    bool answered, headers_sent;
+    unsigned status, retry_after;
+    const char *content_type;
+    char *out;
+    size_t out_len, out_off;
+    /* event streams and WebSockets */
+    gw_frame_t *frames;
+    size_t queued;
+    bool closing;
+    gw_identity_t ident;
+    char **subs;
+    size_t n_subs;
+    uint32_t in_flight;
+    const codec_value_t *naming; /* the WebSocket request being handled, or NULL */
+    char peer[64];
+    UT_hash_handle hh;
+} gw_conn_t;
 
 /* A request waiting for its reply, by correlation id, in a list ordered by deadline. */
 typedef struct gw_pending_s {
     uint64_t corr;
     uint64_t conn_id; /* the connection that waits (it may be gone) */
     gw_answer_t answer;
-    char *client;     /* the client id as the client sent it; NULL: drop "client" */
+    char *client; /* the client id as the client sent it; NULL: drop "client" */
     char *model;
     uint64_t seq;
-    double deadline;  /* monotonic seconds */
+    double deadline; /* monotonic seconds */
     UT_hash_handle hh;
     struct gw_pending_s *prev, *next;
 } gw_pending_t;
@@ -140,7 +177,6 @@ struct processor_gateway_s {
     gw_event_t *events_head, *events_tail;
     int32_t *reply_partitions; /* ours, from the group's assignment */
     size_t n_reply_partitions;
-    uint32_t reply_turn;
     bool *wanted;      /* changes partitions with watchers [changes_partitions] */
     bool wanted_dirty; /* the changes thread must re-assign */
     struct gw_name_s *watched_models;
@@ -171,11 +207,16 @@ void gw_identity_clear(gw_identity_t *ident);
 /* gateway_kafka.c */
 int gw_kafka_start(processor_gateway_t *gw, const char *bootstrap, char *errstr,
                    size_t errstr_size);
-void gw_kafka_stop(processor_gateway_t *gw);
-/** Produces a request (value: msgpack) for model, addressed back to us under corr.
- *  @returns 0, or GW_UNAVAILABLE (no reply partition yet, or Kafka refused it). */
+/** Stops the Kafka threads (nothing wakes the service thread any more). */
+void gw_kafka_stop_threads(processor_gateway_t *gw);
+/** Stops them and frees the clients (after the service thread's connections). */
+void gw_kafka_destroy(processor_gateway_t *gw);
+/** Produces a request (value: msgpack) for model, addressed back to us under corr,
+ *  for connection conn_id. @returns 0, or GW_UNAVAILABLE (no reply partition yet, or
+ *  Kafka refused it). */
 int gw_kafka_produce(processor_gateway_t *gw, const char *model, size_t model_len,
-                     const char *value, size_t value_len, uint64_t corr);
+                     const char *value, size_t value_len, uint64_t corr,
+                     uint64_t conn_id);
 /** Marks model watched or not (the changes thread reads its partition meanwhile). */
 void gw_kafka_watch(processor_gateway_t *gw, const char *model, bool watched);
 bool gw_kafka_ready(processor_gateway_t *gw);
@@ -213,6 +254,12 @@ extern const struct lws_protocols gw_protocols[];
 /** Hands a finished answer to connection conn_id (dropped when it is gone). */
 void gw_conn_answer(processor_gateway_t *gw, uint64_t conn_id, unsigned status,
                     char *json, size_t len);
+/** Queues bytes for an event stream or WebSocket (gateway_http.c). */
+void gw_conn_queue(gw_conn_t *c, const char *bytes, size_t len);
+
+/* gateway_watch.c: subscriptions */
+void gw_subscribe(gw_conn_t *c, const char *model);
+void gw_unsubscribe(gw_conn_t *c, const char *model);
 /** Sends a change notification to the subscribers of model. */
 void gw_notify_changed(processor_gateway_t *gw, const char *model, uint64_t count);
 /** The changes thread reads partition p from now on: subscriptions there are ready. */

@@ -158,16 +158,18 @@ static uint64_t change_count(const void *value, size_t len)
         return 0;
     const codec_value_t *applied = codec_map_get(v, "applied", 7);
     const codec_value_t *from = applied ? codec_map_get(applied, "from", 4) : NULL;
-    const codec_value_t *done = applied ? codec_map_get(applied, "completions", 11) : NULL;
-    if (from && from->type == CODEC_VALUE_INT && done && done->type == CODEC_VALUE_ARRAY &&
-        done->u.array.len > 0)
+    const codec_value_t *done =
+        applied ? codec_map_get(applied, "completions", 11) : NULL;
+    if (from && from->type == CODEC_VALUE_INT && done &&
+        done->type == CODEC_VALUE_ARRAY && done->u.array.len > 0)
         count = (uint64_t)from->u.i + done->u.array.len;
     codec_value_destroy(v);
     return count;
 }
 
 /* Assigns the wanted changes partitions: the ones kept where they are, new ones from
- * their current end; then says which partitions are read (GW_EVENT_READING), so that subscriptions waiting for them are confirmed. */
+ * their current end; then says which partitions are read (GW_EVENT_READING), so that
+ * subscriptions waiting for them are confirmed. */
 static void changes_reassign(processor_gateway_t *gw, bool *assigned)
 {
     int32_t n = gw->changes_partitions;
@@ -263,6 +265,8 @@ static int32_t model_partition(const processor_gateway_t *gw, const char *model,
 void gw_kafka_watch(processor_gateway_t *gw, const char *model, bool watched)
 {
     size_t len = strlen(model);
+    if (!gw->wanted) /* Kafka never started */
+        return;
     pthread_mutex_lock(&gw->lock);
     gw_name_t *name = NULL;
     HASH_FIND(hh, gw->watched_models, model, len, name);
@@ -289,11 +293,13 @@ void gw_kafka_watch(processor_gateway_t *gw, const char *model, bool watched)
 }
 
 int gw_kafka_produce(processor_gateway_t *gw, const char *model, size_t model_len,
-                     const char *value, size_t value_len, uint64_t corr)
+                     const char *value, size_t value_len, uint64_t corr, uint64_t conn_id)
 {
+    /* One reply partition per connection: a model's replies then reach a WebSocket in
+     * the order the processor answered them. */
     pthread_mutex_lock(&gw->lock);
     size_t n = gw->n_reply_partitions;
-    int32_t partition = n ? gw->reply_partitions[gw->reply_turn++ % n] : -1;
+    int32_t partition = n ? gw->reply_partitions[conn_id % n] : -1;
     pthread_mutex_unlock(&gw->lock);
     if (partition < 0)
         return GW_UNAVAILABLE;
@@ -305,9 +311,14 @@ int gw_kafka_produce(processor_gateway_t *gw, const char *model, size_t model_le
     rd_kafka_headers_t *hdrs = rd_kafka_headers_new(3);
     rd_kafka_header_add(hdrs, REPLY_TOPIC_HEADER, -1, gw->cfg->replies_topic, -1);
     rd_kafka_header_add(hdrs, REPLY_PARTITION_HEADER, -1, part_bytes, 4);
-    rd_kafka_header_add(hdrs, REPLY_CORRELATION_HEADER, -1, corr_bytes, sizeof(corr_bytes));
+    rd_kafka_header_add(hdrs, REPLY_CORRELATION_HEADER, -1, corr_bytes,
+                        sizeof(corr_bytes));
+    /* The partition the processor expects under --partitioner (the flushes topic is
+     * co-partitioned with the changes topic), whatever the producer's own default. */
+    int32_t target = model_partition(gw, model, model_len);
     rd_kafka_resp_err_t err = rd_kafka_producev(
         gw->producer, RD_KAFKA_V_TOPIC(gw->cfg->flushes_topic),
+        RD_KAFKA_V_PARTITION(target >= 0 ? target : RD_KAFKA_PARTITION_UA),
         RD_KAFKA_V_KEY(model, model_len), RD_KAFKA_V_VALUE((void *)value, value_len),
         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs),
         RD_KAFKA_V_OPAQUE((void *)(uintptr_t)corr), RD_KAFKA_V_END);
@@ -370,7 +381,7 @@ int gw_kafka_start(processor_gateway_t *gw, const char *bootstrap, char *errstr,
     return 0;
 }
 
-void gw_kafka_stop(processor_gateway_t *gw)
+void gw_kafka_stop_threads(processor_gateway_t *gw)
 {
     if (gw->threads_started) {
         gw->kafka_stop = 1;
@@ -378,6 +389,11 @@ void gw_kafka_stop(processor_gateway_t *gw)
         pthread_join(gw->changes_thread, NULL);
         gw->threads_started = false;
     }
+}
+
+void gw_kafka_destroy(processor_gateway_t *gw)
+{
+    gw_kafka_stop_threads(gw);
     if (gw->replies) {
         rd_kafka_consumer_close(gw->replies);
         rd_kafka_destroy(gw->replies);

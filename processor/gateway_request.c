@@ -139,10 +139,22 @@ static char *bind_request(processor_gateway_t *gw, codec_value_t *v, bool flush,
         codec_value_t *context = codec_value_map(2);
         set_str(context, "user", ident->user);
         codec_map_set(context, "claims", 6,
-                      ident->claims ? codec_value_copy(ident->claims) : codec_value_map(0));
+                      ident->claims ? codec_value_copy(ident->claims)
+                                    : codec_value_map(0));
         codec_map_set(v, "context", 7, context);
     }
     return given;
+}
+
+/* Gives the request back the client id the client sent (none: none), so that an error
+ * names the client as the client knows it. */
+static void unbind_client(codec_value_t *v, const char *given_client)
+{
+    if (given_client)
+        codec_map_set(v, "client", 6,
+                      codec_value_str(given_client, strlen(given_client)));
+    else
+        codec_value_destroy(codec_map_take(v, "client", 6));
 }
 
 /* The error answer for a request that never reached Kafka, naming what identifies it. */
@@ -165,9 +177,10 @@ static int check_packed(processor_gateway_t *gw, const msgpack_sbuffer *buf,
                         const char *model, char *why, size_t why_size)
 {
     if (buf->size > gw->cfg->max_record_bytes) {
-        snprintf(why, why_size, "the request is %zu bytes as msgpack, more than "
-                 "--max-record-bytes (%llu)", buf->size,
-                 (unsigned long long)gw->cfg->max_record_bytes);
+        snprintf(why, why_size,
+                 "the request is %zu bytes as msgpack, more than "
+                 "--max-record-bytes (%llu)",
+                 buf->size, (unsigned long long)gw->cfg->max_record_bytes);
         return CODEC_ERR_TOO_LARGE;
     }
     codec_request_t req;
@@ -178,8 +191,7 @@ static int check_packed(processor_gateway_t *gw, const msgpack_sbuffer *buf,
     return (int)e;
 }
 
-int gw_request_send(processor_gateway_t *gw, gw_send_t *send, char **err,
-                    size_t *err_len)
+int gw_request_send(processor_gateway_t *gw, gw_send_t *send, char **err, size_t *err_len)
 {
     codec_value_t *v = send->request;
     char why[512];
@@ -193,8 +205,9 @@ int gw_request_send(processor_gateway_t *gw, gw_send_t *send, char **err,
     model = send->model ? codec_xmemdup(send->model, strlen(send->model))
                         : str_field(v, "model");
     if (!model) {
-        code = refuse(v, NULL, codec_map_get(v, "model", 5) ? CODEC_ERR_WRONG_TYPE
-                                                            : CODEC_ERR_MISSING_FIELD,
+        code = refuse(v, NULL,
+                      codec_map_get(v, "model", 5) ? CODEC_ERR_WRONG_TYPE
+                                                   : CODEC_ERR_MISSING_FIELD,
                       "model: a string naming the model is required", err, err_len);
         goto done;
     }
@@ -212,8 +225,8 @@ int gw_request_send(processor_gateway_t *gw, gw_send_t *send, char **err,
     bool flush = type && type->type == CODEC_VALUE_STR && type->u.str.len == 5 &&
                  !memcmp(type->u.str.ptr, "flush", 5);
     if (flush && send->ident->read_only) {
-        code = refuse(v, model, GW_READ_ONLY, "the token is read-only (write: false)", err,
-                      err_len);
+        code = refuse(v, model, GW_READ_ONLY, "the token is read-only (write: false)",
+                      err, err_len);
         goto done;
     }
     given_client = bind_request(gw, v, flush, send->ident);
@@ -223,23 +236,17 @@ int gw_request_send(processor_gateway_t *gw, gw_send_t *send, char **err,
     msgpack_packer_init(&pk, &buf, msgpack_sbuffer_write);
     codec_msgpack_pack_value(&pk, v);
     if ((code = check_packed(gw, &buf, model, why, sizeof(why)))) {
-        /* The error names the client as the client knows it. */
-        if (given_client)
-            codec_map_set(v, "client", 6,
-                          codec_value_str(given_client, strlen(given_client)));
-        else
-            codec_value_destroy(codec_map_take(v, "client", 6));
+        unbind_client(v, given_client);
         code = refuse(v, model, code, why, err, err_len);
         msgpack_sbuffer_destroy(&buf);
         goto done;
     }
     uint64_t corr = ++gw->next_corr;
-    code = gw_kafka_produce(gw, model, strlen(model), buf.data, buf.size, corr);
+    code = gw_kafka_produce(gw, model, strlen(model), buf.data, buf.size, corr,
+                            send->conn_id);
     msgpack_sbuffer_destroy(&buf);
     if (code) {
-        if (given_client)
-            codec_map_set(v, "client", 6,
-                          codec_value_str(given_client, strlen(given_client)));
+        unbind_client(v, given_client);
         code = refuse(v, model, code,
                       "Kafka cannot take the request now (or this gateway has no reply "
                       "partition yet): retry",
@@ -288,8 +295,9 @@ char *gw_reply_answer(processor_gateway_t *gw, const gw_pending_t *p, const char
         codec_value_destroy(v);
         LOG_WARN("gateway: an unreadable reply for model %s: %s", p->model, why);
         *status = 500;
-        return gw_error_json(CODEC_ERR_STORE_FAILED, "the processor's reply is unreadable",
-                             p->model, p->client, &p->seq, out_len);
+        return gw_error_json(CODEC_ERR_STORE_FAILED,
+                             "the processor's reply is unreadable", p->model, p->client,
+                             &p->seq, out_len);
     }
     if (p->client)
         set_str(v, "client", p->client);

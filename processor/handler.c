@@ -169,6 +169,78 @@ static void handle_history(const target_t *t, uint64_t retain, const codec_reque
     codec_packed_destroy(&list);
 }
 
+/* Replays the in-memory history from the initial document to at, for a handler
+ * without a store: it keeps no snapshots, so only a model whose whole history is still
+ * in memory travels. @returns the master at that version, or NULL. */
+static state_master_t *travel_in_memory(processor_handler_t *h, const target_t *t,
+                                        const codec_request_t *req)
+{
+    codec_packed_t list;
+    codec_packed_init(&list);
+    state_master_t *past = NULL;
+    if (t->history.range(t->history.opaque, 0, req->at, &list) == 0) {
+        past = state_master_new(req->model.ptr, req->model.len, 0,
+                                codec_value_copy(h->initial_document), &h->conf.master);
+        for (uint32_t i = 0; i < list.count && past; i++) {
+            size_t len;
+            const char *item = codec_packed_item(&list, i, &len);
+            codec_completion_t c;
+            char err[256];
+            if (codec_completion_decode(item, len, h->zone, &c, err, sizeof(err)) ||
+                state_master_replay(past, &c, err, sizeof(err))) {
+                state_master_destroy(past);
+                past = NULL;
+            }
+        }
+    }
+    codec_packed_destroy(&list);
+    return past;
+}
+
+/* A snapshot request: the document now, or with "at" as it was at that version (time
+ * travel), rebuilt from the stored snapshots and history (state_model_travel()). */
+static void handle_snapshot(processor_handler_t *h, const target_t *t,
+                            const codec_request_t *req, msgpack_packer *pk,
+                            const codec_reply_to_t *to, processor_output_t *out)
+{
+    uint64_t count = state_master_command_count(t->master);
+    if (!req->has_at || req->at == count) {
+        codec_reply_pack_snapshot(pk, to, count, state_master_document(t->master));
+        return;
+    }
+    char msg[200];
+    if (req->at > count) {
+        snprintf(msg, sizeof(msg), "version %llu is beyond the model's %llu commands",
+                 (unsigned long long)req->at, (unsigned long long)count);
+        reject(out, pk, to, CODEC_ERR_BAD_RANGE, msg);
+        return;
+    }
+    state_master_t *past = NULL;
+    uint64_t oldest = count;
+    state_travel_t travel = STATE_TRAVEL_UNAVAILABLE;
+    if (t->stored) {
+        char errstr[sizeof(out->message)];
+        travel = state_model_travel(h->conf.store, t->stored, req->at, &past, &oldest,
+                                    errstr, sizeof(errstr));
+        if (travel == STATE_TRAVEL_FAILED) {
+            reject(out, pk, to, CODEC_ERR_STORE_FAILED, errstr);
+            return;
+        }
+    } else if ((past = travel_in_memory(h, t, req))) {
+        travel = STATE_TRAVEL_OK;
+    }
+    if (travel == STATE_TRAVEL_UNAVAILABLE) {
+        snprintf(msg, sizeof(msg),
+                 "version %llu is older than the history kept: the oldest version "
+                 "available is %llu",
+                 (unsigned long long)req->at, (unsigned long long)oldest);
+        reject(out, pk, to, CODEC_ERR_HISTORY_UNAVAILABLE, msg);
+        return;
+    }
+    codec_reply_pack_snapshot(pk, to, req->at, state_master_document(past));
+    state_master_destroy(past);
+}
+
 /* What an interceptor may add to a flush's commands: each newProps may be this much
  * larger than the props it replaces (processor/interceptor.h). */
 static size_t interceptor_growth(const processor_handler_t *h, const codec_request_t *req)
@@ -468,7 +540,7 @@ void processor_handler_handle(processor_handler_t *h, int64_t offset, int64_t ti
                  (unsigned long long)count);
         break;
     case CODEC_REQUEST_SNAPSHOT:
-        codec_reply_pack_snapshot(&pk, &to, count, state_master_document(t.master));
+        handle_snapshot(h, &t, &req, &pk, &to, out);
         snprintf(hint, sizeof(hint),
                  "the document and the ids around it are too large to send");
         break;

@@ -17,7 +17,8 @@ const processor_option_t processor_options[] = {
         .type = PROCESSOR_OPT_STRING,
         .offset = OFF(bootstrap_servers),
         .commands = PROCESSOR_CMD_RUN | PROCESSOR_CMD_SEND | PROCESSOR_CMD_REBUILD |
-                    PROCESSOR_CMD_TOPICS | PROCESSOR_CMD_REPARTITION | PROCESSOR_CMD_GATEWAY,
+                    PROCESSOR_CMD_TOPICS | PROCESSOR_CMD_REPARTITION |
+                    PROCESSOR_CMD_GATEWAY,
         .required = 1,
         .help = "Kafka brokers to start from, host:port[,host:port...].",
     },
@@ -88,8 +89,9 @@ const processor_option_t processor_options[] = {
         .type = PROCESSOR_OPT_STRING,
         .default_value = "flushout.changes",
         .offset = OFF(changes_topic),
-        .commands = PROCESSOR_CMD_GATEWAY | PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_REBUILD |
-                    PROCESSOR_CMD_TOPICS | PROCESSOR_CMD_REPARTITION,
+        .commands = PROCESSOR_CMD_GATEWAY | PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV |
+                    PROCESSOR_CMD_REBUILD | PROCESSOR_CMD_TOPICS |
+                    PROCESSOR_CMD_REPARTITION,
         .help = "Applied flushes, keyed by model, partition for partition with the "
                 "flushes topic; also the changelog that a partition's new owner catches "
                 "up from.",

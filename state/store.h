@@ -67,6 +67,24 @@ state_history_t state_model_history(state_model_t *m);
  *  snapshot plus every command applied since (O(1); exact right after a snapshot). */
 size_t state_model_document_bound(const state_model_t *m);
 
+/* Time travel: the model as it was at an earlier version. */
+typedef enum state_travel_e {
+    STATE_TRAVEL_OK,          /* *master is the model at that version */
+    STATE_TRAVEL_UNAVAILABLE, /* older than what can be rebuilt: *oldest is the
+                               * oldest version that can */
+    STATE_TRAVEL_FAILED,      /* the store cannot be read, or does not replay (errstr) */
+} state_travel_t;
+
+/** The model as it was at version `at` (at commands applied, at most its command
+ *  count), rebuilt from the newest kept snapshot at or below it (a past snapshot, the
+ *  stored snapshot, or the initial document when the history starts at 0) and the
+ *  stored history replayed forward from there. Reads RocksDB (and what the step in
+ *  progress writes); loads nothing into the cache. On OK the caller destroys
+ *  *master. */
+state_travel_t state_model_travel(state_store_t *s, state_model_t *m, uint64_t at,
+                                  state_master_t **master, uint64_t *oldest, char *errstr,
+                                  size_t errstr_size);
+
 /* What a client's last applied flush was, to recognise a retry. */
 typedef enum state_seq_e {
     STATE_SEQ_NEW,       /* greater than the last applied: apply */
@@ -116,7 +134,7 @@ typedef struct state_store_item_s {
     char kind;         /* STATE_ITEM_* */
     const char *model; /* snapshot, history, client */
     size_t model_len;
-    uint64_t count;     /* history: the command count */
+    uint64_t count;     /* history, past snapshot: the command count */
     const char *client; /* client record */
     size_t client_len;
     const char *value; /* the stored bytes (msgpack; offset: 8 bytes BE) */
@@ -133,6 +151,7 @@ typedef struct state_store_item_s {
 #define STATE_ITEM_PARTITIONS 'p'
 #define STATE_ITEM_CHANGED    'd'
 #define STATE_ITEM_SETTINGS   'f'
+#define STATE_ITEM_PAST       'v' /* a past snapshot, for time travel */
 
 /** Calls visit for every stored record, in key order (partition by partition, should
  *  the store hold several; within one, client records, history, the offset, then

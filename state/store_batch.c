@@ -48,6 +48,22 @@ static int by_key(const void *a, const void *b, void *op_bytes)
     return x->order < y->order ? -1 : 1;
 }
 
+void store_batch_pending(const state_store_t *s, const char *prefix, size_t prefix_len,
+                         void (*visit)(void *opaque, const char *key, size_t key_len,
+                                       const char *value, size_t value_len),
+                         void *opaque)
+{
+    for (size_t i = 0; i < s->ops_len; i++) {
+        const pending_op_t *op = &s->ops[i];
+        const char *key = s->op_bytes + op->at;
+        if (op->key_len < prefix_len || memcmp(key, prefix, prefix_len) != 0)
+            continue;
+        bool deleted = op->value_len == UINT32_MAX;
+        visit(opaque, key, op->key_len, deleted ? NULL : key + op->key_len,
+              deleted ? 0 : op->value_len);
+    }
+}
+
 /* Moves the pending point writes into the RocksDB batch, sorted by key. */
 static void batch_flush_sorted(state_store_t *s)
 {

@@ -22,6 +22,7 @@ void store_model_free(state_store_t *s, state_model_t *m)
     state_master_destroy(m->master);
     state_history_mem_destroy(m->history);
     free(m->history_keys);
+    free(m->past);
     free(m->key);
     free(m);
 }
@@ -104,42 +105,139 @@ static int load_snapshot(state_store_t *s, state_model_t *m, uint64_t *count,
         return store_fail_rocks(err, "reading a snapshot", errstr, errstr_size);
     if (!v)
         return 0;
-    codec_value_t *snap = NULL;
-    char derr[256];
     int rc = 0;
-    const codec_value_t *c, *d;
-    if (codec_msgpack_decode(v, len, &codec_limits_trusted, &snap, derr, sizeof(derr)) ||
-        snap->type != CODEC_VALUE_MAP || !(c = codec_map_get(snap, "commandCount", 12)) ||
-        c->type != CODEC_VALUE_INT || !(d = codec_map_get(snap, "document", 8)) ||
-        d->type != CODEC_VALUE_MAP) {
+    if (store_snapshot_decode(v, len, count, doc)) {
         snprintf(errstr, errstr_size, "the snapshot of model " MODEL_FMT " is corrupt",
                  MODEL_ARG(m->id, m->id_len));
         rc = -1;
     } else {
-        *count = (uint64_t)c->u.i;
-        *doc = codec_map_take(snap, "document", 8);
         m->snapshot_bytes = len;
     }
-    codec_value_destroy(snap);
     free(v);
     return rc;
 }
 
-/* Feeds the stored history to the model: entries before the snapshot only fill the
- * in-memory history, later ones are replayed onto the document. */
-static int load_history(state_store_t *s, state_model_t *m, char *errstr,
-                        size_t errstr_size)
+int store_snapshot_decode(const char *value, size_t len, uint64_t *count,
+                          codec_value_t **doc)
+{
+    codec_value_t *snap = NULL;
+    char derr[256];
+    int rc = 0;
+    const codec_value_t *c, *d;
+    if (codec_msgpack_decode(value, len, &codec_limits_trusted, &snap, derr,
+                             sizeof(derr)) ||
+        snap->type != CODEC_VALUE_MAP || !(c = codec_map_get(snap, "commandCount", 12)) ||
+        c->type != CODEC_VALUE_INT || !(d = codec_map_get(snap, "document", 8)) ||
+        d->type != CODEC_VALUE_MAP) {
+        rc = -1;
+    } else {
+        *count = (uint64_t)c->u.i;
+        *doc = codec_map_take(snap, "document", 8);
+    }
+    codec_value_destroy(snap);
+    return rc;
+}
+
+void store_items_init(store_items_t *it, const char *value, size_t len)
+{
+    const unsigned char *b = (const unsigned char *)value;
+    *it = (store_items_t){value, len, 0, 1};
+    if (len >= 1 && (b[0] & 0xf0) == 0x90)
+        it->left = b[0] & 0x0f, it->at = 1;
+    else if (len >= 3 && b[0] == 0xdc)
+        it->left = (uint32_t)store_be_n(value + 1, 2), it->at = 3;
+    else if (len >= 5 && b[0] == 0xdd)
+        it->left = (uint32_t)store_be_n(value + 1, 4), it->at = 5;
+}
+
+int store_items_next(store_items_t *it, const char **item, size_t *item_len)
+{
+    if (!it->left)
+        return 0;
+    it->left--;
+    size_t start = it->at;
+    if (start == 0) { /* a single completion: the whole value */
+        it->at = it->len;
+    } else {
+        /* Found by skipping, not unpacking: msgpack-c's unpacker stops at 32 levels,
+         * and documents nest deeper. */
+        size_t off = start;
+        if (!codec_msgpack_skip(it->value, it->len, &off))
+            return -1;
+        it->at = off;
+    }
+    *item = it->value + start;
+    *item_len = it->at - start;
+    return 1;
+}
+
+/* Feeds one stored history entry (key_count on) to the model: entries before the
+ * snapshot only fill the in-memory history, later ones are replayed onto the
+ * document. */
+static int load_entry(state_store_t *s, state_model_t *m, uint64_t key_count,
+                      const char *stored, size_t stored_len, codec_packed_t *one,
+                      char *errstr, size_t errstr_size)
+{
+    store_items_t items;
+    store_items_init(&items, stored, stored_len);
+    const char *value;
+    size_t vlen;
+    int got;
+    for (uint64_t count = key_count; (got = store_items_next(&items, &value, &vlen));
+         count++) {
+        if (got < 0) {
+            snprintf(errstr, errstr_size,
+                     "the history of model " MODEL_FMT " is corrupt at command %llu",
+                     MODEL_ARG(m->id, m->id_len), (unsigned long long)count);
+            return -1;
+        }
+        if (!m->history) {
+            m->history_start = count;
+            m->history = state_history_mem_new(s->conf.history, count);
+        }
+        if (count >= m->snapshot_count) {
+            /* Counted as store_record_flush() counted it when it was applied. */
+            m->history_bytes_since += vlen;
+            /* Replay: the stored completion is the command as it was applied. */
+            codec_completion_t c;
+            char derr[256];
+            int rc =
+                count != state_master_command_count(m->master) ||
+                codec_completion_decode(value, vlen, s->zone, &c, derr, sizeof(derr)) ||
+                state_master_replay(m->master, &c, derr, sizeof(derr));
+            msgpack_zone_clear(s->zone);
+            if (rc) {
+                snprintf(errstr, errstr_size,
+                         "the history of model " MODEL_FMT
+                         " does not replay at command %llu",
+                         MODEL_ARG(m->id, m->id_len), (unsigned long long)count);
+                return -1;
+            }
+        }
+        codec_packed_reset(one);
+        codec_packed_add_raw(one, value, vlen);
+        if (state_history_mem_append(m->history, count, one) != 0) {
+            snprintf(errstr, errstr_size,
+                     "the history of model " MODEL_FMT " has a gap at %llu",
+                     MODEL_ARG(m->id, m->id_len), (unsigned long long)count);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Feeds the stored history to the model (load_entry()), with it. */
+static int load_history(state_store_t *s, state_model_t *m, rocksdb_iterator_t *it,
+                        char *errstr, size_t errstr_size)
 {
     store_key_t prefix;
     store_key_start(&prefix, s, STATE_ITEM_HISTORY);
     store_key_add_id(&prefix, m->id, m->id_len);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
     int rc = 0;
-    bool first = true;
     codec_packed_t one;
     codec_packed_init(&one);
 
-    for (rocksdb_iter_seek(it, prefix.p, prefix.len); rocksdb_iter_valid(it);
+    for (rocksdb_iter_seek(it, prefix.p, prefix.len); rocksdb_iter_valid(it) && !rc;
          rocksdb_iter_next(it)) {
         size_t klen, vlen;
         const char *key = rocksdb_iter_key(it, &klen);
@@ -148,83 +246,17 @@ static int load_history(state_store_t *s, state_model_t *m, char *errstr,
         uint64_t key_count = store_be64(key + prefix.len);
         store_history_key_add(NULL, m, key_count);
         const char *stored = rocksdb_iter_value(it, &vlen);
-        /* A flush's completions, or one completion as earlier versions stored it. */
-        uint32_t n = 1;
-        size_t at = 0, stored_len = vlen;
-        const unsigned char *b = (const unsigned char *)stored;
-        if (vlen >= 1 && (b[0] & 0xf0) == 0x90)
-            n = b[0] & 0x0f, at = 1;
-        else if (vlen >= 3 && b[0] == 0xdc)
-            n = (uint32_t)store_be_n(stored + 1, 2), at = 3;
-        else if (vlen >= 5 && b[0] == 0xdd)
-            n = (uint32_t)store_be_n(stored + 1, 4), at = 5;
-        for (uint32_t i = 0; i < n && !rc; i++) {
-            size_t item_start = at;
-            if (at > 0) { /* an array: the next of its items */
-                /* Found by skipping, not unpacking: msgpack-c's unpacker stops at 32
-                 * levels, and documents nest deeper. */
-                size_t off = at;
-                if (!codec_msgpack_skip(stored, stored_len, &off)) {
-                    snprintf(
-                        errstr, errstr_size,
-                        "the history of model " MODEL_FMT " is corrupt at command %llu",
-                        MODEL_ARG(m->id, m->id_len), (unsigned long long)(key_count + i));
-                    rc = -1;
-                    break;
-                }
-                at = off;
-            } else {
-                at = stored_len;
-            }
-            const char *value = stored + item_start;
-            vlen = at - item_start;
-            uint64_t count = key_count + i;
-            if (first) {
-                m->history_start = count;
-                m->history = state_history_mem_new(s->conf.history, count);
-                first = false;
-            }
-            if (count >= m->snapshot_count) {
-                /* Counted as store_record_flush() counted it when it was applied. */
-                m->history_bytes_since += vlen;
-                /* Replay: the stored completion is the command as it was applied. */
-                codec_completion_t c;
-                char derr[256];
-                if (count != state_master_command_count(m->master) ||
-                    codec_completion_decode(value, vlen, s->zone, &c, derr,
-                                            sizeof(derr)) ||
-                    state_master_replay(m->master, &c, derr, sizeof(derr))) {
-                    snprintf(errstr, errstr_size,
-                             "the history of model " MODEL_FMT
-                             " does not replay at command %llu",
-                             MODEL_ARG(m->id, m->id_len), (unsigned long long)count);
-                    rc = -1;
-                    msgpack_zone_clear(s->zone);
-                    break;
-                }
-                msgpack_zone_clear(s->zone);
-            }
-            codec_packed_reset(&one);
-            codec_packed_add_raw(&one, value, vlen);
-            if (state_history_mem_append(m->history, count, &one) != 0) {
-                snprintf(errstr, errstr_size,
-                         "the history of model " MODEL_FMT " has a gap at %llu",
-                         MODEL_ARG(m->id, m->id_len), (unsigned long long)count);
-                rc = -1;
-                break;
-            }
-        }
-        if (rc)
-            break;
+        rc = load_entry(s, m, key_count, stored, vlen, &one, errstr, errstr_size);
     }
     char *err = NULL;
     rocksdb_iter_get_error(it, &err);
     if (err && !rc)
         rc = store_fail_rocks(err, "reading history", errstr, errstr_size);
-    rocksdb_iter_destroy(it);
+    else
+        rocksdb_free(err);
     codec_packed_destroy(&one);
     store_key_free(&prefix);
-    if (!rc && first) { /* no history stored */
+    if (!rc && !m->history) { /* no history stored */
         m->history_start = m->snapshot_count;
         m->history = state_history_mem_new(s->conf.history, m->snapshot_count);
     }
@@ -285,14 +317,21 @@ state_model_t *state_store_model(state_store_t *s, const char *model, size_t mod
     m->master = state_master_new(model, model_len, count,
                                  doc ? doc : codec_value_copy(s->initial_document),
                                  &s->conf.master);
-    if (load_history(s, m, errstr, errstr_size)) {
+    /* One iterator for the history and the past snapshots. */
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
+    int rc = load_history(s, m, it, errstr, errstr_size);
+    if (!rc)
+        rc = store_past_load(s, m, it, errstr, errstr_size);
+    rocksdb_iter_destroy(it);
+    if (rc) {
         store_model_free(s, m);
         return NULL;
     }
     store_charge(s, m,
                  MODEL_FIXED + m->key_len +
                      codec_value_mem_size(state_master_document(m->master)) +
-                     m->history_keys_cap * sizeof(*m->history_keys));
+                     m->history_keys_cap * sizeof(*m->history_keys) +
+                     m->past_cap * sizeof(*m->past));
     store_recharge_history(s, m, &m->history_charged);
     HASH_ADD_KEYPTR(hh, s->models, m->key, m->key_len, m);
     lru_push_front(s, m);

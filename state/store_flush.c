@@ -40,18 +40,22 @@ static void put_snapshot(state_store_t *s, state_model_t *m)
     store_key_add(&k, m->id, m->id_len);
     store_batch_write(s, k.p, k.len, sb->data, sb->size);
     store_key_free(&k);
+    /* A copy kept as a past snapshot, for time travel once this one is replaced. */
+    store_past_put(s, m, state_master_command_count(m->master), sb->data, sb->size);
     m->snapshot_count = state_master_command_count(m->master);
     m->snapshot_bytes = m->base_bytes = sb->size;
     m->history_bytes_since = 0;
     store_scratch_done(sb);
 }
 
-/* Deletes stored history older than both the snapshot and the kept window. */
+/* Deletes stored history older than both the snapshot and the kept window, and than
+ * the past snapshot that versions in the window are rebuilt from (time travel). */
 static void trim_history(state_store_t *s, state_model_t *m)
 {
     uint64_t count = state_master_command_count(m->master);
     uint64_t window = count > s->conf.history ? count - s->conf.history : 0;
     uint64_t keep_from = window < m->snapshot_count ? window : m->snapshot_count;
+    keep_from = store_past_trim(s, m, keep_from);
     if (keep_from <= m->history_start)
         return;
     /* A key holds a whole flush: keep the one that holds keep_from (the newest at or

@@ -115,6 +115,11 @@ struct state_model_s {
      * was a third of a flush's cost). */
     uint64_t *history_keys;
     size_t history_keys_len, history_keys_cap;
+    /* The counts of its past snapshots (STATE_ITEM_PAST keys), stored or written in
+     * the step, in order: where time travel starts, and how far trim_history() may
+     * cut (store_travel.c). Read with the model. */
+    uint64_t *past;
+    size_t past_len, past_cap;
     /* The sweep's marks (store_flush.c sets, store_sweep.c clears). */
     bool changed_marked; /* its "changed since its last snapshot record" key is written */
     bool snapshot_sent;  /* a swept snapshot record of it is on its way to Kafka */
@@ -248,6 +253,14 @@ void store_batch_trim(state_store_t *s, const char *from, size_t from_len, const
 rocksdb_writebatch_t *store_batch_finish(state_store_t *s);
 /** Appends count to m's history keys; s NULL: not charged to the cache (yet). */
 void store_history_key_add(state_store_t *s, state_model_t *m, uint64_t count);
+/** Calls visit for each point write of the step in progress whose key starts with
+ *  prefix, in the order they were made (value NULL: a delete). Key and value live
+ *  until the step's next write. Writes already handed to the RocksDB batch (by a
+ *  range delete) are not seen: none precede a request's handling in a step. */
+void store_batch_pending(const state_store_t *s, const char *prefix, size_t prefix_len,
+                         void (*visit)(void *opaque, const char *key, size_t key_len,
+                                       const char *value, size_t value_len),
+                         void *opaque);
 /** Records a flush applied to m: its applied completions (applied_from on) go to the
  *  history and the batch, the client's record gets seq and mapped_paths (msgpack),
  *  and the snapshot is rewritten when due. */
@@ -255,6 +268,37 @@ void store_record_flush(state_store_t *s, state_model_t *m, const char *client,
                         size_t client_len, uint64_t seq, uint64_t applied_from,
                         const codec_packed_t *applied, const char *mapped_paths,
                         size_t mapped_paths_len);
+
+/* ---- past snapshots and time travel (store_travel.c) ---- */
+
+/** Reads m's past snapshot counts into m->past, with it (a store without them reads
+ *  none). @returns 0, or -1 and errstr. */
+int store_past_load(state_store_t *s, state_model_t *m, rocksdb_iterator_t *it,
+                    char *errstr, size_t errstr_size);
+/** Writes a past snapshot of m at count: the bytes of its snapshot. */
+void store_past_put(state_store_t *s, state_model_t *m, uint64_t count,
+                    const char *snapshot, size_t snapshot_len);
+/** Where trimming m's history may cut at most so that the versions from keep_from on
+ *  stay reachable: the newest base (past snapshot, or the initial document when the
+ *  history starts at 0) at or below keep_from, or keep_from when there is none. Past
+ *  snapshots below that base are deleted in the step. */
+uint64_t store_past_trim(state_store_t *s, state_model_t *m, uint64_t keep_from);
+
+/* The items of a stored history value: one flush's array of completions, or a single
+ * completion as earlier versions stored it. */
+typedef struct store_items_s {
+    const char *value;
+    size_t len, at;
+    uint32_t left;
+} store_items_t;
+void store_items_init(store_items_t *it, const char *value, size_t len);
+/** The next item. @returns 1, 0 at the end, -1 when the value is corrupt. */
+int store_items_next(store_items_t *it, const char **item, size_t *item_len);
+
+/** Decodes a stored snapshot, {"commandCount", "document"}: @returns 0 with *count
+ *  and *doc (the caller's), or -1 when it is not one (store_cache.c). */
+int store_snapshot_decode(const char *value, size_t len, uint64_t *count,
+                          codec_value_t **doc);
 
 /* ---- the rest ---- */
 

@@ -112,6 +112,7 @@ bool store_key_parse(const char *k, size_t len, state_store_item_t *item)
         item->model_len = rest_len;
         return true;
     case STATE_ITEM_HISTORY:
+    case STATE_ITEM_PAST:
     case STATE_ITEM_CLIENT: {
         if (rest_len < 2)
             return false;

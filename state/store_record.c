@@ -247,7 +247,7 @@ int state_store_pack_snapshot_record(state_store_t *s, const char *model,
     return err ? store_fail_rocks(err, "reading client records", errstr, errstr_size) : 0;
 }
 
-/* Deletes every key of kind for model (history or client records). */
+/* Deletes every key of kind for model (history, past snapshots or client records). */
 static void delete_model_keys(state_store_t *s, char kind, const char *model,
                               size_t model_len)
 {
@@ -310,6 +310,7 @@ int state_store_install_snapshot(state_store_t *s, const char *key, size_t key_l
     size_t id_len = model->u.str.len;
     store_model_drop(s, m);
     delete_model_keys(s, STATE_ITEM_HISTORY, id, id_len);
+    delete_model_keys(s, STATE_ITEM_PAST, id, id_len);
     delete_model_keys(s, STATE_ITEM_CLIENT, id, id_len);
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
@@ -323,6 +324,12 @@ int state_store_install_snapshot(state_store_t *s, const char *key, size_t key_l
     store_key_t k;
     store_key_start(&k, s, STATE_ITEM_SNAPSHOT);
     store_key_add(&k, id, id_len);
+    store_batch_write(s, k.p, k.len, sb.data, sb.size);
+    store_key_free(&k);
+    /* Time travel reaches back to it (store_travel.c), as to a rewritten snapshot. */
+    store_key_start(&k, s, STATE_ITEM_PAST);
+    store_key_add_id(&k, id, id_len);
+    store_key_add_u64(&k, count);
     store_batch_write(s, k.p, k.len, sb.data, sb.size);
     store_key_free(&k);
     for (pos = 0; (e = codec_map_next(clients, &pos));) {

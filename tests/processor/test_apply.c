@@ -172,6 +172,62 @@ Test(processor_apply, serves_history_within_what_is_kept)
     free(out);
 }
 
+Test(processor_apply, answers_snapshot_requests_at_earlier_versions)
+{
+    /* A tiny document: each flush's history outgrows the snapshot, so the snapshot is
+     * rewritten after every flush and a past snapshot kept at every version; with
+     * --history 2 the last rewrite (at 30) keeps the one at 28 and nothing older. */
+    load("--history", "2");
+    char input[8192];
+    int off = snprintf(input, sizeof(input),
+                       "{\"type\":\"flush\",\"model\":\"a\",\"client\":\"c\",\"seq\":1,"
+                       "\"from\":0,\"completions\":[{\"command\":{\"action\":\"create\"},"
+                       "\"createdId\":\"x\"}]}\n");
+    for (int k = 2; k <= 30; k++)
+        off +=
+            snprintf(input + off, sizeof(input) - (size_t)off,
+                     "{\"type\":\"flush\",\"model\":\"a\",\"client\":\"c\",\"seq\":%d,"
+                     "\"from\":%d,\"completions\":[{\"command\":{\"action\":\"update\","
+                     "\"path\":[\"x\"],\"props\":{\"n\":%d}}}]}\n",
+                     k, k - 1, k);
+    snprintf(
+        input + off, sizeof(input) - (size_t)off,
+        "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"r\",\"seq\":1,\"at\":29}\n"
+        "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"r\",\"seq\":2,\"at\":28}\n"
+        "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"r\",\"seq\":3,\"at\":30}\n"
+        "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"r\",\"seq\":4,\"at\":27}\n"
+        "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"r\",\"seq\":5,\"at\":31}\n"
+        "{\"type\":\"snapshot\",\"model\":\"b\",\"client\":\"r\",\"seq\":6,\"at\":0}\n"
+        "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"r\",\"seq\":7,\"at\":\"2\"}"
+        "\n");
+    char *out = run(input);
+    cr_assert_eq(count_lines(out), 37);
+    expect_line(out, 30,
+                "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"r\",\"seq\":1,"
+                "\"snapshot\":{\"commandCount\":29,\"document\":{\"x\":{\"n\":29}}}}");
+    expect_line(out, 31,
+                "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"r\",\"seq\":2,"
+                "\"snapshot\":{\"commandCount\":28,\"document\":{\"x\":{\"n\":28}}}}");
+    expect_line(out, 32,
+                "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"r\",\"seq\":3,"
+                "\"snapshot\":{\"commandCount\":30,\"document\":{\"x\":{\"n\":30}}}}");
+    expect_line(out, 33,
+                "{\"type\":\"error\",\"model\":\"a\",\"client\":\"r\",\"seq\":4,"
+                "\"error\":{\"code\":\"history_unavailable\",\"message\":\"version 27 is "
+                "older than the history kept: the oldest version available is 28\"}}");
+    expect_line(out, 34,
+                "{\"type\":\"error\",\"model\":\"a\",\"client\":\"r\",\"seq\":5,"
+                "\"error\":{\"code\":\"bad_range\",\"message\":\"version 31 is beyond "
+                "the model's 30 commands\"}}");
+    expect_line(out, 35,
+                "{\"type\":\"snapshot\",\"model\":\"b\",\"client\":\"r\",\"seq\":6,"
+                "\"snapshot\":{\"commandCount\":0,\"document\":{}}}");
+    codec_value_t *v = line(out, 36);
+    cr_assert_str_eq(error_code(v), "wrong_type");
+    codec_value_destroy(v);
+    free(out);
+}
+
 Test(processor_apply, new_models_start_from_the_initial_document)
 {
     char path[256];

@@ -534,6 +534,61 @@ Test(kafka, flushes_are_answered_and_published_as_change_records)
     instance_stop(&a);
 }
 
+/* Time travel through the processor: a snapshot request with "at" is answered with
+ * the document at that version (codec/PROTOCOL.md), by the owner and by the next one,
+ * which rebuilt its store from the change records. */
+static void expect_versions(const char *model, int seq, const char *const *docs, int n)
+{
+    char json[256], buf[64];
+    for (int at = 0; at <= n; at++) {
+        snprintf(json, sizeof(json),
+                 "{\"type\":\"snapshot\",\"client\":\"traveller\",\"seq\":%d,\"at\":%d}",
+                 seq + at, at);
+        send_json(model, json, NULL);
+        codec_value_t *v =
+            decode(await_record("flushout.replies", "traveller", seq + at));
+        if (at == n) {
+            const codec_value_t *e = codec_map_get(v, "error", 5);
+            cr_assert_not_null(e, "at %d: beyond the count", at);
+            cr_assert_str_eq(str_field(e, "code", buf, sizeof(buf)), "bad_range");
+        } else {
+            const codec_value_t *snap = codec_map_get(v, "snapshot", 8);
+            cr_assert_not_null(snap, "at %d", at);
+            cr_assert_eq(int_field(snap, "commandCount"), at);
+            char *doc = json_of(codec_map_get(snap, "document", 8));
+            cr_assert_str_eq(doc, docs[at], "at %d", at);
+            free(doc);
+        }
+        codec_value_destroy(v);
+    }
+}
+
+Test(kafka, snapshot_requests_travel_to_earlier_versions)
+{
+    const char *docs[] = {
+        "{}",
+        "{\"items\":{\"i1\":{\"by\":\"c\",\"n\":1}}}",
+        "{\"items\":{\"i1\":{\"by\":\"c\",\"n\":1},\"i2\":{\"by\":\"c\",\"n\":2}}}",
+        "{\"items\":{\"i1\":{\"by\":\"c\",\"n\":1},\"i2\":{\"by\":\"c\",\"n\":2},"
+        "\"i3\":{\"by\":\"c\",\"n\":3}}}",
+    };
+    instance_t a;
+    instance_start(&a, "a", NULL);
+    for (int k = 1; k <= 3; k++) {
+        char id[8];
+        snprintf(id, sizeof(id), "i%d", k);
+        send_create("tt", "c", k, k - 1, id);
+    }
+    codec_value_destroy(decode(await_record("flushout.replies", "c", 3)));
+    expect_versions("tt", 10, docs, 4);
+    instance_stop(&a);
+
+    instance_t b;
+    instance_start(&b, "b", NULL);
+    expect_versions("tt", 20, docs, 4);
+    instance_stop(&b);
+}
+
 Test(kafka, many_models_over_partitions_match_an_in_memory_master)
 {
     instance_t a;
