@@ -84,7 +84,7 @@ async function main(run) {
   const [hs, rs, es, limited, slow] = await Promise.all([
     gw('hs256', jwt('HS256')),
     gw('rs256', jwt('RS256')),
-    gw('es256', jwt('ES256')),
+    gw('es256', jwt('ES256'), ['--max-connections', '4']),
     gw('limited', jwt('HS256'), ['--rate-limit', '1', '--rate-burst', '2']),
     gw('no-auth', ['--no-auth'], ['--timeout-ms', '1500', '--max-in-flight', '2']),
   ]);
@@ -105,7 +105,8 @@ async function main(run) {
       assert.strictEqual(r.json.type, 'flushResult');
       assert.strictEqual(r.json.client, 'tab', 'the reply names the client id as sent');
       assert.strictEqual(r.json.applied.completions.length, 1, r.text);
-      const snap = await get(g, h.modelPath(model), keys.token(alg, 'reader'));
+      // The token may come in ?access_token= too (browsers' EventSource and WebSocket).
+      const snap = await get(g, h.modelPath(model, `?access_token=${keys.token(alg, 'reader')}`));
       assert.strictEqual(snap.status, 200, snap.text);
       assert.deepStrictEqual(snap.json.document.a, { title: alg, by: sub, role: 'editor' }, `${alg}: stored as stamped from the token`);
     }
@@ -138,10 +139,15 @@ async function main(run) {
     const again = await post(hs, 'shared', { client: 'tab-1', seq: 1, from: 0, completions: [create('x', { n: 1 })] }, alice);
     assert.strictEqual(again.status, 200, again.text);
     assert.strictEqual(again.json.duplicate, true, `alice's own retry is a duplicate: ${again.text}`);
+    // Mallory naming alice's client id as it stands on Kafka gets one of her own.
+    const mallory = await post(hs, 'shared', { client: '5:alice/tab-1', seq: 1, from: 0, completions: [create('x', { n: 3 })] }, keys.token('HS256', 'mallory'));
+    assert.strictEqual(mallory.status, 200, mallory.text);
+    assert.ok(!mallory.json.duplicate, `mallory's flush is not taken for alice's retry: ${mallory.text}`);
+    assert.strictEqual(mallory.json.applied.completions.length, 1);
     const snap = await get(hs, h.modelPath('shared'), alice);
-    assert.strictEqual(snap.json.commandCount, 2);
+    assert.strictEqual(snap.json.commandCount, 3);
     const by = Object.values(snap.json.document).map((i) => `${i.by}:${i.n}`).sort();
-    assert.deepStrictEqual(by, ['alice:1', 'bob:2']);
+    assert.deepStrictEqual(by, ['alice:1', 'bob:2', 'mallory:3']);
   });
 
   await checks.check('400: malformed JSON, wrong types, missing fields, bad query values and model ids, bad_range', async () => {
@@ -167,7 +173,7 @@ async function main(run) {
     // GATEWAY.md's bad_request names "a model id that is not valid"; not UTF-8 has
     // the protocol's own code, as the processor gives it for such a record key.
     expectError(r, 400, 'invalid_utf8', 'a model id that is not UTF-8');
-    r = await get(hs, h.modelPath('shared', '/history?from=3'), alice); // "shared" holds 2 commands
+    r = await get(hs, h.modelPath('shared', '/history?from=4'), alice); // "shared" holds 3 commands
     expectError(r, 400, 'bad_range', 'history from beyond the count');
     const conn = await h.WsConn.open(hs, { token: alice });
     conn.send('{"type": "flush", model: "m400"}');
@@ -252,18 +258,51 @@ async function main(run) {
     roConn.close();
   });
 
+  await checks.check('--max-connections 4: a fifth connection is closed at once; served again once one closes', async () => {
+    const token = keys.token('ES256', 'listener');
+    const streams = [];
+    for (let i = 0; i < 4; i++) {
+      const sse = await h.openEvents(es, 'crowded', { token });
+      assert.strictEqual(sse.status, 200, sse.text);
+      streams.push(sse);
+    }
+    const agent = new (require('http').Agent)({ keepAlive: false });
+    const fifth = await h.httpRequest(es, 'GET', h.modelPath('crowded'), { token, agent, timeoutMs: 5000 }).then((r) => r, (e) => e);
+    assert.ok(fifth instanceof Error, `the fifth connection is closed, not answered: ${fifth.status} ${fifth.text}`);
+    assert.doesNotMatch(fifth.message, /no answer in/, 'closed at once, not left waiting');
+    // A connection the client closed is no longer open: its slot is free (the gateway
+    // writes a keep-alive comment on event streams only every 15 s; it must not
+    // take that long to notice).
+    streams.pop().close();
+    await h.waitUntil('a connection served again within 5 s of one closing', async () => {
+      const r = await h.httpRequest(es, 'GET', h.modelPath('crowded'), { token, agent, timeoutMs: 5000 }).catch(() => null);
+      return r && r.status === 200;
+    }, 5000);
+    for (const sse of streams) sse.close();
+  });
+
   await checks.check('404 not_found and 405 method_not_allowed', async () => {
     for (const p of ['/', '/v1', '/v1/nothing', '/v2/models/m']) expectError(await get(hs, p, alice), 404, 'not_found', `GET ${p}`);
-    // A model id holding a slash is percent-encoded: a model named "notes/history" is
-    // not the history of "notes", and an unknown action is no model.
+    // Model ids may hold "/" (GATEWAY.md: everything between /v1/models/ and a trailing
+    // action), percent-encoded or not; one ending in /history is reached over the
+    // WebSocket, which takes any id.
     const conn = await h.WsConn.open(hs, { token: alice });
-    const made = await conn.request({ type: 'flush', model: 'notes/history', client: 'c', seq: 1, from: 0, completions: [create('a', {})] });
+    for (const model of ['notes/2024', 'notes/history']) {
+      const made = await conn.request({ type: 'flush', model, client: 'c', seq: 1, from: 0, completions: [create('a', {})] });
+      assert.strictEqual(made.type, 'flushResult', JSON.stringify(made));
+    }
+    const ws = await conn.snapshot('notes/history');
+    assert.strictEqual(ws.snapshot.commandCount, 1, JSON.stringify(ws));
     conn.close();
-    assert.strictEqual(made.type, 'flushResult', JSON.stringify(made));
-    const named = await get(hs, h.modelPath('notes/history'), alice);
-    assert.strictEqual(named.status, 200, named.text);
-    assert.strictEqual(named.json.commandCount, 1, `GET /v1/models/notes%2Fhistory is the snapshot of "notes/history": ${named.text}`);
-    expectError(await get(hs, h.modelPath('m', '/elsewhere'), alice), 404, 'not_found', 'GET /v1/models/m/elsewhere');
+    for (const p of ['/v1/models/notes/2024', '/v1/models/notes%2F2024']) {
+      const r = await get(hs, p, alice);
+      assert.strictEqual(r.status, 200, r.text);
+      assert.strictEqual(r.json.commandCount, 1, `GET ${p} is the snapshot of "notes/2024": ${r.text}`);
+    }
+    const hist = await get(hs, '/v1/models/notes/2024/history?from=0', alice);
+    assert.strictEqual(hist.status, 200, hist.text);
+    assert.strictEqual(hist.json.model, 'notes/2024');
+    assert.strictEqual(hist.json.completions.length, 1);
     for (const [method, p] of [['DELETE', h.modelPath('m')], ['POST', h.modelPath('m')], ['PUT', h.modelPath('m', '/flush')], ['GET', h.modelPath('m', '/flush')], ['POST', h.modelPath('m', '/events')]])
       expectError(await h.httpRequest(hs, method, p, { token: alice, body: method === 'GET' ? undefined : {} }), 405, 'method_not_allowed', `${method} ${p}`);
   });
@@ -305,6 +344,7 @@ async function main(run) {
     assert.ok(named, `the message names the oldest version: ${old.json.error.message}`);
     const oldest = Number(named[named.length - 1]);
     assert.ok(oldest > 0 && oldest <= LONG_FLUSHES - HISTORY, `oldest ${oldest} within (0, ${LONG_FLUSHES - HISTORY}]: ${old.json.error.message}`);
+    h.log(`"long" (${LONG_FLUSHES} commands, --history ${HISTORY}): ${old.json.error.message}`);
     expectError(await get(hs, h.modelPath('long', `?at=${oldest - 1}`), historian), 410, 'history_unavailable', `at=${oldest - 1}`);
     for (let n = oldest; n <= LONG_FLUSHES; n++) {
       const r = await get(hs, h.modelPath('long', `?at=${n}`), historian);
@@ -350,10 +390,10 @@ async function main(run) {
     conn.send({ type: 'snapshot', model: 'shared' });
     const snap = await conn.nextStray('a snapshot reply', (m) => m.type === 'snapshot' && m.model === 'shared');
     assert.ok(Number.isInteger(snap.seq), `a seq the gateway chose: ${JSON.stringify(snap)}`);
-    assert.strictEqual(snap.snapshot.commandCount, 2);
+    assert.strictEqual(snap.snapshot.commandCount, 3);
     const hist = await conn.request({ type: 'history', model: 'shared', client: 'h', seq: 7, from: 0 });
     assert.strictEqual(hist.type, 'history', JSON.stringify(hist));
-    assert.strictEqual(hist.completions.length, 2);
+    assert.strictEqual(hist.completions.length, 3);
     await h.waitUntil('a change heard', async () => {
       await conn.subscribe('sub-model');
       const r = await post(hs, 'sub-model', { client: 'c', seq: Date.now(), from: 0, completions: [{ command: { action: 'update', path: [], props: { t: 1 } } }] }, alice);
@@ -384,7 +424,7 @@ async function main(run) {
   });
 
   // Last: the processor stops.
-  await checks.check('503 timeout when the processor does not answer: the body says a retry with the same seq is safe (HTTP and WebSocket)', async () => {
+  await checks.check('503 timeout when the processor does not answer: the body says a retry with the same seq is safe', async () => {
     await run.stopProcess(processor);
     const r = await post(slow, 'retry', { client: 'r', seq: 1, from: 0, completions: [create('once', {})] });
     expectError(r, 503, 'timeout', 'flush with the processor stopped');
