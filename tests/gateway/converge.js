@@ -265,6 +265,9 @@ async function main(run) {
     });
 
   for (const e of editors) e.transport.close();
+  await checks.check('both gateways exit 0 on SIGTERM', async () => {
+    await Promise.all(gateways.map((g) => run.stopProcess(g)));
+  });
   checks.finish('gateway converge');
 }
 

@@ -423,6 +423,30 @@ async function main(run) {
     assert.deepStrictEqual(open.context, { user: 'dev-user', claims: { role: 'tester' } });
   });
 
+  await checks.check('503 unavailable from a gateway that owns no reply partition (three gateways in one group, two partitions)', async () => {
+    const spares = await Promise.all(['spare-1', 'spare-2', 'spare-3'].map((n) =>
+      run.startGateway(n, bootstrap, ['--no-auth'], ['--gateway-group', 'group-spares', '--rate-limit', '0'], { ready: false })));
+    const health = async () => Promise.all(spares.map(async (g) => (await h.httpRequest(g, 'GET', '/healthz', { agent: false })).status));
+    let idle;
+    await h.waitUntil('the group settled: two gateways with a partition each, one without', async () => {
+      const first = await health();
+      await h.sleep(1000);
+      const again = await health();
+      if (first.join() !== again.join() || again.filter((st) => st === 200).length !== 2) return false;
+      idle = spares[again.indexOf(503)];
+      return true;
+    }, 60000, 0);
+    const r = await get(idle, h.modelPath('anything'));
+    expectError(r, 503, 'unavailable', `GET through ${idle.name}, which has no reply partition`);
+    const conn = await h.WsConn.open(idle, {});
+    const ws = await conn.snapshot('anything');
+    conn.close();
+    assert.strictEqual(ws.type, 'error', JSON.stringify(ws));
+    assert.strictEqual(ws.error.code, 'unavailable', JSON.stringify(ws));
+    for (const g of spares.filter((x) => x !== idle)) assert.strictEqual((await get(g, h.modelPath('anything'))).status, 200, `${g.name} answers`);
+    await Promise.all(spares.map((g) => run.stopProcess(g)));
+  });
+
   // Last: the processor stops.
   await checks.check('503 timeout when the processor does not answer: the body says a retry with the same seq is safe', async () => {
     await run.stopProcess(processor);
@@ -462,6 +486,10 @@ async function main(run) {
     // each once; w3 and w4 were refused by the gateway and never reached Kafka.
     assert.deepStrictEqual(Object.keys(snap.json.document).sort(), ['once', 'w1', 'w2'], JSON.stringify(snap.json));
     assert.strictEqual(snap.json.commandCount, 3, JSON.stringify(snap.json));
+  });
+
+  await checks.check('every gateway exits 0 on SIGTERM', async () => {
+    await Promise.all([hs, rs, es, limited, slow].map((g) => run.stopProcess(g)));
   });
 
   checks.finish('gateway errors');

@@ -162,8 +162,9 @@ class Run {
   }
 
   // A gateway on a free port; resolves once GET /healthz answers ok (it owns a reply
-  // partition). auth: ['--jwt-key-file', F, '--jwt-alg', A] or ['--no-auth'].
-  async startGateway(name, bootstrap, auth, extraArgs = []) {
+  // partition), or with ready: false once it answers at all.
+  // auth: ['--jwt-key-file', F, '--jwt-alg', A] or ['--no-auth'].
+  async startGateway(name, bootstrap, auth, extraArgs = [], { ready = true } = {}) {
     const port = await freePort();
     const logFile = path.join(this.tmp, `${name}.log`);
     const child = spawn(
@@ -178,8 +179,8 @@ class Run {
     const gw = { name, port, host: '127.0.0.1', child, exited, logFile, agent: new http.Agent({ keepAlive: true, maxSockets: 64 }) };
     await waitUntil(`${name} /healthz`, async () => {
       if (exit) throw new Error(`${name} exited (${JSON.stringify(exit)}): ${fs.readFileSync(logFile, 'utf8').slice(-2000)}`);
-      const r = await httpRequest(gw, 'GET', '/healthz');
-      return r.status === 200;
+      const r = await httpRequest(gw, 'GET', '/healthz', { agent: false });
+      return ready ? r.status === 200 : r.status > 0;
     }, 60000, 100).catch((e) => {
       if (exit) throw e;
       throw new Error(`${e.message}; log: ${fs.readFileSync(logFile, 'utf8').slice(-2000)}`);
