@@ -133,6 +133,9 @@ async function main(run) {
       const items = Object.keys(views[0].document.items || {});
       assert.ok(items.length > EDITORS, `${model}: ${items.length} items created`);
     }
+    const remaps = editors.reduce((n, e) => n + e.remaps, 0);
+    assert.ok(remaps > 0, 'colliding created IDs were renamed by the master');
+    h.log(`${remaps} created IDs renamed`);
     for (const e of editors) {
       const snap = snapshots.get(e.model);
       assert.strictEqual(e.proxy.getCommandCount(), snap.commandCount, `${e.user}/${e.name} (${e.transport.kind} via ${e.gatewayName}): command count`);

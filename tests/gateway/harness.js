@@ -468,6 +468,7 @@ class Editor {
     this.seq = 0;
     this.flushes = 0;
     this.timeouts = 0;
+    this.remaps = 0; // created IDs the master renamed (proxies propose the same ones)
     this.appliedCounts = []; // command count after each change this editor's flushes applied
   }
 
@@ -507,6 +508,7 @@ class Editor {
       assert.strictEqual(reply.model, this.model);
       if (!reply.duplicate && reply.applied.completions.length > 0)
         this.appliedCounts.push(reply.applied.from + reply.applied.completions.length);
+      if (reply.sync && reply.sync.mappedPaths) this.remaps += Object.keys(reply.sync.mappedPaths).length;
       const res = this.proxy.endFlush(reply.sync);
       assert.ok(!res.error, `${this.name}: endFlush: ${res.error}`);
       this.flushes++;
