@@ -69,6 +69,7 @@ static void on_tick(lws_sorted_usec_list_t *sul)
 {
     processor_gateway_t *gw = lws_container_of(sul, processor_gateway_t, tick);
     gw_expire(gw, processor_monotonic_s());
+    gw_streams_sweep(gw);
     lws_sul_schedule(gw->lws, 0, &gw->tick, on_tick, TICK_US);
 }
 

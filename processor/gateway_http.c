@@ -4,6 +4,8 @@
  * Each connection (an HTTP transaction, an event stream, a WebSocket) is a gw_conn_t
  * known by an id that never repeats: a reply that arrives after its connection left
  * finds no id and is dropped, so nothing ever points at a closed connection. */
+#define _GNU_SOURCE /* POLLRDHUP */
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -596,6 +598,32 @@ static int on_http_body(gw_conn_t *c, const char *in, size_t len)
     memcpy(c->body + c->body_len, in, len);
     c->body_len += len;
     return 0;
+}
+
+void gw_streams_sweep(processor_gateway_t *gw)
+{
+    size_t n = 0;
+    for (gw_conn_t *c = gw->conns; c; c = c->hh.next)
+        n += c->kind == CONN_SSE;
+    if (!n)
+        return;
+    struct pollfd *fds = codec_xcalloc(n, sizeof(*fds));
+    gw_conn_t **conns = codec_xcalloc(n, sizeof(*conns));
+    size_t i = 0;
+    for (gw_conn_t *c = gw->conns; c; c = c->hh.next) {
+        if (c->kind != CONN_SSE)
+            continue;
+        fds[i].fd = lws_get_socket_fd(c->wsi);
+        fds[i].events = POLLRDHUP;
+        conns[i++] = c;
+    }
+    if (poll(fds, n, 0) > 0)
+        for (i = 0; i < n; i++)
+            if (fds[i].revents & (POLLRDHUP | POLLHUP | POLLERR))
+                lws_set_timeout(conns[i]->wsi, PENDING_TIMEOUT_USER_OK,
+                                LWS_TO_KILL_ASYNC);
+    free(fds);
+    free(conns);
 }
 
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,

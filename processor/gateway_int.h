@@ -264,6 +264,11 @@ void gw_unsubscribe(gw_conn_t *c, const char *model);
 void gw_notify_changed(processor_gateway_t *gw, const char *model, uint64_t count);
 /** The changes thread reads partition p from now on: subscriptions there are ready. */
 void gw_partition_reading(processor_gateway_t *gw, int32_t p);
+/** Closes the event streams whose clients went away. libwebsockets does not read an
+ *  HTTP/1.1 connection while its answer is in progress, so a client's FIN would
+ *  otherwise be seen only at the next keep-alive write, holding the connection's slot
+ *  and subscription until then (gateway_http.c). */
+void gw_streams_sweep(processor_gateway_t *gw);
 /** Handles what the Kafka threads queued (gateway.c). */
 void gw_on_events(processor_gateway_t *gw);
 /** Answers every request whose deadline passed with 503 timeout. */
