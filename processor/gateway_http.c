@@ -90,6 +90,7 @@ static void conn_answer(gw_conn_t *c, unsigned status, char *json, size_t len,
                         unsigned retry_after)
 {
     if (c->kind != CONN_HTTP) {
+        c->gw->answers[status < 600 ? status : 599]++;
         gw_conn_queue(c, json, len);
         free(json);
         return;
@@ -98,6 +99,7 @@ static void conn_answer(gw_conn_t *c, unsigned status, char *json, size_t len,
         free(json);
         return;
     }
+    c->gw->answers[status < 600 ? status : 599]++;
     c->answered = true;
     c->status = status;
     c->out = json;
@@ -123,6 +125,18 @@ static const char *naming_str(const gw_conn_t *c, const char *key, char *buf, si
 /* An error answer, naming the model, client and seq of the WebSocket request being
  * handled (c->naming) when it has them, so that a client with several requests in
  * flight knows which one failed. */
+/* Answers a probe or a scrape (not counted among the answers to clients). */
+static void answer_text(gw_conn_t *c, unsigned status, char *body, size_t len,
+                        const char *content_type)
+{
+    c->answered = true;
+    c->status = status;
+    c->out = body;
+    c->out_len = len;
+    c->content_type = content_type;
+    lws_callback_on_writable(c->wsi);
+}
+
 static void conn_error(gw_conn_t *c, int code, const char *message, const char *model,
                        unsigned retry_after)
 {
@@ -336,11 +350,20 @@ static int on_http(gw_conn_t *c, const char *path)
     bool post = lws_hdr_total_length(c->wsi, WSI_TOKEN_POST_URI) > 0;
     if (!strcmp(path, "/healthz")) {
         bool ready = gw_kafka_ready(gw);
-        conn_answer(
-            c, ready ? 200 : 503,
-            codec_xmemdup(ready ? "ok\n" : "no reply partition yet\n", ready ? 3 : 23),
-            ready ? 3 : 23, 0);
-        c->content_type = "text/plain; charset=utf-8";
+        const char *text = ready ? "ok\n" : "no reply partition yet\n";
+        answer_text(c, ready ? 200 : 503, codec_xmemdup(text, strlen(text)), strlen(text),
+                    "text/plain; charset=utf-8");
+        return 0;
+    }
+    if (!strcmp(path, "/metrics") && get) {
+        char *body = NULL;
+        size_t len = 0;
+        FILE *fp = open_memstream(&body, &len);
+        if (!fp)
+            return -1;
+        gw_metrics_write(gw, fp);
+        fclose(fp);
+        answer_text(c, 200, body, len, "text/plain; version=0.0.4; charset=utf-8");
         return 0;
     }
     const char *action = NULL;
