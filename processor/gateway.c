@@ -26,6 +26,9 @@ void gw_on_events(processor_gateway_t *gw)
             size_t len = 0;
             char *json = gw_reply_answer(gw, p, e->bytes, e->len, &status, &len);
             gw->answered++;
+            double waited = processor_monotonic_s() - p->sent_at;
+            processor_histogram_record(&gw->round_trip,
+                                       waited > 0 ? (uint64_t)(waited * 1e6) : 0);
             gw_conn_answer(gw, p->conn_id, status, json, len);
             gw_pending_free(gw, p);
         } else if (p) {
@@ -65,10 +68,59 @@ void gw_expire(processor_gateway_t *gw, double now)
     }
 }
 
+void gw_metrics_write(processor_gateway_t *gw, FILE *fp)
+{
+    size_t kinds[3] = {0, 0, 0};
+    for (gw_conn_t *c = gw->conns; c; c = c->hh.next)
+        kinds[c->kind]++;
+    pthread_mutex_lock(&gw->lock);
+    size_t reply_partitions = gw->n_reply_partitions;
+    pthread_mutex_unlock(&gw->lock);
+    fprintf(fp,
+            "# HELP flushout_gateway_requests_total Requests produced to the flushes "
+            "topic.\n# TYPE flushout_gateway_requests_total counter\n"
+            "flushout_gateway_requests_total %llu\n",
+            (unsigned long long)gw->requests);
+    fprintf(fp, "# HELP flushout_gateway_answers_total Answers to clients (HTTP "
+                "responses and WebSocket replies), by status.\n"
+                "# TYPE flushout_gateway_answers_total counter\n");
+    for (unsigned s = 0; s < sizeof(gw->answers) / sizeof(gw->answers[0]); s++)
+        if (gw->answers[s])
+            fprintf(fp, "flushout_gateway_answers_total{status=\"%u\"} %llu\n", s,
+                    (unsigned long long)gw->answers[s]);
+    fprintf(fp,
+            "# HELP flushout_gateway_timeouts_total Requests answered 503 timeout.\n"
+            "# TYPE flushout_gateway_timeouts_total counter\n"
+            "flushout_gateway_timeouts_total %llu\n",
+            (unsigned long long)gw->timeouts);
+    static const char *const kind_names[3] = {"http", "events", "websocket"};
+    fprintf(fp, "# HELP flushout_gateway_connections Open connections by kind.\n"
+                "# TYPE flushout_gateway_connections gauge\n");
+    for (int k = 0; k < 3; k++)
+        fprintf(fp, "flushout_gateway_connections{kind=\"%s\"} %zu\n", kind_names[k],
+                kinds[k]);
+    fprintf(fp,
+            "# HELP flushout_gateway_waiting Requests waiting for their replies.\n"
+            "# TYPE flushout_gateway_waiting gauge\nflushout_gateway_waiting %u\n"
+            "# HELP flushout_gateway_watched_models Models with subscribers here.\n"
+            "# TYPE flushout_gateway_watched_models gauge\n"
+            "flushout_gateway_watched_models %u\n"
+            "# HELP flushout_gateway_reply_partitions Replies topic partitions this "
+            "gateway owns (0: not ready).\n"
+            "# TYPE flushout_gateway_reply_partitions gauge\n"
+            "flushout_gateway_reply_partitions %zu\n",
+            HASH_COUNT(gw->pending), HASH_COUNT(gw->watches), reply_partitions);
+    processor_histogram_write_prometheus(
+        fp, "flushout_gateway_round_trip_seconds",
+        "From a request produced to its reply read, as this gateway saw it.",
+        &gw->round_trip);
+}
+
 static void on_tick(lws_sorted_usec_list_t *sul)
 {
     processor_gateway_t *gw = lws_container_of(sul, processor_gateway_t, tick);
     gw_expire(gw, processor_monotonic_s());
+    gw_streams_sweep(gw);
     lws_sul_schedule(gw->lws, 0, &gw->tick, on_tick, TICK_US);
 }
 

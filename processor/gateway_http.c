@@ -4,6 +4,8 @@
  * Each connection (an HTTP transaction, an event stream, a WebSocket) is a gw_conn_t
  * known by an id that never repeats: a reply that arrives after its connection left
  * finds no id and is dropped, so nothing ever points at a closed connection. */
+#define _GNU_SOURCE /* POLLRDHUP */
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +90,7 @@ static void conn_answer(gw_conn_t *c, unsigned status, char *json, size_t len,
                         unsigned retry_after)
 {
     if (c->kind != CONN_HTTP) {
+        c->gw->answers[status < 600 ? status : 599]++;
         gw_conn_queue(c, json, len);
         free(json);
         return;
@@ -96,6 +99,7 @@ static void conn_answer(gw_conn_t *c, unsigned status, char *json, size_t len,
         free(json);
         return;
     }
+    c->gw->answers[status < 600 ? status : 599]++;
     c->answered = true;
     c->status = status;
     c->out = json;
@@ -121,6 +125,18 @@ static const char *naming_str(const gw_conn_t *c, const char *key, char *buf, si
 /* An error answer, naming the model, client and seq of the WebSocket request being
  * handled (c->naming) when it has them, so that a client with several requests in
  * flight knows which one failed. */
+/* Answers a probe or a scrape (not counted among the answers to clients). */
+static void answer_text(gw_conn_t *c, unsigned status, char *body, size_t len,
+                        const char *content_type)
+{
+    c->answered = true;
+    c->status = status;
+    c->out = body;
+    c->out_len = len;
+    c->content_type = content_type;
+    lws_callback_on_writable(c->wsi);
+}
+
 static void conn_error(gw_conn_t *c, int code, const char *message, const char *model,
                        unsigned retry_after)
 {
@@ -334,11 +350,20 @@ static int on_http(gw_conn_t *c, const char *path)
     bool post = lws_hdr_total_length(c->wsi, WSI_TOKEN_POST_URI) > 0;
     if (!strcmp(path, "/healthz")) {
         bool ready = gw_kafka_ready(gw);
-        conn_answer(
-            c, ready ? 200 : 503,
-            codec_xmemdup(ready ? "ok\n" : "no reply partition yet\n", ready ? 3 : 23),
-            ready ? 3 : 23, 0);
-        c->content_type = "text/plain; charset=utf-8";
+        const char *text = ready ? "ok\n" : "no reply partition yet\n";
+        answer_text(c, ready ? 200 : 503, codec_xmemdup(text, strlen(text)), strlen(text),
+                    "text/plain; charset=utf-8");
+        return 0;
+    }
+    if (!strcmp(path, "/metrics") && get) {
+        char *body = NULL;
+        size_t len = 0;
+        FILE *fp = open_memstream(&body, &len);
+        if (!fp)
+            return -1;
+        gw_metrics_write(gw, fp);
+        fclose(fp);
+        answer_text(c, 200, body, len, "text/plain; version=0.0.4; charset=utf-8");
         return 0;
     }
     const char *action = NULL;
@@ -596,6 +621,32 @@ static int on_http_body(gw_conn_t *c, const char *in, size_t len)
     memcpy(c->body + c->body_len, in, len);
     c->body_len += len;
     return 0;
+}
+
+void gw_streams_sweep(processor_gateway_t *gw)
+{
+    size_t n = 0;
+    for (gw_conn_t *c = gw->conns; c; c = c->hh.next)
+        n += c->kind == CONN_SSE;
+    if (!n)
+        return;
+    struct pollfd *fds = codec_xcalloc(n, sizeof(*fds));
+    gw_conn_t **conns = codec_xcalloc(n, sizeof(*conns));
+    size_t i = 0;
+    for (gw_conn_t *c = gw->conns; c; c = c->hh.next) {
+        if (c->kind != CONN_SSE)
+            continue;
+        fds[i].fd = lws_get_socket_fd(c->wsi);
+        fds[i].events = POLLRDHUP;
+        conns[i++] = c;
+    }
+    if (poll(fds, n, 0) > 0)
+        for (i = 0; i < n; i++)
+            if (fds[i].revents & (POLLRDHUP | POLLHUP | POLLERR))
+                lws_set_timeout(conns[i]->wsi, PENDING_TIMEOUT_USER_OK,
+                                LWS_TO_KILL_ASYNC);
+    free(fds);
+    free(conns);
 }
 
 static int callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,

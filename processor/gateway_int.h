@@ -18,6 +18,7 @@
 #include "codec/error.h"
 #include "codec/value.h"
 #include "gateway.h"
+#include "metrics.h"
 #include "options.h"
 
 /* Gateway error codes beyond the protocol's (codec_err_t), with their statuses. */
@@ -116,7 +117,7 @@ typedef struct gw_pending_s {
     char *client; /* the client id as the client sent it; NULL: drop "client" */
     char *model;
     uint64_t seq;
-    double deadline; /* monotonic seconds */
+    double sent_at, deadline; /* monotonic seconds */
     UT_hash_handle hh;
     struct gw_pending_s *prev, *next;
 } gw_pending_t;
@@ -181,8 +182,10 @@ struct processor_gateway_s {
     bool wanted_dirty; /* the changes thread must re-assign */
     struct gw_name_s *watched_models;
     volatile int kafka_stop;
-    /* numbers for the log at exit */
+    /* numbers for /metrics and the log at exit (service thread) */
     uint64_t requests, answered, timeouts;
+    uint64_t answers[600];            /* answers (HTTP and WebSocket) by status */
+    processor_histogram_t round_trip; /* request produced -> reply read */
 };
 
 typedef struct gw_name_s {
@@ -264,6 +267,13 @@ void gw_unsubscribe(gw_conn_t *c, const char *model);
 void gw_notify_changed(processor_gateway_t *gw, const char *model, uint64_t count);
 /** The changes thread reads partition p from now on: subscriptions there are ready. */
 void gw_partition_reading(processor_gateway_t *gw, int32_t p);
+/** Closes the event streams whose clients went away. libwebsockets does not read an
+ *  HTTP/1.1 connection while its answer is in progress, so a client's FIN would
+ *  otherwise be seen only at the next keep-alive write, holding the connection's slot
+ *  and subscription until then (gateway_http.c). */
+void gw_streams_sweep(processor_gateway_t *gw);
+/** Writes the gateway's metrics in Prometheus' text format (gateway.c). */
+void gw_metrics_write(processor_gateway_t *gw, FILE *fp);
 /** Handles what the Kafka threads queued (gateway.c). */
 void gw_on_events(processor_gateway_t *gw);
 /** Answers every request whose deadline passed with 503 timeout. */

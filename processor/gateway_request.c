@@ -263,7 +263,8 @@ int gw_request_send(processor_gateway_t *gw, gw_send_t *send, char **err, size_t
     p->model = model;
     model = NULL;
     p->seq = seq && seq->type == CODEC_VALUE_INT ? (uint64_t)seq->u.i : 0;
-    p->deadline = processor_monotonic_s() + (double)gw->cfg->timeout_ms / 1000.0;
+    p->sent_at = processor_monotonic_s();
+    p->deadline = p->sent_at + (double)gw->cfg->timeout_ms / 1000.0;
     HASH_ADD(hh, gw->pending, corr, sizeof(p->corr), p);
     DL_APPEND2(gw->pending_head, p, prev, next);
     gw->requests++;

@@ -21,8 +21,8 @@
 #define PROCESSOR_CMD_REPARTITION 0x80
 #define PROCESSOR_CMD_GATEWAY     0x100
 /* Commands that talk to Kafka: they take -X librdkafka properties. */
-#define PROCESSOR_CMD_KAFKA                                       \
-    (PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_SEND | \
+#define PROCESSOR_CMD_KAFKA                                                     \
+    (PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_SEND |               \
      PROCESSOR_CMD_REBUILD | PROCESSOR_CMD_TOPICS | PROCESSOR_CMD_REPARTITION | \
      PROCESSOR_CMD_GATEWAY)
 /* Commands that check requests before they reach a processor: the request limits. */

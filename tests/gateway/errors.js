@@ -303,6 +303,15 @@ async function main(run) {
     assert.strictEqual(hist.status, 200, hist.text);
     assert.strictEqual(hist.json.model, 'notes/2024');
     assert.strictEqual(hist.json.completions.length, 1);
+    const asAction = await get(hs, h.modelPath('notes/history'), alice);
+    assert.strictEqual(asAction.status, 200, asAction.text);
+    assert.strictEqual(asAction.json.type, 'history', asAction.text);
+    assert.strictEqual(asAction.json.model, 'notes', `GET /v1/models/notes%2Fhistory is the history of "notes": ${asAction.text}`);
+    const slashed = await post(hs, 'doc/1', { client: 'c', seq: 1, from: 0, completions: [create('a', {})] }, alice);
+    assert.strictEqual(slashed.status, 200, slashed.text);
+    assert.strictEqual(slashed.json.model, 'doc/1', slashed.text);
+    const slashedGet = await get(hs, h.modelPath('doc/1'), alice);
+    assert.strictEqual(slashedGet.json.commandCount, 1, `GET /v1/models/doc%2F1 is the snapshot of "doc/1": ${slashedGet.text}`);
     for (const [method, p] of [['DELETE', h.modelPath('m')], ['POST', h.modelPath('m')], ['PUT', h.modelPath('m', '/flush')], ['GET', h.modelPath('m', '/flush')], ['POST', h.modelPath('m', '/events')]])
       expectError(await h.httpRequest(hs, method, p, { token: alice, body: method === 'GET' ? undefined : {} }), 405, 'method_not_allowed', `${method} ${p}`);
   });
