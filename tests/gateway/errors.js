@@ -44,6 +44,18 @@ function stampJs(document, command, context) {
 // create under a parent that does not exist yet would fail.
 const create = (id, props) => ({ command: { action: 'create', path: [], props }, createdId: id });
 
+// GET /metrics of a gateway: {name{labels}: value}.
+async function scrape(g) {
+  const r = await h.httpRequest(g, 'GET', '/metrics', { agent: false });
+  assert.strictEqual(r.status, 200, r.text);
+  const values = {};
+  for (const line of r.text.split('\n')) {
+    const m = /^([a-z_]+(?:\{[^}]*\})?) (\S+)$/.exec(line);
+    if (m) values[m[1]] = Number(m[2]);
+  }
+  return values;
+}
+
 function expectError(r, status, code, what) {
   assert.strictEqual(r.status, status, `${what}: status ${r.status}, body ${r.text}`);
   assert.ok(r.json, `${what}: the body is JSON: ${r.text}`);
@@ -392,6 +404,15 @@ async function main(run) {
     assert.strictEqual((await get(limited, h.modelPath('limited'), keys.token('HS256', 'patient'))).status, 200, 'another user has a bucket of their own');
     await h.sleep(Number(limitedAnswers[0].headers['retry-after']) * 1000 + 100);
     assert.strictEqual((await get(limited, h.modelPath('limited'), hasty)).status, 200, 'after Retry-After');
+    // This gateway has answered nothing else (its /healthz probes are not counted).
+    const m = await scrape(limited);
+    assert.strictEqual(m['flushout_gateway_answers_total{status="200"}'], ok + 2, 'answers 200 on /metrics');
+    assert.strictEqual(m['flushout_gateway_answers_total{status="429"}'], 6 - ok, 'answers 429 on /metrics');
+    assert.strictEqual(m.flushout_gateway_requests_total, ok + 2, 'only the admitted requests reached Kafka');
+    assert.strictEqual(m.flushout_gateway_round_trip_seconds_count, ok + 2, 'one round trip per request');
+    assert.strictEqual(m.flushout_gateway_timeouts_total, 0);
+    assert.strictEqual(m.flushout_gateway_waiting, 0);
+    assert.strictEqual(m.flushout_gateway_reply_partitions, 2, 'both partitions of its own group');
   });
 
   await checks.check('WebSocket: snapshot without client or seq, history, unsubscribe', async () => {
@@ -457,10 +478,12 @@ async function main(run) {
   });
 
   // Last: the processor stops.
+  let slowTimeouts = 0;
   await checks.check('503 timeout when the processor does not answer: the body says a retry with the same seq is safe', async () => {
     await run.stopProcess(processor);
     const r = await post(slow, 'retry', { client: 'r', seq: 1, from: 0, completions: [create('once', {})] });
     expectError(r, 503, 'timeout', 'flush with the processor stopped');
+    slowTimeouts++;
     assert.match(r.json.error.message, /retry/i, r.json.error.message);
     assert.match(r.json.error.message, /seq/, r.json.error.message);
     assert.strictEqual(r.json.client, 'r');
@@ -474,6 +497,7 @@ async function main(run) {
     const answers = await Promise.all(inFlight);
     conn.close();
     const codes = answers.map((a) => (a.error ? a.error.code : JSON.stringify(a)));
+    slowTimeouts += codes.filter((c) => c === 'timeout').length;
     assert.deepStrictEqual(codes, ['timeout', 'timeout', 'too_many_requests', 'too_many_requests'], JSON.stringify(answers));
   });
 
@@ -485,7 +509,10 @@ async function main(run) {
     let retry;
     await h.waitUntil('the retry answered', async () => {
       retry = await post(slow, 'retry', { client: 'r', seq: 1, from: 0, completions: [create('once', {})] });
-      if (retry.status === 503) return false;
+      if (retry.status === 503) {
+        slowTimeouts += retry.json && retry.json.error.code === 'timeout' ? 1 : 0;
+        return false;
+      }
       assert.strictEqual(retry.status, 200, retry.text);
       return true;
     }, 60000, 0);
@@ -495,6 +522,10 @@ async function main(run) {
     // each once; w3 and w4 were refused by the gateway and never reached Kafka.
     assert.deepStrictEqual(Object.keys(snap.json.document).sort(), ['once', 'w1', 'w2'], JSON.stringify(snap.json));
     assert.strictEqual(snap.json.commandCount, 3, JSON.stringify(snap.json));
+    const m = await scrape(slow);
+    assert.strictEqual(m.flushout_gateway_timeouts_total, slowTimeouts, `every 503 timeout counted on /metrics (${slowTimeouts})`);
+    assert.strictEqual(m['flushout_gateway_answers_total{status="503"}'], slowTimeouts, 'answers 503');
+    assert.strictEqual(m.flushout_gateway_waiting, 0, 'nothing waits any more');
   });
 
   await checks.check('every gateway exits 0 on SIGTERM', async () => {
