@@ -189,6 +189,29 @@ class Run {
     return gw;
   }
 
+  // `dev` with its gateway (--no-auth) on a free port: broker, processor and gateway
+  // in one process. Resolves once the gateway answers a snapshot request.
+  async startDev(extraArgs = []) {
+    const port = await freePort();
+    const logFile = path.join(this.tmp, 'dev.log');
+    const child = spawn(this.bin, ['dev', '--gateway-port', String(port), '--http-address', '127.0.0.1', ...extraArgs],
+      { stdio: ['ignore', 'pipe', fs.openSync(logFile, 'w')] });
+    this.children.push(child);
+    const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    const bootstrap = await new Promise((resolve, reject) => {
+      readline.createInterface({ input: child.stdout }).once('line', (line) => {
+        const m = /^bootstrap\.servers=(.+)$/.exec(line);
+        if (m) resolve(m[1]);
+        else reject(new Error(`dev printed ${line}`));
+      });
+      child.once('exit', (code) => reject(new Error(`dev exited with ${code}: ${fs.readFileSync(logFile, 'utf8').slice(-2000)}`)));
+    });
+    const gw = { name: 'dev', port, host: '127.0.0.1', child, exited, logFile, bootstrap, agent: new http.Agent({ keepAlive: true, maxSockets: 64 }) };
+    await waitUntil('dev answering through its gateway', async () => (await httpRequest(gw, 'GET', modelPath('warm-up'), { timeoutMs: 10000 })).status === 200, 60000, 200);
+    log(`dev ready: gateway on port ${port}`);
+    return gw;
+  }
+
   cleanup(ok) {
     this.shuttingDown = true;
     for (const ch of this.children) if (ch.exitCode === null && ch.signalCode === null) ch.kill('SIGKILL');
