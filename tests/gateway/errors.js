@@ -367,6 +367,13 @@ async function main(run) {
     assert.ok(oldest > 0 && oldest <= LONG_FLUSHES - HISTORY, `oldest ${oldest} within (0, ${LONG_FLUSHES - HISTORY}]: ${old.json.error.message}`);
     h.log(`"long" (${LONG_FLUSHES} commands, --history ${HISTORY}): ${old.json.error.message}`);
     expectError(await get(hs, h.modelPath('long', `?at=${oldest - 1}`), historian), 410, 'history_unavailable', `at=${oldest - 1}`);
+    const conn = await h.WsConn.open(hs, { token: historian });
+    const wsOld = await conn.snapshot('long', oldest - 1);
+    assert.strictEqual(wsOld.type, 'error', JSON.stringify(wsOld));
+    assert.strictEqual(wsOld.error.code, 'history_unavailable', JSON.stringify(wsOld));
+    const wsOldest = await conn.snapshot('long', oldest);
+    conn.close();
+    assert.strictEqual(h.canonical(wsOldest.snapshot), h.canonical(await at(oldest)), `at=${oldest} over the WebSocket`);
     for (let n = oldest; n <= LONG_FLUSHES; n++) {
       const r = await get(hs, h.modelPath('long', `?at=${n}`), historian);
       assert.strictEqual(r.status, 200, `at=${n}: ${r.text}`);
@@ -382,6 +389,9 @@ async function main(run) {
     const many = Array.from({ length: 10001 }, (_, i) => ({ command: { action: 'update', path: [], props: { i } } }));
     r = await post(hs, 'big', { client: 'c', seq: 2, from: 0, completions: many }, alice);
     expectError(r, 413, 'too_large', '10,001 completions');
+    // A body beyond what the gateway reads at all (twice --max-record-bytes).
+    r = await post(hs, 'big', { client: 'c', seq: 4, from: 0, completions: [create('a', { s: 'y'.repeat(900 * 1024) }), create('b', { s: 'y'.repeat(900 * 1024) }), create('c', { s: 'y'.repeat(900 * 1024) })] }, alice);
+    expectError(r, 413, 'too_large', 'a 2.7 MB body');
     const conn = await h.WsConn.open(hs, { token: alice });
     const ws = await conn.request({ type: 'flush', model: 'big', client: 'c', seq: 3, from: 0, completions: [create('a', { big })] }, 5000);
     assert.strictEqual(ws.type, 'error');
@@ -404,12 +414,20 @@ async function main(run) {
     assert.strictEqual((await get(limited, h.modelPath('limited'), keys.token('HS256', 'patient'))).status, 200, 'another user has a bucket of their own');
     await h.sleep(Number(limitedAnswers[0].headers['retry-after']) * 1000 + 100);
     assert.strictEqual((await get(limited, h.modelPath('limited'), hasty)).status, 200, 'after Retry-After');
-    // This gateway has answered nothing else (its /healthz probes are not counted).
+    // The same bucket for WebSocket requests, answered by frames matched to them.
+    const conn = await h.WsConn.open(limited, { token: keys.token('HS256', 'hasty-ws') });
+    const frames = await Promise.all([1, 2, 3, 4, 5].map((seq) => conn.request({ type: 'snapshot', model: 'limited', client: 'w', seq })));
+    conn.close();
+    const wsOk = frames.filter((f) => f.type === 'snapshot').length;
+    assert.ok(wsOk >= 1 && wsOk <= 3, `the WebSocket's burst answered: ${JSON.stringify(frames)}`);
+    for (const f of frames.filter((x) => x.type !== 'snapshot')) assert.strictEqual(f.error.code, 'rate_limited', JSON.stringify(f));
+    // This gateway has answered nothing else (its /healthz probes are not counted);
+    // answers count both HTTP answers and WebSocket reply frames.
     const m = await scrape(limited);
-    assert.strictEqual(m['flushout_gateway_answers_total{status="200"}'], ok + 2, 'answers 200 on /metrics');
-    assert.strictEqual(m['flushout_gateway_answers_total{status="429"}'], 6 - ok, 'answers 429 on /metrics');
-    assert.strictEqual(m.flushout_gateway_requests_total, ok + 2, 'only the admitted requests reached Kafka');
-    assert.strictEqual(m.flushout_gateway_round_trip_seconds_count, ok + 2, 'one round trip per request');
+    assert.strictEqual(m['flushout_gateway_answers_total{status="200"}'], ok + 2 + wsOk, 'answers 200 on /metrics');
+    assert.strictEqual(m['flushout_gateway_answers_total{status="429"}'], 6 - ok + 5 - wsOk, 'answers 429 on /metrics');
+    assert.strictEqual(m.flushout_gateway_requests_total, ok + 2 + wsOk, 'only the admitted requests reached Kafka');
+    assert.strictEqual(m.flushout_gateway_round_trip_seconds_count, ok + 2 + wsOk, 'one round trip per request');
     assert.strictEqual(m.flushout_gateway_timeouts_total, 0);
     assert.strictEqual(m.flushout_gateway_waiting, 0);
     assert.strictEqual(m.flushout_gateway_reply_partitions, 2, 'both partitions of its own group');
@@ -439,6 +457,51 @@ async function main(run) {
     await h.sleep(1000);
     assert.strictEqual(conn.changed.length, before, 'no change after unsubscribe');
     conn.close();
+  });
+
+  await checks.check('subscriptions: two listeners of one model; one leaves, the other still hears; all leave and one comes back, it hears again', async () => {
+    const model = 'watched';
+    const [one, two] = await Promise.all([h.WsConn.open(hs, { token: alice }), h.WsConn.open(hs, { token: keys.token('HS256', 'bob') })]);
+    let seq = 0;
+    let count = 0;
+    const change = async () => {
+      const r = await post(hs, model, { client: 'w', seq: ++seq, from: count, completions: [{ command: { action: 'update', path: [], props: { seq } } }] }, alice);
+      assert.strictEqual(r.status, 200, r.text);
+      count = r.json.applied.from + r.json.applied.completions.length;
+      return count;
+    };
+    const hears = (conn, c) => conn.changed.some((x) => x.model === model && x.commandCount === c);
+    await one.subscribe(model);
+    await two.subscribe(model);
+    await h.waitUntil('both hearing', async () => {
+      const c = await change();
+      await h.sleep(300);
+      return hears(one, c) && hears(two, c);
+    }, 15000, 0);
+    one.send({ type: 'unsubscribe', model });
+    await h.sleep(300);
+    let c = await change();
+    await h.waitUntil('the one left hearing', () => hears(two, c), 5000);
+    assert.ok(!hears(one, c), 'the one that left hears nothing');
+    two.send({ type: 'unsubscribe', model });
+    await h.sleep(500);
+    c = await change();
+    await h.sleep(1000);
+    assert.ok(!hears(two, c), 'nobody listens');
+    await one.subscribe(model);
+    await h.waitUntil('the returning listener hearing', async () => {
+      c = await change();
+      await h.sleep(300);
+      return hears(one, c);
+    }, 15000, 0);
+    // A subscriber that closes its connection is dropped too (no error when changes come).
+    one.close();
+    two.close();
+    c = await change();
+    const fresh = await h.WsConn.open(hs, { token: alice });
+    const snap = await fresh.snapshot(model);
+    fresh.close();
+    assert.strictEqual(snap.snapshot.commandCount, c);
   });
 
   await checks.check('on Kafka: the bound client id <length of sub>:<sub>/<client> and the gateway\'s context; --no-auth unchanged', async () => {
