@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // The gateway with real clients: flushout@1.1.1 Proxies edit models concurrently
 // through two gateways side by side (one --gateway-group), over HTTP keep-alive and
-// over WebSocket, each client with its own user's HS256 token; subscribers listen
+// over WebSocket, each client with its own user's HS256 token (half of the proxies
+// start from the snapshot they fetch, half from an empty model); subscribers listen
 // over Server-Sent Events and WebSocket. Checks:
 //   - every proxy's document equals the snapshot every gateway serves, which equals
 //     flushout's Master fed the flushes as they stand in the flushes topic, and the
@@ -103,6 +104,9 @@ async function main(run) {
       editors[editors.length - 1].user = `u-${m}-${i}`;
     }
   }
+  // Half start from the snapshot (GET, or a WebSocket snapshot request), half from an
+  // empty model at 0 (their first flush gets the whole state in its sync).
+  await Promise.all(editors.filter((e, i) => i % 4 < 2).map((e) => e.init()));
   let editing = true;
   const runs = editors.map((e) => e.run(() => editing));
   await h.sleep(EDIT_MS);

@@ -38,6 +38,7 @@ async function main(run) {
     const transport = i % 2 === 0 ? new h.HttpTransport(gw) : new h.WsTransport(await h.WsConn.open(gw));
     editors.push(new h.Editor(`tab-${i}`, model, 100 + i, transport, 'dev'));
   }
+  await Promise.all(editors.map((e) => e.init()));
   let editing = true;
   const runs = editors.map((e) => e.run(() => editing));
   await h.sleep(EDIT_MS);

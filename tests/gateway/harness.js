@@ -514,6 +514,15 @@ class Editor {
 
   // beginFlush, the request (sent again with the same seq after a 503 timeout, as
   // GATEWAY.md says is safe), endFlush.
+  // Starts the proxy from the master's snapshot, fetched as a client would: GET over
+  // HTTP, a snapshot request over the WebSocket.
+  async init() {
+    const snap = await this.transport.snapshot(this.model);
+    assert.ok(Number.isInteger(snap.commandCount) && snap.document && typeof snap.document === 'object', JSON.stringify(snap));
+    this.proxy = new Proxy(snap, { sequentialIds: true });
+    return this;
+  }
+
   async flush() {
     const batch = this.proxy.beginFlush();
     const seq = ++this.seq;
