@@ -386,6 +386,8 @@ class WsConn {
 
   // Sends a request and resolves with its reply (flushResult, snapshot, history or error).
   request(req, ms = 30000) {
+    // ws drops what is sent on a closed socket without a word: say so here instead.
+    if (this.closed || this.ws.readyState !== WebSocket.OPEN) return Promise.reject(new Error('websocket closed'));
     const k = WsConn.key(req.model, req.client, req.seq);
     assert.ok(!this.pending.has(k), `two requests in flight as ${k}`);
     const reply = new Promise((resolve, reject) => {
@@ -428,13 +430,33 @@ class WsConn {
 
 // ---- flushout proxies flushing through a gateway ----
 
+// The gateway after gw in the list that the test has not stopped.
+function nextGateway(gateways, gw) {
+  assert.ok(gateways, 'no gateway to move to');
+  const i = gateways.indexOf(gw);
+  for (let k = 1; k <= gateways.length; k++) {
+    const next = gateways[(i + k) % gateways.length];
+    if (!next.stopped) return next;
+  }
+  throw new Error('every gateway is stopped');
+}
+
 // Transports: how a proxy's flush and the snapshot reach the gateway.
+// gateways (optional): where failover() moves when this one goes away; a gateway
+// the test stops is marked `stopped`.
 class HttpTransport {
-  constructor(gw, token) {
+  constructor(gw, token, gateways = null) {
     this.gw = gw;
     this.token = token;
+    this.gateways = gateways;
     this.agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     this.kind = 'http';
+  }
+
+  async failover() {
+    this.agent.destroy();
+    this.gw = nextGateway(this.gateways, this.gw);
+    this.agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
   }
 
   async flush(model, body) {
@@ -455,14 +477,23 @@ class HttpTransport {
 }
 
 class WsTransport {
-  constructor(conn) {
+  constructor(conn, { gw, token, gateways } = {}) {
     this.conn = conn;
+    this.gw = gw;
+    this.token = token;
+    this.gateways = gateways;
     this.kind = 'ws';
+  }
+
+  async failover() {
+    this.conn.close();
+    this.gw = nextGateway(this.gateways, this.gw);
+    this.conn = await WsConn.open(this.gw, { token: this.token });
   }
 
   async flush(model, body) {
     const reply = await this.conn.request({ type: 'flush', model, ...body });
-    if (reply.type === 'error') return { status: reply.error.code === 'timeout' ? 503 : 400, reply };
+    if (reply.type === 'error') return { status: ['timeout', 'unavailable'].includes(reply.error.code) ? 503 : 400, reply };
     return { status: 200, reply };
   }
 
@@ -492,6 +523,13 @@ class Editor {
     this.flushes = 0;
     this.timeouts = 0;
     this.remaps = 0; // created IDs the master renamed (proxies propose the same ones)
+    // With failover, a gateway going away (connection closed or refused) or without a
+    // reply partition (503 unavailable, during a rebalance) is expected: the flush is
+    // sent again with the same seq, through the next gateway when this one is gone.
+    this.failover = false;
+    this.failovers = 0;
+    this.unavailable = 0;
+    this.unavailableAt = []; // when (ms since the start) each 503 unavailable came
     this.appliedCounts = []; // command count after each change this editor's flushes applied
   }
 
@@ -527,7 +565,23 @@ class Editor {
     const batch = this.proxy.beginFlush();
     const seq = ++this.seq;
     for (;;) {
-      const { status, reply, text } = await this.transport.flush(this.model, { client: this.name, seq, from: batch.from, completions: batch.completions });
+      let answer;
+      try {
+        answer = await this.transport.flush(this.model, { client: this.name, seq, from: batch.from, completions: batch.completions });
+      } catch (e) {
+        if (!this.failover || !/closed|ECONNRESET|ECONNREFUSED|socket hang up|EPIPE/.test(e.message)) throw e;
+        this.failovers++;
+        await this.transport.failover();
+        this.gatewayName = this.transport.gw.name;
+        continue;
+      }
+      const { status, reply, text } = answer;
+      if (this.failover && status === 503 && reply && reply.error && reply.error.code === 'unavailable') {
+        this.unavailable++;
+        this.unavailableAt.push(Date.now() - t0);
+        await sleep(100);
+        continue;
+      }
       if (status === 503 && reply && reply.error && reply.error.code === 'timeout') {
         this.timeouts++;
         log(`${this.name}: 503 timeout on seq ${seq}, sending it again`);
