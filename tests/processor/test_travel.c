@@ -537,6 +537,71 @@ Test(travel, a_store_without_past_snapshots)
     travel_close(&t);
 }
 
+/* A past snapshot that cannot be read fails only the request that needed it: the
+ * reply is store_failed with store_intact set (the runner then goes on with the
+ * partition, run_step.c), and the model keeps serving flushes and other versions. */
+Test(travel, an_unreadable_past_snapshot_fails_only_that_request)
+{
+    travel_t t;
+    travel_open(&t, "corrupt", REOPENED, 5, 3);
+    for (int i = 0; i < 50; i++)
+        flush_random(&t);
+    commit(&t);
+    uint64_t count = state_master_command_count(t.ref);
+    store_close(&t);
+    rocksdb_options_t *o = rocksdb_options_create();
+    char *err = NULL;
+    rocksdb_t *db = rocksdb_open(o, t.dir, &err);
+    cr_assert_null(err, "%s", err);
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    rocksdb_iterator_t *it = rocksdb_create_iterator(db, ro);
+    int spoiled = 0;
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t len;
+        const char *k = rocksdb_iter_key(it, &len);
+        if (len > 5 && k[4] == STATE_ITEM_PAST && (unsigned char)k[0] != 0xff) {
+            rocksdb_put(db, wo, k, len, "\xc1\xc1", 2, &err); /* not msgpack */
+            cr_assert_null(err, "%s", err);
+            spoiled++;
+        }
+    }
+    cr_assert_gt(spoiled, 0);
+    rocksdb_iter_destroy(it);
+    rocksdb_writeoptions_destroy(wo);
+    rocksdb_readoptions_destroy(ro);
+    rocksdb_close(db);
+    rocksdb_options_destroy(o);
+    store_open(&t);
+
+    int failed = 0;
+    for (uint64_t at = 0; at <= count; at++) {
+        char json[128];
+        snprintf(json, sizeof(json),
+                 "{\"type\":\"snapshot\",\"client\":\"r\",\"seq\":1,"
+                 "\"at\":%llu}",
+                 (unsigned long long)at);
+        codec_value_t *reply = ask(&t, json);
+        const char *code = codec_map_get(reply, "error", 5) ? error_code(reply) : NULL;
+        if (code && !strcmp(code, "store_failed")) {
+            cr_assert(t.out.store_intact,
+                      "at %llu: store_failed must not stop the partition",
+                      (unsigned long long)at);
+            failed++;
+        } else if (code) {
+            cr_assert_str_eq(code, "history_unavailable", "at %llu",
+                             (unsigned long long)at);
+        }
+        codec_value_destroy(reply);
+    }
+    cr_assert_gt(failed, 0, "some version needed a spoiled past snapshot");
+    /* The model itself is intact: flushes go on, the latest version reads. */
+    for (int i = 0; i < 10; i++)
+        flush_random(&t);
+    expect_version(&t, state_master_command_count(t.ref));
+    travel_close(&t);
+}
+
 /* Without a store (the handler's own models, for benchmarks and fuzzers) there are no
  * snapshots: only a model whose whole history is still in memory travels. */
 static codec_value_t *ask_handler(processor_handler_t *h, const char *json)
