@@ -390,6 +390,8 @@ static void serve_file(gw_conn_t *c, const char *path)
     answer_text(c, 200, body, len, content_type_of(rel));
 }
 
+static void on_body_done(gw_conn_t *c);
+
 static int on_http(gw_conn_t *c, const char *path)
 {
     processor_gateway_t *gw = c->gw;
@@ -438,8 +440,20 @@ static int on_http(gw_conn_t *c, const char *path)
         return 0;
     }
     if (flush) {
-        /* Checked again when the body is in (the cache may drop this identity). */
+        /* Checked again when the body is in (the cache may drop this identity). A POST
+         * with neither Content-Length nor Transfer-Encoding has no body (RFC 9112):
+         * libwebsockets would wait for one. */
         c->flush_model = model;
+        if (lws_hdr_total_length(c->wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH))
+            return 0;
+        if (lws_hdr_total_length(c->wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING))
+            /* libwebsockets 4.1 does not read chunked request bodies. */
+            conn_error(c, GW_LENGTH_REQUIRED,
+                       "send the body with a Content-Length (chunked request bodies are "
+                       "not read)",
+                       c->flush_model, 0);
+        else
+            on_body_done(c);
         return 0;
     }
     if (!strcmp(action, "events"))
