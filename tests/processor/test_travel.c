@@ -492,6 +492,39 @@ Test(travel, after_a_restore_from_the_installed_snapshot_on)
 /* A store written before past snapshots existed: time travel reaches back to its
  * snapshot (replies and syncs are as before), and to the whole window once the model
  * has moved on. */
+/* Deletes (value NULL) or overwrites every past snapshot of the closed store t, as an
+ * earlier version (none) or a damaged disk (garbage) would leave them.
+ * @returns how many there were. */
+static int rewrite_past_snapshots(travel_t *t, const char *value)
+{
+    rocksdb_options_t *o = rocksdb_options_create();
+    char *err = NULL;
+    rocksdb_t *db = rocksdb_open(o, t->dir, &err);
+    cr_assert_null(err, "%s", err);
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    rocksdb_iterator_t *it = rocksdb_create_iterator(db, ro);
+    int found = 0;
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t len;
+        const char *k = rocksdb_iter_key(it, &len);
+        if (len <= 5 || k[4] != STATE_ITEM_PAST || (unsigned char)k[0] == 0xff)
+            continue;
+        if (value)
+            rocksdb_put(db, wo, k, len, value, strlen(value), &err);
+        else
+            rocksdb_delete(db, wo, k, len, &err);
+        cr_assert_null(err, "%s", err);
+        found++;
+    }
+    rocksdb_iter_destroy(it);
+    rocksdb_writeoptions_destroy(wo);
+    rocksdb_readoptions_destroy(ro);
+    rocksdb_close(db);
+    rocksdb_options_destroy(o);
+    return found;
+}
+
 Test(travel, a_store_without_past_snapshots)
 {
     travel_t t;
@@ -501,29 +534,7 @@ Test(travel, a_store_without_past_snapshots)
     commit(&t);
     store_close(&t);
     /* Delete every past snapshot, as if written by an earlier version. */
-    rocksdb_options_t *o = rocksdb_options_create();
-    char *err = NULL;
-    rocksdb_t *db = rocksdb_open(o, t.dir, &err);
-    cr_assert_null(err, "%s", err);
-    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
-    rocksdb_iterator_t *it = rocksdb_create_iterator(db, ro);
-    int deleted = 0;
-    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
-        size_t len;
-        const char *k = rocksdb_iter_key(it, &len);
-        if (len > 5 && k[4] == STATE_ITEM_PAST && (unsigned char)k[0] != 0xff) {
-            rocksdb_delete(db, wo, k, len, &err);
-            cr_assert_null(err, "%s", err);
-            deleted++;
-        }
-    }
-    cr_assert_gt(deleted, 0);
-    rocksdb_iter_destroy(it);
-    rocksdb_writeoptions_destroy(wo);
-    rocksdb_readoptions_destroy(ro);
-    rocksdb_close(db);
-    rocksdb_options_destroy(o);
+    cr_assert_gt(rewrite_past_snapshots(&t, NULL), 0);
     store_open(&t);
 
     t.floor = UINT64_MAX; /* promised: from its snapshot on */
@@ -549,29 +560,7 @@ Test(travel, an_unreadable_past_snapshot_fails_only_that_request)
     commit(&t);
     uint64_t count = state_master_command_count(t.ref);
     store_close(&t);
-    rocksdb_options_t *o = rocksdb_options_create();
-    char *err = NULL;
-    rocksdb_t *db = rocksdb_open(o, t.dir, &err);
-    cr_assert_null(err, "%s", err);
-    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
-    rocksdb_iterator_t *it = rocksdb_create_iterator(db, ro);
-    int spoiled = 0;
-    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
-        size_t len;
-        const char *k = rocksdb_iter_key(it, &len);
-        if (len > 5 && k[4] == STATE_ITEM_PAST && (unsigned char)k[0] != 0xff) {
-            rocksdb_put(db, wo, k, len, "\xc1\xc1", 2, &err); /* not msgpack */
-            cr_assert_null(err, "%s", err);
-            spoiled++;
-        }
-    }
-    cr_assert_gt(spoiled, 0);
-    rocksdb_iter_destroy(it);
-    rocksdb_writeoptions_destroy(wo);
-    rocksdb_readoptions_destroy(ro);
-    rocksdb_close(db);
-    rocksdb_options_destroy(o);
+    cr_assert_gt(rewrite_past_snapshots(&t, "\xc1\xc1"), 0); /* not msgpack */
     store_open(&t);
 
     int failed = 0;
