@@ -48,6 +48,7 @@ const compareIds = (a, b) => (a.length - b.length) || (a < b ? -1 : a > b ? 1 : 
 function command(cmd) {
   const result = sync.apply(cmd);
   if (!result.isSuccess) showError(`not applied: ${result.error}`);
+  render(); // the edit shows at once, not at the next tick
 }
 
 const addTodo = (title) => command({ action: 'create', path: ['todos'], parentDefault: {}, props: { title, done: false } });
@@ -55,12 +56,13 @@ const toggleTodo = (id, done) => command({ action: 'update', path: ['todos', id]
 const renameTodo = (id, title) => command({ action: 'update', path: ['todos', id], props: { title } });
 const deleteTodo = (id) => command({ action: 'detete', path: ['todos', id] }); // flushout's spelling
 
+// Rows are kept per todo ID and updated in place, so that a click that lands while a
+// sync re-renders the list still hits its row.
+const rows = new Map(); // id -> {li, renaming}
+
 function todoItem(id, todo) {
-  const title = typeof todo.title === 'string' ? todo.title : '';
-  const li = el('li', { testid: 'todo', class: todo.done ? 'todo done' : 'todo', 'data-id': id });
-  const box = el('input', { type: 'checkbox', testid: 'toggle-todo', 'aria-label': `done: ${title}`,
-    onchange: (ev) => toggleTodo(id, ev.target.checked) });
-  box.checked = !!todo.done;
+  const li = el('li', { testid: 'todo', 'data-id': id });
+  const box = el('input', { type: 'checkbox', testid: 'toggle-todo', onchange: (ev) => toggleTodo(id, ev.target.checked) });
   li.append(box);
   if (editing && editing.id === id) {
     const input = el('input', { class: 'rename', testid: 'rename-input', value: editing.draft, maxlength: '200' });
@@ -69,21 +71,56 @@ function todoItem(id, todo) {
       if (ev.key === 'Enter') finishRename(true);
       if (ev.key === 'Escape') finishRename(false);
     });
-    input.addEventListener('blur', () => finishRename(true));
-    li.append(input);
-    queueMicrotask(() => input.focus());
+    // A blur while the list re-renders is the row moving, not the user leaving the box.
+    input.addEventListener('blur', () => rendering || finishRename(true));
+    li.append(input); // focused by renderList
   } else {
     li.append(el('span', { class: 'title', testid: 'todo-title', title: 'double-click to rename',
-      ondblclick: () => startRename(id, title) }, title));
+      ondblclick: () => startRename(id, titleOf(id)) }));
   }
-  if (todo.createdBy) li.append(el('span', { class: 'by', title: createdTitle(todo) }, todo.createdBy));
-  else li.append(el('span', { class: 'by pending', title: 'not flushed yet' }, 'local'));
+  li.append(el('span', { class: 'by' }));
   li.append(el('button', { class: 'icon', type: 'button', testid: 'rename-todo', 'aria-label': 'rename', title: 'rename',
-    onclick: () => startRename(id, title) }, '✎'));
+    onclick: () => startRename(id, titleOf(id)) }, '✎'));
   li.append(el('button', { class: 'icon', type: 'button', testid: 'delete-todo', 'aria-label': 'delete', title: 'delete',
     onclick: () => deleteTodo(id) }, '✕'));
   return li;
 }
+
+function updateItem(li, todo) {
+  const title = typeof todo.title === 'string' ? todo.title : '';
+  li.className = todo.done ? 'todo done' : 'todo';
+  const box = li.querySelector('[data-testid="toggle-todo"]');
+  box.checked = !!todo.done;
+  box.setAttribute('aria-label', `done: ${title}`);
+  const span = li.querySelector('.title');
+  if (span && span.textContent !== title) span.textContent = title;
+  const by = li.querySelector('.by');
+  by.textContent = todo.createdBy || 'local';
+  by.title = todo.createdBy ? createdTitle(todo) : 'not flushed yet';
+  by.classList.toggle('pending', !todo.createdBy);
+}
+
+function renderList(items) {
+  const wanted = items.map(([id, todo]) => {
+    const renaming = !!(editing && editing.id === id);
+    let row = rows.get(id);
+    if (!row || row.renaming !== renaming) rows.set(id, (row = { li: todoItem(id, todo), renaming }));
+    updateItem(row.li, todo);
+    return row.li;
+  });
+  const present = new Set(items.map(([id]) => id));
+  for (const id of rows.keys()) if (!present.has(id)) rows.delete(id);
+  // Move only the rows out of place, so that most keep their focus and hover.
+  const list = $('todos');
+  wanted.forEach((li, i) => {
+    if (list.children[i] !== li) list.insertBefore(li, list.children[i] || null);
+  });
+  while (list.children.length > wanted.length) list.lastElementChild.remove();
+  const box = list.querySelector('.rename');
+  if (box && document.activeElement !== box) box.focus();
+}
+
+const titleOf = (id) => ((sync.proxy.getDocument().todos || {})[id] || {}).title || '';
 
 const createdTitle = (todo) =>
   `added by ${todo.createdBy}${typeof todo.createdAt === 'number' ? ` at ${new Date(todo.createdAt).toLocaleString()}` : ''}`;
@@ -105,7 +142,7 @@ function finishRename(keep) {
 function scheduleRender() {
   if (renderQueued) return;
   renderQueued = true;
-  requestAnimationFrame(() => {
+  setTimeout(() => {
     renderQueued = false;
     render();
   });
@@ -113,19 +150,27 @@ function scheduleRender() {
 
 let lastMasterCount = -1;
 
+let rendering = false;
+
 function render() {
+  if (rendering) return scheduleRender();
+  rendering = true;
+  try {
+    renderNow();
+  } finally {
+    rendering = false;
+  }
+}
+
+function renderNow() {
   const state = sync.connectionState();
   const conn = $('connection');
   conn.textContent = state;
   conn.dataset.state = state;
   if (!sync.proxy) return;
   const items = todosOf(sync.proxy.getDocument());
-  const list = $('todos');
-  // Keep the rename box (and its focus) when nothing about it changed.
-  const renaming = editing && document.activeElement && document.activeElement.classList.contains('rename');
-  if (!renaming) {
-    list.replaceChildren(...items.map(([id, t]) => todoItem(id, t)));
-  }
+  if (editing && !items.some(([id]) => id === editing.id)) editing = null; // deleted (or renamed by the master) meanwhile
+  renderList(items);
   $('empty').hidden = items.length > 0;
   $('local-count').textContent = sync.proxy.getCommandCount();
   $('master-count').textContent = sync.masterCount;
@@ -180,7 +225,8 @@ async function refreshHistory() {
 }
 
 // One line per change, newest first: the version it made, what it did to which todo,
-// and who, when the master stamped it (created_by.lua stamps creates with createdBy).
+// and who, where the master stamped it: created_by.lua stamps creates with createdBy
+// (updates and deletes carry no user in the history).
 function describe(completions, baseDoc, start) {
   const known = {};
   for (const [id, t] of Object.entries((baseDoc && baseDoc.todos) || {})) known[id] = t;
@@ -202,11 +248,9 @@ function describe(completions, baseDoc, start) {
       what = 'title' in p ? `renamed ${JSON.stringify(String(before.title ?? id))} to ${name}`
         : p.done ? `checked ${name}` : 'done' in p ? `unchecked ${name}` : `changed ${name}`;
       known[id] = { ...before, ...p };
-      who = before.createdBy ? `${before.createdBy}'s` : '';
     } else {
       what = `deleted ${name}`;
       delete known[id];
-      who = before.createdBy ? `${before.createdBy}'s` : '';
     }
     lines.push({ version: start + i + 1, what, who });
   });
@@ -224,7 +268,7 @@ function renderHistory() {
     const item = el('li', { testid: 'history-entry', 'data-version': line.version,
       class: history.selected === line.version ? 'selected' : '', onclick: () => selectVersion(line.version) },
     el('span', { class: 'v' }, `v${line.version}`), el('span', { class: 'what' }, line.what));
-    if (line.who) item.append(el('span', { class: line.who.endsWith("'s") ? 'by owner' : 'by' }, line.who));
+    if (line.who) item.append(el('span', { class: 'by' }, line.who));
     return item;
   }));
 }

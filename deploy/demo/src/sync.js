@@ -99,7 +99,10 @@ export class ModelSync {
     const events = new EventSource(this.modelPath(`/events${query}`));
     events.onopen = () => {
       this.eventsOpen = true;
+      // The gateway starts reading the model's changes when its first watcher comes,
+      // so a change made in the next instants may go untold: pull now and once more.
       this.flushSoon(0);
+      setTimeout(() => this.flushSoon(0), 1500);
       this.onUpdate();
     };
     events.onerror = () => {
