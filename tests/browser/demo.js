@@ -55,7 +55,11 @@ async function openPage(browser, gw, user, { width = 600, height = 900 } = {}) {
   page.on('pageerror', (e) => log(`${user}: page error: ${e.message}`));
   page.on('console', (m) => m.type() === 'error' && log(`${user}: console: ${m.text()}`));
   await page.goto(`http://127.0.0.1:${gw.port}/?model=${MODEL}&user=${user}`, { waitUntil: 'load' });
-  await h.waitUntil(`${user}'s page online`, () => page.evaluate(() => window.flushoutDemo.sync.connectionState() === 'online'), 30000);
+  // Online, and told of every change from now on (the gateway's `subscribed` event).
+  await h.waitUntil(`${user}'s page online`, () => page.evaluate(() => {
+    const s = window.flushoutDemo.sync;
+    return s.connectionState() === 'online' && s.subscribed;
+  }), 30000);
   return { user, page, context };
 }
 

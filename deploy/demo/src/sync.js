@@ -34,6 +34,7 @@ export class ModelSync {
     this.syncedCount = 0; // the master version the proxy's committed state is at
     this.lastRequestFailed = false;
     this.eventsOpen = false;
+    this.subscribed = false; // the gateway reads the model's changes for us
     this.timer = null;
     this.lastError = '';
     this.log = []; // what happened, for the page's tests and the curious
@@ -92,21 +93,25 @@ export class ModelSync {
   }
 
   // Server-Sent Events: the gateway says when the master changed; pull when it is ahead
-  // of us. EventSource reconnects by itself; after a reconnect we pull once, in case a
-  // change was missed while the stream was down.
+  // of us. EventSource reconnects by itself. A change made while the stream was down,
+  // or before the gateway read the model's changes partition, goes untold, so we pull
+  // when the stream opens and again at `subscribed`, which the gateway sends once it
+  // reads that partition (every change after it is told).
   openEvents() {
     const query = this.token ? `?access_token=${encodeURIComponent(this.token)}` : '';
     const events = new EventSource(this.modelPath(`/events${query}`));
     events.onopen = () => {
       this.eventsOpen = true;
-      // The gateway starts reading the model's changes when its first watcher comes,
-      // so a change made in the next instants may go untold: pull now and once more.
       this.flushSoon(0);
-      setTimeout(() => this.flushSoon(0), 1500);
       this.onUpdate();
     };
+    events.addEventListener('subscribed', () => {
+      this.subscribed = true;
+      this.flushSoon(0);
+    });
     events.onerror = () => {
       this.eventsOpen = false;
+      this.subscribed = false;
       this.onUpdate();
     };
     events.addEventListener('changed', (ev) => {
