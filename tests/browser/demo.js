@@ -38,11 +38,11 @@ function chromiumPath() {
   return found;
 }
 
-// deploy/demo/dist from the sources, as deploy/quickstart.sh builds it.
-function buildDemo() {
-  const r = spawnSync(process.execPath, [path.join(demoDir, 'build.js')], { encoding: 'utf8' });
+// The demo from its sources, as deploy/quickstart.sh builds it, into our own directory.
+function buildDemo(dir) {
+  const r = spawnSync(process.execPath, [path.join(demoDir, 'build.js'), dir], { encoding: 'utf8' });
   if (r.status !== 0) throw new Error(`building the demo: ${r.stderr || r.stdout} (run deploy/install-deps.sh first)`);
-  return path.join(demoDir, 'dist');
+  return dir;
 }
 
 // ---- a page as one user ----
@@ -220,7 +220,7 @@ async function screenshotSideBySide(browser, pages, file) {
 
 async function main(run) {
   const executablePath = chromiumPath();
-  const dist = buildDemo();
+  const dist = buildDemo(path.join(run.tmp, 'demo'));
   const checks = new h.Checks();
   // Each check builds on the list the one before left: after a failure, the rest skip.
   const step = async (name, fn) => {

@@ -212,8 +212,9 @@ export class ModelSync {
       this.setFailed(true);
       return false;
     }
-    if (res.status === 503 || res.status === 429 || !reply) {
-      // timeout (the flush may be applied: the retry is then a duplicate), unavailable, rate limited
+    if (res.status >= 500 || res.status === 429 || !reply) {
+      // 503 timeout (the flush may be applied: the retry is then a duplicate) or
+      // unavailable, 500 store_failed, 429 rate limited: the same flush again later
       this.note({ kind: 'retry', seq, status: res.status, code: reply && reply.error ? reply.error.code : '' });
       this.lastError = `gateway: ${res.status} ${reply && reply.error ? reply.error.code : ''}`;
       this.setFailed(true);
@@ -221,7 +222,7 @@ export class ModelSync {
     }
     this.setFailed(false);
     if (res.status !== 200 || reply.type !== 'flushResult') {
-      // Refused for good (a malformed or too large flush): drop it, start over from the master.
+      // Refused for good (4xx: too large, stale_seq, ...): drop it, start over from the master.
       this.note({ kind: 'refused', seq, status: res.status, reply });
       this.lastError = `flush refused: ${reply.error ? `${reply.error.code}: ${reply.error.message}` : res.status}`;
       await this.resetTo(await this.fetchSnapshot());
