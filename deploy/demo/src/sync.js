@@ -31,6 +31,7 @@ export class ModelSync {
     this.inFlight = null; // {batch, seq, attempts}: sent until answered
     this.flushing = false; // the flush loop runs
     this.masterCount = 0; // the master's command count as last heard
+    this.eventsHeard = 0; // change events so far: told apart from those before a request
     this.syncedCount = 0; // the master version the proxy's committed state is at
     this.lastRequestFailed = false;
     this.eventsOpen = false;
@@ -116,6 +117,7 @@ export class ModelSync {
     };
     events.addEventListener('changed', (ev) => {
       const change = JSON.parse(ev.data);
+      this.eventsHeard++;
       if (change.commandCount > this.masterCount) this.masterCount = change.commandCount;
       if (this.masterCount > this.syncedCount) this.flushSoon(50);
       this.onUpdate();
@@ -166,7 +168,6 @@ export class ModelSync {
   async flush() {
     if (!this.proxy) return;
     if (this.flushing) {
-      this.again = true;
       return this.flushDone;
     }
     this.flushing = true;
@@ -174,7 +175,6 @@ export class ModelSync {
     this.flushDone = new Promise((r) => (done = r));
     try {
       for (let wait = RETRY_FIRST_MS; ; ) {
-        this.again = false;
         if (!this.inFlight) {
           if (!this.proxy.hasUnflushedCommands() && this.syncedCount >= this.masterCount) break;
           this.inFlight = { batch: this.proxy.beginFlush(), seq: ++this.seq, attempts: 0 };
@@ -200,6 +200,7 @@ export class ModelSync {
   async sendInFlight() {
     const { batch, seq } = this.inFlight;
     this.inFlight.attempts++;
+    const eventsBefore = this.eventsHeard;
     const body = { client: this.client, seq, from: batch.from, completions: batch.completions, context: { user: this.user } };
     let res;
     let reply = null;
@@ -237,7 +238,10 @@ export class ModelSync {
       return true;
     }
     this.syncedCount = versionAfter(reply);
-    if (this.syncedCount > this.masterCount) this.masterCount = this.syncedCount;
+    // The reply is the master as it is now, unless a change event came meanwhile (the
+    // master may have moved on). Taking it as is, lower counts included, keeps a page
+    // from pulling forever after a dev broker restarted from nothing.
+    if (this.eventsHeard === eventsBefore || this.syncedCount > this.masterCount) this.masterCount = this.syncedCount;
     this.lastError = reply.errors && reply.errors.length
       ? `the master refused ${reply.errors.length === 1 ? 'a command' : `${reply.errors.length} commands`}: ${reply.errors[0].errorMessage}`
       : '';
