@@ -167,6 +167,9 @@ const byTitle = (doc, title) => Object.values(doc.todos).find((t) => t.title ===
 // While blocked, every request for /v1/ fails as a lost network would make it fail,
 // except the first flush, which is sent on to the gateway (applied there) and only its
 // reply lost: the page cannot tell the two apart and must retry it with the same seq.
+// The browser is told it is offline too (navigator.onLine, the `online` event when it
+// is back). Neither closes the event stream already open, so bob still hears alice's
+// changes, and his pulls fail like his flushes.
 async function goOffline(p, gw) {
   const lost = { seq: null, reply: null };
   p.blocked = true;
@@ -183,11 +186,13 @@ async function goOffline(p, gw) {
   };
   await p.page.setRequestInterception(true);
   p.page.on('request', p.onRequest);
+  await p.page.setOfflineMode(true);
   return lost;
 }
 
 async function goOnline(p) {
   p.blocked = false;
+  await p.page.setOfflineMode(false);
 }
 
 // ---- the screenshot: two windows side by side ----
