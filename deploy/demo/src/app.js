@@ -47,7 +47,7 @@ const compareIds = (a, b) => (a.length - b.length) || (a < b ? -1 : a > b ? 1 : 
 
 function command(cmd) {
   const result = sync.apply(cmd);
-  if (!result.isSuccess) showError(`not applied: ${result.error}`);
+  if (!result.isSuccess) sync.lastError = `not applied: ${result.error}`;
   render(); // the edit shows at once, not at the next tick
 }
 

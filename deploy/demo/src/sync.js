@@ -167,9 +167,7 @@ export class ModelSync {
   // Resolves when done (the Flush button and the tests await it).
   async flush() {
     if (!this.proxy) return;
-    if (this.flushing) {
-      return this.flushDone;
-    }
+    if (this.flushing) return this.flushDone; // the running loop takes the new edits too
     this.flushing = true;
     let done;
     this.flushDone = new Promise((r) => (done = r));
@@ -249,10 +247,9 @@ export class ModelSync {
     return true;
   }
 
-  // Ends the flush in flight (if any) on a full snapshot: the proxy takes the master's
-  // document and replays its later edits on it.
+  // Ends the flush in flight, which is dropped, on a full snapshot: the proxy takes the
+  // master's document and replays the edits made after the flush began on it.
   async resetTo(snapshot) {
-    if (!this.proxy.isFlushInProgress()) this.proxy.beginFlush();
     this.proxy.endFlush({ isPartial: false, latest: snapshot });
     this.syncedCount = snapshot.commandCount;
     if (this.syncedCount > this.masterCount) this.masterCount = this.syncedCount;
