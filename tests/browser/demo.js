@@ -13,7 +13,9 @@
 //   - the Flush button flushes an edit held back by a long auto-flush delay;
 //   - a third page opened later shows the same list;
 //   - the history view shows an earlier version as GET ?at=N has it, and who added each
-//     todo (createdBy, stamped by the interceptor).
+//     todo (createdBy, stamped by the interceptor);
+//   - with &token=JWT, through a gateway that checks tokens, the todos are stamped
+//     with the token's user.
 // A screenshot of alice's and bob's windows side by side goes to --screenshot FILE
 // (deploy/demo/screenshot.png, the README's image, is one made so).
 //
@@ -47,7 +49,7 @@ function buildDemo(dir) {
 
 // ---- a page as one user ----
 
-async function openPage(browser, gw, user, { width = 600, height = 900 } = {}) {
+async function openPage(browser, gw, user, { width = 600, height = 900, token = '' } = {}) {
   // One browser context per user: their own connections, as separate browsers would have.
   const context = await browser.createBrowserContext();
   const page = await context.newPage();
@@ -55,7 +57,7 @@ async function openPage(browser, gw, user, { width = 600, height = 900 } = {}) {
   page.on('pageerror', (e) => log(`${user}: page error: ${e.message}`));
   // Errors show in the test's log, but not the failed requests of the offline check.
   page.on('console', (m) => m.type() === 'error' && !/ERR_INTERNET_DISCONNECTED/.test(m.text()) && log(`${user}: console: ${m.text()}`));
-  await page.goto(`http://127.0.0.1:${gw.port}/?model=${MODEL}&user=${user}`, { waitUntil: 'load' });
+  await page.goto(`http://127.0.0.1:${gw.port}/?model=${MODEL}&user=${user}${token ? `&token=${token}` : ''}`, { waitUntil: 'load' });
   // Online, and told of every change from now on (the gateway's `subscribed` event).
   await h.waitUntil(`${user}'s page online`, () => page.evaluate(() => {
     const s = window.flushoutDemo.sync;
@@ -239,6 +241,10 @@ async function main(run) {
   run.startProcessor('processor', bootstrap, ['--interceptor', path.join(top, 'deploy', 'interceptors', 'created_by.lua'),
     '--initial-document', initial]);
   const gw = await run.startGateway('gateway', bootstrap, ['--no-auth'], ['--static-dir', dist]);
+  // A second gateway that checks tokens, for the page's &token= (both share the replies).
+  const keys = h.makeKeys(run.tmp);
+  const gwAuth = await run.startGateway('gateway-jwt', bootstrap, ['--jwt-key-file', keys.files.HS256, '--jwt-alg', 'HS256'],
+    ['--static-dir', dist]);
   await h.waitUntil('the processor answering', async () => (await h.httpRequest(gw, 'GET', h.modelPath('warm-up'), { timeoutMs: 10000 })).status === 200, 60000, 200);
 
   const index = await h.httpRequest(gw, 'GET', '/');
@@ -386,6 +392,13 @@ async function main(run) {
       assert.deepStrictEqual(two.sort(), Object.values((await snapshot(gw, 2)).document.todos).map((t) => t.title).sort());
       // The live list did not move.
       assert.strictEqual((await pageState(carol)).shown.length, 7);
+    });
+
+    await step('with a token, the page edits as the token\'s user, whatever its URL says', async () => {
+      const dave = await openPage(browser, gwAuth, 'mallory', { token: keys.token('HS256', 'dave') });
+      await addTodo(dave, 'Signed in');
+      snap = await converge(gw, [alice, dave], 'the page with a token at the master');
+      assert.strictEqual(byTitle(snap.document, 'Signed in').createdBy, 'dave', 'the gateway took the user from the token');
     });
   } finally {
     await browser.close().catch(() => {});
