@@ -16,6 +16,7 @@ packages=(
   kcat bc shellcheck yamllint
   postgresql
   nodejs npm
+  chromium
 )
 
 missing=()

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <utlist.h>
 
 #include "codec/alloc.h"
@@ -343,6 +344,54 @@ static char *route_model(const char *path, const char **action)
     return len ? codec_xmemdup(m, len) : NULL;
 }
 
+#define STATIC_FILE_MAX (16u << 20)
+
+static const char *content_type_of(const char *path)
+{
+    static const struct {
+        const char *ext, *type;
+    } types[] = {
+        {".html", "text/html; charset=utf-8"},
+        {".js", "text/javascript; charset=utf-8"},
+        {".mjs", "text/javascript; charset=utf-8"},
+        {".css", "text/css; charset=utf-8"},
+        {".json", "application/json"},
+        {".map", "application/json"},
+        {".svg", "image/svg+xml"},
+        {".png", "image/png"},
+        {".ico", "image/x-icon"},
+        {".txt", "text/plain; charset=utf-8"},
+    };
+    const char *dot = strrchr(path, '.');
+    for (size_t i = 0; dot && i < sizeof(types) / sizeof(types[0]); i++)
+        if (!strcmp(dot, types[i].ext))
+            return types[i].type;
+    return "application/octet-stream";
+}
+
+/* GET of a file under --static-dir ("/" is index.html). No path with a ".." segment,
+ * no file that is not regular, nothing larger than STATIC_FILE_MAX. */
+static void serve_file(gw_conn_t *c, const char *path)
+{
+    const char *rel = !strcmp(path, "/") ? "/index.html" : path;
+    char full[4096];
+    struct stat st;
+    FILE *fp = NULL;
+    int n = snprintf(full, sizeof(full), "%s%s", c->gw->cfg->static_dir, rel);
+    if (strstr(rel, "/..") || n <= 0 || (size_t)n >= sizeof(full) || stat(full, &st) ||
+        !S_ISREG(st.st_mode) || (size_t)st.st_size > STATIC_FILE_MAX ||
+        !(fp = fopen(full, "rb"))) {
+        conn_error(c, GW_NOT_FOUND, "no such file", NULL, 0);
+        return;
+    }
+    char *body = codec_xmalloc((size_t)st.st_size + 1);
+    size_t len = fread(body, 1, (size_t)st.st_size, fp);
+    fclose(fp);
+    answer_text(c, 200, body, len, content_type_of(rel));
+}
+
+static void on_body_done(gw_conn_t *c);
+
 static int on_http(gw_conn_t *c, const char *path)
 {
     processor_gateway_t *gw = c->gw;
@@ -366,6 +415,10 @@ static int on_http(gw_conn_t *c, const char *path)
         answer_text(c, 200, body, len, "text/plain; version=0.0.4; charset=utf-8");
         return 0;
     }
+    if (gw->cfg->static_dir && strncmp(path, "/v1/", 4) && get) {
+        serve_file(c, path);
+        return 0;
+    }
     const char *action = NULL;
     char *model = route_model(path, &action);
     if (!model) {
@@ -387,8 +440,20 @@ static int on_http(gw_conn_t *c, const char *path)
         return 0;
     }
     if (flush) {
-        /* Checked again when the body is in (the cache may drop this identity). */
+        /* Checked again when the body is in (the cache may drop this identity). A POST
+         * with neither Content-Length nor Transfer-Encoding has no body (RFC 9112):
+         * libwebsockets would wait for one. */
         c->flush_model = model;
+        if (lws_hdr_total_length(c->wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH))
+            return 0;
+        if (lws_hdr_total_length(c->wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING))
+            /* libwebsockets 4.1 does not read chunked request bodies. */
+            conn_error(c, GW_LENGTH_REQUIRED,
+                       "send the body with a Content-Length (chunked request bodies are "
+                       "not read)",
+                       c->flush_model, 0);
+        else
+            on_body_done(c);
         return 0;
     }
     if (!strcmp(action, "events"))

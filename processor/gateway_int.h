@@ -29,6 +29,7 @@ typedef enum gw_code_e {
     GW_READ_ONLY,
     GW_NOT_FOUND,
     GW_METHOD_NOT_ALLOWED,
+    GW_LENGTH_REQUIRED,
     GW_RATE_LIMITED,
     GW_TOO_MANY_REQUESTS,
     GW_TIMEOUT,

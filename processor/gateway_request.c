@@ -26,6 +26,7 @@ static const struct {
     {GW_READ_ONLY, "read_only", 403},
     {GW_NOT_FOUND, "not_found", 404},
     {GW_METHOD_NOT_ALLOWED, "method_not_allowed", 405},
+    {GW_LENGTH_REQUIRED, "length_required", 411},
     {GW_RATE_LIMITED, "rate_limited", 429},
     {GW_TOO_MANY_REQUESTS, "too_many_requests", 429},
     {GW_TIMEOUT, "timeout", 503},

@@ -113,6 +113,7 @@ void processor_output_reset(processor_output_t *out)
     out->error = CODEC_OK;
     out->message[0] = '\0';
     out->snapshot_due = false;
+    out->store_intact = false;
     out->commands_applied = 0;
 }
 
@@ -224,6 +225,7 @@ static void handle_snapshot(processor_handler_t *h, const target_t *t,
                                     errstr, sizeof(errstr));
         if (travel == STATE_TRAVEL_FAILED) {
             reject(out, pk, to, CODEC_ERR_STORE_FAILED, errstr);
+            out->store_intact = true;
             return;
         }
     } else if ((past = travel_in_memory(h, t, req))) {

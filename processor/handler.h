@@ -50,6 +50,9 @@ typedef struct processor_output_s {
     char *reply_key_buf; /* where reply_key points, kept from record to record */
     size_t reply_key_cap;
     codec_err_t error;      /* CODEC_OK, or why the record was rejected */
+    bool store_intact;      /* with CODEC_ERR_STORE_FAILED: only a read for this request
+                             * failed (a time-travel rebuild), nothing the partition's
+                             * processing depends on, so it goes on */
     char message[512];      /* with error: the message sent to the client */
     msgpack_sbuffer change; /* with conf.changes: the change record of an applied
                              * flush (state/store.h), else empty */

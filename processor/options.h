@@ -102,6 +102,7 @@ typedef struct processor_config_s {
     uint64_t max_connections;
     uint64_t max_in_flight;
     char *gateway_group;
+    char *static_dir; /* gateway, dev: files served at / (the demo app) */
     /* not an option: --interceptor loaded (processor_interceptor_setup()) */
     struct processor_interceptor_s *interceptor_loaded;
     /* -X name=value librdkafka properties, in order: name, value, name, value... */

@@ -322,6 +322,15 @@ const processor_option_t processor_options[] = {
                 "(more: 429 too_many_requests).",
     },
     {
+        .name = "static-dir",
+        .type = PROCESSOR_OPT_STRING,
+        .offset = OFF(static_dir),
+        .commands = PROCESSOR_CMD_GATEWAY | PROCESSOR_CMD_DEV,
+        .help = "Serve the files of this directory at / (outside /v1/, /healthz and "
+                "/metrics; / is index.html): a web app and its API on one origin, such "
+                "as the demo in deploy/demo.",
+    },
+    {
         .name = "gateway-group",
         .type = PROCESSOR_OPT_STRING,
         .default_value = "flushout-gateway",

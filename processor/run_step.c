@@ -390,7 +390,12 @@ bool run_process_record(part_t *p, const rd_kafka_message_t *m, processor_output
     reply_route_t rt;
     reply_route_read(m, &rt);
     apply_record(p->handler, r->cfg, r->partition_count, m, &rt, out);
-    if (out->error == CODEC_ERR_STORE_FAILED) {
+    if (out->error == CODEC_ERR_STORE_FAILED && out->store_intact)
+        LOG_ERROR("partition %d offset %lld model " MODEL_FMT ": %s; answered with the "
+                  "error, the partition goes on",
+                  p->id, (long long)m->offset, MODEL_ARG(m->key, m->key_len),
+                  out->message);
+    else if (out->error == CODEC_ERR_STORE_FAILED) {
         atomic_fetch_add(&r->errors_by_code[CODEC_ERR_STORE_FAILED], 1);
         LOG_ERROR("partition %d offset %lld model " MODEL_FMT ": %s; the partition stops",
                   p->id, (long long)m->offset, MODEL_ARG(m->key, m->key_len),

@@ -71,19 +71,17 @@ uint64_t store_past_trim(state_store_t *s, state_model_t *m, uint64_t keep_from)
     if (!below) /* the initial document, when the history starts there */
         return m->history_start == 0 ? 0 : keep_from;
     uint64_t base = m->past[below - 1];
-    if (below > 1) {
-        store_key_t from, to;
-        past_key(&from, s, m);
-        past_key(&to, s, m);
-        store_key_add_u64(&from, 0);
-        store_key_add_u64(&to, base);
-        /* Like the history trims: nothing the step writes later falls in the range. */
-        store_batch_trim(s, from.p, from.len, to.p, to.len);
-        store_key_free(&from);
-        store_key_free(&to);
-        m->past_len -= below - 1;
-        memmove(m->past, m->past + below - 1, m->past_len * sizeof(*m->past));
+    /* Point deletes, not a range: a memtable full of range deletes makes creating
+     * iterators (loading a model) slow, and the history trims add enough of them. */
+    for (size_t i = 0; i + 1 < below; i++) {
+        store_key_t k;
+        past_key(&k, s, m);
+        store_key_add_u64(&k, m->past[i]);
+        store_batch_write(s, k.p, k.len, NULL, 0);
+        store_key_free(&k);
     }
+    m->past_len -= below - 1;
+    memmove(m->past, m->past + below - 1, m->past_len * sizeof(*m->past));
     return base;
 }
 

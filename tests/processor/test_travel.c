@@ -56,6 +56,7 @@ typedef struct travel_s {
     msgpack_zone *zone;
     uint64_t rng;
     uint64_t floor; /* the oldest version promised is no older than this (a restore) */
+    bool small;     /* short texts and more deletes: a small document, many rewrites */
 } travel_t;
 
 static void record_doc(travel_t *t)
@@ -240,8 +241,8 @@ static void flush_random(travel_t *t)
         uint64_t r = next_rand(t);
         uint64_t target = t->seq > 1 ? 1 + (r >> 8) % (t->seq - 1) : 1;
         const char *sep = i ? "," : "";
-        if (r % 5 < 3) {
-            int text = (int)((r >> 20) % 120);
+        if (r % 5 < (t->small ? 2u : 3u)) {
+            int text = (int)((r >> 20) % (t->small ? 8 : 120));
             off +=
                 snprintf(json + off, sizeof(json) - (size_t)off,
                          "%s{\"command\":{\"action\":\"create\",\"props\":{\"n\":%llu,"
@@ -250,7 +251,7 @@ static void flush_random(travel_t *t)
                          "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghij"
                          "klmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrs",
                          (unsigned long long)t->seq, i);
-        } else if (r % 5 == 3) {
+        } else if (r % 5 == (t->small ? 2u : 3u)) {
             off +=
                 snprintf(json + off, sizeof(json) - (size_t)off,
                          "%s{\"command\":{\"action\":\"update\",\"path\":[\"i%llu_0\"],"
@@ -367,11 +368,13 @@ static int count_past(void *opaque, const state_store_item_t *item)
     return 0;
 }
 
-static void run(const char *name, mode_t_ mode, uint64_t history, uint64_t snapshot_every,
-                int flushes)
+/* @returns the oldest version available at the end. */
+static uint64_t run(const char *name, mode_t_ mode, uint64_t history,
+                    uint64_t snapshot_every, int flushes)
 {
     travel_t t;
     travel_open(&t, name, mode, history, snapshot_every);
+    t.small = strstr(name, "small") != NULL;
     for (int i = 0; i < flushes; i++) {
         flush_random(&t);
         uint64_t count = state_master_command_count(t.ref);
@@ -400,7 +403,7 @@ static void run(const char *name, mode_t_ mode, uint64_t history, uint64_t snaps
     char errstr[256];
     cr_assert_eq(state_store_scan(t.store, count_past, past, errstr, sizeof(errstr)), 0);
     cr_assert_gt(past[0], 0);
-    cr_assert_leq(past[0], history + 2, "%llu past snapshots",
+    cr_assert_leq(past[0], history + 1, "%llu past snapshots",
                   (unsigned long long)past[0]);
     cr_assert_geq(past[1], oldest);
     if (getenv("TRAVEL_VERBOSE"))
@@ -409,13 +412,18 @@ static void run(const char *name, mode_t_ mode, uint64_t history, uint64_t snaps
                 (unsigned long long)oldest, (unsigned long long)past[0],
                 (unsigned long long)past[1]);
     travel_close(&t);
+    return oldest;
 }
 
 Test(travel, every_version_kept_with_small_settings_whatever_the_cache)
 {
-    run("steps", STEPS, 5, 3, 240);
-    run("evicting", EVICTING, 5, 3, 240);
-    run("reopened", REOPENED, 7, 4, 240);
+    /* The same flushes: the same versions kept, whatever the cache and the steps. */
+    uint64_t oldest = run("steps", STEPS, 5, 3, 240);
+    cr_assert_eq(run("evicting", EVICTING, 5, 3, 240), oldest);
+    cr_assert_eq(run("reopened", REOPENED, 5, 3, 240), oldest);
+    run("other-settings", STEPS, 7, 4, 240);
+    oldest = run("small-steps", STEPS, 5, 3, 240);
+    cr_assert_eq(run("small-evicting", EVICTING, 5, 3, 240), oldest);
 }
 
 Test(travel, every_version_kept_with_the_default_settings)
@@ -484,6 +492,39 @@ Test(travel, after_a_restore_from_the_installed_snapshot_on)
 /* A store written before past snapshots existed: time travel reaches back to its
  * snapshot (replies and syncs are as before), and to the whole window once the model
  * has moved on. */
+/* Deletes (value NULL) or overwrites every past snapshot of the closed store t, as an
+ * earlier version (none) or a damaged disk (garbage) would leave them.
+ * @returns how many there were. */
+static int rewrite_past_snapshots(travel_t *t, const char *value)
+{
+    rocksdb_options_t *o = rocksdb_options_create();
+    char *err = NULL;
+    rocksdb_t *db = rocksdb_open(o, t->dir, &err);
+    cr_assert_null(err, "%s", err);
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    rocksdb_iterator_t *it = rocksdb_create_iterator(db, ro);
+    int found = 0;
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t len;
+        const char *k = rocksdb_iter_key(it, &len);
+        if (len <= 5 || k[4] != STATE_ITEM_PAST || (unsigned char)k[0] == 0xff)
+            continue;
+        if (value)
+            rocksdb_put(db, wo, k, len, value, strlen(value), &err);
+        else
+            rocksdb_delete(db, wo, k, len, &err);
+        cr_assert_null(err, "%s", err);
+        found++;
+    }
+    rocksdb_iter_destroy(it);
+    rocksdb_writeoptions_destroy(wo);
+    rocksdb_readoptions_destroy(ro);
+    rocksdb_close(db);
+    rocksdb_options_destroy(o);
+    return found;
+}
+
 Test(travel, a_store_without_past_snapshots)
 {
     travel_t t;
@@ -493,29 +534,7 @@ Test(travel, a_store_without_past_snapshots)
     commit(&t);
     store_close(&t);
     /* Delete every past snapshot, as if written by an earlier version. */
-    rocksdb_options_t *o = rocksdb_options_create();
-    char *err = NULL;
-    rocksdb_t *db = rocksdb_open(o, t.dir, &err);
-    cr_assert_null(err, "%s", err);
-    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
-    rocksdb_iterator_t *it = rocksdb_create_iterator(db, ro);
-    int deleted = 0;
-    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
-        size_t len;
-        const char *k = rocksdb_iter_key(it, &len);
-        if (len > 5 && k[4] == STATE_ITEM_PAST && (unsigned char)k[0] != 0xff) {
-            rocksdb_delete(db, wo, k, len, &err);
-            cr_assert_null(err, "%s", err);
-            deleted++;
-        }
-    }
-    cr_assert_gt(deleted, 0);
-    rocksdb_iter_destroy(it);
-    rocksdb_writeoptions_destroy(wo);
-    rocksdb_readoptions_destroy(ro);
-    rocksdb_close(db);
-    rocksdb_options_destroy(o);
+    cr_assert_gt(rewrite_past_snapshots(&t, NULL), 0);
     store_open(&t);
 
     t.floor = UINT64_MAX; /* promised: from its snapshot on */
@@ -526,6 +545,49 @@ Test(travel, a_store_without_past_snapshots)
     for (int i = 0; i < 30; i++)
         flush_random(&t);
     sweep(&t);
+    travel_close(&t);
+}
+
+/* A past snapshot that cannot be read fails only the request that needed it: the
+ * reply is store_failed with store_intact set (the runner then goes on with the
+ * partition, run_step.c), and the model keeps serving flushes and other versions. */
+Test(travel, an_unreadable_past_snapshot_fails_only_that_request)
+{
+    travel_t t;
+    travel_open(&t, "corrupt", REOPENED, 5, 3);
+    for (int i = 0; i < 50; i++)
+        flush_random(&t);
+    commit(&t);
+    uint64_t count = state_master_command_count(t.ref);
+    store_close(&t);
+    cr_assert_gt(rewrite_past_snapshots(&t, "\xc1\xc1"), 0); /* not msgpack */
+    store_open(&t);
+
+    int failed = 0;
+    for (uint64_t at = 0; at <= count; at++) {
+        char json[128];
+        snprintf(json, sizeof(json),
+                 "{\"type\":\"snapshot\",\"client\":\"r\",\"seq\":1,"
+                 "\"at\":%llu}",
+                 (unsigned long long)at);
+        codec_value_t *reply = ask(&t, json);
+        const char *code = codec_map_get(reply, "error", 5) ? error_code(reply) : NULL;
+        if (code && !strcmp(code, "store_failed")) {
+            cr_assert(t.out.store_intact,
+                      "at %llu: store_failed must not stop the partition",
+                      (unsigned long long)at);
+            failed++;
+        } else if (code) {
+            cr_assert_str_eq(code, "history_unavailable", "at %llu",
+                             (unsigned long long)at);
+        }
+        codec_value_destroy(reply);
+    }
+    cr_assert_gt(failed, 0, "some version needed a spoiled past snapshot");
+    /* The model itself is intact: flushes go on, the latest version reads. */
+    for (int i = 0; i < 10; i++)
+        flush_random(&t);
+    expect_version(&t, state_master_command_count(t.ref));
     travel_close(&t);
 }
 
