@@ -328,6 +328,29 @@ async function main(run) {
       expectError(await h.httpRequest(hs, method, p, { token: alice, body: method === 'GET' ? undefined : {} }), 405, 'method_not_allowed', `${method} ${p}`);
   });
 
+  await checks.check('411 length_required: every flush body sent chunked (no Content-Length) is answered, nothing applied; a keep-alive client is told the connection closes', async () => {
+    const body = { client: 'c', seq: 1, from: 0, completions: [create('a', {})] };
+    const answers = [];
+    for (let k = 0; k < 4; k++) {
+      const r = await h.httpRequest(hs, 'POST', h.modelPath('chunked', '/flush'), { token: alice, chunked: true, body, agent: false, timeoutMs: 3000 })
+        .catch((e) => ({ status: e.message }));
+      answers.push(r.status);
+      if (r.status === 411) expectError(r, 411, 'length_required', 'a chunked body');
+    }
+    assert.deepStrictEqual(answers, [411, 411, 411, 411], 'four chunked flushes on fresh connections, one after the other');
+    // On a keep-alive connection: the gateway does not read the chunked body, so it
+    // must close the connection, and say so (Connection: close), or the client's
+    // next request on it fails.
+    const agent = new (require('http').Agent)({ keepAlive: true, maxSockets: 1 });
+    const r = await h.httpRequest(hs, 'POST', h.modelPath('chunked', '/flush'), { token: alice, chunked: true, body, agent, timeoutMs: 3000 });
+    expectError(r, 411, 'length_required', 'a chunked body on a keep-alive connection');
+    const next = await h.httpRequest(hs, 'GET', h.modelPath('chunked'), { token: alice, agent, timeoutMs: 3000 }).catch((e) => ({ status: e.message }));
+    agent.destroy();
+    assert.ok(r.headers.connection === 'close' || next.status === 200,
+      `after a 411 without "Connection: close" the next request on the connection fails: ${next.status}`);
+    assert.strictEqual((await get(hs, h.modelPath('chunked'), alice)).json.commandCount, 0);
+  });
+
   await checks.check('409 stale_seq, naming the model, client and seq', async () => {
     const first = await post(hs, 'stale', { client: 'tab', seq: 5, from: 0, completions: [create('a', {})] }, alice);
     assert.strictEqual(first.status, 200, first.text);

@@ -231,7 +231,8 @@ function httpRequest(gw, method, urlPath, opts = {}) {
   if (opts.body !== undefined) {
     payload = typeof opts.body === 'string' || Buffer.isBuffer(opts.body) ? Buffer.from(opts.body) : Buffer.from(JSON.stringify(opts.body));
     headers['content-type'] = headers['content-type'] || 'application/json';
-    headers['content-length'] = payload.length;
+    if (opts.chunked) headers['transfer-encoding'] = 'chunked';
+    else headers['content-length'] = payload.length;
   }
   return new Promise((resolve, reject) => {
     const req = http.request({ host: gw.host, port: gw.port, method, path: urlPath, headers, agent: opts.agent || gw.agent }, (res) => {
