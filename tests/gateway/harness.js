@@ -235,7 +235,7 @@ function httpRequest(gw, method, urlPath, opts = {}) {
     else headers['content-length'] = payload.length;
   }
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: gw.host, port: gw.port, method, path: urlPath, headers, agent: opts.agent || gw.agent }, (res) => {
+    const req = http.request({ host: gw.host, port: gw.port, method, path: urlPath, headers, agent: opts.agent === undefined ? gw.agent : opts.agent }, (res) => {
       const chunks = [];
       res.on('data', (c) => chunks.push(c));
       res.on('end', () => {
