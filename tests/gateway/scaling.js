@@ -80,8 +80,13 @@ async function main(run) {
       const model = `scaled-${m}`;
       const views = [];
       for (const gw of gateways.filter((g) => !g.stopped)) {
-        const r = await h.httpRequest(gw, 'GET', h.modelPath(model), { token: keys.token('HS256', 'reader') });
-        assert.strictEqual(r.status, 200, r.text);
+        // The group may still be settling after the leave: 503 unavailable until then.
+        const r = await h.waitUntil(`${gw.name} serving ${model}`, async () => {
+          const got = await h.httpRequest(gw, 'GET', h.modelPath(model), { token: keys.token('HS256', 'reader') });
+          if (got.status === 503 && got.json && got.json.error.code === 'unavailable') return null;
+          assert.strictEqual(got.status, 200, got.text);
+          return got;
+        }, 30000, 100);
         views.push(r.json);
       }
       for (const v of views) assert.strictEqual(h.canonical(v), h.canonical(views[0]), `${model}: one snapshot on every gateway`);
