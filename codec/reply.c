@@ -207,9 +207,16 @@ void codec_reply_pack_history(msgpack_packer *pk, const codec_reply_to_t *to,
 void codec_reply_pack_error(msgpack_packer *pk, const codec_reply_to_t *to,
                             codec_err_t code, const char *message)
 {
+    codec_reply_pack_error_oldest(pk, to, code, message, NULL);
+}
+
+void codec_reply_pack_error_oldest(msgpack_packer *pk, const codec_reply_to_t *to,
+                                   codec_err_t code, const char *message,
+                                   const uint64_t *oldest)
+{
     pack_head(pk, "error", to, 1);
     PACK_LIT(pk, "error");
-    msgpack_pack_map(pk, 2);
+    msgpack_pack_map(pk, oldest ? 3 : 2);
     PACK_LIT(pk, "code");
     pack_key(pk, codec_err_name(code));
     PACK_LIT(pk, "message");
@@ -218,4 +225,8 @@ void codec_reply_pack_error(msgpack_packer *pk, const codec_reply_to_t *to,
     codec_utf8_sanitize(clean, len); /* messages may cut input strings mid-character */
     msgpack_pack_str_with_body(pk, clean, len);
     free(clean);
+    if (oldest) {
+        PACK_LIT(pk, "oldest");
+        msgpack_pack_uint64(pk, *oldest);
+    }
 }

@@ -87,5 +87,10 @@ void codec_reply_pack_history(msgpack_packer *pk, const codec_reply_to_t *to,
                               uint64_t from, const codec_packed_t *completions);
 void codec_reply_pack_error(msgpack_packer *pk, const codec_reply_to_t *to,
                             codec_err_t code, const char *message);
+/** The same, for history_unavailable: the error also names the oldest version that
+ *  can be asked for ("oldest", when known). */
+void codec_reply_pack_error_oldest(msgpack_packer *pk, const codec_reply_to_t *to,
+                                   codec_err_t code, const char *message,
+                                   const uint64_t *oldest);
 
 #endif

@@ -177,6 +177,7 @@ struct processor_gateway_s {
     bool threads_started;
     pthread_mutex_t lock; /* guards what follows */
     gw_event_t *events_head, *events_tail;
+    bool joined;               /* the group assigned us (possibly nothing) once */
     int32_t *reply_partitions; /* ours, from the group's assignment */
     size_t n_reply_partitions;
     bool *wanted;      /* changes partitions with watchers [changes_partitions] */

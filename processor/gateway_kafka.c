@@ -32,16 +32,21 @@ static uint64_t get_be64(const unsigned char *b)
     return v;
 }
 
+/* Queues e for the service thread, waking it only when the queue was empty: it takes
+ * the whole queue each time it wakes, so one wake-up serves every event queued until
+ * then (a wake-up makes libwebsockets poll every connection). */
 static void push_event(processor_gateway_t *gw, gw_event_t *e)
 {
     pthread_mutex_lock(&gw->lock);
+    bool was_empty = !gw->events_head;
     if (gw->events_tail)
         gw->events_tail->next = e;
     else
         gw->events_head = e;
     gw->events_tail = e;
     pthread_mutex_unlock(&gw->lock);
-    lws_cancel_service(gw->lws);
+    if (was_empty)
+        lws_cancel_service(gw->lws);
 }
 
 gw_event_t *gw_events_take(processor_gateway_t *gw)
@@ -75,15 +80,17 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
     push_event(gw, e);
 }
 
-/* The group's assignment of the replies topic. Each partition starts at its current
- * end, fixed before it is used: a reply to a request sent once the partition is ours
- * is always after that offset (auto.offset.reset would resolve "latest" later, and
- * could skip it). */
+/* The group's assignment of the replies topic, cooperative: partitions come and go
+ * one by one, and the ones that stay keep answering. Each partition starts at its
+ * current end, fixed before it is used: a reply to a request sent once the partition
+ * is ours is always after that offset (auto.offset.reset would resolve "latest" later,
+ * and could skip it). */
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
     processor_gateway_t *gw = opaque;
-    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    bool assign = err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+    if (assign)
         for (int i = 0; i < parts->cnt; i++) {
             int64_t low = 0, high = RD_KAFKA_OFFSET_END;
             if (rd_kafka_query_watermark_offsets(rk, parts->elems[i].topic,
@@ -92,22 +99,32 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                 high = RD_KAFKA_OFFSET_END;
             parts->elems[i].offset = high;
         }
-        rd_kafka_assign(rk, parts);
-        pthread_mutex_lock(&gw->lock);
-        free(gw->reply_partitions);
-        gw->reply_partitions = codec_xcalloc((size_t)parts->cnt + 1, sizeof(int32_t));
-        for (int i = 0; i < parts->cnt; i++)
-            gw->reply_partitions[i] = parts->elems[i].partition;
-        gw->n_reply_partitions = (size_t)parts->cnt;
-        pthread_mutex_unlock(&gw->lock);
-        LOG_INFO("gateway: replies come to %d partition(s) of %s", parts->cnt,
-                 gw->cfg->replies_topic);
-    } else {
-        pthread_mutex_lock(&gw->lock);
-        gw->n_reply_partitions = 0;
-        pthread_mutex_unlock(&gw->lock);
-        rd_kafka_assign(rk, NULL);
+    rd_kafka_error_t *error = assign ? rd_kafka_incremental_assign(rk, parts)
+                                     : rd_kafka_incremental_unassign(rk, parts);
+    if (error) {
+        LOG_WARN("gateway: %s partitions of %s: %s", assign ? "assigning" : "revoking",
+                 gw->cfg->replies_topic, rd_kafka_error_string(error));
+        rd_kafka_error_destroy(error);
     }
+    pthread_mutex_lock(&gw->lock);
+    gw->joined = true;
+    for (int i = 0; i < parts->cnt; i++) {
+        int32_t p = parts->elems[i].partition;
+        size_t at = 0;
+        while (at < gw->n_reply_partitions && gw->reply_partitions[at] != p)
+            at++;
+        if (assign && at == gw->n_reply_partitions) {
+            gw->reply_partitions = codec_xrealloc(
+                gw->reply_partitions, (gw->n_reply_partitions + 1) * sizeof(int32_t));
+            gw->reply_partitions[gw->n_reply_partitions++] = p;
+        } else if (!assign && at < gw->n_reply_partitions) {
+            gw->reply_partitions[at] = gw->reply_partitions[--gw->n_reply_partitions];
+        }
+    }
+    size_t now = gw->n_reply_partitions;
+    pthread_mutex_unlock(&gw->lock);
+    LOG_INFO("gateway: %s %d partition(s) of %s; replies come to %zu",
+             assign ? "got" : "gave up", parts->cnt, gw->cfg->replies_topic, now);
 }
 
 bool gw_kafka_ready(processor_gateway_t *gw)
@@ -343,8 +360,9 @@ int gw_kafka_start(processor_gateway_t *gw, const char *bootstrap, char *errstr,
     gw->corr_base = get_be64(base);
     processor_kafka_callbacks_t produce_cbs = {.delivery = on_delivery, .opaque = gw};
     processor_kafka_callbacks_t reply_cbs = {.rebalance = on_rebalance, .opaque = gw};
-    if (!(gw->producer = processor_kafka_new(cfg, bootstrap, PROCESSOR_KAFKA_SENDER,
-                                             &produce_cbs, errstr, errstr_size)) ||
+    if (!(gw->producer =
+              processor_kafka_new(cfg, bootstrap, PROCESSOR_KAFKA_GATEWAY_SENDER,
+                                  &produce_cbs, errstr, errstr_size)) ||
         !(gw->replies = processor_kafka_new(cfg, bootstrap, PROCESSOR_KAFKA_GATEWAY,
                                             &reply_cbs, errstr, errstr_size)) ||
         !(gw->changes = processor_kafka_new(cfg, bootstrap, PROCESSOR_KAFKA_READER, NULL,
@@ -395,8 +413,24 @@ void gw_kafka_destroy(processor_gateway_t *gw)
 {
     gw_kafka_stop_threads(gw);
     if (gw->replies) {
-        rd_kafka_consumer_close(gw->replies);
-        rd_kafka_destroy(gw->replies);
+        /* librdkafka 2.0 aborts when a cooperative-sticky consumer is closed before its
+         * first assignment (issue #4312, fixed in 2.3): wait a while for it, as the
+         * processor does (run_loop.c). */
+        for (double until = processor_monotonic_s() + 10;
+             !gw->joined && processor_monotonic_s() < until;) {
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(gw->replies, 100);
+            if (m)
+                rd_kafka_message_destroy(m);
+        }
+        if (gw->joined) {
+            rd_kafka_consumer_close(gw->replies);
+            rd_kafka_destroy(gw->replies);
+        } else {
+            LOG_WARN("gateway: leaving without closing the replies consumer: the group "
+                     "never answered its join, and librdkafka %s cannot close it before "
+                     "(issue #4312)",
+                     rd_kafka_version_str());
+        }
     }
     if (gw->changes) {
         rd_kafka_consumer_close(gw->changes);

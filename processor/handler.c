@@ -236,7 +236,10 @@ static void handle_snapshot(processor_handler_t *h, const target_t *t,
                  "version %llu is older than the history kept: the oldest version "
                  "available is %llu",
                  (unsigned long long)req->at, (unsigned long long)oldest);
-        reject(out, pk, to, CODEC_ERR_HISTORY_UNAVAILABLE, msg);
+        out->error = CODEC_ERR_HISTORY_UNAVAILABLE;
+        snprintf(out->message, sizeof(out->message), "%s", msg);
+        codec_reply_pack_error_oldest(pk, to, CODEC_ERR_HISTORY_UNAVAILABLE, msg,
+                                      &oldest);
         return;
     }
     codec_reply_pack_snapshot(pk, to, req->at, state_master_document(past));

@@ -97,7 +97,8 @@ rd_kafka_conf_t *processor_kafka_conf(const processor_config_t *cfg,
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     /* Role settings first; -X may then tune everything not owned. */
-    bool producer = role == PROCESSOR_KAFKA_PRODUCER || role == PROCESSOR_KAFKA_SENDER;
+    bool producer = role == PROCESSOR_KAFKA_PRODUCER || role == PROCESSOR_KAFKA_SENDER ||
+                    role == PROCESSOR_KAFKA_GATEWAY_SENDER;
     if (set(conf, "bootstrap.servers", bootstrap_servers, errstr, errstr_size) ||
         set(conf, "client.id", "flushout-processor", errstr, errstr_size) ||
         (producer && set(conf, "partitioner", "murmur2_random", errstr, errstr_size)))
@@ -169,9 +170,21 @@ rd_kafka_conf_t *processor_kafka_conf(const processor_config_t *cfg,
     case PROCESSOR_KAFKA_GATEWAY:
         /* Replies are wanted only while their request waits: an older one has no
          * reader, so a gateway starts at the end and keeps no position. */
+        /* Cooperative: a gateway joining or leaving moves only the partitions that
+         * change hands; with the eager assignors every gateway would give up all its
+         * partitions (and answer 503) for the whole rebalance. */
         if (set(conf, "group.id", cfg->gateway_group, errstr, errstr_size) ||
+            set(conf, "partition.assignment.strategy", "cooperative-sticky", errstr,
+                errstr_size) ||
             set(conf, "enable.auto.commit", "false", errstr, errstr_size) ||
             set(conf, "auto.offset.reset", "latest", errstr, errstr_size))
+            goto err;
+        break;
+    case PROCESSOR_KAFKA_GATEWAY_SENDER:
+        /* A millisecond of linger lets requests that arrive together share a produce
+         * request: one per flush cost the gateway most of its CPU under load. */
+        if (set(conf, "enable.idempotence", "true", errstr, errstr_size) ||
+            set(conf, "linger.ms", "1", errstr, errstr_size))
             goto err;
         break;
     case PROCESSOR_KAFKA_ADMIN:
@@ -219,7 +232,8 @@ rd_kafka_t *processor_kafka_new(const processor_config_t *cfg,
             rd_kafka_conf_set_error_cb(conf, callbacks->error);
         rd_kafka_conf_set_opaque(conf, callbacks->opaque);
     }
-    bool producer = role == PROCESSOR_KAFKA_PRODUCER || role == PROCESSOR_KAFKA_SENDER;
+    bool producer = role == PROCESSOR_KAFKA_PRODUCER || role == PROCESSOR_KAFKA_SENDER ||
+                    role == PROCESSOR_KAFKA_GATEWAY_SENDER;
     char why[256];
     rd_kafka_t *rk = rd_kafka_new(producer ? RD_KAFKA_PRODUCER : RD_KAFKA_CONSUMER, conf,
                                   why, sizeof(why));

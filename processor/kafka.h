@@ -13,15 +13,16 @@
 #include "options.h"
 
 typedef enum processor_kafka_role_e {
-    PROCESSOR_KAFKA_CONSUMER, /* the group consumer of the flushes topic */
-    PROCESSOR_KAFKA_RESTORE,  /* reads a changes partition, no group */
-    PROCESSOR_KAFKA_PRODUCER, /* replies, change records, dead letters */
-    PROCESSOR_KAFKA_SENDER,   /* send: produces requests */
-    PROCESSOR_KAFKA_READER,   /* send: reads replies, no group */
-    PROCESSOR_KAFKA_ADMIN,    /* topics: Admin API and metadata, a consumer handle
-                                 that never joins a group */
-    PROCESSOR_KAFKA_GATEWAY,  /* gateway: reads its share of the replies topic in
-                                 group --gateway-group, from the end, never commits */
+    PROCESSOR_KAFKA_CONSUMER,       /* the group consumer of the flushes topic */
+    PROCESSOR_KAFKA_RESTORE,        /* reads a changes partition, no group */
+    PROCESSOR_KAFKA_PRODUCER,       /* replies, change records, dead letters */
+    PROCESSOR_KAFKA_SENDER,         /* send: produces requests */
+    PROCESSOR_KAFKA_READER,         /* send: reads replies, no group */
+    PROCESSOR_KAFKA_ADMIN,          /* topics: Admin API and metadata, a consumer handle
+                                       that never joins a group */
+    PROCESSOR_KAFKA_GATEWAY,        /* gateway: reads its share of the replies topic in
+                                       group --gateway-group, from the end, never commits */
+    PROCESSOR_KAFKA_GATEWAY_SENDER, /* gateway: produces requests */
 } processor_kafka_role_t;
 
 /* How long one request to the cluster may take (metadata, watermarks, committed

@@ -82,6 +82,7 @@ function check(model, N, docs, replies) {
     const m = /the oldest version available is (\d+)$/.exec(r.error.message);
     if (!m) return `${where}: ${r.error.message}`;
     const named = Number(m[1]);
+    if (r.error.oldest !== named) return `${where}: the error's oldest is ${r.error.oldest}, its message says ${named}`;
     if (named <= at || named > window) return `${where}: ${r.error.message} (the window starts at ${window})`;
   }
   if (oldest === null || oldest > window) return `${model}: the oldest version answered is ${oldest}, the window starts at ${window}`;

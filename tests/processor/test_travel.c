@@ -309,6 +309,8 @@ static uint64_t expect_version(travel_t *t, uint64_t at)
         const char *says = strstr(msg, "the oldest version available is ");
         cr_assert_not_null(says, "%s", msg);
         oldest = strtoull(says + strlen("the oldest version available is "), NULL, 10);
+        cr_assert_eq((uint64_t)field(field(reply, "error"), "oldest")->u.i, oldest,
+                     "the error's oldest field says what its message says: %s", msg);
         cr_assert_gt(oldest, at, "%s", msg);
         /* The promise: every version from count - --history on (since the restore). */
         uint64_t window = count > t->conf.history ? count - t->conf.history : 0;
@@ -657,7 +659,7 @@ Test(travel, without_a_store_from_the_whole_history_in_memory)
             expect_json(v, "{\"type\":\"error\",\"model\":\"m\",\"client\":\"r\","
                            "\"seq\":1,\"error\":{\"code\":\"history_unavailable\","
                            "\"message\":\"version 2 is older than the history kept: the "
-                           "oldest version available is 4\"}}");
+                           "oldest version available is 4\",\"oldest\":4}}");
         codec_value_destroy(v);
         v = ask_handler(h, "{\"type\":\"snapshot\",\"client\":\"r\",\"seq\":1,\"at\":0}");
         if (history == 1000)

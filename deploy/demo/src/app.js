@@ -206,10 +206,11 @@ async function refreshHistory() {
     let start = Math.max(0, end - HISTORY_SHOWN);
     let h = await sync.get(`/history?from=${start}&to=${end}`);
     if (h.status === 410) {
-      // "... the oldest version available is N": start there
-      const m = /(\d+)\D*$/.exec(h.body && h.body.error ? h.body.error.message : '');
+      // "history from F is no longer kept (kept: the last N commands)": the last N
+      // are there (fewer after a restore: then the list stays as it was)
+      const m = /the last (\d+) commands/.exec(h.body && h.body.error ? h.body.error.message : '');
       if (!m) return;
-      start = Number(m[1]);
+      start = Math.max(0, end - Number(m[1]));
       h = await sync.get(`/history?from=${start}&to=${end}`);
     }
     if (h.status !== 200) return;
