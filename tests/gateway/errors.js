@@ -387,6 +387,7 @@ async function main(run) {
     const named = old.json.error.message.match(/\d+/g);
     assert.ok(named, `the message names the oldest version: ${old.json.error.message}`);
     const oldest = Number(named[named.length - 1]);
+    assert.strictEqual(old.json.error.oldest, oldest, `the error object carries it as "oldest": ${old.text}`);
     assert.ok(oldest > 0 && oldest <= LONG_FLUSHES - HISTORY, `oldest ${oldest} within (0, ${LONG_FLUSHES - HISTORY}]: ${old.json.error.message}`);
     h.log(`"long" (${LONG_FLUSHES} commands, --history ${HISTORY}): ${old.json.error.message}`);
     expectError(await get(hs, h.modelPath('long', `?at=${oldest - 1}`), historian), 410, 'history_unavailable', `at=${oldest - 1}`);
@@ -494,13 +495,11 @@ async function main(run) {
       return count;
     };
     const hears = (conn, c) => conn.changed.some((x) => x.model === model && x.commandCount === c);
+    // After `subscribed`, the very next change is told (GATEWAY.md).
     await one.subscribe(model);
     await two.subscribe(model);
-    await h.waitUntil('both hearing', async () => {
-      const c = await change();
-      await h.sleep(300);
-      return hears(one, c) && hears(two, c);
-    }, 15000, 0);
+    const first = await change();
+    await h.waitUntil('both hearing the first change after subscribed', () => hears(one, first) && hears(two, first), 5000);
     one.send({ type: 'unsubscribe', model });
     await h.sleep(300);
     let c = await change();
@@ -512,11 +511,8 @@ async function main(run) {
     await h.sleep(1000);
     assert.ok(!hears(two, c), 'nobody listens');
     await one.subscribe(model);
-    await h.waitUntil('the returning listener hearing', async () => {
-      c = await change();
-      await h.sleep(300);
-      return hears(one, c);
-    }, 15000, 0);
+    c = await change();
+    await h.waitUntil('the returning listener hearing the next change', () => hears(one, c), 5000);
     // A subscriber that closes its connection is dropped too (no error when changes come).
     one.close();
     two.close();
