@@ -23,9 +23,6 @@ const MODELS = Number(h.option('--models', 3));
 const EDITORS = Number(h.option('--editors', 4)); // proxies per model: half HTTP, half WebSocket
 const EDIT_MS = Number(h.option('--edit-ms', 3000));
 const SEED = Number(h.option('--seed', 1));
-// `at` is the processor's (codec/PROTOCOL.md); --no-time-travel leaves its check out
-// on a build that does not have it yet.
-const TIME_TRAVEL = !process.argv.includes('--no-time-travel');
 
 async function warmUp(gw, token) {
   await h.waitUntil(`${gw.name} answering snapshots`, async () => {
@@ -231,38 +228,35 @@ async function main(run) {
     }
   });
 
-  const timeTravel = 'time travel: GET ?at=N (HTTP, both gateways) and WebSocket snapshot at N equal the history replayed up to N, for every N; at beyond the count is 400 bad_range';
-  if (!TIME_TRAVEL) checks.skip(timeTravel, '--no-time-travel: the processor has no `at` yet');
-  else
-    await checks.check(timeTravel, async () => {
-      const reader = keys.token('HS256', 'time-traveller');
-      const conns = await Promise.all(gateways.map((gw) => h.WsConn.open(gw, { token: reader })));
-      for (const model of models) {
-        const completions = histories.get(model);
-        const count = snapshots.get(model).commandCount;
-        const versions = Array.from({ length: count + 1 }, (_, n) => n);
-        await h.inParallel(versions, 8, async (n) => {
-          const want = h.canonical(await h.replay(completions, n));
-          const gw = gateways[n % 2];
-          const r = await h.httpRequest(gw, 'GET', h.modelPath(model, `?at=${n}`), { token: reader });
-          assert.strictEqual(r.status, 200, `${model} at ${n} via ${gw.name}: ${r.text}`);
-          assert.strictEqual(h.canonical(r.json), want, `${model} at ${n} via ${gw.name}`);
-          if (n % 4 === 0) {
-            const w = await conns[(n / 4) % 2].snapshot(model, n);
-            assert.strictEqual(w.type, 'snapshot', JSON.stringify(w));
-            assert.strictEqual(h.canonical(w.snapshot), want, `${model} at ${n} over WebSocket`);
-          }
-        });
-        const beyond = await h.httpRequest(gateways[0], 'GET', h.modelPath(model, `?at=${count + 1}`), { token: reader });
-        assert.strictEqual(beyond.status, 400, beyond.text);
-        assert.strictEqual(beyond.json.type, 'error');
-        assert.strictEqual(beyond.json.error.code, 'bad_range', beyond.text);
-        const wsBeyond = await conns[1].snapshot(model, count + 5);
-        assert.strictEqual(wsBeyond.type, 'error', JSON.stringify(wsBeyond));
-        assert.strictEqual(wsBeyond.error.code, 'bad_range');
-      }
-      for (const c of conns) c.close();
-    });
+  await checks.check('time travel: GET ?at=N (HTTP, both gateways) and WebSocket snapshot at N equal the history replayed up to N, for every N; at beyond the count is 400 bad_range', async () => {
+    const reader = keys.token('HS256', 'time-traveller');
+    const conns = await Promise.all(gateways.map((gw) => h.WsConn.open(gw, { token: reader })));
+    for (const model of models) {
+      const completions = histories.get(model);
+      const count = snapshots.get(model).commandCount;
+      const versions = Array.from({ length: count + 1 }, (_, n) => n);
+      await h.inParallel(versions, 8, async (n) => {
+        const want = h.canonical(await h.replay(completions, n));
+        const gw = gateways[n % 2];
+        const r = await h.httpRequest(gw, 'GET', h.modelPath(model, `?at=${n}`), { token: reader });
+        assert.strictEqual(r.status, 200, `${model} at ${n} via ${gw.name}: ${r.text}`);
+        assert.strictEqual(h.canonical(r.json), want, `${model} at ${n} via ${gw.name}`);
+        if (n % 4 === 0) {
+          const w = await conns[(n / 4) % 2].snapshot(model, n);
+          assert.strictEqual(w.type, 'snapshot', JSON.stringify(w));
+          assert.strictEqual(h.canonical(w.snapshot), want, `${model} at ${n} over WebSocket`);
+        }
+      });
+      const beyond = await h.httpRequest(gateways[0], 'GET', h.modelPath(model, `?at=${count + 1}`), { token: reader });
+      assert.strictEqual(beyond.status, 400, beyond.text);
+      assert.strictEqual(beyond.json.type, 'error');
+      assert.strictEqual(beyond.json.error.code, 'bad_range', beyond.text);
+      const wsBeyond = await conns[1].snapshot(model, count + 5);
+      assert.strictEqual(wsBeyond.type, 'error', JSON.stringify(wsBeyond));
+      assert.strictEqual(wsBeyond.error.code, 'bad_range');
+    }
+    for (const c of conns) c.close();
+  });
 
   for (const e of editors) e.transport.close();
   await checks.check('both gateways exit 0 on SIGTERM', async () => {

@@ -17,9 +17,7 @@ const h = require('./harness.js');
 const { assert } = h;
 const HISTORY = 20; // the processor's --history: "long" goes well beyond it
 const LONG_FLUSHES = 60;
-// `at` is the processor's (codec/PROTOCOL.md); --no-time-travel leaves the 410 check
-// out on a build that does not have it yet.
-const TIME_TRAVEL = !process.argv.includes('--no-time-travel');
+
 
 // Stamps the flush's context.user and context.claims.role into what is created: the
 // stored document shows which user the gateway vouched for.
@@ -362,9 +360,7 @@ async function main(run) {
     assert.strictEqual((await get(hs, h.modelPath('stale'), alice)).json.commandCount, 1);
   });
 
-  const travel = '410 history_unavailable: ?at= and history older than the history kept name the oldest version; that one and later rebuild';
-  if (!TIME_TRAVEL) checks.skip(travel, '--no-time-travel: the processor has no `at` yet');
-  else await checks.check(travel, async () => {
+  await checks.check('410 history_unavailable: ?at= and history older than the history kept name the oldest version; that one and later rebuild', async () => {
     const historian = keys.token('HS256', 'historian');
     const sent = [];
     for (let k = 0; k < LONG_FLUSHES; k++) {
