@@ -495,7 +495,7 @@ async function main(run) {
     await one.subscribe(model);
     await two.subscribe(model);
     const first = await change();
-    await h.waitUntil('both hearing the first change after subscribed', () => hears(one, first) && hears(two, first), 5000);
+    await h.waitUntil('both hearing the first change after subscribed', () => hears(one, first) && hears(two, first), 10000);
     one.send({ type: 'unsubscribe', model });
     await h.sleep(300);
     let c = await change();
@@ -508,7 +508,7 @@ async function main(run) {
     assert.ok(!hears(two, c), 'nobody listens');
     await one.subscribe(model);
     c = await change();
-    await h.waitUntil('the returning listener hearing the next change', () => hears(one, c), 5000);
+    await h.waitUntil('the returning listener hearing the next change', () => hears(one, c), 10000);
     // A subscriber that closes its connection is dropped too (no error when changes come).
     one.close();
     two.close();
