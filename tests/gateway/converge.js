@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 // The gateway with real clients: flushout@1.1.1 Proxies edit models concurrently
 // through two gateways side by side (one --gateway-group), over HTTP keep-alive and
-// over WebSocket, each client with its own user's HS256 token; subscribers listen
+// over WebSocket, each client with its own user's HS256 token (half of the proxies
+// start from the snapshot they fetch, half from an empty model); subscribers listen
 // over Server-Sent Events and WebSocket. Checks:
 //   - every proxy's document equals the snapshot every gateway serves, which equals
 //     flushout's Master fed the flushes as they stand in the flushes topic, and the
@@ -34,8 +35,8 @@ async function warmUp(gw, token) {
 }
 
 // A subscriber on each gateway per model over SSE, and one WebSocket per gateway on
-// every model. Each is made ready by a probe flush it must see: the gateway starts
-// reading a changes partition from its end when the first subscriber arrives.
+// every model. Each waits for its `subscribed` (GATEWAY.md: from then on every change
+// is told); then one probe flush per model, the first change all of them must hear.
 async function subscribe(gateways, models, keys) {
   const subs = [];
   for (const gw of gateways) {
@@ -43,6 +44,7 @@ async function subscribe(gateways, models, keys) {
       const sse = await h.openEvents(gw, model, { token: keys.token('HS256', `sse-${gw.name}`) });
       assert.strictEqual(sse.status, 200, `events of ${model} on ${gw.name}: ${sse.text}`);
       assert.match(String(sse.headers['content-type']), /^text\/event-stream/);
+      await sse.waitFor(`${model} subscribed on ${gw.name}`, (evs) => evs.some((e) => e.event === 'subscribed' && e.json.model === model));
       subs.push({ name: `sse ${gw.name} ${model}`, model, counts: () => sse.events.filter((e) => e.event === 'changed').map((e) => e.json), close: sse.close });
     }
     const conn = await h.WsConn.open(gw, { token: keys.token('HS256', `ws-sub-${gw.name}`), tokenInQuery: true });
@@ -52,25 +54,17 @@ async function subscribe(gateways, models, keys) {
     }
   }
   const probe = new h.HttpTransport(gateways[0], keys.token('HS256', 'prober'));
-  const baseline = new Map();
+  const probes = new Map(); // model -> the command count after its probe
   for (const model of models) {
-    let seq = 0;
-    let count = 0;
-    await h.waitUntil(`every subscriber of ${model} hearing the probes`, async () => {
-      seq++;
-      const { status, reply } = await probe.flush(model, {
-        client: 'probe', seq, from: count,
-        completions: [{ command: { action: 'create', path: ['probes'], parentDefault: {}, props: { seq } }, createdId: `probe-${seq}` }],
-      });
-      assert.strictEqual(status, 200, JSON.stringify(reply));
-      count = reply.applied.from + reply.applied.completions.length;
-      await h.sleep(300);
-      return subs.filter((s) => s.model === model).every((s) => s.counts().some((c) => c.commandCount === count));
-    }, 30000, 0);
-    baseline.set(model, count);
+    const { status, reply } = await probe.flush(model, {
+      client: 'probe', seq: 1, from: 0,
+      completions: [{ command: { action: 'create', path: ['probes'], parentDefault: {}, props: { seq: 1 } }, createdId: 'probe-1' }],
+    });
+    assert.strictEqual(status, 200, JSON.stringify(reply));
+    probes.set(model, reply.applied.from + reply.applied.completions.length);
   }
   probe.close();
-  return { subs, baseline };
+  return { subs, probes };
 }
 
 async function main(run) {
@@ -87,7 +81,7 @@ async function main(run) {
   const checks = new h.Checks();
 
   const models = Array.from({ length: MODELS }, (_, m) => `doc/${m} ü`); // percent-encoded in paths
-  const { subs, baseline } = await subscribe(gateways, models, keys);
+  const { subs, probes } = await subscribe(gateways, models, keys);
   h.log('subscribers ready');
 
   // The editors: user u-m-i, client id c-i (the same client ids on every model and for
@@ -103,6 +97,9 @@ async function main(run) {
       editors[editors.length - 1].user = `u-${m}-${i}`;
     }
   }
+  // Half start from the snapshot (GET, or a WebSocket snapshot request), half from an
+  // empty model at 0 (their first flush gets the whole state in its sync).
+  await Promise.all(editors.filter((e, i) => i % 4 < 2).map((e) => e.init()));
   let editing = true;
   const runs = editors.map((e) => e.run(() => editing));
   await h.sleep(EDIT_MS);
@@ -133,6 +130,9 @@ async function main(run) {
       const items = Object.keys(views[0].document.items || {});
       assert.ok(items.length > EDITORS, `${model}: ${items.length} items created`);
     }
+    const remaps = editors.reduce((n, e) => n + e.remaps, 0);
+    assert.ok(remaps > 0, 'colliding created IDs were renamed by the master');
+    h.log(`${remaps} created IDs renamed`);
     for (const e of editors) {
       const snap = snapshots.get(e.model);
       assert.strictEqual(e.proxy.getCommandCount(), snap.commandCount, `${e.user}/${e.name} (${e.transport.kind} via ${e.gatewayName}): command count`);
@@ -194,9 +194,9 @@ async function main(run) {
     h.log(`reply partitions: ${[...partitions].map(([g, s]) => `${g} ${[...s].join(',')}`).join('; ')}`);
   });
 
-  await checks.check('subscribers (SSE and WebSocket, on both gateways) are told of every applied change, in order, and nothing else', async () => {
+  await checks.check('subscribers (SSE and WebSocket, on both gateways) are told of every change applied after their `subscribed`, in order, and nothing else', async () => {
     for (const model of models) {
-      const expected = editors.filter((e) => e.model === model).flatMap((e) => e.appliedCounts).sort((x, y) => x - y);
+      const expected = [probes.get(model), ...editors.filter((e) => e.model === model).flatMap((e) => e.appliedCounts)].sort((x, y) => x - y);
       const final = snapshots.get(model).commandCount;
       assert.strictEqual(expected[expected.length - 1], final, `${model}: the last applied change ends at the final count`);
       for (const s of subs.filter((x) => x.model === model)) {
@@ -205,7 +205,7 @@ async function main(run) {
           assert.strictEqual(c.type, 'changed');
           assert.strictEqual(c.model, model);
           return c.commandCount;
-        }).filter((c) => c > baseline.get(model));
+        });
         for (let i = 1; i < seen.length; i++) assert.ok(seen[i] > seen[i - 1], `${s.name}: counts in order (${seen[i - 1]} then ${seen[i]})`);
         assert.deepStrictEqual(seen, expected, `${s.name}: the changes heard are the changes applied`);
       }
@@ -265,6 +265,9 @@ async function main(run) {
     });
 
   for (const e of editors) e.transport.close();
+  await checks.check('both gateways exit 0 on SIGTERM', async () => {
+    await Promise.all(gateways.map((g) => run.stopProcess(g)));
+  });
   checks.finish('gateway converge');
 }
 

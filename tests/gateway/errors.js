@@ -44,6 +44,18 @@ function stampJs(document, command, context) {
 // create under a parent that does not exist yet would fail.
 const create = (id, props) => ({ command: { action: 'create', path: [], props }, createdId: id });
 
+// GET /metrics of a gateway: {name{labels}: value}.
+async function scrape(g) {
+  const r = await h.httpRequest(g, 'GET', '/metrics', { agent: false });
+  assert.strictEqual(r.status, 200, r.text);
+  const values = {};
+  for (const line of r.text.split('\n')) {
+    const m = /^([a-z_]+(?:\{[^}]*\})?) (\S+)$/.exec(line);
+    if (m) values[m[1]] = Number(m[2]);
+  }
+  return values;
+}
+
 function expectError(r, status, code, what) {
   assert.strictEqual(r.status, status, `${what}: status ${r.status}, body ${r.text}`);
   assert.ok(r.json, `${what}: the body is JSON: ${r.text}`);
@@ -84,7 +96,7 @@ async function main(run) {
   const [hs, rs, es, limited, slow] = await Promise.all([
     gw('hs256', jwt('HS256')),
     gw('rs256', jwt('RS256')),
-    gw('es256', jwt('ES256')),
+    gw('es256', jwt('ES256'), ['--max-connections', '4']),
     gw('limited', jwt('HS256'), ['--rate-limit', '1', '--rate-burst', '2']),
     gw('no-auth', ['--no-auth'], ['--timeout-ms', '1500', '--max-in-flight', '2']),
   ]);
@@ -105,7 +117,8 @@ async function main(run) {
       assert.strictEqual(r.json.type, 'flushResult');
       assert.strictEqual(r.json.client, 'tab', 'the reply names the client id as sent');
       assert.strictEqual(r.json.applied.completions.length, 1, r.text);
-      const snap = await get(g, h.modelPath(model), keys.token(alg, 'reader'));
+      // The token may come in ?access_token= too (browsers' EventSource and WebSocket).
+      const snap = await get(g, h.modelPath(model, `?access_token=${keys.token(alg, 'reader')}`));
       assert.strictEqual(snap.status, 200, snap.text);
       assert.deepStrictEqual(snap.json.document.a, { title: alg, by: sub, role: 'editor' }, `${alg}: stored as stamped from the token`);
     }
@@ -138,10 +151,15 @@ async function main(run) {
     const again = await post(hs, 'shared', { client: 'tab-1', seq: 1, from: 0, completions: [create('x', { n: 1 })] }, alice);
     assert.strictEqual(again.status, 200, again.text);
     assert.strictEqual(again.json.duplicate, true, `alice's own retry is a duplicate: ${again.text}`);
+    // Mallory naming alice's client id as it stands on Kafka gets one of her own.
+    const mallory = await post(hs, 'shared', { client: '5:alice/tab-1', seq: 1, from: 0, completions: [create('x', { n: 3 })] }, keys.token('HS256', 'mallory'));
+    assert.strictEqual(mallory.status, 200, mallory.text);
+    assert.ok(!mallory.json.duplicate, `mallory's flush is not taken for alice's retry: ${mallory.text}`);
+    assert.strictEqual(mallory.json.applied.completions.length, 1);
     const snap = await get(hs, h.modelPath('shared'), alice);
-    assert.strictEqual(snap.json.commandCount, 2);
+    assert.strictEqual(snap.json.commandCount, 3);
     const by = Object.values(snap.json.document).map((i) => `${i.by}:${i.n}`).sort();
-    assert.deepStrictEqual(by, ['alice:1', 'bob:2']);
+    assert.deepStrictEqual(by, ['alice:1', 'bob:2', 'mallory:3']);
   });
 
   await checks.check('400: malformed JSON, wrong types, missing fields, bad query values and model ids, bad_range', async () => {
@@ -167,7 +185,7 @@ async function main(run) {
     // GATEWAY.md's bad_request names "a model id that is not valid"; not UTF-8 has
     // the protocol's own code, as the processor gives it for such a record key.
     expectError(r, 400, 'invalid_utf8', 'a model id that is not UTF-8');
-    r = await get(hs, h.modelPath('shared', '/history?from=3'), alice); // "shared" holds 2 commands
+    r = await get(hs, h.modelPath('shared', '/history?from=4'), alice); // "shared" holds 3 commands
     expectError(r, 400, 'bad_range', 'history from beyond the count');
     const conn = await h.WsConn.open(hs, { token: alice });
     conn.send('{"type": "flush", model: "m400"}');
@@ -252,17 +270,51 @@ async function main(run) {
     roConn.close();
   });
 
+  await checks.check('--max-connections 4: a fifth connection is closed at once; served again once one closes', async () => {
+    const token = keys.token('ES256', 'listener');
+    const streams = [];
+    for (let i = 0; i < 4; i++) {
+      const sse = await h.openEvents(es, 'crowded', { token });
+      assert.strictEqual(sse.status, 200, sse.text);
+      streams.push(sse);
+    }
+    const agent = new (require('http').Agent)({ keepAlive: false });
+    const fifth = await h.httpRequest(es, 'GET', h.modelPath('crowded'), { token, agent, timeoutMs: 5000 }).then((r) => r, (e) => e);
+    assert.ok(fifth instanceof Error, `the fifth connection is closed, not answered: ${fifth.status} ${fifth.text}`);
+    assert.doesNotMatch(fifth.message, /no answer in/, 'closed at once, not left waiting');
+    // A connection the client closed is no longer open: its slot is free (the gateway
+    // writes a keep-alive comment on event streams only every 15 s; it must not
+    // take that long to notice).
+    streams.pop().close();
+    await h.waitUntil('a connection served again within 5 s of one closing', async () => {
+      const r = await h.httpRequest(es, 'GET', h.modelPath('crowded'), { token, agent, timeoutMs: 5000 }).catch(() => null);
+      return r && r.status === 200;
+    }, 5000);
+    for (const sse of streams) sse.close();
+  });
+
   await checks.check('404 not_found and 405 method_not_allowed', async () => {
     for (const p of ['/', '/v1', '/v1/nothing', '/v2/models/m']) expectError(await get(hs, p, alice), 404, 'not_found', `GET ${p}`);
-    // Model ids may hold a slash (GATEWAY.md): libwebsockets decodes the path, so the
-    // id is what stands between /v1/models/ and a trailing action. An id that itself
-    // ends in an action's name ("notes/history") is reached over the WebSocket only.
+    // Model ids may hold "/" (GATEWAY.md: everything between /v1/models/ and a trailing
+    // action), percent-encoded or not; one ending in /history is reached over the
+    // WebSocket, which takes any id.
     const conn = await h.WsConn.open(hs, { token: alice });
-    const made = await conn.request({ type: 'flush', model: 'notes/history', client: 'c', seq: 1, from: 0, completions: [create('a', {})] });
-    assert.strictEqual(made.type, 'flushResult', JSON.stringify(made));
-    const overWs = await conn.request({ type: 'snapshot', model: 'notes/history', client: 'c', seq: 2 });
+    for (const model of ['notes/2024', 'notes/history']) {
+      const made = await conn.request({ type: 'flush', model, client: 'c', seq: 1, from: 0, completions: [create('a', {})] });
+      assert.strictEqual(made.type, 'flushResult', JSON.stringify(made));
+    }
+    const ws = await conn.snapshot('notes/history');
+    assert.strictEqual(ws.snapshot.commandCount, 1, JSON.stringify(ws));
     conn.close();
-    assert.strictEqual(overWs.snapshot.commandCount, 1, JSON.stringify(overWs));
+    for (const p of ['/v1/models/notes/2024', '/v1/models/notes%2F2024']) {
+      const r = await get(hs, p, alice);
+      assert.strictEqual(r.status, 200, r.text);
+      assert.strictEqual(r.json.commandCount, 1, `GET ${p} is the snapshot of "notes/2024": ${r.text}`);
+    }
+    const hist = await get(hs, '/v1/models/notes/2024/history?from=0', alice);
+    assert.strictEqual(hist.status, 200, hist.text);
+    assert.strictEqual(hist.json.model, 'notes/2024');
+    assert.strictEqual(hist.json.completions.length, 1);
     const asAction = await get(hs, h.modelPath('notes/history'), alice);
     assert.strictEqual(asAction.status, 200, asAction.text);
     assert.strictEqual(asAction.json.type, 'history', asAction.text);
@@ -274,6 +326,29 @@ async function main(run) {
     assert.strictEqual(slashedGet.json.commandCount, 1, `GET /v1/models/doc%2F1 is the snapshot of "doc/1": ${slashedGet.text}`);
     for (const [method, p] of [['DELETE', h.modelPath('m')], ['POST', h.modelPath('m')], ['PUT', h.modelPath('m', '/flush')], ['GET', h.modelPath('m', '/flush')], ['POST', h.modelPath('m', '/events')]])
       expectError(await h.httpRequest(hs, method, p, { token: alice, body: method === 'GET' ? undefined : {} }), 405, 'method_not_allowed', `${method} ${p}`);
+  });
+
+  await checks.check('411 length_required: every flush body sent chunked (no Content-Length) is answered, nothing applied; a keep-alive client is told the connection closes', async () => {
+    const body = { client: 'c', seq: 1, from: 0, completions: [create('a', {})] };
+    const answers = [];
+    for (let k = 0; k < 4; k++) {
+      const r = await h.httpRequest(hs, 'POST', h.modelPath('chunked', '/flush'), { token: alice, chunked: true, body, agent: false, timeoutMs: 3000 })
+        .catch((e) => ({ status: e.message }));
+      answers.push(r.status);
+      if (r.status === 411) expectError(r, 411, 'length_required', 'a chunked body');
+    }
+    assert.deepStrictEqual(answers, [411, 411, 411, 411], 'four chunked flushes on fresh connections, one after the other');
+    // On a keep-alive connection: the gateway does not read the chunked body, so it
+    // must close the connection, and say so (Connection: close), or the client's
+    // next request on it fails.
+    const agent = new (require('http').Agent)({ keepAlive: true, maxSockets: 1 });
+    const r = await h.httpRequest(hs, 'POST', h.modelPath('chunked', '/flush'), { token: alice, chunked: true, body, agent, timeoutMs: 3000 });
+    expectError(r, 411, 'length_required', 'a chunked body on a keep-alive connection');
+    const next = await h.httpRequest(hs, 'GET', h.modelPath('chunked'), { token: alice, agent, timeoutMs: 3000 }).catch((e) => ({ status: e.message }));
+    agent.destroy();
+    assert.ok(r.headers.connection === 'close' || next.status === 200,
+      `after a 411 without "Connection: close" the next request on the connection fails: ${next.status}`);
+    assert.strictEqual((await get(hs, h.modelPath('chunked'), alice)).json.commandCount, 0);
   });
 
   await checks.check('409 stale_seq, naming the model, client and seq', async () => {
@@ -312,8 +387,17 @@ async function main(run) {
     const named = old.json.error.message.match(/\d+/g);
     assert.ok(named, `the message names the oldest version: ${old.json.error.message}`);
     const oldest = Number(named[named.length - 1]);
+    assert.strictEqual(old.json.error.oldest, oldest, `the error object carries it as "oldest": ${old.text}`);
     assert.ok(oldest > 0 && oldest <= LONG_FLUSHES - HISTORY, `oldest ${oldest} within (0, ${LONG_FLUSHES - HISTORY}]: ${old.json.error.message}`);
+    h.log(`"long" (${LONG_FLUSHES} commands, --history ${HISTORY}): ${old.json.error.message}`);
     expectError(await get(hs, h.modelPath('long', `?at=${oldest - 1}`), historian), 410, 'history_unavailable', `at=${oldest - 1}`);
+    const conn = await h.WsConn.open(hs, { token: historian });
+    const wsOld = await conn.snapshot('long', oldest - 1);
+    assert.strictEqual(wsOld.type, 'error', JSON.stringify(wsOld));
+    assert.strictEqual(wsOld.error.code, 'history_unavailable', JSON.stringify(wsOld));
+    const wsOldest = await conn.snapshot('long', oldest);
+    conn.close();
+    assert.strictEqual(h.canonical(wsOldest.snapshot), h.canonical(await at(oldest)), `at=${oldest} over the WebSocket`);
     for (let n = oldest; n <= LONG_FLUSHES; n++) {
       const r = await get(hs, h.modelPath('long', `?at=${n}`), historian);
       assert.strictEqual(r.status, 200, `at=${n}: ${r.text}`);
@@ -329,6 +413,9 @@ async function main(run) {
     const many = Array.from({ length: 10001 }, (_, i) => ({ command: { action: 'update', path: [], props: { i } } }));
     r = await post(hs, 'big', { client: 'c', seq: 2, from: 0, completions: many }, alice);
     expectError(r, 413, 'too_large', '10,001 completions');
+    // A body beyond what the gateway reads at all (twice --max-record-bytes).
+    r = await post(hs, 'big', { client: 'c', seq: 4, from: 0, completions: [create('a', { s: 'y'.repeat(900 * 1024) }), create('b', { s: 'y'.repeat(900 * 1024) }), create('c', { s: 'y'.repeat(900 * 1024) })] }, alice);
+    expectError(r, 413, 'too_large', 'a 2.7 MB body');
     const conn = await h.WsConn.open(hs, { token: alice });
     const ws = await conn.request({ type: 'flush', model: 'big', client: 'c', seq: 3, from: 0, completions: [create('a', { big })] }, 5000);
     assert.strictEqual(ws.type, 'error');
@@ -351,6 +438,23 @@ async function main(run) {
     assert.strictEqual((await get(limited, h.modelPath('limited'), keys.token('HS256', 'patient'))).status, 200, 'another user has a bucket of their own');
     await h.sleep(Number(limitedAnswers[0].headers['retry-after']) * 1000 + 100);
     assert.strictEqual((await get(limited, h.modelPath('limited'), hasty)).status, 200, 'after Retry-After');
+    // The same bucket for WebSocket requests, answered by frames matched to them.
+    const conn = await h.WsConn.open(limited, { token: keys.token('HS256', 'hasty-ws') });
+    const frames = await Promise.all([1, 2, 3, 4, 5].map((seq) => conn.request({ type: 'snapshot', model: 'limited', client: 'w', seq })));
+    conn.close();
+    const wsOk = frames.filter((f) => f.type === 'snapshot').length;
+    assert.ok(wsOk >= 1 && wsOk <= 3, `the WebSocket's burst answered: ${JSON.stringify(frames)}`);
+    for (const f of frames.filter((x) => x.type !== 'snapshot')) assert.strictEqual(f.error.code, 'rate_limited', JSON.stringify(f));
+    // This gateway has answered nothing else (its /healthz probes are not counted);
+    // answers count both HTTP answers and WebSocket reply frames.
+    const m = await scrape(limited);
+    assert.strictEqual(m['flushout_gateway_answers_total{status="200"}'], ok + 2 + wsOk, 'answers 200 on /metrics');
+    assert.strictEqual(m['flushout_gateway_answers_total{status="429"}'], 6 - ok + 5 - wsOk, 'answers 429 on /metrics');
+    assert.strictEqual(m.flushout_gateway_requests_total, ok + 2 + wsOk, 'only the admitted requests reached Kafka');
+    assert.strictEqual(m.flushout_gateway_round_trip_seconds_count, ok + 2 + wsOk, 'one round trip per request');
+    assert.strictEqual(m.flushout_gateway_timeouts_total, 0);
+    assert.strictEqual(m.flushout_gateway_waiting, 0);
+    assert.strictEqual(m.flushout_gateway_reply_partitions, 2, 'both partitions of its own group');
   });
 
   await checks.check('WebSocket: snapshot without client or seq, history, unsubscribe', async () => {
@@ -358,10 +462,10 @@ async function main(run) {
     conn.send({ type: 'snapshot', model: 'shared' });
     const snap = await conn.nextStray('a snapshot reply', (m) => m.type === 'snapshot' && m.model === 'shared');
     assert.ok(Number.isInteger(snap.seq), `a seq the gateway chose: ${JSON.stringify(snap)}`);
-    assert.strictEqual(snap.snapshot.commandCount, 2);
+    assert.strictEqual(snap.snapshot.commandCount, 3);
     const hist = await conn.request({ type: 'history', model: 'shared', client: 'h', seq: 7, from: 0 });
     assert.strictEqual(hist.type, 'history', JSON.stringify(hist));
-    assert.strictEqual(hist.completions.length, 2);
+    assert.strictEqual(hist.completions.length, 3);
     await h.waitUntil('a change heard', async () => {
       await conn.subscribe('sub-model');
       const r = await post(hs, 'sub-model', { client: 'c', seq: Date.now(), from: 0, completions: [{ command: { action: 'update', path: [], props: { t: 1 } } }] }, alice);
@@ -379,6 +483,46 @@ async function main(run) {
     conn.close();
   });
 
+  await checks.check('subscriptions: two listeners of one model; one leaves, the other still hears; all leave and one comes back, it hears again', async () => {
+    const model = 'watched';
+    const [one, two] = await Promise.all([h.WsConn.open(hs, { token: alice }), h.WsConn.open(hs, { token: keys.token('HS256', 'bob') })]);
+    let seq = 0;
+    let count = 0;
+    const change = async () => {
+      const r = await post(hs, model, { client: 'w', seq: ++seq, from: count, completions: [{ command: { action: 'update', path: [], props: { seq } } }] }, alice);
+      assert.strictEqual(r.status, 200, r.text);
+      count = r.json.applied.from + r.json.applied.completions.length;
+      return count;
+    };
+    const hears = (conn, c) => conn.changed.some((x) => x.model === model && x.commandCount === c);
+    // After `subscribed`, the very next change is told (GATEWAY.md).
+    await one.subscribe(model);
+    await two.subscribe(model);
+    const first = await change();
+    await h.waitUntil('both hearing the first change after subscribed', () => hears(one, first) && hears(two, first), 5000);
+    one.send({ type: 'unsubscribe', model });
+    await h.sleep(300);
+    let c = await change();
+    await h.waitUntil('the one left hearing', () => hears(two, c), 5000);
+    assert.ok(!hears(one, c), 'the one that left hears nothing');
+    two.send({ type: 'unsubscribe', model });
+    await h.sleep(500);
+    c = await change();
+    await h.sleep(1000);
+    assert.ok(!hears(two, c), 'nobody listens');
+    await one.subscribe(model);
+    c = await change();
+    await h.waitUntil('the returning listener hearing the next change', () => hears(one, c), 5000);
+    // A subscriber that closes its connection is dropped too (no error when changes come).
+    one.close();
+    two.close();
+    c = await change();
+    const fresh = await h.WsConn.open(hs, { token: alice });
+    const snap = await fresh.snapshot(model);
+    fresh.close();
+    assert.strictEqual(snap.snapshot.commandCount, c);
+  });
+
   await checks.check('on Kafka: the bound client id <length of sub>:<sub>/<client> and the gateway\'s context; --no-auth unchanged', async () => {
     const records = (await h.readAll(h.connect(bootstrap), 'flushout.flushes')).map((rec) => ({ key: rec.key, req: decode(rec.value) }));
     const find = (model) => records.find((r) => r.key === model && r.req.type === 'flush');
@@ -391,11 +535,37 @@ async function main(run) {
     assert.deepStrictEqual(open.context, { user: 'dev-user', claims: { role: 'tester' } });
   });
 
+  await checks.check('503 unavailable from a gateway that owns no reply partition (three gateways in one group, two partitions)', async () => {
+    const spares = await Promise.all(['spare-1', 'spare-2', 'spare-3'].map((n) =>
+      run.startGateway(n, bootstrap, ['--no-auth'], ['--gateway-group', 'group-spares', '--rate-limit', '0'], { ready: false })));
+    const health = async () => Promise.all(spares.map(async (g) => (await h.httpRequest(g, 'GET', '/healthz', { agent: false })).status));
+    let idle;
+    await h.waitUntil('the group settled: two gateways with a partition each, one without', async () => {
+      const first = await health();
+      await h.sleep(1000);
+      const again = await health();
+      if (first.join() !== again.join() || again.filter((st) => st === 200).length !== 2) return false;
+      idle = spares[again.indexOf(503)];
+      return true;
+    }, 60000, 0);
+    const r = await get(idle, h.modelPath('anything'));
+    expectError(r, 503, 'unavailable', `GET through ${idle.name}, which has no reply partition`);
+    const conn = await h.WsConn.open(idle, {});
+    const ws = await conn.snapshot('anything');
+    conn.close();
+    assert.strictEqual(ws.type, 'error', JSON.stringify(ws));
+    assert.strictEqual(ws.error.code, 'unavailable', JSON.stringify(ws));
+    for (const g of spares.filter((x) => x !== idle)) assert.strictEqual((await get(g, h.modelPath('anything'))).status, 200, `${g.name} answers`);
+    await Promise.all(spares.map((g) => run.stopProcess(g)));
+  });
+
   // Last: the processor stops.
-  await checks.check('503 timeout when the processor does not answer: the body says a retry with the same seq is safe (HTTP and WebSocket)', async () => {
+  let slowTimeouts = 0;
+  await checks.check('503 timeout when the processor does not answer: the body says a retry with the same seq is safe', async () => {
     await run.stopProcess(processor);
     const r = await post(slow, 'retry', { client: 'r', seq: 1, from: 0, completions: [create('once', {})] });
     expectError(r, 503, 'timeout', 'flush with the processor stopped');
+    slowTimeouts++;
     assert.match(r.json.error.message, /retry/i, r.json.error.message);
     assert.match(r.json.error.message, /seq/, r.json.error.message);
     assert.strictEqual(r.json.client, 'r');
@@ -409,6 +579,7 @@ async function main(run) {
     const answers = await Promise.all(inFlight);
     conn.close();
     const codes = answers.map((a) => (a.error ? a.error.code : JSON.stringify(a)));
+    slowTimeouts += codes.filter((c) => c === 'timeout').length;
     assert.deepStrictEqual(codes, ['timeout', 'timeout', 'too_many_requests', 'too_many_requests'], JSON.stringify(answers));
   });
 
@@ -420,7 +591,10 @@ async function main(run) {
     let retry;
     await h.waitUntil('the retry answered', async () => {
       retry = await post(slow, 'retry', { client: 'r', seq: 1, from: 0, completions: [create('once', {})] });
-      if (retry.status === 503) return false;
+      if (retry.status === 503) {
+        slowTimeouts += retry.json && retry.json.error.code === 'timeout' ? 1 : 0;
+        return false;
+      }
       assert.strictEqual(retry.status, 200, retry.text);
       return true;
     }, 60000, 0);
@@ -430,6 +604,14 @@ async function main(run) {
     // each once; w3 and w4 were refused by the gateway and never reached Kafka.
     assert.deepStrictEqual(Object.keys(snap.json.document).sort(), ['once', 'w1', 'w2'], JSON.stringify(snap.json));
     assert.strictEqual(snap.json.commandCount, 3, JSON.stringify(snap.json));
+    const m = await scrape(slow);
+    assert.strictEqual(m.flushout_gateway_timeouts_total, slowTimeouts, `every 503 timeout counted on /metrics (${slowTimeouts})`);
+    assert.strictEqual(m['flushout_gateway_answers_total{status="503"}'], slowTimeouts, 'answers 503');
+    assert.strictEqual(m.flushout_gateway_waiting, 0, 'nothing waits any more');
+  });
+
+  await checks.check('every gateway exits 0 on SIGTERM', async () => {
+    await Promise.all([hs, rs, es, limited, slow].map((g) => run.stopProcess(g)));
   });
 
   checks.finish('gateway errors');

@@ -162,8 +162,9 @@ class Run {
   }
 
   // A gateway on a free port; resolves once GET /healthz answers ok (it owns a reply
-  // partition). auth: ['--jwt-key-file', F, '--jwt-alg', A] or ['--no-auth'].
-  async startGateway(name, bootstrap, auth, extraArgs = []) {
+  // partition), or with ready: false once it answers at all.
+  // auth: ['--jwt-key-file', F, '--jwt-alg', A] or ['--no-auth'].
+  async startGateway(name, bootstrap, auth, extraArgs = [], { ready = true } = {}) {
     const port = await freePort();
     const logFile = path.join(this.tmp, `${name}.log`);
     const child = spawn(
@@ -178,13 +179,36 @@ class Run {
     const gw = { name, port, host: '127.0.0.1', child, exited, logFile, agent: new http.Agent({ keepAlive: true, maxSockets: 64 }) };
     await waitUntil(`${name} /healthz`, async () => {
       if (exit) throw new Error(`${name} exited (${JSON.stringify(exit)}): ${fs.readFileSync(logFile, 'utf8').slice(-2000)}`);
-      const r = await httpRequest(gw, 'GET', '/healthz');
-      return r.status === 200;
+      const r = await httpRequest(gw, 'GET', '/healthz', { agent: false });
+      return ready ? r.status === 200 : r.status > 0;
     }, 60000, 100).catch((e) => {
       if (exit) throw e;
       throw new Error(`${e.message}; log: ${fs.readFileSync(logFile, 'utf8').slice(-2000)}`);
     });
     log(`gateway ${name} ready on port ${port}`);
+    return gw;
+  }
+
+  // `dev` with its gateway (--no-auth) on a free port: broker, processor and gateway
+  // in one process. Resolves once the gateway answers a snapshot request.
+  async startDev(extraArgs = []) {
+    const port = await freePort();
+    const logFile = path.join(this.tmp, 'dev.log');
+    const child = spawn(this.bin, ['dev', '--gateway-port', String(port), '--http-address', '127.0.0.1', ...extraArgs],
+      { stdio: ['ignore', 'pipe', fs.openSync(logFile, 'w')] });
+    this.children.push(child);
+    const exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+    const bootstrap = await new Promise((resolve, reject) => {
+      readline.createInterface({ input: child.stdout }).once('line', (line) => {
+        const m = /^bootstrap\.servers=(.+)$/.exec(line);
+        if (m) resolve(m[1]);
+        else reject(new Error(`dev printed ${line}`));
+      });
+      child.once('exit', (code) => reject(new Error(`dev exited with ${code}: ${fs.readFileSync(logFile, 'utf8').slice(-2000)}`)));
+    });
+    const gw = { name: 'dev', port, host: '127.0.0.1', child, exited, logFile, bootstrap, agent: new http.Agent({ keepAlive: true, maxSockets: 64 }) };
+    await waitUntil('dev answering through its gateway', async () => (await httpRequest(gw, 'GET', modelPath('warm-up'), { timeoutMs: 10000 })).status === 200, 60000, 200);
+    log(`dev ready: gateway on port ${port}`);
     return gw;
   }
 
@@ -207,10 +231,11 @@ function httpRequest(gw, method, urlPath, opts = {}) {
   if (opts.body !== undefined) {
     payload = typeof opts.body === 'string' || Buffer.isBuffer(opts.body) ? Buffer.from(opts.body) : Buffer.from(JSON.stringify(opts.body));
     headers['content-type'] = headers['content-type'] || 'application/json';
-    headers['content-length'] = payload.length;
+    if (opts.chunked) headers['transfer-encoding'] = 'chunked';
+    else headers['content-length'] = payload.length;
   }
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: gw.host, port: gw.port, method, path: urlPath, headers, agent: opts.agent || gw.agent }, (res) => {
+    const req = http.request({ host: gw.host, port: gw.port, method, path: urlPath, headers, agent: opts.agent === undefined ? gw.agent : opts.agent }, (res) => {
       const chunks = [];
       res.on('data', (c) => chunks.push(c));
       res.on('end', () => {
@@ -362,6 +387,8 @@ class WsConn {
 
   // Sends a request and resolves with its reply (flushResult, snapshot, history or error).
   request(req, ms = 30000) {
+    // ws drops what is sent on a closed socket without a word: say so here instead.
+    if (this.closed || this.ws.readyState !== WebSocket.OPEN) return Promise.reject(new Error('websocket closed'));
     const k = WsConn.key(req.model, req.client, req.seq);
     assert.ok(!this.pending.has(k), `two requests in flight as ${k}`);
     const reply = new Promise((resolve, reject) => {
@@ -404,13 +431,33 @@ class WsConn {
 
 // ---- flushout proxies flushing through a gateway ----
 
+// The gateway after gw in the list that the test has not stopped.
+function nextGateway(gateways, gw) {
+  assert.ok(gateways, 'no gateway to move to');
+  const i = gateways.indexOf(gw);
+  for (let k = 1; k <= gateways.length; k++) {
+    const next = gateways[(i + k) % gateways.length];
+    if (!next.stopped) return next;
+  }
+  throw new Error('every gateway is stopped');
+}
+
 // Transports: how a proxy's flush and the snapshot reach the gateway.
+// gateways (optional): where failover() moves when this one goes away; a gateway
+// the test stops is marked `stopped`.
 class HttpTransport {
-  constructor(gw, token) {
+  constructor(gw, token, gateways = null) {
     this.gw = gw;
     this.token = token;
+    this.gateways = gateways;
     this.agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
     this.kind = 'http';
+  }
+
+  async failover() {
+    this.agent.destroy();
+    this.gw = nextGateway(this.gateways, this.gw);
+    this.agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
   }
 
   async flush(model, body) {
@@ -431,14 +478,23 @@ class HttpTransport {
 }
 
 class WsTransport {
-  constructor(conn) {
+  constructor(conn, { gw, token, gateways } = {}) {
     this.conn = conn;
+    this.gw = gw;
+    this.token = token;
+    this.gateways = gateways;
     this.kind = 'ws';
+  }
+
+  async failover() {
+    this.conn.close();
+    this.gw = nextGateway(this.gateways, this.gw);
+    this.conn = await WsConn.open(this.gw, { token: this.token });
   }
 
   async flush(model, body) {
     const reply = await this.conn.request({ type: 'flush', model, ...body });
-    if (reply.type === 'error') return { status: reply.error.code === 'timeout' ? 503 : 400, reply };
+    if (reply.type === 'error') return { status: ['timeout', 'unavailable'].includes(reply.error.code) ? 503 : 400, reply };
     return { status: 200, reply };
   }
 
@@ -467,6 +523,14 @@ class Editor {
     this.seq = 0;
     this.flushes = 0;
     this.timeouts = 0;
+    this.remaps = 0; // created IDs the master renamed (proxies propose the same ones)
+    // With failover, a gateway going away (connection closed or refused) or without a
+    // reply partition (503 unavailable, during a rebalance) is expected: the flush is
+    // sent again with the same seq, through the next gateway when this one is gone.
+    this.failover = false;
+    this.failovers = 0;
+    this.unavailable = 0;
+    this.unavailableAt = []; // when (ms since the start) each 503 unavailable came
     this.appliedCounts = []; // command count after each change this editor's flushes applied
   }
 
@@ -489,11 +553,36 @@ class Editor {
 
   // beginFlush, the request (sent again with the same seq after a 503 timeout, as
   // GATEWAY.md says is safe), endFlush.
+  // Starts the proxy from the master's snapshot, fetched as a client would: GET over
+  // HTTP, a snapshot request over the WebSocket.
+  async init() {
+    const snap = await this.transport.snapshot(this.model);
+    assert.ok(Number.isInteger(snap.commandCount) && snap.document && typeof snap.document === 'object', JSON.stringify(snap));
+    this.proxy = new Proxy(snap, { sequentialIds: true });
+    return this;
+  }
+
   async flush() {
     const batch = this.proxy.beginFlush();
     const seq = ++this.seq;
     for (;;) {
-      const { status, reply, text } = await this.transport.flush(this.model, { client: this.name, seq, from: batch.from, completions: batch.completions });
+      let answer;
+      try {
+        answer = await this.transport.flush(this.model, { client: this.name, seq, from: batch.from, completions: batch.completions });
+      } catch (e) {
+        if (!this.failover || !/closed|ECONNRESET|ECONNREFUSED|socket hang up|EPIPE/.test(e.message)) throw e;
+        this.failovers++;
+        await this.transport.failover();
+        this.gatewayName = this.transport.gw.name;
+        continue;
+      }
+      const { status, reply, text } = answer;
+      if (this.failover && status === 503 && reply && reply.error && reply.error.code === 'unavailable') {
+        this.unavailable++;
+        this.unavailableAt.push(Date.now() - t0);
+        await sleep(100);
+        continue;
+      }
       if (status === 503 && reply && reply.error && reply.error.code === 'timeout') {
         this.timeouts++;
         log(`${this.name}: 503 timeout on seq ${seq}, sending it again`);
@@ -506,6 +595,7 @@ class Editor {
       assert.strictEqual(reply.model, this.model);
       if (!reply.duplicate && reply.applied.completions.length > 0)
         this.appliedCounts.push(reply.applied.from + reply.applied.completions.length);
+      if (reply.sync && reply.sync.mappedPaths) this.remaps += Object.keys(reply.sync.mappedPaths).length;
       const res = this.proxy.endFlush(reply.sync);
       assert.ok(!res.error, `${this.name}: endFlush: ${res.error}`);
       this.flushes++;
