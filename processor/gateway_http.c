@@ -446,14 +446,18 @@ static int on_http(gw_conn_t *c, const char *path)
         c->flush_model = model;
         if (lws_hdr_total_length(c->wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH))
             return 0;
-        if (lws_hdr_total_length(c->wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING))
-            /* libwebsockets 4.1 does not read chunked request bodies. */
+        if (lws_hdr_total_length(c->wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING)) {
+            /* libwebsockets 4.1 does not read chunked request bodies; the unread body
+             * would be taken for the next request's headers, so the connection ends
+             * with this answer. */
+            c->close_after = true;
             conn_error(c, GW_LENGTH_REQUIRED,
                        "send the body with a Content-Length (chunked request bodies are "
                        "not read)",
                        c->flush_model, 0);
-        else
+        } else {
             on_body_done(c);
+        }
         return 0;
     }
     if (!strcmp(action, "events"))
@@ -595,6 +599,9 @@ static int http_write(gw_conn_t *c, pss_t *pss)
             (c->retry_after &&
              lws_add_http_header_by_name(c->wsi, (const unsigned char *)"retry-after:",
                                          (const unsigned char *)retry, n, &p, end)) ||
+            (c->close_after &&
+             lws_add_http_header_by_name(c->wsi, (const unsigned char *)"connection:",
+                                         (const unsigned char *)"close", 5, &p, end)) ||
             lws_finalize_write_http_header(c->wsi, start, &p, end))
             return -1;
         c->headers_sent = true;
@@ -621,9 +628,10 @@ static int http_write(gw_conn_t *c, pss_t *pss)
     }
     /* Done: the connection may carry the next request (keep-alive). */
     struct lws *wsi = c->wsi;
+    bool close = c->close_after;
     pss->conn = NULL;
     conn_free(c);
-    return lws_http_transaction_completed(wsi) ? -1 : 0;
+    return close || lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 
 /* Writes the next queued frame of an event stream or WebSocket.

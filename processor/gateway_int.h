@@ -93,6 +93,7 @@ typedef struct gw_conn_s {
     bool body_too_large;
     /* HTTP: the answer */
     bool answered, headers_sent;
+    bool close_after; /* the connection ends with this answer */
     unsigned status, retry_after;
     const char *content_type;
     char *out;

@@ -125,6 +125,7 @@ class Run {
       stdio: ['ignore', 'pipe', fs.openSync(path.join(this.tmp, 'broker.log'), 'w')],
     });
     this.children.push(child);
+    this.brokers = [...(this.brokers || []), child];
     child.once('exit', (code, signal) => {
       if (!this.shuttingDown) console.error(`${this.name}: the broker exited early: code ${code}, signal ${signal}`);
     });
@@ -210,6 +211,30 @@ class Run {
     await waitUntil('dev answering through its gateway', async () => (await httpRequest(gw, 'GET', modelPath('warm-up'), { timeoutMs: 10000 })).status === 200, 60000, 200);
     log(`dev ready: gateway on port ${port}`);
     return gw;
+  }
+
+  // At the end of a passing run: every gateway and processor still running is stopped
+  // with SIGTERM (a SIGKILL would hide what the sanitizers report at exit: leaks), and
+  // every log is searched for a sanitizer's report. Throws when one is found.
+  async stopAndCheckLogs() {
+    this.shuttingDown = true;
+    const stop = (children) => Promise.all(children
+      .filter((ch) => ch.exitCode === null && ch.signalCode === null)
+      .map((ch) => new Promise((resolve) => {
+        const timer = setTimeout(resolve, 15000);
+        ch.once('exit', () => { clearTimeout(timer); resolve(); });
+        ch.kill('SIGTERM');
+      })));
+    const brokers = this.brokers || [];
+    await stop(this.children.filter((ch) => !brokers.includes(ch))); // while they have a cluster
+    await stop(brokers);
+    const reports = [];
+    for (const f of fs.readdirSync(this.tmp).filter((n) => n.endsWith('.log'))) {
+      const text = fs.readFileSync(path.join(this.tmp, f), 'utf8');
+      const m = /(ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:)[^\n]*/.exec(text);
+      if (m) reports.push(`${f}: ${m[0]}`);
+    }
+    if (reports.length) throw new Error(`sanitizer reports in the logs:\n${reports.join('\n')}`);
   }
 
   cleanup(ok) {
@@ -711,6 +736,7 @@ function runMain(name, main) {
     process.exit(1);
   }, Number(option('--limit-s', 240)) * 1000);
   main(run)
+    .then(() => run.stopAndCheckLogs())
     .then(() => {
       clearTimeout(limit);
       run.cleanup(true);

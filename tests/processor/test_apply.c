@@ -214,7 +214,8 @@ Test(processor_apply, answers_snapshot_requests_at_earlier_versions)
     expect_line(out, 33,
                 "{\"type\":\"error\",\"model\":\"a\",\"client\":\"r\",\"seq\":4,"
                 "\"error\":{\"code\":\"history_unavailable\",\"message\":\"version 27 is "
-                "older than the history kept: the oldest version available is 28\",\"oldest\":28}}");
+                "older than the history kept: the oldest version available is "
+                "28\",\"oldest\":28}}");
     expect_line(out, 34,
                 "{\"type\":\"error\",\"model\":\"a\",\"client\":\"r\",\"seq\":5,"
                 "\"error\":{\"code\":\"bad_range\",\"message\":\"version 31 is beyond "
