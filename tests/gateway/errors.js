@@ -154,6 +154,12 @@ async function main(run) {
     assert.strictEqual(mallory.status, 200, mallory.text);
     assert.ok(!mallory.json.duplicate, `mallory's flush is not taken for alice's retry: ${mallory.text}`);
     assert.strictEqual(mallory.json.applied.completions.length, 1);
+    // The length prefix keeps "ab" + "c/d" apart from "ab/c" + "d" (both "ab/c/d" without it).
+    for (const [sub, client] of [['ab', 'c/d'], ['ab/c', 'd']]) {
+      const r = await post(hs, 'prefixed', { client, seq: 1, from: 0, completions: [create(`${sub}|${client}`, {})] }, keys.token('HS256', sub));
+      assert.strictEqual(r.status, 200, r.text);
+      assert.ok(!r.json.duplicate && r.json.applied.completions.length === 1, `${sub} as ${client}: ${r.text}`);
+    }
     const snap = await get(hs, h.modelPath('shared'), alice);
     assert.strictEqual(snap.json.commandCount, 3);
     const by = Object.values(snap.json.document).map((i) => `${i.by}:${i.n}`).sort();
@@ -185,6 +191,8 @@ async function main(run) {
     expectError(r, 400, 'invalid_utf8', 'a model id that is not UTF-8');
     r = await get(hs, h.modelPath('shared', '/history?from=4'), alice); // "shared" holds 3 commands
     expectError(r, 400, 'bad_range', 'history from beyond the count');
+    r = await get(hs, h.modelPath('shared', '/history?from=2&to=1'), alice);
+    expectError(r, 400, 'bad_range', 'history to before from');
     const conn = await h.WsConn.open(hs, { token: alice });
     conn.send('{"type": "flush", model: "m400"}');
     const bad = await conn.nextStray('an error frame for invalid JSON', (m) => m.type === 'error');
@@ -229,6 +237,16 @@ async function main(run) {
     // Nothing reached the model.
     const snap = await get(hs, h.modelPath('secret'), alice);
     assert.strictEqual(snap.json.commandCount, 0);
+  });
+
+  await checks.check('401 on a WebSocket whose token expires while it is open: requests after exp are refused', async () => {
+    const conn = await h.WsConn.open(hs, { token: keys.sign('HS256', { sub: 'brief', exp: h.nowSeconds() + 2 }) });
+    const before = await conn.snapshot('shared');
+    assert.strictEqual(before.type, 'snapshot', JSON.stringify(before));
+    await h.sleep(3100);
+    const after = await conn.request({ type: 'snapshot', model: 'shared', client: 'reader', seq: 99 }).catch((e) => ({ closed: e.message }));
+    conn.close();
+    assert.ok(after.closed || (after.type === 'error' && after.error.code === 'unauthorized'), `after exp: ${JSON.stringify(after)}`);
   });
 
   await checks.check('403: the models claim (HTTP, events, WebSocket) and read-only tokens (write: false)', async () => {
