@@ -185,6 +185,8 @@ async function main(run) {
     expectError(r, 400, 'bad_request', '?at=soon');
     r = await get(hs, h.modelPath('m400', '/history?from=-1'), alice);
     expectError(r, 400, 'bad_request', 'history?from=-1');
+    r = await get(hs, h.modelPath('m'.repeat(2000)), alice);
+    expectError(r, 413, 'too_large', 'a model id beyond --max-id-bytes');
     r = await get(hs, '/v1/models/%FF%FE', alice);
     // GATEWAY.md's bad_request names "a model id that is not valid"; not UTF-8 has
     // the protocol's own code, as the processor gives it for such a record key.
@@ -469,6 +471,22 @@ async function main(run) {
     assert.strictEqual(m.flushout_gateway_timeouts_total, 0);
     assert.strictEqual(m.flushout_gateway_waiting, 0);
     assert.strictEqual(m.flushout_gateway_reply_partitions, 2, 'both partitions of its own group');
+  });
+
+  await checks.check('one WebSocket with 30 requests in flight on 30 models: each answered, matched by model, client and seq', async () => {
+    const conn = await h.WsConn.open(hs, { token: keys.token('HS256', 'busy') });
+    // One client, one seq counter across its models (codec/PROTOCOL.md).
+    const replies = await Promise.all(Array.from({ length: 30 }, (_, i) => conn.request({
+      type: 'flush', model: `busy-${i}`, client: 'tab', seq: i + 1, from: 0, completions: [create(`n${i}`, { i })],
+    })));
+    for (const [i, r] of replies.entries()) {
+      assert.strictEqual(r.type, 'flushResult', JSON.stringify(r));
+      assert.strictEqual(r.model, `busy-${i}`);
+      assert.deepStrictEqual(r.applied.completions.map((c) => c.createdId), [`n${i}`]);
+    }
+    const snaps = await Promise.all(Array.from({ length: 30 }, (_, i) => conn.snapshot(`busy-${i}`)));
+    conn.close();
+    for (const [i, r] of snaps.entries()) assert.deepStrictEqual(Object.keys(r.snapshot.document), [`n${i}`], JSON.stringify(r));
   });
 
   await checks.check('WebSocket: snapshot without client or seq, history, unsubscribe', async () => {
