@@ -9,7 +9,6 @@ const assert = require('assert');
 const crypto = require('crypto');
 const fs = require('fs');
 const http = require('http');
-const net = require('net');
 const os = require('os');
 const path = require('path');
 const readline = require('readline');
@@ -18,36 +17,8 @@ const WebSocket = require('ws');
 const { Kafka, logLevel } = require('kafkajs');
 const { Master, Proxy } = require('flushout');
 const { Rng } = require('../common/rng.js');
+const { sleep, log, canonical, option, freePort, readAll, randomCommand } = require('../common/util.js');
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const t0 = Date.now();
-const log = (...a) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s]`, ...a);
-
-// JSON with sorted keys: documents are compared as objects, not as key orders.
-function canonical(x) {
-  if (Array.isArray(x)) return `[${x.map(canonical).join(',')}]`;
-  if (x && typeof x === 'object')
-    return `{${Object.keys(x).sort().map((k) => `${JSON.stringify(k)}:${canonical(x[k])}`).join(',')}}`;
-  return JSON.stringify(x);
-}
-
-// The value after name on the command line, or def.
-function option(name, def) {
-  const args = process.argv.slice(2);
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : def;
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 // Polls until fn() is truthy (or throws its last error after ms).
 async function waitUntil(what, fn, ms = 20000, every = 50) {
@@ -560,18 +531,7 @@ class Editor {
   }
 
   edit() {
-    const doc = this.proxy.getDocument();
-    const items = doc.items ? Object.keys(doc.items) : [];
-    const roll = this.rng.int(0, 9);
-    let command;
-    if (items.length === 0 || roll < 5) {
-      command = { action: 'create', path: ['items'], parentDefault: {}, props: { by: this.name, n: this.rng.int(0, 999) } };
-    } else if (roll < 9) {
-      const id = items[this.rng.int(0, items.length - 1)];
-      command = { action: 'update', path: ['items', id], props: { [`k${this.rng.int(0, 2)}`]: this.rng.int(0, 99), by: this.name } };
-    } else {
-      command = { action: 'detete', path: ['items', items[this.rng.int(0, items.length - 1)]] };
-    }
+    const command = randomCommand(this.proxy.getDocument(), this.rng, this.name);
     const res = this.proxy.apply(command);
     assert.ok(res.isSuccess, `${this.name}: the proxy refused its own edit: ${JSON.stringify(res)}`);
   }
@@ -667,32 +627,6 @@ function connect(bootstrap) {
   return new Kafka({ clientId: 'gateway-test', brokers: bootstrap.split(','), logLevel: logLevel.NOTHING });
 }
 
-// Every record of a topic, partition by partition in offset order.
-async function readAll(kafka, topic) {
-  const admin = kafka.admin();
-  await admin.connect();
-  const ends = await admin.fetchTopicOffsets(topic);
-  await admin.disconnect();
-  const remaining = new Map(ends.filter((e) => Number(e.high) > 0).map((e) => [e.partition, Number(e.high)]));
-  const records = [];
-  if (remaining.size === 0) return records;
-  const consumer = kafka.consumer({ groupId: `read-${topic}-${process.pid}-${Date.now()}`, maxWaitTimeInMs: 50 });
-  await consumer.connect();
-  await consumer.subscribe({ topic, fromBeginning: true });
-  await new Promise((resolve) => {
-    consumer.run({
-      eachMessage: async ({ partition, message }) => {
-        records.push({ partition, offset: Number(message.offset), key: message.key && message.key.toString(), value: message.value,
-          headers: message.headers || {} });
-        if (Number(message.offset) + 1 >= remaining.get(partition)) remaining.delete(partition);
-        if (remaining.size === 0) resolve();
-      },
-    });
-  });
-  await consumer.disconnect();
-  records.sort((a, b) => a.partition - b.partition || a.offset - b.offset);
-  return records;
-}
 
 // ---- running a suite ----
 

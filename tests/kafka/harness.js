@@ -15,17 +15,8 @@ const { Kafka, logLevel } = require('kafkajs');
 const { encode, decode } = require('@msgpack/msgpack');
 const { Master, Proxy } = require('flushout');
 const { Rng } = require('../common/rng.js');
+const { sleep, log, canonical, option, readAll, randomCommand } = require('../common/util.js');
 
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const t0 = Date.now();
-const log = (...a) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s]`, ...a);
-
-function canonical(x) {
-  if (Array.isArray(x)) return `[${x.map(canonical).join(',')}]`;
-  if (x && typeof x === 'object')
-    return `{${Object.keys(x).sort().map((k) => `${JSON.stringify(k)}:${canonical(x[k])}`).join(',')}}`;
-  return JSON.stringify(x);
-}
 
 // A test run: a temporary folder, the child processes, and cleanup.
 class Run {
@@ -119,18 +110,7 @@ class Client {
   }
 
   edit() {
-    const doc = this.proxy.getDocument();
-    const items = doc.items ? Object.keys(doc.items) : [];
-    const roll = this.rng.int(0, 9);
-    let command;
-    if (items.length === 0 || roll < 5) {
-      command = { action: 'create', path: ['items'], parentDefault: {}, props: { by: this.name, n: this.rng.int(0, 999) } };
-    } else if (roll < 9) {
-      const id = items[this.rng.int(0, items.length - 1)];
-      command = { action: 'update', path: ['items', id], props: { [`k${this.rng.int(0, 2)}`]: this.rng.int(0, 99), by: this.name } };
-    } else {
-      command = { action: 'detete', path: ['items', items[this.rng.int(0, items.length - 1)]] };
-    }
+    const command = randomCommand(this.proxy.getDocument(), this.rng, this.name);
     this.proxy.apply(command);
   }
 
@@ -219,32 +199,6 @@ async function listenForReplies(kafka, clients) {
   return { consumer, add: (c) => byName.set(c.name, c) };
 }
 
-// Every record of topic, partition by partition in offset order.
-async function readAll(kafka, topic) {
-  const admin = kafka.admin();
-  await admin.connect();
-  const ends = await admin.fetchTopicOffsets(topic);
-  await admin.disconnect();
-  const remaining = new Map(ends.filter((e) => Number(e.high) > 0).map((e) => [e.partition, Number(e.high)]));
-  const records = [];
-  if (remaining.size === 0) return records;
-  const consumer = kafka.consumer({ groupId: `read-${topic}-${process.pid}-${Date.now()}`, maxWaitTimeInMs: 50 });
-  await consumer.connect();
-  await consumer.subscribe({ topic, fromBeginning: true });
-  await new Promise((resolve) => {
-    consumer.run({
-      eachMessage: async ({ partition, message }) => {
-        records.push({ partition, offset: Number(message.offset), key: message.key && message.key.toString(), value: message.value,
-          headers: message.headers || {} });
-        if (Number(message.offset) + 1 >= remaining.get(partition)) remaining.delete(partition);
-        if (remaining.size === 0) resolve();
-      },
-    });
-  });
-  await consumer.disconnect();
-  records.sort((a, b) => a.partition - b.partition || a.offset - b.offset);
-  return records;
-}
 
 // Flushes what the proxies hold, then one empty flush each so that every proxy syncs
 // to the latest state; then asks the processor for each model's snapshot.
@@ -340,11 +294,6 @@ async function verify(kafka, clients, snapshots, layouts = [{ flushes: 'flushout
 }
 
 // The value after name on the command line, or def.
-function option(name, def) {
-  const args = process.argv.slice(2);
-  const i = args.indexOf(name);
-  return i >= 0 ? args[i + 1] : def;
-}
 
 // Runs main(run) and exits 0, or prints the failure, keeps the logs and exits 1.
 function runMain(name, main) {

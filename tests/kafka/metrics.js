@@ -10,23 +10,12 @@
 
 const assert = require('assert');
 const http = require('http');
-const net = require('net');
 const { encode } = require('@msgpack/msgpack');
 const h = require('./harness.js');
+const { freePort } = require('../common/util.js');
 
 const FLUSHES = Number(h.option('--flushes', 200)); // per round
 const MODELS = 4;
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 function get(port, path, method = 'GET') {
   return new Promise((resolve, reject) => {

@@ -1,0 +1,81 @@
+// tests/common/util.js - small helpers every Node test suite here shares: sleeping,
+// log lines stamped with the seconds since start, JSON with sorted keys, command-line
+// options, a free TCP port, reading a whole topic, and random edits.
+'use strict';
+
+const net = require('net');
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const t0 = Date.now();
+const log = (...a) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1)}s]`, ...a);
+
+// JSON with sorted keys: documents are compared as objects, not as key orders.
+function canonical(x) {
+  if (Array.isArray(x)) return `[${x.map(canonical).join(',')}]`;
+  if (x && typeof x === 'object')
+    return `{${Object.keys(x).sort().map((k) => `${JSON.stringify(k)}:${canonical(x[k])}`).join(',')}}`;
+  return JSON.stringify(x);
+}
+
+// The value after name on the command line, or def.
+function option(name, def) {
+  const args = process.argv.slice(2);
+  const i = args.indexOf(name);
+  return i >= 0 ? args[i + 1] : def;
+}
+
+// A port nobody listens on now (the OS's choice), for a child process to take.
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+// Every record of a topic (kafka: a kafkajs client), partition by partition in
+// offset order.
+async function readAll(kafka, topic) {
+  const admin = kafka.admin();
+  await admin.connect();
+  const ends = await admin.fetchTopicOffsets(topic);
+  await admin.disconnect();
+  const remaining = new Map(ends.filter((e) => Number(e.high) > 0).map((e) => [e.partition, Number(e.high)]));
+  const records = [];
+  if (remaining.size === 0) return records;
+  const consumer = kafka.consumer({ groupId: `read-${topic}-${process.pid}-${Date.now()}`, maxWaitTimeInMs: 50 });
+  await consumer.connect();
+  await consumer.subscribe({ topic, fromBeginning: true });
+  await new Promise((resolve) => {
+    consumer.run({
+      eachMessage: async ({ partition, message }) => {
+        records.push({ partition, offset: Number(message.offset), key: message.key && message.key.toString(), value: message.value,
+          headers: message.headers || {} });
+        if (Number(message.offset) + 1 >= remaining.get(partition)) remaining.delete(partition);
+        if (remaining.size === 0) resolve();
+      },
+    });
+  });
+  await consumer.disconnect();
+  records.sort((a, b) => a.partition - b.partition || a.offset - b.offset);
+  return records;
+}
+
+// A random edit of a document {items: {...}} by editor name (rng: tests/common/rng.js):
+// half creates, most of the rest updates of an existing item, some deletes.
+function randomCommand(doc, rng, name) {
+  const items = doc.items ? Object.keys(doc.items) : [];
+  const roll = rng.int(0, 9);
+  if (items.length === 0 || roll < 5)
+    return { action: 'create', path: ['items'], parentDefault: {}, props: { by: name, n: rng.int(0, 999) } };
+  if (roll < 9) {
+    const id = items[rng.int(0, items.length - 1)];
+    return { action: 'update', path: ['items', id], props: { [`k${rng.int(0, 2)}`]: rng.int(0, 99), by: name } };
+  }
+  return { action: 'detete', path: ['items', items[rng.int(0, items.length - 1)]] };
+}
+
+module.exports = { sleep, log, canonical, option, freePort, readAll, randomCommand };
