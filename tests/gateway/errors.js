@@ -489,6 +489,25 @@ async function main(run) {
     for (const [i, r] of snaps.entries()) assert.deepStrictEqual(Object.keys(r.snapshot.document), [`n${i}`], JSON.stringify(r));
   });
 
+  await checks.check('clients that leave before their reply (WebSocket closed, HTTP aborted): the gateway drops the replies and keeps serving', async () => {
+    const token = keys.token('HS256', 'leaver');
+    for (let i = 0; i < 10; i++) {
+      const conn = await h.WsConn.open(hs, { token });
+      conn.send({ type: 'flush', model: 'left', client: 'ws', seq: i + 1, from: 0, completions: [create(`w${i}`, {})] });
+      conn.send({ type: 'subscribe', model: 'left' });
+      conn.close();
+      const aborted = h.httpRequest(hs, 'POST', h.modelPath('left', '/flush'), { token, agent: false, timeoutMs: 1, body: { client: 'http', seq: i + 1, from: 0, completions: [create(`h${i}`, {})] } });
+      await aborted.catch(() => null);
+    }
+    // Every flush that reached Kafka was applied (each once), and nothing waits.
+    await h.waitUntil('nothing waiting', async () => (await scrape(hs)).flushout_gateway_waiting === 0, 15000, 200);
+    const snap = await get(hs, h.modelPath('left'), token);
+    assert.strictEqual(snap.status, 200, snap.text);
+    assert.strictEqual(snap.json.commandCount, Object.keys(snap.json.document).length, JSON.stringify(snap.json));
+    // Nobody listens on this gateway any more: the closed connections' subscriptions went with them.
+    await h.waitUntil('no watched model left', async () => (await scrape(hs)).flushout_gateway_watched_models === 0, 5000, 200);
+  });
+
   await checks.check('WebSocket: snapshot without client or seq, history, unsubscribe', async () => {
     const conn = await h.WsConn.open(hs, { token: alice });
     conn.send({ type: 'snapshot', model: 'shared' });
