@@ -181,8 +181,10 @@ async function main(run) {
     expectError(r, 400, 'unknown_action', 'an unknown action');
     r = await post(hs, 'm400', { client: 'c', seq: 1, from: 0, completions: [create('__proto__', {})] }, alice);
     expectError(r, 400, 'forbidden_key', '__proto__ as a created id');
-    r = await get(hs, h.modelPath('m400', '?at=soon'), alice);
-    expectError(r, 400, 'bad_request', '?at=soon');
+    for (const q of ['?at=soon', '?at=', '?at=-1', '?at=1.5', '?at=99999999999999999999', '/history?from=0&to=abc', '/history?from=']) {
+      r = await get(hs, h.modelPath('m400', q), alice);
+      expectError(r, 400, 'bad_request', q);
+    }
     r = await get(hs, h.modelPath('m400', '/history?from=-1'), alice);
     expectError(r, 400, 'bad_request', 'history?from=-1');
     r = await get(hs, h.modelPath('m'.repeat(2000)), alice);
