@@ -14,6 +14,17 @@
 
 #define TICK_US (100 * LWS_US_PER_MS) /* how often deadlines are checked */
 
+/* Answers a request that will get no reply with a 503 (code, why), and forgets it. */
+static void fail_pending(processor_gateway_t *gw, gw_pending_t *p, int code,
+                         const char *why)
+{
+    size_t len = 0;
+    char *json =
+        gw_error_json(code, why, p->model, p->client, p->client ? &p->seq : NULL, &len);
+    gw_conn_answer(gw, p->conn_id, gw_status(code), json, len);
+    gw_pending_free(gw, p);
+}
+
 void gw_on_events(processor_gateway_t *gw)
 {
     for (gw_event_t *e = gw_events_take(gw), *next; e; e = next) {
@@ -35,11 +46,7 @@ void gw_on_events(processor_gateway_t *gw)
             char why[256];
             snprintf(why, sizeof(why), "Kafka did not take the request (%s): retry",
                      rd_kafka_err2str(e->err));
-            size_t len = 0;
-            char *json = gw_error_json(GW_UNAVAILABLE, why, p->model, p->client,
-                                       p->client ? &p->seq : NULL, &len);
-            gw_conn_answer(gw, p->conn_id, 503, json, len);
-            gw_pending_free(gw, p);
+            fail_pending(gw, p, GW_UNAVAILABLE, why);
         } else if (e->kind == GW_EVENT_CHANGED) {
             gw_notify_changed(gw, e->bytes, e->count);
         } else if (e->kind == GW_EVENT_READING) {
@@ -59,12 +66,8 @@ void gw_expire(processor_gateway_t *gw, double now)
                  "applied: a retry with the same seq is safe (a flush already applied is "
                  "answered as a duplicate)",
                  (unsigned long long)gw->cfg->timeout_ms);
-        size_t len = 0;
-        char *json = gw_error_json(GW_TIMEOUT, why, p->model, p->client,
-                                   p->client ? &p->seq : NULL, &len);
         gw->timeouts++;
-        gw_conn_answer(gw, p->conn_id, 503, json, len);
-        gw_pending_free(gw, p);
+        fail_pending(gw, p, GW_TIMEOUT, why);
     }
 }
 
@@ -141,7 +144,6 @@ processor_gateway_t *processor_gateway_start(const processor_config_t *cfg,
     processor_gateway_t *gw = codec_xcalloc(1, sizeof(*gw));
     gw->cfg = cfg;
     gw->limits = processor_limits(cfg);
-    gw->next_seq = 0;
     pthread_mutex_init(&gw->lock, NULL);
     if (gw_auth_setup(gw, errstr, errstr_size))
         goto fail;
@@ -163,7 +165,6 @@ processor_gateway_t *processor_gateway_start(const processor_config_t *cfg,
                  info.iface ? info.iface : "every interface", (unsigned)port);
         goto fail;
     }
-    gw->reading_any = false;
     if (gw_kafka_start(gw, bootstrap, errstr, errstr_size))
         goto fail;
     gw->reading = codec_xcalloc((size_t)gw->changes_partitions + 1, sizeof(bool));

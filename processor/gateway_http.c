@@ -86,47 +86,29 @@ void gw_conn_queue(gw_conn_t *c, const char *bytes, size_t len)
     lws_callback_on_writable(c->wsi);
 }
 
+static void answer_text(gw_conn_t *c, unsigned status, char *body, size_t len,
+                        const char *content_type);
+
 /* Answers an HTTP request (taking json), or queues it as a WebSocket frame. */
 static void conn_answer(gw_conn_t *c, unsigned status, char *json, size_t len,
                         unsigned retry_after)
 {
-    if (c->kind != CONN_HTTP) {
-        c->gw->answers[status < 600 ? status : 599]++;
-        gw_conn_queue(c, json, len);
-        free(json);
-        return;
-    }
-    if (c->answered) {
+    if (c->kind == CONN_HTTP && c->answered) {
         free(json);
         return;
     }
     c->gw->answers[status < 600 ? status : 599]++;
-    c->answered = true;
-    c->status = status;
-    c->out = json;
-    c->out_len = len;
+    if (c->kind != CONN_HTTP) {
+        gw_conn_queue(c, json, len);
+        free(json);
+        return;
+    }
     c->retry_after = retry_after;
-    c->content_type = "application/json";
-    lws_callback_on_writable(c->wsi);
+    answer_text(c, status, json, len, "application/json");
 }
 
-/* The string field key of the request being handled, or NULL. */
-static const char *naming_str(const gw_conn_t *c, const char *key, char *buf, size_t size)
-{
-    const codec_value_t *f = c->naming && c->naming->type == CODEC_VALUE_MAP
-                                 ? codec_map_get(c->naming, key, strlen(key))
-                                 : NULL;
-    if (!f || f->type != CODEC_VALUE_STR || f->u.str.len >= size)
-        return NULL;
-    memcpy(buf, f->u.str.ptr, f->u.str.len);
-    buf[f->u.str.len] = '\0';
-    return buf;
-}
-
-/* An error answer, naming the model, client and seq of the WebSocket request being
- * handled (c->naming) when it has them, so that a client with several requests in
- * flight knows which one failed. */
-/* Answers a probe or a scrape (not counted among the answers to clients). */
+/* Answers a probe, a scrape or a file (not counted among the answers to clients), or
+ * (conn_answer()) an answer to a client. */
 static void answer_text(gw_conn_t *c, unsigned status, char *body, size_t len,
                         const char *content_type)
 {
@@ -138,21 +120,25 @@ static void answer_text(gw_conn_t *c, unsigned status, char *body, size_t len,
     lws_callback_on_writable(c->wsi);
 }
 
+/* An error answer, naming the model, client and seq of the WebSocket request being
+ * handled (c->naming) when it has them, so that a client with several requests in
+ * flight knows which one failed. */
 static void conn_error(gw_conn_t *c, int code, const char *message, const char *model,
                        unsigned retry_after)
 {
-    char model_buf[1024], client_buf[1024];
-    const char *client = naming_str(c, "client", client_buf, sizeof(client_buf));
-    if (!model)
-        model = naming_str(c, "model", model_buf, sizeof(model_buf));
-    const codec_value_t *s = c->naming && c->naming->type == CODEC_VALUE_MAP
-                                 ? codec_map_get(c->naming, "seq", 3)
+    const codec_value_t *m = !model && c->naming && c->naming->type == CODEC_VALUE_MAP
+                                 ? codec_map_get(c->naming, "model", 5)
                                  : NULL;
-    uint64_t seq = s && s->type == CODEC_VALUE_INT && s->u.i >= 0 ? (uint64_t)s->u.i : 0;
+    char model_buf[CODEC_MAX_ID_BYTES + 1], ignored[64];
+    if (m && m->type == CODEC_VALUE_STR && m->u.str.len < sizeof(model_buf)) {
+        memcpy(model_buf, m->u.str.ptr, m->u.str.len);
+        model_buf[m->u.str.len] = '\0';
+        if (!codec_id_check("the model id", model_buf, m->u.str.len, true, &c->gw->limits,
+                            ignored, sizeof(ignored)))
+            model = model_buf; /* never echo an id that is not one */
+    }
     size_t len = 0;
-    char *json =
-        gw_error_json(code, message, model, client,
-                      s && s->type == CODEC_VALUE_INT && s->u.i >= 0 ? &seq : NULL, &len);
+    char *json = gw_error_naming(c->gw, code, message, model, c->naming, &len);
     conn_answer(c, gw_status(code), json, len, retry_after);
 }
 
@@ -662,11 +648,25 @@ static int frames_write(gw_conn_t *c)
     return 0;
 }
 
+/* Appends what arrived of a request body or WebSocket message. A body may be twice
+ * --max-record-bytes and more (JSON is larger than the msgpack it becomes: the packed
+ * size is checked against the limit itself); beyond, it is not kept.
+ * @returns false when it would be larger. */
+static bool body_append(gw_conn_t *c, const char *in, size_t len)
+{
+    size_t cap = (size_t)c->gw->cfg->max_record_bytes * 2 + 65536;
+    if (c->body_len + len > cap)
+        return false;
+    c->body = codec_xrealloc(c->body, c->body_len + len + 1);
+    memcpy(c->body + c->body_len, in, len);
+    c->body_len += len;
+    return true;
+}
+
 /* Takes a WebSocket message's fragments. @returns non-zero to close. */
 static int ws_receive(gw_conn_t *c, const char *in, size_t len)
 {
-    size_t cap = (size_t)c->gw->cfg->max_record_bytes * 2 + 65536;
-    if (c->body_len + len > cap) {
+    if (!body_append(c, in, len)) {
         c->body_len = 0;
         conn_error(c, CODEC_ERR_TOO_LARGE,
                    "the message is larger than the gateway takes "
@@ -675,9 +675,6 @@ static int ws_receive(gw_conn_t *c, const char *in, size_t len)
         c->closing = true;
         return 0;
     }
-    c->body = codec_xrealloc(c->body, c->body_len + len + 1);
-    memcpy(c->body + c->body_len, in, len);
-    c->body_len += len;
     if (lws_is_final_fragment(c->wsi) && !lws_remaining_packet_payload(c->wsi))
         on_ws_message(c);
     return 0;
@@ -685,14 +682,8 @@ static int ws_receive(gw_conn_t *c, const char *in, size_t len)
 
 static int on_http_body(gw_conn_t *c, const char *in, size_t len)
 {
-    size_t cap = (size_t)c->gw->cfg->max_record_bytes * 2 + 65536;
-    if (c->body_too_large || c->body_len + len > cap) {
+    if (!c->body_too_large && !body_append(c, in, len))
         c->body_too_large = true;
-        return 0;
-    }
-    c->body = codec_xrealloc(c->body, c->body_len + len + 1);
-    memcpy(c->body + c->body_len, in, len);
-    c->body_len += len;
     return 0;
 }
 

@@ -181,8 +181,8 @@ struct processor_gateway_s {
     bool joined;               /* the group assigned us (possibly nothing) once */
     int32_t *reply_partitions; /* ours, from the group's assignment */
     size_t n_reply_partitions;
-    bool *wanted;      /* changes partitions with watchers [changes_partitions] */
-    bool wanted_dirty; /* the changes thread must re-assign */
+    uint32_t *watching; /* watched models per changes partition [changes_partitions] */
+    bool wanted_dirty;  /* the changes thread must re-assign */
     struct gw_name_s *watched_models;
     volatile int kafka_stop;
     /* numbers for /metrics and the log at exit (service thread) */
@@ -223,8 +223,14 @@ void gw_kafka_destroy(processor_gateway_t *gw);
 int gw_kafka_produce(processor_gateway_t *gw, const char *model, size_t model_len,
                      const char *value, size_t value_len, uint64_t corr,
                      uint64_t conn_id);
-/** Marks model watched or not (the changes thread reads its partition meanwhile). */
-void gw_kafka_watch(processor_gateway_t *gw, const char *model, bool watched);
+/** The changes (and flushes) partition of model under --partitioner; -1 under
+ *  --partitioner any (anywhere). */
+int32_t gw_model_partition(const processor_gateway_t *gw, const char *model, size_t len);
+/** Marks model (in changes partition partition, -1 under --partitioner any) watched or
+ *  not; the changes thread reads the partitions of watched models.
+ *  @returns whether its partition still has a watched model. */
+bool gw_kafka_watch(processor_gateway_t *gw, const char *model, int32_t partition,
+                    bool watched);
 bool gw_kafka_ready(processor_gateway_t *gw);
 /** Pops every queued event, oldest first (caller frees each with gw_event_free). */
 gw_event_t *gw_events_take(processor_gateway_t *gw);
@@ -237,6 +243,11 @@ const char *gw_code_name(int code);
 /** An error object as JSON (malloc'ed): {"type":"error",...,"error":{code,message}}. */
 char *gw_error_json(int code, const char *message, const char *model, const char *client,
                     const uint64_t *seq, size_t *len);
+/** The same, naming the client and seq that request (a decoded request, or NULL) has
+ *  when they are valid, so that a client with several requests in flight can tell
+ *  which one failed; model is the caller's (a model id found invalid is not echoed). */
+char *gw_error_naming(const processor_gateway_t *gw, int code, const char *message,
+                      const char *model, const codec_value_t *request, size_t *len);
 /* A request to send: the value as JSON in, who sends it, and how it is answered. */
 typedef struct gw_send_s {
     codec_value_t *request; /* a map, taken over */

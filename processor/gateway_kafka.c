@@ -191,8 +191,10 @@ static void changes_reassign(processor_gateway_t *gw, bool *assigned)
 {
     int32_t n = gw->changes_partitions;
     bool *wanted = codec_xcalloc((size_t)n, sizeof(bool));
+    bool any = !strcmp(gw->cfg->partitioner, "any");
     pthread_mutex_lock(&gw->lock);
-    memcpy(wanted, gw->wanted, (size_t)n * sizeof(bool));
+    for (int32_t p = 0; p < n; p++)
+        wanted[p] = gw->watching[any ? 0 : p] > 0;
     gw->wanted_dirty = false;
     pthread_mutex_unlock(&gw->lock);
     rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(n);
@@ -271,42 +273,39 @@ static void *changes_main(void *arg)
     return NULL;
 }
 
-/* The changes partition of model; -1 under --partitioner any (anywhere). */
-static int32_t model_partition(const processor_gateway_t *gw, const char *model,
-                               size_t len)
+int32_t gw_model_partition(const processor_gateway_t *gw, const char *model, size_t len)
 {
     return processor_key_partition(gw->cfg->partitioner, model, len,
                                    gw->changes_partitions);
 }
 
-void gw_kafka_watch(processor_gateway_t *gw, const char *model, bool watched)
+bool gw_kafka_watch(processor_gateway_t *gw, const char *model, int32_t partition,
+                    bool watched)
 {
     size_t len = strlen(model);
-    if (!gw->wanted) /* Kafka never started */
-        return;
+    if (!gw->watching) /* Kafka never started */
+        return false;
     pthread_mutex_lock(&gw->lock);
     gw_name_t *name = NULL;
     HASH_FIND(hh, gw->watched_models, model, len, name);
+    /* Under --partitioner any (partition -1) a model may be anywhere: every partition
+     * is read while any model is watched, counted in slot 0. */
+    uint32_t *count = &gw->watching[partition < 0 ? 0 : partition];
     if (watched && !name) {
         name = codec_xcalloc(1, sizeof(*name));
         name->name = codec_xmemdup(model, len);
         HASH_ADD_KEYPTR(hh, gw->watched_models, name->name, len, name);
+        ++*count;
     } else if (!watched && name) {
         HASH_DEL(gw->watched_models, name);
         free(name->name);
         free(name);
+        --*count;
     }
-    /* A partition is wanted while any watched model lives there. */
-    memset(gw->wanted, 0, (size_t)gw->changes_partitions * sizeof(bool));
-    for (gw_name_t *n = gw->watched_models; n; n = n->hh.next) {
-        int32_t p = model_partition(gw, n->name, strlen(n->name));
-        if (p >= 0)
-            gw->wanted[p] = true;
-        else
-            memset(gw->wanted, 1, (size_t)gw->changes_partitions * sizeof(bool));
-    }
+    bool still = *count > 0;
     gw->wanted_dirty = true;
     pthread_mutex_unlock(&gw->lock);
+    return still;
 }
 
 int gw_kafka_produce(processor_gateway_t *gw, const char *model, size_t model_len,
@@ -332,7 +331,7 @@ int gw_kafka_produce(processor_gateway_t *gw, const char *model, size_t model_le
                         sizeof(corr_bytes));
     /* The partition the processor expects under --partitioner (the flushes topic is
      * co-partitioned with the changes topic), whatever the producer's own default. */
-    int32_t target = model_partition(gw, model, model_len);
+    int32_t target = gw_model_partition(gw, model, model_len);
     rd_kafka_resp_err_t err = rd_kafka_producev(
         gw->producer, RD_KAFKA_V_TOPIC(gw->cfg->flushes_topic),
         RD_KAFKA_V_PARTITION(target >= 0 ? target : RD_KAFKA_PARTITION_UA),
@@ -375,7 +374,7 @@ int gw_kafka_start(processor_gateway_t *gw, const char *bootstrap, char *errstr,
     if (n < 0)
         return -1;
     gw->changes_partitions = n;
-    gw->wanted = codec_xcalloc((size_t)n, sizeof(bool));
+    gw->watching = codec_xcalloc((size_t)n, sizeof(uint32_t));
     rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(topics, cfg->replies_topic, RD_KAFKA_PARTITION_UA);
     rd_kafka_resp_err_t err = rd_kafka_subscribe(gw->replies, topics);
@@ -448,9 +447,9 @@ void gw_kafka_destroy(processor_gateway_t *gw)
         free(n->name);
         free(n);
     }
-    free(gw->wanted);
+    free(gw->watching);
     free(gw->reply_partitions);
-    gw->wanted = NULL;
+    gw->watching = NULL;
     gw->reply_partitions = NULL;
     for (gw_event_t *e = gw_events_take(gw), *next; e; e = next) {
         next = e->next;

@@ -158,17 +158,32 @@ static void unbind_client(codec_value_t *v, const char *given_client)
         codec_value_destroy(codec_map_take(v, "client", 6));
 }
 
-/* The error answer for a request that never reached Kafka, naming what identifies it. */
-static int refuse(const codec_value_t *v, const char *model, int code,
-                  const char *message, char **err, size_t *err_len)
+char *gw_error_naming(const processor_gateway_t *gw, int code, const char *message,
+                      const char *model, const codec_value_t *request, size_t *len)
 {
-    char *client = v ? str_field(v, "client") : NULL;
-    const codec_value_t *s = v ? codec_map_get(v, "seq", 3) : NULL;
-    uint64_t seq = s && s->type == CODEC_VALUE_INT && s->u.i >= 0 ? (uint64_t)s->u.i : 0;
-    *err = gw_error_json(code, message, model, client,
-                         s && s->type == CODEC_VALUE_INT && s->u.i >= 0 ? &seq : NULL,
-                         err_len);
+    bool map = request && request->type == CODEC_VALUE_MAP;
+    char *client = map ? str_field(request, "client") : NULL;
+    char ignored[64];
+    if (client && codec_id_check("the client id", client, strlen(client), false,
+                                 &gw->limits, ignored, sizeof(ignored))) {
+        free(client); /* never echo an id that is not one */
+        client = NULL;
+    }
+    const codec_value_t *s = map ? codec_map_get(request, "seq", 3) : NULL;
+    bool has_seq = s && s->type == CODEC_VALUE_INT && s->u.i >= 0;
+    uint64_t seq = has_seq ? (uint64_t)s->u.i : 0;
+    char *json = gw_error_json(code, message, model, client, has_seq ? &seq : NULL, len);
     free(client);
+    return json;
+}
+
+/* The error answer for a request that never reached Kafka, naming what identifies it.
+ * @returns code. */
+static int refuse(const processor_gateway_t *gw, const codec_value_t *v,
+                  const char *model, int code, const char *message, char **err,
+                  size_t *err_len)
+{
+    *err = gw_error_naming(gw, code, message, model, v, err_len);
     return code;
 }
 
@@ -199,14 +214,14 @@ int gw_request_send(processor_gateway_t *gw, gw_send_t *send, char **err, size_t
     char *model = NULL, *given_client = NULL;
     int code = 0;
     if (!v || v->type != CODEC_VALUE_MAP) {
-        code = refuse(NULL, send->model, CODEC_ERR_WRONG_TYPE,
+        code = refuse(gw, NULL, send->model, CODEC_ERR_WRONG_TYPE,
                       "the request must be a JSON object", err, err_len);
         goto done;
     }
     model = send->model ? codec_xmemdup(send->model, strlen(send->model))
                         : str_field(v, "model");
     if (!model) {
-        code = refuse(v, NULL,
+        code = refuse(gw, v, NULL,
                       codec_map_get(v, "model", 5) ? CODEC_ERR_WRONG_TYPE
                                                    : CODEC_ERR_MISSING_FIELD,
                       "model: a string naming the model is required", err, err_len);
@@ -214,19 +229,19 @@ int gw_request_send(processor_gateway_t *gw, gw_send_t *send, char **err, size_t
     }
     if ((code = codec_id_check("the model id", model, strlen(model), true, &gw->limits,
                                why, sizeof(why)))) {
-        code = refuse(v, NULL, code, why, err, err_len);
+        code = refuse(gw, v, NULL, code, why, err, err_len);
         goto done;
     }
     if (!gw_auth_model_allowed(send->ident, model)) {
-        code = refuse(v, model, GW_FORBIDDEN, "the token does not reach this model", err,
-                      err_len);
+        code = refuse(gw, v, model, GW_FORBIDDEN, "the token does not reach this model",
+                      err, err_len);
         goto done;
     }
     const codec_value_t *type = codec_map_get(v, "type", 4);
     bool flush = type && type->type == CODEC_VALUE_STR && type->u.str.len == 5 &&
                  !memcmp(type->u.str.ptr, "flush", 5);
     if (flush && send->ident->read_only) {
-        code = refuse(v, model, GW_READ_ONLY, "the token is read-only (write: false)",
+        code = refuse(gw, v, model, GW_READ_ONLY, "the token is read-only (write: false)",
                       err, err_len);
         goto done;
     }
@@ -238,7 +253,7 @@ int gw_request_send(processor_gateway_t *gw, gw_send_t *send, char **err, size_t
     codec_msgpack_pack_value(&pk, v);
     if ((code = check_packed(gw, &buf, model, why, sizeof(why)))) {
         unbind_client(v, given_client);
-        code = refuse(v, model, code, why, err, err_len);
+        code = refuse(gw, v, model, code, why, err, err_len);
         msgpack_sbuffer_destroy(&buf);
         goto done;
     }
@@ -248,7 +263,7 @@ int gw_request_send(processor_gateway_t *gw, gw_send_t *send, char **err, size_t
     msgpack_sbuffer_destroy(&buf);
     if (code) {
         unbind_client(v, given_client);
-        code = refuse(v, model, code,
+        code = refuse(gw, v, model, code,
                       "Kafka cannot take the request now (or this gateway has no reply "
                       "partition yet): retry",
                       err, err_len);

@@ -8,34 +8,50 @@
 #include "codec/alloc.h"
 #include "codec/json.h"
 #include "gateway_int.h"
-#include "kafka.h"
+
+/* A subscriber's message, made once for all its subscribers: the JSON a WebSocket
+ * gets, and the event-stream form ("event: <type>" and "data: <json>"). */
+typedef struct event_s {
+    char *json, *sse;
+    size_t len, sse_len;
+} event_t;
+
+/* {"type": type, "model": model, "commandCount": *count (when given)} */
+static void event_make(event_t *e, const char *type, const char *model,
+                       const uint64_t *count)
+{
+    codec_value_t *v = codec_value_map(3);
+    codec_map_set(v, "type", 4, codec_value_str(type, strlen(type)));
+    codec_map_set(v, "model", 5, codec_value_str(model, strlen(model)));
+    if (count)
+        codec_map_set(v, "commandCount", 12, codec_value_int((int64_t)*count));
+    e->json = codec_json_encode(v, &e->len);
+    codec_value_destroy(v);
+    size_t cap = e->len + strlen(type) + 32;
+    e->sse = codec_xmalloc(cap);
+    e->sse_len = (size_t)snprintf(e->sse, cap, "event: %s\ndata: %s\n\n", type, e->json);
+}
+
+static void event_queue(gw_conn_t *c, const event_t *e)
+{
+    if (c->kind == CONN_SSE)
+        gw_conn_queue(c, e->sse, e->sse_len);
+    else
+        gw_conn_queue(c, e->json, e->len);
+}
+
+static void event_free(event_t *e)
+{
+    free(e->json);
+    free(e->sse);
+}
 
 static void ack_subscribed(gw_conn_t *c, const char *model)
 {
-    if (c->kind == CONN_SSE) {
-        char *line = NULL;
-        size_t len = 0;
-        codec_value_t *v = codec_value_map(2);
-        codec_map_set(v, "type", 4, codec_value_str("subscribed", 10));
-        codec_map_set(v, "model", 5, codec_value_str(model, strlen(model)));
-        char *json = codec_json_encode(v, &len);
-        codec_value_destroy(v);
-        size_t n = len + 32;
-        line = codec_xmalloc(n);
-        int w = snprintf(line, n, "event: subscribed\ndata: %s\n\n", json);
-        gw_conn_queue(c, line, (size_t)w);
-        free(line);
-        free(json);
-        return;
-    }
-    codec_value_t *v = codec_value_map(2);
-    codec_map_set(v, "type", 4, codec_value_str("subscribed", 10));
-    codec_map_set(v, "model", 5, codec_value_str(model, strlen(model)));
-    size_t len = 0;
-    char *json = codec_json_encode(v, &len);
-    codec_value_destroy(v);
-    gw_conn_queue(c, json, len);
-    free(json);
+    event_t e;
+    event_make(&e, "subscribed", model, NULL);
+    event_queue(c, &e);
+    event_free(&e);
 }
 
 static bool partition_read(processor_gateway_t *gw, int32_t p)
@@ -56,11 +72,10 @@ void gw_subscribe(gw_conn_t *c, const char *model)
     if (!w) {
         w = codec_xcalloc(1, sizeof(*w));
         w->model = codec_xmemdup(model, strlen(model));
-        w->partition = processor_key_partition(gw->cfg->partitioner, model, strlen(model),
-                                               gw->changes_partitions);
+        w->partition = gw_model_partition(gw, model, strlen(model));
         HASH_ADD_KEYPTR(hh, gw->watches, w->model, strlen(w->model), w);
         w->ready = partition_read(gw, w->partition);
-        gw_kafka_watch(gw, model, true);
+        gw_kafka_watch(gw, model, w->partition, true);
     }
     if (w->n_conns == w->cap) {
         w->cap = w->cap ? 2 * w->cap : 4;
@@ -97,13 +112,9 @@ void gw_unsubscribe(gw_conn_t *c, const char *name)
     if (w->n_conns)
         return;
     HASH_DEL(gw->watches, w);
-    gw_kafka_watch(gw, w->model, false);
     /* The partition may stop being read: watches made from now on wait for the
      * changes thread to say it reads it again. */
-    bool still = false;
-    for (gw_watch_t *o = gw->watches; o && !still; o = o->hh.next)
-        still = o->partition == w->partition || w->partition < 0 || o->partition < 0;
-    if (!still) {
+    if (!gw_kafka_watch(gw, w->model, w->partition, false)) {
         if (w->partition >= 0)
             gw->reading[w->partition] = false;
         else
@@ -137,24 +148,13 @@ void gw_notify_changed(processor_gateway_t *gw, const char *model, uint64_t coun
     HASH_FIND_STR(gw->watches, model, w);
     if (!w)
         return;
-    codec_value_t *v = codec_value_map(3);
-    codec_map_set(v, "type", 4, codec_value_str("changed", 7));
-    codec_map_set(v, "model", 5, codec_value_str(model, strlen(model)));
-    codec_map_set(v, "commandCount", 12, codec_value_int((int64_t)count));
-    size_t len = 0;
-    char *json = codec_json_encode(v, &len);
-    codec_value_destroy(v);
-    size_t sse_cap = len + 32;
-    char *sse = codec_xmalloc(sse_cap);
-    int sse_len = snprintf(sse, sse_cap, "event: changed\ndata: %s\n\n", json);
+    event_t e;
+    event_make(&e, "changed", model, &count);
     for (size_t i = 0; i < w->n_conns; i++) {
         gw_conn_t *c = NULL;
         HASH_FIND(hh, gw->conns, &w->conns[i], sizeof(uint64_t), c);
-        if (c && c->kind == CONN_SSE)
-            gw_conn_queue(c, sse, (size_t)sse_len);
-        else if (c)
-            gw_conn_queue(c, json, len);
+        if (c)
+            event_queue(c, &e);
     }
-    free(sse);
-    free(json);
+    event_free(&e);
 }
