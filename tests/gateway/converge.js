@@ -97,14 +97,7 @@ async function main(run) {
   // Half start from the snapshot (GET, or a WebSocket snapshot request), half from an
   // empty model at 0 (their first flush gets the whole state in its sync).
   await Promise.all(editors.filter((e, i) => i % 4 < 2).map((e) => e.init()));
-  let editing = true;
-  const runs = editors.map((e) => e.run(() => editing));
-  await h.sleep(EDIT_MS);
-  editing = false;
-  await Promise.all(runs);
-  // Converge: flush what is left, then one empty flush each to sync to the end.
-  for (const e of editors) if (e.proxy.hasUnflushedCommands()) await e.flush();
-  for (const e of editors) await e.flush();
+  await h.editAndSettle(editors, EDIT_MS);
   h.log(`${editors.reduce((n, e) => n + e.flushes, 0)} flushes answered, ${editors.reduce((n, e) => n + e.timeouts, 0)} timeouts`);
 
   const snapshots = new Map();

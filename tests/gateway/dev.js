@@ -29,13 +29,7 @@ async function main(run) {
     editors.push(new h.Editor(`tab-${i}`, model, 100 + i, transport, 'dev'));
   }
   await Promise.all(editors.map((e) => e.init()));
-  let editing = true;
-  const runs = editors.map((e) => e.run(() => editing));
-  await h.sleep(EDIT_MS);
-  editing = false;
-  await Promise.all(runs);
-  for (const e of editors) if (e.proxy.hasUnflushedCommands()) await e.flush();
-  for (const e of editors) await e.flush();
+  await h.editAndSettle(editors, EDIT_MS);
 
   await checks.check("dev's gateway: proxies over HTTP and WebSocket converge on the snapshot, which is the history replayed by flushout's Master", async () => {
     const snap = (await h.httpRequest(gw, 'GET', h.modelPath(model))).json;

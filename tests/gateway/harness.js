@@ -661,6 +661,18 @@ class Checks {
   }
 }
 
+// Lets every editor edit for ms, then flushes what is left and sends one empty flush
+// each, so that every proxy is synced to the end.
+async function editAndSettle(editors, ms) {
+  let editing = true;
+  const runs = editors.map((e) => e.run(() => editing));
+  await sleep(ms);
+  editing = false;
+  await Promise.all(runs);
+  for (const e of editors) if (e.proxy.hasUnflushedCommands()) await e.flush();
+  for (const e of editors) await e.flush();
+}
+
 // Runs main(run) and exits 0, or prints the failure, keeps the logs and exits 1.
 function runMain(name, main) {
   const run = new Run(name, path.resolve(option('--bin', path.join(__dirname, '..', '..', 'build', 'bin', 'flushout-processor'))));
@@ -685,5 +697,5 @@ function runMain(name, main) {
 
 module.exports = {
   assert, canonical, option, sleep, log, waitUntil, signJwt, nowSeconds, makeKeys, Run, httpRequest, modelPath,
-  openEvents, WsConn, HttpTransport, WsTransport, Editor, replay, inParallel, connect, readAll, Checks, runMain,
+  openEvents, WsConn, HttpTransport, WsTransport, Editor, editAndSettle, replay, inParallel, connect, readAll, Checks, runMain,
 };
