@@ -565,8 +565,9 @@ const processor_option_t processor_options[] = {
         .max = 1,
         .offset = OFF(fsync),
         .commands = PROCESSOR_CMD_APPLYING,
-        .help = "Sync every write to disk: survives power loss, not just a killed "
-                "process (the WAL is always on).",
+        .help = "Write every commit to RocksDB's write-ahead log and sync it: the "
+                "store survives power loss on its own. Without it, run skips the log "
+                "and recovers what a crash loses from the changes topic.",
     },
     {
         .name = "model",

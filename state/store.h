@@ -30,9 +30,16 @@
 
 typedef struct state_store_conf_s {
     const char *dir;
-    int32_t partition;          /* the input partition it serves (the keys' prefix) */
-    bool fsync;                 /* sync every commit (power-loss durability) */
-    uint64_t history;           /* commands of history kept per model for partial syncs */
+    int32_t partition; /* the input partition it serves (the keys' prefix) */
+    bool fsync;        /* sync every commit (power-loss durability) */
+    /* The changes topic holds what every commit changed (run): commits skip RocksDB's
+     * write-ahead log, as Kafka Streams' stores do, and a crash rolls the store back
+     * to its last memtable flush, from where the owner catches up (store.c has the
+     * argument). Ignored with fsync. */
+    bool changelog;
+    uint32_t
+        checkpoint_ms; /* changelog: flush the memtable at least this often (0: 30 s) */
+    uint64_t history;  /* commands of history kept per model for partial syncs */
     uint64_t snapshot_every;    /* rewrite a snapshot at least every N commands */
     size_t cache_bytes;         /* decoded models kept in memory (LRU by bytes) */
     uint64_t clients_per_model; /* client records kept per model, newest first */
@@ -49,7 +56,8 @@ typedef struct state_model_s state_model_t;
  *  unwritable directory, a corrupt file). */
 state_store_t *state_store_open(const state_store_conf_t *conf, char *errstr,
                                 size_t errstr_size);
-/** Closes the store; uncommitted changes are lost. NULL-safe. A store whose write
+/** Closes the store; uncommitted changes are lost, committed ones are flushed to table
+ *  files first (a changelog store's are in no log). NULL-safe. A store whose write
  *  failed keeps its database open until the process exits (see store.c). */
 void state_store_close(state_store_t *s);
 

@@ -153,7 +153,9 @@ struct state_store_s {
     rocksdb_writeoptions_t *write_options;
     rocksdb_writeoptions_t *unlogged_options; /* a restore's commits: no WAL */
     bool restoring;                           /* state_store_restore_begin() */
-    bool unlogged; /* a restore committed: flush before the log is used again */
+    bool logged;          /* live commits use the WAL: not a changelog store (or fsync) */
+    bool unlogged;        /* commits skipped the WAL since open: flush before closing */
+    double checkpoint_at; /* a changelog store's next memtable flush, monotonic s */
     rocksdb_readoptions_t *read_options;
     char failed[256]; /* non-empty once a write failed: no more commits */
 
