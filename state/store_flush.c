@@ -167,7 +167,10 @@ void store_record_flush(state_store_t *s, state_model_t *m, const char *client,
      * earlier, once that history is an eighth of the snapshot, so that loading a model
      * replays little without rewriting a large document often. */
     uint64_t since = state_master_command_count(m->master) - m->snapshot_count;
-    if (since > 0 && (m->history_bytes_since >= m->snapshot_bytes ||
+    uint64_t outgrown = m->snapshot_bytes > SNAPSHOT_MIN_REWRITE_BYTES
+                            ? m->snapshot_bytes
+                            : SNAPSHOT_MIN_REWRITE_BYTES;
+    if (since > 0 && (m->history_bytes_since >= outgrown ||
                       (since >= s->conf.snapshot_every &&
                        m->history_bytes_since * 8 >= m->snapshot_bytes))) {
         put_snapshot(s, m);

@@ -32,15 +32,22 @@ static void teardown(void)
 
 TestSuite(processor_apply, .init = setup, .fini = teardown);
 
-static void load(const char *extra_flag, const char *extra_value)
+/* Loads apply's configuration with up to two more options (flag NULL: none). */
+static void load_with(const char *flag, const char *value, const char *flag2,
+                      const char *value2)
 {
-    char *argv[] = {"--state-dir", state_dir,          "--ids",
-                    "sequential",  (char *)extra_flag, (char *)extra_value};
+    char *argv[] = {"--state-dir", state_dir,     "--ids",       "sequential",
+                    (char *)flag,  (char *)value, (char *)flag2, (char *)value2};
     char errstr[256];
-    int argc = extra_flag ? 6 : 4;
+    int argc = flag2 ? 8 : flag ? 6 : 4;
     cr_assert_eq(processor_config_load(&cfg, PROCESSOR_CMD_APPLY, "apply", argc, argv,
                                        errstr, sizeof(errstr)),
                  0, "%s", errstr);
+}
+
+static void load(const char *extra_flag, const char *extra_value)
+{
+    load_with(extra_flag, extra_value, NULL, NULL);
 }
 
 /* Runs apply over input and returns its output (caller frees). */
@@ -174,10 +181,11 @@ Test(processor_apply, serves_history_within_what_is_kept)
 
 Test(processor_apply, answers_snapshot_requests_at_earlier_versions)
 {
-    /* A tiny document: each flush's history outgrows the snapshot, so the snapshot is
-     * rewritten after every flush and a past snapshot kept at every version; with
-     * --history 2 the last rewrite (at 30) keeps the one at 28 and nothing older. */
-    load("--history", "2");
+    /* A tiny document rewritten after every flush (--snapshot-every 1: its history
+     * since is over an eighth of it), so a past snapshot is kept at every version;
+     * with --history 2 the last rewrite (at 30) keeps the one at 28 and nothing older.
+     * (Without --snapshot-every, a document this small waits for 4 KB of history.) */
+    load_with("--history", "2", "--snapshot-every", "1");
     char input[8192];
     int off = snprintf(input, sizeof(input),
                        "{\"type\":\"flush\",\"model\":\"a\",\"client\":\"c\",\"seq\":1,"

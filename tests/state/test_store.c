@@ -257,6 +257,72 @@ Test(state_store, snapshots_are_rewritten_and_old_history_trimmed)
     codec_value_destroy(doc2);
 }
 
+/* A small document is rewritten once the history since its last snapshot reaches
+ * 4 KB, not after each flush that outgrows it: the stored snapshot and the past
+ * snapshots kept are where that rule, replayed over the stored history, puts them. */
+Test(state_store, a_small_document_waits_for_4_kb_of_history)
+{
+    open_store();
+    flush("small", "c", 1,
+          "{\"type\":\"flush\",\"client\":\"c\",\"seq\":1,\"from\":0,\"completions\":["
+          "{\"command\":{\"action\":\"create\",\"props\":{\"n\":0}},\"createdId\":\"x\"}]"
+          "}");
+    commit(0);
+    enum { FLUSHES = 300 };
+    for (int i = 2; i <= FLUSHES; i++) {
+        char json[256];
+        snprintf(json, sizeof(json),
+                 "{\"type\":\"flush\",\"client\":\"c\",\"seq\":%d,\"from\":%d,"
+                 "\"completions\":[{\"command\":{\"action\":\"update\",\"path\":[\"x\"],"
+                 "\"props\":{\"n\":%d}}}]}",
+                 i, i - 1, i);
+        flush("small", "c", (uint64_t)i, json);
+        commit(i);
+    }
+    rocksdb_t *db = raw_db();
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_iterator_t *it = rocksdb_create_iterator(db, ro);
+    /* The rule over the stored history (one command per key, in count order): a
+     * rewrite once the commands since the last one reach 4096 bytes (each key's value
+     * is a one-item array: a 1-byte header and the command). */
+    uint64_t since = 0, expected_count = 0;
+    int rewrites = 0, past = 0, history = 0;
+    int64_t stored_count = -1;
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t klen, vlen;
+        const char *k = rocksdb_iter_key(it, &klen);
+        const char *v = rocksdb_iter_value(it, &vlen);
+        if (klen < 5 || !memcmp(k, "\xff\xff\xff\xff", 4))
+            continue;
+        if (k[4] == 'h') {
+            history++;
+            since += vlen - 1;
+            if (since >= 4096) {
+                rewrites++;
+                expected_count = (uint64_t)history;
+                since = 0;
+            }
+        } else if (k[4] == 'v') {
+            past++;
+        } else if (k[4] == 's') {
+            codec_value_t *snap;
+            cr_assert_eq(codec_msgpack_decode(v, vlen, &codec_limits_trusted, &snap,
+                                              errstr, sizeof(errstr)),
+                         CODEC_OK, "%s", errstr);
+            stored_count = codec_map_get(snap, "commandCount", 12)->u.i;
+            codec_value_destroy(snap);
+        }
+    }
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    rocksdb_close(db);
+    cr_assert_eq(history, FLUSHES);
+    cr_assert_geq(rewrites, 2, "%d rewrites", rewrites);
+    cr_assert_leq(rewrites, FLUSHES / 50, "%d rewrites of a small document", rewrites);
+    cr_assert_eq(stored_count, (int64_t)expected_count);
+    cr_assert_eq(past, rewrites, "one past snapshot per rewrite");
+}
+
 Test(state_store, evicted_models_reload_identically)
 {
     conf.cache_bytes = 1; /* every commit evicts everything */
