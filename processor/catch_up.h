@@ -42,9 +42,9 @@
  * committed offset, so a flush applied by the old owner but not yet committed there is
  * answered again (as a duplicate). An owner restarted after a crash is a new owner of
  * its own store: that store has no write-ahead log (state_store_conf_t.changelog), so
- * it is as its last memtable flush left it, and these rules bring it forward. Offline, there is no committed offset to start
- * from: `rebuild` records the input offset that the change records reached
- * (track_input) as the store's next offset. */
+ * it is as its last memtable flush left it, and these rules bring it forward. Offline,
+ * there is no committed offset to start from: `rebuild` records the input offset that the
+ * change records reached (track_input) as the store's next offset. */
 #ifndef FLUSHOUT_PROCESSOR_CATCH_UP_H
 #define FLUSHOUT_PROCESSOR_CATCH_UP_H
 
