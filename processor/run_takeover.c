@@ -203,8 +203,8 @@ static int prepare_store(part_t *p, const char *dir)
         size_t cache = atomic_load(&r->cache_share);
         state_store_conf_t sc =
             processor_store_conf(r->cfg, dir, p->id, cache, r->initial_document);
-        sc.changelog =
-            true; /* the changes topic: what a crash loses, catching up restores */
+        /* The changes topic is its log: what a crash loses, catching up restores. */
+        sc.changelog = true;
         p->store = state_store_open(&sc, errstr, sizeof(errstr));
         if (!p->store) {
             LOG_ERROR("partition %d: cannot open its store: %s", p->id, errstr);

@@ -214,7 +214,9 @@ void state_store_close(state_store_t *s)
     if (s->failed[0] && s->db && keep_failed_db(s->db))
         s->db = NULL;
     char errstr[256];
-    if (s->db && s->unlogged && !s->failed[0]) /* RocksDB would too; here it is said */
+    /* rocksdb_close() would flush them as well (avoid_flush_during_shutdown is off):
+     * done here, it does not hang on that default. A failure is the crash case. */
+    if (s->db && s->unlogged && !s->failed[0])
         store_flush(s, true, errstr, sizeof(errstr));
     state_model_t *m, *tmp;
     HASH_ITER(hh, s->models, m, tmp)

@@ -37,9 +37,9 @@ typedef struct state_store_conf_s {
      * to its last memtable flush, from where the owner catches up (store.c has the
      * argument). Ignored with fsync. */
     bool changelog;
-    uint32_t
-        checkpoint_ms; /* changelog: flush the memtable at least this often (0: 30 s) */
-    uint64_t history;  /* commands of history kept per model for partial syncs */
+    /* A changelog store flushes its memtable at least this often (0: 30 s). */
+    uint32_t checkpoint_ms;
+    uint64_t history;           /* commands of history kept per model for partial syncs */
     uint64_t snapshot_every;    /* rewrite a snapshot at least every N commands */
     size_t cache_bytes;         /* decoded models kept in memory (LRU by bytes) */
     uint64_t clients_per_model; /* client records kept per model, newest first */

@@ -30,9 +30,9 @@
 #define STORE_MAX_ID_BYTES   65535       /* model ids are length-prefixed with 16 bits */
 /* A snapshot is rewritten once the history since it outgrows it, and is at least this
  * long: a small document would otherwise be rewritten, copied as a past snapshot and
- * its history trimmed after nearly every flush (4 writes a flush instead of 2: 0.82x
- * the CPU per flush in tests/bench/ab.sh without it), while loading a model replays at
- * most this much more history. */
+ * its history trimmed after nearly every flush (4 writes a flush instead of 2; with
+ * the floor, 0.82-0.84x the CPU per flush in tests/bench/ab.sh), while loading a model
+ * replays at most this much more history. */
 #define SNAPSHOT_MIN_REWRITE_BYTES 4096u
 
 /* A key being built: in buf while it fits, else on the heap. */
