@@ -199,7 +199,8 @@ static int move_models(repartition_t *rp, int32_t partition, int64_t *next_input
                                       buf.size,
                                       hdrs,
                                       NULL};
-            rd_kafka_resp_err_t err = processor_produce(rp->producer, &rec, true);
+            rd_kafka_resp_err_t err =
+                processor_produce(rp->producer, &rec, RD_KAFKA_MSG_F_COPY);
             if (err) {
                 rd_kafka_headers_destroy(hdrs);
                 LOG_ERROR("repartition: producing the snapshot of " MODEL_FMT
@@ -244,7 +245,7 @@ static int forward_visit(const rd_kafka_message_t *m, void *ctx)
                               m->len,
                               copy,
                               NULL};
-    rd_kafka_resp_err_t err = processor_produce(rp->producer, &rec, true);
+    rd_kafka_resp_err_t err = processor_produce(rp->producer, &rec, RD_KAFKA_MSG_F_COPY);
     if (err) {
         rd_kafka_headers_destroy(copy);
         LOG_ERROR("repartition: forwarding %s offset %lld to %s: %s",

@@ -395,18 +395,27 @@ static void handle_flush(processor_handler_t *h, const target_t *t,
         return;
     }
     state_master_apply(t->master, req, &t->history, a);
+    uint64_t replaced = 0;
+    bool rewrote = false;
     if (t->stored)
-        state_model_flushed(h->conf.store, t->stored, req->client.ptr, req->client.len,
-                            req->seq, a);
+        rewrote = state_model_flushed(h->conf.store, t->stored, req->client.ptr,
+                                      req->client.len, req->seq, a, &replaced);
     else
         state_history_mem_append(t->mem_history, a->result.applied_from,
                                  &a->result.applied);
     codec_reply_pack_flush(pk, to, &a->result);
     out->commands_applied =
         state_master_command_count(t->master) - a->result.applied_from;
+    /* A count-based snapshot record is due when the count passes a multiple of
+     * snapshot_every; for a large document, only with a rewrite of its stored
+     * snapshot, counting from the one it replaced (STATE_RECORD_SIZE_FLOOR). Both are
+     * decided from what is stored, so the records are the same on every load. */
     uint64_t every = h->conf.snapshot_every;
-    if (every &&
-        a->result.applied_from / every != state_master_command_count(t->master) / every)
+    uint64_t count = state_master_command_count(t->master);
+    uint64_t record_from = a->result.applied_from;
+    if (t->stored && state_model_document_bound(t->stored) > STATE_RECORD_SIZE_FLOOR)
+        record_from = rewrote ? replaced : count;
+    if (every && record_from / every != count / every)
         out->snapshot_due = true;
     if (h->conf.changes) {
         msgpack_packer cpk;

@@ -376,7 +376,7 @@ int processor_produce_waiting(void)
 }
 
 rd_kafka_resp_err_t processor_produce(rd_kafka_t *rk, const processor_record_t *rec,
-                                      bool copy)
+                                      int msgflags)
 {
     bool waiting = false;
     for (;;) {
@@ -385,7 +385,7 @@ rd_kafka_resp_err_t processor_produce(rd_kafka_t *rk, const processor_record_t *
             RD_KAFKA_V_KEY(rec->key, rec->key_len),
             RD_KAFKA_V_VALUE((void *)rec->value, rec->value_len),
             RD_KAFKA_V_HEADERS(rec->headers), RD_KAFKA_V_OPAQUE(rec->opaque),
-            RD_KAFKA_V_MSGFLAGS(copy ? RD_KAFKA_MSG_F_COPY : 0), RD_KAFKA_V_END);
+            RD_KAFKA_V_MSGFLAGS(msgflags), RD_KAFKA_V_END);
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
             if (waiting)
                 atomic_fetch_sub(&produce_waiting, 1);

@@ -104,11 +104,14 @@ typedef struct processor_record_s {
     void *opaque;                /* for the delivery report */
 } processor_record_t;
 
-/** Produces rec, waiting for room while the producer's queue is full. copy: librdkafka
- *  copies key and value; else they must live until the delivery report.
- *  @returns 0, or the error (nothing produced; the headers are still the caller's). */
+/** Produces rec, waiting for room while the producer's queue is full. msgflags:
+ *  RD_KAFKA_MSG_F_COPY (librdkafka copies the value), RD_KAFKA_MSG_F_FREE (it takes
+ *  the malloc()ed value and frees it), or 0 (the value must live until the delivery
+ *  report); the key is always copied.
+ *  @returns 0, or the error (nothing produced; headers and value are still the
+ *  caller's). */
 rd_kafka_resp_err_t processor_produce(rd_kafka_t *rk, const processor_record_t *rec,
-                                      bool copy);
+                                      int msgflags);
 
 /** How many threads wait in processor_produce() for room in a producer's queue now:
  *  non-zero while Kafka does not take records as fast as they come (an outage). */

@@ -117,7 +117,9 @@ const processor_option_t processor_options[] = {
         .offset = OFF(snapshot_topic_every),
         .commands = PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV,
         .help = "Publish a model's snapshot each time its command count passes a "
-                "multiple of N (0: never; the changes topic must then be kept forever).",
+                "multiple of N; a document over 64 KB only with a rewrite of its "
+                "stored snapshot, which history since the last one pays for (0: "
+                "never; the changes topic must then be kept forever).",
     },
     {
         .name = "snapshot-topic-interval-ms",

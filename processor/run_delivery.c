@@ -181,7 +181,7 @@ static void produce(runner_t *r, delivery_t *d)
         d->key,   d->key_len,
         d->value, d->value_len,
         hdrs,     d};
-    rd_kafka_resp_err_t err = processor_produce(r->producer, &rec, false);
+    rd_kafka_resp_err_t err = processor_produce(r->producer, &rec, 0);
     if (!err)
         return;
     if (hdrs)

@@ -36,6 +36,11 @@ static bool publish_snapshot(part_t *p, const char *model, size_t model_len, boo
     msgpack_sbuffer_init(&sb);
     bool published = false;
     if (swept || size <= r->max_message_bytes) {
+        /* Sized at once, and handed to librdkafka below rather than copied: a 10 MB
+         * document's record, grown by doubling and then copied, was most of a step's
+         * time (and page faults) in the 10 MB document benchmark. */
+        sb.alloc = (size < r->max_message_bytes ? size : r->max_message_bytes) + 4096;
+        sb.data = codec_xmalloc(sb.alloc);
         msgpack_packer pk;
         msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
         if (state_store_pack_snapshot_record(p->store, model, model_len, &pk, errstr,
@@ -77,7 +82,8 @@ static bool publish_snapshot(part_t *p, const char *model, size_t model_len, boo
         rd_kafka_header_add(hdrs, PROCESSOR_SETTINGS_TEXT_HEADER, -1, r->settings, -1);
         processor_record_t rec = {
             r->cfg->snapshots_topic, p->id, model, model_len, sb.data, sb.size, hdrs, sw};
-        rd_kafka_resp_err_t err = processor_produce(r->producer, &rec, true);
+        rd_kafka_resp_err_t err =
+            processor_produce(r->producer, &rec, RD_KAFKA_MSG_F_FREE);
         if (err) {
             rd_kafka_headers_destroy(hdrs); /* still ours: nothing was produced */
             LOG_WARN("partition %d model " MODEL_FMT ": snapshot record not produced: %s",
@@ -87,8 +93,10 @@ static bool publish_snapshot(part_t *p, const char *model, size_t model_len, boo
             state_store_snapshot_sent(p->store, model, model_len);
         }
         published = !err;
-        if (published)
+        if (published) {
             atomic_fetch_add(&r->snapshot_records, 1);
+            sb.data = NULL; /* librdkafka's now */
+        }
     }
     msgpack_sbuffer_destroy(&sb);
     return published;

@@ -75,6 +75,13 @@ state_history_t state_model_history(state_model_t *m);
  *  snapshot plus every command applied since (O(1); exact right after a snapshot). */
 size_t state_model_document_bound(const state_model_t *m);
 
+/* A count-based snapshot record republishes the whole document. A document larger
+ * than this is published with the rewrites of its stored snapshot only, whose rule
+ * pays for each with history (see state_model_flushed()): a 10 MB document
+ * republished every 1,000 commands of about 75 bytes put 130 bytes on the snapshots
+ * topic for each byte of change record. */
+#define STATE_RECORD_SIZE_FLOOR (64u * 1024)
+
 /* Time travel: the model as it was at an earlier version. */
 typedef enum state_travel_e {
     STATE_TRAVEL_OK,          /* *master is the model at that version */
@@ -114,9 +121,15 @@ state_seq_t state_model_check_seq(state_store_t *s, state_model_t *m, const char
                                   size_t client_len, uint64_t seq, state_retry_t *retry);
 
 /** Records an applied flush: its applied completions go to the history and the step's
- *  batch, the client's record is updated, and the snapshot is rewritten when due. */
-void state_model_flushed(state_store_t *s, state_model_t *m, const char *client,
-                         size_t client_len, uint64_t seq, const state_apply_t *a);
+ *  batch, the client's record is updated, and the snapshot is rewritten when due
+ *  (once the history since the last one is at least 4 KB and has outgrown it, or
+ *  after --snapshot-every commands is an eighth of it: decided from what is stored,
+ *  so the same on every load).
+ *  @returns whether it rewrote the snapshot; then *replaced is the count of the one
+ *  it replaced (0 for none). */
+bool state_model_flushed(state_store_t *s, state_model_t *m, const char *client,
+                         size_t client_len, uint64_t seq, const state_apply_t *a,
+                         uint64_t *replaced);
 
 /** Writes the step atomically: every change recorded since the last commit and the
  *  partition's next input offset (when next_offset >= 0).

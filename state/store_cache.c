@@ -317,12 +317,11 @@ state_model_t *state_store_model(state_store_t *s, const char *model, size_t mod
     m->master = state_master_new(model, model_len, count,
                                  doc ? doc : codec_value_copy(s->initial_document),
                                  &s->conf.master);
-    /* One iterator for the history and the past snapshots. */
     rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
     int rc = load_history(s, m, it, errstr, errstr_size);
-    if (!rc)
-        rc = store_past_load(s, m, it, errstr, errstr_size);
     rocksdb_iter_destroy(it);
+    if (!rc)
+        rc = store_past_load(s, m, errstr, errstr_size);
     if (rc) {
         store_model_free(s, m);
         return NULL;

@@ -86,10 +86,10 @@ static void trim_history(state_store_t *s, state_model_t *m)
     m->history_start = cut;
 }
 
-void store_record_flush(state_store_t *s, state_model_t *m, const char *client,
+bool store_record_flush(state_store_t *s, state_model_t *m, const char *client,
                         size_t client_len, uint64_t seq, uint64_t applied_from,
                         const codec_packed_t *applied, const char *mapped_paths,
-                        size_t mapped_paths_len)
+                        size_t mapped_paths_len, uint64_t *replaced)
 {
     /* One history key per flush, at its first command: [completion...]. */
     store_key_t k;
@@ -170,24 +170,30 @@ void store_record_flush(state_store_t *s, state_model_t *m, const char *client,
     uint64_t outgrown = m->snapshot_bytes > SNAPSHOT_MIN_REWRITE_BYTES
                             ? m->snapshot_bytes
                             : SNAPSHOT_MIN_REWRITE_BYTES;
-    if (since > 0 && (m->history_bytes_since >= outgrown ||
-                      (since >= s->conf.snapshot_every &&
-                       m->history_bytes_since * 8 >= m->snapshot_bytes))) {
+    bool rewrite = since > 0 && (m->history_bytes_since >= outgrown ||
+                                 (since >= s->conf.snapshot_every &&
+                                  m->history_bytes_since * 8 >= m->snapshot_bytes));
+    if (rewrite) {
+        *replaced = m->snapshot_count;
         put_snapshot(s, m);
         trim_history(s, m);
     }
     if (m->client_records > s->conf.clients_per_model + s->conf.clients_per_model / 8)
         store_clients_expire(s, m);
+    return rewrite;
 }
 
-void state_model_flushed(state_store_t *s, state_model_t *m, const char *client,
-                         size_t client_len, uint64_t seq, const state_apply_t *a)
+bool state_model_flushed(state_store_t *s, state_model_t *m, const char *client,
+                         size_t client_len, uint64_t seq, const state_apply_t *a,
+                         uint64_t *replaced)
 {
     msgpack_sbuffer *sb = &s->mapped;
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     codec_msgpack_pack_value(&pk, a->mapper.mappings);
-    store_record_flush(s, m, client, client_len, seq, a->result.applied_from,
-                       &a->result.applied, sb->data, sb->size);
+    bool rewrote =
+        store_record_flush(s, m, client, client_len, seq, a->result.applied_from,
+                           &a->result.applied, sb->data, sb->size, replaced);
     store_scratch_done(sb);
+    return rewrote;
 }

@@ -271,18 +271,18 @@ void store_batch_pending(const state_store_t *s, const char *prefix, size_t pref
                          void *opaque);
 /** Records a flush applied to m: its applied completions (applied_from on) go to the
  *  history and the batch, the client's record gets seq and mapped_paths (msgpack),
- *  and the snapshot is rewritten when due. */
-void store_record_flush(state_store_t *s, state_model_t *m, const char *client,
+ *  and the snapshot is rewritten when due (@returns whether it was; *replaced is the
+ *  count of the one it replaced). */
+bool store_record_flush(state_store_t *s, state_model_t *m, const char *client,
                         size_t client_len, uint64_t seq, uint64_t applied_from,
                         const codec_packed_t *applied, const char *mapped_paths,
-                        size_t mapped_paths_len);
+                        size_t mapped_paths_len, uint64_t *replaced);
 
 /* ---- past snapshots and time travel (store_travel.c) ---- */
 
-/** Reads m's past snapshot counts into m->past, with it (a store without them reads
- *  none). @returns 0, or -1 and errstr. */
-int store_past_load(state_store_t *s, state_model_t *m, rocksdb_iterator_t *it,
-                    char *errstr, size_t errstr_size);
+/** Reads m's past snapshot counts into m->past (a store without them reads none).
+ *  @returns 0, or -1 and errstr. */
+int store_past_load(state_store_t *s, state_model_t *m, char *errstr, size_t errstr_size);
 /** Writes a past snapshot of m at count: the bytes of its snapshot. */
 void store_past_put(state_store_t *s, state_model_t *m, uint64_t count,
                     const char *snapshot, size_t snapshot_len);

@@ -189,8 +189,9 @@ state_change_t state_store_apply_change(state_store_t *s, const char *key, size_
     msgpack_packer pk;
     msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
     codec_msgpack_pack_value(&pk, paths);
+    uint64_t replaced;
     store_record_flush(s, m, client->u.str.ptr, client->u.str.len, seq, from, applied,
-                       sb->data, sb->size);
+                       sb->data, sb->size, &replaced);
     *offset = input_offset;
     rc = STATE_CHANGE_APPLIED;
 done:

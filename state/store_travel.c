@@ -32,11 +32,18 @@ static void past_key(store_key_t *k, state_store_t *s, const state_model_t *m)
     store_key_add_id(k, m->id, m->id_len);
 }
 
-int store_past_load(state_store_t *s, state_model_t *m, rocksdb_iterator_t *it,
-                    char *errstr, size_t errstr_size)
+int store_past_load(state_store_t *s, state_model_t *m, char *errstr, size_t errstr_size)
 {
-    store_key_t prefix;
+    store_key_t prefix, upper;
     past_key(&prefix, s, m);
+    /* Bounded to this model's keys: an iterator reads each value it stops at, and the
+     * key after the last one is the next model's past snapshot, as large as its
+     * document (RocksDB 7.8 has no keys-only iteration). */
+    past_key(&upper, s, m);
+    store_key_add(&upper, "\xff\xff\xff\xff\xff\xff\xff\xff\xff", 9);
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_iterate_upper_bound(ro, upper.p, upper.len);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, ro);
     for (rocksdb_iter_seek(it, prefix.p, prefix.len); rocksdb_iter_valid(it);
          rocksdb_iter_next(it)) {
         size_t klen;
@@ -45,9 +52,12 @@ int store_past_load(state_store_t *s, state_model_t *m, rocksdb_iterator_t *it,
             break;
         past_add(NULL, m, store_be64(key + prefix.len));
     }
-    store_key_free(&prefix);
     char *err = NULL;
     rocksdb_iter_get_error(it, &err);
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    store_key_free(&upper);
+    store_key_free(&prefix);
     return err ? store_fail_rocks(err, "reading past snapshots", errstr, errstr_size) : 0;
 }
 

@@ -187,7 +187,7 @@ static void produce(const char *topic, const char *key, size_t key_len, const vo
 {
     processor_record_t rec = {
         topic, RD_KAFKA_PARTITION_UA, key, key_len, value, len, NULL, NULL};
-    rd_kafka_resp_err_t e = processor_produce(producer, &rec, true);
+    rd_kafka_resp_err_t e = processor_produce(producer, &rec, RD_KAFKA_MSG_F_COPY);
     if (e)
         die("produce: %s", rd_kafka_err2str(e));
 }

@@ -27,7 +27,7 @@ static void produce(rd_kafka_t *producer, const char *topic, int32_t partition,
                     const void *key, size_t key_len, void *value, size_t len)
 {
     processor_record_t rec = {topic, partition, key, key_len, value, len, NULL, NULL};
-    rd_kafka_resp_err_t err = processor_produce(producer, &rec, true);
+    rd_kafka_resp_err_t err = processor_produce(producer, &rec, RD_KAFKA_MSG_F_COPY);
     if (err)
         LOG_ERROR("produce to %s: %s", topic, rd_kafka_err2str(err));
 }

@@ -714,6 +714,69 @@ Test(processor_handler, change_records_rebuild_the_model_elsewhere,
     processor_handler_destroy(h);
 }
 
+/* A count-based snapshot record of a document over STATE_RECORD_SIZE_FLOOR comes with
+ * the rewrites of its stored snapshot only: a large document is not republished for
+ * every snapshot_every small commands. A small one's is due at every multiple. */
+Test(processor_handler, a_large_documents_snapshot_record_comes_with_its_rewrites,
+     .fini = store_dir_remove)
+{
+    state_store_t *store = store_open();
+    processor_handler_conf_t hc = conf_default();
+    hc.store = store;
+    hc.snapshot_every = 1;
+    processor_handler_t *h = processor_handler_new(&hc);
+    processor_output_t out;
+    processor_output_init(&out);
+    char json[256];
+    for (int i = 0; i < 3; i++) {
+        snprintf(json, sizeof(json),
+                 "{\"type\":\"flush\",\"client\":\"c\",\"seq\":%d,\"from\":%d,"
+                 "\"completions\":[" UPDATE_A("%d") "]}",
+                 i + 1, i, i);
+        handle_at(h, "small", i, i ? json : FLUSH_1, &out);
+        cr_assert_eq(out.error, CODEC_OK, "%s", out.message);
+        cr_assert(out.snapshot_due, "a small document's, at every multiple of 1");
+    }
+
+    enum { BIG = 100000 };
+    char *big = malloc(BIG + 256);
+    int off = snprintf(big, 256,
+                       "{\"type\":\"flush\",\"client\":\"c\",\"seq\":1,\"from\":0,"
+                       "\"completions\":[{\"command\":{\"action\":\"create\",\"path\":[],"
+                       "\"props\":{\"s\":\"");
+    memset(big + off, 'x', BIG);
+    strcpy(big + off + BIG, "\"}},\"createdId\":\"a\"}]}");
+    handle_at(h, "m", 10, big, &out);
+    free(big);
+    cr_assert_eq(out.error, CODEC_OK, "%s", out.message);
+    cr_assert(out.snapshot_due, "its first snapshot (history over 4 KB) is a rewrite");
+    /* The next rewrite, by the store's rule: after --snapshot-every (1000) commands,
+     * once the history since is an eighth of the 100 KB snapshot (1000 updates of
+     * about 40 bytes are 40 KB); not before, as the history stays below 100 KB. */
+    int due = 0, due_at = 0;
+    for (int seq = 2; seq <= 1100; seq++) {
+        snprintf(json, sizeof(json),
+                 "{\"type\":\"flush\",\"client\":\"c\",\"seq\":%d,\"from\":%d,"
+                 "\"completions\":[" UPDATE_A("%d") "]}",
+                 seq, seq - 1, seq);
+        handle_at(h, "m", 10 + seq, json, &out);
+        cr_assert_eq(out.error, CODEC_OK, "%s", out.message);
+        if (out.snapshot_due) {
+            due++;
+            due_at = seq;
+        }
+        char errstr[256];
+        if (seq % 100 == 0)
+            cr_assert_eq(processor_handler_commit(h, 11 + seq, errstr, sizeof(errstr)), 0,
+                         "%s", errstr);
+    }
+    cr_assert_eq(due, 1, "%d records due", due);
+    cr_assert_eq(due_at, 1001, "due at count %d", due_at);
+    processor_output_destroy(&out);
+    processor_handler_destroy(h);
+    state_store_close(store);
+}
+
 /* With a store, a flush that could take the document beyond max_document_bytes (as
  * msgpack) is refused before it is applied; deletes always pass, so a full document
  * can shrink. Without a store there is no such bound. */

@@ -2300,7 +2300,7 @@ Test(kafka, a_change_record_of_another_layout_stops_the_processor)
     int32_t elsewhere = (home + 1) % PARTITIONS;
     processor_record_t rec = {
         "flushout.changes", elsewhere, "alpha", 5, "x", 1, NULL, NULL};
-    cr_assert_eq(processor_produce(producer, &rec, true), 0);
+    cr_assert_eq(processor_produce(producer, &rec, RD_KAFKA_MSG_F_COPY), 0);
     cr_assert_eq(rd_kafka_flush(producer, WAIT_MS), 0);
 
     instance_t a;
@@ -2736,7 +2736,7 @@ Test(kafka, the_partition_reader_reports_a_gap_instead_of_resetting)
     rd_kafka_topic_partition_list_destroy(mine);
     for (int i = 0; i < 10; i++) {
         processor_record_t rec = {"changes.a", 0, "k", 1, "v", 1, NULL, NULL};
-        cr_assert_eq(processor_produce(producer, &rec, true), 0);
+        cr_assert_eq(processor_produce(producer, &rec, RD_KAFKA_MSG_F_COPY), 0);
     }
     cr_assert_eq(rd_kafka_flush(producer, WAIT_MS), 0);
     processor_config_t cfg;

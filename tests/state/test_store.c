@@ -74,6 +74,9 @@ typedef struct change_s {
 } change_t;
 static change_t *changes;
 static size_t change_count;
+/* What state_model_flushed() said of the last flush applied_request() recorded. */
+static bool rewrote;
+static uint64_t replaced;
 
 /* Applies a decoded flush through the model's master and records it. */
 static void apply_request(const char *id, const char *client, uint64_t seq,
@@ -86,7 +89,9 @@ static void apply_request(const char *id, const char *client, uint64_t seq,
     state_apply_init(&a);
     state_history_t history = state_model_history(m);
     state_master_apply(state_model_master(m), req, &history, &a);
-    state_model_flushed(store, m, client, strlen(client), seq, &a);
+    replaced = UINT64_MAX;
+    rewrote = state_model_flushed(store, m, client, strlen(client), seq, &a, &replaced);
+    cr_assert_eq(rewrote, replaced != UINT64_MAX, "replaced is set with a rewrite only");
     if (changes) {
         msgpack_packer pk;
         msgpack_packer_init(&pk, &changes[change_count].value, msgpack_sbuffer_write);
@@ -269,6 +274,9 @@ Test(state_store, a_small_document_waits_for_4_kb_of_history)
           "}");
     commit(0);
     enum { FLUSHES = 300 };
+    /* What state_model_flushed() reported: each rewrite replaces the one before. */
+    int reported = 0;
+    uint64_t last_rewrite = 0;
     for (int i = 2; i <= FLUSHES; i++) {
         char json[256];
         snprintf(json, sizeof(json),
@@ -277,6 +285,11 @@ Test(state_store, a_small_document_waits_for_4_kb_of_history)
                  "\"props\":{\"n\":%d}}}]}",
                  i, i - 1, i);
         flush("small", "c", (uint64_t)i, json);
+        if (rewrote) {
+            reported++;
+            cr_assert_eq(replaced, last_rewrite);
+            last_rewrite = (uint64_t)i;
+        }
         commit(i);
     }
     rocksdb_t *db = raw_db();
@@ -321,6 +334,8 @@ Test(state_store, a_small_document_waits_for_4_kb_of_history)
     cr_assert_leq(rewrites, FLUSHES / 50, "%d rewrites of a small document", rewrites);
     cr_assert_eq(stored_count, (int64_t)expected_count);
     cr_assert_eq(past, rewrites, "one past snapshot per rewrite");
+    cr_assert_eq(reported, rewrites, "state_model_flushed() reports each rewrite");
+    cr_assert_eq(last_rewrite, expected_count);
 }
 
 Test(state_store, evicted_models_reload_identically)
