@@ -21,42 +21,20 @@ typedef struct catch_up_s {
     char *why;
     size_t why_size;
     int (*visit)(struct catch_up_s *cu, const rd_kafka_message_t *m);
-    const char *topic;              /* of the read in progress */
-    int64_t hi;                     /* where it ends */
-    int64_t from;                   /* where it started */
-    uint64_t read;                  /* records it visited */
-    double started_at, reported_at; /* the read's start and last progress line */
+    const char *topic; /* of the read in progress */
+    int64_t hi;        /* where it ends */
+    int64_t from;      /* where it started */
     uint64_t uncommitted;
     bool hold_position; /* rule 3: a new store records no changes position yet */
     bool restoring;     /* installing says nothing about the changes position */
     bool fatal;         /* a record of another layout was met */
 } catch_up_t;
 
-/* A long read says how far it got every CATCH_UP_PROGRESS_S, so that a restore of
- * millions of records is not minutes of silence; the clock is read every 4096
- * records only (counted: a compacted topic's offsets have gaps). */
-#define CATCH_UP_PROGRESS_S 10.0
-
-static void report_progress(catch_up_t *cu, int64_t offset)
-{
-    double now = processor_monotonic_s();
-    if (now - cu->reported_at < CATCH_UP_PROGRESS_S)
-        return;
-    cu->reported_at = now;
-    double done = (double)(offset + 1 - cu->from), left = (double)(cu->hi - offset - 1);
-    double rate = done / (now - cu->started_at);
-    LOG_INFO("partition %d: reading %s: %.0f of %.0f records (%.0f/s), about %.1f s left",
-             cu->conf->partition, cu->topic, done, done + left, rate,
-             rate > 0 ? left / rate : 0);
-}
-
 static int read_visit(const rd_kafka_message_t *m, void *ctx)
 {
     catch_up_t *cu = ctx;
     if (cu->conf->remaining)
         atomic_store(cu->conf->remaining, cu->hi - m->offset - 1);
-    if ((++cu->read & 4095) == 0)
-        report_progress(cu, m->offset);
     int rc = cu->visit(cu, m);
     return rc < 0 ? READ_FAILED : rc;
 }
@@ -82,8 +60,6 @@ static int read_topic(catch_up_t *cu, const char *topic, int64_t from, int64_t h
     cu->topic = topic;
     cu->hi = hi;
     cu->from = from;
-    cu->read = 0;
-    cu->started_at = cu->reported_at = processor_monotonic_s();
     processor_partition_read_t rd = {topic,      conf->partition, from, hi,
                                      read_visit, read_stopped,    cu};
     rd.contiguous = !strcmp(topic, conf->cfg->changes_topic);

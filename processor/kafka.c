@@ -500,6 +500,8 @@ static bool settings_refused(const processor_config_t *cfg,
     return true;
 }
 
+#define PROGRESS_S 10.0
+
 int processor_read_partition(const processor_config_t *cfg, const char *bootstrap_servers,
                              processor_partition_read_t *rd)
 {
@@ -536,6 +538,7 @@ int processor_read_partition(const processor_config_t *cfg, const char *bootstra
     if (rd->settings)
         processor_settings_id(rd->settings, id);
     double start = processor_monotonic_s(), last_log = start;
+    uint64_t read = 0;
     int64_t position = rd->from;
     while (!rc && position < rd->to) {
         if (rd->stopped && rd->stopped(rd->ctx)) {
@@ -565,10 +568,14 @@ int processor_read_partition(const processor_config_t *cfg, const char *bootstra
             rc = rd->visit(m, rd->ctx);
             position = m->offset + 1;
         }
+        bool idle = !m;
         if (m)
             rd_kafka_message_destroy(m);
-        double t = processor_monotonic_s();
-        if (t - last_log >= 2 && position < rd->to) {
+        /* A long read says how far it got every PROGRESS_S, so that a restore of
+         * millions of records is not minutes of silence (nor a stalled one); the
+         * clock is read every 4096 records, or after a poll that brought none. */
+        double t = idle || (++read & 4095) == 0 ? processor_monotonic_s() : last_log;
+        if (t - last_log >= PROGRESS_S && position < rd->to) {
             int64_t done = position - rd->from, all = rd->to - rd->from;
             double rate = (double)done / (t - start);
             LOG_INFO("partition %d: reading %s: %lld of %lld records (%.0f/s, %.0f%%, "
