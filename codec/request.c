@@ -466,12 +466,21 @@ codec_err_t codec_completion_decode(const char *buf, size_t len, msgpack_zone *z
                                     size_t errstr_size)
 {
     /* History holds what this build wrote: its depth is bounded by the document's. */
-    validator_t vd = {&codec_limits_trusted, errstr, errstr_size};
     codec_value_t *v;
     memset(c, 0, sizeof(*c));
     codec_err_t err = codec_msgpack_decode_zone(
         zone, NULL, buf, len, &codec_limits_trusted, &v, errstr, errstr_size);
-    if (err || (err = parse_completion(&vd, 0, v, c)))
+    return err ? err : codec_completion_from_value(v, buf, len, c, errstr, errstr_size);
+}
+
+codec_err_t codec_completion_from_value(const codec_value_t *v, const char *buf,
+                                        size_t len, codec_completion_t *c, char *errstr,
+                                        size_t errstr_size)
+{
+    validator_t vd = {&codec_limits_trusted, errstr, errstr_size};
+    memset(c, 0, sizeof(*c));
+    codec_err_t err = parse_completion(&vd, 0, v, c);
+    if (err)
         return err;
     if (c->raw) { /* canonical: the stored bytes are its echo */
         c->raw = buf;

@@ -111,6 +111,12 @@ codec_err_t codec_completion_decode(const char *buf, size_t len, msgpack_zone *z
                                     codec_completion_t *c, char *errstr,
                                     size_t errstr_size);
 
+/** The same for a completion already decoded as v from buf[0..len) (an item of a
+ *  decoded change record): c points into v, which must outlive it. */
+codec_err_t codec_completion_from_value(const codec_value_t *v, const char *buf,
+                                        size_t len, codec_completion_t *c, char *errstr,
+                                        size_t errstr_size);
+
 /** Frees what the request owns and zeroes it. */
 void codec_request_clear(codec_request_t *req);
 

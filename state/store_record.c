@@ -165,15 +165,15 @@ state_change_t state_store_apply_change(state_store_t *s, const char *key, size_
                  (unsigned long long)from);
         goto done;
     }
+    /* Each completion from the record's tree (decoded once), with its bytes. */
     for (uint32_t i = 0; i < n; i++) {
         size_t start = at;
         codec_completion_t cmp;
         char derr[256] = "malformed";
         if (!codec_msgpack_skip(value, value_len, &at) ||
-            codec_completion_decode(value + start, at - start, s->zone, &cmp, derr,
-                                    sizeof(derr)) ||
+            codec_completion_from_value(completions->u.array.items[i], value + start,
+                                        at - start, &cmp, derr, sizeof(derr)) ||
             state_master_replay(m->master, &cmp, derr, sizeof(derr))) {
-            msgpack_zone_clear(s->zone);
             /* The commands before this one are applied already: the model is now
              * ahead of its stored state, so it must not be used again. */
             store_model_drop(s, m);
@@ -183,7 +183,6 @@ state_change_t state_store_apply_change(state_store_t *s, const char *key, size_
                      (unsigned long long)(from + i), derr);
             goto done;
         }
-        msgpack_zone_clear(s->zone);
         codec_packed_add_raw(applied, value + start, at - start);
     }
     msgpack_packer pk;
