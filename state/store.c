@@ -107,14 +107,8 @@ state_store_t *state_store_open(const state_store_conf_t *conf, char *errstr,
      * default is 64) keep 8 partitions' memtables at 256 MB, and were as fast in the
      * end-to-end benchmark. */
     rocksdb_options_set_write_buffer_size(s->options, 16 << 20);
-    /* Values of 64 KB and more (large documents' snapshots and past snapshots) go to
-     * blob files at flush, so compactions move a reference, not the document: with 10
-     * MB documents, compacting them was most of the process's CPU. Blob garbage
-     * collection relocates the live ones out of old blob files, which bounds the
-     * space that rewritten snapshots leave behind. */
-    rocksdb_options_set_enable_blob_files(s->options, 1);
-    rocksdb_options_set_min_blob_size(s->options, 64 << 10);
-    rocksdb_options_set_enable_blob_gc(s->options, 1);
+    /* Blob files are turned on with the first large value (store_batch_write()). */
+    rocksdb_options_set_min_blob_size(s->options, STORE_BLOB_MIN_BYTES);
     s->write_options = rocksdb_writeoptions_create();
     rocksdb_writeoptions_set_sync(s->write_options, conf->fsync);
     /* A changelog store's commits skip the WAL (a tenth of the processor's CPU at

@@ -20,9 +20,29 @@ static void op_bytes_add(state_store_t *s, const void *bytes, size_t len)
 }
 
 /* value NULL: a delete. */
+/* Values of STORE_BLOB_MIN_BYTES and more (large documents' snapshots and past
+ * snapshots) go to RocksDB's blob files at flush, so compactions move a reference, not
+ * the document: with 10 MB documents, compacting them was most of the process's CPU.
+ * Blob garbage collection relocates the live ones out of old blob files, which bounds
+ * the space rewritten snapshots leave behind. Turned on at the first such value, not
+ * at open: with small documents only, blob files cost 3-5% of the CPU per flush in
+ * tests/bench/ab.sh and bring nothing. */
+static void use_blob_files(state_store_t *s)
+{
+    static const char *const keys[] = {"enable_blob_files",
+                                       "enable_blob_garbage_collection"};
+    static const char *const values[] = {"true", "true"};
+    char *err = NULL;
+    rocksdb_set_options(s->db, 2, keys, values, &err);
+    rocksdb_free(err); /* then large values stay inline, as before */
+    s->blob_files = true;
+}
+
 void store_batch_write(state_store_t *s, const char *key, size_t key_len,
                        const char *value, size_t value_len)
 {
+    if (value && value_len >= STORE_BLOB_MIN_BYTES && !s->blob_files)
+        use_blob_files(s);
     if (s->ops_len == s->ops_cap)
         s->ops = codec_xrealloc(s->ops, (s->ops_cap = s->ops_cap ? s->ops_cap * 2 : 256) *
                                             sizeof(*s->ops));

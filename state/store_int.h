@@ -34,6 +34,8 @@
  * the floor, 0.82-0.84x the CPU per flush in tests/bench/ab.sh), while loading a model
  * replays at most this much more history. */
 #define SNAPSHOT_MIN_REWRITE_BYTES 4096u
+/* Values this large go to RocksDB's blob files (store_batch.c). */
+#define STORE_BLOB_MIN_BYTES (64u << 10)
 
 /* A key being built: in buf while it fits, else on the heap. */
 typedef struct store_key_s {
@@ -161,6 +163,7 @@ struct state_store_s {
     bool restoring;                           /* state_store_restore_begin() */
     bool logged;          /* live commits use the WAL: not a changelog store (or fsync) */
     bool unlogged;        /* commits skipped the WAL since open: flush before closing */
+    bool blob_files;      /* large values go to blob files (store_batch_write()) */
     double checkpoint_at; /* a changelog store's next memtable flush, monotonic s */
     rocksdb_readoptions_t *read_options;
     char failed[256]; /* non-empty once a write failed: no more commits */

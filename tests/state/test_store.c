@@ -1215,3 +1215,52 @@ Test(state_store, an_unreadable_client_record_fails_the_step_not_the_retry)
     cr_assert(strstr(errstr, "client record \"bob\" of model \"m\" cannot be read"), "%s",
               errstr);
 }
+
+/* How many blob files RocksDB keeps in the store's directory. */
+static int blob_files(void)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof(cmd), "ls '%s' | grep -c '\\.blob$'", dir);
+    FILE *f = popen(cmd, "r");
+    cr_assert_not_null(f);
+    int n = -1;
+    cr_assert_eq(fscanf(f, "%d", &n), 1);
+    pclose(f);
+    return n;
+}
+
+/* Values of 64 KB and more (a large document's snapshot) go to blob files, turned on
+ * with the first one; a store of small documents has none. Both read back. A changelog
+ * store (run's) flushes its memtable when closed, under the options of the moment. */
+Test(state_store, large_values_go_to_blob_files_small_ones_do_not)
+{
+    conf.changelog = true;
+    open_store();
+    flush_creates("small", "c", 1, 5);
+    commit(0);
+    open_store(); /* closing flushes the memtable */
+    cr_assert_eq(blob_files(), 0);
+
+    enum { BIG = 100000 };
+    char *json = malloc(BIG + 256);
+    int off = snprintf(json, 256,
+                       "{\"type\":\"flush\",\"client\":\"c\",\"seq\":1,\"from\":0,"
+                       "\"completions\":[{\"command\":{\"action\":\"create\",\"props\":"
+                       "{\"s\":\"");
+    memset(json + off, 'x', BIG);
+    strcpy(json + off + BIG, "\"}},\"createdId\":\"x\"}]}");
+    flush("big", "c", 1, json);
+    free(json);
+    commit(1);
+    open_store();
+    cr_assert_geq(blob_files(), 1);
+    uint64_t count;
+    codec_value_t *doc = document_of("big", &count);
+    cr_assert_eq(count, 1);
+    const codec_value_t *x = codec_map_get(doc, "x", 1);
+    cr_assert_not_null(x);
+    cr_assert_eq(codec_map_get(x, "s", 1)->u.str.len, BIG);
+    codec_value_destroy(doc);
+    codec_value_destroy(document_of("small", &count));
+    cr_assert_eq(count, 10);
+}
