@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "tests/common/big_flush.h"
 #include "codec/json.h"
 #include "codec/msgpack.h"
 #include "processor/handler.h"
@@ -738,14 +739,7 @@ Test(processor_handler, a_large_documents_snapshot_record_comes_with_its_rewrite
         cr_assert(out.snapshot_due, "a small document's, at every multiple of 1");
     }
 
-    enum { BIG = 100000 };
-    char *big = malloc(BIG + 256);
-    int off = snprintf(big, 256,
-                       "{\"type\":\"flush\",\"client\":\"c\",\"seq\":1,\"from\":0,"
-                       "\"completions\":[{\"command\":{\"action\":\"create\",\"path\":[],"
-                       "\"props\":{\"s\":\"");
-    memset(big + off, 'x', BIG);
-    strcpy(big + off + BIG, "\"}},\"createdId\":\"a\"}]}");
+    char *big = test_big_create_flush("a", 100000);
     handle_at(h, "m", 10, big, &out);
     free(big);
     cr_assert_eq(out.error, CODEC_OK, "%s", out.message);

@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "tests/common/big_flush.h"
 #include "codec/json.h"
 #include "codec/msgpack.h"
 #include "state/store.h"
@@ -1242,13 +1243,7 @@ Test(state_store, large_values_go_to_blob_files_small_ones_do_not)
     cr_assert_eq(blob_files(), 0);
 
     enum { BIG = 100000 };
-    char *json = malloc(BIG + 256);
-    int off = snprintf(json, 256,
-                       "{\"type\":\"flush\",\"client\":\"c\",\"seq\":1,\"from\":0,"
-                       "\"completions\":[{\"command\":{\"action\":\"create\",\"props\":"
-                       "{\"s\":\"");
-    memset(json + off, 'x', BIG);
-    strcpy(json + off + BIG, "\"}},\"createdId\":\"x\"}]}");
+    char *json = test_big_create_flush("x", BIG);
     flush("big", "c", 1, json);
     free(json);
     commit(1);
