@@ -182,6 +182,7 @@ struct runner_s {
     atomic_long snapshot_too_large_logged; /* when, in seconds (one line a minute) */
     atomic_int assigned_count;
     atomic_size_t cache_share; /* --cache-mb divided among the assigned partitions */
+    atomic_size_t cache_pool;  /* what the stores' caches hold together (their pool) */
 
     /* @locality the run queue, under runq_lock: the main thread and workers. */
     pthread_mutex_t runq_lock;

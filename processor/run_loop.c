@@ -20,11 +20,14 @@
 #define COMMIT_INTERVAL_S 1  /* consumer offsets to Kafka, and outbox cleanup */
 #define STATS_INTERVAL_S  30 /* the stats line */
 
-/* Every second: takeovers to try again, outbox cleanup for idle partitions, and offset
- * commits. */
+/* Every second: takeovers to try again, outbox cleanup for idle partitions, a step
+ * for every partition while the stores' caches together exceed --cache-mb (a store
+ * over its share evicts at its commit: an idle one holding what a busy one took
+ * beyond its share gives it back), and offset commits. */
 static void housekeeping(runner_t *r)
 {
     double now = processor_monotonic_s();
+    bool caches_over = atomic_load(&r->cache_pool) > ((size_t)r->cfg->cache_mb << 20);
     for (size_t i = 0; i < r->parts_cap; i++) {
         part_t *p = r->parts[i];
         if (!p)
@@ -36,7 +39,8 @@ static void housekeeping(runner_t *r)
             run_schedule(p);
         }
         if (p->assigned && p->ready && !p->failed &&
-            (p->done_len || p->swept_len || p->changes_next > p->changes_stored ||
+            (caches_over || p->done_len || p->swept_len ||
+             p->changes_next > p->changes_stored ||
              (r->cfg->snapshot_topic_interval_ms && r->cfg->snapshot_topic_every &&
               processor_monotonic_s() >= atomic_load(&p->sweep_at))))
             run_schedule(p);

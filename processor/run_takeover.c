@@ -205,6 +205,9 @@ static int prepare_store(part_t *p, const char *dir)
             processor_store_conf(r->cfg, dir, p->id, cache, r->initial_document);
         /* The changes topic is its log: what a crash loses, catching up restores. */
         sc.changelog = true;
+        /* A busy partition may use what the others leave of --cache-mb. */
+        sc.cache_pool = &r->cache_pool;
+        sc.cache_pool_bytes = (size_t)r->cfg->cache_mb << 20;
         p->store = state_store_open(&sc, errstr, sizeof(errstr));
         if (!p->store) {
             LOG_ERROR("partition %d: cannot open its store: %s", p->id, errstr);

@@ -226,6 +226,7 @@ void state_store_close(state_store_t *s)
         HASH_DEL(s->models, m);
         store_model_free(s, m);
     }
+    store_pool_report(s, 0);
     if (s->batch)
         rocksdb_writebatch_destroy(s->batch);
     free(s->ops);

@@ -11,6 +11,7 @@
 #ifndef FLUSHOUT_STATE_STORE_H
 #define FLUSHOUT_STATE_STORE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -39,9 +40,15 @@ typedef struct state_store_conf_s {
     bool changelog;
     /* A changelog store flushes its memtable at least this often (0: 30 s). */
     uint32_t checkpoint_ms;
-    uint64_t history;           /* commands of history kept per model for partial syncs */
-    uint64_t snapshot_every;    /* rewrite a snapshot at least every N commands */
-    size_t cache_bytes;         /* decoded models kept in memory (LRU by bytes) */
+    uint64_t history;        /* commands of history kept per model for partial syncs */
+    uint64_t snapshot_every; /* rewrite a snapshot at least every N commands */
+    size_t cache_bytes;      /* decoded models kept in memory (LRU by bytes) */
+    /* Stores sharing a pool may each keep more than cache_bytes (their share) while
+     * their total, counted in *cache_pool at each commit, is within cache_pool_bytes:
+     * a partition with more busy large models than its share then keeps them, where
+     * it would reload one at every step. NULL: cache_bytes is a hard bound. */
+    atomic_size_t *cache_pool;
+    size_t cache_pool_bytes;
     uint64_t clients_per_model; /* client records kept per model, newest first */
     state_master_conf_t master;
     const codec_value_t *initial_document; /* new models start from a copy; NULL = {} */

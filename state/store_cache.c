@@ -81,10 +81,31 @@ void store_model_drop(state_store_t *s, state_model_t *m)
     store_model_free(s, m);
 }
 
+/* Over its share, and (with a pool) the stores together over the pool's budget. */
+static bool over_budget(const state_store_t *s)
+{
+    if (s->cache_used <= s->conf.cache_bytes)
+        return false;
+    if (!s->conf.cache_pool)
+        return true;
+    size_t total = atomic_load(s->conf.cache_pool) - s->pool_reported + s->cache_used;
+    return total > s->conf.cache_pool_bytes;
+}
+
 void store_evict(state_store_t *s)
 {
-    while (s->cache_used > s->conf.cache_bytes && s->lru_tail)
+    while (s->lru_tail && over_budget(s))
         store_model_drop(s, s->lru_tail);
+    store_pool_report(s, s->cache_used);
+}
+
+void store_pool_report(state_store_t *s, size_t used)
+{
+    if (!s->conf.cache_pool || used == s->pool_reported)
+        return;
+    /* Unsigned arithmetic wraps: adding the difference also subtracts. */
+    atomic_fetch_add(s->conf.cache_pool, used - s->pool_reported);
+    s->pool_reported = used;
 }
 
 /* ---- loading ---- */

@@ -204,6 +204,7 @@ struct state_store_s {
     expired_t *expired;    /* client records expired in this step (until the commit) */
     state_model_t *lru_head, *lru_tail;
     size_t cache_used;
+    size_t pool_reported;              /* what *conf.cache_pool counts of cache_used */
     uint64_t cache_hits, cache_misses; /* state_store_model() calls */
     msgpack_zone *zone;                /* decoded commands being replayed */
     /* A change record being applied (store_record.c): its tree, its completions. */
@@ -232,6 +233,8 @@ void store_model_free(state_store_t *s, state_model_t *m);
 /** Evicts least recently used models until the cache fits; called when every model
  *  is clean (its state is in RocksDB). */
 void store_evict(state_store_t *s);
+/** Sets what the store counts in its cache pool (conf.cache_pool) to used. */
+void store_pool_report(state_store_t *s, size_t used);
 /** The cached model, or NULL when it is not in the cache (never loads). */
 state_model_t *store_model_cached(state_store_t *s, const char *model, size_t model_len);
 

@@ -1259,3 +1259,41 @@ Test(state_store, large_values_go_to_blob_files_small_ones_do_not)
     codec_value_destroy(document_of("small", &count));
     cr_assert_eq(count, 10);
 }
+
+/* Stores sharing a cache pool each keep more than their share while the pool's total is
+ * within its budget, and evict down to their share once it is not; a closed store's
+ * part leaves the pool. */
+static atomic_size_t pool;
+
+Test(state_store, a_store_keeps_more_than_its_share_while_its_pool_has_room)
+{
+    atomic_store(&pool, 0);
+    conf.cache_bytes = 1; /* its share: nothing */
+    conf.cache_pool = &pool;
+    conf.cache_pool_bytes = 64 << 20;
+    open_store();
+    flush_creates("a", "c", 1, 5);
+    flush_creates("b", "c", 1, 5);
+    commit(0);
+    state_store_stats_t st;
+    state_store_stats(store, &st);
+    cr_assert_eq(st.cache_models, 2, "the pool has room: both kept");
+    cr_assert_eq(atomic_load(&pool), st.cache_bytes, "the pool counts them");
+
+    atomic_fetch_add(&pool, (size_t)64 << 20); /* another store takes the budget */
+    model("a");
+    commit(1);
+    state_store_stats(store, &st);
+    cr_assert_eq(st.cache_models, 0, "over the budget: down to its share");
+    cr_assert_eq(atomic_load(&pool), (size_t)64 << 20);
+
+    atomic_fetch_sub(&pool, (size_t)64 << 20); /* room again */
+    model("a");
+    model("b");
+    commit(2);
+    state_store_stats(store, &st);
+    cr_assert_eq(st.cache_models, 2);
+    state_store_close(store);
+    store = NULL;
+    cr_assert_eq(atomic_load(&pool), 0, "a closed store leaves the pool");
+}
