@@ -19,7 +19,6 @@ static void op_bytes_add(state_store_t *s, const void *bytes, size_t len)
     s->op_bytes_len += len;
 }
 
-/* value NULL: a delete. */
 /* Values of STORE_BLOB_MIN_BYTES and more (large documents' snapshots and past
  * snapshots) go to RocksDB's blob files at flush, so compactions move a reference, not
  * the document: with 10 MB documents, compacting them was most of the process's CPU.
@@ -38,6 +37,7 @@ static void use_blob_files(state_store_t *s)
     s->blob_files = true;
 }
 
+/* value NULL: a delete. */
 void store_batch_write(state_store_t *s, const char *key, size_t key_len,
                        const char *value, size_t value_len)
 {
