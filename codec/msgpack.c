@@ -43,6 +43,8 @@ typedef struct decoder_s {
     const unsigned char *p, *end;
     frame_t *frames;
     codec_walk_t walk; /* walk.path[i] is the item being read inside frames[i] */
+    size_t stack_cap;  /* room in frames[] and walk.path[] */
+    bool stack_on_heap;
 } decoder_t;
 
 static codec_err_t fail(decoder_t *d, codec_err_t err, const char *what)
@@ -356,6 +358,28 @@ static codec_err_t read_item(decoder_t *d, frame_t *f, codec_path_elem_t *pe,
     return CODEC_OK;
 }
 
+/* Doubles the room in the frame and path stacks (the caller checked the depth limit,
+ * so it stays within max_depth + 1). */
+static void stack_grow(decoder_t *d)
+{
+    size_t cap = d->stack_cap * 2;
+    if (cap > d->walk.limits->max_depth + 1)
+        cap = d->walk.limits->max_depth + 1;
+    if (d->stack_on_heap) {
+        d->frames = codec_xrealloc(d->frames, cap * sizeof(*d->frames));
+        d->walk.path = codec_xrealloc(d->walk.path, cap * sizeof(*d->walk.path));
+    } else {
+        frame_t *frames = codec_xmalloc(cap * sizeof(*frames));
+        codec_path_elem_t *path = codec_xmalloc(cap * sizeof(*path));
+        memcpy(frames, d->frames, d->stack_cap * sizeof(*frames));
+        memcpy(path, d->walk.path, d->stack_cap * sizeof(*path));
+        d->frames = frames;
+        d->walk.path = path;
+        d->stack_on_heap = true;
+    }
+    d->stack_cap = cap;
+}
+
 static codec_err_t decode(msgpack_zone *zone, codec_spans_t *spans, const char *buf,
                           size_t len, const codec_limits_t *limits, codec_value_t **out,
                           char *errstr, size_t errstr_size)
@@ -373,19 +397,17 @@ static codec_err_t decode(msgpack_zone *zone, codec_spans_t *spans, const char *
     codec_err_t err = CODEC_OK;
     uint32_t count;
 
-    /* The usual depth limit fits on the stack; a malloc per record would cost more
-     * than the decoding of a small request. */
+    /* The stacks start on the C stack, deep enough for the usual limits, and move to
+     * the heap only for a value that nests deeper: trusted data (stored history,
+     * change records) is read with a depth limit of thousands, and allocating that
+     * much for every record was a fifth of a restore's CPU. */
     frame_t frames_buf[CODEC_DEFAULT_MAX_DEPTH + 1];
     codec_path_elem_t path_buf[CODEC_DEFAULT_MAX_DEPTH + 1];
-    bool on_stack = d.walk.limits->max_depth <= CODEC_DEFAULT_MAX_DEPTH;
 
     *out = NULL;
-    d.frames = on_stack
-                   ? frames_buf
-                   : codec_xmalloc((d.walk.limits->max_depth + 1) * sizeof(*d.frames));
-    d.walk.path =
-        on_stack ? path_buf
-                 : codec_xmalloc((d.walk.limits->max_depth + 1) * sizeof(*d.walk.path));
+    d.frames = frames_buf;
+    d.walk.path = path_buf;
+    d.stack_cap = CODEC_DEFAULT_MAX_DEPTH + 1;
 
     if ((err = read_value(&d, &root, &count)))
         goto done;
@@ -428,6 +450,8 @@ static codec_err_t decode(msgpack_zone *zone, codec_spans_t *spans, const char *
                 pe->key && pe->key_len == d.spans->field_len &&
                 !memcmp(pe->key, d.spans->field, pe->key_len))
                 spans_start(&d, count);
+            if (d.walk.depth == d.stack_cap)
+                stack_grow(&d);
             d.frames[d.walk.depth] = (frame_t){item, count};
             d.walk.path[d.walk.depth] = (codec_path_elem_t){0};
             d.walk.depth++;
@@ -445,7 +469,7 @@ static codec_err_t decode(msgpack_zone *zone, codec_spans_t *spans, const char *
     }
 
 done:
-    if (!on_stack) {
+    if (d.stack_on_heap) {
         free(d.frames);
         free(d.walk.path);
     }

@@ -184,6 +184,48 @@ Test(codec_msgpack, enforces_the_depth_limit_without_recursion)
     free(buf);
 }
 
+/* Trusted data nests up to CODEC_TRUSTED_MAX_DEPTH: the decoder's stacks start small
+ * and grow on the way down, in heap and zone trees alike. */
+Test(codec_msgpack, trusted_limits_read_values_nested_to_the_trusted_depth)
+{
+    char *buf;
+    size_t len;
+    codec_value_t *v;
+    nested_arrays(CODEC_TRUSTED_MAX_DEPTH, &buf, &len);
+    cr_assert_eq(
+        codec_msgpack_decode(buf, len, &codec_limits_trusted, &v, errstr, sizeof(errstr)),
+        CODEC_OK, "%s", errstr);
+    size_t depth = 0;
+    for (const codec_value_t *at = v; at->type == CODEC_VALUE_ARRAY;
+         at = at->u.array.items[0])
+        depth++;
+    cr_assert_eq(depth, CODEC_TRUSTED_MAX_DEPTH);
+    codec_value_destroy(v);
+
+    msgpack_zone *zone = msgpack_zone_new(4096);
+    cr_assert_eq(codec_msgpack_decode_zone(zone, NULL, buf, len, &codec_limits_trusted,
+                                           &v, errstr, sizeof(errstr)),
+                 CODEC_OK, "%s", errstr);
+    msgpack_zone_free(zone);
+    free(buf);
+
+    nested_arrays(CODEC_TRUSTED_MAX_DEPTH + 1, &buf, &len);
+    cr_assert_eq(
+        codec_msgpack_decode(buf, len, &codec_limits_trusted, &v, errstr, sizeof(errstr)),
+        CODEC_ERR_TOO_DEEP);
+    cr_assert(strstr(errstr, "depth limit"), "%s", errstr);
+    free(buf);
+
+    /* An error below the first growth still names where it is. */
+    nested_arrays(100, &buf, &len);
+    buf[100] = (char)0xc1;
+    cr_assert_eq(
+        codec_msgpack_decode(buf, len, &codec_limits_trusted, &v, errstr, sizeof(errstr)),
+        CODEC_ERR_RESERVED_BYTE);
+    cr_assert(strstr(errstr, "$[0][0]"), "%s", errstr);
+    free(buf);
+}
+
 Test(codec_msgpack, error_names_the_position)
 {
     /* {"a":[1,{"b":0xc1}]} */
