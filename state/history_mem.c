@@ -73,21 +73,23 @@ static void ring_write(state_history_mem_t *h, uint64_t at_abs, const char *src,
 
 static void grow_bytes(state_history_mem_t *h, uint64_t need)
 {
-    uint64_t begin = byte_begin(h),
-             used = h->byte_end -
-                    begin; /* Small to start (most models are small), doubling after. */
+    uint64_t begin = byte_begin(h), used = h->byte_end - begin;
+    /* Small to start (most models are small), doubling after. */
     uint64_t cap = h->byte_cap ? h->byte_cap * 2 : 128;
     while (cap < used + need)
         cap *= 2;
-    char *linear = codec_xmalloc(used ? used : 1);
-    if (used)
-        ring_read(h, begin, used, linear);
+    /* Straight from the old ring into the new one: both are indexed by absolute
+     * offset, so the kept bytes land where the new capacity puts them. */
+    char *bytes = codec_xmalloc(cap);
+    if (used) {
+        size_t to = (size_t)(begin % cap);
+        size_t first = used < cap - to ? (size_t)used : (size_t)(cap - to);
+        ring_read(h, begin, first, bytes + to);
+        ring_read(h, begin + first, (size_t)used - first, bytes);
+    }
     free(h->bytes);
-    h->bytes = codec_xmalloc(cap);
+    h->bytes = bytes;
     h->byte_cap = cap;
-    if (used)
-        ring_write(h, begin, linear, used);
-    free(linear);
 }
 
 static void push(state_history_mem_t *h, const char *bytes, size_t len)
