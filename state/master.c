@@ -4,7 +4,6 @@
  * line; comments name the JavaScript behaviour each branch reproduces. */
 #include "master.h"
 
-#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -187,8 +186,12 @@ static codec_value_t *generate_id(const state_master_t *m, uint64_t attempt)
         uint64_t seed = XXH3_64bits(m->model, m->model_len);
         id = XXH3_64bits_withSeed(salt, sizeof(salt), seed) & ((UINT64_C(1) << 53) - 1);
     }
-    int len = snprintf(buf, sizeof(buf), "%" PRIu64, id);
-    return codec_value_str(buf, (size_t)len);
+    /* Decimal digits from the end of buf: snprintf was 2% of a flush's handling. */
+    char *at = buf + sizeof(buf);
+    do
+        *--at = (char)('0' + id % 10);
+    while (id /= 10);
+    return codec_value_str(at, (size_t)(buf + sizeof(buf) - at));
 }
 
 /* Inner.apply: @returns NULL on success (with *created_id for a create), or a
