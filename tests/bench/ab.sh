@@ -8,6 +8,12 @@
 # run open loop at RATE flushes/s instead, and each line also gives the processor's own
 # latency (a record consumed to its outputs produced, from its exit stats line).
 #
+# DOC_BYTES=N runs run.sh's document row instead: 8 models of N bytes each (10000000
+# is the 10 MB row, 1000 its 1 KB baseline), 64 flushes in flight per client, with
+# run.sh's options for that row. PERF=DIR records `perf record --call-graph dwarf` of
+# each run's processor for 4 s from the middle of the run, into DIR/LABEL.data. Pass
+# the same binary twice to measure one build.
+#
 #   git worktree add /tmp/old REV && cmake -S /tmp/old -B /tmp/old/build && \
 #     cmake --build /tmp/old/build -j && \
 #     tests/bench/ab.sh /tmp/old/build/bin/flushout-processor build/bin/flushout-processor
@@ -19,8 +25,17 @@ new=${2:?$usage}
 rounds=${3:-3}
 seconds=${4:-20}
 rate=${5:-}
-load=(--outstanding 4 --window 4000)
+if [[ -n ${DOC_BYTES:-} ]]; then
+  workload=(--models 8 --doc-bytes "$DOC_BYTES" --commands 2)
+  load=(--outstanding 64 --window 512)
+  options=(--log-level info --max-document-bytes 67108864 -X message.max.bytes=100000000)
+else
+  workload=(--models 1000 --commands 2)
+  load=(--outstanding 4 --window 4000)
+  options=()
+fi
 [[ -z $rate ]] || load=(--rate "$rate")
+[[ -z ${PERF:-} ]] || mkdir -p "$PERF"
 loadgen=$top/build/tests/loadgen
 [[ -x $loadgen ]] || { echo "ab.sh: build first (no $loadgen)" >&2; exit 1; }
 work=$(mktemp -d /tmp/flushout-ab-XXXXXX)
@@ -34,10 +49,14 @@ run_one() { # LABEL BINARY
   bs=$(sed -n 's/^bootstrap\.servers=//p' "$work/dev.out")
   rm -rf "$work/state"
   "$bin" run --bootstrap-servers "$bs" --state-dir "$work/state" --group-id bench \
-    -X fetch.wait.max.ms=10 2>"$work/$label.log" &
+    -X fetch.wait.max.ms=10 "${options[@]+"${options[@]}"}" 2>"$work/$label.log" &
   target=$!
+  if [[ -n ${PERF:-} ]]; then
+    (sleep $((seconds / 2)); perf record --call-graph dwarf,16384 -p "$target" \
+      -o "$PERF/$label.data" -- sleep 4 >/dev/null 2>&1) &
+  fi
   line=$("$loadgen" --bootstrap-servers "$bs" --label "$label" --pid "$target" \
-    --models 1000 --commands 2 "${load[@]}" --duration "$seconds" 2>&1 | tail -1)
+    "${workload[@]}" "${load[@]}" --duration "$seconds" 2>&1 | tail -1)
   # The processor first: it delivers and commits while the broker is still there.
   kill -TERM "$target"
   wait "$target" || true
