@@ -363,8 +363,8 @@ static codec_err_t read_item(decoder_t *d, frame_t *f, codec_path_elem_t *pe,
 static void stack_grow(decoder_t *d)
 {
     size_t cap = d->stack_cap * 2;
-    if (cap > d->walk.limits->max_depth + 1)
-        cap = d->walk.limits->max_depth + 1;
+    if (cap > (size_t)d->walk.limits->max_depth + 1)
+        cap = (size_t)d->walk.limits->max_depth + 1;
     if (d->stack_on_heap) {
         d->frames = codec_xrealloc(d->frames, cap * sizeof(*d->frames));
         d->walk.path = codec_xrealloc(d->walk.path, cap * sizeof(*d->walk.path));

@@ -11,8 +11,11 @@
 # DOC_BYTES=N runs run.sh's document row instead: 8 models of N bytes each (10000000
 # is the 10 MB row, 1000 its 1 KB baseline), 64 flushes in flight per client, with
 # run.sh's options for that row. PERF=DIR records `perf record --call-graph dwarf` of
-# each run's processor for 4 s from the middle of the run, into DIR/LABEL.data. Pass
-# the same binary twice to measure one build.
+# each run's processor for 4 s, from SECONDS/2 + 6 s after its start (loadgen joins,
+# seeds the models and warms up for 2 s before its measured window), into
+# DIR/LABEL.data, perf's messages into DIR/LABEL.perf.log; profiled runs are slower,
+# so compare them only with each other. Pass the same binary twice to measure one
+# build.
 #
 #   git worktree add /tmp/old REV && cmake -S /tmp/old -B /tmp/old/build && \
 #     cmake --build /tmp/old/build -j && \
@@ -35,7 +38,10 @@ else
   options=()
 fi
 [[ -z $rate ]] || load=(--rate "$rate")
-[[ -z ${PERF:-} ]] || mkdir -p "$PERF"
+if [[ -n ${PERF:-} ]]; then
+  command -v perf >/dev/null || { echo "ab.sh: PERF needs perf on PATH" >&2; exit 1; }
+  mkdir -p "$PERF"
+fi
 loadgen=$top/build/tests/loadgen
 [[ -x $loadgen ]] || { echo "ab.sh: build first (no $loadgen)" >&2; exit 1; }
 work=$(mktemp -d /tmp/flushout-ab-XXXXXX)
@@ -52,8 +58,8 @@ run_one() { # LABEL BINARY
     -X fetch.wait.max.ms=10 "${options[@]+"${options[@]}"}" 2>"$work/$label.log" &
   target=$!
   if [[ -n ${PERF:-} ]]; then
-    (sleep $((seconds / 2)); perf record --call-graph dwarf,16384 -p "$target" \
-      -o "$PERF/$label.data" -- sleep 4 >/dev/null 2>&1) &
+    (sleep $((seconds / 2 + 6)); perf record --call-graph dwarf,16384 -p "$target" \
+      -o "$PERF/$label.data" -- sleep 4 >"$PERF/$label.perf.log" 2>&1) &
   fi
   line=$("$loadgen" --bootstrap-servers "$bs" --label "$label" --pid "$target" \
     "${workload[@]}" "${load[@]}" --duration "$seconds" 2>&1 | tail -1)

@@ -118,3 +118,53 @@ Test(state_history_mem, retain_zero_keeps_nothing_but_counts)
     expect_range(h, 5, 5);
     state_history_mem_destroy(h);
 }
+
+/* Entry c of `size` bytes: a str8 "e<c>" padded with dashes. */
+static size_t sized_entry(uint64_t c, size_t size, char *buf)
+{
+    memset(buf, '-', size);
+    buf[0] = (char)0xd9;
+    buf[1] = (char)(size - 2);
+    char text[24];
+    int n = snprintf(text, sizeof(text), "e%llu", (unsigned long long)c);
+    memcpy(buf + 2, text, (size_t)n);
+    return size;
+}
+
+/* The ring grows while its kept bytes wrap past its end, and again while they wrap in
+ * the new ring too: every kept entry comes back byte for byte each time. */
+Test(state_history_mem, grows_while_its_bytes_wrap)
+{
+    enum { KEEP = 8, N = 37 + 8 + 8 };
+    size_t sizes[N];
+    for (int c = 0; c < N; c++)
+        sizes[c] = c < 37 ? 10 : c < 45 ? 30 : 60;
+    state_history_mem_t *h = state_history_mem_new(KEEP, 0);
+    for (uint64_t c = 0; c < N; c++) {
+        char buf[64];
+        codec_packed_t one;
+        codec_packed_init(&one);
+        codec_packed_add_raw(&one, buf, sized_entry(c, sizes[c], buf));
+        cr_assert_eq(state_history_mem_append(h, c, &one), 0);
+        codec_packed_destroy(&one);
+
+        uint64_t from = c + 1 > KEEP ? c + 1 - KEEP : 0;
+        state_history_t p = state_history_mem_provider(h);
+        codec_packed_t out;
+        codec_packed_init(&out);
+        cr_assert_eq(p.range(p.opaque, from, c + 1, &out), 0);
+        cr_assert_eq(out.count, c + 1 - from);
+        for (uint64_t k = from; k <= c; k++) {
+            char want[64];
+            size_t want_len = sized_entry(k, sizes[k], want), got_len;
+            const char *got = codec_packed_item(&out, (uint32_t)(k - from), &got_len);
+            cr_assert_eq(got_len, want_len, "entry %llu after %llu appends",
+                         (unsigned long long)k, (unsigned long long)c + 1);
+            cr_assert_eq(memcmp(got, want, want_len), 0, "entry %llu after %llu appends",
+                         (unsigned long long)k, (unsigned long long)c + 1);
+        }
+        codec_packed_destroy(&out);
+    }
+    cr_assert_geq(state_history_mem_size(h), 512, "the ring grew to hold 8 x 60 bytes");
+    state_history_mem_destroy(h);
+}
