@@ -205,6 +205,7 @@ typedef struct rebuild_queue_s {
 static void *rebuild_worker(void *opaque)
 {
     rebuild_queue_t *q = opaque;
+    state_store_thread_start();
     for (size_t i;
          !atomic_load(&q->failed) && (i = atomic_fetch_add(&q->next, 1)) < q->count;)
         if (rebuild_partition(q->rb, q->parts[i]))

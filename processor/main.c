@@ -7,6 +7,7 @@
 #include "interceptor.h"
 #include "options.h"
 #include "setup.h"
+#include "state/store.h"
 
 /* FLUSHOUT_VERSION comes from CMakeLists.txt's project(VERSION), the one place it is
  * written. */
@@ -44,6 +45,7 @@ int main(int argc, char **argv)
         return 2;
     }
 
+    state_store_thread_start(); /* the main thread's stores: apply, inspect, rebuild */
     processor_config_t cfg;
     char errstr[512];
     int rc = processor_config_load(&cfg, command->flag, name, argc - 2, argv + 2, errstr,

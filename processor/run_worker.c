@@ -234,6 +234,7 @@ static void worker_step(part_t *p)
 void *run_worker_main(void *opaque)
 {
     runner_t *r = opaque;
+    state_store_thread_start();
     /* The worker's Lua state, made now rather than by its first command. */
     if (r->cfg->interceptor_loaded)
         processor_interceptor_thread_start(r->cfg->interceptor_loaded);

@@ -75,6 +75,11 @@ static int count_bytes(void *data, const char *buf, size_t len)
     return 0;
 }
 
+void state_store_thread_start(void)
+{
+    rocksdb_set_perf_level(1); /* rocksdb::PerfLevel::kDisable */
+}
+
 state_store_t *state_store_open(const state_store_conf_t *conf, char *errstr,
                                 size_t errstr_size)
 {
