@@ -46,6 +46,7 @@ static void put_snapshot(state_store_t *s, state_model_t *m)
     m->snapshot_bytes = m->base_bytes = sb->size;
     m->history_bytes_since = 0;
     store_scratch_done(sb);
+    store_measure_document(s, m);
 }
 
 /* Deletes stored history older than both the snapshot and the kept window, and than
@@ -110,8 +111,10 @@ bool store_record_flush(state_store_t *s, state_model_t *m, const char *client,
         size_t len;
         codec_packed_item(applied, i, &len);
         m->history_bytes_since += len;
-        /* The document grew by about the decoded size of what was applied. */
+        /* At most, the document grew by about the decoded size of what was applied
+         * (measured again at the next snapshot rewrite). */
         store_charge(s, m, 2 * len);
+        m->document_charged += 2 * len;
     }
     state_history_mem_append(m->history, applied_from, applied);
     store_recharge_history(s, m, &m->history_charged);

@@ -115,6 +115,8 @@ struct state_model_s {
     size_t history_bytes_since; /* stored history bytes from the snapshot's count on */
     size_t mem_bytes;           /* what the cache charges for this model */
     size_t history_charged;     /* the history ring's part of mem_bytes */
+    size_t document_charged;    /* the document's part: measured when loaded and at
+                                 * each snapshot rewrite, estimated in between */
     uint64_t client_records;    /* client records stored (committed or in the step) */
     bool clients_counted;       /* client_records is known (counted on first need) */
     /* The counts of its history keys from history_start on, stored or written in the
@@ -224,6 +226,8 @@ typedef struct aged_s {
 
 /** Charges bytes to m and the cache. */
 void store_charge(state_store_t *s, state_model_t *m, size_t bytes);
+/** Charges m's document what it measures now (walks it: loading, snapshot rewrites). */
+void store_measure_document(state_store_t *s, state_model_t *m);
 /** Re-charges the model's history ring, which grows in steps. */
 void store_recharge_history(state_store_t *s, state_model_t *m, size_t *charged);
 /** Drops m from the cache and frees it (its unwritten changes stay in the step). */
