@@ -888,6 +888,46 @@ Test(state_store, stats_count_cache_hits_and_misses)
     cr_assert_eq(st.write_stopped, 0);
 }
 
+/* A document edited in place stays small, and so does what the cache charges for it:
+ * each flush charges an estimate of growth, but every snapshot rewrite measures the
+ * document again. Charging every update as growth made 1,000 busy models overflow
+ * the default --cache-mb and reload over and over. */
+Test(state_store, a_models_charge_follows_its_document_not_its_edits)
+{
+    conf.history = 10; /* a small in-memory history: the charge is the document's */
+    open_store();
+    flush_creates("a", "c1", 1, 1); /* items["1"] */
+    char pad[201];
+    memset(pad, 'x', 200);
+    pad[200] = '\0';
+    for (uint64_t seq = 2; seq < 2002; seq++) {
+        uint64_t from = state_master_command_count(state_model_master(model("a")));
+        char json[1024];
+        snprintf(json, sizeof(json),
+                 "{\"type\":\"flush\",\"client\":\"c1\",\"seq\":%llu,\"from\":%llu,"
+                 "\"completions\":[{\"command\":{\"action\":\"update\",\"path\":"
+                 "[\"items\",\"1\"],\"props\":{\"text\":\"%s%llu\"}}}]}",
+                 (unsigned long long)seq, (unsigned long long)from, pad,
+                 (unsigned long long)seq);
+        flush("a", "c1", seq, json);
+        if (seq % 100 == 0)
+            commit((int64_t)seq);
+    }
+    commit(2002);
+    state_store_stats_t st;
+    state_store_stats(store, &st);
+    size_t edited = st.cache_bytes;
+
+    open_store(); /* a fresh load measures the document */
+    model("a");
+    state_store_stats(store, &st);
+    size_t loaded = st.cache_bytes;
+    cr_assert_lt(edited, 2 * loaded + 16384,
+                 "2,000 edits of a %zu-byte model charged %zu bytes", loaded, edited);
+    cr_assert_lt(edited, 64 * 1024,
+                 "charged %zu bytes (2,000 x 2 x 230 were charged before)", edited);
+}
+
 /* ---- nesting: whatever the request limits accept reads back from every form ---- */
 
 /* Packs a flush of one command at path ("1" then "a"s, path_len elements in all; none
