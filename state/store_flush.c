@@ -111,8 +111,8 @@ bool store_record_flush(state_store_t *s, state_model_t *m, const char *client,
         size_t len;
         codec_packed_item(applied, i, &len);
         m->history_bytes_since += len;
-        /* At most, the document grew by about the decoded size of what was applied
-         * (measured again at the next snapshot rewrite). */
+        /* The document grew by about the decoded size of what was applied (an
+         * estimate: measured again at the next snapshot rewrite). */
         store_charge(s, m, 2 * len);
         m->document_charged += 2 * len;
     }

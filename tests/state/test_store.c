@@ -888,46 +888,6 @@ Test(state_store, stats_count_cache_hits_and_misses)
     cr_assert_eq(st.write_stopped, 0);
 }
 
-/* A document edited in place stays small, and so does what the cache charges for it:
- * each flush charges an estimate of growth, but every snapshot rewrite measures the
- * document again. Charging every update as growth made 1,000 busy models overflow
- * the default --cache-mb and reload over and over. */
-Test(state_store, a_models_charge_follows_its_document_not_its_edits)
-{
-    conf.history = 10; /* a small in-memory history: the charge is the document's */
-    open_store();
-    flush_creates("a", "c1", 1, 1); /* items["1"] */
-    char pad[201];
-    memset(pad, 'x', 200);
-    pad[200] = '\0';
-    for (uint64_t seq = 2; seq < 2002; seq++) {
-        uint64_t from = state_master_command_count(state_model_master(model("a")));
-        char json[1024];
-        snprintf(json, sizeof(json),
-                 "{\"type\":\"flush\",\"client\":\"c1\",\"seq\":%llu,\"from\":%llu,"
-                 "\"completions\":[{\"command\":{\"action\":\"update\",\"path\":"
-                 "[\"items\",\"1\"],\"props\":{\"text\":\"%s%llu\"}}}]}",
-                 (unsigned long long)seq, (unsigned long long)from, pad,
-                 (unsigned long long)seq);
-        flush("a", "c1", seq, json);
-        if (seq % 100 == 0)
-            commit((int64_t)seq);
-    }
-    commit(2002);
-    state_store_stats_t st;
-    state_store_stats(store, &st);
-    size_t edited = st.cache_bytes;
-
-    open_store(); /* a fresh load measures the document */
-    model("a");
-    state_store_stats(store, &st);
-    size_t loaded = st.cache_bytes;
-    cr_assert_lt(edited, 2 * loaded + 16384,
-                 "2,000 edits of a %zu-byte model charged %zu bytes", loaded, edited);
-    cr_assert_lt(edited, 64 * 1024,
-                 "charged %zu bytes (2,000 x 2 x 230 were charged before)", edited);
-}
-
 /* ---- nesting: whatever the request limits accept reads back from every form ---- */
 
 /* Packs a flush of one command at path ("1" then "a"s, path_len elements in all; none
@@ -1336,4 +1296,58 @@ Test(state_store, a_store_keeps_more_than_its_share_while_its_pool_has_room)
     state_store_close(store);
     store = NULL;
     cr_assert_eq(atomic_load(&pool), 0, "a closed store leaves the pool");
+}
+
+/* A document edited in place stays small, and so does what the cache charges for it:
+ * each flush charges an estimate of growth, but every snapshot rewrite measures the
+ * document again. Charging every update as growth made 1,000 busy models overflow
+ * the default --cache-mb and reload over and over. */
+Test(state_store, a_models_charge_follows_its_document_not_its_edits)
+{
+    atomic_store(&pool, 0);
+    conf.history = 10;    /* a small in-memory history: the charge is the document's */
+    conf.cache_bytes = 1; /* its share: nothing, so the pool decides what stays */
+    conf.cache_pool = &pool;
+    conf.cache_pool_bytes = 64 << 20;
+    open_store();
+    flush_creates("a", "c1", 1, 1); /* items["1"] */
+    char pad[201];
+    memset(pad, 'x', 200);
+    pad[200] = '\0';
+    for (uint64_t seq = 2; seq < 2002; seq++) {
+        uint64_t from = state_master_command_count(state_model_master(model("a")));
+        char json[1024];
+        snprintf(json, sizeof(json),
+                 "{\"type\":\"flush\",\"client\":\"c1\",\"seq\":%llu,\"from\":%llu,"
+                 "\"completions\":[{\"command\":{\"action\":\"update\",\"path\":"
+                 "[\"items\",\"1\"],\"props\":{\"text\":\"%s%llu\"}}}]}",
+                 (unsigned long long)seq, (unsigned long long)from, pad,
+                 (unsigned long long)seq);
+        flush("a", "c1", seq, json);
+        if (seq % 100 == 0)
+            commit((int64_t)seq);
+    }
+    commit(2002);
+    state_store_stats_t st;
+    state_store_stats(store, &st);
+    cr_assert_eq(st.cache_models, 1);
+    size_t edited = st.cache_bytes;
+
+    /* Whatever was charged and taken back, the model's going returns all of it. */
+    atomic_fetch_add(&pool, (size_t)64 << 20); /* another store takes the budget */
+    model("a");
+    commit(2003);
+    state_store_stats(store, &st);
+    cr_assert_eq(st.cache_models, 0);
+    cr_assert_eq(st.cache_bytes, 0, "%zu bytes left charged", (size_t)st.cache_bytes);
+    cr_assert_eq(atomic_load(&pool), (size_t)64 << 20);
+    atomic_fetch_sub(&pool, (size_t)64 << 20);
+
+    model("a"); /* a fresh load measures the document */
+    state_store_stats(store, &st);
+    size_t loaded = st.cache_bytes;
+    cr_assert_lt(edited, 2 * loaded + 16384,
+                 "2,000 edits of a %zu-byte model charged %zu bytes", loaded, edited);
+    cr_assert_lt(edited, 64 * 1024,
+                 "charged %zu bytes (2,000 x 2 x 230 were charged before)", edited);
 }
