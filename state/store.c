@@ -108,10 +108,14 @@ state_store_t *state_store_open(const state_store_conf_t *conf, char *errstr,
     }
     s->options = rocksdb_options_create();
     rocksdb_options_set_create_if_missing(s->options, 1);
+    s->logged = !conf->changelog || conf->fsync;
     /* One store per partition, each with up to two memtables: 16 MB ones (RocksDB's
      * default is 64) keep 8 partitions' memtables at 256 MB, and were as fast in the
-     * end-to-end benchmark. */
-    rocksdb_options_set_write_buffer_size(s->options, 16 << 20);
+     * end-to-end benchmark. A changelog store flushes its memtables itself at 16 MB
+     * (FLUSH_POINT_BYTES): RocksDB's own limit is set far above, so that it never
+     * flushes a memtable without the outbox records it needs. */
+    rocksdb_options_set_write_buffer_size(s->options, s->logged ? 16 << 20 : 64 << 20);
+    rocksdb_options_set_arena_block_size(s->options, 2 << 20);
     /* Blob files are turned on with the first large value (store_batch_write()). */
     rocksdb_options_set_min_blob_size(s->options, STORE_BLOB_MIN_BYTES);
     s->write_options = rocksdb_writeoptions_create();
@@ -120,7 +124,9 @@ state_store_t *state_store_open(const state_store_conf_t *conf, char *errstr,
      * full load). A crash then loses the commits since the last memtable flush, never
      * part of one: with one column family RocksDB flushes memtables in order, so the
      * store comes back as one of its commits left it, holding that commit's input
-     * offset, changes position and outbox. Nothing is lost for good: every change
+     * offset and changes position, and the outbox records of every step not
+     * delivered by then (each flush is a flush point, store_flush()). Nothing is
+     * lost for good: every change
      * record the lost commits published is on the changes topic after that position,
      * and the owner's catch-up applies them (processor/catch_up.h); each flush whose
      * change record did not reach Kafka has its input offset uncommitted too (a
@@ -129,7 +135,6 @@ state_store_t *state_store_open(const state_store_conf_t *conf, char *errstr,
      * A flush whose change record was published but whose reply was not is answered
      * again as a retry (`duplicate`). The periodic flush bounds what a restarted
      * owner replays. */
-    s->logged = !conf->changelog || conf->fsync;
     if (!s->logged)
         rocksdb_writeoptions_disable_WAL(s->write_options, 1);
     s->unlogged_options = rocksdb_writeoptions_create();
@@ -186,10 +191,24 @@ static bool keep_failed_db(rocksdb_t *db)
 static int store_flush(state_store_t *s, bool wait, char *errstr, size_t errstr_size)
 {
     char *err = NULL;
-    rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
-    rocksdb_flushoptions_set_wait(fo, wait);
-    rocksdb_flush(s->db, fo, &err);
-    rocksdb_flushoptions_destroy(fo);
+    /* Every flush is a flush point: held steps not stored yet are written first. */
+    bool unstored = false;
+    for (size_t i = 0; i < s->held_len; i++)
+        unstored |= !s->held[i].stored;
+    if (unstored) {
+        rocksdb_writebatch_t *held = rocksdb_writebatch_create();
+        store_outbox_flush_point(s, held);
+        rocksdb_write(s->db, s->unlogged_options, held, &err);
+        rocksdb_writebatch_destroy(held);
+        s->unlogged = true;
+    }
+    s->memtable_estimate = 0;
+    if (!err) {
+        rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+        rocksdb_flushoptions_set_wait(fo, wait);
+        rocksdb_flush(s->db, fo, &err);
+        rocksdb_flushoptions_destroy(fo);
+    }
     if (err) {
         snprintf(s->failed, sizeof(s->failed), "%s", err);
         return store_fail_rocks(err, "flushing the memtable", errstr, errstr_size);
@@ -197,10 +216,11 @@ static int store_flush(state_store_t *s, bool wait, char *errstr, size_t errstr_
     return 0;
 }
 
-/* A changelog store's periodic flush: what a restarted owner replays from the changes
- * topic is at most this interval (or one full memtable), and the changes topic's
- * retention need only be longer. One coarse clock read per commit. */
-static int checkpoint(state_store_t *s, char *errstr, size_t errstr_size)
+/* A changelog store's memtable flushes, each a flush point (store_outbox_flush_point()).
+ * On an interval: what a restarted owner replays from the changes topic is at most
+ * this long (or one memtable), and the changes topic's retention need only be longer.
+ * One coarse clock read per commit. */
+static bool checkpoint_due(state_store_t *s)
 {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &t);
@@ -209,9 +229,29 @@ static int checkpoint(state_store_t *s, char *errstr, size_t errstr_size)
     if (!s->checkpoint_at)
         s->checkpoint_at = now + interval_s;
     if (now < s->checkpoint_at)
-        return 0;
+        return false;
     s->checkpoint_at = now + interval_s;
-    return store_flush(s, false, errstr, errstr_size);
+    return true;
+}
+
+/* And when the memtable is full: at FLUSH_POINT_BYTES of what the commits since the
+ * last flush may take in it, counted as RocksDB's memtable charges them at most (each
+ * entry's bytes in the batch, plus its skiplist node and sequence number, under
+ * MEMTABLE_ENTRY_BYTES), well under RocksDB's own write_buffer_size, so that RocksDB
+ * never switches memtables between two flush points: a commit that passes it, even
+ * one of several hundred megabytes, is a flush point itself, holding the outbox
+ * records, and the flush follows it at once. */
+#define FLUSH_POINT_BYTES    (16u << 20)
+#define MEMTABLE_ENTRY_BYTES 128
+
+static bool flush_point_due(state_store_t *s, rocksdb_writebatch_t *batch)
+{
+    size_t len = 0;
+    rocksdb_writebatch_data(batch, &len);
+    s->memtable_estimate +=
+        len + MEMTABLE_ENTRY_BYTES * (size_t)rocksdb_writebatch_count(batch);
+    return s->memtable_estimate >= FLUSH_POINT_BYTES ||
+           (!s->restoring && checkpoint_due(s));
 }
 
 void state_store_close(state_store_t *s)
@@ -222,9 +262,11 @@ void state_store_close(state_store_t *s)
         s->db = NULL;
     char errstr[256];
     /* rocksdb_close() would flush them as well (avoid_flush_during_shutdown is off):
-     * done here, it does not hang on that default. A failure is the crash case. */
-    if (s->db && s->unlogged && !s->failed[0])
+     * done here, it does not hang on that default. A failure is the crash case. The
+     * records not delivered yet stay in the outbox (store_flush()). */
+    if (s->db && (s->unlogged || s->held_len) && !s->failed[0])
         store_flush(s, true, errstr, sizeof(errstr));
+    store_outbox_free_held(s);
     state_model_t *m, *tmp;
     HASH_ITER(hh, s->models, m, tmp)
     {
@@ -383,6 +425,11 @@ int state_store_commit(state_store_t *s, int64_t next_offset, char *errstr,
         put_u64(s, STATE_ITEM_OFFSET, next_offset);
     char *err = NULL;
     rocksdb_writebatch_t *batch = store_batch_finish(s);
+    bool flush_point = !s->logged && flush_point_due(s, batch);
+    /* The held records go in the step's own batch: once this batch fills the memtable,
+     * RocksDB may switch memtables before any later write. */
+    if (flush_point)
+        store_outbox_flush_point(s, batch);
     if (injected_write_error(s->conf.partition, next_offset))
         err = strdup("IO error: injected by FLUSHOUT_FAILPOINT");
     else
@@ -397,9 +444,7 @@ int state_store_commit(state_store_t *s, int64_t next_offset, char *errstr,
         return store_fail_rocks(err, "writing a step", errstr, errstr_size);
     }
     store_evict(s);
-    if (!s->logged && !s->restoring)
-        return checkpoint(s, errstr, errstr_size);
-    return 0;
+    return flush_point ? store_flush(s, false, errstr, errstr_size) : 0;
 }
 
 void state_store_restore_begin(state_store_t *s)
@@ -426,6 +471,7 @@ int state_store_drop_partition(state_store_t *s, char *errstr, size_t errstr_siz
         store_model_drop(s, m);
     }
     store_outbox_forget(s); /* ids start again from what is stored: none */
+    store_outbox_free_held(s);
     store_key_t from, to;
     store_key_start(&from, s, 0);
     store_key_start(&to, s, (char)0xff); /* after every kind byte */

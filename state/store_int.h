@@ -147,6 +147,14 @@ typedef struct pending_op_s {
     size_t order; /* keeps writes to one key in the order they were made */
 } pending_op_t;
 
+/* A changelog store's step whose records Kafka has not confirmed yet. */
+typedef struct outbox_held_s {
+    uint64_t id;
+    char *value; /* the step's outbox value, as stored */
+    size_t len;
+    bool stored; /* written at a flush point: deleting it needs a RocksDB delete */
+} outbox_held_t;
+
 /* One store: the connection to its RocksDB database, the step in progress, and the
  * cache. A store has one user thread (the worker that owns its partition, or a
  * command's main thread); nothing here is locked. */
@@ -198,6 +206,11 @@ struct state_store_s {
     uint64_t outbox_step_id;
     bool outbox_next_known; /* outbox_next was found (on first use) */
     uint64_t outbox_next;
+    /* A changelog store's steps whose records are not delivered yet, oldest first:
+     * written to RocksDB only at a flush point (store_outbox_flush_point()). */
+    outbox_held_t *held;
+    size_t held_len, held_cap;
+    size_t memtable_estimate; /* bytes the active memtable may hold (flush points) */
 
     /* @locality the cache (store_cache.c, store_client.c): models loaded by
      * state_store_model(), evicted after commits. */
@@ -228,8 +241,8 @@ typedef struct aged_s {
 void store_charge(state_store_t *s, state_model_t *m, size_t bytes);
 /** Charges m's document what it measures now (walks it: loading, snapshot rewrites). */
 void store_measure_document(state_store_t *s, state_model_t *m);
-/** Re-charges the model's history ring, which grows in steps. */
-void store_recharge_history(state_store_t *s, state_model_t *m, size_t *charged);
+/** Charges m's history ring what it measures now (it grows in steps). */
+void store_recharge_history(state_store_t *s, state_model_t *m);
 /** Drops m from the cache and frees it (its unwritten changes stay in the step). */
 void store_model_drop(state_store_t *s, state_model_t *m);
 /** Frees m and its client records (not in the cache's lists). */
@@ -332,6 +345,11 @@ const codec_value_t *store_field(const codec_value_t *map, const char *name,
 void store_scratch_done(msgpack_sbuffer *sb);
 /** Writes the step's outbox records as one key (store_outbox.c). */
 void store_outbox_write_step(state_store_t *s);
+/** A changelog store's flush point: the held steps not yet stored go into batch, so
+ *  that the memtable flushed next holds every record not delivered by then. */
+void store_outbox_flush_point(state_store_t *s, rocksdb_writebatch_t *batch);
+/** Frees the held steps (closing). */
+void store_outbox_free_held(state_store_t *s);
 /** Forgets the next outbox id: it is found again from what is stored. */
 void store_outbox_forget(state_store_t *s);
 

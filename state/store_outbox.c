@@ -14,6 +14,19 @@
  * count). */
 #define OUTBOX_HEADER_BYTES 5
 
+static void put_step(state_store_t *s, rocksdb_writebatch_t *batch, uint64_t id,
+                     const char *value, size_t len)
+{
+    store_key_t k;
+    store_key_start(&k, s, STATE_ITEM_OUTBOX);
+    store_key_add_u64(&k, id);
+    /* Straight into RocksDB's batch, after the sorted writes: a step's id is the
+     * partition's last key (kind 'x', the highest id), so the batch stays sorted, and
+     * no write of the step names it (the outbox deletes are of delivered steps). */
+    rocksdb_writebatch_put(batch, k.p, k.len, value, len);
+    store_key_free(&k);
+}
+
 void store_outbox_write_step(state_store_t *s)
 {
     if (!s->outbox_step_count)
@@ -22,17 +35,62 @@ void store_outbox_write_step(state_store_t *s)
     h[0] = 0xdd;
     for (int i = 0; i < 4; i++)
         h[1 + i] = (unsigned char)(s->outbox_step_count >> (8 * (3 - i)));
-    store_key_t k;
-    store_key_start(&k, s, STATE_ITEM_OUTBOX);
-    store_key_add_u64(&k, s->outbox_step_id);
-    /* Straight into RocksDB's batch, after the sorted writes: the step's new id is the
-     * partition's last key (kind 'x', the highest id), so the batch stays sorted, and
-     * no write of the step names it (the outbox deletes are of delivered steps). */
-    rocksdb_writebatch_put(s->batch, k.p, k.len, s->outbox_step.data,
-                           s->outbox_step.size);
-    store_key_free(&k);
-    msgpack_sbuffer_clear(&s->outbox_step);
     s->outbox_step_count = 0;
+    if (s->logged) {
+        put_step(s, s->batch, s->outbox_step_id, s->outbox_step.data,
+                 s->outbox_step.size);
+        msgpack_sbuffer_clear(&s->outbox_step);
+        return;
+    }
+    /* A changelog store's commits reach the disk only with a memtable flush, and most
+     * steps are delivered long before one: their records are held here and written
+     * only at a flush point, which keeps them (most of the bytes a step writes) out
+     * of the memtable. */
+    if (s->held_len == s->held_cap) {
+        s->held_cap = s->held_cap ? 2 * s->held_cap : 16;
+        s->held = codec_xrealloc(s->held, s->held_cap * sizeof(*s->held));
+    }
+    size_t len = s->outbox_step.size;
+    s->held[s->held_len++] =
+        (outbox_held_t){s->outbox_step_id, msgpack_sbuffer_release(&s->outbox_step), len};
+}
+
+void store_outbox_flush_point(state_store_t *s, rocksdb_writebatch_t *batch)
+{
+    for (size_t i = 0; i < s->held_len; i++) {
+        outbox_held_t *h = &s->held[i];
+        if (!h->stored)
+            put_step(s, batch, h->id, h->value, h->len);
+        h->stored = true;
+    }
+}
+
+void store_outbox_free_held(state_store_t *s)
+{
+    for (size_t i = 0; i < s->held_len; i++)
+        free(s->held[i].value);
+    free(s->held);
+    s->held = NULL;
+    s->held_len = s->held_cap = 0;
+}
+
+/* Drops the held steps first..last. @returns whether RocksDB may hold any of those
+ * ids: one stored at a flush point, or not held at all (left by an earlier run). */
+static bool release_held(state_store_t *s, uint64_t first, uint64_t last)
+{
+    uint64_t unstored = 0;
+    size_t kept = 0;
+    for (size_t i = 0; i < s->held_len; i++) {
+        outbox_held_t *h = &s->held[i];
+        if (h->id < first || h->id > last) {
+            s->held[kept++] = *h;
+            continue;
+        }
+        unstored += !h->stored;
+        free(h->value);
+    }
+    s->held_len = kept;
+    return unstored != last - first + 1;
 }
 
 /* The next step's id: after the newest stored record, found on first use. */
@@ -99,6 +157,8 @@ uint64_t state_store_outbox_add(state_store_t *s, const state_outbox_rec_t *rec)
 
 void state_store_outbox_done(state_store_t *s, uint64_t first, uint64_t last)
 {
+    if (!release_held(s, first, last))
+        return;
     store_key_t k;
     store_key_start(&k, s, STATE_ITEM_OUTBOX);
     store_key_add_u64(&k, first);
@@ -161,6 +221,39 @@ static bool outbox_parse(const codec_value_t *root, state_outbox_rec_t *rec,
     return true;
 }
 
+/* Visits the records of one stored step. @returns 0, 1 (visit stopped) or -1 (corrupt,
+ * errstr). */
+static int visit_step(state_store_t *s, uint64_t id, const char *value, size_t len,
+                      int (*visit)(void *opaque, uint64_t id,
+                                   const state_outbox_rec_t *rec),
+                      void *opaque, char *errstr, size_t errstr_size)
+{
+    outbox_name_t names[STATE_OUTBOX_MAX_HEADERS + 1];
+    state_header_t headers[STATE_OUTBOX_MAX_HEADERS];
+    state_outbox_rec_t rec;
+    /* A step's array of records, or one record as earlier versions wrote it. */
+    codec_value_t *root = NULL;
+    char derr[256];
+    bool ok = codec_msgpack_decode(value, len, &codec_limits_trusted, &root, derr,
+                                   sizeof(derr)) == CODEC_OK;
+    bool many = ok && root->type == CODEC_VALUE_ARRAY;
+    uint32_t n = many ? root->u.array.len : 1;
+    int rc = 0;
+    for (uint32_t i = 0; ok && i < n && !rc; i++) {
+        if (!outbox_parse(many ? root->u.array.items[i] : root, &rec, names, headers))
+            ok = false;
+        else if (visit(opaque, id, &rec))
+            rc = 1;
+    }
+    codec_value_destroy(root);
+    if (!ok) {
+        snprintf(errstr, errstr_size, "outbox record %llu of partition %d is corrupt",
+                 (unsigned long long)id, s->conf.partition);
+        rc = -1;
+    }
+    return rc;
+}
+
 int state_store_outbox_scan(state_store_t *s,
                             int (*visit)(void *opaque, uint64_t id,
                                          const state_outbox_rec_t *rec),
@@ -170,50 +263,28 @@ int state_store_outbox_scan(state_store_t *s,
     store_key_start(&prefix, s, STATE_ITEM_OUTBOX);
     rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
     int rc = 0;
-    for (rocksdb_iter_seek(it, prefix.p, prefix.len); rocksdb_iter_valid(it);
+    for (rocksdb_iter_seek(it, prefix.p, prefix.len); rocksdb_iter_valid(it) && !rc;
          rocksdb_iter_next(it)) {
         size_t klen, vlen;
         const char *k = rocksdb_iter_key(it, &klen);
         if (klen != prefix.len + 8 || memcmp(k, prefix.p, prefix.len) != 0)
             break;
         const char *v = rocksdb_iter_value(it, &vlen);
-        outbox_name_t names[STATE_OUTBOX_MAX_HEADERS + 1];
-        state_header_t headers[STATE_OUTBOX_MAX_HEADERS];
-        state_outbox_rec_t rec;
-        /* A step's array of records, or one record as earlier versions wrote it. */
-        codec_value_t *root = NULL;
-        char derr[256];
-        bool ok = codec_msgpack_decode(v, vlen, &codec_limits_trusted, &root, derr,
-                                       sizeof(derr)) == CODEC_OK;
-        bool many = ok && root->type == CODEC_VALUE_ARRAY;
-        uint32_t n = many ? root->u.array.len : 1;
-        for (uint32_t i = 0; ok && i < n && !rc; i++) {
-            if (!outbox_parse(many ? root->u.array.items[i] : root, &rec, names,
-                              headers)) {
-                snprintf(
-                    errstr, errstr_size, "outbox record %llu of partition %d is corrupt",
-                    (unsigned long long)store_be64(k + prefix.len), s->conf.partition);
-                rc = -1;
-            } else if (visit(opaque, store_be64(k + prefix.len), &rec)) {
-                rc = 1;
-            }
-        }
-        codec_value_destroy(root);
-        if (!ok) {
-            snprintf(errstr, errstr_size, "outbox record %llu of partition %d is corrupt",
-                     (unsigned long long)store_be64(k + prefix.len), s->conf.partition);
-            rc = -1;
-        }
-        if (rc)
-            break;
+        rc = visit_step(s, store_be64(k + prefix.len), v, vlen, visit, opaque, errstr,
+                        errstr_size);
     }
-    if (rc > 0)
-        rc = 0;
     char *err = NULL;
     rocksdb_iter_get_error(it, &err);
-    if (err && !rc)
+    if (err && rc >= 0)
         rc = store_fail_rocks(err, "scanning the outbox", errstr, errstr_size);
+    else
+        rocksdb_free(err);
     rocksdb_iter_destroy(it);
     store_key_free(&prefix);
-    return rc;
+    /* Then the held steps not stored yet: newer than every stored one. */
+    for (size_t i = 0; i < s->held_len && !rc; i++)
+        if (!s->held[i].stored)
+            rc = visit_step(s, s->held[i].id, s->held[i].value, s->held[i].len, visit,
+                            opaque, errstr, errstr_size);
+    return rc > 0 ? 0 : rc;
 }

@@ -17,8 +17,8 @@
  * two commands (a create, a delete) over 125 models of a few items, one client per
  * model (so each model's history, client and snapshot keys are written about 4 times
  * a step), each flush's reply and change record added to the outbox, one commit
- * (offset key, sorted batch) per step. Reports the microseconds per flush, the
- * handler's included.
+ * (offset key, sorted batch) per step, in a changelog store (no WAL) as `run`'s. Reports
+ * the microseconds per flush, the handler's included.
  *
  * Usage: bench_store DIR [--flushes N] [--sizes-kb LIST] [--models N] [--cache-mb C]
  *        [--min-ratio R] [--overhead-mb M] [--steps N]
@@ -130,7 +130,7 @@ static void flush_record(msgpack_sbuffer *sb, uint64_t seq, uint64_t from, int i
 }
 
 static state_store_t *store_open(const char *dir, size_t cache_mb,
-                                 const codec_value_t *doc)
+                                 const codec_value_t *doc, bool changelog)
 {
     char errstr[512];
     state_store_conf_t conf = {
@@ -140,6 +140,7 @@ static state_store_t *store_open(const char *dir, size_t cache_mb,
         .cache_bytes = cache_mb << 20,
         .master = {.ids = STATE_IDS_HASH},
         .initial_document = doc,
+        .changelog = changelog,
     };
     state_store_t *s = state_store_open(&conf, errstr, sizeof(errstr));
     if (!s) {
@@ -188,7 +189,7 @@ static double document_run(const char *base, size_t size_kb, int flushes, bool r
     snprintf(dir, sizeof(dir), "%s/doc-%zukb%s", base, size_kb, random ? "-random" : "");
     codec_value_t *doc = document(size_kb);
     size_t items = codec_map_get(doc, "items", 5)->u.map.count;
-    state_store_t *s = store_open(dir, 1024, doc);
+    state_store_t *s = store_open(dir, 1024, doc, false);
     codec_value_destroy(doc);
     processor_handler_t *h = handler_over(s);
     processor_output_t out;
@@ -228,7 +229,7 @@ static long models_run(const char *base, int models, size_t cache_mb)
     char dir[512];
     snprintf(dir, sizeof(dir), "%s/models", base);
     long rss_before = proc_kb("VmRSS:");
-    state_store_t *s = store_open(dir, cache_mb, NULL);
+    state_store_t *s = store_open(dir, cache_mb, NULL, false);
     processor_handler_t *h = handler_over(s);
     processor_output_t out;
     processor_output_init(&out);
@@ -342,7 +343,7 @@ static void steps_run(const char *base, int steps)
     enum { MODELS = 125, PER_STEP = 500 };
     char dir[512];
     snprintf(dir, sizeof(dir), "%s/steps", base);
-    state_store_t *s = store_open(dir, 256, NULL);
+    state_store_t *s = store_open(dir, 256, NULL, true);
     processor_handler_conf_t conf = {.store = s,
                                      .master = {.ids = STATE_IDS_HASH},
                                      .history = 1000,

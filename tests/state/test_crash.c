@@ -309,6 +309,223 @@ static void kill_and_resend(void)
             full);
 }
 
+/* ---- the outbox of a changelog store ----
+ * A changelog store holds a step's outbox records in memory and writes them only at a
+ * flush point (a memtable flush), so that most of them, delivered by then, never reach
+ * RocksDB. Whatever a kill leaves must still hold every record not delivered by the
+ * commit it comes back as. Each step below updates one model with PAYLOAD_BYTES (so
+ * that memtables fill), adds one outbox record naming the step, and marks the record of
+ * step i - LAG delivered: a store that comes back at next offset N must hold exactly
+ * the records of steps N - LAG .. N - 1. */
+#define OUTBOX_STEPS  4000
+#define OUTBOX_LAG    7
+#define PAYLOAD_BYTES 8192
+
+static int outbox_checkpoint_ms;
+
+static state_store_t *open_outbox_store(void)
+{
+    char errstr[512];
+    state_store_conf_t conf = {
+        .dir = dir,
+        .history = 50,
+        .master = {.ids = STATE_IDS_HASH},
+        .changelog = true,
+        .checkpoint_ms = outbox_checkpoint_ms,
+    };
+    state_store_t *s = state_store_open(&conf, errstr, sizeof(errstr));
+    if (!s) {
+        fprintf(stderr, "outbox crash test: %s\n", errstr);
+        _exit(3);
+    }
+    return s;
+}
+
+/* Step i's flush: client "c" (seq i) creates item "1" (step 0), then updates it. */
+static void outbox_flush(msgpack_sbuffer *buf, int i, const char *payload)
+{
+    msgpack_sbuffer_clear(buf);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, buf, msgpack_sbuffer_write);
+    msgpack_pack_map(&pk, 5);
+    pack_str(&pk, "type");
+    pack_str(&pk, "flush");
+    pack_str(&pk, "client");
+    pack_str(&pk, "c");
+    pack_str(&pk, "seq");
+    msgpack_pack_uint64(&pk, (uint64_t)i);
+    pack_str(&pk, "from");
+    msgpack_pack_uint64(&pk, (uint64_t)i);
+    pack_str(&pk, "completions");
+    msgpack_pack_array(&pk, 1);
+    msgpack_pack_map(&pk, i ? 1 : 2);
+    pack_str(&pk, "command");
+    msgpack_pack_map(&pk, i ? 3 : 2);
+    pack_str(&pk, "action");
+    pack_str(&pk, i ? "update" : "create");
+    pack_str(&pk, i ? "path" : "props");
+    if (i) {
+        msgpack_pack_array(&pk, 1);
+        pack_str(&pk, "1");
+        pack_str(&pk, "props");
+    }
+    msgpack_pack_map(&pk, 1);
+    pack_str(&pk, "b");
+    msgpack_pack_str_with_body(&pk, payload, PAYLOAD_BYTES);
+    if (!i) {
+        pack_str(&pk, "createdId");
+        pack_str(&pk, "1");
+    }
+}
+
+static void outbox_run(void)
+{
+    state_store_t *s = open_outbox_store();
+    processor_handler_conf_t conf = handler_conf(s);
+    processor_handler_t *h = processor_handler_new(&conf);
+    processor_output_t out;
+    processor_output_init(&out);
+    msgpack_sbuffer flush;
+    msgpack_sbuffer_init(&flush);
+    static char payload[PAYLOAD_BYTES];
+    static uint64_t ids[OUTBOX_STEPS];
+    char errstr[512];
+    for (int i = 0; i < OUTBOX_STEPS; i++) {
+        memset(payload, 'a' + i % 26, sizeof(payload));
+        outbox_flush(&flush, i, payload);
+        processor_output_reset(&out);
+        processor_handler_handle(h, -1, -1, "m", 1, flush.data, flush.size, &out);
+        if (out.error) {
+            fprintf(stderr, "outbox crash test: step %d refused: %s\n", i, out.message);
+            _exit(5);
+        }
+        char step[32];
+        int len = snprintf(step, sizeof(step), "step %d", i);
+        state_outbox_rec_t rec = {
+            .topic = "replies", .partition = -1, .value = step, .value_len = (size_t)len};
+        ids[i] = state_store_outbox_add(s, &rec);
+        if (i >= OUTBOX_LAG)
+            state_store_outbox_done(s, ids[i - OUTBOX_LAG], ids[i - OUTBOX_LAG]);
+        if (processor_handler_commit(h, i + 1, errstr, sizeof(errstr))) {
+            fprintf(stderr, "outbox crash test: %s\n", errstr);
+            _exit(4);
+        }
+    }
+    msgpack_sbuffer_destroy(&flush);
+    processor_output_destroy(&out);
+    processor_handler_destroy(h);
+    _exit(0); /* no close: a clean close is a flush point of its own */
+}
+
+typedef struct outbox_seen_s {
+    bool step[OUTBOX_STEPS];
+    int n;
+} outbox_seen_t;
+
+static int outbox_remember(void *opaque, uint64_t id, const state_outbox_rec_t *rec)
+{
+    (void)id;
+    outbox_seen_t *seen = opaque;
+    int step = -1;
+    char text[32] = "";
+    if (rec->value_len < sizeof(text))
+        memcpy(text, rec->value, rec->value_len);
+    if (sscanf(text, "step %d", &step) != 1 || step < 0 || step >= OUTBOX_STEPS ||
+        seen->step[step])
+        _exit(20); /* a foreign, corrupt or repeated record */
+    seen->step[step] = true;
+    seen->n++;
+    return 0;
+}
+
+/* Reads the killed run's store (in a child, as stored_part() does): exit 10 when
+ * nothing was stored, 11 when the outbox is exactly what its next offset requires,
+ * 12 when not. */
+static int outbox_check(void)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        state_store_t *s = open_outbox_store();
+        int64_t next = state_store_next_offset(s);
+        outbox_seen_t seen = {{0}};
+        char errstr[512];
+        if (state_store_outbox_scan(s, outbox_remember, &seen, errstr, sizeof(errstr))) {
+            fprintf(stderr, "outbox crash test: %s\n", errstr);
+            _exit(13);
+        }
+        if (next < 0)
+            _exit(seen.n ? 12 : 10);
+        int64_t from = next > OUTBOX_LAG ? next - OUTBOX_LAG : 0;
+        bool exact = seen.n == (int)(next - from);
+        for (int64_t i = from; i < next; i++)
+            exact &= seen.step[i];
+        if (!exact)
+            fprintf(stderr, "outbox crash test: next offset %lld, %d records kept\n",
+                    (long long)next, seen.n);
+        _exit(exact ? 11 : 12);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) >= 10 && WEXITSTATUS(status) <= 12,
+              "reading the store failed (status %d)", status);
+    cr_assert_neq(WEXITSTATUS(status), 12,
+                  "a killed store lost an undelivered outbox record, or kept a delivered "
+                  "one");
+    return WEXITSTATUS(status);
+}
+
+static void outbox_kills(void)
+{
+    cr_assert_not_null(mkdtemp(dir));
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'/*", dir);
+    int kills = getenv("CRASH_KILLS") ? atoi(getenv("CRASH_KILLS")) : 30;
+    double t0 = now();
+    pid_t pid = fork();
+    if (pid == 0)
+        outbox_run();
+    int status;
+    waitpid(pid, &status, 0);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "a full run failed");
+    double full = now() - t0;
+    cr_assert_eq(outbox_check(), 11, "a full run's store");
+    srand(7);
+    int kept = 0;
+    for (int k = 0; k < kills; k++) {
+        cr_assert_eq(system(cmd), 0);
+        pid = fork();
+        if (pid == 0)
+            outbox_run();
+        usleep((useconds_t)((double)rand() / RAND_MAX * full * 1e6));
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        kept += outbox_check() == 11;
+    }
+    /* Kills must land after flush points, or nothing here would test them. */
+    cr_assert_geq(kept, kills / 4, "only %d of %d kills came after a flush point", kept,
+                  kills);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    cr_assert_eq(system(cmd), 0);
+    fprintf(stderr,
+            "outbox crash test (checkpoint %d ms): %d of %d kills after a flush "
+            "point; full run %.2f s\n",
+            outbox_checkpoint_ms, kept, kills, full);
+}
+
+Test(state_crash, changelog_store_killed_keeps_undelivered_outbox_at_full_memtables,
+     .timeout = 900)
+{
+    outbox_checkpoint_ms = 3600 * 1000; /* flush points come from memtables filling */
+    outbox_kills();
+}
+
+Test(state_crash, changelog_store_killed_keeps_undelivered_outbox_at_checkpoints,
+     .timeout = 900)
+{
+    outbox_checkpoint_ms = 5;
+    outbox_kills();
+}
+
 Test(state_crash, killed_runs_resent_in_full_end_in_the_reference_state, .timeout = 900)
 {
     kill_and_resend();
