@@ -62,6 +62,21 @@ void store_charge(state_store_t *s, state_model_t *m, size_t bytes)
  * key. */
 #define MODEL_FIXED (sizeof(state_model_t) + 320 + 4 * STORE_ALLOC_OVERHEAD)
 
+/* Charges m what one of its parts measures now instead of what it was charged before
+ * (*charged), either way. */
+static void recharge(state_store_t *s, state_model_t *m, size_t *charged,
+                     size_t now_bytes)
+{
+    if (now_bytes >= *charged) {
+        store_charge(s, m, now_bytes - *charged);
+    } else {
+        size_t freed = *charged - now_bytes;
+        m->mem_bytes -= freed;
+        s->cache_used -= freed;
+    }
+    *charged = now_bytes;
+}
+
 /* An O(document) walk, done where the document is packed whole anyway (loading,
  * snapshot rewrites). In between, each flush charges an estimate that only grows:
  * updates and deletes are charged as if they added to the document. Without the
@@ -70,24 +85,13 @@ void store_charge(state_store_t *s, state_model_t *m, size_t bytes)
  * over and over (a third of the CPU per flush in tests/bench/ab.sh). */
 void store_measure_document(state_store_t *s, state_model_t *m)
 {
-    size_t now_bytes = codec_value_mem_size(state_master_document(m->master));
-    if (now_bytes >= m->document_charged) {
-        store_charge(s, m, now_bytes - m->document_charged);
-    } else {
-        size_t freed = m->document_charged - now_bytes;
-        m->mem_bytes -= freed;
-        s->cache_used -= freed;
-    }
-    m->document_charged = now_bytes;
+    recharge(s, m, &m->document_charged,
+             codec_value_mem_size(state_master_document(m->master)));
 }
 
-/* Re-charges the model's history ring, which grows in steps. */
-void store_recharge_history(state_store_t *s, state_model_t *m, size_t *charged)
+void store_recharge_history(state_store_t *s, state_model_t *m)
 {
-    size_t now_bytes = state_history_mem_size(m->history);
-    if (now_bytes > *charged)
-        store_charge(s, m, now_bytes - *charged);
-    *charged = now_bytes;
+    recharge(s, m, &m->history_charged, state_history_mem_size(m->history));
 }
 
 /* Evicts least recently used models until the cache fits; called after a commit, when
@@ -371,7 +375,7 @@ state_model_t *state_store_model(state_store_t *s, const char *model, size_t mod
                      m->history_keys_cap * sizeof(*m->history_keys) +
                      m->past_cap * sizeof(*m->past));
     store_measure_document(s, m);
-    store_recharge_history(s, m, &m->history_charged);
+    store_recharge_history(s, m);
     HASH_ADD_KEYPTR(hh, s->models, m->key, m->key_len, m);
     lru_push_front(s, m);
     return m;

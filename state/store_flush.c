@@ -117,7 +117,7 @@ bool store_record_flush(state_store_t *s, state_model_t *m, const char *client,
         m->document_charged += 2 * len;
     }
     state_history_mem_append(m->history, applied_from, applied);
-    store_recharge_history(s, m, &m->history_charged);
+    store_recharge_history(s, m);
 
     /* The client's record: its seq and the mappedPaths a retry must see again. */
     client_t *c = store_client_load(s, m, client, client_len);
