@@ -1,8 +1,9 @@
 /* processor/run_delivery.c - delivery of the outbox: producing a step's records and
  * serving Kafka's delivery reports.
  *
- * A step's records are in its outbox entry (one RocksDB value) before they are
- * produced; the entry is deleted by a later step once Kafka confirms every one of them,
+ * A step's records are in its outbox entry (one RocksDB value, or held in memory until
+ * the next memtable flush in `run`'s changelog stores) before they are produced; the
+ * entry is dropped by a later step once Kafka confirms every one of them,
  * and the input offset of the step becomes committable then. A record Kafka refuses
  * for good stops the partition instead: nothing is lost, the next assignment produces
  * the outbox again. The producer thread (run_producer_main()) serves the reports. */

@@ -109,13 +109,25 @@ state_store_t *state_store_open(const state_store_conf_t *conf, char *errstr,
     s->options = rocksdb_options_create();
     rocksdb_options_set_create_if_missing(s->options, 1);
     s->logged = !conf->changelog || conf->fsync;
-    /* One store per partition, each with up to two memtables: 16 MB ones (RocksDB's
-     * default is 64) keep 8 partitions' memtables at 256 MB, and were as fast in the
-     * end-to-end benchmark. A changelog store flushes its memtables itself at 16 MB
-     * (FLUSH_POINT_BYTES): RocksDB's own limit is set far above, so that it never
-     * flushes a memtable without the outbox records it needs. */
+    /* One store per partition, each with up to two memtables of about 16 MB (RocksDB's
+     * default is 64): 8 partitions' memtables stay within 256 MB, and were as fast in
+     * the end-to-end benchmark. A changelog store flushes its memtables itself at 16 MB
+     * estimated (FLUSH_POINT_BYTES, below): RocksDB's own limit is set far above, so
+     * that it never flushes a memtable without the outbox records it needs, and so is
+     * its flush at close (a failed store's memtable is dropped, as a crash would). */
     rocksdb_options_set_write_buffer_size(s->options, s->logged ? 16 << 20 : 64 << 20);
     rocksdb_options_set_arena_block_size(s->options, 2 << 20);
+    if (!s->logged) {
+        rocksdb_options_t *changelog = rocksdb_options_create();
+        rocksdb_get_options_from_string(s->options, "avoid_flush_during_shutdown=true",
+                                        changelog, &err);
+        rocksdb_options_destroy(s->options);
+        s->options = changelog;
+        if (err) {
+            store_fail_rocks(err, "setting the store's options", errstr, errstr_size);
+            goto err;
+        }
+    }
     /* Blob files are turned on with the first large value (store_batch_write()). */
     rocksdb_options_set_min_blob_size(s->options, STORE_BLOB_MIN_BYTES);
     s->write_options = rocksdb_writeoptions_create();
@@ -185,6 +197,12 @@ static bool keep_failed_db(rocksdb_t *db)
     return kept;
 }
 
+void store_stop_after_failure(state_store_t *s)
+{
+    if (!s->logged && s->db)
+        rocksdb_cancel_all_background_work(s->db, 1);
+}
+
 /* Flushes the memtables to table files (synced). wait: until written; else it is
  * scheduled, and RocksDB reports a failure at a later write. @returns 0, or -1 and
  * errstr (the store then refuses further commits). */
@@ -203,6 +221,7 @@ static int store_flush(state_store_t *s, bool wait, char *errstr, size_t errstr_
         s->unlogged = true;
     }
     s->memtable_estimate = 0;
+    s->checkpoint_at = 0; /* the next interval starts now */
     if (!err) {
         rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
         rocksdb_flushoptions_set_wait(fo, wait);
@@ -211,6 +230,7 @@ static int store_flush(state_store_t *s, bool wait, char *errstr, size_t errstr_
     }
     if (err) {
         snprintf(s->failed, sizeof(s->failed), "%s", err);
+        store_stop_after_failure(s);
         return store_fail_rocks(err, "flushing the memtable", errstr, errstr_size);
     }
     return 0;
@@ -235,9 +255,10 @@ static bool checkpoint_due(state_store_t *s)
 }
 
 /* And when the memtable is full: at FLUSH_POINT_BYTES of what the commits since the
- * last flush may take in it, counted as RocksDB's memtable charges them at most (each
- * entry's bytes in the batch, plus its skiplist node and sequence number, under
- * MEMTABLE_ENTRY_BYTES), well under RocksDB's own write_buffer_size, so that RocksDB
+ * last flush may take in it, counted as RocksDB's memtable charges its entries at most
+ * (each entry's bytes in the batch, plus its skiplist node and sequence number, under
+ * MEMTABLE_ENTRY_BYTES; arena blocks add at most a quarter more), well under RocksDB's
+ * own write_buffer_size (RocksDB switches at about 63 MB allocated), so that RocksDB
  * never switches memtables between two flush points: a commit that passes it, even
  * one of several hundred megabytes, is a flush point itself, holding the outbox
  * records, and the flush follows it at once. */
@@ -258,14 +279,14 @@ void state_store_close(state_store_t *s)
 {
     if (!s)
         return;
-    if (s->failed[0] && s->db && keep_failed_db(s->db))
-        s->db = NULL;
     char errstr[256];
-    /* rocksdb_close() would flush them as well (avoid_flush_during_shutdown is off):
-     * done here, it does not hang on that default. A failure is the crash case. The
-     * records not delivered yet stay in the outbox (store_flush()). */
+    /* rocksdb_close() would flush them as well in a logged store (a changelog store
+     * turns that off): done here, it does not hang on that default. A failure is the
+     * crash case. The records not delivered yet stay in the outbox (store_flush()). */
     if (s->db && (s->unlogged || s->held_len) && !s->failed[0])
         store_flush(s, true, errstr, sizeof(errstr));
+    if (s->failed[0] && s->db && keep_failed_db(s->db))
+        s->db = NULL;
     store_outbox_free_held(s);
     state_model_t *m, *tmp;
     HASH_ITER(hh, s->models, m, tmp)
@@ -441,6 +462,7 @@ int state_store_commit(state_store_t *s, int64_t next_offset, char *errstr,
     s->step++;
     if (err) {
         snprintf(s->failed, sizeof(s->failed), "%s", err);
+        store_stop_after_failure(s);
         return store_fail_rocks(err, "writing a step", errstr, errstr_size);
     }
     store_evict(s);

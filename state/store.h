@@ -220,7 +220,9 @@ int64_t state_store_next_offset(state_store_t *s);
 
 /* The outbox: records a step produced (replies, change records, dead letters), stored
  * in the same batch as the state change they come from, and deleted once Kafka
- * confirms them. After a crash, what is still there is produced again. */
+ * confirms them. After a crash, what is still there is produced again. A changelog
+ * store (no WAL) holds them in memory instead and stores them at its next memtable
+ * flush, with every step not delivered by then: what a crash leaves is the same. */
 
 typedef struct state_header_s {
     const char *name; /* NUL-terminated */
@@ -245,13 +247,14 @@ typedef struct state_outbox_rec_s {
     size_t header_count;
 } state_outbox_rec_t;
 
-/** Adds a record to the step's batch. The records of one step share an outbox id
- *  (increasing, and continued after a restart) and are stored and deleted together.
+/** Adds a record to the step's outbox. The records of one step share an outbox id
+ *  (increasing, and continued after the highest one stored) and are stored and
+ *  deleted together.
  *  @returns the step's outbox id. */
 uint64_t state_store_outbox_add(state_store_t *s, const state_outbox_rec_t *rec);
 
 /** Marks the outbox ids first..last delivered (every record of those steps): they
- *  are deleted with the next commit. */
+ *  are deleted with the next commit (held ones not stored yet are just dropped). */
 void state_store_outbox_done(state_store_t *s, uint64_t first, uint64_t last);
 
 /** Calls visit for each record still in the outbox, oldest first, with its step's id

@@ -108,6 +108,7 @@ client_t *store_client_load(state_store_t *s, state_model_t *m, const char *id,
                  " cannot be read: %s",
                  MODEL_ARG(id, id_len), MODEL_ARG(m->id, m->id_len),
                  err ? err : "not a client record");
+        store_stop_after_failure(s);
     } else if (seq) {
         const codec_value_t *mp = codec_map_get(rec, "mappedPaths", 11);
         const codec_value_t *at = codec_map_get(rec, "at", 2);

@@ -348,6 +348,11 @@ void store_outbox_write_step(state_store_t *s);
 /** A changelog store's flush point: the held steps not yet stored go into batch, so
  *  that the memtable flushed next holds every record not delivered by then. */
 void store_outbox_flush_point(state_store_t *s, rocksdb_writebatch_t *batch);
+/** After s->failed is set: a changelog store stops RocksDB's background work, which
+ *  could otherwise flush its memtable by itself (recovering from a full disk) and
+ *  persist steps whose outbox records are only held in memory. Left as its last flush
+ *  point wrote it, the store comes back consistent, as after a crash. */
+void store_stop_after_failure(state_store_t *s);
 /** Frees the held steps (closing). */
 void store_outbox_free_held(state_store_t *s);
 /** Forgets the next outbox id: it is found again from what is stored. */

@@ -1,6 +1,7 @@
-/* state/store_outbox.c - the outbox: the records a step produced, stored with the
- * state change they come from (one key per step) and deleted once Kafka confirms
- * them; what is left after a crash is produced again. */
+/* state/store_outbox.c - the outbox: the records a step produced (one key per step),
+ * stored with the state change they come from (a changelog store holds them in memory
+ * and stores them at its next flush point, with every step not delivered by then) and
+ * deleted once Kafka confirms them; what is left after a crash is produced again. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,6 +63,8 @@ void store_outbox_flush_point(state_store_t *s, rocksdb_writebatch_t *batch)
         if (!h->stored)
             put_step(s, batch, h->id, h->value, h->len);
         h->stored = true;
+        free(h->value); /* the batch has a copy; a stored step is never read from here */
+        h->value = NULL;
     }
 }
 
