@@ -22,8 +22,9 @@ static void put_step(state_store_t *s, rocksdb_writebatch_t *batch, uint64_t id,
     store_key_start(&k, s, STATE_ITEM_OUTBOX);
     store_key_add_u64(&k, id);
     /* Straight into RocksDB's batch, after the sorted writes: a step's id is the
-     * partition's last key (kind 'x', the highest id), so the batch stays sorted, and
-     * no write of the step names it (the outbox deletes are of delivered steps). */
+     * partition's last key (kind 'x', the highest id), so the writes stay sorted (at a
+     * flush point they come after the trims too, which only costs the memtable a
+     * search), and no write of the step names it (the deletes are of delivered steps). */
     rocksdb_writebatch_put(batch, k.p, k.len, value, len);
     store_key_free(&k);
 }
