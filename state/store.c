@@ -210,16 +210,12 @@ static int store_flush(state_store_t *s, bool wait, char *errstr, size_t errstr_
 {
     char *err = NULL;
     /* Every flush is a flush point: held steps not stored yet are written first. */
-    bool unstored = false;
-    for (size_t i = 0; i < s->held_len; i++)
-        unstored |= !s->held[i].stored;
-    if (unstored) {
-        rocksdb_writebatch_t *held = rocksdb_writebatch_create();
-        store_outbox_flush_point(s, held);
+    rocksdb_writebatch_t *held = rocksdb_writebatch_create();
+    if (store_outbox_flush_point(s, held)) {
         rocksdb_write(s->db, s->unlogged_options, held, &err);
-        rocksdb_writebatch_destroy(held);
         s->unlogged = true;
     }
+    rocksdb_writebatch_destroy(held);
     s->memtable_estimate = 0;
     s->checkpoint_at = 0; /* the next interval starts now */
     if (!err) {
@@ -283,7 +279,7 @@ void state_store_close(state_store_t *s)
     /* rocksdb_close() would flush them as well in a logged store (a changelog store
      * turns that off): done here, it does not hang on that default. A failure is the
      * crash case. The records not delivered yet stay in the outbox (store_flush()). */
-    if (s->db && (s->unlogged || s->held_len) && !s->failed[0])
+    if (s->db && s->unlogged && !s->failed[0])
         store_flush(s, true, errstr, sizeof(errstr));
     if (s->failed[0] && s->db && keep_failed_db(s->db))
         s->db = NULL;

@@ -150,9 +150,9 @@ typedef struct pending_op_s {
 /* A changelog store's step whose records Kafka has not confirmed yet. */
 typedef struct outbox_held_s {
     uint64_t id;
-    char *value; /* the step's outbox value, as stored */
+    char *value; /* the step's outbox value; NULL once written at a flush point (then
+                  * deleting it needs a RocksDB delete) */
     size_t len;
-    bool stored; /* written at a flush point: deleting it needs a RocksDB delete */
 } outbox_held_t;
 
 /* One store: the connection to its RocksDB database, the step in progress, and the
@@ -346,8 +346,9 @@ void store_scratch_done(msgpack_sbuffer *sb);
 /** Writes the step's outbox records as one key (store_outbox.c). */
 void store_outbox_write_step(state_store_t *s);
 /** A changelog store's flush point: the held steps not yet stored go into batch, so
- *  that the memtable flushed next holds every record not delivered by then. */
-void store_outbox_flush_point(state_store_t *s, rocksdb_writebatch_t *batch);
+ *  that the memtable flushed next holds every record not delivered by then.
+ *  @returns how many steps it put in batch. */
+size_t store_outbox_flush_point(state_store_t *s, rocksdb_writebatch_t *batch);
 /** After s->failed is set: a changelog store stops RocksDB's background work, which
  *  could otherwise flush its memtable by itself (recovering from a full disk) and
  *  persist steps whose outbox records are only held in memory. Left as its last flush

@@ -57,16 +57,19 @@ void store_outbox_write_step(state_store_t *s)
         (outbox_held_t){s->outbox_step_id, msgpack_sbuffer_release(&s->outbox_step), len};
 }
 
-void store_outbox_flush_point(state_store_t *s, rocksdb_writebatch_t *batch)
+size_t store_outbox_flush_point(state_store_t *s, rocksdb_writebatch_t *batch)
 {
+    size_t put = 0;
     for (size_t i = 0; i < s->held_len; i++) {
         outbox_held_t *h = &s->held[i];
-        if (!h->stored)
-            put_step(s, batch, h->id, h->value, h->len);
-        h->stored = true;
+        if (!h->value)
+            continue;
+        put_step(s, batch, h->id, h->value, h->len);
+        put++;
         free(h->value); /* the batch has a copy; a stored step is never read from here */
         h->value = NULL;
     }
+    return put;
 }
 
 void store_outbox_free_held(state_store_t *s)
@@ -90,7 +93,7 @@ static bool release_held(state_store_t *s, uint64_t first, uint64_t last)
             s->held[kept++] = *h;
             continue;
         }
-        unstored += !h->stored;
+        unstored += h->value != NULL;
         free(h->value);
     }
     s->held_len = kept;
@@ -287,7 +290,7 @@ int state_store_outbox_scan(state_store_t *s,
     store_key_free(&prefix);
     /* Then the held steps not stored yet: newer than every stored one. */
     for (size_t i = 0; i < s->held_len && !rc; i++)
-        if (!s->held[i].stored)
+        if (s->held[i].value)
             rc = visit_step(s, s->held[i].id, s->held[i].value, s->held[i].len, visit,
                             opaque, errstr, errstr_size);
     return rc > 0 ? 0 : rc;
