@@ -785,3 +785,15 @@ size_t codec_msgpack_packed_size(const codec_value_t *v)
     }
     return size;
 }
+
+int codec_sbuffer_write(void *data, const char *buf, size_t len)
+{
+    msgpack_sbuffer *sb = data;
+    if (len > 16 || sb->alloc - sb->size < len)
+        return msgpack_sbuffer_write(data, buf, len);
+    char *to = sb->data + sb->size;
+    for (size_t i = 0; i < len; i++)
+        to[i] = buf[i];
+    sb->size += len;
+    return 0;
+}

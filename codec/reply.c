@@ -11,7 +11,7 @@ void codec_packed_init(codec_packed_t *list)
 {
     memset(list, 0, sizeof(*list));
     msgpack_sbuffer_init(&list->buf);
-    msgpack_packer_init(&list->pk, &list->buf, msgpack_sbuffer_write);
+    msgpack_packer_init(&list->pk, &list->buf, codec_sbuffer_write);
     list->offsets_cap = 8;
     list->offsets = codec_xmalloc(list->offsets_cap * sizeof(*list->offsets));
     list->offsets[0] = 0;

@@ -419,7 +419,7 @@ static void handle_flush(processor_handler_t *h, const target_t *t,
         out->snapshot_due = true;
     if (h->conf.changes) {
         msgpack_packer cpk;
-        msgpack_packer_init(&cpk, &out->change, msgpack_sbuffer_write);
+        msgpack_packer_init(&cpk, &out->change, codec_sbuffer_write);
         state_change_pack(&cpk, req->model.ptr, req->model.len, req->client.ptr,
                           req->client.len, req->seq, a, offset);
     }
@@ -456,6 +456,12 @@ static codec_reply_to_t reply_to(const processor_handler_t *h, const codec_reque
     };
 }
 
+static bool reply_fits(const processor_handler_t *h, const processor_output_t *out)
+{
+    uint64_t max = h->conf.max_output_bytes;
+    return !max || out->reply.size + out->reply_key_len <= max;
+}
+
 /* An answer that one Kafka record cannot carry (max_output_bytes) is replaced by an
  * error reply saying so (reply_too_large): a snapshot of a document near the limit for
  * a client with a long id, a long history range, a flush's sync. What the request did
@@ -467,7 +473,7 @@ static void fit_reply(const processor_handler_t *h, processor_output_t *out,
 {
     uint64_t max = h->conf.max_output_bytes;
     size_t size = out->reply.size + out->reply_key_len;
-    if (!max || size <= max)
+    if (reply_fits(h, out))
         return;
     msgpack_sbuffer_clear(&out->reply);
     if (!out->error) {
@@ -477,7 +483,7 @@ static void fit_reply(const processor_handler_t *h, processor_output_t *out,
                  "(%llu bytes, see message.max.bytes): %s",
                  size, (unsigned long long)max, hint);
         msgpack_packer pk;
-        msgpack_packer_init(&pk, &out->reply, msgpack_sbuffer_write);
+        msgpack_packer_init(&pk, &out->reply, codec_sbuffer_write);
         reject(out, &pk, to, CODEC_ERR_REPLY_TOO_LARGE, msg);
         if (out->reply.size + out->reply_key_len <= max)
             return;
@@ -496,7 +502,7 @@ void processor_handler_refuse(processor_handler_t *h, const char *key, size_t ke
 {
     codec_request_t req;
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &out->reply, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, &out->reply, codec_sbuffer_write);
     /* Only a shallow scan: the record may be too large to decode. */
     codec_request_identify(value, value_len, key, key_len, &req);
     codec_reply_to_t to = reply_to(h, &req, out);
@@ -513,7 +519,7 @@ void processor_handler_handle(processor_handler_t *h, int64_t offset, int64_t ti
     char errstr[512];
 
     char hint[160] = "";
-    msgpack_packer_init(&pk, &out->reply, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, &out->reply, codec_sbuffer_write);
     codec_err_t err =
         codec_request_decode(value, value_len, key, key_len, &h->conf.limits, h->zone,
                              &req, errstr, sizeof(errstr));
@@ -547,11 +553,12 @@ void processor_handler_handle(processor_handler_t *h, int64_t offset, int64_t ti
     switch (req.type) {
     case CODEC_REQUEST_FLUSH:
         handle_flush(h, &t, &req, value_len, offset, &pk, &to, out);
-        snprintf(hint, sizeof(hint),
-                 "the flush was processed (the model is at command %llu, from %llu); "
-                 "catch up with a snapshot request",
-                 (unsigned long long)state_master_command_count(t.master),
-                 (unsigned long long)count);
+        if (!reply_fits(h, out)) /* formatted only when needed: this runs per flush */
+            snprintf(hint, sizeof(hint),
+                     "the flush was processed (the model is at command %llu, from %llu); "
+                     "catch up with a snapshot request",
+                     (unsigned long long)state_master_command_count(t.master),
+                     (unsigned long long)count);
         break;
     case CODEC_REQUEST_SNAPSHOT:
         handle_snapshot(h, &t, &req, &pk, &to, out);

@@ -10,6 +10,7 @@
 #include <msgpack.h>
 
 #include "codec/alloc.h"
+#include "codec/msgpack.h"
 #include "log.h"
 #include "run_int.h"
 
@@ -42,7 +43,7 @@ static bool publish_snapshot(part_t *p, const char *model, size_t model_len, boo
         sb.alloc = (size < r->max_message_bytes ? size : r->max_message_bytes) + 4096;
         sb.data = codec_xmalloc(sb.alloc);
         msgpack_packer pk;
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_packer_init(&pk, &sb, codec_sbuffer_write);
         if (state_store_pack_snapshot_record(p->store, model, model_len, &pk, errstr,
                                              sizeof(errstr))) {
             LOG_WARN("partition %d model " MODEL_FMT ": no snapshot record: %s", p->id,

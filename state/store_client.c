@@ -119,7 +119,7 @@ client_t *store_client_load(state_store_t *s, state_model_t *m, const char *id,
             msgpack_sbuffer sb;
             msgpack_sbuffer_init(&sb);
             msgpack_packer pk;
-            msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+            msgpack_packer_init(&pk, &sb, codec_sbuffer_write);
             codec_msgpack_pack_value(&pk, mp);
             c->mapped_paths = sb.data; /* ownership moves: freed with free() */
             c->mapped_paths_len = sb.size;

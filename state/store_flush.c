@@ -31,7 +31,7 @@ static void put_snapshot(state_store_t *s, state_model_t *m)
 {
     msgpack_sbuffer *sb = &s->scratch;
     msgpack_packer pk;
-    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, sb, codec_sbuffer_write);
     codec_snapshot_pack(&pk, state_master_command_count(m->master),
                         state_master_document(m->master));
 
@@ -97,7 +97,7 @@ bool store_record_flush(state_store_t *s, state_model_t *m, const char *client,
     if (applied->count) {
         msgpack_sbuffer *hb = &s->scratch;
         msgpack_packer hp;
-        msgpack_packer_init(&hp, hb, msgpack_sbuffer_write);
+        msgpack_packer_init(&hp, hb, codec_sbuffer_write);
         codec_packed_pack_array(&hp, applied);
         store_key_start(&k, s, STATE_ITEM_HISTORY);
         store_key_add_id(&k, m->id, m->id_len);
@@ -139,7 +139,7 @@ bool store_record_flush(state_store_t *s, state_model_t *m, const char *client,
     c->known = true;
     msgpack_sbuffer *sb = &s->scratch;
     msgpack_packer pk;
-    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, sb, codec_sbuffer_write);
     msgpack_pack_map(&pk, 3);
     msgpack_pack_str_with_body(&pk, "seq", 3);
     msgpack_pack_uint64(&pk, seq);
@@ -192,7 +192,7 @@ bool state_model_flushed(state_store_t *s, state_model_t *m, const char *client,
 {
     msgpack_sbuffer *sb = &s->mapped;
     msgpack_packer pk;
-    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, sb, codec_sbuffer_write);
     codec_msgpack_pack_value(&pk, a->mapper.mappings);
     bool rewrote =
         store_record_flush(s, m, client, client_len, seq, a->result.applied_from,

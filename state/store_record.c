@@ -186,7 +186,7 @@ state_change_t state_store_apply_change(state_store_t *s, const char *key, size_
         codec_packed_add_raw(applied, value + start, at - start);
     }
     msgpack_packer pk;
-    msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, sb, codec_sbuffer_write);
     codec_msgpack_pack_value(&pk, paths);
     uint64_t replaced;
     store_record_flush(s, m, client->u.str.ptr, client->u.str.len, seq, from, applied,
@@ -315,7 +315,7 @@ int state_store_install_snapshot(state_store_t *s, const char *key, size_t key_l
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_packer_init(&pk, &sb, codec_sbuffer_write);
     msgpack_pack_map(&pk, 2);
     msgpack_pack_str_with_body(&pk, "commandCount", 12);
     msgpack_pack_uint64(&pk, count);

@@ -570,6 +570,112 @@ Test(state_store, the_outbox_keeps_records_until_they_are_done)
     cr_assert_str_eq(seen.values[0], "r4");
 }
 
+/* The outbox packs its records by hand (store_outbox.c): the bytes must be what
+ * msgpack-c's packer makes of the same map, at every size where a length changes form. */
+typedef struct outbox_bytes_s {
+    const char *value;
+    size_t len;
+} outbox_bytes_t;
+
+static int outbox_value(void *opaque, const state_store_item_t *item)
+{
+    if (item->kind == STATE_ITEM_OUTBOX) {
+        outbox_bytes_t *got = opaque;
+        got->value = memcpy(malloc(item->value_len), item->value, item->value_len);
+        got->len = item->value_len;
+    }
+    return 0;
+}
+
+static void pack_like_msgpack_c(msgpack_packer *pk, const state_outbox_rec_t *rec)
+{
+    msgpack_pack_map(pk, 5);
+    msgpack_pack_str_with_body(pk, "topic", 5);
+    msgpack_pack_str_with_body(pk, rec->topic, strlen(rec->topic));
+    msgpack_pack_str_with_body(pk, "partition", 9);
+    msgpack_pack_int32(pk, rec->partition);
+    msgpack_pack_str_with_body(pk, "key", 3);
+    if (rec->key)
+        msgpack_pack_bin_with_body(pk, rec->key, rec->key_len);
+    else
+        msgpack_pack_nil(pk);
+    msgpack_pack_str_with_body(pk, "value", 5);
+    msgpack_pack_bin_with_body(pk, rec->value, rec->value_len);
+    msgpack_pack_str_with_body(pk, "headers", 7);
+    msgpack_pack_array(pk, (uint32_t)rec->header_count * 2);
+    for (size_t i = 0; i < rec->header_count; i++) {
+        msgpack_pack_str_with_body(pk, rec->headers[i].name,
+                                   strlen(rec->headers[i].name));
+        msgpack_pack_bin_with_body(pk, rec->headers[i].value, rec->headers[i].value_len);
+    }
+}
+
+Test(state_store, outbox_records_are_the_bytes_msgpack_c_packs)
+{
+    static const size_t lens[] = {0, 1, 15, 16, 31, 32, 255, 256, 65535, 65536};
+    static const int32_t partitions[] = {-1,     -32,       -33,   -128,     -129, -32768,
+                                         -32769, INT32_MIN, 0,     127,      128,  255,
+                                         256,    65535,     65536, INT32_MAX};
+    enum {
+        N = sizeof(lens) / sizeof(lens[0]),
+        P = sizeof(partitions) / sizeof(partitions[0])
+    };
+    char *bytes = calloc(1, 70000);
+    for (size_t i = 0; i < 70000; i++)
+        bytes[i] = (char)('a' + i % 26);
+    static state_header_t headers[17];
+    for (size_t h = 0; h < 17; h++)
+        headers[h] = (state_header_t){"kafka_correlationId", "\0\1\2", 3};
+    conf.partition = 0;
+    open_store();
+    msgpack_sbuffer want;
+    msgpack_sbuffer_init(&want);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &want, msgpack_sbuffer_write);
+    uint32_t count = 0;
+    msgpack_sbuffer_write(&want, "\xdd\0\0\0\0", 5); /* the step's array32 */
+    for (size_t i = 0; i < N; i++) {
+        char topic[300];
+        size_t topic_len = lens[i] < sizeof(topic) ? lens[i] : sizeof(topic) - 1;
+        memcpy(topic, bytes, topic_len);
+        topic[topic_len] = '\0';
+        state_outbox_rec_t rec = {
+            .topic = topic,
+            .partition = partitions[i % P],
+            .key = i % 3 ? bytes : NULL,
+            .key_len = i % 3 ? lens[(i + 3) % N] : 0,
+            .value = bytes,
+            .value_len = lens[i],
+            .headers = headers,
+            .header_count = i < 2   ? 0
+                            : i < 5 ? 1
+                            : i < 8 ? 8
+                                    : 17,
+        };
+        state_store_outbox_add(store, &rec);
+        pack_like_msgpack_c(&pk, &rec);
+        count++;
+    }
+    for (size_t i = N; i < P; i++) { /* every partition form */
+        state_outbox_rec_t rec = {
+            .topic = "t", .partition = partitions[i], .value = "v", .value_len = 1};
+        state_store_outbox_add(store, &rec);
+        pack_like_msgpack_c(&pk, &rec);
+        count++;
+    }
+    for (int b = 0; b < 4; b++)
+        want.data[1 + b] = (char)(count >> (8 * (3 - b)));
+    commit(-1);
+    outbox_bytes_t got = {0};
+    cr_assert_eq(state_store_scan(store, outbox_value, &got, errstr, sizeof(errstr)), 0,
+                 "%s", errstr);
+    cr_assert_eq(got.len, want.size);
+    cr_assert_eq(memcmp(got.value, want.data, want.size), 0);
+    free((void *)got.value);
+    msgpack_sbuffer_destroy(&want);
+    free(bytes);
+}
+
 Test(state_store, client_records_expire_oldest_first)
 {
     conf.clients_per_model = 2;
