@@ -161,6 +161,15 @@ rd_kafka_conf_t *processor_kafka_conf(const processor_config_t *cfg,
             set(conf, "message.timeout.ms", "0", errstr, errstr_size) ||
             set(conf, "linger.ms", "5", errstr, errstr_size))
             goto err;
+        /* The mock cluster checks the sequence numbers of transactional producers
+         * only: after a failed Produce request, a later one of the partition is
+         * written, and librdkafka takes the failed request's records as delivered
+         * ("implicitly acked") although they never were. One request in flight per
+         * connection leaves no later request to succeed; a real broker refuses it
+         * (tests/processor/test_kafka.c, a_failed_produce_request_...). */
+        if (cfg->low_latency &&
+            set(conf, "max.in.flight.requests.per.connection", "1", errstr, errstr_size))
+            goto err;
         break;
     case PROCESSOR_KAFKA_SENDER:
         if (set(conf, "enable.idempotence", "true", errstr, errstr_size) ||

@@ -88,7 +88,7 @@ typedef struct processor_config_s {
     char *to_flushes_topic;        /* repartition: the new layout's topics */
     char *to_changes_topic;
     char *to_snapshots_topic;
-    uint64_t low_latency; /* not an option: dev and send set it (short fetch waits) */
+    uint64_t low_latency; /* not an option: the mock cluster's settings (dev, send) */
     char *interceptor;    /* apply, run, dev, rebuild: a Lua script */
     uint64_t interceptor_max_instructions;
     uint64_t interceptor_max_memory_mb;
