@@ -485,7 +485,7 @@ static void fit_reply(const processor_handler_t *h, processor_output_t *out,
         msgpack_packer pk;
         msgpack_packer_init(&pk, &out->reply, codec_sbuffer_write);
         reject(out, &pk, to, CODEC_ERR_REPLY_TOO_LARGE, msg);
-        if (out->reply.size + out->reply_key_len <= max)
+        if (reply_fits(h, out))
             return;
         msgpack_sbuffer_clear(&out->reply);
     }

@@ -7,6 +7,7 @@
  * are in state/README.md. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,8 +198,12 @@ static bool keep_failed_db(rocksdb_t *db)
     return kept;
 }
 
-void store_stop_after_failure(state_store_t *s)
+void store_set_failed(state_store_t *s, const char *fmt, ...)
 {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(s->failed, sizeof(s->failed), fmt, ap);
+    va_end(ap);
     if (!s->logged && s->db)
         rocksdb_cancel_all_background_work(s->db, 1);
 }
@@ -225,8 +230,7 @@ static int store_flush(state_store_t *s, bool wait, char *errstr, size_t errstr_
         rocksdb_flushoptions_destroy(fo);
     }
     if (err) {
-        snprintf(s->failed, sizeof(s->failed), "%s", err);
-        store_stop_after_failure(s);
+        store_set_failed(s, "%s", err);
         return store_fail_rocks(err, "flushing the memtable", errstr, errstr_size);
     }
     return 0;
@@ -457,8 +461,7 @@ int state_store_commit(state_store_t *s, int64_t next_offset, char *errstr,
     store_expired_forget(s);
     s->step++;
     if (err) {
-        snprintf(s->failed, sizeof(s->failed), "%s", err);
-        store_stop_after_failure(s);
+        store_set_failed(s, "%s", err);
         return store_fail_rocks(err, "writing a step", errstr, errstr_size);
     }
     store_evict(s);

@@ -103,12 +103,11 @@ client_t *store_client_load(state_store_t *s, state_model_t *m, const char *id,
     if (err || (v && (!seq || seq->type != CODEC_VALUE_INT))) {
         /* Taken as "no record", the client's retry would be applied twice. The store
          * refuses the step instead: its partition stops, nothing of it answered. */
-        snprintf(s->failed, sizeof(s->failed),
-                 "the client record " MODEL_FMT " of model " MODEL_FMT
-                 " cannot be read: %s",
-                 MODEL_ARG(id, id_len), MODEL_ARG(m->id, m->id_len),
-                 err ? err : "not a client record");
-        store_stop_after_failure(s);
+        store_set_failed(s,
+                         "the client record " MODEL_FMT " of model " MODEL_FMT
+                         " cannot be read: %s",
+                         MODEL_ARG(id, id_len), MODEL_ARG(m->id, m->id_len),
+                         err ? err : "not a client record");
     } else if (seq) {
         const codec_value_t *mp = codec_map_get(rec, "mappedPaths", 11);
         const codec_value_t *at = codec_map_get(rec, "at", 2);

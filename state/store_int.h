@@ -349,11 +349,13 @@ void store_outbox_write_step(state_store_t *s);
  *  that the memtable flushed next holds every record not delivered by then.
  *  @returns how many steps it put in batch. */
 size_t store_outbox_flush_point(state_store_t *s, rocksdb_writebatch_t *batch);
-/** After s->failed is set: a changelog store stops RocksDB's background work, which
- *  could otherwise flush its memtable by itself (recovering from a full disk) and
- *  persist steps whose outbox records are only held in memory. Left as its last flush
- *  point wrote it, the store comes back consistent, as after a crash. */
-void store_stop_after_failure(state_store_t *s);
+/** Fails the store: s->failed gets the message, and every later commit is refused. A
+ *  changelog store also stops RocksDB's background work, which could otherwise flush
+ *  its memtable by itself (recovering from a full disk) and persist steps whose outbox
+ *  records are only held in memory. Left as its last flush point wrote it, the store
+ *  comes back consistent, as after a crash. */
+void store_set_failed(state_store_t *s, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /** Frees the held steps (closing). */
 void store_outbox_free_held(state_store_t *s);
 /** Forgets the next outbox id: it is found again from what is stored. */

@@ -129,7 +129,8 @@ void store_outbox_forget(state_store_t *s)
 }
 
 /* msgpack heads as msgpack-c writes them: fix (below fix_max, the length in the low
- * bits), else 8, 16 or 32 bits of length big-endian (code8 0: none, for arrays). */
+ * bits), else 8, 16 or 32 bits of length big-endian (code8 equal to code16: no 8-bit
+ * form, as for arrays). */
 static char *put_be(char *p, uint32_t v, int bytes)
 {
     for (int i = bytes - 1; i >= 0; i--)
