@@ -18,10 +18,12 @@
  * model (so each model's history, client and snapshot keys are written about 4 times
  * a step), each flush's reply and change record added to the outbox, one commit
  * (offset key, sorted batch) per step, in a changelog store (no WAL) as `run`'s. Reports
- * the microseconds per flush, the handler's included.
+ * the microseconds per flush, the handler's included. --per-step N (500) sets the
+ * flushes a step: `run` at ab.sh's maximum load makes steps of about 280 (2 flushes a
+ * model), 125 is one flush a model a step, as at lower loads.
  *
  * Usage: bench_store DIR [--flushes N] [--sizes-kb LIST] [--models N] [--cache-mb C]
- *        [--min-ratio R] [--overhead-mb M] [--steps N]
+ *        [--min-ratio R] [--overhead-mb M] [--steps N] [--per-step N]
  * Prints JSON lines; exits 3 when the largest / smallest document ratio is below
  * --min-ratio (0.8), 4 when peak RSS exceeds --cache-mb + --overhead-mb (150: RocksDB's
  * two 64 MB write buffers and 8 MB block cache, and the process itself). */
@@ -338,9 +340,9 @@ static uint64_t step_outbox(state_store_t *s, const char *topic, const char *key
 }
 
 /* Steps shaped like run's at full load (see the top of the file). */
-static void steps_run(const char *base, int steps)
+static void steps_run(const char *base, int steps, int per_step)
 {
-    enum { MODELS = 125, PER_STEP = 500 };
+    enum { MODELS = 125 };
     char dir[512];
     snprintf(dir, sizeof(dir), "%s/steps", base);
     state_store_t *s = store_open(dir, 256, NULL, true);
@@ -365,7 +367,7 @@ static void steps_run(const char *base, int steps)
             t0 = now();
             cpu0 = clock_s(CLOCK_PROCESS_CPUTIME_ID);
         }
-        for (int i = 0; i < PER_STEP; i++) {
+        for (int i = 0; i < per_step; i++) {
             int mi = (int)((unsigned)(step + 20) * 7u + (unsigned)i) % MODELS;
             snprintf(model, sizeof(model), "model-%d", mi);
             snprintf(client, sizeof(client), "c-%d", mi);
@@ -391,14 +393,15 @@ static void steps_run(const char *base, int steps)
     printf("{\"bench\":\"steps\",\"steps\":%d,\"flushes_per_step\":%d,"
            "\"models\":%d,\"flushes_per_s\":%.0f,\"us_per_flush\":%.2f,"
            "\"cpu_us_per_flush\":%.2f}\n",
-           steps, PER_STEP, MODELS, steps * PER_STEP / secs,
-           secs * 1e6 / (steps * PER_STEP), cpu * 1e6 / (steps * PER_STEP));
+           steps, per_step, MODELS, (double)steps * per_step / secs,
+           secs * 1e6 / ((double)steps * per_step),
+           cpu * 1e6 / ((double)steps * per_step));
 }
 
 int main(int argc, char **argv)
 {
     const char *base = NULL, *sizes = "1,100,1024,10240";
-    int flushes = 20000, models = 0, steps = 0;
+    int flushes = 20000, models = 0, steps = 0, per_step = 500;
     size_t cache_mb = 256;
     double min_ratio = 0.8;
     long overhead_mb = 150;
@@ -417,12 +420,14 @@ int main(int argc, char **argv)
             overhead_mb = atol(argv[++i]);
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc)
             steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--per-step") && i + 1 < argc)
+            per_step = atoi(argv[++i]);
         else if (argv[i][0] != '-' && !base)
             base = argv[i];
         else {
             fprintf(stderr, "usage: bench_store DIR [--flushes N] [--sizes-kb LIST] "
                             "[--models N] [--cache-mb C] [--min-ratio R] "
-                            "[--overhead-mb M] [--steps N]\n");
+                            "[--overhead-mb M] [--steps N] [--per-step N]\n");
             return 2;
         }
     }
@@ -441,7 +446,7 @@ int main(int argc, char **argv)
             p++;
     }
     if (steps > 0)
-        steps_run(base, steps);
+        steps_run(base, steps, per_step > 0 ? per_step : 500);
     int rc = 0;
     if (first > 0) {
         printf("{\"bench\":\"document_ratio\",\"largest_over_smallest\":%.2f,"
