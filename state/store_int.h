@@ -135,13 +135,15 @@ struct state_model_s {
     uint64_t *history_keys;
     size_t history_keys_len, history_keys_cap;
     /* The value of its last history key while later flushes may still join it
-     * (store_flush.c): HISTORY_HEAD_ROOM bytes for the array's head, then the bytes
-     * of its completions (tail_items of them, tail_len bytes). NULL once that key is
-     * full. Set when loaded, from what is stored: the keys are the same however the
-     * model was cached. Charged with the history ring. */
+     * (history_tail_open; store_flush.c): HISTORY_HEAD_ROOM bytes for the array's
+     * head, then the bytes of its completions (tail_items of them, tail_len bytes).
+     * Set when loaded, from what is stored: the keys are the same however the model
+     * was cached. The buffer is kept for the next key; charged with the history
+     * ring. */
     char *history_tail;
     size_t history_tail_len, history_tail_cap;
     uint64_t history_tail_items;
+    bool history_tail_open;
     /* The counts of its past snapshots (STATE_ITEM_PAST keys), stored or written in
      * the step, in order: where time travel starts, and how far trim_history() may
      * cut (store_travel.c). Read with the model. */
