@@ -22,7 +22,6 @@ void store_model_free(state_store_t *s, state_model_t *m)
     state_master_destroy(m->master);
     state_history_mem_destroy(m->history);
     free(m->history_keys);
-    free(m->history_tail);
     free(m->past);
     free(m->key);
     free(m);
@@ -92,8 +91,7 @@ void store_measure_document(state_store_t *s, state_model_t *m)
 
 void store_recharge_history(state_store_t *s, state_model_t *m)
 {
-    recharge(s, m, &m->history_charged,
-             state_history_mem_size(m->history) + m->history_tail_cap);
+    recharge(s, m, &m->history_charged, state_history_mem_size(m->history));
 }
 
 /* Evicts least recently used models until the cache fits; called after a commit, when
@@ -293,7 +291,6 @@ static int load_history(state_store_t *s, state_model_t *m, rocksdb_iterator_t *
         store_history_key_add(NULL, m, key_count);
         const char *stored = rocksdb_iter_value(it, &vlen);
         rc = load_entry(s, m, key_count, stored, vlen, &one, errstr, errstr_size);
-        store_history_tail_load(m, stored, vlen); /* the last one's stays */
     }
     char *err = NULL;
     rocksdb_iter_get_error(it, &err);

@@ -1,6 +1,5 @@
-/* state/store_flush.c - recording an applied flush: its history (joining the model's
- * last history key while it has room), the client's record, the "changed" mark, and
- * the snapshot rewrite and history trim when due. */
+/* state/store_flush.c - recording an applied flush: its history key, the client's
+ * record, the "changed" mark, and the snapshot rewrite and history trim when due. */
 #include <string.h>
 
 #include "codec/alloc.h"
@@ -26,85 +25,6 @@ void store_history_key_add(state_store_t *s, state_model_t *m, uint64_t count)
         m->history_keys_cap = cap;
     }
     m->history_keys[m->history_keys_len++] = count;
-}
-
-/* Empties the tail: the next flush starts a key. The buffer stays for it (grown
- * again from nothing for every key, it was 0.8% of the process under load), unless a
- * large flush made it large. */
-static void history_tail_close(state_model_t *m)
-{
-    if (m->history_tail_cap > 4 * HISTORY_KEY_BYTES) {
-        free(m->history_tail);
-        m->history_tail = NULL;
-        m->history_tail_cap = 0;
-    }
-    m->history_tail_open = false;
-    m->history_tail_len = 0;
-    m->history_tail_items = 0;
-}
-
-static void history_tail_add(state_model_t *m, const char *bytes, size_t len)
-{
-    size_t need = HISTORY_HEAD_ROOM + m->history_tail_len + len;
-    if (need > m->history_tail_cap) {
-        /* Exact at first: most models of a large store flush once or twice while
-         * cached (a floor of 512 bytes cost a third of the models the cache held in
-         * tests/bench/store.sh). */
-        size_t cap = m->history_tail_cap ? need + need / 2 : need;
-        m->history_tail = codec_xrealloc(m->history_tail, cap);
-        m->history_tail_cap = cap;
-    }
-    memcpy(m->history_tail + HISTORY_HEAD_ROOM + m->history_tail_len, bytes, len);
-    m->history_tail_len += len;
-    m->history_tail_items++;
-}
-
-/* Whether a flush may still join the key: the rule store_record_flush() applies. */
-static bool history_key_has_room(uint64_t items, size_t len)
-{
-    return items < HISTORY_KEY_COMMANDS && len < HISTORY_KEY_BYTES;
-}
-
-void store_history_tail_load(state_model_t *m, const char *value, size_t len)
-{
-    history_tail_close(m);
-    store_items_t items;
-    store_items_init(&items, value, len);
-    if (!items.at || !history_key_has_room(items.left, len - items.at))
-        return; /* a single completion (stored before), or full */
-    uint64_t n = items.left;
-    history_tail_add(m, value + items.at, len - items.at);
-    m->history_tail_items = n;
-    m->history_tail_open = true;
-}
-
-/* Writes the history key at count with the tail's completions, under their array's
- * head (written into the room kept before them). */
-static void put_history_tail(state_store_t *s, state_model_t *m, uint64_t count)
-{
-    char *end = m->history_tail + HISTORY_HEAD_ROOM;
-    uint64_t n = m->history_tail_items;
-    size_t head;
-    if (n <= 15) {
-        end[-1] = (char)(0x90 | n);
-        head = 1;
-    } else if (n <= 0xffff) {
-        end[-3] = (char)0xdc;
-        end[-2] = (char)(n >> 8);
-        end[-1] = (char)n;
-        head = 3;
-    } else {
-        end[-5] = (char)0xdd;
-        for (int i = 0; i < 4; i++)
-            end[-4 + i] = (char)(n >> (24 - 8 * i));
-        head = 5;
-    }
-    store_key_t k;
-    store_key_start(&k, s, STATE_ITEM_HISTORY);
-    store_key_add_id(&k, m->id, m->id_len);
-    store_key_add_u64(&k, count);
-    store_batch_write(s, k.p, k.len, end - head, head + m->history_tail_len);
-    store_key_free(&k);
 }
 
 static void put_snapshot(state_store_t *s, state_model_t *m)
@@ -139,7 +59,7 @@ static void trim_history(state_store_t *s, state_model_t *m)
     keep_from = store_past_trim(s, m, keep_from);
     if (keep_from <= m->history_start)
         return;
-    /* A key holds whole flushes: keep the one that holds keep_from (the newest at or
+    /* A key holds a whole flush: keep the one that holds keep_from (the newest at or
      * before it, stored or written in this step: the cut is the same however the
      * flushes were grouped into steps). */
     size_t below = 0; /* the keys at or before keep_from */
@@ -172,30 +92,20 @@ bool store_record_flush(state_store_t *s, state_model_t *m, const char *client,
                         const codec_packed_t *applied, const char *mapped_paths,
                         size_t mapped_paths_len, uint64_t *replaced)
 {
-    /* The history: the flush's completions join the model's last key while it has
-     * room (HISTORY_KEY_COMMANDS), else start a key at its first command. The key's
-     * value is written whole again; the step's batch keeps its last value only. */
+    /* One history key per flush, at its first command: [completion...]. */
     store_key_t k;
     if (applied->count) {
-        uint64_t key;
-        if (m->history_tail_open && m->history_keys_len &&
-            (key = m->history_keys[m->history_keys_len - 1]) + m->history_tail_items ==
-                applied_from) {
-            /* joins it */
-        } else {
-            history_tail_close(m);
-            store_history_key_add(s, m, applied_from);
-            key = applied_from;
-        }
-        for (uint32_t i = 0; i < applied->count; i++) {
-            size_t len;
-            const char *item = codec_packed_item(applied, i, &len);
-            history_tail_add(m, item, len);
-        }
-        put_history_tail(s, m, key);
-        m->history_tail_open = true;
-        if (!history_key_has_room(m->history_tail_items, m->history_tail_len))
-            history_tail_close(m);
+        msgpack_sbuffer *hb = &s->scratch;
+        msgpack_packer hp;
+        msgpack_packer_init(&hp, hb, codec_sbuffer_write);
+        codec_packed_pack_array(&hp, applied);
+        store_key_start(&k, s, STATE_ITEM_HISTORY);
+        store_key_add_id(&k, m->id, m->id_len);
+        store_key_add_u64(&k, applied_from);
+        store_batch_write(s, k.p, k.len, hb->data, hb->size);
+        store_key_free(&k);
+        store_scratch_done(hb);
+        store_history_key_add(s, m, applied_from);
     }
     for (uint32_t i = 0; i < applied->count; i++) {
         size_t len;

@@ -34,15 +34,6 @@
  * the floor, 0.82-0.84x the CPU per flush in tests/bench/ab.sh), while loading a model
  * replays at most this much more history. */
 #define SNAPSHOT_MIN_REWRITE_BYTES 4096u
-/* A flush joins the model's last history key (one value, rewritten) while that key
- * holds fewer than HISTORY_KEY_COMMANDS commands and fewer than HISTORY_KEY_BYTES
- * bytes of them, else starts a key of its own. Decided from what is stored alone, so
- * the keys are the same however flushes were grouped into steps; within a step the
- * batch keeps a key's last value only, so a model's flushes of one step are one
- * memtable entry, not one each (state/README.md). */
-#define HISTORY_KEY_COMMANDS 16u
-#define HISTORY_KEY_BYTES    2048u
-#define HISTORY_HEAD_ROOM    5 /* the longest msgpack array head (array 32) */
 /* Values this large go to RocksDB's blob files (store_batch.c). */
 #define STORE_BLOB_MIN_BYTES (64u << 10)
 
@@ -134,16 +125,6 @@ struct state_model_s {
      * was a third of a flush's cost). */
     uint64_t *history_keys;
     size_t history_keys_len, history_keys_cap;
-    /* The value of its last history key while later flushes may still join it
-     * (history_tail_open; store_flush.c): HISTORY_HEAD_ROOM bytes for the array's
-     * head, then the bytes of its completions (tail_items of them, tail_len bytes).
-     * Set when loaded, from what is stored: the keys are the same however the model
-     * was cached. The buffer is kept for the next key; charged with the history
-     * ring. */
-    char *history_tail;
-    size_t history_tail_len, history_tail_cap;
-    uint64_t history_tail_items;
-    bool history_tail_open;
     /* The counts of its past snapshots (STATE_ITEM_PAST keys), stored or written in
      * the step, in order: where time travel starts, and how far trim_history() may
      * cut (store_travel.c). Read with the model. */
@@ -303,9 +284,6 @@ void store_batch_trim(state_store_t *s, const char *from, size_t from_len, const
 rocksdb_writebatch_t *store_batch_finish(state_store_t *s);
 /** Appends count to m's history keys; s NULL: not charged to the cache (yet). */
 void store_history_key_add(state_store_t *s, state_model_t *m, uint64_t count);
-/** Sets m's history tail from the value of its last history key, as loaded: kept when
- *  later flushes may join that key (HISTORY_KEY_COMMANDS), else none. */
-void store_history_tail_load(state_model_t *m, const char *value, size_t len);
 /** Calls visit for each point write of the step in progress whose key starts with
  *  prefix, in the order they were made (value NULL: a delete). Key and value live
  *  until the step's next write. Writes already handed to the RocksDB batch (by a
@@ -337,8 +315,8 @@ void store_past_put(state_store_t *s, state_model_t *m, uint64_t count,
  *  snapshots below that base are deleted in the step. */
 uint64_t store_past_trim(state_store_t *s, state_model_t *m, uint64_t keep_from);
 
-/* The items of a stored history value: the array of completions of one or more
- * consecutive flushes, or a single completion as earlier versions stored it. */
+/* The items of a stored history value: one flush's array of completions, or a single
+ * completion as earlier versions stored it. */
 typedef struct store_items_s {
     const char *value;
     size_t len, at;
