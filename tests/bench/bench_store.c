@@ -420,8 +420,9 @@ int main(int argc, char **argv)
             overhead_mb = atol(argv[++i]);
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc)
             steps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--per-step") && i + 1 < argc)
-            per_step = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--per-step") && i + 1 < argc &&
+                 (per_step = atoi(argv[i + 1])) > 0)
+            i++;
         else if (argv[i][0] != '-' && !base)
             base = argv[i];
         else {
@@ -446,7 +447,7 @@ int main(int argc, char **argv)
             p++;
     }
     if (steps > 0)
-        steps_run(base, steps, per_step > 0 ? per_step : 500);
+        steps_run(base, steps, per_step);
     int rc = 0;
     if (first > 0) {
         printf("{\"bench\":\"document_ratio\",\"largest_over_smallest\":%.2f,"
