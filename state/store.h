@@ -186,6 +186,11 @@ typedef struct state_store_item_s {
 #define STATE_ITEM_SETTINGS   'f'
 #define STATE_ITEM_PAST       'v' /* a past snapshot, for time travel */
 
+/** RocksDB's merge operator for the store's history keys, which flushes append to
+ *  (state/store_merge.c): whatever opens a store's RocksDB directly, not through
+ *  state_store_open(), sets it in its options to read history. */
+struct rocksdb_mergeoperator_t *state_store_merge_operator_new(void);
+
 /** Calls visit for every stored record, in key order (partition by partition, should
  *  the store hold several; within one, client records, history, the offset, then
  *  snapshots), whatever partition the store serves. visit returns non-zero

@@ -46,13 +46,20 @@ void store_batch_write(state_store_t *s, const char *key, size_t key_len,
     if (s->ops_len == s->ops_cap)
         s->ops = codec_xrealloc(s->ops, (s->ops_cap = s->ops_cap ? s->ops_cap * 2 : 256) *
                                             sizeof(*s->ops));
-    s->ops[s->ops_len] =
-        (pending_op_t){s->op_bytes_len, (uint32_t)key_len,
-                       value ? (uint32_t)value_len : UINT32_MAX, s->ops_len};
+    s->ops[s->ops_len] = (pending_op_t){s->op_bytes_len, (uint32_t)key_len,
+                                        value ? (uint32_t)value_len : UINT32_MAX,
+                                        STORE_NOT_APPENDED, s->ops_len};
     s->ops_len++;
     op_bytes_add(s, key, key_len);
     if (value)
         op_bytes_add(s, value, value_len);
+}
+
+void store_batch_append(state_store_t *s, const char *key, size_t key_len,
+                        const char *array, size_t array_len, uint32_t appended_to)
+{
+    store_batch_write(s, key, key_len, array, array_len);
+    s->ops[s->ops_len - 1].appended_to = appended_to;
 }
 
 static int by_key(const void *a, const void *b, void *op_bytes)
@@ -70,7 +77,8 @@ static int by_key(const void *a, const void *b, void *op_bytes)
 
 void store_batch_pending(const state_store_t *s, const char *prefix, size_t prefix_len,
                          void (*visit)(void *opaque, const char *key, size_t key_len,
-                                       const char *value, size_t value_len),
+                                       const char *value, size_t value_len,
+                                       uint32_t appended_to),
                          void *opaque)
 {
     for (size_t i = 0; i < s->ops_len; i++) {
@@ -80,8 +88,78 @@ void store_batch_pending(const state_store_t *s, const char *prefix, size_t pref
             continue;
         bool deleted = op->value_len == UINT32_MAX;
         visit(opaque, key, op->key_len, deleted ? NULL : key + op->key_len,
-              deleted ? 0 : op->value_len);
+              deleted ? 0 : op->value_len,
+              op->appended_to == STORE_NOT_APPENDED ? 0 : op->appended_to);
     }
+}
+
+/* Hands RocksDB the writes ops[from, to) to one key, in the order they were made, as
+ * one write: the last put or delete overrides whatever came before it (a client's
+ * record is rewritten by each of its flushes in a step, a snapshot by each rewrite),
+ * and the appends after it join it (a model's flushes in a step that share a history
+ * key), so the others never reach the memtable. */
+static void batch_write_key(state_store_t *s, size_t from, size_t to)
+{
+    const pending_op_t *ops = s->ops;
+    const char *key = s->op_bytes + ops[from].at;
+    size_t key_len = ops[from].key_len;
+    size_t base = to; /* the last put or delete, if any */
+    for (size_t i = to; i-- > from;)
+        if (ops[i].appended_to == STORE_NOT_APPENDED) {
+            base = i;
+            break;
+        }
+    if (base == to - 1 && ops[base].value_len == UINT32_MAX) {
+        rocksdb_writebatch_delete(s->batch, key, key_len);
+        return;
+    }
+    if (base == to - 1 || (base == to && to - from == 1)) { /* one put, or one append */
+        const char *value = s->op_bytes + ops[to - 1].at + key_len;
+        if (base == to)
+            rocksdb_writebatch_merge(s->batch, key, key_len, value,
+                                     ops[to - 1].value_len);
+        else
+            rocksdb_writebatch_put(s->batch, key, key_len, value, ops[to - 1].value_len);
+        return;
+    }
+    /* Appends after a put (which they join), a delete (which they replace: an append
+     * to nothing is what it appends) or nothing (one append of them all). */
+    size_t first = base < to ? base : from;
+    bool after_delete = base < to && ops[base].value_len == UINT32_MAX;
+    if (after_delete)
+        first++;
+    size_t n = to - first;
+    const char *stack_parts[32];
+    size_t stack_lens[32];
+    const char **parts = n <= 32 ? stack_parts : codec_xmalloc(n * sizeof(*parts));
+    size_t *lens = n <= 32 ? stack_lens : codec_xmalloc(n * sizeof(*lens));
+    for (size_t i = 0; i < n; i++) {
+        parts[i] = s->op_bytes + ops[first + i].at + key_len;
+        lens[i] = ops[first + i].value_len;
+    }
+    char buf[4096];
+    size_t len;
+    char *joined = store_arrays_join(NULL, 0, parts, lens, n, buf, sizeof(buf), &len);
+    if (!joined) { /* a put that is no array: each as it was made, for RocksDB to fail */
+        for (size_t i = base < to ? base : from; i < to; i++) {
+            const char *value = s->op_bytes + ops[i].at + key_len;
+            if (ops[i].value_len == UINT32_MAX)
+                rocksdb_writebatch_delete(s->batch, key, key_len);
+            else if (ops[i].appended_to == STORE_NOT_APPENDED)
+                rocksdb_writebatch_put(s->batch, key, key_len, value, ops[i].value_len);
+            else
+                rocksdb_writebatch_merge(s->batch, key, key_len, value, ops[i].value_len);
+        }
+    } else if (base < to)
+        rocksdb_writebatch_put(s->batch, key, key_len, joined, len);
+    else
+        rocksdb_writebatch_merge(s->batch, key, key_len, joined, len);
+    if (joined && joined != buf)
+        free(joined);
+    if (parts != stack_parts)
+        free(parts);
+    if (lens != stack_lens)
+        free(lens);
 }
 
 /* Moves the pending point writes into the RocksDB batch, sorted by key. */
@@ -90,22 +168,14 @@ static void batch_flush_sorted(state_store_t *s)
     if (!s->ops_len)
         return;
     qsort_r(s->ops, s->ops_len, sizeof(*s->ops), by_key, s->op_bytes);
-    for (size_t i = 0; i < s->ops_len; i++) {
+    for (size_t i = 0; i < s->ops_len;) {
         const pending_op_t *op = &s->ops[i];
-        const char *key = s->op_bytes + op->at;
-        /* Writes to one key sort together in the order they were made: only the last
-         * one counts (a put or a delete overrides whatever came before it), so the
-         * others never reach the memtable (a client's record is rewritten by each of
-         * its flushes in a step, a snapshot by each rewrite). */
-        const pending_op_t *next = i + 1 < s->ops_len ? &s->ops[i + 1] : NULL;
-        if (next && next->key_len == op->key_len &&
-            !memcmp(s->op_bytes + next->at, key, op->key_len))
-            continue;
-        if (op->value_len == UINT32_MAX)
-            rocksdb_writebatch_delete(s->batch, key, op->key_len);
-        else
-            rocksdb_writebatch_put(s->batch, key, op->key_len, key + op->key_len,
-                                   op->value_len);
+        size_t j = i + 1;
+        while (j < s->ops_len && s->ops[j].key_len == op->key_len &&
+               !memcmp(s->op_bytes + s->ops[j].at, s->op_bytes + op->at, op->key_len))
+            j++;
+        batch_write_key(s, i, j);
+        i = j;
     }
     s->ops_len = 0;
     s->op_bytes_len = 0;

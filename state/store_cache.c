@@ -291,6 +291,7 @@ static int load_history(state_store_t *s, state_model_t *m, rocksdb_iterator_t *
         store_history_key_add(NULL, m, key_count);
         const char *stored = rocksdb_iter_value(it, &vlen);
         rc = load_entry(s, m, key_count, stored, vlen, &one, errstr, errstr_size);
+        store_history_tail_load(m, stored, vlen); /* the last one's counts stay */
     }
     char *err = NULL;
     rocksdb_iter_get_error(it, &err);

@@ -1,5 +1,6 @@
-/* state/store_flush.c - recording an applied flush: its history key, the client's
- * record, the "changed" mark, and the snapshot rewrite and history trim when due. */
+/* state/store_flush.c - recording an applied flush: its history (joining the model's
+ * last history key while it has room), the client's record, the "changed" mark, and
+ * the snapshot rewrite and history trim when due. */
 #include <string.h>
 
 #include "codec/alloc.h"
@@ -25,6 +26,32 @@ void store_history_key_add(state_store_t *s, state_model_t *m, uint64_t count)
         m->history_keys_cap = cap;
     }
     m->history_keys[m->history_keys_len++] = count;
+}
+
+/* The next flush starts a key. */
+static void history_tail_close(state_model_t *m)
+{
+    m->history_tail_open = false;
+    m->history_tail_bytes = 0;
+    m->history_tail_items = 0;
+}
+
+/* Whether a flush may still join the key: the rule store_record_flush() applies. */
+static bool history_key_has_room(uint64_t items, size_t bytes)
+{
+    return items < HISTORY_KEY_COMMANDS && bytes < HISTORY_KEY_BYTES;
+}
+
+void store_history_tail_load(state_model_t *m, const char *value, size_t len)
+{
+    history_tail_close(m);
+    store_items_t items;
+    store_items_init(&items, value, len);
+    if (!items.at || !history_key_has_room(items.left, len - items.at))
+        return; /* a single completion (stored before), or full */
+    m->history_tail_items = items.left;
+    m->history_tail_bytes = len - items.at;
+    m->history_tail_open = true;
 }
 
 static void put_snapshot(state_store_t *s, state_model_t *m)
@@ -59,7 +86,7 @@ static void trim_history(state_store_t *s, state_model_t *m)
     keep_from = store_past_trim(s, m, keep_from);
     if (keep_from <= m->history_start)
         return;
-    /* A key holds a whole flush: keep the one that holds keep_from (the newest at or
+    /* A key holds whole flushes: keep the one that holds keep_from (the newest at or
      * before it, stored or written in this step: the cut is the same however the
      * flushes were grouped into steps). */
     size_t below = 0; /* the keys at or before keep_from */
@@ -92,20 +119,39 @@ bool store_record_flush(state_store_t *s, state_model_t *m, const char *client,
                         const codec_packed_t *applied, const char *mapped_paths,
                         size_t mapped_paths_len, uint64_t *replaced)
 {
-    /* One history key per flush, at its first command: [completion...]. */
+    /* The history: the flush's completions join the model's last key while it has
+     * room (HISTORY_KEY_COMMANDS), appended by RocksDB's merge operator, else start a
+     * key at its first command. */
     store_key_t k;
     if (applied->count) {
         msgpack_sbuffer *hb = &s->scratch;
         msgpack_packer hp;
         msgpack_packer_init(&hp, hb, codec_sbuffer_write);
         codec_packed_pack_array(&hp, applied);
+        bool joins = m->history_tail_open && m->history_keys_len &&
+                     m->history_keys[m->history_keys_len - 1] + m->history_tail_items ==
+                         applied_from;
+        if (!joins) {
+            history_tail_close(m);
+            store_history_key_add(s, m, applied_from);
+        }
         store_key_start(&k, s, STATE_ITEM_HISTORY);
         store_key_add_id(&k, m->id, m->id_len);
-        store_key_add_u64(&k, applied_from);
-        store_batch_write(s, k.p, k.len, hb->data, hb->size);
+        store_key_add_u64(&k, m->history_keys[m->history_keys_len - 1]);
+        if (joins)
+            store_batch_append(s, k.p, k.len, hb->data, hb->size,
+                               (uint32_t)m->history_tail_items);
+        else
+            store_batch_write(s, k.p, k.len, hb->data, hb->size);
         store_key_free(&k);
+        store_items_t items;
+        store_items_init(&items, hb->data, hb->size);
+        m->history_tail_items += applied->count;
+        m->history_tail_bytes += hb->size - items.at;
+        m->history_tail_open = true;
         store_scratch_done(hb);
-        store_history_key_add(s, m, applied_from);
+        if (!history_key_has_room(m->history_tail_items, m->history_tail_bytes))
+            history_tail_close(m);
     }
     for (uint32_t i = 0; i < applied->count; i++) {
         size_t len;

@@ -34,6 +34,15 @@
  * the floor, 0.82-0.84x the CPU per flush in tests/bench/ab.sh), while loading a model
  * replays at most this much more history. */
 #define SNAPSHOT_MIN_REWRITE_BYTES 4096u
+/* A flush joins the model's last history key (appended to it by the store's merge
+ * operator, store_merge.c) while that key holds fewer than HISTORY_KEY_COMMANDS
+ * commands and fewer than HISTORY_KEY_BYTES bytes of them, else starts a key of its
+ * own. Decided from what is stored alone, so the keys are the same however flushes
+ * were grouped into steps; within a step the batch folds a key's appends into one,
+ * so a model's flushes of one step are one memtable entry, not one each
+ * (state/README.md). */
+#define HISTORY_KEY_COMMANDS 16u
+#define HISTORY_KEY_BYTES    2048u
 /* Values this large go to RocksDB's blob files (store_batch.c). */
 #define STORE_BLOB_MIN_BYTES (64u << 10)
 
@@ -125,6 +134,13 @@ struct state_model_s {
      * was a third of a flush's cost). */
     uint64_t *history_keys;
     size_t history_keys_len, history_keys_cap;
+    /* What its last history key holds while later flushes may still join it
+     * (history_tail_open; store_flush.c): tail_items completions of tail_bytes bytes.
+     * Set when loaded, from what is stored: the keys are the same however the model
+     * was cached. Only the counts: the completions are appended by RocksDB. */
+    uint64_t history_tail_items;
+    size_t history_tail_bytes;
+    bool history_tail_open;
     /* The counts of its past snapshots (STATE_ITEM_PAST keys), stored or written in
      * the step, in order: where time travel starts, and how far trim_history() may
      * cut (store_travel.c). Read with the model. */
@@ -144,6 +160,9 @@ typedef struct pending_op_s {
     size_t at;        /* key at op_bytes + at, value right after it */
     uint32_t key_len; /* value_len is UINT32_MAX for a delete */
     uint32_t value_len;
+    /* An append to a history key (store_batch_append()): how many completions the
+     * key held before it; STORE_NOT_APPENDED for a put or a delete. */
+    uint32_t appended_to;
     size_t order; /* keeps writes to one key in the order they were made */
 } pending_op_t;
 
@@ -273,6 +292,19 @@ void store_expired_forget(state_store_t *s);
 /** Adds a point write to the step (value NULL: a delete). */
 void store_batch_write(state_store_t *s, const char *key, size_t key_len,
                        const char *value, size_t value_len);
+#define STORE_NOT_APPENDED UINT32_MAX
+/** Adds an append to a history key to the step: array (a msgpack array of
+ *  completions) joins the key's array, which holds appended_to completions before
+ *  it. The step's appends to one key, and a put before them, become one write. */
+void store_batch_append(state_store_t *s, const char *key, size_t key_len,
+                        const char *array, size_t array_len, uint32_t appended_to);
+/** Joins msgpack arrays into one with the items of each, in order: first (unless
+ *  NULL), then the n parts; at buf if it fits in buf_cap bytes, else in a malloc'ed
+ *  buffer (the caller frees a result that is not buf). @returns it and *out_len, or
+ *  NULL if a part is not an array. */
+char *store_arrays_join(const char *first, size_t first_len, const char *const *parts,
+                        const size_t *lens, size_t n, char *buf, size_t buf_cap,
+                        size_t *out_len);
 /** A range delete that may cover keys written before it in this step: those go
  *  first. */
 void store_batch_delete_range(state_store_t *s, const char *from, size_t from_len,
@@ -284,13 +316,18 @@ void store_batch_trim(state_store_t *s, const char *from, size_t from_len, const
 rocksdb_writebatch_t *store_batch_finish(state_store_t *s);
 /** Appends count to m's history keys; s NULL: not charged to the cache (yet). */
 void store_history_key_add(state_store_t *s, state_model_t *m, uint64_t count);
+/** Sets m's history tail from the value of its last history key, as loaded: kept when
+ *  later flushes may join that key (HISTORY_KEY_COMMANDS), else none. */
+void store_history_tail_load(state_model_t *m, const char *value, size_t len);
 /** Calls visit for each point write of the step in progress whose key starts with
- *  prefix, in the order they were made (value NULL: a delete). Key and value live
+ *  prefix, in the order they were made (value NULL: a delete; appended_to: for an
+ *  append, the completions its key held before it, else 0). Key and value live
  *  until the step's next write. Writes already handed to the RocksDB batch (by a
  *  range delete) are not seen: none precede a request's handling in a step. */
 void store_batch_pending(const state_store_t *s, const char *prefix, size_t prefix_len,
                          void (*visit)(void *opaque, const char *key, size_t key_len,
-                                       const char *value, size_t value_len),
+                                       const char *value, size_t value_len,
+                                       uint32_t appended_to),
                          void *opaque);
 /** Records a flush applied to m: its applied completions (applied_from on) go to the
  *  history and the batch, the client's record gets seq and mapped_paths (msgpack),
@@ -315,8 +352,8 @@ void store_past_put(state_store_t *s, state_model_t *m, uint64_t count,
  *  snapshots below that base are deleted in the step. */
 uint64_t store_past_trim(state_store_t *s, state_model_t *m, uint64_t keep_from);
 
-/* The items of a stored history value: one flush's array of completions, or a single
- * completion as earlier versions stored it. */
+/* The items of a stored history value: the array of completions of one or more
+ * consecutive flushes, or a single completion as earlier versions stored it. */
 typedef struct store_items_s {
     const char *value;
     size_t len, at;

@@ -114,7 +114,7 @@ typedef struct pending_s {
 } pending_t;
 
 static void pending_visit(void *opaque, const char *key, size_t key_len,
-                          const char *value, size_t value_len)
+                          const char *value, size_t value_len, uint32_t appended_to)
 {
     pending_t *p = opaque;
     if (p->key) {
@@ -130,7 +130,8 @@ static void pending_visit(void *opaque, const char *key, size_t key_len,
     if (p->len == p->cap)
         p->entries = codec_xrealloc(p->entries, (p->cap = p->cap ? p->cap * 2 : 8) *
                                                     sizeof(*p->entries));
-    p->entries[p->len].count = store_be64(key + p->prefix_len);
+    /* An append's completions follow what its key held before it. */
+    p->entries[p->len].count = store_be64(key + p->prefix_len) + appended_to;
     p->entries[p->len].value = value;
     p->entries[p->len].len = value_len;
     p->len++;

@@ -500,6 +500,7 @@ Test(travel, after_a_restore_from_the_installed_snapshot_on)
 static int rewrite_past_snapshots(travel_t *t, const char *value)
 {
     rocksdb_options_t *o = rocksdb_options_create();
+    rocksdb_options_set_merge_operator(o, state_store_merge_operator_new());
     char *err = NULL;
     rocksdb_t *db = rocksdb_open(o, t->dir, &err);
     cr_assert_null(err, "%s", err);

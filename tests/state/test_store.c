@@ -146,6 +146,7 @@ static rocksdb_t *raw_db(void)
     state_store_close(store);
     store = NULL;
     rocksdb_options_t *o = rocksdb_options_create();
+    rocksdb_options_set_merge_operator(o, state_store_merge_operator_new());
     char *err = NULL;
     rocksdb_t *db = rocksdb_open(o, dir, &err);
     rocksdb_options_destroy(o);
@@ -296,11 +297,11 @@ Test(state_store, a_small_document_waits_for_4_kb_of_history)
     rocksdb_t *db = raw_db();
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
     rocksdb_iterator_t *it = rocksdb_create_iterator(db, ro);
-    /* The rule over the stored history (one command per key, in count order): a
-     * rewrite once the commands since the last one reach 4096 bytes (each key's value
-     * is a one-item array: a 1-byte header and the command). */
+    /* The rule over the stored history (each key an array of the commands of one or
+     * more flushes, one command each here, in count order): a rewrite once the
+     * commands since the last one reach 4096 bytes. */
     uint64_t since = 0, expected_count = 0;
-    int rewrites = 0, past = 0, history = 0;
+    int rewrites = 0, past = 0, history = 0, history_keys = 0;
     int64_t stored_count = -1;
     for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
         size_t klen, vlen;
@@ -309,14 +310,23 @@ Test(state_store, a_small_document_waits_for_4_kb_of_history)
         if (klen < 5 || !memcmp(k, "\xff\xff\xff\xff", 4))
             continue;
         if (k[4] == 'h') {
-            cr_assert(vlen > 1 && (unsigned char)v[0] == 0x91, "one command per key");
-            history++;
-            since += vlen - 1;
-            if (since >= 4096) {
-                rewrites++;
-                expected_count = (uint64_t)history;
-                since = 0;
+            const unsigned char *head = (const unsigned char *)v;
+            cr_assert(vlen >= 3 && ((head[0] & 0xf0) == 0x90 || head[0] == 0xdc));
+            size_t n = head[0] == 0xdc ? (size_t)head[1] << 8 | head[2] : head[0] & 0x0f;
+            size_t off = head[0] == 0xdc ? 3 : 1;
+            for (size_t j = 0; j < n; j++) {
+                size_t at = off;
+                cr_assert(codec_msgpack_skip(v, vlen, &off));
+                history++;
+                since += off - at;
+                if (since >= 4096) {
+                    rewrites++;
+                    expected_count = (uint64_t)history;
+                    since = 0;
+                }
             }
+            cr_assert_eq(off, vlen, "one array of commands per key");
+            history_keys++;
         } else if (k[4] == 'v') {
             past++;
         } else if (k[4] == 's') {
@@ -332,6 +342,8 @@ Test(state_store, a_small_document_waits_for_4_kb_of_history)
     rocksdb_readoptions_destroy(ro);
     rocksdb_close(db);
     cr_assert_eq(history, FLUSHES);
+    /* One-command flushes share keys of 16 commands (their values stay under 2 KB). */
+    cr_assert_eq(history_keys, (FLUSHES + 15) / 16, "%d history keys", history_keys);
     cr_assert_geq(rewrites, 2, "%d rewrites", rewrites);
     cr_assert_leq(rewrites, FLUSHES / 50, "%d rewrites of a small document", rewrites);
     cr_assert_eq(stored_count, (int64_t)expected_count);
@@ -986,11 +998,62 @@ Test(state_store, history_stored_one_completion_per_key_still_loads)
     commit(1);
     codec_value_destroy(before);
     codec_value_destroy(after);
-    /* The next flush has a key of its own, after the 6 of one completion. */
+    /* A single completion is no array a flush could join: the next one starts a key. */
     uint64_t keys[8][2];
     int n = stored_history_keys("a", keys, 8);
     cr_assert_eq(n, 7, "6 keys of one completion, then the new flush's: %d", n);
     cr_assert(keys[6][0] == 6 && keys[6][1] == 2);
+}
+
+/* A flush joins the model's last history key while that key holds fewer than 16
+ * commands and fewer than 2 KB of them, else starts one: decided from what is stored,
+ * so the keys are the same whether the model stayed cached, was reloaded between two
+ * flushes or had several flushes in one step. */
+Test(state_store, flushes_share_history_keys_while_the_last_one_has_room)
+{
+    enum { FLUSHES = 20 };               /* of 2 commands: keys at 0, 16 and 32 */
+    const char *ids[] = {"a", "b", "c"}; /* cached, reloaded, one step */
+    open_store();
+    int64_t offset = 0;
+    for (int m = 0; m < 3; m++) {
+        for (int i = 0; i < FLUSHES; i++) {
+            flush_creates(ids[m], "c1", (uint64_t)i + 1, 1);
+            if (m == 0)
+                commit(offset++);
+            if (m == 1) { /* its last key read back before every flush */
+                commit(offset++);
+                open_store();
+            }
+        }
+        commit(offset++);
+    }
+    /* A flush that takes the last key past 2 KB closes it: the next starts one. */
+    char json[4096];
+    char text[3001];
+    memset(text, 'x', 3000);
+    text[3000] = '\0';
+    for (int m = 0; m < 3; m++) {
+        snprintf(json, sizeof(json),
+                 "{\"type\":\"flush\",\"client\":\"c1\",\"seq\":%d,\"from\":%d,"
+                 "\"completions\":[{\"command\":{\"action\":\"create\",\"props\":"
+                 "{\"text\":\"%s\"}},\"createdId\":\"t\"}]}",
+                 FLUSHES + 1, 2 * FLUSHES, text);
+        flush(ids[m], "c1", FLUSHES + 1, json);
+        flush_creates(ids[m], "c1", FLUSHES + 2, 1);
+    }
+    commit(offset);
+    const uint64_t expected[][2] = {{0, 16}, {16, 16}, {32, 9}, {41, 2}};
+    for (int m = 0; m < 3; m++) {
+        uint64_t keys[8][2];
+        int n = stored_history_keys(ids[m], keys, 8);
+        cr_assert_eq(n, 4, "%s: %d history keys", ids[m], n);
+        for (int i = 0; i < n; i++)
+            cr_assert(keys[i][0] == expected[i][0] && keys[i][1] == expected[i][1],
+                      "%s: key %d at %llu with %llu commands", ids[m], i,
+                      (unsigned long long)keys[i][0], (unsigned long long)keys[i][1]);
+        open_store();
+        expect_history(ids[m], 0, 43, true); /* and it all loads back */
+    }
 }
 
 Test(state_store, records_the_partition_count_it_was_built_for)
