@@ -86,6 +86,10 @@ static char *full_merge(void *state, const char *key, size_t key_len,
     char *out = store_arrays_join(existing, existing_len, operands, operand_lens,
                                   (size_t)n_operands, NULL, 0, out_len);
     *success = out != NULL; /* RocksDB reports a failed merge as corruption */
+    if (!out) { /* RocksDB's C wrapper copies the result before it looks at success */
+        *out_len = 0;
+        out = malloc(1);
+    }
     return out;
 }
 

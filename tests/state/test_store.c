@@ -1056,6 +1056,102 @@ Test(state_store, flushes_share_history_keys_while_the_last_one_has_room)
     }
 }
 
+/* A snapshot record installed in the middle of a step deletes ranges, which hands the
+ * step's writes so far to RocksDB: a history key's put and first append go before the
+ * range delete, its later appends after it, and the key still reads back whole. */
+Test(state_store, appends_to_a_key_on_both_sides_of_a_range_delete_read_back_whole)
+{
+    open_store();
+    flush_creates("m", "alice", 1, 1);
+    commit(0);
+    msgpack_sbuffer snap;
+    pack_snapshot_record(&snap);
+    start_over();
+    open_store();
+    flush_creates("a", "c1", 1, 1); /* key 0: a put of 2 commands */
+    commit(0);
+    flush_creates("a", "c1", 2, 1); /* appended */
+    cr_assert_eq(state_store_install_snapshot(store, "m", 1, snap.data, snap.size, errstr,
+                                              sizeof(errstr)),
+                 1, "%s", errstr);
+    flush_creates("a", "c1", 3, 1); /* appended after the range deletes */
+    flush_creates("a", "c1", 4, 1);
+    expect_history("a", 0, 8, true); /* the model as cached, before the commit */
+    commit(1);
+    msgpack_sbuffer_destroy(&snap);
+    uint64_t keys[4][2];
+    int n = stored_history_keys("a", keys, 4);
+    cr_assert_eq(n, 1, "%d history keys", n);
+    cr_assert(keys[0][0] == 0 && keys[0][1] == 8, "key at %llu with %llu commands",
+              (unsigned long long)keys[0][0], (unsigned long long)keys[0][1]);
+    open_store();
+    expect_history("a", 0, 8, true);
+}
+
+/* The merge operator joins arrays of completions whatever their count (array heads of
+ * 1, 3 and 5 bytes), and refuses to append to a value that is not an array (a single
+ * completion, as earlier versions stored one): RocksDB then reports the key as corrupt
+ * instead of returning a value that is neither. */
+Test(state_store, the_history_merge_operator_joins_arrays_and_refuses_anything_else)
+{
+    rocksdb_options_t *o = rocksdb_options_create();
+    rocksdb_options_set_create_if_missing(o, 1);
+    rocksdb_options_set_merge_operator(o, state_store_merge_operator_new());
+    char *err = NULL;
+    rocksdb_t *db = rocksdb_open(o, dir, &err);
+    cr_assert_null(err, "%s", err);
+    rocksdb_writeoptions_t *wo = rocksdb_writeoptions_create();
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    /* "a": [0], then [1, 2], then [3] ... [69999] one by one: 70,000 items. */
+    rocksdb_put(db, wo, "a", 1, "\x91\x00", 2, &err);
+    cr_assert_null(err);
+    rocksdb_merge(db, wo, "a", 1, "\x92\x01\x02", 3, &err);
+    cr_assert_null(err);
+    enum { ITEMS = 70000 };
+    for (uint32_t i = 3; i < ITEMS; i++) {
+        char one[6] = {(char)0x91,      (char)0xce,     (char)(i >> 24),
+                       (char)(i >> 16), (char)(i >> 8), (char)i};
+        rocksdb_merge(db, wo, "a", 1, one, sizeof(one), &err);
+        cr_assert_null(err);
+        if (i == 14 || i == 200) { /* 15 items: the last fixarray head; 201: array 16 */
+            size_t len;
+            char *v = rocksdb_get(db, ro, "a", 1, &len, &err);
+            cr_assert_null(err, "%s", err);
+            cr_assert_eq((unsigned char)v[0], i == 14 ? 0x9f : 0xdc);
+            free(v);
+        }
+    }
+    size_t len;
+    char *v = rocksdb_get(db, ro, "a", 1, &len, &err);
+    cr_assert_null(err, "%s", err);
+    msgpack_unpacked up;
+    msgpack_unpacked_init(&up);
+    size_t off = 0;
+    cr_assert_eq(msgpack_unpack_next(&up, v, len, &off), MSGPACK_UNPACK_SUCCESS);
+    cr_assert_eq(off, len);
+    cr_assert_eq((unsigned char)v[0], 0xdd, "an array 32 head");
+    cr_assert_eq(up.data.type, MSGPACK_OBJECT_ARRAY);
+    cr_assert_eq(up.data.via.array.size, ITEMS);
+    for (uint32_t i = 0; i < ITEMS; i++)
+        cr_assert_eq(up.data.via.array.ptr[i].via.u64, i, "item %u", i);
+    msgpack_unpacked_destroy(&up);
+    free(v);
+    /* "b": a single completion (a map), then an append. */
+    rocksdb_put(db, wo, "b", 1, "\x81\xa1x\x01", 4, &err);
+    cr_assert_null(err);
+    rocksdb_merge(db, wo, "b", 1, "\x91\x02", 2, &err);
+    cr_assert_null(err);
+    v = rocksdb_get(db, ro, "b", 1, &len, &err);
+    cr_assert_null(v, "no value that is neither");
+    cr_assert_not_null(err);
+    cr_assert(strstr(err, "orrupt") || strstr(err, "erge"), "%s", err);
+    rocksdb_free(err);
+    rocksdb_readoptions_destroy(ro);
+    rocksdb_writeoptions_destroy(wo);
+    rocksdb_close(db);
+    rocksdb_options_destroy(o);
+}
+
 Test(state_store, records_the_partition_count_it_was_built_for)
 {
     open_store();
