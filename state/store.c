@@ -36,14 +36,21 @@ static int check_layout(state_store_t *s, char *errstr, size_t errstr_size)
     char *v = rocksdb_get(s->db, s->read_options, k.p, k.len, &len, &err);
     if (err)
         return store_fail_rocks(err, "reading the layout version", errstr, errstr_size);
-    char want[32];
+    char want[32], oldest[32];
     int want_len = snprintf(want, sizeof(want), "flushout-store %d", STATE_STORE_LAYOUT);
+    int oldest_len =
+        snprintf(oldest, sizeof(oldest), "flushout-store %d", STATE_STORE_LAYOUT_OLDEST);
+    bool current = v && len == (size_t)want_len && !memcmp(v, want, len);
+    bool older = v && len == (size_t)oldest_len && !memcmp(v, oldest, len);
     int rc = 0;
-    if (!v) {
+    if (!v || (older && s->conf.partition != STATE_STORE_PARTITION_STORED)) {
+        /* New, or an older layout about to get appends (store_merge.c): from now on
+         * only builds that read them may open it. A store opened to be read keeps its
+         * layout. */
         rocksdb_put(s->db, s->write_options, k.p, k.len, want, (size_t)want_len, &err);
         if (err)
             rc = store_fail_rocks(err, "writing the layout version", errstr, errstr_size);
-    } else if (len != (size_t)want_len || memcmp(v, want, len) != 0) {
+    } else if (!current && !older) {
         snprintf(errstr, errstr_size,
                  "%s holds layout \"%.*s\", this build reads \"%s\": use a matching "
                  "build, or rebuild the state from the topics",

@@ -22,8 +22,12 @@
 #include "history.h"
 #include "master.h"
 
-/* The layout this code reads and writes; a store of another layout is refused. */
-#define STATE_STORE_LAYOUT 1
+/* The layout this code writes. Layout 1 (history keys without merge operands) is
+ * read too, and becomes layout 2 when opened to be written; any other is refused, and
+ * builds that know only layout 1 refuse a layout 2 store at open rather than fail to
+ * read its history (state/README.md). */
+#define STATE_STORE_LAYOUT        2
+#define STATE_STORE_LAYOUT_OLDEST 1
 
 /* state_store_conf_t.partition for a store opened to be read whatever it holds
  * (inspect): the partition of its first record, 0 when it is empty. */
