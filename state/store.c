@@ -223,9 +223,12 @@ void store_set_failed(state_store_t *s, const char *fmt, ...)
 static int store_flush(state_store_t *s, bool wait, char *errstr, size_t errstr_size)
 {
     char *err = NULL;
-    /* Every flush is a flush point: held steps not stored yet are written first. */
+    /* Every flush is a flush point: held steps not stored yet are written first, and
+     * the client records written since the last one. */
     rocksdb_writebatch_t *held = rocksdb_writebatch_create();
-    if (store_outbox_flush_point(s, held)) {
+    store_outbox_flush_point(s, held);
+    store_clients_write(s, NULL, held);
+    if (rocksdb_writebatch_count(held)) {
         rocksdb_write(s->db, s->unlogged_options, held, &err);
         s->unlogged = true;
     }
@@ -458,8 +461,10 @@ int state_store_commit(state_store_t *s, int64_t next_offset, char *errstr,
     bool flush_point = !s->logged && flush_point_due(s, batch);
     /* The held records go in the step's own batch: once this batch fills the memtable,
      * RocksDB may switch memtables before any later write. */
-    if (flush_point)
+    if (flush_point) {
         store_outbox_flush_point(s, batch);
+        store_clients_write(s, NULL, batch);
+    }
     if (injected_write_error(s->conf.partition, next_offset))
         err = strdup("IO error: injected by FLUSHOUT_FAILPOINT");
     else
@@ -475,6 +480,23 @@ int state_store_commit(state_store_t *s, int64_t next_offset, char *errstr,
     }
     store_evict(s);
     return flush_point ? store_flush(s, false, errstr, errstr_size) : 0;
+}
+
+void store_write_now(state_store_t *s, rocksdb_writebatch_t *batch)
+{
+    if (!rocksdb_writebatch_count(batch))
+        return;
+    size_t len = 0;
+    rocksdb_writebatch_data(batch, &len);
+    s->memtable_estimate +=
+        len + MEMTABLE_ENTRY_BYTES * (size_t)rocksdb_writebatch_count(batch);
+    char *err = NULL;
+    rocksdb_write(s->db, s->unlogged_options, batch, &err);
+    s->unlogged = true;
+    if (err) {
+        store_set_failed(s, "%s", err);
+        rocksdb_free(err);
+    }
 }
 
 void state_store_restore_begin(state_store_t *s)

@@ -98,6 +98,7 @@ void store_recharge_history(state_store_t *s, state_model_t *m)
  * every model is clean (its state is in RocksDB). */
 void store_model_drop(state_store_t *s, state_model_t *m)
 {
+    store_clients_write(s, m, NULL); /* a reload reads them from RocksDB */
     lru_unlink(s, m);
     HASH_DEL(s->models, m);
     s->cache_used -= m->mem_bytes;
@@ -117,8 +118,19 @@ static bool over_budget(const state_store_t *s)
 
 void store_evict(state_store_t *s)
 {
-    while (s->lru_tail && over_budget(s))
+    rocksdb_writebatch_t *dirty = NULL; /* the evicted models' client records, at once */
+    while (s->lru_tail && over_budget(s)) {
+        if (s->lru_tail->clients_dirty) {
+            if (!dirty)
+                dirty = rocksdb_writebatch_create();
+            store_clients_write(s, s->lru_tail, dirty);
+        }
         store_model_drop(s, s->lru_tail);
+    }
+    if (dirty) {
+        store_write_now(s, dirty);
+        rocksdb_writebatch_destroy(dirty);
+    }
     store_pool_report(s, s->cache_used);
 }
 

@@ -136,6 +136,66 @@ add:
     return c;
 }
 
+void store_client_put(state_store_t *s, const state_model_t *m, const client_t *c,
+                      rocksdb_writebatch_t *batch)
+{
+    msgpack_sbuffer *sb = &s->scratch;
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, sb, codec_sbuffer_write);
+    msgpack_pack_map(&pk, 3);
+    msgpack_pack_str_with_body(&pk, "seq", 3);
+    msgpack_pack_uint64(&pk, c->seq);
+    msgpack_pack_str_with_body(&pk, "at", 2);
+    msgpack_pack_uint64(&pk, c->at);
+    msgpack_pack_str_with_body(&pk, "mappedPaths", 11);
+    codec_msgpack_pack_raw(&pk, c->mapped_paths, c->mapped_paths_len);
+    store_key_t k;
+    store_key_start(&k, s, STATE_ITEM_CLIENT);
+    store_key_add_id(&k, m->id, m->id_len);
+    store_key_add(&k, c->id, c->id_len);
+    if (batch)
+        rocksdb_writebatch_put(batch, k.p, k.len, sb->data, sb->size);
+    else
+        store_batch_write(s, k.p, k.len, sb->data, sb->size);
+    store_key_free(&k);
+    store_scratch_done(sb);
+}
+
+static void model_clients_write(state_store_t *s, state_model_t *m,
+                                rocksdb_writebatch_t *batch)
+{
+    for (client_t *c = m->clients; c; c = c->next)
+        if (c->dirty) {
+            store_client_put(s, m, c, batch);
+            c->dirty = false;
+        }
+    m->clients_dirty = false;
+}
+
+void store_clients_write(state_store_t *s, state_model_t *m, rocksdb_writebatch_t *batch)
+{
+    if (s->failed[0]) /* its memtable is dropped: nothing more reaches RocksDB */
+        return;
+    if (!batch) {
+        if (!m || !m->clients_dirty)
+            return;
+        rocksdb_writebatch_t *now = rocksdb_writebatch_create();
+        model_clients_write(s, m, now);
+        store_write_now(s, now);
+        rocksdb_writebatch_destroy(now);
+        return;
+    }
+    if (m) {
+        if (m->clients_dirty)
+            model_clients_write(s, m, batch);
+        return;
+    }
+    state_model_t *each, *tmp;
+    HASH_ITER(hh, s->models, each, tmp)
+    if (each->clients_dirty)
+        model_clients_write(s, each, batch);
+}
+
 state_seq_t state_model_check_seq(state_store_t *s, state_model_t *m, const char *client,
                                   size_t client_len, uint64_t seq, state_retry_t *retry)
 {

@@ -87,6 +87,9 @@ typedef struct client_s {
     bool known;            /* a flush of this client was applied (seq 0 is a valid seq) */
     bool stored;           /* it has a record (in RocksDB or in the step) */
     bool seen; /* found stored by the scan in progress (store_clients_scan()) */
+    /* Its record in RocksDB is older than this (a changelog store writes client
+     * records at flush points, not with every step: store_clients_write()). */
+    bool dirty;
     uint64_t seq;
     uint64_t at;        /* the model's command count after that flush: ages the record */
     char *mapped_paths; /* msgpack map of the last applied flush's reply */
@@ -128,6 +131,7 @@ struct state_model_s {
                                  * each snapshot rewrite, estimated in between */
     uint64_t client_records;    /* client records stored (committed or in the step) */
     bool clients_counted;       /* client_records is known (counted on first need) */
+    bool clients_dirty;         /* some of its clients are dirty */
     /* The counts of its history keys from history_start on, stored or written in the
      * step, in order: trim_history() finds where to cut here, not with a RocksDB
      * iterator (whose creation, under a memtable full of the trims' range deletes,
@@ -282,6 +286,17 @@ void store_client_free(client_t *c);
 /** How many client records m has as the step leaves them; with ages, each one's id
  *  and age too (the caller frees them). */
 size_t store_clients_scan(state_store_t *s, state_model_t *m, aged_t **ages);
+/** Writes the records of dirty clients, of m (NULL: of every cached model), into batch
+ *  (NULL: straight into RocksDB, for a model about to leave the cache or to be
+ *  published between steps). A changelog store writes client records only so: at
+ *  each flush point, and when their model leaves the cache (store_record_flush()). */
+void store_clients_write(state_store_t *s, state_model_t *m, rocksdb_writebatch_t *batch);
+/** Puts c's record (seq, at, mappedPaths) of model m into batch (NULL: the step). */
+void store_client_put(state_store_t *s, const state_model_t *m, const client_t *c,
+                      rocksdb_writebatch_t *batch);
+/** Writes batch to RocksDB outside a step (no WAL: a changelog store), counting it
+ *  towards the next flush point; a failure fails the store. */
+void store_write_now(state_store_t *s, rocksdb_writebatch_t *batch);
 /** Keeps m's client records to the newest clients_per_model, deleting the rest. */
 void store_clients_expire(state_store_t *s, state_model_t *m);
 /** The step is written (or failed): RocksDB has the expired records' deletes now. */

@@ -211,7 +211,8 @@ int state_store_pack_snapshot_record(state_store_t *s, const char *model,
     state_model_t *m = state_store_model(s, model, model_len, errstr, errstr_size);
     if (!m)
         return -1;
-    /* The client records, as committed. */
+    /* The client records, as committed (between steps: the cache's are). */
+    store_clients_write(s, m, NULL);
     store_key_t prefix;
     store_key_start(&prefix, s, STATE_ITEM_CLIENT);
     store_key_add_id(&prefix, m->id, m->id_len);

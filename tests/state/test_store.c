@@ -1205,6 +1205,59 @@ Test(state_store, the_history_merge_operator_joins_arrays_and_refuses_anything_e
     rocksdb_options_destroy(o);
 }
 
+/* alice's and bob's flushes of one ID to model "m", bob's remapped, in one step. */
+static void two_clients_flush(void)
+{
+    flush(
+        "m", "alice", 0,
+        "{\"type\":\"flush\",\"client\":\"alice\",\"seq\":0,\"from\":0,\"completions\":["
+        "{\"command\":{\"action\":\"create\"},\"createdId\":\"1\"}]}");
+    flush("m", "bob", 4,
+          "{\"type\":\"flush\",\"client\":\"bob\",\"seq\":4,\"from\":0,\"completions\":["
+          "{\"command\":{\"action\":\"create\"},\"createdId\":\"1\"}]}");
+    commit(2);
+}
+
+/* A changelog store writes client records at its flush points and when their model
+ * leaves the cache, not with every step: a model evicted by the commit and loaded again
+ * still knows its clients' retries, and its snapshot record, packed between steps,
+ * lists the clients of the step just committed. */
+Test(state_store, a_changelog_store_writes_client_records_before_they_are_read_back)
+{
+    conf.changelog = true;
+    conf.cache_bytes = 1; /* every commit evicts everything */
+    open_store();
+    two_clients_flush();
+    state_model_t *m = model("m"); /* loaded again */
+    state_retry_t retry;
+    cr_assert_eq(state_model_check_seq(store, m, "bob", 3, 4, &retry),
+                 STATE_SEQ_DUPLICATE);
+    cr_assert_eq(retry.at, 2);
+    cr_assert_eq(retry.mapped_paths_len, 6, "{\"1\":[\"3\"]}");
+    cr_assert_eq(state_model_check_seq(store, m, "alice", 5, 0, NULL),
+                 STATE_SEQ_DUPLICATE);
+
+    start_over();
+    conf.cache_bytes = 64 << 20; /* cached: the records are in the cache alone */
+    open_store();
+    two_clients_flush();
+    msgpack_sbuffer snap;
+    pack_snapshot_record(&snap);
+    codec_value_t *rec = NULL;
+    cr_assert_eq(codec_msgpack_decode(snap.data, snap.size, &codec_limits_trusted, &rec,
+                                      errstr, sizeof(errstr)),
+                 0, "%s", errstr);
+    const codec_value_t *clients = codec_map_get(rec, "clients", 7);
+    cr_assert(clients && clients->type == CODEC_VALUE_MAP);
+    cr_assert_eq(clients->u.map.count, 2);
+    const codec_value_t *bob = codec_map_get(clients, "bob", 3);
+    cr_assert(bob && bob->type == CODEC_VALUE_MAP);
+    const codec_value_t *seq = codec_map_get(bob, "seq", 3);
+    cr_assert(seq && seq->type == CODEC_VALUE_INT && seq->u.i == 4);
+    codec_value_destroy(rec);
+    msgpack_sbuffer_destroy(&snap);
+}
+
 Test(state_store, records_the_partition_count_it_was_built_for)
 {
     open_store();
