@@ -374,10 +374,9 @@ Test(state_store, evicted_models_reload_identically)
     codec_value_destroy(after);
 }
 
-Test(state_store, client_records_recognise_retries_across_reopen)
+/* alice's and bob's flushes of one ID to model "m", bob's remapped, in one step. */
+static void two_clients_flush(void)
 {
-    open_store();
-    /* Two clients create the same ID: the second is remapped. */
     flush(
         "m", "alice", 0,
         "{\"type\":\"flush\",\"client\":\"alice\",\"seq\":0,\"from\":0,\"completions\":["
@@ -386,6 +385,12 @@ Test(state_store, client_records_recognise_retries_across_reopen)
           "{\"type\":\"flush\",\"client\":\"bob\",\"seq\":4,\"from\":0,\"completions\":["
           "{\"command\":{\"action\":\"create\"},\"createdId\":\"1\"}]}");
     commit(2);
+}
+
+Test(state_store, client_records_recognise_retries_across_reopen)
+{
+    open_store();
+    two_clients_flush(); /* the second create of the same ID is remapped */
     open_store();
     state_model_t *m = model("m");
     state_retry_t retry;
@@ -1203,19 +1208,6 @@ Test(state_store, the_history_merge_operator_joins_arrays_and_refuses_anything_e
     rocksdb_writeoptions_destroy(wo);
     rocksdb_close(db);
     rocksdb_options_destroy(o);
-}
-
-/* alice's and bob's flushes of one ID to model "m", bob's remapped, in one step. */
-static void two_clients_flush(void)
-{
-    flush(
-        "m", "alice", 0,
-        "{\"type\":\"flush\",\"client\":\"alice\",\"seq\":0,\"from\":0,\"completions\":["
-        "{\"command\":{\"action\":\"create\"},\"createdId\":\"1\"}]}");
-    flush("m", "bob", 4,
-          "{\"type\":\"flush\",\"client\":\"bob\",\"seq\":4,\"from\":0,\"completions\":["
-          "{\"command\":{\"action\":\"create\"},\"createdId\":\"1\"}]}");
-    commit(2);
 }
 
 /* A changelog store writes client records at its flush points and when their model
