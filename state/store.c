@@ -295,8 +295,13 @@ void state_store_close(state_store_t *s)
     /* rocksdb_close() would flush them as well in a logged store (a changelog store
      * turns that off): done here, it does not hang on that default. A failure is the
      * crash case. The records not delivered yet stay in the outbox (store_flush()). */
-    if (s->db && s->unlogged && !s->failed[0])
+    if (s->db && s->unlogged && !s->failed[0] && !s->clients_uncommitted)
         store_flush(s, true, errstr, sizeof(errstr));
+    /* Closed with a step not committed whose flushes updated client records in the
+     * cache (a partition that stopped mid-step): the cache no longer holds what was
+     * committed, so nothing of it is written, and the memtable is dropped, as in a
+     * crash. The store comes back at its last flush point; catch-up and the
+     * uncommitted input offsets redo the rest (state/README.md). */
     if (s->failed[0] && s->db && keep_failed_db(s->db))
         s->db = NULL;
     store_outbox_free_held(s);
@@ -478,6 +483,7 @@ int state_store_commit(state_store_t *s, int64_t next_offset, char *errstr,
         store_set_failed(s, "%s", err);
         return store_fail_rocks(err, "writing a step", errstr, errstr_size);
     }
+    s->clients_uncommitted = false;
     store_evict(s);
     return flush_point ? store_flush(s, false, errstr, errstr_size) : 0;
 }

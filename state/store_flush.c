@@ -192,6 +192,7 @@ bool store_record_flush(state_store_t *s, state_model_t *m, const char *client,
          * fewer (a tenth of the CPU per flush). */
         c->dirty = true;
         m->clients_dirty = true;
+        s->clients_uncommitted = true;
     }
 
     /* Marked changed (once per load, not per flush): the next sweep publishes its

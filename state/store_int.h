@@ -194,8 +194,11 @@ struct state_store_s {
     rocksdb_writeoptions_t *write_options;
     rocksdb_writeoptions_t *unlogged_options; /* a restore's commits: no WAL */
     bool restoring;                           /* state_store_restore_begin() */
-    bool logged;          /* live commits use the WAL: not a changelog store (or fsync) */
-    bool unlogged;        /* commits skipped the WAL since open: flush before closing */
+    bool logged;   /* live commits use the WAL: not a changelog store (or fsync) */
+    bool unlogged; /* commits skipped the WAL since open: flush before closing */
+    /* A flush recorded since the last commit left a dirty client record: the cache
+     * holds a state RocksDB must not get before that commit (state_store_close()). */
+    bool clients_uncommitted;
     bool blob_files;      /* large values go to blob files (store_batch_write()) */
     double checkpoint_at; /* a changelog store's next memtable flush, monotonic s */
     rocksdb_readoptions_t *read_options;
