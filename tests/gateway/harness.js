@@ -555,7 +555,11 @@ class Editor {
       try {
         answer = await this.transport.flush(this.model, { client: this.name, seq, from: batch.from, completions: batch.completions });
       } catch (e) {
-        if (!this.failover || !/closed|ECONNRESET|ECONNREFUSED|socket hang up|EPIPE/.test(e.message)) throw e;
+        // A gateway that stops mid-answer ends the response with "aborted" (code
+        // ECONNRESET): as lost as a refused connection, so the flush moves on too.
+        const lost = /closed|ECONNRESET|ECONNREFUSED|socket hang up|EPIPE|aborted/.test(e.message) ||
+          ['ECONNRESET', 'ECONNREFUSED', 'EPIPE'].includes(e.code);
+        if (!this.failover || !lost) throw e;
         this.failovers++;
         await this.transport.failover();
         this.gatewayName = this.transport.gw.name;
