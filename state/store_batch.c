@@ -93,6 +93,20 @@ void store_batch_pending(const state_store_t *s, const char *prefix, size_t pref
     }
 }
 
+/* Hands RocksDB one pending write as it was made: a delete, a put or an append. */
+static void write_op(state_store_t *s, const pending_op_t *op)
+{
+    const char *key = s->op_bytes + op->at;
+    if (op->value_len == UINT32_MAX)
+        rocksdb_writebatch_delete(s->batch, key, op->key_len);
+    else if (op->appended_to == STORE_NOT_APPENDED)
+        rocksdb_writebatch_put(s->batch, key, op->key_len, key + op->key_len,
+                               op->value_len);
+    else
+        rocksdb_writebatch_merge(s->batch, key, op->key_len, key + op->key_len,
+                                 op->value_len);
+}
+
 /* Hands RocksDB the writes ops[from, to) to one key, in the order they were made, as
  * one write: the last put or delete overrides whatever came before it (a client's
  * record is rewritten by each of its flushes in a step, a snapshot by each rewrite),
@@ -109,17 +123,8 @@ static void batch_write_key(state_store_t *s, size_t from, size_t to)
             base = i;
             break;
         }
-    if (base == to - 1 && ops[base].value_len == UINT32_MAX) {
-        rocksdb_writebatch_delete(s->batch, key, key_len);
-        return;
-    }
-    if (base == to - 1 || (base == to && to - from == 1)) { /* one put, or one append */
-        const char *value = s->op_bytes + ops[to - 1].at + key_len;
-        if (base == to)
-            rocksdb_writebatch_merge(s->batch, key, key_len, value,
-                                     ops[to - 1].value_len);
-        else
-            rocksdb_writebatch_put(s->batch, key, key_len, value, ops[to - 1].value_len);
+    if (base == to - 1 || (base == to && to - from == 1)) { /* one write stands */
+        write_op(s, &ops[to - 1]);
         return;
     }
     /* Appends after a put (which they join), a delete (which they replace: an append
@@ -141,15 +146,8 @@ static void batch_write_key(state_store_t *s, size_t from, size_t to)
     size_t len;
     char *joined = store_arrays_join(NULL, 0, parts, lens, n, buf, sizeof(buf), &len);
     if (!joined) { /* a put that is no array: each as it was made, for RocksDB to fail */
-        for (size_t i = base < to ? base : from; i < to; i++) {
-            const char *value = s->op_bytes + ops[i].at + key_len;
-            if (ops[i].value_len == UINT32_MAX)
-                rocksdb_writebatch_delete(s->batch, key, key_len);
-            else if (ops[i].appended_to == STORE_NOT_APPENDED)
-                rocksdb_writebatch_put(s->batch, key, key_len, value, ops[i].value_len);
-            else
-                rocksdb_writebatch_merge(s->batch, key, key_len, value, ops[i].value_len);
-        }
+        for (size_t i = base < to ? base : from; i < to; i++)
+            write_op(s, &ops[i]);
     } else if (base < to)
         rocksdb_writebatch_put(s->batch, key, key_len, joined, len);
     else
