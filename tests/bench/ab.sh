@@ -16,7 +16,7 @@
 # seeds the models and warms up for 2 s before its measured window), into
 # DIR/LABEL.data, perf's messages into DIR/LABEL.perf.log; profiled runs are slower,
 # so compare them only with each other. Pass the same binary twice to measure one
-# build.
+# build. Both run on NEW_BINARY's embedded broker, or BROKER=PATH's.
 #
 #   git worktree add /tmp/old REV && cmake -S /tmp/old -B /tmp/old/build && \
 #     cmake --build /tmp/old/build -j && \
@@ -50,7 +50,7 @@ trap 'rm -rf "$work"' EXIT
 
 run_one() { # LABEL BINARY
   local label=$1 bin=$2 bs broker target
-  "$new" dev --broker-only --partitions 8 >"$work/dev.out" 2>"$work/dev.log" &
+  "${BROKER:-$new}" dev --broker-only --partitions 8 >"$work/dev.out" 2>"$work/dev.log" &
   broker=$!
   for _ in $(seq 100); do [[ -s $work/dev.out ]] && break; sleep 0.05; done
   bs=$(sed -n 's/^bootstrap\.servers=//p' "$work/dev.out")
