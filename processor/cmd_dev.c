@@ -2,21 +2,18 @@
 #define _GNU_SOURCE /* nftw */
 #include "cmd_dev.h"
 
-#include <dirent.h>
 #include <ftw.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "codec/alloc.h"
 #include "gateway.h"
+#include "kafka.h"
 #include "log.h"
 #include "run.h"
 
@@ -27,57 +24,6 @@ static int remove_entry(const char *path, const struct stat *st, int flag,
     (void)flag;
     (void)ftw;
     return remove(path);
-}
-
-/* Whether the listening socket fd serves one of the "host:port,..." in bootstrap. */
-static bool serves_bootstrap(int fd, const char *bootstrap)
-{
-    int listening = 0;
-    socklen_t len = sizeof(listening);
-    struct sockaddr_storage addr;
-    socklen_t addr_len = sizeof(addr);
-    if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) || !listening ||
-        getsockname(fd, (struct sockaddr *)&addr, &addr_len))
-        return false;
-    unsigned port =
-        addr.ss_family == AF_INET    ? ntohs(((struct sockaddr_in *)&addr)->sin_port)
-        : addr.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&addr)->sin6_port)
-                                     : 0;
-    for (const char *s = bootstrap; port && s && *s;) {
-        const char *colon = strchr(s, ':');
-        if (!colon)
-            break;
-        if (strtoul(colon + 1, NULL, 10) == port)
-            return true;
-        s = strchr(colon, ',');
-        s = s ? s + 1 : NULL;
-    }
-    return false;
-}
-
-/* Turns Nagle's algorithm off on the embedded brokers' listening sockets, which
- * their connections inherit (Linux). librdkafka's mock cluster leaves it on, so a
- * response written while the client has not yet acknowledged the one before waited
- * for the client's delayed ACK, 40 ms: every watermark query (two requests) of a
- * restore, and the tail of every round trip. Kafka's brokers set TCP_NODELAY.
- * @returns how many listeners were changed. */
-static int broker_sockets_nodelay(const char *bootstrap)
-{
-    DIR *d = opendir("/proc/self/fd");
-    if (!d)
-        return 0;
-    int changed = 0;
-    const int on = 1;
-    for (struct dirent *e; (e = readdir(d));) {
-        char *end;
-        long fd = strtol(e->d_name, &end, 10);
-        if (*end || end == e->d_name || fd == dirfd(d) ||
-            !serves_bootstrap((int)fd, bootstrap))
-            continue;
-        changed += !setsockopt((int)fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
-    }
-    closedir(d);
-    return changed;
 }
 
 /* Creates the --extra-topics, "name:partitions,...". @returns 0, or -1 (logged). */
@@ -208,7 +154,7 @@ int processor_cmd_dev(processor_config_t *cfg)
     }
     const char *bootstrap = rd_kafka_mock_cluster_bootstraps(mc);
     /* Before any client connects: the bootstrap servers are not printed yet. */
-    if (broker_sockets_nodelay(bootstrap) < (int)cfg->brokers)
+    if (processor_mock_nodelay(bootstrap) < (int)cfg->brokers)
         LOG_WARN("dev: could not turn Nagle's algorithm off on every broker's socket; "
                  "responses may wait 40 ms for the client's acknowledgements");
     printf("bootstrap.servers=%s\n", bootstrap);

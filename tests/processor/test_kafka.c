@@ -243,6 +243,8 @@ static void setup(void)
     mock = rd_kafka_mock_cluster_new(mock_rk, mock_brokers);
     cr_assert_not_null(mock);
     snprintf(bootstrap, sizeof(bootstrap), "%s", rd_kafka_mock_cluster_bootstraps(mock));
+    /* As `dev` does: without it a watermark query waits 40 ms half the time. */
+    cr_assert_eq(processor_mock_nodelay(bootstrap), mock_brokers);
     const char *topics[] = {"flushout.flushes", "flushout.replies",   "flushout.changes",
                             "flushout.dlq",     "flushout.snapshots", "changes.a",
                             "changes.b",        "changes.tail",       "snapshots.none"};

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "processor/cmd_topics.h"
+#include "processor/kafka.h"
 #include "processor/options.h"
 
 static processor_config_t cfg;
@@ -769,6 +770,7 @@ static void start_mock(int partitions)
     cr_assert_not_null(mock_rk, "%s", errstr);
     mock = rd_kafka_mock_cluster_new(mock_rk, 3);
     cr_assert_not_null(mock);
+    cr_assert_eq(processor_mock_nodelay(rd_kafka_mock_cluster_bootstraps(mock)), 3);
     const char *topics[] = {"flushout.flushes", "flushout.replies", "flushout.changes",
                             "flushout.snapshots", "flushout.dlq"};
     for (size_t i = 0; i < 5; i++)
