@@ -15,7 +15,8 @@
 #    directory, the path a partition's new owner takes when it catches up;
 # 4. for reference, `rebuild --from flushes` re-runs the flushes without producing.
 # Prints records/s of each and the restore/live ratio (target: at least 5x).
-# RESTORE_PERF=FILE profiles step 3 with perf; BIN=PATH runs another build.
+# RESTORE_PERF=FILE profiles step 3 with perf; BIN=PATH runs another build, BROKER=PATH
+# the embedded broker of another build.
 set -euo pipefail
 flushes=${1:-60000}
 models=${2:-500}
@@ -36,7 +37,7 @@ cleanup() {
 trap cleanup EXIT
 now() { date +%s.%N; }
 
-"$bin" dev --broker-only --partitions "$partitions" >"$work/dev.out" 2>"$work/dev.log" &
+"${BROKER:-$bin}" dev --broker-only --partitions "$partitions" >"$work/dev.out" 2>"$work/dev.log" &
 dev_pid=$!
 for _ in $(seq 100); do [[ -s $work/dev.out ]] && break; sleep 0.1; done
 bootstrap=$(sed -n 's/^bootstrap\.servers=//p' "$work/dev.out")
