@@ -122,6 +122,17 @@ bool store_record_flush(state_store_t *s, state_model_t *m, const char *client,
     /* The history: the flush's completions join the model's last key while it has
      * room (HISTORY_KEY_COMMANDS), appended by RocksDB's merge operator, else start a
      * key at its first command. */
+    size_t applied_bytes = 0; /* the completions' own bytes, without an array head */
+    for (uint32_t i = 0; i < applied->count; i++) {
+        size_t len;
+        codec_packed_item(applied, i, &len);
+        applied_bytes += len;
+    }
+    m->history_bytes_since += applied_bytes;
+    /* The document grew by about the decoded size of what was applied (an estimate:
+     * measured again at the next snapshot rewrite). */
+    store_charge(s, m, 2 * applied_bytes);
+    m->document_charged += 2 * applied_bytes;
     store_key_t k;
     if (applied->count) {
         msgpack_sbuffer *hb = &s->scratch;
@@ -144,23 +155,12 @@ bool store_record_flush(state_store_t *s, state_model_t *m, const char *client,
         else
             store_batch_write(s, k.p, k.len, hb->data, hb->size);
         store_key_free(&k);
-        store_items_t items;
-        store_items_init(&items, hb->data, hb->size);
         m->history_tail_items += applied->count;
-        m->history_tail_bytes += hb->size - items.at;
+        m->history_tail_bytes += applied_bytes;
         m->history_tail_open = true;
         store_scratch_done(hb);
         if (!history_key_has_room(m->history_tail_items, m->history_tail_bytes))
             history_tail_close(m);
-    }
-    for (uint32_t i = 0; i < applied->count; i++) {
-        size_t len;
-        codec_packed_item(applied, i, &len);
-        m->history_bytes_since += len;
-        /* The document grew by about the decoded size of what was applied (an
-         * estimate: measured again at the next snapshot rewrite). */
-        store_charge(s, m, 2 * len);
-        m->document_charged += 2 * len;
     }
     state_history_mem_append(m->history, applied_from, applied);
     store_recharge_history(s, m);
