@@ -617,14 +617,16 @@ static bool serves_bootstrap(int fd, const char *bootstrap)
         addr.ss_family == AF_INET    ? ntohs(((struct sockaddr_in *)&addr)->sin_port)
         : addr.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&addr)->sin6_port)
                                      : 0;
-    for (const char *s = bootstrap; port && s && *s;) {
-        const char *colon = strchr(s, ':');
-        if (!colon)
-            break;
-        if (strtoul(colon + 1, NULL, 10) == port)
+    /* Each item's port follows its last colon ("[::1]:9092" too). */
+    for (const char *s = bootstrap; port && *s;) {
+        size_t item = strcspn(s, ",");
+        const char *colon = NULL;
+        for (const char *c = s; c < s + item; c++)
+            if (*c == ':')
+                colon = c;
+        if (colon && strtoul(colon + 1, NULL, 10) == port)
             return true;
-        s = strchr(colon, ',');
-        s = s ? s + 1 : NULL;
+        s += item + (s[item] == ',');
     }
     return false;
 }
