@@ -159,10 +159,13 @@ typedef struct processor_partition_read_s {
 #define PROCESSOR_READ_SETTINGS (-3)
 
 /** Reads rd->topic's partition, with a progress line (records/s, percent, time left)
- *  every 2 s. The reader never skips: where librdkafka would reset to the earliest
+ *  every 10 s. The reader never skips: where librdkafka would reset to the earliest
  *  offset (auto.offset.reset), the read stops with PROCESSOR_READ_GAP.
  *  @returns 0 at the end, visit's code, PROCESSOR_READ_GAP, PROCESSOR_READ_SETTINGS,
  *  or -1 (stopped, no consumer, no watermarks; logged). */
+int processor_read_partition(const processor_config_t *cfg, const char *bootstrap_servers,
+                             processor_partition_read_t *rd);
+
 /* Turns Nagle's algorithm off on the listening sockets of librdkafka's mock cluster
  * whose "host:port,..." is bootstrap, which their connections inherit (Linux). The mock
  * leaves it on, so a response written while the client had not yet acknowledged the
@@ -170,8 +173,5 @@ typedef struct processor_partition_read_s {
  * requests) and pipelined produce responses stalled. Kafka's brokers set TCP_NODELAY.
  * Call it before any client connects. @returns how many listeners were changed. */
 int processor_mock_nodelay(const char *bootstrap);
-
-int processor_read_partition(const processor_config_t *cfg, const char *bootstrap_servers,
-                             processor_partition_read_t *rd);
 
 #endif
