@@ -62,10 +62,15 @@ const char *codec_packed_item(const codec_packed_t *list, uint32_t i, size_t *le
     return list->buf.data + list->offsets[i];
 }
 
+size_t codec_packed_bytes(const codec_packed_t *list)
+{
+    return list->count ? list->buf.size : 0;
+}
+
 void codec_packed_pack_array(msgpack_packer *pk, const codec_packed_t *list)
 {
     msgpack_pack_array(pk, list->count);
-    codec_msgpack_pack_raw(pk, list->buf.data, list->count ? list->buf.size : 0);
+    codec_msgpack_pack_raw(pk, list->buf.data, codec_packed_bytes(list));
 }
 
 void codec_flush_result_init(codec_flush_result_t *r)

@@ -36,6 +36,9 @@ void codec_packed_mark_item(codec_packed_t *list, size_t end);
 void codec_packed_add_raw(codec_packed_t *list, const char *bytes, size_t len);
 /** Item i's bytes. */
 const char *codec_packed_item(const codec_packed_t *list, uint32_t i, size_t *len);
+/** The items' bytes together, as codec_packed_pack_array() packs them after the
+ *  array's head. */
+size_t codec_packed_bytes(const codec_packed_t *list);
 /** Packs the list as a msgpack array of its items. */
 void codec_packed_pack_array(msgpack_packer *pk, const codec_packed_t *list);
 

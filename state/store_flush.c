@@ -122,12 +122,7 @@ bool store_record_flush(state_store_t *s, state_model_t *m, const char *client,
     /* The history: the flush's completions join the model's last key while it has
      * room (HISTORY_KEY_COMMANDS), appended by RocksDB's merge operator, else start a
      * key at its first command. */
-    size_t applied_bytes = 0; /* the completions' own bytes, without an array head */
-    for (uint32_t i = 0; i < applied->count; i++) {
-        size_t len;
-        codec_packed_item(applied, i, &len);
-        applied_bytes += len;
-    }
+    size_t applied_bytes = codec_packed_bytes(applied); /* without an array head */
     m->history_bytes_since += applied_bytes;
     /* The document grew by about the decoded size of what was applied (an estimate:
      * measured again at the next snapshot rewrite). */
