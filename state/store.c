@@ -140,6 +140,16 @@ state_store_t *state_store_open(const state_store_conf_t *conf, char *errstr,
     rocksdb_options_set_min_blob_size(s->options, STORE_BLOB_MIN_BYTES);
     /* Flushes append to history keys (store_merge.c); the options own it. */
     rocksdb_options_set_merge_operator(s->options, state_store_merge_operator_new());
+    /* Bloom filters of whole keys and of model prefixes (10 bits a key, about 1%
+     * false positives): loading an evicted model reads only the table files that
+     * hold some of its keys. Without them a lookup read a block of every file whose
+     * range covered the key, often a large outbox record's block, decompressed. */
+    rocksdb_options_set_prefix_extractor(s->options, store_key_model_prefix_new());
+    rocksdb_block_based_table_options_t *table = rocksdb_block_based_options_create();
+    rocksdb_block_based_options_set_filter_policy(
+        table, rocksdb_filterpolicy_create_bloom_full(10));
+    rocksdb_options_set_block_based_table_factory(s->options, table);
+    rocksdb_block_based_options_destroy(table);
     s->write_options = rocksdb_writeoptions_create();
     rocksdb_writeoptions_set_sync(s->write_options, conf->fsync);
     /* A changelog store's commits skip the WAL (a tenth of the processor's CPU at
@@ -162,6 +172,9 @@ state_store_t *state_store_open(const state_store_conf_t *conf, char *errstr,
     s->unlogged_options = rocksdb_writeoptions_create();
     rocksdb_writeoptions_disable_WAL(s->unlogged_options, 1);
     s->read_options = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_total_order_seek(s->read_options, 1);
+    s->model_reads = rocksdb_readoptions_create();
+    rocksdb_readoptions_set_prefix_same_as_start(s->model_reads, 1);
     s->db = rocksdb_open(s->options, conf->dir, &err);
     if (err) {
         store_fail_rocks(err, conf->dir, errstr, errstr_size);
@@ -330,6 +343,8 @@ void state_store_close(state_store_t *s)
         rocksdb_writeoptions_destroy(s->unlogged_options);
     if (s->read_options)
         rocksdb_readoptions_destroy(s->read_options);
+    if (s->model_reads)
+        rocksdb_readoptions_destroy(s->model_reads);
     if (s->zone)
         msgpack_zone_free(s->zone);
     if (s->record_zone)

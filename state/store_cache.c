@@ -374,7 +374,7 @@ state_model_t *state_store_model(state_store_t *s, const char *model, size_t mod
     m->master = state_master_new(model, model_len, count,
                                  doc ? doc : codec_value_copy(s->initial_document),
                                  &s->conf.master);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->model_reads);
     int rc = load_history(s, m, it, errstr, errstr_size);
     rocksdb_iter_destroy(it);
     if (!rc)

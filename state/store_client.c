@@ -229,7 +229,7 @@ size_t store_clients_scan(state_store_t *s, state_model_t *m, aged_t **ages)
     store_key_t prefix;
     store_key_start(&prefix, s, STATE_ITEM_CLIENT);
     store_key_add_id(&prefix, m->id, m->id_len);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->model_reads);
     for (rocksdb_iter_seek(it, prefix.p, prefix.len); rocksdb_iter_valid(it);
          rocksdb_iter_next(it)) {
         size_t klen, vlen;

@@ -66,6 +66,10 @@ void store_key_free(store_key_t *k);
 /** Reads k's value from the store's database and frees k. @returns the value (NULL:
  *  none, or *err set; free() it), its length in *len. */
 char *store_key_get(state_store_t *s, store_key_t *k, size_t *len, char **err);
+/** RocksDB's prefix extractor for the store's keys (the options own it): the prefix
+ *  `<p> kind <len:u16> <model>` of a model's history, past snapshot and client keys,
+ *  which the bloom filters index next to whole keys. */
+rocksdb_slicetransform_t *store_key_model_prefix_new(void);
 /** The n-byte big-endian integer at p. */
 uint64_t store_be_n(const char *p, int n);
 uint64_t store_be64(const char *p);
@@ -201,7 +205,11 @@ struct state_store_s {
     bool clients_uncommitted;
     bool blob_files;      /* large values go to blob files (store_batch_write()) */
     double checkpoint_at; /* a changelog store's next memtable flush, monotonic s */
-    rocksdb_readoptions_t *read_options;
+    rocksdb_readoptions_t *read_options; /* total order: every read but model_reads */
+    /* Seeks within one model's keys of one kind (store_key_model_prefix_new()): the
+     * prefix filters skip every table file that holds none of them, and iteration
+     * ends with the prefix. */
+    rocksdb_readoptions_t *model_reads;
     char failed[256]; /* non-empty once a write failed: no more commits */
 
     /* @locality the step in progress (store_batch.c): filled by flushes, change and

@@ -66,6 +66,55 @@ char *store_key_get(state_store_t *s, store_key_t *k, size_t *len, char **err)
     return v;
 }
 
+/* `<p> kind <len:u16> <model>` of the kinds whose keys go on after the model id. */
+static size_t model_prefix_len(const char *key, size_t len)
+{
+    if (len < 7 || (key[4] != STATE_ITEM_HISTORY && key[4] != STATE_ITEM_PAST &&
+                    key[4] != STATE_ITEM_CLIENT))
+        return 0;
+    size_t prefix_len = 7 + (size_t)store_be_n(key + 5, 2);
+    return prefix_len <= len ? prefix_len : 0;
+}
+
+static unsigned char model_prefix_in_domain(void *state, const char *key, size_t len)
+{
+    (void)state;
+    return model_prefix_len(key, len) != 0;
+}
+
+static char *model_prefix(void *state, const char *key, size_t len, size_t *prefix_len)
+{
+    (void)state;
+    *prefix_len = model_prefix_len(key, len);
+    return (char *)key; /* RocksDB takes a slice of the key, freeing nothing */
+}
+
+static void model_prefix_destroy(void *state)
+{
+    (void)state; /* RocksDB calls it whether or not there is a state */
+}
+
+static unsigned char model_prefix_in_range(void *state, const char *key, size_t len)
+{
+    (void)state, (void)key, (void)len;
+    return 0; /* unused by RocksDB */
+}
+
+/* Recorded in each table file: a file written under another extractor (or none) is
+ * read without its prefix filter. */
+static const char *model_prefix_name(void *state)
+{
+    (void)state;
+    return "flushout.model_prefix.1";
+}
+
+rocksdb_slicetransform_t *store_key_model_prefix_new(void)
+{
+    return rocksdb_slicetransform_create(NULL, model_prefix_destroy, model_prefix,
+                                         model_prefix_in_domain, model_prefix_in_range,
+                                         model_prefix_name);
+}
+
 uint64_t store_be_n(const char *p, int n)
 {
     uint64_t v = 0;

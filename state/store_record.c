@@ -216,7 +216,7 @@ int state_store_pack_snapshot_record(state_store_t *s, const char *model,
     store_key_t prefix;
     store_key_start(&prefix, s, STATE_ITEM_CLIENT);
     store_key_add_id(&prefix, m->id, m->id_len);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->model_reads);
     uint32_t clients = 0;
     for (rocksdb_iter_seek(it, prefix.p, prefix.len); rocksdb_iter_valid(it);
          rocksdb_iter_next(it)) {

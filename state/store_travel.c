@@ -43,6 +43,7 @@ int store_past_load(state_store_t *s, state_model_t *m, char *errstr, size_t err
     store_key_add(&upper, "\xff\xff\xff\xff\xff\xff\xff\xff\xff", 9);
     rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
     rocksdb_readoptions_set_iterate_upper_bound(ro, upper.p, upper.len);
+    rocksdb_readoptions_set_prefix_same_as_start(ro, 1);
     rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, ro);
     for (rocksdb_iter_seek(it, prefix.p, prefix.len); rocksdb_iter_valid(it);
          rocksdb_iter_next(it)) {
@@ -223,7 +224,7 @@ static int replay_history(state_store_t *s, const state_model_t *m,
             break;
         }
     store_key_add_u64(&k, from);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->read_options);
+    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->model_reads);
     int rc = 0;
     for (rocksdb_iter_seek(it, k.p, k.len);
          !rc && rocksdb_iter_valid(it) && state_master_command_count(master) < at;
