@@ -1,6 +1,7 @@
 /* tests/state/test_store.c - the RocksDB store: reload, snapshots and trimming, cache
  * eviction, client records, offsets, and refusals (layout version, unusable dir). */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <pthread.h>
 #include <rocksdb/c.h>
 #include <signal.h>
@@ -1144,6 +1145,61 @@ Test(state_store, appends_to_a_key_on_both_sides_of_a_range_delete_read_back_who
               (unsigned long long)keys[0][0], (unsigned long long)keys[0][1]);
     open_store();
     expect_history("a", 0, 8, true);
+}
+
+static int table_files(void)
+{
+    DIR *d = opendir(dir);
+    cr_assert_not_null(d);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t len = strlen(e->d_name);
+        n += len > 4 && !strcmp(e->d_name + len - 4, ".sst");
+    }
+    closedir(d);
+    return n;
+}
+
+/* Loading a model seeks its history, past snapshots and client records with RocksDB's
+ * prefix filters, which skip a table file that holds no key of the model's prefix. A
+ * snapshot record's range deletes are no such keys: in a newer file than the keys they
+ * delete, they must still hide them. */
+Test(state_store, range_deletes_in_a_newer_table_file_hide_an_older_files_keys)
+{
+    conf.changelog = true; /* each close flushes the memtable into a table file */
+    open_store();
+    flush_creates("m", "alice", 1, 5); /* 10 commands: ahead of bob's 6 below */
+    commit(0);
+    msgpack_sbuffer snap;
+    pack_snapshot_record(&snap);
+    uint64_t count;
+    codec_value_t *want = document_of("m", &count);
+    start_over();
+    open_store();
+    flush_creates("m", "bob", 1, 3); /* history and a client record for bob */
+    commit(0);
+    open_store(); /* bob's keys are in a table file */
+    int before = table_files();
+    cr_assert_eq(state_store_install_snapshot(store, "m", 1, snap.data, snap.size, errstr,
+                                              sizeof(errstr)),
+                 1, "%s", errstr);
+    commit(1);
+    msgpack_sbuffer_destroy(&snap);
+    open_store(); /* the range deletes are in a newer one */
+    cr_assert_gt(table_files(), before, "the install is in a table file of its own");
+    uint64_t got_count;
+    codec_value_t *got = document_of("m", &got_count);
+    cr_assert_eq(got_count, count, "the snapshot's count, not bob's history replayed");
+    cr_assert(codec_value_equal(got, want));
+    for (uint64_t from = 0; from < count; from++) /* bob's history is deleted */
+        expect_history("m", from, from + 1, false);
+    state_model_t *m = model("m");
+    cr_assert_eq(state_model_check_seq(store, m, "bob", 3, 1, NULL), STATE_SEQ_NEW,
+                 "bob's client record is deleted");
+    cr_assert_eq(state_model_check_seq(store, m, "alice", 5, 1, NULL),
+                 STATE_SEQ_DUPLICATE, "alice's comes with the snapshot");
+    codec_value_destroy(want);
+    codec_value_destroy(got);
 }
 
 /* The merge operator joins arrays of completions whatever their count (array heads of
