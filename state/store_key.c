@@ -163,11 +163,10 @@ bool store_key_parse(const char *k, size_t len, state_store_item_t *item)
     case STATE_ITEM_HISTORY:
     case STATE_ITEM_PAST:
     case STATE_ITEM_CLIENT: {
-        if (rest_len < 2)
+        size_t prefix_len = model_prefix_len(k, len);
+        if (!prefix_len)
             return false;
-        size_t mlen = ((size_t)(unsigned char)rest[0] << 8) | (unsigned char)rest[1];
-        if (rest_len < 2 + mlen)
-            return false;
+        size_t mlen = prefix_len - 7;
         item->model = rest + 2;
         item->model_len = mlen;
         if (item->kind == STATE_ITEM_CLIENT) {
