@@ -173,8 +173,6 @@ state_store_t *state_store_open(const state_store_conf_t *conf, char *errstr,
     rocksdb_writeoptions_disable_WAL(s->unlogged_options, 1);
     s->read_options = rocksdb_readoptions_create();
     rocksdb_readoptions_set_total_order_seek(s->read_options, 1);
-    s->model_reads = rocksdb_readoptions_create();
-    rocksdb_readoptions_set_prefix_same_as_start(s->model_reads, 1);
     s->db = rocksdb_open(s->options, conf->dir, &err);
     if (err) {
         store_fail_rocks(err, conf->dir, errstr, errstr_size);
@@ -343,8 +341,6 @@ void state_store_close(state_store_t *s)
         rocksdb_writeoptions_destroy(s->unlogged_options);
     if (s->read_options)
         rocksdb_readoptions_destroy(s->read_options);
-    if (s->model_reads)
-        rocksdb_readoptions_destroy(s->model_reads);
     if (s->zone)
         msgpack_zone_free(s->zone);
     if (s->record_zone)

@@ -283,12 +283,15 @@ static int load_entry(state_store_t *s, state_model_t *m, uint64_t key_count,
 }
 
 /* Feeds the stored history to the model (load_entry()), with it. */
-static int load_history(state_store_t *s, state_model_t *m, rocksdb_iterator_t *it,
-                        char *errstr, size_t errstr_size)
+static int load_history(state_store_t *s, state_model_t *m, char *errstr,
+                        size_t errstr_size)
 {
     store_key_t prefix;
     store_key_start(&prefix, s, STATE_ITEM_HISTORY);
     store_key_add_id(&prefix, m->id, m->id_len);
+    store_model_scan_t scan;
+    store_model_scan_open(&scan, s, prefix.p, prefix.len);
+    rocksdb_iterator_t *it = scan.it;
     int rc = 0;
     codec_packed_t one;
     codec_packed_init(&one);
@@ -307,6 +310,7 @@ static int load_history(state_store_t *s, state_model_t *m, rocksdb_iterator_t *
     }
     char *err = NULL;
     rocksdb_iter_get_error(it, &err);
+    store_model_scan_close(&scan);
     if (err && !rc)
         rc = store_fail_rocks(err, "reading history", errstr, errstr_size);
     else
@@ -374,9 +378,7 @@ state_model_t *state_store_model(state_store_t *s, const char *model, size_t mod
     m->master = state_master_new(model, model_len, count,
                                  doc ? doc : codec_value_copy(s->initial_document),
                                  &s->conf.master);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->model_reads);
-    int rc = load_history(s, m, it, errstr, errstr_size);
-    rocksdb_iter_destroy(it);
+    int rc = load_history(s, m, errstr, errstr_size);
     if (!rc)
         rc = store_past_load(s, m, errstr, errstr_size);
     if (rc) {

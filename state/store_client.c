@@ -229,7 +229,9 @@ size_t store_clients_scan(state_store_t *s, state_model_t *m, aged_t **ages)
     store_key_t prefix;
     store_key_start(&prefix, s, STATE_ITEM_CLIENT);
     store_key_add_id(&prefix, m->id, m->id_len);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->model_reads);
+    store_model_scan_t scan;
+    store_model_scan_open(&scan, s, prefix.p, prefix.len);
+    rocksdb_iterator_t *it = scan.it;
     for (rocksdb_iter_seek(it, prefix.p, prefix.len); rocksdb_iter_valid(it);
          rocksdb_iter_next(it)) {
         size_t klen, vlen;
@@ -270,7 +272,7 @@ size_t store_clients_scan(state_store_t *s, state_model_t *m, aged_t **ages)
         }
         n++;
     }
-    rocksdb_iter_destroy(it);
+    store_model_scan_close(&scan);
     store_key_free(&prefix);
     /* Records of this step are not in RocksDB yet: the cache has them. */
     for (client_t *c = m->clients; c; c = c->next) {

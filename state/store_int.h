@@ -73,6 +73,21 @@ rocksdb_slicetransform_t *store_key_model_prefix_new(void);
 /** The n-byte big-endian integer at p. */
 uint64_t store_be_n(const char *p, int n);
 uint64_t store_be64(const char *p);
+/** A scan of one model's keys of one kind (the prefix `<p> kind <len:u16> <model>`,
+ *  store_key_model_prefix_new()): the prefix filters skip every table file that holds
+ *  none of them, and an upper bound ends it before the next model's first key, whose
+ *  value RocksDB would otherwise read (and, for history, merge) to find the prefix
+ *  changed. */
+typedef struct store_model_scan_s {
+    rocksdb_iterator_t *it;
+    rocksdb_readoptions_t *ro;
+    store_key_t upper;
+} store_model_scan_t;
+/** Opens a scan of the keys starting with prefix[0..prefix_len) (not positioned:
+ *  seek sc->it). */
+void store_model_scan_open(store_model_scan_t *sc, state_store_t *s, const char *prefix,
+                           size_t prefix_len);
+void store_model_scan_close(store_model_scan_t *sc);
 /** Parses a key into item. @returns false for keys that are not per-partition
  *  records. */
 bool store_key_parse(const char *k, size_t len, state_store_item_t *item);
@@ -205,11 +220,8 @@ struct state_store_s {
     bool clients_uncommitted;
     bool blob_files;      /* large values go to blob files (store_batch_write()) */
     double checkpoint_at; /* a changelog store's next memtable flush, monotonic s */
-    rocksdb_readoptions_t *read_options; /* total order: every read but model_reads */
-    /* Seeks within one model's keys of one kind (store_key_model_prefix_new()): the
-     * prefix filters skip every table file that holds none of them, and iteration
-     * ends with the prefix. */
-    rocksdb_readoptions_t *model_reads;
+    /* total order: every read but a model's scans (store_model_scan_open()) */
+    rocksdb_readoptions_t *read_options;
     char failed[256]; /* non-empty once a write failed: no more commits */
 
     /* @locality the step in progress (store_batch.c): filled by flushes, change and

@@ -216,7 +216,9 @@ int state_store_pack_snapshot_record(state_store_t *s, const char *model,
     store_key_t prefix;
     store_key_start(&prefix, s, STATE_ITEM_CLIENT);
     store_key_add_id(&prefix, m->id, m->id_len);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->model_reads);
+    store_model_scan_t scan;
+    store_model_scan_open(&scan, s, prefix.p, prefix.len);
+    rocksdb_iterator_t *it = scan.it;
     uint32_t clients = 0;
     for (rocksdb_iter_seek(it, prefix.p, prefix.len); rocksdb_iter_valid(it);
          rocksdb_iter_next(it)) {
@@ -243,7 +245,7 @@ int state_store_pack_snapshot_record(state_store_t *s, const char *model,
     }
     char *err = NULL;
     rocksdb_iter_get_error(it, &err);
-    rocksdb_iter_destroy(it);
+    store_model_scan_close(&scan);
     store_key_free(&prefix);
     return err ? store_fail_rocks(err, "reading client records", errstr, errstr_size) : 0;
 }

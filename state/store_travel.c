@@ -34,17 +34,14 @@ static void past_key(store_key_t *k, state_store_t *s, const state_model_t *m)
 
 int store_past_load(state_store_t *s, state_model_t *m, char *errstr, size_t errstr_size)
 {
-    store_key_t prefix, upper;
+    store_key_t prefix;
     past_key(&prefix, s, m);
-    /* Bounded to this model's keys: an iterator reads each value it stops at, and the
-     * key after the last one is the next model's past snapshot, as large as its
-     * document (RocksDB 7.8 has no keys-only iteration). */
-    past_key(&upper, s, m);
-    store_key_add(&upper, "\xff\xff\xff\xff\xff\xff\xff\xff\xff", 9);
-    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
-    rocksdb_readoptions_set_iterate_upper_bound(ro, upper.p, upper.len);
-    rocksdb_readoptions_set_prefix_same_as_start(ro, 1);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, ro);
+    /* Bounded to this model's keys: the key after its last one is the next model's
+     * past snapshot, as large as its document (RocksDB 7.8 has no keys-only
+     * iteration). */
+    store_model_scan_t scan;
+    store_model_scan_open(&scan, s, prefix.p, prefix.len);
+    rocksdb_iterator_t *it = scan.it;
     for (rocksdb_iter_seek(it, prefix.p, prefix.len); rocksdb_iter_valid(it);
          rocksdb_iter_next(it)) {
         size_t klen;
@@ -55,9 +52,7 @@ int store_past_load(state_store_t *s, state_model_t *m, char *errstr, size_t err
     }
     char *err = NULL;
     rocksdb_iter_get_error(it, &err);
-    rocksdb_iter_destroy(it);
-    rocksdb_readoptions_destroy(ro);
-    store_key_free(&upper);
+    store_model_scan_close(&scan);
     store_key_free(&prefix);
     return err ? store_fail_rocks(err, "reading past snapshots", errstr, errstr_size) : 0;
 }
@@ -224,7 +219,9 @@ static int replay_history(state_store_t *s, const state_model_t *m,
             break;
         }
     store_key_add_u64(&k, from);
-    rocksdb_iterator_t *it = rocksdb_create_iterator(s->db, s->model_reads);
+    store_model_scan_t scan;
+    store_model_scan_open(&scan, s, k.p, prefix_len);
+    rocksdb_iterator_t *it = scan.it;
     int rc = 0;
     for (rocksdb_iter_seek(it, k.p, k.len);
          !rc && rocksdb_iter_valid(it) && state_master_command_count(master) < at;
@@ -239,7 +236,7 @@ static int replay_history(state_store_t *s, const state_model_t *m,
     }
     char *err = NULL;
     rocksdb_iter_get_error(it, &err);
-    rocksdb_iter_destroy(it);
+    store_model_scan_close(&scan);
     if (err && !rc)
         rc = store_fail_rocks(err, "reading history", errstr, errstr_size);
     else
