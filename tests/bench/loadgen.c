@@ -551,8 +551,11 @@ static int send_some(double t, double *next_due, bool *more)
             send_flush(c, *next_due, false);
             *next_due += 1 / o.rate;
         }
+        /* At least 1 ms: waits shorter than that made the loop poll without sleeping,
+         * which took a whole core from the processor under test. The flushes due
+         * meanwhile go together, each timed from when it was due. */
         double wait = *next_due - t;
-        return wait <= 0 ? 0 : wait > 0.005 ? 5 : (int)(wait * 1e3);
+        return !*more ? 5 : wait < 0.001 ? 1 : wait > 0.005 ? 5 : (int)(wait * 1e3);
     }
     while ((*more = more_to_send(t)) && inflight_total < o.window && (c = pick_client()))
         send_flush(c, t, false);
