@@ -289,10 +289,14 @@ static int rebuild(const processor_config_t *cfg, bool from_changes,
     parts = codec_xcalloc((size_t)rb.partition_count, sizeof(*parts));
     ssize_t n = partition_list(cfg, rb.partition_count, parts);
     if (n >= 0) {
-        /* Partitions have their own stores: --threads of them at once. */
+        /* Partitions have their own stores: --threads of them at once; by default two
+         * per core, since each partition also waits, on its store's files as they are
+         * created, flushed and closed and on its consumer's first fetch, and another
+         * partition's records fill that time (0.89-0.92x the wall time of one per
+         * core on 2 cores, tests/bench/BENCHMARKS.md). */
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         size_t threads =
-            cfg->threads ? (size_t)cfg->threads : (size_t)(cores > 0 ? cores : 1);
+            cfg->threads ? (size_t)cfg->threads : 2 * (size_t)(cores > 0 ? cores : 1);
         if (threads > (size_t)n)
             threads = (size_t)n;
         rebuild_queue_t q = {&rb, parts, (size_t)n, 0, 0};

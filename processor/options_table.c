@@ -155,7 +155,8 @@ const processor_option_t processor_options[] = {
         .commands = PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_REBUILD |
                     PROCESSOR_CMD_REPARTITION,
         .help = "Worker threads sharing the partitions (assigned, or to rebuild); a "
-                "partition is in one thread at a time; 0 = the number of cores.",
+                "partition is in one thread at a time; 0 = the number of cores (rebuild: "
+                "twice that).",
     },
     {
         .name = "partitioner",
