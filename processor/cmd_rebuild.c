@@ -292,7 +292,7 @@ static int rebuild(const processor_config_t *cfg, bool from_changes,
         /* Partitions have their own stores: --threads of them at once; by default two
          * per core, since each partition also waits, on its store's files as they are
          * created, flushed and closed and on its consumer's first fetch, and another
-         * partition's records fill that time (0.89-0.92x the wall time of one per
+         * partition's records fill that time (0.85-0.92x the wall time of one per
          * core on 2 cores, tests/bench/BENCHMARKS.md). */
         long cores = sysconf(_SC_NPROCESSORS_ONLN);
         size_t threads =

@@ -70,20 +70,18 @@ void store_model_scan_open(store_model_scan_t *sc, state_store_t *s, const char 
                            size_t prefix_len)
 {
     /* The least key above every key with the prefix: the prefix with its last byte
-     * below 0xff incremented and the bytes after it dropped (a prefix starts with
-     * the partition and the kind, so one such byte exists). */
+     * below 0xff incremented and the bytes after it dropped. One such byte exists:
+     * the kind byte, fifth of every prefix, is a letter. */
     size_t n = prefix_len;
-    while (n > 0 && (unsigned char)prefix[n - 1] == 0xff)
+    while ((unsigned char)prefix[n - 1] == 0xff)
         n--;
     store_key_init(&sc->upper, 0, 0);
     sc->upper.len = 0;
     store_key_add(&sc->upper, prefix, n);
-    if (n > 0)
-        sc->upper.p[n - 1] = (char)((unsigned char)sc->upper.p[n - 1] + 1);
+    sc->upper.p[n - 1] = (char)((unsigned char)sc->upper.p[n - 1] + 1);
     sc->ro = rocksdb_readoptions_create();
     rocksdb_readoptions_set_prefix_same_as_start(sc->ro, 1);
-    if (n > 0)
-        rocksdb_readoptions_set_iterate_upper_bound(sc->ro, sc->upper.p, sc->upper.len);
+    rocksdb_readoptions_set_iterate_upper_bound(sc->ro, sc->upper.p, sc->upper.len);
     sc->it = rocksdb_create_iterator(s->db, sc->ro);
 }
 
