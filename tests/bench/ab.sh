@@ -11,7 +11,8 @@
 # DOC_BYTES=N runs run.sh's document row instead: 8 models of N bytes each (10000000
 # is the 10 MB row, 1000 its 1 KB baseline), 64 flushes in flight per client, with
 # run.sh's options for that row. MODELS=N spreads the usual load over N models instead
-# of 1,000 (100000: many models, each edited now and then). PERF=DIR records `perf record --call-graph dwarf` of
+# of 1,000 (100000: many models, each edited now and then), COMMANDS=N sends N commands
+# per flush instead of 2 (4: run.sh's processor-4cmd row). PERF=DIR records `perf record --call-graph dwarf` of
 # each run's processor for 4 s, from SECONDS/2 + 6 s after its start (loadgen joins,
 # seeds the models and warms up for 2 s before its measured window), into
 # DIR/LABEL.data, perf's messages into DIR/LABEL.perf.log; profiled runs are slower,
@@ -34,7 +35,7 @@ if [[ -n ${DOC_BYTES:-} ]]; then
   load=(--outstanding 64 --window 512)
   options=(--log-level info --max-document-bytes 67108864 -X message.max.bytes=100000000)
 else
-  workload=(--models "${MODELS:-1000}" --commands 2)
+  workload=(--models "${MODELS:-1000}" --commands "${COMMANDS:-2}")
   load=(--outstanding 4 --window 4000)
   options=()
 fi
