@@ -37,6 +37,7 @@
 
 #include "codec/alloc.h"
 #include "codec/msgpack.h"
+#include "codec/request.h"
 #include "codec/value.h"
 #include "processor/kafka.h"
 #include "processor/metrics.h"
@@ -399,7 +400,7 @@ static void on_reply(const rd_kafka_message_t *m, double t)
         if (client && client->type == CODEC_VALUE_STR)
             id.client = client->u.str.ptr, id.client_len = client->u.str.len;
         if (seq && seq->type == CODEC_VALUE_INT && seq->u.i >= 0 &&
-            seq->u.i <= (INT64_C(1) << 53) - 1)
+            (uint64_t)seq->u.i <= CODEC_MAX_SAFE_INTEGER)
             id.has_seq = true, id.seq = (uint64_t)seq->u.i;
     }
     char *end = NULL;
