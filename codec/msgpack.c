@@ -761,7 +761,7 @@ void codec_msgpack_identify(const char *buf, size_t len, codec_identity_t *id)
                    codec_utf8_valid((const char *)str, (size_t)str_len)) {
             *(is_model ? &id->model : &id->client) = (const char *)str;
             *(is_model ? &id->model_len : &id->client_len) = (size_t)str_len;
-        } else if (is_seq && has_uint && uint <= ((uint64_t)1 << 53) - 1) {
+        } else if (is_seq && has_uint && uint <= CODEC_MAX_SAFE_INTEGER) {
             id->has_seq = true;
             id->seq = uint;
         }

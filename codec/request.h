@@ -8,10 +8,6 @@
 #include "error.h"
 #include "value.h"
 
-/* Largest count, seq or command count accepted: JavaScript's Number.MAX_SAFE_INTEGER,
- * so every peer can represent every number we send. */
-#define CODEC_MAX_SAFE_INTEGER 9007199254740991ull
-
 typedef enum codec_action_e {
     CODEC_ACTION_CREATE,
     CODEC_ACTION_UPDATE,

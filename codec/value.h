@@ -15,6 +15,10 @@
 
 #include <msgpack/zone.h>
 
+/* Largest count, seq or command count accepted: JavaScript's Number.MAX_SAFE_INTEGER
+ * (2^53 - 1), so every peer can represent every number we send. */
+#define CODEC_MAX_SAFE_INTEGER 9007199254740991ull
+
 typedef enum codec_value_type_e {
     CODEC_VALUE_NIL = 0,
     CODEC_VALUE_BOOL,

@@ -241,7 +241,7 @@ static int query_uint(struct lws *wsi, const char *name, uint64_t *out)
         return 0;
     char *end = NULL;
     unsigned long long n = strtoull(v, &end, 10);
-    if (!*v || *end || *v == '-' || n > (1ull << 53) - 1)
+    if (!*v || *end || *v == '-' || n > CODEC_MAX_SAFE_INTEGER)
         return -1;
     *out = n;
     return 1;

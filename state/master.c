@@ -184,7 +184,8 @@ static codec_value_t *generate_id(const state_master_t *m, uint64_t attempt)
     } else {
         uint64_t salt[2] = {m->count, attempt};
         uint64_t seed = XXH3_64bits(m->model, m->model_len);
-        id = XXH3_64bits_withSeed(salt, sizeof(salt), seed) & ((UINT64_C(1) << 53) - 1);
+        /* The low 53 bits (CODEC_MAX_SAFE_INTEGER is 2^53 - 1): a safe integer. */
+        id = XXH3_64bits_withSeed(salt, sizeof(salt), seed) & CODEC_MAX_SAFE_INTEGER;
     }
     /* Decimal digits from the end of buf: snprintf was 2% of a flush's handling. */
     char *at = buf + sizeof(buf);
