@@ -14,6 +14,9 @@
 #define CATCH_UP_GAP 3 /* a change record starts above its model's count */
 #define READ_FAILED  5 /* a visit failed for good (-1): not the reader's own -1 */
 
+/* The level of a catch-up's routine lines (where it reads, what it applied). */
+#define ROUTINE(conf) ((conf)->quiet ? PROCESSOR_LOG_DEBUG : PROCESSOR_LOG_INFO)
+
 /* A catch-up in progress. */
 typedef struct catch_up_s {
     const processor_catch_up_conf_t *conf;
@@ -199,14 +202,15 @@ static int restore_snapshots(catch_up_t *cu)
     int rc = partition_ends(cu, topic, &lo, &hi);
     if (rc)
         return rc;
-    LOG_INFO("partition %d: restoring from %s offsets %lld..%lld", conf->partition, topic,
-             (long long)lo, (long long)hi);
+    processor_log(ROUTINE(conf), "partition %d: restoring from %s offsets %lld..%lld",
+                  conf->partition, topic, (long long)lo, (long long)hi);
     cu->restoring = true;
     rc = lo < hi ? read_topic(cu, topic, lo, hi, install_snapshot) : 0;
     cu->restoring = false;
     if (!rc)
-        LOG_INFO("partition %d: %llu snapshot records installed (models restored)",
-                 conf->partition, (unsigned long long)cu->st->installed);
+        processor_log(ROUTINE(conf),
+                      "partition %d: %llu snapshot records installed (models restored)",
+                      conf->partition, (unsigned long long)cu->st->installed);
     return rc;
 }
 
@@ -240,8 +244,9 @@ static int catch_up(catch_up_t *cu)
     if (from < lo)
         from = lo;
     if (from < hi) {
-        LOG_INFO("partition %d: catching up from %s offsets %lld..%lld", conf->partition,
-                 topic, (long long)from, (long long)hi);
+        processor_log(ROUTINE(conf),
+                      "partition %d: catching up from %s offsets %lld..%lld",
+                      conf->partition, topic, (long long)from, (long long)hi);
         rc = read_topic(cu, topic, from, hi, apply_change);
         if (rc == CATCH_UP_GAP && !restored && conf->snapshots_topic) {
             restored = true;
@@ -294,9 +299,10 @@ int processor_catch_up(const processor_catch_up_conf_t *conf,
     }
     if (rc)
         return rc;
-    LOG_INFO("partition %d: caught up: %llu change records applied, %llu already "
-             "reflected, in %.1f s",
-             conf->partition, (unsigned long long)stats->applied,
-             (unsigned long long)stats->skipped, processor_monotonic_s() - start);
+    processor_log(ROUTINE(conf),
+                  "partition %d: caught up: %llu change records applied, %llu already "
+                  "reflected, in %.1f s",
+                  conf->partition, (unsigned long long)stats->applied,
+                  (unsigned long long)stats->skipped, processor_monotonic_s() - start);
     return 0;
 }

@@ -82,6 +82,7 @@ typedef struct processor_catch_up_conf_s {
      * (rule 4). 0: no check. */
     int32_t partition_count;
     bool track_input; /* record the input offset the change records reach (rebuild) */
+    bool quiet;       /* its routine lines at debug level (a standby's frequent passes) */
     /* Polled between records: true stops the catch-up (-1). NULL: never. */
     bool (*stopped)(void *ctx);
     /* Called after each change record applied (the tests' failpoints). NULL: none. */

@@ -78,6 +78,7 @@ typedef struct processor_config_s {
     uint64_t http_port;            /* run, dev: 0 = no HTTP server */
     char *http_address;            /* run, dev: NULL = every interface */
     uint64_t takeover_timeout_ms;  /* run, dev: /healthz fails beyond it */
+    uint64_t standby_interval_ms;  /* run, dev: 0 = no warm standbys */
     char *extra_topics;            /* dev: "name:partitions,..." */
     char *action;                  /* topics: create|describe (the positional argument) */
     uint64_t replication_factor;   /* topics */

@@ -343,6 +343,21 @@ const processor_option_t processor_options[] = {
                 "in (each reads only the replies to its own requests).",
     },
     {
+        .name = "standby-interval-ms",
+        .type = PROCESSOR_OPT_UINT,
+        .default_value = "0",
+        .min = 0,
+        .max = 86400000,
+        .offset = OFF(standby_interval_ms),
+        .commands = PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV,
+        .help =
+            "Warm standbys: every this many ms, catch up the stores of the partitions "
+            "this instance does not own from the changes topic, so that taking one "
+            "over (a rebalance, an instance lost) replays only what came since; 0 = "
+            "off. Costs the disk of every partition's state and the CPU of applying "
+            "every change record on each instance.",
+    },
+    {
         .name = "takeover-timeout-ms",
         .type = PROCESSOR_OPT_UINT,
         .default_value = "300000",

@@ -160,6 +160,7 @@ static void revoke_partitions(runner_t *r, rd_kafka_topic_partition_list_t *part
         p->handler = NULL;
         state_store_close(p->store);
         p->store = NULL;
+        run_standby_return(r, p->id); /* closed: the standby may keep it warm now */
     }
     if (!lost)
         run_offsets_commit(r, parts);

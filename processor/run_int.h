@@ -48,6 +48,7 @@
 
 typedef struct part_s part_t;
 typedef struct runner_s runner_t;
+typedef struct standby_s standby_t; /* run_standby.c */
 
 /* A processing step whose records are produced: the input offset to commit once all
  * of them are delivered. @locality in part_t's steps, under its lock. */
@@ -222,6 +223,7 @@ struct runner_s {
     processor_histogram_t step_duration;   /* apply, store commit, hand to the producer */
     _Atomic double loop_at;                /* the main loop's last turn (liveness) */
     processor_http_t *http;                /* the main thread's */
+    standby_t *standby; /* NULL without --standby-interval-ms; set before it starts */
 };
 
 /* A model id with its length (ids may hold NUL bytes: lengths, not strlen). */
@@ -375,6 +377,41 @@ void run_prepare(part_t *p);
 int run_state_check(const runner_t *r, state_store_t *store, const char *dir,
                     bool *count_recorded, char **recorded, char *errstr,
                     size_t errstr_size);
+
+/* ---- warm standbys: run_standby.c ---- */
+
+/** Starts the standby thread (with --standby-interval-ms; else nothing). @locality main
+ *  thread, after the workers start. */
+void run_standby_start(runner_t *r);
+
+/** Stops and joins the standby thread (safe without one, or twice). @locality main
+ *  thread, before the consumer is closed: its revokes would hand partitions back. */
+void run_standby_stop(runner_t *r);
+
+/** Stops the standby and frees it. @locality main thread, once the workers and the
+ *  HTTP thread (which read it) are stopped. */
+void run_standby_free(runner_t *r);
+
+/** Takes the partition from the standby before its store is opened: from now on the
+ *  standby leaves it alone, and a catch-up of it in progress stops after its record
+ *  (what was committed stays). Waits for the standby to close the store. @locality the
+ *  partition's worker (run_prepare()). */
+void run_standby_claim(runner_t *r, int32_t partition);
+
+/** Gives a revoked partition back to the standby, once its store is closed. @locality
+ *  main thread. */
+void run_standby_return(runner_t *r, int32_t partition);
+
+/** What the standby did, for /metrics. */
+typedef struct standby_view_s {
+    uint64_t passes;  /* over every partition not owned */
+    uint64_t applied; /* change records applied */
+    int kept;         /* partitions not owned here (kept warm) */
+    int refused;      /* of another layout or settings: left alone */
+} standby_view_t;
+
+/** @returns false without a standby. @locality any thread. */
+bool run_standby_view(runner_t *r, standby_view_t *out);
 
 /* ---- status: run_status.c ---- */
 

@@ -328,6 +328,7 @@ static void runner_destroy(runner_t *r)
         atomic_store(&r->producer_stop, true);
         pthread_join(r->producer_thread, NULL);
     }
+    run_standby_free(r); /* after the workers: a takeover in flight may claim */
     if (r->consumer)
         run_stats_log(r, -1);
     if (r->producer) {
@@ -360,7 +361,9 @@ int processor_run(const processor_config_t *cfg, const char *bootstrap_servers,
         LOG_ERROR("%s", errstr);
     } else {
         runner_start_threads(r);
+        run_standby_start(r);
         rd_kafka_resp_err_t err = runner_poll(r, &rc);
+        run_standby_stop(r);
         runner_leave(r, err);
     }
     runner_destroy(r);

@@ -240,6 +240,22 @@ static void render_metrics(runner_t *r, FILE *fp)
                  "Takeovers of a partition that failed on a transient Kafka error and "
                  "were tried again.",
                  atomic_load(&r->takeover_retries));
+    standby_view_t sv;
+    if (run_standby_view(r, &sv)) {
+        metric_value(fp, "flushout_standby_partitions", "gauge",
+                     "Partitions this instance does not own, kept caught up "
+                     "(--standby-interval-ms).",
+                     (uint64_t)sv.kept);
+        metric_value(fp, "flushout_standby_partitions_refused", "gauge",
+                     "Partitions not owned here whose store or records are of another "
+                     "layout or settings: not kept (see the log).",
+                     (uint64_t)sv.refused);
+        metric_value(fp, "flushout_standby_passes_total", "counter",
+                     "Passes of the standby over the partitions it keeps.", sv.passes);
+        metric_value(fp, "flushout_standby_change_records_applied_total", "counter",
+                     "Change records the standby applied to the partitions it keeps.",
+                     sv.applied);
+    }
     metric_value(fp, "flushout_cache_bytes", "gauge",
                  "Bytes of decoded models in the cache (see --cache-mb).", cache_bytes);
     metric_value(fp, "flushout_cache_models", "gauge", "Models in the cache.",

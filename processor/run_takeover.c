@@ -355,6 +355,7 @@ void run_prepare(part_t *p)
 {
     char dir[PATH_MAX];
     processor_partition_dir(dir, sizeof(dir), p->r->state_dir, p->id);
+    run_standby_claim(p->r, p->id); /* the standby may hold its store (run_standby.c) */
     if (prepare_store(p, dir) || prepare_leftovers(p))
         return;
     int rc = catch_up(p);

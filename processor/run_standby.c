@@ -1,0 +1,254 @@
+/* processor/run_standby.c - warm standbys (--standby-interval-ms): the partitions this
+ * instance does not own are kept caught up in its state directory, so that taking one
+ * over (a rebalance, an instance lost) replays only what came since the last pass
+ * instead of the partition's whole changes topic.
+ *
+ * Kafka Streams' standby replicas, without an assignor of their own: the group's
+ * assignment says which partitions this instance owns, and every other one is kept.
+ * One thread visits them in turn, each pass: it opens the partition's store, catches it
+ * up as a new owner would (processor_catch_up(), the one implementation of catch_up.h's
+ * rules), and closes it, so a standby holds one store open at a time.
+ *
+ * Handing a partition between the standby and its owner: the takeover claims it
+ * (run_standby_claim()), which stops a catch-up of it after the record in progress and
+ * waits until the standby has closed the store; a revoke gives it back once the owner
+ * has closed it (run_standby_return()). Neither side ever opens a store the other holds.
+ * A standby's store is what a new owner's catch-up would have made of it (the same
+ * function, from the same topic), so what the owner does next is unchanged: its own
+ * catch-up from where the standby got to, then the flushes from Kafka's committed
+ * offset. */
+#define _GNU_SOURCE /* pthread_setname_np */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "codec/alloc.h"
+#include "log.h"
+#include "run_int.h"
+
+struct standby_s {
+    runner_t *r;
+    pthread_t thread;
+    /* @locality under lock: the standby thread, the workers' claims, the main thread's
+     * returns and /metrics. */
+    pthread_mutex_t lock;
+    pthread_cond_t changed; /* busy is -1 again, or stop */
+    bool *owned;   /* by partition id: assigned here (claimed, not yet returned) */
+    bool *refused; /* another layout or settings: left to the owner to report */
+    bool *warned;  /* the store could not be opened: said once until it can */
+    int32_t busy;  /* the partition whose store the standby holds, -1: none */
+    bool stop, joined;
+    uint64_t passes, applied;
+};
+
+/* processor_catch_up()'s stop check: the partition was claimed, or everything stops. */
+typedef struct standby_ctx_s {
+    standby_t *sb;
+    int32_t partition;
+} standby_ctx_t;
+
+static bool standby_stopped(void *opaque)
+{
+    standby_ctx_t *ctx = opaque;
+    standby_t *sb = ctx->sb;
+    pthread_mutex_lock(&sb->lock);
+    bool stopped = sb->stop || sb->owned[ctx->partition];
+    pthread_mutex_unlock(&sb->lock);
+    return stopped || *sb->r->stop;
+}
+
+/* Catches one partition's store up and closes it. @returns the change records applied. */
+static uint64_t standby_catch_up(standby_t *sb, int32_t id)
+{
+    runner_t *r = sb->r;
+    char dir[PATH_MAX], errstr[2048];
+    processor_partition_dir(dir, sizeof(dir), r->state_dir, id);
+    state_store_conf_t sc = processor_store_conf(
+        r->cfg, dir, id, atomic_load(&r->cache_share), r->initial_document);
+    sc.changelog = true; /* as the owner opens it: the changes topic is its log */
+    state_store_t *store = state_store_open(&sc, errstr, sizeof(errstr));
+    if (!store) {
+        pthread_mutex_lock(&sb->lock);
+        bool say = !sb->warned[id];
+        sb->warned[id] = true;
+        pthread_mutex_unlock(&sb->lock);
+        if (say)
+            LOG_WARN("standby: partition %d: cannot open its store (tried again each "
+                     "pass): %s",
+                     id, errstr);
+        return 0;
+    }
+    uint64_t applied = 0;
+    bool refuse = false;
+    if (run_state_check(r, store, dir, NULL, NULL, errstr, sizeof(errstr))) {
+        LOG_WARN("standby: partition %d: left alone: %s", id, errstr);
+        refuse = true;
+    } else {
+        standby_ctx_t ctx = {sb, id};
+        processor_catch_up_conf_t conf = {
+            .cfg = r->cfg,
+            .bootstrap = r->bootstrap,
+            .rk = r->producer,
+            .store = store,
+            .partition = id,
+            .snapshots_topic =
+                r->cfg->snapshot_topic_every ? r->cfg->snapshots_topic : NULL,
+            .settings = r->settings,
+            .partition_count = r->partition_count,
+            .quiet = true,
+            .stopped = standby_stopped,
+            .ctx = &ctx,
+        };
+        processor_catch_up_stats_t st;
+        char why[256];
+        int rc = processor_catch_up(&conf, &st, why, sizeof(why));
+        applied = st.applied;
+        if (rc == PROCESSOR_CATCH_UP_AGAIN)
+            LOG_DEBUG("standby: partition %d: %s; next pass", id, why);
+        /* Logged by the catch-up; its owner will meet the same records. */
+        refuse = rc == PROCESSOR_CATCH_UP_FATAL;
+        if (refuse)
+            LOG_WARN("standby: partition %d: left alone (its owner will refuse it too)",
+                     id);
+    }
+    state_store_close(store);
+    pthread_mutex_lock(&sb->lock);
+    sb->warned[id] = false;
+    sb->refused[id] = refuse;
+    pthread_mutex_unlock(&sb->lock);
+    return applied;
+}
+
+/* Waits up to ms, or until stop. @returns false once stopping. Caller holds lock. */
+static bool standby_wait(standby_t *sb, uint64_t ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += (time_t)(ms / 1000);
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    while (!sb->stop && !*sb->r->stop &&
+           pthread_cond_timedwait(&sb->changed, &sb->lock, &until) == 0)
+        ;
+    return !sb->stop && !*sb->r->stop;
+}
+
+static void *standby_main(void *opaque)
+{
+    standby_t *sb = opaque;
+    runner_t *r = sb->r;
+    pthread_mutex_lock(&sb->lock);
+    /* Not before the first assignment: the partitions it gives are not worth a pass. */
+    while (!atomic_load(&r->joined) && standby_wait(sb, 100))
+        ;
+    while (!sb->stop && !*r->stop) {
+        for (int32_t id = 0; id < r->partition_count && !sb->stop && !*r->stop; id++) {
+            if (sb->owned[id] || sb->refused[id])
+                continue;
+            sb->busy = id;
+            pthread_mutex_unlock(&sb->lock);
+            uint64_t applied = standby_catch_up(sb, id);
+            pthread_mutex_lock(&sb->lock);
+            sb->busy = -1;
+            sb->applied += applied;
+            pthread_cond_broadcast(&sb->changed);
+        }
+        sb->passes++;
+        if (!standby_wait(sb, r->cfg->standby_interval_ms))
+            break;
+    }
+    pthread_mutex_unlock(&sb->lock);
+    return NULL;
+}
+
+void run_standby_start(runner_t *r)
+{
+    if (!r->cfg->standby_interval_ms)
+        return;
+    standby_t *sb = codec_xcalloc(1, sizeof(*sb));
+    sb->r = r;
+    sb->busy = -1;
+    size_t n = (size_t)(r->partition_count > 0 ? r->partition_count : 1);
+    sb->owned = codec_xcalloc(n, sizeof(*sb->owned));
+    sb->refused = codec_xcalloc(n, sizeof(*sb->refused));
+    sb->warned = codec_xcalloc(n, sizeof(*sb->warned));
+    pthread_mutex_init(&sb->lock, NULL);
+    pthread_cond_init(&sb->changed, NULL);
+    r->standby = sb;
+    pthread_create(&sb->thread, NULL, standby_main, sb);
+    pthread_setname_np(sb->thread, "fo:standby");
+    LOG_INFO("standby: keeping the partitions this instance does not own caught up, "
+             "every %llu ms",
+             (unsigned long long)r->cfg->standby_interval_ms);
+}
+
+void run_standby_stop(runner_t *r)
+{
+    standby_t *sb = r->standby;
+    if (!sb || sb->joined)
+        return;
+    pthread_mutex_lock(&sb->lock);
+    sb->stop = true;
+    pthread_cond_broadcast(&sb->changed);
+    pthread_mutex_unlock(&sb->lock);
+    pthread_join(sb->thread, NULL);
+    sb->joined = true;
+}
+
+void run_standby_free(runner_t *r)
+{
+    standby_t *sb = r->standby;
+    if (!sb)
+        return;
+    run_standby_stop(r);
+    r->standby = NULL;
+    pthread_mutex_destroy(&sb->lock);
+    pthread_cond_destroy(&sb->changed);
+    free(sb->owned);
+    free(sb->refused);
+    free(sb->warned);
+    free(sb);
+}
+
+void run_standby_claim(runner_t *r, int32_t partition)
+{
+    standby_t *sb = r->standby;
+    if (!sb || partition < 0 || partition >= r->partition_count)
+        return;
+    pthread_mutex_lock(&sb->lock);
+    sb->owned[partition] = true;
+    while (sb->busy == partition)
+        pthread_cond_wait(&sb->changed, &sb->lock);
+    pthread_mutex_unlock(&sb->lock);
+}
+
+void run_standby_return(runner_t *r, int32_t partition)
+{
+    standby_t *sb = r->standby;
+    if (!sb || partition < 0 || partition >= r->partition_count)
+        return;
+    pthread_mutex_lock(&sb->lock);
+    sb->owned[partition] = false;
+    sb->refused[partition] = false; /* the next pass looks again */
+    pthread_mutex_unlock(&sb->lock);
+}
+
+bool run_standby_view(runner_t *r, standby_view_t *out)
+{
+    standby_t *sb = r->standby;
+    if (!sb)
+        return false;
+    pthread_mutex_lock(&sb->lock);
+    *out = (standby_view_t){.passes = sb->passes, .applied = sb->applied};
+    for (int32_t id = 0; id < r->partition_count; id++) {
+        out->kept += !sb->owned[id] && !sb->refused[id];
+        out->refused += !sb->owned[id] && sb->refused[id];
+    }
+    pthread_mutex_unlock(&sb->lock);
+    return true;
+}
