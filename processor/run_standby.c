@@ -35,10 +35,11 @@ struct standby_s {
      * returns and /metrics. */
     pthread_mutex_t lock;
     pthread_cond_t changed; /* busy is -1 again, or stop */
-    bool *owned;   /* by partition id: assigned here (claimed, not yet returned) */
-    bool *refused; /* another layout or settings: left to the owner to report */
-    bool *warned;  /* the store could not be opened: said once until it can */
-    int32_t busy;  /* the partition whose store the standby holds, -1: none */
+    bool *owned;      /* by partition id: assigned here (claimed, not yet returned) */
+    bool *refused;    /* another layout or settings: left to the owner to report */
+    bool *warned;     /* the store could not be opened: said once until it can */
+    int64_t *reached; /* the changes position the last pass left (-1: unknown) */
+    int32_t busy;     /* the partition whose store the standby holds, -1: none */
     bool stop, joined;
     uint64_t passes, applied;
 };
@@ -59,10 +60,29 @@ static bool standby_stopped(void *opaque)
     return stopped || *sb->r->stop;
 }
 
+/* Whether the partition's changes end where the last pass left its store: then there is
+ * nothing to apply, and opening the store (RocksDB's files, a reader) would be the
+ * pass's whole cost. Asked of the broker; an error means "look". */
+static bool standby_nothing_new(standby_t *sb, int32_t id)
+{
+    runner_t *r = sb->r;
+    pthread_mutex_lock(&sb->lock);
+    int64_t reached = sb->reached[id];
+    pthread_mutex_unlock(&sb->lock);
+    int64_t lo = 0, hi = 0;
+    return reached >= 0 &&
+           rd_kafka_query_watermark_offsets(r->producer, r->cfg->changes_topic, id, &lo,
+                                            &hi, PROCESSOR_KAFKA_TIMEOUT_MS) ==
+               RD_KAFKA_RESP_ERR_NO_ERROR &&
+           hi == reached;
+}
+
 /* Catches one partition's store up and closes it. @returns the change records applied. */
 static uint64_t standby_catch_up(standby_t *sb, int32_t id)
 {
     runner_t *r = sb->r;
+    if (standby_nothing_new(sb, id))
+        return 0;
     char dir[PATH_MAX], errstr[2048];
     processor_partition_dir(dir, sizeof(dir), r->state_dir, id);
     state_store_conf_t sc = processor_store_conf(
@@ -81,6 +101,7 @@ static uint64_t standby_catch_up(standby_t *sb, int32_t id)
         return 0;
     }
     uint64_t applied = 0;
+    int64_t reached = -1;
     bool refuse = false;
     if (run_state_check(r, store, dir, NULL, NULL, errstr, sizeof(errstr))) {
         LOG_WARN("standby: partition %d: left alone: %s", id, errstr);
@@ -105,6 +126,10 @@ static uint64_t standby_catch_up(standby_t *sb, int32_t id)
         char why[256];
         int rc = processor_catch_up(&conf, &st, why, sizeof(why));
         applied = st.applied;
+        if (rc == 0) /* none yet: the topic was empty (it is checked as at 0) */
+            reached = state_store_changes_offset(store) < 0
+                          ? 0
+                          : state_store_changes_offset(store);
         if (rc == PROCESSOR_CATCH_UP_AGAIN)
             LOG_DEBUG("standby: partition %d: %s; next pass", id, why);
         /* Logged by the catch-up; its owner will meet the same records. */
@@ -117,6 +142,7 @@ static uint64_t standby_catch_up(standby_t *sb, int32_t id)
     pthread_mutex_lock(&sb->lock);
     sb->warned[id] = false;
     sb->refused[id] = refuse;
+    sb->reached[id] = reached;
     pthread_mutex_unlock(&sb->lock);
     return applied;
 }
@@ -177,6 +203,9 @@ void run_standby_start(runner_t *r)
     sb->owned = codec_xcalloc(n, sizeof(*sb->owned));
     sb->refused = codec_xcalloc(n, sizeof(*sb->refused));
     sb->warned = codec_xcalloc(n, sizeof(*sb->warned));
+    sb->reached = codec_xmalloc(n * sizeof(*sb->reached));
+    for (size_t i = 0; i < n; i++)
+        sb->reached[i] = -1;
     pthread_mutex_init(&sb->lock, NULL);
     pthread_cond_init(&sb->changed, NULL);
     r->standby = sb;
@@ -212,6 +241,7 @@ void run_standby_free(runner_t *r)
     free(sb->owned);
     free(sb->refused);
     free(sb->warned);
+    free(sb->reached);
     free(sb);
 }
 
@@ -235,6 +265,7 @@ void run_standby_return(runner_t *r, int32_t partition)
     pthread_mutex_lock(&sb->lock);
     sb->owned[partition] = false;
     sb->refused[partition] = false; /* the next pass looks again */
+    sb->reached[partition] = -1;    /* its owner here moved the store on */
     pthread_mutex_unlock(&sb->lock);
 }
 

@@ -14,7 +14,9 @@
 #    takes a's partitions over. Timed: each partition's takeover, from its assignment
 #    to "processing from offset", and the change records its catch-up replayed.
 # Prints both cases and the records a's partitions held over the takeover's time, as
-# a multiple of the live rate (the issue's target for a new owner's catch-up: 5x).
+# a multiple of the live rate (the issue's target for a new owner's catch-up: 5x),
+# and the CPU b had used before the kill: the difference between the cases is what
+# its standby's passes over a's partitions cost.
 # BIN=PATH runs another build; KEEP=1 keeps the logs (printed where).
 set -euo pipefail
 flushes=${1:-160000}
@@ -69,7 +71,8 @@ run_case() { # LABEL STANDBY_MS
   # b joins: a hands it half the partitions (b's first takeovers are cold either way).
   "$bin" run "${common[@]}" --state-dir "$dir/b" --http-port "$port" \
     --http-address 127.0.0.1 "${extra[@]+"${extra[@]}"}" 2>"$dir/b.log" &
-  pids+=($!)
+  local b=$!
+  pids+=("$b")
   until grep -q "processing from offset" "$dir/b.log" 2>/dev/null; do sleep 0.1; done
   # a's partitions: assigned and not revoked since.
   a_parts=$(node -e '
@@ -97,6 +100,10 @@ const { Kafka, logLevel } = require("kafkajs");
     while (($(metric "$port" flushout_standby_passes_total) < passes + 2)); do sleep 0.1; done
   fi
   held=$(count "$a_parts")
+  # b's CPU so far (its own takeovers, and with the standby its passes over a's).
+  local ticks cpu
+  ticks=$(awk '{print $14 + $15}' "/proc/$b/stat")
+  cpu=$(echo "$ticks / $(getconf CLK_TCK)" | bc -l)
   local before
   before=$(wc -c <"$dir/b.log")
   kill -9 "$a"
@@ -117,8 +124,8 @@ for (const n of process.argv[3].split(",")) {
 }
 console.log(`${longest} ${replayed}`);' "$dir/b.log" "$before" "$a_parts")
   read -r ms replayed <<<"$takeover"
-  printf '%-22s live %7.0f flushes/s; a held %s partitions, %d change records; b replayed %d, its takeover took %d ms (longest partition): %.1fx live\n' \
-    "$label" "$live" "$(tr ',' '\n' <<<"$a_parts" | wc -l)" "$held" "$replayed" "$ms" \
+  printf '%-22s live %7.0f flushes/s; a held %s partitions, %d change records; b had used %.2f s of CPU; b replayed %d, its takeover took %d ms (longest partition): %.1fx live\n' \
+    "$label" "$live" "$(tr ',' '\n' <<<"$a_parts" | wc -l)" "$held" "$cpu" "$replayed" "$ms" \
     "$(echo "$held / (($ms + 1) / 1000) / $live" | bc -l)"
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
