@@ -95,6 +95,7 @@ static void assign_partitions(runner_t *r, rd_kafka_topic_partition_list_t *part
         p->why[0] = '\0';
         run_part_drop_queue(p);
         pthread_mutex_unlock(&p->lock);
+        run_standby_own(r, p->id); /* its store closes while the others are taken over */
         LOG_INFO("partition %d assigned", p->id);
     }
     /* The new partitions are prepared with the new share; the others shrink to it at

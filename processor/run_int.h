@@ -398,6 +398,11 @@ void run_standby_free(runner_t *r);
  *  partition's worker (run_prepare()). */
 void run_standby_claim(runner_t *r, int32_t partition);
 
+/** Tells the standby that the partition was assigned here, without waiting: it closes
+ *  the partition's store in the background while the workers take the partitions of
+ *  the assignment over one by one. @locality main thread (an assignment). */
+void run_standby_own(runner_t *r, int32_t partition);
+
 /** Gives a revoked partition back to the standby, once its store is closed. @locality
  *  main thread. */
 void run_standby_return(runner_t *r, int32_t partition);

@@ -5,13 +5,16 @@
  *
  * Kafka Streams' standby replicas, without an assignor of their own: the group's
  * assignment says which partitions this instance owns, and every other one is kept.
- * One thread visits them in turn, each pass: it opens the partition's store, catches it
- * up as a new owner would (processor_catch_up(), the one implementation of catch_up.h's
- * rules), and closes it, so a standby holds one store open at a time.
+ * One thread visits them in turn, each pass: it catches the partition's store up as a
+ * new owner would (processor_catch_up(), the one implementation of catch_up.h's rules)
+ * when its changes topic has grown since, and keeps the store open for the next pass
+ * with its models cached (opening the store and reloading the models each pass cost
+ * three fifths of the standby's CPU): every kept store has its partition's share of
+ * --cache-mb, so that they fit it together.
  *
  * Handing a partition between the standby and its owner: the takeover claims it
- * (run_standby_claim()), which stops a catch-up of it after the record in progress and
- * waits until the standby has closed the store; a revoke gives it back once the owner
+ * (run_standby_claim()), which stops a catch-up in progress after its record and waits
+ * until the standby thread has closed the store; a revoke gives it back once the owner
  * has closed it (run_standby_return()). Neither side ever opens a store the other holds.
  * A standby's store is what a new owner's catch-up would have made of it (the same
  * function, from the same topic), so what the owner does next is unchanged: its own
@@ -31,20 +34,25 @@
 struct standby_s {
     runner_t *r;
     pthread_t thread;
+    state_store_t **stores; /* by partition id: kept open between passes; the thread's */
     /* @locality under lock: the standby thread, the workers' claims, the main thread's
      * returns and /metrics. */
     pthread_mutex_t lock;
-    pthread_cond_t changed; /* busy is -1 again, or stop */
+    pthread_cond_t changed; /* a store closed, a claim, or stop */
     bool *owned;      /* by partition id: assigned here (claimed, not yet returned) */
-    bool *refused;    /* another layout or settings: left to the owner to report */
+    bool *held;       /* the standby has its store open */
+    bool *refused;    /* another layout or settings, or refused: left to the owner */
     bool *warned;     /* the store could not be opened: said once until it can */
     int64_t *reached; /* the changes position the last pass left (-1: unknown) */
-    int32_t busy;     /* the partition whose store the standby holds, -1: none */
+    int32_t busy;     /* the partition being caught up, -1: none */
+    bool claimed;     /* a claim waits for its store to be closed */
     bool stop, joined;
     uint64_t passes, applied;
 };
 
-/* processor_catch_up()'s stop check: the partition was claimed, or everything stops. */
+/* processor_catch_up()'s stop check: a partition was claimed (this one, or one whose
+ * store the standby must close for its owner now: rebalances are rare, a takeover must
+ * not wait for another partition's catch-up), or everything stops. */
 typedef struct standby_ctx_s {
     standby_t *sb;
     int32_t partition;
@@ -55,14 +63,36 @@ static bool standby_stopped(void *opaque)
     standby_ctx_t *ctx = opaque;
     standby_t *sb = ctx->sb;
     pthread_mutex_lock(&sb->lock);
-    bool stopped = sb->stop || sb->owned[ctx->partition];
+    bool stopped = sb->stop || sb->owned[ctx->partition] || sb->claimed;
     pthread_mutex_unlock(&sb->lock);
     return stopped || *sb->r->stop;
 }
 
+/* Closes the partition's store, and tells a claim waiting for it. */
+static void standby_close(standby_t *sb, int32_t id)
+{
+    state_store_close(sb->stores[id]);
+    sb->stores[id] = NULL;
+    pthread_mutex_lock(&sb->lock);
+    sb->held[id] = false;
+    pthread_cond_broadcast(&sb->changed);
+    pthread_mutex_unlock(&sb->lock);
+}
+
+/* Closes the stores of the partitions claimed since (their owners wait). */
+static void standby_close_claimed(standby_t *sb)
+{
+    for (int32_t id = 0; id < sb->r->partition_count; id++) {
+        pthread_mutex_lock(&sb->lock);
+        bool close = sb->held[id] && sb->owned[id];
+        pthread_mutex_unlock(&sb->lock);
+        if (close)
+            standby_close(sb, id);
+    }
+}
+
 /* Whether the partition's changes end where the last pass left its store: then there is
- * nothing to apply, and opening the store (RocksDB's files, a reader) would be the
- * pass's whole cost. Asked of the broker; an error means "look". */
+ * nothing to apply. Asked of the broker; an error means "look". */
 static bool standby_nothing_new(standby_t *sb, int32_t id)
 {
     runner_t *r = sb->r;
@@ -77,77 +107,98 @@ static bool standby_nothing_new(standby_t *sb, int32_t id)
            hi == reached;
 }
 
-/* Catches one partition's store up and closes it. @returns the change records applied. */
+/* The partition's store, opened (and checked) unless it is open already. @returns NULL
+ * when it cannot be opened (warned once) or is of another layout or settings (refused).
+ */
+static state_store_t *standby_store(standby_t *sb, int32_t id)
+{
+    if (sb->stores[id])
+        return sb->stores[id];
+    runner_t *r = sb->r;
+    char dir[PATH_MAX], errstr[2048];
+    processor_partition_dir(dir, sizeof(dir), r->state_dir, id);
+    /* Every kept store's cache together within --cache-mb: a partition's share of it. */
+    state_store_conf_t sc = processor_store_conf(
+        r->cfg, dir, id, ((size_t)r->cfg->cache_mb << 20) / (size_t)r->partition_count,
+        r->initial_document);
+    sc.changelog = true; /* as the owner opens it: the changes topic is its log */
+    state_store_t *store = state_store_open(&sc, errstr, sizeof(errstr));
+    pthread_mutex_lock(&sb->lock);
+    bool say = !store && !sb->warned[id];
+    sb->warned[id] = !store;
+    pthread_mutex_unlock(&sb->lock);
+    if (say)
+        LOG_WARN("standby: partition %d: cannot open its store (tried again each pass): "
+                 "%s",
+                 id, errstr);
+    if (!store)
+        return NULL;
+    if (run_state_check(r, store, dir, NULL, NULL, errstr, sizeof(errstr))) {
+        LOG_WARN("standby: partition %d: left alone: %s", id, errstr);
+        state_store_close(store);
+        pthread_mutex_lock(&sb->lock);
+        sb->refused[id] = true;
+        pthread_mutex_unlock(&sb->lock);
+        return NULL;
+    }
+    sb->stores[id] = store;
+    pthread_mutex_lock(&sb->lock);
+    sb->held[id] = true;
+    pthread_mutex_unlock(&sb->lock);
+    return store;
+}
+
+/* Catches one partition's store up; it stays open for the next pass unless the catch-up
+ * stopped or failed. @returns the change records applied. */
 static uint64_t standby_catch_up(standby_t *sb, int32_t id)
 {
     runner_t *r = sb->r;
     if (standby_nothing_new(sb, id))
         return 0;
-    char dir[PATH_MAX], errstr[2048];
-    processor_partition_dir(dir, sizeof(dir), r->state_dir, id);
-    state_store_conf_t sc = processor_store_conf(
-        r->cfg, dir, id, atomic_load(&r->cache_share), r->initial_document);
-    sc.changelog = true; /* as the owner opens it: the changes topic is its log */
-    state_store_t *store = state_store_open(&sc, errstr, sizeof(errstr));
-    if (!store) {
-        pthread_mutex_lock(&sb->lock);
-        bool say = !sb->warned[id];
-        sb->warned[id] = true;
-        pthread_mutex_unlock(&sb->lock);
-        if (say)
-            LOG_WARN("standby: partition %d: cannot open its store (tried again each "
-                     "pass): %s",
-                     id, errstr);
+    state_store_t *store = standby_store(sb, id);
+    if (!store)
         return 0;
-    }
-    uint64_t applied = 0;
+    standby_ctx_t ctx = {sb, id};
+    processor_catch_up_conf_t conf = {
+        .cfg = r->cfg,
+        .bootstrap = r->bootstrap,
+        .rk = r->producer,
+        .store = store,
+        .partition = id,
+        .snapshots_topic = r->cfg->snapshot_topic_every ? r->cfg->snapshots_topic : NULL,
+        .settings = r->settings,
+        .partition_count = r->partition_count,
+        .quiet = true,
+        .stopped = standby_stopped,
+        .ctx = &ctx,
+    };
+    processor_catch_up_stats_t st;
+    char why[256];
+    int rc = processor_catch_up(&conf, &st, why, sizeof(why));
     int64_t reached = -1;
     bool refuse = false;
-    if (run_state_check(r, store, dir, NULL, NULL, errstr, sizeof(errstr))) {
-        LOG_WARN("standby: partition %d: left alone: %s", id, errstr);
-        refuse = true;
-    } else {
-        standby_ctx_t ctx = {sb, id};
-        processor_catch_up_conf_t conf = {
-            .cfg = r->cfg,
-            .bootstrap = r->bootstrap,
-            .rk = r->producer,
-            .store = store,
-            .partition = id,
-            .snapshots_topic =
-                r->cfg->snapshot_topic_every ? r->cfg->snapshots_topic : NULL,
-            .settings = r->settings,
-            .partition_count = r->partition_count,
-            .quiet = true,
-            .stopped = standby_stopped,
-            .ctx = &ctx,
-        };
-        processor_catch_up_stats_t st;
-        char why[256];
-        int rc = processor_catch_up(&conf, &st, why, sizeof(why));
-        applied = st.applied;
-        if (rc == 0) /* none yet: the topic was empty (it is checked as at 0) */
-            reached = state_store_changes_offset(store) < 0
-                          ? 0
-                          : state_store_changes_offset(store);
-        if (rc == PROCESSOR_CATCH_UP_AGAIN)
-            LOG_DEBUG("standby: partition %d: %s; next pass", id, why);
+    if (rc == 0) { /* none yet: the topic was empty (it is checked as at 0) */
+        int64_t position = state_store_changes_offset(store);
+        reached = position < 0 ? 0 : position;
+    } else if (rc == PROCESSOR_CATCH_UP_AGAIN) {
+        LOG_DEBUG("standby: partition %d: %s; next pass", id, why);
+    } else if (!standby_stopped(&ctx)) {
         /* Logged by the catch-up; its owner will meet the same records. */
-        refuse = rc == PROCESSOR_CATCH_UP_FATAL;
-        if (refuse)
-            LOG_WARN("standby: partition %d: left alone (its owner will refuse it too)",
-                     id);
+        LOG_WARN("standby: partition %d: left alone (its owner will refuse it too)", id);
+        refuse = true;
     }
-    state_store_close(store);
+    /* Stopped or failed: the store may hold what no commit has (its cache). */
+    if (rc != 0 && rc != PROCESSOR_CATCH_UP_AGAIN)
+        standby_close(sb, id);
     pthread_mutex_lock(&sb->lock);
-    sb->warned[id] = false;
     sb->refused[id] = refuse;
     sb->reached[id] = reached;
     pthread_mutex_unlock(&sb->lock);
-    return applied;
+    return st.applied;
 }
 
-/* Waits up to ms, or until stop. @returns false once stopping. Caller holds lock. */
+/* Waits up to ms, until a claim, or until stop. @returns false once stopping. Caller
+ * holds lock. */
 static bool standby_wait(standby_t *sb, uint64_t ms)
 {
     struct timespec until;
@@ -158,7 +209,7 @@ static bool standby_wait(standby_t *sb, uint64_t ms)
         until.tv_sec++;
         until.tv_nsec -= 1000000000L;
     }
-    while (!sb->stop && !*sb->r->stop &&
+    while (!sb->stop && !*sb->r->stop && !sb->claimed &&
            pthread_cond_timedwait(&sb->changed, &sb->lock, &until) == 0)
         ;
     return !sb->stop && !*sb->r->stop;
@@ -172,8 +223,24 @@ static void *standby_main(void *opaque)
     /* Not before the first assignment: the partitions it gives are not worth a pass. */
     while (!atomic_load(&r->joined) && standby_wait(sb, 100))
         ;
+    double next_pass = 0;
     while (!sb->stop && !*r->stop) {
+        sb->claimed = false;
+        pthread_mutex_unlock(&sb->lock);
+        standby_close_claimed(sb);
+        pthread_mutex_lock(&sb->lock);
+        double now = processor_monotonic_s();
+        if (now < next_pass) { /* woken by a claim: the rest of the interval */
+            standby_wait(sb, (uint64_t)((next_pass - now) * 1e3) + 1);
+            continue;
+        }
         for (int32_t id = 0; id < r->partition_count && !sb->stop && !*r->stop; id++) {
+            if (sb->claimed) {
+                sb->claimed = false;
+                pthread_mutex_unlock(&sb->lock);
+                standby_close_claimed(sb);
+                pthread_mutex_lock(&sb->lock);
+            }
             if (sb->owned[id] || sb->refused[id])
                 continue;
             sb->busy = id;
@@ -185,10 +252,13 @@ static void *standby_main(void *opaque)
             pthread_cond_broadcast(&sb->changed);
         }
         sb->passes++;
-        if (!standby_wait(sb, r->cfg->standby_interval_ms))
-            break;
+        next_pass = processor_monotonic_s() + (double)r->cfg->standby_interval_ms / 1e3;
+        standby_wait(sb, r->cfg->standby_interval_ms);
     }
     pthread_mutex_unlock(&sb->lock);
+    for (int32_t id = 0; id < r->partition_count; id++)
+        if (sb->stores[id])
+            standby_close(sb, id);
     return NULL;
 }
 
@@ -203,6 +273,8 @@ void run_standby_start(runner_t *r)
     sb->owned = codec_xcalloc(n, sizeof(*sb->owned));
     sb->refused = codec_xcalloc(n, sizeof(*sb->refused));
     sb->warned = codec_xcalloc(n, sizeof(*sb->warned));
+    sb->held = codec_xcalloc(n, sizeof(*sb->held));
+    sb->stores = codec_xcalloc(n, sizeof(*sb->stores));
     sb->reached = codec_xmalloc(n * sizeof(*sb->reached));
     for (size_t i = 0; i < n; i++)
         sb->reached[i] = -1;
@@ -242,7 +314,27 @@ void run_standby_free(runner_t *r)
     free(sb->refused);
     free(sb->warned);
     free(sb->reached);
+    free(sb->held);
+    free(sb->stores);
     free(sb);
+}
+
+/* Marks the partition owned and wakes the standby thread. Caller holds sb->lock. */
+static void standby_own(standby_t *sb, int32_t partition)
+{
+    sb->owned[partition] = true;
+    sb->claimed = true;
+    pthread_cond_broadcast(&sb->changed);
+}
+
+void run_standby_own(runner_t *r, int32_t partition)
+{
+    standby_t *sb = r->standby;
+    if (!sb || partition < 0 || partition >= r->partition_count)
+        return;
+    pthread_mutex_lock(&sb->lock);
+    standby_own(sb, partition);
+    pthread_mutex_unlock(&sb->lock);
 }
 
 void run_standby_claim(runner_t *r, int32_t partition)
@@ -251,8 +343,11 @@ void run_standby_claim(runner_t *r, int32_t partition)
     if (!sb || partition < 0 || partition >= r->partition_count)
         return;
     pthread_mutex_lock(&sb->lock);
-    sb->owned[partition] = true;
-    while (sb->busy == partition)
+    standby_own(sb, partition);
+    /* A catch-up in progress stops after its record; a store kept open is closed by the
+     * standby thread (it alone uses it), which a claim wakes. A standby that stopped
+     * has closed every store. */
+    while (sb->busy == partition || sb->held[partition])
         pthread_cond_wait(&sb->changed, &sb->lock);
     pthread_mutex_unlock(&sb->lock);
 }
