@@ -319,6 +319,12 @@ void run_standby_free(runner_t *r)
     free(sb);
 }
 
+/* The runner's standby, if it has one and partition is one of the flushes topic's. */
+static standby_t *standby_of(runner_t *r, int32_t partition)
+{
+    return partition >= 0 && partition < r->partition_count ? r->standby : NULL;
+}
+
 /* Marks the partition owned and wakes the standby thread. Caller holds sb->lock. */
 static void standby_own(standby_t *sb, int32_t partition)
 {
@@ -329,8 +335,8 @@ static void standby_own(standby_t *sb, int32_t partition)
 
 void run_standby_own(runner_t *r, int32_t partition)
 {
-    standby_t *sb = r->standby;
-    if (!sb || partition < 0 || partition >= r->partition_count)
+    standby_t *sb = standby_of(r, partition);
+    if (!sb)
         return;
     pthread_mutex_lock(&sb->lock);
     standby_own(sb, partition);
@@ -339,8 +345,8 @@ void run_standby_own(runner_t *r, int32_t partition)
 
 void run_standby_claim(runner_t *r, int32_t partition)
 {
-    standby_t *sb = r->standby;
-    if (!sb || partition < 0 || partition >= r->partition_count)
+    standby_t *sb = standby_of(r, partition);
+    if (!sb)
         return;
     pthread_mutex_lock(&sb->lock);
     standby_own(sb, partition);
@@ -354,8 +360,8 @@ void run_standby_claim(runner_t *r, int32_t partition)
 
 void run_standby_return(runner_t *r, int32_t partition)
 {
-    standby_t *sb = r->standby;
-    if (!sb || partition < 0 || partition >= r->partition_count)
+    standby_t *sb = standby_of(r, partition);
+    if (!sb)
         return;
     pthread_mutex_lock(&sb->lock);
     sb->owned[partition] = false;
