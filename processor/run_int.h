@@ -223,7 +223,9 @@ struct runner_s {
     processor_histogram_t step_duration;   /* apply, store commit, hand to the producer */
     _Atomic double loop_at;                /* the main loop's last turn (liveness) */
     processor_http_t *http;                /* the main thread's */
-    standby_t *standby; /* NULL without --standby-interval-ms; set before it starts */
+    /* NULL without --standby-interval-ms; set by the main thread once its thread runs,
+     * read by the workers' claims and the HTTP thread (started before it). */
+    _Atomic(standby_t *) standby;
 };
 
 /* A model id with its length (ids may hold NUL bytes: lengths, not strlen). */

@@ -91,20 +91,21 @@ static void standby_close_claimed(standby_t *sb)
     }
 }
 
-/* Whether the partition's changes end where the last pass left its store: then there is
- * nothing to apply. Asked of the broker; an error means "look". */
-static bool standby_nothing_new(standby_t *sb, int32_t id)
+/* Whether the partition's changes end where the last pass left them: then there is
+ * nothing to apply. *end gets where they end now (-1: the broker did not say, which
+ * means "look"). */
+static bool standby_nothing_new(standby_t *sb, int32_t id, int64_t *end)
 {
     runner_t *r = sb->r;
     pthread_mutex_lock(&sb->lock);
     int64_t reached = sb->reached[id];
     pthread_mutex_unlock(&sb->lock);
     int64_t lo = 0, hi = 0;
-    return reached >= 0 &&
-           rd_kafka_query_watermark_offsets(r->producer, r->cfg->changes_topic, id, &lo,
-                                            &hi, PROCESSOR_KAFKA_TIMEOUT_MS) ==
-               RD_KAFKA_RESP_ERR_NO_ERROR &&
-           hi == reached;
+    *end = rd_kafka_query_watermark_offsets(r->producer, r->cfg->changes_topic, id, &lo,
+                                            &hi, PROCESSOR_KAFKA_TIMEOUT_MS)
+               ? -1
+               : hi;
+    return reached >= 0 && *end == reached;
 }
 
 /* The partition's store, opened (and checked) unless it is open already. @returns NULL
@@ -133,8 +134,23 @@ static state_store_t *standby_store(standby_t *sb, int32_t id)
                  id, errstr);
     if (!store)
         return NULL;
-    if (run_state_check(r, store, dir, NULL, NULL, errstr, sizeof(errstr))) {
-        LOG_WARN("standby: partition %d: left alone: %s", id, errstr);
+    bool count_recorded;
+    char *recorded = NULL;
+    int rc = run_state_check(r, store, dir, &count_recorded, &recorded, errstr,
+                             sizeof(errstr));
+    if (rc == 0 && (!count_recorded || !recorded)) {
+        /* A store the standby made records what it is built for, as a takeover's would
+         * (what it applies was written under these settings: the reader checks). */
+        if (!count_recorded)
+            state_store_set_partition_count(store, r->partition_count);
+        if (!recorded)
+            state_store_set_settings(store, r->settings);
+        rc = state_store_commit(store, -1, errstr, sizeof(errstr));
+    }
+    free(recorded);
+    if (rc) {
+        LOG_WARN("standby: partition %d: left alone until it is assigned here: %s", id,
+                 errstr);
         state_store_close(store);
         pthread_mutex_lock(&sb->lock);
         sb->refused[id] = true;
@@ -153,12 +169,15 @@ static state_store_t *standby_store(standby_t *sb, int32_t id)
 static uint64_t standby_catch_up(standby_t *sb, int32_t id)
 {
     runner_t *r = sb->r;
-    if (standby_nothing_new(sb, id))
+    int64_t end;
+    if (standby_nothing_new(sb, id, &end))
+        return 0;
+    standby_ctx_t ctx = {sb, id};
+    if (standby_stopped(&ctx)) /* a claim came meanwhile: it goes first */
         return 0;
     state_store_t *store = standby_store(sb, id);
     if (!store)
         return 0;
-    standby_ctx_t ctx = {sb, id};
     processor_catch_up_conf_t conf = {
         .cfg = r->cfg,
         .bootstrap = r->bootstrap,
@@ -177,9 +196,11 @@ static uint64_t standby_catch_up(standby_t *sb, int32_t id)
     int rc = processor_catch_up(&conf, &st, why, sizeof(why));
     int64_t reached = -1;
     bool refuse = false;
-    if (rc == 0) { /* none yet: the topic was empty (it is checked as at 0) */
+    if (rc == 0) {
+        /* At least where the changes ended before it: a partition whose records all
+         * expired leaves no position in the store, and must not be read every pass. */
         int64_t position = state_store_changes_offset(store);
-        reached = position < 0 ? 0 : position;
+        reached = position > end ? position : end;
     } else if (rc == PROCESSOR_CATCH_UP_AGAIN) {
         LOG_DEBUG("standby: partition %d: %s; next pass", id, why);
     } else if (!standby_stopped(&ctx)) {
@@ -194,7 +215,8 @@ static uint64_t standby_catch_up(standby_t *sb, int32_t id)
     sb->refused[id] = refuse;
     sb->reached[id] = reached;
     pthread_mutex_unlock(&sb->lock);
-    return st.applied;
+    /* What a stopped catch-up applied since its last commit is gone. */
+    return rc == 0 || rc == PROCESSOR_CATCH_UP_AGAIN ? st.applied : 0;
 }
 
 /* Waits up to ms, until a claim, or until stop. @returns false once stopping. Caller
@@ -280,9 +302,15 @@ void run_standby_start(runner_t *r)
         sb->reached[i] = -1;
     pthread_mutex_init(&sb->lock, NULL);
     pthread_cond_init(&sb->changed, NULL);
-    r->standby = sb;
-    pthread_create(&sb->thread, NULL, standby_main, sb);
+    if (pthread_create(&sb->thread, NULL, standby_main, sb)) {
+        LOG_ERROR("standby: cannot start its thread: running without standbys");
+        sb->joined = true; /* nothing to join */
+        r->standby = sb;
+        run_standby_free(r);
+        return;
+    }
     pthread_setname_np(sb->thread, "fo:standby");
+    r->standby = sb;
     LOG_INFO("standby: keeping the partitions this instance does not own caught up, "
              "every %llu ms",
              (unsigned long long)r->cfg->standby_interval_ms);
@@ -329,8 +357,12 @@ static standby_t *standby_of(runner_t *r, int32_t partition)
 static void standby_own(standby_t *sb, int32_t partition)
 {
     sb->owned[partition] = true;
-    sb->claimed = true;
-    pthread_cond_broadcast(&sb->changed);
+    /* Only a store the standby holds needs its thread now (a catch-up of the partition
+     * itself stops on owned): a claim stops the catch-up in progress. */
+    if (sb->held[partition]) {
+        sb->claimed = true;
+        pthread_cond_broadcast(&sb->changed);
+    }
 }
 
 void run_standby_own(runner_t *r, int32_t partition)
