@@ -37,6 +37,7 @@ trap cleanup EXIT
 
 # The value of one /metrics sample of the instance on port $1.
 metric() {
+  # shellcheck disable=SC2016 # JavaScript's template strings, not the shell's
   node -e '
 require("http").get({ host: "127.0.0.1", port: process.argv[1], path: "/metrics" }, (res) => {
   let body = ""; res.on("data", (d) => (body += d));
@@ -108,11 +109,13 @@ const { Kafka, logLevel } = require("kafkajs");
   before=$(wc -c <"$dir/b.log")
   kill -9 "$a"
   wait "$a" 2>/dev/null || true
+  # shellcheck disable=SC2016 # JavaScript's template strings, not the shell's
   until node -e '
 const text = require("fs").readFileSync(process.argv[1], "utf8").slice(Number(process.argv[2]));
 process.exit(process.argv[3].split(",").every((n) => new RegExp(`partition ${n}: processing from offset`).test(text)) ? 0 : 1);' \
     "$dir/b.log" "$before" "$a_parts"; do sleep 0.2; done
   # The takeover of each of a's partitions: assigned -> processing, replayed records.
+  # shellcheck disable=SC2016 # JavaScript's template strings, not the shell's
   takeover=$(node -e '
 const text = require("fs").readFileSync(process.argv[1], "utf8").slice(Number(process.argv[2]));
 const at = (re) => Date.parse(new RegExp(`^(\\S+) .*${re}`, "m").exec(text)[1]);
