@@ -25,6 +25,7 @@
 #include "codec/utf8.h"
 #include "log.h"
 #include "lua_patterns.h"
+#include "metrics.h"
 
 /* The count hook runs every HOOK_EVERY VM instructions (fewer with a smaller budget):
  * often enough that the wall-clock backstop is checked soon even when each
@@ -132,13 +133,7 @@ static void budget_start(worker_t *w, uint64_t deadline_ms)
     w->alloc_used = 0;
     w->over = OVER_NONE;
     w->refused_net = false;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &w->deadline);
-    w->deadline.tv_sec += (time_t)(deadline_ms / 1000);
-    w->deadline.tv_nsec += (long)(deadline_ms % 1000) * 1000000L;
-    if (w->deadline.tv_nsec >= 1000000000L) {
-        w->deadline.tv_sec++;
-        w->deadline.tv_nsec -= 1000000000L;
-    }
+    w->deadline = processor_clock_after_ms(CLOCK_MONOTONIC_COARSE, deadline_ms);
     lua_sethook(w->L, count_hook, LUA_MASKCOUNT, hook_interval(w));
     w->charging = true;
 }

@@ -10,6 +10,7 @@
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <time.h>
 
 #define PROCESSOR_HISTOGRAM_BUCKETS (16 + 60 * 8)
 
@@ -36,5 +37,8 @@ void processor_histogram_write_prometheus(FILE *fp, const char *name, const char
 
 /** Seconds on the monotonic clock. */
 double processor_monotonic_s(void);
+
+/** The time ms from now on clock, as pthread_cond_timedwait() and friends take it. */
+struct timespec processor_clock_after_ms(clockid_t clock, uint64_t ms);
 
 #endif

@@ -370,6 +370,12 @@ void run_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 /** Takes the partition over: opens its store, produces its outbox leftovers, catches up
  *  and starts consuming (run_takeover.c). @locality the partition's worker. */
 void run_prepare(part_t *p);
+
+/** How this runner catches a partition's store up (catch_up.h): its topics, clients and
+ *  settings; the caller adds its stop check and progress. Shared by a takeover and the
+ *  standby. */
+processor_catch_up_conf_t run_catch_up_conf(const runner_t *r, state_store_t *store,
+                                            int32_t partition);
 /** Whether the store in dir was built for the flushes topic's partition count and under
  *  r's settings (what it has not recorded yet is not checked; the interceptor's hash
  *  never is); *count_recorded says whether it recorded a count, and *recorded gets

@@ -31,22 +31,29 @@
 #include "log.h"
 #include "run_int.h"
 
+/* One partition, as the standby sees it. */
+typedef struct standby_part_s {
+    state_store_t *store; /* kept open between passes; the standby thread's alone */
+    /* @locality under the standby's lock. */
+    bool owned;      /* assigned here (claimed, not yet returned) */
+    bool held;       /* the standby has its store open */
+    bool refused;    /* another layout or settings, or refused: left to the owner */
+    bool warned;     /* the store could not be opened: said once until it can */
+    int64_t reached; /* the changes position the last pass left (-1: unknown) */
+} standby_part_t;
+
 struct standby_s {
     runner_t *r;
     pthread_t thread;
-    state_store_t **stores; /* by partition id: kept open between passes; the thread's */
+    standby_part_t *parts; /* by partition id */
     /* @locality under lock: the standby thread, the workers' claims, the main thread's
      * returns and /metrics. */
     pthread_mutex_t lock;
     pthread_cond_t changed; /* a store closed, a claim, or stop */
-    bool *owned;      /* by partition id: assigned here (claimed, not yet returned) */
-    bool *held;       /* the standby has its store open */
-    bool *refused;    /* another layout or settings, or refused: left to the owner */
-    bool *warned;     /* the store could not be opened: said once until it can */
-    int64_t *reached; /* the changes position the last pass left (-1: unknown) */
-    int32_t busy;     /* the partition being caught up, -1: none */
-    bool claimed;     /* a claim waits for its store to be closed */
-    bool stop, joined;
+    int32_t busy;           /* the partition being caught up, -1: none */
+    bool claimed;           /* a claim waits for its store to be closed */
+    bool stop;
+    bool thread_joined; /* the main thread's */
     uint64_t passes, applied;
 };
 
@@ -63,7 +70,7 @@ static bool standby_stopped(void *opaque)
     standby_ctx_t *ctx = opaque;
     standby_t *sb = ctx->sb;
     pthread_mutex_lock(&sb->lock);
-    bool stopped = sb->stop || sb->owned[ctx->partition] || sb->claimed;
+    bool stopped = sb->stop || sb->parts[ctx->partition].owned || sb->claimed;
     pthread_mutex_unlock(&sb->lock);
     return stopped || *sb->r->stop;
 }
@@ -71,23 +78,26 @@ static bool standby_stopped(void *opaque)
 /* Closes the partition's store, and tells a claim waiting for it. */
 static void standby_close(standby_t *sb, int32_t id)
 {
-    state_store_close(sb->stores[id]);
-    sb->stores[id] = NULL;
+    standby_part_t *sp = &sb->parts[id];
+    state_store_close(sp->store);
+    sp->store = NULL;
     pthread_mutex_lock(&sb->lock);
-    sb->held[id] = false;
+    sp->held = false;
     pthread_cond_broadcast(&sb->changed);
     pthread_mutex_unlock(&sb->lock);
 }
 
-/* Closes the stores of the partitions claimed since (their owners wait). */
-static void standby_close_claimed(standby_t *sb)
+/* Closes the stores of the partitions claimed since (their owners wait). Caller holds
+ * lock, which is released while the stores close. */
+static void standby_serve_claims(standby_t *sb)
 {
+    sb->claimed = false;
     for (int32_t id = 0; id < sb->r->partition_count; id++) {
-        pthread_mutex_lock(&sb->lock);
-        bool close = sb->held[id] && sb->owned[id];
-        pthread_mutex_unlock(&sb->lock);
-        if (close)
+        if (sb->parts[id].held && sb->parts[id].owned) {
+            pthread_mutex_unlock(&sb->lock);
             standby_close(sb, id);
+            pthread_mutex_lock(&sb->lock);
+        }
     }
 }
 
@@ -98,7 +108,7 @@ static bool standby_nothing_new(standby_t *sb, int32_t id, int64_t *end)
 {
     runner_t *r = sb->r;
     pthread_mutex_lock(&sb->lock);
-    int64_t reached = sb->reached[id];
+    int64_t reached = sb->parts[id].reached;
     pthread_mutex_unlock(&sb->lock);
     int64_t lo = 0, hi = 0;
     *end = rd_kafka_query_watermark_offsets(r->producer, r->cfg->changes_topic, id, &lo,
@@ -113,8 +123,9 @@ static bool standby_nothing_new(standby_t *sb, int32_t id, int64_t *end)
  */
 static state_store_t *standby_store(standby_t *sb, int32_t id)
 {
-    if (sb->stores[id])
-        return sb->stores[id];
+    standby_part_t *sp = &sb->parts[id];
+    if (sp->store)
+        return sp->store;
     runner_t *r = sb->r;
     char dir[PATH_MAX], errstr[2048];
     processor_partition_dir(dir, sizeof(dir), r->state_dir, id);
@@ -125,8 +136,8 @@ static state_store_t *standby_store(standby_t *sb, int32_t id)
     sc.changelog = true; /* as the owner opens it: the changes topic is its log */
     state_store_t *store = state_store_open(&sc, errstr, sizeof(errstr));
     pthread_mutex_lock(&sb->lock);
-    bool say = !store && !sb->warned[id];
-    sb->warned[id] = !store;
+    bool say = !store && !sp->warned;
+    sp->warned = !store;
     pthread_mutex_unlock(&sb->lock);
     if (say)
         LOG_WARN("standby: partition %d: cannot open its store (tried again each pass): "
@@ -153,13 +164,13 @@ static state_store_t *standby_store(standby_t *sb, int32_t id)
                  errstr);
         state_store_close(store);
         pthread_mutex_lock(&sb->lock);
-        sb->refused[id] = true;
+        sp->refused = true;
         pthread_mutex_unlock(&sb->lock);
         return NULL;
     }
-    sb->stores[id] = store;
+    sp->store = store;
     pthread_mutex_lock(&sb->lock);
-    sb->held[id] = true;
+    sp->held = true;
     pthread_mutex_unlock(&sb->lock);
     return store;
 }
@@ -168,7 +179,6 @@ static state_store_t *standby_store(standby_t *sb, int32_t id)
  * stopped or failed. @returns the change records applied. */
 static uint64_t standby_catch_up(standby_t *sb, int32_t id)
 {
-    runner_t *r = sb->r;
     int64_t end;
     if (standby_nothing_new(sb, id, &end))
         return 0;
@@ -178,19 +188,10 @@ static uint64_t standby_catch_up(standby_t *sb, int32_t id)
     state_store_t *store = standby_store(sb, id);
     if (!store)
         return 0;
-    processor_catch_up_conf_t conf = {
-        .cfg = r->cfg,
-        .bootstrap = r->bootstrap,
-        .rk = r->producer,
-        .store = store,
-        .partition = id,
-        .snapshots_topic = r->cfg->snapshot_topic_every ? r->cfg->snapshots_topic : NULL,
-        .settings = r->settings,
-        .partition_count = r->partition_count,
-        .quiet = true,
-        .stopped = standby_stopped,
-        .ctx = &ctx,
-    };
+    processor_catch_up_conf_t conf = run_catch_up_conf(sb->r, store, id);
+    conf.quiet = true;
+    conf.stopped = standby_stopped;
+    conf.ctx = &ctx;
     processor_catch_up_stats_t st;
     char why[256];
     int rc = processor_catch_up(&conf, &st, why, sizeof(why));
@@ -212,8 +213,8 @@ static uint64_t standby_catch_up(standby_t *sb, int32_t id)
     if (rc != 0 && rc != PROCESSOR_CATCH_UP_AGAIN)
         standby_close(sb, id);
     pthread_mutex_lock(&sb->lock);
-    sb->refused[id] = refuse;
-    sb->reached[id] = reached;
+    sb->parts[id].refused = refuse;
+    sb->parts[id].reached = reached;
     pthread_mutex_unlock(&sb->lock);
     /* What a stopped catch-up applied since its last commit is gone. */
     return rc == 0 || rc == PROCESSOR_CATCH_UP_AGAIN ? st.applied : 0;
@@ -223,14 +224,7 @@ static uint64_t standby_catch_up(standby_t *sb, int32_t id)
  * holds lock. */
 static bool standby_wait(standby_t *sb, uint64_t ms)
 {
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += (time_t)(ms / 1000);
-    until.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    struct timespec until = processor_clock_after_ms(CLOCK_REALTIME, ms);
     while (!sb->stop && !*sb->r->stop && !sb->claimed &&
            pthread_cond_timedwait(&sb->changed, &sb->lock, &until) == 0)
         ;
@@ -247,23 +241,16 @@ static void *standby_main(void *opaque)
         ;
     double next_pass = 0;
     while (!sb->stop && !*r->stop) {
-        sb->claimed = false;
-        pthread_mutex_unlock(&sb->lock);
-        standby_close_claimed(sb);
-        pthread_mutex_lock(&sb->lock);
+        standby_serve_claims(sb);
         double now = processor_monotonic_s();
         if (now < next_pass) { /* woken by a claim: the rest of the interval */
             standby_wait(sb, (uint64_t)((next_pass - now) * 1e3) + 1);
             continue;
         }
         for (int32_t id = 0; id < r->partition_count && !sb->stop && !*r->stop; id++) {
-            if (sb->claimed) {
-                sb->claimed = false;
-                pthread_mutex_unlock(&sb->lock);
-                standby_close_claimed(sb);
-                pthread_mutex_lock(&sb->lock);
-            }
-            if (sb->owned[id] || sb->refused[id])
+            if (sb->claimed)
+                standby_serve_claims(sb);
+            if (sb->parts[id].owned || sb->parts[id].refused)
                 continue;
             sb->busy = id;
             pthread_mutex_unlock(&sb->lock);
@@ -279,7 +266,7 @@ static void *standby_main(void *opaque)
     }
     pthread_mutex_unlock(&sb->lock);
     for (int32_t id = 0; id < r->partition_count; id++)
-        if (sb->stores[id])
+        if (sb->parts[id].store)
             standby_close(sb, id);
     return NULL;
 }
@@ -292,19 +279,14 @@ void run_standby_start(runner_t *r)
     sb->r = r;
     sb->busy = -1;
     size_t n = (size_t)(r->partition_count > 0 ? r->partition_count : 1);
-    sb->owned = codec_xcalloc(n, sizeof(*sb->owned));
-    sb->refused = codec_xcalloc(n, sizeof(*sb->refused));
-    sb->warned = codec_xcalloc(n, sizeof(*sb->warned));
-    sb->held = codec_xcalloc(n, sizeof(*sb->held));
-    sb->stores = codec_xcalloc(n, sizeof(*sb->stores));
-    sb->reached = codec_xmalloc(n * sizeof(*sb->reached));
+    sb->parts = codec_xcalloc(n, sizeof(*sb->parts));
     for (size_t i = 0; i < n; i++)
-        sb->reached[i] = -1;
+        sb->parts[i].reached = -1;
     pthread_mutex_init(&sb->lock, NULL);
     pthread_cond_init(&sb->changed, NULL);
     if (pthread_create(&sb->thread, NULL, standby_main, sb)) {
         LOG_ERROR("standby: cannot start its thread: running without standbys");
-        sb->joined = true; /* nothing to join */
+        sb->thread_joined = true; /* nothing to join */
         r->standby = sb;
         run_standby_free(r);
         return;
@@ -319,14 +301,14 @@ void run_standby_start(runner_t *r)
 void run_standby_stop(runner_t *r)
 {
     standby_t *sb = r->standby;
-    if (!sb || sb->joined)
+    if (!sb || sb->thread_joined)
         return;
     pthread_mutex_lock(&sb->lock);
     sb->stop = true;
     pthread_cond_broadcast(&sb->changed);
     pthread_mutex_unlock(&sb->lock);
     pthread_join(sb->thread, NULL);
-    sb->joined = true;
+    sb->thread_joined = true;
 }
 
 void run_standby_free(runner_t *r)
@@ -338,12 +320,7 @@ void run_standby_free(runner_t *r)
     r->standby = NULL;
     pthread_mutex_destroy(&sb->lock);
     pthread_cond_destroy(&sb->changed);
-    free(sb->owned);
-    free(sb->refused);
-    free(sb->warned);
-    free(sb->reached);
-    free(sb->held);
-    free(sb->stores);
+    free(sb->parts);
     free(sb);
 }
 
@@ -356,10 +333,10 @@ static standby_t *standby_of(runner_t *r, int32_t partition)
 /* Marks the partition owned and wakes the standby thread. Caller holds sb->lock. */
 static void standby_own(standby_t *sb, int32_t partition)
 {
-    sb->owned[partition] = true;
+    sb->parts[partition].owned = true;
     /* Only a store the standby holds needs its thread now (a catch-up of the partition
      * itself stops on owned): a claim stops the catch-up in progress. */
-    if (sb->held[partition]) {
+    if (sb->parts[partition].held) {
         sb->claimed = true;
         pthread_cond_broadcast(&sb->changed);
     }
@@ -385,7 +362,7 @@ void run_standby_claim(runner_t *r, int32_t partition)
     /* A catch-up in progress stops after its record; a store kept open is closed by the
      * standby thread (it alone uses it), which a claim wakes. A standby that stopped
      * has closed every store. */
-    while (sb->busy == partition || sb->held[partition])
+    while (sb->busy == partition || sb->parts[partition].held)
         pthread_cond_wait(&sb->changed, &sb->lock);
     pthread_mutex_unlock(&sb->lock);
 }
@@ -396,9 +373,10 @@ void run_standby_return(runner_t *r, int32_t partition)
     if (!sb)
         return;
     pthread_mutex_lock(&sb->lock);
-    sb->owned[partition] = false;
-    sb->refused[partition] = false; /* the next pass looks again */
-    sb->reached[partition] = -1;    /* its owner here moved the store on */
+    standby_part_t *sp = &sb->parts[partition];
+    sp->owned = false;
+    sp->refused = false; /* the next pass looks again */
+    sp->reached = -1;    /* its owner here moved the store on */
     pthread_mutex_unlock(&sb->lock);
 }
 
@@ -410,8 +388,8 @@ bool run_standby_view(runner_t *r, standby_view_t *out)
     pthread_mutex_lock(&sb->lock);
     *out = (standby_view_t){.passes = sb->passes, .applied = sb->applied};
     for (int32_t id = 0; id < r->partition_count; id++) {
-        out->kept += !sb->owned[id] && !sb->refused[id];
-        out->refused += !sb->owned[id] && sb->refused[id];
+        out->kept += !sb->parts[id].owned && !sb->parts[id].refused;
+        out->refused += !sb->parts[id].owned && sb->parts[id].refused;
     }
     pthread_mutex_unlock(&sb->lock);
     return true;

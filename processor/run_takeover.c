@@ -53,26 +53,32 @@ static void part_applied(void *ctx)
     failpoint(FAILPOINT_CATCH_UP);
 }
 
+processor_catch_up_conf_t run_catch_up_conf(const runner_t *r, state_store_t *store,
+                                            int32_t partition)
+{
+    return (processor_catch_up_conf_t){
+        .cfg = r->cfg,
+        .bootstrap = r->bootstrap,
+        .rk = r->producer,
+        .store = store,
+        .partition = partition,
+        .snapshots_topic = r->cfg->snapshot_topic_every ? r->cfg->snapshots_topic : NULL,
+        .settings = r->settings,
+        .partition_count = r->partition_count,
+    };
+}
+
 /* Catches the partition's store up from the changes and snapshots topics (the rules
  * are in catch_up.h). @returns 0, -1 (logged; r->fatal set when every partition would
  * fail the same way), or TAKEOVER_AGAIN (a transient error: p->attempt_why). */
 static int catch_up(part_t *p)
 {
     runner_t *r = p->r;
-    processor_catch_up_conf_t conf = {
-        .cfg = r->cfg,
-        .bootstrap = r->bootstrap,
-        .rk = r->producer,
-        .store = p->store,
-        .partition = p->id,
-        .snapshots_topic = r->cfg->snapshot_topic_every ? r->cfg->snapshots_topic : NULL,
-        .settings = r->settings,
-        .partition_count = r->partition_count,
-        .stopped = part_stopped,
-        .applied = part_applied,
-        .ctx = p,
-        .remaining = &p->catch_up_remaining,
-    };
+    processor_catch_up_conf_t conf = run_catch_up_conf(r, p->store, p->id);
+    conf.stopped = part_stopped;
+    conf.applied = part_applied;
+    conf.ctx = p;
+    conf.remaining = &p->catch_up_remaining;
     processor_catch_up_stats_t st;
     int rc = processor_catch_up(&conf, &st, p->attempt_why, sizeof(p->attempt_why));
     if (rc == PROCESSOR_CATCH_UP_AGAIN)

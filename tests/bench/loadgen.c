@@ -37,7 +37,6 @@
 
 #include "codec/alloc.h"
 #include "codec/msgpack.h"
-#include "codec/request.h"
 #include "codec/value.h"
 #include "processor/kafka.h"
 #include "processor/metrics.h"
