@@ -235,10 +235,11 @@ static int store_flush(state_store_t *s, bool wait, char *errstr, size_t errstr_
 {
     char *err = NULL;
     /* Every flush is a flush point: held steps not stored yet are written first, and
-     * the client records written since the last one. */
+     * the client records and history recorded since the last one. */
     rocksdb_writebatch_t *held = rocksdb_writebatch_create();
     store_outbox_flush_point(s, held);
     store_clients_write(s, NULL, held);
+    store_history_write(s, NULL, held);
     if (rocksdb_writebatch_count(held)) {
         rocksdb_write(s->db, s->unlogged_options, held, &err);
         s->unlogged = true;
@@ -294,7 +295,7 @@ static bool flush_point_due(state_store_t *s, rocksdb_writebatch_t *batch)
     rocksdb_writebatch_data(batch, &len);
     s->memtable_estimate +=
         len + MEMTABLE_ENTRY_BYTES * (size_t)rocksdb_writebatch_count(batch);
-    return s->memtable_estimate >= FLUSH_POINT_BYTES ||
+    return s->memtable_estimate + s->held_history_bytes >= FLUSH_POINT_BYTES ||
            (!s->restoring && checkpoint_due(s));
 }
 
@@ -480,6 +481,7 @@ int state_store_commit(state_store_t *s, int64_t next_offset, char *errstr,
     if (flush_point) {
         store_outbox_flush_point(s, batch);
         store_clients_write(s, NULL, batch);
+        store_history_write(s, NULL, batch);
     }
     if (injected_write_error(s->conf.partition, next_offset))
         err = strdup("IO error: injected by FLUSHOUT_FAILPOINT");

@@ -110,7 +110,8 @@ typedef enum state_travel_e {
  *  count), rebuilt from the newest kept snapshot at or below it (a past snapshot, the
  *  stored snapshot, or the initial document when the history starts at 0) and the
  *  stored history replayed forward from there. Reads RocksDB (and what the step in
- *  progress writes); loads nothing into the cache. On OK the caller destroys
+ *  progress writes, and the history key the store holds); loads nothing into the
+ *  cache. On OK the caller destroys
  *  *master. */
 state_travel_t state_model_travel(state_store_t *s, state_model_t *m, uint64_t at,
                                   state_master_t **master, uint64_t *oldest, char *errstr,

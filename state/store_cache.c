@@ -21,6 +21,7 @@ void store_model_free(state_store_t *s, state_model_t *m)
     }
     state_master_destroy(m->master);
     state_history_mem_destroy(m->history);
+    store_history_held_free(s, m);
     free(m->history_keys);
     free(m->past);
     free(m->key);
@@ -99,6 +100,7 @@ void store_recharge_history(state_store_t *s, state_model_t *m)
 void store_model_drop(state_store_t *s, state_model_t *m)
 {
     store_clients_write(s, m, NULL); /* a reload reads them from RocksDB */
+    store_history_write(s, m, NULL);
     lru_unlink(s, m);
     HASH_DEL(s->models, m);
     s->cache_used -= m->mem_bytes;
@@ -118,12 +120,14 @@ static bool over_budget(const state_store_t *s)
 
 void store_evict(state_store_t *s)
 {
-    rocksdb_writebatch_t *dirty = NULL; /* the evicted models' client records, at once */
+    rocksdb_writebatch_t *dirty = NULL; /* the evicted models' client records and held
+                                         * history, at once */
     while (s->lru_tail && over_budget(s)) {
-        if (s->lru_tail->clients_dirty) {
+        if (s->lru_tail->clients_dirty || s->lru_tail->held_len) {
             if (!dirty)
                 dirty = rocksdb_writebatch_create();
             store_clients_write(s, s->lru_tail, dirty);
+            store_history_write(s, s->lru_tail, dirty);
         }
         store_model_drop(s, s->lru_tail);
     }

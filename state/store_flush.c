@@ -1,6 +1,7 @@
 /* state/store_flush.c - recording an applied flush: its history (joining the model's
  * last history key while it has room), the client's record, the "changed" mark, and
  * the snapshot rewrite and history trim when due. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "codec/alloc.h"
@@ -26,6 +27,230 @@ void store_history_key_add(state_store_t *s, state_model_t *m, uint64_t count)
         m->history_keys_cap = cap;
     }
     m->history_keys[m->history_keys_len++] = count;
+}
+
+/* ---- held history ----
+ *
+ * A changelog store does not write a flush's completions with its step while later
+ * flushes of the model may still join the same history key: they are held here, and
+ * the key is written once, with everything held for it, when it closes (into that
+ * step, store_batch_write()), at the next flush point (store_flush(), store.c), or when
+ * the model leaves the cache. So a model's history reaches the memtable once per key
+ * (up to HISTORY_KEY_COMMANDS commands) instead of once per step. Until then only this
+ * process reads it (the history ring, time travel through store_history_held_visit()),
+ * and a crash loses the memtable since the last flush point either way: what is stored
+ * at each flush point is what writing every step would have stored
+ * (tests/state/test_store.c compares the two; tests/bench/BENCHMARKS.md, the
+ * fourteenth round, has what it saves). */
+
+/* The array32 head before the held completions, kept up to date (held_head()), so
+ * that a visit reads them as an array; written with msgpack-c's own head instead. */
+#define HELD_HEAD_BYTES 5
+
+static void held_charge(state_store_t *s, state_model_t *m, size_t bytes)
+{
+    store_charge(s, m, bytes);
+    s->held_history_bytes += bytes;
+}
+
+static void held_uncharge(state_store_t *s, state_model_t *m, size_t bytes)
+{
+    m->mem_bytes -= bytes;
+    s->cache_used -= bytes;
+    s->held_history_bytes -= bytes;
+}
+
+static size_t held_bytes(const held_history_t *h)
+{
+    return h->cap + STORE_ALLOC_OVERHEAD;
+}
+
+static void held_write(held_history_t *h, const char *bytes, size_t len)
+{
+    if (h->len + len > h->cap) {
+        size_t cap = h->cap ? 2 * h->cap : 64;
+        while (cap < h->len + len)
+            cap *= 2;
+        h->bytes = codec_xrealloc(h->bytes, cap);
+        h->cap = cap;
+    }
+    memcpy(h->bytes + h->len, bytes, len);
+    h->len += len;
+}
+
+/* Frees m's held keys [0, n), unwritten or written, and closes the gap. */
+static void held_forget(state_store_t *s, state_model_t *m, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        held_uncharge(s, m, held_bytes(&m->held[i]));
+        free(m->held[i].bytes);
+    }
+    m->held_len -= n;
+    memmove(m->held, m->held + n, m->held_len * sizeof(*m->held));
+}
+
+void store_history_held_free(state_store_t *s, state_model_t *m)
+{
+    for (size_t i = 0; i < m->held_len; i++) {
+        s->held_history_bytes -= held_bytes(&m->held[i]);
+        free(m->held[i].bytes);
+    }
+    free(m->held);
+    m->held = NULL;
+    m->held_len = m->held_cap = 0;
+}
+
+/* The array32 head of h's completions, in its reserved room: the held bytes are an
+ * array whenever a visit reads them. */
+static void held_head(held_history_t *h)
+{
+    unsigned char *p = (unsigned char *)h->bytes;
+    for (int i = 0; i < 4; i++)
+        p[1 + i] = (unsigned char)(h->items >> (8 * (3 - i)));
+}
+
+/* Holds a flush's completions for history key `key`, which held appended_to
+ * completions before them (STORE_NOT_APPENDED: they start it). */
+static void held_add(state_store_t *s, state_model_t *m, uint64_t key,
+                     uint32_t appended_to, const codec_packed_t *applied)
+{
+    held_history_t *h = m->held_len ? &m->held[m->held_len - 1] : NULL;
+    size_t charged = h && h->key == key ? held_bytes(h) : 0;
+    if (!h || h->key != key) {
+        if (m->held_len == m->held_cap) {
+            size_t cap = m->held_cap ? 2 * m->held_cap : 2;
+            m->held = codec_xrealloc(m->held, cap * sizeof(*m->held));
+            m->held_cap = cap;
+        }
+        h = &m->held[m->held_len++];
+        *h = (held_history_t){.key = key, .appended_to = appended_to};
+        held_write(h, "\xdd\0\0\0\0", HELD_HEAD_BYTES);
+    }
+    held_write(h, applied->buf.data, codec_packed_bytes(applied));
+    h->items += applied->count;
+    held_head(h);
+    held_charge(s, m, held_bytes(h) - charged);
+}
+
+static void held_key(state_store_t *s, const state_model_t *m, uint64_t key,
+                     store_key_t *k)
+{
+    store_key_start(k, s, STATE_ITEM_HISTORY);
+    store_key_add_id(k, m->id, m->id_len);
+    store_key_add_u64(k, key);
+}
+
+void store_history_held_visit(state_store_t *s, const state_model_t *m,
+                              void (*visit)(void *opaque, const char *key, size_t key_len,
+                                            const char *value, size_t value_len,
+                                            uint32_t appended_to),
+                              void *opaque)
+{
+    for (size_t i = 0; i < m->held_len; i++) {
+        const held_history_t *h = &m->held[i];
+        store_key_t k;
+        held_key(s, m, h->key, &k);
+        visit(opaque, k.p, k.len, h->bytes, h->len,
+              h->appended_to == STORE_NOT_APPENDED ? 0 : h->appended_to);
+        store_key_free(&k);
+    }
+}
+
+/* h as an array with the head msgpack-c writes for its count (in the room of the
+ * array32 head, which it overwrites): the stored bytes are those of a store that
+ * wrote every step. For h's write, the last use of it. */
+static const char *held_array(held_history_t *h, size_t *len)
+{
+    char head[HELD_HEAD_BYTES];
+    msgpack_sbuffer hb = {.data = head, .size = 0, .alloc = sizeof(head)};
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &hb, codec_sbuffer_write);
+    msgpack_pack_array(&pk, h->items);
+    char *at = h->bytes + HELD_HEAD_BYTES - hb.size;
+    memcpy(at, head, hb.size);
+    *len = h->len - (HELD_HEAD_BYTES - hb.size);
+    return at;
+}
+
+/* Writes m's held keys [0, n) and forgets them: into batch, or (NULL) into the step.
+ * One put per key that starts here, else one merge (the merge operator joins it to
+ * what the key holds). */
+static void held_put(state_store_t *s, state_model_t *m, size_t n,
+                     rocksdb_writebatch_t *batch)
+{
+    for (size_t i = 0; i < n; i++) {
+        held_history_t *h = &m->held[i];
+        size_t len;
+        const char *array = held_array(h, &len);
+        bool starts = h->appended_to == STORE_NOT_APPENDED;
+        store_key_t k;
+        held_key(s, m, h->key, &k);
+        if (!batch && starts)
+            store_batch_write(s, k.p, k.len, array, len);
+        else if (!batch)
+            store_batch_append(s, k.p, k.len, array, len, h->appended_to);
+        else if (starts)
+            rocksdb_writebatch_put(batch, k.p, k.len, array, len);
+        else
+            rocksdb_writebatch_merge(batch, k.p, k.len, array, len);
+        store_key_free(&k);
+    }
+    held_forget(s, m, n);
+}
+
+/* m's held keys that no flush will join any more go into the step: only the key that
+ * later flushes may still join stays held. */
+static void held_release(state_store_t *s, state_model_t *m)
+{
+    size_t n = m->held_len;
+    if (n && m->history_tail_open &&
+        m->held[n - 1].key == m->history_keys[m->history_keys_len - 1])
+        n--;
+    held_put(s, m, n, NULL);
+}
+
+static int by_history_key(const void *a, const void *b)
+{
+    const state_model_t *x = *(state_model_t *const *)a, *y = *(state_model_t *const *)b;
+    if (x->id_len != y->id_len)
+        return x->id_len < y->id_len ? -1 : 1;
+    return memcmp(x->id, y->id, x->id_len);
+}
+
+void store_history_write(state_store_t *s, state_model_t *m, rocksdb_writebatch_t *batch)
+{
+    if (s->failed[0]) /* its memtable is dropped: nothing more reaches RocksDB */
+        return;
+    if (!batch) {
+        if (!m || !m->held_len)
+            return;
+        rocksdb_writebatch_t *now = rocksdb_writebatch_create();
+        held_put(s, m, m->held_len, now);
+        store_write_now(s, now);
+        rocksdb_writebatch_destroy(now);
+        return;
+    }
+    if (m) {
+        held_put(s, m, m->held_len, batch);
+        return;
+    }
+    /* In key order (<p> h <len:u16> <model> <count>): each memtable insert then
+     * follows the last one. */
+    size_t n = 0;
+    state_model_t *each, *tmp;
+    HASH_ITER(hh, s->models, each, tmp)
+    n += each->held_len != 0;
+    if (!n)
+        return;
+    state_model_t **models = codec_xmalloc(n * sizeof(*models));
+    n = 0;
+    HASH_ITER(hh, s->models, each, tmp)
+    if (each->held_len)
+        models[n++] = each;
+    qsort(models, n, sizeof(*models), by_history_key);
+    for (size_t i = 0; i < n; i++)
+        held_put(s, models[i], models[i]->held_len, batch);
+    free(models);
 }
 
 /* The next flush starts a key. */
@@ -111,7 +336,7 @@ static void trim_history(state_store_t *s, state_model_t *m)
     store_batch_trim(s, from.p, from.len, to.p, to.len);
     store_key_free(&from);
     store_key_free(&to);
-    m->history_start = cut;
+    m->history_start = cut; /* the held key, the newest, is never below it */
 }
 
 bool store_record_flush(state_store_t *s, state_model_t *m, const char *client,
@@ -130,10 +355,6 @@ bool store_record_flush(state_store_t *s, state_model_t *m, const char *client,
     m->document_charged += 2 * applied_bytes;
     store_key_t k;
     if (applied->count) {
-        msgpack_sbuffer *hb = &s->scratch;
-        msgpack_packer hp;
-        msgpack_packer_init(&hp, hb, codec_sbuffer_write);
-        codec_packed_pack_array(&hp, applied);
         bool joins = m->history_tail_open && m->history_keys_len &&
                      m->history_keys[m->history_keys_len - 1] + m->history_tail_items ==
                          applied_from;
@@ -141,21 +362,33 @@ bool store_record_flush(state_store_t *s, state_model_t *m, const char *client,
             history_tail_close(m);
             store_history_key_add(s, m, applied_from);
         }
-        store_key_start(&k, s, STATE_ITEM_HISTORY);
-        store_key_add_id(&k, m->id, m->id_len);
-        store_key_add_u64(&k, m->history_keys[m->history_keys_len - 1]);
-        if (joins)
-            store_batch_append(s, k.p, k.len, hb->data, hb->size,
-                               (uint32_t)m->history_tail_items);
-        else
-            store_batch_write(s, k.p, k.len, hb->data, hb->size);
-        store_key_free(&k);
+        uint64_t key = m->history_keys[m->history_keys_len - 1];
+        uint32_t appended_to =
+            joins ? (uint32_t)m->history_tail_items : STORE_NOT_APPENDED;
+        if (!s->logged) {
+            held_add(s, m, key, appended_to, applied);
+        } else {
+            msgpack_sbuffer *hb = &s->scratch;
+            msgpack_packer hp;
+            msgpack_packer_init(&hp, hb, codec_sbuffer_write);
+            codec_packed_pack_array(&hp, applied);
+            store_key_start(&k, s, STATE_ITEM_HISTORY);
+            store_key_add_id(&k, m->id, m->id_len);
+            store_key_add_u64(&k, key);
+            if (joins)
+                store_batch_append(s, k.p, k.len, hb->data, hb->size, appended_to);
+            else
+                store_batch_write(s, k.p, k.len, hb->data, hb->size);
+            store_key_free(&k);
+            store_scratch_done(hb);
+        }
         m->history_tail_items += applied->count;
         m->history_tail_bytes += applied_bytes;
         m->history_tail_open = true;
-        store_scratch_done(hb);
         if (!history_key_has_room(m->history_tail_items, m->history_tail_bytes))
             history_tail_close(m);
+        if (!s->logged)
+            held_release(s, m);
     }
     state_history_mem_append(m->history, applied_from, applied);
     store_recharge_history(s, m);

@@ -125,6 +125,17 @@ typedef struct expired_s {
     char key[];
 } expired_t;
 
+/* Completions of one history key not written yet: what a changelog store holds instead
+ * of a memtable entry per model and step (store_flush.c). */
+typedef struct held_history_s {
+    uint64_t key;         /* the history key's count */
+    uint32_t appended_to; /* completions the key held before these; STORE_NOT_APPENDED:
+                           * the key starts with them */
+    uint32_t items;
+    char *bytes; /* an array32 head (HELD_HEAD_BYTES), then the items */
+    size_t len, cap;
+} held_history_t;
+
 /* A cached model. @locality the store's user thread, like all of the store. */
 struct state_model_s {
     /* Identity and decoded state: set when loaded (store_cache.c). */
@@ -172,6 +183,10 @@ struct state_model_s {
     /* The sweep's marks (store_flush.c sets, store_sweep.c clears). */
     bool changed_marked; /* its "changed since its last snapshot record" key is written */
     bool snapshot_sent;  /* a swept snapshot record of it is on its way to Kafka */
+    /* A changelog store's history not written to RocksDB yet (store_flush.c): the
+     * completions for its last history key while later flushes may join it. */
+    held_history_t *held;
+    size_t held_len, held_cap;
     /* Its client records (store_client.c) and the LRU (store_cache.c). */
     client_t *clients;                  /* a list; the store's table finds them */
     state_model_t *lru_prev, *lru_next; /* most recently used first */
@@ -256,7 +271,8 @@ struct state_store_s {
      * written to RocksDB only at a flush point (store_outbox_flush_point()). */
     outbox_held_t *held;
     size_t held_len, held_cap;
-    size_t memtable_estimate; /* bytes the active memtable may hold (flush points) */
+    size_t memtable_estimate;  /* bytes the active memtable may hold (flush points) */
+    size_t held_history_bytes; /* the cached models' held history (store_flush.c) */
 
     /* @locality the cache (store_cache.c, store_client.c): models loaded by
      * state_store_model(), evicted after commits. */
@@ -367,6 +383,20 @@ void store_batch_pending(const state_store_t *s, const char *prefix, size_t pref
                                        const char *value, size_t value_len,
                                        uint32_t appended_to),
                          void *opaque);
+/** Writes m's held history (NULL: every cached model's) into batch (NULL: straight
+ *  into RocksDB, for a model about to leave the cache). */
+void store_history_write(state_store_t *s, state_model_t *m, rocksdb_writebatch_t *batch);
+/** Calls visit for each of m's history keys held (not written yet), oldest first, as
+ *  store_batch_pending() does for the step's writes: the value is a msgpack array of the
+ *  held completions, appended_to what the key held before them (0: they start it).
+ *  Values live until m's held history changes (a flush recorded, a write). */
+void store_history_held_visit(state_store_t *s, const state_model_t *m,
+                              void (*visit)(void *opaque, const char *key, size_t key_len,
+                                            const char *value, size_t value_len,
+                                            uint32_t appended_to),
+                              void *opaque);
+/** Frees m's held history, unwritten (m is being freed: its charge goes with m's). */
+void store_history_held_free(state_store_t *s, state_model_t *m);
 /** Records a flush applied to m: its applied completions (applied_from on) go to the
  *  history and the batch, the client's record gets seq and mapped_paths (msgpack),
  *  and the snapshot is rewritten when due (@returns whether it was; *replaced is the

@@ -201,8 +201,10 @@ static int replay_entry(state_store_t *s, const state_model_t *m, state_master_t
     return 0;
 }
 
-/* Replays the stored history from master's count to at: what RocksDB holds, then
- * what the step in progress writes (always later: history is only appended). */
+/* Replays the stored history from master's count to at: what RocksDB holds, then what
+ * the step in progress writes, then the key the store holds to write
+ * (store_history_held_visit()): history is only appended, and only its newest key is
+ * held. */
 static int replay_history(state_store_t *s, const state_model_t *m,
                           state_master_t *master, uint64_t at, char *errstr,
                           size_t errstr_size)
@@ -242,8 +244,10 @@ static int replay_history(state_store_t *s, const state_model_t *m,
     else
         rocksdb_free(err);
     pending_t p = {.prefix_len = prefix_len};
-    if (!rc && state_master_command_count(master) < at)
+    if (!rc && state_master_command_count(master) < at) {
         store_batch_pending(s, k.p, prefix_len, pending_visit, &p);
+        store_history_held_visit(s, m, pending_visit, &p); /* the newest key */
+    }
     for (size_t i = 0; i < p.len && !rc && state_master_command_count(master) < at; i++)
         rc = replay_entry(s, m, master, at, p.entries[i].count, p.entries[i].value,
                           p.entries[i].len, errstr, errstr_size);

@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <rocksdb/c.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1842,4 +1843,137 @@ Test(state_store, a_models_charge_follows_its_document_not_its_edits)
                  "2,000 edits of a %zu-byte model charged %zu bytes", loaded, edited);
     cr_assert_lt(edited, 64 * 1024,
                  "charged %zu bytes (2,000 x 2 x 230 were charged before)", edited);
+}
+
+/* What a store answered and held over a run of flushes (history_workload()). */
+typedef struct transcript_s {
+    char *text;
+    size_t len, cap;
+} transcript_t;
+
+static void say(transcript_t *t, const char *fmt, ...)
+{
+    char line[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line), fmt, ap);
+    va_end(ap);
+    cr_assert(n >= 0 && (size_t)n < sizeof(line));
+    if (t->len + (size_t)n + 1 > t->cap) {
+        t->cap = (t->len + (size_t)n + 1) * 2;
+        t->text = realloc(t->text, t->cap);
+        cr_assert_not_null(t->text);
+    }
+    memcpy(t->text + t->len, line, (size_t)n + 1);
+    t->len += (size_t)n;
+}
+
+/* Every version of id from its count - 20 on, rebuilt by time travel. */
+static void say_versions(transcript_t *t, const char *id)
+{
+    state_model_t *m = model(id);
+    uint64_t count = state_master_command_count(state_model_master(m));
+    say(t, "%s at %llu:", id, (unsigned long long)count);
+    for (uint64_t at = count > 20 ? count - 20 : 0; at <= count; at++) {
+        state_master_t *past = NULL;
+        uint64_t oldest = 0;
+        state_travel_t tr =
+            state_model_travel(store, m, at, &past, &oldest, errstr, sizeof(errstr));
+        cr_assert_neq(tr, STATE_TRAVEL_FAILED, "%s at %llu: %s", id,
+                      (unsigned long long)at, errstr);
+        if (tr == STATE_TRAVEL_UNAVAILABLE) {
+            say(t, " %llu<%llu", (unsigned long long)at, (unsigned long long)oldest);
+            continue;
+        }
+        size_t len;
+        char *json = codec_json_encode(state_master_document(past), &len);
+        /* A digest of the document: enough to tell versions apart. */
+        uint32_t h = 2166136261u;
+        for (size_t i = 0; i < len; i++)
+            h = (h ^ (unsigned char)json[i]) * 16777619u;
+        say(t, " %llu=%08x", (unsigned long long)at, h);
+        free(json);
+        state_master_destroy(past);
+    }
+    state_history_t hist = state_model_history(m);
+    codec_packed_t out;
+    codec_packed_init(&out);
+    uint64_t from = count > 6 ? count - 6 : 0;
+    cr_assert_eq(hist.range(hist.opaque, from, count, &out), 0);
+    say(t, " history %u items %zu bytes\n", out.count, out.buf.size);
+    codec_packed_destroy(&out);
+}
+
+/* Flushes of one to three creates and updates to three models, with commits (not
+ * after every flush), evictions of every model, and reopens; after each flush, time
+ * travel to the last 20 versions of each model. A window of 6 commands and a snapshot
+ * rewrite every 7 make the history keys fill, close and get trimmed throughout. Ends
+ * with the store closed and every key of the database in the transcript. */
+static void history_workload(bool changelog, transcript_t *t)
+{
+    conf.changelog = changelog;
+    conf.history = 6;
+    conf.snapshot_every = 7;
+    open_store();
+    const char *ids[3] = {"a", "bb", "ccc"};
+    uint64_t seqs[3] = {0};
+    uint32_t r = 12345;
+    int64_t offset = 0;
+    for (int i = 0; i < 150; i++) {
+        r = r * 1103515245u + 12345u;
+        int which = (int)((r >> 16) % 3);
+        flush_creates(ids[which], "c1", seqs[which]++, 1 + (int)((r >> 20) % 3));
+        if ((r >> 24) % 3) {
+            commit(++offset);
+            if ((r >> 26) % 4 == 0) { /* every model leaves the cache */
+                state_store_set_cache_bytes(store, 1);
+                state_store_set_cache_bytes(store, 64 << 20);
+            }
+            if ((r >> 28) % 8 == 0)
+                open_store(); /* a clean close: a flush point */
+        }
+        for (int j = 0; j < 3; j++)
+            say_versions(t, ids[j]);
+    }
+    commit(++offset);
+    rocksdb_t *db = raw_db();
+    rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+    rocksdb_iterator_t *it = rocksdb_create_iterator(db, ro);
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+        size_t klen, vlen;
+        const unsigned char *k = (const unsigned char *)rocksdb_iter_key(it, &klen);
+        const unsigned char *v = (const unsigned char *)rocksdb_iter_value(it, &vlen);
+        uint32_t h = 2166136261u;
+        for (size_t i = 0; i < vlen; i++)
+            h = (h ^ v[i]) * 16777619u;
+        say(t, "key");
+        for (size_t i = 0; i < klen; i++)
+            say(t, "%02x", k[i]);
+        say(t, " %zu bytes %08x\n", vlen, h);
+    }
+    rocksdb_iter_destroy(it);
+    rocksdb_readoptions_destroy(ro);
+    rocksdb_close(db);
+}
+
+/* A changelog store holds the history of its flushes in memory until its next flush
+ * point, or until their model leaves the cache, instead of writing it with every step:
+ * time travel, the history it serves and, once closed, every key it stored must be
+ * those of a logged store, which writes every step. */
+Test(state_store, a_changelog_store_holds_history_as_a_logged_store_writes_it)
+{
+    transcript_t logged = {0}, changelog = {0};
+    history_workload(false, &logged);
+    start_over();
+    history_workload(true, &changelog);
+    cr_assert_gt(logged.len, 0);
+    size_t at = 0;
+    while (at < logged.len && at < changelog.len && logged.text[at] == changelog.text[at])
+        at++;
+    cr_assert(at == logged.len && at == changelog.len,
+              "they differ at byte %zu:\nlogged:    %.200s\nchangelog: %.200s", at,
+              logged.text + (at > 100 ? at - 100 : 0),
+              changelog.text + (at > 100 ? at - 100 : 0));
+    free(logged.text);
+    free(changelog.text);
 }
