@@ -187,6 +187,7 @@ struct state_model_s {
      * completions for its last history key while later flushes may join it. */
     held_history_t *held;
     size_t held_len, held_cap;
+    uint64_t flushed_in_step; /* the store's step of its last flush, plus one (0: none) */
     /* Its client records (store_client.c) and the LRU (store_cache.c). */
     client_t *clients;                  /* a list; the store's table finds them */
     state_model_t *lru_prev, *lru_next; /* most recently used first */
