@@ -92,7 +92,8 @@ static void held_forget(state_store_t *s, state_model_t *m, size_t n)
         free(m->held[i].bytes);
     }
     m->held_len -= n;
-    memmove(m->held, m->held + n, m->held_len * sizeof(*m->held));
+    if (n && m->held_len) /* (memmove may not be given NULL, even for nothing) */
+        memmove(m->held, m->held + n, m->held_len * sizeof(*m->held));
 }
 
 void store_history_held_free(state_store_t *s, state_model_t *m)
