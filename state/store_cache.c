@@ -99,8 +99,13 @@ void store_recharge_history(state_store_t *s, state_model_t *m)
  * every model is clean (its state is in RocksDB). */
 void store_model_drop(state_store_t *s, state_model_t *m)
 {
-    store_clients_write(s, m, NULL); /* a reload reads them from RocksDB */
-    store_history_write(s, m, NULL);
+    if (m->clients_dirty || m->held_len) { /* a reload reads them from RocksDB */
+        rocksdb_writebatch_t *now = rocksdb_writebatch_create();
+        store_clients_write(s, m, now);
+        store_history_write(s, m, now);
+        store_write_now(s, now);
+        rocksdb_writebatch_destroy(now);
+    }
     lru_unlink(s, m);
     HASH_DEL(s->models, m);
     s->cache_used -= m->mem_bytes;

@@ -227,15 +227,6 @@ void store_history_write(state_store_t *s, state_model_t *m, rocksdb_writebatch_
 {
     if (s->failed[0]) /* its memtable is dropped: nothing more reaches RocksDB */
         return;
-    if (!batch) {
-        if (!m || !m->held_len)
-            return;
-        rocksdb_writebatch_t *now = rocksdb_writebatch_create();
-        held_put(s, m, m->held_len, now);
-        store_write_now(s, now);
-        rocksdb_writebatch_destroy(now);
-        return;
-    }
     if (m) {
         held_put(s, m, m->held_len, batch);
         return;

@@ -306,7 +306,8 @@ void store_charge(state_store_t *s, state_model_t *m, size_t bytes);
 void store_measure_document(state_store_t *s, state_model_t *m);
 /** Charges m's history ring what it measures now (it grows in steps). */
 void store_recharge_history(state_store_t *s, state_model_t *m);
-/** Drops m from the cache and frees it (its unwritten changes stay in the step). */
+/** Drops m from the cache and frees it: what only the cache holds (dirty client
+ *  records, held history) is written first, the step's writes stay in the step. */
 void store_model_drop(state_store_t *s, state_model_t *m);
 /** Frees m and its client records (not in the cache's lists). */
 void store_model_free(state_store_t *s, state_model_t *m);
@@ -384,8 +385,7 @@ void store_batch_pending(const state_store_t *s, const char *prefix, size_t pref
                                        const char *value, size_t value_len,
                                        uint32_t appended_to),
                          void *opaque);
-/** Writes m's held history (NULL: every cached model's) into batch (NULL: straight
- *  into RocksDB, for a model about to leave the cache). */
+/** Writes m's held history (NULL: every cached model's) into batch. */
 void store_history_write(state_store_t *s, state_model_t *m, rocksdb_writebatch_t *batch);
 /** Calls visit for each of m's history keys held (not written yet), oldest first, as
  *  store_batch_pending() does for the step's writes: the value is a msgpack array of the
