@@ -38,7 +38,9 @@ void store_history_key_add(state_store_t *s, state_model_t *m, uint64_t count)
  * the model leaves the cache. So a model's history reaches the memtable once per key
  * (up to HISTORY_KEY_COMMANDS commands) instead of once per step. Only a model flushed
  * in one of the last HELD_STEPS steps holds: a model flushed now and then would hold
- * its key until it left the cache, saving no write. Until then only this
+ * its key until it left the cache, saving no write. A restoring store (a catch-up,
+ * `rebuild`) does not hold: it commits every 1,000 records, which folds a model's
+ * records already, and it may stop between commits. Until then only this
  * process reads it (the history ring, time travel through store_history_held_visit()),
  * and a crash loses the memtable since the last flush point either way: what is stored
  * at each flush point is what writing every step would have stored
@@ -363,8 +365,10 @@ bool store_record_flush(state_store_t *s, state_model_t *m, const char *client,
         uint32_t appended_to =
             joins ? (uint32_t)m->history_tail_items : STORE_NOT_APPENDED;
         /* Held while the model is flushed every few steps: one that is not would hold
-         * its key until it leaves the cache, for nothing but the memory. */
-        bool hold = !s->logged && m->flushed_in_step &&
+         * its key until it leaves the cache, for nothing but the memory. Never while
+         * restoring: a catch-up may stop between its commits, and the flush point that
+         * ends it would write a held key without the step's part before it. */
+        bool hold = !s->logged && !s->restoring && m->flushed_in_step &&
                     s->step + 1 - m->flushed_in_step <= HELD_STEPS;
         m->flushed_in_step = s->step + 1;
         if (!hold)
