@@ -95,14 +95,19 @@ void store_recharge_history(state_store_t *s, state_model_t *m)
     recharge(s, m, &m->history_charged, state_history_mem_size(m->history));
 }
 
-/* Evicts least recently used models until the cache fits; called after a commit, when
- * every model is clean (its state is in RocksDB). */
+/* What only the cache holds of m, into batch: its dirty client records and held
+ * history (a reload reads RocksDB). */
+static void cached_writes(state_store_t *s, state_model_t *m, rocksdb_writebatch_t *batch)
+{
+    store_clients_write(s, m, batch);
+    store_history_write(s, m, batch);
+}
+
 void store_model_drop(state_store_t *s, state_model_t *m)
 {
-    if (m->clients_dirty || m->held_len) { /* a reload reads them from RocksDB */
+    if (m->clients_dirty || m->held_len) {
         rocksdb_writebatch_t *now = rocksdb_writebatch_create();
-        store_clients_write(s, m, now);
-        store_history_write(s, m, now);
+        cached_writes(s, m, now);
         store_write_now(s, now);
         rocksdb_writebatch_destroy(now);
     }
@@ -123,6 +128,8 @@ static bool over_budget(const state_store_t *s)
     return total > s->conf.cache_pool_bytes;
 }
 
+/* Evicts least recently used models until the cache fits; called after a commit, when
+ * every model is clean (its state is in RocksDB). */
 void store_evict(state_store_t *s)
 {
     rocksdb_writebatch_t *dirty = NULL; /* the evicted models' client records and held
@@ -131,8 +138,7 @@ void store_evict(state_store_t *s)
         if (s->lru_tail->clients_dirty || s->lru_tail->held_len) {
             if (!dirty)
                 dirty = rocksdb_writebatch_create();
-            store_clients_write(s, s->lru_tail, dirty);
-            store_history_write(s, s->lru_tail, dirty);
+            cached_writes(s, s->lru_tail, dirty);
         }
         store_model_drop(s, s->lru_tail);
     }

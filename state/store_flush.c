@@ -141,8 +141,9 @@ static void held_add(state_store_t *s, state_model_t *m, uint64_t key,
     held_charge(s, m, held_bytes(h) - charged);
 }
 
-static void held_key(state_store_t *s, const state_model_t *m, uint64_t key,
-                     store_key_t *k)
+/* m's history key that starts at command `key`. */
+static void history_key(state_store_t *s, const state_model_t *m, uint64_t key,
+                        store_key_t *k)
 {
     store_key_start(k, s, STATE_ITEM_HISTORY);
     store_key_add_id(k, m->id, m->id_len);
@@ -158,7 +159,7 @@ void store_history_held_visit(state_store_t *s, const state_model_t *m,
     for (size_t i = 0; i < m->held_len; i++) {
         const held_history_t *h = &m->held[i];
         store_key_t k;
-        held_key(s, m, h->key, &k);
+        history_key(s, m, h->key, &k);
         visit(opaque, k.p, k.len, h->bytes, h->len,
               h->appended_to == STORE_NOT_APPENDED ? 0 : h->appended_to);
         store_key_free(&k);
@@ -193,7 +194,7 @@ static void held_put(state_store_t *s, state_model_t *m, size_t n,
         const char *array = held_array(h, &len);
         bool starts = h->appended_to == STORE_NOT_APPENDED;
         store_key_t k;
-        held_key(s, m, h->key, &k);
+        history_key(s, m, h->key, &k);
         if (!batch && starts)
             store_batch_write(s, k.p, k.len, array, len);
         else if (!batch)
@@ -371,18 +372,15 @@ bool store_record_flush(state_store_t *s, state_model_t *m, const char *client,
         bool hold = !s->logged && !s->restoring && m->flushed_in_step &&
                     s->step + 1 - m->flushed_in_step <= HELD_STEPS;
         m->flushed_in_step = s->step + 1;
-        if (!hold)
-            held_put(s, m, m->held_len, NULL); /* what was held comes first */
         if (hold) {
             held_add(s, m, key, appended_to, applied);
         } else {
+            held_put(s, m, m->held_len, NULL); /* what was held comes first */
             msgpack_sbuffer *hb = &s->scratch;
             msgpack_packer hp;
             msgpack_packer_init(&hp, hb, codec_sbuffer_write);
             codec_packed_pack_array(&hp, applied);
-            store_key_start(&k, s, STATE_ITEM_HISTORY);
-            store_key_add_id(&k, m->id, m->id_len);
-            store_key_add_u64(&k, key);
+            history_key(s, m, key, &k);
             if (joins)
                 store_batch_append(s, k.p, k.len, hb->data, hb->size, appended_to);
             else
