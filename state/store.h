@@ -139,7 +139,7 @@ state_seq_t state_model_check_seq(state_store_t *s, state_model_t *m, const char
 
 /** Records an applied flush: its applied completions go to the history and the step's
  *  batch, the client's record is updated, and the snapshot is rewritten when due
- *  (once the history since the last one is at least 4 KB and has outgrown it, or
+ *  (once the history since the last one is at least 16 KB and has outgrown it, or
  *  after --snapshot-every commands is an eighth of it: decided from what is stored,
  *  so the same on every load).
  *  @returns whether it rewrote the snapshot; then *replaced is the count of the one

@@ -30,10 +30,13 @@
 #define STORE_MAX_ID_BYTES   65535       /* model ids are length-prefixed with 16 bits */
 /* A snapshot is rewritten once the history since it outgrows it, and is at least this
  * long: a small document would otherwise be rewritten, copied as a past snapshot and
- * its history trimmed after nearly every flush (4 writes a flush instead of 2; with
- * the floor, 0.82-0.84x the CPU per flush in tests/bench/ab.sh), while loading a model
- * replays at most this much more history. */
-#define SNAPSHOT_MIN_REWRITE_BYTES 4096u
+ * its history trimmed after nearly every flush (4 writes a flush instead of 2), while
+ * loading a model or travelling back in time replays at most this much more history.
+ * 4 KB was 0.82-0.84x the CPU per flush of no floor in tests/bench/ab.sh; 16 KB is
+ * 0.92-0.94x that of 4 KB (a quarter of the rewrites) and neutral with 100,000 models,
+ * whose flushes load their models. At most 32 KB keeps a document below
+ * STATE_RECORD_SIZE_FLOOR, so its snapshot records stay due by count alone. */
+#define SNAPSHOT_MIN_REWRITE_BYTES 16384u
 /* A flush joins the model's last history key (appended to it by the store's merge
  * operator, store_merge.c) while that key holds fewer than HISTORY_KEY_COMMANDS
  * commands and fewer than HISTORY_KEY_BYTES bytes of them, else starts a key of its

@@ -17,6 +17,7 @@
 #include "codec/json.h"
 #include "codec/msgpack.h"
 #include "state/store.h"
+#include "state/store_int.h" /* SNAPSHOT_MIN_REWRITE_BYTES */
 
 static char dir[] = "/tmp/flushout-test-store-XXXXXX";
 static char errstr[512];
@@ -267,9 +268,10 @@ Test(state_store, snapshots_are_rewritten_and_old_history_trimmed)
 }
 
 /* A small document is rewritten once the history since its last snapshot reaches
- * 4 KB, not after each flush that outgrows it: the stored snapshot and the past
- * snapshots kept are where that rule, replayed over the stored history, puts them. */
-Test(state_store, a_small_document_waits_for_4_kb_of_history)
+ * SNAPSHOT_MIN_REWRITE_BYTES (16 KB), not after each flush that outgrows it: the
+ * stored snapshot and the past snapshots kept are where that rule, replayed over the
+ * stored history, puts them. */
+Test(state_store, a_small_document_waits_for_16_kb_of_history)
 {
     open_store();
     flush("small", "c", 1,
@@ -277,7 +279,7 @@ Test(state_store, a_small_document_waits_for_4_kb_of_history)
           "{\"command\":{\"action\":\"create\",\"props\":{\"n\":0}},\"createdId\":\"x\"}]"
           "}");
     commit(0);
-    enum { FLUSHES = 300 };
+    enum { FLUSHES = 1200 };
     /* What state_model_flushed() reported: each rewrite replaces the one before. */
     int reported = 0;
     uint64_t last_rewrite = 0;
@@ -301,7 +303,7 @@ Test(state_store, a_small_document_waits_for_4_kb_of_history)
     rocksdb_iterator_t *it = rocksdb_create_iterator(db, ro);
     /* The rule over the stored history (each key an array of the commands of one or
      * more flushes, one command each here, in count order): a rewrite once the
-     * commands since the last one reach 4096 bytes. */
+     * commands since the last one reach SNAPSHOT_MIN_REWRITE_BYTES. */
     uint64_t since = 0, expected_count = 0;
     int rewrites = 0, past = 0, history = 0, history_keys = 0;
     int64_t stored_count = -1;
@@ -321,7 +323,7 @@ Test(state_store, a_small_document_waits_for_4_kb_of_history)
                 cr_assert(codec_msgpack_skip(v, vlen, &off));
                 history++;
                 since += off - at;
-                if (since >= 4096) {
+                if (since >= SNAPSHOT_MIN_REWRITE_BYTES) {
                     rewrites++;
                     expected_count = (uint64_t)history;
                     since = 0;
