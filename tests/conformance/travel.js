@@ -86,8 +86,10 @@ function check(model, N, docs, replies) {
     if (named <= at || named > window) return `${where}: ${r.error.message} (the window starts at ${window})`;
   }
   if (oldest === null || oldest > window) return `${model}: the oldest version answered is ${oldest}, the window starts at ${window}`;
+  if (oldest > 0) check.trimmed++;
   return null;
 }
+check.trimmed = 0; // models whose oldest versions were no longer available
 
 function runBinary(bin, N, lines) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'flushout-travel-state-'));
@@ -144,7 +146,14 @@ async function main() {
     }
     console.log(`history ${N}: ${asked.length} models, ${lines.length} requests`);
   }
-  console.log(`${versionsChecked} versions checked`);
+  console.log(`${versionsChecked} versions checked, ${check.trimmed} models answered history_unavailable below their oldest version`);
+  // Store history keys hold up to 64 commands and a trim keeps the whole key holding the
+  // oldest command kept: a short --history must still leave some models trimmed, or the
+  // history_unavailable answers above went unchecked.
+  if (check.trimmed === 0 && o.cases >= 20 && o.history.some((n) => n > 0 && n < 10)) {
+    console.log('FAIL no model answered history_unavailable: the trimmed path went untested');
+    failed++;
+  }
   console.log(`${passed} passed, ${failed} failed`);
   process.exitCode = failed === 0 && passed > 0 ? 0 : 1;
 }

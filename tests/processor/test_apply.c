@@ -183,15 +183,19 @@ Test(processor_apply, answers_snapshot_requests_at_earlier_versions)
 {
     /* A tiny document rewritten after every flush (--snapshot-every 1: its history
      * since is over an eighth of it), so a past snapshot is kept at every version;
-     * with --history 2 the last rewrite (at 30) keeps the one at 28 and nothing older.
-     * (Without --snapshot-every, a document this small waits for 4 KB of history.) */
+     * with --history 2 the last rewrite (at LAST) keeps the one at LAST - 2 and nothing
+     * older. The history before it goes too: LAST commands fill more than two history
+     * keys of 64 commands, and a trim keeps only the key holding the oldest command
+     * kept. (Without --snapshot-every, a document this small waits for 16 KB of
+     * history.) */
+    enum { LAST = 150 };
     load_with("--history", "2", "--snapshot-every", "1");
-    char input[8192];
+    static char input[32768];
     int off = snprintf(input, sizeof(input),
                        "{\"type\":\"flush\",\"model\":\"a\",\"client\":\"c\",\"seq\":1,"
                        "\"from\":0,\"completions\":[{\"command\":{\"action\":\"create\"},"
                        "\"createdId\":\"x\"}]}\n");
-    for (int k = 2; k <= 30; k++)
+    for (int k = 2; k <= LAST; k++)
         off +=
             snprintf(input + off, sizeof(input) - (size_t)off,
                      "{\"type\":\"flush\",\"model\":\"a\",\"client\":\"c\",\"seq\":%d,"
@@ -200,38 +204,43 @@ Test(processor_apply, answers_snapshot_requests_at_earlier_versions)
                      k, k - 1, k);
     snprintf(
         input + off, sizeof(input) - (size_t)off,
-        "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"r\",\"seq\":1,\"at\":29}\n"
-        "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"r\",\"seq\":2,\"at\":28}\n"
-        "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"r\",\"seq\":3,\"at\":30}\n"
-        "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"r\",\"seq\":4,\"at\":27}\n"
-        "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"r\",\"seq\":5,\"at\":31}\n"
+        "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"r\",\"seq\":1,\"at\":%d}\n"
+        "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"r\",\"seq\":2,\"at\":%d}\n"
+        "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"r\",\"seq\":3,\"at\":%d}\n"
+        "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"r\",\"seq\":4,\"at\":%d}\n"
+        "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"r\",\"seq\":5,\"at\":%d}\n"
         "{\"type\":\"snapshot\",\"model\":\"b\",\"client\":\"r\",\"seq\":6,\"at\":0}\n"
         "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"r\",\"seq\":7,\"at\":\"2\"}"
-        "\n");
+        "\n",
+        LAST - 1, LAST - 2, LAST, LAST - 3, LAST + 1);
     char *out = run(input);
-    cr_assert_eq(count_lines(out), 37);
-    expect_line(out, 30,
-                "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"r\",\"seq\":1,"
-                "\"snapshot\":{\"commandCount\":29,\"document\":{\"x\":{\"n\":29}}}}");
-    expect_line(out, 31,
-                "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"r\",\"seq\":2,"
-                "\"snapshot\":{\"commandCount\":28,\"document\":{\"x\":{\"n\":28}}}}");
-    expect_line(out, 32,
-                "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"r\",\"seq\":3,"
-                "\"snapshot\":{\"commandCount\":30,\"document\":{\"x\":{\"n\":30}}}}");
-    expect_line(out, 33,
-                "{\"type\":\"error\",\"model\":\"a\",\"client\":\"r\",\"seq\":4,"
-                "\"error\":{\"code\":\"history_unavailable\",\"message\":\"version 27 is "
-                "older than the history kept: the oldest version available is "
-                "28\",\"oldest\":28}}");
-    expect_line(out, 34,
-                "{\"type\":\"error\",\"model\":\"a\",\"client\":\"r\",\"seq\":5,"
-                "\"error\":{\"code\":\"bad_range\",\"message\":\"version 31 is beyond "
-                "the model's 30 commands\"}}");
-    expect_line(out, 35,
+    cr_assert_eq(count_lines(out), LAST + 7);
+    char want[512];
+    for (int seq = 1; seq <= 3; seq++) {
+        int at = seq == 1 ? LAST - 1 : seq == 2 ? LAST - 2 : LAST;
+        snprintf(want, sizeof(want),
+                 "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"r\",\"seq\":%d,"
+                 "\"snapshot\":{\"commandCount\":%d,\"document\":{\"x\":{\"n\":%d}}}}",
+                 seq, at, at);
+        expect_line(out, LAST - 1 + seq, want);
+    }
+    snprintf(want, sizeof(want),
+             "{\"type\":\"error\",\"model\":\"a\",\"client\":\"r\",\"seq\":4,"
+             "\"error\":{\"code\":\"history_unavailable\",\"message\":\"version %d is "
+             "older than the history kept: the oldest version available is "
+             "%d\",\"oldest\":%d}}",
+             LAST - 3, LAST - 2, LAST - 2);
+    expect_line(out, LAST + 3, want);
+    snprintf(want, sizeof(want),
+             "{\"type\":\"error\",\"model\":\"a\",\"client\":\"r\",\"seq\":5,"
+             "\"error\":{\"code\":\"bad_range\",\"message\":\"version %d is beyond "
+             "the model's %d commands\"}}",
+             LAST + 1, LAST);
+    expect_line(out, LAST + 4, want);
+    expect_line(out, LAST + 5,
                 "{\"type\":\"snapshot\",\"model\":\"b\",\"client\":\"r\",\"seq\":6,"
                 "\"snapshot\":{\"commandCount\":0,\"document\":{}}}");
-    codec_value_t *v = line(out, 36);
+    codec_value_t *v = line(out, LAST + 6);
     cr_assert_str_eq(error_code(v), "wrong_type");
     codec_value_destroy(v);
     free(out);

@@ -346,8 +346,11 @@ Test(state_store, a_small_document_waits_for_16_kb_of_history)
     rocksdb_readoptions_destroy(ro);
     rocksdb_close(db);
     cr_assert_eq(history, FLUSHES);
-    /* One-command flushes share keys of 16 commands (their values stay under 2 KB). */
-    cr_assert_eq(history_keys, (FLUSHES + 15) / 16, "%d history keys", history_keys);
+    /* One-command flushes share keys of HISTORY_KEY_COMMANDS commands (their values
+     * stay under HISTORY_KEY_BYTES). */
+    cr_assert_eq(history_keys,
+                 (FLUSHES + HISTORY_KEY_COMMANDS - 1) / HISTORY_KEY_COMMANDS,
+                 "%d history keys", history_keys);
     cr_assert_geq(rewrites, 2, "%d rewrites", rewrites);
     cr_assert_leq(rewrites, FLUSHES / 50, "%d rewrites of a small document", rewrites);
     cr_assert_eq(stored_count, (int64_t)expected_count);
@@ -1067,13 +1070,15 @@ Test(state_store, history_stored_one_completion_per_key_still_loads)
     cr_assert(keys[6][0] == 6 && keys[6][1] == 2);
 }
 
-/* A flush joins the model's last history key while that key holds fewer than 16
- * commands and fewer than 2 KB of them, else starts one: decided from what is stored,
- * so the keys are the same whether the model stayed cached, was reloaded between two
- * flushes or had several flushes in one step. */
+/* A flush joins the model's last history key while that key holds fewer than
+ * HISTORY_KEY_COMMANDS (64) commands and fewer than HISTORY_KEY_BYTES (8 KB) of them,
+ * else starts one: decided from what is stored, so the keys are the same whether the
+ * model stayed cached, was reloaded between two flushes or had several flushes in one
+ * step. */
 Test(state_store, flushes_share_history_keys_while_the_last_one_has_room)
 {
-    enum { FLUSHES = 20 };               /* of 2 commands: keys at 0, 16 and 32 */
+    enum { K = HISTORY_KEY_COMMANDS };
+    enum { FLUSHES = K + K / 4 };        /* of 2 commands: keys at 0, K and 2K */
     const char *ids[] = {"a", "b", "c"}; /* cached, reloaded, one step */
     open_store();
     int64_t offset = 0;
@@ -1089,11 +1094,13 @@ Test(state_store, flushes_share_history_keys_while_the_last_one_has_room)
         }
         commit(offset++);
     }
-    /* A flush that takes the last key past 2 KB closes it: the next starts one. */
-    char json[4096];
-    char text[3001];
-    memset(text, 'x', 3000);
-    text[3000] = '\0';
+    /* A flush that takes the last key past HISTORY_KEY_BYTES closes it: the next
+     * starts one. */
+    enum { TEXT = HISTORY_KEY_BYTES + 1000 };
+    static char json[TEXT + 256];
+    static char text[TEXT + 1];
+    memset(text, 'x', TEXT);
+    text[TEXT] = '\0';
     for (int m = 0; m < 3; m++) {
         snprintf(json, sizeof(json),
                  "{\"type\":\"flush\",\"client\":\"c1\",\"seq\":%d,\"from\":%d,"
@@ -1104,7 +1111,9 @@ Test(state_store, flushes_share_history_keys_while_the_last_one_has_room)
         flush_creates(ids[m], "c1", FLUSHES + 2, 1);
     }
     commit(offset);
-    const uint64_t expected[][2] = {{0, 16}, {16, 16}, {32, 9}, {41, 2}};
+    /* K = 16 gave {0, 16}, {16, 16}, {32, 9}, {41, 2}. */
+    const uint64_t expected[][2] = {
+        {0, K}, {K, K}, {2 * K, K / 2 + 1}, {2 * K + K / 2 + 1, 2}};
     for (int m = 0; m < 3; m++) {
         uint64_t keys[8][2];
         int n = stored_history_keys(ids[m], keys, 8);
@@ -1114,7 +1123,7 @@ Test(state_store, flushes_share_history_keys_while_the_last_one_has_room)
                       "%s: key %d at %llu with %llu commands", ids[m], i,
                       (unsigned long long)keys[i][0], (unsigned long long)keys[i][1]);
         open_store();
-        expect_history(ids[m], 0, 43, true); /* and it all loads back */
+        expect_history(ids[m], 0, 2 * K + K / 2 + 3, true); /* and it all loads back */
     }
 }
 
