@@ -189,6 +189,8 @@ Test(processor_apply, answers_snapshot_requests_at_earlier_versions)
      * kept. (Without --snapshot-every, a document this small waits for 16 KB of
      * history.) */
     enum { LAST = 150 };
+    /* The versions asked for by seq 1-5: kept, kept, the latest, trimmed, beyond. */
+    const int at[] = {LAST - 1, LAST - 2, LAST, LAST - 3, LAST + 1};
     load_with("--history", "2", "--snapshot-every", "1");
     static char input[32768];
     int off = snprintf(input, sizeof(input),
@@ -212,16 +214,15 @@ Test(processor_apply, answers_snapshot_requests_at_earlier_versions)
         "{\"type\":\"snapshot\",\"model\":\"b\",\"client\":\"r\",\"seq\":6,\"at\":0}\n"
         "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"r\",\"seq\":7,\"at\":\"2\"}"
         "\n",
-        LAST - 1, LAST - 2, LAST, LAST - 3, LAST + 1);
+        at[0], at[1], at[2], at[3], at[4]);
     char *out = run(input);
     cr_assert_eq(count_lines(out), LAST + 7);
     char want[512];
     for (int seq = 1; seq <= 3; seq++) {
-        int at = seq == 1 ? LAST - 1 : seq == 2 ? LAST - 2 : LAST;
         snprintf(want, sizeof(want),
                  "{\"type\":\"snapshot\",\"model\":\"a\",\"client\":\"r\",\"seq\":%d,"
                  "\"snapshot\":{\"commandCount\":%d,\"document\":{\"x\":{\"n\":%d}}}}",
-                 seq, at, at);
+                 seq, at[seq - 1], at[seq - 1]);
         expect_line(out, LAST - 1 + seq, want);
     }
     snprintf(want, sizeof(want),
@@ -229,13 +230,13 @@ Test(processor_apply, answers_snapshot_requests_at_earlier_versions)
              "\"error\":{\"code\":\"history_unavailable\",\"message\":\"version %d is "
              "older than the history kept: the oldest version available is "
              "%d\",\"oldest\":%d}}",
-             LAST - 3, LAST - 2, LAST - 2);
+             at[3], LAST - 2, LAST - 2);
     expect_line(out, LAST + 3, want);
     snprintf(want, sizeof(want),
              "{\"type\":\"error\",\"model\":\"a\",\"client\":\"r\",\"seq\":5,"
              "\"error\":{\"code\":\"bad_range\",\"message\":\"version %d is beyond "
              "the model's %d commands\"}}",
-             LAST + 1, LAST);
+             at[4], LAST);
     expect_line(out, LAST + 4, want);
     expect_line(out, LAST + 5,
                 "{\"type\":\"snapshot\",\"model\":\"b\",\"client\":\"r\",\"seq\":6,"

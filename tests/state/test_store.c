@@ -17,7 +17,7 @@
 #include "codec/json.h"
 #include "codec/msgpack.h"
 #include "state/store.h"
-#include "state/store_int.h" /* SNAPSHOT_MIN_REWRITE_BYTES */
+#include "state/store_int.h" /* SNAPSHOT_MIN_REWRITE_BYTES, HISTORY_KEY_* */
 
 static char dir[] = "/tmp/flushout-test-store-XXXXXX";
 static char errstr[512];
