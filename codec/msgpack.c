@@ -703,6 +703,17 @@ bool codec_msgpack_array_open(const char *buf, size_t len, size_t *off, uint32_t
     return true;
 }
 
+bool codec_msgpack_map_open(const char *buf, size_t len, size_t *off, uint32_t *count)
+{
+    scan_t sc;
+    uint64_t items;
+    if (!container_open(buf, len, *off, true, &sc, &items))
+        return false;
+    *count = (uint32_t)(items / 2);
+    *off = (size_t)(sc.p - (const unsigned char *)buf);
+    return true;
+}
+
 bool codec_msgpack_map_find(const char *buf, size_t len, size_t *off, const char *key,
                             size_t key_len)
 {
@@ -723,6 +734,47 @@ bool codec_msgpack_map_find(const char *buf, size_t len, size_t *off, const char
             return false;
     }
     return false;
+}
+
+/* One scalar header at *off, read and stepped over. */
+static bool scalar_at(const char *buf, size_t len, size_t *off, const unsigned char **str,
+                      uint64_t *str_len, bool *has_uint, uint64_t *uint)
+{
+    if (*off >= len)
+        return false;
+    scan_t sc = {(const unsigned char *)buf + *off, (const unsigned char *)buf + len};
+    uint64_t items;
+    if (!scan_header(&sc, str, str_len, &items, has_uint, uint) || items)
+        return false;
+    *off = (size_t)(sc.p - (const unsigned char *)buf);
+    return true;
+}
+
+bool codec_msgpack_read_str(const char *buf, size_t len, size_t *off, const char **str,
+                            size_t *str_len)
+{
+    size_t at = *off;
+    const unsigned char *s;
+    uint64_t n, uint;
+    bool has_uint;
+    if (!scalar_at(buf, len, &at, &s, &n, &has_uint, &uint) || !s)
+        return false; /* scan_header() sets s for strings only, not bin */
+    *str = (const char *)s;
+    *str_len = (size_t)n;
+    *off = at;
+    return true;
+}
+
+bool codec_msgpack_read_uint(const char *buf, size_t len, size_t *off, uint64_t *value)
+{
+    size_t at = *off;
+    const unsigned char *s;
+    uint64_t n;
+    bool has_uint;
+    if (!scalar_at(buf, len, &at, &s, &n, &has_uint, value) || !has_uint)
+        return false;
+    *off = at;
+    return true;
 }
 
 void codec_msgpack_identify(const char *buf, size_t len, codec_identity_t *id)

@@ -110,9 +110,22 @@ bool codec_msgpack_skip(const char *buf, size_t len, size_t *off);
  *  @returns false when no array starts there. */
 bool codec_msgpack_array_open(const char *buf, size_t len, size_t *off, uint32_t *count);
 
+/** Reads the map header at *off: sets *count (of keys) and moves *off to its first
+ *  key. @returns false when no map starts there. */
+bool codec_msgpack_map_open(const char *buf, size_t len, size_t *off, uint32_t *count);
+
 /** In the map that starts at *off, finds the string key: moves *off to its value.
  *  @returns false when no map starts there or the key is absent. */
 bool codec_msgpack_map_find(const char *buf, size_t len, size_t *off, const char *key,
                             size_t key_len);
+
+/** Reads the string at *off (not bin) into *str (pointing into buf) and moves *off
+ *  past it. @returns false when no string starts there. */
+bool codec_msgpack_read_str(const char *buf, size_t len, size_t *off, const char **str,
+                            size_t *str_len);
+
+/** Reads the unsigned integer at *off (a positive fixint or uint 8-64) and moves *off
+ *  past it. @returns false when none starts there. */
+bool codec_msgpack_read_uint(const char *buf, size_t len, size_t *off, uint64_t *value);
 
 #endif

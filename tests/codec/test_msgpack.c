@@ -370,3 +370,50 @@ Test(codec_msgpack, skip_and_find_locate_values_however_deep)
     cr_assert_not(codec_msgpack_skip(sb.data, sb.size, &off), "nothing left");
     msgpack_sbuffer_destroy(&sb);
 }
+
+Test(codec_msgpack, scalars_are_read_where_they_lie)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_str_with_body(&pk, "flushResult", 11);
+    size_t long_at = sb.size;
+    char text[300];
+    memset(text, 'x', sizeof(text));
+    msgpack_pack_str_with_body(&pk, text, sizeof(text)); /* str 16 */
+    size_t ints_at = sb.size;
+    msgpack_pack_uint64(&pk, 7);
+    msgpack_pack_uint64(&pk, 1ull << 40);
+    size_t others_at = sb.size;
+    msgpack_pack_int64(&pk, -1);
+    msgpack_pack_bin_with_body(&pk, "ab", 2);
+    msgpack_pack_array(&pk, 0);
+
+    size_t off = 0, n;
+    const char *s;
+    cr_assert(codec_msgpack_read_str(sb.data, sb.size, &off, &s, &n));
+    cr_assert(n == 11 && !memcmp(s, "flushResult", 11));
+    cr_assert_eq(off, long_at);
+    cr_assert(codec_msgpack_read_str(sb.data, sb.size, &off, &s, &n));
+    cr_assert(n == sizeof(text) && s[0] == 'x' && s[n - 1] == 'x');
+    uint64_t v;
+    cr_assert_not(codec_msgpack_read_uint(sb.data, sb.size, &(size_t){long_at}, &v),
+                  "a string is no integer");
+    off = ints_at;
+    cr_assert(codec_msgpack_read_uint(sb.data, sb.size, &off, &v) && v == 7);
+    cr_assert(codec_msgpack_read_uint(sb.data, sb.size, &off, &v) && v == 1ull << 40);
+    cr_assert_eq(off, others_at);
+    cr_assert_not(codec_msgpack_read_uint(sb.data, sb.size, &off, &v), "negative");
+    cr_assert_eq(off, others_at, "a failed read leaves the offset");
+    cr_assert(codec_msgpack_skip(sb.data, sb.size, &off));
+    cr_assert_not(codec_msgpack_read_str(sb.data, sb.size, &off, &s, &n), "bin");
+    cr_assert(codec_msgpack_skip(sb.data, sb.size, &off));
+    cr_assert_not(codec_msgpack_read_str(sb.data, sb.size, &off, &s, &n), "an array");
+    cr_assert_not(codec_msgpack_read_uint(sb.data, sb.size, &off, &v), "an array");
+    off = long_at;
+    cr_assert_not(codec_msgpack_read_str(sb.data, long_at + 100, &off, &s, &n),
+                  "cut short");
+    cr_assert_eq(off, long_at);
+    msgpack_sbuffer_destroy(&sb);
+}
