@@ -78,6 +78,14 @@ stop() { # PID...: SIGTERM, wait
   for p in "$@"; do wait "$p" 2>/dev/null || true; done
 }
 
+# drop_state NAME...: a stopped target's state directory goes at once (unless --keep):
+# each holds 150-200 MB, and the kernel writing 20 of them back to disk during the later
+# scenarios was noise in those.
+drop_state() {
+  ((keep)) && return
+  for name in "$@"; do rm -rf "$work/$name.state"; done
+}
+
 # start_target NAME processor|passthrough [extra options]: sets $target_pid
 start_target() {
   local name=$1 kind=$2
@@ -149,6 +157,7 @@ scenario() {
   stop "$target_pid"
   own_time "$work/$name.log" >"$out/$name.own"
   stop "$broker_pid"
+  drop_state "$name"
 }
 
 pg_stop() {
@@ -231,6 +240,7 @@ load instances-2 --models $models --commands 2 "${saturate[@]}" --duration "$dur
 stop "$a" "$b"
 own_time "$work/two-a.log" >"$out/instances-2.own"
 stop "$broker_pid"
+drop_state two-a two-b
 
 # A fixed workload of 3 clients per model, recorded for the JS Master and PostgreSQL,
 # then restored from its changes topic.
@@ -246,6 +256,8 @@ start=$(date +%s.%N)
   --from changes --log-level warn
 restore_s=$(printf '%.3f' "$(echo "$(date +%s.%N) - $start" | bc -l)")
 stop "$broker_pid"
+drop_state recorded
+((keep)) || rm -rf "$work/restored"
 echo "{\"records\":$record_flushes,\"seconds\":$restore_s}" >"$out/restore.json"
 
 (cd "$here" && node js_master.js "$work/recorded.ndjson" --runs 3) >"$out/js-master.json"
