@@ -692,26 +692,27 @@ static bool container_open(const char *buf, size_t len, size_t off, bool map, sc
     return scan_header(sc, &str, &str_len, items, &has_uint, &uint);
 }
 
-bool codec_msgpack_array_open(const char *buf, size_t len, size_t *off, uint32_t *count)
+/* The array or map header at *off, stepped over: *count its items (a map's keys). */
+static bool container_step(const char *buf, size_t len, size_t *off, bool map,
+                           uint32_t *count)
 {
     scan_t sc;
     uint64_t items;
-    if (!container_open(buf, len, *off, false, &sc, &items))
+    if (!container_open(buf, len, *off, map, &sc, &items))
         return false;
-    *count = (uint32_t)items;
+    *count = (uint32_t)(map ? items / 2 : items);
     *off = (size_t)(sc.p - (const unsigned char *)buf);
     return true;
 }
 
+bool codec_msgpack_array_open(const char *buf, size_t len, size_t *off, uint32_t *count)
+{
+    return container_step(buf, len, off, false, count);
+}
+
 bool codec_msgpack_map_open(const char *buf, size_t len, size_t *off, uint32_t *count)
 {
-    scan_t sc;
-    uint64_t items;
-    if (!container_open(buf, len, *off, true, &sc, &items))
-        return false;
-    *count = (uint32_t)(items / 2);
-    *off = (size_t)(sc.p - (const unsigned char *)buf);
-    return true;
+    return container_step(buf, len, off, true, count);
 }
 
 bool codec_msgpack_map_find(const char *buf, size_t len, size_t *off, const char *key,
