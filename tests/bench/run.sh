@@ -110,6 +110,7 @@ own_time() {
 # worse of the two middle ones.
 median_round() {
   local i
+  # shellcheck disable=SC2016 # ${...} below are JavaScript's template literals
   i=$(node -e 'const [dir, base, target, by, n] = process.argv.slice(1);
     const f = (name) => JSON.parse(require("fs").readFileSync(`${dir}/${name}.json`, "utf8"));
     const r = [];
