@@ -104,22 +104,11 @@ own_time() {
   sed -n 's/.*consumed to produced: p50 \([0-9.]*\) ms, p99 \([0-9.]*\) ms.*/\1 \2/p' "$1" | tail -1
 }
 
-# median_round BASE TARGET ratio|p99: of the rounds BASE-rI and TARGET-rI, the one whose
-# TARGET/BASE throughput ratio (or TARGET - BASE round-trip p99) is the median becomes
-# BASE and TARGET (table.js reads the rounds for the range); of an even number, the
-# worse of the two middle ones.
+# median_round BASE TARGET ratio|p99: the round of BASE-rI and TARGET-rI whose ratio (or
+# added p99) is the median (rounds.js) becomes BASE and TARGET.
 median_round() {
   local i
-  # shellcheck disable=SC2016 # ${...} below are JavaScript's template literals
-  i=$(node -e 'const [dir, base, target, by, n] = process.argv.slice(1);
-    const f = (name) => JSON.parse(require("fs").readFileSync(`${dir}/${name}.json`, "utf8"));
-    const r = [];
-    for (let i = 1; i <= n; i++) {
-      const b = f(`${base}-r${i}`), t = f(`${target}-r${i}`);
-      r.push([by === "ratio" ? t.flushes_per_s / b.flushes_per_s : b.latency_ms.p99 - t.latency_ms.p99, i]);
-    }
-    r.sort((a, b) => a[0] - b[0]); /* worst first: of two middle rounds, the worse */
-    console.log(r[(r.length - 1) >> 1][1]);' "$out" "$1" "$2" "$3" "$rounds")
+  i=$(node "$here/rounds.js" "$out" "$1" "$2" "$3")
   for name in "$1" "$2"; do
     cp "$out/$name-r$i.json" "$out/$name.json"
     cp "$out/$name-r$i.own" "$out/$name.own"

@@ -7,6 +7,7 @@
 
 const fs = require('fs');
 const path = require('path');
+const { rounds: roundsOf } = require('./rounds');
 
 const [dir, duration, cores] = process.argv.slice(2);
 const read = (name) => {
@@ -49,9 +50,7 @@ for (const k of [1, 2, 4]) {
   row(`passthrough ceiling, ${k} cmd/flush, 1,000 models`, pt, ['', '', '', '']);
   const r = pr.flushes_per_s / pt.flushes_per_s;
   // run.sh's rounds (NAME-rI), alternating: this pair is the median one.
-  const rounds = [];
-  for (let i = 1; read(`processor-${k}cmd-r${i}`) && read(`passthrough-${k}cmd-r${i}`); i++)
-    rounds.push(read(`processor-${k}cmd-r${i}`).flushes_per_s / read(`passthrough-${k}cmd-r${i}`).flushes_per_s);
+  const rounds = roundsOf(dir, `passthrough-${k}cmd`, `processor-${k}cmd`, 'ratio').map((x) => x.value);
   const range = rounds.length > 1
     ? ` (median of ${rounds.length} rounds: ${Math.min(...rounds).toFixed(2)}-${Math.max(...rounds).toFixed(2)}x)`
     : '';
@@ -68,9 +67,7 @@ const lr = read('latency-processor');
 row(`passthrough, open loop at ${n(lp.rate)}/s (half the processor's maximum)`, lp, ['', '', '', '']);
 const added = lr.latency_ms.p99 - lp.latency_ms.p99;
 const sign = (x) => `${x >= 0 ? '+' : ''}${ms(x)}`;
-const latRounds = [];
-for (let i = 1; read(`latency-processor-r${i}`) && read(`latency-passthrough-r${i}`); i++)
-  latRounds.push(read(`latency-processor-r${i}`).latency_ms.p99 - read(`latency-passthrough-r${i}`).latency_ms.p99);
+const latRounds = roundsOf(dir, 'latency-passthrough', 'latency-processor', 'p99').map((x) => x.value);
 const latRange = latRounds.length > 1
   ? ` (median of ${latRounds.length} rounds: ${sign(Math.min(...latRounds))} to ${sign(Math.max(...latRounds))} ms)`
   : '';
@@ -121,7 +118,7 @@ if (rs) {
 const head = ['scenario', 'flushes/s', 'round trip p50 / p99 / p99.9 ms', 'processor cores', 'peak RSS MB',
   "processor's own p50 / p99 ms", 'ratio', 'target', 'result'];
 const lines = [head, head.map(() => '---'), ...rows].map((r) => `| ${r.join(' | ')} |`);
-const rounds = fs.readdirSync(dir).filter((f) => /^processor-2cmd-r\d+\.json$/.test(f)).length;
+const rounds = roundsOf(dir, 'passthrough-2cmd', 'processor-2cmd', 'ratio').length;
 process.stdout.write(`${lines.join('\n')}\n\n${cores} cores, ${duration} s per throughput run` +
   (rounds > 1 ? ` (${rounds} alternating rounds of the 1, 2 and 4 cmd/flush rows and of the half-load pair)` : '') + '; ' +
   `${verdicts.filter((v) => v).length} of ${verdicts.length} targets met.\n`);
