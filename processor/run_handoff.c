@@ -190,8 +190,9 @@ void run_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 {
     runner_t *r = opaque;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-        r->joined = true;
         assign_partitions(r, parts);
+        /* After the partitions are registered: /readyz would say ready with none. */
+        r->joined = true;
     } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS)
         revoke_partitions(r, parts, rd_kafka_assignment_lost(rk));
     else

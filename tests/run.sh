@@ -34,6 +34,13 @@ run_suite() { # build-dir, extra cmake flags...
         # Criterion's failed assertions and crashes, with the line before each.
         grep -nE -B1 '\[FAIL\]|\[----\].*(:[0-9]+:|Assertion|crash|signal)|Test #[0-9]+: .*\*\*\*|ERROR: AddressSanitizer|runtime error:' "$log" |
             head -n 80 || true
+        # Each failed test's own output (ctest -V prefixes it with "N: "), which the
+        # interleaved tail below may not hold: a Node test's error and its kept logs.
+        sed -n 's/.*Test *#\([0-9]*\): .*\*\*\*.*/\1/p' "$log" | sort -u |
+            while read -r n; do
+                echo "the last lines of test #$n's output:"
+                grep "^$n: " "$log" | tail -n 100 || true
+            done
         echo "its last lines:"
         tail -n 120 "$log"
         exit "$status"

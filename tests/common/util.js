@@ -3,7 +3,9 @@
 // options, a free TCP port, reading a whole topic, and random edits.
 'use strict';
 
+const fs = require('fs');
 const net = require('net');
+const path = require('path');
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const t0 = Date.now();
@@ -78,4 +80,34 @@ function randomCommand(doc, rng, name) {
   return { action: 'detete', path: ['items', items[rng.int(0, items.length - 1)]] };
 }
 
-module.exports = { sleep, log, canonical, option, freePort, readAll, randomCommand };
+// After a failure: the last lines of every log a run kept in dir, on stderr, so that a
+// CI run (which keeps only the test's output) shows why a child failed.
+function printLogTails(dir, lines = 30) {
+  let names = [];
+  try {
+    names = fs.readdirSync(dir).filter((f) => f.endsWith('.log')).sort();
+  } catch (e) {
+    return;
+  }
+  for (const f of names) {
+    const text = fs.readFileSync(path.join(dir, f), 'utf8').trimEnd();
+    if (!text) continue;
+    const tail = text.split('\n').slice(-lines);
+    console.error(`---- the last ${tail.length} lines of ${f}:\n${tail.join('\n')}`);
+  }
+}
+
+// The first sanitizer report (ASan, LSan, UBSan) in each log in dir: ["file: line"].
+function sanitizerReports(dir) {
+  const reports = [];
+  for (const f of fs.readdirSync(dir).filter((n) => n.endsWith('.log'))) {
+    const text = fs.readFileSync(path.join(dir, f), 'utf8');
+    const m = /(ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:)[^\n]*/.exec(text);
+    if (m) reports.push(`${f}: ${m[0]}`);
+  }
+  return reports;
+}
+
+module.exports = {
+  sleep, log, canonical, option, freePort, readAll, randomCommand, printLogTails, sanitizerReports,
+};

@@ -17,7 +17,7 @@ const WebSocket = require('ws');
 const { Kafka, logLevel } = require('kafkajs');
 const { Master, Proxy } = require('flushout');
 const { Rng } = require('../common/rng.js');
-const { sleep, log, canonical, option, freePort, readAll, randomCommand } = require('../common/util.js');
+const { sleep, log, canonical, option, freePort, readAll, randomCommand, printLogTails, sanitizerReports } = require('../common/util.js');
 
 
 // Polls until fn() is truthy (or throws its last error after ms).
@@ -199,12 +199,7 @@ class Run {
     const brokers = this.brokers || [];
     await stop(this.children.filter((ch) => !brokers.includes(ch))); // while they have a cluster
     await stop(brokers);
-    const reports = [];
-    for (const f of fs.readdirSync(this.tmp).filter((n) => n.endsWith('.log'))) {
-      const text = fs.readFileSync(path.join(this.tmp, f), 'utf8');
-      const m = /(ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:)[^\n]*/.exec(text);
-      if (m) reports.push(`${f}: ${m[0]}`);
-    }
+    const reports = sanitizerReports(this.tmp);
     if (reports.length) throw new Error(`sanitizer reports in the logs:\n${reports.join('\n')}`);
   }
 
@@ -212,7 +207,10 @@ class Run {
     this.shuttingDown = true;
     for (const ch of this.children) if (ch.exitCode === null && ch.signalCode === null) ch.kill('SIGKILL');
     if (ok && !process.env.KEEP_LOGS) fs.rmSync(this.tmp, { recursive: true, force: true });
-    else console.error(`logs kept in ${this.tmp}`);
+    else {
+      if (!ok) printLogTails(this.tmp);
+      console.error(`logs kept in ${this.tmp}`);
+    }
   }
 }
 

@@ -15,7 +15,7 @@ const { Kafka, logLevel } = require('kafkajs');
 const { encode, decode } = require('@msgpack/msgpack');
 const { Master, Proxy } = require('flushout');
 const { Rng } = require('../common/rng.js');
-const { sleep, log, canonical, option, readAll, randomCommand } = require('../common/util.js');
+const { sleep, log, canonical, option, readAll, randomCommand, printLogTails, sanitizerReports } = require('../common/util.js');
 
 
 // A test run: a temporary folder, the child processes, and cleanup.
@@ -87,7 +87,10 @@ class Run {
     this.shuttingDown = true;
     for (const ch of this.children) if (ch.exitCode === null && ch.signalCode === null) ch.kill('SIGKILL');
     if (ok && !process.env.KEEP_LOGS) fs.rmSync(this.tmp, { recursive: true, force: true });
-    else console.error(`logs kept in ${this.tmp}`);
+    else {
+      if (!ok) printLogTails(this.tmp);
+      console.error(`logs kept in ${this.tmp}`);
+    }
   }
 }
 
@@ -293,13 +296,15 @@ async function verify(kafka, clients, snapshots, layouts = [{ flushes: 'flushout
   };
 }
 
-// The value after name on the command line, or def.
-
 // Runs main(run) and exits 0, or prints the failure, keeps the logs and exits 1.
 function runMain(name, main) {
   const run = new Run(name, path.resolve(option('--bin', path.join(__dirname, '..', '..', 'build', 'bin', 'flushout-processor'))));
   main(run)
     .then(() => {
+      // A report from a processor that kept running (UBSan without halting, a leak
+      // found at a clean exit) fails the test too.
+      const reports = sanitizerReports(run.tmp);
+      if (reports.length) throw new Error(`sanitizer reports in the logs:\n${reports.join('\n')}`);
       run.cleanup(true);
       process.exit(0);
     })
