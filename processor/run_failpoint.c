@@ -36,17 +36,24 @@ void failpoint_init(void)
         failpoint_kind = FAILPOINT_AFTER_COMMIT;
     else if (sscanf(fp, "catch-up-slow:%ld", &n) == 1)
         failpoint_kind = FAILPOINT_CATCH_UP_SLOW;
+    else if (sscanf(fp, "assign-slow:%ld", &n) == 1)
+        failpoint_kind = FAILPOINT_ASSIGN_SLOW;
     else if (sscanf(fp, "catch-up:%ld", &n) == 1)
         failpoint_kind = FAILPOINT_CATCH_UP;
     else
         return;
     atomic_store(&failpoint_countdown, n);
-    LOG_WARN("failpoint %s armed: this process will die on purpose", fp);
+    LOG_WARN("failpoint %s armed: this process will %s on purpose", fp,
+             failpoint_kind == FAILPOINT_CATCH_UP_SLOW ||
+                     failpoint_kind == FAILPOINT_ASSIGN_SLOW
+                 ? "slow down"
+                 : "die");
 }
 
 void failpoint(failpoint_t kind)
 {
-    if (kind == FAILPOINT_CATCH_UP && failpoint_kind == FAILPOINT_CATCH_UP_SLOW) {
+    if ((kind == FAILPOINT_CATCH_UP && failpoint_kind == FAILPOINT_CATCH_UP_SLOW) ||
+        (kind == FAILPOINT_ASSIGN_SLOW && failpoint_kind == FAILPOINT_ASSIGN_SLOW)) {
         usleep((useconds_t)atomic_load(&failpoint_countdown) * 1000);
         return;
     }

@@ -62,6 +62,7 @@ void run_cache_share_apply(part_t *p)
 
 static void assign_partitions(runner_t *r, rd_kafka_topic_partition_list_t *parts)
 {
+    failpoint(FAILPOINT_ASSIGN_SLOW);
     char errstr[512];
     int count =
         processor_topic_partitions(r->consumer, r->cfg->flushes_topic,

@@ -251,6 +251,7 @@ typedef enum failpoint_e {
     FAILPOINT_CATCH_UP,
     FAILPOINT_CATCH_UP_SLOW,
     FAILPOINT_STEP_OUTPUT_BYTES,
+    FAILPOINT_ASSIGN_SLOW,
 } failpoint_t;
 
 /** Arms the failpoint FLUSHOUT_FAILPOINT names, if any. @locality main thread, before
@@ -258,7 +259,7 @@ typedef enum failpoint_e {
 void failpoint_init(void);
 
 /** Dies (as kill -9 would) when the armed failpoint of this kind is reached; the slow
- *  catch-up failpoint sleeps instead. @locality any thread. */
+ *  catch-up and assignment failpoints sleep instead. @locality any thread. */
 void failpoint(failpoint_t kind);
 
 /** The output bytes after which a step ends: normal, or N when step-output-bytes:N is

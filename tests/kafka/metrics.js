@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // The processor's HTTP endpoint (--http-port) scraped while it works: /readyz says 503
-// before the group has assigned anything and 200 once every partition caught up,
+// before the group has assigned anything (and while an assignment is being registered:
+// FLUSHOUT_FAILPOINT=assign-slow) and 200 once every partition caught up,
 // /healthz says 200 throughout, and /metrics (Prometheus text format, checked for
 // well-formedness) counts exactly what was sent: flushes and commands applied, errors
 // and dead letters by code, latency histograms, per-partition lag and readiness, the
@@ -92,13 +93,20 @@ async function main(run) {
 
   // A snapshot record every 50 commands (each model makes 200; a step publishes a model
   // at most once, however many multiples it passed).
-  const p = run.startProcessor('a', bootstrap, {}, ['--http-port', String(port), '--http-address', '127.0.0.1', '--snapshot-topic-every', '50']);
+  // The assignment waits 1.5 s before its partitions are registered
+  // (FLUSHOUT_FAILPOINT=assign-slow): /readyz must not say ready in between.
+  const p = run.startProcessor('a', bootstrap, { FLUSHOUT_FAILPOINT: 'assign-slow:1500' },
+    ['--http-port', String(port), '--http-address', '127.0.0.1', '--snapshot-topic-every', '50']);
   // Before the group answers (the broker delays the first join by 3 s): alive, not ready.
   const early = await waitFor('the HTTP endpoint', 10000, () => get(port, '/readyz').catch(() => null));
   assert.strictEqual(early.status, 503, `not ready before joining: ${early.body}`);
   const health = await get(port, '/healthz');
   assert.strictEqual(health.status, 200, health.body);
-  await waitFor('/readyz 200', 30000, async () => (await get(port, '/readyz')).status === 200);
+  const ready = await waitFor('/readyz 200', 30000, async () => {
+    const r = await get(port, '/readyz');
+    return r.status === 200 ? r : null;
+  });
+  assert.strictEqual(ready.body, 'ready: 2 partitions caught up\n', 'ready once both partitions are served');
   h.log('ready');
   assert.strictEqual((await get(port, '/nothing-here')).status, 404);
   assert.strictEqual((await get(port, '/metrics', 'POST')).status, 405);
