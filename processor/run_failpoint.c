@@ -15,6 +15,7 @@
 #include "run_int.h"
 
 static failpoint_t failpoint_kind;
+static failpoint_t slowed_site; /* the failpoint() site that sleeps, or NONE */
 static atomic_long failpoint_countdown;
 static size_t step_output_bytes; /* step-output-bytes:N, or 0 */
 
@@ -22,7 +23,7 @@ void failpoint_init(void)
 {
     const char *fp = getenv("FLUSHOUT_FAILPOINT");
     long n;
-    failpoint_kind = FAILPOINT_NONE;
+    failpoint_kind = slowed_site = FAILPOINT_NONE;
     step_output_bytes = 0;
     if (!fp)
         return;
@@ -34,26 +35,23 @@ void failpoint_init(void)
     }
     if (sscanf(fp, "after-commit:%ld", &n) == 1)
         failpoint_kind = FAILPOINT_AFTER_COMMIT;
-    else if (sscanf(fp, "catch-up-slow:%ld", &n) == 1)
+    else if (sscanf(fp, "catch-up-slow:%ld", &n) == 1) {
         failpoint_kind = FAILPOINT_CATCH_UP_SLOW;
-    else if (sscanf(fp, "assign-slow:%ld", &n) == 1)
-        failpoint_kind = FAILPOINT_ASSIGN_SLOW;
+        slowed_site = FAILPOINT_CATCH_UP;
+    } else if (sscanf(fp, "assign-slow:%ld", &n) == 1)
+        failpoint_kind = slowed_site = FAILPOINT_ASSIGN_SLOW;
     else if (sscanf(fp, "catch-up:%ld", &n) == 1)
         failpoint_kind = FAILPOINT_CATCH_UP;
     else
         return;
     atomic_store(&failpoint_countdown, n);
     LOG_WARN("failpoint %s armed: this process will %s on purpose", fp,
-             failpoint_kind == FAILPOINT_CATCH_UP_SLOW ||
-                     failpoint_kind == FAILPOINT_ASSIGN_SLOW
-                 ? "slow down"
-                 : "die");
+             slowed_site != FAILPOINT_NONE ? "slow down" : "die");
 }
 
 void failpoint(failpoint_t kind)
 {
-    if ((kind == FAILPOINT_CATCH_UP && failpoint_kind == FAILPOINT_CATCH_UP_SLOW) ||
-        (kind == FAILPOINT_ASSIGN_SLOW && failpoint_kind == FAILPOINT_ASSIGN_SLOW)) {
+    if (kind == slowed_site) {
         usleep((useconds_t)atomic_load(&failpoint_countdown) * 1000);
         return;
     }

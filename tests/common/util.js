@@ -97,17 +97,29 @@ function printLogTails(dir, lines = 30) {
   }
 }
 
-// The first sanitizer report (ASan, LSan, UBSan) in each log in dir: ["file: line"].
-function sanitizerReports(dir) {
+// A run's folder at its end: removed after a success (unless KEEP_LOGS), kept
+// otherwise, with its logs' last lines printed after a failure.
+function leaveRunDir(dir, ok) {
+  if (ok && !process.env.KEEP_LOGS) {
+    fs.rmSync(dir, { recursive: true, force: true });
+    return;
+  }
+  if (!ok) printLogTails(dir);
+  console.error(`logs kept in ${dir}`);
+}
+
+// Throws when a log in dir holds a sanitizer's report (ASan, LSan, UBSan), naming the
+// first one of each log.
+function checkSanitizerReports(dir) {
   const reports = [];
   for (const f of fs.readdirSync(dir).filter((n) => n.endsWith('.log'))) {
     const text = fs.readFileSync(path.join(dir, f), 'utf8');
     const m = /(ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:)[^\n]*/.exec(text);
     if (m) reports.push(`${f}: ${m[0]}`);
   }
-  return reports;
+  if (reports.length) throw new Error(`sanitizer reports in the logs:\n${reports.join('\n')}`);
 }
 
 module.exports = {
-  sleep, log, canonical, option, freePort, readAll, randomCommand, printLogTails, sanitizerReports,
+  sleep, log, canonical, option, freePort, readAll, randomCommand, leaveRunDir, checkSanitizerReports,
 };

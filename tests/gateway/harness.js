@@ -17,7 +17,7 @@ const WebSocket = require('ws');
 const { Kafka, logLevel } = require('kafkajs');
 const { Master, Proxy } = require('flushout');
 const { Rng } = require('../common/rng.js');
-const { sleep, log, canonical, option, freePort, readAll, randomCommand, printLogTails, sanitizerReports } = require('../common/util.js');
+const { sleep, log, canonical, option, freePort, readAll, randomCommand, leaveRunDir, checkSanitizerReports } = require('../common/util.js');
 
 
 // Polls until fn() is truthy (or throws its last error after ms).
@@ -199,18 +199,13 @@ class Run {
     const brokers = this.brokers || [];
     await stop(this.children.filter((ch) => !brokers.includes(ch))); // while they have a cluster
     await stop(brokers);
-    const reports = sanitizerReports(this.tmp);
-    if (reports.length) throw new Error(`sanitizer reports in the logs:\n${reports.join('\n')}`);
+    checkSanitizerReports(this.tmp);
   }
 
   cleanup(ok) {
     this.shuttingDown = true;
     for (const ch of this.children) if (ch.exitCode === null && ch.signalCode === null) ch.kill('SIGKILL');
-    if (ok && !process.env.KEEP_LOGS) fs.rmSync(this.tmp, { recursive: true, force: true });
-    else {
-      if (!ok) printLogTails(this.tmp);
-      console.error(`logs kept in ${this.tmp}`);
-    }
+    leaveRunDir(this.tmp, ok);
   }
 }
 

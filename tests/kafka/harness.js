@@ -15,7 +15,7 @@ const { Kafka, logLevel } = require('kafkajs');
 const { encode, decode } = require('@msgpack/msgpack');
 const { Master, Proxy } = require('flushout');
 const { Rng } = require('../common/rng.js');
-const { sleep, log, canonical, option, readAll, randomCommand, printLogTails, sanitizerReports } = require('../common/util.js');
+const { sleep, log, canonical, option, readAll, randomCommand, leaveRunDir, checkSanitizerReports } = require('../common/util.js');
 
 
 // A test run: a temporary folder, the child processes, and cleanup.
@@ -86,11 +86,7 @@ class Run {
   cleanup(ok) {
     this.shuttingDown = true;
     for (const ch of this.children) if (ch.exitCode === null && ch.signalCode === null) ch.kill('SIGKILL');
-    if (ok && !process.env.KEEP_LOGS) fs.rmSync(this.tmp, { recursive: true, force: true });
-    else {
-      if (!ok) printLogTails(this.tmp);
-      console.error(`logs kept in ${this.tmp}`);
-    }
+    leaveRunDir(this.tmp, ok);
   }
 }
 
@@ -303,8 +299,7 @@ function runMain(name, main) {
     .then(() => {
       // A report from a processor that kept running (UBSan without halting, a leak
       // found at a clean exit) fails the test too.
-      const reports = sanitizerReports(run.tmp);
-      if (reports.length) throw new Error(`sanitizer reports in the logs:\n${reports.join('\n')}`);
+      checkSanitizerReports(run.tmp);
       run.cleanup(true);
       process.exit(0);
     })
