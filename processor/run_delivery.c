@@ -14,15 +14,16 @@
 #include "log.h"
 #include "run_int.h"
 
-/* One allocation holds the delivery, its header array and every byte it points to:
- * two of these per flush, where one per string made malloc and free a tenth of the
- * process. */
+/* One allocation holds the delivery, its header array and every byte it points to
+ * but the value of a step's record, which stays in the step's bytes: two of these per
+ * flush, where one per string made malloc and free a tenth of the process. */
 delivery_t *run_delivery_new(part_t *p, uint64_t outbox_id, const state_outbox_rec_t *rec,
-                             int64_t input_offset, bool change)
+                             int64_t input_offset, bool change, const size_t *value_at)
 {
     size_t topic_len = strlen(rec->topic) + 1;
+    size_t copied_value = value_at ? 0 : rec->value_len;
     size_t size = sizeof(delivery_t) + rec->header_count * sizeof(state_header_t) +
-                  topic_len + rec->key_len + rec->value_len;
+                  topic_len + rec->key_len + copied_value;
     for (size_t i = 0; i < rec->header_count; i++)
         size += strlen(rec->headers[i].name) + 1 + rec->headers[i].value_len;
     delivery_t *d = codec_xmalloc(size);
@@ -37,6 +38,7 @@ delivery_t *run_delivery_new(part_t *p, uint64_t outbox_id, const state_outbox_r
         .value_len = rec->value_len,
         .header_count = rec->header_count,
         .headers = (state_header_t *)(d + 1),
+        .value_at = value_at ? *value_at : SIZE_MAX,
     };
     char *at = (char *)(d->headers + rec->header_count);
     d->topic = memcpy(at, rec->topic, topic_len);
@@ -45,8 +47,8 @@ delivery_t *run_delivery_new(part_t *p, uint64_t outbox_id, const state_outbox_r
         d->key = memcpy(at, rec->key, rec->key_len);
         at += rec->key_len;
     }
-    d->value = rec->value_len ? memcpy(at, rec->value, rec->value_len) : at;
-    at += rec->value_len;
+    d->value = copied_value ? memcpy(at, rec->value, copied_value) : at;
+    at += copied_value;
     for (size_t i = 0; i < rec->header_count; i++) {
         const state_header_t *h = &rec->headers[i];
         size_t name_len = strlen(h->name) + 1;
@@ -59,8 +61,35 @@ delivery_t *run_delivery_new(part_t *p, uint64_t outbox_id, const state_outbox_r
     return d;
 }
 
+int run_delivery_attach(delivery_t **ds, size_t n, state_outbox_bytes_t *b, uint64_t id)
+{
+    size_t len = 0;
+    const char *data = b ? state_outbox_bytes_data(b, &len) : NULL;
+    size_t shared = 0;
+    int rc = 0;
+    for (size_t i = 0; i < n; i++) {
+        delivery_t *d = ds[i];
+        if (d->value_at == SIZE_MAX)
+            continue;
+        if (!b || d->outbox_id != id || d->value_at > len ||
+            d->value_len > len - d->value_at) {
+            rc = -1;
+            continue;
+        }
+        d->value = data + d->value_at;
+        d->step_bytes = b;
+        shared++;
+    }
+    if (b) {
+        state_outbox_bytes_ref(b, (unsigned)shared);
+        state_outbox_bytes_unref(b);
+    }
+    return rc;
+}
+
 void run_delivery_free(delivery_t *d)
 {
+    state_outbox_bytes_unref(d->step_bytes);
     free(d);
 }
 

@@ -80,8 +80,12 @@ typedef struct delivery_s {
     bool change; /* a change record: its offset moves the partition's changes position */
     int32_t partition;
     int64_t input_offset;
-    const char *topic, *key, *value; /* in the same allocation, like headers' */
+    /* topic, key and headers in the same allocation; the value there too (a leftover)
+     * or in its step's bytes, referenced until the delivery is freed. */
+    const char *topic, *key, *value;
     size_t key_len, value_len;
+    state_outbox_bytes_t *step_bytes; /* NULL: the value is in the allocation */
+    size_t value_at;                  /* in step_bytes, SIZE_MAX: copied */
     size_t header_count;
     state_header_t *headers;
 } delivery_t;
@@ -309,9 +313,17 @@ bool run_process_record(part_t *p, const rd_kafka_message_t *m, processor_output
 /* ---- delivery of the outbox: run_delivery.c ---- */
 
 /** One outbox record on its way to Kafka (a copy of rec; input_offset -1: a leftover).
+ *  value_at (NULL: the value is copied too) is where the value lies in its committed
+ *  step's bytes, which run_delivery_attach() gives it.
  *  @returns a delivery run_produce_step() takes, or run_delivery_free() frees. */
 delivery_t *run_delivery_new(part_t *p, uint64_t outbox_id, const state_outbox_rec_t *rec,
-                             int64_t input_offset, bool change);
+                             int64_t input_offset, bool change, const size_t *value_at);
+
+/** Points ds[0..n)'s values (those made with a value_at) into b, the bytes of their
+ *  committed step id, each with a reference of its own; the caller's reference to b
+ *  is dropped. @returns 0, or -1 when b is not the step they were added to (then
+ *  they are not produced). */
+int run_delivery_attach(delivery_t **ds, size_t n, state_outbox_bytes_t *b, uint64_t id);
 
 void run_delivery_free(delivery_t *d);
 

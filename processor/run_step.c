@@ -36,12 +36,13 @@ static void step_out_due(step_out_t *so, const char *model, size_t len)
 static void step_out_add(part_t *p, step_out_t *so, const state_outbox_rec_t *rec,
                          int64_t input_offset, bool change)
 {
-    uint64_t id = state_store_outbox_add(p->store, rec);
+    size_t value_at;
+    uint64_t id = state_store_outbox_add(p->store, rec, &value_at);
     if (so->len == so->cap) {
         so->cap = so->cap ? so->cap * 2 : 64;
         so->items = codec_xrealloc(so->items, so->cap * sizeof(*so->items));
     }
-    so->items[so->len++] = run_delivery_new(p, id, rec, input_offset, change);
+    so->items[so->len++] = run_delivery_new(p, id, rec, input_offset, change, &value_at);
     so->bytes += rec->key_len + rec->value_len;
     for (size_t i = 0; i < rec->header_count; i++)
         so->bytes += strlen(rec->headers[i].name) + rec->headers[i].value_len;

@@ -32,8 +32,8 @@ static int produce_leftover(void *opaque, uint64_t id, const state_outbox_rec_t 
         so->cap = so->cap ? so->cap * 2 : 64;
         so->items = codec_xrealloc(so->items, so->cap * sizeof(*so->items));
     }
-    so->items[so->len++] =
-        run_delivery_new(p, id, rec, -1, !strcmp(rec->topic, p->r->cfg->changes_topic));
+    so->items[so->len++] = run_delivery_new(
+        p, id, rec, -1, !strcmp(rec->topic, p->r->cfg->changes_topic), NULL);
     return 0;
 }
 

@@ -135,6 +135,17 @@ static size_t process_step(part_t *p, rd_kafka_message_t **msgs,
         atomic_fetch_add(&p->r->errors_by_code[CODEC_ERR_STORE_FAILED], 1);
         ok = false;
     }
+    uint64_t step_id = 0;
+    state_outbox_bytes_t *step_bytes =
+        ok ? state_store_outbox_take_step(p->store, &step_id) : NULL;
+    if (ok && run_delivery_attach(so.items, so.len, step_bytes, step_id)) {
+        /* Not the step its records went to: a bug, but what was committed is in the
+         * outbox, and the partition's next assignment produces it from there. */
+        LOG_ERROR("partition %d: the step's outbox records are not where they were "
+                  "added; the partition stops (they stay in the outbox)",
+                  p->id);
+        ok = false;
+    }
     if (!ok) {
         for (size_t i = 0; i < so.len; i++)
             run_delivery_free(so.items[i]);

@@ -259,9 +259,27 @@ typedef struct state_outbox_rec_s {
 
 /** Adds a record to the step's outbox. The records of one step share an outbox id
  *  (increasing, and continued after the highest one stored) and are stored and
- *  deleted together.
+ *  deleted together. value_at (NULL: not wanted) gets where rec's value lies in the
+ *  step's bytes once committed (state_store_outbox_take_step()).
  *  @returns the step's outbox id. */
-uint64_t state_store_outbox_add(state_store_t *s, const state_outbox_rec_t *rec);
+uint64_t state_store_outbox_add(state_store_t *s, const state_outbox_rec_t *rec,
+                                size_t *value_at);
+
+/* A committed step's outbox records, one block of bytes shared by the store (until the
+ * step is delivered, or the store closes) and by whoever points into it (the producer's
+ * records in flight): freed by the last of them to let go, on any thread. So each
+ * output is copied once, into the step, and not again for the producer. */
+typedef struct state_outbox_bytes_s state_outbox_bytes_t;
+
+/** The bytes of the step the last commit wrote, with one reference for the caller, and
+ *  their outbox id; NULL when that commit had no records (or they were taken). */
+state_outbox_bytes_t *state_store_outbox_take_step(state_store_t *s, uint64_t *id);
+/** b's bytes and their length. */
+const char *state_outbox_bytes_data(const state_outbox_bytes_t *b, size_t *len);
+/** Adds n references to b. */
+void state_outbox_bytes_ref(state_outbox_bytes_t *b, unsigned n);
+/** Drops one reference to b (NULL: nothing); the last frees it. */
+void state_outbox_bytes_unref(state_outbox_bytes_t *b);
 
 /** Marks the outbox ids first..last delivered (every record of those steps): they
  *  are deleted with the next commit (held ones not stored yet are just dropped). */

@@ -211,12 +211,18 @@ typedef struct pending_op_s {
     size_t order; /* keeps writes to one key in the order they were made */
 } pending_op_t;
 
+struct state_outbox_bytes_s {
+    atomic_uint refs;
+    size_t len;
+    char *data; /* the step's outbox value */
+};
+
 /* A changelog store's step whose records Kafka has not confirmed yet. */
 typedef struct outbox_held_s {
     uint64_t id;
-    char *value; /* the step's outbox value; NULL once written at a flush point (then
-                  * deleting it needs a RocksDB delete) */
-    size_t len;
+    /* The store's reference to the step's bytes; NULL once written at a flush point
+     * (then deleting it needs a RocksDB delete). */
+    state_outbox_bytes_t *bytes;
 } outbox_held_t;
 
 /* One store: the connection to its RocksDB database, the step in progress, and the
@@ -272,6 +278,9 @@ struct state_store_s {
     msgpack_sbuffer outbox_step;
     uint32_t outbox_step_count;
     uint64_t outbox_step_id;
+    /* The last commit's step, referenced until taken or the next commit. */
+    state_outbox_bytes_t *outbox_last;
+    uint64_t outbox_last_id;
     bool outbox_next_known; /* outbox_next was found (on first use) */
     uint64_t outbox_next;
     /* A changelog store's steps whose records are not delivered yet, oldest first:
@@ -468,7 +477,8 @@ size_t store_outbox_flush_point(state_store_t *s, rocksdb_writebatch_t *batch);
  *  comes back consistent, as after a crash. */
 void store_set_failed(state_store_t *s, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-/** Frees the held steps (closing). */
+/** Drops the held steps and the last commit's step (closing, dropping the partition):
+ *  their bytes live on while referenced. */
 void store_outbox_free_held(state_store_t *s);
 /** Forgets the next outbox id: it is found again from what is stored. */
 void store_outbox_forget(state_store_t *s);

@@ -29,8 +29,48 @@ static void put_step(state_store_t *s, rocksdb_writebatch_t *batch, uint64_t id,
     store_key_free(&k);
 }
 
+static state_outbox_bytes_t *bytes_new(msgpack_sbuffer *sb)
+{
+    state_outbox_bytes_t *b = codec_xmalloc(sizeof(*b));
+    b->len = sb->size;
+    b->data = msgpack_sbuffer_release(sb);
+    atomic_init(&b->refs, 1);
+    return b;
+}
+
+const char *state_outbox_bytes_data(const state_outbox_bytes_t *b, size_t *len)
+{
+    *len = b->len;
+    return b->data;
+}
+
+void state_outbox_bytes_ref(state_outbox_bytes_t *b, unsigned n)
+{
+    atomic_fetch_add_explicit(&b->refs, n, memory_order_relaxed);
+}
+
+void state_outbox_bytes_unref(state_outbox_bytes_t *b)
+{
+    /* Release, then acquire by the last: every user's reads come before the free. */
+    if (!b || atomic_fetch_sub_explicit(&b->refs, 1, memory_order_release) != 1)
+        return;
+    atomic_thread_fence(memory_order_acquire);
+    free(b->data);
+    free(b);
+}
+
+state_outbox_bytes_t *state_store_outbox_take_step(state_store_t *s, uint64_t *id)
+{
+    state_outbox_bytes_t *b = s->outbox_last;
+    s->outbox_last = NULL;
+    *id = s->outbox_last_id;
+    return b;
+}
+
 void store_outbox_write_step(state_store_t *s)
 {
+    state_outbox_bytes_unref(s->outbox_last); /* not taken: nobody points into it */
+    s->outbox_last = NULL;
     if (!s->outbox_step_count)
         return;
     unsigned char *h = (unsigned char *)s->outbox_step.data;
@@ -38,10 +78,13 @@ void store_outbox_write_step(state_store_t *s)
     for (int i = 0; i < 4; i++)
         h[1 + i] = (unsigned char)(s->outbox_step_count >> (8 * (3 - i)));
     s->outbox_step_count = 0;
+    /* The step's bytes, kept for the producer (the caller takes them after the
+     * commit): its records are produced from here, not copied again. */
+    state_outbox_bytes_t *b = bytes_new(&s->outbox_step);
+    s->outbox_last = b;
+    s->outbox_last_id = s->outbox_step_id;
     if (s->logged) {
-        put_step(s, s->batch, s->outbox_step_id, s->outbox_step.data,
-                 s->outbox_step.size);
-        msgpack_sbuffer_clear(&s->outbox_step);
+        put_step(s, s->batch, s->outbox_step_id, b->data, b->len);
         return;
     }
     /* A changelog store's commits reach the disk only with a memtable flush, and most
@@ -52,9 +95,8 @@ void store_outbox_write_step(state_store_t *s)
         s->held_cap = s->held_cap ? 2 * s->held_cap : 16;
         s->held = codec_xrealloc(s->held, s->held_cap * sizeof(*s->held));
     }
-    size_t len = s->outbox_step.size;
-    s->held[s->held_len++] =
-        (outbox_held_t){s->outbox_step_id, msgpack_sbuffer_release(&s->outbox_step), len};
+    state_outbox_bytes_ref(b, 1);
+    s->held[s->held_len++] = (outbox_held_t){s->outbox_step_id, b};
 }
 
 size_t store_outbox_flush_point(state_store_t *s, rocksdb_writebatch_t *batch)
@@ -62,12 +104,14 @@ size_t store_outbox_flush_point(state_store_t *s, rocksdb_writebatch_t *batch)
     size_t put = 0;
     for (size_t i = 0; i < s->held_len; i++) {
         outbox_held_t *h = &s->held[i];
-        if (!h->value)
+        if (!h->bytes)
             continue;
-        put_step(s, batch, h->id, h->value, h->len);
+        put_step(s, batch, h->id, h->bytes->data, h->bytes->len);
         put++;
-        free(h->value); /* the batch has a copy; a stored step is never read from here */
-        h->value = NULL;
+        /* The batch has a copy; a stored step is never read from here (its records in
+         * flight may still point into the bytes). */
+        state_outbox_bytes_unref(h->bytes);
+        h->bytes = NULL;
     }
     return put;
 }
@@ -75,10 +119,12 @@ size_t store_outbox_flush_point(state_store_t *s, rocksdb_writebatch_t *batch)
 void store_outbox_free_held(state_store_t *s)
 {
     for (size_t i = 0; i < s->held_len; i++)
-        free(s->held[i].value);
+        state_outbox_bytes_unref(s->held[i].bytes);
     free(s->held);
     s->held = NULL;
     s->held_len = s->held_cap = 0;
+    state_outbox_bytes_unref(s->outbox_last);
+    s->outbox_last = NULL;
 }
 
 /* Drops the held steps first..last. @returns whether RocksDB may hold any of those
@@ -93,8 +139,8 @@ static bool release_held(state_store_t *s, uint64_t first, uint64_t last)
             s->held[kept++] = *h;
             continue;
         }
-        unstored += h->value != NULL;
-        free(h->value);
+        unstored += h->bytes != NULL;
+        state_outbox_bytes_unref(h->bytes);
     }
     s->held_len = kept;
     return unstored != last - first + 1;
@@ -192,7 +238,8 @@ static char *put_int32(char *p, int32_t v)
 /* A step's records share one outbox key (a msgpack array of them), written with the
  * step and deleted once all are delivered: two RocksDB writes per step instead of two
  * per record, which were most of the processor's memtable inserts. */
-uint64_t state_store_outbox_add(state_store_t *s, const state_outbox_rec_t *rec)
+uint64_t state_store_outbox_add(state_store_t *s, const state_outbox_rec_t *rec,
+                                size_t *value_at)
 {
     if (!s->outbox_step_count) {
         s->outbox_step_id = outbox_next(s);
@@ -224,6 +271,8 @@ uint64_t state_store_outbox_add(state_store_t *s, const state_outbox_rec_t *rec)
         *p++ = (char)0xc0; /* nil */
     p = put_str(p, "value", 5);
     p = put_bin(p, rec->value, rec->value_len);
+    if (value_at)
+        *value_at = (size_t)(p - sb->data) - rec->value_len;
     p = put_str(p, "headers", 7);
     p = put_head(p, (uint32_t)rec->header_count * 2, 0x90, 16, 0xdc, 0xdc, 0xdd);
     for (size_t i = 0; i < rec->header_count; i++) {
@@ -363,8 +412,8 @@ int state_store_outbox_scan(state_store_t *s,
     store_key_free(&prefix);
     /* Then the held steps not stored yet: newer than every stored one. */
     for (size_t i = 0; i < s->held_len && !rc; i++)
-        if (s->held[i].value)
-            rc = visit_step(s, s->held[i].id, s->held[i].value, s->held[i].len, visit,
-                            opaque, errstr, errstr_size);
+        if (s->held[i].bytes)
+            rc = visit_step(s, s->held[i].id, s->held[i].bytes->data,
+                            s->held[i].bytes->len, visit, opaque, errstr, errstr_size);
     return rc > 0 ? 0 : rc;
 }

@@ -336,7 +336,7 @@ static uint64_t step_outbox(state_store_t *s, const char *topic, const char *key
                               .value_len = value->size,
                               .headers = &hdr,
                               .header_count = 1};
-    return state_store_outbox_add(s, &rec);
+    return state_store_outbox_add(s, &rec, NULL);
 }
 
 /* Steps shaped like run's at full load (see the top of the file). */

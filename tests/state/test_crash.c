@@ -406,7 +406,7 @@ static void outbox_run(void)
         int len = snprintf(step, sizeof(step), "step %d", i);
         state_outbox_rec_t rec = {
             .topic = "replies", .partition = -1, .value = step, .value_len = (size_t)len};
-        ids[i] = state_store_outbox_add(s, &rec);
+        ids[i] = state_store_outbox_add(s, &rec, NULL);
         if (i >= OUTBOX_LAG)
             state_store_outbox_done(s, ids[i - OUTBOX_LAG], ids[i - OUTBOX_LAG]);
         if (processor_handler_commit(h, i + 1, errstr, sizeof(errstr))) {

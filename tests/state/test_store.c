@@ -583,7 +583,7 @@ static int remember(void *opaque, uint64_t id, const state_outbox_rec_t *rec)
     return 0;
 }
 
-static uint64_t add_reply(int32_t partition, const char *value)
+static uint64_t add_reply_at(int32_t partition, const char *value, size_t *value_at)
 {
     use_partition(partition);
     static const state_header_t correlation = {"kafka_correlationId", "\0\1\2", 3};
@@ -597,7 +597,12 @@ static uint64_t add_reply(int32_t partition, const char *value)
         .headers = &correlation,
         .header_count = 1,
     };
-    return state_store_outbox_add(store, &rec);
+    return state_store_outbox_add(store, &rec, value_at);
+}
+
+static uint64_t add_reply(int32_t partition, const char *value)
+{
+    return add_reply_at(partition, value, NULL);
 }
 
 static seen_t outbox(int32_t partition)
@@ -646,6 +651,71 @@ Test(state_store, the_outbox_keeps_records_until_they_are_done)
     seen = outbox(2);
     cr_assert_eq(seen.n, 1, "a range of steps goes at once");
     cr_assert_str_eq(seen.values[0], "r4");
+}
+
+/* A committed step's bytes are what the producer sends from (no copy per record): each
+ * value lies where state_store_outbox_add() said, and the bytes outlive whatever the
+ * store does with the step (done, stored at a flush point, the store closed) until the
+ * last reference goes. ASan checks the reads after the store let go, and that the
+ * last unref frees them. */
+static void expect_step_value(const state_outbox_bytes_t *b, size_t at, const char *value)
+{
+    size_t len;
+    const char *data = state_outbox_bytes_data(b, &len);
+    cr_assert_leq(at + strlen(value), len);
+    cr_assert_eq(memcmp(data + at, value, strlen(value)), 0, "%s", value);
+}
+
+static void start_over(void);
+
+static void share_a_step(bool changelog)
+{
+    conf.changelog = changelog;
+    conf.checkpoint_ms = 1; /* a changelog store's commits after 1 ms are flush points */
+    conf.partition = 3;
+    open_store();
+    static const char *values[] = {"first reply", "", "a change record"};
+    size_t at[3];
+    uint64_t id;
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(add_reply_at(3, values[i], &at[i]), 0);
+    cr_assert_null(state_store_outbox_take_step(store, &id), "nothing committed yet");
+    commit(-1);
+    state_outbox_bytes_t *b = state_store_outbox_take_step(store, &id);
+    cr_assert_not_null(b);
+    cr_assert_eq(id, 0);
+    cr_assert_null(state_store_outbox_take_step(store, &id), "taken once");
+    for (int i = 0; i < 3; i++)
+        expect_step_value(b, at[i], values[i]);
+    state_outbox_bytes_ref(b, 2); /* two records in flight, and the caller's */
+    state_outbox_bytes_unref(b);
+
+    /* A step not taken is let go by the next commit; one without records has none. */
+    cr_assert_eq(add_reply(3, "x"), 1);
+    commit(-1);
+    commit(-1);
+    cr_assert_null(state_store_outbox_take_step(store, &id));
+
+    usleep(2000);
+    commit(
+        -1); /* a flush point (changelog): the held steps are stored, their bytes kept */
+    cr_assert_eq(outbox(3).n, 4, "both steps are in the outbox until done (%s)",
+                 changelog ? "changelog" : "logged");
+    state_outbox_bytes_unref(b); /* one record delivered */
+    state_store_outbox_done(store, 0, 1);
+    commit(-1);
+    cr_assert_eq(outbox(3).n, 0);
+    state_store_close(store);
+    store = NULL;
+    expect_step_value(b, at[2], values[2]); /* the last record still in flight */
+    state_outbox_bytes_unref(b);
+}
+
+Test(state_store, a_committed_step_is_shared_until_its_last_holder_lets_go)
+{
+    share_a_step(false);
+    start_over();
+    share_a_step(true);
 }
 
 /* The outbox packs its records by hand (store_outbox.c): the bytes must be what
@@ -730,14 +800,14 @@ Test(state_store, outbox_records_are_the_bytes_msgpack_c_packs)
                             : i < 8 ? 8
                                     : 17,
         };
-        state_store_outbox_add(store, &rec);
+        state_store_outbox_add(store, &rec, NULL);
         pack_like_msgpack_c(&pk, &rec);
         count++;
     }
     for (size_t i = N; i < P; i++) { /* every partition form */
         state_outbox_rec_t rec = {
             .topic = "t", .partition = partitions[i], .value = "v", .value_len = 1};
-        state_store_outbox_add(store, &rec);
+        state_store_outbox_add(store, &rec, NULL);
         pack_like_msgpack_c(&pk, &rec);
         count++;
     }
