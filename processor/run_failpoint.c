@@ -5,8 +5,10 @@
  * would (_exit, nothing flushed) at the N-th such moment: right after a step's store
  * commit and before its records are produced, or after the N-th change record applied
  * while catching up. catch-up-slow:MS makes each change record applied take MS;
- * step-output-bytes:N lowers STEP_MAX_OUTPUT_BYTES to N (a step of one record each).
- * The crash and fault tests use them to hit those windows on purpose. */
+ * step-output-bytes:N lowers STEP_MAX_OUTPUT_BYTES to N (a step of one record each);
+ * revoke-wait:MS lowers how long a revoke waits for its partitions' records
+ * (FLUSH_TIMEOUT_MS). The crash and fault tests use them to hit those windows on
+ * purpose. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -18,6 +20,7 @@ static failpoint_t failpoint_kind;
 static failpoint_t slowed_site; /* the failpoint() site that sleeps, or NONE */
 static atomic_long failpoint_countdown;
 static size_t step_output_bytes; /* step-output-bytes:N, or 0 */
+static long revoke_wait_ms;      /* revoke-wait:MS, or -1 */
 
 void failpoint_init(void)
 {
@@ -25,12 +28,19 @@ void failpoint_init(void)
     long n;
     failpoint_kind = slowed_site = FAILPOINT_NONE;
     step_output_bytes = 0;
+    revoke_wait_ms = -1;
     if (!fp)
         return;
     if (sscanf(fp, "step-output-bytes:%ld", &n) == 1 && n > 0) {
         failpoint_kind = FAILPOINT_STEP_OUTPUT_BYTES;
         step_output_bytes = (size_t)n;
         LOG_WARN("failpoint %s armed: steps end after %ld bytes of outputs", fp, n);
+        return;
+    }
+    if (sscanf(fp, "revoke-wait:%ld", &n) == 1 && n >= 0) {
+        failpoint_kind = FAILPOINT_REVOKE_WAIT;
+        revoke_wait_ms = n;
+        LOG_WARN("failpoint %s armed: a revoke waits %ld ms for its records", fp, n);
         return;
     }
     if (sscanf(fp, "after-commit:%ld", &n) == 1)
@@ -64,4 +74,9 @@ void failpoint(failpoint_t kind)
 size_t failpoint_step_output_bytes(size_t normal)
 {
     return step_output_bytes ? step_output_bytes : normal;
+}
+
+long failpoint_revoke_wait_ms(long normal)
+{
+    return revoke_wait_ms >= 0 ? revoke_wait_ms : normal;
 }

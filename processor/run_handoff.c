@@ -130,9 +130,12 @@ static void revoke_partitions(runner_t *r, rd_kafka_topic_partition_list_t *part
     }
     /* The partitions' outputs are delivered before they go; not those of the
      * partitions that stay (a slow partition elsewhere must not hold up a rebalance). */
+    long wait_ms = failpoint_revoke_wait_ms(FLUSH_TIMEOUT_MS);
     struct timespec until;
     clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += FLUSH_TIMEOUT_MS / 1000;
+    long ns = until.tv_nsec + wait_ms % 1000 * 1000000;
+    until.tv_sec += wait_ms / 1000 + ns / 1000000000;
+    until.tv_nsec = ns % 1000000000;
     for (int i = 0; i < parts->cnt; i++) {
         part_t *p = run_part_find(r, parts->elems[i].partition);
         if (!p)
@@ -142,10 +145,10 @@ static void revoke_partitions(runner_t *r, rd_kafka_topic_partition_list_t *part
         while (p->steps_len && err != ETIMEDOUT)
             err = pthread_cond_timedwait(&p->idle, &p->lock, &until);
         if (p->steps_len)
-            LOG_WARN("partition %d: some records were not delivered within %d ms; they "
+            LOG_WARN("partition %d: some records were not delivered within %ld ms; they "
                      "stay in the outbox and are produced again when the partition "
                      "comes back",
-                     p->id, FLUSH_TIMEOUT_MS);
+                     p->id, wait_ms);
         pthread_mutex_unlock(&p->lock);
     }
     for (int i = 0; i < parts->cnt; i++) {

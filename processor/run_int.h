@@ -256,6 +256,7 @@ typedef enum failpoint_e {
     FAILPOINT_CATCH_UP_SLOW,
     FAILPOINT_STEP_OUTPUT_BYTES,
     FAILPOINT_ASSIGN_SLOW,
+    FAILPOINT_REVOKE_WAIT,
 } failpoint_t;
 
 /** Arms the failpoint FLUSHOUT_FAILPOINT names, if any. @locality main thread, before
@@ -269,6 +270,10 @@ void failpoint(failpoint_t kind);
 /** The output bytes after which a step ends: normal, or N when step-output-bytes:N is
  *  armed. */
 size_t failpoint_step_output_bytes(size_t normal);
+
+/** How long a revoke waits for its partitions' records: normal, or MS when
+ *  revoke-wait:MS is armed. */
+long failpoint_revoke_wait_ms(long normal);
 
 /* ---- the run queue and the workers: run_worker.c ---- */
 

@@ -2895,6 +2895,50 @@ Test(kafka_faults, a_revoke_waits_only_for_the_revoked_partitions_outputs)
     instance_stop(&a);
 }
 
+/* A revoke waits a while for its partitions' records, then closes their stores; a
+ * record still in flight is sent later from its step's outbox bytes, which the store
+ * no longer holds (state/README.md, "One copy per output"). Here the broker leading the
+ * reply's partition is down through the revoke at exit (revoke-wait:300 shortens the
+ * wait), and comes back while the producer flushes: the reply then arrives whole, and
+ * under ASan nothing has read freed bytes. */
+Test(kafka_faults, a_reply_in_flight_when_its_store_closes_arrives_whole)
+{
+    const char *topics[] = {"flushout.flushes", "flushout.replies", "flushout.changes",
+                            "flushout.dlq", "flushout.snapshots"};
+    for (size_t t = 0; t < sizeof(topics) / sizeof(topics[0]); t++)
+        for (int p = 0; p < PARTITIONS; p++)
+            cr_assert_eq(rd_kafka_mock_partition_set_leader(mock, topics[t], p, 1), 0);
+    /* Replies are keyed by client: "late"'s go to a partition led by broker 3. */
+    cr_assert_eq(rd_kafka_mock_partition_set_leader(mock, "flushout.replies",
+                                                    partition_of("late"), 3),
+                 0);
+    rd_kafka_mock_coordinator_set(mock, "group", "flushout-processor", 1);
+    setenv("FLUSHOUT_FAILPOINT", "revoke-wait:300", 1);
+    instance_t a;
+    instance_start(&a, "a", NULL);
+    send_create("late-model", "late", 1, 0, "i1");
+    await_record("flushout.replies", "late", 1);
+    rd_kafka_mock_broker_set_down(mock, 3);
+    send_create("late-model", "late", 2, 1, "i2");
+    await_record("flushout.changes", "late", 2); /* applied; its reply is stuck */
+    a.run->stop = 1;     /* leaving revokes everything, and waits 300 ms */
+    usleep(3000 * 1000); /* the stores are closed; the producer still flushes */
+    unsetenv("FLUSHOUT_FAILPOINT");
+    rd_kafka_mock_broker_set_up(mock, 3);
+    const got_t *g = await_record("flushout.replies", "late", 2);
+    codec_value_t *reply = decode(g);
+    char buf[64];
+    cr_assert_str_eq(str_field(reply, "type", buf, sizeof(buf)), "flushResult");
+    const codec_value_t *applied = codec_map_get(reply, "applied", 7);
+    cr_assert(applied && applied->type == CODEC_VALUE_MAP);
+    cr_assert_eq(int_field(applied, "from"), 1, "the reply of seq 2, whole");
+    const codec_value_t *completions = codec_map_get(applied, "completions", 11);
+    cr_assert(completions && completions->type == CODEC_VALUE_ARRAY &&
+              completions->u.array.len == 1);
+    codec_value_destroy(reply);
+    instance_stop(&a);
+}
+
 /* Flushes of a 30 KB string to models cache-FIRST.., each answered. */
 static void fill_models(int first, int count, int *seq)
 {
