@@ -2837,20 +2837,27 @@ Test(kafka, the_partition_reader_reports_a_gap_instead_of_resetting)
     processor_config_clear(&cfg);
 }
 
-/* A revoke waits for the revoked partitions' outputs only: a record stuck on its way
- * to a broker that is down (a snapshot record of another partition's model, say) must
- * not hold up the rebalance for the 30 s a revoke may wait. */
-Test(kafka_faults, a_revoke_waits_only_for_the_revoked_partitions_outputs)
+/* Broker `leader` leads every partition of every topic and the group, except topic's
+ * partition, which broker `other` leads: stopping `other` then strands only that one. */
+static void lead_all_but_one(int32_t leader, const char *topic, int32_t partition,
+                             int32_t other)
 {
     const char *topics[] = {"flushout.flushes", "flushout.replies", "flushout.changes",
                             "flushout.dlq", "flushout.snapshots"};
     for (size_t t = 0; t < sizeof(topics) / sizeof(topics[0]); t++)
         for (int p = 0; p < PARTITIONS; p++)
-            cr_assert_eq(rd_kafka_mock_partition_set_leader(mock, topics[t], p, 1), 0);
-    cr_assert_eq(rd_kafka_mock_partition_set_leader(mock, "flushout.snapshots",
-                                                    partition_of("stuck"), 3),
-                 0);
-    rd_kafka_mock_coordinator_set(mock, "group", "flushout-processor", 1);
+            cr_assert_eq(rd_kafka_mock_partition_set_leader(mock, topics[t], p, leader),
+                         0);
+    cr_assert_eq(rd_kafka_mock_partition_set_leader(mock, topic, partition, other), 0);
+    rd_kafka_mock_coordinator_set(mock, "group", "flushout-processor", leader);
+}
+
+/* A revoke waits for the revoked partitions' outputs only: a record stuck on its way
+ * to a broker that is down (a snapshot record of another partition's model, say) must
+ * not hold up the rebalance for the 30 s a revoke may wait. */
+Test(kafka_faults, a_revoke_waits_only_for_the_revoked_partitions_outputs)
+{
+    lead_all_but_one(1, "flushout.snapshots", partition_of("stuck"), 3);
     const char *opts[] = {"--snapshot-topic-every", "1", NULL};
     instance_t a, b;
     instance_start(&a, "a", opts);
@@ -2903,16 +2910,8 @@ Test(kafka_faults, a_revoke_waits_only_for_the_revoked_partitions_outputs)
  * under ASan nothing has read freed bytes. */
 Test(kafka_faults, a_reply_in_flight_when_its_store_closes_arrives_whole)
 {
-    const char *topics[] = {"flushout.flushes", "flushout.replies", "flushout.changes",
-                            "flushout.dlq", "flushout.snapshots"};
-    for (size_t t = 0; t < sizeof(topics) / sizeof(topics[0]); t++)
-        for (int p = 0; p < PARTITIONS; p++)
-            cr_assert_eq(rd_kafka_mock_partition_set_leader(mock, topics[t], p, 1), 0);
     /* Replies are keyed by client: "late"'s go to a partition led by broker 3. */
-    cr_assert_eq(rd_kafka_mock_partition_set_leader(mock, "flushout.replies",
-                                                    partition_of("late"), 3),
-                 0);
-    rd_kafka_mock_coordinator_set(mock, "group", "flushout-processor", 1);
+    lead_all_but_one(1, "flushout.replies", partition_of("late"), 3);
     setenv("FLUSHOUT_FAILPOINT", "revoke-wait:300", 1);
     instance_t a;
     instance_start(&a, "a", NULL);
