@@ -75,25 +75,29 @@ static codec_err_t read_len(decoder_t *d, size_t n, uint32_t *len)
     return CODEC_OK;
 }
 
+/* Out of read_bytes(), which runs for every string: its message buffer made every call
+ * reserve and check a larger stack frame. */
+static __attribute__((noinline, cold)) codec_err_t
+bytes_too_large(decoder_t *d, uint32_t len, bool is_str)
+{
+    char msg[96];
+    snprintf(msg, sizeof(msg), "%s of %u bytes exceeds the limit of %u bytes",
+             is_str ? "string" : "binary", len, d->walk.limits->max_string_bytes);
+    return fail(d, CODEC_ERR_TOO_LARGE, msg);
+}
+
 /* Reads string or binary bytes of len, checked against the input and the limit. */
 static codec_err_t read_bytes(decoder_t *d, uint32_t len, bool is_str, const char **s)
 {
-    if (len > d->walk.limits->max_string_bytes) {
-        char msg[96];
-        snprintf(msg, sizeof(msg), "%s of %u bytes exceeds the limit of %u bytes",
-                 is_str ? "string" : "binary", len, d->walk.limits->max_string_bytes);
-        return fail(d, CODEC_ERR_TOO_LARGE, msg);
-    }
+    if (len > d->walk.limits->max_string_bytes)
+        return bytes_too_large(d, len, is_str);
     if (!have(d, len))
         return fail(d, CODEC_ERR_TRUNCATED, "input ends inside a string");
     *s = (const char *)d->p;
     d->p += len;
     if (is_str) {
         /* Most strings are short ASCII: check those inline before the full walk. */
-        const unsigned char *u = (const unsigned char *)*s;
-        uint32_t i = 0;
-        while (i < len && u[i] < 0x80)
-            i++;
+        size_t i = codec_utf8_ascii_prefix(*s, len);
         if (i < len && !codec_utf8_valid(*s + i, len - i))
             return fail(d, CODEC_ERR_INVALID_UTF8, "string is not valid UTF-8");
     }

@@ -36,13 +36,7 @@ static size_t utf8_seq_len(const unsigned char *s, size_t len)
 bool codec_utf8_valid(const char *str, size_t len)
 {
     const unsigned char *s = (const unsigned char *)str;
-    size_t i = 0;
-    /* ASCII fast path, eight bytes at a time: most keys and values are ASCII. */
-    for (uint64_t word; i + 8 <= len; i += 8) {
-        memcpy(&word, s + i, sizeof(word));
-        if (word & UINT64_C(0x8080808080808080))
-            break;
-    }
+    size_t i = codec_utf8_ascii_prefix(str, len);
     while (i < len) {
         if (s[i] < 0x80) {
             i++;
