@@ -131,11 +131,7 @@ static void revoke_partitions(runner_t *r, rd_kafka_topic_partition_list_t *part
     /* The partitions' outputs are delivered before they go; not those of the
      * partitions that stay (a slow partition elsewhere must not hold up a rebalance). */
     long wait_ms = failpoint_revoke_wait_ms(FLUSH_TIMEOUT_MS);
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    long ns = until.tv_nsec + wait_ms % 1000 * 1000000;
-    until.tv_sec += wait_ms / 1000 + ns / 1000000000;
-    until.tv_nsec = ns % 1000000000;
+    struct timespec until = processor_clock_after_ms(CLOCK_REALTIME, (uint64_t)wait_ms);
     for (int i = 0; i < parts->cnt; i++) {
         part_t *p = run_part_find(r, parts->elems[i].partition);
         if (!p)

@@ -697,8 +697,8 @@ static void share_a_step(bool changelog)
     cr_assert_null(state_store_outbox_take_step(store, &id));
 
     usleep(2000);
-    commit(
-        -1); /* a flush point (changelog): the held steps are stored, their bytes kept */
+    /* A flush point (changelog): the held steps are stored, their bytes kept. */
+    commit(-1);
     cr_assert_eq(outbox(3).n, 4, "both steps are in the outbox until done (%s)",
                  changelog ? "changelog" : "logged");
     state_outbox_bytes_unref(b); /* one record delivered */
