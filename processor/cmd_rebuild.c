@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 
 #include "catch_up.h"
+#include "checkpoint.h"
 #include "codec/alloc.h"
 #include "handler.h"
 #include "kafka.h"
@@ -155,6 +156,23 @@ static int rebuild_partition(const rebuild_t *rb, int32_t partition)
                   partition, dir);
         return -1;
     }
+    double start = processor_monotonic_s();
+    char checkpoint[PATH_MAX];
+    int found =
+        rb->from_changes && cfg->checkpoint_dir
+            ? processor_checkpoint_latest(cfg->checkpoint_dir, partition, checkpoint,
+                                          sizeof(checkpoint), errstr, sizeof(errstr))
+            : 0;
+    if (found > 0 &&
+        processor_checkpoint_install(checkpoint, dir, errstr, sizeof(errstr)) == 0)
+        LOG_INFO("partition %d: starting from the checkpoint %s", partition, checkpoint);
+    else if (found) {
+        LOG_ERROR("partition %d: %s", partition, errstr);
+        return -1;
+    } else if (cfg->checkpoint_dir && rb->from_changes) {
+        LOG_INFO("partition %d: no checkpoint in %s; from the topics' start", partition,
+                 cfg->checkpoint_dir);
+    }
     state_store_conf_t sc = processor_store_conf(
         cfg, dir, partition, (size_t)cfg->cache_mb << 20, rb->initial_document);
     state_store_t *store = state_store_open(&sc, errstr, sizeof(errstr));
@@ -162,7 +180,24 @@ static int rebuild_partition(const rebuild_t *rb, int32_t partition)
         LOG_ERROR("partition %d: %s", partition, errstr);
         return -1;
     }
-    double start = processor_monotonic_s();
+    /* A checkpoint of this partition, under these settings and this layout: every
+     * store run serves has recorded its partition count (under its partition's keys). */
+    if (found > 0) {
+        bool count_recorded;
+        int bad = processor_state_check(store, checkpoint, cfg->flushes_topic,
+                                        rb->partition_count, rb->settings,
+                                        &count_recorded, NULL, errstr, sizeof(errstr));
+        if (!bad && !count_recorded) {
+            snprintf(errstr, sizeof(errstr), "%.400s holds no state of partition %d",
+                     checkpoint, partition);
+            bad = -1;
+        }
+        if (bad) {
+            LOG_ERROR("partition %d: %s", partition, errstr);
+            state_store_close(store);
+            return -1;
+        }
+    }
     rebuilt_t done = {.next_input = -1};
     /* Without the write-ahead log until the end, as catching up does (catch_up.c): a
      * store that a crash left half-built is refused anyway (it exists). */

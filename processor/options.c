@@ -279,6 +279,13 @@ int processor_config_load(processor_config_t *cfg, unsigned command,
             return -1;
     }
 
+    /* An --fsync store logs every commit and has no flush points to copy. */
+    if (cfg->checkpoint_dir && cfg->fsync && command != PROCESSOR_CMD_REBUILD) {
+        snprintf(errstr, errstr_size,
+                 "--checkpoint-dir keeps copies of the changelog stores' flush points, "
+                 "which --fsync stores do not have; use one or the other");
+        return -1;
+    }
     for (size_t i = 0; i < processor_options_count; i++) {
         const processor_option_t *o = &processor_options[i];
         if ((o->commands & command) && o->required && o->type == PROCESSOR_OPT_STRING &&

@@ -75,14 +75,15 @@ typedef struct processor_config_s {
     char *from;           /* rebuild: changes|flushes */
     char *partition_list; /* rebuild: "0,2,5", NULL for all */
     char *log_level;
-    uint64_t http_port;            /* run, dev: 0 = no HTTP server */
-    char *http_address;            /* run, dev: NULL = every interface */
-    uint64_t takeover_timeout_ms;  /* run, dev: /healthz fails beyond it */
-    uint64_t standby_interval_ms;  /* run, dev: 0 = no warm standbys */
-    char *extra_topics;            /* dev: "name:partitions,..." */
-    char *action;                  /* topics: create|describe (the positional argument) */
-    uint64_t replication_factor;   /* topics */
-    uint64_t min_insync_replicas;  /* topics */
+    uint64_t http_port;           /* run, dev: 0 = no HTTP server */
+    char *http_address;           /* run, dev: NULL = every interface */
+    uint64_t takeover_timeout_ms; /* run, dev: /healthz fails beyond it */
+    uint64_t standby_interval_ms; /* run, dev: 0 = no warm standbys */
+    char *checkpoint_dir;         /* run, dev: keep; rebuild: start from (checkpoint.h) */
+    char *extra_topics;           /* dev: "name:partitions,..." */
+    char *action;                 /* topics: create|describe (the positional argument) */
+    uint64_t replication_factor;  /* topics */
+    uint64_t min_insync_replicas; /* topics */
     uint64_t changes_retention_ms; /* topics */
     uint64_t replies_retention_ms; /* topics */
     uint64_t dlq_retention_ms;     /* topics */

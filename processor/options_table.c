@@ -343,6 +343,18 @@ const processor_option_t processor_options[] = {
                 "in (each reads only the replies to its own requests).",
     },
     {
+        .name = "checkpoint-dir",
+        .type = PROCESSOR_OPT_STRING,
+        .offset = OFF(checkpoint_dir),
+        .commands = PROCESSOR_CMD_RUN | PROCESSOR_CMD_DEV | PROCESSOR_CMD_REBUILD,
+        .help = "Backups of the state (run, dev): after each flush point of a "
+                "partition's store (every 30 s, a full memtable, a revoke), keep a "
+                "RocksDB checkpoint of it in partition-N.<ms> here, hard-linked when on "
+                "the same file system (copy it elsewhere to survive the disk). rebuild "
+                "--from changes starts each partition from its latest one there and "
+                "replays only the change records after it. Not with --fsync.",
+    },
+    {
         .name = "standby-interval-ms",
         .type = PROCESSOR_OPT_UINT,
         .default_value = "0",

@@ -40,11 +40,7 @@
 
 #define REPARTITION_HINT PROCESSOR_REPARTITION_HINT /* catch_up.h */
 
-#define SETTINGS_HINT                                                                  \
-    "instances that process the same partitions must have the same settings, or they " \
-    "would answer the same records differently: run with the settings the state was "  \
-    "built with, or remove the partition directories to rebuild them from the topics " \
-    "under the new settings (every instance of the group must then use them)"
+#define SETTINGS_HINT PROCESSOR_SETTINGS_HINT /* setup.h */
 
 typedef struct part_s part_t;
 typedef struct runner_s runner_t;
@@ -146,6 +142,7 @@ struct part_s {
     processor_handler_t *handler;
     part_t *next_ready;      /* under the runner's runq_lock */
     bool leftovers_produced; /* this store's outbox, once per store opened */
+    uint64_t checkpointed;   /* the store's flush point last checkpointed (0: none) */
     char attempt_why[192];   /* why the takeover in progress failed */
     size_t cache_bytes;      /* the store's share of --cache-mb */
     /* @locality for /metrics: written by the worker, read by the HTTP thread. */
@@ -347,6 +344,11 @@ void *run_producer_main(void *opaque);
  *  to the store's batch. @locality the partition's worker (or the main thread at a
  *  revoke). */
 void run_take_done(part_t *p);
+
+/** --checkpoint-dir: checkpoints p's store when a flush point came since the last one
+ *  (now: makes one first, as a revoke does). A failure is logged; the last checkpoint
+ *  stays, and the next flush point tries again. */
+void run_checkpoint(part_t *p, bool now);
 
 /** The partition count of a topic a reply is addressed to (cached for a minute).
  *  @returns the count, or -1 and why. @locality any worker. */

@@ -169,7 +169,9 @@ static int runner_setup(runner_t *r, char *errstr, size_t errstr_size)
 {
     const processor_config_t *cfg = r->cfg;
     if (processor_check_output_limits(cfg, errstr, errstr_size) ||
-        processor_make_dirs(r->state_dir, errstr, errstr_size))
+        processor_make_dirs(r->state_dir, errstr, errstr_size) ||
+        (cfg->checkpoint_dir &&
+         processor_make_dirs(cfg->checkpoint_dir, errstr, errstr_size)))
         return -1;
     if (cfg->initial_document &&
         !(r->initial_document = processor_read_document(cfg->initial_document, &r->limits,

@@ -96,33 +96,9 @@ int run_state_check(const runner_t *r, state_store_t *store, const char *dir,
                     bool *count_recorded, char **recorded, char *errstr,
                     size_t errstr_size)
 {
-    int32_t built_for = state_store_partition_count(store);
-    char *settings = state_store_settings(store);
-    char differ[1024];
-    int rc = 0;
-    if (built_for > 0 && built_for != r->partition_count) {
-        snprintf(errstr, errstr_size,
-                 "the state in %.200s was built for %d partitions of %s, which has %d: "
-                 "" REPARTITION_HINT,
-                 dir, built_for, r->cfg->flushes_topic, r->partition_count);
-        rc = -1;
-    } else if (settings &&
-               processor_settings_diff(settings, r->settings, differ, sizeof(differ))) {
-        snprintf(errstr, errstr_size,
-                 "the state in %.200s was built with other settings: %s; " SETTINGS_HINT,
-                 dir, differ);
-        rc = -1;
-    }
-    if (count_recorded)
-        *count_recorded = built_for > 0;
-    if (recorded && rc == 0) {
-        *recorded = settings;
-        settings = NULL;
-    } else if (recorded) {
-        *recorded = NULL;
-    }
-    free(settings);
-    return rc;
+    return processor_state_check(store, dir, r->cfg->flushes_topic, r->partition_count,
+                                 r->settings, count_recorded, recorded, errstr,
+                                 errstr_size);
 }
 
 /* Checks the partition's store with run_state_check(), and records the partition count
@@ -222,6 +198,7 @@ static int prepare_store(part_t *p, const char *dir)
         }
         p->cache_bytes = cache;
         p->leftovers_produced = false;
+        p->checkpointed = 0;
         processor_handler_conf_t hc =
             processor_partition_handler_conf(r->cfg, p->store, r->limits);
         hc.snapshot_every = r->cfg->snapshot_topic_every;

@@ -6,9 +6,11 @@
  * applies up to STEP_MAX_RECORDS of its records in one step, commits the store and
  * hands the outputs to the producer. A partition is in at most one worker at a time,
  * so its store needs no locks; different partitions run in parallel. */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "checkpoint.h"
 #include "codec/alloc.h"
 #include "interceptor.h"
 #include "log.h"
@@ -169,6 +171,31 @@ static size_t process_step(part_t *p, rd_kafka_message_t **msgs,
     return applied;
 }
 
+void run_checkpoint(part_t *p, bool now)
+{
+    const char *dir = p->r->cfg->checkpoint_dir;
+    if (!dir || !p->store || p->failed)
+        return;
+    char errstr[512], path[PATH_MAX];
+    if (now && state_store_flush_point(p->store, errstr, sizeof(errstr))) {
+        LOG_WARN("partition %d: no checkpoint: %s", p->id, errstr);
+        return;
+    }
+    double started_at = processor_monotonic_s();
+    uint64_t was = p->checkpointed;
+    int rc = processor_checkpoint_take(p->store, dir, p->id, &p->checkpointed, path,
+                                       sizeof(path), errstr, sizeof(errstr));
+    if (rc < 0) {
+        LOG_WARN("partition %d: no checkpoint: %s; the last one stays, and the next "
+                 "flush point tries again",
+                 p->id, errstr);
+        p->checkpointed = state_store_flush_points(p->store);
+    } else if (p->checkpointed != was) {
+        LOG_DEBUG("partition %d: checkpoint %s in %.3f s", p->id, path,
+                  processor_monotonic_s() - started_at);
+    }
+}
+
 /* ---- workers ---- */
 
 /* One turn of a worker on p: takes it over when it is not ready yet, else one step of
@@ -225,6 +252,8 @@ static void worker_step(part_t *p)
         }
         pthread_mutex_unlock(&p->lock);
         sweeping = serving && run_sweep_chunk(p);
+        if (serving)
+            run_checkpoint(p, false);
         run_stats_refresh(p, false);
     }
     for (size_t i = 0; i < n; i++)

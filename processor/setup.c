@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <xxhash.h>
 
+#include "catch_up.h"
 #include "codec/alloc.h"
 #include "codec/json.h"
 #include "codec/msgpack.h"
@@ -267,4 +268,39 @@ int processor_settings_diff(const char *recorded, const char *now, char *out,
         }
     }
     return differ;
+}
+
+int processor_state_check(state_store_t *store, const char *dir,
+                          const char *flushes_topic, int32_t partition_count,
+                          const char *settings_now, bool *count_recorded, char **recorded,
+                          char *errstr, size_t errstr_size)
+{
+    int32_t built_for = state_store_partition_count(store);
+    char *settings = state_store_settings(store);
+    char differ[1024];
+    int rc = 0;
+    if (built_for > 0 && built_for != partition_count) {
+        snprintf(errstr, errstr_size,
+                 "the state in %.200s was built for %d partitions of %s, which has %d: "
+                 "" PROCESSOR_REPARTITION_HINT,
+                 dir, built_for, flushes_topic, partition_count);
+        rc = -1;
+    } else if (settings &&
+               processor_settings_diff(settings, settings_now, differ, sizeof(differ))) {
+        snprintf(errstr, errstr_size,
+                 "the state in %.200s was built with other settings: "
+                 "%s; " PROCESSOR_SETTINGS_HINT,
+                 dir, differ);
+        rc = -1;
+    }
+    if (count_recorded)
+        *count_recorded = built_for > 0;
+    if (recorded && rc == 0) {
+        *recorded = settings;
+        settings = NULL;
+    } else if (recorded) {
+        *recorded = NULL;
+    }
+    free(settings);
+    return rc;
 }

@@ -83,6 +83,23 @@ void processor_settings_id(const char *settings, char id[PROCESSOR_SETTINGS_ID_L
 int processor_settings_diff(const char *recorded, const char *now, char *out,
                             size_t out_size);
 
+/* A store of other settings than the processor's would answer differently. */
+#define PROCESSOR_SETTINGS_HINT                                                        \
+    "instances that process the same partitions must have the same settings, or they " \
+    "would answer the same records differently: run with the settings the state was "  \
+    "built with, or remove the partition directories to rebuild them from the topics " \
+    "under the new settings (every instance of the group must then use them)"
+
+/** Whether the store in dir was built for partition_count partitions of flushes_topic
+ *  and under settings (what it has not recorded yet is not checked; the interceptor's
+ *  hash never is); *count_recorded says whether it recorded a count, and *recorded
+ *  gets its recorded settings (caller frees; NULL for none, or on a mismatch). Either
+ *  may be NULL. @returns 0, or -1 and errstr. */
+int processor_state_check(state_store_t *store, const char *dir,
+                          const char *flushes_topic, int32_t partition_count,
+                          const char *settings, bool *count_recorded, char **recorded,
+                          char *errstr, size_t errstr_size);
+
 /** The JSON object in path (--initial-document), or NULL and errstr. Caller destroys
  *  it. */
 codec_value_t *processor_read_document(const char *path, const codec_limits_t *limits,

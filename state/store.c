@@ -247,6 +247,7 @@ static int store_flush(state_store_t *s, bool wait, char *errstr, size_t errstr_
     rocksdb_writebatch_destroy(held);
     s->memtable_estimate = 0;
     s->checkpoint_at = 0; /* the next interval starts now */
+    s->flush_points++;
     if (!err) {
         rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
         rocksdb_flushoptions_set_wait(fo, wait);
@@ -534,6 +535,52 @@ int state_store_restore_end(state_store_t *s, char *errstr, size_t errstr_size)
     return 0;
 }
 
+/* A RocksDB integer property, 0 when the build does not know it. */
+static uint64_t db_property(state_store_t *s, const char *name)
+{
+    uint64_t v = 0;
+    return rocksdb_property_int(s->db, name, &v) == 0 ? v : 0;
+}
+
+int state_store_flush_point(state_store_t *s, char *errstr, size_t errstr_size)
+{
+    if (s->logged || s->failed[0])
+        return 0;
+    return store_flush(s, true, errstr, errstr_size);
+}
+
+int state_store_checkpoint(state_store_t *s, const char *dir, uint64_t *flush_point,
+                           char *errstr, size_t errstr_size)
+{
+    if (s->logged || s->failed[0]) {
+        snprintf(errstr, errstr_size, "%s",
+                 s->failed[0] ? s->failed : "only a changelog store has flush points");
+        return -1;
+    }
+    /* The memtable of the last flush point is still being written: the table files
+     * hold the one before, which is consistent too, but older than asked for. */
+    if (db_property(s, "rocksdb.num-immutable-mem-table") > 0)
+        return 1;
+    char *err = NULL;
+    rocksdb_checkpoint_t *cp = rocksdb_checkpoint_object_create(s->db, &err);
+    /* UINT64_MAX: no memtable flush of its own. Only the table files are copied, as
+     * a flush point wrote them; the memtable holds commits after it, and without
+     * what the store holds back until the next flush point (outbox, history). */
+    if (!err)
+        rocksdb_checkpoint_create(cp, dir, UINT64_MAX, &err);
+    if (cp)
+        rocksdb_checkpoint_object_destroy(cp);
+    if (err)
+        return store_fail_rocks(err, "making a checkpoint", errstr, errstr_size);
+    *flush_point = s->flush_points;
+    return 0;
+}
+
+uint64_t state_store_flush_points(const state_store_t *s)
+{
+    return s->flush_points;
+}
+
 int state_store_drop_partition(state_store_t *s, char *errstr, size_t errstr_size)
 {
     state_model_t *m, *tmp;
@@ -551,13 +598,6 @@ int state_store_drop_partition(state_store_t *s, char *errstr, size_t errstr_siz
     store_key_free(&from);
     store_key_free(&to);
     return state_store_commit(s, -1, errstr, errstr_size);
-}
-
-/* A RocksDB integer property, 0 when the build does not know it. */
-static uint64_t db_property(state_store_t *s, const char *name)
-{
-    uint64_t v = 0;
-    return rocksdb_property_int(s->db, name, &v) == 0 ? v : 0;
 }
 
 void state_store_stats(state_store_t *s, state_store_stats_t *st)

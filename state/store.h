@@ -166,6 +166,25 @@ void state_store_restore_begin(state_store_t *s);
  *  (the store then refuses further commits). */
 int state_store_restore_end(state_store_t *s, char *errstr, size_t errstr_size);
 
+/* Checkpoints: copies of a changelog store as a flush point left it, the state a
+ * crash would leave, from which the owner's catch-up rules (processor/catch_up.h)
+ * bring it forward. `run --checkpoint-dir` keeps one per partition for `rebuild`. */
+
+/** Makes a flush point now and waits until it is written (a changelog store; others
+ *  have nothing to do). @returns 0, or -1 and errstr. */
+int state_store_flush_point(state_store_t *s, char *errstr, size_t errstr_size);
+/** Memtable flushes of a changelog store so far, each a flush point (the 30 s
+ *  interval, a full memtable, state_store_flush_point(), a restore's end, close). */
+uint64_t state_store_flush_points(const state_store_t *s);
+/** Copies the store as its last flush point left it to dir, which must not exist
+ *  (RocksDB's checkpoint: table files are hard-linked when dir is on the same file
+ *  system, else copied; what was committed since is not in it).
+ *  @returns 0 (*flush_point: state_store_flush_points() of the state it holds), 1
+ *  (that flush point is still being written: try again at a later commit), or -1 and
+ *  errstr. */
+int state_store_checkpoint(state_store_t *s, const char *dir, uint64_t *flush_point,
+                           char *errstr, size_t errstr_size);
+
 /* One stored record, as state_store_scan() sees it. */
 typedef struct state_store_item_s {
     int32_t partition;

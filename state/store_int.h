@@ -246,8 +246,9 @@ struct state_store_s {
     /* A flush recorded since the last commit left a dirty client record: the cache
      * holds a state RocksDB must not get before that commit (state_store_close()). */
     bool clients_uncommitted;
-    bool blob_files;      /* large values go to blob files (store_batch_write()) */
-    double checkpoint_at; /* a changelog store's next memtable flush, monotonic s */
+    bool blob_files;       /* large values go to blob files (store_batch_write()) */
+    double checkpoint_at;  /* a changelog store's next memtable flush, monotonic s */
+    uint64_t flush_points; /* memtable flushes asked for (state_store_checkpoint()) */
     /* total order: every read but a model's scans (store_model_scan_open()) */
     rocksdb_readoptions_t *read_options;
     char failed[256]; /* non-empty once a write failed: no more commits */

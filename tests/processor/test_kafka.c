@@ -9,6 +9,7 @@
 #include <criterion/criterion.h>
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
+#include <dirent.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -1860,6 +1861,117 @@ Test(kafka, rebuild_from_either_topic_gives_the_live_state_byte_for_byte)
                  0, "%s", errstr);
     cr_assert_eq(processor_cmd_rebuild(&cfg), 1);
     processor_config_clear(&cfg);
+}
+
+/* Produces a change record written under other settings to the changes topic's
+ * partition: any catch-up that reads it refuses (processor/catch_up.h, rule 4). */
+static void produce_foreign_change(int32_t partition)
+{
+    rd_kafka_headers_t *h = rd_kafka_headers_new(1);
+    rd_kafka_header_add(h, PROCESSOR_SETTINGS_HEADER, -1, "0123456789abcdef", -1);
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        producer, RD_KAFKA_V_TOPIC("flushout.changes"), RD_KAFKA_V_PARTITION(partition),
+        RD_KAFKA_V_KEY("ck-foreign", 10), RD_KAFKA_V_VALUE("\x80", 1),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_END);
+    cr_assert_eq(err, 0, "%s", rd_kafka_err2str(err));
+    cr_assert_eq(rd_kafka_flush(producer, WAIT_MS), 0);
+}
+
+/* How many entries of dir start with prefix, and whether any is RocksDB's temporary
+ * copy (".tmp"). */
+static int count_entries(const char *path, const char *prefix, bool *temporary)
+{
+    DIR *d = opendir(path);
+    cr_assert_not_null(d, "%s", path);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, prefix, strlen(prefix)) != 0)
+            continue;
+        n++;
+        *temporary |= strstr(e->d_name, ".tmp") != NULL;
+    }
+    closedir(d);
+    return n;
+}
+
+/* run --checkpoint-dir keeps one checkpoint per partition, and rebuild --from changes
+ * starts from it: it replays only the change records after it (a record it would
+ * refuse sits before, and a rebuild from the topic's start does refuse it), and gives
+ * the live state byte for byte. */
+Test(kafka, rebuild_from_a_checkpoint_replays_only_the_changes_after_it)
+{
+    char ckpt[PATH_MAX];
+    snprintf(ckpt, sizeof(ckpt), "%s/checkpoints", dir);
+    const char *with_checkpoints[] = {"--checkpoint-dir", ckpt, NULL};
+    const int models = 6;
+    instance_t a;
+    instance_start(&a, "live", with_checkpoints);
+    for (int seq = 1; seq <= 6; seq++) {
+        if (seq == 4) { /* after ck-0's partition is served, before its checkpoint */
+            free(snapshot_json("ck-0", "early", 1, NULL));
+            produce_foreign_change(partition_of("ck-0"));
+        }
+        for (int m = 0; m < models; m++) {
+            char model[16];
+            snprintf(model, sizeof(model), "ck-%d", m);
+            send_create(model, "c1", seq, seq - 1, "same");
+            send_create(model, "c2", seq, 0, "same"); /* stale from: syncs, renames */
+        }
+    }
+    for (int m = 0; m < models; m++) {
+        char model[16], client[16];
+        snprintf(model, sizeof(model), "ck-%d", m);
+        snprintf(client, sizeof(client), "reader-%d", m);
+        free(snapshot_json(model, client, 1, NULL)); /* everything before it is applied */
+    }
+    instance_stop(&a); /* the revoke makes each partition's last checkpoint */
+
+    bool temporary = false;
+    for (int p = 0; p < PARTITIONS; p++) {
+        char prefix[32];
+        snprintf(prefix, sizeof(prefix), "partition-%d.", p);
+        int n = count_entries(ckpt, prefix, &temporary);
+        cr_assert_eq(n, 1, "partition %d: one checkpoint kept, not %d", p, n);
+    }
+    cr_assert_not(temporary, "no temporary copy left");
+
+    /* More flushes after the checkpoints, by an instance that makes none. */
+    instance_t b;
+    instance_start(&b, "live", NULL);
+    for (int seq = 7; seq <= 9; seq++)
+        for (int m = 0; m < models; m++) {
+            char model[16];
+            snprintf(model, sizeof(model), "ck-%d", m);
+            send_create(model, "c1", seq, seq - 1, "more");
+        }
+    for (int m = 0; m < models; m++) {
+        char model[16], client[16];
+        snprintf(model, sizeof(model), "ck-%d", m);
+        snprintf(client, sizeof(client), "reader-%d", m);
+        int64_t count;
+        free(snapshot_json(model, client, 2, &count));
+        cr_assert_eq(count, 15, "%s: 12 creates, then 3 more", model);
+    }
+    instance_stop(&b);
+
+    cr_assert_neq(rebuild_rc("from-start", "changes"), 0,
+                  "from the topic's start, the foreign record is read and refused");
+    const char *from_checkpoints[] = {"--checkpoint-dir", ckpt, NULL};
+    cr_assert_eq(rebuild_with("from-checkpoints", "changes", from_checkpoints), 0);
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/live", dir);
+    char *live = dump_state(path);
+    snprintf(path, sizeof(path), "%s/from-checkpoints", dir);
+    char *rebuilt = dump_state(path);
+    cr_assert_gt(strlen(live), 1000, "the workload left state to compare");
+    cr_assert_str_eq(rebuilt, live, "a checkpoint and the changes after it");
+    free(live);
+    free(rebuilt);
+
+    /* A checkpoint of other settings is refused, not replayed over. */
+    const char *other[] = {"--checkpoint-dir", ckpt, "--history", "5", NULL};
+    cr_assert_neq(rebuild_with("other-settings", "changes", other), 0);
 }
 
 /* ---- faults ---- */

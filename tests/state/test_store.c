@@ -718,6 +718,61 @@ Test(state_store, a_committed_step_is_shared_until_its_last_holder_lets_go)
     share_a_step(true);
 }
 
+/* A checkpoint is the store as its last flush point left it, the state a crash would
+ * leave: what was committed after that flush point is not in it, even once written
+ * to the memtable; and it can be opened as a store of its own. */
+Test(state_store, a_checkpoint_holds_the_store_as_its_last_flush_point_left_it)
+{
+    conf.changelog = true;
+    conf.checkpoint_ms = 3600 * 1000; /* no flush point but the ones asked for */
+    conf.partition = 2;
+    open_store();
+    cr_assert_eq(state_store_flush_points(store), 0);
+    flush_creates("m", "c", 1, 2);
+    commit(10);
+    uint64_t flushed_count;
+    codec_value_t *flushed = document_of("m", &flushed_count);
+    cr_assert_eq(state_store_flush_point(store, errstr, sizeof(errstr)), 0, "%s", errstr);
+    cr_assert_eq(state_store_flush_points(store), 1);
+    flush_creates("m", "c", 2, 2);
+    commit(20);
+
+    char ckpt[PATH_MAX];
+    snprintf(ckpt, sizeof(ckpt), "%s/checkpoint", dir);
+    uint64_t held = 0;
+    cr_assert_eq(state_store_checkpoint(store, ckpt, &held, errstr, sizeof(errstr)), 0,
+                 "%s", errstr);
+    cr_assert_eq(held, 1, "it holds the first flush point");
+    cr_assert_eq(state_store_checkpoint(store, ckpt, &held, errstr, sizeof(errstr)), -1,
+                 "never over an existing directory");
+    uint64_t live_count;
+    codec_value_t *live = document_of("m", &live_count);
+    cr_assert_eq(live_count, flushed_count + 4, "the live store went on");
+    cr_assert_eq(state_store_next_offset(store), 20);
+
+    state_store_t *live_store = store;
+    conf.dir = ckpt;
+    store = NULL;
+    open_store();
+    uint64_t count;
+    codec_value_t *doc = document_of("m", &count);
+    cr_assert_eq(count, flushed_count, "the commit after the flush point is not in it");
+    cr_assert(codec_value_equal(doc, flushed));
+    cr_assert_eq(state_store_next_offset(store), 10, "the offset of its flush point");
+    codec_value_destroy(doc);
+    codec_value_destroy(flushed);
+    codec_value_destroy(live);
+    state_store_close(live_store);
+    conf.dir = dir;
+
+    /* A logged store has no flush points to copy. */
+    start_over();
+    conf.changelog = false;
+    snprintf(ckpt, sizeof(ckpt), "%s/logged", dir);
+    open_store();
+    cr_assert_eq(state_store_checkpoint(store, ckpt, &held, errstr, sizeof(errstr)), -1);
+}
+
 /* The outbox packs its records by hand (store_outbox.c): the bytes must be what
  * msgpack-c's packer makes of the same map, at every size where a length changes form. */
 typedef struct outbox_bytes_s {
