@@ -3,7 +3,11 @@
 // restore benchmark: M models, each flush two commands (a create and an update of it)
 // from the model's current count, so that every flush applies as sent.
 //
-//   node produce_flushes.js BOOTSTRAP N M
+//   node produce_flushes.js BOOTSTRAP N M [FIRST]
+//
+// FIRST (0): produce flushes FIRST..N-1 only, as the same run would have made them
+// (counts and seqs go on from the flushes before FIRST): the rest of an earlier call
+// with N = FIRST.
 'use strict';
 process.env.KAFKAJS_NO_PARTITIONER_WARNING = '1';
 const { Kafka, logLevel, CompressionTypes } = require('kafkajs');
@@ -11,6 +15,7 @@ const { encode } = require('@msgpack/msgpack');
 
 async function main() {
   const [bootstrap, n, m] = [process.argv[2], Number(process.argv[3]), Number(process.argv[4])];
+  const first = Number(process.argv[5] || 0);
   const kafka = new Kafka({ clientId: 'bench-producer', brokers: bootstrap.split(','), logLevel: logLevel.NOTHING });
   const producer = kafka.producer({ allowAutoTopicCreation: false });
   await producer.connect();
@@ -21,6 +26,7 @@ async function main() {
     const from = counts[model];
     counts[model] += 2;
     const id = `i${from}`;
+    if (i < first) continue;
     batch.push({
       key: `model-${model}`,
       value: Buffer.from(encode({
