@@ -99,6 +99,8 @@ int processor_checkpoint_take(state_store_t *store, const char *dir, int32_t par
 {
     if (state_store_flush_points(store) == *taken)
         return 0;
+    if (state_store_flush_pending(store))
+        return 1; /* before reading dir: a worker asks after every step */
     uint64_t newest;
     char name[NAME_MAX + 1];
     if (scan(dir, partition, &newest, name, sizeof(name), NULL)) {

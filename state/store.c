@@ -549,6 +549,13 @@ int state_store_flush_point(state_store_t *s, char *errstr, size_t errstr_size)
     return store_flush(s, true, errstr, errstr_size);
 }
 
+bool state_store_flush_pending(state_store_t *s)
+{
+    /* The memtable of the last flush point is still being written: the table files
+     * hold the one before, which is consistent too, but older than asked for. */
+    return db_property(s, "rocksdb.num-immutable-mem-table") > 0;
+}
+
 int state_store_checkpoint(state_store_t *s, const char *dir, uint64_t *flush_point,
                            char *errstr, size_t errstr_size)
 {
@@ -557,9 +564,7 @@ int state_store_checkpoint(state_store_t *s, const char *dir, uint64_t *flush_po
                  s->failed[0] ? s->failed : "only a changelog store has flush points");
         return -1;
     }
-    /* The memtable of the last flush point is still being written: the table files
-     * hold the one before, which is consistent too, but older than asked for. */
-    if (db_property(s, "rocksdb.num-immutable-mem-table") > 0)
+    if (state_store_flush_pending(s))
         return 1;
     char *err = NULL;
     rocksdb_checkpoint_t *cp = rocksdb_checkpoint_object_create(s->db, &err);

@@ -176,6 +176,8 @@ int state_store_flush_point(state_store_t *s, char *errstr, size_t errstr_size);
 /** Memtable flushes of a changelog store so far, each a flush point (the 30 s
  *  interval, a full memtable, state_store_flush_point(), a restore's end, close). */
 uint64_t state_store_flush_points(const state_store_t *s);
+/** Whether the last flush point's memtable is still being written to table files. */
+bool state_store_flush_pending(state_store_t *s);
 /** Copies the store as its last flush point left it to dir, which must not exist
  *  (RocksDB's checkpoint: table files are hard-linked when dir is on the same file
  *  system, else copied; what was committed since is not in it).
