@@ -1701,8 +1701,9 @@ static char *dump_state(const char *state_dir)
     char *dump = calloc(1, 1);
     for (int p = 0; p < PARTITIONS; p++) {
         char path[PATH_MAX], errstr[256];
-        snprintf(path, sizeof(path), "%s/partition-%d", state_dir, p);
-        if (access(path, F_OK) != 0)
+        if (snprintf(path, sizeof(path), "%s/partition-%d", state_dir, p) >=
+                (int)sizeof(path) ||
+            access(path, F_OK) != 0)
             continue;
         state_store_conf_t conf = {.dir = path, .history = 1000, .cache_bytes = 1 << 20};
         conf.partition = p;
@@ -1712,6 +1713,14 @@ static char *dump_state(const char *state_dir)
         state_store_close(s);
     }
     return dump;
+}
+
+/* dump_state() of the state directory name under dir. */
+static char *dump_named(const char *name)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    return dump_state(path);
 }
 
 static int rebuild_with(const char *name, const char *from, const char *const *extra);
@@ -1797,13 +1806,9 @@ Test(kafka, rebuild_from_flushes_replays_the_interceptor_to_the_live_state)
 
     cr_assert_eq(rebuild_with("ri-flushes", "flushes", opts), 0);
     cr_assert_eq(rebuild_with("ri-changes", "changes", opts), 0);
-    char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/live", dir);
-    char *live = dump_state(path);
-    snprintf(path, sizeof(path), "%s/ri-flushes", dir);
-    char *flushes = dump_state(path);
-    snprintf(path, sizeof(path), "%s/ri-changes", dir);
-    char *changes = dump_state(path);
+    char *live = dump_named("live");
+    char *flushes = dump_named("ri-flushes");
+    char *changes = dump_named("ri-changes");
     cr_assert_str_eq(flushes, live, "the script replayed over the flushes topic");
     cr_assert_str_eq(changes, live, "the resolved commands of the changes topic");
     free(live);
@@ -1838,12 +1843,9 @@ Test(kafka, rebuild_from_either_topic_gives_the_live_state_byte_for_byte)
     rebuild("from-changes", "changes");
     rebuild("from-flushes", "flushes");
     char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/live", dir);
-    char *live = dump_state(path);
-    snprintf(path, sizeof(path), "%s/from-changes", dir);
-    char *changes = dump_state(path);
-    snprintf(path, sizeof(path), "%s/from-flushes", dir);
-    char *flushes = dump_state(path);
+    char *live = dump_named("live");
+    char *changes = dump_named("from-changes");
+    char *flushes = dump_named("from-flushes");
     cr_assert_gt(strlen(live), 1000, "the workload left state to compare");
     cr_assert_str_eq(changes, live, "rebuilt from the changes topic");
     cr_assert_str_eq(flushes, live, "rebuilt from the flushes topic");
@@ -1852,6 +1854,7 @@ Test(kafka, rebuild_from_either_topic_gives_the_live_state_byte_for_byte)
     free(flushes);
 
     /* A store is never written over. */
+    snprintf(path, sizeof(path), "%s/from-flushes", dir);
     const char *argv[] = {
         "--bootstrap-servers", bootstrap, "--state-dir", path, "--from", "changes"};
     processor_config_t cfg;
@@ -1959,11 +1962,8 @@ Test(kafka, rebuild_from_a_checkpoint_replays_only_the_changes_after_it)
                   "from the topic's start, the foreign record is read and refused");
     const char *from_checkpoints[] = {"--checkpoint-dir", ckpt, NULL};
     cr_assert_eq(rebuild_with("from-checkpoints", "changes", from_checkpoints), 0);
-    char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/live", dir);
-    char *live = dump_state(path);
-    snprintf(path, sizeof(path), "%s/from-checkpoints", dir);
-    char *rebuilt = dump_state(path);
+    char *live = dump_named("live");
+    char *rebuilt = dump_named("from-checkpoints");
     cr_assert_gt(strlen(live), 1000, "the workload left state to compare");
     cr_assert_str_eq(rebuilt, live, "a checkpoint and the changes after it");
     free(live);
@@ -3536,14 +3536,6 @@ Test(kafka, rebuild_restores_from_snapshots_where_the_changes_do_not_reach_back)
                                   "snapshots.none", NULL};
     cr_assert_neq(rebuild_with("refused", "changes", no_snapshots), 0,
                   "neither topic reaches back: refused");
-}
-
-/* dump_state() of the state directory name under dir. */
-static char *dump_named(const char *name)
-{
-    char path[PATH_MAX];
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
-    return dump_state(path);
 }
 
 /* rebuild tries a catch-up that fails on a transient Kafka error again (the watermark
