@@ -286,6 +286,14 @@ int processor_config_load(processor_config_t *cfg, unsigned command,
                  "which --fsync stores do not have; use one or the other");
         return -1;
     }
+    if (cfg->checkpoint_dir && command == PROCESSOR_CMD_REBUILD && cfg->from &&
+        strcmp(cfg->from, "changes") != 0) {
+        snprintf(errstr, errstr_size,
+                 "--checkpoint-dir is where rebuild --from changes starts from; --from "
+                 "%s replays the flushes from their start",
+                 cfg->from);
+        return -1;
+    }
     for (size_t i = 0; i < processor_options_count; i++) {
         const processor_option_t *o = &processor_options[i];
         if ((o->commands & command) && o->required && o->type == PROCESSOR_OPT_STRING &&

@@ -156,7 +156,7 @@ static void revoke_partitions(runner_t *r, rd_kafka_topic_partition_list_t *part
             run_take_done(p);
             if (state_store_commit(p->store, -1, errstr, sizeof(errstr)))
                 LOG_WARN("partition %d: %s", p->id, errstr);
-            else
+            else if (!lost) /* a lost one may have a new owner checkpointing it */
                 run_checkpoint(p, true); /* closing flushes the memtable anyway */
         }
         processor_handler_destroy(p->handler);

@@ -662,3 +662,21 @@ Test(processor_options, clear_frees_everything_and_leaves_the_config_empty)
     cr_assert_str_eq(cfg.bootstrap_servers, "b2");
     cr_assert_null(cfg.client);
 }
+
+/* Checkpoints are copies of a changelog store's flush points: refused with --fsync
+ * (no flush points) in run, and with rebuild --from flushes (which starts nowhere
+ * else than the flushes' start); rebuild --from changes takes them. */
+Test(processor_options, checkpoints_only_where_they_mean_something)
+{
+    LOAD_FAILS("--fsync", PROCESSOR_CMD_RUN, "run", "--bootstrap-servers", "b",
+               "--state-dir", "d", "--checkpoint-dir", "c", "--fsync");
+    LOAD_OK(PROCESSOR_CMD_RUN, "run", "--bootstrap-servers", "b", "--state-dir", "d",
+            "--checkpoint-dir", "c");
+    cr_assert_str_eq(cfg.checkpoint_dir, "c");
+    LOAD_FAILS("--from flushes", PROCESSOR_CMD_REBUILD, "rebuild", "--bootstrap-servers",
+               "b", "--state-dir", "d", "--from", "flushes", "--checkpoint-dir", "c");
+    LOAD_OK(PROCESSOR_CMD_REBUILD, "rebuild", "--bootstrap-servers", "b", "--state-dir",
+            "d", "--from", "changes", "--checkpoint-dir", "c");
+    LOAD_FAILS("unknown option --checkpoint-dir", PROCESSOR_CMD_APPLY, "apply",
+               "--state-dir", "d", "--checkpoint-dir", "c");
+}
