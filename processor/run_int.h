@@ -143,8 +143,9 @@ struct part_s {
     part_t *next_ready;      /* under the runner's runq_lock */
     bool leftovers_produced; /* this store's outbox, once per store opened */
     uint64_t checkpointed;   /* the store's flush point last checkpointed (0: none) */
-    char attempt_why[192];   /* why the takeover in progress failed */
-    size_t cache_bytes;      /* the store's share of --cache-mb */
+    _Atomic double checkpoint_at; /* monotonic s of the last checkpoint made (0: none) */
+    char attempt_why[192];        /* why the takeover in progress failed */
+    size_t cache_bytes;           /* the store's share of --cache-mb */
     /* @locality for /metrics: written by the worker, read by the HTTP thread. */
     atomic_int_fast64_t catch_up_remaining; /* records left to read while catching up */
     state_store_stats_t stats;              /* under lock; refreshed by the worker */
@@ -221,9 +222,10 @@ struct runner_s {
     atomic_uint_fast64_t cache_hits, cache_misses;
     atomic_uint_fast64_t snapshot_records; /* handed to the producer, both kinds */
     atomic_uint_fast64_t takeover_retries; /* takeovers failed on a transient error */
-    processor_histogram_t step_duration;   /* apply, store commit, hand to the producer */
-    _Atomic double loop_at;                /* the main loop's last turn (liveness) */
-    processor_http_t *http;                /* the main thread's */
+    atomic_uint_fast64_t checkpoints, checkpoint_failures; /* --checkpoint-dir */
+    processor_histogram_t step_duration; /* apply, store commit, hand to the producer */
+    _Atomic double loop_at;              /* the main loop's last turn (liveness) */
+    processor_http_t *http;              /* the main thread's */
     /* NULL without --standby-interval-ms; set by the main thread once its thread runs,
      * read by the workers' claims and the HTTP thread (started before it). */
     _Atomic(standby_t *) standby;

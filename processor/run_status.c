@@ -118,6 +118,7 @@ typedef struct part_view_s {
     int64_t lag;        /* -1: unknown */
     int64_t catch_up_remaining;
     uint64_t outbox_records;
+    double checkpoint_age; /* s since its last checkpoint (-1: none since assigned) */
     state_store_stats_t stats;
 } part_view_t;
 
@@ -142,6 +143,8 @@ static size_t view_parts(runner_t *r, part_view_t **out)
             snprintf(v->why, sizeof(v->why), "%s", p->why[0] ? p->why : "see the log");
             v->stats = p->stats;
             v->catch_up_remaining = atomic_load(&p->catch_up_remaining);
+            double at = atomic_load(&p->checkpoint_at);
+            v->checkpoint_age = at > 0 ? processor_monotonic_s() - at : -1;
             for (size_t k = 0; k < p->steps_len; k++)
                 v->outbox_records += p->steps[k].pending;
             /* Lag: records of the partition not yet applied with outputs delivered. */
@@ -271,6 +274,19 @@ static void render_metrics(runner_t *r, FILE *fp)
                v->catch_up_remaining);
     PART_GAUGE(fp, views, n, "flushout_outbox_records",
                "Records produced and not yet confirmed by Kafka.", v->outbox_records);
+    if (r->cfg->checkpoint_dir) {
+        metric_value(fp, "flushout_checkpoints_total", "counter",
+                     "Checkpoints of the partitions' stores made (--checkpoint-dir).",
+                     atomic_load(&r->checkpoints));
+        metric_value(fp, "flushout_checkpoint_failures_total", "counter",
+                     "Checkpoints that could not be made (see the log); the last one of "
+                     "the partition stays.",
+                     atomic_load(&r->checkpoint_failures));
+        PART_GAUGE(fp, views, n, "flushout_checkpoint_age_seconds",
+                   "Seconds since the partition's last checkpoint (-1: none since it was "
+                   "assigned). Flush points come every 30 s.",
+                   v->checkpoint_age);
+    }
     PART_GAUGE(fp, views, n, "flushout_rocksdb_sst_bytes",
                "rocksdb.total-sst-files-size of the partition's store.",
                v->stats.sst_bytes);

@@ -199,6 +199,7 @@ static int prepare_store(part_t *p, const char *dir)
         p->cache_bytes = cache;
         p->leftovers_produced = false;
         p->checkpointed = 0;
+        atomic_store(&p->checkpoint_at, 0.0);
         processor_handler_conf_t hc =
             processor_partition_handler_conf(r->cfg, p->store, r->limits);
         hc.snapshot_every = r->cfg->snapshot_topic_every;

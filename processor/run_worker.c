@@ -179,6 +179,7 @@ void run_checkpoint(part_t *p, bool now)
     char errstr[512], path[PATH_MAX];
     if (now && state_store_flush_point(p->store, errstr, sizeof(errstr))) {
         LOG_WARN("partition %d: no checkpoint: %s", p->id, errstr);
+        atomic_fetch_add(&p->r->checkpoint_failures, 1);
         return;
     }
     double started_at = processor_monotonic_s();
@@ -190,9 +191,13 @@ void run_checkpoint(part_t *p, bool now)
                  "flush point tries again",
                  p->id, errstr);
         p->checkpointed = state_store_flush_points(p->store);
+        atomic_fetch_add(&p->r->checkpoint_failures, 1);
     } else if (p->checkpointed != was) {
+        double made_at = processor_monotonic_s();
         LOG_DEBUG("partition %d: checkpoint %s in %.3f s", p->id, path,
-                  processor_monotonic_s() - started_at);
+                  made_at - started_at);
+        atomic_store(&p->checkpoint_at, made_at);
+        atomic_fetch_add(&p->r->checkpoints, 1);
     }
 }
 

@@ -1906,7 +1906,11 @@ Test(kafka, rebuild_from_a_checkpoint_replays_only_the_changes_after_it)
 {
     char ckpt[PATH_MAX];
     snprintf(ckpt, sizeof(ckpt), "%s/checkpoints", dir);
-    const char *with_checkpoints[] = {"--checkpoint-dir", ckpt, NULL};
+    char port[16];
+    int http_port = free_port();
+    snprintf(port, sizeof(port), "%d", http_port);
+    const char *with_checkpoints[] = {"--checkpoint-dir", ckpt, "--http-port", port,
+                                      NULL};
     const int models = 6;
     instance_t a;
     instance_start(&a, "live", with_checkpoints);
@@ -1928,6 +1932,13 @@ Test(kafka, rebuild_from_a_checkpoint_replays_only_the_changes_after_it)
         snprintf(client, sizeof(client), "reader-%d", m);
         free(snapshot_json(model, client, 1, NULL)); /* everything before it is applied */
     }
+    /* A partition's first step after its takeover's flush point made one. */
+    char age[64];
+    snprintf(age, sizeof(age), "flushout_checkpoint_age_seconds{partition=\"%d\"}",
+             partition_of("ck-0"));
+    cr_assert_geq(metric_value(http_port, "flushout_checkpoints_total"), 1);
+    cr_assert_geq(metric_value(http_port, age), 0, "%s", age);
+    cr_assert_eq(metric_value(http_port, "flushout_checkpoint_failures_total"), 0);
     instance_stop(&a); /* the revoke makes each partition's last checkpoint */
 
     bool temporary = false;
