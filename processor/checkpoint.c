@@ -185,13 +185,29 @@ static bool ends_with(const char *s, const char *suffix)
 int processor_checkpoint_install(const char *checkpoint, const char *store_dir,
                                  char *errstr, size_t errstr_size)
 {
-    if (mkdir(store_dir, 0755)) {
-        snprintf(errstr, errstr_size, "cannot create %s: %s", store_dir, strerror(errno));
+    struct stat st;
+    if (stat(store_dir, &st) == 0 || errno != ENOENT) {
+        snprintf(errstr, errstr_size, "cannot create %s: %s", store_dir,
+                 errno == ENOENT ? "it exists" : strerror(errno));
+        return -1;
+    }
+    /* Built under another name and renamed when whole: an install cut short (a
+     * crash, a full disk) never leaves a store that looks like one. */
+    char building[PATH_MAX];
+    if (snprintf(building, sizeof(building), "%s.installing", store_dir) >=
+        (int)sizeof(building)) {
+        snprintf(errstr, errstr_size, "%s: a path too long", store_dir);
+        return -1;
+    }
+    remove_flat_dir(building); /* what an earlier install left */
+    if (mkdir(building, 0755)) {
+        snprintf(errstr, errstr_size, "cannot create %s: %s", building, strerror(errno));
         return -1;
     }
     DIR *d = opendir(checkpoint);
     if (!d) {
         snprintf(errstr, errstr_size, "cannot read %s: %s", checkpoint, strerror(errno));
+        remove_flat_dir(building);
         return -1;
     }
     struct dirent *e;
@@ -202,7 +218,7 @@ int processor_checkpoint_install(const char *checkpoint, const char *store_dir,
             continue;
         if (snprintf(from, sizeof(from), "%s/%s", checkpoint, e->d_name) >=
                 (int)sizeof(from) ||
-            snprintf(to, sizeof(to), "%s/%s", store_dir, e->d_name) >= (int)sizeof(to)) {
+            snprintf(to, sizeof(to), "%s/%s", building, e->d_name) >= (int)sizeof(to)) {
             snprintf(errstr, errstr_size, "%s: a path too long", checkpoint);
             rc = -1;
             break;
@@ -217,15 +233,25 @@ int processor_checkpoint_install(const char *checkpoint, const char *store_dir,
         }
     }
     closedir(d);
-    if (!rc) { /* the new names, as the files' contents */
-        int fd = open(store_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (fd < 0 || fsync(fd)) {
-            snprintf(errstr, errstr_size, "cannot sync %s: %s", store_dir,
-                     strerror(errno));
-            rc = -1;
-        }
-        if (fd >= 0)
-            close(fd);
+    int fd = rc ? -1 : open(building, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (!rc && (fd < 0 || fsync(fd) || rename(building, store_dir))) {
+        snprintf(errstr, errstr_size, "cannot install %s as %s: %s", building, store_dir,
+                 strerror(errno));
+        rc = -1;
     }
-    return rc;
+    if (fd >= 0)
+        close(fd);
+    if (rc) {
+        remove_flat_dir(building);
+        return rc;
+    }
+    /* The new name, in its parent folder. */
+    char parent[PATH_MAX];
+    snprintf(parent, sizeof(parent), "%s/..", store_dir);
+    fd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+    return 0;
 }

@@ -36,7 +36,9 @@ int processor_checkpoint_latest(const char *dir, int32_t partition, char *path,
 
 /** Makes store_dir (which must not exist) a copy of the checkpoint: table and blob
  *  files hard-linked when on the same file system (they are never written again),
- *  everything else copied; all of it synced. @returns 0, or -1 and errstr. */
+ *  everything else copied; all of it synced, in store_dir.installing, which is then
+ *  renamed (a copy cut short is never taken for a store). @returns 0, or -1 and
+ *  errstr. */
 int processor_checkpoint_install(const char *checkpoint, const char *store_dir,
                                  char *errstr, size_t errstr_size);
 

@@ -351,8 +351,9 @@ const processor_option_t processor_options[] = {
                 "partition's store (every 30 s, a full memtable, a revoke), keep a "
                 "RocksDB checkpoint of it in partition-N.<ms> here, hard-linked when on "
                 "the same file system (copy it elsewhere to survive the disk). rebuild "
-                "--from changes starts each partition from its latest one there and "
-                "replays only the change records after it. Not with --fsync.",
+                "--from changes, and run for a partition it has no store for, start "
+                "from the partition's latest one there and replay only the change "
+                "records after it. Not with --fsync.",
     },
     {
         .name = "standby-interval-ms",

@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "checkpoint.h"
 #include "codec/alloc.h"
 #include "log.h"
 #include "run_int.h"
@@ -177,10 +179,37 @@ static void takeover_again(part_t *p)
 
 /* Opens the partition's store and its handler (unless an earlier attempt did) and
  * checks its layout and settings. @returns 0, or -1 (the takeover failed). */
+/* --checkpoint-dir: a partition with no store here starts from its latest checkpoint
+ * (processor/checkpoint.h), as `rebuild` does, and catches up from there; with none,
+ * from the topics. @returns 0, or -1 (logged). */
+static int install_checkpoint(part_t *p, const char *dir)
+{
+    const char *from = p->r->cfg->checkpoint_dir;
+    struct stat st;
+    if (!from || stat(dir, &st) == 0)
+        return 0;
+    char checkpoint[PATH_MAX], errstr[PATH_MAX + 256];
+    int found = processor_checkpoint_latest(from, p->id, checkpoint, sizeof(checkpoint),
+                                            errstr, sizeof(errstr));
+    if (found > 0 &&
+        processor_checkpoint_install(checkpoint, dir, errstr, sizeof(errstr)) == 0) {
+        LOG_INFO("partition %d: no store in %s; starting from the checkpoint %s", p->id,
+                 dir, checkpoint);
+        return 0;
+    }
+    if (found)
+        LOG_ERROR("partition %d: %s", p->id, errstr);
+    return found ? -1 : 0;
+}
+
 static int prepare_store(part_t *p, const char *dir)
 {
     runner_t *r = p->r;
     char errstr[512];
+    if (!p->store && install_checkpoint(p, dir)) {
+        takeover_failed(p, "its checkpoint cannot be installed");
+        return -1;
+    }
     if (!p->store) {
         size_t cache = atomic_load(&r->cache_share);
         state_store_conf_t sc =
