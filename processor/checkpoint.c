@@ -186,9 +186,10 @@ int processor_checkpoint_install(const char *checkpoint, const char *store_dir,
                                  char *errstr, size_t errstr_size)
 {
     struct stat st;
-    if (stat(store_dir, &st) == 0 || errno != ENOENT) {
+    bool exists = stat(store_dir, &st) == 0;
+    if (exists || errno != ENOENT) {
         snprintf(errstr, errstr_size, "cannot create %s: %s", store_dir,
-                 errno == ENOENT ? "it exists" : strerror(errno));
+                 exists ? "it exists" : strerror(errno));
         return -1;
     }
     /* Built under another name and renamed when whole: an install cut short (a
