@@ -1898,6 +1898,21 @@ static int count_entries(const char *path, const char *prefix, bool *temporary)
     return n;
 }
 
+/* Asks each of models ck-0.. for its snapshot (client reader-M, seq) and, with want
+ * >= 0, checks its command count: a reply means everything before it is applied. */
+static void expect_checkpoint_models(int models, int seq, int64_t want, const char *why)
+{
+    for (int m = 0; m < models; m++) {
+        char model[32], client[32];
+        snprintf(model, sizeof(model), "ck-%d", m);
+        snprintf(client, sizeof(client), "reader-%d", m);
+        int64_t count;
+        free(snapshot_json(model, client, seq, &count));
+        if (want >= 0)
+            cr_assert_eq(count, want, "%s: %s", model, why);
+    }
+}
+
 /* run --checkpoint-dir keeps one checkpoint per partition, and rebuild --from changes
  * starts from it: it replays only the change records after it (a record it would
  * refuse sits before, and a rebuild from the topic's start does refuse it), and gives
@@ -1926,12 +1941,7 @@ Test(kafka, rebuild_from_a_checkpoint_replays_only_the_changes_after_it)
             send_create(model, "c2", seq, 0, "same"); /* stale from: syncs, renames */
         }
     }
-    for (int m = 0; m < models; m++) {
-        char model[16], client[16];
-        snprintf(model, sizeof(model), "ck-%d", m);
-        snprintf(client, sizeof(client), "reader-%d", m);
-        free(snapshot_json(model, client, 1, NULL)); /* everything before it is applied */
-    }
+    expect_checkpoint_models(models, 1, -1, "");
     /* A partition's first step after its takeover's flush point made one. */
     char age[64];
     snprintf(age, sizeof(age), "flushout_checkpoint_age_seconds{partition=\"%d\"}",
@@ -1959,14 +1969,7 @@ Test(kafka, rebuild_from_a_checkpoint_replays_only_the_changes_after_it)
             snprintf(model, sizeof(model), "ck-%d", m);
             send_create(model, "c1", seq, seq - 1, "more");
         }
-    for (int m = 0; m < models; m++) {
-        char model[16], client[16];
-        snprintf(model, sizeof(model), "ck-%d", m);
-        snprintf(client, sizeof(client), "reader-%d", m);
-        int64_t count;
-        free(snapshot_json(model, client, 2, &count));
-        cr_assert_eq(count, 15, "%s: 12 creates, then 3 more", model);
-    }
+    expect_checkpoint_models(models, 2, 15, "12 creates, then 3 more");
     instance_stop(&b);
 
     cr_assert_neq(rebuild_rc("from-start", "changes"), 0,
@@ -1989,15 +1992,7 @@ Test(kafka, rebuild_from_a_checkpoint_replays_only_the_changes_after_it)
      * stop), and serves the live state. */
     instance_t c;
     instance_start(&c, "fresh", from_checkpoints);
-    for (int m = 0; m < models; m++) {
-        char model[16], client[16];
-        snprintf(model, sizeof(model), "ck-%d", m);
-        snprintf(client, sizeof(client), "reader-%d", m);
-        int64_t count;
-        free(snapshot_json(model, client, 3, &count));
-        cr_assert_eq(count, 15, "%s: served from its checkpoint and what came after",
-                     model);
-    }
+    expect_checkpoint_models(models, 3, 15, "served from its checkpoint and after");
     instance_stop(&c);
     live = dump_named("live");
     char *fresh = dump_named("fresh");
