@@ -16,16 +16,22 @@
 
 #include "setup.h"
 
-/* The ms of a complete checkpoint of the partition named name, or 0 for any other
- * name (another partition's, a temporary one, not ours). */
-static uint64_t checkpoint_ms(const char *name, int32_t partition)
+/* What follows "partition-N." in name, or NULL when name is not the partition's. */
+static const char *after_prefix(const char *name, int32_t partition)
 {
     char prefix[64];
     int n =
         snprintf(prefix, sizeof(prefix), PROCESSOR_PARTITION_DIR "%d.", (int)partition);
-    if (strncmp(name, prefix, (size_t)n) != 0)
+    return strncmp(name, prefix, (size_t)n) == 0 ? name + n : NULL;
+}
+
+/* The ms of a complete checkpoint of the partition named name, or 0 for any other
+ * name (another partition's, a temporary one, not ours). */
+static uint64_t checkpoint_ms(const char *name, int32_t partition)
+{
+    const char *digits = after_prefix(name, partition);
+    if (!digits)
         return 0;
-    const char *digits = name + n;
     uint64_t ms = 0;
     for (const char *c = digits; *c; c++) {
         if (*c < '0' || *c > '9' || c - digits >= 19)
@@ -39,10 +45,8 @@ static uint64_t checkpoint_ms(const char *name, int32_t partition)
  * name with ".tmp" after it). */
 static bool partition_entry(const char *name, int32_t partition)
 {
-    char prefix[64];
-    int n =
-        snprintf(prefix, sizeof(prefix), PROCESSOR_PARTITION_DIR "%d.", (int)partition);
-    return strncmp(name, prefix, (size_t)n) == 0 && name[n] >= '0' && name[n] <= '9';
+    const char *rest = after_prefix(name, partition);
+    return rest && *rest >= '0' && *rest <= '9';
 }
 
 /* Removes a checkpoint: a directory of files, no subdirectories. */
@@ -255,4 +259,16 @@ int processor_checkpoint_install(const char *checkpoint, const char *store_dir,
         close(fd);
     }
     return 0;
+}
+
+int processor_checkpoint_restore(const char *dir, int32_t partition,
+                                 const char *store_dir, char *checkpoint,
+                                 size_t checkpoint_size, char *errstr, size_t errstr_size)
+{
+    int found = processor_checkpoint_latest(dir, partition, checkpoint, checkpoint_size,
+                                            errstr, errstr_size);
+    if (found <= 0)
+        return found;
+    return processor_checkpoint_install(checkpoint, store_dir, errstr, errstr_size) ? -1
+                                                                                    : 1;
 }

@@ -42,4 +42,14 @@ int processor_checkpoint_latest(const char *dir, int32_t partition, char *path,
 int processor_checkpoint_install(const char *checkpoint, const char *store_dir,
                                  char *errstr, size_t errstr_size);
 
+/** The partition's latest checkpoint in dir installed as store_dir
+ *  (processor_checkpoint_latest(), then processor_checkpoint_install()): how `rebuild`
+ *  and a takeover start a partition they have no store for.
+ *  @returns 1 (installed: checkpoint names it), 0 (dir holds none of the partition),
+ *  or -1 and errstr. */
+int processor_checkpoint_restore(const char *dir, int32_t partition,
+                                 const char *store_dir, char *checkpoint,
+                                 size_t checkpoint_size, char *errstr,
+                                 size_t errstr_size);
+
 #endif

@@ -158,21 +158,20 @@ static int rebuild_partition(const rebuild_t *rb, int32_t partition)
     }
     double start = processor_monotonic_s();
     char checkpoint[PATH_MAX];
-    int found =
-        rb->from_changes && cfg->checkpoint_dir
-            ? processor_checkpoint_latest(cfg->checkpoint_dir, partition, checkpoint,
-                                          sizeof(checkpoint), errstr, sizeof(errstr))
-            : 0;
-    if (found > 0 &&
-        processor_checkpoint_install(checkpoint, dir, errstr, sizeof(errstr)) == 0)
-        LOG_INFO("partition %d: starting from the checkpoint %s", partition, checkpoint);
-    else if (found) {
+    int found = rb->from_changes && cfg->checkpoint_dir
+                    ? processor_checkpoint_restore(cfg->checkpoint_dir, partition, dir,
+                                                   checkpoint, sizeof(checkpoint), errstr,
+                                                   sizeof(errstr))
+                    : 0;
+    if (found < 0) {
         LOG_ERROR("partition %d: %s", partition, errstr);
         return -1;
-    } else if (cfg->checkpoint_dir && rb->from_changes) {
+    }
+    if (found)
+        LOG_INFO("partition %d: starting from the checkpoint %s", partition, checkpoint);
+    else if (cfg->checkpoint_dir && rb->from_changes)
         LOG_INFO("partition %d: no checkpoint in %s; from the topics' start", partition,
                  cfg->checkpoint_dir);
-    }
     state_store_conf_t sc = processor_store_conf(
         cfg, dir, partition, (size_t)cfg->cache_mb << 20, rb->initial_document);
     state_store_t *store = state_store_open(&sc, errstr, sizeof(errstr));

@@ -40,8 +40,6 @@
 
 #define REPARTITION_HINT PROCESSOR_REPARTITION_HINT /* catch_up.h */
 
-#define SETTINGS_HINT PROCESSOR_SETTINGS_HINT /* setup.h */
-
 typedef struct part_s part_t;
 typedef struct runner_s runner_t;
 typedef struct standby_s standby_t; /* run_standby.c */

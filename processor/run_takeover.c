@@ -177,8 +177,6 @@ static void takeover_again(part_t *p)
              p->id, p->attempt_why, delay, failing);
 }
 
-/* Opens the partition's store and its handler (unless an earlier attempt did) and
- * checks its layout and settings. @returns 0, or -1 (the takeover failed). */
 /* --checkpoint-dir: a partition with no store here starts from its latest checkpoint
  * (processor/checkpoint.h), as `rebuild` does, and catches up from there; with none,
  * from the topics. @returns 0, or -1 (logged). */
@@ -189,19 +187,18 @@ static int install_checkpoint(part_t *p, const char *dir)
     if (!from || stat(dir, &st) == 0)
         return 0;
     char checkpoint[PATH_MAX], errstr[PATH_MAX + 256];
-    int found = processor_checkpoint_latest(from, p->id, checkpoint, sizeof(checkpoint),
-                                            errstr, sizeof(errstr));
-    if (found > 0 &&
-        processor_checkpoint_install(checkpoint, dir, errstr, sizeof(errstr)) == 0) {
+    int found = processor_checkpoint_restore(from, p->id, dir, checkpoint,
+                                             sizeof(checkpoint), errstr, sizeof(errstr));
+    if (found < 0)
+        LOG_ERROR("partition %d: %s", p->id, errstr);
+    else if (found)
         LOG_INFO("partition %d: no store in %s; starting from the checkpoint %s", p->id,
                  dir, checkpoint);
-        return 0;
-    }
-    if (found)
-        LOG_ERROR("partition %d: %s", p->id, errstr);
-    return found ? -1 : 0;
+    return found < 0 ? -1 : 0;
 }
 
+/* Opens the partition's store and its handler (unless an earlier attempt did) and
+ * checks its layout and settings. @returns 0, or -1 (the takeover failed). */
 static int prepare_store(part_t *p, const char *dir)
 {
     runner_t *r = p->r;
