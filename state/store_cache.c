@@ -390,11 +390,15 @@ state_model_t *state_store_model(state_store_t *s, const char *model, size_t mod
     }
     m->snapshot_count = count;
     m->base_bytes = doc ? m->snapshot_bytes : s->initial_bytes;
+    /* A past snapshot is written only in the batch that writes the model's snapshot (a
+     * rewrite, an installed snapshot record), and a snapshot is never deleted on its
+     * own: a model without one has none, so most small models skip that seek. */
+    bool may_have_past = doc != NULL;
     m->master = state_master_new(model, model_len, count,
                                  doc ? doc : codec_value_copy(s->initial_document),
                                  &s->conf.master);
     int rc = load_history(s, m, errstr, errstr_size);
-    if (!rc)
+    if (!rc && may_have_past)
         rc = store_past_load(s, m, errstr, errstr_size);
     if (rc) {
         store_model_free(s, m);

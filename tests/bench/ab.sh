@@ -39,7 +39,8 @@ else
   load=(--outstanding 4 --window 4000)
   options=()
 fi
-[[ -z $rate ]] || load=(--rate "$rate")
+# Open loop as run.sh's half-load pair: 64 in flight per client, so that the rate is reached.
+[[ -z $rate ]] || load=(--rate "$rate" --outstanding 64)
 if [[ -n ${PERF:-} ]]; then
   command -v perf >/dev/null || { echo "ab.sh: PERF needs perf on PATH" >&2; exit 1; }
   mkdir -p "$PERF"

@@ -2005,7 +2005,7 @@ static void say(transcript_t *t, const char *fmt, ...)
 }
 
 /* Every version of id from its count - 20 on, rebuilt by time travel. */
-static void say_versions(transcript_t *t, const char *id)
+static void say_travel(transcript_t *t, const char *id)
 {
     state_model_t *m = model(id);
     uint64_t count = state_master_command_count(state_model_master(m));
@@ -2031,6 +2031,14 @@ static void say_versions(transcript_t *t, const char *id)
         free(json);
         state_master_destroy(past);
     }
+}
+
+/* say_travel(), and the history of the last 6 commands. */
+static void say_versions(transcript_t *t, const char *id)
+{
+    say_travel(t, id);
+    state_model_t *m = model(id);
+    uint64_t count = state_master_command_count(state_model_master(m));
     state_history_t hist = state_model_history(m);
     codec_packed_t out;
     codec_packed_init(&out);
@@ -2112,4 +2120,92 @@ Test(state_store, a_changelog_store_holds_history_as_a_logged_store_writes_it)
               changelog.text + (at > 100 ? at - 100 : 0));
     free(logged.text);
     free(changelog.text);
+}
+
+/* Models with a snapshot and models with past snapshots (state_store_scan()). */
+typedef struct snapshot_holders_s {
+    char with_snapshot[4][8], with_past[4][8];
+    int snapshots, pasts;
+} snapshot_holders_t;
+
+static void holders_add(char (*ids)[8], int *n, const char *id, size_t len)
+{
+    cr_assert_lt(len, 8);
+    for (int i = 0; i < *n; i++)
+        if (strlen(ids[i]) == len && !memcmp(ids[i], id, len))
+            return;
+    cr_assert_lt(*n, 4);
+    memcpy(ids[*n], id, len);
+    ids[(*n)++][len] = '\0';
+}
+
+static int holders_visit(void *opaque, const state_store_item_t *item)
+{
+    snapshot_holders_t *h = opaque;
+    if (item->kind == STATE_ITEM_SNAPSHOT)
+        holders_add(h->with_snapshot, &h->snapshots, item->model, item->model_len);
+    else if (item->kind == STATE_ITEM_PAST)
+        holders_add(h->with_past, &h->pasts, item->model, item->model_len);
+    return 0;
+}
+
+/* Loading a model seeks its past snapshots only when it has a snapshot (store_cache.c):
+ * a past snapshot is written only in the batch that writes its model's snapshot, and
+ * a snapshot is never deleted on its own. Over rewrites and trims, an installed
+ * snapshot record, evictions and a reopen, every model with past snapshots has a
+ * snapshot, and each model, reloaded, travels back exactly as far as it did cached. */
+Test(state_store, past_snapshots_are_stored_only_beside_their_models_snapshot)
+{
+    conf.history = 6;
+    conf.snapshot_every = 7;
+    open_store();
+    for (uint64_t seq = 1; seq <= 8; seq++)
+        flush_creates("m", "c1", seq, 1);
+    commit(0);
+    msgpack_sbuffer snap;
+    pack_snapshot_record(&snap);
+    start_over();
+
+    open_store();
+    /* 80 commands: a rewrite every 8, and a trim that drops the first history key (64
+     * commands), so that the oldest versions travel from past snapshots alone. */
+    for (uint64_t seq = 1; seq <= 40; seq++)
+        flush_creates("a", "c1", seq, 1);
+    flush_creates("small", "c1", 1, 1); /* 2 commands: no snapshot */
+    cr_assert_eq(state_store_install_snapshot(store, "m", 1, snap.data, snap.size, errstr,
+                                              sizeof(errstr)),
+                 1, "%s", errstr);
+    msgpack_sbuffer_destroy(&snap);
+    commit(1);
+    const char *ids[3] = {"a", "small", "m"};
+    transcript_t cached = {0}, reloaded = {0};
+    for (int i = 0; i < 3; i++)
+        say_travel(&cached, ids[i]);
+    state_store_set_cache_bytes(store, 1); /* every model leaves the cache */
+    state_store_set_cache_bytes(store, 64 << 20);
+    for (int i = 0; i < 3; i++)
+        say_travel(&reloaded, ids[i]);
+    open_store();
+    for (int i = 0; i < 3; i++)
+        say_travel(&reloaded, ids[i]);
+    cr_assert_eq(reloaded.len, 2 * cached.len);
+    cr_assert(!memcmp(reloaded.text, cached.text, cached.len) &&
+                  !memcmp(reloaded.text + cached.len, cached.text, cached.len),
+              "cached: %s\nreloaded: %s", cached.text, reloaded.text);
+
+    snapshot_holders_t h = {0};
+    cr_assert_eq(state_store_scan(store, holders_visit, &h, errstr, sizeof(errstr)), 0,
+                 "%s", errstr);
+    cr_assert_eq(h.pasts, 2,
+                 "\"a\" (rewritten) and \"m\" (installed) have past snapshots");
+    for (int i = 0; i < h.pasts; i++) {
+        bool found = false;
+        for (int j = 0; j < h.snapshots; j++)
+            found |= !strcmp(h.with_past[i], h.with_snapshot[j]);
+        cr_assert(found, "model %s has past snapshots but no snapshot", h.with_past[i]);
+    }
+    for (int j = 0; j < h.snapshots; j++)
+        cr_assert_str_neq(h.with_snapshot[j], "small");
+    free(cached.text);
+    free(reloaded.text);
 }
